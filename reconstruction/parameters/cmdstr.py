@@ -29,7 +29,7 @@ def tokenize(cmdstr: str) -> list[str]:
 
 def parse_cmdstr(cmdstr: str) -> list[tuple[str, Any]]:
     """``[(flag, raw_value), ...]`` in order; validation happens in ``Parameters.from_flags``."""
-    from .model import Problem, ParameterError
+    from .model import ParameterError, Problem
 
     pairs: list[tuple[str, Any]] = []
     problems = []

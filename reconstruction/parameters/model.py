@@ -142,7 +142,7 @@ class ReconstructionParameters:
     noise_model: str = param("gaussian", kind="choice", flag="noise", choices=("gaussian", "poisson"),
                              hint="LSQML noise model.", advanced=True)
     batch_size: int = param(0, kind="int", flag="batch", min=0, max=10**7, advanced=True,
-                            hint="LSQML mini-batch size (0 = about N/10, at least 1).")
+                            hint="LSQML mini-batch size (0 = about N/40, at least 1).")
     rms: bool = param(False, kind="bool", flag="RMS", advanced=True,
                       hint="Also report the original's RMS error (mean over positions of sum|A-|F psi||/sum A).")
     probe_guess: str = param("", kind="str", flag="probeGuess", hint="CSV (complex, size x size) initial probe.",
@@ -474,10 +474,9 @@ class Parameters:
             if msg:
                 problems.append(Problem(spec.path, spec.flag, value, msg))
         e = self.experiment
-        if e.step_m[0] <= 0 or e.step_m[1] <= 0:
-            if not e.positions_file:
-                problems.append(Problem("experiment.step_m", "step", e.step_m,
-                                        f"-step={_show(e.step_m)}: steps must be > 0 for a raster scan"))
+        if (e.step_m[0] <= 0 or e.step_m[1] <= 0) and not e.positions_file:
+            problems.append(Problem("experiment.step_m", "step", e.step_m,
+                                    f"-step={_show(e.step_m)}: steps must be > 0 for a raster scan"))
         if problems:
             raise ParameterError(problems)
 

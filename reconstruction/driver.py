@@ -1,0 +1,400 @@
+"""The one reconstruction loop. Whole mode, step mode, the CLI and the web worker all drive this class.
+
+>>> rec = Reconstruction(intensities, positions_px, algorithm="LSQML", iterations=50)
+>>> for progress in rec:          # one Progress per iteration
+...     pass
+>>> result = rec.result()         # host copies of object, probe, positions and the error history
+
+Data stay on the device (NumPy or CuPy) across iterations; only :meth:`preview` (small uint8 images) and
+the per-iteration error scalars come back to the host inside the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .backend import Backend, get_backend
+from .engines import ENGINES, EngineSettings, EngineState
+from .engines.base import apply_phase_constraint, object_illumination
+from .errors import DeviceMemoryError, InputDataError, SessionStateError
+from .parameters.model import ALGORITHM_ALIASES
+from .physics import modes as probe_modes_ops
+from .positions import object_shape_for
+from .preview import Preview, make_preview
+from .probes import probe_guess_from_data
+from .state import Progress, Result
+
+if TYPE_CHECKING:
+    from .parameters import Parameters
+    from .scan_data import ScanData
+
+
+def canonical_algorithm(name: str) -> str:
+    """'epie'/'ePIE' -> 'ePIE', 'dm' -> 'DM', 'lsqml'/'MLs' -> 'LSQML'; ValueError otherwise."""
+    canon = ALGORITHM_ALIASES.get(str(name).lower())
+    if canon is None:
+        raise ValueError(f"algorithm={name!r}: expected one of ePIE, DM, LSQML (MLs)")
+    return canon
+
+
+def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
+                          probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False) -> int:
+    """Device memory a run needs (bytes): data, object/probe buffers and the engine's working set."""
+    alg = canonical_algorithm(algorithm)
+    n2 = size_px * size_px
+    data = n_positions * n2 * 4 + (n_positions * n2 if per_frame_mask else 0)
+    obj = object_shape[0] * object_shape[1] * 8
+    index = n_positions * 2 * 8
+    wave = probe_modes * n2 * 8  # one position's exit waves, complex64
+    if alg == "ePIE":
+        work = 8 * wave + 4 * obj
+    elif alg == "DM":
+        # psi + phi + reflected + far field per position, plus int64 window indices and object buffers
+        work = n_positions * (4 * wave + n2 * 8 + 2 * n2 * 4) + 6 * obj
+    else:
+        b = batch_size or max(1, -(-n_positions // 40))
+        work = b * (7 * wave + n2 * 8 + 3 * n2 * 4) + 6 * obj
+    return int(data + index + work + 4 * wave)
+
+
+class Reconstruction:
+    """A reconstruction in progress on one device.
+
+    intensities: (N, n, n) float photon counts, zero frequency at [0, 0] (``centred=True``: at the centre).
+    positions_px: (N, 2) float (row, col) of each window's top-left corner in the object array; corners are
+    rounded to whole pixels. probe: None (a guess is built from the data and ``beam_diameter_px``), (n, n) or
+    (modes, n, n) complex. object_guess: None (unit transmission) or a complex array pasted centred.
+    valid_mask: None, (n, n) or (N, n, n) bool, True where a pixel constrains the fit.
+    """
+
+    def __init__(
+        self,
+        intensities: Any,
+        positions_px: Any,
+        *,
+        algorithm: str = "ePIE",
+        iterations: int = 100,
+        probe: Any = None,
+        probe_modes: int = 1,
+        object_shape: tuple[int, int] | None = None,
+        object_guess: Any = None,
+        device: str = "auto",
+        seed: int | None = None,
+        valid_mask: Any = None,
+        settings: EngineSettings | None = None,
+        beam_diameter_px: float | None = None,
+        pixel_size_m: float | None = None,
+        centred: bool = False,
+        time_limit_s: float = 0.0,
+        parameters: Parameters | None = None,
+        inputs: dict[str, Any] | None = None,
+    ):
+        self.algorithm = canonical_algorithm(algorithm)
+        if iterations < 0:
+            raise ValueError(f"iterations={iterations}: must be >= 0")
+        if probe_modes < 1:
+            raise ValueError(f"probe_modes={probe_modes}: must be >= 1")
+        self.iterations = int(iterations)
+        self.settings = settings or EngineSettings()
+        self.time_limit_s = float(time_limit_s or 0.0)
+        self.parameters = parameters
+        self.pixel_size_m = pixel_size_m
+        self.inputs = dict(inputs or {})
+
+        intensities_h = _checked_intensities(intensities, centred)
+        n_pos, n = intensities_h.shape[0], intensities_h.shape[-1]
+        corners = _checked_positions(positions_px, n_pos)
+        mask_h = _checked_mask(valid_mask, intensities_h.shape, centred)
+        _check_photons(intensities_h, mask_h)
+        shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
+        _check_inside(corners, n, (int(shape[0]), int(shape[1])))
+        probe_h = self._initial_probe(probe, intensities_h, probe_modes, beam_diameter_px)
+        self.probe_modes = probe_h.shape[0]
+
+        self.backend: Backend = get_backend(device)
+        self.needed_bytes = estimate_memory_bytes(
+            n_pos, n, (int(shape[0]), int(shape[1])), algorithm=self.algorithm, probe_modes=self.probe_modes,
+            batch_size=self.settings.batch_size, per_frame_mask=mask_h is not None and mask_h.ndim == 3)
+        self._check_memory()
+        self.rng = np.random.default_rng(seed)
+        xp = self.backend.xp
+        try:
+            obj = _initial_object(xp, (int(shape[0]), int(shape[1])), object_guess)
+            self.state = EngineState(
+                xp=xp, obj=obj, probe=xp.asarray(probe_h), amplitudes=xp.sqrt(xp.asarray(intensities_h)),
+                valid=None if mask_h is None else xp.asarray(mask_h),
+                rows=xp.asarray(corners[:, 0]), cols=xp.asarray(corners[:, 1]), rng=self.rng,
+                modes_active=1,
+            )
+            del intensities_h
+            self.engine: Any = ENGINES[self.algorithm](self.state, self.settings)
+        except MemoryError as exc:
+            raise self._oom(exc) from exc
+        self.positions_px = corners.astype(np.float64)
+        self.iteration = 0
+        self.errors: list[float] = []
+        self.rms: list[float] = []
+        self.iteration_s: list[float] = []
+        self.elapsed_s = 0.0
+        self.stopped_early: str | None = None
+        self._closed = False
+
+    # -- construction from the parameter object ----------------------------------------------------------
+    @classmethod
+    def from_parameters(cls, params: Parameters, *, data: ScanData | None = None,
+                        progress: Any = None, device: str | None = None) -> Reconstruction:
+        """Load (or simulate) the data the parameters describe and set up the run."""
+        from .loading import load_guesses, load_scan
+
+        data = data if data is not None else load_scan(params, progress=progress)
+        probe, obj = load_guesses(params, data)
+        r = params.reconstruction
+        pixel = data.pixel_size_m or params.pixel_size_m
+        return cls(
+            data.intensities, data.positions_px, algorithm=r.algorithm, iterations=r.iterations, probe=probe,
+            probe_modes=r.probe_modes, object_guess=obj, device=device or r.device,
+            seed=r.seed if r.seed >= 0 else None, valid_mask=data.valid_mask,
+            settings=settings_from_parameters(params), beam_diameter_px=params.experiment.beam_size_m / pixel,
+            pixel_size_m=pixel, time_limit_s=r.time_limit_s, parameters=params, inputs=data.source,
+        )
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once every planned iteration ran, or the time limit was reached."""
+        if self.iteration >= self.iterations:
+            return True
+        return self.time_limit_s > 0 and self.elapsed_s >= self.time_limit_s
+
+    def step(self) -> Progress:
+        """Run exactly one iteration (epoch) and report it."""
+        self._require_open()
+        if self.done:
+            why = "time limit reached" if self.iteration < self.iterations else f"all {self.iterations} ran"
+            raise SessionStateError(f"no iteration left to run ({why}); iteration {self.iteration}")
+        it = self.iteration + 1
+        st, xp, s = self.state, self.backend.xp, self.settings
+        t0 = time.perf_counter()
+        try:
+            if self.probe_modes > 1 and st.modes_active == 1 and it >= s.update_modes_from:
+                st.probe[...] = probe_modes_ops.seed_extra_modes(xp, st.probe, self.rng)
+                st.modes_active = self.probe_modes
+                if hasattr(self.engine, "modes_changed"):
+                    self.engine.modes_changed()
+            metrics = self.engine.iterate(it, update_probe=it >= s.update_probe_from)
+            if it <= s.phase_constraint:
+                st.obj[...] = apply_phase_constraint(xp, st.obj)
+            if st.modes_active > 1:
+                st.probe[...] = probe_modes_ops.orthogonalize_modes(xp, st.probe)
+            error = metrics.error
+            self.backend.synchronize()
+        except MemoryError as exc:
+            raise self._oom(exc) from exc
+        if not np.isfinite(error):
+            raise InputDataError(f"{self.algorithm} diverged at iteration {it}: the error is {error}")
+        dt = time.perf_counter() - t0
+        self.iteration = it
+        self.elapsed_s += dt
+        self.errors.append(error)
+        if metrics.rms is not None:
+            self.rms.append(metrics.rms)
+        self.iteration_s.append(dt)
+        if self.time_limit_s > 0 and self.elapsed_s >= self.time_limit_s and it < self.iterations:
+            self.stopped_early = f"time limit of {self.time_limit_s:g} s reached"
+        return Progress(it, self.iterations, error, metrics.rms, dt, self.elapsed_s)
+
+    def __iter__(self) -> Iterator[Progress]:
+        while not self.done:
+            yield self.step()
+
+    def run(self, callback: Any = None) -> Result:
+        """Whole mode: iterate to the end, calling ``callback(progress)`` after each iteration."""
+        for progress in self:
+            if callback is not None:
+                callback(progress)
+        return self.result()
+
+    # -- reading the state ----------------------------------------------------------------------------------
+    def object(self) -> np.ndarray:
+        """Host copy of the object, (H, W) complex64."""
+        self._require_open()
+        return self.backend.asnumpy(self.state.obj).astype(np.complex64, copy=True)
+
+    def probe(self) -> np.ndarray:
+        """Host copy of the probe modes, (modes, n, n) complex64, strongest mode first."""
+        self._require_open()
+        return self.backend.asnumpy(self.state.probe).astype(np.complex64, copy=True)
+
+    def illumination(self) -> np.ndarray:
+        """Host (H, W) float32 sum of the probe intensity over all windows."""
+        return self.backend.asnumpy(object_illumination(self.state))
+
+    def scanned_region(self) -> tuple[slice, slice]:
+        """Slices of the object array covered by any window."""
+        n = self.state.size_px
+        lo = self.positions_px.min(axis=0).astype(int)
+        hi = self.positions_px.max(axis=0).astype(int) + n
+        return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
+
+    def preview(self, max_px: int = 512) -> Preview:
+        """Downsampled uint8 images of the object's scanned area and of each probe mode."""
+        self._require_open()
+        return make_preview(self.backend.xp, self.state.obj, self.state.probe, self.iteration, max_px,
+                            self.backend.asnumpy, region=self.scanned_region())
+
+    def result(self) -> Result:
+        """Host copies of everything a result file needs."""
+        return Result(
+            object=self.object(), probe=self.probe(), positions_px=self.positions_px.copy(),
+            errors=list(self.errors), rms=list(self.rms), iteration_s=list(self.iteration_s),
+            algorithm=self.algorithm, device=self.backend.device, pixel_size_m=self.pixel_size_m,
+            parameters=self.parameters, stopped_early=self.stopped_early, inputs=dict(self.inputs),
+        )
+
+    def close(self) -> None:
+        """Free the device arrays; later calls raise SessionStateError."""
+        self._closed = True
+        self.engine = None  # type: ignore[assignment]
+        self.state = None  # type: ignore[assignment]
+        if self.backend.is_gpu:
+            self.backend.xp.get_default_memory_pool().free_all_blocks()
+
+    # -- helpers --------------------------------------------------------------------------------------------
+    def _require_open(self) -> None:
+        if self._closed:
+            raise SessionStateError("this reconstruction was closed (post() was called); start a new one")
+
+    def _initial_probe(self, probe: Any, intensities: np.ndarray, modes: int,
+                       beam_diameter_px: float | None) -> np.ndarray:
+        n = intensities.shape[-1]
+        if probe is None:
+            return probe_guess_from_data(intensities, beam_diameter_px, modes)
+        p = np.asarray(probe)
+        if p.ndim == 2:
+            p = p[None]
+        if p.ndim != 3 or p.shape[-2:] != (n, n):
+            raise InputDataError(f"probe has shape {np.shape(probe)}: expected ({n}, {n}) or (modes, {n}, {n})")
+        if not np.all(np.isfinite(p)):
+            raise InputDataError("probe guess contains NaN or infinite values")
+        out = np.zeros((max(modes, p.shape[0]), n, n), dtype=np.complex64)
+        out[: p.shape[0]] = p
+        return out
+
+    def _check_memory(self) -> None:
+        free = self.backend.free_memory_bytes()
+        if free is not None and self.needed_bytes > free:
+            raise DeviceMemoryError(
+                f"this {self.algorithm} run needs about {self.needed_bytes / 2**30:.2f} GiB of GPU memory but "
+                f"{free / 2**30:.2f} GiB is free on {self.backend.device}; use fewer positions, a smaller "
+                f"'size', ePIE, or the CPU", self.needed_bytes, free)
+
+    def _oom(self, exc: BaseException) -> DeviceMemoryError:
+        free = self.backend.free_memory_bytes()
+        return DeviceMemoryError(
+            f"out of memory on {self.backend.device} ({exc}); this {self.algorithm} run needs about "
+            f"{self.needed_bytes / 2**30:.2f} GiB", self.needed_bytes, free)
+
+
+def settings_from_parameters(params: Parameters) -> EngineSettings:
+    """Engine knobs from ``params.reconstruction``."""
+    r = params.reconstruction
+    return EngineSettings(
+        update_probe_from=r.update_probe_from, update_modes_from=r.update_modes_from,
+        phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
+        batch_size=r.batch_size, compute_rms=r.rms,
+    )
+
+
+def reconstruct(intensities: Any, positions_px: Any, *, algorithm: str = "ePIE", iterations: int = 100,
+                probe: Any = None, probe_modes: int = 1, object_shape: tuple[int, int] | None = None,
+                device: str = "auto", seed: int | None = None, callback: Any = None, **kwargs: Any) -> Result:
+    """Reconstruct ``intensities`` (N, n, n) at ``positions_px`` (N, 2) and return the host :class:`Result`.
+
+    Keyword arguments are those of :class:`Reconstruction` (valid_mask, settings, beam_diameter_px, centred,
+    object_guess, time_limit_s, ...). ``callback(progress)`` runs after every iteration.
+    """
+    rec = Reconstruction(intensities, positions_px, algorithm=algorithm, iterations=iterations, probe=probe,
+                         probe_modes=probe_modes, object_shape=object_shape, device=device, seed=seed, **kwargs)
+    return rec.run(callback)
+
+
+# -- input checks (host side, before anything is allocated on the device) ---------------------------------
+def _checked_intensities(intensities: Any, centred: bool) -> np.ndarray:
+    a = np.asarray(intensities)
+    if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape[0] < 1:
+        raise InputDataError(f"intensities have shape {a.shape}: expected (N, n, n) with square patterns")
+    if a.shape[1] < 4:
+        raise InputDataError(f"patterns of {a.shape[1]}x{a.shape[2]} pixels are too small")
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise InputDataError(f"intensities have dtype {a.dtype}: expected real numbers (photon counts)")
+    a = a.astype(np.float32, copy=False)
+    finite = np.isfinite(a)
+    if not finite.all():
+        j, r, c = (int(v) for v in np.argwhere(~finite)[0])
+        raise InputDataError(f"intensities contain NaN or infinite values (first at frame {j}, pixel ({r}, {c}))")
+    if (a < 0).any():
+        j, r, c = (int(v) for v in np.argwhere(a < 0)[0])
+        raise InputDataError(f"intensities contain negative values (first at frame {j}, pixel ({r}, {c}), "
+                             f"value {a[j, r, c]:g}); subtract backgrounds with a threshold instead")
+    if centred:
+        a = np.fft.ifftshift(a, axes=(-2, -1))
+    return np.ascontiguousarray(a)
+
+
+def _checked_positions(positions_px: Any, n_positions: int) -> np.ndarray:
+    p = np.asarray(positions_px, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != 2:
+        raise InputDataError(f"positions_px has shape {p.shape}: expected (N, 2) (row, col)")
+    if p.shape[0] != n_positions:
+        raise InputDataError(f"{p.shape[0]} positions for {n_positions} diffraction patterns")
+    if not np.all(np.isfinite(p)):
+        raise InputDataError(f"position {int(np.argwhere(~np.isfinite(p))[0, 0])} is NaN or infinite")
+    return np.floor(p + 0.5).astype(np.int64)
+
+
+def _check_inside(corners: np.ndarray, n: int, shape: tuple[int, int]) -> None:
+    bad = (corners[:, 0] < 0) | (corners[:, 1] < 0) | (corners[:, 0] + n > shape[0]) | (corners[:, 1] + n > shape[1])
+    if bad.any():
+        j = int(np.argwhere(bad)[0, 0])
+        raise InputDataError(
+            f"position {j} at (row {corners[j, 0]}, col {corners[j, 1]}) puts its {n}x{n} window outside the "
+            f"object array of shape {shape}")
+
+
+def _checked_mask(mask: Any, shape: tuple[int, ...], centred: bool) -> np.ndarray | None:
+    if mask is None:
+        return None
+    m = np.asarray(mask).astype(bool)
+    if m.shape not in (shape[1:], shape):
+        raise InputDataError(f"valid_mask has shape {m.shape}: expected {shape[1:]} or {shape}")
+    if centred:
+        m = np.fft.ifftshift(m, axes=(-2, -1))
+    return None if m.all() else m
+
+
+def _check_photons(intensities: np.ndarray, mask: np.ndarray | None) -> None:
+    counted = intensities if mask is None else np.where(mask, intensities, 0)
+    totals = counted.sum(axis=(-2, -1))
+    empty = np.flatnonzero(totals <= 0)
+    if empty.size:
+        listed = ", ".join(str(int(j)) for j in empty[:10]) + (" ..." if empty.size > 10 else "")
+        raise InputDataError(f"{empty.size} frame(s) hold no photons (frames {listed}); check the data, the crop "
+                             f"centre or the threshold")
+
+
+def _initial_object(xp: Any, shape: tuple[int, int], guess: Any) -> Any:
+    obj = xp.ones(shape, dtype=xp.complex64)
+    if guess is None:
+        return obj
+    g = np.asarray(guess)
+    if g.ndim != 2 or not np.all(np.isfinite(g)):
+        raise InputDataError(f"object guess has shape {g.shape} or non-finite values: expected a finite 2-D array")
+    h, w = min(g.shape[0], shape[0]), min(g.shape[1], shape[1])
+    gy, gx = (g.shape[0] - h) // 2, (g.shape[1] - w) // 2
+    oy, ox = (shape[0] - h) // 2, (shape[1] - w) // 2
+    obj[oy:oy + h, ox:ox + w] = xp.asarray(g[gy:gy + h, gx:gx + w].astype(np.complex64))
+    return obj

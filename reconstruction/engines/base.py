@@ -1,0 +1,104 @@
+"""State shared by the engines and the per-iteration schedule derived from the parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..physics import modulus, patches
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Algorithm knobs (from ``Parameters.reconstruction``); iteration numbers are 1-based."""
+
+    update_probe_from: int = 10
+    update_modes_from: int = 20
+    phase_constraint: int = 1
+    delta_p: float = 0.1  # LSQML regularisation relative to the maximum of the normalisation
+    noise_model: str = "gaussian"  # LSQML: "gaussian" (amplitude) or "poisson"
+    batch_size: int = 0  # LSQML mini-batch (0 = about N/40)
+    beta_lsq: float = 0.9  # LSQML damping of the optimal step
+    compute_rms: bool = False
+
+
+@dataclass
+class EngineState:
+    """Arrays on the device (``xp``) that the engines update in place.
+
+    obj (H, W) complex64; probe (M, n, n) complex64; amplitudes (N, n, n) float32 = sqrt(intensities);
+    valid None or bool (n, n) / (N, n, n); rows, cols (N,) int64 window corners (device arrays).
+    """
+
+    xp: Any
+    obj: Any
+    probe: Any
+    amplitudes: Any
+    valid: Any | None
+    rows: Any
+    cols: Any
+    rng: np.random.Generator
+    modes_active: int = 1
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.amplitudes.shape[0])
+
+    @property
+    def size_px(self) -> int:
+        return int(self.amplitudes.shape[-1])
+
+    def window_idx(self, index: Any = None) -> Any:
+        """(B, n, n) flat object indices of the windows of positions ``index`` (all when None)."""
+        rows = self.rows if index is None else self.rows[index]
+        cols = self.cols if index is None else self.cols[index]
+        return patches.window_indices(self.xp, rows, cols, self.size_px, self.obj.shape[1])
+
+    def valid_for(self, index: Any) -> Any | None:
+        """The mask for positions ``index`` (an int, a slice or an index array), or None."""
+        if self.valid is None or self.valid.ndim == 2:
+            return self.valid
+        return self.valid[index]
+
+
+@dataclass
+class IterationMetrics:
+    """Accumulates the per-position error sums of one iteration."""
+
+    sq_err: float = 0.0
+    sq_amp: float = 0.0
+    rms_sum: float = 0.0
+    rms_count: int = 0
+
+    def add(self, xp: Any, model_amp: Any, measured_amp: Any, valid: Any | None, rms: bool) -> None:
+        sq, a2, abs_err = modulus.error_terms(xp, model_amp, measured_amp, valid)
+        self.sq_err += float(xp.sum(sq))
+        self.sq_amp += float(xp.sum(a2))
+        if rms:
+            a_sum = xp.sum(measured_amp if valid is None else xp.where(valid, measured_amp, 0), axis=(-2, -1))
+            ratio = abs_err / xp.maximum(a_sum, 1e-12)
+            self.rms_sum += float(xp.sum(ratio))
+            self.rms_count += int(ratio.size)
+
+    @property
+    def error(self) -> float:
+        return float(np.sqrt(self.sq_err / self.sq_amp)) if self.sq_amp > 0 else 0.0
+
+    @property
+    def rms(self) -> float | None:
+        return self.rms_sum / self.rms_count if self.rms_count else None
+
+
+def apply_phase_constraint(xp: Any, obj: Any) -> Any:
+    """Set positive object phases to 0 (keep the amplitude): the original's early-iteration constraint."""
+    return xp.where(obj.imag > 0, xp.abs(obj).astype(obj.dtype), obj)
+
+
+def object_illumination(state: EngineState) -> Any:
+    """(H, W) float32 sum over positions of the modal probe intensity sum_k |P_k|^2."""
+    xp = state.xp
+    p2 = xp.sum(xp.abs(state.probe) ** 2, axis=0)
+    idx = state.window_idx()
+    return patches.scatter_add_patches(xp, state.obj.shape, xp.broadcast_to(p2, idx.shape), idx)

@@ -1,0 +1,50 @@
+"""ePIE (Maiden & Rodenburg 2009): sequential per-position object and probe updates.
+
+Each epoch visits every position once in a new random order. For position j with window O_j:
+  psi_k = P_k O_j,  psi'_k = F^-1[ F(psi_k) * A_j / sqrt(sum_k |F psi_k|^2) ],  D_k = psi'_k - psi_k
+  O_j += sum_k conj(P_k) D_k / max(sum_k |P_k|^2)
+  P_k += conj(O_j) D_k / max|O_j|^2          (from iteration ``update_probe_from`` on)
+Mixed-state probes update every active mode with its own difference.
+"""
+
+from __future__ import annotations
+
+from ..physics import modulus, propagation
+from .base import EngineSettings, EngineState, IterationMetrics
+
+
+class EPIE:
+    name = "ePIE"
+
+    def __init__(self, state: EngineState, settings: EngineSettings):
+        self.state = state
+        self.settings = settings
+
+    def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
+        st, xp = self.state, self.state.xp
+        n = st.size_px
+        m = st.modes_active
+        metrics = IterationMetrics()
+        order = st.rng.permutation(st.n_positions)
+        rows = st.rows.tolist() if hasattr(st.rows, "tolist") else list(st.rows)
+        cols = st.cols.tolist() if hasattr(st.cols, "tolist") else list(st.cols)
+        for j in order.tolist():
+            r, c = rows[j], cols[j]
+            window = st.obj[r:r + n, c:c + n]
+            probe = st.probe[:m]
+            obj_patch = window.copy()
+            psi = probe * obj_patch[None]
+            far = propagation.forward(xp, psi)
+            model_amp = modulus.modal_amplitude(xp, far)
+            amp = st.amplitudes[j]
+            valid = st.valid_for(j)
+            metrics.add(xp, model_amp[None], amp[None], None if valid is None else valid[None],
+                        self.settings.compute_rms)
+            factor = modulus.modulus_factor(xp, model_amp, amp, valid)
+            diff = propagation.backward(xp, far * factor[None]) - psi
+            p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
+            window += xp.sum(probe.conj() * diff, axis=0) / xp.max(p_int)
+            if update_probe:
+                o_int = obj_patch.real**2 + obj_patch.imag**2
+                st.probe[:m] += obj_patch.conj()[None] * diff / xp.max(o_int)
+        return metrics

@@ -1,0 +1,134 @@
+"""LSQML (Odstrcil, Menzel & Guizar-Sicairos 2018): least-squares maximum-likelihood with mini-batches.
+
+For each mini-batch of positions:
+  1. far-field update direction chi_hat from the noise model:
+       gaussian: chi_hat = Psi (A / |Psi| - 1)
+       poisson:  chi_hat = alpha_j Psi (I / |Psi|^2 - 1), alpha_j from a few Newton steps on the Poisson
+                 likelihood of position j (clipped to [0, 1]);
+     chi = F^-1 chi_hat (per mode);
+  2. preconditioned object and probe directions
+       dO = sum_j sum_k conj(P_k) chi_jk / (sum_j sum_k |P_k|^2 + delta max)   (scattered into the object)
+       dP_k = sum_j conj(O_j) chi_jk / (sum_j |O_j|^2 + delta max);
+  3. per position the optimal steps (a_O,j, a_P,j) minimise || chi_j - a_O dO_j P - a_P O_j dP ||^2 (a 2x2
+     least-squares problem); each position's contribution is weighted by its own step, damped by beta = 0.9:
+       O += beta sum_j a_O,j conj(P) chi_j / (sum_j |P|^2 + delta max),
+       P += beta sum_j a_P,j conj(O_j) chi_j / (sum_j |O_j|^2 + delta max).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..physics import modulus, patches, propagation
+from .base import EngineSettings, EngineState, IterationMetrics
+
+NEWTON_STEPS = 3
+
+
+class LSQML:
+    name = "LSQML"
+
+    def __init__(self, state: EngineState, settings: EngineSettings):
+        self.state = state
+        self.settings = settings
+        n_pos = state.n_positions
+        self.batch_size = settings.batch_size or default_batch_size(n_pos)
+
+    def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
+        st = self.state
+        metrics = IterationMetrics()
+        order = st.rng.permutation(st.n_positions)
+        for start in range(0, st.n_positions, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            self._update_batch(st.xp.asarray(idx), metrics, update_probe)
+        return metrics
+
+    def _update_batch(self, idx: Any, metrics: IterationMetrics, update_probe: bool) -> None:
+        st, xp, s = self.state, self.state.xp, self.settings
+        m = st.modes_active
+        probe = st.probe[:m]
+        flat_idx = st.window_idx(idx)
+        obj_p = patches.extract_patches(xp, st.obj, flat_idx)  # (B, n, n)
+        psi = probe[None] * obj_p[:, None]  # (B, M, n, n)
+        far = propagation.forward(xp, psi)
+        model_amp = modulus.modal_amplitude(xp, far)
+        amp = st.amplitudes[idx]
+        valid = st.valid_for(idx)
+        metrics.add(xp, model_amp, amp, valid, s.compute_rms)
+        chi = propagation.backward(xp, far * self._far_field_step(model_amp, amp, valid)[:, None])
+
+        # preconditioned search directions
+        p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
+        grad_o = xp.sum(probe.conj()[None] * chi, axis=1)  # (B, n, n)
+        den_o = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
+        den_o = den_o + s.delta_p * xp.max(den_o)
+        d_obj = patches.scatter_add_patches(xp, st.obj.shape, grad_o, flat_idx) / den_o
+        a = patches.extract_patches(xp, d_obj, flat_idx)[:, None] * probe[None]  # object-step exit-wave change
+        if update_probe:
+            o_int = obj_p.real**2 + obj_p.imag**2
+            grad_p = obj_p.conj()[:, None] * chi  # (B, M, n, n)
+            den_p = xp.sum(o_int, axis=0)
+            den_p = den_p + s.delta_p * xp.max(den_p)
+            b = obj_p[:, None] * (xp.sum(grad_p, axis=0) / den_p)[None]
+            step_o, step_p = _optimal_steps(xp, chi, a, b)
+            st.probe[:m] += s.beta_lsq * xp.sum(step_p[:, None, None, None] * grad_p, axis=0) / den_p
+        else:
+            step_o = _optimal_step(xp, chi, a)
+        # each position's contribution weighted by its own optimal step
+        weighted = patches.scatter_add_patches(xp, st.obj.shape, step_o[:, None, None] * grad_o, flat_idx)
+        st.obj += s.beta_lsq * weighted / den_o
+
+    def _far_field_step(self, model_amp: Any, amp: Any, valid: Any | None) -> Any:
+        """(B, n, n) real factor g with chi_hat = Psi * g, for the chosen noise model."""
+        xp = self.state.xp
+        if self.settings.noise_model == "poisson":
+            model_int = model_amp * model_amp
+            g = (amp * amp) / (model_int + 1e-12) - 1.0
+            if valid is not None:
+                g = xp.where(valid, g, 0.0)
+            alpha = _poisson_step(xp, model_int, amp * amp, g)
+            return (alpha[:, None, None] * g).astype(xp.float32)
+        return modulus.modulus_factor(xp, model_amp, amp, valid) - 1.0
+
+
+def _poisson_step(xp: Any, model_int: Any, measured_int: Any, g: Any) -> Any:
+    """(B,) step alpha in [0, 1] minimising sum |Psi|^2 (1 + a g)^2 - I log(|Psi|^2 (1 + a g)^2) per position."""
+    alpha = xp.ones(g.shape[0], dtype=xp.float32)
+    for _ in range(NEWTON_STEPS):
+        s = 1.0 + alpha[:, None, None] * g
+        s = xp.maximum(s, 1e-3)
+        d1 = xp.sum(2 * model_int * s * g - 2 * measured_int * g / s, axis=(-2, -1))
+        d2 = xp.sum(2 * model_int * g * g + 2 * measured_int * g * g / (s * s), axis=(-2, -1))
+        alpha = xp.clip(alpha - d1 / xp.maximum(d2, 1e-12), 0.0, 1.0).astype(xp.float32)
+    return alpha
+
+
+def _re_dot(xp: Any, u: Any, v: Any) -> Any:
+    """(B,) real part of <u_j, v_j> summed over modes and pixels."""
+    return xp.sum((u.conj() * v).real, axis=(-3, -2, -1))
+
+
+def _optimal_steps(xp: Any, chi: Any, a: Any, b: Any) -> tuple[Any, Any]:
+    """(B,) per-position least-squares steps for the object (a) and probe (b) terms, clipped to [0, 2]."""
+    a11 = _re_dot(xp, a, a)
+    a22 = _re_dot(xp, b, b)
+    a12 = _re_dot(xp, a, b)
+    y1 = _re_dot(xp, a, chi)
+    y2 = _re_dot(xp, b, chi)
+    lam = 1e-6 * (a11 + a22) + 1e-30
+    det = (a11 + lam) * (a22 + lam) - a12 * a12
+    step_o = ((a22 + lam) * y1 - a12 * y2) / det
+    step_p = ((a11 + lam) * y2 - a12 * y1) / det
+    return xp.clip(step_o, 0.0, 2.0).astype(xp.float32), xp.clip(step_p, 0.0, 2.0).astype(xp.float32)
+
+
+def _optimal_step(xp: Any, chi: Any, a: Any) -> Any:
+    """(B,) per-position least-squares object steps, clipped to [0, 2]."""
+    a11 = _re_dot(xp, a, a)
+    y1 = _re_dot(xp, a, chi)
+    return xp.clip(y1 / (a11 + 1e-30), 0.0, 2.0).astype(xp.float32)
+
+
+def default_batch_size(n_positions: int) -> int:
+    """About N/40 positions per mini-batch (at least 1): small batches converge faster per epoch."""
+    return max(1, min(n_positions, -(-n_positions // 40)))

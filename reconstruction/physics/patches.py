@@ -1,0 +1,38 @@
+"""Probe-window extraction from the object and its adjoint, the scatter-add of windows back into it.
+
+Windows use integer top-left corners: window j covers ``obj[r_j:r_j+n, c_j:c_j+n]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def window_indices(xp: Any, rows: Any, cols: Any, n: int, width: int) -> Any:
+    """(N, n, n) int64 flat indices into an object of ``width`` columns for windows at (rows, cols)."""
+    ar = xp.arange(n, dtype=xp.int64)
+    r = rows.astype(xp.int64)[:, None, None] + ar[None, :, None]
+    c = cols.astype(xp.int64)[:, None, None] + ar[None, None, :]
+    return r * width + c
+
+
+def extract_patches(xp: Any, obj: Any, flat_idx: Any) -> Any:
+    """(N, n, n) windows of ``obj`` (H, W) at the flat indices from :func:`window_indices`."""
+    return obj.ravel()[flat_idx]
+
+
+def scatter_add_patches(xp: Any, shape: tuple[int, int], patches: Any, flat_idx: Any) -> Any:
+    """(H, W) sum of (N, n, n) ``patches`` placed at their windows (the adjoint of extraction).
+
+    Real and complex patches are supported; overlapping windows add up.
+    """
+    size = shape[0] * shape[1]
+    idx = flat_idx.ravel()
+    if xp.iscomplexobj(patches):
+        flat = patches.ravel()
+        re = xp.bincount(idx, weights=flat.real.astype(xp.float64), minlength=size)
+        im = xp.bincount(idx, weights=flat.imag.astype(xp.float64), minlength=size)
+        out = (re + 1j * im).astype(xp.complex64)
+    else:
+        out = xp.bincount(idx, weights=patches.ravel().astype(xp.float64), minlength=size).astype(xp.float32)
+    return out.reshape(shape)

@@ -1,0 +1,64 @@
+"""Downsampled uint8 preview frames of a running reconstruction (the only host copy inside the loop)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Preview:
+    """Images at most ``max_px`` on a side, each uint8 (h, w) with the float range it was scaled from."""
+
+    iteration: int
+    object_amplitude: np.ndarray
+    object_phase: np.ndarray
+    probe_amplitude: list[np.ndarray]
+    object_amplitude_range: tuple[float, float]
+    object_phase_range: tuple[float, float]
+    probe_amplitude_range: list[tuple[float, float]] = field(default_factory=list)
+
+    def images(self) -> list[tuple[str, np.ndarray, tuple[float, float]]]:
+        """(name, uint8 image, (vmin, vmax)) for every image, objects first."""
+        out = [
+            ("object_amplitude", self.object_amplitude, self.object_amplitude_range),
+            ("object_phase", self.object_phase, self.object_phase_range),
+        ]
+        for k, (img, rng) in enumerate(zip(self.probe_amplitude, self.probe_amplitude_range, strict=True)):
+            out.append((f"probe_amplitude_{k}", img, rng))
+        return out
+
+
+def _stride(shape: tuple[int, ...], max_px: int) -> int:
+    return max(1, math.ceil(max(shape[-2:]) / max_px))
+
+
+def _to_uint8(xp: Any, img: Any, asnumpy: Any) -> tuple[np.ndarray, tuple[float, float]]:
+    vmin = float(xp.min(img))
+    vmax = float(xp.max(img))
+    scale = 255.0 / (vmax - vmin) if vmax > vmin else 0.0
+    q = xp.clip((img - vmin) * scale + 0.5, 0, 255).astype(xp.uint8)
+    return np.ascontiguousarray(asnumpy(q)), (vmin, vmax)
+
+
+def make_preview(xp: Any, obj: Any, probe: Any, iteration: int, max_px: int = 512, asnumpy: Any = np.asarray,
+                 region: tuple[slice, slice] | None = None) -> Preview:
+    """Preview of ``obj`` (H, W) and ``probe`` (M, n, n) on the device; copies only the small images.
+
+    ``region`` crops the object (e.g. to the scanned area) before downsampling.
+    """
+    o = obj[region] if region is not None else obj
+    s = _stride(o.shape, max_px)
+    o_small = o[::s, ::s]
+    amp, amp_rng = _to_uint8(xp, xp.abs(o_small), asnumpy)
+    ph, ph_rng = _to_uint8(xp, xp.angle(o_small), asnumpy)
+    sp = _stride(probe.shape, max_px)
+    probes, ranges = [], []
+    for k in range(probe.shape[0]):
+        img, rng = _to_uint8(xp, xp.abs(probe[k, ::sp, ::sp]), asnumpy)
+        probes.append(img)
+        ranges.append(rng)
+    return Preview(iteration, amp, ph, probes, amp_rng, ph_rng, ranges)
