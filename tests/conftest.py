@@ -1,0 +1,45 @@
+"""Session-wide test services: a real PostgreSQL and a real Redis on loopback, started on first use.
+
+``postgres_url`` and ``redis_url`` are for any test package (webapp, epics_bridge, e2e). The servers are
+stopped at the end of the session whatever happened; see tests/support/ for the helpers.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import PostgresServer, PrerequisiteMissing, RedisServer, ensure_postgres, ensure_redis
+from tests.support import stop_all_services as _stop_all_services
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> PostgresServer:
+    try:
+        return ensure_postgres()
+    except PrerequisiteMissing as exc:
+        pytest.fail(f"PostgreSQL is needed and missing: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """URL of an empty database ``ptychopy`` on the session's PostgreSQL (superuser role, CREATEDB)."""
+    return postgres_server.url("ptychopy")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    try:
+        return ensure_redis()
+    except PrerequisiteMissing as exc:
+        pytest.fail(f"Redis is needed and missing: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """URL of database 0 on the session's Redis (other tests take their own database index)."""
+    return redis_server.url(0)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _stop_all_services()
+

@@ -1,0 +1,67 @@
+"""Fixtures for the end-to-end tests: the production stack (Daphne + Dramatiq worker subprocesses on
+PostgreSQL and Redis) shared by the whole session, and helpers that keep evidence (logs, screenshots) on
+failure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import PostgresServer, RedisServer
+from tests.support.processes import TEST_OUTPUT
+from tests.support.stack import ProductionStack, User
+
+
+@pytest.fixture(scope="session")
+def prod_stack(postgres_server: PostgresServer, redis_server: RedisServer,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionStack]:
+    database_url = postgres_server.create_database("ptychopy_e2e")
+    redis_db = 7
+    redis_server.flush(redis_db)
+    stack = ProductionStack("prod", database_url, redis_server.url(redis_db), tmp_path_factory.mktemp("prod"))
+    try:
+        stack.setup()
+        stack.add_user("alice", "alice-pw-12345")
+        stack.add_user("bob", "bob-pw-12345")
+        stack.add_user("carol", "carol-pw-12345", staff=True)
+        stack.start_web()
+        stack.start_worker(0)
+    except Exception as exc:
+        stack.stop()
+        pytest.fail(f"could not start the production stack: {exc}\n{stack.logs()}", pytrace=False)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def alice(prod_stack: ProductionStack) -> User:
+    return prod_stack.users["alice"]
+
+
+@pytest.fixture
+def bob(prod_stack: ProductionStack) -> User:
+    return prod_stack.users["bob"]
+
+
+@pytest.fixture
+def carol(prod_stack: ProductionStack) -> User:
+    return prod_stack.users["carol"]
+
+
+@pytest.fixture(scope="session")
+def output_dir() -> str:
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+    return str(TEST_OUTPUT)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]  # read by fixtures that keep evidence
+    if report.when == "call" and report.failed:
+        stack = item.funcargs.get("prod_stack") if hasattr(item, "funcargs") else None
+        if isinstance(stack, ProductionStack):
+            report.sections.append(("production stack logs", stack.logs()))
+    return report

@@ -1,0 +1,128 @@
+"""A real browser: Playwright for Python driving Debian's Chromium against the production stack.
+
+Log in, submit a job through the form, watch the live plot update (the rendered image changes and the
+iteration counter advances), find the job in the history, download the result. On failure a screenshot and the page's
+HTML are kept under test-output/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import TEST_OUTPUT
+from tests.support.stack import ProductionStack, User, small_sim_cmdstr
+
+pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(240)]
+
+CHROMIUM = os.environ.get("PTYCHOPY_TEST_CHROMIUM", "/usr/bin/chromium")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run the tests with `./dev test` (it installs it) "
+                    "or `apt-get install -y chromium`", pytrace=False)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright for Python is not installed (pip install -e '.[test]')", pytrace=False)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest, prod_stack: ProductionStack):  # type: ignore[no-untyped-def]
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000},
+                                  base_url=prod_stack.base_url)
+    pg = context.new_page()
+    console: list[str] = []
+    pg.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    pg.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+    yield pg
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        stem = TEST_OUTPUT / f"browser-failure-{request.node.name}"
+        try:
+            pg.screenshot(path=f"{stem}.png", full_page=True)
+            Path(f"{stem}.html").write_text(pg.content())
+        except Exception as exc:  # the page may be gone; keep the console at least
+            console.append(f"(screenshot failed: {exc})")
+        Path(f"{stem}.console.txt").write_text("\n".join(console))
+    context.close()
+
+
+def iteration_text(pg) -> str:  # type: ignore[no-untyped-def]
+    loc = pg.locator("[data-field=iteration], #iteration, .iteration").first
+    return (loc.text_content(timeout=5000) or "").strip()
+
+
+def iteration_number(pg) -> int:  # type: ignore[no-untyped-def]
+    m = re.search(r"\d+", iteration_text(pg))
+    return int(m.group()) if m else -1
+
+
+def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, alice: User) -> None:  # type: ignore[no-untyped-def]
+    pg = page
+    pg.goto("/accounts/login/")
+    pg.fill("input[name=username]", alice.username)
+    pg.fill("input[name=password]", alice.password)
+    pg.locator("form button[type=submit], form input[type=submit]").first.click()
+    pg.wait_for_url(lambda url: "/accounts/login/" not in url, timeout=15000)
+
+    pg.goto("/jobs/new/")
+    box = pg.locator("textarea").first
+    box.fill(small_sim_cmdstr(300, job_id="browser"))
+    label = pg.locator("input[name=label]")
+    if label.count():
+        label.first.fill("browser-e2e")
+    box.locator("xpath=ancestor::form").locator("button[type=submit], input[type=submit]").first.click()
+    pg.wait_for_url(re.compile(r"/jobs/\d+/$"), timeout=20000)
+    job_id = int(re.search(r"/jobs/(\d+)/$", pg.url).group(1))  # type: ignore[union-attr]
+
+    # The live view: wait for a running frame, then compare two moments.
+    plot = pg.locator(".js-plotly-plot").first
+    plot.wait_for(state="visible", timeout=60000)
+    deadline = time.monotonic() + 60
+    while iteration_number(pg) < 1 and time.monotonic() < deadline:
+        pg.wait_for_timeout(200)
+    it1, shot1 = iteration_number(pg), plot.screenshot()
+    assert it1 >= 1, f"the iteration counter never started: {iteration_text(pg)!r}"
+    deadline = time.monotonic() + 30
+    it2, shot2 = it1, shot1
+    while (it2 <= it1 or shot2 == shot1) and time.monotonic() < deadline:
+        pg.wait_for_timeout(700)
+        it2, shot2 = iteration_number(pg), plot.screenshot()
+    assert it2 > it1, f"the iteration counter did not advance from {it1}"
+    assert shot2 != shot1, "the rendered plot did not change between two moments"
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(TEST_OUTPUT / "browser-live-view.png"), full_page=True)
+
+    # Let it finish (the API is quicker to poll than the page), then the history and the download.
+    from tests.support.web import ApiClient
+
+    api = ApiClient(prod_stack.base_url, alice.token)
+    row = api.wait_status(job_id, {"done", "failed", "cancelled"}, 150)
+    assert row["status"] == "done", row
+    pg.goto("/")
+    link = pg.locator(f'a[href="/jobs/{job_id}/"]').first
+    link.wait_for(timeout=10000)
+    pg.screenshot(path=str(TEST_OUTPUT / "browser-history.png"), full_page=True)
+    link.click()
+    pg.wait_for_url(re.compile(rf"/jobs/{job_id}/$"))
+    dl_link = pg.locator(f'a[href="/jobs/{job_id}/download/h5/"]').first
+    with pg.expect_download(timeout=30000) as info:
+        dl_link.click()
+    path = info.value.path()
+    assert Path(path).read_bytes()[:8] == HDF5_MAGIC, "the downloaded result is not an HDF5 file"

@@ -1,0 +1,81 @@
+"""Embedded mode end to end: ``python -m webapp.cli serve --demo`` on SQLite, nothing else running.
+
+The demo job is running when the page first opens; a restart of the server loses no job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.frames import collect_frames
+from tests.support.processes import run_manage
+from tests.support.stack import EmbeddedServer, _last_token, small_sim_cmdstr
+from tests.support.web import ApiClient, WebClient
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+JOB_LINK = re.compile(r'href="/jobs/(\d+)/"')
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    server = EmbeddedServer("embedded", tmp_path / "home")
+    try:
+        server.start()
+    except Exception as exc:
+        pytest.fail(f"the embedded server did not start: {exc}", pytrace=False)
+    yield server
+    server.remove()
+
+
+def test_demo_running_on_first_page_and_restart_loses_no_job(embedded: EmbeddedServer) -> None:
+    username, password = embedded.demo_login()
+    web = WebClient(embedded.base_url)
+    web.login(username, password)
+
+    page = web.get("/")
+    assert page.status == 200, page
+    ids = sorted({int(i) for i in JOB_LINK.findall(page.text)})
+    assert ids, "the history shows no demo job when the page first opens"
+    demo_id = ids[0]
+    assert re.search(r"\b(running|queued)\b", page.text, re.IGNORECASE), (
+        "the demo job is neither running nor queued")
+
+    origin = embedded.base_url
+    frames = asyncio.run(collect_frames(embedded.base_url, demo_id, web.cookie_header(), origin,
+                                        min_frames=3, until_final=False, timeout=60))
+    running = [f for f in frames if f.status == "running"]
+    assert len({f.iteration for f in running}) >= 2, (
+        f"the demo job is not visibly running: {[f.header for f in frames]}")
+
+    token = _last_token(run_manage(embedded.env, "create_token", username))
+    api = ApiClient(embedded.base_url, token)
+    extra_ids = [int(api.submit(small_sim_cmdstr(8), label=f"emb-{i}")["id"]) for i in range(2)]
+    before = {j: api.job(j)["status"] for j in [demo_id, *extra_ids]}
+    listed_before = api.get("/api/v1/jobs/")
+    assert listed_before.status == 200
+
+    t0 = time.monotonic()
+    embedded.restart()
+    restart_s = time.monotonic() - t0
+
+    web = WebClient(embedded.base_url)
+    web.login(username, password)
+    after_page = web.get("/")
+    after_ids = {int(i) for i in JOB_LINK.findall(after_page.text)}
+    missing = {demo_id, *extra_ids} - after_ids
+    assert not missing, f"jobs missing from the history after the restart: {missing}"
+
+    # Stop the (long) demo so the queued jobs get the single in-process worker, then all must finish.
+    resp = api.post(f"/api/v1/jobs/{demo_id}/cancel/")
+    assert resp.status in (200, 202), resp
+    for j in extra_ids:
+        row = api.wait_status(j, {"done", "failed", "cancelled"}, timeout=120)
+        assert row["status"] == "done", f"job {j} (was {before[j]} before the restart) ended {row}"
+    print(f"embedded restart took {restart_s:.1f} s; statuses before it: {before}")

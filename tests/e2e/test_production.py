@@ -1,0 +1,105 @@
+"""Production mode end to end with real processes: Daphne + ``python -m webapp.worker`` on Redis + PostgreSQL.
+
+A job submitted over the JSON API streams >= 3 live frames over a real websocket, ends in the history with its
+result file; a worker SIGKILLed mid-job leaves a job that a restarted worker finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+import time
+
+import h5py
+import pytest
+
+from tests.support.frames import FINAL_STATUSES, Frame, collect_frames
+from tests.support.stack import ProductionStack, User, small_sim_cmdstr
+from tests.support.web import ApiClient, WebClient
+
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(240)]
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def logged_in(stack: ProductionStack, user: User) -> WebClient:
+    client = WebClient(stack.base_url)
+    client.login(user.username, user.password)
+    return client
+
+
+def assert_live_frames(frames: list[Frame], job_id: int) -> None:
+    assert frames, "no frame at all arrived over the websocket"
+    for f in frames:
+        assert int(f.header["job"]) == job_id, f"frame of job {f.header['job']} on job {job_id}'s socket"
+    seqs = [f.seq for f in frames]
+    assert seqs == sorted(seqs), f"frame seq numbers go backwards: {seqs}"
+    running = [f for f in frames if f.status == "running"]
+    iterations = [f.iteration for f in running]
+    assert len(set(iterations)) >= 3, f">= 3 running frames with distinct iterations expected: {iterations}"
+    assert iterations == sorted(iterations), f"iterations go backwards: {iterations}"
+    names = sorted(running[0].images)
+    assert names, f"running frames carry no image: {running[0].header}"
+    changed = [n for n in names if running[0].images[n] != running[-1].images.get(n)]
+    assert changed, f"no image changed between iteration {iterations[0]} and {iterations[-1]} ({names})"
+
+
+def test_job_streams_live_frames_and_lands_in_history(prod_stack: ProductionStack, alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    web = logged_in(prod_stack, alice)
+    job = api.submit(small_sim_cmdstr(60, job_id="e2e-stream"), label="e2e-stream")
+    job_id = int(job["id"])
+    assert job.get("status") in {"queued", "running"}, job
+
+    frames = asyncio.run(collect_frames(prod_stack.base_url, job_id, web.cookie_header(), prod_stack.origin,
+                                        timeout=150))
+    assert frames and frames[-1].status in FINAL_STATUSES, (
+        f"the websocket never reported the end of job {job_id}: {[f.header for f in frames[-3:]]}")
+    assert frames[-1].status == "done", (
+        f"job {job_id} ended {frames[-1].status}: {frames[-1].header.get('error')}")
+    assert frames[-1].iteration == frames[-1].header["iterations"] == 60, frames[-1].header
+    assert_live_frames(frames, job_id)
+
+    done = api.wait_status(job_id, {"done"}, timeout=20)
+    assert done["status"] == "done"
+
+    history = web.get("/")
+    assert history.status == 200, history
+    assert re.search(rf'href="/jobs/{job_id}/"', history.text), "the job is not linked from the history"
+    assert "e2e-stream" in history.text
+
+    download = web.get(f"/jobs/{job_id}/download/h5/")
+    assert download.status == 200, download
+    assert download.body.startswith(HDF5_MAGIC), "the h5 download is not an HDF5 file"
+    with h5py.File(io.BytesIO(download.body), "r") as h5:
+        names: list[str] = []
+        h5.visit(names.append)
+    assert any("object" in n for n in names), f"no object in the result file: {names}"
+    assert list(prod_stack.results_dir.rglob("*.h5")), f"no result file under {prod_stack.results_dir}"
+
+
+def test_worker_killed_mid_job_job_finishes_after_restart(prod_stack: ProductionStack, alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    web = logged_in(prod_stack, alice)
+    worker = prod_stack.start_worker(0)
+    job_id = int(api.submit(small_sim_cmdstr(400, job_id="e2e-crash"), label="e2e-crash")["id"])
+
+    # Watch until the job is visibly mid-way (a running frame past iteration 2), then crash the worker.
+    frames = asyncio.run(collect_frames(prod_stack.base_url, job_id, web.cookie_header(), prod_stack.origin,
+                                        min_frames=3, until_final=False, timeout=90))
+    running = [f for f in frames if f.status == "running"]
+    assert running, f"job {job_id} never ran: {[f.header for f in frames]}"
+    assert running[-1].iteration < 400, "the job finished before the crash could be staged; make it longer"
+    worker.kill()
+    assert not worker.alive
+    row = api.job(job_id)
+    assert row["status"] == "running", f"after the crash the row should still say running: {row}"
+
+    t0 = time.monotonic()
+    prod_stack.start_worker(0)  # a fresh process: the unacked message or the start-up sweep re-queues the job
+    done = api.wait_status(job_id, FINAL_STATUSES, timeout=150)
+    assert done["status"] == "done", f"the re-queued job ended {done['status']}: {done}"
+    print(f"job {job_id} finished {time.monotonic() - t0:.1f} s after the worker restart")
+    download = web.get(f"/jobs/{job_id}/download/h5/")
+    assert download.status == 200 and download.body.startswith(HDF5_MAGIC), download

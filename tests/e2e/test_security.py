@@ -1,0 +1,183 @@
+"""Security over real HTTP and websockets against the production stack (DEBUG off)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from websockets.exceptions import InvalidStatus, WebSocketException
+
+from tests.support.frames import open_viewer
+from tests.support.stack import ProductionStack, User, small_sim_cmdstr
+from tests.support.web import ApiClient, Response, WebClient
+
+pytestmark = [pytest.mark.services, pytest.mark.timeout(180)]
+
+DENIED = {401, 403}
+
+
+def logged_in(stack: ProductionStack, user: User) -> WebClient:
+    client = WebClient(stack.base_url)
+    client.login(user.username, user.password)
+    return client
+
+
+def assert_login_redirect_or_denied(resp: Response, what: str) -> None:
+    if resp.status in (302, 303):
+        assert "/accounts/login/" in resp.location, f"{what}: redirected elsewhere: {resp.location}"
+    else:
+        assert resp.status in DENIED, f"{what}: expected a login redirect or 401/403, got {resp!r}"
+
+
+@pytest.fixture
+def alice_job(prod_stack: ProductionStack, alice: User) -> int:
+    """A job of alice's (short; it may be queued, running or done when a test looks at it)."""
+    job = ApiClient(prod_stack.base_url, alice.token).submit(small_sim_cmdstr(5), label="sec-alice")
+    return int(job["id"])
+
+
+def test_csrf_enforced_on_forms(prod_stack: ProductionStack, alice: User, alice_job: int) -> None:
+    fresh = WebClient(prod_stack.base_url)
+    fresh.get("/accounts/login/")
+    resp = fresh.post_form("/accounts/login/", {"username": alice.username, "password": alice.password},
+                           csrf=False)
+    assert resp.status == 403, f"login without a CSRF token must be refused: {resp!r}"
+
+    web = logged_in(prod_stack, alice)
+    resp = web.post_form("/jobs/new/", {"cmdstr": small_sim_cmdstr(5)}, csrf=False)
+    assert resp.status == 403, f"submit form without a CSRF token must be refused: {resp!r}"
+    resp = web.post_form(f"/jobs/{alice_job}/cancel/", {}, csrf=False)
+    assert resp.status == 403, f"cancel without a CSRF token must be refused: {resp!r}"
+    resp = web.post_form(f"/jobs/{alice_job}/cancel/", {"csrfmiddlewaretoken": "x" * 64}, csrf=False)
+    assert resp.status == 403, f"cancel with a forged CSRF token must be refused: {resp!r}"
+    resp = web.post_form(f"/jobs/{alice_job}/delete/", {}, csrf=False)
+    assert resp.status == 403, f"delete without a CSRF token must be refused: {resp!r}"
+    row = ApiClient(prod_stack.base_url, alice.token).job(alice_job)
+    assert row["status"] != "cancelled", f"a CSRF-less cancel took effect: {row}"
+
+
+def test_login_required(prod_stack: ProductionStack, alice_job: int) -> None:
+    anon = WebClient(prod_stack.base_url)
+    anon.get("/accounts/login/")  # gets a CSRF cookie, so only the login is missing
+    for path in ("/", "/jobs/new/", f"/jobs/{alice_job}/", "/dashboard/", f"/jobs/{alice_job}/download/h5/",
+                 f"/jobs/{alice_job}/download/png/"):
+        assert_login_redirect_or_denied(anon.get(path), f"anonymous GET {path}")
+    for path in ("/jobs/new/", f"/jobs/{alice_job}/cancel/", f"/jobs/{alice_job}/delete/",
+                 f"/jobs/{alice_job}/clone/"):
+        resp = anon.post_form(path, {"cmdstr": small_sim_cmdstr(5)})
+        assert_login_redirect_or_denied(resp, f"anonymous POST {path}")
+
+    for token in (None, "0" * 40, "not-a-token"):
+        api = ApiClient(prod_stack.base_url, token)
+        assert api.get("/api/v1/jobs/").status in DENIED, f"API list with token {token!r}"
+        assert api.post("/api/v1/jobs/", {"cmdstr": small_sim_cmdstr(5)}).status in DENIED
+        assert api.post(f"/api/v1/jobs/{alice_job}/cancel/").status in DENIED
+    assert WebClient(prod_stack.base_url).get("/healthz").status == 200
+
+
+def test_token_cannot_act_for_another_user(prod_stack: ProductionStack, alice: User, bob: User,
+                                           carol: User) -> None:
+    as_alice = ApiClient(prod_stack.base_url, alice.token)
+    as_bob = ApiClient(prod_stack.base_url, bob.token)
+    # A long job of alice's, so it is still cancellable while bob tries.
+    job_id = int(as_alice.submit(small_sim_cmdstr(2000), label="sec-long")["id"])
+    try:
+        resp = as_bob.post(f"/api/v1/jobs/{job_id}/cancel/")
+        assert resp.status in {403, 404}, f"bob's token cancelled alice's job: {resp!r}"
+        assert as_alice.job(job_id)["status"] in {"queued", "running"}
+
+        bob_web = logged_in(prod_stack, bob)
+        resp = bob_web.post_form(f"/jobs/{job_id}/cancel/", {})
+        assert resp.status in {403, 404}, f"bob's session cancelled alice's job: {resp!r}"
+        resp = bob_web.post_form(f"/jobs/{job_id}/delete/", {})
+        assert resp.status in {403, 404}, f"bob's session deleted alice's job: {resp!r}"
+        assert as_alice.job(job_id)["status"] in {"queued", "running"}
+
+        # A token's job belongs to the token's user, whatever the payload claims.
+        resp = as_bob.post("/api/v1/jobs/", {"cmdstr": small_sim_cmdstr(3), "owner": alice.username,
+                                             "owner_id": 1, "label": "sec-bob"})
+        assert resp.status in {200, 201, 202}, resp
+        bobs = resp.json()
+        owner = bobs.get("owner")
+        if isinstance(owner, dict):
+            owner = owner.get("username")
+        assert owner == bob.username, f"a job submitted with bob's token is owned by {owner!r}: {bobs}"
+    finally:
+        # The owner (or staff) may cancel: alice's own token does it here.
+        resp = as_alice.post(f"/api/v1/jobs/{job_id}/cancel/")
+        assert resp.status in {200, 202}, f"the owner could not cancel her job: {resp!r}"
+    row = as_alice.wait_status(job_id, {"cancelled"}, timeout=60)
+    assert row["status"] == "cancelled"
+
+    # Staff may cancel anyone's job.
+    other = int(as_bob.submit(small_sim_cmdstr(2000), label="sec-staff")["id"])
+    resp = ApiClient(prod_stack.base_url, carol.token).post(f"/api/v1/jobs/{other}/cancel/")
+    assert resp.status in {200, 202}, f"staff could not cancel: {resp!r}"
+    assert as_bob.wait_status(other, {"cancelled"}, timeout=60)["status"] == "cancelled"
+
+
+async def _ws_outcome(stack: ProductionStack, job_id: int, cookie: str | None, origin: str | None) -> str:
+    """'accepted' when the socket opened and stayed open for a frame, else why it did not."""
+    try:
+        ws = await open_viewer(stack.base_url, job_id, cookie, origin, timeout=10)
+    except InvalidStatus as exc:
+        return f"rejected {exc.response.status_code}"
+    except WebSocketException as exc:
+        return f"rejected {type(exc).__name__}"
+    try:
+        msg = await asyncio.wait_for(ws.recv(), timeout=5)
+        return "accepted" if msg else "accepted-empty"
+    except WebSocketException as exc:
+        return f"closed {type(exc).__name__}"
+    except TimeoutError:
+        return "accepted-silent"
+    finally:
+        await ws.close()
+
+
+def test_websocket_origin_and_login_checked(prod_stack: ProductionStack, alice: User, alice_job: int) -> None:
+    web = logged_in(prod_stack, alice)
+    cookie = web.cookie_header()
+    ApiClient(prod_stack.base_url, alice.token).wait_status(alice_job, {"running", "done"}, timeout=90)
+
+    async def outcomes() -> dict[str, str]:
+        return {
+            "same origin": await _ws_outcome(prod_stack, alice_job, cookie, prod_stack.origin),
+            "foreign origin": await _ws_outcome(prod_stack, alice_job, cookie, "http://evil.example.com"),
+            "no origin": await _ws_outcome(prod_stack, alice_job, cookie, None),
+            "anonymous": await _ws_outcome(prod_stack, alice_job, None, prod_stack.origin),
+        }
+
+    seen = asyncio.run(outcomes())
+    assert seen["same origin"] == "accepted", seen
+    for case in ("foreign origin", "no origin", "anonymous"):
+        assert not seen[case].startswith("accepted"), f"websocket with {case} was served: {seen}"
+
+
+def test_typed_file_paths_confined_to_data_roots(prod_stack: ProductionStack, alice: User) -> None:
+    root = prod_stack.data_root
+    escape_link = root / "escape"
+    if not escape_link.exists():
+        os.symlink(prod_stack.outside_dir, escape_link)
+    (prod_stack.outside_dir / "scan_1.h5").write_bytes(b"")
+    bad_paths = [
+        "/etc/passwd",
+        f"{root}/../outside/scan_#.h5",
+        "../../../../etc/passwd",
+        f"{escape_link}/scan_#.h5",
+    ]
+    api = ApiClient(prod_stack.base_url, alice.token)
+    for path in bad_paths:
+        for flag in ("fp", "lf"):
+            cmd = f"./ptycho -jobID=sec -{flag}={path} -size=64 -scanDims=10,10 -i=2"
+            if flag == "lf":
+                cmd += " -simulate=1"
+            resp = api.post("/api/v1/jobs/", {"cmdstr": cmd})
+            assert resp.status == 400, f"-{flag}={path} outside PTYCHOPY_DATA_ROOTS was accepted: {resp!r}"
+            assert flag in resp.text, f"the error for -{flag}={path} names no flag: {resp.text[:500]}"
+
+    web = logged_in(prod_stack, alice)
+    resp = web.post_form("/jobs/new/", {"cmdstr": "./ptycho -jobID=sec -fp=/etc/passwd -size=64 -i=2"})
+    assert resp.status == 200, f"the form should re-render with an error, got {resp!r}"
+    assert "fp" in resp.text or "data root" in resp.text.lower(), "the form shows no error for the path"

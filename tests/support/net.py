@@ -1,0 +1,58 @@
+"""Free loopback ports and waiting for them."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+LOOPBACK = "127.0.0.1"
+_handed_out: set[int] = set()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (never the same one twice per session)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    port: int,
+    *,
+    timeout: float = 30.0,
+    host: str = LOOPBACK,
+    proc: subprocess.Popen[bytes] | None = None,
+    what: str = "server",
+) -> None:
+    """Wait until something accepts connections on ``port``; fail early if ``proc`` exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port, host):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before listening on {host}:{port}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s")
+
+
+def wait_port_closed(port: int, *, timeout: float = 10.0, host: str = LOOPBACK) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not port_open(port, host):
+            return True
+        time.sleep(0.05)
+    return False

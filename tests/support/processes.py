@@ -1,0 +1,164 @@
+"""Long-running subprocesses of the app (Daphne, Dramatiq workers, the embedded launcher).
+
+Each runs in its own session (process group), so a crash test can SIGKILL the whole group (the ``dramatiq``
+master forks children) and the harness can always clean up. Output goes to a log file under
+``test-output/logs/`` that failing tests print the tail of.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from .net import LOOPBACK, wait_for_port, wait_port_closed
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_OUTPUT = REPO / "test-output"
+LOG_DIR = TEST_OUTPUT / "logs"
+
+# Variables that pick the app's run mode; a subprocess gets exactly the ones its test sets.
+APP_ENV_VARS = (
+    "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "DEBUG",
+    "STATIC_ROOT", "EMAIL_BACKEND", "DJANGO_SETTINGS_MODULE", "CUDA_VISIBLE_DEVICES",
+)
+APP_ENV_PREFIXES = ("PTYCHOPY_", "dramatiq_", "DRAMATIQ_")
+
+_registry: list[ManagedProcess] = []
+
+
+def app_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment without the app's settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in APP_ENV_VARS and not k.startswith(APP_ENV_PREFIXES)}
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        env.pop(proxy, None)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    env["DJANGO_SETTINGS_MODULE"] = "webapp.settings"
+    env.update(extra or {})
+    return env
+
+
+class ManagedProcess:
+    """One subprocess in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], env: Mapping[str, str], *, port: int | None = None,
+                 cwd: Path = REPO) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = dict(env)
+        self.port = port
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOG_DIR / f"{name}.log"
+        self.starts = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} never started"
+        return self.proc.pid
+
+    def start(self, *, wait: float = 60.0) -> ManagedProcess:
+        """Start (idempotent while running) and, with a port, wait until it listens."""
+        if self.alive:
+            return self
+        self.starts += 1
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start #{self.starts} {time.strftime('%H:%M:%S')}: {' '.join(self.argv)}\n"
+                      .encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        if self not in _registry:
+            _registry.append(self)
+        if self.port is not None:
+            try:
+                wait_for_port(self.port, timeout=wait, proc=self.proc, what=self.name)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(f"{exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: a crash, nothing gets to clean up."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM to the leader (graceful), then SIGKILL to the group if it is still there."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=timeout)
+        self.kill()
+        if self.port is not None:
+            wait_port_closed(self.port, timeout=5)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def python_argv(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def daphne(name: str, port: int, env: Mapping[str, str]) -> ManagedProcess:
+    argv = python_argv("-m", "daphne", "-b", LOOPBACK, "-p", str(port), "--application-close-timeout", "5",
+                       "webapp.asgi:application")
+    return ManagedProcess(name, argv, env, port=port)
+
+
+def worker(name: str, env: Mapping[str, str]) -> ManagedProcess:
+    return ManagedProcess(name, python_argv("-m", "webapp.worker"), env)
+
+
+def embedded_server(name: str, port: int, env: Mapping[str, str], *, demo: bool = True) -> ManagedProcess:
+    argv = python_argv("-m", "webapp.cli", "serve", "--host", LOOPBACK, "--port", str(port), "--no-browser")
+    if demo:
+        argv.append("--demo")
+    return ManagedProcess(name, argv, env, port=port)
+
+
+def run_manage(env: Mapping[str, str], *args: str, timeout: float = 120.0) -> str:
+    """``python manage.py ARGS`` in ``env``; returns stdout, raises with the output on failure."""
+    res = subprocess.run(python_argv("manage.py", *args), env=dict(env), cwd=REPO, capture_output=True,
+                         text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"manage.py {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res.stdout
+
+
+def stop_all_processes() -> None:
+    while _registry:
+        proc = _registry.pop()
+        with contextlib.suppress(Exception):
+            proc.stop(timeout=5)

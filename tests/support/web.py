@@ -1,0 +1,164 @@
+"""A small real-HTTP client (urllib) for the app: session login with CSRF, forms, the token API."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+_CSRF_INPUT = re.compile(r'name=["\']csrfmiddlewaretoken["\']\s+value=["\']([^"\']+)["\']'
+                         r'|value=["\']([^"\']+)["\']\s+name=["\']csrfmiddlewaretoken["\']')
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    url: str
+    seconds: float
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def location(self) -> str:
+        return self.headers.get("location", "")
+
+    def csrf_token(self) -> str:
+        m = _CSRF_INPUT.search(self.text)
+        if not m:
+            raise AssertionError(f"no csrfmiddlewaretoken in the page {self.url} (status {self.status})")
+        return m.group(1) or m.group(2)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.url} {self.body[:300]!r}>"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
+
+
+class WebClient:
+    """One browser-like user agent: keeps cookies, never follows redirects, never uses a proxy."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.cookies = http.cookiejar.CookieJar()
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()
+        )
+
+    def url(self, path: str) -> str:
+        return path if path.startswith("http") else f"{self.base_url}{path}"
+
+    def request(self, method: str, path: str, *, data: bytes | None = None,
+                headers: dict[str, str] | None = None) -> Response:
+        req = urllib.request.Request(self.url(path), data=data, method=method, headers=headers or {})
+        t0 = time.perf_counter()
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                body = resp.read()
+                status = resp.status
+                hdrs = {k.lower(): v for k, v in resp.headers.items()}
+        except urllib.error.HTTPError as err:
+            body = err.read()
+            status = err.code
+            hdrs = {k.lower(): v for k, v in (err.headers or {}).items()}
+        return Response(status, hdrs, body, self.url(path), time.perf_counter() - t0)
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
+        return self.request("GET", path, headers=headers)
+
+    def post_form(self, path: str, fields: dict[str, str] | list[tuple[str, str]], *,
+                  csrf: bool = True, headers: dict[str, str] | None = None) -> Response:
+        """POST an urlencoded form; with ``csrf`` the cookie's token is added (as a browser form would)."""
+        items = list(fields.items()) if isinstance(fields, dict) else list(fields)
+        if csrf and not any(k == "csrfmiddlewaretoken" for k, _ in items):
+            token = self.cookie("csrftoken")
+            if token:
+                items.append(("csrfmiddlewaretoken", token))
+        hdrs = {"Content-Type": "application/x-www-form-urlencoded", "Referer": self.url("/")}
+        hdrs.update(headers or {})
+        return self.request("POST", path, data=urllib.parse.urlencode(items).encode(), headers=hdrs)
+
+    def cookie(self, name: str) -> str | None:
+        for c in self.cookies:
+            if c.name == name:
+                return c.value
+        return None
+
+    def cookie_header(self) -> str:
+        return "; ".join(f"{c.name}={c.value}" for c in self.cookies)
+
+    def login(self, username: str, password: str) -> None:
+        page = self.get("/accounts/login/")
+        assert page.status == 200, f"login page: {page!r}"
+        token = page.csrf_token()
+        resp = self.post_form("/accounts/login/", {"username": username, "password": password,
+                                                   "csrfmiddlewaretoken": token, "next": "/"})
+        assert resp.status in (302, 303), f"login as {username} did not redirect: {resp!r}"
+        assert self.cookie("sessionid"), (
+            "login set no sessionid cookie readable over http (is PTYCHOPY_INSECURE_COOKIES=1 honoured?)"
+        )
+
+
+class ApiClient:
+    """The JSON API with ``Authorization: Token <key>``."""
+
+    def __init__(self, base_url: str, token: str | None, timeout: float = 30.0) -> None:
+        self.web = WebClient(base_url, timeout=timeout)
+        self.token = token
+
+    def _headers(self) -> dict[str, str]:
+        hdrs = {"Accept": "application/json"}
+        if self.token:
+            hdrs["Authorization"] = f"Token {self.token}"
+        return hdrs
+
+    def get(self, path: str) -> Response:
+        return self.web.get(path, headers=self._headers())
+
+    def post(self, path: str, payload: Any = None) -> Response:
+        hdrs = self._headers()
+        hdrs["Content-Type"] = "application/json"
+        data = json.dumps(payload if payload is not None else {}).encode()
+        return self.web.request("POST", path, data=data, headers=hdrs)
+
+    def submit(self, cmdstr: str, label: str = "") -> dict[str, Any]:
+        payload: dict[str, Any] = {"cmdstr": cmdstr}
+        if label:
+            payload["label"] = label
+        resp = self.post("/api/v1/jobs/", payload)
+        assert resp.status in (200, 201, 202), f"submit failed: {resp!r}"
+        job = resp.json()
+        assert "id" in job, f"the API's job has no id: {job}"
+        return dict(job)
+
+    def job(self, job_id: int | str) -> dict[str, Any]:
+        resp = self.get(f"/api/v1/jobs/{job_id}/")
+        assert resp.status == 200, f"job {job_id}: {resp!r}"
+        return dict(resp.json())
+
+    def wait_status(self, job_id: int | str, statuses: set[str] | frozenset[str],
+                    timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        job: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            job = self.job(job_id)
+            if job.get("status") in statuses:
+                return job
+            time.sleep(0.2)
+        raise TimeoutError(f"job {job_id} not in {sorted(statuses)} within {timeout:.0f} s: {job}")
