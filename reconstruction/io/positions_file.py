@@ -1,0 +1,125 @@
+"""Scan positions from files: the original's ``-lf`` CSV and position datasets inside HDF5 files.
+
+Both hold metres, (axis 0, axis 1) = (row/"y", col/"x") per point, in scan order. ``-lf`` selects the
+source by its form:
+
+- ``pos.csv`` (any name not below): one ``a, b`` line per point (commas or white space; ``#`` comments);
+- ``pos.h5::/entry/positions`` (or ``.h5``/``.hdf5``/``.nxs``/``.cxi`` without ``::`` and one of
+  :data:`POSITION_DATASETS`): an ``(N, 2)`` (or ``(2, N)``) dataset;
+- ``::/entry/positions``: that dataset inside the first data file of the scan.
+
+A dataset's ``units`` attribute (m, mm, um, nm) is honoured; without one, metres.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import InputDataError
+from .errors import where
+from .hdf5_reader import get_dataset, opened
+
+if TYPE_CHECKING:
+    from ..parameters import Parameters
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".cxi")
+POSITION_DATASETS = ("/positions", "/entry/positions", "/entry/data/positions", "/pos")
+UNIT_M = {"m": 1.0, "meter": 1.0, "metre": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6,
+          "microns": 1e-6, "nm": 1e-9}
+
+
+def read_positions_csv(path: Path | str) -> np.ndarray:
+    """The original's positions CSV -> ``(N, 2)`` float64 metres (axis 0, axis 1) per line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputDataError(f"{where(path)}: positions file (-lf) not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputDataError(f"{where(path)}: positions file (-lf) cannot be read: {exc}") from exc
+    rows: list[tuple[float, float]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = [p for p in re.split(r"[,\s;]+", line) if p]
+        try:
+            if len(parts) != 2:
+                raise ValueError(f"{len(parts)} values")
+            a, b = float(parts[0]), float(parts[1])
+        except ValueError as exc:
+            raise InputDataError(f"{where(path)}, line {number}: expected 'axis0, axis1' in metres, got "
+                                 f"{line!r} ({exc})") from None
+        rows.append((a, b))
+    out = np.asarray(rows, dtype=np.float64).reshape(-1, 2)
+    _check_finite(out, str(path))
+    return out
+
+
+def read_positions_hdf5(path: Path | str, dataset: str | None = None) -> np.ndarray:
+    """An ``(N, 2)`` (or ``(2, N)``) position dataset -> ``(N, 2)`` float64 metres (row, col)."""
+    path = Path(path)
+    with opened(path) as f:
+        if dataset is None:
+            found = [d for d in POSITION_DATASETS if d in f]
+            if not found:
+                raise InputDataError(f"{where(path)}: no positions dataset; name it as {path}::/path "
+                                     f"(looked for {', '.join(POSITION_DATASETS)})")
+            dataset = found[0]
+        ds = get_dataset(f, dataset)
+        try:
+            arr = np.asarray(ds[()], dtype=np.float64)
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputDataError(f"{where(path, dataset)}: positions cannot be read: {exc}") from exc
+        units = ds.attrs.get("units", ds.attrs.get("unit", "m"))
+    if isinstance(units, bytes):
+        units = units.decode()
+    scale = UNIT_M.get(str(units).strip().lower())
+    if scale is None:
+        raise InputDataError(f"{where(path, dataset)}: unknown position units {units!r}; "
+                             f"expected one of {', '.join(UNIT_M)}")
+    if arr.ndim == 2 and arr.shape[0] == 2 and arr.shape[1] != 2:
+        arr = arr.T
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise InputDataError(f"{where(path, dataset)}: positions have shape {arr.shape}; expected (N, 2)")
+    _check_finite(arr, f"{path}, dataset {dataset}")
+    return np.ascontiguousarray(arr * scale)
+
+
+def _check_finite(arr: np.ndarray, name: str) -> None:
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        raise InputDataError(f"file {name}: position {int(bad[0])} is not a finite number")
+
+
+def describe_source(params: Parameters) -> str:
+    """A short description of where the positions come from (for ``Scan`` and provenance)."""
+    spec = params.experiment.positions_file
+    if not spec:
+        return "spiral" if params.experiment.spiral_scan else "raster"
+    return spec
+
+
+def read_positions_file(spec: str, first_data_file: Path | None = None) -> np.ndarray:
+    """Positions in metres ``(N, 2)`` from an ``-lf`` value (CSV, HDF5 file[::dataset] or ``::dataset``)."""
+    name, sep, dataset = spec.partition("::")
+    if sep and not name:
+        if first_data_file is None:
+            raise InputDataError(f"-lf={spec}: positions inside the data file need a data file pattern (-fp)")
+        return read_positions_hdf5(first_data_file, dataset or None)
+    if sep or Path(name).suffix.lower() in HDF5_SUFFIXES:
+        return read_positions_hdf5(name, dataset or None)
+    return read_positions_csv(name)
+
+
+def check_count(positions_m: np.ndarray, expected: int, spec: str) -> None:
+    """Raise :class:`InputDataError` unless there are ``expected`` (= scanDims rows*cols) positions."""
+    if positions_m.shape[0] != expected:
+        raise InputDataError(
+            f"-lf={spec}: holds {positions_m.shape[0]} positions but the scan has {expected} points "
+            f"(-scanDims rows*cols); they must match"
+        )

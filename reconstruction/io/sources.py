@@ -1,0 +1,121 @@
+"""One data file as a source of frames: HDF5 (``.h5``...), the original's raw ``.bin`` and ``.csv``.
+
+A source knows its frame count and frame shape and reads a crop window of a frame range as float32
+(:meth:`FrameSource.read`). HDF5 is read lazily through hyperslabs; ``.bin`` through a read-only memory
+map; ``.csv`` is parsed whole (the original's format has no random access).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import h5py
+import numpy as np
+
+from ..errors import InputDataError
+from .errors import where
+from .hdf5_reader import DEFAULT_LOCK_WAIT_S, describe, get_dataset, open_file, read_window
+from .preprocess import CropWindow, crop
+
+RAW_SUFFIXES = (".bin", ".csv")
+
+
+class FrameSource(Protocol):
+    path: Path
+    dataset: str | None
+    frames: int
+    frame_shape: tuple[int, int]
+    dtype: str
+    compression: tuple[str, ...]
+
+    def read(self, start: int, stop: int, window: CropWindow | None, out: np.ndarray | None = None
+             ) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class Hdf5Source:
+    """Frames of one HDF5 dataset, rank 3 ``(N, H, W)`` or rank 2 (one frame); file opened read-only."""
+
+    def __init__(self, path: Path, dataset: str, wait_s: float = DEFAULT_LOCK_WAIT_S):
+        self.path = Path(path)
+        self._file: h5py.File = open_file(self.path, wait_s)
+        try:
+            self._ds = get_dataset(self._file, dataset)
+            info = describe(self._ds)
+        except BaseException:
+            self._file.close()
+            raise
+        self.dataset: str | None = dataset
+        self.frames, self.frame_shape = info.frames, info.frame_shape
+        self.dtype, self.compression, self.chunks = info.dtype, info.compression, info.chunks
+
+    def read(self, start: int, stop: int, window: CropWindow | None, out: np.ndarray | None = None
+             ) -> np.ndarray:
+        """Frames ``start:stop`` cut to ``window`` -> float32 ``(k, n, n)`` (see :func:`read_window`)."""
+        return read_window(self._ds, start, stop, window, out)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Hdf5Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RawSource:
+    """The original's ``.bin`` (raw float32, frame k at offset k*rows*cols) or ``.csv`` (comma floats)."""
+
+    def __init__(self, path: Path, frame_shape: tuple[int, int]):
+        self.path = Path(path)
+        self.dataset: str | None = None
+        self.frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
+        self.compression: tuple[str, ...] = ()
+        self.dtype = "float32"
+        per_frame = self.frame_shape[0] * self.frame_shape[1]
+        if not self.path.exists():
+            raise InputDataError(f"{where(self.path)}: no such file")
+        try:
+            flat: np.ndarray
+            if self.path.suffix.lower() == ".bin":
+                flat = np.memmap(self.path, dtype=np.float32, mode="r")
+            else:
+                text = self.path.read_text().replace("\n", ",")
+                flat = np.array([float(v) for v in text.split(",") if v.strip()], dtype=np.float32)
+        except (OSError, ValueError) as exc:
+            raise InputDataError(f"{where(self.path)}: cannot be read as {self.path.suffix} data: {exc}"
+                                 ) from exc
+        if flat.size % per_frame:
+            raise InputDataError(f"{where(self.path)}: holds {flat.size} values, not a whole number of "
+                                 f"{self.frame_shape[0]}x{self.frame_shape[1]} frames (-nxy)")
+        self._frames = flat.reshape(-1, *self.frame_shape)
+        self.frames = int(self._frames.shape[0])
+
+    def read(self, start: int, stop: int, window: CropWindow | None, out: np.ndarray | None = None
+             ) -> np.ndarray:
+        block = np.asarray(self._frames[start:stop], dtype=np.float32)
+        data = block if window is None else crop(block, window)
+        if out is None:
+            return np.array(data, dtype=np.float32)
+        out[...] = data
+        return out
+
+    def close(self) -> None:
+        self._frames = np.empty((0, *self.frame_shape), dtype=np.float32)
+
+    def __enter__(self) -> RawSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_source(path: Path, dataset: str, raw_frame_px: tuple[int, int],
+                wait_s: float = DEFAULT_LOCK_WAIT_S) -> Hdf5Source | RawSource:
+    """The frame source for ``path``, chosen by extension like the original (.bin, .csv, else HDF5)."""
+    if Path(path).suffix.lower() in RAW_SUFFIXES:
+        return RawSource(path, raw_frame_px)
+    return Hdf5Source(path, dataset, wait_s)
