@@ -1,0 +1,40 @@
+# ptychopy web image: Daphne serving webapp.asgi:application (HTTP + websockets).
+# The same image runs the one-shot `migrate` service and the EPICS bridge (`python -m epics_bridge`).
+# Build from the repository root:  docker build -f docker/web.Dockerfile -t ptychopy-web .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    DJANGO_SETTINGS_MODULE=webapp.settings \
+    PTYCHOPY_HOME=/var/lib/ptychopy \
+    PTYCHOPY_RESULTS_DIR=/var/lib/ptychopy/results \
+    STATIC_ROOT=/app/static
+
+WORKDIR /app
+
+# Dependencies first (cached while only the source changes), then the source.
+COPY pyproject.toml README.md ./
+COPY reconstruction ./reconstruction
+COPY ptychopy ./ptychopy
+COPY webapp ./webapp
+COPY epics_bridge ./epics_bridge
+COPY frontend ./frontend
+COPY manage.py ./
+RUN pip install ".[web,epics]"
+
+# Static files are collected at build time (whitenoise serves them); no secrets are needed for this step.
+RUN python manage.py collectstatic --noinput -v 0
+
+RUN useradd --system --uid 10001 --home-dir /var/lib/ptychopy --create-home ptychopy \
+    && mkdir -p /var/lib/ptychopy/results /data \
+    && chown -R ptychopy:ptychopy /var/lib/ptychopy
+USER ptychopy
+
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+
+# --proxy-headers: behind the facility's TLS reverse proxy (X-Forwarded-For / -Proto).
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "webapp.asgi:application"]
