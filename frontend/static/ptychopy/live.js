@@ -1,0 +1,197 @@
+/* Live view of a running reconstruction.
+ *
+ * Binary websocket frames (see webapp/jobs/frames.py): 4-byte big-endian header length, JSON header, then
+ * uint8 images. The newest frame wins; drawing happens at most once per animation frame with Plotly.react
+ * and a constant uirevision, so zoom and pan survive updates. The socket reconnects with back-off; the server
+ * sends the latest stored frame first, so a reconnect or a late viewer starts from the current state.
+ */
+(function () {
+  "use strict";
+
+  const root = document.getElementById("live");
+  if (!root) return;
+  const FINISHED = new Set(["done", "failed", "cancelled"]);
+  const TITLES = { object_amplitude: "Object amplitude", object_phase: "Object phase (rad)" };
+  const COLORS = { object_amplitude: "Greys", object_phase: "Viridis" };
+  const plotConfig = { responsive: true, displaylogo: false, scrollZoom: true };
+  const decoder = new TextDecoder();
+
+  let latest = null;      // newest parsed frame not yet drawn
+  let drawScheduled = false;
+  let lastSeq = -1;
+  let finished = false;
+  let socket = null;
+  let backoffMs = 1000;
+  let framesDrawn = 0;
+
+  function el(id) { return document.getElementById(id); }
+
+  function parseFrame(buffer) {
+    const view = new DataView(buffer);
+    const n = view.getUint32(0, false);
+    const header = JSON.parse(decoder.decode(new Uint8Array(buffer, 4, n)));
+    const start = 4 + n;
+    const images = (header.images || []).map(function (img) {
+      return Object.assign({}, img, { data: buffer.slice(start + img.offset, start + img.offset + img.length) });
+    });
+    return { header: header, images: images };
+  }
+
+  function fmtNumber(x, digits) {
+    if (x === null || x === undefined || !isFinite(x)) return "—";
+    return Number(x).toPrecision(digits || 4);
+  }
+
+  function fmtDuration(s) {
+    if (s === null || s === undefined || !isFinite(s)) return "—";
+    s = Math.max(0, Math.round(s));
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min " + String(s % 60).padStart(2, "0") + " s";
+    return Math.floor(s / 3600) + " h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + " min";
+  }
+
+  function colorbar(img) {
+    const lo = img.vmin, hi = img.vmax;
+    const ticks = [0, 64, 128, 191, 255];
+    const text = ticks.map(function (t) {
+      if (lo === null || hi === null) return "";
+      return Number(lo + (hi - lo) * t / 255).toPrecision(3);
+    });
+    return { tickvals: ticks, ticktext: text, thickness: 12, len: 0.9 };
+  }
+
+  function imageLayout(title) {
+    return {
+      title: { text: title, font: { size: 14 } },
+      uirevision: "keep",
+      margin: { l: 40, r: 10, t: 36, b: 30 },
+      xaxis: { constrain: "domain" },
+      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain" },
+      paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "rgba(0,0,0,0)",
+    };
+  }
+
+  function drawImage(div, img, title, colorscale) {
+    const trace = {
+      type: "heatmap",
+      z: { dtype: "u1", bdata: img.data, shape: img.shape[0] + "," + img.shape[1] },
+      zmin: 0, zmax: 255, zsmooth: false, colorscale: colorscale, colorbar: colorbar(img),
+      hovertemplate: "row %{y}, col %{x}<extra></extra>",
+    };
+    Plotly.react(div, [trace], imageLayout(title), plotConfig);
+  }
+
+  function probeDiv(name) {
+    let div = el("plot-" + name);
+    if (!div) {
+      div = document.createElement("div");
+      div.className = "plot";
+      div.id = "plot-" + name;
+      el("probe-plots").appendChild(div);
+    }
+    return div;
+  }
+
+  function drawErrors(header) {
+    const errs = header.errors || [];
+    const xs = header.error_iterations || errs.map(function (_, i) { return i + 1; });
+    const trace = { type: "scatter", mode: "lines", x: xs, y: errs, line: { color: "#2563eb", width: 2 },
+                    hovertemplate: "iteration %{x}: %{y:.4g}<extra></extra>" };
+    const layout = {
+      title: { text: "Error", font: { size: 14 } }, uirevision: "keep",
+      margin: { l: 50, r: 10, t: 36, b: 40 }, datarevision: header.seq,
+      xaxis: { title: { text: "iteration" } }, yaxis: { type: "log" },
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    };
+    Plotly.react(el("plot-errors"), [trace], layout, plotConfig);
+  }
+
+  function drawStats(h) {
+    const status = el("st-status");
+    status.textContent = h.status;
+    status.className = "status status-" + h.status;
+    el("st-iteration").textContent = h.iteration;
+    el("st-iterations").textContent = h.iterations;
+    el("st-error").textContent = fmtNumber(h.error);
+    el("st-rate").textContent = h.rate_per_s ? fmtNumber(h.rate_per_s, 3) + " it/s" : "—";
+    el("st-eta").textContent = h.status === "running" ? fmtDuration(h.eta_s) : "—";
+    const pct = h.iterations ? Math.min(100, 100 * h.iteration / h.iterations) : 0;
+    el("st-bar").style.width = pct.toFixed(1) + "%";
+    const msg = el("st-message");
+    msg.textContent = h.message || "";
+    msg.hidden = !h.message;
+    if (FINISHED.has(h.status)) {
+      const cancelForm = el("cancel-form");
+      if (cancelForm) cancelForm.hidden = true;
+      if (h.status !== "failed") {
+        el("downloads").hidden = false;
+        el("no-downloads").hidden = true;
+      }
+    }
+  }
+
+  function draw() {
+    drawScheduled = false;
+    const frame = latest;
+    latest = null;
+    if (!frame || typeof Plotly === "undefined") return;
+    const h = frame.header;
+    drawStats(h);
+    frame.images.forEach(function (img) {
+      if (TITLES[img.name]) {
+        drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
+      } else if (img.name.indexOf("probe_amplitude_") === 0) {
+        const mode = img.name.slice("probe_amplitude_".length);
+        drawImage(probeDiv(img.name), img, "Probe amplitude, mode " + mode, "Hot");
+      }
+    });
+    drawErrors(h);
+    framesDrawn += 1;
+    root.dataset.seq = h.seq;
+    root.dataset.iteration = h.iteration;
+    root.dataset.status = h.status;
+    root.dataset.framesDrawn = framesDrawn;
+  }
+
+  function onFrame(buffer) {
+    const frame = parseFrame(buffer);
+    if (frame.header.seq < lastSeq) return;  // stale
+    lastSeq = frame.header.seq;
+    if (FINISHED.has(frame.header.status)) finished = true;
+    latest = frame;
+    if (!drawScheduled) {
+      drawScheduled = true;
+      window.requestAnimationFrame(draw);
+    }
+  }
+
+  function setConn(text, cls) {
+    const c = el("st-conn");
+    c.textContent = text;
+    c.className = "conn " + (cls || "");
+  }
+
+  function connect() {
+    const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    socket = new WebSocket(scheme + window.location.host + root.dataset.ws);
+    socket.binaryType = "arraybuffer";
+    socket.onopen = function () { backoffMs = 1000; setConn("live", "ok"); };
+    socket.onmessage = function (event) {
+      if (event.data instanceof ArrayBuffer) onFrame(event.data);
+    };
+    socket.onclose = function () {
+      socket = null;
+      if (finished) { setConn("finished", ""); return; }
+      setConn("reconnecting in " + Math.round(backoffMs / 1000) + " s", "warn");
+      window.setTimeout(connect, backoffMs);
+      backoffMs = Math.min(backoffMs * 2, 30000);
+    };
+  }
+
+  function start() {
+    if (typeof Plotly === "undefined") { window.setTimeout(start, 50); return; }
+    connect();
+  }
+  start();
+})();

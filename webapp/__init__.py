@@ -1,0 +1,1 @@
+"""ptychopy's Django project: job history, live view, JSON API and Dramatiq workers."""

@@ -1,0 +1,1 @@
+"""The JSON HTTP API (``/api/v1/``) with per-user token authentication."""

@@ -1,0 +1,216 @@
+"""The OpenAPI 3 description of ``/api/v1/`` (paths written by hand; the parameter object from its specs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconstruction.parameters import GROUP_TITLES, FieldSpec, leaf_specs
+
+STATUSES = ["queued", "running", "done", "failed", "cancelled"]
+FORMATS = ["h5", "tiff", "png", "csv"]
+
+
+def _leaf_schema(spec: FieldSpec) -> dict[str, Any]:
+    simple: dict[str, dict[str, Any]] = {
+        "str": {"type": "string"},
+        "int": {"type": "integer"},
+        "float": {"type": "number"},
+        "bool": {"type": "boolean"},
+        "choice": {"type": "string", "enum": list(spec.choices)},
+    }
+    base: dict[str, Any] = dict(simple.get(spec.kind, {}))
+    if spec.kind in ("pair_int", "pair_float"):
+        item: dict[str, Any] = {"type": "integer" if spec.kind == "pair_int" else "number"}
+        if spec.min is not None:
+            item["minimum"] = spec.min
+        if spec.max is not None:
+            item["maximum"] = spec.max
+        base = {"type": "array", "items": item, "minItems": 2, "maxItems": 2}
+    elif spec.kind in ("int", "float"):
+        if spec.min is not None:
+            base["minimum"] = spec.min
+        if spec.max is not None:
+            base["maximum"] = spec.max
+    unit = f" Unit: {spec.unit}." if spec.unit else ""
+    default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
+    return {**base, "default": default, "description": f"{spec.hint}{unit} Flag: -{spec.flag}."}
+
+
+def parameters_schema() -> dict[str, Any]:
+    groups: dict[str, dict[str, Any]] = {}
+    for spec in leaf_specs():
+        group = groups.setdefault(spec.group, {"type": "object", "title": GROUP_TITLES.get(spec.group, spec.group),
+                                               "additionalProperties": False, "properties": {}})
+        group["properties"][spec.name] = _leaf_schema(spec)
+    return {
+        "type": "object",
+        "description": "Parameters.to_dict() form: {group: {name: value}}. Leaves left out keep their defaults.",
+        "additionalProperties": False,
+        "properties": groups,
+    }
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _job_id() -> dict[str, Any]:
+    return {"name": "job_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+
+
+def schema(server_url: str = "/") -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    errors = {
+        "400": _json(_ref("Error"), "Invalid request or parameters"),
+        "401": _json(_ref("Error"), "Missing or invalid token"),
+    }
+    nullable_time = {"type": "string", "format": "date-time", "nullable": True}
+    job_summary = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "url": {"type": "string", "description": "This job in the API"},
+            "page": {"type": "string", "description": "The live view in the browser"},
+            "websocket": {"type": "string", "description": "Binary frames of the running job"},
+            "owner": {"type": "string", "nullable": True},
+            "label": {"type": "string"},
+            "scan": {"type": "string"},
+            "source": {"type": "string", "enum": ["web", "api", "epics", "demo"]},
+            "algorithm": {"type": "string"},
+            "status": {"type": "string", "enum": STATUSES},
+            "cancel_requested": {"type": "boolean"},
+            "created": {"type": "string", "format": "date-time"},
+            "started": nullable_time,
+            "finished": nullable_time,
+            "duration_s": {"type": "number", "nullable": True},
+            "iteration": {"type": "integer"},
+            "iterations": {"type": "integer"},
+            "final_error": {"type": "number", "nullable": True},
+            "device": {"type": "string"},
+            "worker": {"type": "string"},
+            "message": {"type": "string", "description": "Why it failed or stopped early"},
+            "downloads": {"type": "object", "additionalProperties": {"type": "string"},
+                          "description": "Result download URLs by format (session login required)"},
+        },
+        "required": ["id", "status", "algorithm", "iteration", "iterations"],
+    }
+    job_detail = {
+        "allOf": [
+            _ref("JobSummary"),
+            {"type": "object", "properties": {
+                "parameters": _ref("Parameters"),
+                "cmdstr": {"type": "string", "nullable": True},
+                "error_history": {"type": "array", "items": {"type": "number"}},
+            }},
+        ]
+    }
+    submit = {
+        "type": "object",
+        "description": "Exactly one of parameters or cmdstr.",
+        "properties": {
+            "parameters": _ref("Parameters"),
+            "cmdstr": {"type": "string", "example": "./ptycho -simulate=1 -size=64 -scanDims=10,10 -i=200"},
+            "label": {"type": "string", "maxLength": 200},
+            "notify_email": {"type": "boolean", "default": False},
+        },
+        "additionalProperties": False,
+    }
+    error = {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "problems": {"type": "array", "items": {"type": "object", "properties": {
+                "path": {"type": "string"}, "flag": {"type": "string"}, "value": {},
+                "message": {"type": "string"}}}},
+        },
+        "required": ["error"],
+    }
+    job_list = {
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"}, "page": {"type": "integer"}, "pages": {"type": "integer"},
+            "results": {"type": "array", "items": _ref("JobSummary")},
+        },
+    }
+    query = [
+        {"name": "status", "in": "query", "schema": {"type": "string", "enum": STATUSES}},
+        {"name": "algorithm", "in": "query", "schema": {"type": "string"}},
+        {"name": "owner", "in": "query", "schema": {"type": "string"}, "description": "username"},
+        {"name": "source", "in": "query", "schema": {"type": "string"}},
+        {"name": "q", "in": "query", "schema": {"type": "string"}, "description": "free-text search"},
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+    ]
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "ptychopy API",
+            "version": "1",
+            "description": "Submit, follow and cancel ptychography reconstructions. Authenticate with "
+                           "'Authorization: Token <key>' (manage.py create_token <user>, or the admin). "
+                           "A token acts only as its own user. Live frames: websocket /ws/jobs/<id>/ "
+                           "(session login; see docs/webapp.md).",
+        },
+        "servers": [{"url": server_url.rstrip("/") or "/"}],
+        "security": [{"token": []}],
+        "paths": {
+            "/api/v1/jobs/": {
+                "get": {
+                    "summary": "The shared job history (all users), newest first",
+                    "operationId": "listJobs",
+                    "parameters": query,
+                    "responses": {"200": _json(_ref("JobList"), "A page of jobs"), **errors},
+                },
+                "post": {
+                    "summary": "Submit a reconstruction as the token's user",
+                    "operationId": "submitJob",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Submit")}}},
+                    "responses": {"201": _json(_ref("JobDetail"), "The queued job"), **errors},
+                },
+            },
+            "/api/v1/jobs/{job_id}/": {
+                "get": {
+                    "summary": "One job, with its parameters and error history",
+                    "operationId": "getJob",
+                    "parameters": [_job_id()],
+                    "responses": {"200": _json(_ref("JobDetail"), "The job"), **errors,
+                                  "404": _json(_ref("Error"), "No such job")},
+                },
+            },
+            "/api/v1/jobs/{job_id}/cancel/": {
+                "post": {
+                    "summary": "Cancel a job (its owner or staff); a running job stops between iterations",
+                    "operationId": "cancelJob",
+                    "parameters": [_job_id()],
+                    "responses": {"202": _json(_ref("JobSummary"), "Cancelled, or cancel requested"), **errors,
+                                  "403": _json(_ref("Error"), "Not the owner's token"),
+                                  "404": _json(_ref("Error"), "No such job")},
+                },
+            },
+            "/api/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3 document",
+                                          "content": {"application/json": {"schema": {"type": "object"}}}}},
+                },
+            },
+        },
+        "components": {
+            "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "Authorization",
+                                          "description": "'Token <key>'"}},
+            "schemas": {
+                "Parameters": parameters_schema(),
+                "Submit": submit,
+                "JobSummary": job_summary,
+                "JobDetail": job_detail,
+                "JobList": job_list,
+                "Error": error,
+            },
+        },
+    }

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+app_name = "api"
+
+urlpatterns = [
+    path("jobs/", views.jobs, name="jobs"),
+    path("jobs/<int:job_id>/", views.job, name="job"),
+    path("jobs/<int:job_id>/cancel/", views.cancel, name="cancel"),
+    path("openapi.json", views.openapi, name="openapi"),
+]

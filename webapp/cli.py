@@ -1,0 +1,81 @@
+"""``ptychopy serve``: the embedded web application in one process (Daphne + an in-process worker).
+
+``python -m webapp.cli serve [--host 127.0.0.1] [--port 8000] [--demo] [--no-browser]`` migrates the
+database, creates the demo login (printed; the password is kept in ``$PTYCHOPY_HOME/demo-login.txt``),
+re-queues unfinished jobs, starts the worker thread and serves HTTP and websockets until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import webbrowser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptychopy", description="ptychopy web application")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the web application (embedded mode unless DATABASE_URL/REDIS_URL)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--demo", action="store_true", help="start a simulated demo reconstruction")
+    serve.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args.host, args.port, demo=args.demo, open_browser=not args.no_browser)
+    return 2
+
+
+def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    # Daphne installs Twisted's asyncio reactor at import: it must come before anything imports Twisted.
+    import django
+    from daphne.server import Server, twisted_loop
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from webapp import demo as demo_setup
+    from webapp.jobs import embedded
+
+    call_command("migrate", interactive=False, verbosity=0)
+    from webapp.asgi import application
+
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    lines = [f"ptychopy web application ({'embedded' if settings.EMBEDDED else 'production'} mode)"]
+    if settings.EMBEDDED:
+        username, password = demo_setup.ensure_demo_user()
+        lines.append(f"  log in as: {username}  password: {password}  (kept in {demo_setup.demo_login_file()})")
+        embedded.set_server_loop(twisted_loop)
+        embedded.start_worker()
+    if demo:
+        job = demo_setup.submit_demo_job()
+        url_job = f"{url}jobs/{job.pk}/"
+        lines.append(f"  demo reconstruction: job {job.pk} at {url_job}")
+    lines.append(f"  open {url}  (Ctrl-C to stop)")
+    print("\n".join(lines), flush=True)
+
+    def ready() -> None:
+        print(f"listening on {url}", flush=True)
+        if open_browser:
+            target = url_job if demo else url
+            threading.Thread(target=webbrowser.open, args=(target,), daemon=True).start()
+
+    interface = host.replace(":", r"\:")
+    server = Server(application, endpoints=[f"tcp:port={port}:interface={interface}"], ready_callable=ready)
+    try:
+        server.run()
+    finally:
+        embedded.stop_worker()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

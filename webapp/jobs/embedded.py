@@ -1,0 +1,83 @@
+"""Embedded mode: the Dramatiq worker thread inside the ASGI process, and the server's event loop.
+
+The in-memory channel layer lives in one process and one event loop, so frames from the worker thread are
+scheduled onto the server loop (see :mod:`webapp.jobs.publish`). The loop is recorded by the launcher
+(``webapp.cli``) or, under a plain ``daphne`` command, by :class:`EmbeddedStarter` on the first ASGI call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_server_loop: asyncio.AbstractEventLoop | None = None
+_worker: Any = None
+
+
+def set_server_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    global _server_loop
+    _server_loop = loop
+
+
+def server_loop() -> asyncio.AbstractEventLoop | None:
+    return _server_loop
+
+
+def worker_running() -> bool:
+    return _worker is not None
+
+
+def start_worker(*, requeue: bool = True) -> Any:
+    """Start the one in-process worker thread (idempotent) and re-queue jobs a previous run left behind."""
+    global _worker
+    import dramatiq
+    from dramatiq import Worker
+
+    from . import tasks
+    from .services import requeue_unfinished
+
+    with _lock:
+        if _worker is not None:
+            return _worker
+        broker = dramatiq.get_broker()
+        broker.emit_after("process_boot")
+        worker = Worker(broker, queues={tasks.QUEUE}, worker_threads=1, worker_timeout=100)
+        worker.start()
+        _worker = worker
+    log.info("embedded Dramatiq worker started")
+    if requeue:
+        n = requeue_unfinished()
+        if n:
+            log.info("re-queued %d unfinished job(s)", n)
+    return _worker
+
+
+def stop_worker() -> None:
+    global _worker
+    with _lock:
+        worker, _worker = _worker, None
+    if worker is not None:
+        worker.stop(timeout=10_000)
+
+
+class EmbeddedStarter:
+    """ASGI wrapper that records the server loop and starts the embedded worker on the first call."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        if _server_loop is not loop:
+            set_server_loop(loop)
+        if _worker is None and getattr(settings, "PTYCHOPY_EMBEDDED_WORKER", False):
+            await sync_to_async(start_worker, thread_sensitive=False)()
+        return await self.app(scope, receive, send)

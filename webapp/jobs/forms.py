@@ -1,0 +1,115 @@
+"""The job form, generated from the parameter tree's field metadata (``leaf_specs``).
+
+Each leaf becomes one field named ``group__name``, laid out by group (``GROUP_TITLES``) with its unit and hint;
+advanced leaves are folded. Validation is the parameter object's own: its ``ParameterError.problems`` become
+inline errors on the fields they name. A pasted original command string replaces the fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+
+from reconstruction import ParameterError, Parameters
+from reconstruction.parameters import GROUP_TITLES, FieldSpec, leaf_specs
+
+from .paths import confine_parameters
+
+
+def field_name(path: str) -> str:
+    return path.replace(".", "__")
+
+
+def display_value(value: Any) -> str:
+    """A leaf value as the text a user types (pairs as "a, b"; floats without losing digits)."""
+    if isinstance(value, tuple | list):
+        return ", ".join(display_value(v) for v in value)
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    return str(value)
+
+
+def _form_field(spec: FieldSpec) -> forms.Field:
+    attrs = {"title": spec.hint, "aria-describedby": f"hint-{field_name(spec.path)}"}
+    if spec.kind == "bool":
+        return forms.BooleanField(required=False, label=spec.label, widget=forms.CheckboxInput(attrs=attrs))
+    if spec.kind == "choice":
+        return forms.ChoiceField(choices=[(c, c) for c in spec.choices], label=spec.label,
+                                 widget=forms.Select(attrs=attrs))
+    if spec.kind in ("int", "float", "pair_int", "pair_float"):
+        attrs["inputmode"] = "decimal"
+        attrs["spellcheck"] = "false"
+    return forms.CharField(required=False, label=spec.label, strip=True,
+                           widget=forms.TextInput(attrs=attrs))
+
+
+@dataclass
+class FieldRow:
+    field: Any  # BoundField
+    spec: FieldSpec
+
+
+@dataclass
+class FieldGroup:
+    name: str
+    title: str
+    basic: list[FieldRow]
+    advanced: list[FieldRow]
+
+    @property
+    def has_advanced_errors(self) -> bool:
+        return any(row.field.errors for row in self.advanced)
+
+
+class JobForm(forms.Form):
+    """Submit a reconstruction: parameter fields, or an original command string pasted in."""
+
+    label = forms.CharField(required=False, max_length=200, label="Label",
+                            help_text="A name for the history, e.g. the sample or scan number.")
+    cmdstr = forms.CharField(
+        required=False, label="Original command string",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false",
+                                     "placeholder": "./ptycho -jobID=scan152 -algorithm=ePIE -fp=... -i=100"}),
+        help_text="Paste a command string of the original ptychopy; when given it replaces the fields below.",
+    )
+    notify_email = forms.BooleanField(required=False, label="E-mail me when it finishes")
+
+    def __init__(self, *args: Any, base: Parameters | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.specs = leaf_specs()
+        base = base or Parameters()
+        for spec in self.specs:
+            name = field_name(spec.path)
+            self.fields[name] = _form_field(spec)
+            value = base.get(spec.path)
+            self.initial.setdefault(name, value if spec.kind in ("bool", "choice") else display_value(value))
+        self.parameters: Parameters | None = None
+
+    def groups(self) -> list[FieldGroup]:
+        out: dict[str, FieldGroup] = {}
+        for spec in self.specs:
+            group = out.setdefault(spec.group, FieldGroup(spec.group, GROUP_TITLES.get(spec.group, spec.group),
+                                                          [], []))
+            row = FieldRow(self[field_name(spec.path)], spec)
+            (group.advanced if spec.advanced else group.basic).append(row)
+        return list(out.values())
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        cmdstr = (cleaned.get("cmdstr") or "").strip()
+        try:
+            params = Parameters.from_cmdstr(cmdstr) if cmdstr else Parameters.from_dict(
+                {spec.path: cleaned.get(field_name(spec.path)) for spec in self.specs})
+            self.parameters = confine_parameters(params)
+        except ParameterError as exc:
+            for problem in exc.problems:
+                target = "cmdstr" if cmdstr else (field_name(problem.path) if problem.path else None)
+                self.add_error(target, problem.message)
+        return cleaned

@@ -1,0 +1,89 @@
+"""The binary frame a viewer receives: a length-prefixed JSON header followed by uint8 images.
+
+Layout: 4-byte big-endian unsigned header length, the UTF-8 JSON header, then the images' bytes concatenated
+(each image's ``offset`` counts from the end of the header). Status changes travel as frames too: the header's
+``status`` is then ``done``, ``failed`` or ``cancelled`` (with ``message``) and ``images`` may be empty.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAX_ERROR_POINTS = 500
+_LEN = struct.Struct(">I")
+
+
+@dataclass(frozen=True)
+class FrameImage:
+    """One uint8 image of a frame and the value range its 0..255 maps to."""
+
+    name: str  # object_amplitude, object_phase, probe_amplitude_0, ...
+    pixels: np.ndarray  # (h, w) uint8
+    vmin: float
+    vmax: float
+
+
+def downsample_errors(errors: list[float], limit: int = MAX_ERROR_POINTS) -> tuple[list[int], list[float]]:
+    """At most ``limit`` (iteration, error) points, evenly spread, always keeping the first and the last."""
+    n = len(errors)
+    if n <= limit:
+        return list(range(1, n + 1)), [float(e) for e in errors]
+    idx = np.unique(np.linspace(0, n - 1, limit).round().astype(int))
+    return [int(i) + 1 for i in idx], [float(errors[i]) for i in idx]
+
+
+def encode_frame(header: dict[str, Any], images: list[FrameImage]) -> bytes:
+    """Pack ``header`` (without ``images``) and ``images`` into one binary message."""
+    payload = []
+    entries = []
+    offset = 0
+    for img in images:
+        pixels = np.ascontiguousarray(img.pixels, dtype=np.uint8)
+        if pixels.ndim != 2:
+            raise ValueError(f"frame image {img.name} must be 2-D, got shape {pixels.shape}")
+        raw = pixels.tobytes()
+        entries.append(
+            {"name": img.name, "shape": [int(pixels.shape[0]), int(pixels.shape[1])], "offset": offset,
+             "length": len(raw), "vmin": _finite(img.vmin), "vmax": _finite(img.vmax)}
+        )
+        payload.append(raw)
+        offset += len(raw)
+    head = json.dumps({**header, "images": entries}, separators=(",", ":"), allow_nan=False).encode()
+    return _LEN.pack(len(head)) + head + b"".join(payload)
+
+
+def decode_header(data: bytes) -> tuple[dict[str, Any], int]:
+    """The header of a frame and where its payload starts."""
+    (n,) = _LEN.unpack_from(data, 0)
+    return json.loads(bytes(data[4 : 4 + n]).decode()), 4 + n
+
+
+def decode_frame(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The header and ``{name: uint8 array}`` of a frame (tests and tools; browsers do the same in JS)."""
+    header, start = decode_header(data)
+    images = {}
+    for entry in header["images"]:
+        begin = start + entry["offset"]
+        raw = data[begin : begin + entry["length"]]
+        images[entry["name"]] = np.frombuffer(raw, dtype=np.uint8).reshape(entry["shape"])
+    return header, images
+
+
+def with_header(data: bytes, **changes: Any) -> bytes:
+    """The same frame with some header fields replaced (the images are kept byte for byte)."""
+    header, start = decode_header(data)
+    header.update(changes)
+    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    return _LEN.pack(len(head)) + head + bytes(data[start:])
+
+
+def _finite(x: float | None) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None

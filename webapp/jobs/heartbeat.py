@@ -1,0 +1,144 @@
+"""Who this worker is, whether another worker is alive, and the Dramatiq middleware that says we are.
+
+A worker is ``hostname:pid`` of the process that runs the actor. Every ``PTYCHOPY_HEARTBEAT_S`` seconds a
+thread upserts its :class:`~webapp.jobs.models.WorkerHeartbeat` row with the job it is running; the dashboard
+and the crash-recovery logic read those rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+import dramatiq
+
+log = logging.getLogger(__name__)
+
+_current_job_id: int | None = None
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def worker_id() -> str:
+    return f"{this_host()}:{os.getpid()}"
+
+
+def gpu_label() -> str:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"GPU {visible}" if visible not in (None, "") else "auto"
+
+
+def set_current_job(job_id: int | None) -> None:
+    global _current_job_id
+    _current_job_id = job_id
+
+
+def current_job() -> int | None:
+    return _current_job_id
+
+
+def worker_state(wid: str) -> str:
+    """"alive", "dead" or "unsure" (a heartbeat late but not yet stale) for worker ``wid``.
+
+    On this host the pid decides; elsewhere the heartbeat row: fresh (younger than 2.5 periods) is alive,
+    older than ``PTYCHOPY_HEARTBEAT_STALE_S`` (or missing) is dead.
+    """
+    from django.conf import settings
+
+    from .models import WorkerHeartbeat
+
+    if not wid:
+        return "dead"
+    host, _, pid_text = wid.rpartition(":")
+    if host == this_host() and pid_text.isdigit():
+        if int(pid_text) == os.getpid():
+            return "alive"
+        return "alive" if _pid_alive(int(pid_text)) else "dead"
+    beat = WorkerHeartbeat.objects.filter(worker_id=wid).first()
+    if beat is None:
+        return "dead"
+    age = beat.age_s()
+    if age < 2.5 * float(settings.PTYCHOPY_HEARTBEAT_S):
+        return "alive"
+    return "unsure" if age < float(settings.PTYCHOPY_HEARTBEAT_STALE_S) else "dead"
+
+
+def worker_is_alive(wid: str) -> bool:
+    """Whether worker ``wid`` may still be running (alive, or not yet known to be dead)."""
+    return worker_state(wid) != "dead"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed but not reaped) counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def beat() -> None:
+    """Record that this worker is alive now, with the job it is running."""
+    from django.utils import timezone
+
+    from .models import WorkerHeartbeat
+
+    now = timezone.now()
+    WorkerHeartbeat.objects.update_or_create(
+        worker_id=worker_id(),
+        defaults={"host": this_host(), "pid": os.getpid(), "gpu": gpu_label(), "last_seen": now,
+                  "current_job_id": _current_job_id},
+        create_defaults={"host": this_host(), "pid": os.getpid(), "gpu": gpu_label(), "last_seen": now,
+                         "started": now, "current_job_id": _current_job_id},
+    )
+
+
+class HeartbeatMiddleware(dramatiq.Middleware):
+    """Starts the heartbeat thread when a Dramatiq worker boots and removes the row when it stops."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker, worker) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ptychopy-heartbeat", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            from .models import WorkerHeartbeat
+
+            WorkerHeartbeat.objects.filter(worker_id=worker_id()).delete()
+        except Exception:
+            log.debug("could not remove the heartbeat row", exc_info=True)
+
+    def _run(self) -> None:
+        from django.conf import settings
+        from django.db import connection
+
+        period = float(settings.PTYCHOPY_HEARTBEAT_S)
+        try:
+            while not self._stop.is_set():
+                try:
+                    beat()
+                except Exception:
+                    log.warning("heartbeat failed", exc_info=True)
+                    connection.close()
+                self._stop.wait(period)
+        finally:
+            connection.close()

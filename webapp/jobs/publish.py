@@ -1,0 +1,66 @@
+"""Send a frame to the viewers of a job (channel group ``job_<id>``) from any thread.
+
+Embedded mode schedules the send onto the server's event loop (the in-memory layer is bound to it); a
+production worker process uses one long-lived private event loop thread for channels_redis, never a fresh
+loop per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from . import embedded
+
+log = logging.getLogger(__name__)
+
+_private_loop: asyncio.AbstractEventLoop | None = None
+_private_lock = threading.Lock()
+
+
+def group_name(job_id: int) -> str:
+    return f"job_{job_id}"
+
+
+def publish_frame(job_id: int, frame: bytes, timeout_s: float = 5.0) -> None:
+    """Deliver ``frame`` to group ``job_<id>``; losing a frame is harmless (the row keeps the latest)."""
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    loop = _publishing_loop()
+    if loop is None:
+        return  # embedded and no server loop yet: nobody can be watching
+    coro = layer.group_send(group_name(job_id), {"type": "job.frame", "frame": frame})
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(coro)
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=timeout_s)
+    except Exception:  # a viewer missing one frame must never fail a reconstruction
+        log.warning("could not publish a frame of job %s", job_id, exc_info=True)
+
+
+def _publishing_loop() -> asyncio.AbstractEventLoop | None:
+    layer_backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
+    if layer_backend.endswith("InMemoryChannelLayer"):
+        loop = embedded.server_loop()
+        return loop if loop is not None and not loop.is_closed() else None
+    return _private_publishing_loop()
+
+
+def _private_publishing_loop() -> asyncio.AbstractEventLoop:
+    global _private_loop
+    with _private_lock:
+        if _private_loop is None or _private_loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="ptychopy-frame-publisher", daemon=True).start()
+            _private_loop = loop
+        return _private_loop

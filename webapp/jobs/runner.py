@@ -1,0 +1,220 @@
+"""Run one job on this worker: claim the row, iterate the driver, stream frames, write the result.
+
+The row is the truth. A job is claimed with a conditional UPDATE, so two deliveries of the same message (a
+broker re-delivery, a start-up re-queue) never run it twice at the same time; a job left ``running`` by a
+worker that died is claimed again and re-run from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from reconstruction import Parameters
+from reconstruction.errors import DeviceMemoryError
+
+from . import frames, heartbeat, notify
+from .models import Job
+from .publish import publish_frame
+from .services import announce_status, enqueue, job_results_dir
+
+log = logging.getLogger(__name__)
+
+#: How often a running job's cancel flag is read (seconds); always between iterations.
+CANCEL_POLL_S = 0.25
+#: When another live worker holds the job, look again this much later (ms).
+RECHECK_MS = 10_000
+
+
+class JobVanished(Exception):
+    """The job row was deleted while the job ran."""
+
+
+def run_job(job_id: int) -> str:
+    """Run job ``job_id`` if it is this worker's to run; returns what happened (for logs and tests)."""
+    job = claim(job_id)
+    if isinstance(job, str):
+        return job
+    heartbeat.set_current_job(job.pk)
+    try:
+        return JobRun(job).execute()
+    except JobVanished:
+        log.info("job %s was deleted while running", job_id)
+        return "deleted"
+    finally:
+        heartbeat.set_current_job(None)
+
+
+def claim(job_id: int) -> Job | str:
+    """The job, now marked running by this worker, or a word saying why this worker does not run it."""
+    me = heartbeat.worker_id()
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None:
+        return "missing"
+    if job.is_finished:
+        return "already finished"
+    if job.status == Job.Status.RUNNING:
+        holder = heartbeat.worker_state(job.worker) if job.worker != me else "dead"
+        if holder == "alive":
+            return "running elsewhere"  # the broker re-delivers that worker's message if it dies
+        if holder == "unsure":
+            enqueue(job.pk, delay_ms=RECHECK_MS)  # its heartbeat is late: look again once it is stale
+            return "running elsewhere (checking again later)"
+        still_as_seen = Q(status=Job.Status.RUNNING, worker=job.worker)
+    else:
+        still_as_seen = Q(status=Job.Status.QUEUED)
+    now = timezone.now()
+    if job.cancel_requested:
+        Job.objects.filter(still_as_seen, pk=job.pk).update(
+            status=Job.Status.CANCELLED, finished=now, message="cancelled before it started")
+        job.refresh_from_db()
+        announce_status(job)
+        return "cancelled"
+    claimed = Job.objects.filter(still_as_seen, pk=job.pk).update(
+        status=Job.Status.RUNNING, worker=me, started=now, finished=None, iteration=0, final_error=None,
+        error_history=[], message="", result_path="", device=heartbeat.gpu_label(),
+    )
+    if not claimed:
+        return "claimed by another worker"
+    return Job.objects.get(pk=job.pk)
+
+
+@dataclass
+class JobRun:
+    """One attempt at a job, from the claimed row to a finished one."""
+
+    job: Job
+    errors: list[float] = field(default_factory=list)
+    images: list[frames.FrameImage] = field(default_factory=list)
+    seq: int = 0
+    last_frame_at: float = float("-inf")
+    last_cancel_check: float = 0.0
+
+    def execute(self) -> str:
+        self.seq = self.job.last_seq
+        try:
+            params = Parameters.from_dict(self.job.parameters)
+            from reconstruction.driver import Reconstruction
+
+            rec = Reconstruction.from_parameters(params)
+        except JobVanished:
+            raise
+        except Exception as exc:
+            return self.fail(exc)
+        try:
+            device = str(getattr(rec.backend, "device", "") or "")
+            self.update(device=device[:100], iterations=rec.iterations)
+            cancelled = self.iterate(rec)
+            result = rec.result()
+            path = self.write(result)
+            status = Job.Status.CANCELLED if cancelled else Job.Status.DONE
+            message = (
+                f"cancelled at iteration {rec.iteration}; the last iterate was kept" if cancelled
+                else (result.stopped_early or "")
+            )
+            self.finish(status, message=message, result_path=str(path))
+            return str(status)
+        except JobVanished:
+            raise
+        except Exception as exc:
+            return self.fail(exc)
+        finally:
+            rec.close()
+
+    def iterate(self, rec: Any) -> bool:
+        """Run the driver's loop; True when it was cancelled."""
+        period = 1.0 / max(float(settings.PTYCHOPY_FRAME_RATE_HZ), 1e-3)
+        progress = None
+        for progress in rec:
+            self.errors.append(float(progress.error))
+            now = time.monotonic()
+            final = rec.done
+            if final or now - self.last_frame_at >= period:
+                self.last_frame_at = now
+                self.frame(rec, progress, Job.Status.RUNNING)
+            if now - self.last_cancel_check >= CANCEL_POLL_S or final:
+                self.last_cancel_check = now
+                if self.cancel_requested():
+                    if not final:
+                        self.frame(rec, progress, Job.Status.RUNNING)
+                    return True
+        return progress is None and self.cancel_requested()
+
+    def cancel_requested(self) -> bool:
+        flags = list(Job.objects.filter(pk=self.job.pk).values_list("cancel_requested", flat=True))
+        if not flags:
+            raise JobVanished(self.job.pk)
+        return bool(flags[0])
+
+    def frame(self, rec: Any, progress: Any, status: str) -> None:
+        """Store the latest frame on the row and send it to the job's viewers."""
+        preview = rec.preview(max_px=512)
+        self.images = [frames.FrameImage(name, img, rng[0], rng[1]) for name, img, rng in preview.images()]
+        self.seq += 1
+        xs, errs = frames.downsample_errors(self.errors)
+        header = {
+            "job": self.job.pk, "seq": self.seq, "iteration": progress.iteration,
+            "iterations": progress.iterations, "status": status, "error": _finite(progress.error),
+            "errors": errs, "error_iterations": xs, "rate_per_s": _finite(progress.rate_per_s),
+            "eta_s": _finite(progress.eta_s), "message": "",
+        }
+        data = frames.encode_frame(header, self.images)
+        self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
+                    final_error=_finite(progress.error), error_history=self.errors)
+        publish_frame(self.job.pk, data)
+
+    def write(self, result: Any) -> str:
+        from reconstruction.io import write_result
+
+        folder = job_results_dir(self.job.pk)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "result.h5"
+        return str(write_result(result, path, overwrite=True))
+
+    def finish(self, status: str, *, message: str = "", result_path: str = "") -> None:
+        self.update(status=status, finished=timezone.now(), message=message, result_path=result_path,
+                    error_history=self.errors, final_error=_finite(self.errors[-1]) if self.errors else None,
+                    iteration=len(self.errors))
+        job = Job.objects.filter(pk=self.job.pk).first()
+        if job is None:
+            raise JobVanished(self.job.pk)
+        announce_status(job)
+        notify.job_finished(job)
+
+    def fail(self, exc: BaseException) -> str:
+        message = failure_message(exc)
+        if not isinstance(exc, DeviceMemoryError | ValueError):
+            log.exception("job %s failed", self.job.pk)
+        else:
+            log.warning("job %s failed: %s", self.job.pk, message)
+        self.finish(Job.Status.FAILED, message=message)
+        return str(Job.Status.FAILED)
+
+    def update(self, **fields: Any) -> None:
+        if not Job.objects.filter(pk=self.job.pk).update(**fields):
+            raise JobVanished(self.job.pk)
+
+
+def failure_message(exc: BaseException) -> str:
+    """A message a user can act on; out-of-memory errors say how much memory the run needed."""
+    if isinstance(exc, DeviceMemoryError):
+        needed = f"{exc.needed_bytes / 2**30:.2f} GiB"
+        avail = (f"; {exc.available_bytes / 2**30:.2f} GiB was available" if exc.available_bytes is not None
+                 else "")
+        return f"GPU out of memory: this run needs about {needed}{avail}. {exc}"
+    if type(exc).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
+        return f"GPU out of memory: {exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _finite(x: Any) -> float | None:
+    if x is None:
+        return None
+    x = float(x)
+    return x if x == x and x not in (float("inf"), float("-inf")) else None

@@ -1,0 +1,161 @@
+"""What can happen to a job, in one place: submit, re-queue, cancel, delete, clone.
+
+Views, the JSON API, the EPICS bridge and the launcher all call these; none of them touches the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from reconstruction import Parameters
+
+from . import frames
+from .models import Job
+from .publish import publish_frame
+
+log = logging.getLogger(__name__)
+
+
+def submit_job(
+    params: Parameters,
+    *,
+    owner=None,
+    source: str = "web",
+    dedup_key: str | None = None,
+    label: str = "",
+    notify_email: bool = False,
+) -> Job:
+    """Create a queued job and send its id to the workers.
+
+    With a ``dedup_key`` that already exists the existing job is returned and nothing is queued; the unique
+    constraint on ``dedup_key`` makes this safe against concurrent submitters.
+    """
+    if source not in Job.Source.values:
+        raise ValueError(f"unknown job source {source!r}")
+    if dedup_key:
+        existing = Job.objects.filter(dedup_key=dedup_key).first()
+        if existing is not None:
+            return existing
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                owner=owner if getattr(owner, "is_authenticated", False) else None,
+                label=label[:200],
+                source=source,
+                parameters=params.to_dict(),
+                algorithm=params.reconstruction.algorithm,
+                iterations=params.reconstruction.iterations,
+                dedup_key=dedup_key or None,
+                notify_email=notify_email,
+            )
+    except IntegrityError:
+        if dedup_key:
+            return Job.objects.get(dedup_key=dedup_key)
+        raise
+    job_id = job.pk
+    transaction.on_commit(lambda: enqueue(job_id))
+    log.info("job %s submitted (%s, %s)", job.pk, source, job.algorithm)
+    return job
+
+
+def enqueue(job_id: int, delay_ms: int | None = None) -> None:
+    """Send the job id to the ``reconstruct`` queue (the message carries nothing else)."""
+    from .tasks import run_reconstruction
+
+    if delay_ms:
+        run_reconstruction.send_with_options(args=(job_id,), delay=delay_ms)
+    else:
+        run_reconstruction.send(job_id)
+
+
+def requeue_unfinished() -> int:
+    """Re-send every job left queued, and every job left running by a worker that is gone.
+
+    Called when a worker starts. Sending a job twice is harmless: only one worker can claim it.
+    """
+    from .heartbeat import worker_state
+
+    count = 0
+    for job in Job.objects.filter(status__in=Job.UNFINISHED).order_by("created", "id"):
+        if job.status == Job.Status.RUNNING:
+            state = worker_state(job.worker)
+            if state == "alive":
+                continue
+            if state == "unsure":  # the actor looks again once that worker's heartbeat is stale
+                enqueue(job.pk)
+                count += 1
+                continue
+            moved = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
+                status=Job.Status.QUEUED, message="re-queued: its worker stopped mid-run"
+            )
+            if not moved:
+                continue
+        enqueue(job.pk)
+        count += 1
+    return count
+
+
+def cancel_job(job: Job, user) -> Job:
+    """Cancel a job for ``user`` (its owner or staff): at once when queued, between iterations when running."""
+    if not job.can_manage(user):
+        raise PermissionDenied("only the job's owner or staff can cancel it")
+    if job.status == Job.Status.QUEUED:
+        moved = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+            status=Job.Status.CANCELLED, cancel_requested=True, finished=timezone.now(),
+            message="cancelled before it started",
+        )
+        if moved:
+            job.refresh_from_db()
+            announce_status(job)
+            return job
+    if job.status == Job.Status.RUNNING or not job.is_finished:
+        Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    job.refresh_from_db()
+    return job
+
+
+def delete_job(job: Job, user) -> None:
+    """Delete a job and its result files (owner or staff); a running job is told to stop first."""
+    if not job.can_manage(user):
+        raise PermissionDenied("only the job's owner or staff can delete it")
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    folder = job_results_dir(job.pk)
+    job.delete()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def clone_parameters(job: Job) -> Parameters:
+    """The parameters of ``job`` as a fresh object (for "clone into a new job")."""
+    return Parameters.from_dict(job.parameters)
+
+
+def job_results_dir(job_id: int) -> Path:
+    return Path(settings.PTYCHOPY_RESULTS_DIR) / f"job_{job_id}"
+
+
+def status_frame(job: Job) -> bytes:
+    """The frame that tells viewers the job's current state: the latest images with the row's status."""
+    changes = {"status": job.status, "message": job.message, "iteration": job.iteration,
+               "iterations": job.iterations, "error": job.final_error}
+    if job.last_preview:
+        return frames.with_header(bytes(job.last_preview), **changes)
+    xs, errors = frames.downsample_errors(list(job.error_history or []))
+    header = {"job": job.pk, "seq": job.last_seq, "rate_per_s": None, "eta_s": None, "errors": errors,
+              "error_iterations": xs, **changes}
+    return frames.encode_frame(header, [])
+
+
+def announce_status(job: Job) -> None:
+    """Store and send the frame that announces ``job``'s current status (after every status change)."""
+    seq = job.last_seq + 1
+    data = frames.with_header(status_frame(job), seq=seq)
+    Job.objects.filter(pk=job.pk).update(last_preview=data, last_seq=seq)
+    job.last_seq, job.last_preview = seq, data
+    publish_frame(job.pk, data)

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from . import views
+
+app_name = "jobs"
+
+urlpatterns = [
+    path("", views.history, name="history"),
+    path("jobs/new/", views.new_job, name="new"),
+    path("jobs/<int:job_id>/", views.detail, name="detail"),
+    path("jobs/<int:job_id>/cancel/", views.cancel, name="cancel"),
+    path("jobs/<int:job_id>/delete/", views.delete, name="delete"),
+    path("jobs/<int:job_id>/clone/", views.clone, name="clone"),
+    path("jobs/<int:job_id>/download/<str:fmt>/", views.download, name="download"),
+    path("dashboard/", views.dashboard, name="dashboard"),
+    path("healthz", views.healthz, name="healthz"),
+]

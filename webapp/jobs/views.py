@@ -1,0 +1,138 @@
+"""Pages: history, submit, live view, cancel/delete/clone, downloads, dashboard, health. Thin: see services."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connection
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from reconstruction import Parameters
+
+from . import dashboard as dashboard_data
+from . import services
+from .downloads import FORMATS, NoResult, result_download
+from .forms import JobForm
+from .history import filter_jobs
+from .models import Job
+
+PAGE_SIZE = 25
+
+
+@require_GET
+@login_required
+def history(request: HttpRequest) -> HttpResponse:
+    jobs = filter_jobs(request.GET)
+    page = Paginator(jobs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    owners = Job.objects.exclude(owner=None).values_list("owner__username", flat=True).distinct()
+    return render(request, "jobs/history.html", {
+        "page": page, "filters": request.GET, "query": query.urlencode(),
+        "statuses": Job.Status.values, "algorithms": sorted(set(Job.objects.values_list("algorithm", flat=True))),
+        "owners": sorted(set(owners)),
+    })
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def new_job(request: HttpRequest, base: Parameters | None = None, source_job: Job | None = None) -> HttpResponse:
+    if request.method == "POST":
+        form = JobForm(request.POST)
+        if form.is_valid() and form.parameters is not None:
+            job = services.submit_job(form.parameters, owner=request.user, source="web",
+                                      label=form.cleaned_data["label"],
+                                      notify_email=form.cleaned_data["notify_email"])
+            return redirect("jobs:detail", job.pk)
+    else:
+        initial = {"label": f"{source_job.label} (copy)".strip() if source_job and source_job.label else ""}
+        form = JobForm(base=base, initial=initial)
+    return render(request, "jobs/new.html", {"form": form, "source_job": source_job})
+
+
+@require_GET
+@login_required
+def clone(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id)
+    return new_job(request, base=services.clone_parameters(job), source_job=job)
+
+
+@require_GET
+@login_required
+def detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job.objects.select_related("owner").defer("last_preview"), pk=job_id)
+    params = Parameters.from_dict(job.parameters)
+    return render(request, "jobs/detail.html", {
+        "job": job, "cmdstr": params.to_cmdstr(), "changed": sorted(params.changed().items()),
+        "can_manage": job.can_manage(request.user), "formats": FORMATS,
+        "ws_path": f"/ws/jobs/{job.pk}/",
+    })
+
+
+@require_POST
+@login_required
+def cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id)
+    try:
+        job = services.cancel_job(job, request.user)
+    except PermissionDenied:
+        return HttpResponse("Only the job's owner or staff can cancel it.", status=403)
+    messages.info(request, f"Job {job.pk}: " + ("cancelled." if job.status == "cancelled" else
+                                                 "cancel requested; it stops after the current iteration."))
+    return redirect("jobs:detail", job.pk)
+
+
+@require_POST
+@login_required
+def delete(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id)
+    try:
+        services.delete_job(job, request.user)
+    except PermissionDenied:
+        return HttpResponse("Only the job's owner or staff can delete it.", status=403)
+    messages.info(request, f"Job {job_id} deleted.")
+    return redirect("jobs:history")
+
+
+@require_GET
+@login_required
+def download(request: HttpRequest, job_id: int, fmt: str) -> HttpResponse:
+    job = get_object_or_404(Job, pk=job_id)
+    try:
+        item = result_download(job, fmt)
+    except ValueError as exc:
+        raise Http404(str(exc)) from None
+    except NoResult as exc:
+        raise Http404(str(exc)) from None
+    return FileResponse(open(item.path, "rb"), as_attachment=True, filename=item.filename,
+                        content_type=item.content_type)
+
+
+@require_GET
+@login_required
+def dashboard(request: HttpRequest) -> HttpResponse:
+    data = dashboard_data.snapshot()
+    if request.GET.get("format") == "json":
+        return JsonResponse(dashboard_data.as_json(data))
+    return render(request, "jobs/dashboard.html", {"data": data, "refresh_url": reverse("jobs:dashboard")})
+
+
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """Liveness and database check for load balancers; no login."""
+    from django.conf import settings
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        database = "ok"
+    except Exception as exc:  # report, never raise: this is the probe
+        database = f"error: {type(exc).__name__}"
+    ok = database == "ok"
+    return JsonResponse({"status": "ok" if ok else "error", "database": database,
+                         "mode": "embedded" if settings.EMBEDDED else "production"}, status=200 if ok else 503)

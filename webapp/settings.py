@@ -1,0 +1,190 @@
+"""Django settings, read from the environment only.
+
+No environment at all gives the *embedded* mode: a SQLite file under ``$PTYCHOPY_HOME`` (default ``./var``),
+the in-memory channel layer and a Dramatiq ``StubBroker`` whose worker thread runs inside the ASGI process.
+``DATABASE_URL`` and ``REDIS_URL`` switch to production: PostgreSQL, Redis for Dramatiq and channels_redis.
+See ``docs/webapp.md`` for every variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+PTYCHOPY_HOME = Path(os.environ.get("PTYCHOPY_HOME") or BASE_DIR / "var").resolve()
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL", "")
+EMBEDDED = not DATABASE_URL and not REDIS_URL
+
+DEBUG = _env_bool("DEBUG", EMBEDDED)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not (EMBEDDED or DEBUG):
+        raise RuntimeError("SECRET_KEY must be set outside the embedded mode")
+    SECRET_KEY = "ptychopy-embedded-insecure-key-set-SECRET_KEY-in-production"
+ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h.strip()] or (
+    ["127.0.0.1", "localhost", "[::1]", "testserver"] if EMBEDDED or DEBUG else []
+)
+CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_dramatiq",
+    "webapp.jobs",
+    "webapp.api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+ASGI_APPLICATION = "webapp.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "frontend" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# -- database ------------------------------------------------------------------------------------------------
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+else:
+    PTYCHOPY_HOME.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(PTYCHOPY_HOME / "ptychopy.sqlite3"),
+            "CONN_MAX_AGE": 0,
+            "OPTIONS": {
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": str(PTYCHOPY_HOME / f"test-ptychopy-{os.getpid()}.sqlite3")},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# -- channels and dramatiq -------------------------------------------------------------------------------------
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 30},
+        }
+    }
+    _BROKER = {
+        "BROKER": "dramatiq.brokers.redis.RedisBroker",
+        "OPTIONS": {"url": REDIS_URL, "heartbeat_timeout": 5000, "maintenance_chance": 1_000_000},
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 200}}}
+    _BROKER = {"BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}}
+
+DRAMATIQ_BROKER = {
+    **_BROKER,
+    "MIDDLEWARE": [
+        "dramatiq.middleware.AgeLimit",
+        "dramatiq.middleware.TimeLimit",
+        "dramatiq.middleware.Callbacks",
+        "dramatiq.middleware.Retries",
+        "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "webapp.jobs.heartbeat.HeartbeatMiddleware",
+    ],
+}
+DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+# The embedded worker thread starts with the ASGI application (see webapp.embedded); tests switch it off.
+PTYCHOPY_EMBEDDED_WORKER = _env_bool("PTYCHOPY_EMBEDDED_WORKER", EMBEDDED)
+
+# -- ptychopy ----------------------------------------------------------------------------------------------------
+PTYCHOPY_RESULTS_DIR = Path(os.environ.get("PTYCHOPY_RESULTS_DIR") or PTYCHOPY_HOME / "results").resolve()
+PTYCHOPY_DATA_ROOTS = [
+    Path(p).expanduser()
+    for p in (os.environ.get("PTYCHOPY_DATA_ROOTS") or str(PTYCHOPY_HOME / "data")).split(":")
+    if p.strip()
+]
+PTYCHOPY_FRAME_RATE_HZ = float(os.environ.get("PTYCHOPY_FRAME_RATE_HZ") or 5)
+PTYCHOPY_HEARTBEAT_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_S") or 2)
+PTYCHOPY_HEARTBEAT_STALE_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_STALE_S") or 15)
+
+# -- auth, sessions, security ------------------------------------------------------------------------------------
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+_SECURE_COOKIES = not DEBUG and not _env_bool("PTYCHOPY_INSECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = _SECURE_COOKIES
+CSRF_COOKIE_SECURE = _SECURE_COOKIES
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+if _SECURE_COOKIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ptychopy@localhost")
+PTYCHOPY_SITE_URL = os.environ.get("PTYCHOPY_SITE_URL", "http://127.0.0.1:8000")
+
+# -- static files --------------------------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or PTYCHOPY_HOME / "static")
+STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "webapp": {"handlers": ["console"], "level": os.environ.get("PTYCHOPY_LOG_LEVEL", "INFO")},
+    },
+}

@@ -1,0 +1,47 @@
+"""``python -m webapp.worker [dramatiq options]``: one production worker process (one per GPU).
+
+Sets Django up, re-queues jobs a dead worker left behind, then runs the ``dramatiq`` command for this project
+with ``--processes 1 --threads 1 -Q reconstruct`` and ``dramatiq_queue_prefetch=1`` (so an idle GPU never
+waits behind a busy one). Extra arguments go to ``dramatiq`` as they are. Pin the GPU with
+``CUDA_VISIBLE_DEVICES``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+BOOT_MODULE = "webapp.worker_boot"
+
+
+def dramatiq_argv(extra: list[str]) -> list[str]:
+    return ["dramatiq", BOOT_MODULE, "--processes", "1", "--threads", "1", "--queues", "reconstruct", *extra]
+
+
+def main(argv: list[str] | None = None) -> int:
+    extra = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    os.environ.setdefault("dramatiq_queue_prefetch", "1")
+    os.environ.setdefault("dramatiq_delay_queue_prefetch", "1")
+
+    import django
+
+    django.setup()
+    from django.db import connections
+
+    from webapp.jobs.services import requeue_unfinished
+
+    n = requeue_unfinished()
+    if n:
+        print(f"re-queued {n} unfinished job(s)", flush=True)
+    connections.close_all()
+
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    sys.argv = dramatiq_argv(extra)
+    return int(dramatiq_main(make_argument_parser().parse_args(sys.argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
