@@ -1,0 +1,69 @@
+"""The bridge assembled: monitor -> queue -> worker, with the journal and the state. Start, run, stop.
+
+In production ``python -m epics_bridge --config FILE`` runs :func:`run_forever`; in the embedded mode the server
+builds a :class:`Bridge` and calls :meth:`Bridge.start` / :meth:`Bridge.stop` itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+
+from .config import BridgeConfig
+from .journal import Journal
+from .monitor import Monitor
+from .state import BridgeState
+from .submit import Submitter, load_submitter
+from .trigger import Event
+from .worker import BridgeWorker
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    """One running bridge; :attr:`state` is what the dashboard shows."""
+
+    def __init__(self, config: BridgeConfig, submitter: Submitter | None = None):
+        self.config = config
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.state = BridgeState(config.beamline, config.pvs, config.state_path)
+        self.journal = Journal(config.journal_path)
+        self.submitter = submitter if submitter is not None else load_submitter(config.submit)
+        self.worker = BridgeWorker(config, self.events, self.journal, self.submitter, self.state)
+        self.monitor = Monitor(config.pvs, self.events)
+
+    def start(self) -> None:
+        log.info("EPICS bridge for %s: %s trigger, %d PVs, journal %s", self.config.beamline,
+                 self.config.trigger.kind, len(self.config.pvs), self.config.journal_path)
+        self.worker.start()
+        self.monitor.start()
+
+    def stop(self) -> None:
+        self.monitor.stop()
+        self.worker.stop()
+        self.journal.close()
+        log.info("EPICS bridge stopped")
+
+
+def run_forever(config: BridgeConfig, submitter: Submitter | None = None) -> int:
+    """Run until SIGINT/SIGTERM; 0 on a clean stop, 1 when the worker died."""
+    bridge = Bridge(config, submitter)
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        done.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    bridge.start()
+    try:
+        while not done.wait(1.0):
+            if not bridge.worker.alive:
+                log.error("the bridge worker thread died")
+                return 1
+    finally:
+        bridge.stop()
+    return 0

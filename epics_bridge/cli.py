@@ -1,0 +1,53 @@
+"""Command lines: ``ptychopy bridge`` / ``python -m epics_bridge`` (:func:`main`) and ``ptychopy simioc``
+(:func:`simioc_main`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .config import ConfigError, load_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptychopy bridge", description="EPICS bridge: queue the reconstruction of "
+                                "every completed scan (see docs/epics_bridge.md).")
+    p.add_argument("-c", "--config", default=os.environ.get("EPICS_BRIDGE_CONFIG", ""),
+                   help="TOML configuration (default: $EPICS_BRIDGE_CONFIG)")
+    p.add_argument("--check", action="store_true", help="validate the configuration, list the PVs and exit")
+    p.add_argument("--log-level", default=os.environ.get("EPICS_BRIDGE_LOG_LEVEL", "INFO"),
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, args.log_level),
+                        format="%(asctime)s epics_bridge %(levelname)s %(name)s: %(message)s")
+    if not args.config:
+        parser.print_usage(sys.stderr)
+        print("error: give --config FILE (or set EPICS_BRIDGE_CONFIG)", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"beamline {config.beamline}: {config.trigger.kind} trigger, journal {config.journal_path}")
+        for pv in config.pvs:
+            print(f"  {pv}")
+        print(f"template: {config.template.to_cmdstr()}")
+        return 0
+    from .bridge import run_forever
+
+    return run_forever(config)
+
+
+def simioc_main(argv: list[str] | None = None) -> int:
+    from .simioc import main as run_simioc
+
+    return run_simioc(argv)

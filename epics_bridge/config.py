@@ -1,0 +1,375 @@
+"""Bridge configuration: a TOML file, overridable from the environment.
+
+Environment overrides use ``EPICS_BRIDGE__<SECTION>__<KEY>=<value>`` (the value is read as a TOML value when it
+parses, else as text), e.g. ``EPICS_BRIDGE__BRIDGE__PV_PREFIX=2idd:``. PV names may contain ``$(P)``, replaced
+by ``bridge.pv_prefix``. Relative file paths are relative to the config file. See ``docs/epics_bridge.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconstruction import ParameterError, Parameters
+
+ENV_PREFIX = "EPICS_BRIDGE__"
+TRIGGER_KINDS = ("sscan", "areadetector", "filename")
+SUBMIT_KINDS = ("django", "callable")
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the file, section and key."""
+
+
+@dataclass(frozen=True)
+class PvSource:
+    """A PV whose numeric value times ``scale`` gives a value in the target unit."""
+
+    pv: str
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class TriggerConfig:
+    """Which PVs say a scan is over, and how to tell a finished scan from an aborted one."""
+
+    kind: str
+    busy_pv: str = ""  # sscan: outermost record's BUSY
+    message_pv: str = ""  # sscan: SMSG
+    current_point_pv: str = ""  # sscan: CPT (optional)
+    points_pv: str = ""  # sscan: NPTS (optional)
+    abort_patterns: tuple[str, ...] = ("abort", "abandon", "error", "fail")
+    capture_pv: str = ""  # areaDetector: Capture_RBV
+    num_captured_pv: str = ""
+    num_capture_pv: str = ""
+    write_status_pv: str = ""
+    write_message_pv: str = ""
+    file_name_pv: str = ""  # filename kind: a PV updated with each completed file
+
+    @property
+    def pvs(self) -> tuple[str, ...]:
+        names = (self.busy_pv, self.message_pv, self.current_point_pv, self.points_pv, self.capture_pv,
+                 self.num_captured_pv, self.num_capture_pv, self.write_status_pv, self.write_message_pv,
+                 self.file_name_pv)
+        return tuple(n for n in names if n)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the scan's data files are: PVs for directory, name and scan number, and a file-name template.
+
+    ``file_pattern`` is formatted with ``{path}``, ``{name}``, ``{scan_number}`` (format specs allowed) and, for
+    the file-name trigger, ``{file}``, ``{file_dir}``, ``{file_name}``, ``{file_stem}``; ``#`` then stands for printf's ``%`` as in the original (``#06d``).
+    """
+
+    path_pv: str = ""
+    name_pv: str = ""
+    scan_number_pv: str = ""
+    file_pattern: str = "{path}/{name}_data_#06d.h5"
+
+    @property
+    def pvs(self) -> tuple[str, ...]:
+        return tuple(n for n in (self.path_pv, self.name_pv, self.scan_number_pv) if n)
+
+
+@dataclass(frozen=True)
+class MetadataConfig:
+    """Optional PVs that fill parameters: energy (keV), scan dimensions (rows, cols), step, detector distance."""
+
+    energy_kev: PvSource | None = None
+    scan_dims: tuple[PvSource, PvSource] | None = None
+    step_m: tuple[PvSource, PvSource] | None = None
+    detector_distance_m: PvSource | None = None
+    parameters: Mapping[str, PvSource] = field(default_factory=dict)  # any "group.name" from a PV
+
+    @property
+    def pvs(self) -> tuple[str, ...]:
+        out: list[str] = []
+        for src in (self.energy_kev, self.detector_distance_m):
+            if src:
+                out.append(src.pv)
+        for pair in (self.scan_dims, self.step_m):
+            if pair:
+                out.extend(s.pv for s in pair)
+        out.extend(s.pv for s in self.parameters.values())
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class FileCheckConfig:
+    """Waiting for the data files to be complete before submitting."""
+
+    enabled: bool = True
+    timeout_s: float = 600.0
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 10.0
+    stable_checks: int = 2  # consecutive complete checks with unchanged size/mtime
+    temp_suffix: str = ".tmp"  # areaDetector TempSuffix: the final name appears on close
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    """How jobs reach the web app: ``django`` calls ``webapp.jobs.services.submit_job``; ``callable`` loads
+    ``target`` ("module:factory") and calls it with ``options`` to make a submitter."""
+
+    kind: str = "django"
+    settings_module: str = "webapp.settings"
+    target: str = ""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    initial_backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """The whole bridge configuration."""
+
+    beamline: str
+    trigger: TriggerConfig
+    data: DataConfig
+    metadata: MetadataConfig
+    template: Parameters
+    journal_path: Path
+    state_path: Path | None = None
+    debounce_s: float = 1.0
+    max_debounce_s: float = 10.0
+    heartbeat_s: float = 5.0
+    label_format: str = "{beamline} scan {scan_number}"
+    job_id_format: str = "{beamline}_scan{scan_number}"
+    file_check: FileCheckConfig = field(default_factory=FileCheckConfig)
+    submit: SubmitConfig = field(default_factory=SubmitConfig)
+    source: str = ""  # the file it came from
+
+    @property
+    def pvs(self) -> tuple[str, ...]:
+        """Every PV the bridge monitors, without repeats."""
+        return tuple(dict.fromkeys(self.trigger.pvs + self.data.pvs + self.metadata.pvs))
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read a TOML file, apply environment overrides and validate everything."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the configuration: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    apply_env_overrides(raw, os.environ if environ is None else environ)
+    return config_from_dict(raw, base_dir=p.resolve().parent, source=str(p))
+
+
+def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Set ``raw[section][key]`` from each ``EPICS_BRIDGE__SECTION__KEY`` variable (names lower-cased)."""
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__") if k]
+        if not keys:
+            continue
+        node = raw
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment {name}: {k} is not a table")
+        node[keys[-1]] = _parse_env_value(text)
+
+
+def _parse_env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+class _Reader:
+    """Typed access to one TOML table that reports unknown keys and wrong types with their location."""
+
+    def __init__(self, table: Any, where: str, source: str):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{where}] must be a table")
+        self.table, self.where, self.source = table, where, source
+        self.used: set[str] = set()
+
+    def _err(self, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.source}: [{self.where}] {key}: {msg}")
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind in (int, float) and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            raise self._err(key, f"expected {names}, got {value!r}")
+        return value
+
+    def positive(self, key: str, default: float) -> float:
+        v = self.get(key, float, default)
+        if v <= 0:
+            raise self._err(key, f"must be > 0, got {v}")
+        return float(v)
+
+    def sub(self, key: str) -> _Reader:
+        self.used.add(key)
+        return _Reader(self.table.get(key, {}), f"{self.where}.{key}" if self.where else key, self.source)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.used)
+        if unknown:
+            raise ConfigError(f"{self.source}: [{self.where}] unknown key(s): {', '.join(unknown)}")
+
+
+def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: str = "<config>") -> BridgeConfig:
+    """Validate a parsed configuration (see ``epics_bridge/examples/beamline.toml``)."""
+    base = base_dir or Path.cwd()
+    top = _Reader(raw, "", source)
+    b = top.sub("bridge")
+    beamline = b.get("beamline", str, "")
+    if not beamline:
+        raise ConfigError(f"{source}: [bridge] beamline: required (e.g. \"2-ID-D\")")
+    prefix = b.get("pv_prefix", str, "")
+
+    def pv(r: _Reader, key: str, required: bool = False) -> str:
+        name = r.get(key, str, "").replace("$(P)", prefix).strip()
+        if required and not name:
+            raise r._err(key, "required for this trigger kind")
+        return name
+
+    journal = _path(base, b.get("journal", str, "epics_bridge_journal.sqlite3"))
+    state_text = b.get("state_file", str, "")
+    state_path = _path(base, state_text) if state_text else None
+    debounce_s = b.get("debounce_s", float, 1.0)
+    if debounce_s < 0:
+        raise b._err("debounce_s", "must be >= 0")
+    max_debounce_s = max(b.positive("max_debounce_s", 10.0), debounce_s)
+    heartbeat_s = b.positive("heartbeat_s", 5.0)
+    label_format = b.get("label_format", str, "{beamline} scan {scan_number}")
+    job_id_format = b.get("job_id_format", str, "{beamline}_scan{scan_number}")
+    b.finish()
+
+    t = top.sub("trigger")
+    kind = t.get("kind", str, "")
+    if kind not in TRIGGER_KINDS:
+        raise t._err("kind", f"expected one of {', '.join(TRIGGER_KINDS)}, got {kind!r}")
+    patterns = t.get("abort_patterns", list, ["abort", "abandon", "error", "fail"])
+    trigger = TriggerConfig(
+        kind=kind,
+        busy_pv=pv(t, "busy_pv", kind == "sscan"),
+        message_pv=pv(t, "message_pv"),
+        current_point_pv=pv(t, "current_point_pv"),
+        points_pv=pv(t, "points_pv"),
+        abort_patterns=tuple(str(x).lower() for x in patterns),
+        capture_pv=pv(t, "capture_pv", kind == "areadetector"),
+        num_captured_pv=pv(t, "num_captured_pv", kind == "areadetector"),
+        num_capture_pv=pv(t, "num_capture_pv", kind == "areadetector"),
+        write_status_pv=pv(t, "write_status_pv"),
+        write_message_pv=pv(t, "write_message_pv"),
+        file_name_pv=pv(t, "file_name_pv", kind == "filename"),
+    )
+    t.finish()
+
+    d = top.sub("data")
+    data = DataConfig(path_pv=pv(d, "path_pv"), name_pv=pv(d, "name_pv"), scan_number_pv=pv(d, "scan_number_pv"),
+                      file_pattern=d.get("file_pattern", str, "{path}/{name}_data_#06d.h5"))
+    d.finish()
+    if kind == "filename" and "{file" not in data.file_pattern:
+        data = DataConfig(data.path_pv, data.name_pv, data.scan_number_pv, "{file}")
+
+    m = top.sub("metadata")
+
+    def src(r: _Reader, key: str) -> PvSource | None:
+        value = r.get(key, (str, dict), None)
+        return None if value is None else _pv_source(value, f"[{r.where}] {key}", prefix, source)
+
+    def pair(r: _Reader, key: str) -> tuple[PvSource, PvSource] | None:
+        value = r.get(key, (list, dict), None)
+        if value is None:
+            return None
+        if isinstance(value, dict):  # {pvs = ["a", "b"], scale = 1e-6}
+            names, scale = value.get("pvs"), value.get("scale", 1.0)
+            if not isinstance(names, list) or set(value) - {"pvs", "scale"}:
+                raise r._err(key, "expected a list of two PVs or {pvs = [a, b], scale = x}")
+            value = [{"pv": n, "scale": scale} for n in names]
+        if len(value) != 2:
+            raise r._err(key, f"expected two PVs (rows, cols), got {len(value)}")
+        a, b2 = (_pv_source(v, f"[{r.where}] {key}", prefix, source) for v in value)
+        return a, b2
+
+    extra_reader = m.sub("parameters")
+    extra: dict[str, PvSource] = {}
+    for path in list(extra_reader.table):
+        s = src(extra_reader, path)
+        assert s is not None
+        try:
+            Parameters().get(path)
+        except (ValueError, AttributeError):
+            raise extra_reader._err(path, "not a parameter path like 'preprocessing.threshold'") from None
+        extra[path] = s
+    extra_reader.finish()
+    metadata = MetadataConfig(energy_kev=src(m, "energy_kev"), scan_dims=pair(m, "scan_dims"),
+                              step_m=pair(m, "step_m"), detector_distance_m=src(m, "detector_distance_m"),
+                              parameters=extra)
+    m.finish()
+
+    pr = top.sub("parameters")
+    template = _template(pr, source)
+    pr.finish()
+
+    fc = top.sub("file_check")
+    file_check = FileCheckConfig(
+        enabled=fc.get("enabled", bool, True), timeout_s=fc.positive("timeout_s", 600.0),
+        initial_backoff_s=fc.positive("initial_backoff_s", 0.2), max_backoff_s=fc.positive("max_backoff_s", 10.0),
+        stable_checks=max(1, fc.get("stable_checks", int, 2)), temp_suffix=fc.get("temp_suffix", str, ".tmp"))
+    fc.finish()
+
+    sb = top.sub("submit")
+    skind = sb.get("kind", str, "django")
+    if skind not in SUBMIT_KINDS:
+        raise sb._err("kind", f"expected one of {', '.join(SUBMIT_KINDS)}, got {skind!r}")
+    submit = SubmitConfig(kind=skind, settings_module=sb.get("settings_module", str, "webapp.settings"),
+                          target=sb.get("target", str, ""), options=dict(sb.get("options", dict, {})),
+                          initial_backoff_s=sb.positive("initial_backoff_s", 1.0),
+                          max_backoff_s=sb.positive("max_backoff_s", 60.0))
+    if skind == "callable" and ":" not in submit.target:
+        raise sb._err("target", "expected 'module:factory' for kind = \"callable\"")
+    sb.finish()
+    top.finish()
+    return BridgeConfig(
+        beamline=beamline, trigger=trigger, data=data, metadata=metadata, template=template, journal_path=journal,
+        state_path=state_path, debounce_s=debounce_s, max_debounce_s=max_debounce_s, heartbeat_s=heartbeat_s,
+        label_format=label_format, job_id_format=job_id_format,
+        file_check=file_check, submit=submit, source=source)
+
+
+def _path(base: Path, text: str) -> Path:
+    p = Path(os.path.expanduser(text))
+    return p if p.is_absolute() else base / p
+
+
+def _pv_source(value: Any, where: str, prefix: str, source: str) -> PvSource:
+    if isinstance(value, str):
+        return PvSource(value.replace("$(P)", prefix))
+    if isinstance(value, dict) and isinstance(value.get("pv"), str) and not set(value) - {"pv", "scale"}:
+        scale = value.get("scale", 1.0)
+        if not isinstance(scale, int | float) or isinstance(scale, bool):
+            raise ConfigError(f"{source}: {where}: scale must be a number")
+        return PvSource(value["pv"].replace("$(P)", prefix), float(scale))
+    raise ConfigError(f"{source}: {where}: expected a PV name or {{pv = \"NAME\", scale = x}}, got {value!r}")
+
+
+def _template(r: _Reader, source: str) -> Parameters:
+    """The per-beamline parameter template: a command string and/or ``values = {"group.name" = v}``."""
+    cmd = r.get("template", str, "")
+    values = r.get("values", dict, {})
+    try:
+        params = Parameters.from_cmdstr(cmd) if cmd else Parameters()
+        return params.replace(dict(values)) if values else params
+    except ParameterError as exc:
+        raise ConfigError(f"{source}: [parameters]: {exc}") from None

@@ -1,0 +1,57 @@
+"""pyepics monitors whose callbacks do one thing: put an event on a queue.
+
+pyepics runs callbacks inside Channel Access calls, where no other CA call is safe; so the callbacks here
+copy what they were given into a :class:`~epics_bridge.trigger.ValueEvent` or
+:class:`~epics_bridge.trigger.ConnectionEvent` and return. ``epics`` is imported in :meth:`Monitor.start`, so
+the CA environment (``EPICS_CA_ADDR_LIST``, ports) can be set before libca creates its context.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .trigger import ConnectionEvent, Event, ValueEvent
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    """One auto-monitored pyepics PV per name, feeding ``events``."""
+
+    def __init__(self, pvnames: Iterable[str], events: queue.Queue[Event]):
+        self.pvnames = tuple(dict.fromkeys(pvnames))
+        self.events = events
+        self._pvs: list[Any] = []
+
+    def start(self) -> None:
+        import epics
+
+        for name in self.pvnames:
+            pv = epics.PV(name, form="time", auto_monitor=True, connection_callback=self._on_connection)
+            pv.add_callback(self._on_value, with_ctrlvars=False)
+            self._pvs.append(pv)
+        log.info("monitoring %d PVs", len(self._pvs))
+
+    def stop(self) -> None:
+        for pv in self._pvs:
+            try:
+                pv.clear_callbacks()
+                pv.connection_callbacks = []
+                pv.disconnect()
+            except Exception:  # shutting down: nothing useful to do about it
+                log.debug("error disconnecting %s", pv.pvname, exc_info=True)
+        self._pvs = []
+
+    def _on_connection(self, pvname: str = "", conn: bool = False, **_kw: Any) -> None:
+        self.events.put(ConnectionEvent(pvname, bool(conn), time.monotonic()))
+
+    def _on_value(self, pvname: str = "", value: Any = None, char_value: Any = None, timestamp: Any = None,
+                  **_kw: Any) -> None:
+        if hasattr(value, "copy"):
+            value = value.copy()  # numpy buffers may be reused by the next update
+        self.events.put(ValueEvent(pvname, value, "" if char_value is None else str(char_value),
+                                   time.monotonic(), float(timestamp or 0.0)))

@@ -1,0 +1,88 @@
+"""Handing a completed scan to the web app: the :class:`Submitter` protocol and its implementations.
+
+A submitter raises :class:`SubmitRejected` when the web side refuses the job for good (bad parameters) and any
+other exception when it cannot be reached; the worker keeps the scan in the journal and retries those with
+back-off until one is accepted. ``submit_job`` is idempotent on the dedup key, so a retry after a lost reply
+cannot make a second job.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from reconstruction import ParameterError, Parameters
+
+from .config import SubmitConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """One job to create: parameters, dedup key, label and the scan description."""
+
+    params: Parameters
+    dedup_key: str
+    label: str
+    source: str = "epics"
+    scan: dict[str, Any] = field(default_factory=dict)
+
+
+class SubmitRejected(Exception):
+    """The web side refused this job for good; retrying cannot help."""
+
+
+class Submitter(Protocol):
+    def submit(self, request: SubmitRequest) -> str:
+        """Create (or find, by dedup key) the job; return its id."""
+        ...
+
+
+class DjangoSubmitter:
+    """Calls ``webapp.jobs.services.submit_job`` in this process (production process or embedded server)."""
+
+    def __init__(self, settings_module: str = "webapp.settings"):
+        self.settings_module = settings_module
+        self._submit_job: Any = None
+
+    def _setup(self) -> Any:
+        if self._submit_job is None:
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", self.settings_module)
+            import django
+            from django.apps import apps
+
+            if not apps.ready:
+                django.setup()
+            from webapp.jobs.services import submit_job
+
+            self._submit_job = submit_job
+        return self._submit_job
+
+    def submit(self, request: SubmitRequest) -> str:
+        submit_job = self._setup()
+        from django.core.exceptions import ValidationError
+        from django.db import close_old_connections, connection
+
+        close_old_connections()
+        try:
+            job = submit_job(request.params, owner=None, source=request.source, dedup_key=request.dedup_key,
+                             label=request.label)
+        except (ParameterError, ValidationError) as exc:
+            raise SubmitRejected(str(exc)) from exc
+        except Exception:
+            connection.close()  # a broken connection must not poison the next attempt
+            raise
+        return str(getattr(job, "pk", job))
+
+
+def load_submitter(config: SubmitConfig) -> Submitter:
+    """The submitter the configuration names."""
+    if config.kind == "django":
+        return DjangoSubmitter(config.settings_module)
+    module_name, _, attr = config.target.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(**dict(config.options))  # type: ignore[no-any-return]

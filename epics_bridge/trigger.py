@@ -1,0 +1,270 @@
+"""Pure completion-trigger logic: replay suppression, edges, debounce and classification. No EPICS here.
+
+The monitor turns pyepics callbacks into :class:`ValueEvent` / :class:`ConnectionEvent`; the worker feeds them
+to a :class:`PvTracker` (which marks the first value after every (re)connect as a *replay*) and to a trigger
+(:class:`SscanTrigger`, :class:`AreaDetectorTrigger`, :class:`FileNameTrigger`). A trigger acts only on edges
+it saw live; it waits ``debounce_s`` of quiet on its PVs (at most ``max_debounce_s``) before it classifies the
+scan, so a message PV posted just after the edge is still read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from .config import TriggerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValueEvent:
+    """A monitor update: the value, its text form (char waveforms as text) and when it was received."""
+
+    pvname: str
+    value: Any
+    text: str
+    received_s: float  # time.monotonic() in the bridge
+    timestamp: float = 0.0  # the IOC's time stamp (POSIX seconds)
+
+
+@dataclass(frozen=True)
+class ConnectionEvent:
+    """A PV connected or disconnected."""
+
+    pvname: str
+    connected: bool
+    received_s: float
+
+
+Event = ValueEvent | ConnectionEvent
+
+
+class Outcome(StrEnum):
+    COMPLETE = "complete"
+    PARTIAL = "partial"  # stopped before all points (CPT < NPTS, NumCaptured < NumCapture)
+    ABORTED = "aborted"  # message says abort/abandon/error
+    FAILED = "failed"  # the file writer reported an error
+
+
+@dataclass(frozen=True)
+class ScanEnd:
+    """A classified end of scan."""
+
+    outcome: Outcome
+    reason: str
+    ended_s: float  # monotonic time of the edge
+    file: str = ""  # the file-name trigger's value
+
+
+class PvTracker:
+    """Latest value of each PV, and whether a value is live or the replay that follows a (re)connect."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, ValueEvent] = {}
+        self.connected: dict[str, bool] = {}
+        self._armed: dict[str, bool] = {}
+
+    def update(self, event: Event) -> tuple[ValueEvent | None, bool]:
+        """Record ``event``; for a value, return (previous value, live). Connection events return (None, False)."""
+        if isinstance(event, ConnectionEvent):
+            self.connected[event.pvname] = event.connected
+            self._armed[event.pvname] = False  # the next value is the current value replayed
+            return None, False
+        previous = self.latest.get(event.pvname)
+        live = self._armed.get(event.pvname, False)
+        self.latest[event.pvname] = event
+        self._armed[event.pvname] = True
+        return previous, live
+
+
+def as_int(value: Any) -> int | None:
+    """An integer from a PV value (number, one-element array, or numeric text); None when it is not one."""
+    try:
+        if hasattr(value, "__len__") and not isinstance(value, str):
+            value = value[0] if len(value) else None
+        if value is None:
+            return None
+        return int(float(value))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def as_float(value: Any) -> float | None:
+    """A finite float from a PV value (number, one-element array, numeric text); None otherwise."""
+    try:
+        if hasattr(value, "__len__") and not isinstance(value, str):
+            value = value[0] if len(value) else None
+        x = float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def text_of(latest: Mapping[str, ValueEvent], pvname: str) -> str:
+    ev = latest.get(pvname) if pvname else None
+    return "" if ev is None else str(ev.text if ev.text is not None else ev.value).strip()
+
+
+def int_of(latest: Mapping[str, ValueEvent], pvname: str) -> int | None:
+    ev = latest.get(pvname) if pvname else None
+    return None if ev is None else as_int(ev.value)
+
+
+@dataclass
+class _Pending:
+    ended_s: float
+    deadline_s: float
+    hard_deadline_s: float
+    file: str = ""
+
+
+class Trigger:
+    """Base: debounce bookkeeping shared by all trigger kinds."""
+
+    def __init__(self, config: TriggerConfig, debounce_s: float, max_debounce_s: float):
+        self.config = config
+        self.debounce_s = debounce_s
+        self.max_debounce_s = max(max_debounce_s, debounce_s)
+        self._pending: list[_Pending] = []
+        self._ready: list[ScanEnd] = []
+        self.missed_edges = 0
+
+    @property
+    def watched(self) -> tuple[str, ...]:
+        return self.config.pvs
+
+    def handle(self, event: ValueEvent, previous: ValueEvent | None, live: bool,
+               latest: Mapping[str, ValueEvent]) -> None:
+        """Feed one value event (already recorded in ``latest``)."""
+        if event.pvname in self.watched and event.pvname != self.edge_pv:
+            for p in self._pending:  # a related PV moved: wait for quiet again
+                p.deadline_s = min(event.received_s + self.debounce_s, p.hard_deadline_s)
+        if event.pvname == self.edge_pv:
+            self._on_edge_pv(event, previous, live, latest)
+
+    def poll(self, now_s: float, latest: Mapping[str, ValueEvent]) -> list[ScanEnd]:
+        """Scan ends whose debounce has passed, classified with the latest values."""
+        out, self._ready = self._ready, []
+        keep = []
+        for p in self._pending:
+            if now_s >= p.deadline_s:
+                out.append(self.classify(p, latest))
+            else:
+                keep.append(p)
+        self._pending = keep
+        return out
+
+    def next_deadline_s(self) -> float | None:
+        if self._ready:
+            return 0.0
+        return min((p.deadline_s for p in self._pending), default=None)
+
+    def _start_pending(self, at_s: float, file: str = "") -> None:
+        self._pending.append(_Pending(at_s, at_s + self.debounce_s, at_s + self.max_debounce_s, file))
+
+    def _flush_now(self, latest: Mapping[str, ValueEvent]) -> None:
+        self._ready.extend(self.classify(p, latest) for p in self._pending)
+        self._pending = []
+
+    # -- per kind ---------------------------------------------------------------------------------------------
+    @property
+    def edge_pv(self) -> str:
+        """The PV whose change ends a scan."""
+        raise NotImplementedError
+
+    def _on_edge_pv(self, event: ValueEvent, previous: ValueEvent | None, live: bool,
+                    latest: Mapping[str, ValueEvent]) -> None:
+        raise NotImplementedError
+
+    def classify(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
+        raise NotImplementedError
+
+
+class _FallingEdgeTrigger(Trigger):
+    """A busy flag going 1 -> 0 ends a scan; a replayed value never does."""
+
+    def _on_edge_pv(self, event: ValueEvent, previous: ValueEvent | None, live: bool,
+                    latest: Mapping[str, ValueEvent]) -> None:
+        now, before = as_int(event.value), as_int(previous.value) if previous else None
+        if not live:
+            if before == 1 and now == 0:
+                self.missed_edges += 1
+                log.warning("%s went 1 -> 0 while disconnected; that scan is not queued automatically",
+                            event.pvname)
+            return
+        if before == 1 and now == 0:
+            self._start_pending(event.received_s)
+        elif now == 1 and self._pending:
+            self._flush_now(latest)  # the next scan started: the previous one is over for sure
+
+
+class SscanTrigger(_FallingEdgeTrigger):
+    """sscan record: BUSY 1 -> 0; SMSG tells an abort; CPT < NPTS (when configured) is partial."""
+
+    @property
+    def edge_pv(self) -> str:
+        return self.config.busy_pv
+
+    def classify(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
+        c = self.config
+        message = text_of(latest, c.message_pv)
+        lowered = message.lower()
+        if any(p in lowered for p in c.abort_patterns):
+            return ScanEnd(Outcome.ABORTED, f"{c.message_pv}: {message!r}", pending.ended_s)
+        cpt, npts = int_of(latest, c.current_point_pv), int_of(latest, c.points_pv)
+        if cpt is not None and npts is not None and cpt < npts:
+            return ScanEnd(Outcome.PARTIAL, f"{c.current_point_pv}={cpt} < {c.points_pv}={npts}", pending.ended_s)
+        return ScanEnd(Outcome.COMPLETE, message or "BUSY 1 -> 0", pending.ended_s)
+
+
+class AreaDetectorTrigger(_FallingEdgeTrigger):
+    """areaDetector file plugin: Capture_RBV 1 -> 0 with WriteStatus ok and NumCaptured == NumCapture."""
+
+    @property
+    def edge_pv(self) -> str:
+        return self.config.capture_pv
+
+    def classify(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
+        c = self.config
+        status = int_of(latest, c.write_status_pv) if c.write_status_pv else 0
+        if status:
+            msg = text_of(latest, c.write_message_pv)
+            return ScanEnd(Outcome.FAILED, f"{c.write_status_pv}={status} {msg!r}".strip(), pending.ended_s)
+        got, want = int_of(latest, c.num_captured_pv), int_of(latest, c.num_capture_pv)
+        if got is None or want is None:
+            return ScanEnd(Outcome.PARTIAL, f"no value for {c.num_captured_pv} or {c.num_capture_pv}",
+                           pending.ended_s)
+        if want > 0 and got != want:
+            return ScanEnd(Outcome.PARTIAL, f"{c.num_captured_pv}={got} != {c.num_capture_pv}={want}",
+                           pending.ended_s)
+        return ScanEnd(Outcome.COMPLETE, f"captured {got} frames", pending.ended_s)
+
+
+class FileNameTrigger(Trigger):
+    """A PV that takes the name of each completed file: every new live, non-empty value is one scan."""
+
+    @property
+    def edge_pv(self) -> str:
+        return self.config.file_name_pv
+
+    def _on_edge_pv(self, event: ValueEvent, previous: ValueEvent | None, live: bool,
+                    latest: Mapping[str, ValueEvent]) -> None:
+        name = str(event.text).strip()
+        old = str(previous.text).strip() if previous else ""
+        if not live or not name or name == old:
+            return
+        self._start_pending(event.received_s, file=name)
+
+    def classify(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
+        return ScanEnd(Outcome.COMPLETE, f"{self.config.file_name_pv} = {pending.file!r}", pending.ended_s,
+                       file=pending.file)
+
+
+def make_trigger(config: TriggerConfig, debounce_s: float, max_debounce_s: float) -> Trigger:
+    kinds: dict[str, type[Trigger]] = {
+        "sscan": SscanTrigger, "areadetector": AreaDetectorTrigger, "filename": FileNameTrigger}
+    return kinds[config.kind](config, debounce_s, max_debounce_s)
