@@ -7,7 +7,6 @@ use, so compressed datasets read transparently. Files are always opened with mod
 from __future__ import annotations
 
 import contextlib
-import errno
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,8 +30,8 @@ FILTER_NAMES = {
 
 
 def _is_lock_error(exc: OSError) -> bool:
-    return isinstance(exc, BlockingIOError) or exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK) or (
-        "lock" in str(exc).lower())
+    # h5py raises BlockingIOError for "unable to lock file"; errno of other OSErrors may be stale.
+    return isinstance(exc, BlockingIOError) or "unable to lock" in str(exc).lower()
 
 
 def open_file(path: Path | str, wait_s: float = DEFAULT_LOCK_WAIT_S, first_delay_s: float = 0.05) -> h5py.File:

@@ -143,7 +143,7 @@ def read_scan(params: Parameters, progress: Progress | None = None, *,
                 _check_finite(raw, static, steps, src, frame0 + j, k0 + j)
                 data, ok = preprocess_frames(raw, steps)
                 intensities[k0 + j:k0 + j + c] = data
-                if per_frame is None and not ok.all():
+                if per_frame is None and not (ok | ~static).all():
                     per_frame = np.empty((n_frames, n, n), dtype=bool)
                     per_frame[:] = static
                 if per_frame is not None:

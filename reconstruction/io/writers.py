@@ -58,11 +58,15 @@ def write_scan_files(intensities: np.ndarray, directory: Path | str, pattern: st
 
     ``pattern`` is a file name with '#' for '%' (``scan_#06d.h5``) relative to ``directory``; without '#'
     one file holds all N frames. ``dtype`` converts (e.g. ``np.uint32`` for detector counts; values are
-    rounded). ``rank2`` with ``dpf == 1`` writes each frame as a ``(H, W)`` dataset.
+    rounded; values out of its range raise ValueError). ``rank2`` with ``dpf == 1`` writes each frame as
+    a ``(H, W)`` dataset.
     """
     data = np.asarray(intensities)
     if dtype is not None and np.dtype(dtype).kind in "iu":
         data = np.rint(data)
+        info = np.iinfo(dtype)
+        if data.size and (data.min() < info.min or data.max() > info.max):
+            raise ValueError(f"values {data.min():g}..{data.max():g} do not fit {np.dtype(dtype)}")
     if dtype is not None:
         data = data.astype(dtype)
     directory = Path(directory)
