@@ -366,6 +366,16 @@ def check_range(spec: FieldSpec, value: Any) -> str | None:
     return None
 
 
+def _range_problems(values: dict[str, Any]) -> list[Problem]:
+    out = []
+    for path, value in values.items():
+        spec = _BY_PATH[path]
+        msg = check_range(spec, value)
+        if msg:
+            out.append(Problem(path, spec.flag, value, msg))
+    return out
+
+
 @dataclass(frozen=True)
 class Parameters:
     """The whole parameter tree. Build it with :meth:`from_cmdstr`, :meth:`from_flags` or :meth:`from_dict`."""
@@ -412,6 +422,7 @@ class Parameters:
                 values[spec.path] = coerce(spec, raw)
             except ValueError as exc:
                 problems.append(Problem(spec.path, spec.flag, raw, str(exc)))
+        problems.extend(_range_problems(values))
         if problems:
             raise ParameterError(problems)
         return (base or cls()).replace(values)
@@ -437,6 +448,7 @@ class Parameters:
                 converted[path] = coerce(spec, raw)
             except ValueError as exc:
                 problems.append(Problem(path, spec.flag, raw, str(exc)))
+        problems.extend(_range_problems(converted))
         if problems:
             raise ParameterError(problems)
         return cls().replace(converted)

@@ -1,0 +1,204 @@
+"""The ``ptychopy`` command.
+
+    ptychopy run "<command string>"   reconstruct with a progress bar; write the result files at the end
+    ptychopy params [--json]          every parameter with its flag, unit, default and hint
+    ptychopy demo                     the main job: the web site with a live demo reconstruction
+                                      (a terminal demo when the web extras are not installed)
+    ptychopy serve | bridge | simioc | export | inspect ...   (see each --help)
+
+``serve`` lives in ``webapp``, ``bridge``/``simioc`` in ``epics_bridge`` and ``export`` in
+``reconstruction.io``; they are looked up by module name, so this package does not import them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from reconstruction.errors import ReconstructionError
+from reconstruction.parameters import GROUP_TITLES, ParameterError, Parameters, param_table
+
+# subcommand -> (module, function, help)
+DELEGATED = {
+    "serve": ("webapp.cli", "main", "run the web site (embedded mode unless DATABASE_URL/REDIS_URL are set)"),
+    "bridge": ("epics_bridge.cli", "main", "run the EPICS bridge that queues a reconstruction per finished scan"),
+    "simioc": ("epics_bridge.cli", "simioc_main", "run a simulated beamline IOC that plays scans"),
+    "export": ("reconstruction.io.export", "main", "export a result file to TIFF, PNG or CSV"),
+}
+
+DEMO_CMDSTR = ("./ptycho -jobID=demo -algorithm=LSQML -simulate=1 -size=64 -scanDims=15,15 -step=200e-9,200e-9 "
+               "-beamSize=900e-9 -photons=1e6 -i=60 -updateProbe=2 -phaseConstraint=0 -seed=0")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        return _delegate(argv[0], argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ParameterError as exc:
+        print(f"ptychopy: parameter error: {exc}", file=sys.stderr)
+        return 2
+    except (ReconstructionError, OSError) as exc:
+        print(f"ptychopy: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ptychopy: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptychopy", description="X-ray ptychography reconstruction (ePIE, DM, LSQML)")
+    sub = p.add_subparsers(metavar="command")
+    r = sub.add_parser("run", help="reconstruct from an original-style command string")
+    r.add_argument("cmdstr", help='e.g. "./ptycho -simulate=1 -size=64 -scanDims=15,15 -i=50"')
+    r.add_argument("--out", help="output directory (overrides -outputDir)")
+    r.add_argument("--device", choices=("auto", "cpu", "gpu"), help="overrides -device")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
+    pa = sub.add_parser("params", help="list every parameter with its flag, unit, default and hint")
+    pa.add_argument("--json", action="store_true", help="machine-readable output")
+    pa.add_argument("--all", action="store_true", help="include advanced parameters")
+    pa.set_defaults(func=cmd_params)
+    d = sub.add_parser("demo", help="the main job: web site with a live demo (terminal demo without web extras)")
+    d.add_argument("--terminal", action="store_true", help="run the terminal demo even if the web app is there")
+    d.add_argument("--port", type=int, default=8000)
+    d.set_defaults(func=cmd_demo)
+    i = sub.add_parser("inspect", help="describe the scan a command string points at (reads little data)")
+    i.add_argument("cmdstr")
+    i.set_defaults(func=cmd_inspect)
+    for name, (_m, _f, help_text) in DELEGATED.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return p
+
+
+def _delegate(name: str, rest: list[str]) -> int:
+    module, func, _help = DELEGATED[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        print(f"ptychopy {name}: not available ({exc}); install the extras: pip install 'ptychopy[web,epics]'",
+              file=sys.stderr)
+        return 1
+    return int(getattr(mod, func)(rest) or 0)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    params = Parameters.from_cmdstr(args.cmdstr)
+    overrides: dict[str, Any] = {}
+    if args.out:
+        overrides["output.output_dir"] = args.out
+    if args.device:
+        overrides["reconstruction.device"] = args.device
+    if overrides:
+        params = params.replace(overrides)
+    paths = run_with_progress(params, quiet=args.quiet)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def run_with_progress(params: Parameters, quiet: bool = False) -> list[Path]:
+    """Load, reconstruct with a tqdm progress bar (iteration, error, ETA) and write the result files."""
+    from tqdm import tqdm
+
+    from reconstruction.driver import Reconstruction
+
+    from .session import write_outputs
+
+    t0 = time.perf_counter()
+    load_bar: Any = None
+
+    def on_load(done: int, total: int) -> None:
+        nonlocal load_bar
+        if quiet:
+            return
+        if load_bar is None:
+            load_bar = tqdm(total=total, desc="loading", unit="frame", leave=False)
+        load_bar.n = done
+        load_bar.refresh()
+
+    rec = Reconstruction.from_parameters(params, progress=on_load)
+    if load_bar is not None:
+        load_bar.close()
+    r = params.reconstruction
+    print(f"{r.algorithm} on {rec.backend.device}: {rec.state.n_positions} patterns of {rec.state.size_px}^2, "
+          f"object {rec.state.obj.shape[0]}x{rec.state.obj.shape[1]}, {r.iterations} iterations "
+          f"(set-up {time.perf_counter() - t0:.1f} s)")
+    bar = tqdm(total=rec.iterations, desc=r.algorithm, unit="it", disable=quiet)
+    with bar:
+        for progress in rec:
+            bar.set_postfix(error=f"{progress.error:.4g}")
+            bar.update(1)
+    if rec.stopped_early:
+        print(f"stopped early: {rec.stopped_early}")
+    result = rec.result()
+    print(f"final error {result.errors[-1]:.5g} after {result.iterations} iterations "
+          f"({sum(result.iteration_s):.1f} s)" if result.errors else "no iteration ran")
+    return write_outputs(result, params, index=0, with_hdf5=True)
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    rows = [r for r in param_table() if args.all or args.json or not _advanced(r["path"])]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    group = None
+    for row in rows:
+        if row["group"] != group:
+            group = row["group"]
+            print(f"\n{GROUP_TITLES[group]}")
+        unit = f" [{row['unit']}]" if row["unit"] else ""
+        note = " (no effect; accepted for compatibility)" if row["no_effect"] else ""
+        print(f"  -{row['flag']:<18} default {row['default']:<18}{unit:<14} {row['hint']}{note}")
+    if not args.all:
+        print("\n(advanced parameters hidden; ptychopy params --all lists them)")
+    return 0
+
+
+def _advanced(path: str) -> bool:
+    from reconstruction.parameters import spec_for_path
+
+    return spec_for_path(path).advanced
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.terminal:
+        try:
+            web = importlib.import_module("webapp.cli")
+        except ImportError:
+            web = None
+        if web is not None:
+            return int(web.main(["serve", "--demo", "--port", str(args.port)]) or 0)
+    print("ptychopy terminal demo: a simulated scan reconstructed with LSQML")
+    print(f"  {DEMO_CMDSTR}")
+    params = Parameters.from_cmdstr(DEMO_CMDSTR).replace({"output.output_dir": "var/demo"})
+    for path in run_with_progress(params):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from reconstruction.io import Scan, inspect
+
+    params = Parameters.from_cmdstr(args.cmdstr)
+    info = inspect(Scan.from_parameters(params))
+    for key, value in vars(info).items():
+        if hasattr(value, "shape") and getattr(value, "ndim", 0) >= 2:
+            value = f"array {value.shape} {value.dtype}"
+        print(f"{key:>22}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

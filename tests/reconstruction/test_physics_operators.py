@@ -1,0 +1,78 @@
+"""Adjoint identities and invariants of the physics operators (NumPy)."""
+
+import numpy as np
+
+from reconstruction.physics import modes, modulus, patches, propagation
+
+
+def _rand_complex(rng, *shape):
+    return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+
+
+def test_scatter_add_is_the_adjoint_of_patch_extraction():
+    rng = np.random.default_rng(1)
+    obj = _rand_complex(rng, 40, 50)
+    rows, cols = rng.integers(0, 40 - 8, 30), rng.integers(0, 50 - 8, 30)
+    idx = patches.window_indices(np, rows, cols, 8, obj.shape[1])
+    y = _rand_complex(rng, 30, 8, 8)
+    lhs = np.vdot(patches.extract_patches(np, obj, idx), y)
+    rhs = np.vdot(obj, patches.scatter_add_patches(np, obj.shape, y, idx))
+    assert abs(lhs - rhs) / abs(lhs) < 1e-5
+
+
+def test_extracted_window_is_the_object_slice():
+    rng = np.random.default_rng(2)
+    obj = _rand_complex(rng, 20, 20)
+    idx = patches.window_indices(np, np.array([3]), np.array([5]), 6, 20)
+    np.testing.assert_array_equal(patches.extract_patches(np, obj, idx)[0], obj[3:9, 5:11])
+
+
+def test_propagation_is_unitary_and_backward_is_its_adjoint():
+    rng = np.random.default_rng(3)
+    x, y = _rand_complex(rng, 4, 16, 16), _rand_complex(rng, 4, 16, 16)
+    fx = propagation.forward(np, x)
+    assert np.allclose(np.linalg.norm(fx), np.linalg.norm(x), rtol=1e-5)
+    assert abs(np.vdot(fx, y) - np.vdot(x, propagation.backward(np, y))) < 1e-3 * abs(np.vdot(fx, y))
+    assert np.allclose(propagation.backward(np, fx), x, atol=1e-5)
+
+
+def test_modulus_projection_imposes_the_measured_amplitude_and_is_idempotent():
+    rng = np.random.default_rng(4)
+    far = _rand_complex(rng, 3, 2, 8, 8)  # (N, modes, n, n)
+    target = rng.uniform(0.5, 2.0, (3, 8, 8)).astype(np.float32)
+    projected = far * modulus.modulus_factor(np, modulus.modal_amplitude(np, far), target, None)[:, None]
+    assert np.allclose(modulus.modal_amplitude(np, projected), target, rtol=1e-5)
+    again = projected * modulus.modulus_factor(np, modulus.modal_amplitude(np, projected), target, None)[:, None]
+    assert np.allclose(again, projected, rtol=1e-5)
+
+
+def test_masked_pixels_are_left_unconstrained():
+    rng = np.random.default_rng(5)
+    far = _rand_complex(rng, 1, 1, 4, 4)
+    valid = np.ones((4, 4), bool)
+    valid[0, 0] = False
+    factor = modulus.modulus_factor(np, modulus.modal_amplitude(np, far), np.zeros((1, 4, 4), np.float32), valid)
+    assert factor[0, 0, 0] == 1.0 and np.all(factor[0][valid] == 0)
+
+
+def test_mode_orthogonalisation_gives_orthogonal_modes_with_the_same_density_matrix():
+    rng = np.random.default_rng(6)
+    probe = _rand_complex(rng, 3, 8, 8)
+    ortho = modes.orthogonalize_modes(np, probe)
+    flat, oflat = probe.reshape(3, -1), ortho.reshape(3, -1)
+    gram = oflat.conj() @ oflat.T
+    assert np.allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-3 * np.abs(gram).max())
+    powers = np.real(np.diag(gram))
+    assert np.all(np.diff(powers) <= 1e-3)  # strongest first
+    assert np.allclose(flat.T @ flat.conj(), oflat.T @ oflat.conj(), atol=1e-3 * np.abs(flat).max() ** 2)
+
+
+def test_seeded_extra_modes_are_weak_and_orthogonal():
+    rng = np.random.default_rng(7)
+    probe = np.zeros((3, 16, 16), np.complex64)
+    probe[0] = _rand_complex(rng, 16, 16)
+    seeded = modes.seed_extra_modes(np, probe, rng)
+    power = np.sum(np.abs(seeded) ** 2, axis=(1, 2))
+    assert power[1] > 0 and power[2] > 0 and power[1] < 0.2 * power[0]
+    flat = seeded.reshape(3, -1)
+    assert abs(np.vdot(flat[0], flat[1])) < 1e-3 * power[0]
