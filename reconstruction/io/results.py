@@ -60,7 +60,8 @@ def _attr_value(v: Any) -> Any:
     if v is None:
         return ""
     if isinstance(v, (list, tuple)):
-        return np.asarray(v)
+        arr = np.asarray(v)
+        return arr if arr.dtype.kind in "biuf" else json.dumps(v, default=str)
     if isinstance(v, dict):
         return json.dumps(v, default=str)
     if isinstance(v, (str, bool, int, float, np.generic)):

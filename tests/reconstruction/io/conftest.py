@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from reconstruction.parameters import Parameters
+from reconstruction.state import Result
 
 
 def make_params(**values: Any) -> Parameters:
@@ -35,3 +36,21 @@ def scan_params(tmp_path: Path) -> Any:
         return make_params(**base)
 
     return build
+
+
+def _make_result(params: Parameters | None = None) -> Result:
+    rng = np.random.default_rng(3)
+    obj = (rng.normal(size=(40, 50)) + 1j * rng.normal(size=(40, 50))).astype(np.complex64)
+    probe = (rng.normal(size=(2, 16, 16)) + 1j * rng.normal(size=(2, 16, 16))).astype(np.complex64)
+    params = params or Parameters().replace({"experiment.job_id": "run7", "experiment.scan_dims": (2, 3),
+                                             "reconstruction.iterations": 3, "preprocessing.size_px": 16})
+    return Result(object=obj, probe=probe, positions_px=rng.uniform(1, 20, size=(6, 2)),
+                  errors=[0.5, 0.25, 0.125], rms=[], iteration_s=[0.01, 0.02, 0.03], algorithm="ePIE",
+                  device="CPU (NumPy)", pixel_size_m=params.pixel_size_m, parameters=params,
+                  stopped_early=None, inputs={"files": ["/data/a_000001.h5"], "dataset": "/entry/data/data"})
+
+
+@pytest.fixture
+def make_result() -> Any:
+    """A function returning a small :class:`Result` with 2 probe modes, 6 positions and 3 iterations."""
+    return _make_result

@@ -1,0 +1,123 @@
+import errno
+import json
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+from reconstruction.io import ResultWriteError, read_result, write_result
+from reconstruction.io import results as results_module
+
+
+def test_round_trip_keeps_every_field(tmp_path, make_result):
+    result = make_result()
+    path = write_result(result, tmp_path / "run7.h5")
+    back = read_result(path)
+    np.testing.assert_array_equal(back.object, result.object)
+    np.testing.assert_array_equal(back.probe, result.probe)
+    np.testing.assert_array_equal(back.positions_px, result.positions_px)
+    assert back.errors == result.errors and back.iteration_s == result.iteration_s and back.rms == []
+    assert (back.algorithm, back.device, back.stopped_early) == ("ePIE", "CPU (NumPy)", None)
+    assert back.pixel_size_m == pytest.approx(result.pixel_size_m)
+    assert back.parameters == result.parameters
+    assert back.inputs == result.inputs
+
+
+def test_layout_is_cxi_style_with_parameters_as_json_and_attributes(tmp_path, make_result):
+    result = make_result()
+    path = write_result(result, tmp_path / "r.h5")
+    with h5py.File(path, "r") as f:
+        assert f["cxi_version"][()] == 150
+        assert f["/entry_1/image_1/data"].dtype == np.complex64
+        assert f["/entry_1/instrument_1/source_1/probe"].shape == (2, 16, 16)
+        assert f["/entry_1/sample_1/geometry_1/translation"].shape == (6, 3)
+        np.testing.assert_allclose(f["/entry_1/sample_1/geometry_1/translation"][:, 1],
+                                   result.positions_px[:, 0] * result.pixel_size_m)
+        assert f["/entry_1/instrument_1/source_1/wavelength"][()] == pytest.approx(2.48e-10)
+        own = f["/entry_1/ptychopy"]
+        assert json.loads(own["parameters_json"][()])["experiment"]["job_id"] == "run7"
+        assert own["parameters"].attrs["experiment.job_id"] == "run7"
+        assert list(own["parameters"].attrs["experiment.scan_dims"]) == [2, 3]
+        assert own.attrs["ptychopy_version"] == results_module.ptychopy_version() != ""
+        assert own.attrs["device"] == "CPU (NumPy)"
+        assert "ptychopy run" in f["/entry_1/image_1/process_1/command"][()].decode()
+        assert own["inputs"].attrs["dataset"] == "/entry/data/data"
+
+
+def test_existing_file_is_an_error_and_left_alone(tmp_path, make_result):
+    target = tmp_path / "r.h5"
+    target.write_bytes(b"precious")
+    with pytest.raises(ResultWriteError, match=r"r\.h5 already exists"):
+        write_result(make_result(), target)
+    assert target.read_bytes() == b"precious"
+    write_result(make_result(), target, overwrite=True)
+    assert read_result(target).algorithm == "ePIE"
+
+
+def _failing_fill(code: int, text: str):
+    def fill(f, result):
+        f.create_dataset("partial", data=np.zeros(10))
+        raise OSError(code, text)
+    return fill
+
+
+@pytest.mark.parametrize("code,text,reason", [
+    (errno.ENOSPC, "No space left on device", "no space left"),
+    (errno.EROFS, "Read-only file system", "the directory is not writable"),
+    (errno.EACCES, "Permission denied", "the directory is not writable"),
+])
+def test_write_failure_is_clear_keeps_result_and_leaves_no_file(tmp_path, monkeypatch, make_result, code, text,
+                                                                reason):
+    result = make_result()
+    before = result.object.copy()
+    monkeypatch.setattr(results_module, "_fill", _failing_fill(code, text))
+    with pytest.raises(ResultWriteError, match=rf"r\.h5: {reason}.*still in memory") as info:
+        write_result(result, tmp_path / "r.h5")
+    assert info.value.path == tmp_path / "r.h5"
+    assert list(tmp_path.iterdir()) == []  # neither the final name nor the temporary file
+    np.testing.assert_array_equal(result.object, before)
+
+
+def test_fallback_directory_receives_the_result_with_a_warning(tmp_path, monkeypatch, make_result):
+    real_fill = results_module._fill
+    primary = tmp_path / "primary"
+    primary.mkdir()
+
+    def fill(f, result):
+        if str(primary) in f.filename:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fill(f, result)
+
+    monkeypatch.setattr(results_module, "_fill", fill)
+    (tmp_path / "spare").mkdir()
+    (tmp_path / "spare" / "r.h5").write_bytes(b"older")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        saved = write_result(make_result(), primary / "r.h5", fallback_dir=tmp_path / "spare")
+    assert saved == tmp_path / "spare" / "r-1.h5"
+    assert "saved the result to" in str(caught[0].message)
+    assert read_result(saved).errors == [0.5, 0.25, 0.125]
+
+
+def test_directory_that_cannot_be_created_is_a_clear_error(tmp_path, make_result):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ResultWriteError, match=r"cannot write result file .*file/sub/r\.h5: cannot create"):
+        write_result(make_result(), blocker / "sub" / "r.h5")
+
+
+def test_read_result_of_a_non_result_file_is_an_input_error(tmp_path):
+    from reconstruction.errors import InputDataError
+
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["a"] = 1
+    with pytest.raises(InputDataError, match="not a ptychopy result file"):
+        read_result(tmp_path / "x.h5")
+
+
+def test_result_without_parameters_round_trips(tmp_path, make_result):
+    result = make_result()
+    result.parameters = None
+    back = read_result(write_result(result, tmp_path / "r.h5"))
+    assert back.parameters is None and back.probe.shape == (2, 16, 16)
