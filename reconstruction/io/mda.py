@@ -72,9 +72,11 @@ class _Xdr:
         return self.string() if self.i32() else ""
 
     def array(self, n: int, kind: str) -> np.ndarray:
-        size = {"i": 4, "f": 4, "d": 8}[kind]
-        return np.frombuffer(self._take(n * size), dtype=f">{kind}{size}").astype(
-            np.float64 if kind != "i" else np.int64)
+        dtype = {"i": ">i4", "f": ">f4", "d": ">f8"}[kind]
+        if n < 0:
+            raise ValueError(f"negative count {n} at offset {self.pos}")
+        raw = self._take(n * np.dtype(dtype).itemsize)
+        return np.frombuffer(raw, dtype=dtype).astype(np.int64 if kind == "i" else np.float64)
 
 
 @dataclass
