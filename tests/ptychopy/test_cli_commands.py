@@ -1,0 +1,57 @@
+"""The ``ptychopy`` command: run with progress, params table, errors with exit codes."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from ptychopy.cli import main
+from reconstruction.io import read_result
+
+SMALL = "./ptycho -jobID=cli -simulate=1 -size=32 -scanDims=6,6 -step=150e-9,150e-9 -beamSize=500e-9 -i=4"
+
+
+def test_run_writes_the_result_files_and_reports_the_error(tmp_path, capsys):
+    assert main(["run", SMALL, "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "final error" in out and "cli.h5" in out
+    res = read_result(tmp_path / "cli.h5")
+    assert len(res.errors) == 4 and np.isfinite(res.errors).all()
+    assert (tmp_path / "cli_object_0.csv").exists() and (tmp_path / "cli_probes_0.csv").exists()
+
+
+def test_run_shows_a_progress_bar_with_iteration_error_and_eta(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ptychopy", "run", SMALL, "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "4/4" in proc.stderr and "error=" in proc.stderr and "<00:00" in proc.stderr
+
+
+def test_bad_parameter_exits_2_with_a_suggestion(capsys):
+    assert main(["run", "./ptycho -simulate=1 -sise=32"]) == 2
+    assert "did you mean -size?" in capsys.readouterr().err
+
+
+def test_missing_data_source_is_a_clear_error(capsys):
+    assert main(["run", "./ptycho -size=32"]) == 1
+    assert "-fp" in capsys.readouterr().err
+
+
+def test_params_lists_every_flag_with_unit_and_default(capsys):
+    assert main(["params", "--all"]) == 0
+    out = capsys.readouterr().out
+    for flag in ("-lambda", "-step", "-qxy", "-probeModes", "-PPS", "-delta_p"):
+        assert flag in out
+    assert main(["params", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"flag", "unit", "default", "hint"} <= set(rows[0])
+
+
+def test_terminal_demo_runs_a_reconstruction(tmp_path, monkeypatch, capsys):
+    import ptychopy.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "DEMO_CMDSTR", SMALL.replace("-jobID=cli", "-jobID=demo"))
+    assert main(["demo", "--terminal"]) == 0
+    assert (tmp_path / "var" / "demo" / "demo.h5").exists()
