@@ -88,7 +88,7 @@
       div = document.createElement("div");
       div.className = "plot";
       div.id = "plot-" + name;
-      el("probe-plots").appendChild(div);
+      el("plots").insertBefore(div, el("plot-errors"));
     }
     return div;
   }

@@ -1,0 +1,145 @@
+"""The Dramatiq actor on the StubBroker with a worker thread: statuses, frames, cancel, OOM, idempotence."""
+
+import os
+
+import h5py
+import pytest
+from webapp_helpers import small_parameters, wait_for
+
+from reconstruction.errors import DeviceMemoryError
+from webapp.jobs import runner, services
+from webapp.jobs.frames import decode_frame
+from webapp.jobs.heartbeat import this_host
+from webapp.jobs.models import Job, WorkerHeartbeat
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def sent_frames(monkeypatch):
+    """Every frame the worker publishes, decoded: (header, images)."""
+    frames: list = []
+    monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
+    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
+    return frames
+
+
+def test_job_runs_to_done_with_frames_of_increasing_iteration(worker, broker, sent_frames, user):
+    job = services.submit_job(small_parameters(iterations=40), owner=user)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    job.refresh_from_db()
+    assert job.status == "done", job.message
+    assert job.iteration == 40 and len(job.error_history) == 40 and job.final_error == job.error_history[-1]
+    assert job.started <= job.finished and job.device.startswith("CPU")
+    assert job.worker == f"{this_host()}:{os.getpid()}"
+    with h5py.File(job.result_path) as f:
+        assert len(f.keys()) > 0
+    running = [h for h, _ in sent_frames if h["status"] == "running"]
+    assert len(running) >= 2
+    iterations = [h["iteration"] for h in running]
+    assert iterations == sorted(iterations) and iterations[-1] == 40
+    seqs = [h["seq"] for h, _ in sent_frames]
+    assert seqs == sorted(set(seqs))
+    last_header, last_images = sent_frames[-1]
+    assert last_header["status"] == "done" and last_header["iteration"] == 40
+    assert {"object_amplitude", "object_phase", "probe_amplitude_0"} <= set(last_images)
+    assert all(max(img.shape) <= 512 and img.dtype.name == "uint8" for img in last_images.values())
+    stored, _ = decode_frame(bytes(job.last_preview))
+    assert stored["seq"] == job.last_seq == last_header["seq"] and stored["status"] == "done"
+
+
+def test_frames_are_time_throttled(worker, broker, sent_frames, settings):
+    settings.PTYCHOPY_FRAME_RATE_HZ = 0.001  # one frame per 1000 s: only the final iteration's and the status
+    job = services.submit_job(small_parameters(iterations=30))
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    iterations = [h["iteration"] for h, _ in sent_frames if h["status"] == "running"]
+    assert iterations == [1, 30]  # the first one is due at once, then only the final one
+    assert Job.objects.get(pk=job.pk).status == "done"
+
+
+def test_cancel_stops_between_iterations_and_keeps_the_last_iterate(worker, broker, sent_frames, user):
+    job = services.submit_job(small_parameters(iterations=1_000_000), owner=user)
+    wait_for(lambda: Job.objects.filter(pk=job.pk, iteration__gte=5).exists())
+    services.cancel_job(Job.objects.get(pk=job.pk), user)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    job.refresh_from_db()
+    assert job.status == "cancelled" and "last iterate was kept" in job.message
+    assert 5 <= job.iteration < 1_000_000 and len(job.error_history) == job.iteration
+    from reconstruction.io import read_result
+
+    result = read_result(job.result_path)
+    assert len(result.errors) == job.iteration
+    assert sent_frames[-1][0]["status"] == "cancelled"
+
+
+def test_device_memory_error_fails_with_the_memory_needed(worker, broker, sent_frames, monkeypatch):
+    from reconstruction.driver import Reconstruction
+
+    def out_of_memory(cls, params, **kw):
+        raise DeviceMemoryError("does not fit on GPU 0", needed_bytes=12 * 2**30, available_bytes=4 * 2**30)
+
+    monkeypatch.setattr(Reconstruction, "from_parameters", classmethod(out_of_memory))
+    job = services.submit_job(small_parameters())
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert "GPU out of memory" in job.message and "12.00 GiB" in job.message and "4.00 GiB" in job.message
+    assert sent_frames[-1][0]["status"] == "failed" and "12.00 GiB" in sent_frames[-1][0]["message"]
+
+
+def test_a_done_job_is_not_run_again(small_params, sent_frames):
+    job = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="done", iteration=12)
+    assert runner.run_job(job.pk) == "already finished"
+    job.refresh_from_db()
+    assert job.status == "done" and job.iteration == 12 and not sent_frames
+
+
+def test_a_job_left_running_by_a_dead_worker_is_rerun_from_the_start(small_params, sent_frames):
+    job = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
+                             worker=f"{this_host()}:999999", iteration=7, error_history=[1.0] * 7, last_seq=4)
+    assert runner.run_job(job.pk) == "done"
+    job.refresh_from_db()
+    assert job.status == "done" and job.iteration == small_params.reconstruction.iterations
+    assert len(job.error_history) == job.iteration and job.last_seq > 4
+
+
+def test_a_job_running_on_a_live_worker_is_left_alone(small_params, sent_frames):
+    job = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
+                             worker=f"{this_host()}:{os.getppid()}", iteration=3)
+    assert runner.run_job(job.pk) == "running elsewhere"
+    job.refresh_from_db()
+    assert job.status == "running" and job.iteration == 3
+
+
+def test_a_late_heartbeat_on_another_host_is_checked_again_later(small_params, broker, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    job = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
+                             worker="gpu-node-3:42")
+    WorkerHeartbeat.objects.create(worker_id="gpu-node-3:42", host="gpu-node-3", pid=42,
+                                   last_seen=timezone.now() - timedelta(seconds=8))
+    assert runner.run_job(job.pk).startswith("running elsewhere")
+    delayed = broker.queues["reconstruct.DQ"]
+    assert delayed.qsize() == 1
+    WorkerHeartbeat.objects.filter(worker_id="gpu-node-3:42").update(
+        last_seen=timezone.now() - timedelta(seconds=settings.PTYCHOPY_HEARTBEAT_STALE_S + 1))
+    job.refresh_from_db()
+    claimed = runner.claim(job.pk)
+    assert isinstance(claimed, Job) and claimed.status == "running"
+
+
+def test_worker_heartbeat_records_the_current_job(worker, broker, sent_frames, settings):
+    settings.PTYCHOPY_HEARTBEAT_S = 0.05
+    job = services.submit_job(small_parameters(iterations=1_000_000))
+    beat = wait_for(lambda: WorkerHeartbeat.objects.filter(current_job_id=job.pk).first())
+    assert beat.worker_id == f"{this_host()}:{os.getpid()}" and beat.alive
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    assert Job.objects.get(pk=job.pk).status == "cancelled"

@@ -1,0 +1,105 @@
+"""The websocket /ws/jobs/<id>/: logged-in viewers get the latest frame first, then live frames; anonymous
+and cross-origin connections are refused."""
+
+import numpy as np
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from webapp_helpers import small_parameters
+
+from webapp.asgi import application
+from webapp.jobs import services
+from webapp.jobs.frames import FrameImage, decode_frame, encode_frame
+from webapp.jobs.models import Job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ORIGIN = (b"origin", b"http://testserver")
+
+
+@database_sync_to_async
+def login_cookie(user) -> tuple[bytes, bytes]:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())
+
+
+@database_sync_to_async
+def make_job(**fields) -> Job:
+    return Job.objects.create(parameters=small_parameters().to_dict(), algorithm="ePIE", **fields)
+
+
+def stored_frame(job_id: int, seq: int, iteration: int) -> bytes:
+    img = np.full((4, 5), iteration, dtype=np.uint8)
+    header = {"job": job_id, "seq": seq, "iteration": iteration, "iterations": 100, "status": "running",
+              "error": 0.5, "errors": [0.5], "rate_per_s": 10.0, "eta_s": 9.0}
+    return encode_frame(header, [FrameImage("object_amplitude", img, 0.0, 1.0)])
+
+
+async def test_logged_in_viewer_receives_the_latest_frame_first(user):
+    job = await make_job(status="running", iteration=42, iterations=100, last_seq=7)
+    await database_sync_to_async(Job.objects.filter(pk=job.pk).update)(last_preview=stored_frame(job.pk, 7, 42))
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, await login_cookie(user)])
+    connected, _ = await ws.connect()
+    assert connected
+    header, images = decode_frame(await ws.receive_from(timeout=2))
+    assert header["seq"] == 7 and header["iteration"] == 42 and header["status"] == "running"
+    assert images["object_amplitude"].shape == (4, 5) and images["object_amplitude"][0, 0] == 42
+    await ws.disconnect()
+
+
+async def test_viewer_of_a_job_without_frames_gets_its_status(user):
+    job = await make_job(status="queued")
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, await login_cookie(user)])
+    assert (await ws.connect())[0]
+    header, images = decode_frame(await ws.receive_from(timeout=2))
+    assert header["status"] == "queued" and header["job"] == job.pk and images == {}
+    await ws.disconnect()
+
+
+async def test_anonymous_viewer_is_rejected():
+    job = await make_job(status="running")
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN])
+    connected, _ = await ws.connect()
+    assert not connected
+
+
+async def test_cross_origin_viewer_is_rejected(user):
+    job = await make_job(status="running")
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/",
+                               headers=[(b"origin", b"http://evil.example"), await login_cookie(user)])
+    connected, _ = await ws.connect()
+    assert not connected
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[await login_cookie(user)])
+    assert not (await ws.connect())[0]
+
+
+async def test_missing_job_is_rejected(user):
+    ws = WebsocketCommunicator(application, "/ws/jobs/999999/", headers=[ORIGIN, await login_cookie(user)])
+    assert not (await ws.connect())[0]
+
+
+async def test_live_frames_from_the_worker_thread_reach_two_viewers(worker, broker, user):
+    job = await database_sync_to_async(services.submit_job)(small_parameters(iterations=1_000_000), owner=user)
+    cookie = await login_cookie(user)
+    viewers = [WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, cookie])
+               for _ in range(2)]
+    for ws in viewers:
+        assert (await ws.connect())[0]
+    received: list[list[dict]] = [[], []]
+    for k, ws in enumerate(viewers):
+        while len([h for h in received[k] if h["status"] == "running"]) < 3:
+            header, images = decode_frame(await ws.receive_from(timeout=10))
+            received[k].append(header)
+    for headers in received:
+        running = [h for h in headers if h["status"] == "running"]
+        its = [h["iteration"] for h in running]
+        assert its == sorted(its) and len(set(its)) == len(its)
+    await database_sync_to_async(services.cancel_job)(await database_sync_to_async(Job.objects.get)(pk=job.pk),
+                                                      user)
+    for ws in viewers:
+        status = None
+        while status != "cancelled":
+            status = decode_frame(await ws.receive_from(timeout=10))[0]["status"]
+        await ws.disconnect()
