@@ -1,0 +1,55 @@
+"""A simulated scan written in the original's multi-file layout, reconstructed by ``ptychopy run``."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from reconstruction.io import read_result, write_scan_files
+from reconstruction.metrics import object_nrmse
+from reconstruction.parameters import Parameters
+from reconstruction.simulate import simulate_from_parameters
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_ptychopy_run_reconstructs_a_multi_file_lz4_scan(tmp_path):
+    n, rows, cols = 64, 8, 8
+    geometry = "-lambda=2.48e-10 -z=1 -dx_d=172e-6 -size=64 -scanDims=8,8"
+    pixel_m = 2.48e-10 * 1.0 / (n * 172e-6)
+    step = f"-step={8 * pixel_m:.6e},{8 * pixel_m:.6e} -beamSize={24 * pixel_m:.6e}"
+    truth_params = Parameters.from_cmdstr(f"./ptycho {geometry} {step} -simulate=1 -seed=3")
+    sim = simulate_from_parameters(truth_params)
+
+    # Detector frames as a beamline writes them: zero frequency at the centre, inside a larger uint32 frame.
+    detector = np.zeros((rows * cols, 100, 120), dtype=np.float64)
+    qy, qx = 47, 70
+    detector[:, qy - n // 2:qy + n // 2, qx - n // 2:qx + n // 2] = np.fft.fftshift(sim.data.intensities,
+                                                                                    axes=(1, 2))
+    files = write_scan_files(detector, tmp_path / "raw", "scan152_data_#06d.h5", dpf=cols, first_file_index=1,
+                             compression="bitshuffle-lz4", dtype=np.uint32)
+    assert len(files) == rows
+
+    out = tmp_path / "results"
+    cmdstr = (f"./ptycho -jobID=e2e -algorithm=ePIE -i=40 -seed=1 {geometry} {step} -qxy={qy},{qx} "
+              f"-fp={tmp_path / 'raw' / 'scan152_data_#06d.h5'} -fs=1 -dpf={cols} -sqrtData -fftShiftData "
+              f"-updateProbe=5 -probeModes=1")
+    proc = subprocess.run([sys.executable, "-m", "ptychopy", "run", cmdstr, "--out", str(out), "--device",
+                           "cpu", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    result = read_result(out / "e2e.h5")
+    assert result.parameters.data.frames_per_file == cols and result.parameters.experiment.job_id == "e2e"
+    assert result.inputs["files"] == [str(f) for f in files]
+    assert result.inputs["layout"] == "multi-file"
+    assert result.probe.shape == (1, n, n) and result.object.shape == sim.object_truth.shape
+    np.testing.assert_allclose(result.positions_px, sim.data.positions_px, atol=1e-3)
+    assert len(result.errors) == 40 and result.errors[-1] < 0.5 * result.errors[0]
+
+    region = np.zeros(sim.object_truth.shape, dtype=bool)
+    for r, c in np.floor(sim.data.positions_px + 0.5).astype(int):
+        region[r + 20:r + n - 20, c + 20:c + n - 20] = True
+    err = object_nrmse(sim.object_truth, result.object, region)
+    assert err < 0.25, err
+    assert (out / "e2e_object_0.csv").exists() and (out / "e2e_probes_0.csv").exists()
