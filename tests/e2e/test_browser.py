@@ -64,7 +64,7 @@ def page(browser, request: pytest.FixtureRequest, prod_stack: ProductionStack): 
 
 
 def iteration_text(pg) -> str:  # type: ignore[no-untyped-def]
-    loc = pg.locator("[data-field=iteration], #iteration, .iteration").first
+    loc = pg.locator("#st-iteration").first
     return (loc.text_content(timeout=5000) or "").strip()
 
 
@@ -82,7 +82,9 @@ def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, 
     pg.wait_for_url(lambda url: "/accounts/login/" not in url, timeout=15000)
 
     pg.goto("/jobs/new/")
-    box = pg.locator("textarea").first
+    box = pg.locator("textarea[name=cmdstr]").first
+    if not box.is_visible():  # the command-string box sits in a closed <details>
+        box.locator("xpath=ancestor::details/summary").first.click()
     box.fill(small_sim_cmdstr(300, job_id="browser"))
     label = pg.locator("input[name=label]")
     if label.count():
@@ -92,7 +94,7 @@ def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, 
     job_id = int(re.search(r"/jobs/(\d+)/$", pg.url).group(1))  # type: ignore[union-attr]
 
     # The live view: wait for a running frame, then compare two moments.
-    plot = pg.locator(".js-plotly-plot").first
+    plot = pg.locator("#plot-object_amplitude").first
     plot.wait_for(state="visible", timeout=60000)
     deadline = time.monotonic() + 60
     while iteration_number(pg) < 1 and time.monotonic() < deadline:

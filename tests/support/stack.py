@@ -141,8 +141,8 @@ def _last_token(output: str) -> str:
     return tokens[-1]
 
 
-_LOGIN_RE = re.compile(r"(?:user(?:name)?|login)\s*[:=]?\s*['\"]?(?P<user>[\w.@+-]+)['\"]?.*?"
-                       r"password\s*[:=]?\s*['\"]?(?P<password>\S+?)['\"]?\s*$", re.IGNORECASE | re.MULTILINE)
+_LOGIN_RE = re.compile(r"(?:user(?:name)?|log\s?in(?:\s+as)?)\s*[:=]?\s*['\"]?(?P<user>[\w.@+-]+)['\"]?"
+                       r"[\s,;]+password\s*[:=]?\s*['\"]?(?P<password>[^\s'\"]+)", re.IGNORECASE)
 
 
 @dataclass
