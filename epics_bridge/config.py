@@ -62,8 +62,9 @@ class TriggerConfig:
 class DataConfig:
     """Where the scan's data files are: PVs for directory, name and scan number, and a file-name template.
 
-    ``file_pattern`` is formatted with ``{path}``, ``{name}``, ``{scan_number}`` (format specs allowed) and, for
-    the file-name trigger, ``{file}``, ``{file_dir}``, ``{file_name}``, ``{file_stem}``; ``#`` then stands for printf's ``%`` as in the original (``#06d``).
+    ``file_pattern`` is formatted with ``{path}``, ``{name}``, ``{scan_number}`` (format specs allowed) and,
+    for the file-name trigger, ``{file}``, ``{file_dir}``, ``{file_name}``, ``{file_stem}``; ``#`` then stands
+    for printf's ``%`` as in the original (``#06d``).
     """
 
     path_pv: str = ""

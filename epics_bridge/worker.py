@@ -18,7 +18,7 @@ from reconstruction import Parameters
 
 from . import journal as jr
 from .config import BridgeConfig
-from .filecheck import check_files
+from .filecheck import check_scan_files
 from .journal import Journal
 from .params import ScanBuildError, describe_scan
 from .state import BridgeState
@@ -204,9 +204,7 @@ class BridgeWorker:
 
     def _check_files(self, task: _Task, now_s: float) -> None:
         fc = self.config.file_check
-        p = task.params
-        status = check_files(p.data.file_pattern, p.data.first_file_index, p.n_positions, p.data.frames_per_file,
-                             p.data.hdf5_path, fc.temp_suffix)
+        status = check_scan_files(task.params, fc.temp_suffix)
         if status.complete:
             task.stable = task.stable + 1 if status.signature == task.signature else 1
             task.signature = status.signature

@@ -1,0 +1,298 @@
+"""Real Channel Access on a private loopback port: the simulated IOC and the bridge as subprocesses.
+
+Choice (see docs/epics_bridge.md): pyepics' libca is process-global and reads the CA environment once, so every
+bridge runs in its own subprocess (``python -m epics_bridge``) with the CA variables of its test's port; each
+test gets a fresh free port. The test process itself talks to the IOC with caproto's pure-Python sync client,
+which reads the environment at every call, so no libca context ever exists in the pytest process.
+A ``caRepeater`` shim on PATH runs caproto's repeater (libca spawns it); each shim writes its PID to a file so
+the repeaters, which outlive their parent by design, are ended by PID afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PREFIX = "ptysim:"
+
+
+def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
+    """Poll ``cond`` until it returns something truthy; fail with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def _free(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free for both TCP and UDP on loopback."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            p = s.getsockname()[1]
+        if p < 65000 and all(_free(q, k) for q in (p, p + 1) for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+            return p
+    raise RuntimeError("no free loopback port pair")
+
+
+class CaLoopback:
+    """The CA environment of one test: port, repeater shim, and the env for IOC, bridge and caproto client."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port_pair()
+        self.shim_dir = workdir / "shim"
+        self.shim_dir.mkdir(parents=True, exist_ok=True)
+        self.repeater_pids = workdir / "repeater.pids"
+        shim = self.shim_dir / "caRepeater"
+        shim.write_text(
+            "#!/bin/sh\n"
+            f"echo $$ >> '{self.repeater_pids}'\n"
+            f"exec '{sys.executable}' -c 'from caproto.sync.repeater import run; run(host=\"127.0.0.1\")'\n")
+        shim.chmod(0o755)
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        return dict(EPICS_CA_AUTO_ADDR_LIST="NO", EPICS_CA_ADDR_LIST="127.0.0.1",
+                    EPICS_CA_SERVER_PORT=str(self.port), EPICS_CA_REPEATER_PORT=str(self.port + 1))
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.client_env)
+        env.update(EPICS_CAS_INTF_ADDR_LIST="127.0.0.1", EPICS_CAS_BEACON_PORT=str(self.port + 1),
+                   EPICS_CAS_AUTO_BEACON_ADDR_LIST="NO", EPICS_CAS_BEACON_ADDR_LIST="127.0.0.1")
+        env["PATH"] = f"{self.shim_dir}{os.pathsep}{env.get('PATH', '')}"
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def end_repeaters(self) -> None:
+        try:
+            pids = {int(x) for x in self.repeater_pids.read_text().split()}
+        except OSError:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+
+class Process:
+    """A subprocess with its output in a log file (shown when a test fails)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path):
+        self.name, self.argv, self.env, self.log_path = name, argv, env, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        log.write(f"\n==== start {' '.join(self.argv)}\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class SimIoc(Process):
+    """``python -m epics_bridge.simioc`` on the test's port, driven with caproto's sync client."""
+
+    def __init__(self, ca: CaLoopback, data_dir: Path, log_path: Path, rows: int = 3, cols: int = 4,
+                 size_px: int = 32):
+        argv = [sys.executable, "-m", "epics_bridge.simioc", "--port", str(ca.port), "--data-dir", str(data_dir),
+                "--prefix", PREFIX, "--rows", str(rows), "--cols", str(cols), "--size", str(size_px),
+                "--point-time", "0.002"]
+        super().__init__("simioc", argv, ca.env(), log_path)
+        self.ca = ca
+        self.data_dir = data_dir
+
+    def _with_env(self, fn: Callable[[], Any]) -> Any:
+        saved = {k: os.environ.get(k) for k in self.ca.client_env}
+        os.environ.update(self.ca.client_env)
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def get(self, pv: str, timeout_s: float = 1.0) -> Any:
+        from caproto.sync.client import read
+
+        resp = self._with_env(lambda: read(PREFIX + pv, timeout=timeout_s, repeater=False))
+        data = resp.data
+        if getattr(data, "dtype", None) is not None and data.dtype.kind in "u" and data.dtype.itemsize == 1:
+            return bytes(data).rstrip(b"\0").decode("latin-1")
+        value = data[0] if len(data) == 1 else data
+        return value.decode() if isinstance(value, bytes) else value
+
+    def put(self, pv: str, value: Any, timeout_s: float = 1.0) -> None:
+        from caproto.sync.client import write
+
+        self._with_env(lambda: write(PREFIX + pv, value, timeout=timeout_s, repeater=False, notify=True))
+
+    def start(self) -> None:
+        super().start()
+
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(f"simioc exited:\n{self.log()[-3000:]}")
+            try:
+                return self.get("sim:Status", 0.5) == "idle"
+            except Exception:
+                return False
+
+        wait_for(ready, 30, "the simulated IOC to answer")
+
+    def play(self, abort_after_s: float | None = None, wait: bool = True) -> int:
+        """Play one scan; returns its scan number."""
+        done = int(self.get("sim:ScansDone"))
+        self.put("sim:Go", 1)
+        if abort_after_s is not None:
+            wait_for(lambda: self.get("sim:Status") == "scanning", 10, "the scan to start")
+            time.sleep(abort_after_s)
+            self.put("sim:Abort", 1)
+        if wait:
+            wait_for(lambda: int(self.get("sim:ScansDone")) > done, 30, "the simulated scan to finish")
+        return int(self.get("saveData_scanNumber"))
+
+
+def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str = "sscan", extra: str = "") -> Path:
+    """A bridge configuration for the simulated beamline, recording submissions in ``recorder``."""
+    trigger = {
+        "sscan": 'kind = "sscan"\nbusy_pv = "$(P)scan2.BUSY"\nmessage_pv = "$(P)scan2.SMSG"\n'
+                 'current_point_pv = "$(P)scan2.CPT"\npoints_pv = "$(P)scan2.NPTS"\n',
+        "areadetector": 'kind = "areadetector"\ncapture_pv = "$(P)HDF1:Capture_RBV"\n'
+                        'num_captured_pv = "$(P)HDF1:NumCaptured_RBV"\nnum_capture_pv = "$(P)HDF1:NumCapture_RBV"\n'
+                        'write_status_pv = "$(P)HDF1:WriteStatus"\nwrite_message_pv = "$(P)HDF1:WriteMessage"\n',
+        "filename": 'kind = "filename"\nfile_name_pv = "$(P)saveData_fullPathName"\n',
+    }[kind]
+    pattern = "{file_dir}/{file_stem}_data_#06d.h5" if kind == "filename" else "{path}/{name}_data_#06d.h5"
+    text = f"""
+[bridge]
+beamline = "TEST"
+pv_prefix = "{PREFIX}"
+journal = "journal.sqlite3"
+state_file = "state.json"
+debounce_s = 0.3
+max_debounce_s = 2.0
+heartbeat_s = 0.5
+
+[trigger]
+{trigger}
+[data]
+path_pv = "$(P)HDF1:FilePath"
+name_pv = "$(P)HDF1:FileName"
+scan_number_pv = "$(P)saveData_scanNumber"
+file_pattern = "{pattern}"
+
+[metadata]
+energy_kev = "$(P)energy"
+scan_dims = ["$(P)scan2.NPTS", "$(P)scan1.NPTS"]
+step_m = {{ pvs = ["$(P)scan2.P1SI", "$(P)scan1.P1SI"], scale = 1e-6 }}
+detector_distance_m = {{ pv = "$(P)detDistance", scale = 1e-3 }}
+
+[metadata.parameters]
+"data.frames_per_file" = "$(P)scan1.NPTS"
+
+[parameters]
+template = "./ptycho -size=32 -qxy=16,16 -dx_d=75e-6 -fs=1 -sqrtData -fftShiftData -beamSize=1e-6 -i=3"
+
+[file_check]
+timeout_s = 60.0
+initial_backoff_s = 0.05
+max_backoff_s = 0.5
+
+[submit]
+kind = "callable"
+target = "recording_submitter:RecordingSubmitter"
+options = {{ path = "{recorder}", fail_first = {fail_first} }}
+initial_backoff_s = 0.1
+max_backoff_s = 0.5
+{extra}
+"""
+    path = tmp / "bridge.toml"
+    path.write_text(text)
+    return path
+
+
+class BridgeProc(Process):
+    """``python -m epics_bridge --config FILE`` with its state file."""
+
+    def __init__(self, ca: CaLoopback, config: Path, log_path: Path):
+        argv = [sys.executable, "-m", "epics_bridge", "--config", str(config), "--log-level", "DEBUG"]
+        super().__init__("bridge", argv, ca.env(), log_path)
+        self.state_path = config.parent / "state.json"
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def start(self) -> None:
+        started = time.time()
+        super().start()
+
+        def connected() -> bool:
+            if not self.alive():
+                raise AssertionError(f"bridge exited:\n{self.log()[-3000:]}")
+            st = self.state()
+            return bool(st.get("started_at", 0) >= started - 1 and st.get("pvs")
+                        and all(p["connected"] for p in st["pvs"].values()))
+
+        wait_for(connected, 30, "the bridge to connect to every PV")
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """What the recording submitter received, in order."""
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,185 @@
+"""The bridge against a real Channel Access server: the simulated IOC on a private loopback port.
+
+Each test runs ``python -m epics_bridge`` as a subprocess and records submissions with the recording submitter.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from bridge_harness import records, wait_for
+
+pytestmark = pytest.mark.epics
+
+HC = 12.398419843320026e-10
+
+
+def quiet_period(bridge, beats: int = 2) -> None:
+    """Let the bridge run for a few heartbeats (bounded), so anything it would do late has had time to happen."""
+    first = bridge.state().get("heartbeat_at", 0)
+    seen = []
+
+    def advanced() -> bool:
+        hb = bridge.state().get("heartbeat_at", 0)
+        if hb > (seen[-1] if seen else first):
+            seen.append(hb)
+        return len(seen) >= beats
+
+    wait_for(advanced, 10, "bridge heartbeats")
+
+
+def test_completed_scan_queues_exactly_one_job(sim, make_bridge, recorder: Path) -> None:
+    bridge = make_bridge()
+    number = sim.play()
+    wait_for(lambda: records(recorder), 20, "the scan's submission")
+    quiet_period(bridge)
+    recs = records(recorder)
+    assert len(recs) == 1
+    rec = recs[0]
+    pattern = str(sim.data_dir / f"scan{number}_data_#06d.h5")
+    assert rec["dedup_key"] == f"TEST:{number}:{pattern}"
+    assert rec["source"] == "epics" and rec["label"] == f"TEST scan {number}"
+    p = rec["params"]
+    assert p["data"]["file_pattern"] == pattern
+    assert p["data"]["first_file_index"] == 1 and p["data"]["frames_per_file"] == 4
+    assert p["experiment"]["scan_dims"] == [3, 4]
+    assert p["experiment"]["job_id"] == f"TEST_scan{number}"
+    assert p["preprocessing"]["size_px"] == 32 and p["reconstruction"]["iterations"] == 3  # the template
+    assert rec["files_complete"] is True
+    state = bridge.state()
+    assert state["last_scan_queued"]["dedup_key"] == rec["dedup_key"]
+    assert state["last_scan_queued"]["job_id"] == "rec-1"
+    assert state["counts"]["queued"] == 1 and state["pending"] == []
+
+
+def test_aborted_scan_queues_nothing(sim, make_bridge, recorder: Path) -> None:
+    bridge = make_bridge()
+    sim.put("sim:PointTime", 0.05)
+    aborted = sim.play(abort_after_s=0.15)
+    wait_for(lambda: bridge.state()["counts"]["ignored"] == 1, 20, "the abort to be classified")
+    assert bridge.state()["last_scan_ignored"]["outcome"] == "aborted"
+    assert "aborted" in bridge.state()["last_scan_ignored"]["reason"]
+    quiet_period(bridge)
+    assert records(recorder) == []
+    sim.put("sim:PointTime", 0.002)
+    completed = sim.play()  # the bridge is live: the next complete scan is queued
+    wait_for(lambda: records(recorder), 20, "the next scan's submission")
+    assert [r["scan"]["scan_number"] for r in records(recorder)] == [str(completed)]
+    assert completed == aborted + 1
+
+
+def test_file_still_being_written_delays_the_job(sim, make_bridge, recorder: Path) -> None:
+    make_bridge()
+    late_s = 1.5
+    sim.put("sim:LateWrite", late_s)
+    sim.play(wait=False)
+    wait_for(lambda: sim.get("sim:Status") == "scanning", 10, "the scan to start")
+    wait_for(lambda: int(sim.get("scan2.BUSY")) == 0, 20, "scan2.BUSY 1 -> 0")
+    busy_dropped = time.time()
+    tmp_files = list(sim.data_dir.glob("*.tmp"))
+    assert len(tmp_files) == 1, "the last file must still be being written when BUSY drops"
+    while tmp_files[0].exists():  # bounded by the IOC's late write
+        assert records(recorder) == [], "submitted while the last file was still being written"
+        assert time.time() - busy_dropped < 10
+        time.sleep(0.02)
+    wait_for(lambda: records(recorder), 20, "the submission once the file is complete")
+    rec = records(recorder)[0]
+    assert rec["files_complete"] is True
+    assert rec["at"] - busy_dropped >= late_s - 0.2
+    assert len(records(recorder)) == 1
+
+
+def test_ioc_restart_is_reported_and_queues_no_duplicate(sim, make_bridge, recorder: Path) -> None:
+    bridge = make_bridge()
+    first = sim.play()
+    wait_for(lambda: records(recorder), 20, "the first submission")
+    replays_before = bridge.state()["counts"]["replays"]
+    sim.kill()
+    wait_for(lambda: not any(p["connected"] for p in bridge.state()["pvs"].values()), 10,
+             "the bridge to report every PV disconnected")
+    assert bridge.alive()
+    sim.start()  # same port, same data directory; the scan number comes back from autosave
+    wait_for(lambda: all(p["connected"] for p in bridge.state()["pvs"].values()), 40,
+             "the bridge to reconnect every PV")
+    state = bridge.state()
+    assert all(p["disconnects"] == 1 and p["connects"] == 2 for p in state["pvs"].values())
+    wait_for(lambda: bridge.state()["counts"]["replays"] >= replays_before + len(state["pvs"]), 10,
+             "the replayed values after the reconnect")
+    quiet_period(bridge)
+    assert len(records(recorder)) == 1, "a replayed value queued a second job"
+    second = sim.play()
+    wait_for(lambda: len(records(recorder)) == 2, 20, "a new scan after the reconnect")
+    assert [r["scan"]["scan_number"] for r in records(recorder)] == [str(first), str(second)]
+
+
+def test_bridge_restart_queues_no_duplicate(sim, make_bridge, recorder: Path) -> None:
+    bridge = make_bridge()
+    first = sim.play()
+    wait_for(lambda: records(recorder), 20, "the first submission")
+    bridge.kill()  # a crash, not a clean stop
+    again = make_bridge()
+    quiet_period(again)
+    assert again.state()["counts"]["replays"] >= len(again.state()["pvs"])
+    assert len(records(recorder)) == 1, "the restarted bridge queued the scan again"
+    second = sim.play()
+    wait_for(lambda: len(records(recorder)) == 2, 20, "a new scan after the restart")
+    assert [r["scan"]["scan_number"] for r in records(recorder)] == [str(first), str(second)]
+
+
+def test_metadata_pvs_reach_the_parameters(sim, make_bridge, recorder: Path) -> None:
+    make_bridge()
+    for pv, value in (("energy", 10.0), ("detDistance", 2500.0), ("scan2.P1SI", 0.6), ("scan1.P1SI", 0.8),
+                      ("scan2.NPTS", 2), ("scan1.NPTS", 6)):
+        sim.put(pv, value)
+    number = sim.play()
+    wait_for(lambda: records(recorder), 20, "the submission")
+    p = records(recorder)[0]["params"]
+    assert p["experiment"]["wavelength_m"] == pytest.approx(HC / 10.0, rel=1e-12)
+    assert p["experiment"]["detector_distance_m"] == pytest.approx(2.5)
+    assert p["experiment"]["step_m"] == pytest.approx([0.6e-6, 0.8e-6])
+    assert p["experiment"]["scan_dims"] == [2, 6]
+    assert p["data"]["frames_per_file"] == 6
+    assert p["data"]["file_pattern"].endswith(f"scan{number}_data_#06d.h5")
+    assert records(recorder)[0]["files_complete"] is True
+
+
+def test_submission_survives_failures_and_a_bridge_crash(sim, make_bridge, recorder: Path) -> None:
+    calls = Path(str(recorder) + ".calls")
+    bridge = make_bridge(fail_first=3)
+    number = sim.play()
+    wait_for(lambda: calls.exists() and int(calls.read_text()) >= 2, 20, "two failed submissions")
+    assert bridge.state()["counts"]["submit_failures"] >= 1
+    assert records(recorder) == []
+    bridge.kill()  # the scan is only in the journal now
+    make_bridge(fail_first=3)
+    wait_for(lambda: records(recorder), 20, "the journalled submission to be retried until accepted")
+    recs = records(recorder)
+    assert len(recs) == 1 and recs[0]["call"] == 4
+    assert recs[0]["scan"]["scan_number"] == str(number)
+
+
+def test_areadetector_trigger(sim, make_bridge, recorder: Path) -> None:
+    bridge = make_bridge(kind="areadetector")
+    sim.put("sim:PointTime", 0.05)
+    sim.play(abort_after_s=0.15)
+    wait_for(lambda: bridge.state()["counts"]["ignored"] == 1, 20, "the partial capture to be classified")
+    assert bridge.state()["last_scan_ignored"]["outcome"] == "partial"
+    sim.put("sim:PointTime", 0.002)
+    number = sim.play()
+    wait_for(lambda: records(recorder), 20, "the complete capture's submission")
+    quiet_period(bridge)
+    recs = records(recorder)
+    assert len(recs) == 1 and recs[0]["scan"]["scan_number"] == str(number)
+    assert recs[0]["files_complete"] is True
+
+
+def test_filename_trigger(sim, make_bridge, recorder: Path) -> None:
+    bridge = make_bridge(kind="filename")
+    first, second = sim.play(), sim.play()
+    wait_for(lambda: len(records(recorder)) == 2, 20, "one submission per completed file")
+    quiet_period(bridge)
+    recs = records(recorder)
+    assert [r["params"]["data"]["file_pattern"] for r in recs] == [
+        str(sim.data_dir / f"scan{n}_data_#06d.h5") for n in (first, second)]
