@@ -167,6 +167,8 @@ PTYCHOPY_SITE_URL = os.environ.get("PTYCHOPY_SITE_URL", "http://127.0.0.1:8000")
 # -- static files --------------------------------------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or PTYCHOPY_HOME / "static")
+if EMBEDDED:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # collectstatic is optional here: WhiteNoise uses the finders
 STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
 WHITENOISE_USE_FINDERS = True
 STORAGES = {

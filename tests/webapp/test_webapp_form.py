@@ -1,0 +1,107 @@
+"""The job form: generated from leaf_specs, inline errors, command-string paste, path confinement."""
+
+import pytest
+from django.utils.html import escape
+from webapp_helpers import small_parameters
+
+from reconstruction.parameters import GROUP_TITLES, leaf_specs
+from webapp.jobs.forms import JobForm, display_value, field_name
+from webapp.jobs.models import Job
+
+pytestmark = pytest.mark.django_db
+
+
+def form_data(params, **overrides):
+    data = {}
+    for spec in leaf_specs():
+        value = params.get(spec.path)
+        if spec.kind == "bool":
+            if value:
+                data[field_name(spec.path)] = "on"
+        else:
+            data[field_name(spec.path)] = value if spec.kind == "choice" else display_value(value)
+    data.update(overrides)
+    return data
+
+
+def test_every_leaf_has_a_field_with_unit_and_hint_grouped_by_title(client, user):
+    client.force_login(user)
+    html = client.get("/jobs/new/").content.decode()
+    for spec in leaf_specs():
+        assert f'name="{field_name(spec.path)}"' in html, spec.path
+        assert escape(spec.hint) in html, spec.path
+        if spec.unit:
+            assert f"[{spec.unit}]" in html
+    for title in GROUP_TITLES.values():
+        assert f"<legend>{title}</legend>" in html
+    assert 'name="cmdstr"' in html and "Advanced (" in html
+
+
+def test_defaults_round_trip_through_the_form():
+    params = small_parameters()
+    form = JobForm(form_data(params))
+    assert form.is_valid(), form.errors
+    assert form.parameters == params
+
+
+def test_invalid_values_are_shown_next_to_their_fields(client, user):
+    client.force_login(user)
+    data = form_data(small_parameters(), **{"reconstruction__iterations": "-3",
+                                            "experiment__wavelength_m": "blue"})
+    response = client.post("/jobs/new/", data)
+    assert response.status_code == 200 and Job.objects.count() == 0
+    form = response.context["form"]
+    assert "out of range" in form.errors["reconstruction__iterations"][0]
+    assert "-lambda=blue" in form.errors["experiment__wavelength_m"][0]
+    html = response.content.decode()
+    assert 'class="field-error"' in html and "-lambda=blue" in html
+
+
+def test_valid_form_submits_a_job_and_opens_its_live_view(client, user):
+    client.force_login(user)
+    data = form_data(small_parameters(), label="my scan", notify_email="on")
+    response = client.post("/jobs/new/", data)
+    job = Job.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
+    assert job.owner == user and job.label == "my scan" and job.notify_email and job.source == "web"
+    assert job.parameters == small_parameters().to_dict()
+
+
+def test_pasted_command_string_replaces_the_fields(client, user):
+    client.force_login(user)
+    data = form_data(small_parameters(), cmdstr="./ptycho -simulate=1 -size=48 -scanDims=5,7 -i=33 -algorithm=DM")
+    client.post("/jobs/new/", data)
+    job = Job.objects.get()
+    assert job.algorithm == "DM" and job.iterations == 33
+    assert job.parameters["preprocessing"]["size_px"] == 48 and job.parameters["experiment"]["scan_dims"] == [5, 7]
+
+
+def test_bad_command_string_is_explained_under_the_textarea(client, user):
+    client.force_login(user)
+    response = client.post("/jobs/new/", form_data(small_parameters(), cmdstr="./ptycho -sizee=64"))
+    assert "did you mean -size" in response.context["form"].errors["cmdstr"][0]
+    assert Job.objects.count() == 0
+
+
+def test_file_paths_outside_the_data_roots_are_rejected_inline(client, user, data_root):
+    client.force_login(user)
+    data = form_data(small_parameters(), **{"data__file_pattern": "../../etc/scan_#06d.h5",
+                                            "reconstruction__probe_guess": "probes/p.csv"})
+    response = client.post("/jobs/new/", data)
+    errors = response.context["form"].errors
+    assert "outside the data folders" in errors["data__file_pattern"][0]
+    assert "reconstruction__probe_guess" not in errors
+    response = client.post("/jobs/new/", form_data(small_parameters(), cmdstr="./ptycho -simulate=1 -lf=/etc/passwd"))
+    assert "outside the data folders" in response.context["form"].errors["cmdstr"][0]
+    assert Job.objects.count() == 0
+
+
+def test_clone_prefills_the_form_with_the_jobs_parameters(client, user):
+    client.force_login(user)
+    params = small_parameters(iterations=77)
+    job = Job.objects.create(owner=user, label="orig", parameters=params.to_dict(), algorithm="ePIE")
+    response = client.get(f"/jobs/{job.pk}/clone/")
+    form = response.context["form"]
+    assert form.initial["reconstruction__iterations"] == "77"
+    assert form.initial["label"] == "orig (copy)"
+    assert f"job {job.pk}" in response.content.decode()

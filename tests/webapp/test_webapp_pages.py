@@ -1,0 +1,131 @@
+"""Pages: login required, CSRF, owner-or-staff cancel/delete, history filters, downloads, dashboard, health."""
+
+import io
+import zipfile
+
+import h5py
+import pytest
+from django.test import Client
+from webapp_helpers import small_parameters
+
+from webapp.jobs import services
+from webapp.jobs.models import Job, WorkerHeartbeat
+
+
+def make_job(owner, **fields) -> Job:
+    fields.setdefault("algorithm", "ePIE")
+    return Job.objects.create(owner=owner, parameters=small_parameters().to_dict(), **fields)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method,path", [
+    ("get", "/"), ("get", "/jobs/new/"), ("post", "/jobs/new/"), ("get", "/jobs/1/"), ("post", "/jobs/1/cancel/"),
+    ("post", "/jobs/1/delete/"), ("get", "/jobs/1/clone/"), ("get", "/jobs/1/download/h5/"), ("get", "/dashboard/"),
+])
+def test_pages_need_a_login(client, method, path):
+    response = getattr(client, method)(path)
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.django_db
+def test_login_page_and_healthz_are_public(client):
+    assert client.get("/accounts/login/").status_code == 200
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["database"] == "ok"
+
+
+@pytest.mark.django_db
+def test_forms_need_a_csrf_token(user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    job = make_job(user)
+    assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 403
+    assert client.post("/jobs/new/", {"cmdstr": "./ptycho -simulate=1"}).status_code == 403
+    page = client.get(f"/jobs/{job.pk}/")
+    token = page.context["csrf_token"]
+    assert client.post(f"/jobs/{job.pk}/cancel/", {"csrfmiddlewaretoken": str(token)}).status_code == 302
+    job.refresh_from_db()
+    assert job.status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_only_owner_or_staff_can_cancel_or_delete(client, user, other_user, staff_user):
+    job = make_job(user)
+    client.force_login(other_user)
+    assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 403
+    assert client.post(f"/jobs/{job.pk}/delete/").status_code == 403
+    job.refresh_from_db()
+    assert job.status == "queued"
+    detail = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "/cancel/" not in detail and "/clone/" in detail
+    client.force_login(staff_user)
+    assert client.post(f"/jobs/{job.pk}/cancel/").status_code == 302
+    assert client.post(f"/jobs/{job.pk}/delete/").status_code == 302
+    assert not Job.objects.filter(pk=job.pk).exists()
+    mine = make_job(user)
+    client.force_login(user)
+    assert client.post(f"/jobs/{mine.pk}/delete/").status_code == 302
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_history_shows_all_users_jobs_with_filters_and_pages(client, user, other_user):
+    for k in range(30):
+        make_job(user if k % 2 else other_user, label=f"scan-{k:02d}", status="done" if k < 3 else "queued")
+    make_job(user, label="dm-run", algorithm="DM", device="GPU 0")
+    client.force_login(user)
+    page = client.get("/")
+    assert page.status_code == 200 and len(page.context["page"].object_list) == 25
+    html = page.content.decode()
+    assert "dm-run" in html and "bob" in html and "alice" in html
+    assert client.get("/?page=2").context["page"].number == 2
+    assert [j.label for j in client.get("/?algorithm=DM").context["page"].object_list] == ["dm-run"]
+    assert client.get("/?status=done").context["page"].paginator.count == 3
+    assert client.get("/?owner=bob").context["page"].paginator.count == 15
+    assert [j.label for j in client.get("/?q=scan-07").context["page"].object_list] == ["scan-07"]
+
+
+@pytest.mark.django_db
+def test_live_view_page_has_the_websocket_and_local_plotly(client, user):
+    job = make_job(user, status="running")
+    client.force_login(user)
+    html = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert f'data-ws="/ws/jobs/{job.pk}/"' in html
+    assert "/static/vendor/plotly-2.min.js" in html and "cdn" not in html.lower()
+    assert client.get("/static/ptychopy/live.js").status_code == 200
+
+
+@pytest.mark.django_db
+def test_dashboard_lists_workers_running_and_queued_jobs(client, user):
+    running = make_job(user, status="running", worker="gpu-node-1:77", label="busy one")
+    make_job(user, status="queued")
+    WorkerHeartbeat.objects.create(worker_id="gpu-node-1:77", host="gpu-node-1", pid=77, gpu="GPU 0",
+                                   current_job=running)
+    client.force_login(user)
+    html = client.get("/dashboard/").content.decode()
+    assert "gpu-node-1:77" in html and "busy one" in html and "GPU 0" in html
+    data = client.get("/dashboard/?format=json").json()
+    assert data["queue_depth"] == 1 and data["workers"][0]["job"] == running.pk and data["workers"][0]["alive"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_downloads_of_a_finished_job(client, user, worker, broker):
+    job = services.submit_job(small_parameters(iterations=5), owner=user)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    job.refresh_from_db()
+    assert job.status == "done"
+    client.force_login(user)
+    r = client.get(f"/jobs/{job.pk}/download/h5/")
+    assert r.status_code == 200 and r["Content-Disposition"].startswith("attachment")
+    with h5py.File(io.BytesIO(b"".join(r.streaming_content)), "r") as f:
+        assert len(f.keys()) > 0
+    expected = {"tiff": ".tif", "png": ".png", "csv": ".csv"}
+    for fmt, suffix in expected.items():
+        r = client.get(f"/jobs/{job.pk}/download/{fmt}/")
+        assert r.status_code == 200, fmt
+        names = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))).namelist()
+        assert names and any(n.endswith(suffix) for n in names), (fmt, names)
+    assert client.get(f"/jobs/{job.pk}/download/exe/").status_code == 404
+    queued = make_job(user)
+    assert client.get(f"/jobs/{queued.pk}/download/h5/").status_code == 404
