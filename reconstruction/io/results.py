@@ -5,7 +5,7 @@ Layout (``docs/io.md``)::
     /cxi_version                                   150
     /entry_1/title                                 job id
     /entry_1/image_1/data                          object (H, W) complex64
-    /entry_1/image_1/process_1/{program,version,command,device}
+    /entry_1/image_1/process_1/{program,version,command (original-style command string),device}
     /entry_1/instrument_1/source_1/probe           probe modes (modes, n, n) complex64
     /entry_1/instrument_1/source_1/{energy (J), wavelength (m)}
     /entry_1/instrument_1/detector_1/{distance, x_pixel_size, y_pixel_size} (m)
@@ -100,7 +100,7 @@ def _fill(f: h5py.File, result: Result) -> None:
     _str(process, "version", ptychopy_version())
     _str(process, "device", str(result.device))
     if params is not None and hasattr(params, "to_cmdstr"):
-        _str(process, "command", params.to_cmdstr("ptychopy run"))
+        _str(process, "command", params.to_cmdstr())
     source = entry.create_group("instrument_1").create_group("source_1")
     probe = np.asarray(result.probe, dtype=np.complex64)
     source.create_dataset("probe", data=probe if probe.ndim == 3 else probe[None])

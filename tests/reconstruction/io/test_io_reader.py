@@ -258,3 +258,23 @@ def test_no_file_pattern_is_an_input_error():
 
     with pytest.raises(InputDataError, match="-fp"):
         read_scan(Parameters())
+
+
+def test_raw_csv_files_use_nxy(tmp_path, raw_frames, scan_params):
+    text = "\n".join(",".join(f"{v:g}" for v in frame.ravel()) for frame in raw_frames)
+    (tmp_path / "all.csv").write_text(text)
+    data = read_scan(scan_params("all.csv", data__raw_frame_px=(40, 48)))
+    np.testing.assert_array_equal(data.intensities, raw_frames[WIN])
+
+
+def test_raw_file_with_a_partial_frame_is_an_error(tmp_path, raw_frames, scan_params):
+    raw_frames.astype(np.float32).ravel()[:-5].tofile(tmp_path / "all.bin")
+    with pytest.raises(InputDataError, match=r"all\.bin: holds 23035 values, not a whole number of 40x48"):
+        read_scan(scan_params("all.bin", data__raw_frame_px=(40, 48)))
+
+
+def test_dataset_of_rank_one_names_file_and_dataset(tmp_path, scan_params):
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["/entry/data/data"] = np.zeros(100)
+    with pytest.raises(InputDataError, match=r"a\.h5, dataset /entry/data/data: has rank 1"):
+        read_scan(scan_params("a.h5"))

@@ -41,7 +41,7 @@ def test_layout_is_cxi_style_with_parameters_as_json_and_attributes(tmp_path, ma
         assert list(own["parameters"].attrs["experiment.scan_dims"]) == [2, 3]
         assert own.attrs["ptychopy_version"] == results_module.ptychopy_version() != ""
         assert own.attrs["device"] == "CPU (NumPy)"
-        assert "ptychopy run" in f["/entry_1/image_1/process_1/command"][()].decode()
+        assert "-jobID=run7" in f["/entry_1/image_1/process_1/command"][()].decode()
         assert own["inputs"].attrs["dataset"] == "/entry/data/data"
 
 
