@@ -203,8 +203,10 @@ class SimIoc(Process):
         return int(self.get("saveData_scanNumber"))
 
 
-def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str = "sscan", extra: str = "") -> Path:
-    """A bridge configuration for the simulated beamline, recording submissions in ``recorder``."""
+def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str = "sscan", django: bool = False,
+                  iterations: int = 3) -> Path:
+    """A bridge configuration for the simulated beamline, recording submissions in ``recorder`` (or, with
+    ``django``, submitting through ``webapp.jobs.services.submit_job``)."""
     trigger = {
         "sscan": 'kind = "sscan"\nbusy_pv = "$(P)scan2.BUSY"\nmessage_pv = "$(P)scan2.SMSG"\n'
                  'current_point_pv = "$(P)scan2.CPT"\npoints_pv = "$(P)scan2.NPTS"\n',
@@ -214,6 +216,9 @@ def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str =
         "filename": 'kind = "filename"\nfile_name_pv = "$(P)saveData_fullPathName"\n',
     }[kind]
     pattern = "{file_dir}/{file_stem}_data_#06d.h5" if kind == "filename" else "{path}/{name}_data_#06d.h5"
+    submit = ('kind = "django"\nsettings_module = "webapp.settings"\n' if django else
+              f'kind = "callable"\ntarget = "recording_submitter:RecordingSubmitter"\n'
+              f'options = {{ path = "{recorder}", fail_first = {fail_first} }}\n')
     text = f"""
 [bridge]
 beamline = "TEST"
@@ -242,7 +247,7 @@ detector_distance_m = {{ pv = "$(P)detDistance", scale = 1e-3 }}
 "data.frames_per_file" = "$(P)scan1.NPTS"
 
 [parameters]
-template = "./ptycho -size=32 -qxy=16,16 -dx_d=75e-6 -fs=1 -sqrtData -fftShiftData -beamSize=1e-6 -i=3"
+template = "./ptycho -size=32 -qxy=16,16 -dx_d=75e-6 -fs=1 -sqrtData -fftShiftData -beamSize=1e-6 -i={iterations}"
 
 [file_check]
 timeout_s = 60.0
@@ -250,12 +255,8 @@ initial_backoff_s = 0.05
 max_backoff_s = 0.5
 
 [submit]
-kind = "callable"
-target = "recording_submitter:RecordingSubmitter"
-options = {{ path = "{recorder}", fail_first = {fail_first} }}
-initial_backoff_s = 0.1
+{submit}initial_backoff_s = 0.1
 max_backoff_s = 0.5
-{extra}
 """
     path = tmp / "bridge.toml"
     path.write_text(text)
@@ -265,9 +266,13 @@ max_backoff_s = 0.5
 class BridgeProc(Process):
     """``python -m epics_bridge --config FILE`` with its state file."""
 
-    def __init__(self, ca: CaLoopback, config: Path, log_path: Path):
+    def __init__(self, ca: CaLoopback, config: Path, log_path: Path, env: dict[str, str] | None = None):
         argv = [sys.executable, "-m", "epics_bridge", "--config", str(config), "--log-level", "DEBUG"]
-        super().__init__("bridge", argv, ca.env(), log_path)
+        full_env = ca.env()
+        full_env.update(env or {})
+        super().__init__("bridge", argv, full_env, log_path)
+        self.config = config
+        self.extra_env = dict(env or {})
         self.state_path = config.parent / "state.json"
 
     def state(self) -> dict[str, Any]:

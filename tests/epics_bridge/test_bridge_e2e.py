@@ -1,0 +1,81 @@
+"""End to end: simioc -> bridge (its own process) -> submit_job -> Dramatiq worker process -> a finished job.
+
+The production stack of the other tests (PostgreSQL + Redis + ``python -m webapp.worker``) with the bridge
+submitting through ``webapp.jobs.services.submit_job`` (``DjangoSubmitter``) into the same database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bridge_harness import BridgeProc, CaLoopback, SimIoc, bridge_config, wait_for
+
+from tests.support.services import fresh_redis_url
+from tests.support.stack import ProductionStack
+
+pytestmark = [pytest.mark.epics, pytest.mark.services]
+
+
+@pytest.fixture
+def stack(postgres_server: Any, tmp_path: Path) -> Iterator[ProductionStack]:
+    st = ProductionStack("epics", postgres_server.create_database("ptychopy_epics"), fresh_redis_url(),
+                         tmp_path / "stack")
+    try:
+        st.setup()
+        st.start_worker(0)
+    except Exception as exc:
+        st.stop()
+        pytest.fail(f"could not start the production stack: {exc}\n{st.logs()}", pytrace=False)
+    yield st
+    st.stop()
+
+
+def jobs(database_url: str) -> list[dict[str, Any]]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return list(conn.execute(
+            "SELECT id, status, source, dedup_key, label, message, parameters FROM jobs_job ORDER BY id"))
+
+
+def test_simioc_scan_becomes_a_finished_job(ca: CaLoopback, stack: ProductionStack, tmp_path: Path) -> None:
+    sim = SimIoc(ca, stack.data_root / "sim", tmp_path / "simioc.log")
+    sim.start()
+    env = {k: v for k, v in stack.env.items() if k not in ("PATH", "PYTHONPATH")}
+    bridge = BridgeProc(ca, bridge_config(tmp_path, tmp_path / "unused.jsonl", django=True, iterations=4),
+                        tmp_path / "bridge.log", env=env)
+    try:
+        bridge.start()
+        number = sim.play()
+        url = stack.database_url
+
+        def finished() -> list[dict[str, Any]]:
+            rows = jobs(url)
+            return rows if rows and rows[0]["status"] in ("done", "failed", "cancelled") else []
+
+        try:
+            rows = wait_for(finished, 120, "the bridge's job to finish", interval_s=0.5)
+        except AssertionError:
+            raise AssertionError(f"{jobs(url)}\n{bridge.log()[-4000:]}\n{stack.logs()}") from None
+        assert len(rows) == 1
+        job = rows[0]
+        assert job["status"] == "done", job["message"]
+        assert job["source"] == "epics"
+        pattern = str(sim.data_dir / f"scan{number}_data_#06d.h5")
+        assert job["dedup_key"] == f"TEST:{number}:{pattern}"
+        assert job["parameters"]["data"]["file_pattern"] == pattern
+        assert bridge.state()["last_scan_queued"]["job_id"] == str(job["id"])
+        # A restarted bridge replays every PV and finds the scan in its journal: still one job.
+        bridge.kill()
+        again = BridgeProc(ca, bridge.config, tmp_path / "bridge.log", env=env)
+        again.start()
+        wait_for(lambda: again.state()["counts"]["replays"] >= len(again.state()["pvs"]), 10, "the replays")
+        assert len(jobs(url)) == 1
+        again.stop()
+    finally:
+        bridge.stop()
+        sim.stop()
