@@ -1,8 +1,9 @@
 """``read_scan``: stream a scan's files through cropping and preprocessing into a :class:`ScanData`.
 
-Frames are read in chunks of at most ``max_buffer_bytes`` (only the crop window's hyperslab), preprocessed,
-and written into the preallocated ``(N, n, n)`` float32 stack, so peak memory is about that stack plus a few
-chunk buffers, whatever the size of the raw detector frames or files.
+Frames are read in chunks of at most ``max_buffer_bytes`` (only the crop window's hyperslab; rounded up to
+whole HDF5 chunks when a chunk spans several frames), preprocessed, and written into the preallocated
+``(N, n, n)`` float32 stack, so peak memory is about that stack plus a few chunk buffers, whatever the size
+of the raw detector frames or files.
 """
 
 from __future__ import annotations
@@ -85,6 +86,16 @@ def positions_px_of(params: Parameters, positions_m: np.ndarray) -> np.ndarray:
                             jitter_radius_px=params.experiment.jitter_radius_px, rng=rng)
 
 
+def frames_per_read(src: FrameSource, budget_frames: int, first_frame: int) -> int:
+    """Frames per read: ``budget_frames``, rounded to whole HDF5 chunks when a chunk spans several frames
+    and the reads start on a chunk boundary (so each compressed chunk is decompressed once)."""
+    chunks = getattr(src, "chunks", None)
+    per_chunk = int(chunks[0]) if chunks and len(chunks) == 3 else 1
+    if per_chunk <= 1 or first_frame % per_chunk:
+        return budget_frames
+    return max(per_chunk, budget_frames // per_chunk * per_chunk)
+
+
 def _check_source(src: FrameSource, first: FrameSource | None, frame: int, count: int, k: int,
                   dpf: int, multi: bool) -> None:
     if first is not None and src.frame_shape != first.frame_shape:
@@ -126,7 +137,7 @@ def read_scan(params: Parameters, progress: Progress | None = None, *,
     first: FrameSource | None = None
     files: list[str] = []
     chunk = max(1, int(max_buffer_bytes) // (n * n * 4))
-    buffer = np.empty((min(chunk, n_frames), n, n), dtype=np.float32)
+    buffer = np.empty((0, n, n), dtype=np.float32)
     done = 0
     for path, k0, frame0, count in frame_groups(params, n_frames):
         src = open_source(path, d.hdf5_path, d.raw_frame_px, wait_s)
@@ -137,8 +148,11 @@ def read_scan(params: Parameters, progress: Progress | None = None, *,
                 static = static_valid_mask(params, steps, src.frame_shape)
             assert static is not None
             files.append(str(path))
-            for j in range(0, count, chunk):
-                c = min(chunk, count - j)
+            step = frames_per_read(src, chunk, frame0)
+            if buffer.shape[0] < min(step, count):
+                buffer = np.empty((min(step, count), n, n), dtype=np.float32)
+            for j in range(0, count, step):
+                c = min(step, count - j)
                 raw = src.read(frame0 + j, frame0 + j + c, steps.window, buffer[:c])
                 _check_finite(raw, static, steps, src, frame0 + j, k0 + j)
                 data, ok = preprocess_frames(raw, steps)

@@ -278,3 +278,18 @@ def test_dataset_of_rank_one_names_file_and_dataset(tmp_path, scan_params):
         f["/entry/data/data"] = np.zeros(100)
     with pytest.raises(InputDataError, match=r"a\.h5, dataset /entry/data/data: has rank 1"):
         read_scan(scan_params("a.h5"))
+
+
+def test_reads_follow_multi_frame_hdf5_chunks(tmp_path, raw_frames, scan_params):
+    from reconstruction.io.reader import frames_per_read
+    from reconstruction.io.sources import Hdf5Source
+
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f.create_dataset("/entry/data/data", data=raw_frames, chunks=(5, 40, 48), compression="gzip")
+    with Hdf5Source(tmp_path / "a.h5", "/entry/data/data") as src:
+        assert frames_per_read(src, 2, 0) == 5 and frames_per_read(src, 12, 0) == 10
+        assert frames_per_read(src, 2, 3) == 2  # not on a chunk boundary: the budget as is
+    calls: list[int] = []
+    data = read_scan(scan_params("a.h5"), lambda d, t: calls.append(d), max_buffer_bytes=16 * 16 * 4 * 2)
+    assert calls == [5, 10, 12]
+    np.testing.assert_array_equal(data.intensities, raw_frames[WIN])
