@@ -109,3 +109,20 @@ def write_master(directory: str | Path, name: str, geom: SimGeometry, scan_numbe
             d[f"data_{first_index + k:06d}"] = h5py.ExternalLink(data_file(".", name, first_index + k).name, DATASET)
     os.replace(tmp, path)
     return path
+
+
+def write_scan_files(directory: str | Path, name: str, geom: SimGeometry, first_index: int = 1,
+                     patterns: np.ndarray | None = None) -> list[Path]:
+    """Write a whole simulated scan at once (one file per row, each renamed into place when complete)."""
+    import h5py
+
+    data = simulate_patterns(geom) if patterns is None else patterns
+    paths = []
+    for row in range(geom.rows):
+        path = data_file(directory, name, first_index + row)
+        tmp = path.with_name(path.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset(DATASET, data=data[row * geom.cols: (row + 1) * geom.cols])
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,112 @@
+"""config.py, params.py and cli.py without EPICS: the example file, overrides, errors, parameter building."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from epics_bridge.cli import main
+from epics_bridge.config import ConfigError, config_from_dict, load_config
+from epics_bridge.params import HC_KEV_M, describe_scan
+from epics_bridge.trigger import Outcome, ScanEnd, ValueEvent
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "epics_bridge" / "examples" / "beamline.toml"
+
+
+def base() -> dict:
+    return {"bridge": {"beamline": "BL"}, "trigger": {"kind": "sscan", "busy_pv": "B"},
+            "data": {"path_pv": "P", "name_pv": "N", "scan_number_pv": "S"}}
+
+
+def test_example_config_loads_with_the_prefix_applied() -> None:
+    cfg = load_config(EXAMPLE, environ={})
+    assert cfg.beamline == "SIM" and cfg.trigger.busy_pv == "ptysim:scan2.BUSY"
+    assert cfg.metadata.step_m is not None and cfg.metadata.step_m[0].scale == 1e-6
+    assert cfg.template.preprocessing.size_px == 64 and cfg.template.data.first_file_index == 1
+    assert cfg.journal_path == EXAMPLE.parent / "var/epics_bridge/journal.sqlite3"
+    assert "ptysim:HDF1:FileName" in cfg.pvs and len(cfg.pvs) == len(set(cfg.pvs))
+
+
+def test_environment_overrides_any_key() -> None:
+    env = {"EPICS_BRIDGE__BRIDGE__PV_PREFIX": "2idd:", "EPICS_BRIDGE__BRIDGE__DEBOUNCE_S": "2.5",
+           "EPICS_BRIDGE__SUBMIT__SETTINGS_MODULE": "other.settings"}
+    cfg = load_config(EXAMPLE, environ=env)
+    assert cfg.trigger.busy_pv == "2idd:scan2.BUSY" and cfg.debounce_s == 2.5
+    assert cfg.submit.settings_module == "other.settings"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: r["trigger"].update(kind="motor"), "[trigger] kind: expected one of"),
+    (lambda r: r["trigger"].pop("busy_pv"), "[trigger] busy_pv: required"),
+    (lambda r: r["bridge"].update(debounce="1"), "[bridge] unknown key(s): debounce"),
+    (lambda r: r["bridge"].update(heartbeat_s="x"), "[bridge] heartbeat_s: expected float"),
+    (lambda r: r.update(parameters={"template": "-size=16 -sise=3"}), "did you mean -size"),
+    (lambda r: r.update(metadata={"parameters": {"nope.x": "PV"}}), "not a parameter path"),
+    (lambda r: r.update(submit={"kind": "callable", "target": "x"}), "'module:factory'"),
+])
+def test_errors_name_the_section_and_key(change, message: str) -> None:
+    raw = base()
+    change(raw)
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, source="bl.toml")
+    assert message in str(err.value) and "bl.toml" in str(err.value)
+
+
+def test_bad_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "b.toml"
+    bad.write_text("[bridge\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad, environ={})
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.toml", environ={})
+
+
+def ev(pv: str, value, text: str | None = None) -> ValueEvent:
+    return ValueEvent(pv, value, str(value) if text is None else text, 0.0)
+
+
+def test_scan_description_from_pv_values() -> None:
+    raw = base()
+    raw["metadata"] = {"energy_kev": "E", "scan_dims": ["R", "C"], "step_m": {"pvs": ["SR", "SC"], "scale": 1e-6},
+                       "detector_distance_m": {"pv": "Z", "scale": 1e-3},
+                       "parameters": {"data.frames_per_file": "C", "reconstruction.algorithm": "ALG"}}
+    raw["parameters"] = {"template": "./ptycho -size=32 -i=7 -fs=1"}
+    cfg = config_from_dict(raw)
+    latest = {e.pvname: e for e in (ev("P", None, "/data/run/"), ev("N", None, "scan12"), ev("S", 12),
+                                     ev("E", 10.0), ev("R", 4), ev("C", 5), ev("SR", 0.5), ev("SC", -0.25),
+                                     ev("Z", 1500.0), ev("ALG", "DM"))}
+    info = describe_scan(cfg, latest, ScanEnd(Outcome.COMPLETE, "", 0.0))
+    assert info.file_pattern == "/data/run/scan12_data_#06d.h5"
+    assert info.dedup_key == "BL:12:/data/run/scan12_data_#06d.h5" and info.label == "BL scan 12"
+    e = info.params.experiment
+    assert e.wavelength_m == pytest.approx(HC_KEV_M / 10.0) and e.scan_dims == (4, 5)
+    assert e.step_m == pytest.approx((0.5e-6, 0.25e-6)) and e.detector_distance_m == pytest.approx(1.5)
+    assert e.job_id == "BL_scan12" and info.params.data.frames_per_file == 5
+    assert info.params.reconstruction.algorithm == "DM" and info.params.reconstruction.iterations == 7
+    assert info.warnings == ()
+
+
+def test_missing_metadata_keeps_the_template_and_warns() -> None:
+    raw = base()
+    raw["metadata"] = {"energy_kev": "E"}
+    raw["parameters"] = {"template": "-lambda=1e-10"}
+    cfg = config_from_dict(raw)
+    latest = {e.pvname: e for e in (ev("P", None, "/d"), ev("N", None, "s"), ev("S", 1), ev("E", float("nan")))}
+    info = describe_scan(cfg, latest, ScanEnd(Outcome.COMPLETE, "", 0.0))
+    assert info.params.experiment.wavelength_m == 1e-10 and "E: no numeric value" in info.warnings[0]
+
+
+def test_cli_check_lists_the_pvs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(EXAMPLE), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "ptysim:scan2.BUSY" in out and "sscan trigger" in out
+
+
+def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[bridge]\nbeamline = ""\n')
+    assert main(["--config", str(cfg)]) == 2
+    assert "beamline: required" in capsys.readouterr().err
+    assert main([]) == 2

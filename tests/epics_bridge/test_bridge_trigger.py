@@ -1,0 +1,211 @@
+"""trigger.py without EPICS: replay suppression, edges, debounce, classification."""
+
+from __future__ import annotations
+
+import pytest
+
+from epics_bridge.config import TriggerConfig
+from epics_bridge.trigger import (
+    AreaDetectorTrigger,
+    ConnectionEvent,
+    FileNameTrigger,
+    Outcome,
+    PvTracker,
+    SscanTrigger,
+    ValueEvent,
+    as_float,
+    as_int,
+)
+
+SSCAN = TriggerConfig(kind="sscan", busy_pv="s:BUSY", message_pv="s:SMSG", current_point_pv="s:CPT",
+                      points_pv="s:NPTS")
+AD = TriggerConfig(kind="areadetector", capture_pv="d:Capture_RBV", num_captured_pv="d:NumCaptured_RBV",
+                   num_capture_pv="d:NumCapture_RBV", write_status_pv="d:WriteStatus",
+                   write_message_pv="d:WriteMessage")
+FN = TriggerConfig(kind="filename", file_name_pv="f:Name")
+
+
+class Feed:
+    """A tracker plus a trigger, fed like the worker feeds them."""
+
+    def __init__(self, trigger):
+        self.tracker = PvTracker()
+        self.trigger = trigger
+
+    def connect(self, pv: str, t: float = 0.0, up: bool = True) -> None:
+        self.tracker.update(ConnectionEvent(pv, up, t))
+
+    def value(self, pv: str, value, t: float, text: str | None = None) -> None:
+        ev = ValueEvent(pv, value, str(value) if text is None else text, t)
+        previous, live = self.tracker.update(ev)
+        self.trigger.handle(ev, previous, live, self.tracker.latest)
+
+    def poll(self, t: float):
+        return self.trigger.poll(t, self.tracker.latest)
+
+
+def sscan_feed(debounce_s: float = 0.5, max_s: float = 2.0) -> Feed:
+    f = Feed(SscanTrigger(SSCAN, debounce_s, max_s))
+    for pv, v in (("s:BUSY", 0), ("s:SMSG", ""), ("s:CPT", 0), ("s:NPTS", 10)):
+        f.connect(pv)
+        f.value(pv, v, 0.0)  # the values every connection starts with
+    return f
+
+
+def run_scan(f: Feed, t0: float, msg: str = "SCAN Complete", cpt: int = 10) -> None:
+    f.value("s:BUSY", 1, t0)
+    f.value("s:SMSG", "Scanning", t0)
+    f.value("s:CPT", cpt, t0 + 0.5)
+    f.value("s:SMSG", msg, t0 + 0.9)
+    f.value("s:BUSY", 0, t0 + 1.0)
+
+
+def test_tracker_marks_the_first_value_after_each_connect_as_a_replay() -> None:
+    t = PvTracker()
+    t.update(ConnectionEvent("a", True, 0))
+    assert t.update(ValueEvent("a", 1, "1", 0.1)) == (None, False)
+    prev, live = t.update(ValueEvent("a", 0, "0", 0.2))
+    assert live and prev is not None and prev.value == 1
+    t.update(ConnectionEvent("a", False, 0.3))
+    t.update(ConnectionEvent("a", True, 0.4))
+    assert t.update(ValueEvent("a", 0, "0", 0.5))[1] is False
+    assert t.connected["a"] is True
+
+
+def test_a_value_before_any_connection_event_is_not_live() -> None:
+    assert PvTracker().update(ValueEvent("a", 1, "1", 0.0))[1] is False
+
+
+def test_completed_scan_is_classified_after_the_debounce() -> None:
+    f = sscan_feed()
+    run_scan(f, 1.0)
+    assert f.poll(2.4) == []  # 0.4 s after the edge: still debouncing
+    (end,) = f.poll(2.5)
+    assert end.outcome is Outcome.COMPLETE and end.ended_s == 2.0
+    assert f.poll(10.0) == []  # once only
+
+
+def test_abort_message_makes_an_aborted_scan() -> None:
+    f = sscan_feed()
+    run_scan(f, 1.0, msg="Scan aborted by operator", cpt=4)
+    (end,) = f.poll(3.0)
+    assert end.outcome is Outcome.ABORTED and "aborted" in end.reason
+
+
+def test_abort_message_posted_just_after_the_edge_is_still_read() -> None:
+    f = sscan_feed()
+    f.value("s:BUSY", 1, 1.0)
+    f.value("s:BUSY", 0, 2.0)
+    f.value("s:SMSG", "Abandoning unsaved scan data", 2.3)  # pushes the deadline to 2.8
+    assert f.poll(2.6) == []
+    (end,) = f.poll(2.8)
+    assert end.outcome is Outcome.ABORTED
+
+
+def test_debounce_is_capped_by_max_debounce() -> None:
+    f = sscan_feed(debounce_s=0.5, max_s=1.0)
+    f.value("s:BUSY", 1, 1.0)
+    f.value("s:BUSY", 0, 2.0)
+    for k in range(1, 10):  # a chatty related PV
+        f.value("s:CPT", 10 + k, 2.0 + 0.2 * k)
+    assert len(f.poll(3.0)) == 1
+
+
+def test_fewer_points_than_requested_is_partial() -> None:
+    f = sscan_feed()
+    run_scan(f, 1.0, cpt=7)
+    (end,) = f.poll(5.0)
+    assert end.outcome is Outcome.PARTIAL and "7 < " in end.reason
+
+
+def test_replayed_values_after_a_reconnect_never_trigger() -> None:
+    f = sscan_feed()
+    f.value("s:BUSY", 1, 1.0)
+    f.connect("s:BUSY", 1.5, up=False)
+    f.connect("s:BUSY", 3.0)
+    f.value("s:BUSY", 0, 3.1)  # the IOC came back idle: a replay, not an edge
+    assert f.poll(10.0) == []
+    assert f.trigger.missed_edges == 1
+    f.value("s:BUSY", 0, 4.0)  # replay of the same value again: nothing
+    f.connect("s:BUSY", 5.0, up=False)
+    f.connect("s:BUSY", 5.5)
+    f.value("s:BUSY", 0, 5.6)
+    assert f.poll(20.0) == []
+    run_scan(f, 30.0)  # live edges after the reconnect work
+    assert [e.outcome for e in f.poll(40.0)] == [Outcome.COMPLETE]
+
+
+def test_first_value_at_start_is_a_baseline_even_when_idle_or_busy() -> None:
+    f = Feed(SscanTrigger(SSCAN, 0.1, 1.0))
+    f.connect("s:BUSY")
+    f.value("s:BUSY", 0, 0.0)
+    assert f.poll(5.0) == []
+    g = Feed(SscanTrigger(SSCAN, 0.1, 1.0))
+    g.connect("s:BUSY")
+    g.value("s:BUSY", 1, 0.0)  # the bridge started mid-scan: the end it sees live counts
+    g.value("s:BUSY", 0, 1.0)
+    assert [e.outcome for e in g.poll(2.0)] == [Outcome.COMPLETE]
+
+
+def test_next_scan_starting_inside_the_debounce_ends_the_previous_one_at_once() -> None:
+    f = sscan_feed(debounce_s=5.0, max_s=10.0)
+    run_scan(f, 1.0)
+    f.value("s:BUSY", 1, 2.2)
+    (end,) = f.poll(2.2)
+    assert end.outcome is Outcome.COMPLETE and end.ended_s == 2.0
+
+
+def test_inner_toggles_of_other_pvs_do_not_trigger() -> None:
+    f = sscan_feed()
+    for k in range(5):
+        f.value("s:CPT", k, 1.0 + k)
+        f.value("s:SMSG", f"row {k}", 1.0 + k)
+    assert f.poll(100.0) == []
+
+
+def ad_feed() -> Feed:
+    f = Feed(AreaDetectorTrigger(AD, 0.2, 1.0))
+    for pv, v in (("d:Capture_RBV", 0), ("d:NumCaptured_RBV", 0), ("d:NumCapture_RBV", 12), ("d:WriteStatus", 0),
+                  ("d:WriteMessage", "")):
+        f.connect(pv)
+        f.value(pv, v, 0.0)
+    return f
+
+
+@pytest.mark.parametrize(("captured", "status", "outcome"), [
+    (12, 0, Outcome.COMPLETE), (7, 0, Outcome.PARTIAL), (12, 1, Outcome.FAILED)])
+def test_areadetector_classification(captured: int, status: int, outcome: Outcome) -> None:
+    f = ad_feed()
+    f.value("d:Capture_RBV", 1, 1.0)
+    f.value("d:NumCaptured_RBV", captured, 1.5)
+    if status:
+        f.value("d:WriteStatus", status, 1.6)
+        f.value("d:WriteMessage", "disk full", 1.6)
+    f.value("d:Capture_RBV", 0, 2.0)
+    (end,) = f.poll(3.5)
+    assert end.outcome is outcome
+    if status:
+        assert "disk full" in end.reason
+
+
+def test_filename_trigger_queues_each_new_name_once() -> None:
+    f = Feed(FileNameTrigger(FN, 0.2, 1.0))
+    f.connect("f:Name")
+    f.value("f:Name", "/d/scan1.h5", 0.0)  # replay at start
+    f.value("f:Name", "/d/scan2.h5", 1.0)
+    f.value("f:Name", "/d/scan2.h5", 1.1)  # same value again
+    f.value("f:Name", "", 1.2)
+    f.value("f:Name", "/d/scan3.h5", 1.3)
+    ends = f.poll(5.0)
+    assert [e.file for e in ends] == ["/d/scan2.h5", "/d/scan3.h5"]
+    assert all(e.outcome is Outcome.COMPLETE for e in ends)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (1, 1), (0.0, 0), ("1", 1), ([1], 1), ("Done", None), (None, None), ([], None)])
+def test_as_int(value, expected) -> None:
+    assert as_int(value) == expected
+
+
+def test_as_float_rejects_nan_and_text() -> None:
+    assert as_float("8.8") == 8.8 and as_float(float("nan")) is None and as_float("x") is None

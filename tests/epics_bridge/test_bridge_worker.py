@@ -1,0 +1,193 @@
+"""worker.py driven directly (no EPICS): file waits, retries, journal dedup and resume, failures."""
+
+from __future__ import annotations
+
+import queue
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from bridge_harness import records
+from recording_submitter import RecordingSubmitter
+
+from epics_bridge import journal as jr
+from epics_bridge.config import config_from_dict
+from epics_bridge.journal import Journal
+from epics_bridge.simdata import DATASET, SimGeometry, write_scan_files
+from epics_bridge.state import BridgeState
+from epics_bridge.submit import SubmitRejected
+from epics_bridge.trigger import ConnectionEvent, ValueEvent
+from epics_bridge.worker import BridgeWorker
+
+GEOM = SimGeometry(rows=2, cols=3, size_px=16)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_config(tmp: Path, **file_check):
+    raw = {
+        "bridge": {"beamline": "BL", "journal": "j.sqlite3", "debounce_s": 0.5, "heartbeat_s": 1.0},
+        "trigger": {"kind": "sscan", "busy_pv": "BUSY", "message_pv": "SMSG"},
+        "data": {"path_pv": "PATH", "name_pv": "NAME", "scan_number_pv": "NUM"},
+        "metadata": {"scan_dims": ["ROWS", "COLS"], "parameters": {"data.frames_per_file": "COLS"}},
+        "parameters": {"template": "-size=16 -qxy=8,8 -fs=1 -i=2"},
+        "file_check": {"initial_backoff_s": 0.1, "max_backoff_s": 0.4, "timeout_s": 5.0, **file_check},
+        "submit": {"kind": "callable", "target": "recording_submitter:RecordingSubmitter",
+                   "initial_backoff_s": 0.5, "max_backoff_s": 2.0},
+    }
+    return config_from_dict(raw, base_dir=tmp)
+
+
+class Rig:
+    """A worker with a fake clock, a real journal, a real state and a submitter."""
+
+    def __init__(self, tmp: Path, submitter, **file_check):
+        self.tmp = tmp
+        self.clock = Clock()
+        self.config = make_config(tmp, **file_check)
+        self.journal = Journal(self.config.journal_path)
+        self.state = BridgeState("BL", self.config.pvs, tmp / "state.json")
+        self.worker = BridgeWorker(self.config, queue.Queue(), self.journal, submitter, self.state, self.clock)
+        self.worker.resume()
+        for pv, v in (("BUSY", 0), ("SMSG", ""), ("PATH", str(tmp)), ("NAME", "scan7"), ("NUM", 7),
+                      ("ROWS", GEOM.rows), ("COLS", GEOM.cols)):
+            self.worker.handle(ConnectionEvent(pv, True, self.clock.t))
+            self.value(pv, v)
+
+    def value(self, pv: str, v) -> None:
+        self.worker.handle(ValueEvent(pv, v, str(v), self.clock.t))
+
+    def scan_ends(self, msg: str = "SCAN Complete") -> None:
+        self.value("BUSY", 1)
+        self.clock.t += 1
+        self.value("SMSG", msg)
+        self.value("BUSY", 0)
+
+    def run(self, seconds: float, step_s: float = 0.05) -> None:
+        end = self.clock.t + seconds
+        while self.clock.t < end:
+            self.clock.t += step_s
+            self.worker.tick(self.clock.t)
+
+
+@pytest.fixture
+def rec(tmp_path: Path) -> Path:
+    return tmp_path / "rec.jsonl"
+
+
+def test_job_waits_for_the_files_then_is_submitted_once(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    rig.scan_ends()
+    rig.run(2.0)
+    assert records(rec) == []
+    assert rig.journal.get(f"BL:7:{tmp_path}/scan7_data_#06d.h5").status == jr.WAITING_FILE
+    assert rig.state.snapshot()["pending"] == [dict(key=f"BL:7:{tmp_path}/scan7_data_#06d.h5", stage="file")]
+    (task,) = rig.worker.tasks.values()
+    assert "does not exist yet" in task.last_reason
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.run(1.5)
+    recs = records(rec)
+    assert len(recs) == 1 and recs[0]["files_complete"]
+    assert recs[0]["params"]["experiment"]["scan_dims"] == [2, 3]
+    assert rig.journal.get(recs[0]["dedup_key"]).status == jr.SUBMITTED
+    rig.run(3.0)
+    assert len(records(rec)) == 1
+
+
+def test_a_short_file_is_not_complete_and_the_reason_names_file_and_dataset(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    write_scan_files(tmp_path, "scan7", GEOM)
+    last = tmp_path / "scan7_data_000002.h5"
+    with h5py.File(last, "w") as f:
+        f.create_dataset(DATASET, data=np.zeros((2, 16, 16), np.uint32))  # 2 of 3 frames
+    rig.scan_ends()
+    rig.run(1.5)
+    assert records(rec) == []
+    (task,) = rig.worker.tasks.values()
+    assert str(last) in task.last_reason and DATASET in task.last_reason and "2 of 3" in task.last_reason
+
+
+def test_submissions_are_retried_until_accepted(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec), fail_first=5))
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.scan_ends()
+    rig.run(30.0, step_s=0.1)
+    recs = records(rec)
+    assert len(recs) == 1 and recs[0]["call"] == 6
+    row = rig.journal.get(recs[0]["dedup_key"])
+    assert row.status == jr.SUBMITTED and row.attempts == 6 and row.job_id == "rec-1"
+    assert rig.state.snapshot()["counts"]["submit_failures"] == 5
+
+
+def test_a_new_worker_on_the_same_journal_resumes_and_never_duplicates(tmp_path: Path, rec: Path) -> None:
+    write_scan_files(tmp_path, "scan7", GEOM)
+    first = Rig(tmp_path, RecordingSubmitter(str(rec), fail_first=1000))
+    first.scan_ends()
+    first.run(3.0)
+    assert records(rec) == [] and len(first.journal.open_scans()) == 1
+    first.journal.close()
+    Path(str(rec) + ".calls").unlink()
+    second = Rig(tmp_path, RecordingSubmitter(str(rec)))  # resumes the journalled scan
+    second.run(1.0)
+    assert len(records(rec)) == 1
+    second.scan_ends()  # the same scan seen again (e.g. a replay that looked like an edge)
+    second.run(3.0)
+    assert len(records(rec)) == 1
+    assert second.state.snapshot()["counts"]["duplicates"] == 1
+    assert [e["kind"] for e in second.journal.events("duplicate")] == ["duplicate"]
+
+
+def test_files_that_never_complete_fail_the_scan(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)), timeout_s=1.0)
+    rig.scan_ends()
+    rig.run(3.0)
+    assert records(rec) == [] and rig.worker.tasks == {}
+    (row,) = rig.journal.scans()
+    assert row.status == jr.FAILED and "scan7_data_000001.h5" in row.last_error
+    assert rig.state.snapshot()["counts"]["file_failures"] == 1
+
+
+class Refusing:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def submit(self, request) -> str:
+        self.calls += 1
+        raise SubmitRejected("-size: out of range")
+
+
+def test_a_rejected_job_is_not_retried(tmp_path: Path) -> None:
+    sub = Refusing()
+    rig = Rig(tmp_path, sub)
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.scan_ends()
+    rig.run(10.0)
+    assert sub.calls == 1
+    (row,) = rig.journal.scans()
+    assert row.status == jr.REJECTED and "out of range" in row.last_error
+
+
+def test_aborted_scan_is_logged_not_journalled(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.scan_ends("Scan aborted by operator")
+    rig.run(2.0)
+    assert records(rec) == [] and rig.journal.scans() == []
+    assert [e["kind"] for e in rig.journal.events("aborted")] == ["aborted"]
+    assert rig.state.snapshot()["last_scan_ignored"]["outcome"] == "aborted"
+
+
+def test_missing_data_pv_value_is_reported_not_queued(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    rig.value("NAME", "")
+    rig.scan_ends()
+    rig.run(2.0)
+    assert rig.journal.scans() == []
+    assert "NAME" in rig.state.snapshot()["last_error"]["message"]
