@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backend import Backend, get_backend
-from .engines import ENGINES, EngineSettings, EngineState
+from .engines import EngineSettings, EngineState, create_engine
 from .engines.base import apply_phase_constraint, object_illumination
 from .errors import DeviceMemoryError, InputDataError, SessionStateError
 from .parameters.model import ALGORITHM_ALIASES
@@ -124,14 +124,16 @@ class Reconstruction:
         xp = self.backend.xp
         try:
             obj = _initial_object(xp, (int(shape[0]), int(shape[1])), object_guess)
+            amplitudes = xp.array(intensities_h, dtype=xp.float32)  # a copy: the caller's array stays as it was
+            xp.sqrt(amplitudes, out=amplitudes)  # in place: no second data-sized buffer on the device
             self.state = EngineState(
-                xp=xp, obj=obj, probe=xp.asarray(probe_h), amplitudes=xp.sqrt(xp.asarray(intensities_h)),
+                xp=xp, obj=obj, probe=xp.asarray(probe_h), amplitudes=amplitudes,
                 valid=None if mask_h is None else xp.asarray(mask_h),
                 rows=xp.asarray(corners[:, 0]), cols=xp.asarray(corners[:, 1]), rng=self.rng,
                 modes_active=1,
             )
             del intensities_h
-            self.engine: Any = ENGINES[self.algorithm](self.state, self.settings)
+            self.engine: Any = create_engine(self.algorithm, self.state, self.settings)
         except MemoryError as exc:
             raise self._oom(exc) from exc
         self.positions_px = corners.astype(np.float64)

@@ -1,0 +1,133 @@
+"""CuPy plumbing of the fast paths: the compiled kernel module, cached cuFFT plans, launch helpers, graphs.
+
+Imported only when the backend is CuPy; nothing here imports CuPy at module import time.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BLOCK = 256
+KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
+
+
+def cupy() -> Any:
+    import cupy as cp  # type: ignore[import-not-found]
+
+    return cp
+
+
+@functools.lru_cache(maxsize=1)
+def module() -> Any:
+    """The compiled RawModule holding every kernel of ``kernels.cu`` (compiled once per process)."""
+    cp = cupy()
+    return cp.RawModule(code=KERNEL_SOURCE.read_text(), options=("--std=c++17", "-use_fast_math"))
+
+
+@functools.lru_cache(maxsize=64)
+def kernel(name: str) -> Any:
+    return module().get_function(name)
+
+
+@functools.lru_cache(maxsize=1)
+def sm_count() -> int:
+    cp = cupy()
+    return int(cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["multiProcessorCount"])
+
+
+def grid_for(work: int, block: int = BLOCK, waves: int = 8) -> int:
+    """Blocks for a grid-stride loop over ``work`` items: enough to fill the chip, no more than needed."""
+    return int(max(1, min(-(-work // block), sm_count() * waves)))
+
+
+def launch(name: str, work: int, args: tuple[Any, ...], grid_y: int = 1, block: int = BLOCK) -> None:
+    kernel(name)((grid_for(work, block), grid_y), (block,), args)
+
+
+def i32(v: int) -> np.int32:
+    return np.int32(v)
+
+
+def i64(v: int) -> np.int64:
+    return np.int64(v)
+
+
+def f32(v: float) -> np.float32:
+    return np.float32(v)
+
+
+class FFTPlans:
+    """Cached unnormalised batched 2-D C2C cuFFT plans keyed by (batch, n); executed in place, no allocation."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[int, int], Any] = {}
+
+    def get(self, batch: int, n: int) -> Any:
+        key = (batch, n)
+        plan = self._plans.get(key)
+        if plan is None:
+            cp = cupy()
+            from cupyx.scipy import fft as cpx_fft  # type: ignore[import-not-found]
+
+            shape_probe = cp.empty((batch, n, n), dtype=cp.complex64)
+            plan = cpx_fft.get_fft_plan(shape_probe, axes=(-2, -1), value_type="C2C")
+            del shape_probe
+            self._plans[key] = plan
+        return plan
+
+    def forward(self, buf: Any, batch: int, n: int) -> None:
+        from cupy.cuda import cufft  # type: ignore[import-not-found]
+
+        self.get(batch, n).fft(buf, buf, cufft.CUFFT_FORWARD)
+
+    def inverse(self, buf: Any, batch: int, n: int) -> None:
+        from cupy.cuda import cufft  # type: ignore[import-not-found]
+
+        self.get(batch, n).fft(buf, buf, cufft.CUFFT_INVERSE)
+
+
+def mask_args(valid: Any, n2: int, dummy: Any) -> tuple[Any, np.int32, np.int32]:
+    """(pointer, has_mask, per-frame stride) for a None, (n, n) or (N, n, n) bool mask."""
+    if valid is None:
+        return dummy, i32(0), i32(0)
+    stride = 0 if valid.ndim == 2 else n2
+    return valid, i32(1), i32(stride)
+
+
+class GraphRunner:
+    """Captures a sequence of launches once as CUDA graphs and replays them.
+
+    ``record(fn)`` calls ``fn()`` under stream capture on a private stream; ``replay()`` launches the graph on
+    that stream, ordered after the current stream's earlier work and before its later work.
+    """
+
+    def __init__(self) -> None:
+        cp = cupy()
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.graphs: list[Any] = []
+
+    def record(self, fn: Any) -> None:
+        cp = cupy()
+        self.stream.wait_event(cp.cuda.get_current_stream().record())
+        with self.stream:
+            self.stream.begin_capture()
+            try:
+                fn()
+            finally:
+                graph = self.stream.end_capture()
+        upload = getattr(graph, "upload", None)
+        if upload is not None:
+            upload(self.stream)
+        self.graphs.append(graph)
+
+    def replay(self) -> None:
+        cp = cupy()
+        current = cp.cuda.get_current_stream()
+        self.stream.wait_event(current.record())
+        for g in self.graphs:
+            g.launch(self.stream)
+        current.wait_event(self.stream.record())
