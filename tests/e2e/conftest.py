@@ -10,6 +10,7 @@ import pytest
 
 from tests.support import PostgresServer, RedisServer
 from tests.support.processes import TEST_OUTPUT
+from tests.support.services import fresh_redis_url
 from tests.support.stack import ProductionStack, User
 
 
@@ -17,9 +18,7 @@ from tests.support.stack import ProductionStack, User
 def prod_stack(postgres_server: PostgresServer, redis_server: RedisServer,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionStack]:
     database_url = postgres_server.create_database("ptychopy_e2e")
-    redis_db = 7
-    redis_server.flush(redis_db)
-    stack = ProductionStack("prod", database_url, redis_server.url(redis_db), tmp_path_factory.mktemp("prod"))
+    stack = ProductionStack("prod", database_url, fresh_redis_url(), tmp_path_factory.mktemp("prod"))
     try:
         stack.setup()
         stack.add_user("alice", "alice-pw-12345")

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .net import LOOPBACK, wait_for_port, wait_port_closed
+from .reaper import forget, record
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_OUTPUT = REPO / "test-output"
@@ -60,6 +61,9 @@ class ManagedProcess:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{name}.log"
         self.starts = 0
+        self._entry: Path | None = None
+        # What identifies this program in /proc/<pid>/cmdline, for the reaper of a killed session.
+        self.marker = " ".join(argv[1:3]) if len(argv) > 2 else argv[0]
 
     @property
     def alive(self) -> bool:
@@ -81,6 +85,8 @@ class ManagedProcess:
             log.flush()
             self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        forget(self._entry)
+        self._entry = record("pgroup", pgid=self.proc.pid, marker=self.marker, name=self.name)
         if self not in _registry:
             _registry.append(self)
         if self.port is not None:
@@ -98,6 +104,8 @@ class ManagedProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
+        forget(self._entry)
+        self._entry = None
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM to the leader (graceful), then SIGKILL to the group if it is still there."""

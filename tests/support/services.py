@@ -17,13 +17,17 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .net import LOOPBACK, free_port, port_open, wait_for_port, wait_port_closed
+from .reaper import forget, record
 
 PG_BIN = Path(os.environ.get("PTYCHOPY_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PG_USER = "postgres"
+T = TypeVar("T")
 
 
 class PrerequisiteMissing(RuntimeError):
@@ -44,6 +48,7 @@ class PostgresServer:
     port: int = 0
     root: Path | None = None
     _databases: set[str] = field(default_factory=set)
+    _entry: Path | None = None
 
     @property
     def running(self) -> bool:
@@ -76,6 +81,7 @@ class PostgresServer:
             except KeyError as exc:
                 raise PrerequisiteMissing("no 'postgres' system user to run PostgreSQL as") from exc
         self.root = Path(tempfile.mkdtemp(prefix="ptychopy-test-pg-"))
+        self._entry = record("postgres", root=str(self.root), pg_ctl=str(PG_BIN / "pg_ctl"))
         if os.geteuid() == 0:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         data = self.root / "data"
@@ -123,6 +129,7 @@ class PostgresServer:
             if not wait_port_closed(self.port, timeout=10):
                 self._kill_postmaster(data)
         shutil.rmtree(self.root, ignore_errors=True)
+        forget(self._entry)
         self.root = None
         self.port = 0
 
@@ -139,6 +146,7 @@ class RedisServer:
 
     port: int = 0
     root: Path | None = None
+    _entry: Path | None = None
 
     @property
     def running(self) -> bool:
@@ -157,6 +165,7 @@ class RedisServer:
                 "or `apt-get install -y redis-server`"
             )
         self.root = Path(tempfile.mkdtemp(prefix="ptychopy-test-redis-"))
+        self._entry = record("redis", root=str(self.root))
         self.port = free_port()
         res = subprocess.run(
             [exe, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
@@ -192,6 +201,7 @@ class RedisServer:
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
         shutil.rmtree(self.root, ignore_errors=True)
+        forget(self._entry)
         self.root = None
         self.port = 0
 
@@ -236,16 +246,16 @@ def stop_all_services() -> None:
     _redis = None
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.1, what: str = "condition") -> T:
     """Poll ``predicate()`` until it returns a truthy value; return that value or raise TimeoutError."""
     deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
+    last = predicate()
+    while not last and time.monotonic() < deadline:
         time.sleep(interval)
-    raise TimeoutError(f"{what} not reached within {timeout:.0f} s (last value: {last!r})")
+        last = predicate()
+    if not last:
+        raise TimeoutError(f"{what} not reached within {timeout:.0f} s (last value: {last!r})")
+    return last
 
 
 atexit.register(stop_all_services)
