@@ -1,0 +1,87 @@
+"""The embedded mode: demo login and job, the in-process worker started by the ASGI app, the launcher."""
+
+import asyncio
+
+import pytest
+from webapp_helpers import small_parameters, wait_for
+
+from webapp import cli, demo, worker
+from webapp.jobs import embedded
+from webapp.jobs.models import Job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def home(settings, tmp_path):
+    settings.PTYCHOPY_HOME = tmp_path / "home"
+    return settings.PTYCHOPY_HOME
+
+
+def test_demo_password_is_created_once_and_kept(home):
+    user1, pw1 = demo.ensure_demo_user()
+    user2, pw2 = demo.ensure_demo_user()
+    assert user1 == user2 == "demo" and pw1 == pw2 and len(pw1) >= 10
+    assert f"password={pw1}" in (home / "demo-login.txt").read_text()
+    from django.contrib.auth import authenticate
+
+    assert authenticate(username="demo", password=pw1) is not None
+
+
+def test_demo_job_is_simulated_long_and_submitted_once(home, broker):
+    demo.ensure_demo_user()
+    params = demo.demo_parameters()
+    assert params.data.simulate and params.reconstruction.iterations >= 5000
+    step_px = params.experiment.step_m[0] / params.pixel_size_m
+    assert abs(step_px - params.preprocessing.size_px / 10) < 1e-6
+    first = demo.submit_demo_job()
+    assert demo.submit_demo_job().pk == first.pk
+    assert first.source == "demo" and first.owner.username == "demo"
+
+
+def test_asgi_app_starts_the_embedded_worker_which_requeues_jobs(settings, broker):
+    job = Job.objects.create(parameters=small_parameters(iterations=5).to_dict(), algorithm="ePIE",
+                             status="running", worker="old-host:1")
+    settings.PTYCHOPY_EMBEDDED_WORKER = True
+    from webapp.asgi import application
+
+    async def call_once():
+        scope = {"type": "http", "method": "GET", "path": "/healthz", "query_string": b"",
+                 "headers": [(b"host", b"127.0.0.1")]}
+        sent = []
+        requests = [{"type": "http.request", "body": b"", "more_body": False}]
+
+        async def receive():
+            if requests:
+                return requests.pop()
+            await asyncio.sleep(3600)  # the client never disconnects; Django cancels this when done
+
+        async def send(message):
+            sent.append(message)
+
+        await application(scope, receive, send)
+        return sent, asyncio.get_running_loop()
+
+    try:
+        sent, loop = asyncio.run(call_once())
+        assert sent[0]["status"] == 200
+        assert embedded.worker_running() and embedded.server_loop() is loop
+        wait_for(lambda: Job.objects.filter(pk=job.pk, status="done").exists(), timeout_s=60)
+    finally:
+        embedded.stop_worker()
+        embedded.set_server_loop(None)
+    assert not embedded.worker_running()
+
+
+def test_launcher_arguments():
+    args = cli.build_parser().parse_args(["serve", "--demo", "--no-browser", "--port", "8123"])
+    assert (args.host, args.port, args.demo, args.no_browser) == ("127.0.0.1", 8123, True, True)
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([])
+
+
+def test_worker_command_line_is_one_process_one_thread_on_reconstruct():
+    argv = worker.dramatiq_argv(["--verbose"])
+    assert argv[:2] == ["dramatiq", "webapp.worker_boot"]
+    assert argv[argv.index("--processes") + 1] == "1" and argv[argv.index("--threads") + 1] == "1"
+    assert argv[argv.index("--queues") + 1] == "reconstruct" and argv[-1] == "--verbose"
