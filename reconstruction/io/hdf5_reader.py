@@ -7,6 +7,7 @@ use, so compressed datasets read transparently. Files are always opened with mod
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -85,6 +86,53 @@ def get_dataset(f: h5py.File, dataset_path: str) -> h5py.Dataset:
         raise InputDataError(f"{where(f.filename, dataset_path)}: is a group, not a dataset "
                              f"(the file holds {_list_datasets(f)})")
     return obj
+
+
+_SPLIT_NAME = re.compile(r"^(?P<base>.*)_(?P<num>\d{6})$")
+
+
+def frame_datasets(f: h5py.File, dataset_path: str) -> list[h5py.Dataset]:
+    """The dataset(s) holding the frames at ``dataset_path``, in frame order.
+
+    A dataset is itself. Eiger/areaDetector master files split the frames into ``data_000001``,
+    ``data_000002``... (usually external links to data files): a group path lists its ``*_NNNNNN`` datasets,
+    and a missing ``.../data`` falls back to its ``.../data_NNNNNN`` siblings.
+    """
+    try:
+        obj = f.get(dataset_path)
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputDataError(f"{where(f.filename, dataset_path)}: cannot be read: {exc}") from exc
+    if isinstance(obj, h5py.Dataset):
+        return [obj]
+    if isinstance(obj, h5py.Group):
+        group, prefix = obj, None
+    else:
+        parent, _, leaf = dataset_path.rstrip("/").rpartition("/")
+        try:
+            group = f.get(parent or "/")
+        except (OSError, KeyError, ValueError):
+            group = None
+        prefix = leaf
+    names: list[str] = []
+    if isinstance(group, h5py.Group):
+        for name in group:
+            m = _SPLIT_NAME.match(name)
+            if m and (prefix is None or m.group("base") == prefix):
+                names.append(name)
+    if not names:
+        return [get_dataset(f, dataset_path)]  # raises the usual "no such dataset" / "is a group"
+    out = []
+    for name in sorted(names):
+        full = f"{group.name.rstrip('/')}/{name}"
+        try:
+            ds = group.get(name)
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputDataError(f"{where(f.filename, full)}: cannot be read (missing linked file?): {exc}"
+                                 ) from exc
+        if not isinstance(ds, h5py.Dataset):
+            raise InputDataError(f"{where(f.filename, full)}: cannot be read (missing linked file?)")
+        out.append(ds)
+    return out
 
 
 def _list_datasets(f: h5py.File, limit: int = 8) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputDataError
 from .errors import where
-from .hdf5_reader import DEFAULT_LOCK_WAIT_S, describe, get_dataset, open_file, read_window
+from .hdf5_reader import DEFAULT_LOCK_WAIT_S, describe, frame_datasets, open_file, read_window
 from .preprocess import CropWindow, crop
 
 RAW_SUFFIXES = (".bin", ".csv")
@@ -36,25 +36,43 @@ class FrameSource(Protocol):
 
 
 class Hdf5Source:
-    """Frames of one HDF5 dataset, rank 3 ``(N, H, W)`` or rank 2 (one frame); file opened read-only."""
+    """Frames of one HDF5 dataset, rank 3 ``(N, H, W)`` or rank 2 (one frame), or of the consecutive
+    ``data_NNNNNN`` datasets of an Eiger master file (:func:`frame_datasets`); file opened read-only."""
 
     def __init__(self, path: Path, dataset: str, wait_s: float = DEFAULT_LOCK_WAIT_S):
         self.path = Path(path)
         self._file: h5py.File = open_file(self.path, wait_s)
         try:
-            self._ds = get_dataset(self._file, dataset)
-            info = describe(self._ds)
+            self._parts = frame_datasets(self._file, dataset)
+            infos = [describe(ds) for ds in self._parts]
+            for ds, info in zip(self._parts[1:], infos[1:], strict=True):
+                if info.frame_shape != infos[0].frame_shape or ds.ndim != 3 or self._parts[0].ndim != 3:
+                    raise InputDataError(f"{where(self.path, info.dataset)}: shape {ds.shape} does not continue "
+                                         f"{infos[0].dataset} (shape {self._parts[0].shape})")
         except BaseException:
             self._file.close()
             raise
         self.dataset: str | None = dataset
-        self.frames, self.frame_shape = info.frames, info.frame_shape
-        self.dtype, self.compression, self.chunks = info.dtype, info.compression, info.chunks
+        self._starts = np.cumsum([0] + [i.frames for i in infos])
+        self.frames, self.frame_shape = int(self._starts[-1]), infos[0].frame_shape
+        self.dtype, self.compression, self.chunks = infos[0].dtype, infos[0].compression, infos[0].chunks
 
     def read(self, start: int, stop: int, window: CropWindow | None, out: np.ndarray | None = None
              ) -> np.ndarray:
         """Frames ``start:stop`` cut to ``window`` -> float32 ``(k, n, n)`` (see :func:`read_window`)."""
-        return read_window(self._ds, start, stop, window, out)
+        if len(self._parts) == 1:
+            return read_window(self._parts[0], start, stop, window, out)
+        if not 0 <= start <= stop <= self.frames:
+            raise InputDataError(f"{where(self.path, self.dataset, stop - 1)}: missing; the datasets hold "
+                                 f"{self.frames} frames")
+        n_rows, n_cols = (window.size_px, window.size_px) if window is not None else self.frame_shape
+        if out is None:
+            out = np.zeros((stop - start, n_rows, n_cols), dtype=np.float32)
+        for part, first in zip(self._parts, self._starts[:-1], strict=False):
+            a, b = max(start, int(first)), min(stop, int(first) + int(part.shape[0]))
+            if a < b:
+                read_window(part, a - int(first), b - int(first), window, out[a - start:b - start])
+        return out
 
     def close(self) -> None:
         self._file.close()
