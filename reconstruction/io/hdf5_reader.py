@@ -44,7 +44,9 @@ def open_file(path: Path | str, wait_s: float = DEFAULT_LOCK_WAIT_S, first_delay
     delay = first_delay_s
     while True:
         try:
-            return h5py.File(path, "r")
+            # best-effort: file systems without locking (some NFS/GPFS mounts) still open; a writer's
+            # lock on a file being written is still seen and waited for.
+            return h5py.File(path, "r", locking="best-effort")
         except FileNotFoundError:
             raise InputDataError(f"{where(path)}: no such file") from None
         except OSError as exc:

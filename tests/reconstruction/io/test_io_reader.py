@@ -293,3 +293,17 @@ def test_reads_follow_multi_frame_hdf5_chunks(tmp_path, raw_frames, scan_params)
     data = read_scan(scan_params("a.h5"), lambda d, t: calls.append(d), max_buffer_bytes=16 * 16 * 4 * 2)
     assert calls == [5, 10, 12]
     np.testing.assert_array_equal(data.intensities, raw_frames[WIN])
+
+
+def test_file_still_being_written_is_waited_for_then_reported(tmp_path, raw_frames, scan_params):
+    import fcntl
+
+    files = write_scan_files(raw_frames, tmp_path, "s_#d.h5", dpf=6)
+    fd = os.open(files[1], os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what HDF5 does while a writer has the file open
+    try:
+        with pytest.raises(InputDataError, match=r"s_1\.h5: still locked by another process"):
+            read_scan(scan_params("s_#d.h5", data__frames_per_file=6), wait_s=0.2)
+    finally:
+        os.close(fd)
+    assert read_scan(scan_params("s_#d.h5", data__frames_per_file=6)).intensities.shape == (N, 16, 16)
