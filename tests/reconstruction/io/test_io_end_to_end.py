@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from reconstruction.io import read_result, write_scan_files
 from reconstruction.metrics import object_nrmse
@@ -14,7 +15,7 @@ from reconstruction.simulate import simulate_from_parameters
 REPO = Path(__file__).resolve().parents[3]
 
 
-def test_ptychopy_run_reconstructs_a_multi_file_lz4_scan(tmp_path):
+def test_ptychopy_run_reconstructs_a_multi_file_lz4_scan_and_exports_it(tmp_path):
     n, rows, cols = 64, 8, 8
     geometry = "-lambda=2.48e-10 -z=1 -dx_d=172e-6 -size=64 -scanDims=8,8"
     pixel_m = 2.48e-10 * 1.0 / (n * 172e-6)
@@ -53,3 +54,10 @@ def test_ptychopy_run_reconstructs_a_multi_file_lz4_scan(tmp_path):
     err = object_nrmse(sim.object_truth, result.object, region)
     assert err < 0.25, err
     assert (out / "e2e_object_0.csv").exists() and (out / "e2e_probes_0.csv").exists()
+
+    exported = subprocess.run([sys.executable, "-m", "ptychopy", "export", str(out / "e2e.h5"), "--format", "tiff",
+                               "--out", str(tmp_path / "tiff")], cwd=REPO, capture_output=True, text=True,
+                              timeout=60)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    phase = tifffile.imread(tmp_path / "tiff" / "e2e_ph.tif")
+    np.testing.assert_allclose(phase, np.angle(result.object), atol=1e-6)
