@@ -102,8 +102,8 @@ class PreprocessingParameters:
     threshold: float = param(0.0, kind="float", flag="threshold", unit="counts", min=0.0, max=1e12,
                              hint="Counts below the threshold become 0; others have it subtracted.")
     sqrt_data: bool = param(False, kind="bool", flag="sqrtData",
-                            hint="The files hold intensities (counts): take the square root to get amplitudes. "
-                                 "Without it the files are read as amplitudes.")
+                            hint="The files hold intensities (photon counts). Without it the files hold amplitudes, "
+                                 "which are squared on reading.")
     fft_shift_data: bool = param(False, kind="bool", flag="fftShiftData",
                                  hint="The files hold patterns with zero frequency at the centre: fftshift them.")
     beamstop_mask: bool = param(False, kind="bool", flag="beamstopMask", advanced=True,
