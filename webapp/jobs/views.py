@@ -15,7 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from reconstruction import Parameters
 
 from . import dashboard as dashboard_data
-from . import services
+from . import scans, services
 from .downloads import FORMATS, NoResult, result_download
 from .forms import JobForm
 from .history import filter_jobs
@@ -42,6 +42,8 @@ def history(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def new_job(request: HttpRequest, base: Parameters | None = None, source_job: Job | None = None) -> HttpResponse:
+    scan_error = ""
+    scan_notes: list[str] = []
     if request.method == "POST":
         form = JobForm(request.POST)
         if form.is_valid() and form.parameters is not None:
@@ -50,9 +52,21 @@ def new_job(request: HttpRequest, base: Parameters | None = None, source_job: Jo
                                       notify_email=form.cleaned_data["notify_email"])
             return redirect("jobs:detail", job.pk)
     else:
+        scan = request.GET.get("scan", "").strip()
+        if scan:
+            try:
+                found = scans.defaults_from_scan(scan, base)
+            except (ValueError, OSError) as exc:  # PathNotAllowed and unreadable files
+                scan_error = str(exc)
+            else:
+                base = found.parameters
+                scan_notes = found.notes
         initial = {"label": f"{source_job.label} (copy)".strip() if source_job and source_job.label else ""}
         form = JobForm(base=base, initial=initial)
-    return render(request, "jobs/new.html", {"form": form, "source_job": source_job})
+    return render(request, "jobs/new.html", {
+        "form": form, "source_job": source_job, "scan_choices": scans.list_scans(),
+        "scan": request.GET.get("scan", ""), "scan_error": scan_error, "scan_notes": scan_notes,
+    })
 
 
 @require_GET
