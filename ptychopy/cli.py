@@ -23,7 +23,7 @@ from typing import Any
 from reconstruction.errors import ReconstructionError
 from reconstruction.parameters import GROUP_TITLES, ParameterError, Parameters, param_table
 
-# subcommand -> (module, function, help)
+# subcommand -> (module, function, help); "serve" passes its own name on (webapp.cli has subcommands)
 DELEGATED = {
     "serve": ("webapp.cli", "main", "run the web site (embedded mode unless DATABASE_URL/REDIS_URL are set)"),
     "bridge": ("epics_bridge.cli", "main", "run the EPICS bridge that queues a reconstruction per finished scan"),
@@ -90,7 +90,8 @@ def _delegate(name: str, rest: list[str]) -> int:
         print(f"ptychopy {name}: not available ({exc}); install the extras: pip install 'ptychopy[web,epics]'",
               file=sys.stderr)
         return 1
-    return int(getattr(mod, func)(rest) or 0)
+    args = [name, *rest] if name == "serve" else rest
+    return int(getattr(mod, func)(args) or 0)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from ptychopy.cli import main
 from reconstruction.io import read_result
@@ -55,3 +56,13 @@ def test_terminal_demo_runs_a_reconstruction(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cli, "DEMO_CMDSTR", SMALL.replace("-jobID=cli", "-jobID=demo"))
     assert main(["demo", "--terminal"]) == 0
     assert (tmp_path / "var" / "demo" / "demo.h5").exists()
+
+
+def test_delegated_commands_reach_their_packages(capsys):
+    # each delegated command's --help comes from the package that implements it
+    for command, marker in (("serve", "--demo"), ("bridge", "--config"), ("simioc", "--port"),
+                            ("export", "--format")):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--help"])
+        assert exc.value.code == 0
+        assert marker in capsys.readouterr().out, command
