@@ -71,7 +71,7 @@ class DjangoSubmitter:
         try:
             job = submit_job(request.params, owner=None, source=request.source, dedup_key=request.dedup_key,
                              label=request.label)
-        except (ParameterError, ValidationError) as exc:
+        except (ParameterError, ValidationError, ValueError) as exc:  # bad parameters or source: for good
             raise SubmitRejected(str(exc)) from exc
         except Exception:
             connection.close()  # a broken connection must not poison the next attempt

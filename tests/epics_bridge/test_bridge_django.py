@@ -1,0 +1,79 @@
+"""The bridge's worker submitting through ``webapp.jobs.services.submit_job`` in-process (the embedded mode):
+DjangoSubmitter -> Job row -> the StubBroker's worker thread -> a finished job."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dramatiq
+import pytest
+from bridge_harness import wait_for
+from dramatiq import Worker
+from worker_rig import Rig
+
+from epics_bridge import journal as jr
+from epics_bridge.simdata import SimGeometry, write_scan_files
+from epics_bridge.submit import DjangoSubmitter, SubmitRejected, SubmitRequest
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+GEOM = SimGeometry(rows=3, cols=4, size_px=32)
+TEMPLATE = "-size=32 -qxy=16,16 -dx_d=75e-6 -z=1.9 -lambda=1.409e-10 -step=0.5e-6 -fs=1 -sqrtData -fftShiftData " \
+           "-beamSize=1e-6 -i=3 -device=cpu"
+
+
+@pytest.fixture
+def stub_worker(settings, tmp_path: Path):
+    settings.PTYCHOPY_DATA_ROOTS = [tmp_path]
+    settings.PTYCHOPY_RESULTS_DIR = tmp_path / "results"
+    settings.PTYCHOPY_EMBEDDED_WORKER = False
+    from webapp.jobs import tasks  # noqa: F401  (registers the actor)
+
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    worker = Worker(broker, queues={"reconstruct"}, worker_threads=1, worker_timeout=50)
+    worker.start()
+    yield worker
+    worker.stop(timeout=10_000)
+    broker.flush_all()
+
+
+def test_embedded_worker_submits_once_and_the_job_finishes(stub_worker, tmp_path: Path) -> None:
+    from webapp.jobs.models import Job
+
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig = Rig(tmp_path, DjangoSubmitter(), geom=GEOM, template=TEMPLATE,
+              submit={"kind": "django", "initial_backoff_s": 0.5})
+    rig.scan_ends()
+    rig.run(2.0)
+    key = f"BL:7:{tmp_path}/scan7_data_#06d.h5"
+    row = rig.journal.get(key)
+    assert row is not None and row.status == jr.SUBMITTED
+    job = Job.objects.get(dedup_key=key)
+    assert str(job.pk) == row.job_id and job.source == "epics" and job.label == "BL scan 7"
+    assert job.parameters["data"]["file_pattern"] == f"{tmp_path}/scan7_data_#06d.h5"
+
+    def finished() -> bool:
+        job.refresh_from_db()
+        return job.status in ("done", "failed", "cancelled")
+
+    wait_for(finished, 120, "the job to finish", interval_s=0.2)
+    assert job.status == "done", job.message
+    # submitting the same scan again (a retry after a lost reply) returns the same job
+    again = DjangoSubmitter().submit(SubmitRequest(job_params(job), key, "x"))
+    assert again == str(job.pk) and Job.objects.filter(dedup_key=key).count() == 1
+
+
+def job_params(job):
+    from reconstruction import Parameters
+
+    return Parameters.from_dict(job.parameters)
+
+
+def test_bad_source_is_a_rejection_not_a_retry(stub_worker) -> None:
+    from reconstruction import Parameters
+    from webapp.jobs.models import Job
+
+    with pytest.raises(SubmitRejected, match="source"):
+        DjangoSubmitter().submit(SubmitRequest(Parameters(), "k", "l", source="nope"))
+    assert not Job.objects.filter(dedup_key="k").exists()
