@@ -6,6 +6,7 @@ Imported only when the backend is CuPy; nothing here imports CuPy at module impo
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,20 @@ def cupy() -> Any:
     return cp
 
 
+def kernel_names() -> list[str]:
+    """Names of the ``__global__`` functions in ``kernels.cu``."""
+    return re.findall(r"__global__\s+void\s+(\w+)\s*\(", KERNEL_SOURCE.read_text())
+
+
 @functools.lru_cache(maxsize=1)
 def module() -> Any:
-    """The compiled RawModule holding every kernel of ``kernels.cu`` (compiled once per process)."""
+    """The compiled RawModule holding every kernel of ``kernels.cu`` (compiled and loaded once per process,
+    before any graph capture)."""
     cp = cupy()
-    return cp.RawModule(code=KERNEL_SOURCE.read_text(), options=("--std=c++17", "-use_fast_math"))
+    mod = cp.RawModule(code=KERNEL_SOURCE.read_text(), options=("--std=c++17", "--use_fast_math"))
+    for name in kernel_names():
+        mod.get_function(name)
+    return mod
 
 
 @functools.lru_cache(maxsize=64)

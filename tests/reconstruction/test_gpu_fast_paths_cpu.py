@@ -1,0 +1,35 @@
+"""What of the GPU fast paths can be checked without a GPU: the package imports on NumPy-only machines, the
+dispatch keeps the reference engines on NumPy, and every kernel the engines launch exists in kernels.cu."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from reconstruction.engines import ENGINES, EngineSettings, EngineState, create_engine
+from reconstruction.gpu import fast_path_reason
+from reconstruction.gpu.runtime import KERNEL_SOURCE, kernel_names
+
+
+def _state() -> EngineState:
+    n = 8
+    return EngineState(xp=np, obj=np.ones((12, 12), np.complex64), probe=np.ones((1, n, n), np.complex64),
+                       amplitudes=np.ones((2, n, n), np.float32), valid=None, rows=np.array([0, 4]),
+                       cols=np.array([0, 4]), rng=np.random.default_rng(0))
+
+
+def test_numpy_state_gets_the_reference_engines():
+    st = _state()
+    for name, cls in ENGINES.items():
+        assert type(create_engine(name, st, EngineSettings())) is cls
+        assert fast_path_reason(name, st, EngineSettings()) == "arrays are not CuPy arrays"
+
+
+def test_every_launched_kernel_is_defined():
+    defined = set(kernel_names())
+    engines_src = (Path(KERNEL_SOURCE).parent / "engines.py").read_text()
+    launched = set(re.findall(r'rt\.launch\(\s*"(\w+)"', engines_src))
+    assert launched, "no launches found"
+    assert launched <= defined, launched - defined
