@@ -76,7 +76,7 @@ class DataParameters:
     raw_frame_px: tuple[int, int] = param((256, 256), kind="pair_int", flag="nxy", unit="px", min=1, max=65536,
                                           hint="Raw frame size (rows, cols); only needed for .csv/.bin data.",
                                           advanced=True)
-    simulate: bool = param(False, kind="bool", flag="simulate",
+    simulate: bool = param(False, kind="bool", flag="simulate", label="Simulated data",
                            hint="Simulate the data from a built-in test object instead of reading files.")
     photons: float = param(0.0, kind="float", flag="photons", unit="counts", min=0.0, max=1e15,
                            hint="Simulation only: photons per pattern for Poisson noise (0 = noise-free).",
@@ -101,10 +101,10 @@ class PreprocessingParameters:
                                 "no constraint.", advanced=True)
     threshold: float = param(0.0, kind="float", flag="threshold", unit="counts", min=0.0, max=1e12,
                              hint="Counts below the threshold become 0; others have it subtracted.")
-    sqrt_data: bool = param(False, kind="bool", flag="sqrtData",
+    sqrt_data: bool = param(False, kind="bool", flag="sqrtData", label="Files hold intensities (sqrtData)",
                             hint="The files hold intensities (photon counts). Without it the files hold amplitudes, "
                                  "which are squared on reading.")
-    fft_shift_data: bool = param(False, kind="bool", flag="fftShiftData",
+    fft_shift_data: bool = param(False, kind="bool", flag="fftShiftData", label="FFT-shift the patterns",
                                  hint="The files hold patterns with zero frequency at the centre: fftshift them.")
     beamstop_mask: bool = param(False, kind="bool", flag="beamstopMask", advanced=True,
                                 hint="Read beamstopMask.h5 beside the data; pixels with mask < 0.99 float.")
