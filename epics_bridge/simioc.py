@@ -245,13 +245,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
         os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", "127.0.0.1")
     data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
     group_cls = make_group_class()
     ioc = group_cls(prefix=args.prefix, data_dir=data_dir, size_px=args.size, first_scan=args.first_scan)
     if args.list_pvs:
         for name in ioc.pvdb:
             print(name)
         return 0
+    data_dir.mkdir(parents=True, exist_ok=True)
     from caproto.asyncio.server import run
 
     async def startup(async_lib: Any) -> None:

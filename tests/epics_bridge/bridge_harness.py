@@ -281,9 +281,12 @@ class BridgeProc(Process):
         except (OSError, ValueError):
             return {}
 
-    def start(self) -> None:
+    def start(self, wait_connected: bool = True) -> None:
         started = time.time()
         super().start()
+        if not wait_connected:
+            wait_for(lambda: self.state().get("started_at", 0) >= started - 1, 30, "the bridge's first state")
+            return
 
         def connected() -> bool:
             if not self.alive():

@@ -183,3 +183,33 @@ def test_filename_trigger(sim, make_bridge, recorder: Path) -> None:
     recs = records(recorder)
     assert [r["params"]["data"]["file_pattern"] for r in recs] == [
         str(sim.data_dir / f"scan{n}_data_#06d.h5") for n in (first, second)]
+
+
+def test_bridge_started_before_the_ioc_waits_and_then_works(ca, tmp_path: Path, recorder: Path) -> None:
+    from bridge_harness import BridgeProc, SimIoc, bridge_config
+
+    bridge = BridgeProc(ca, bridge_config(tmp_path, recorder), tmp_path / "bridge.log")
+    sim = SimIoc(ca, tmp_path / "data", tmp_path / "simioc.log")
+    try:
+        bridge.start(wait_connected=False)
+        quiet_period(bridge)  # alive, beating, nothing connected
+        assert bridge.alive() and not any(p["connected"] for p in bridge.state()["pvs"].values())
+        sim.start()
+        wait_for(lambda: all(p["connected"] for p in bridge.state()["pvs"].values()), 40, "the late IOC's PVs")
+        number = sim.play()
+        wait_for(lambda: records(recorder), 20, "the submission")
+        assert [r["scan"]["scan_number"] for r in records(recorder)] == [str(number)]
+    finally:
+        bridge.stop()
+        sim.stop()
+
+
+def test_simioc_lists_its_pvs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "epics_bridge.simioc", "--list-pvs", "--prefix", "X:",
+                          "--data-dir", str(tmp_path / "never")], capture_output=True, text=True, timeout=60)
+    names = out.stdout.split()
+    assert out.returncode == 0 and "X:scan2.BUSY" in names and "X:HDF1:Capture_RBV" in names and "X:sim:Go" in names
+    assert not (tmp_path / "never").exists()
