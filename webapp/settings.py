@@ -140,6 +140,9 @@ PTYCHOPY_DATA_ROOTS = [
     for p in (os.environ.get("PTYCHOPY_DATA_ROOTS") or str(PTYCHOPY_HOME / "data")).split(":")
     if p.strip()
 ]
+# Files uploaded with the job form land here; it counts as one more data root.
+PTYCHOPY_UPLOADS_DIR = Path(os.environ.get("PTYCHOPY_UPLOADS_DIR") or PTYCHOPY_HOME / "uploads").resolve()
+PTYCHOPY_MAX_UPLOAD_BYTES = int(os.environ.get("PTYCHOPY_MAX_UPLOAD_BYTES") or 512 * 2**20)
 PTYCHOPY_FRAME_RATE_HZ = float(os.environ.get("PTYCHOPY_FRAME_RATE_HZ") or 5)
 PTYCHOPY_HEARTBEAT_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_S") or 2)
 PTYCHOPY_HEARTBEAT_STALE_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_STALE_S") or 15)

@@ -21,6 +21,7 @@ def webapp_settings(settings, tmp_path: Path) -> Path:
     data.mkdir()
     settings.PTYCHOPY_DATA_ROOTS = [data]
     settings.PTYCHOPY_RESULTS_DIR = tmp_path / "results"
+    settings.PTYCHOPY_UPLOADS_DIR = tmp_path / "uploads"
     settings.PTYCHOPY_EMBEDDED_WORKER = False
     settings.PTYCHOPY_FRAME_RATE_HZ = 20
     return data

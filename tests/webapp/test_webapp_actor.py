@@ -143,3 +143,24 @@ def test_worker_heartbeat_records_the_current_job(worker, broker, sent_frames, s
     broker.join("reconstruct", fail_fast=True)
     worker.join()
     assert Job.objects.get(pk=job.pk).status == "cancelled"
+
+
+def test_owner_is_mailed_when_they_asked(worker, broker, sent_frames, user, mailoutbox):
+    job = services.submit_job(small_parameters(iterations=3), owner=user, notify_email=True)
+    services.submit_job(small_parameters(iterations=3), owner=user)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    assert len(mailoutbox) == 1
+    mail = mailoutbox[0]
+    assert mail.to == ["alice@example.org"] and f"job {job.pk} done" in mail.subject
+    assert f"/jobs/{job.pk}/" in mail.body
+
+
+def test_deleting_a_running_job_stops_it_and_leaves_no_files(worker, broker, sent_frames, user):
+    job = services.submit_job(small_parameters(iterations=1_000_000), owner=user)
+    wait_for(lambda: Job.objects.filter(pk=job.pk, iteration__gte=2).exists())
+    services.delete_job(Job.objects.get(pk=job.pk), user)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    assert not Job.objects.filter(pk=job.pk).exists()
+    assert not services.job_results_dir(job.pk).exists()

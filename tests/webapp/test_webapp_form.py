@@ -105,3 +105,29 @@ def test_clone_prefills_the_form_with_the_jobs_parameters(client, user):
     assert form.initial["reconstruction__iterations"] == "77"
     assert form.initial["label"] == "orig (copy)"
     assert f"job {job.pk}" in response.content.decode()
+
+
+def test_uploaded_files_are_stored_in_the_uploads_folder_and_used(client, user, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(user)
+    positions = SimpleUploadedFile("../../positions.csv", b"0.0, 0.0\n1e-7, 0.0\n", content_type="text/csv")
+    data = form_data(small_parameters(), **{"experiment__positions_file__upload": positions})
+    response = client.post("/jobs/new/", data)
+    assert response.status_code == 302, response.context["form"].errors
+    stored = Job.objects.get().parameters["experiment"]["positions_file"]
+    uploads = settings.PTYCHOPY_UPLOADS_DIR.resolve()
+    assert stored.startswith(str(uploads / "alice")) and stored.endswith("positions.csv")
+    with open(stored, "rb") as f:
+        assert f.read().startswith(b"0.0, 0.0")
+
+
+def test_too_large_uploads_are_refused_inline(client, user, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.PTYCHOPY_MAX_UPLOAD_BYTES = 10
+    client.force_login(user)
+    probe = SimpleUploadedFile("probe.csv", b"x" * 100)
+    response = client.post("/jobs/new/", form_data(small_parameters(), **{"reconstruction__probe_guess__upload": probe}))
+    assert "more than the 10 bytes allowed" in response.context["form"].errors["reconstruction__probe_guess__upload"][0]
+    assert Job.objects.count() == 0

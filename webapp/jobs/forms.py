@@ -16,6 +16,7 @@ from reconstruction import ParameterError, Parameters
 from reconstruction.parameters import GROUP_TITLES, FieldSpec, leaf_specs
 
 from .paths import confine_parameters
+from .uploads import UPLOADABLE, UploadRejected, save_upload
 
 
 def field_name(path: str) -> str:
@@ -48,10 +49,15 @@ def _form_field(spec: FieldSpec) -> forms.Field:
                            widget=forms.TextInput(attrs=attrs))
 
 
+def upload_name(path: str) -> str:
+    return field_name(path) + "__upload"
+
+
 @dataclass
 class FieldRow:
     field: Any  # BoundField
     spec: FieldSpec
+    upload: Any = None  # BoundField of the file input, for parameters that name one file
 
 
 @dataclass
@@ -79,13 +85,18 @@ class JobForm(forms.Form):
     )
     notify_email = forms.BooleanField(required=False, label="E-mail me when it finishes")
 
-    def __init__(self, *args: Any, base: Parameters | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, base: Parameters | None = None, username: str = "", **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.specs = leaf_specs()
+        self.username = username
         base = base or Parameters()
         for spec in self.specs:
             name = field_name(spec.path)
             self.fields[name] = _form_field(spec)
+            if spec.path in UPLOADABLE:
+                self.fields[upload_name(spec.path)] = forms.FileField(
+                    required=False, label=f"or upload {spec.label.lower()}",
+                    widget=forms.ClearableFileInput(attrs={"aria-label": f"Upload {spec.label.lower()}"}))
             value = base.get(spec.path)
             self.initial.setdefault(name, value if spec.kind in ("bool", "choice") else display_value(value))
         self.parameters: Parameters | None = None
@@ -95,7 +106,8 @@ class JobForm(forms.Form):
         for spec in self.specs:
             group = out.setdefault(spec.group, FieldGroup(spec.group, GROUP_TITLES.get(spec.group, spec.group),
                                                           [], []))
-            row = FieldRow(self[field_name(spec.path)], spec)
+            upload = self[upload_name(spec.path)] if spec.path in UPLOADABLE else None
+            row = FieldRow(self[field_name(spec.path)], spec, upload)
             (group.advanced if spec.advanced else group.basic).append(row)
         return list(out.values())
 
@@ -104,12 +116,29 @@ class JobForm(forms.Form):
         if self.errors:
             return cleaned
         cmdstr = (cleaned.get("cmdstr") or "").strip()
+        uploaded = self._save_uploads(cleaned)
+        if uploaded is None:
+            return cleaned
         try:
             params = Parameters.from_cmdstr(cmdstr) if cmdstr else Parameters.from_dict(
                 {spec.path: cleaned.get(field_name(spec.path)) for spec in self.specs})
-            self.parameters = confine_parameters(params)
+            self.parameters = confine_parameters(params.replace(uploaded) if uploaded else params)
         except ParameterError as exc:
             for problem in exc.problems:
                 target = "cmdstr" if cmdstr else (field_name(problem.path) if problem.path else None)
                 self.add_error(target, problem.message)
         return cleaned
+
+    def _save_uploads(self, cleaned: dict[str, Any]) -> dict[str, str] | None:
+        """``{parameter path: stored file}`` for each uploaded file; None when one was refused."""
+        saved: dict[str, str] = {}
+        for path in UPLOADABLE:
+            upload = cleaned.get(upload_name(path))
+            if not upload:
+                continue
+            try:
+                saved[path] = str(save_upload(upload, self.username))
+            except UploadRejected as exc:
+                self.add_error(upload_name(path), str(exc))
+                return None
+        return saved

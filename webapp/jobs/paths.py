@@ -32,7 +32,12 @@ class PathNotAllowed(ValueError):
 
 
 def data_roots() -> list[Path]:
-    return [Path(os.path.realpath(Path(r).expanduser())) for r in settings.PTYCHOPY_DATA_ROOTS]
+    """The configured data folders, then the uploads folder, each fully resolved."""
+    roots = [Path(os.path.realpath(Path(r).expanduser())) for r in settings.PTYCHOPY_DATA_ROOTS]
+    uploads = getattr(settings, "PTYCHOPY_UPLOADS_DIR", None)
+    if uploads:
+        roots.append(Path(os.path.realpath(Path(uploads).expanduser())))
+    return roots
 
 
 def confine(raw: str, roots: Iterable[Path] | None = None, *, pattern: bool = False) -> str:

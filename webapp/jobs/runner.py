@@ -8,6 +8,7 @@ worker that died is claimed again and re-run from the start.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ def run_job(job_id: int) -> str:
         return JobRun(job).execute()
     except JobVanished:
         log.info("job %s was deleted while running", job_id)
+        shutil.rmtree(job_results_dir(job_id), ignore_errors=True)
         return "deleted"
     finally:
         heartbeat.set_current_job(None)

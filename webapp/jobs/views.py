@@ -45,7 +45,7 @@ def new_job(request: HttpRequest, base: Parameters | None = None, source_job: Jo
     scan_error = ""
     scan_notes: list[str] = []
     if request.method == "POST":
-        form = JobForm(request.POST)
+        form = JobForm(request.POST, request.FILES, username=request.user.get_username())
         if form.is_valid() and form.parameters is not None:
             job = services.submit_job(form.parameters, owner=request.user, source="web",
                                       label=form.cleaned_data["label"],
