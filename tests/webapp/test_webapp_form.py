@@ -128,6 +128,7 @@ def test_too_large_uploads_are_refused_inline(client, user, settings):
     settings.PTYCHOPY_MAX_UPLOAD_BYTES = 10
     client.force_login(user)
     probe = SimpleUploadedFile("probe.csv", b"x" * 100)
-    response = client.post("/jobs/new/", form_data(small_parameters(), **{"reconstruction__probe_guess__upload": probe}))
+    data = form_data(small_parameters(), **{"reconstruction__probe_guess__upload": probe})
+    response = client.post("/jobs/new/", data)
     assert "more than the 10 bytes allowed" in response.context["form"].errors["reconstruction__probe_guess__upload"][0]
     assert Job.objects.count() == 0
