@@ -31,8 +31,9 @@ class Monitor:
         import epics
 
         for name in self.pvnames:
-            pv = epics.PV(name, form="time", auto_monitor=True, connection_callback=self._on_connection)
-            pv.add_callback(self._on_value, with_ctrlvars=False)
+            # callbacks given to the constructor exist before the channel connects: no first value is missed
+            pv = epics.PV(name, form="time", auto_monitor=True, callback=self._on_value,
+                          connection_callback=self._on_connection)
             self._pvs.append(pv)
         log.info("monitoring %d PVs", len(self._pvs))
 
