@@ -124,11 +124,22 @@
     if (FINISHED.has(h.status)) {
       const cancelForm = el("cancel-form");
       if (cancelForm) cancelForm.hidden = true;
-      if (h.status !== "failed") {
-        el("downloads").hidden = false;
-        el("no-downloads").hidden = true;
-      }
+      if (!detailsRefreshed) refreshDetails();
     }
+  }
+
+  // The details card (end time, duration, device, downloads) is rendered by the server: fetch it once more
+  // when the job has finished.
+  let detailsRefreshed = FINISHED.has(root.dataset.statusAtLoad);
+  function refreshDetails() {
+    detailsRefreshed = true;
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("details");
+        if (fresh) el("details").replaceWith(fresh);
+      })
+      .catch(function () { detailsRefreshed = false; });
   }
 
   function draw() {
