@@ -351,7 +351,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
 
 def _path(base: Path, text: str) -> Path:
     p = Path(os.path.expanduser(text))
-    return p if p.is_absolute() else base / p
+    return Path(os.path.normpath(p if p.is_absolute() else base / p))
 
 
 def _pv_source(value: Any, where: str, prefix: str, source: str) -> PvSource:

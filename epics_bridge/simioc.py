@@ -137,7 +137,6 @@ async def play_scan(ioc: Any) -> None:
     number = int(ioc.scan_number.value) + 1
     name = f"scan{number}"
     _autosave(ioc.data_dir, number)
-    await ioc.status.write("scanning")
     await ioc.scan_number.write(number)
     await ioc.file_name.write(name)
     await ioc.num_capture.write(rows * cols)
@@ -148,6 +147,7 @@ async def play_scan(ioc: Any) -> None:
     await ioc.smsg2.write("Scanning")
     await ioc.capture.write("Capture")
     await ioc.busy2.write(1)
+    await ioc.status.write("scanning")  # after BUSY: "scanning" means BUSY is already 1
     point_s = max(0.0, float(ioc.point_time.value))
     late_s = max(0.0, float(ioc.late_write.value))
     captured, aborted = 0, False

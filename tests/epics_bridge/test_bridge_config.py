@@ -25,7 +25,7 @@ def test_example_config_loads_with_the_prefix_applied() -> None:
     assert cfg.beamline == "SIM" and cfg.trigger.busy_pv == "ptysim:scan2.BUSY"
     assert cfg.metadata.step_m is not None and cfg.metadata.step_m[0].scale == 1e-6
     assert cfg.template.preprocessing.size_px == 64 and cfg.template.data.first_file_index == 1
-    assert cfg.journal_path == EXAMPLE.parent / "var/epics_bridge/journal.sqlite3"
+    assert cfg.journal_path.resolve() == REPO / "var/epics_bridge/journal.sqlite3"
     assert "ptysim:HDF1:FileName" in cfg.pvs and len(cfg.pvs) == len(set(cfg.pvs))
 
 
