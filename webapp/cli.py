@@ -74,6 +74,9 @@ def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True
         server.run()
     finally:
         embedded.stop_worker()
+    if not server.listening_addresses:
+        print(f"could not listen on {host}:{port} (is the port in use?)", file=sys.stderr)
+        return 1
     return 0
 
 

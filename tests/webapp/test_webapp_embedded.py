@@ -85,3 +85,25 @@ def test_worker_command_line_is_one_process_one_thread_on_reconstruct():
     assert argv[:2] == ["dramatiq", "webapp.worker_boot"]
     assert argv[argv.index("--processes") + 1] == "1" and argv[argv.index("--threads") + 1] == "1"
     assert argv[argv.index("--queues") + 1] == "reconstruct" and argv[-1] == "--verbose"
+
+
+def test_serve_as_a_process_prints_the_login_and_reports_a_busy_port(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+        env["PTYCHOPY_HOME"] = str(tmp_path / "home")
+        proc = subprocess.run([sys.executable, "-m", "webapp.cli", "serve", "--port", str(port), "--no-browser"],
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    password = (tmp_path / "home" / "demo-login.txt").read_text().split("password=")[1].strip()
+    assert f"log in as: demo  password: {password}" in proc.stdout
+    assert "is the port in use?" in proc.stderr
+    assert (tmp_path / "home" / "ptychopy.sqlite3").is_file()

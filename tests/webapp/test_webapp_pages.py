@@ -104,6 +104,8 @@ def test_dashboard_lists_workers_running_and_queued_jobs(client, user):
     client.force_login(user)
     html = client.get("/dashboard/").content.decode()
     assert "gpu-node-1:77" in html and "busy one" in html and "GPU 0" in html
+    orphan = make_job(user, status="running", worker="gone-host:5")
+    assert f'href="/jobs/{orphan.pk}/"' in client.get("/dashboard/").content.decode().split("without a heartbeat")[1]
     data = client.get("/dashboard/?format=json").json()
     assert data["queue_depth"] == 1 and data["workers"][0]["job"] == running.pk and data["workers"][0]["alive"]
 
