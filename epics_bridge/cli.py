@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s epics_bridge %(levelname)s %(name)s: %(message)s")
+    for noisy in ("h5py", "hdf5plugin", "caproto"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, getattr(logging, args.log_level)))
     if not args.config:
         parser.print_usage(sys.stderr)
         print("error: give --config FILE (or set EPICS_BRIDGE_CONFIG)", file=sys.stderr)

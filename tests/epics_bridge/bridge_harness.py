@@ -282,18 +282,24 @@ class BridgeProc(Process):
             return {}
 
     def start(self, wait_connected: bool = True) -> None:
-        started = time.time()
         super().start()
-        if not wait_connected:
-            wait_for(lambda: self.state().get("started_at", 0) >= started - 1, 30, "the bridge's first state")
-            return
+        assert self.proc is not None
+        pid = self.proc.pid
 
-        def connected() -> bool:
+        def mine() -> dict[str, Any]:
+            """The state file once this process wrote it (a previous bridge's file does not count)."""
             if not self.alive():
                 raise AssertionError(f"bridge exited:\n{self.log()[-3000:]}")
             st = self.state()
-            return bool(st.get("started_at", 0) >= started - 1 and st.get("pvs")
-                        and all(p["connected"] for p in st["pvs"].values()))
+            return st if st.get("pid") == pid else {}
+
+        if not wait_connected:
+            wait_for(mine, 30, "the bridge's first state")
+            return
+
+        def connected() -> bool:
+            st = mine()
+            return bool(st.get("pvs") and all(p["connected"] for p in st["pvs"].values()))
 
         wait_for(connected, 30, "the bridge to connect to every PV")
 
