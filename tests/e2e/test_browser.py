@@ -128,3 +128,18 @@ def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, 
         dl_link.click()
     path = info.value.path()
     assert Path(path).read_bytes()[:8] == HDF5_MAGIC, "the downloaded result is not an HDF5 file"
+
+    # Clone it: the generated form comes back filled with the job's parameters and submits as it is; then
+    # cancel the clone with the page's own (CSRF-protected) button.
+    pg.locator(f'a[href="/jobs/{job_id}/clone/"], a:has-text("Clone")').first.click()
+    pg.wait_for_url(re.compile(r"/(clone|new)/"), timeout=15000)
+    pg.locator("form.job-form button[type=submit], form button[type=submit]:has-text('Submit')").first.click()
+    pg.wait_for_url(re.compile(r"/jobs/\d+/$"), timeout=20000)
+    clone_id = int(re.search(r"/jobs/(\d+)/$", pg.url).group(1))  # type: ignore[union-attr]
+    assert clone_id != job_id
+    clone = api.job(clone_id)
+    assert clone["status"] in {"queued", "running"}, clone
+    pg.on("dialog", lambda dialog: dialog.accept())  # a confirm() before cancelling is fine
+    pg.locator("#cancel-form button[type=submit]").click()
+    row = api.wait_status(clone_id, {"cancelled", "done", "failed"}, 60)
+    assert row["status"] == "cancelled", row

@@ -95,7 +95,7 @@ def test_twenty_viewers_and_ten_queued_jobs(prod_stack: ProductionStack, alice: 
     prod_stack.start_worker(0)
     prod_stack.start_worker(1)  # two workers, as on a two-GPU host
     t_start = time.monotonic()
-    main_iters = 150
+    main_iters = 300
     main_id = int(api.submit(small_sim_cmdstr(main_iters), label="load-main")["id"])
     queued_ids = [int(api.submit(small_sim_cmdstr(10), label=f"load-q{i}")["id"]) for i in range(QUEUED)]
     submit_s = time.monotonic() - t_start

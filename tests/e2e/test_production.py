@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import socket
 import time
+import zipfile
 
 import h5py
 import pytest
@@ -45,6 +47,24 @@ def assert_live_frames(frames: list[Frame], job_id: int) -> None:
     assert changed, f"no image changed between iteration {iterations[0]} and {iterations[-1]} ({names})"
 
 
+MAGIC = {"tiff": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"), "png": (b"\x89PNG",)}
+
+
+def assert_export(body: bytes, fmt: str) -> None:
+    """One file of the format, or a zip of several (e.g. amplitude and phase)."""
+    if body.startswith(b"PK\x03\x04"):
+        with zipfile.ZipFile(io.BytesIO(body)) as zf:
+            members = zf.namelist()
+            assert members, f"the {fmt} download is an empty zip"
+            for name in members:
+                assert_export(zf.read(name), fmt)
+        return
+    if fmt in MAGIC:
+        assert body.startswith(MAGIC[fmt]), f"the {fmt} download is not a {fmt} file: {body[:16]!r}"
+    else:
+        assert body and b"\x00" not in body[:4096], f"the {fmt} download is not text"
+
+
 def test_job_streams_live_frames_and_lands_in_history(prod_stack: ProductionStack, alice: User) -> None:
     api = ApiClient(prod_stack.base_url, alice.token)
     web = logged_in(prod_stack, alice)
@@ -78,6 +98,10 @@ def test_job_streams_live_frames_and_lands_in_history(prod_stack: ProductionStac
                       and obj.dtype.kind == "c" and obj.ndim >= 2 else None)
     assert images, "no complex image (object, probe) in the result file"
     assert list(prod_stack.results_dir.rglob("*.h5")), f"no result file under {prod_stack.results_dir}"
+    for fmt in ("tiff", "png", "csv"):
+        resp = web.get(f"/jobs/{job_id}/download/{fmt}/")
+        assert resp.status == 200, f"{fmt} download: {resp!r}"
+        assert_export(resp.body, fmt)
 
 
 def test_worker_killed_mid_job_job_finishes_after_restart(prod_stack: ProductionStack, alice: User) -> None:
@@ -104,3 +128,62 @@ def test_worker_killed_mid_job_job_finishes_after_restart(prod_stack: Production
     print(f"job {job_id} finished {time.monotonic() - t0:.1f} s after the worker restart")
     download = web.get(f"/jobs/{job_id}/download/h5/")
     assert download.status == 200 and download.body.startswith(HDF5_MAGIC), download
+
+
+CONTRACT_HEADER_KEYS = {"job", "seq", "iteration", "iterations", "status", "error", "errors", "rate_per_s", "eta_s",
+                        "images"}
+CONTRACT_IMAGE_KEYS = {"name", "shape", "offset", "length", "vmin", "vmax"}
+
+
+def test_late_viewer_first_gets_the_latest_state(prod_stack: ProductionStack, alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    web = logged_in(prod_stack, alice)
+    job_id = int(api.submit(small_sim_cmdstr(20), label="e2e-late")["id"])
+    api.wait_status(job_id, FINAL_STATUSES, timeout=90)
+    t0 = time.monotonic()
+    frames = asyncio.run(collect_frames(prod_stack.base_url, job_id, web.cookie_header(), prod_stack.origin,
+                                        min_frames=1, until_final=False, timeout=10))
+    assert frames, "a viewer of a finished job got no frame on connect"
+    first = frames[0]
+    print(f"first frame {time.monotonic() - t0:.2f} s after connecting")
+    assert first.status == "done" and first.iteration == 20, f"not the latest state: {first.header}"
+    missing = CONTRACT_HEADER_KEYS - set(first.header)
+    assert not missing, f"frame header lacks {sorted(missing)}: {sorted(first.header)}"
+    assert len(first.header["errors"]) >= 1, "the stored frame carries no error curve"
+    for img in first.header["images"]:
+        assert not CONTRACT_IMAGE_KEYS - set(img), f"image entry lacks {sorted(CONTRACT_IMAGE_KEYS - set(img))}"
+        assert img["vmin"] <= img["vmax"], img
+
+
+def test_cancel_from_the_page_keeps_the_last_iterate(prod_stack: ProductionStack, alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    web = logged_in(prod_stack, alice)
+    job_id = int(api.submit(small_sim_cmdstr(3000), label="e2e-cancel")["id"])
+    frames = asyncio.run(collect_frames(prod_stack.base_url, job_id, web.cookie_header(), prod_stack.origin,
+                                        min_frames=3, until_final=False, timeout=90))
+    assert any(f.status == "running" and f.iteration >= 1 for f in frames), [f.header for f in frames]
+    page = web.get(f"/jobs/{job_id}/")
+    assert page.status == 200
+    resp = web.post_form(f"/jobs/{job_id}/cancel/", {"csrfmiddlewaretoken": page.csrf_token()})
+    assert resp.status in (200, 302, 303), f"cancel from the page: {resp!r}"
+    row = api.wait_status(job_id, FINAL_STATUSES, timeout=60)
+    assert row["status"] == "cancelled", row
+    assert 1 <= int(row.get("iteration", 0)) < 3000, f"the cancelled job's iteration: {row}"
+    download = web.get(f"/jobs/{job_id}/download/h5/")
+    assert download.status == 200 and download.body.startswith(HDF5_MAGIC), (
+        f"a cancelled job keeps its last iterate as a result file: {download!r}")
+
+
+def test_dashboard_and_openapi(prod_stack: ProductionStack, alice: User) -> None:
+    web = logged_in(prod_stack, alice)
+    dash = web.get("/dashboard/")
+    assert dash.status == 200, dash
+    assert socket.gethostname() in dash.text, "the dashboard shows no heartbeat of this host's worker"
+    spec = web.get("/api/v1/openapi.json")
+    assert spec.status == 200, spec
+    doc = spec.json()
+    assert str(doc.get("openapi", "")).startswith("3"), f"not an OpenAPI 3 document: {list(doc)[:10]}"
+    paths = doc.get("paths", {})
+    for path in ("/api/v1/jobs/", "/api/v1/jobs/{id}/", "/api/v1/jobs/{id}/cancel/"):
+        assert any(p.replace("{job_id}", "{id}").replace("{pk}", "{id}") == path for p in paths), (
+            f"{path} missing from the OpenAPI paths {sorted(paths)}")

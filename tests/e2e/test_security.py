@@ -153,6 +153,7 @@ def test_websocket_origin_and_login_checked(prod_stack: ProductionStack, alice: 
         }
 
     seen = asyncio.run(outcomes())
+    print(f"websocket outcomes: {seen}")
     assert seen["same origin"] == "accepted", seen
     for case in ("foreign origin", "no origin", "anonymous"):
         assert not seen[case].startswith("accepted"), f"websocket with {case} was served: {seen}"
