@@ -164,3 +164,20 @@ def test_deleting_a_running_job_stops_it_and_leaves_no_files(worker, broker, sen
     worker.join()
     assert not Job.objects.filter(pk=job.pk).exists()
     assert not services.job_results_dir(job.pk).exists()
+
+
+def test_an_interrupted_run_hands_the_job_back_to_the_queue(small_params, sent_frames, monkeypatch):
+    from reconstruction.driver import Reconstruction
+
+    class Shutdown(BaseException):
+        pass
+
+    def interrupted(cls, params, **kw):
+        raise Shutdown()
+
+    monkeypatch.setattr(Reconstruction, "from_parameters", classmethod(interrupted))
+    job = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="queued")
+    with pytest.raises(Shutdown):
+        runner.run_job(job.pk)
+    job.refresh_from_db()
+    assert job.status == "queued" and "re-queued" in job.message

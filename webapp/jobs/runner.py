@@ -49,6 +49,11 @@ def run_job(job_id: int) -> str:
         log.info("job %s was deleted while running", job_id)
         shutil.rmtree(job_results_dir(job_id), ignore_errors=True)
         return "deleted"
+    except BaseException:
+        # Interrupted (worker shutdown, time limit): hand the job back so a worker start re-queues it.
+        Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
+            status=Job.Status.QUEUED, message="interrupted; re-queued when a worker starts")
+        raise
     finally:
         heartbeat.set_current_job(None)
 
@@ -80,7 +85,7 @@ def claim(job_id: int) -> Job | str:
         return "cancelled"
     claimed = Job.objects.filter(still_as_seen, pk=job.pk).update(
         status=Job.Status.RUNNING, worker=me, started=now, finished=None, iteration=0, final_error=None,
-        error_history=[], message="", result_path="", device=heartbeat.gpu_label(),
+        error_history=[], message="", result_path="", device="",
     )
     if not claimed:
         return "claimed by another worker"
@@ -110,8 +115,7 @@ class JobRun:
         except Exception as exc:
             return self.fail(exc)
         try:
-            device = str(getattr(rec.backend, "device", "") or "")
-            self.update(device=device[:100], iterations=rec.iterations)
+            self.update(device=device_description(rec)[:100], iterations=rec.iterations)
             cancelled = self.iterate(rec)
             result = rec.result()
             path = self.write(result)
@@ -201,6 +205,13 @@ class JobRun:
     def update(self, **fields: Any) -> None:
         if not Job.objects.filter(pk=self.job.pk).update(**fields):
             raise JobVanished(self.job.pk)
+
+
+def device_description(rec: Any) -> str:
+    """The backend's device, with the pinned GPU when the worker has one (``CUDA_VISIBLE_DEVICES``)."""
+    device = str(getattr(rec.backend, "device", "") or "")
+    pinned = heartbeat.gpu_label()
+    return f"{device} [{pinned}]" if pinned.startswith("GPU") and pinned not in device else device
 
 
 def failure_message(exc: BaseException) -> str:
