@@ -27,13 +27,23 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    from django.db import connections
+    from django.conf import settings
+    from django.db import DatabaseError, connections
 
     from webapp.jobs.services import requeue_unfinished
 
-    n = requeue_unfinished()
-    if n:
-        print(f"re-queued {n} unfinished job(s)", flush=True)
+    if not settings.REDIS_URL:
+        print("python -m webapp.worker needs REDIS_URL (and DATABASE_URL): without them the broker is in-memory "
+              "and only 'ptychopy serve' (the embedded mode) can run jobs", file=sys.stderr)
+        return 2
+    try:
+        n = requeue_unfinished()
+    except DatabaseError as exc:
+        print(f"start-up re-queue skipped, the database is not ready ({exc}); run 'manage.py migrate'",
+              file=sys.stderr, flush=True)
+    else:
+        if n:
+            print(f"re-queued {n} unfinished job(s)", flush=True)
     connections.close_all()
 
     from dramatiq.cli import main as dramatiq_main

@@ -107,3 +107,8 @@ def test_serve_as_a_process_prints_the_login_and_reports_a_busy_port(tmp_path):
     assert f"log in as: demo  password: {password}" in proc.stdout
     assert "is the port in use?" in proc.stderr
     assert (tmp_path / "home" / "ptychopy.sqlite3").is_file()
+
+
+def test_worker_refuses_to_start_without_redis(capsys):
+    assert worker.main([]) == 2
+    assert "needs REDIS_URL" in capsys.readouterr().err
