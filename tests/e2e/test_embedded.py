@@ -62,7 +62,7 @@ def test_demo_running_on_first_page_and_restart_loses_no_job(embedded: EmbeddedS
     assert listed_before.status == 200
 
     t0 = time.monotonic()
-    embedded.restart()
+    stop_s = embedded.restart()
     restart_s = time.monotonic() - t0
 
     web = WebClient(embedded.base_url)
@@ -78,4 +78,13 @@ def test_demo_running_on_first_page_and_restart_loses_no_job(embedded: EmbeddedS
     for j in extra_ids:
         row = api.wait_status(j, {"done", "failed", "cancelled"}, timeout=120)
         assert row["status"] == "done", f"job {j} (was {before[j]} before the restart) ended {row}"
-    print(f"embedded restart took {restart_s:.1f} s; statuses before it: {before}")
+    print(f"embedded restart took {restart_s:.1f} s (stopping {stop_s:.1f} s); statuses before: {before}")
+
+    # A crash (SIGKILL: power loss, OOM killer) mid-job loses nothing either: the job runs again after start-up.
+    crash_id = int(api.submit(small_sim_cmdstr(400), label="emb-crash")["id"])
+    frames = asyncio.run(collect_frames(embedded.base_url, crash_id, web.cookie_header(), origin,
+                                        min_frames=2, until_final=False, timeout=60))
+    assert any(f.status == "running" for f in frames), f"job {crash_id} never ran: {[f.header for f in frames]}"
+    embedded.restart(crash=True)
+    row = api.wait_status(crash_id, {"done", "failed", "cancelled"}, timeout=150)
+    assert row["status"] == "done", f"the job running during the crash ended {row}"

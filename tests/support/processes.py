@@ -107,18 +107,30 @@ class ManagedProcess:
         forget(self._entry)
         self._entry = None
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM to the leader (graceful), then SIGKILL to the group if it is still there."""
+    def stop(self, timeout: float = 15.0) -> float:
+        """SIGTERM to the leader (graceful), then SIGKILL to the group if it is still there.
+
+        Returns how long the graceful part took (``timeout`` when it had to be killed).
+        """
         if self.proc is None:
-            return
+            return 0.0
+        took = 0.0
         if self.proc.poll() is None:
+            t0 = time.monotonic()
             with contextlib.suppress(ProcessLookupError):
                 self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 self.proc.wait(timeout=timeout)
+                took = time.monotonic() - t0
+            except subprocess.TimeoutExpired:
+                took = timeout
+            with self.log_path.open("ab") as log:
+                log.write(f"===== SIGTERM: {'exited' if took < timeout else 'still running'} after "
+                          f"{took:.1f} s\n".encode())
         self.kill()
         if self.port is not None:
             wait_port_closed(self.port, timeout=5)
+        return took
 
     def log_tail(self, lines: int = 60) -> str:
         try:

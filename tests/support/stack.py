@@ -168,10 +168,16 @@ class EmbeddedServer:
             self.proc = embedded_server(self.name, self.port, self.env, demo=self.demo)
         return self.proc.start(wait=wait)
 
-    def restart(self) -> ManagedProcess:
+    def restart(self, *, crash: bool = False) -> float:
+        """Stop (SIGTERM, or SIGKILL with ``crash``) and start again; returns how long the stop took."""
         assert self.proc is not None
-        self.proc.stop()
-        return self.proc.start(wait=120.0)
+        if crash:
+            self.proc.kill()
+            took = 0.0
+        else:
+            took = self.proc.stop(timeout=30)
+        self.proc.start(wait=120.0)
+        return took
 
     def demo_login(self) -> tuple[str, str]:
         """The demo user and password the launcher printed."""
