@@ -172,7 +172,7 @@ class FastDM(_FastMixin, DM):
 
     def _init_psi(self, which: int) -> None:
         st = self.state
-        rt.launch("dm_reflect", st.n_positions * self.n2,
+        rt.launch_jp("dm_reflect", st.n_positions, self.n2,
                   (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(0), i32(st.n_positions), i32(self.n),
                    i32(self.width), i32(self.mt), i32(self.mt), self.buf, i32(which)))
 
@@ -194,7 +194,7 @@ class FastDM(_FastMixin, DM):
         self.err.fill(0)
         self.slots.fill(0)
         # 1. overlap projection: object, then (when on) probe
-        rt.launch("dm_scatter", n_pos * n2, (self.psi, st.probe, self.rows32, self.cols32, i32(n_pos), i32(n), i32(w),
+        rt.launch_jp("dm_scatter", n_pos, n2, (self.psi, st.probe, self.rows32, self.cols32, i32(n_pos), i32(n), i32(w),
                                              i32(m), i32(mt), self.num, self.den))
         rt.launch("max_reduce", self.obj_size, (self.den, i64(self.obj_size), self.slots[0:1]))
         rt.launch("dm_obj_divide", self.obj_size, (self.num, self.den, st.obj, i64(self.obj_size),
@@ -213,13 +213,13 @@ class FastDM(_FastMixin, DM):
             cnt = min(self.chunk, n_pos - j0)
             both = self.buf[: 2 * cnt * m * n2]
             second = self.buf[cnt * m * n2: 2 * cnt * m * n2]
-            rt.launch("dm_reflect", cnt * n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
+            rt.launch_jp("dm_reflect", cnt, n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
                                                i32(cnt), i32(n), i32(w), i32(m), i32(mt), self.buf, i32(0)))
             self.plans.forward(both, 2 * cnt * m, n)
-            rt.launch("dm_modulus", cnt * n2, (self.buf, st.amplitudes, mask, has_mask, stride, i32(j0), i32(cnt),
+            rt.launch_jp("dm_modulus", cnt, n2, (self.buf, st.amplitudes, mask, has_mask, stride, i32(j0), i32(cnt),
                                                i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err))
             self.plans.inverse(second, cnt * m, n)
-            rt.launch("dm_psi_update", cnt * n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
+            rt.launch_jp("dm_psi_update", cnt, n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
                                                   i32(cnt), i32(n), i32(w), i32(m), i32(mt), self.buf))
 
 
@@ -268,13 +268,13 @@ class FastLSQML(_FastMixin, LSQML):
             self.den_o.fill(0)
             self.acc.fill(0)
             self.slots.fill(0)
-            rt.launch("ls_gather", cnt * n2, (st.obj, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
+            rt.launch_jp("ls_gather", cnt, n2, (st.obj, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
                                               i32(m), chi))
             self.plans.forward(chi, cnt * m, n)
-            rt.launch("ls_modulus", cnt * n2, (chi, st.amplitudes, mask, has_mask, stride, order, i32(b0), i32(cnt),
+            rt.launch_jp("ls_modulus", cnt, n2, (chi, st.amplitudes, mask, has_mask, stride, order, i32(b0), i32(cnt),
                                                i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err))
             self.plans.inverse(chi, cnt * m, n)
-            rt.launch("ls_scatter", cnt * n2, (chi, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
+            rt.launch_jp("ls_scatter", cnt, n2, (chi, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
                                                i32(m), self.num_o, self.den_o))
             if update_probe:
                 rt.launch("ls_probe_reduce", n2, (chi, st.obj, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
@@ -288,7 +288,7 @@ class FastLSQML(_FastMixin, LSQML):
                 rt.launch("ls_probe_update", n2, (chi, st.obj, st.probe, self.dp, rows, cols, order, i32(b0),
                                                   i32(cnt), i32(n), i32(w), i32(m), beta, delta, self.slots,
                                                   self.steps, self.new_probe))
-            rt.launch("ls_obj_update", cnt * n2, (chi, st.probe, self.den_o, rows, cols, order, i32(b0), i32(cnt),
+            rt.launch_jp("ls_obj_update", cnt, n2, (chi, st.probe, self.den_o, rows, cols, order, i32(b0), i32(cnt),
                                                   i32(n), i32(w), i32(m), beta, delta, self.slots, self.steps,
                                                   st.obj))
             if update_probe:

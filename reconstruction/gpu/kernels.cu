@@ -20,6 +20,17 @@ __device__ __forceinline__ float2 cmulc(float2 a, float2 b) {  // conj(a) * b
 }
 __device__ __forceinline__ float abs2(float2 a) { return a.x * a.x + a.y * a.y; }
 
+// Row of pixel p in an n-wide window without an integer division: the float estimate (p + 0.5) / n is within one
+// row for p < 2^24, and the two integer checks make it exact.
+__device__ __forceinline__ int row_of(int p, int n) {
+    int y = __float2int_rd(((float)p + 0.5f) * (1.0f / (float)n));
+    y -= (y * n > p);          // one-row corrections keep it exact where the float estimate is off by one
+    y += ((y + 1) * n <= p);
+    return y;
+}
+
+// Kernels over (position, pixel) pairs run on a 2-D grid: blockIdx.y strides over positions, x over pixels.
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffff, v, o);
     return v;
@@ -103,7 +114,7 @@ __global__ void epie_gather(const float2* __restrict__ obj, const float2* __rest
     float mo = 0.f, mp = 0.f;
     if (blockIdx.x == 0 && threadIdx.x < 2) fmax[2 * (slot ^ 1) + threadIdx.x] = 0u;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float2 o = obj[(long long)(r + y) * W + (c + x)];
         opatch[p] = o;
         mo = fmaxf(mo, abs2(o));
@@ -150,7 +161,7 @@ __global__ void epie_update(float2* __restrict__ obj, float2* __restrict__ probe
     float inv_mo = 1.f / slot_value(fmax + 2 * slot);
     float inv_mp = 1.f / slot_value(fmax + 2 * slot + 1);
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float2 o = opatch[p];
         float2 acc = make_float2(0.f, 0.f);
         for (int k = 0; k < M; ++k) {
@@ -175,10 +186,9 @@ __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restr
                            const int* __restrict__ rows, const int* __restrict__ cols, int N, int n, int W, int M,
                            int Mtot, float* __restrict__ num, float* __restrict__ den) {
     int n2 = n * n;
-    long long total = (long long)N * n2;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
-        int j = (int)(t / n2), p = (int)(t - (long long)j * n2);
-        int y = p / n, x = p - y * n;
+    for (int j = blockIdx.y; j < N; j += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        int y = row_of(p, n), x = p - y * n;
         float2 acc = make_float2(0.f, 0.f);
         float pi = 0.f;
         const float2* ps = psi + ((long long)j * Mtot) * n2 + p;
@@ -217,7 +227,7 @@ __global__ void dm_probe_partial(const float2* __restrict__ psi, const float2* _
     int per = (N + nseg - 1) / nseg;
     int j0 = seg * per, j1 = min(N, j0 + per);
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float d = 0.f;
         float2 acc[4];
         for (int k = 0; k < 4; ++k) acc[k] = make_float2(0.f, 0.f);
@@ -283,12 +293,11 @@ __global__ void dm_reflect(float2* __restrict__ psi, const float2* __restrict__ 
                            const int* __restrict__ rows, const int* __restrict__ cols, int j0, int cnt, int n, int W,
                            int M, int Mtot, float2* __restrict__ buf, int init) {
     int n2 = n * n;
-    long long total = (long long)cnt * n2;
     long long half = (long long)cnt * M * n2;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
-        int jj = (int)(t / n2), p = (int)(t - (long long)jj * n2);
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = j0 + jj;
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
         float2* ps = psi + ((long long)j * Mtot) * n2 + p;
         for (int k = 0; k < M; ++k) {
@@ -309,11 +318,10 @@ __global__ void dm_reflect(float2* __restrict__ psi, const float2* __restrict__ 
 __global__ void dm_modulus(float2* __restrict__ buf, const float* __restrict__ amp,
                            const unsigned char* __restrict__ mask, int has_mask, int mask_stride, int j0, int cnt,
                            int n2, int M, float inv_n, float inv_n2, double* err) {
-    long long total = (long long)cnt * n2;
     long long half = (long long)cnt * M * n2;
     float e_sq = 0.f, e_a2 = 0.f, dummy1 = 0.f, dummy2 = 0.f;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
-        int jj = (int)(t / n2), p = (int)(t - (long long)jj * n2);
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = j0 + jj;
         float s_phi = 0.f, s_ref = 0.f;
         long long base = (long long)jj * M * n2 + p;
@@ -339,12 +347,11 @@ __global__ void dm_psi_update(float2* __restrict__ psi, const float2* __restrict
                               const int* __restrict__ cols, int j0, int cnt, int n, int W, int M, int Mtot,
                               const float2* __restrict__ buf) {
     int n2 = n * n;
-    long long total = (long long)cnt * n2;
     long long half = (long long)cnt * M * n2;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
-        int jj = (int)(t / n2), p = (int)(t - (long long)jj * n2);
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = j0 + jj;
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
         float2* ps = psi + ((long long)j * Mtot) * n2 + p;
         for (int k = 0; k < M; ++k) {
@@ -362,11 +369,10 @@ __global__ void ls_gather(const float2* __restrict__ obj, const float2* __restri
                           const int* __restrict__ rows, const int* __restrict__ cols, const int* __restrict__ order,
                           int b0, int cnt, int n, int W, int M, float2* __restrict__ psi) {
     int n2 = n * n;
-    long long total = (long long)cnt * n2;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
-        int jj = (int)(t / n2), p = (int)(t - (long long)jj * n2);
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = order[b0 + jj];
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
         for (int k = 0; k < M; ++k) psi[((long long)jj * M + k) * n2 + p] = cmul(probe[k * n2 + p], o);
     }
@@ -377,10 +383,9 @@ __global__ void ls_modulus(float2* __restrict__ far, const float* __restrict__ a
                            const unsigned char* __restrict__ mask, int has_mask, int mask_stride,
                            const int* __restrict__ order, int b0, int cnt, int n2, int M, float inv_n, float inv_n2,
                            double* err) {
-    long long total = (long long)cnt * n2;
     float e_sq = 0.f, e_a2 = 0.f;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
-        int jj = (int)(t / n2), p = (int)(t - (long long)jj * n2);
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = order[b0 + jj];
         long long base = (long long)jj * M * n2 + p;
         float s = 0.f;
@@ -401,11 +406,10 @@ __global__ void ls_scatter(const float2* __restrict__ chi, const float2* __restr
                            const int* __restrict__ rows, const int* __restrict__ cols, const int* __restrict__ order,
                            int b0, int cnt, int n, int W, int M, float* __restrict__ num, float* __restrict__ den) {
     int n2 = n * n;
-    long long total = (long long)cnt * n2;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
-        int jj = (int)(t / n2), p = (int)(t - (long long)jj * n2);
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = order[b0 + jj];
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float2 acc = make_float2(0.f, 0.f);
         float pi = 0.f;
         for (int k = 0; k < M; ++k) {
@@ -429,7 +433,7 @@ __global__ void ls_probe_reduce(const float2* __restrict__ chi, const float2* __
     int n2 = n * n;
     float m = 0.f;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float d = 0.f;
         for (int jj = 0; jj < cnt; ++jj) {
             int j = order[b0 + jj];
@@ -466,7 +470,7 @@ __global__ void ls_dots(const float2* __restrict__ chi, const float2* __restrict
     float add_p = delta * slot_value(slots + 1);
     float a11 = 0.f, a22 = 0.f, a12 = 0.f, y1 = 0.f, y2 = 0.f;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
         float2 dn = num_o[w];
         float dd = den_o[w] + add_o;
@@ -538,7 +542,7 @@ __global__ void ls_probe_update(const float2* __restrict__ chi, const float2* __
     int n2 = n * n;
     float add_p = delta * slot_value(slots + 1);
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float scale = beta / (dp[p] + add_p);
         for (int k = 0; k < M; ++k) {
             float2 a = make_float2(0.f, 0.f);
@@ -563,11 +567,10 @@ __global__ void ls_obj_update(const float2* __restrict__ chi, const float2* __re
                               const float* __restrict__ steps, float* __restrict__ obj) {
     int n2 = n * n;
     float add_o = delta * slot_value(slots);
-    long long total = (long long)cnt * n2;
-    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total; t += (long long)gridDim.x * blockDim.x) {
-        int jj = (int)(t / n2), p = (int)(t - (long long)jj * n2);
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = order[b0 + jj];
-        int y = p / n, x = p - y * n;
+        int y = row_of(p, n), x = p - y * n;
         float2 acc = make_float2(0.f, 0.f);
         for (int k = 0; k < M; ++k) {
             float2 g = cmulc(probe[k * n2 + p], chi[((long long)jj * M + k) * n2 + p]);

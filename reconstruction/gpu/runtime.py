@@ -58,6 +58,14 @@ def launch(name: str, work: int, args: tuple[Any, ...], grid_y: int = 1, block: 
     kernel(name)((grid_for(work, block), grid_y), (block,), args)
 
 
+def launch_jp(name: str, positions: int, n2: int, args: tuple[Any, ...], block: int = BLOCK) -> None:
+    """A kernel over (position, pixel) pairs: x blocks stride over the pixels of a window, y over positions;
+    about eight blocks per multiprocessor in all (each thread visits several positions)."""
+    gx = grid_for(n2, block)
+    gy = int(max(1, min(positions, 65535, (sm_count() * 8) // gx)))
+    kernel(name)((gx, gy), (block,), args)
+
+
 def i32(v: int) -> np.int32:
     return np.int32(v)
 

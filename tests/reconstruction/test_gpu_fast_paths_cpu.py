@@ -30,6 +30,18 @@ def test_numpy_state_gets_the_reference_engines():
 def test_every_launched_kernel_is_defined():
     defined = set(kernel_names())
     engines_src = (Path(KERNEL_SOURCE).parent / "engines.py").read_text()
-    launched = set(re.findall(r'rt\.launch\(\s*"(\w+)"', engines_src))
+    launched = set(re.findall(r'rt\.launch(?:_jp)?\(\s*"(\w+)"', engines_src))
     assert launched, "no launches found"
     assert launched <= defined, launched - defined
+
+
+def test_row_of_index_trick_is_exact():
+    """kernels.cu finds the row of pixel p as floor((p + 0.5) * (1 / n)) in float32 plus two integer fixes."""
+    for n in (7, 32, 64, 100, 128, 256, 512, 1000, 1024, 2048, 4096):
+        p = np.arange(n * n, dtype=np.int64)
+        inv = np.float32(1.0) / np.float32(n)
+        inv = inv * np.float32(1 + 4e-7)  # fast-math reciprocal: a couple of ulp off
+        y = np.floor((p.astype(np.float32) + np.float32(0.5)) * inv).astype(np.int64)
+        y -= (y * n > p)
+        y += ((y + 1) * n <= p)
+        assert np.array_equal(y, p // n), n

@@ -1,0 +1,106 @@
+"""Where the time of a fast GPU iteration goes: every kernel and cuFFT call bracketed by CUDA events.
+
+    python3 benchmarks/profile_fast.py --size 256 --scan 30
+
+Runs each fast engine eagerly (graphs off, so each launch can be bracketed), sums device time per kernel
+name over a few iterations, and prints ms per iteration per kernel beside the graph-replay time per iteration.
+Event brackets serialise the launches, so the per-kernel sums are upper bounds of the kernels' own times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--scan", type=int, default=30)
+    p.add_argument("--algs", default="DM,LSQML,ePIE")
+    p.add_argument("--iterations", type=int, default=3)
+    args = p.parse_args()
+
+    import cupy as cp  # type: ignore[import-not-found]
+    import engines as bench  # benchmarks/engines.py
+
+    from reconstruction.driver import Reconstruction
+    from reconstruction.engines import EngineSettings
+    from reconstruction.gpu import runtime as rt
+
+    d = bench.load_scan(bench.make_scan(Path("/tmp/ptychopy_bench"), args.size, args.scan))
+    pending: list[tuple[str, Any, Any]] = []
+
+    def bracket(name: str, fn: Any) -> None:
+        s, e = cp.cuda.Event(), cp.cuda.Event()
+        s.record()
+        fn()
+        e.record()
+        pending.append((name, s, e))
+
+    orig_launch, orig_jp, orig_fwd, orig_inv = rt.launch, rt.launch_jp, rt.FFTPlans.forward, rt.FFTPlans.inverse
+
+    def launch(name: str, work: int, a: tuple[Any, ...], grid_y: int = 1, block: int = rt.BLOCK) -> None:
+        bracket(name, lambda: orig_launch(name, work, a, grid_y, block))
+
+    def launch_jp(name: str, positions: int, n2: int, a: tuple[Any, ...], block: int = rt.BLOCK) -> None:
+        bracket(name, lambda: orig_jp(name, positions, n2, a, block))
+
+    def fwd(self: Any, buf: Any, batch: int, n: int) -> None:
+        bracket(f"cufft forward (batch {batch})", lambda: orig_fwd(self, buf, batch, n))
+
+    def inv(self: Any, buf: Any, batch: int, n: int) -> None:
+        bracket(f"cufft inverse (batch {batch})", lambda: orig_inv(self, buf, batch, n))
+
+    settings = EngineSettings(update_probe_from=1, phase_constraint=0)
+    for alg in args.algs.split(","):
+        n = args.size
+        os.environ["PTYCHOPY_GPU_GRAPHS"] = "1"
+        rec = Reconstruction(d["intensities"], d["positions"], algorithm=alg, iterations=100, device="gpu", seed=0,
+                             probe=d["probe0"], beam_diameter_px=0.4 * n, settings=settings)
+        for _ in range(3):
+            rec.step()
+        graph_ms = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            rec.step()
+            graph_ms.append(1e3 * (time.perf_counter() - t0))
+        os.environ["PTYCHOPY_GPU_GRAPHS"] = "0"
+        rec.step()
+        rt.launch, rt.launch_jp = launch, launch_jp  # type: ignore[assignment]
+        rt.FFTPlans.forward, rt.FFTPlans.inverse = fwd, inv  # type: ignore[method-assign]
+        pending.clear()
+        try:
+            for _ in range(args.iterations):
+                rec.step()
+        finally:
+            rt.launch, rt.launch_jp = orig_launch, orig_jp
+            rt.FFTPlans.forward, rt.FFTPlans.inverse = orig_fwd, orig_inv  # type: ignore[method-assign]
+        cp.cuda.Device().synchronize()
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        for name, s, e in pending:
+            key = "cufft forward" if name.startswith("cufft forward") else (
+                "cufft inverse" if name.startswith("cufft inverse") else name)
+            sums[key] += cp.cuda.get_elapsed_time(s, e)
+            counts[key] += 1
+        total = sum(sums.values()) / args.iterations
+        print(f"PROFILE {alg} n={n} N={d['intensities'].shape[0]}: graph replay "
+              f"{sorted(graph_ms)[len(graph_ms) // 2]:.2f} ms/it; bracketed kernels sum {total:.2f} ms/it")
+        for key, v in sorted(sums.items(), key=lambda kv: -kv[1]):
+            print(f"PROFILE   {key:28s} {v / args.iterations:8.3f} ms/it  {counts[key] // args.iterations:6d} calls/it")
+        os.environ["PTYCHOPY_GPU_GRAPHS"] = "1"
+        rec.close()
+
+
+if __name__ == "__main__":
+    main()
