@@ -140,6 +140,10 @@ def test_twenty_viewers_and_ten_queued_jobs(prod_stack: ProductionStack, alice: 
         assert f.status == "done", f"viewer {i} ended on {f.status} at iteration {f.iteration}"
         assert f.iteration == main_iters and f.seq == max_seq, (
             f"viewer {i} missed the final frame: {f.header}")
+    rate_hz = float(prod_stack.env.get("PTYCHOPY_FRAME_RATE_HZ", "5"))
+    gaps = [g for r in results for g in r["gaps"][1:-1]]  # the stored frame on connect and the final one excepted
+    assert gaps and pct(gaps, 50) >= 0.8 / rate_hz, (
+        f"frames come faster than PTYCHOPY_FRAME_RATE_HZ={rate_hz:g}: median gap {pct(gaps, 50) * 1000:.0f} ms")
     lost = {k: v["status"] for k, v in final_jobs.items() if v["status"] != "done"}
     assert not lost, f"jobs not done: {lost}"
     assert not poller.errors, f"the web failed requests under load: {poller.errors[:5]}"

@@ -187,3 +187,32 @@ def test_dashboard_and_openapi(prod_stack: ProductionStack, alice: User) -> None
     for path in ("/api/v1/jobs/", "/api/v1/jobs/{id}/", "/api/v1/jobs/{id}/cancel/"):
         assert any(p.replace("{job_id}", "{id}").replace("{pk}", "{id}") == path for p in paths), (
             f"{path} missing from the OpenAPI paths {sorted(paths)}")
+
+
+def test_api_parameters_round_trip_and_owner_delete(prod_stack: ProductionStack, alice: User) -> None:
+    """What the API says about a job submits again as ``{"parameters": ...}``; the owner may delete her job."""
+    api = ApiClient(prod_stack.base_url, alice.token)
+    first = api.submit(small_sim_cmdstr(4), label="e2e-params")
+    params = api.job(first["id"]).get("parameters")
+    assert isinstance(params, dict) and params, f"the API's job has no parameters object: {first}"
+    resp = api.post("/api/v1/jobs/", {"parameters": params, "label": "e2e-params-again"})
+    assert resp.status in (200, 201, 202), f"the API's own parameters were refused: {resp!r}"
+    second = resp.json()
+    assert api.job(second["id"]).get("parameters") == params, "the parameters changed on the round trip"
+    listing = api.get("/api/v1/jobs/")
+    assert listing.status == 200
+    body = listing.json()
+    rows = body if isinstance(body, list) else body.get("results", body.get("jobs", []))
+    assert {int(first["id"]), int(second["id"])} <= {int(r["id"]) for r in rows}, "the list lacks the new jobs"
+
+    for job_id in (first["id"], second["id"]):
+        api.wait_status(job_id, FINAL_STATUSES, timeout=90)
+    web = logged_in(prod_stack, alice)
+    page = web.get(f"/jobs/{first['id']}/")
+    resp = web.post_form(f"/jobs/{first['id']}/delete/", {"csrfmiddlewaretoken": page.csrf_token()})
+    assert resp.status in (200, 302, 303), f"the owner could not delete her finished job: {resp!r}"
+    if resp.status == 200:  # a confirmation page: confirm it
+        resp = web.post_form(f"/jobs/{first['id']}/delete/", {"csrfmiddlewaretoken": resp.csrf_token(),
+                                                              "confirm": "1"})
+    gone = api.get(f"/api/v1/jobs/{first['id']}/")
+    assert gone.status == 404, f"a deleted job is still served: {gone!r}"
