@@ -131,3 +131,11 @@ def test_downloads_of_a_finished_job(client, user, worker, broker):
     assert client.get(f"/jobs/{job.pk}/download/exe/").status_code == 404
     queued = make_job(user)
     assert client.get(f"/jobs/{queued.pk}/download/h5/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_jobs_with_parameters_that_no_longer_validate_still_show(client, user):
+    job = Job.objects.create(owner=user, parameters={"reconstruction": {"iterations": -4}}, algorithm="ePIE")
+    client.force_login(user)
+    assert "no longer validate" in client.get(f"/jobs/{job.pk}/").content.decode()
+    assert "no longer validate" in client.get(f"/jobs/{job.pk}/clone/").content.decode()

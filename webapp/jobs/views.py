@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from reconstruction import Parameters
+from reconstruction import ParameterError, Parameters
 
 from . import dashboard as dashboard_data
 from . import scans, services
@@ -73,16 +73,26 @@ def new_job(request: HttpRequest, base: Parameters | None = None, source_job: Jo
 @login_required
 def clone(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
-    return new_job(request, base=services.clone_parameters(job), source_job=job)
+    try:
+        base = services.clone_parameters(job)
+    except ParameterError as exc:
+        messages.error(request, f"Job {job.pk}'s parameters no longer validate ({exc}); starting from defaults.")
+        base = None
+    return new_job(request, base=base, source_job=job)
 
 
 @require_GET
 @login_required
 def detail(request: HttpRequest, job_id: int) -> HttpResponse:
     job = get_object_or_404(Job.objects.select_related("owner").defer("last_preview"), pk=job_id)
-    params = Parameters.from_dict(job.parameters)
+    try:
+        params = Parameters.from_dict(job.parameters)
+    except ParameterError as exc:  # stored by an older version whose parameters no longer validate
+        cmdstr, changed = f"(these parameters no longer validate: {exc})", []
+    else:
+        cmdstr, changed = params.to_cmdstr(), sorted(params.changed().items())
     return render(request, "jobs/detail.html", {
-        "job": job, "cmdstr": params.to_cmdstr(), "changed": sorted(params.changed().items()),
+        "job": job, "cmdstr": cmdstr, "changed": changed,
         "can_manage": job.can_manage(request.user), "formats": FORMATS,
         "ws_path": f"/ws/jobs/{job.pk}/",
     })
