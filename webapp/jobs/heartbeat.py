@@ -29,7 +29,7 @@ def worker_id() -> str:
 
 def gpu_label() -> str:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return f"GPU {visible}" if visible not in (None, "") else "auto"
+    return f"GPU {visible}" if visible not in (None, "") else "any (not pinned)"
 
 
 def set_current_job(job_id: int | None) -> None:
