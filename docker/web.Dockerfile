@@ -28,7 +28,7 @@ RUN pip install ".[web,epics]"
 RUN python manage.py collectstatic --noinput -v 0
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/ptychopy --create-home ptychopy \
-    && mkdir -p /var/lib/ptychopy/results /data \
+    && mkdir -p /var/lib/ptychopy/results /var/lib/ptychopy/uploads /data \
     && chown -R ptychopy:ptychopy /var/lib/ptychopy
 USER ptychopy
 

@@ -32,7 +32,7 @@ COPY manage.py ./
 RUN pip install ".[web,gpu]" "cupy-cuda13x>=13"
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/ptychopy --create-home ptychopy \
-    && mkdir -p /var/lib/ptychopy/results /data \
+    && mkdir -p /var/lib/ptychopy/results /var/lib/ptychopy/uploads /data \
     && chown -R ptychopy:ptychopy /var/lib/ptychopy
 USER ptychopy
 

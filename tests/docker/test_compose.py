@@ -201,6 +201,10 @@ def test_production_settings_are_all_set(compose: dict[str, Any]) -> None:
                if any(str(v).startswith("results:") for v in svc.get("volumes", []))}
     assert {"web", "worker-gpu0", "worker-gpu1"} <= results, f"the results volume is shared by {results}"
     assert "results" in compose.get("volumes", {}) and "pgdata" in compose.get("volumes", {})
+    if "PTYCHOPY_UPLOADS_DIR" in settings_env_vars():  # the web writes uploads, the workers read them
+        uploads = {name for name, svc in compose["services"].items()
+                   if any(str(v).startswith("uploads:") for v in svc.get("volumes", []))}
+        assert {"web", "worker-gpu0", "worker-gpu1"} <= uploads, f"the uploads volume is shared by {uploads}"
 
 
 def test_deploy_doc_lists_every_setting() -> None:
