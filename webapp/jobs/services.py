@@ -115,7 +115,7 @@ def cancel_job(job: Job, user) -> Job:
             job.refresh_from_db()
             announce_status(job)
             return job
-    if job.status == Job.Status.RUNNING or not job.is_finished:
+    if not job.is_finished:
         Job.objects.filter(pk=job.pk).update(cancel_requested=True)
     job.refresh_from_db()
     return job

@@ -106,8 +106,13 @@ def cancel(request: HttpRequest, job_id: int) -> HttpResponse:
         job = services.cancel_job(job, request.user)
     except PermissionDenied:
         return HttpResponse("Only the job's owner or staff can cancel it.", status=403)
-    messages.info(request, f"Job {job.pk}: " + ("cancelled." if job.status == "cancelled" else
-                                                 "cancel requested; it stops after the current iteration."))
+    if job.status == Job.Status.CANCELLED:
+        note = "cancelled."
+    elif job.is_finished:
+        note = f"already {job.status}; nothing to cancel."
+    else:
+        note = "cancel requested; it stops after the current iteration."
+    messages.info(request, f"Job {job.pk}: {note}")
     return redirect("jobs:detail", job.pk)
 
 
