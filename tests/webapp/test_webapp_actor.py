@@ -181,3 +181,20 @@ def test_an_interrupted_run_hands_the_job_back_to_the_queue(small_params, sent_f
         runner.run_job(job.pk)
     job.refresh_from_db()
     assert job.status == "queued" and "re-queued" in job.message
+
+
+def test_heartbeats_of_dead_workers_are_pruned(small_params):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.jobs.heartbeat import prune
+
+    WorkerHeartbeat.objects.create(worker_id=f"{this_host()}:999999", host=this_host(), pid=999999)
+    WorkerHeartbeat.objects.create(worker_id=f"{this_host()}:{os.getppid()}", host=this_host(), pid=os.getppid())
+    WorkerHeartbeat.objects.create(worker_id="far:1", host="far", pid=1,
+                                   last_seen=timezone.now() - timedelta(days=2))
+    WorkerHeartbeat.objects.create(worker_id="near:1", host="near", pid=1)
+    assert prune() == 2
+    assert sorted(WorkerHeartbeat.objects.values_list("worker_id", flat=True)) == sorted(
+        [f"{this_host()}:{os.getppid()}", "near:1"])

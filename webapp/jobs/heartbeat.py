@@ -103,6 +103,20 @@ def beat() -> None:
     )
 
 
+def prune(max_age_s: float = 24 * 3600) -> int:
+    """Forget workers known to be gone: dead pids on this host, and rows silent for ``max_age_s``."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from .models import WorkerHeartbeat
+
+    gone = [b.pk for b in WorkerHeartbeat.objects.filter(host=this_host()).exclude(pid=os.getpid())
+            if not _pid_alive(b.pid)]
+    old = WorkerHeartbeat.objects.filter(last_seen__lt=timezone.now() - timedelta(seconds=max_age_s))
+    return WorkerHeartbeat.objects.filter(pk__in=gone).delete()[0] + old.delete()[0]
+
+
 class HeartbeatMiddleware(dramatiq.Middleware):
     """Starts the heartbeat thread when a Dramatiq worker boots and removes the row when it stops."""
 
@@ -133,6 +147,10 @@ class HeartbeatMiddleware(dramatiq.Middleware):
 
         period = float(settings.PTYCHOPY_HEARTBEAT_S)
         try:
+            try:
+                prune()
+            except Exception:
+                log.warning("could not prune old heartbeats", exc_info=True)
             while not self._stop.is_set():
                 try:
                     beat()
