@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import html
+import json
 import os
 
 import pytest
@@ -181,7 +183,43 @@ def test_typed_file_paths_confined_to_data_roots(prod_stack: ProductionStack, al
             assert resp.status == 400, f"-{flag}={path} outside PTYCHOPY_DATA_ROOTS was accepted: {resp!r}"
             assert flag in resp.text, f"the error for -{flag}={path} names no flag: {resp.text[:500]}"
 
+    # The job form: a typed path, in the command string or in its own field, gets an inline error.
     web = logged_in(prod_stack, alice)
-    resp = web.post_form("/jobs/new/", {"cmdstr": "./ptycho -jobID=sec -fp=/etc/passwd -size=64 -i=2"})
-    assert resp.status == 200, f"the form should re-render with an error, got {resp!r}"
-    assert "fp" in resp.text or "data root" in resp.text.lower(), "the form shows no error for the path"
+    defaults = web.get("/jobs/new/").form("/jobs/new/")
+    for fields, flag in (
+        ({"cmdstr": "./ptycho -jobID=sec -fp=/etc/passwd -size=64 -i=2"}, "fp"),
+        ({"experiment__positions_file": f"{root}/../outside/pos.csv"}, "lf"),
+        ({"reconstruction__probe_guess": f"{escape_link}/probe.csv"}, "probeGuess"),
+    ):
+        resp = web.post_form("/jobs/new/", {**defaults, **fields})
+        assert resp.status == 200, f"the form should re-render with an error for {fields}, got {resp!r}"
+        errors = [html.unescape(e) for e in resp.field_errors()]
+        assert any(flag in e and "outside" in e for e in errors), f"no inline error for {fields}: {errors}"
+    # ... while a path inside a data root is not refused for where it is.
+    inside = root / "scan" / "positions.csv"
+    inside.parent.mkdir(exist_ok=True)
+    inside.write_text("0,0\n")
+    resp = web.post_form("/jobs/new/", {**defaults, "experiment__positions_file": str(inside)})
+    errors = [html.unescape(e) for e in resp.field_errors()] if resp.status == 200 else []
+    assert not any("outside" in e for e in errors), f"a path inside the data root was refused: {errors}"
+
+
+def test_uploaded_file_names_cannot_escape_the_uploads_folder(prod_stack: ProductionStack, alice: User) -> None:
+    uploads = prod_stack.root / "home" / "uploads"
+    target = prod_stack.root / "escaped.csv"
+    hostile = "../" * 12 + str(target).lstrip("/")
+    web = logged_in(prod_stack, alice)
+    defaults = web.get("/jobs/new/").form("/jobs/new/")
+    positions = "\n".join(f"{r * 1e-7:.3e},{c * 1e-7:.3e}" for r in range(10) for c in range(10)).encode()
+    resp = web.post_multipart("/jobs/new/", {**defaults, "cmdstr": small_sim_cmdstr(2), "label": "sec-upload"},
+                              {"experiment__positions_file__upload": (hostile, positions)})
+    assert resp.status in (302, 303), f"the upload form was not accepted: {resp.field_errors()}"
+    assert not target.exists(), f"an uploaded file name escaped to {target}"
+    stored = [p for p in prod_stack.root.rglob("escaped.csv")]
+    for path in stored:
+        assert uploads.resolve() in path.resolve().parents, f"an upload landed outside {uploads}: {path}"
+    if resp.status in (302, 303):
+        job_id = int(resp.location.rstrip("/").rsplit("/", 1)[-1])
+        text = json.dumps(ApiClient(prod_stack.base_url, alice.token).job(job_id).get("parameters"))
+        assert "escaped.csv" in text and "../" not in text, f"the job's upload path: {text[:400]}"
+        assert stored, "the accepted upload was stored nowhere"

@@ -9,11 +9,90 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import Any
 
 _CSRF_INPUT = re.compile(r'name=["\']csrfmiddlewaretoken["\']\s+value=["\']([^"\']+)["\']'
                          r'|value=["\']([^"\']+)["\']\s+name=["\']csrfmiddlewaretoken["\']')
+
+
+class _FormParser(HTMLParser):
+    """The fields a browser would submit for one form, with their default values."""
+
+    def __init__(self, action: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.action = action
+        self.inside = False
+        self.done = False
+        self.fields: list[tuple[str, str]] = []
+        self._select: str | None = None
+        self._select_value: str | None = None
+        self._first_option: str | None = None
+        self._option_value: str | None = None
+        self._option_text = ""
+        self._textarea: str | None = None
+        self._text = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: (v or "") for k, v in attrs}
+        if (tag == "form" and not self.done and a.get("action", "") == self.action
+                and a.get("method", "get").lower() == "post"):
+            self.inside = True
+        if not self.inside:
+            return
+        name = a.get("name", "")
+        if tag == "input" and name and "disabled" not in a:
+            kind = a.get("type", "text").lower()
+            if kind in ("checkbox", "radio"):
+                if "checked" in a:
+                    self.fields.append((name, a.get("value", "on")))
+            elif kind not in ("file", "submit", "button", "image", "reset"):
+                self.fields.append((name, a.get("value", "")))
+        elif tag == "select" and name:
+            self._select, self._select_value, self._first_option = name, None, None
+        elif tag == "option" and self._select is not None:
+            self._option_value = a.get("value")
+            self._option_text = ""
+            if "selected" in a:
+                self._select_value = a.get("value", "")
+        elif tag == "textarea" and name:
+            self._textarea, self._text = name, ""
+
+    def handle_data(self, data: str) -> None:
+        if self._textarea is not None:
+            self._text += data
+        if self._select is not None and self._option_value is None:
+            self._option_text += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.inside:
+            return
+        if tag == "option" and self._select is not None:
+            option = self._option_value if self._option_value is not None else self._option_text.strip()
+            if self._first_option is None:
+                self._first_option = option
+            self._option_value = None
+        elif tag == "select" and self._select is not None:
+            value = self._select_value if self._select_value is not None else self._first_option
+            if value is not None:
+                self.fields.append((self._select, value))
+            self._select = None
+        elif tag == "textarea" and self._textarea is not None:
+            self.fields.append((self._textarea, self._text.lstrip("\n")))
+            self._textarea = None
+        elif tag == "form":
+            self.inside, self.done = False, True
+
+
+def form_defaults(html: str, action: str) -> dict[str, str]:
+    """What a browser submits for the POST form to ``action`` if the user changes nothing."""
+    parser = _FormParser(action)
+    parser.feed(html)
+    if not parser.done and not parser.fields:
+        raise AssertionError(f"no form with action={action!r} in the page")
+    return dict(parser.fields)
 
 
 @dataclass
@@ -34,6 +113,14 @@ class Response:
     @property
     def location(self) -> str:
         return self.headers.get("location", "")
+
+    def form(self, action: str) -> dict[str, str]:
+        return form_defaults(self.text, action)
+
+    def field_errors(self) -> list[str]:
+        """The text of the page's inline field errors (``class="field-error"``)."""
+        return [re.sub(r"<[^>]+>", "", m).strip()
+                for m in re.findall(r'class="field-error"[^>]*>(.*?)</p>', self.text, re.S)]
 
     def csrf_token(self) -> str:
         m = _CSRF_INPUT.search(self.text)
@@ -93,6 +180,29 @@ class WebClient:
         hdrs = {"Content-Type": "application/x-www-form-urlencoded", "Referer": self.url("/")}
         hdrs.update(headers or {})
         return self.request("POST", path, data=urllib.parse.urlencode(items).encode(), headers=hdrs)
+
+    def post_multipart(self, path: str, fields: dict[str, str],
+                       files: dict[str, tuple[str, bytes]]) -> Response:
+        """POST multipart/form-data (a browser form with file inputs); ``files``: name -> (filename, content).
+
+        The filename goes on the wire exactly as given, ``../`` included, as a hostile client would send it.
+        """
+        boundary = f"----ptychopy-test-{uuid.uuid4().hex}"
+        items = dict(fields)
+        token = self.cookie("csrftoken")
+        if token and "csrfmiddlewaretoken" not in items:
+            items["csrfmiddlewaretoken"] = token
+        body = bytearray()
+        for name, value in items.items():
+            body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+                     f"{value}\r\n").encode()
+        for name, (filename, content) in files.items():
+            body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; "
+                     f"filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+            body += content + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        hdrs = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Referer": self.url("/")}
+        return self.request("POST", path, data=bytes(body), headers=hdrs)
 
     def cookie(self, name: str) -> str | None:
         for c in self.cookies:
