@@ -46,3 +46,16 @@ def test_error_curve_downsampled_to_500_points_keeping_ends():
     assert xs[0] == 1 and xs[-1] == 5000 and ys[-1] == errors[-1]
     assert xs == sorted(xs)
     assert downsample_errors([0.3, 0.2]) == ([1, 2], [0.3, 0.2])
+
+
+def test_many_probe_modes_are_strided_to_keep_frames_small():
+    from webapp.jobs.frames import MAX_PROBE_PIXELS, limit_probe_images
+
+    obj = FrameImage("object_amplitude", np.zeros((512, 512), np.uint8), 0, 1)
+    probes = [FrameImage(f"probe_amplitude_{k}", np.zeros((512, 512), np.uint8), 0, 1) for k in range(8)]
+    limited = limit_probe_images([obj, *probes])
+    assert limited[0] is obj and [i.name for i in limited[1:]] == [p.name for p in probes]
+    assert sum(i.pixels.size for i in limited[1:]) <= MAX_PROBE_PIXELS
+    assert len(encode_frame({"job": 1}, limited)) < 1_000_000
+    small = [obj, FrameImage("probe_amplitude_0", np.zeros((64, 64), np.uint8), 0, 1)]
+    assert limit_probe_images(small) == small

@@ -54,11 +54,11 @@ class JobFramesConsumer(AsyncWebsocketConsumer):
         """Viewers send nothing; anything received is ignored."""
 
     async def job_frame(self, event: dict) -> None:
-        await self._send_frame(event["frame"])
+        await self._send_frame(event["frame"], event.get("seq"))
 
-    async def _send_frame(self, frame: bytes) -> None:
-        header, _ = frames.decode_header(frame)
-        seq = int(header.get("seq", 0))
+    async def _send_frame(self, frame: bytes, seq: int | None = None) -> None:
+        if seq is None:
+            seq = int(frames.decode_header(frame)[0].get("seq", 0))
         if seq < self.sent_seq:
             return
         self.sent_seq = seq

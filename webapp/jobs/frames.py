@@ -15,10 +15,13 @@ from typing import Any
 import numpy as np
 
 MAX_ERROR_POINTS = 500
+#: All probe-mode images of a frame together stay under this many pixels (the object's two images are at
+#: most 512 x 512 each), so a frame stays well under 1 MB whatever the number of modes.
+MAX_PROBE_PIXELS = 256 * 256 * 2
 _LEN = struct.Struct(">I")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FrameImage:
     """One uint8 image of a frame and the value range its 0..255 maps to."""
 
@@ -26,6 +29,17 @@ class FrameImage:
     pixels: np.ndarray  # (h, w) uint8
     vmin: float
     vmax: float
+
+
+def limit_probe_images(images: list[FrameImage], budget: int = MAX_PROBE_PIXELS) -> list[FrameImage]:
+    """The images with every ``probe_amplitude_*`` strided down so that together they fit ``budget`` pixels."""
+    probes = [img for img in images if img.name.startswith("probe_amplitude_")]
+    total = sum(img.pixels.size for img in probes)
+    if total <= budget:
+        return images
+    stride = int(np.ceil(np.sqrt(total / budget)))
+    return [FrameImage(img.name, np.ascontiguousarray(img.pixels[::stride, ::stride]), img.vmin, img.vmax)
+            if img.name.startswith("probe_amplitude_") else img for img in images]
 
 
 def downsample_errors(errors: list[float], limit: int = MAX_ERROR_POINTS) -> tuple[list[int], list[float]]:

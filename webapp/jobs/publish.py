@@ -14,7 +14,7 @@ import threading
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import embedded
+from . import embedded, frames
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ def publish_frame(job_id: int, frame: bytes, timeout_s: float = 5.0) -> None:
     loop = _publishing_loop()
     if loop is None:
         return  # embedded and no server loop yet: nobody can be watching
-    coro = layer.group_send(group_name(job_id), {"type": "job.frame", "frame": frame})
+    seq = int(frames.decode_header(frame)[0].get("seq", 0))
+    coro = layer.group_send(group_name(job_id), {"type": "job.frame", "frame": frame, "seq": seq})
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:

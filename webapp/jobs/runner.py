@@ -161,7 +161,8 @@ class JobRun:
     def frame(self, rec: Any, progress: Any, status: str) -> None:
         """Store the latest frame on the row and send it to the job's viewers."""
         preview = rec.preview(max_px=512)
-        self.images = [frames.FrameImage(name, img, rng[0], rng[1]) for name, img, rng in preview.images()]
+        self.images = frames.limit_probe_images(
+            [frames.FrameImage(name, img, rng[0], rng[1]) for name, img, rng in preview.images()])
         self.seq += 1
         xs, errs = frames.downsample_errors(self.errors)
         header = {
