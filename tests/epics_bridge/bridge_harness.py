@@ -299,9 +299,10 @@ class BridgeProc(Process):
 
         def connected() -> bool:
             st = mine()
-            return bool(st.get("pvs") and all(p["connected"] for p in st["pvs"].values()))
+            return bool(st.get("pvs") and all(p["connected"] and p["value"] is not None
+                                              for p in st["pvs"].values()))
 
-        wait_for(connected, 30, "the bridge to connect to every PV")
+        wait_for(connected, 30, "the bridge to connect to every PV and receive its first value")
 
 
 def records(path: Path) -> list[dict[str, Any]]:

@@ -195,7 +195,8 @@ def test_bridge_started_before_the_ioc_waits_and_then_works(ca, tmp_path: Path, 
         quiet_period(bridge)  # alive, beating, nothing connected
         assert bridge.alive() and not any(p["connected"] for p in bridge.state()["pvs"].values())
         sim.start()
-        wait_for(lambda: all(p["connected"] for p in bridge.state()["pvs"].values()), 40, "the late IOC's PVs")
+        wait_for(lambda: all(p["connected"] and p["value"] is not None for p in bridge.state()["pvs"].values()), 40,
+                 "the late IOC's PVs and their first values")
         number = sim.play()
         wait_for(lambda: records(recorder), 20, "the submission")
         assert [r["scan"]["scan_number"] for r in records(recorder)] == [str(number)]
