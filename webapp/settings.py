@@ -14,6 +14,8 @@ from pathlib import Path
 import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Templates and static files; set PTYCHOPY_FRONTEND_DIR when webapp runs from an installed wheel.
+FRONTEND_DIR = Path(os.environ.get("PTYCHOPY_FRONTEND_DIR") or BASE_DIR / "frontend")
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -70,7 +72,7 @@ ASGI_APPLICATION = "webapp.asgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "frontend" / "templates"],
+        "DIRS": [FRONTEND_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -175,7 +177,7 @@ STATIC_URL = "/static/"
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or PTYCHOPY_HOME / "static")
 if EMBEDDED:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # collectstatic is optional here: WhiteNoise uses the finders
-STATICFILES_DIRS = [BASE_DIR / "frontend" / "static"]
+STATICFILES_DIRS = [FRONTEND_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
