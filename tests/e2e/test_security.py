@@ -11,6 +11,8 @@ import pytest
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tests.support.frames import open_viewer
+from tests.support.net import free_port
+from tests.support.processes import daphne, run_manage
 from tests.support.stack import ProductionStack, User, small_sim_cmdstr
 from tests.support.web import ApiClient, Response, WebClient
 
@@ -223,3 +225,37 @@ def test_uploaded_file_names_cannot_escape_the_uploads_folder(prod_stack: Produc
         text = json.dumps(ApiClient(prod_stack.base_url, alice.token).job(job_id).get("parameters"))
         assert "escaped.csv" in text and "../" not in text, f"the job's upload path: {text[:400]}"
         assert stored, "the accepted upload was stored nowhere"
+
+
+def test_production_settings_are_safe(prod_stack: ProductionStack, alice: User) -> None:
+    """A second Daphne on the same database, configured exactly as production (no test-only cookie switch)."""
+    env = {k: v for k, v in prod_stack.env.items() if k != "PTYCHOPY_INSECURE_COOKIES"}
+    port = free_port()
+    web_proc = daphne("prod-strict-daphne", port, env).start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        client = WebClient(base)
+        page = client.get("/accounts/login/")
+        assert page.status == 200, page
+        csrf = [c for c in page.set_cookies if c.startswith("csrftoken=")]
+        assert csrf and "secure" in csrf[0].lower(), f"the CSRF cookie is not Secure: {page.set_cookies}"
+        # Plain http never sends a Secure cookie back, so hand it over as a TLS client would.
+        token = client.cookie("csrftoken")
+        resp = client.post_form("/accounts/login/", {"username": alice.username, "password": alice.password,
+                                                     "csrfmiddlewaretoken": page.csrf_token()},
+                                csrf=False, headers={"Cookie": f"csrftoken={token}"})
+        assert resp.status == 302, f"login: {resp!r}"
+        session = [c for c in resp.set_cookies if c.startswith("sessionid=")]
+        assert session, f"no session cookie: {resp.set_cookies}"
+        flags = session[0].lower()
+        assert "secure" in flags and "httponly" in flags, f"the session cookie lacks Secure/HttpOnly: {session}"
+        missing = client.get("/no-such-page/")
+        assert missing.status == 404 and "DEBUG = True" not in missing.text, "DEBUG is on in production"
+        foreign = client.get("/healthz", headers={"Host": "evil.example.com"})
+        assert foreign.status == 400, f"a Host outside ALLOWED_HOSTS was served: {foreign!r}"
+    finally:
+        web_proc.stop()
+
+    bare = {k: v for k, v in prod_stack.env.items() if k != "SECRET_KEY"}
+    with pytest.raises(RuntimeError, match="SECRET_KEY"):
+        run_manage(bare, "check")

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from typing import Any
 
@@ -102,6 +102,7 @@ class Response:
     body: bytes
     url: str
     seconds: float
+    set_cookies: list[str] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -160,11 +161,13 @@ class WebClient:
                 body = resp.read()
                 status = resp.status
                 hdrs = {k.lower(): v for k, v in resp.headers.items()}
+                cookies = list(resp.headers.get_all("Set-Cookie") or [])
         except urllib.error.HTTPError as err:
             body = err.read()
             status = err.code
             hdrs = {k.lower(): v for k, v in (err.headers or {}).items()}
-        return Response(status, hdrs, body, self.url(path), time.perf_counter() - t0)
+            cookies = list(err.headers.get_all("Set-Cookie") or []) if err.headers else []
+        return Response(status, hdrs, body, self.url(path), time.perf_counter() - t0, cookies)
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Response:
         return self.request("GET", path, headers=headers)
