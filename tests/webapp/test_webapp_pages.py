@@ -139,3 +139,14 @@ def test_jobs_with_parameters_that_no_longer_validate_still_show(client, user):
     client.force_login(user)
     assert "no longer validate" in client.get(f"/jobs/{job.pk}/").content.decode()
     assert "no longer validate" in client.get(f"/jobs/{job.pk}/clone/").content.decode()
+
+
+@pytest.mark.django_db
+def test_login_and_logout_round_trip(client, user):
+    credentials = {"username": "alice", "password": "alice-password", "next": "/jobs/new/"}
+    response = client.post("/accounts/login/", credentials)
+    assert response.status_code == 302 and response["Location"] == "/jobs/new/"
+    assert client.get("/jobs/new/").status_code == 200
+    assert client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code == 200
+    client.post("/accounts/logout/")
+    assert client.get("/jobs/new/").status_code == 302
