@@ -143,3 +143,45 @@ def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, 
     pg.locator("#cancel-form button[type=submit]").click()
     row = api.wait_status(clone_id, {"cancelled", "done", "failed"}, 60)
     assert row["status"] == "cancelled", row
+
+
+def test_embedded_demo_is_live_in_the_browser(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The README's first experience: the demo login, the demo job already drawing when its page opens."""
+    from tests.support.stack import EmbeddedServer
+
+    server = EmbeddedServer("embedded-browser", tmp_path / "home")
+    server.start()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, base_url=server.base_url)
+    pg = context.new_page()
+    try:
+        username, password = server.demo_login()
+        pg.goto("/")
+        pg.fill("input[name=username]", username)
+        pg.fill("input[name=password]", password)
+        pg.locator("form button[type=submit], form input[type=submit]").first.click()
+        pg.wait_for_url(lambda url: "/accounts/login/" not in url, timeout=15000)
+        pg.goto("/")
+        hrefs = pg.eval_on_selector_all("a[href^='/jobs/']", "els => els.map(e => e.getAttribute('href'))")
+        jobs = [h for h in hrefs if re.fullmatch(r"/jobs/\d+/", h)]
+        assert jobs, f"no job linked from the history when the page first opens: {hrefs}"
+        pg.locator(f'a[href="{jobs[-1]}"]').first.click()  # the oldest: the demo
+        pg.wait_for_url(re.compile(r"/jobs/\d+/$"), timeout=15000)
+        plot = pg.locator("#plot-object_amplitude").first
+        plot.wait_for(state="visible", timeout=30000)
+        deadline = time.monotonic() + 30
+        while iteration_number(pg) < 1 and time.monotonic() < deadline:
+            pg.wait_for_timeout(200)
+        it1, shot1 = iteration_number(pg), plot.screenshot()
+        it2, shot2 = it1, shot1
+        deadline = time.monotonic() + 20
+        while (it2 <= it1 or shot2 == shot1) and time.monotonic() < deadline:
+            pg.wait_for_timeout(700)
+            it2, shot2 = iteration_number(pg), plot.screenshot()
+        assert it2 > it1 >= 1 and shot2 != shot1, f"the demo is not live in the browser ({it1} -> {it2})"
+    except BaseException:
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(TEST_OUTPUT / "browser-failure-embedded.png"), full_page=True)
+        raise
+    finally:
+        context.close()
+        server.remove()
