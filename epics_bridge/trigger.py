@@ -4,14 +4,16 @@ The monitor turns pyepics callbacks into :class:`ValueEvent` / :class:`Connectio
 to a :class:`PvTracker` (which marks the first value after every (re)connect as a *replay*) and to a trigger
 (:class:`SscanTrigger`, :class:`AreaDetectorTrigger`, :class:`FileNameTrigger`). A trigger acts only on edges
 it saw live; it waits ``debounce_s`` of quiet on its PVs (at most ``max_debounce_s``) before it classifies the
-scan, so a message PV posted just after the edge is still read.
+scan, so a message PV posted just after the edge is still read. The other PVs (data file, scan number,
+metadata) are taken as they were at the edge: they describe the scan that just ended even when the next scan
+has already started to change them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -58,6 +60,7 @@ class ScanEnd:
     reason: str
     ended_s: float  # monotonic time of the edge
     file: str = ""  # the file-name trigger's value
+    values: Mapping[str, ValueEvent] = field(default_factory=dict)  # every PV's latest value at the edge
 
 
 class PvTracker:
@@ -119,7 +122,11 @@ class _Pending:
     ended_s: float
     deadline_s: float
     hard_deadline_s: float
+    values: dict[str, ValueEvent]
     file: str = ""
+
+    def end(self, outcome: Outcome, reason: str) -> ScanEnd:
+        return ScanEnd(outcome, reason, self.ended_s, self.file, self.values)
 
 
 class Trigger:
@@ -142,7 +149,7 @@ class Trigger:
         """Feed one value event (already recorded in ``latest``)."""
         if event.pvname in self.watched and event.pvname != self.edge_pv:
             for p in self._pending:  # a related PV moved: wait for quiet again
-                p.deadline_s = min(event.received_s + self.debounce_s, p.hard_deadline_s)
+                p.deadline_s = min(max(p.deadline_s, event.received_s + self.debounce_s), p.hard_deadline_s)
         if event.pvname == self.edge_pv:
             self._on_edge_pv(event, previous, live, latest)
 
@@ -163,8 +170,8 @@ class Trigger:
             return 0.0
         return min((p.deadline_s for p in self._pending), default=None)
 
-    def _start_pending(self, at_s: float, file: str = "") -> None:
-        self._pending.append(_Pending(at_s, at_s + self.debounce_s, at_s + self.max_debounce_s, file))
+    def _start_pending(self, at_s: float, latest: Mapping[str, ValueEvent], file: str = "") -> None:
+        self._pending.append(_Pending(at_s, at_s + self.debounce_s, at_s + self.max_debounce_s, dict(latest), file))
 
     def _flush_now(self, latest: Mapping[str, ValueEvent]) -> None:
         self._ready.extend(self.classify(p, latest) for p in self._pending)
@@ -197,7 +204,7 @@ class _FallingEdgeTrigger(Trigger):
                             event.pvname)
             return
         if before == 1 and now == 0:
-            self._start_pending(event.received_s)
+            self._start_pending(event.received_s, latest)
         elif now == 1 and self._pending:
             self._flush_now(latest)  # the next scan started: the previous one is over for sure
 
@@ -214,11 +221,11 @@ class SscanTrigger(_FallingEdgeTrigger):
         message = text_of(latest, c.message_pv)
         lowered = message.lower()
         if any(p in lowered for p in c.abort_patterns):
-            return ScanEnd(Outcome.ABORTED, f"{c.message_pv}: {message!r}", pending.ended_s)
+            return pending.end(Outcome.ABORTED, f"{c.message_pv}: {message!r}")
         cpt, npts = int_of(latest, c.current_point_pv), int_of(latest, c.points_pv)
         if cpt is not None and npts is not None and cpt < npts:
-            return ScanEnd(Outcome.PARTIAL, f"{c.current_point_pv}={cpt} < {c.points_pv}={npts}", pending.ended_s)
-        return ScanEnd(Outcome.COMPLETE, message or "BUSY 1 -> 0", pending.ended_s)
+            return pending.end(Outcome.PARTIAL, f"{c.current_point_pv}={cpt} < {c.points_pv}={npts}")
+        return pending.end(Outcome.COMPLETE, message or "BUSY 1 -> 0")
 
 
 class AreaDetectorTrigger(_FallingEdgeTrigger):
@@ -233,15 +240,13 @@ class AreaDetectorTrigger(_FallingEdgeTrigger):
         status = int_of(latest, c.write_status_pv) if c.write_status_pv else 0
         if status:
             msg = text_of(latest, c.write_message_pv)
-            return ScanEnd(Outcome.FAILED, f"{c.write_status_pv}={status} {msg!r}".strip(), pending.ended_s)
+            return pending.end(Outcome.FAILED, f"{c.write_status_pv}={status} {msg!r}".strip())
         got, want = int_of(latest, c.num_captured_pv), int_of(latest, c.num_capture_pv)
         if got is None or want is None:
-            return ScanEnd(Outcome.PARTIAL, f"no value for {c.num_captured_pv} or {c.num_capture_pv}",
-                           pending.ended_s)
+            return pending.end(Outcome.PARTIAL, f"no value for {c.num_captured_pv} or {c.num_capture_pv}")
         if want > 0 and got != want:
-            return ScanEnd(Outcome.PARTIAL, f"{c.num_captured_pv}={got} != {c.num_capture_pv}={want}",
-                           pending.ended_s)
-        return ScanEnd(Outcome.COMPLETE, f"captured {got} frames", pending.ended_s)
+            return pending.end(Outcome.PARTIAL, f"{c.num_captured_pv}={got} != {c.num_capture_pv}={want}")
+        return pending.end(Outcome.COMPLETE, f"captured {got} frames")
 
 
 class FileNameTrigger(Trigger):
@@ -257,11 +262,10 @@ class FileNameTrigger(Trigger):
         old = str(previous.text).strip() if previous else ""
         if not live or not name or name == old:
             return
-        self._start_pending(event.received_s, file=name)
+        self._start_pending(event.received_s, latest, file=name)
 
     def classify(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
-        return ScanEnd(Outcome.COMPLETE, f"{self.config.file_name_pv} = {pending.file!r}", pending.ended_s,
-                       file=pending.file)
+        return pending.end(Outcome.COMPLETE, f"{self.config.file_name_pv} = {pending.file!r}")
 
 
 def make_trigger(config: TriggerConfig, debounce_s: float, max_debounce_s: float) -> Trigger:

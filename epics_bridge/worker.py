@@ -157,7 +157,7 @@ class BridgeWorker:
             self.state.flush()
 
     def on_scan_end(self, end: ScanEnd, now_s: float) -> None:
-        latest = self.tracker.latest
+        latest = end.values or self.tracker.latest  # the values at the edge describe the scan that ended
         scan_no = text_of(latest, self.config.data.scan_number_pv)
         if end.outcome is not Outcome.COMPLETE:
             msg = f"scan {scan_no or '?'} not queued: {end.outcome.value} ({end.reason})"

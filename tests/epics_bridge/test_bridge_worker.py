@@ -130,3 +130,19 @@ def test_missing_data_pv_value_is_reported_not_queued(tmp_path: Path, rec: Path)
     rig.run(2.0)
     assert rig.journal.scans() == []
     assert "NAME" in rig.state.snapshot()["last_error"]["message"]
+
+
+def test_the_next_scan_starting_inside_the_debounce_does_not_rename_the_finished_one(tmp_path: Path,
+                                                                                     rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.scan_ends()
+    rig.clock.t += 0.1  # well inside the 0.5 s debounce the next scan announces itself, then starts
+    rig.value("NAME", "scan8")
+    rig.value("NUM", 8)
+    rig.value("SMSG", "Scanning")
+    rig.value("BUSY", 1)
+    rig.run(2.0)
+    recs = records(rec)
+    assert [r["dedup_key"] for r in recs] == [f"BL:7:{tmp_path}/scan7_data_#06d.h5"]
+    assert recs[0]["params"]["experiment"]["job_id"] == "BL_scan7"
