@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=webapp.settings \
     PTYCHOPY_HOME=/var/lib/ptychopy \
     PTYCHOPY_RESULTS_DIR=/var/lib/ptychopy/results \
-    STATIC_ROOT=/app/static
+    STATIC_ROOT=/app/static \
+    PTYCHOPY_FRONTEND_DIR=/app/frontend
 
 WORKDIR /app
 
@@ -22,6 +23,7 @@ COPY webapp ./webapp
 COPY epics_bridge ./epics_bridge
 COPY frontend ./frontend
 COPY manage.py ./
+COPY docker/healthcheck.py ./docker/healthcheck.py
 RUN pip install ".[web,epics]"
 
 # Static files are collected at build time (whitenoise serves them); no secrets are needed for this step.
@@ -34,7 +36,7 @@ USER ptychopy
 
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+    CMD ["python", "docker/healthcheck.py", "web"]
 
 # --proxy-headers: behind the facility's TLS reverse proxy (X-Forwarded-For / -Proto).
 CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "webapp.asgi:application"]

@@ -14,6 +14,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     DJANGO_SETTINGS_MODULE=webapp.settings \
     PTYCHOPY_HOME=/var/lib/ptychopy \
     PTYCHOPY_RESULTS_DIR=/var/lib/ptychopy/results \
+    PTYCHOPY_FRONTEND_DIR=/app/frontend \
     dramatiq_queue_prefetch=1
 
 RUN apt-get update \
@@ -29,6 +30,7 @@ COPY webapp ./webapp
 COPY epics_bridge ./epics_bridge
 COPY frontend ./frontend
 COPY manage.py ./
+COPY docker/healthcheck.py ./docker/healthcheck.py
 RUN pip install ".[web,gpu]" "cupy-cuda13x>=13"
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/ptychopy --create-home ptychopy \
@@ -38,7 +40,7 @@ USER ptychopy
 
 # Healthy while the worker process runs (the dashboard shows its database heartbeat as well).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os,sys; sys.exit(0 if any(b'webapp.worker' in open(f'/proc/{p}/cmdline','rb').read() for p in os.listdir('/proc') if p.isdigit()) else 1)"]
+    CMD ["python", "docker/healthcheck.py", "worker"]
 
 # SIGTERM stops gracefully: the running job finishes (or is re-queued after the grace period).
 STOPSIGNAL SIGTERM

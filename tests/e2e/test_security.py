@@ -6,13 +6,15 @@ import asyncio
 import html
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tests.support.frames import open_viewer
 from tests.support.net import free_port
-from tests.support.processes import daphne, run_manage
+from tests.support.processes import REPO, daphne, run_manage
 from tests.support.stack import ProductionStack, User, small_sim_cmdstr
 from tests.support.web import ApiClient, Response, WebClient
 
@@ -259,3 +261,30 @@ def test_production_settings_are_safe(prod_stack: ProductionStack, alice: User) 
     bare = {k: v for k, v in prod_stack.env.items() if k != "SECRET_KEY"}
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         run_manage(bare, "check")
+
+
+def test_behind_a_tls_proxy_and_the_container_healthcheck(prod_stack: ProductionStack) -> None:
+    """ALLOWED_HOSTS without 127.0.0.1 and SECURE_SSL_REDIRECT on, as at a facility behind its TLS proxy:
+    docker/healthcheck.py must still find the web healthy; plain http is redirected; a foreign Host refused."""
+    env = {k: v for k, v in prod_stack.env.items() if k != "PTYCHOPY_INSECURE_COOKIES"}
+    env.update(ALLOWED_HOSTS="ptycho.example.org", SECURE_SSL_REDIRECT="1")
+    port = free_port()
+    web_proc = daphne("prod-proxy-daphne", port, env).start()
+    try:
+        client = WebClient(f"http://127.0.0.1:{port}")
+        plain = client.get("/healthz", headers={"Host": "ptycho.example.org"})
+        assert plain.status == 301 and plain.location.startswith("https://ptycho.example.org/"), plain
+        proxied = client.get("/healthz", headers={"Host": "ptycho.example.org", "X-Forwarded-Proto": "https"})
+        assert proxied.status == 200, proxied
+        assert client.get("/healthz").status == 400, "Host 127.0.0.1 is not in ALLOWED_HOSTS here"
+        check = [sys.executable, str(REPO / "docker" / "healthcheck.py"), "web"]
+        hc_env = dict(env, PTYCHOPY_HEALTHCHECK_URL=f"http://127.0.0.1:{port}/healthz")
+        res = subprocess.run(check, env=hc_env, capture_output=True, text=True, timeout=30, check=False)
+        assert res.returncode == 0, f"the web healthcheck failed on a healthy server: {res.stderr}"
+    finally:
+        web_proc.stop()
+    res = subprocess.run(check, env=hc_env, capture_output=True, text=True, timeout=30, check=False)
+    assert res.returncode == 1, "the web healthcheck passed with the server down"
+    res = subprocess.run([sys.executable, str(REPO / "docker" / "healthcheck.py"), "worker"],
+                         capture_output=True, text=True, timeout=30, check=False)
+    assert res.returncode == 0, f"the worker healthcheck does not see the running worker: {res.stderr}"
