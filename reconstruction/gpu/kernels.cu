@@ -44,6 +44,16 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+// Adds (x, y) to the 8-byte aligned pair at a: one vector atomic on Hopper (sm_90), two scalar atomics before.
+__device__ __forceinline__ void atomic_add2(float* a, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2*>(a), make_float2(x, y));
+#else
+    atomicAdd(a, x);
+    atomicAdd(a + 1, y);
+#endif
+}
+
 // Block-wide sum of two values, atomically added (as double) to out[0], out[1]. blockDim.x <= 1024.
 __device__ void block_add2(float a, float b, double* out) {
     __shared__ float sa[32], sb[32];
@@ -59,6 +69,27 @@ __device__ void block_add2(float a, float b, double* out) {
         a = warp_sum(a);
         b = warp_sum(b);
         if (lane == 0) { atomicAdd(out, (double)a); atomicAdd(out + 1, (double)b); }
+    }
+    __syncthreads();
+}
+
+// Block-wide sum of two values added (no atomics) to this block's own pair out[2 * blockIdx.x + {0, 1}]: for
+// kernels launched many times in sequence with the same grid (ePIE's per-position steps), where one contended
+// pair of atomics per block and launch would sit on the critical path.
+__device__ void block_add2_partial(float a, float b, double* out) {
+    __shared__ float sa[32], sb[32];
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    a = warp_sum(a);
+    b = warp_sum(b);
+    if (lane == 0) { sa[wid] = a; sb[wid] = b; }
+    __syncthreads();
+    if (wid == 0) {
+        int nw = (blockDim.x + 31) >> 5;
+        a = lane < nw ? sa[lane] : 0.f;
+        b = lane < nw ? sb[lane] : 0.f;
+        a = warp_sum(a);
+        b = warp_sum(b);
+        if (lane == 0) { out[2 * blockIdx.x] += (double)a; out[2 * blockIdx.x + 1] += (double)b; }
     }
     __syncthreads();
 }
@@ -101,6 +132,24 @@ __global__ void max_reduce(const float* __restrict__ x, long long size, unsigned
     block_max(m, slot);
 }
 
+// err[0..1] = sum over blocks of the partial pairs (one block).
+__global__ void sum_partials(const double* __restrict__ partial, int nblocks, double* err) {
+    double a = 0.0, b = 0.0;
+    for (int i = threadIdx.x; i < nblocks; i += blockDim.x) { a += partial[2 * i]; b += partial[2 * i + 1]; }
+    __shared__ double sa[32], sb[32];
+    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    a = warp_sum_d(a);
+    b = warp_sum_d(b);
+    if (lane == 0) { sa[wid] = a; sb[wid] = b; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double ta = 0.0, tb = 0.0;
+        for (int w = 0; w < (int)((blockDim.x + 31) >> 5); ++w) { ta += sa[w]; tb += sb[w]; }
+        err[0] = ta;
+        err[1] = tb;
+    }
+}
+
 // ---------------------------------------------------------------- ePIE (one position per launch, graph-captured)
 // psi_k = P_k O_j, keeps the old window in opatch; maxima of |O_j|^2 and sum_k |P_k|^2 into fmax[2*slot+{0,1}];
 // resets the other slot for the next step.
@@ -133,8 +182,9 @@ __global__ void epie_gather(const float2* __restrict__ obj, const float2* __rest
 __global__ void epie_modulus(float2* __restrict__ far, const float* __restrict__ amp,
                              const unsigned char* __restrict__ mask, int has_mask, int mask_stride,
                              const int* __restrict__ order, int step, int n2, int M, float inv_n, float inv_n2,
-                             double* err) {
+                             double* errp, unsigned int* fmax, int reset_slot) {
     int j = order[step];
+    if (reset_slot >= 0 && blockIdx.x == 0 && threadIdx.x < 2) fmax[2 * reset_slot + threadIdx.x] = 0u;
     float e_sq = 0.f, e_a2 = 0.f;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         float s = 0.f;
@@ -147,7 +197,7 @@ __global__ void epie_modulus(float2* __restrict__ far, const float* __restrict__
             far[k * n2 + p] = make_float2(v.x * f, v.y * f);
         }
     }
-    block_add2(e_sq, e_a2, err);
+    block_add2_partial(e_sq, e_a2, errp);
 }
 
 // D_k = psi'_k - P_k O_old;  O += sum_k conj(P_k) D_k / max sum|P|^2;  P_k += conj(O_old) D_k / max |O_old|^2.
@@ -180,6 +230,72 @@ __global__ void epie_update(float2* __restrict__ obj, float2* __restrict__ probe
     }
 }
 
+// The update of step s fused with the gather of step s+1 (one launch instead of two on the sequential chain).
+// Ping-pong buffers keep it race-free: the step-s inputs (probe_a, psi_s, opatch_s) are only read, the outputs
+// (probe_b, psi_next, opatch_next) only written, and an object pixel of window j_{s+1} that window j_s also
+// covers is recomputed from the step-s inputs instead of being read from the object that this launch updates.
+__global__ void epie_update_gather(float2* __restrict__ obj, const float2* __restrict__ probe_a,
+                                   float2* __restrict__ probe_b, const float2* __restrict__ psi_s,
+                                   const float2* __restrict__ opatch_s, float2* __restrict__ psi_next,
+                                   float2* __restrict__ opatch_next, const int* __restrict__ rows,
+                                   const int* __restrict__ cols, const int* __restrict__ order, int step, int n,
+                                   int W, int M, unsigned int* fmax, int update_probe) {
+    int n2 = n * n;
+    int j = order[step], jn = order[step + 1];
+    int r = rows[j], c = cols[j], rn = rows[jn], cn = cols[jn];
+    int slot = step & 1, nslot = slot ^ 1;
+    float inv_mo = 1.f / slot_value(fmax + 2 * slot);
+    float inv_mp = 1.f / slot_value(fmax + 2 * slot + 1);
+    float mo = 0.f, mp = 0.f;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        int y = row_of(p, n), x = p - y * n;
+        // update of step s at pixel p of window j_s
+        float2 o = opatch_s[p];
+        float2 acc = make_float2(0.f, 0.f);
+        float pi = 0.f;
+        for (int k = 0; k < M; ++k) {
+            float2 pk = probe_a[k * n2 + p];
+            float2 ph = cmul(pk, o);
+            float2 q = psi_s[k * n2 + p];
+            float2 d = make_float2(q.x - ph.x, q.y - ph.y);
+            float2 g = cmulc(pk, d);
+            acc.x += g.x; acc.y += g.y;
+            float2 pn = pk;
+            if (update_probe) {
+                float2 h = cmulc(o, d);
+                pn = make_float2(pk.x + h.x * inv_mo, pk.y + h.y * inv_mo);
+            }
+            probe_b[k * n2 + p] = pn;
+            pi += abs2(pn);
+        }
+        obj[(long long)(r + y) * W + (c + x)] = make_float2(o.x + acc.x * inv_mp, o.y + acc.y * inv_mp);
+        // gather of step s+1 at pixel p of window j_{s+1}
+        int dy = rn + y - r, dx = cn + x - c;
+        float2 on;
+        if (dy >= 0 && dy < n && dx >= 0 && dx < n) {
+            int q2 = dy * n + dx;
+            float2 o2 = opatch_s[q2];
+            float2 a2 = make_float2(0.f, 0.f);
+            for (int k = 0; k < M; ++k) {
+                float2 pk = probe_a[k * n2 + q2];
+                float2 ph = cmul(pk, o2);
+                float2 q = psi_s[k * n2 + q2];
+                float2 g = cmulc(pk, make_float2(q.x - ph.x, q.y - ph.y));
+                a2.x += g.x; a2.y += g.y;
+            }
+            on = make_float2(o2.x + a2.x * inv_mp, o2.y + a2.y * inv_mp);
+        } else {
+            on = obj[(long long)(rn + y) * W + (cn + x)];
+        }
+        opatch_next[p] = on;
+        mo = fmaxf(mo, abs2(on));
+        mp = fmaxf(mp, pi);
+        for (int k = 0; k < M; ++k) psi_next[k * n2 + p] = cmul(probe_b[k * n2 + p], on);
+    }
+    block_max(mo, fmax + 2 * nslot);
+    block_max(mp, fmax + 2 * nslot + 1);
+}
+
 // ---------------------------------------------------------------- DM
 // num[w] += sum_k conj(P_k) psi_jk, den[w] += sum_k |P_k|^2 over all positions (atomics).
 __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restrict__ probe,
@@ -199,8 +315,7 @@ __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restr
             pi += abs2(pk);
         }
         long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
-        atomicAdd(num + 2 * w, acc.x);
-        atomicAdd(num + 2 * w + 1, acc.y);
+        atomic_add2(num + 2 * w, acc.x, acc.y);
         atomicAdd(den + w, pi);
     }
 }
@@ -419,8 +534,7 @@ __global__ void ls_scatter(const float2* __restrict__ chi, const float2* __restr
             pi += abs2(pk);
         }
         long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
-        atomicAdd(num + 2 * w, acc.x);
-        atomicAdd(num + 2 * w + 1, acc.y);
+        atomic_add2(num + 2 * w, acc.x, acc.y);
         atomicAdd(den + w, pi);
     }
 }
@@ -578,8 +692,7 @@ __global__ void ls_obj_update(const float2* __restrict__ chi, const float2* __re
         }
         long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
         float s = beta * steps[2 * jj] / (den_o[w] + add_o);
-        atomicAdd(obj + 2 * w, s * acc.x);
-        atomicAdd(obj + 2 * w + 1, s * acc.y);
+        atomic_add2(obj + 2 * w, s * acc.x, s * acc.y);
     }
 }
 
