@@ -163,6 +163,9 @@ class MultiGpuParameters:
                             hint="Halo shared between neighbouring GPU regions.", label="Overlap")
     share_frequency: int = param(10, kind="int", flag="shareFrequency", unit="iterations", min=1, max=10**7,
                                  hint="Share the overlap every N iterations.", label="Share frequency")
+    gpus: str = param("", kind="str", flag="gpus", label="GPUs",
+                      hint="Comma list of GPU indices to split one reconstruction across, e.g. 0,1,2,3 "
+                           "('' or one index = one device).")
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,19 @@ def _to_float(value: Any) -> float:
     return f
 
 
+def parse_gpu_list(text: str) -> tuple[int, ...]:
+    """'0,1,2,3' -> (0, 1, 2, 3); '' -> (); ValueError for anything but distinct non-negative integers."""
+    items = [t.strip() for t in str(text).split(",")] if str(text).strip() else []
+    out: list[int] = []
+    for t in items:
+        if not t.isdigit():
+            raise ValueError(f"{t!r} is not a GPU index: expected a comma list of integers such as 0,1,2,3")
+        out.append(int(t))
+    if len(set(out)) != len(out):
+        raise ValueError("a GPU index appears twice")
+    return tuple(out)
+
+
 def check_range(spec: FieldSpec, value: Any) -> str | None:
     """None when ``value`` is within the leaf's range, else the error message."""
     values = value if isinstance(value, tuple) else (value,)
@@ -489,6 +505,10 @@ class Parameters:
         if (e.step_m[0] <= 0 or e.step_m[1] <= 0) and not e.positions_file:
             problems.append(Problem("experiment.step_m", "step", e.step_m,
                                     f"-step={_show(e.step_m)}: steps must be > 0 for a raster scan"))
+        try:
+            parse_gpu_list(self.multigpu.gpus)
+        except ValueError as exc:
+            problems.append(Problem("multigpu.gpus", "gpus", self.multigpu.gpus, f"-gpus={self.multigpu.gpus}: {exc}"))
         if problems:
             raise ParameterError(problems)
 
