@@ -109,6 +109,9 @@ def test_serve_as_a_process_prints_the_login_and_reports_a_busy_port(tmp_path):
     assert (tmp_path / "home" / "ptychopy.sqlite3").is_file()
 
 
-def test_worker_refuses_to_start_without_redis(capsys):
+def test_worker_refuses_to_start_without_redis(capsys, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # main() sets dramatiq's prefetch variables
     assert worker.main([]) == 2
     assert "needs REDIS_URL" in capsys.readouterr().err
