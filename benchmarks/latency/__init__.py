@@ -1,0 +1,1 @@
+"""Issue 11: scan completion to a live image in the browser, timed hop by hop (see README.md)."""

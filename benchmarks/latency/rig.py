@@ -1,0 +1,347 @@
+"""The whole path as real processes: simioc, the bridge, the web app (embedded or production), a logged-in user.
+
+:class:`Rig` starts everything for one mode and exposes what the driver needs: the IOC (caproto's sync client,
+which reads the CA environment at every call, so no libca context exists in the benchmark process), the jobs
+table, the bridge's journal, the web origin and a session cookie.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import secrets
+import sqlite3
+import subprocess
+import sys
+import tomllib
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .procs import LOOPBACK, REPO, CaLoopback, Cleanup, Postgres, Proc, Redis, base_env, free_port, wait_for
+
+EXAMPLE_CONFIG = REPO / "epics_bridge" / "examples" / "beamline.toml"
+PREFIX = "ptysim:"
+
+
+@dataclass
+class RigOptions:
+    mode: str  # "embedded" | "production"
+    workdir: Path
+    rows: int = 12
+    cols: int = 12
+    size_px: int = 64
+    point_time_s: float = 0.005
+    iterations: int | None = None  # None: the example template's -i
+    debounce_s: float | None = None  # None: the example configuration's value
+    stable_checks: int | None = None
+    file_backoff_s: float | None = None
+    frame_rate_hz: float = 5.0
+    stamp: bool = True  # the t_produced hook (benchmarks.latency.hooks)
+    worker_timeout_ms: int | None = None  # dramatiq_worker_timeout for the production worker (None: default)
+    log: Any = field(default=print)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """A small TOML writer for the bridge configuration's shape (tables of scalars, lists, inline tables)."""
+    out: list[str] = []
+
+    def table(name: str, body: dict[str, Any]) -> None:
+        subs = {k: v for k, v in body.items() if isinstance(v, dict) and k == "parameters" and name == "metadata"}
+        out.append(f"[{name}]")
+        for k, v in body.items():
+            if k in subs:
+                continue
+            out.append(f"{json.dumps(k) if '.' in k else k} = {_toml_value(v)}")
+        out.append("")
+        for k, v in subs.items():
+            table(f"{name}.{k}", v)
+
+    for name, body in data.items():
+        table(name, body)
+    return "\n".join(out)
+
+
+def bridge_config(opts: RigOptions, env_paths: dict[str, Path]) -> tuple[Path, dict[str, Any]]:
+    """The example configuration with this run's journal, state file and (optionally) timing overrides."""
+    cfg = tomllib.loads(EXAMPLE_CONFIG.read_text())
+    cfg["bridge"]["pv_prefix"] = PREFIX
+    cfg["bridge"]["journal"] = str(env_paths["journal"])
+    cfg["bridge"]["state_file"] = str(env_paths["state"])
+    if opts.debounce_s is not None:
+        cfg["bridge"]["debounce_s"] = opts.debounce_s
+    if opts.stable_checks is not None:
+        cfg["file_check"]["stable_checks"] = opts.stable_checks
+    if opts.file_backoff_s is not None:
+        cfg["file_check"]["initial_backoff_s"] = opts.file_backoff_s
+    if opts.iterations is not None:
+        template = cfg["parameters"]["template"]
+        cfg["parameters"]["template"] = re.sub(r"-i=\d+", f"-i={opts.iterations}", template)
+    path = opts.workdir / "bridge.toml"
+    path.write_text(dump_toml(cfg))
+    return path, cfg
+
+
+def _parse_db_time(value: Any) -> float | None:
+    if value is None:
+        return None
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+class Rig:
+    def __init__(self, opts: RigOptions):
+        self.opts = opts
+        self.mode = opts.mode
+        self.cleanup = Cleanup()
+        self.work = opts.workdir
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.logs = self.work / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.data_dir = self.work / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        self.home = self.work / "home"
+        self.home.mkdir(exist_ok=True)
+        self.journal_path = self.work / "bridge" / "journal.sqlite3"
+        self.state_path = self.work / "bridge" / "state.json"
+        self.port = free_port()
+        self.ca = CaLoopback(self.work)
+        self.cleanup.add("CA repeaters", self.ca.end_repeaters)
+        self.procs: list[Proc] = []
+        self.database_url = ""
+        self.sqlite_path = self.home / "ptychopy.sqlite3"
+        self.cookie = ""
+        self.bridge_cfg: dict[str, Any] = {}
+
+    # -- start-up ---------------------------------------------------------------------------------------------
+    def _proc(self, name: str, argv: list[str], env: dict[str, str], port: int | None = None,
+              wait_s: float = 120.0) -> Proc:
+        proc = Proc(name, argv, env, self.logs, port=port)
+        self.cleanup.add(name, proc.stop)
+        self.procs.append(proc)
+        return proc.start(wait_s)
+
+    def start(self) -> Rig:
+        log = self.opts.log
+        cfg_path, self.bridge_cfg = bridge_config(self.opts, {"journal": self.journal_path, "state": self.state_path})
+        app = {"PTYCHOPY_HOME": str(self.home), "PTYCHOPY_DATA_ROOTS": str(self.data_dir),
+               "PTYCHOPY_FRAME_RATE_HZ": f"{self.opts.frame_rate_hz:g}", "PTYCHOPY_LOG_LEVEL": "INFO"}
+        if self.mode == "production":
+            pg = Postgres()
+            self.cleanup.add("postgres", pg.stop)
+            redis = Redis()
+            self.cleanup.add("redis", redis.stop)
+            pg.start()
+            redis.start()
+            self.database_url = pg.url()
+            app.update(DATABASE_URL=self.database_url, REDIS_URL=redis.url(0), SECRET_KEY=secrets.token_urlsafe(40),
+                       ALLOWED_HOSTS=f"{LOOPBACK},localhost", PTYCHOPY_INSECURE_COOKIES="1",
+                       dramatiq_queue_prefetch="1")
+        env = base_env(app)
+        ca_env = self.ca.env(env)
+        log(f"[{self.mode}] simioc on CA port {self.ca.port}, web on {self.port}")
+        self._proc("simioc", [sys.executable, "-m", "epics_bridge.simioc", "--port", str(self.ca.port),
+                              "--data-dir", str(self.data_dir), "--prefix", PREFIX, "--rows", str(self.opts.rows),
+                              "--cols", str(self.opts.cols), "--size", str(self.opts.size_px),
+                              "--point-time", str(self.opts.point_time_s)], ca_env)
+        wait_for(lambda: self._ioc_ready(), 60, "the simulated IOC")
+        if self.mode == "production":
+            self._manage(env, "migrate", "--noinput")
+            self.username, self.password = "viewer", secrets.token_urlsafe(12)
+            self._manage(env, "shell", "-c", _CREATE_USER.format(username=self.username, password=self.password))
+            self._proc("daphne", [sys.executable, "-m", "daphne", "-b", LOOPBACK, "-p", str(self.port),
+                                  "webapp.asgi:application"], env, port=self.port)
+            worker_env = dict(env)
+            if self.opts.worker_timeout_ms is not None:
+                worker_env["dramatiq_worker_timeout"] = str(self.opts.worker_timeout_ms)
+            module = "benchmarks.latency.stamped_worker" if self.opts.stamp else "webapp.worker"
+            self._proc("worker", [sys.executable, "-m", module], worker_env)
+            self._proc("bridge", [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)], ca_env)
+            wait_for(self._worker_ready, 120, "the Dramatiq worker's heartbeat")
+        else:
+            argv = [sys.executable, "-m", "benchmarks.latency.embedded_serve", "--port", str(self.port),
+                    "--bridge", str(cfg_path)]
+            if not self.opts.stamp:
+                argv.append("--no-stamp")
+            self._proc("serve", argv, ca_env, port=self.port)
+            login = wait_for(lambda: (self.home / "demo-login.txt").exists(), 60, "the demo login file")
+            assert login
+            kv = dict(line.split("=", 1) for line in (self.home / "demo-login.txt").read_text().splitlines()
+                      if "=" in line)
+            self.username, self.password = kv["username"].strip(), kv["password"].strip()
+        wait_for(self._bridge_connected, 60, "the bridge to connect to every PV")
+        self.cookie = self.login()
+        log(f"[{self.mode}] up: logged in as {self.username}")
+        return self
+
+    def stop(self) -> None:
+        self.cleanup.run()
+
+    def _manage(self, env: dict[str, str], *args: str) -> str:
+        res = subprocess.run([sys.executable, "manage.py", *args], env=env, cwd=REPO, capture_output=True,
+                             text=True, timeout=300, check=False)
+        if res.returncode:
+            raise RuntimeError(f"manage.py {args[0]} failed:\n{res.stdout}\n{res.stderr}")
+        return res.stdout
+
+    def _ioc_ready(self) -> bool:
+        if not self.procs[-1].alive:
+            raise RuntimeError(f"simioc exited:\n{self.procs[-1].tail()}")
+        try:
+            return bool(self.ioc_get("sim:Status", 0.5) == "idle")
+        except Exception:
+            return False
+
+    def _worker_ready(self) -> bool:
+        import psycopg
+
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute("SELECT count(*) FROM jobs_workerheartbeat").fetchone()
+        return bool(row and row[0] > 0)
+
+    def bridge_state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.state_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def _bridge_connected(self) -> bool:
+        for proc in self.procs:
+            if not proc.alive:
+                raise RuntimeError(f"{proc.name} exited:\n{proc.tail()}")
+        st = self.bridge_state()
+        pvs = st.get("pvs") or {}
+        return bool(pvs) and all(p.get("connected") and p.get("value") is not None for p in pvs.values())
+
+    # -- web ----------------------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def login(self) -> str:
+        """Log in over HTTP as a browser does (CSRF cookie + form); returns the Cookie header for websockets."""
+        jar = http.cookiejar.CookieJar()
+
+        class NoRedirect(urllib.request.HTTPRedirectHandler):
+            def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+                return None
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPCookieProcessor(jar), NoRedirect())
+        page = opener.open(f"{self.base_url}/accounts/login/", timeout=30).read().decode()
+        m = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        if not m:
+            raise RuntimeError("no CSRF token on the login page")
+        body = urllib.parse.urlencode({"username": self.username, "password": self.password,
+                                       "csrfmiddlewaretoken": m.group(1), "next": "/"}).encode()
+        req = urllib.request.Request(f"{self.base_url}/accounts/login/", data=body, method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded",
+                                              "Referer": f"{self.base_url}/accounts/login/"})
+        try:
+            opener.open(req, timeout=30)
+        except urllib.error.HTTPError as err:
+            if err.code not in (302, 303):
+                raise
+        cookies = {c.name: c.value for c in jar}
+        if "sessionid" not in cookies:
+            raise RuntimeError(f"login as {self.username} set no session cookie")
+        return "; ".join(f"{k}={v}" for k, v in cookies.items())
+
+    # -- IOC ----------------------------------------------------------------------------------------------------
+    def _ca(self) -> None:
+        import os
+
+        os.environ.update(self.ca.client_env)
+
+    def ioc_get(self, pv: str, timeout_s: float = 1.0) -> Any:
+        from caproto.sync.client import read
+
+        self._ca()
+        data = read(PREFIX + pv, timeout=timeout_s, repeater=False).data
+        if getattr(data, "dtype", None) is not None and data.dtype.kind == "u" and data.dtype.itemsize == 1:
+            return bytes(data).rstrip(b"\0").decode("latin-1")
+        value = data[0] if len(data) == 1 else data
+        return value.decode() if isinstance(value, bytes) else value
+
+    def ioc_timestamp(self, pv: str, timeout_s: float = 1.0) -> tuple[Any, float]:
+        """A PV's value and the IOC's time stamp of its last write (POSIX seconds)."""
+        from caproto import ChannelType
+        from caproto.sync.client import read
+
+        self._ca()
+        resp = read(PREFIX + pv, data_type=ChannelType.TIME_LONG, timeout=timeout_s, repeater=False)
+        return resp.data[0], float(resp.metadata.timestamp)
+
+    def ioc_put(self, pv: str, value: Any, timeout_s: float = 2.0) -> None:
+        from caproto.sync.client import write
+
+        self._ca()
+        write(PREFIX + pv, value, timeout=timeout_s, repeater=False, notify=True)
+
+    # -- the jobs table and the journal ---------------------------------------------------------------------
+    def jobs_after(self, last_id: int) -> list[dict[str, Any]]:
+        sql = ("SELECT id, status, created, started, finished, dedup_key, iteration, message, worker "
+               "FROM jobs_job WHERE id > {} ORDER BY id")
+        if self.database_url:
+            import psycopg
+            from psycopg.rows import dict_row
+
+            with psycopg.connect(self.database_url, row_factory=dict_row) as pg:
+                rows = list(pg.execute(sql.format("%s"), (last_id,)))
+        else:
+            if not self.sqlite_path.exists():
+                return []
+            conn = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=5)
+            conn.row_factory = sqlite3.Row
+            try:
+                rows = [dict(r) for r in conn.execute(sql.format("?"), (last_id,))]
+            except sqlite3.OperationalError:
+                rows = []
+            finally:
+                conn.close()
+        for r in rows:
+            for k in ("created", "started", "finished"):
+                r[k] = _parse_db_time(r[k])
+        return rows
+
+    def journal_events(self, dedup_key: str) -> dict[str, float]:
+        """The first time of each journal event kind for ``dedup_key`` (complete, file_complete, submitted)."""
+        if not self.journal_path.exists():
+            return {}
+        conn = sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = conn.execute("SELECT kind, at FROM events WHERE dedup_key = ? ORDER BY id", (dedup_key,)).fetchall()
+        finally:
+            conn.close()
+        out: dict[str, float] = {}
+        for kind, at in rows:
+            out.setdefault(str(kind), float(at))
+        return out
+
+
+_CREATE_USER = """
+from django.contrib.auth import get_user_model
+u, _ = get_user_model().objects.get_or_create(username={username!r})
+u.set_password({password!r})
+u.save()
+"""
