@@ -115,3 +115,22 @@ def test_worker_refuses_to_start_without_redis(capsys, monkeypatch):
     monkeypatch.setattr(os, "environ", dict(os.environ))  # main() sets dramatiq's prefetch variables
     assert worker.main([]) == 2
     assert "needs REDIS_URL" in capsys.readouterr().err
+
+
+def test_sweeper_sends_jobs_queued_by_another_process_once(broker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.jobs.services import submit_job
+
+    old = timezone.now() - timedelta(seconds=30)
+    orphan = Job.objects.create(parameters=small_parameters().to_dict(), algorithm="ePIE", created=old)
+    Job.objects.create(parameters=small_parameters().to_dict(), algorithm="ePIE")  # too young to judge
+    with_message = submit_job(small_parameters())
+    Job.objects.filter(pk=with_message.pk).update(created=old)
+    assert embedded.pending_job_ids(broker) == {with_message.pk}
+    assert embedded.sweep_once(broker) == [orphan.pk]
+    assert embedded.pending_job_ids(broker) == {with_message.pk, orphan.pk}
+    broker.flush_all()
+    assert embedded.sweep_once(broker) == [with_message.pk]  # the orphan was sent once already
