@@ -149,6 +149,7 @@
     if (!frame || typeof Plotly === "undefined") return;
     const h = frame.header;
     drawStats(h);
+    if (frame.images.length) el("waiting").hidden = true;
     frame.images.forEach(function (img) {
       if (TITLES[img.name]) {
         drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
