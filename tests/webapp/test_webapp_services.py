@@ -112,3 +112,23 @@ def test_delete_removes_row_and_results(small_params, user, other_user, settings
 def test_unknown_source_is_refused(small_params):
     with pytest.raises(ValueError):
         services.submit_job(small_params, source="carrier-pigeon")
+
+
+def test_requeue_leaves_jobs_of_live_or_late_workers_running(broker, small_params):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.jobs.models import WorkerHeartbeat
+
+    fresh = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
+                               worker="gpu-node-8:5")
+    late = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
+                              worker="gpu-node-9:5")
+    WorkerHeartbeat.objects.create(worker_id="gpu-node-8:5", host="gpu-node-8", pid=5)
+    WorkerHeartbeat.objects.create(worker_id="gpu-node-9:5", host="gpu-node-9", pid=5,
+                                   last_seen=timezone.now() - timedelta(seconds=8))
+    assert services.requeue_unfinished() == 1
+    assert queued_ids(broker) == [late.pk]  # the actor looks again once that heartbeat is stale
+    assert set(Job.objects.values_list("status", flat=True)) == {"running"}
+    assert fresh.pk not in queued_ids(broker)
