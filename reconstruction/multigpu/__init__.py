@@ -1,0 +1,56 @@
+"""One reconstruction split across several devices (GPUs, or NumPy "devices" for tests); see docs/multigpu.md.
+
+>>> rec = from_parameters(params)        # a SplitReconstruction for -gpus=0,1,..., else a plain Reconstruction
+>>> for progress in rec: ...
+>>> result = rec.result()                # the merged object
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..parameters.model import parse_gpu_list
+from .exchange import Communicator, LocalCommunicator, NcclCommunicator
+from .merge import merge_objects, split_object
+from .partition import Region, Window, partition
+from .split_run import SplitReconstruction
+
+if TYPE_CHECKING:
+    from ..driver import Reconstruction
+    from ..parameters import Parameters
+    from ..scan_data import ScanData
+
+
+def from_parameters(params: Parameters, *, data: ScanData | None = None, progress: Any = None,
+                    device: str | None = None) -> SplitReconstruction | Reconstruction:
+    """The run ``params`` describe: split over ``-gpus`` when it lists two or more, else a plain
+    :class:`Reconstruction` (one device: the current one; pick it with CUDA_VISIBLE_DEVICES).
+
+    ``device`` ("auto"/"cpu"/"gpu", default ``params.reconstruction.device``): "cpu" runs the regions as
+    NumPy "devices" in threads; "auto" uses the GPUs when CuPy sees one.
+    """
+    from ..backend import gpu_available
+    from ..driver import Reconstruction, settings_from_parameters
+    from ..loading import load_guesses, load_scan
+
+    gpus = parse_gpu_list(params.multigpu.gpus)
+    if len(gpus) <= 1:
+        return Reconstruction.from_parameters(params, data=data, progress=progress, device=device)
+    data = data if data is not None else load_scan(params, progress=progress)
+    probe, obj = load_guesses(params, data)
+    r = params.reconstruction
+    dev = (device or r.device or "auto").lower()
+    backend = "gpu" if dev == "gpu" or (dev == "auto" and gpu_available()) else "cpu"
+    pixel = data.pixel_size_m or params.pixel_size_m
+    return SplitReconstruction(
+        data.intensities, data.positions_px, devices=list(gpus), backend=backend,
+        overlap_px=params.multigpu.overlap_px, share_frequency=params.multigpu.share_frequency,
+        algorithm=r.algorithm, iterations=r.iterations, probe=probe, probe_modes=r.probe_modes, object_guess=obj,
+        seed=r.seed if r.seed >= 0 else None, valid_mask=data.valid_mask, settings=settings_from_parameters(params),
+        beam_diameter_px=params.experiment.beam_size_m / pixel, pixel_size_m=pixel, time_limit_s=r.time_limit_s,
+        parameters=params, inputs=data.source,
+    )
+
+
+__all__ = ["Communicator", "LocalCommunicator", "NcclCommunicator", "Region", "SplitReconstruction", "Window",
+           "from_parameters", "merge_objects", "partition", "split_object"]
