@@ -42,6 +42,7 @@ class Message:
 @dataclass
 class ViewerLog:
     index: int
+    connect_started: float = 0.0
     connected_at: float = 0.0
     messages: list[Message] = field(default_factory=list)
     error: str = ""
@@ -58,6 +59,7 @@ async def _viewer(rig: Rig, job_id: int, index: int, timeout_s: float) -> Viewer
     out = ViewerLog(index)
     url = rig.base_url.replace("http://", "ws://") + f"/ws/jobs/{job_id}/"
     deadline = time.monotonic() + timeout_s
+    out.connect_started = time.time()
     try:
         async with connect(url, origin=rig.base_url, additional_headers={"Cookie": rig.cookie},  # type: ignore[arg-type]
                            proxy=None, open_timeout=10, max_size=8 * 2**20, compression=None) as ws:
@@ -122,7 +124,8 @@ async def play_one(rig: Rig, viewers: int, last_id: int, timeout_s: float = 180.
     return dict(job=row["id"], status=row["status"], message=row["message"], dedup_key=row["dedup_key"],
                 viewers=viewers, t_go=t_go, t_busy0=t_busy0 if int(busy) == 0 else None, t_seen=t_seen,
                 journal=events, queued=row["created"], started=row["started"], finished=row["finished"],
-                viewer_logs=[dict(index=v.index, connected_at=v.connected_at, error=v.error,
+                viewer_logs=[dict(index=v.index, connect_started=v.connect_started, connected_at=v.connected_at,
+                                  error=v.error,
                                   messages=[m.__dict__ for m in v.messages]) for v in logs])
 
 
@@ -151,14 +154,20 @@ def hops(scan: dict[str, Any]) -> dict[str, Any]:
         f = next((m for m in v["messages"] if m["n_images"] and m["iteration"] >= 1), None)
         if f is not None:
             worst_first = f["recv"] if worst_first is None else max(worst_first, f["recv"])
+    connected = [v["connected_at"] for v in scan["viewer_logs"] if v["connected_at"]]
+    all_in = max(connected) if connected else None
     frames: list[float] = []
+    steady: list[float] = []  # frames produced once every viewer was connected (no handshakes in progress)
     for v in scan["viewer_logs"]:
         for m in v["messages"]:
             if not m["replay"] and m["status"] == "running" and m["t_produced"] is not None and m["n_images"]:
                 frames.append(m["recv"] - m["t_produced"])
+                if all_in is not None and m["t_produced"] >= all_in:
+                    steady.append(m["recv"] - m["t_produced"])
+    handshakes = [v["connected_at"] - v["connect_started"] for v in scan["viewer_logs"]
+                  if v["connected_at"] and v.get("connect_started")]
     running = [m for m in v0["messages"] if m["status"] == "running" and m["n_images"] and not m["replay"]]
     intervals = [b["recv"] - a["recv"] for a, b in zip(running, running[1:], strict=False)]
-    connected = [v["connected_at"] for v in scan["viewer_logs"] if v["connected_at"]]
     return dict(
         edge_to_classified=d(busy0, ev.get("complete")),
         edge_to_file_complete=d(busy0, ev.get("file_complete")),
@@ -170,8 +179,10 @@ def hops(scan: dict[str, Any]) -> dict[str, Any]:
         started_to_first_frame=d(started, first_recv),
         queued_to_first_frame=d(queued, first_recv),
         queued_to_first_frame_all_viewers=d(queued, worst_first),
-        queued_to_viewers_connected=d(queued, max(connected) if connected else None),
+        queued_to_viewers_connected=d(queued, all_in),
         frame_latencies=frames,
+        frame_latencies_steady=steady,
+        ws_handshakes=handshakes,
         frame_intervals=intervals,
         run_s=d(started, scan["finished"]),
     )
