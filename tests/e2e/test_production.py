@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import re
+import shutil
 import socket
 import time
 import zipfile
@@ -17,6 +19,7 @@ import h5py
 import pytest
 
 from tests.support.frames import FINAL_STATUSES, Frame, collect_frames
+from tests.support.processes import container_like_worker
 from tests.support.stack import ProductionStack, User, small_sim_cmdstr
 from tests.support.web import ApiClient, WebClient
 
@@ -216,3 +219,32 @@ def test_api_parameters_round_trip_and_owner_delete(prod_stack: ProductionStack,
                                                               "confirm": "1"})
     gone = api.get(f"/api/v1/jobs/{first['id']}/")
     assert gone.status == 404, f"a deleted job is still served: {gone!r}"
+
+
+def test_container_like_worker_restarted_with_the_same_host_and_pids(prod_stack: ProductionStack,
+                                                                     alice: User) -> None:
+    """A worker container that crashes and is restarted comes back with the same host name and the same
+    (small) pids: the job it was running must still be recognised as orphaned and finish."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.fail("this test needs root and util-linux's unshare (PID/UTS namespaces, as in a container)",
+                    pytrace=False)
+    api = ApiClient(prod_stack.base_url, alice.token)
+    web = logged_in(prod_stack, alice)
+    for w in prod_stack.workers:  # only the container-like worker may take the job
+        w.stop()
+    box = container_like_worker("prod-container-worker", prod_stack.env, "ptychopy-gpu0")
+    try:
+        box.start()
+        job_id = int(api.submit(small_sim_cmdstr(400), label="e2e-container")["id"])
+        frames = asyncio.run(collect_frames(prod_stack.base_url, job_id, web.cookie_header(), prod_stack.origin,
+                                            min_frames=3, until_final=False, timeout=90))
+        assert any(f.status == "running" for f in frames), f"job {job_id} never ran: {box.log_tail()}"
+        first_worker = api.job(job_id).get("worker", "")
+        box.kill()
+        box.start()
+        row = api.wait_status(job_id, FINAL_STATUSES, timeout=150)
+        assert row["status"] == "done", f"after the container-like restart the job ended {row}\n{box.log_tail()}"
+        print(f"worker before the crash {first_worker!r}, after {row.get('worker')!r}")
+    finally:
+        box.kill()  # (unshare does not pass SIGTERM on; a graceful stop is not what this test is about)
+        prod_stack.start_worker(0)

@@ -51,7 +51,7 @@ class ManagedProcess:
     """One subprocess in its own process group, logging to a file."""
 
     def __init__(self, name: str, argv: list[str], env: Mapping[str, str], *, port: int | None = None,
-                 cwd: Path = REPO) -> None:
+                 cwd: Path = REPO, marker: str | None = None) -> None:
         self.name = name
         self.argv = argv
         self.env = dict(env)
@@ -63,7 +63,7 @@ class ManagedProcess:
         self.starts = 0
         self._entry: Path | None = None
         # What identifies this program in /proc/<pid>/cmdline, for the reaper of a killed session.
-        self.marker = " ".join(argv[1:3]) if len(argv) > 2 else argv[0]
+        self.marker = marker or (" ".join(argv[1:3]) if len(argv) > 2 else argv[0])
 
     @property
     def alive(self) -> bool:
@@ -158,6 +158,14 @@ def daphne(name: str, port: int, env: Mapping[str, str]) -> ManagedProcess:
 
 def worker(name: str, env: Mapping[str, str]) -> ManagedProcess:
     return ManagedProcess(name, python_argv("-m", "webapp.worker"), env)
+
+
+def container_like_worker(name: str, env: Mapping[str, str], hostname: str) -> ManagedProcess:
+    """``python -m webapp.worker`` as a container runs it: its own PID and UTS namespaces (it is PID 1 there
+    and its children get the same small pids on every start) and a fixed host name. Needs root and unshare."""
+    script = f"hostname {hostname} && exec {sys.executable} -m webapp.worker"
+    argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "--uts", "sh", "-c", script]
+    return ManagedProcess(name, argv, env, marker="-m webapp.worker")
 
 
 def embedded_server(name: str, port: int, env: Mapping[str, str], *, demo: bool = True) -> ManagedProcess:
