@@ -97,8 +97,10 @@ def _ms(x: float | None) -> str:
 def markdown(result: dict[str, Any]) -> str:
     mode, summary = result["mode"], result["summary"]
     keys = [k for k in summary if k.startswith("viewers_")]
+    load = "/".join(f"{x:.1f}" for x in result.get("load_avg_after", ()))
     lines = [f"### {mode} mode", "",
-             f"{result['date']} · {result['machine']} · `{result['command']}`", "",
+             f"{result['date']} · {result['machine']} (1/5/15-min load after the run {load}) · "
+             f"commit {result.get('commit', '')} · `{result['command']}`", "",
              f"{result['config_note']}", ""]
     head = "| hop (ms) | " + " | ".join(f"{k.split('_')[1]} viewer(s): p50 / p95 / max" for k in keys) + " |"
     lines += [head, "|---|" + "---|" * len(keys)]
@@ -186,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--file-backoff-s", type=float, default=None, help="override [file_check] initial_backoff_s")
     p.add_argument("--worker-timeout-ms", type=int, default=None,
                    help="dramatiq_worker_timeout for the production worker (default: Dramatiq's 1000)")
+    p.add_argument("--web-conn-max-age", type=float, default=None,
+                   help="experiment: Daphne with CONN_MAX_AGE=N (benchmarks.latency.settings_conn_reuse)")
     p.add_argument("--no-stamp", action="store_true", help="run the unmodified entry points (no t_produced)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "latency" / "results"))
     p.add_argument("--tag", default="", help="suffix of the output file names")
@@ -204,9 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         opts = RigOptions(mode=mode, workdir=work, rows=args.rows, cols=args.cols, size_px=args.size,
                           iterations=args.iterations, debounce_s=args.debounce_s, stable_checks=args.stable_checks,
                           file_backoff_s=args.file_backoff_s, stamp=not args.no_stamp,
-                          worker_timeout_ms=args.worker_timeout_ms,
+                          worker_timeout_ms=args.worker_timeout_ms, web_conn_max_age=args.web_conn_max_age,
                           log=lambda msg: print(msg, flush=True))
         t0 = time.monotonic()
+        load_before = os.getloadavg()
         try:
             scans = asyncio.run(run_mode(opts, args.scans, viewer_counts, args.warmup))
         finally:
@@ -227,9 +232,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cfg['file_check']['initial_backoff_s']}, template `{cfg['parameters']['template']}`; "
                 f"frame rate 5 Hz; {args.scans} scans per viewer count after {args.warmup} warm-up scan(s); "
                 f"dramatiq_worker_timeout={args.worker_timeout_ms or 'default (1000 ms)'}; "
+                f"Daphne CONN_MAX_AGE={0 if args.web_conn_max_age is None else args.web_conn_max_age:g}; "
                 f"producer stamp {'off' if args.no_stamp else 'on (benchmarks/latency/hooks.py)'}.")
         result = dict(mode=mode, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=machine(),
-                      command=command, config_note=note, commit=_commit(), wall_s=time.monotonic() - t0,
+                      command=command, config_note=note,
+                      load_avg_before=load_before, load_avg_after=os.getloadavg(),
+                      commit=_commit(), wall_s=time.monotonic() - t0,
                       summary=summarize(mode, measured, viewer_counts), scans=scans)
         suffix = f"-{args.tag}" if args.tag else ""
         (out_dir / f"latency-{mode}{suffix}.json").write_text(json.dumps(result, indent=1))

@@ -43,6 +43,7 @@ class RigOptions:
     frame_rate_hz: float = 5.0
     stamp: bool = True  # the t_produced hook (benchmarks.latency.hooks)
     worker_timeout_ms: int | None = None  # dramatiq_worker_timeout for the production worker (None: default)
+    web_conn_max_age: float | None = None  # experiment: Daphne with persistent DB connections (settings_conn_reuse)
     log: Any = field(default=print)
 
 
@@ -169,8 +170,12 @@ class Rig:
             self._manage(env, "migrate", "--noinput")
             self.username, self.password = "viewer", secrets.token_urlsafe(12)
             self._manage(env, "shell", "-c", _CREATE_USER.format(username=self.username, password=self.password))
+            web_env = dict(env)
+            if self.opts.web_conn_max_age is not None:
+                web_env.update(DJANGO_SETTINGS_MODULE="benchmarks.latency.settings_conn_reuse",
+                               PTYCHOPY_BENCH_CONN_MAX_AGE=f"{self.opts.web_conn_max_age:g}")
             self._proc("daphne", [sys.executable, "-m", "daphne", "-b", LOOPBACK, "-p", str(self.port),
-                                  "webapp.asgi:application"], env, port=self.port)
+                                  "webapp.asgi:application"], web_env, port=self.port)
             worker_env = dict(env)
             if self.opts.worker_timeout_ms is not None:
                 worker_env["dramatiq_worker_timeout"] = str(self.opts.worker_timeout_ms)
