@@ -37,6 +37,16 @@ class SharedDM(DM):
         super().__init__(state, settings)
         self.link = link
 
+    @classmethod
+    def adopt(cls, engine: DM, link: Link) -> SharedDM:
+        """A SharedDM continuing the reference DM ``engine`` (its state and exit waves, no copy)."""
+        if type(engine) is not DM:
+            raise TypeError(f"expected the reference DM engine, got {type(engine).__name__}")
+        shared = cls.__new__(cls)
+        shared.state, shared.settings, shared.psi = engine.state, engine.settings, engine.psi
+        shared.link = link
+        return shared
+
     def _overlap_update(self, update_probe: bool, flat_idx: Any) -> None:
         st, xp, ln = self.state, self.state.xp, self.link
         m = st.modes_active

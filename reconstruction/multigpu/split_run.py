@@ -17,6 +17,7 @@ The object is merged on the host (:mod:`.merge`) when asked for.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..driver import Reconstruction, canonical_algorithm
-from ..engines import ENGINES, EngineSettings
+from ..engines import EngineSettings
 from ..engines.base import object_illumination
 from ..errors import SessionStateError
 from ..positions import object_shape_for
@@ -147,18 +148,16 @@ class SplitReconstruction:
         for reg in self.regions:
             sub_mask = mask[reg.positions] if mask is not None and mask.ndim == 3 else mask
             region_seed = seed if seed is None or self.exchange == "sums" else seed + 7919 * reg.index
-            with self._on_device(reg.index):
+            with self._on_device(reg.index), _fast_paths_off(self.exchange == "sums" or reference_engines):
                 rec = Reconstruction(
                     intens[reg.positions], reg.local_corners(corners), algorithm=self.algorithm,
                     iterations=self.iterations, probe=probe_h, probe_modes=probe_modes,
                     object_shape=reg.window.shape, object_guess=self.initial_object[reg.window.slices],
                     device=backend, seed=region_seed, valid_mask=sub_mask, settings=self.settings,
                     beam_diameter_px=beam_diameter_px, pixel_size_m=pixel_size_m)
-                if self.exchange == "sums":
-                    rec.engine = SharedDM(rec.state, rec.settings,
-                                          Link(self.comm, reg.index, reg.window, self.object_shape))
-                elif reference_engines:
-                    rec.engine = ENGINES[self.algorithm](rec.state, rec.settings)
+                if self.exchange == "sums":  # the driver's engine hook: see docs/multigpu.md
+                    rec.engine = SharedDM.adopt(rec.engine, Link(self.comm, reg.index, reg.window,
+                                                                 self.object_shape))
             self.recs.append(rec)
         self._amp2 = [_measured_power(intens[reg.positions], sub) for reg, sub in
                       zip(self.regions, [mask[r.positions] if mask is not None and mask.ndim == 3 else mask
@@ -329,6 +328,25 @@ class SplitReconstruction:
             raise SessionStateError("this split reconstruction was closed; start a new one")
         if self._broken is not None:
             raise SessionStateError(f"a region failed ({self._broken}); start a new run")
+
+
+@contextlib.contextmanager
+def _fast_paths_off(off: bool) -> Iterator[None]:
+    """Build the region's engine without the GPU fast path (PTYCHOPY_GPU_FAST=0 while constructing, in the
+    constructing thread's process): its compiled module is cached for one device, and the summed DM replaces
+    the engine anyway."""
+    if not off:
+        yield
+        return
+    before = os.environ.get("PTYCHOPY_GPU_FAST")
+    os.environ["PTYCHOPY_GPU_FAST"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PTYCHOPY_GPU_FAST", None)
+        else:
+            os.environ["PTYCHOPY_GPU_FAST"] = before
 
 
 def _exchange_mode(exchange: str, algorithm: str) -> str:
