@@ -41,9 +41,9 @@ async def test_logged_in_viewer_receives_the_latest_frame_first(user):
     job = await make_job(status="running", iteration=42, iterations=100, last_seq=7)
     await database_sync_to_async(Job.objects.filter(pk=job.pk).update)(last_preview=stored_frame(job.pk, 7, 42))
     ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, await login_cookie(user)])
-    connected, _ = await ws.connect()
+    connected, _ = await ws.connect(timeout=10)
     assert connected
-    header, images = decode_frame(await ws.receive_from(timeout=2))
+    header, images = decode_frame(await ws.receive_from(timeout=30))
     assert header["seq"] == 7 and header["iteration"] == 42 and header["status"] == "running"
     assert images["object_amplitude"].shape == (4, 5) and images["object_amplitude"][0, 0] == 42
     await ws.disconnect()
@@ -52,8 +52,8 @@ async def test_logged_in_viewer_receives_the_latest_frame_first(user):
 async def test_viewer_of_a_job_without_frames_gets_its_status(user):
     job = await make_job(status="queued")
     ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, await login_cookie(user)])
-    assert (await ws.connect())[0]
-    header, images = decode_frame(await ws.receive_from(timeout=2))
+    assert (await ws.connect(timeout=10))[0]
+    header, images = decode_frame(await ws.receive_from(timeout=30))
     assert header["status"] == "queued" and header["job"] == job.pk and images == {}
     await ws.disconnect()
 
@@ -61,7 +61,7 @@ async def test_viewer_of_a_job_without_frames_gets_its_status(user):
 async def test_anonymous_viewer_is_rejected():
     job = await make_job(status="running")
     ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN])
-    connected, _ = await ws.connect()
+    connected, _ = await ws.connect(timeout=10)
     assert not connected
 
 
@@ -69,15 +69,15 @@ async def test_cross_origin_viewer_is_rejected(user):
     job = await make_job(status="running")
     ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/",
                                headers=[(b"origin", b"http://evil.example"), await login_cookie(user)])
-    connected, _ = await ws.connect()
+    connected, _ = await ws.connect(timeout=10)
     assert not connected
     ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[await login_cookie(user)])
-    assert not (await ws.connect())[0]
+    assert not (await ws.connect(timeout=10))[0]
 
 
 async def test_missing_job_is_rejected(user):
     ws = WebsocketCommunicator(application, "/ws/jobs/999999/", headers=[ORIGIN, await login_cookie(user)])
-    assert not (await ws.connect())[0]
+    assert not (await ws.connect(timeout=10))[0]
 
 
 async def test_live_frames_from_the_worker_thread_reach_two_viewers(worker, broker, user):
@@ -86,11 +86,11 @@ async def test_live_frames_from_the_worker_thread_reach_two_viewers(worker, brok
     viewers = [WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, cookie])
                for _ in range(2)]
     for ws in viewers:
-        assert (await ws.connect())[0]
+        assert (await ws.connect(timeout=10))[0]
     received: list[list[dict]] = [[], []]
     for k, ws in enumerate(viewers):
         while len([h for h in received[k] if h["status"] == "running"]) < 3:
-            header, images = decode_frame(await ws.receive_from(timeout=10))
+            header, images = decode_frame(await ws.receive_from(timeout=30))
             received[k].append(header)
     for headers in received:
         running = [h for h in headers if h["status"] == "running"]
@@ -101,5 +101,5 @@ async def test_live_frames_from_the_worker_thread_reach_two_viewers(worker, brok
     for ws in viewers:
         status = None
         while status != "cancelled":
-            status = decode_frame(await ws.receive_from(timeout=10))[0]["status"]
+            status = decode_frame(await ws.receive_from(timeout=30))[0]["status"]
         await ws.disconnect()
