@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from .paths import confine, data_roots
 SCAN_SUFFIXES = (".h5", ".hdf5", ".nxs", ".mda")
 MAX_DEPTH = 3
 MAX_LISTED = 300
+MAX_FOLDERS = 2000
+MAX_WALK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,23 @@ class ScanDefaults:
     notes: list[str]
 
 
-def list_scans(limit: int = MAX_LISTED) -> list[ScanChoice]:
-    """Scan files under the data roots (3 folders deep at most), newest first."""
+def list_scans(limit: int = MAX_LISTED, budget_s: float = MAX_WALK_S) -> list[ScanChoice]:
+    """Scan files under the data roots (3 folders deep at most), newest first.
+
+    The walk stops after ``MAX_FOLDERS`` folders or ``budget_s`` seconds: a big beamline file system must not
+    slow the form down (a path can always be typed).
+    """
     found: list[tuple[float, ScanChoice]] = []
+    deadline = time.monotonic() + budget_s
+    folders = 0
     for root in data_roots():
         if not root.is_dir():
             continue
         base_depth = len(root.parts)
         for folder, dirs, files in os.walk(root):
+            folders += 1
+            if folders > MAX_FOLDERS or time.monotonic() > deadline:
+                break
             depth = len(Path(folder).parts) - base_depth
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))[:200] if depth < MAX_DEPTH else []
             for name in files:
