@@ -2,9 +2,9 @@
 
 Every rank (region) runs in its own thread and calls the collective with its own buffer; the call returns
 when the buffer holds the sum over all ranks. :class:`LocalCommunicator` does this in one process for NumPy
-"devices" (or CuPy arrays on one GPU); :class:`NcclCommunicator` uses NCCL through ``cupy.cuda.nccl`` with one
-GPU per rank. Sums over region windows are taken in global object coordinates: each rank pastes its window
-into a zero (..., H, W) buffer, so one contiguous all-reduce serves any layout of regions.
+"devices" (or CuPy arrays on one GPU); :class:`NcclCommunicator` uses NCCL through ``cupy.cuda.nccl``, one GPU
+per rank. Sums over region windows are taken in global object coordinates: each rank pastes its window into
+a zero (..., H, W) buffer, so one contiguous all-reduce serves any layout of regions.
 """
 
 from __future__ import annotations
@@ -51,49 +51,27 @@ def _device_id(a: Any) -> int | None:
     return int(a.device.id) if _is_cupy(a) else None
 
 
-class LocalCommunicator:
-    """Single-process all-reduce over ``size`` ranks in threads: the sum is formed in rank order by rank 0
-    (deterministic), on the device when every buffer lives on the same one, else through the host."""
+class _Rendezvous:
+    """Ranks meet at a barrier with their buffers; rank 0 performs the collective for all; they meet again."""
 
-    def __init__(self, size: int, timeout_s: float | None = 600.0):
+    def __init__(self, size: int, timeout_s: float | None):
         if size < 1:
             raise ValueError(f"size={size}: must be >= 1")
         self.size = int(size)
         self._barrier = threading.Barrier(self.size, timeout=timeout_s)
         self._slots: list[Any] = [None] * self.size
-        self._total: Any = None
 
-    def allreduce_sum(self, rank: int, buf: Any) -> None:
-        if self.size == 1:
-            return
-        _synchronize(buf)
-        self._slots[rank] = buf
+    def _meet(self, rank: int, item: Any, leader: Any) -> None:
+        """Deposit ``item``, let rank 0 run ``leader(items)``, return once it is done."""
+        self._slots[rank] = item
         self._wait()
         if rank == 0:
-            self._total = self._sum(self._slots)
+            try:
+                leader(list(self._slots))
+            except BaseException:
+                self.abort()
+                raise
         self._wait()
-        total = self._total
-        if _is_cupy(buf) and _device_id(total) != _device_id(buf):
-            import cupy
-
-            total = cupy.asarray(total if not _is_cupy(total) else cupy.asnumpy(total))
-        elif not _is_cupy(buf) and _is_cupy(total):
-            total = total.get()
-        buf[...] = total
-        _synchronize(buf)
-
-    def _sum(self, bufs: list[Any]) -> Any:
-        devices = {_device_id(b) for b in bufs}
-        if len(devices) == 1:
-            total = bufs[0].copy()
-            for b in bufs[1:]:
-                total += b
-            return total
-        host = [b.get() if _is_cupy(b) else np.asarray(b) for b in bufs]
-        total_h = host[0].copy()
-        for b in host[1:]:
-            total_h += b
-        return total_h
 
     def _wait(self) -> None:
         try:
@@ -105,23 +83,61 @@ class LocalCommunicator:
         self._barrier.abort()
 
 
-class NcclCommunicator:
+class LocalCommunicator(_Rendezvous):
+    """Single-process all-reduce over ``size`` ranks in threads: rank 0 forms the sum in rank order
+    (deterministic), on the device when every buffer lives on the same one, else through the host."""
+
+    def __init__(self, size: int, timeout_s: float | None = 600.0):
+        super().__init__(size, timeout_s)
+        self._total: Any = None
+
+    def allreduce_sum(self, rank: int, buf: Any) -> None:
+        if self.size == 1:
+            return
+        _synchronize(buf)
+        self._meet(rank, buf, self._sum)
+        total = self._total
+        if _is_cupy(buf) and _device_id(total) != _device_id(buf):
+            import cupy
+
+            total = cupy.asarray(cupy.asnumpy(total) if _is_cupy(total) else total)
+        elif not _is_cupy(buf) and _is_cupy(total):
+            total = total.get()
+        buf[...] = total  # rank 0 replaces the total only after every rank reached the next collective
+        _synchronize(buf)
+
+    def _sum(self, bufs: list[Any]) -> None:
+        if len({_device_id(b) for b in bufs}) == 1:
+            total = bufs[0].copy()
+            for b in bufs[1:]:
+                total += b
+            _synchronize(total)
+        else:
+            total = bufs[0].get() if _is_cupy(bufs[0]) else np.array(bufs[0])
+            for b in bufs[1:]:
+                total += b.get() if _is_cupy(b) else np.asarray(b)
+        self._total = total
+
+
+class NcclCommunicator(_Rendezvous):
     """NCCL all-reduce over one GPU per rank (``devices[rank]``), single process, one thread per rank.
 
-    Sets NCCL_NVLS_ENABLE=0 (NVLink SHARP multicast off) before the communicators are created. Each call
-    enqueues on the calling thread's current stream of ``devices[rank]`` (the caller holds that device).
+    CuPy's single-process communicator (``NcclCommunicator.initAll``) switches ranks with a shared
+    ``setCurrentComm``, so the ranks do not call NCCL themselves: each hands over its buffer and its current
+    stream, and rank 0 enqueues every rank's all-reduce in one NCCL group, each on its rank's stream (so it
+    runs after the work that rank queued before). Sets NCCL_NVLS_ENABLE=0 before the communicators exist.
     """
 
-    def __init__(self, devices: Sequence[int]):
+    def __init__(self, devices: Sequence[int], timeout_s: float | None = 600.0):
+        super().__init__(len(devices), timeout_s)
+        if len(set(devices)) != len(devices):
+            raise ValueError(f"devices={list(devices)}: NCCL needs one distinct GPU per rank")
         os.environ["NCCL_NVLS_ENABLE"] = "0"
         from cupy.cuda import nccl  # type: ignore[import-not-found]
 
-        if len(set(devices)) != len(devices):
-            raise ValueError(f"devices={list(devices)}: NCCL needs one distinct GPU per rank")
         self._nccl = nccl
         self.devices = [int(d) for d in devices]
-        self.size = len(self.devices)
-        self._comms = nccl.NcclCommunicator.initAll(self.devices)
+        self._comm: Any = nccl.NcclCommunicator.initAll(len(self.devices), self.devices) if self.size > 1 else None
 
     def allreduce_sum(self, rank: int, buf: Any) -> None:
         import cupy
@@ -129,13 +145,21 @@ class NcclCommunicator:
         if self.size == 1:
             return
         flat = as_float32_view(buf)
-        stream = cupy.cuda.get_current_stream()
-        self._comms[rank].allReduce(flat.data.ptr, flat.data.ptr, int(flat.size), self._nccl.NCCL_FLOAT32,
-                                    self._nccl.NCCL_SUM, stream.ptr)
+        self._meet(rank, (flat, cupy.cuda.get_current_stream().ptr), self._group_allreduce)
 
-    def abort(self) -> None:
-        for comm in self._comms:
-            comm.abort()
+    def _group_allreduce(self, items: list[tuple[Any, int]]) -> None:
+        import cupy
+
+        nccl, comm = self._nccl, self._comm
+        comm.groupStart()
+        try:
+            for rank, (flat, stream_ptr) in enumerate(items):
+                with cupy.cuda.Device(self.devices[rank]):
+                    comm.setCurrentComm(rank)
+                    comm.allReduce(flat.data.ptr, flat.data.ptr, int(flat.size), nccl.NCCL_FLOAT32, nccl.NCCL_SUM,
+                                   stream_ptr)
+        finally:
+            comm.groupEnd()
 
 
 def as_float32_view(buf: Any) -> Any:
