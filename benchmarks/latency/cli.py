@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                       commit=_commit(), wall_s=time.monotonic() - t0,
                       summary=summarize(mode, measured, viewer_counts), scans=scans)
         suffix = f"-{args.tag}" if args.tag else ""
-        (out_dir / f"latency-{mode}{suffix}.json").write_text(json.dumps(result, indent=1))
+        (out_dir / f"latency-{mode}{suffix}.json").write_text(json.dumps(result, separators=(",", ":")))
         md = markdown(result)
         (out_dir / f"latency-{mode}{suffix}.md").write_text(md)
         print(md, flush=True)
