@@ -198,3 +198,18 @@ def test_heartbeats_of_dead_workers_are_pruned(small_params):
     assert prune() == 2
     assert sorted(WorkerHeartbeat.objects.values_list("worker_id", flat=True)) == sorted(
         [f"{this_host()}:{os.getppid()}", "near:1"])
+
+
+def test_a_stopping_embedded_worker_hands_its_job_back(worker, broker, sent_frames):
+    job = services.submit_job(small_parameters(iterations=1_000_000))
+    wait_for(lambda: Job.objects.filter(pk=job.pk, iteration__gte=2).exists())
+    runner.request_stop()
+    try:
+        wait_for(lambda: Job.objects.filter(pk=job.pk, status="queued").exists())
+        assert runner.run_job(job.pk) == "worker stopping"
+    finally:
+        runner.clear_stop()
+    job.refresh_from_db()
+    assert job.status == "queued" and "re-queued" in job.message and 2 <= job.iteration < 1_000_000
+    assert services.requeue_unfinished() == 1
+    Job.objects.filter(pk=job.pk).update(cancel_requested=True)  # let the worker fixture stop quickly

@@ -68,7 +68,13 @@ def stop_worker() -> None:
         worker, _worker = _worker, None
     _sweeper_stop.set()
     if worker is not None:
-        worker.stop(timeout=10_000)
+        from .runner import clear_stop, request_stop
+
+        request_stop()  # the running job stops after its current iteration and goes back to the queue
+        try:
+            worker.stop(timeout=10_000)
+        finally:
+            clear_stop()
 
 
 # -- jobs queued by other processes ------------------------------------------------------------------------

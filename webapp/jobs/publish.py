@@ -53,7 +53,7 @@ def _publishing_loop() -> asyncio.AbstractEventLoop | None:
     layer_backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
     if layer_backend.endswith("InMemoryChannelLayer"):
         loop = embedded.server_loop()
-        return loop if loop is not None and not loop.is_closed() else None
+        return loop if loop is not None and loop.is_running() else None
     return _private_publishing_loop()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,22 @@ class JobVanished(Exception):
     """The job row was deleted while the job ran."""
 
 
+class WorkerStopping(Exception):
+    """This worker is shutting down: the running job stops between iterations and goes back to the queue."""
+
+
+_stopping = threading.Event()
+
+
+def request_stop() -> None:
+    """Make the running job (if any) stop after its current iteration and hand itself back (embedded stop)."""
+    _stopping.set()
+
+
+def clear_stop() -> None:
+    _stopping.clear()
+
+
 def run_job(job_id: int) -> str:
     """Run job ``job_id`` if it is this worker's to run; returns what happened (for logs and tests)."""
     job = claim(job_id)
@@ -49,6 +66,11 @@ def run_job(job_id: int) -> str:
         log.info("job %s was deleted while running", job_id)
         shutil.rmtree(job_results_dir(job_id), ignore_errors=True)
         return "deleted"
+    except WorkerStopping:
+        moved = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
+            status=Job.Status.QUEUED, message="its worker stopped; re-queued")
+        log.info("job %s handed back (%d): the worker is stopping; the next start re-queues it", job_id, moved)
+        return "handed back"
     except BaseException:
         # Interrupted (worker shutdown, time limit): hand the job back so a worker start re-queues it.
         Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
@@ -60,6 +82,8 @@ def run_job(job_id: int) -> str:
 
 def claim(job_id: int) -> Job | str:
     """The job, now marked running by this worker, or a word saying why this worker does not run it."""
+    if _stopping.is_set():
+        return "worker stopping"  # the row stays queued; the next start-up re-queue sends it again
     me = heartbeat.worker_id()
     job = Job.objects.filter(pk=job_id).first()
     if job is None:
@@ -110,7 +134,7 @@ class JobRun:
             from reconstruction.driver import Reconstruction
 
             rec = Reconstruction.from_parameters(params)
-        except JobVanished:
+        except (JobVanished, WorkerStopping):
             raise
         except Exception as exc:
             return self.fail(exc)
@@ -126,7 +150,7 @@ class JobRun:
             )
             self.finish(status, message=message, result_path=str(path))
             return str(status)
-        except JobVanished:
+        except (JobVanished, WorkerStopping):
             raise
         except Exception as exc:
             return self.fail(exc)
@@ -138,6 +162,8 @@ class JobRun:
         period = 1.0 / max(float(settings.PTYCHOPY_FRAME_RATE_HZ), 1e-3)
         progress = None
         for progress in rec:
+            if _stopping.is_set():
+                raise WorkerStopping()
             self.errors.append(float(progress.error))
             now = time.monotonic()
             final = rec.done
