@@ -69,6 +69,7 @@ class SplitReconstruction:
     devices: one entry per region, GPU indices (``backend="gpu"``; repeat an index to run several regions on
     one GPU in sequence) or NumPy "device" labels (``backend="cpu"``). grid: (gr, gc) regions per axis,
     default strips along the longer scan axis. communicator: default NCCL over distinct GPUs, else local.
+    fast_paths: the GPU fast engines (None: where they serve, i.e. periodic exchange on one GPU).
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class SplitReconstruction:
         exchange: str = "auto",
         grid: tuple[int, int] | None = None,
         communicator: Communicator | None = None,
+        fast_paths: bool | None = None,
         algorithm: str = "ePIE",
         iterations: int = 100,
         probe: Any = None,
@@ -142,7 +144,7 @@ class SplitReconstruction:
             communicator = NcclCommunicator(self.devices) if use_nccl else LocalCommunicator(G)
         self.comm: Communicator = _TakeTurns(communicator, rank_locks)
         # the GPU fast paths keep one compiled module per process: on several GPUs use the reference engines
-        reference_engines = backend == "gpu" and len(distinct) > 1
+        reference_engines = (backend == "gpu" and len(distinct) > 1) if fast_paths is None else not fast_paths
         self._pool = ThreadPoolExecutor(max_workers=G, thread_name_prefix="region") if G > 1 else None
         self.recs: list[Reconstruction] = []
         for reg in self.regions:
