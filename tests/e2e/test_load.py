@@ -147,6 +147,8 @@ def test_twenty_viewers_and_ten_queued_jobs(prod_stack: ProductionStack, alice: 
     lost = {k: v["status"] for k, v in final_jobs.items() if v["status"] != "done"}
     assert not lost, f"jobs not done: {lost}"
     assert not poller.errors, f"the web failed requests under load: {poller.errors[:5]}"
+    connects = [r["connect_s"] for r in results]
+    assert pct(connects, 95) < 5.0, f"websocket connects p95 {pct(connects, 95):.2f} s under load"
     for name, vals in poller.latencies.items():
         assert vals, f"no {name} request completed during the load"
         assert pct(vals, 95) < 2.0, f"{name} p95 {pct(vals, 95):.2f} s: the web is not responsive under load"
