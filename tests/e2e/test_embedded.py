@@ -79,6 +79,7 @@ def test_demo_running_on_first_page_and_restart_loses_no_job(embedded: EmbeddedS
         row = api.wait_status(j, {"done", "failed", "cancelled"}, timeout=120)
         assert row["status"] == "done", f"job {j} (was {before[j]} before the restart) ended {row}"
     print(f"embedded restart took {restart_s:.1f} s (stopping {stop_s:.1f} s); statuses before: {before}")
+    assert stop_s < 5.0, f"Ctrl-C (SIGTERM) took {stop_s:.1f} s to stop the embedded server with a job running"
 
     # A crash (SIGKILL: power loss, OOM killer) mid-job loses nothing either: the job runs again after start-up.
     crash_id = int(api.submit(small_sim_cmdstr(400), label="emb-crash")["id"])
