@@ -3,8 +3,10 @@
 Imports point down only: ``epics_bridge`` uses ``reconstruction`` and, through ``DjangoSubmitter``, ``webapp``.
 """
 
+from .bridge import Bridge
 from .config import BridgeConfig, ConfigError, load_config
+from .state import read_state
 from .submit import DjangoSubmitter, SubmitRejected, SubmitRequest, Submitter
 
-__all__ = ["BridgeConfig", "ConfigError", "DjangoSubmitter", "SubmitRejected", "SubmitRequest", "Submitter",
-           "load_config"]
+__all__ = ["Bridge", "BridgeConfig", "ConfigError", "DjangoSubmitter", "SubmitRejected", "SubmitRequest",
+           "Submitter", "load_config", "read_state"]

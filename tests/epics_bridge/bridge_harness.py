@@ -64,6 +64,7 @@ class CaLoopback:
 
     def __init__(self, workdir: Path):
         self.port = free_port_pair()
+        self.workdir = workdir
         self.shim_dir = workdir / "shim"
         self.shim_dir.mkdir(parents=True, exist_ok=True)
         self.repeater_pids = workdir / "repeater.pids"
@@ -73,6 +74,10 @@ class CaLoopback:
             f"echo $$ >> '{self.repeater_pids}'\n"
             f"exec '{sys.executable}' -c 'from caproto.sync.repeater import run; run(host=\"127.0.0.1\")'\n")
         shim.chmod(0o755)
+
+    def new_port(self) -> None:
+        """Pick another port pair (only before any process of this test uses the current one)."""
+        self.port = free_port_pair()
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -143,12 +148,16 @@ class SimIoc(Process):
 
     def __init__(self, ca: CaLoopback, data_dir: Path, log_path: Path, rows: int = 3, cols: int = 4,
                  size_px: int = 32):
-        argv = [sys.executable, "-m", "epics_bridge.simioc", "--port", str(ca.port), "--data-dir", str(data_dir),
-                "--prefix", PREFIX, "--rows", str(rows), "--cols", str(cols), "--size", str(size_px),
-                "--point-time", "0.002"]
-        super().__init__("simioc", argv, ca.env(), log_path)
         self.ca = ca
         self.data_dir = data_dir
+        self.shape = (rows, cols, size_px)
+        super().__init__("simioc", [], {}, log_path)
+
+    def _argv(self) -> list[str]:
+        rows, cols, size_px = self.shape
+        return [sys.executable, "-m", "epics_bridge.simioc", "--port", str(self.ca.port), "--data-dir",
+                str(self.data_dir), "--prefix", PREFIX, "--rows", str(rows), "--cols", str(cols), "--size",
+                str(size_px), "--point-time", "0.002"]
 
     def _with_env(self, fn: Callable[[], Any]) -> Any:
         saved = {k: os.environ.get(k) for k in self.ca.client_env}
@@ -178,6 +187,7 @@ class SimIoc(Process):
         self._with_env(lambda: write(PREFIX + pv, value, timeout=timeout_s, repeater=False, notify=True))
 
     def start(self) -> None:
+        self.argv, self.env = self._argv(), self.ca.env()  # the port may have changed (see first_start)
         super().start()
 
         def ready() -> bool:
@@ -189,6 +199,17 @@ class SimIoc(Process):
                 return False
 
         wait_for(ready, 30, "the simulated IOC to answer")
+
+    def first_start(self, attempts: int = 3) -> None:
+        """Start on a fresh port, trying another port if something else took this one in the meantime."""
+        for k in range(attempts):
+            try:
+                self.start()
+                return
+            except AssertionError:
+                if self.alive() or k == attempts - 1:
+                    raise
+                self.ca.new_port()
 
     def play(self, abort_after_s: float | None = None, wait: bool = True) -> int:
         """Play one scan; returns its scan number."""

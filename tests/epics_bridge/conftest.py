@@ -27,7 +27,7 @@ def ca(tmp_path: Path) -> Iterator[CaLoopback]:
 def sim(ca: CaLoopback, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[SimIoc]:
     """A running simulated IOC (3 rows x 4 columns of 32 px); restart it with ``sim.start()``."""
     ioc = SimIoc(ca, tmp_path / "data", tmp_path / "simioc.log")
-    ioc.start()
+    ioc.first_start()
     yield ioc
     ioc.stop(timeout_s=5)
     if getattr(request.node, "rep_call_failed", False):

@@ -44,7 +44,7 @@ def jobs(database_url: str) -> list[dict[str, Any]]:
 
 def test_simioc_scan_becomes_a_finished_job(ca: CaLoopback, stack: ProductionStack, tmp_path: Path) -> None:
     sim = SimIoc(ca, stack.data_root / "sim", tmp_path / "simioc.log")
-    sim.start()
+    sim.first_start()
     env = {k: v for k, v in stack.env.items() if k not in ("PATH", "PYTHONPATH")}
     bridge = BridgeProc(ca, bridge_config(tmp_path, tmp_path / "unused.jsonl", django=True, iterations=4),
                         tmp_path / "bridge.log", env=env)
