@@ -147,16 +147,17 @@ class SimIoc(Process):
     """``python -m epics_bridge.simioc`` on the test's port, driven with caproto's sync client."""
 
     def __init__(self, ca: CaLoopback, data_dir: Path, log_path: Path, rows: int = 3, cols: int = 4,
-                 size_px: int = 32):
+                 size_px: int = 32, prefix: str = PREFIX):
         self.ca = ca
         self.data_dir = data_dir
         self.shape = (rows, cols, size_px)
+        self.prefix = prefix
         super().__init__("simioc", [], {}, log_path)
 
     def _argv(self) -> list[str]:
         rows, cols, size_px = self.shape
         return [sys.executable, "-m", "epics_bridge.simioc", "--port", str(self.ca.port), "--data-dir",
-                str(self.data_dir), "--prefix", PREFIX, "--rows", str(rows), "--cols", str(cols), "--size",
+                str(self.data_dir), "--prefix", self.prefix, "--rows", str(rows), "--cols", str(cols), "--size",
                 str(size_px), "--point-time", "0.002"]
 
     def _with_env(self, fn: Callable[[], Any]) -> Any:
@@ -174,7 +175,7 @@ class SimIoc(Process):
     def get(self, pv: str, timeout_s: float = 1.0) -> Any:
         from caproto.sync.client import read
 
-        resp = self._with_env(lambda: read(PREFIX + pv, timeout=timeout_s, repeater=False))
+        resp = self._with_env(lambda: read(self.prefix + pv, timeout=timeout_s, repeater=False))
         data = resp.data
         if getattr(data, "dtype", None) is not None and data.dtype.kind in "u" and data.dtype.itemsize == 1:
             return bytes(data).rstrip(b"\0").decode("latin-1")
@@ -184,7 +185,7 @@ class SimIoc(Process):
     def put(self, pv: str, value: Any, timeout_s: float = 1.0) -> None:
         from caproto.sync.client import write
 
-        self._with_env(lambda: write(PREFIX + pv, value, timeout=timeout_s, repeater=False, notify=True))
+        self._with_env(lambda: write(self.prefix + pv, value, timeout=timeout_s, repeater=False, notify=True))
 
     def start(self) -> None:
         self.argv, self.env = self._argv(), self.ca.env()  # the port may have changed (see first_start)
@@ -287,14 +288,15 @@ max_backoff_s = 0.5
 class BridgeProc(Process):
     """``python -m epics_bridge --config FILE`` with its state file."""
 
-    def __init__(self, ca: CaLoopback, config: Path, log_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, ca: CaLoopback, config: Path, log_path: Path, env: dict[str, str] | None = None,
+                 state_path: Path | None = None):
         argv = [sys.executable, "-m", "epics_bridge", "--config", str(config), "--log-level", "DEBUG"]
         full_env = ca.env()
         full_env.update(env or {})
         super().__init__("bridge", argv, full_env, log_path)
         self.config = config
         self.extra_env = dict(env or {})
-        self.state_path = config.parent / "state.json"
+        self.state_path = state_path or config.parent / "state.json"
 
     def state(self) -> dict[str, Any]:
         try:

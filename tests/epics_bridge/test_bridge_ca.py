@@ -214,3 +214,33 @@ def test_simioc_lists_its_pvs(tmp_path: Path) -> None:
     names = out.stdout.split()
     assert out.returncode == 0 and "X:scan2.BUSY" in names and "X:HDF1:Capture_RBV" in names and "X:sim:Go" in names
     assert not (tmp_path / "never").exists()
+
+
+def test_the_example_configuration_works_against_simioc(ca, tmp_path: Path, recorder: Path) -> None:
+    """epics_bridge/examples/beamline.toml as shipped, with only paths, prefix, debounce and submitter overridden
+    from the environment (EPICS_BRIDGE__...)."""
+    from bridge_harness import REPO, BridgeProc, SimIoc
+
+    sim = SimIoc(ca, tmp_path / "data", tmp_path / "simioc.log", rows=4, cols=5, size_px=64, prefix="demo:")
+    sim.first_start()
+    state = tmp_path / "example-state.json"
+    env = {"EPICS_BRIDGE__BRIDGE__PV_PREFIX": "demo:", "EPICS_BRIDGE__BRIDGE__JOURNAL": str(tmp_path / "j.sqlite3"),
+           "EPICS_BRIDGE__BRIDGE__STATE_FILE": str(state), "EPICS_BRIDGE__BRIDGE__DEBOUNCE_S": "0.3",
+           "EPICS_BRIDGE__BRIDGE__HEARTBEAT_S": "0.5", "EPICS_BRIDGE__SUBMIT__KIND": "callable",
+           "EPICS_BRIDGE__SUBMIT__TARGET": "recording_submitter:RecordingSubmitter",
+           "EPICS_BRIDGE__SUBMIT__OPTIONS": f'{{ path = "{recorder}" }}'}
+    bridge = BridgeProc(ca, REPO / "epics_bridge/examples/beamline.toml", tmp_path / "bridge.log", env=env,
+                        state_path=state)
+    try:
+        bridge.start()
+        number = sim.play()
+        wait_for(lambda: records(recorder), 20, "the submission")
+        rec = records(recorder)[0]
+        assert rec["dedup_key"] == f"SIM:{number}:{sim.data_dir}/scan{number}_data_#06d.h5"
+        p = rec["params"]
+        assert p["experiment"]["scan_dims"] == [4, 5] and p["data"]["frames_per_file"] == 5
+        assert p["preprocessing"]["size_px"] == 64 and rec["files_complete"] is True
+        assert p["experiment"]["wavelength_m"] == pytest.approx(HC / 8.8)
+    finally:
+        bridge.stop()
+        sim.stop()
