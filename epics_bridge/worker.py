@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconstruction import Parameters
+from reconstruction import ParameterError, Parameters
 
 from . import journal as jr
 from .config import BridgeConfig
@@ -121,7 +121,15 @@ class BridgeWorker:
         now = self.clock()
         for row in self.journal.open_scans():
             stage = "file" if row.status == jr.WAITING_FILE else "submit"
-            params = Parameters.from_json(row.params_json)
+            try:
+                params = Parameters.from_json(row.params_json)
+            except (ParameterError, ValueError) as exc:  # e.g. written by an older version
+                msg = f"cannot read the journalled parameters: {exc}"
+                log.error("%s: %s", row.dedup_key, msg)
+                self.journal.set_status(row.dedup_key, jr.FAILED, error=msg)
+                self.journal.log("resume_failed", msg, row.dedup_key)
+                self.state.error(f"{row.dedup_key}: {msg}")
+                continue
             scan = dict(beamline=row.beamline, scan_number=row.scan_number, file_pattern=row.file_pattern,
                         dedup_key=row.dedup_key, label=row.label)
             self.tasks[row.dedup_key] = self._task(row.dedup_key, stage, params, row.label, scan, now)

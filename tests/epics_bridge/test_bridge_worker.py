@@ -146,3 +146,18 @@ def test_the_next_scan_starting_inside_the_debounce_does_not_rename_the_finished
     recs = records(rec)
     assert [r["dedup_key"] for r in recs] == [f"BL:7:{tmp_path}/scan7_data_#06d.h5"]
     assert recs[0]["params"]["experiment"]["job_id"] == "BL_scan7"
+
+
+def test_unreadable_journalled_parameters_fail_that_scan_only(tmp_path: Path, rec: Path) -> None:
+    from epics_bridge.journal import Journal
+
+    j = Journal(tmp_path / "j.sqlite3")
+    j.add_scan("BL:1:old", "BL", "1", "old", "old", '{"experiment": {"no_such_leaf": 1}}', status=jr.SUBMITTING)
+    j.close()
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))  # resumes from the same journal
+    row = rig.journal.get("BL:1:old")
+    assert row.status == jr.FAILED and "journalled parameters" in row.last_error
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.scan_ends()
+    rig.run(2.0)
+    assert len(records(rec)) == 1  # the bridge still works
