@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Everything of issue 10 in one call on the GPU machine (device tool), from the repository root:
-#   bash benchmarks/run_on_device.sh [tests] [ours] [profile] [listing] [peers] [cpu]   (default: all of them)
+#   bash benchmarks/run_on_device.sh [tests] [ours] [profile] [large] [listing] [peers] [cpu]   (default: all of them)
 # Needs the peers' wheels in .whl/ (carried; see benchmarks/RESULTS.md for the download command).
 # Writes logs and JSON to $OUT (or benchmarks/out) and prints short tables last.
 set -u
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-steps=${*:-tests ours profile listing peers cpu}
+steps=${*:-tests ours profile large listing peers cpu}
 SIZES=${SIZES:-128,256,512}
 ITERS=${ITERS:-30}
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -27,6 +27,9 @@ for s in $steps; do
     profile)
       python3 benchmarks/profile_fast.py --size 256 2>&1 | tee "$OUT/profile.log" | grep PROFILE
       python3 benchmarks/profile_fast.py --size 512 --algs DM,LSQML 2>&1 | tee -a "$OUT/profile.log" | grep PROFILE ;;
+    large)
+      python3 benchmarks/large_scan.py --positions "${LARGE_N:-100000}" --size 256 --algs ePIE,LSQML --epochs 2 2>&1 \
+        | tee "$OUT/large.log" | grep -E "LARGE|Error" ;;
     listing)
       python3 benchmarks/listing1.py 2>&1 | tee "$OUT/listing1.log" | tail -5 ;;
     peers)
