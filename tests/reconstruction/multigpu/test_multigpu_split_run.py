@@ -10,7 +10,7 @@ from multigpu_support import SIZE_PX, run_kwargs
 from reconstruction.driver import Reconstruction
 from reconstruction.errors import SessionStateError
 from reconstruction.metrics import object_nrmse, remove_ambiguities
-from reconstruction.multigpu import SplitReconstruction, from_parameters
+from reconstruction.multigpu import SplitReconstruction, from_parameters, merge_objects
 from reconstruction.multigpu.exchange import LocalCommunicator
 from reconstruction.parameters import Parameters
 from reconstruction.preview import Preview
@@ -70,27 +70,42 @@ def test_lsqml_with_overlap_exchange_nrmse_below_0_025(split_scan, reference) ->
     assert object_nrmse(split_scan.object_truth, result.object, region) <= 0.025
 
 
+def _border_lines(split: SplitReconstruction) -> list[tuple[int, int]]:
+    """(axis, index) of every region border: window edges and, per cut, the centre line of the windows of
+    the last positions each side owns (the cut plus n/2)."""
+    lines = []
+    for reg in split.regions:
+        lines += [(0, reg.window.r0), (0, reg.window.r1), (1, reg.window.c0), (1, reg.window.c1)]
+        lines += [(k // 2, int(cut) + SIZE_PX // 2) for k, cut in enumerate(reg.cell_px) if np.isfinite(cut)]
+    return lines
+
+
 def _seam_ratio(scan, split: SplitReconstruction, obj: np.ndarray, region: np.ndarray, band_px: int = 3) -> float:
     """Mean error against the truth within ``band_px`` of region borders over the mean error elsewhere."""
     err = np.abs(remove_ambiguities(scan.object_truth, obj, region) - scan.object_truth)
     near = np.zeros(region.shape, bool)
-    for reg in split.regions:
-        lines = [reg.window.r0, reg.window.r1, reg.window.c0, reg.window.c1]
-        axes = [0, 0, 1, 1]
-        for k, cut in enumerate(reg.cell_px):
-            if np.isfinite(cut):
-                lines.append(int(cut) + SIZE_PX // 2)  # where the windows of the last owned positions centre
-                axes.append(k // 2)
-        for line, axis in zip(lines, axes, strict=True):
-            if 0 < line < region.shape[axis]:
-                sl = slice(max(0, line - band_px), line + band_px)
-                if axis == 0:
-                    near[sl, :] = True
-                else:
-                    near[:, sl] = True
+    for axis, line in _border_lines(split):
+        if 0 < line < region.shape[axis]:
+            sl = slice(max(0, line - band_px), line + band_px)
+            near[(sl, slice(None)) if axis == 0 else (slice(None), sl)] = True
     near &= region
     assert near.sum() > 100 and (region & ~near).sum() > 100
     return float(err[near].mean() / err[region & ~near].mean())
+
+
+def _jump_ratio(scan, split: SplitReconstruction, obj: np.ndarray, region: np.ndarray, band_px: int = 2) -> float:
+    """How much the error field steps between neighbouring rows at row borders, over the steps elsewhere:
+    a seam is a step in the error."""
+    e = remove_ambiguities(scan.object_truth, obj, region) - scan.object_truth
+    steps = np.abs(np.diff(e, axis=0))  # steps[i]: between rows i and i + 1
+    ok = region[1:] & region[:-1]
+    near = np.zeros(ok.shape, bool)
+    for axis, line in _border_lines(split):
+        if axis == 0 and 0 < line < region.shape[0]:
+            near[max(0, line - 1 - band_px):line + band_px] = True
+    near &= ok
+    assert near.sum() > 100 and (ok & ~near).sum() > 100
+    return float(steps[near].mean() / steps[ok & ~near].mean())
 
 
 @pytest.mark.parametrize(("algorithm", "iterations", "kw"), [
@@ -102,7 +117,20 @@ def test_no_seams_error_near_region_borders_at_most_1_5_times_elsewhere(split_sc
     _, region = reference(algorithm, iterations)
     split = _split(split_scan, algorithm, iterations, 4, **kw)
     split.run()
-    assert _seam_ratio(split_scan, split, split.object(), region) <= 1.5
+    obj = split.object()
+    assert _seam_ratio(split_scan, split, obj, region) <= 1.5
+    assert _jump_ratio(split_scan, split, obj, region) <= 1.5
+
+
+def test_the_seam_measure_flags_a_hard_cut_between_unshared_regions(split_scan, reference) -> None:
+    """Control for the test above: regions without halo or exchange, pasted one over the other, step."""
+    _, region = reference("ePIE", 30)
+    split = _split(split_scan, "ePIE", 30, 4, overlap_px=0, share_frequency=1000, grid=(4, 1))
+    split.run()
+    objs = split.region_objects()
+    first_wins = [np.full(o.shape, 1e-6 ** k) for k, o in enumerate(objs)]  # the first region holding a pixel wins
+    hard = merge_objects(objs, first_wins, [r.window for r in split.regions], split.object_shape)
+    assert _jump_ratio(split_scan, split, hard, region) > 1.5
 
 
 def test_partitions_in_sequence_on_one_device_give_the_same_bits(split_scan) -> None:
