@@ -1,13 +1,14 @@
 """``python -m benchmarks.latency --mode embedded|production --scans 20 --viewers 1,20``.
 
 Starts the whole path for each mode (see :mod:`benchmarks.latency.rig`), plays ``--scans`` scans for each viewer
-count, and writes ``latency-<mode>.json`` (every time stamp) and ``latency-<mode>.md`` (the table) to ``--out``.
+count, and writes ``latency-<mode>.json.gz`` (every time stamp) and ``latency-<mode>.md`` (the table) to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import os
 import platform
@@ -240,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
                       commit=_commit(), wall_s=time.monotonic() - t0,
                       summary=summarize(mode, measured, viewer_counts), scans=scans)
         suffix = f"-{args.tag}" if args.tag else ""
-        (out_dir / f"latency-{mode}{suffix}.json").write_text(json.dumps(result, separators=(",", ":")))
+        with gzip.open(out_dir / f"latency-{mode}{suffix}.json.gz", "wt") as fh:
+            fh.write(json.dumps(result, separators=(",", ":")))
         md = markdown(result)
         (out_dir / f"latency-{mode}{suffix}.md").write_text(md)
         print(md, flush=True)
