@@ -50,7 +50,7 @@ def targets(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def load(path: Path) -> dict[str, Any]:
+def read_result(path: Path) -> dict[str, Any]:
     if path.suffix == ".gz":
         with gzip.open(path, "rt") as fh:
             return dict(json.loads(fh.read()))
@@ -59,7 +59,7 @@ def load(path: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     paths = [Path(p) for p in (argv if argv is not None else sys.argv[1:])]
-    results = [load(p) for p in paths]
+    results = [read_result(p) for p in paths]
     for r in results:
         load = "/".join(f"{x:.1f}" for x in r.get("load_avg_after", ()))
         print(f"- {r['mode']}: {r['date']}, {r['machine']}, load {load}, commit {r.get('commit', '')}, "
