@@ -27,20 +27,33 @@ def kernel_names() -> list[str]:
     return re.findall(r"__global__\s+void\s+(\w+)\s*\(", KERNEL_SOURCE.read_text())
 
 
-@functools.lru_cache(maxsize=1)
-def module() -> Any:
-    """The compiled RawModule holding every kernel of ``kernels.cu`` (compiled and loaded once per process,
-    before any graph capture)."""
+def device_id() -> int:
+    return int(cupy().cuda.Device().id)
+
+
+@functools.lru_cache(maxsize=16)
+def _module_on(device: int) -> Any:
     cp = cupy()
-    mod = cp.RawModule(code=KERNEL_SOURCE.read_text(), options=("--std=c++17", "--use_fast_math"))
-    for name in kernel_names():
-        mod.get_function(name)
+    with cp.cuda.Device(device):
+        mod = cp.RawModule(code=KERNEL_SOURCE.read_text(), options=("--std=c++17", "--use_fast_math"))
+        for name in kernel_names():
+            mod.get_function(name)
     return mod
 
 
-@functools.lru_cache(maxsize=64)
+def module() -> Any:
+    """The RawModule holding every kernel of ``kernels.cu``, compiled and loaded once per process and device
+    (before any graph capture): engines on several GPUs each launch their own device's functions."""
+    return _module_on(device_id())
+
+
+@functools.lru_cache(maxsize=1024)
+def _kernel_on(device: int, name: str) -> Any:
+    return _module_on(device).get_function(name)
+
+
 def kernel(name: str) -> Any:
-    return module().get_function(name)
+    return _kernel_on(device_id(), name)
 
 
 @functools.lru_cache(maxsize=1)
