@@ -29,7 +29,7 @@ import numpy as np
 from ..driver import Reconstruction, canonical_algorithm
 from ..engines import EngineSettings
 from ..engines.base import object_illumination
-from ..errors import SessionStateError
+from ..errors import InputDataError, SessionStateError
 from ..positions import object_shape_for
 from ..preview import Preview, make_preview
 from ..probes import probe_guess_from_data
@@ -126,7 +126,11 @@ class SplitReconstruction:
             intens = np.fft.ifftshift(intens, axes=(-2, -1))
             mask = None if mask is None else np.fft.ifftshift(mask, axes=(-2, -1))
         n = int(intens.shape[-1])
-        self.positions_px = np.floor(np.asarray(positions_px, dtype=np.float64) + 0.5)
+        pos = np.asarray(positions_px, dtype=np.float64)
+        if intens.ndim != 3 or pos.shape != (intens.shape[0], 2) or not np.all(np.isfinite(pos)):
+            raise InputDataError(f"intensities {intens.shape} and positions_px {pos.shape}: expected (N, n, n) and "
+                                 f"(N, 2) finite (row, col) corners")
+        self.positions_px = np.floor(pos + 0.5)
         corners = self.positions_px.astype(np.int64)
         shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
         self.object_shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
@@ -147,8 +151,8 @@ class SplitReconstruction:
         reference_engines = (backend == "gpu" and len(distinct) > 1) if fast_paths is None else not fast_paths
         self._pool = ThreadPoolExecutor(max_workers=G, thread_name_prefix="region") if G > 1 else None
         self.recs: list[Reconstruction] = []
-        for reg in self.regions:
-            sub_mask = mask[reg.positions] if mask is not None and mask.ndim == 3 else mask
+        sub_masks = [mask[reg.positions] if mask is not None and mask.ndim == 3 else mask for reg in self.regions]
+        for reg, sub_mask in zip(self.regions, sub_masks, strict=True):
             region_seed = seed if seed is None or self.exchange == "sums" else seed + 7919 * reg.index
             with self._on_device(reg.index), _fast_paths_off(self.exchange == "sums" or reference_engines):
                 rec = Reconstruction(
@@ -161,9 +165,7 @@ class SplitReconstruction:
                     rec.engine = SharedDM.adopt(rec.engine, Link(self.comm, reg.index, reg.window,
                                                                  self.object_shape))
             self.recs.append(rec)
-        self._amp2 = [_measured_power(intens[reg.positions], sub) for reg, sub in
-                      zip(self.regions, [mask[r.positions] if mask is not None and mask.ndim == 3 else mask
-                                         for r in self.regions], strict=True)]
+        self._amp2 = [_measured_power(intens[reg.positions], m) for reg, m in zip(self.regions, sub_masks, strict=True)]
         self.iteration = 0
         self.errors: list[float] = []
         self.rms: list[float] = []
@@ -181,7 +183,10 @@ class SplitReconstruction:
         return self.time_limit_s > 0 and self.elapsed_s >= self.time_limit_s
 
     def step(self) -> Progress:
-        """One iteration on every region (and the exchange when it is due); the combined progress."""
+        """One iteration on every region (and the exchange when it is due); the combined progress.
+
+        The error combines the regions' errors weighted by their measured power: exact with the DM sums
+        (regions own disjoint positions), counting halo positions twice with the periodic exchange."""
         self._require_open()
         if self.done:
             raise SessionStateError(f"no iteration left to run; iteration {self.iteration} of {self.iterations}")

@@ -9,10 +9,11 @@ from multigpu_support import SIZE_PX, run_kwargs
 
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
-from reconstruction.errors import SessionStateError
+from reconstruction.errors import InputDataError, SessionStateError
 from reconstruction.metrics import object_nrmse, remove_ambiguities
 from reconstruction.multigpu import SplitReconstruction, from_parameters, merge_objects
 from reconstruction.multigpu.exchange import LocalCommunicator
+from reconstruction.multigpu.shared_dm import SharedDM
 from reconstruction.parameters import Parameters
 from reconstruction.preview import Preview
 from reconstruction.state import Progress, Result
@@ -209,6 +210,12 @@ def test_bad_arguments_are_refused(split_scan) -> None:
         _split(split_scan, "ePIE", 2, 2, exchange="often")
     with pytest.raises(ValueError, match="share_frequency"):
         _split(split_scan, "ePIE", 2, 2, share_frequency=0)
+    bad = split_scan.data.positions_px.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InputDataError, match="finite"):
+        SplitReconstruction(split_scan.data.intensities, bad, devices=[0, 1])
+    with pytest.raises(TypeError, match="reference DM"):
+        SharedDM.adopt(_split(split_scan, "ePIE", 2, 1).recs[0].engine, None)
 
 
 def test_from_parameters_splits_only_for_two_or_more_devices() -> None:
