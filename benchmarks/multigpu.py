@@ -87,11 +87,11 @@ def bench_split(args: argparse.Namespace) -> list[dict[str, Any]]:
         for g in [int(x) for x in args.split.split(",")]:
             if g > len(gpus):
                 continue
-            # the split runs use the reference xp engines on the GPU (the fast paths serve one device per
-            # process, docs/multigpu.md); G=1 here is the same engine in one region, the fair baseline
+            # the split runs use the reference xp engines on the GPU unless --fast-paths (docs/multigpu.md);
+            # G=1 here is the same engine in one region, the fair baseline
             split = SplitReconstruction(d.intensities, d.positions_px, devices=gpus[:g], backend=args.device,
                                         overlap_px=args.overlap, share_frequency=args.share_frequency,
-                                        fast_paths=False, **common)
+                                        fast_paths=args.fast_paths, **common)
             ms, obj = _time_run(split, args.iterations, args.warmup)
             split.close()
             ms_split1 = ms if g == 1 else ms_split1
@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--job-scan", type=int, default=20)
     ap.add_argument("--job-iterations", type=int, default=50)
     ap.add_argument("--job-algorithm", default="LSQML")
+    ap.add_argument("--fast-paths", action="store_true",
+                    help="split ePIE/LSQML on the GPU fast engines (off by default: see docs/multigpu.md)")
     ap.add_argument("--skip-jobs", action="store_true")
     ap.add_argument("--skip-split", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
