@@ -132,3 +132,21 @@ def test_too_large_uploads_are_refused_inline(client, user, settings):
     response = client.post("/jobs/new/", data)
     assert "more than the 10 bytes allowed" in response.context["form"].errors["reconstruction__probe_guess__upload"][0]
     assert Job.objects.count() == 0
+
+
+def test_a_scripted_post_with_only_a_command_string_submits_a_job(client, user):
+    client.force_login(user)
+    cmd = small_parameters().to_cmdstr()
+    response = client.post("/jobs/new/", {"cmdstr": cmd})
+    assert response.status_code == 302
+    job = Job.objects.get()
+    assert job.parameters["preprocessing"]["size_px"] == small_parameters().preprocessing.size_px
+
+
+def test_blank_fields_take_their_defaults():
+    form = JobForm(data={field_name("reconstruction.iterations"): "7", field_name("reconstruction.algorithm"): ""},
+                   username="u")
+    assert form.is_valid(), form.errors
+    assert form.parameters is not None
+    assert form.parameters.reconstruction.iterations == 7
+    assert form.parameters.reconstruction.algorithm == "ePIE"

@@ -40,7 +40,7 @@ def _form_field(spec: FieldSpec) -> forms.Field:
     if spec.kind == "bool":
         return forms.BooleanField(required=False, label=spec.label, widget=forms.CheckboxInput(attrs=attrs))
     if spec.kind == "choice":
-        return forms.ChoiceField(choices=[(c, c) for c in spec.choices], label=spec.label,
+        return forms.ChoiceField(choices=[(c, c) for c in spec.choices], label=spec.label, required=False,
                                  widget=forms.Select(attrs=attrs))
     if spec.kind in ("int", "float", "pair_int", "pair_float"):
         attrs["inputmode"] = "decimal"
@@ -120,8 +120,10 @@ class JobForm(forms.Form):
         if uploaded is None:
             return cleaned
         try:
+            # a field left blank takes the parameter's default
             params = Parameters.from_cmdstr(cmdstr) if cmdstr else Parameters.from_dict(
-                {spec.path: cleaned.get(field_name(spec.path)) for spec in self.specs})
+                {spec.path: value for spec in self.specs
+                 if (value := cleaned.get(field_name(spec.path))) not in ("", None)})
             self.parameters = confine_parameters(params.replace(uploaded) if uploaded else params)
         except ParameterError as exc:
             for problem in exc.problems:

@@ -124,22 +124,23 @@
     if (FINISHED.has(h.status)) {
       const cancelForm = el("cancel-form");
       if (cancelForm) cancelForm.hidden = true;
-      if (!detailsRefreshed) refreshDetails();
     }
+    if (h.status !== detailsStatus && (h.status === "running" || FINISHED.has(h.status))) refreshDetails(h.status);
   }
 
-  // The details card (end time, duration, device, downloads) is rendered by the server: fetch it once more
-  // when the job has finished.
-  let detailsRefreshed = FINISHED.has(root.dataset.statusAtLoad);
-  function refreshDetails() {
-    detailsRefreshed = true;
+  // The details card (start and end time, duration, device, worker, downloads) is rendered by the server:
+  // fetch it again when the job starts running and when it has finished.
+  let detailsStatus = root.dataset.statusAtLoad;
+  function refreshDetails(status) {
+    const previous = detailsStatus;
+    detailsStatus = status;
     fetch(window.location.href, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("details");
         if (fresh) el("details").replaceWith(fresh);
       })
-      .catch(function () { detailsRefreshed = false; });
+      .catch(function () { detailsStatus = previous; });
   }
 
   function draw() {
