@@ -71,6 +71,7 @@ class DataConfig:
     name_pv: str = ""
     scan_number_pv: str = ""
     file_pattern: str = "{path}/{name}_data_#06d.h5"
+    path_map: Mapping[str, str] = field(default_factory=dict)  # IOC path prefix -> path as the bridge/workers see it
 
     @property
     def pvs(self) -> tuple[str, ...]:
@@ -277,11 +278,15 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     t.finish()
 
     d = top.sub("data")
+    path_map = d.get("path_map", dict, {})
+    if not all(isinstance(v, str) for v in path_map.values()):
+        raise d._err("path_map", "expected {\"/ioc/prefix\" = \"/local/prefix\"}")
+    pattern = d.get("file_pattern", str, "{path}/{name}_data_#06d.h5")
+    if kind == "filename" and "{file" not in pattern:
+        pattern = "{file}"
     data = DataConfig(path_pv=pv(d, "path_pv"), name_pv=pv(d, "name_pv"), scan_number_pv=pv(d, "scan_number_pv"),
-                      file_pattern=d.get("file_pattern", str, "{path}/{name}_data_#06d.h5"))
+                      file_pattern=pattern, path_map=dict(path_map))
     d.finish()
-    if kind == "filename" and "{file" not in data.file_pattern:
-        data = DataConfig(data.path_pv, data.name_pv, data.scan_number_pv, "{file}")
 
     m = top.sub("metadata")
 

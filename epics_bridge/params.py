@@ -57,7 +57,7 @@ def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: S
                   name=text_of(latest, d.name_pv), scan_number=scan_no_value, file=end.file, file_dir=file_dir,
                   file_name=file_name, file_stem=os.path.splitext(file_name)[0])
     try:
-        pattern = d.file_pattern.format(**fields)
+        pattern = map_path(d.file_pattern.format(**fields), d.path_map)
         label = config.label_format.format(**fields)
         job_id = config.job_id_format.format(**fields)
     except (KeyError, ValueError, IndexError) as exc:
@@ -75,6 +75,15 @@ def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: S
     scan_number = str(scan_no_value)
     return ScanInfo(config.beamline, scan_number, pattern, dedup_key(config.beamline, scan_number, pattern),
                     label, params, tuple(warnings))
+
+
+def map_path(path: str, path_map: Mapping[str, str]) -> str:
+    """Replace the longest matching IOC prefix of ``path`` (whole path components only) by its local prefix."""
+    for ioc_prefix in sorted(path_map, key=len, reverse=True):
+        base = ioc_prefix.rstrip("/")
+        if path == base or path.startswith(base + "/"):
+            return path_map[ioc_prefix].rstrip("/") + path[len(base):]
+    return path
 
 
 def metadata_values(config: BridgeConfig, latest: Mapping[str, ValueEvent]) -> tuple[dict[str, Any], list[str]]:

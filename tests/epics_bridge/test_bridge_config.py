@@ -110,3 +110,16 @@ def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(["--config", str(cfg)]) == 2
     assert "beamline: required" in capsys.readouterr().err
     assert main([]) == 2
+
+
+def test_path_map_turns_ioc_paths_into_local_ones() -> None:
+    from epics_bridge.params import map_path
+
+    raw = base()
+    raw["data"]["path_map"] = {"/gdata/2idd": "/data", "/gdata/2idd/special/": "/fast"}
+    cfg = config_from_dict(raw)
+    latest = {e.pvname: e for e in (ev("P", None, "/gdata/2idd/2026-3/"), ev("N", None, "s"), ev("S", 4))}
+    info = describe_scan(cfg, latest, ScanEnd(Outcome.COMPLETE, "", 0.0))
+    assert info.file_pattern == "/data/2026-3/s_data_#06d.h5" == info.params.data.file_pattern
+    assert map_path("/gdata/2idd/special/x.h5", cfg.data.path_map) == "/fast/x.h5"
+    assert map_path("/gdata/2iddX/x.h5", cfg.data.path_map) == "/gdata/2iddX/x.h5"  # whole components only
