@@ -4,8 +4,8 @@ Part 1 (split): a 60x60 raster (3,600 positions) of 256^2 patterns (step n/10, P
 defocused probe). For each algorithm and each G in --split (default 1,2,4, capped at the GPUs listed) it
 measures milliseconds per iteration (median after --warmup iterations; each iteration ends with every
 region synchronised), the scaling efficiency t_1 / (G t_G) against the same split engine in one region
-(and against the plain one-GPU run with its fast path), and the object's NRMSE against the one-GPU object
-and against the truth after the same iterations.
+(and against the plain one-GPU run with its fast path; split DM runs the summed reference DM), and the
+object's NRMSE against the one-GPU object and against the truth after the same iterations.
 
 Part 2 (many jobs): --jobs small scans (default 16 jobs of 128^2 patterns, 20x20 raster) run one worker
 process per GPU (CUDA_VISIBLE_DEVICES=g, jobs dealt round robin) and, for comparison, all on GPU 0 in one
@@ -87,11 +87,10 @@ def bench_split(args: argparse.Namespace) -> list[dict[str, Any]]:
         for g in [int(x) for x in args.split.split(",")]:
             if g > len(gpus):
                 continue
-            # the split runs use the reference xp engines on the GPU unless --fast-paths (docs/multigpu.md);
-            # G=1 here is the same engine in one region, the fair baseline
+            # G=1 here is the same engine in one region (for DM the summed reference DM), the fair baseline
             split = SplitReconstruction(d.intensities, d.positions_px, devices=gpus[:g], backend=args.device,
                                         overlap_px=args.overlap, share_frequency=args.share_frequency,
-                                        fast_paths=args.fast_paths, **common)
+                                        fast_paths=not args.reference_engines, **common)
             ms, obj = _time_run(split, args.iterations, args.warmup)
             split.close()
             ms_split1 = ms if g == 1 else ms_split1
@@ -176,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--job-scan", type=int, default=20)
     ap.add_argument("--job-iterations", type=int, default=50)
     ap.add_argument("--job-algorithm", default="LSQML")
-    ap.add_argument("--fast-paths", action="store_true",
-                    help="split ePIE/LSQML on the GPU fast engines (off by default: see docs/multigpu.md)")
+    ap.add_argument("--reference-engines", action="store_true",
+                    help="split ePIE/LSQML on the reference xp engines instead of the GPU fast engines")
     ap.add_argument("--skip-jobs", action="store_true")
     ap.add_argument("--skip-split", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")

@@ -69,7 +69,7 @@ class SplitReconstruction:
     devices: one entry per region, GPU indices (``backend="gpu"``; repeat an index to run several regions on
     one GPU in sequence) or NumPy "device" labels (``backend="cpu"``). grid: (gr, gc) regions per axis,
     default strips along the longer scan axis. communicator: default NCCL over distinct GPUs, else local.
-    fast_paths: the GPU fast engines (None: where they serve, i.e. periodic exchange on one GPU).
+    fast_paths: False builds the regions on the reference xp engines even where a GPU fast engine exists.
     """
 
     def __init__(
@@ -147,8 +147,7 @@ class SplitReconstruction:
             use_nccl = backend == "gpu" and len(distinct) == G and G > 1
             communicator = NcclCommunicator(self.devices) if use_nccl else LocalCommunicator(G)
         self.comm: Communicator = _TakeTurns(communicator, rank_locks)
-        # the GPU fast paths keep one compiled module per process: on several GPUs use the reference engines
-        reference_engines = (backend == "gpu" and len(distinct) > 1) if fast_paths is None else not fast_paths
+        reference_engines = fast_paths is False  # the summed DM extends the reference DM in any case
         self._pool = ThreadPoolExecutor(max_workers=G, thread_name_prefix="region") if G > 1 else None
         self.recs: list[Reconstruction] = []
         sub_masks = [mask[reg.positions] if mask is not None and mask.ndim == 3 else mask for reg in self.regions]
@@ -339,9 +338,8 @@ class SplitReconstruction:
 
 @contextlib.contextmanager
 def _fast_paths_off(off: bool) -> Iterator[None]:
-    """Build the region's engine without the GPU fast path (PTYCHOPY_GPU_FAST=0 while constructing, in the
-    constructing thread's process): its compiled module is cached for one device, and the summed DM replaces
-    the engine anyway."""
+    """Build the region's engine without the GPU fast path (PTYCHOPY_GPU_FAST=0 while the main thread
+    constructs it): asked for, or the summed DM, which extends the reference DM."""
     if not off:
         yield
         return
