@@ -78,6 +78,20 @@ class DjangoSubmitter:
             raise
         return str(getattr(job, "pk", job))
 
+    def publish_state(self, state: dict[str, Any]) -> None:
+        """Store the bridge's state (its heartbeat) for the web dashboard."""
+        self._setup()
+        from django.db import close_old_connections, connection
+
+        from webapp.jobs.services import record_bridge_status
+
+        close_old_connections()
+        try:
+            record_bridge_status(str(state.get("beamline", "")), state)
+        except Exception:
+            connection.close()
+            raise
+
 
 def load_submitter(config: SubmitConfig) -> Submitter:
     """The submitter the configuration names."""

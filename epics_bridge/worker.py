@@ -161,6 +161,7 @@ class BridgeWorker:
         if now_s >= self._next_heartbeat_s:
             self._next_heartbeat_s = now_s + self.config.heartbeat_s
             self.state.heartbeat()
+            self.publish_state()
         else:
             self.state.flush()
 
@@ -270,6 +271,20 @@ class BridgeWorker:
         self.state.scan_queued(dict(task.scan, job_id=job_id))
         del self.tasks[task.key]
         self._publish_pending()
+        self.publish_state()
+
+    def publish_state(self) -> None:
+        """Hand the state to the submitter's ``publish_state`` (the web dashboard), when it has one.
+
+        Best effort: a database that is down must not stop the bridge; the next heartbeat tries again.
+        """
+        publish = getattr(self.submitter, "publish_state", None)
+        if publish is None:
+            return
+        try:
+            publish(self.state.snapshot())
+        except Exception as exc:
+            log.debug("could not publish the bridge state: %s", exc)
 
     def _publish_pending(self) -> None:
         self.state.set("pending", [dict(key=t.key, stage=t.stage) for t in self.tasks.values()])

@@ -42,6 +42,14 @@ def jobs(database_url: str) -> list[dict[str, Any]]:
             "SELECT id, status, source, dedup_key, label, message, parameters FROM jobs_job ORDER BY id"))
 
 
+def bridge_status(database_url: str) -> list[dict[str, Any]]:
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        return list(conn.execute("SELECT beamline, state FROM jobs_bridgestatus"))
+
+
 def test_simioc_scan_becomes_a_finished_job(ca: CaLoopback, stack: ProductionStack, tmp_path: Path) -> None:
     sim = SimIoc(ca, stack.data_root / "sim", tmp_path / "simioc.log")
     sim.first_start()
@@ -69,6 +77,10 @@ def test_simioc_scan_becomes_a_finished_job(ca: CaLoopback, stack: ProductionSta
         assert job["dedup_key"] == f"TEST:{number}:{pattern}"
         assert job["parameters"]["data"]["file_pattern"] == pattern
         assert bridge.state()["last_scan_queued"]["job_id"] == str(job["id"])
+        # the bridge publishes its state to the shared database: the web dashboard shows it
+        status = bridge_status(url)
+        assert [row["beamline"] for row in status] == ["TEST"]
+        assert status[0]["state"]["last_scan_queued"]["job_id"] == str(job["id"])
         # A restarted bridge replays every PV and finds the scan in its journal: still one job.
         bridge.kill()
         again = BridgeProc(ca, bridge.config, tmp_path / "bridge.log", env=env)

@@ -109,3 +109,36 @@ class WorkerHeartbeat(models.Model):
     @property
     def alive(self) -> bool:
         return self.age_s() < settings.PTYCHOPY_HEARTBEAT_STALE_S
+
+
+class BridgeStatus(models.Model):
+    """The latest state an EPICS bridge published (one row per beamline): PV connections, last scan, heartbeat."""
+
+    beamline = models.CharField(max_length=200, unique=True)
+    state = models.JSONField(default=dict)
+    last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["beamline"]
+
+    def __str__(self) -> str:
+        return self.beamline
+
+    def age_s(self) -> float:
+        return (timezone.now() - self.last_seen).total_seconds()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.state.get("running", True)) and self.age_s() < settings.PTYCHOPY_HEARTBEAT_STALE_S
+
+    @property
+    def pvs_connected(self) -> int:
+        return sum(1 for pv in (self.state.get("pvs") or {}).values() if pv.get("connected"))
+
+    @property
+    def pvs_total(self) -> int:
+        return len(self.state.get("pvs") or {})
+
+    @property
+    def disconnected_pvs(self) -> list[str]:
+        return sorted(name for name, pv in (self.state.get("pvs") or {}).items() if not pv.get("connected"))

@@ -17,7 +17,7 @@ from django.utils import timezone
 from reconstruction import Parameters
 
 from . import frames
-from .models import Job
+from .models import BridgeStatus, Job
 from .publish import publish_frame
 
 log = logging.getLogger(__name__)
@@ -159,3 +159,10 @@ def announce_status(job: Job) -> None:
     Job.objects.filter(pk=job.pk).update(last_preview=data, last_seq=seq)
     job.last_seq, job.last_preview = seq, data
     publish_frame(job.pk, data)
+
+
+def record_bridge_status(beamline: str, state: dict) -> BridgeStatus:
+    """Store the latest state an EPICS bridge published (its heartbeat); the dashboard shows it."""
+    row, _ = BridgeStatus.objects.update_or_create(
+        beamline=beamline[:200], defaults={"state": state, "last_seen": timezone.now()})
+    return row
