@@ -296,6 +296,122 @@ __global__ void epie_update_gather(float2* __restrict__ obj, const float2* __res
     block_max(mp, fmax + 2 * nslot + 1);
 }
 
+// ---------------------------------------------------------------- ePIE with its own 2-D FFT (three launches a position)
+// For n a power of two (32..512): one block per row or column, one thread per element, radix-2 FFTs in shared
+// memory with a twiddle table tw[m] = exp(-2 pi i m / n), m < n / 2 (the inverse uses the conjugates).
+//   epie_gather_rowfft   psi_k = P_k O_j, then the row transforms (forward)
+//   epie_col_modulus     column transforms (forward), the modulus with the error sums, column transforms (inverse)
+//   epie_rowifft_update  row transforms (inverse), then the object and probe updates of the step
+// Each kernel depends only on the previous one's complete output, so the sequence needs no extra buffers.
+
+__device__ __forceinline__ int bitrev(int x, int logn) { return (int)(__brev((unsigned)x) >> (32 - logn)); }
+
+// In-place radix-2 FFT of s[0..n), input in bit-reversed order, output in natural order; every thread calls it.
+__device__ void shared_fft(float2* s, int n, int logn, const float2* __restrict__ tw, bool inverse) {
+    int t = threadIdx.x;
+    int stride_log = logn - 1;
+    for (int half = 1; half < n; half <<= 1, --stride_log) {
+        __syncthreads();
+        if (t < (n >> 1)) {
+            int k = t & (half - 1);
+            int i = ((t - k) << 1) + k;
+            int jx = i + half;
+            float2 w = tw[k << stride_log];
+            if (inverse) w.y = -w.y;
+            float2 u = s[i], v = cmul(s[jx], w);
+            s[i] = make_float2(u.x + v.x, u.y + v.y);
+            s[jx] = make_float2(u.x - v.x, u.y - v.y);
+        }
+    }
+    __syncthreads();
+}
+
+__global__ void epie_gather_rowfft(const float2* __restrict__ obj, const float2* __restrict__ probe,
+                                   const int* __restrict__ rows, const int* __restrict__ cols,
+                                   const int* __restrict__ order, int step, int n, int logn, int W, int M,
+                                   const float2* __restrict__ tw, float2* __restrict__ psi,
+                                   float2* __restrict__ opatch, unsigned int* fmax, int slot) {
+    extern __shared__ float2 sh[];
+    int n2 = n * n;
+    int y = blockIdx.x, x = threadIdx.x, p = y * n + x;
+    int j = order[step];
+    if (blockIdx.x == 0 && threadIdx.x < 2) fmax[2 * (slot ^ 1) + threadIdx.x] = 0u;
+    float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
+    opatch[p] = o;
+    float pi = 0.f;
+    int br = bitrev(x, logn);
+    for (int k = 0; k < M; ++k) {
+        float2 pk = probe[k * n2 + p];
+        pi += abs2(pk);
+        __syncthreads();
+        sh[br] = cmul(pk, o);
+        shared_fft(sh, n, logn, tw, false);
+        psi[k * n2 + p] = sh[x];
+    }
+    block_max(abs2(o), fmax + 2 * slot);
+    block_max(pi, fmax + 2 * slot + 1);
+}
+
+__global__ void epie_col_modulus(float2* __restrict__ psi, const float* __restrict__ amp,
+                                 const unsigned char* __restrict__ mask, int has_mask, int mask_stride,
+                                 const int* __restrict__ order, int step, int n, int logn, int M,
+                                 const float2* __restrict__ tw, float inv_n, float inv_n2, double* errp) {
+    extern __shared__ float2 sh[];  // M columns
+    int n2 = n * n;
+    int x = blockIdx.x, y = threadIdx.x, p = y * n + x;
+    int j = order[step];
+    int br = bitrev(y, logn);
+    for (int k = 0; k < M; ++k) sh[k * n + br] = psi[k * n2 + p];
+    for (int k = 0; k < M; ++k) shared_fft(sh + k * n, n, logn, tw, false);
+    float s = 0.f;
+    for (int k = 0; k < M; ++k) s += abs2(sh[k * n + y]);
+    float a = amp[(long long)j * n2 + p];
+    bool valid = !has_mask || mask[(long long)j * mask_stride + p];
+    float e_sq = 0.f, e_a2 = 0.f;
+    float f = modulus_factor(sqrtf(s) * inv_n, a, valid, e_sq, e_a2) * inv_n2;
+    for (int k = 0; k < M; ++k) {
+        float2 v = sh[k * n + y];
+        __syncthreads();
+        sh[k * n + br] = make_float2(v.x * f, v.y * f);
+    }
+    for (int k = 0; k < M; ++k) shared_fft(sh + k * n, n, logn, tw, true);
+    for (int k = 0; k < M; ++k) psi[k * n2 + p] = sh[k * n + y];
+    block_add2_partial(e_sq, e_a2, errp);
+}
+
+__global__ void epie_rowifft_update(float2* __restrict__ obj, float2* __restrict__ probe,
+                                    const float2* __restrict__ psi, const float2* __restrict__ opatch,
+                                    const int* __restrict__ rows, const int* __restrict__ cols,
+                                    const int* __restrict__ order, int step, int n, int logn, int W, int M,
+                                    const float2* __restrict__ tw, const unsigned int* fmax, int slot,
+                                    int update_probe) {
+    extern __shared__ float2 sh[];
+    int n2 = n * n;
+    int y = blockIdx.x, x = threadIdx.x, p = y * n + x;
+    int j = order[step];
+    float inv_mo = 1.f / slot_value(fmax + 2 * slot);
+    float inv_mp = 1.f / slot_value(fmax + 2 * slot + 1);
+    float2 o = opatch[p];
+    float2 acc = make_float2(0.f, 0.f);
+    int br = bitrev(x, logn);
+    for (int k = 0; k < M; ++k) {
+        __syncthreads();
+        sh[br] = psi[k * n2 + p];
+        shared_fft(sh, n, logn, tw, true);
+        float2 q = sh[x];
+        float2 pk = probe[k * n2 + p];
+        float2 ph = cmul(pk, o);
+        float2 d = make_float2(q.x - ph.x, q.y - ph.y);
+        float2 g = cmulc(pk, d);
+        acc.x += g.x; acc.y += g.y;
+        if (update_probe) {
+            float2 h = cmulc(o, d);
+            probe[k * n2 + p] = make_float2(pk.x + h.x * inv_mo, pk.y + h.y * inv_mo);
+        }
+    }
+    obj[(long long)(rows[j] + y) * W + (cols[j] + x)] = make_float2(o.x + acc.x * inv_mp, o.y + acc.y * inv_mp);
+}
+
 // ---------------------------------------------------------------- DM
 // num[w] += sum_k conj(P_k) psi_jk, den[w] += sum_k |P_k|^2 over all positions (atomics).
 __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restrict__ probe,
