@@ -25,13 +25,17 @@ COPY frontend ./frontend
 COPY manage.py ./
 COPY docker/healthcheck.py ./docker/healthcheck.py
 RUN pip install ".[web,epics]"
+# pyepics starts a Channel Access repeater named caRepeater when none runs; its wheel ships none, so point
+# the name at caproto's (without a repeater, reconnects after an IOC restart take ~35 s).
+RUN printf '#!/bin/sh\nexec caproto-repeater "$@"\n' > /usr/local/bin/caRepeater \
+    && chmod 755 /usr/local/bin/caRepeater
 
 # Static files are collected at build time (whitenoise serves them); no secrets are needed for this step.
 RUN python manage.py collectstatic --noinput -v 0
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/ptychopy --create-home ptychopy \
-    && mkdir -p /var/lib/ptychopy/results /var/lib/ptychopy/uploads /data \
-    && chown -R ptychopy:ptychopy /var/lib/ptychopy
+    && mkdir -p /var/lib/ptychopy/results /var/lib/ptychopy/uploads /data /var/lib/ptychopy-bridge \
+    && chown -R ptychopy:ptychopy /var/lib/ptychopy /var/lib/ptychopy-bridge
 USER ptychopy
 
 EXPOSE 8000
