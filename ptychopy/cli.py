@@ -113,7 +113,7 @@ def run_with_progress(params: Parameters, quiet: bool = False) -> list[Path]:
     """Load, reconstruct with a tqdm progress bar (iteration, error, ETA) and write the result files."""
     from tqdm import tqdm
 
-    from reconstruction.driver import Reconstruction
+    from reconstruction.multigpu import from_parameters
 
     from .session import write_outputs
 
@@ -129,13 +129,13 @@ def run_with_progress(params: Parameters, quiet: bool = False) -> list[Path]:
         load_bar.n = done
         load_bar.refresh()
 
-    rec = Reconstruction.from_parameters(params, progress=on_load)
+    rec = from_parameters(params, progress=on_load)  # split over -gpus when it lists several
     if load_bar is not None:
         load_bar.close()
     r = params.reconstruction
-    print(f"{r.algorithm} on {rec.backend.device}: {rec.state.n_positions} patterns of {rec.state.size_px}^2, "
-          f"object {rec.state.obj.shape[0]}x{rec.state.obj.shape[1]}, {r.iterations} iterations "
-          f"(set-up {time.perf_counter() - t0:.1f} s)")
+    h, w = rec.object_shape
+    print(f"{r.algorithm} on {rec.device}: {rec.n_positions} patterns of {rec.size_px}^2, object {h}x{w}, "
+          f"{r.iterations} iterations (set-up {time.perf_counter() - t0:.1f} s)")
     bar = tqdm(total=rec.iterations, desc=r.algorithm, unit="it", disable=quiet)
     with bar:
         for progress in rec:

@@ -16,6 +16,7 @@ import numpy as np
 
 from reconstruction.driver import Reconstruction
 from reconstruction.errors import SessionStateError
+from reconstruction.multigpu import SplitReconstruction
 from reconstruction.parameters import Parameters
 from reconstruction.state import Progress, Result
 
@@ -28,7 +29,7 @@ class Session:
 
     family: str
     params: Parameters
-    rec: Reconstruction
+    rec: Reconstruction | SplitReconstruction
     history: list[Progress] = field(default_factory=list)
 
     def step(self) -> Progress:
@@ -69,12 +70,11 @@ def start(family: str, params: Parameters, data_arrays: dict[str, Any] | None = 
     if old is not None:
         log.warning("%sinit(): an earlier %s session was never posted; discarding it", family, family)
         old.rec.close()
-    if data_arrays is None:
-        rec = Reconstruction.from_parameters(params)
-    else:
-        from reconstruction.scan_data import ScanData
+    from reconstruction.multigpu import from_parameters
+    from reconstruction.scan_data import ScanData
 
-        rec = Reconstruction.from_parameters(params, data=ScanData(**data_arrays))
+    data = None if data_arrays is None else ScanData(**data_arrays)
+    rec = from_parameters(params, data=data)  # split over -gpus when it lists several
     session = Session(family, params, rec)
     _sessions[family] = session
     return session

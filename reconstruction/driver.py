@@ -137,6 +137,8 @@ class Reconstruction:
         except MemoryError as exc:
             raise self._oom(exc) from exc
         self.positions_px = corners.astype(np.float64)
+        self.probe_size_px = int(n)
+        self._object_shape = (int(shape[0]), int(shape[1]))
         self.iteration = 0
         self.errors: list[float] = []
         self.rms: list[float] = []
@@ -234,6 +236,23 @@ class Reconstruction:
     def illumination(self) -> np.ndarray:
         """Host (H, W) float32 sum of the probe intensity over all windows."""
         return self.backend.asnumpy(object_illumination(self.state))
+
+    @property
+    def device(self) -> str:
+        """Description of the device the run uses, e.g. "NVIDIA H100 80GB HBM3 (GPU 0)"."""
+        return self.backend.device
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.positions_px)
+
+    @property
+    def size_px(self) -> int:
+        return self.probe_size_px
+
+    @property
+    def object_shape(self) -> tuple[int, int]:
+        return self._object_shape
 
     def scanned_region(self) -> tuple[slice, slice]:
         """Slices of the object array covered by any window."""

@@ -131,6 +131,7 @@ class SplitReconstruction:
             raise InputDataError(f"intensities {intens.shape} and positions_px {pos.shape}: expected (N, n, n) and "
                                  f"(N, 2) finite (row, col) corners")
         self.positions_px = np.floor(pos + 0.5)
+        self.probe_size_px = int(n)
         corners = self.positions_px.astype(np.int64)
         shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
         self.object_shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
@@ -280,6 +281,14 @@ class SplitReconstruction:
             algorithm=self.algorithm, device=self.device, pixel_size_m=self.pixel_size_m,
             parameters=self.parameters, stopped_early=self.stopped_early, inputs=dict(self.inputs),
         )
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.positions_px)
+
+    @property
+    def size_px(self) -> int:
+        return self.probe_size_px
 
     @property
     def device(self) -> str:

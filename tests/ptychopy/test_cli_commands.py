@@ -66,3 +66,12 @@ def test_delegated_commands_reach_their_packages(capsys):
             main([command, "--help"])
         assert exc.value.code == 0
         assert marker in capsys.readouterr().out, command
+
+
+def test_run_splits_over_the_listed_gpus(tmp_path, capsys):
+    # two regions (NumPy "devices" here: no GPU), merged into one object
+    cmd = SMALL.replace("-i=4", "-i=3 -algorithm=DM -gpus=0,1 -overlap=8 -device=cpu")
+    assert main(["run", cmd, "--out", str(tmp_path), "--quiet"]) == 0
+    res = read_result(tmp_path / "cli.h5")
+    assert len(res.errors) == 3 and res.object.ndim == 2
+    assert res.parameters.multigpu.gpus == "0,1"

@@ -131,9 +131,9 @@ class JobRun:
         self.seq = self.job.last_seq
         try:
             params = Parameters.from_dict(self.job.parameters)
-            from reconstruction.driver import Reconstruction
+            from reconstruction.multigpu import from_parameters
 
-            rec = Reconstruction.from_parameters(params)
+            rec = from_parameters(params)  # split over -gpus when it lists several
         except (JobVanished, WorkerStopping):
             raise
         except Exception as exc:
@@ -236,7 +236,7 @@ class JobRun:
 
 def device_description(rec: Any) -> str:
     """The backend's device, with the pinned GPU when the worker has one (``CUDA_VISIBLE_DEVICES``)."""
-    device = str(getattr(rec.backend, "device", "") or "")
+    device = str(getattr(rec, "device", "") or "")
     pinned = heartbeat.gpu_label()
     return f"{device} [{pinned}]" if pinned.startswith("GPU") and pinned not in device else device
 
