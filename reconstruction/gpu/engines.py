@@ -113,28 +113,18 @@ class FastEPIE(_FastMixin, EPIE):
         self.psi = cp.empty((mt, self.n, self.n), dtype=cp.complex64)
         self.opatch = cp.empty((self.n, self.n), dtype=cp.complex64)
         self.fused = os.environ.get("PTYCHOPY_EPIE_FUSED", "1") != "0"
-        n = self.n
-        self.logn = n.bit_length() - 1
-        self.own_fft = (os.environ.get("PTYCHOPY_EPIE_OWNFFT", "1") != "0" and n == 1 << self.logn
-                        and 32 <= n <= 512 and mt * n * 8 <= 48 * 1024)
-        if self.own_fft:  # three launches a position, FFTs in shared memory (see kernels.cu)
-            self.fused = False
-            m_idx = np.arange(n // 2)
-            self.twiddles = cp.asarray(np.exp(-2j * np.pi * m_idx / n).astype(np.complex64))
         if self.fused:  # ping-pong partners of psi, opatch and the probe for epie_update_gather
             self.psi_b = cp.empty_like(self.psi)
             self.opatch_b = cp.empty_like(self.opatch)
             self.probe_b = cp.empty_like(st.probe)
-        # one partial error pair per block of the modulus kernel (epie_modulus or epie_col_modulus)
-        self.err_blocks = n if self.own_fft else rt.grid_for(self.n2)
+        self.err_blocks = rt.grid_for(self.n2)  # epie_modulus's grid: one partial error pair per block
         self.err_partial = cp.zeros(2 * self.err_blocks, dtype=cp.float64)
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
         self._upload_order(st.rng.permutation(st.n_positions))  # the reference engine's draw
         m = st.modes_active
-        if not self.own_fft:
-            self.plans.get(m, self.n)
+        self.plans.get(m, self.n)
         self._run(m, update_probe, lambda: self._launch_steps(0, st.n_positions, m, update_probe))
         return self._metrics()
 
@@ -145,9 +135,6 @@ class FastEPIE(_FastMixin, EPIE):
             runner.record(lambda s0=s0, s1=s1: self._launch_steps(s0, s1, m, update_probe))
 
     def _launch_steps(self, s0: int, s1: int, m: int, update_probe: bool) -> None:
-        if self.own_fft:
-            self._launch_steps_own_fft(s0, s1, m, update_probe)
-            return
         if self.fused:
             self._launch_steps_fused(s0, s1, m, update_probe)
             return
@@ -169,32 +156,6 @@ class FastEPIE(_FastMixin, EPIE):
             self.plans.inverse(psi, m, n)
             rt.launch("epie_update", n2, (st.obj, st.probe, psi, self.opatch, self.rows32, self.cols32, self.order,
                                           i32(s), i32(n), i32(self.width), i32(m), self.slots, slot, up))
-        if s1 == st.n_positions:
-            rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
-
-    def _launch_steps_own_fft(self, s0: int, s1: int, m: int, update_probe: bool) -> None:
-        """Three launches a position (row FFTs after the gather, column FFTs around the modulus, inverse row FFTs
-        before the update), one block per row or column with the transforms in shared memory."""
-        st, n, n2, w = self.state, self.n, self.n2, self.width
-        mask, has_mask, stride = self.mask
-        up = i32(1 if update_probe else 0)
-        psi = self.psi[:m]
-        gather = rt.kernel("epie_gather_rowfft")
-        modulus = rt.kernel("epie_col_modulus")
-        update = rt.kernel("epie_rowifft_update")
-        if s0 == 0:
-            self.err_partial.fill(0)
-            self.slots.fill(0)
-        for s in range(s0, s1):
-            slot = i32(s & 1)
-            gather((n,), (n,), (st.obj, st.probe, self.rows32, self.cols32, self.order, i32(s), i32(n), i32(self.logn),
-                                i32(w), i32(m), self.twiddles, psi, self.opatch, self.slots, slot), shared_mem=n * 8)
-            modulus((n,), (n,), (psi, st.amplitudes, mask, has_mask, stride, self.order, i32(s), i32(n), i32(self.logn),
-                                 i32(m), self.twiddles, f32(1.0 / n), f32(1.0 / n2), self.err_partial),
-                    shared_mem=m * n * 8)
-            update((n,), (n,), (st.obj, st.probe, psi, self.opatch, self.rows32, self.cols32, self.order, i32(s),
-                                i32(n), i32(self.logn), i32(w), i32(m), self.twiddles, self.slots, slot, up),
-                   shared_mem=n * 8)
         if s1 == st.n_positions:
             rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
 

@@ -45,34 +45,3 @@ def test_row_of_index_trick_is_exact():
         y -= (y * n > p)
         y += ((y + 1) * n <= p)
         assert np.array_equal(y, p // n), n
-
-
-def _shared_fft_emulated(values: np.ndarray, inverse: bool) -> np.ndarray:
-    """kernels.cu's shared_fft step by step: bit-reversed load, radix-2 stages with the twiddle table
-    tw[m] = exp(-2 pi i m / n) read at k << (log n - 1 - log half), conjugated for the inverse."""
-    n = values.size
-    logn = n.bit_length() - 1
-    tw = np.exp(-2j * np.pi * np.arange(n // 2) / n)
-    rev = np.array([int(f"{x:0{logn}b}"[::-1], 2) for x in range(n)])
-    s = np.empty(n, dtype=complex)
-    s[rev] = values
-    half, stride_log = 1, logn - 1
-    while half < n:
-        t = np.arange(n // 2)
-        k = t & (half - 1)
-        i = ((t - k) << 1) + k
-        j = i + half
-        w = tw[k << stride_log]
-        w = np.conj(w) if inverse else w
-        u, v = s[i].copy(), s[j] * w
-        s[i], s[j] = u + v, u - v
-        half, stride_log = half << 1, stride_log - 1
-    return s
-
-
-def test_shared_memory_fft_index_maths():
-    rng = np.random.default_rng(0)
-    for n in (2, 8, 32, 256, 1024):
-        x = rng.normal(size=n) + 1j * rng.normal(size=n)
-        assert np.allclose(_shared_fft_emulated(x, False), np.fft.fft(x))
-        assert np.allclose(_shared_fft_emulated(x, True), np.fft.ifft(x) * n)
