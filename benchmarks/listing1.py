@@ -42,8 +42,9 @@ def main() -> None:
     rec = s.rec
     sim = simulate_from_parameters(s.params)
     nr = object_nrmse(sim.object_truth, resobj, illuminated_region(rec.illumination(), 0.3))
-    device, errors, per_it = rec.backend.device, list(rec.errors), list(rec.iteration_s)
-    engine = type(rec.engine).__name__
+    device, errors, per_it = rec.device, list(rec.errors), list(rec.iteration_s)
+    single = getattr(rec, "engine", None)  # a one-device Reconstruction (a split run has one per region)
+    engine = type(single).__name__ if single is not None else type(rec).__name__
     print(f"LISTING1 device={device} engine={engine} object={resobj.shape} {resobj.dtype} probe={resprobe.shape}")
     print(f"LISTING1 epieinit {t_init:.2f} s (simulation + upload), 100 x epiestep {t_steps:.2f} s "
           f"({1e3 * float(np.median(per_it[3:])):.2f} ms median per iteration)", flush=True)
