@@ -42,14 +42,29 @@ def canonical_algorithm(name: str) -> str:
 
 
 def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
-                          probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False) -> int:
-    """Device memory a run needs (bytes): data, object/probe buffers and the engine's working set."""
+                          probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False,
+                          fast_gpu: bool = False) -> int:
+    """Device memory a run needs (bytes): data, object/probe buffers and the engine's working set.
+
+    ``fast_gpu``: the run uses the fused GPU engines (``reconstruction.gpu``), whose working sets are measured
+    in benchmarks/RESULTS.md (peak: ePIE 1.01x, LSQML 1.15x, DM 4.0x the intensities + object + probe); the
+    reference engines' NumPy/CuPy temporaries are larger (DM about 22x on CuPy).
+    """
     alg = canonical_algorithm(algorithm)
     n2 = size_px * size_px
     data = n_positions * n2 * 4 + (n_positions * n2 if per_frame_mask else 0)
     obj = object_shape[0] * object_shape[1] * 8
     index = n_positions * 2 * 8
     wave = probe_modes * n2 * 8  # one position's exit waves, complex64
+    if fast_gpu:
+        if alg == "DM":  # psi (N, M, n, n) plus a chunk of far fields and the object sums
+            work = n_positions * (wave + n2 * 4) + 6 * obj
+        elif alg == "LSQML":
+            b = batch_size or max(1, -(-n_positions // 40))
+            work = b * 4 * wave + data // 8 + 6 * obj
+        else:
+            work = 8 * wave + 4 * obj
+        return int(data + index + work + 4 * wave)
     if alg == "ePIE":
         work = 8 * wave + 4 * obj
     elif alg == "DM":
@@ -118,7 +133,8 @@ class Reconstruction:
         self.backend: Backend = get_backend(device)
         self.needed_bytes = estimate_memory_bytes(
             n_pos, n, (int(shape[0]), int(shape[1])), algorithm=self.algorithm, probe_modes=self.probe_modes,
-            batch_size=self.settings.batch_size, per_frame_mask=mask_h is not None and mask_h.ndim == 3)
+            batch_size=self.settings.batch_size, per_frame_mask=mask_h is not None and mask_h.ndim == 3,
+            fast_gpu=self.backend.is_gpu and _fast_gpu_applies(self.algorithm, self.settings))
         self._check_memory()
         self.rng = np.random.default_rng(seed)
         xp = self.backend.xp
@@ -130,7 +146,9 @@ class Reconstruction:
                 xp=xp, obj=obj, probe=xp.asarray(probe_h), amplitudes=amplitudes,
                 valid=None if mask_h is None else xp.asarray(mask_h),
                 rows=xp.asarray(corners[:, 0]), cols=xp.asarray(corners[:, 1]), rng=self.rng,
-                modes_active=1,
+                # a guess that already holds several modes uses them all; otherwise extra modes are seeded at
+                # update_modes_from
+                modes_active=self.probe_modes if np.any(probe_h[1:]) else 1,
             )
             del intensities_h
             self.engine: Any = create_engine(self.algorithm, self.state, self.settings)
@@ -193,7 +211,10 @@ class Reconstruction:
             if it <= s.phase_constraint:
                 st.obj[...] = apply_phase_constraint(xp, st.obj)
             if st.modes_active > 1:
-                st.probe[...] = probe_modes_ops.orthogonalize_modes(xp, st.probe)
+                probe, transform = probe_modes_ops.orthogonalize_modes(xp, st.probe, return_transform=True)
+                st.probe[...] = probe
+                if hasattr(self.engine, "rotate_modes"):  # engines that keep per-mode exit waves (DM)
+                    self.engine.rotate_modes(transform)
             error = metrics.error
             self.backend.synchronize()
         except MemoryError as exc:
@@ -318,6 +339,12 @@ class Reconstruction:
         return DeviceMemoryError(
             f"out of memory on {self.backend.device} ({exc}); this {self.algorithm} run needs about "
             f"{self.needed_bytes / 2**30:.2f} GiB", self.needed_bytes, free)
+
+
+def _fast_gpu_applies(algorithm: str, settings: EngineSettings) -> bool:
+    from .gpu import options_reason
+
+    return options_reason(algorithm, settings) is None
 
 
 def settings_from_parameters(params: Parameters) -> EngineSettings:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..physics import modulus, patches, propagation
+from ..physics import modes, modulus, patches, propagation
 from .base import EngineSettings, EngineState, IterationMetrics
 
 REGULARISATION = 1e-3  # relative to the maximum of each normaliser, avoids division by ~0 outside the scan
@@ -60,6 +60,11 @@ class DM:
             num_p = xp.sum(obj_patches.conj()[:, None] * psi, axis=0)
             den_p = xp.sum(obj_patches.real**2 + obj_patches.imag**2, axis=0)
             st.probe[:m] = num_p / (den_p + REGULARISATION * xp.max(den_p))
+
+    def rotate_modes(self, transform: Any) -> None:
+        """Apply the probe's orthogonalisation (new_k = sum_l T[k, l] P_l) to the exit waves, which are linear
+        in the modes, so psi stays consistent with the probe."""
+        modes.rotate_mode_stack(self.state.xp, self.psi, transform)
 
     def modes_changed(self) -> None:
         """Re-seed the exit waves of newly activated probe modes from the current object and probe."""

@@ -24,6 +24,11 @@ def fast_path_reason(algorithm: str, state: EngineState, settings: EngineSetting
     """None when a fast engine applies, else why the reference engine runs instead."""
     if not is_cupy(state.xp):
         return "arrays are not CuPy arrays"
+    return options_reason(algorithm, settings)
+
+
+def options_reason(algorithm: str, settings: EngineSettings) -> str | None:
+    """For a run on the GPU: None when its options allow a fast engine, else why they do not."""
     if os.environ.get("PTYCHOPY_GPU_FAST", "1") == "0":
         return "PTYCHOPY_GPU_FAST=0"
     if settings.compute_rms:

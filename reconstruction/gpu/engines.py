@@ -226,6 +226,12 @@ class FastDM(_FastMixin, DM):
     def modes_changed(self) -> None:
         self._init_psi(2)
 
+    def rotate_modes(self, transform: Any) -> None:
+        """Keep psi consistent with the orthogonalised probe (see ``engines.dm.DM.rotate_modes``)."""
+        from ..physics.modes import rotate_mode_stack
+
+        rotate_mode_stack(self.cp, self.psi, transform)
+
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         m = self.state.modes_active
         for j0 in range(0, self.state.n_positions, self.chunk):

@@ -325,7 +325,7 @@ class BridgeProc(Process):
             return bool(st.get("pvs") and all(p["connected"] and p["value"] is not None
                                               for p in st["pvs"].values()))
 
-        wait_for(connected, 30, "the bridge to connect to every PV and receive its first value")
+        wait_for(connected, 60, "the bridge to connect to every PV and receive its first value")
 
 
 def records(path: Path) -> list[dict[str, Any]]:

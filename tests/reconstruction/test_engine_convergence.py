@@ -84,3 +84,32 @@ def test_mixed_state_probe_modes_are_seeded_and_kept_orthogonal(tiny_scan, algor
     assert np.abs(gram - np.diag(np.diag(gram))).max() < 1e-3 * power.max()
     assert np.all(np.diff(power) <= 1e-3 * power.max())
     assert np.isfinite(rec.errors).all()
+
+
+def test_dm_exit_waves_follow_the_orthogonalised_modes(tiny_scan):
+    # a two-mode guess with the weaker mode first: orthogonalisation swaps the modes after the first iteration,
+    # and psi (linear in the modes) must be rotated with them
+    sim = tiny_scan
+    n = sim.data.size_px
+    guess = np.zeros((2, n, n), np.complex64)
+    guess[1] = sim.probe_truth[0]
+    guess[0] = 0.3 * sim.probe_truth[0] * np.exp(1j * np.linspace(0, 3, n))[None, :]
+    rec = Reconstruction(sim.data.intensities, sim.data.positions_px, algorithm="DM", iterations=1, probe=guess,
+                         probe_modes=2, seed=0, settings=EngineSettings(update_probe_from=5))
+    rec.step()
+    psi, probe = rec.engine.psi, rec.state.probe
+    power = np.sum(np.abs(probe) ** 2, axis=(1, 2))
+    assert power[0] > power[1]  # reordered: strongest first
+    own = np.abs(np.sum(np.conj(probe[0]) * psi[:, 0])) + np.abs(np.sum(np.conj(probe[1]) * psi[:, 1]))
+    cross = np.abs(np.sum(np.conj(probe[0]) * psi[:, 1])) + np.abs(np.sum(np.conj(probe[1]) * psi[:, 0]))
+    assert cross < 0.2 * own
+
+
+def test_a_multi_mode_guess_is_used_as_given(tiny_scan):
+    n = tiny_scan.data.size_px
+    guess = np.zeros((2, n, n), np.complex64)
+    guess[0] = tiny_scan.probe_truth[0]
+    guess[1] = 0.5 * np.roll(tiny_scan.probe_truth[0], 3, axis=1)
+    rec = Reconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, algorithm="ePIE", iterations=1,
+                         probe=guess, probe_modes=2, settings=EngineSettings(update_modes_from=50))
+    assert rec.state.modes_active == 2

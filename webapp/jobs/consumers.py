@@ -59,7 +59,7 @@ class JobFramesConsumer(AsyncWebsocketConsumer):
     async def _send_frame(self, frame: bytes, seq: int | None = None) -> None:
         if seq is None:
             seq = int(frames.decode_header(frame)[0].get("seq", 0))
-        if seq < self.sent_seq:
+        if seq <= self.sent_seq:  # a frame published while this viewer joined arrives twice: send it once
             return
         self.sent_seq = seq
         await self.send(bytes_data=frame)
