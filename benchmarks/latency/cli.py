@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="dramatiq_worker_timeout for the production worker (default: Dramatiq's 1000)")
     p.add_argument("--web-conn-max-age", type=float, default=None,
                    help="experiment: Daphne with CONN_MAX_AGE=N (benchmarks.latency.settings_conn_reuse)")
+    p.add_argument("--embedded-bridge", choices=("inprocess", "process"), default="inprocess",
+                   help="embedded mode: the bridge inside the server (default) or as its own process on the same "
+                        "SQLite")
     p.add_argument("--no-stamp", action="store_true", help="run the unmodified entry points (no t_produced)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "latency" / "results"))
     p.add_argument("--tag", default="", help="suffix of the output file names")
@@ -210,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                           iterations=args.iterations, debounce_s=args.debounce_s, stable_checks=args.stable_checks,
                           file_backoff_s=args.file_backoff_s, stamp=not args.no_stamp,
                           worker_timeout_ms=args.worker_timeout_ms, web_conn_max_age=args.web_conn_max_age,
-                          log=lambda msg: print(msg, flush=True))
+                          embedded_bridge=args.embedded_bridge, log=lambda msg: print(msg, flush=True))
         t0 = time.monotonic()
         load_before = os.getloadavg()
         try:
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cfg['file_check']['initial_backoff_s']}, template `{cfg['parameters']['template']}`; "
                 f"frame rate 5 Hz; {args.scans} scans per viewer count after {args.warmup} warm-up scan(s); "
                 f"dramatiq_worker_timeout={args.worker_timeout_ms or 'default (1000 ms)'}; "
+                f"embedded bridge {args.embedded_bridge}; "
                 f"Daphne CONN_MAX_AGE={0 if args.web_conn_max_age is None else args.web_conn_max_age:g}; "
                 f"producer stamp {'off' if args.no_stamp else 'on (benchmarks/latency/hooks.py)'}.")
         result = dict(mode=mode, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=machine(),

@@ -44,6 +44,7 @@ class RigOptions:
     stamp: bool = True  # the t_produced hook (benchmarks.latency.hooks)
     worker_timeout_ms: int | None = None  # dramatiq_worker_timeout for the production worker (None: default)
     web_conn_max_age: float | None = None  # experiment: Daphne with persistent DB connections (settings_conn_reuse)
+    embedded_bridge: str = "inprocess"  # embedded mode: bridge "inprocess" (in the server) or its own "process"
     log: Any = field(default=print)
 
 
@@ -184,11 +185,14 @@ class Rig:
             self._proc("bridge", [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)], ca_env)
             wait_for(self._worker_ready, 120, "the Dramatiq worker's heartbeat")
         else:
-            argv = [sys.executable, "-m", "benchmarks.latency.embedded_serve", "--port", str(self.port),
-                    "--bridge", str(cfg_path)]
+            argv = [sys.executable, "-m", "benchmarks.latency.embedded_serve", "--port", str(self.port)]
+            if self.opts.embedded_bridge == "inprocess":
+                argv += ["--bridge", str(cfg_path)]
             if not self.opts.stamp:
                 argv.append("--no-stamp")
             self._proc("serve", argv, ca_env, port=self.port)
+            if self.opts.embedded_bridge == "process":  # same SQLite (PTYCHOPY_HOME), its own process
+                self._proc("bridge", [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)], ca_env)
             login = wait_for(lambda: (self.home / "demo-login.txt").exists(), 60, "the demo login file")
             assert login
             kv = dict(line.split("=", 1) for line in (self.home / "demo-login.txt").read_text().splitlines()
