@@ -67,7 +67,8 @@ class DM:
         modes.rotate_mode_stack(self.state.xp, self.psi, transform)
 
     def modes_changed(self) -> None:
-        """Re-seed the exit waves of newly activated probe modes from the current object and probe."""
+        """Restart the exit waves of every mode from the current object and probe (P_k O_j) when extra modes are
+        seeded: seeding orthogonalises mode 0 against the new modes, so its old exit waves no longer match it."""
         st, xp = self.state, self.state.xp
         obj_patches = patches.extract_patches(xp, st.obj, st.window_idx())
-        self.psi[:, 1:] = st.probe[None, 1:] * obj_patches[:, None]
+        self.psi[...] = st.probe[None] * obj_patches[:, None]

@@ -224,7 +224,8 @@ class FastDM(_FastMixin, DM):
                    i32(self.width), i32(self.mt), i32(self.mt), self.buf, i32(which)))
 
     def modes_changed(self) -> None:
-        self._init_psi(2)
+        # seeding re-orthogonalised mode 0 too: restart every mode's exit waves from P O_j (see DM.modes_changed)
+        self._init_psi(1)
 
     def rotate_modes(self, transform: Any) -> None:
         """Keep psi consistent with the orthogonalised probe (see ``engines.dm.DM.rotate_modes``)."""

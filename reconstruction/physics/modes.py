@@ -21,7 +21,12 @@ def orthogonalize_modes(xp: Any, probe: Any, return_transform: bool = False) -> 
     gram = flat.conj() @ flat.T  # (M, M), gram[i, j] = <P_i, P_j>
     evals, evecs = xp.linalg.eigh(gram)
     order = xp.argsort(evals)[::-1]
-    transform = evecs[:, order].T.astype(probe.dtype)
+    evecs = evecs[:, order]
+    # eigenvectors are defined up to a phase: fix it (largest coefficient real and positive) so every platform
+    # returns the same modes
+    pivot = evecs[xp.argmax(xp.abs(evecs), axis=0), xp.arange(m)]
+    evecs = evecs * (xp.conj(pivot) / xp.maximum(xp.abs(pivot), 1e-30))[None, :]
+    transform = evecs.T.astype(probe.dtype)
     new = (transform @ flat).reshape(probe.shape).astype(probe.dtype)  # rows are orthogonal combinations
     return (new, transform) if return_transform else new
 
