@@ -137,7 +137,7 @@ class BridgeConfig:
     template: Parameters
     journal_path: Path
     state_path: Path | None = None
-    debounce_s: float = 1.0
+    debounce_s: float = 0.25
     max_debounce_s: float = 10.0
     heartbeat_s: float = 5.0
     label_format: str = "{beamline} scan {scan_number}"
@@ -247,7 +247,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     journal = _path(base, b.get("journal", str, "epics_bridge_journal.sqlite3"))
     state_text = b.get("state_file", str, "")
     state_path = _path(base, state_text) if state_text else None
-    debounce_s = b.get("debounce_s", float, 1.0)
+    debounce_s = b.get("debounce_s", float, 0.25)
     if debounce_s < 0:
         raise b._err("debounce_s", "must be >= 0")
     max_debounce_s = max(b.positive("max_debounce_s", 10.0), debounce_s)

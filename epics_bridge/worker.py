@@ -217,7 +217,9 @@ class BridgeWorker:
         if status.complete:
             task.stable = task.stable + 1 if status.signature == task.signature else 1
             task.signature = status.signature
-            if task.stable >= fc.stable_checks:
+            # with the temp-suffix convention the final name appearing means the writer closed the file: one
+            # complete look is proof; otherwise wait until size and mtime stay the same for stable_checks looks
+            if task.stable >= (1 if fc.temp_suffix else fc.stable_checks):
                 log.info("%s: data complete (%s)", task.key, status.reason)
                 self.journal.set_status(task.key, jr.SUBMITTING)
                 self.journal.log("file_complete", status.reason, task.key)

@@ -23,9 +23,10 @@ from typing import Any
 from reconstruction.errors import ReconstructionError
 from reconstruction.parameters import GROUP_TITLES, ParameterError, Parameters, param_table
 
-# subcommand -> (module, function, help); "serve" passes its own name on (webapp.cli has subcommands)
+# subcommand -> (module, function, help)
 DELEGATED = {
-    "serve": ("webapp.cli", "main", "run the web site (embedded mode unless DATABASE_URL/REDIS_URL are set)"),
+    "serve": ("webapp.cli", "main", "run the web site (embedded mode unless DATABASE_URL/REDIS_URL are set); "
+              "--bridge CONFIG also runs the EPICS bridge in-process"),
     "bridge": ("epics_bridge.cli", "main", "run the EPICS bridge that queues a reconstruction per finished scan"),
     "simioc": ("epics_bridge.cli", "simioc_main", "run a simulated beamline IOC that plays scans"),
     "export": ("reconstruction.io.export", "main", "export a result file to TIFF, PNG or CSV"),
@@ -83,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _delegate(name: str, rest: list[str]) -> int:
+    if name == "serve":
+        return _serve(rest)
     module, func, _help = DELEGATED[name]
     try:
         mod = importlib.import_module(module)
@@ -90,8 +93,44 @@ def _delegate(name: str, rest: list[str]) -> int:
         print(f"ptychopy {name}: not available ({exc}); install the extras: pip install 'ptychopy[web,epics]'",
               file=sys.stderr)
         return 1
-    args = [name, *rest] if name == "serve" else rest
-    return int(getattr(mod, func)(args) or 0)
+    return int(getattr(mod, func)(rest) or 0)
+
+
+def _serve(rest: list[str]) -> int:
+    """``ptychopy serve [--bridge CONFIG] ...``: the web site; with ``--bridge`` the EPICS bridge runs in the same
+    process (embedded mode: its jobs reach the in-process worker at once)."""
+    bridge_config, rest = _pop_option(rest, "--bridge")
+    try:
+        web = importlib.import_module("webapp.cli")
+    except ImportError as exc:
+        print(f"ptychopy serve: not available ({exc}); install the extras: pip install 'ptychopy[web]'",
+              file=sys.stderr)
+        return 1
+    hooks = []
+    if bridge_config:
+        def start_bridge() -> Any:
+            epics_bridge = importlib.import_module("epics_bridge")
+            bridge = epics_bridge.Bridge(epics_bridge.load_config(bridge_config))
+            bridge.start()
+            return bridge.stop
+
+        hooks.append(start_bridge)
+    return int(web.main(["serve", *rest], startup_hooks=hooks) or 0)
+
+
+def _pop_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
+    """(value of ``name VALUE`` or ``name=VALUE``, the other arguments)."""
+    out, value, i = [], None, 0
+    while i < len(args):
+        if args[i] == name and i + 1 < len(args):
+            value, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith(name + "="):
+            value = args[i].split("=", 1)[1]
+        else:
+            out.append(args[i])
+        i += 1
+    return value, out
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import webbrowser
+from collections.abc import Callable, Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,14 +26,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, startup_hooks: Sequence[Callable[[], Callable[[], None]]] = ()) -> int:
+    """``startup_hooks``: callables run once Django and the worker are up; each returns its stop function
+    (the ``ptychopy serve --bridge`` option uses one to run the EPICS bridge in this process)."""
     args = build_parser().parse_args(argv)
     if args.command == "serve":
-        return serve(args.host, args.port, demo=args.demo, open_browser=not args.no_browser)
+        return serve(args.host, args.port, demo=args.demo, open_browser=not args.no_browser,
+                     startup_hooks=startup_hooks)
     return 2
 
 
-def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True) -> int:
+def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True,
+          startup_hooks: Sequence[Callable[[], Callable[[], None]]] = ()) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     # Daphne installs Twisted's asyncio reactor at import: it must come before anything imports Twisted.
     import django
@@ -55,6 +60,7 @@ def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True
         lines.append(f"  log in as: {username}  password: {password}  (kept in {demo_setup.demo_login_file()})")
         embedded.set_server_loop(twisted_loop)
         embedded.start_worker()
+    stops = [hook() for hook in startup_hooks]
     if demo:
         job = demo_setup.submit_demo_job()
         url_job = f"{url}jobs/{job.pk}/"
@@ -73,6 +79,8 @@ def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True
     try:
         server.run()
     finally:
+        for stop in reversed(stops):
+            stop()
         embedded.stop_worker()
     if not server.listening_addresses:
         print(f"could not listen on {host}:{port} (is the port in use?)", file=sys.stderr)

@@ -7,6 +7,7 @@ table, the bridge's journal, the web origin and a session cookie.
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import re
@@ -17,6 +18,7 @@ import sys
 import tomllib
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -277,16 +279,28 @@ class Rig:
         return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
     # -- IOC ----------------------------------------------------------------------------------------------------
-    def _ca(self) -> None:
+    @contextlib.contextmanager
+    def _ca(self) -> Iterator[None]:
+        """caproto's sync client reads the CA environment at each call: set it for the call, then restore it
+        (a leaked EPICS_CA_SERVER_PORT would point later processes of this session at a dead IOC)."""
         import os
 
+        saved = {k: os.environ.get(k) for k in self.ca.client_env}
         os.environ.update(self.ca.client_env)
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def ioc_get(self, pv: str, timeout_s: float = 1.0) -> Any:
         from caproto.sync.client import read
 
-        self._ca()
-        data = read(PREFIX + pv, timeout=timeout_s, repeater=False).data
+        with self._ca():
+            data = read(PREFIX + pv, timeout=timeout_s, repeater=False).data
         if getattr(data, "dtype", None) is not None and data.dtype.kind == "u" and data.dtype.itemsize == 1:
             return bytes(data).rstrip(b"\0").decode("latin-1")
         value = data[0] if len(data) == 1 else data
@@ -297,15 +311,15 @@ class Rig:
         from caproto import ChannelType
         from caproto.sync.client import read
 
-        self._ca()
-        resp = read(PREFIX + pv, data_type=ChannelType.TIME_LONG, timeout=timeout_s, repeater=False)
+        with self._ca():
+            resp = read(PREFIX + pv, data_type=ChannelType.TIME_LONG, timeout=timeout_s, repeater=False)
         return resp.data[0], float(resp.metadata.timestamp)
 
     def ioc_put(self, pv: str, value: Any, timeout_s: float = 2.0) -> None:
         from caproto.sync.client import write
 
-        self._ca()
-        write(PREFIX + pv, value, timeout=timeout_s, repeater=False, notify=True)
+        with self._ca():
+            write(PREFIX + pv, value, timeout=timeout_s, repeater=False, notify=True)
 
     # -- the jobs table and the journal ---------------------------------------------------------------------
     def jobs_after(self, last_id: int) -> list[dict[str, Any]]:

@@ -325,7 +325,11 @@ class BridgeProc(Process):
             return bool(st.get("pvs") and all(p["connected"] and p["value"] is not None
                                               for p in st["pvs"].values()))
 
-        wait_for(connected, 60, "the bridge to connect to every PV and receive its first value")
+        try:
+            wait_for(connected, 60, "the bridge to connect to every PV and receive its first value")
+        except AssertionError as exc:
+            pvs = {name: (p.get("connected"), p.get("value")) for name, p in mine().get("pvs", {}).items()}
+            raise AssertionError(f"{exc}\nPVs (connected, value): {pvs}\nbridge log:\n{self.log()[-3000:]}") from None
 
 
 def records(path: Path) -> list[dict[str, Any]]:

@@ -53,7 +53,8 @@ def bridge_status(database_url: str) -> list[dict[str, Any]]:
 def test_simioc_scan_becomes_a_finished_job(ca: CaLoopback, stack: ProductionStack, tmp_path: Path) -> None:
     sim = SimIoc(ca, stack.data_root / "sim", tmp_path / "simioc.log")
     sim.first_start()
-    env = {k: v for k, v in stack.env.items() if k not in ("PATH", "PYTHONPATH")}
+    # the stack's settings without PATH/PYTHONPATH or any CA setting: those come from this test's own IOC
+    env = {k: v for k, v in stack.env.items() if k not in ("PATH", "PYTHONPATH") and not k.startswith("EPICS_")}
     bridge = BridgeProc(ca, bridge_config(tmp_path, tmp_path / "unused.jsonl", django=True, iterations=4),
                         tmp_path / "bridge.log", env=env)
     try:

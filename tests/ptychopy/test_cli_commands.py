@@ -75,3 +75,20 @@ def test_run_splits_over_the_listed_gpus(tmp_path, capsys):
     res = read_result(tmp_path / "cli.h5")
     assert len(res.errors) == 3 and res.object.ndim == 2
     assert res.parameters.multigpu.gpus == "0,1"
+
+
+def test_serve_with_bridge_hands_the_web_server_a_bridge_start_hook(monkeypatch):
+    import webapp.cli
+
+    seen = {}
+
+    def fake_main(argv, startup_hooks=()):
+        seen["argv"], seen["hooks"] = argv, list(startup_hooks)
+        return 0
+
+    monkeypatch.setattr(webapp.cli, "main", fake_main)
+    assert main(["serve", "--port", "8123", "--bridge", "beamline.toml", "--no-browser"]) == 0
+    assert seen["argv"] == ["serve", "--port", "8123", "--no-browser"]
+    assert len(seen["hooks"]) == 1 and callable(seen["hooks"][0])
+    assert main(["serve", "--bridge=b.toml"]) == 0 and seen["argv"] == ["serve"] and len(seen["hooks"]) == 1
+    assert main(["serve"]) == 0 and seen["hooks"] == []

@@ -41,6 +41,10 @@ def start_worker(*, requeue: bool = True) -> Any:
     import dramatiq
     from dramatiq import Worker
 
+    import reconstruction.driver  # noqa: F401  (imported now, not when the first job starts)
+    import reconstruction.io.scan  # noqa: F401
+    import reconstruction.multigpu  # noqa: F401
+
     from . import tasks
     from .services import requeue_unfinished
 

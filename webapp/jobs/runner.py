@@ -195,7 +195,7 @@ class JobRun:
             "job": self.job.pk, "seq": self.seq, "iteration": progress.iteration,
             "iterations": progress.iterations, "status": status, "error": _finite(progress.error),
             "errors": errs, "error_iterations": xs, "rate_per_s": _finite(progress.rate_per_s),
-            "eta_s": _finite(progress.eta_s), "message": "",
+            "eta_s": _finite(progress.eta_s), "message": "", "t_produced": time.time(),
         }
         data = frames.encode_frame(header, self.images)
         self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
