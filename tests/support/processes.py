@@ -151,9 +151,10 @@ def python_argv(*args: str) -> list[str]:
 
 
 def daphne(name: str, port: int, env: Mapping[str, str]) -> ManagedProcess:
+    """The production web process, as docker/compose.yaml runs it (with the PostgreSQL connection pool)."""
     argv = python_argv("-m", "daphne", "-b", LOOPBACK, "-p", str(port), "--application-close-timeout", "5",
                        "webapp.asgi:application")
-    return ManagedProcess(name, argv, env, port=port)
+    return ManagedProcess(name, argv, {"PTYCHOPY_DB_POOL": "1", **env}, port=port)
 
 
 def worker(name: str, env: Mapping[str, str]) -> ManagedProcess:
