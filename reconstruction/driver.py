@@ -12,7 +12,6 @@ the per-iteration error scalars come back to the host inside the loop.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from .backend import Backend, get_backend
 from .engines import EngineSettings, EngineState, create_engine
 from .engines.base import apply_phase_constraint, object_illumination
 from .errors import DeviceMemoryError, InputDataError, SessionStateError
+from .loop import IterativeRun
 from .parameters.model import ALGORITHM_ALIASES
 from .physics import modes as probe_modes_ops
 from .positions import object_shape_for
@@ -76,7 +76,7 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
     return int(data + index + work + 4 * wave)
 
 
-class Reconstruction:
+class Reconstruction(IterativeRun):
     """A reconstruction in progress on one device.
 
     intensities: (N, n, n) float photon counts, zero frequency at [0, 0] (``centred=True``: at the centre).
@@ -231,17 +231,6 @@ class Reconstruction:
         if self.time_limit_s > 0 and self.elapsed_s >= self.time_limit_s and it < self.iterations:
             self.stopped_early = f"time limit of {self.time_limit_s:g} s reached"
         return Progress(it, self.iterations, error, metrics.rms, dt, self.elapsed_s)
-
-    def __iter__(self) -> Iterator[Progress]:
-        while not self.done:
-            yield self.step()
-
-    def run(self, callback: Any = None) -> Result:
-        """Whole mode: iterate to the end, calling ``callback(progress)`` after each iteration."""
-        for progress in self:
-            if callback is not None:
-                callback(progress)
-        return self.result()
 
     # -- reading the state ----------------------------------------------------------------------------------
     def object(self) -> np.ndarray:

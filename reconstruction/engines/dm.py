@@ -54,12 +54,23 @@ class DM:
         num = patches.scatter_add_patches(xp, st.obj.shape, xp.sum(probe.conj()[None] * psi, axis=1), flat_idx)
         p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
         den = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
-        st.obj[...] = num / (den + REGULARISATION * xp.max(den))
+        num, den, den_max = self._object_sums(num, den)
+        st.obj[...] = num / (den + REGULARISATION * den_max)
         if update_probe:
             obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
             num_p = xp.sum(obj_patches.conj()[:, None] * psi, axis=0)
             den_p = xp.sum(obj_patches.real**2 + obj_patches.imag**2, axis=0)
+            num_p, den_p = self._probe_sums(num_p, den_p)
             st.probe[:m] = num_p / (den_p + REGULARISATION * xp.max(den_p))
+
+    def _object_sums(self, num: Any, den: Any) -> tuple[Any, Any, Any]:
+        """The object update's sums over this engine's positions, (H, W) each, and the maximum of ``den``.
+        A run split over regions overrides this to add the other regions' sums (multigpu.shared_dm)."""
+        return num, den, self.state.xp.max(den)
+
+    def _probe_sums(self, num_p: Any, den_p: Any) -> tuple[Any, Any]:
+        """The probe update's sums over this engine's positions, (M, n, n) and (n, n); see _object_sums."""
+        return num_p, den_p
 
     def rotate_modes(self, transform: Any) -> None:
         """Apply the probe's orthogonalisation (new_k = sum_l T[k, l] P_l) to the exit waves, which are linear

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engines.base import EngineSettings, EngineState
-from ..engines.dm import DM, REGULARISATION
-from ..physics import patches
+from ..engines.dm import DM
 from .exchange import Communicator
 from .partition import Window
 
@@ -47,27 +46,20 @@ class SharedDM(DM):
         shared.link = link
         return shared
 
-    def _overlap_update(self, update_probe: bool, flat_idx: Any) -> None:
-        st, xp, ln = self.state, self.state.xp, self.link
-        m = st.modes_active
-        psi = self.psi[:, :m]
-        probe = st.probe[:m]
-        num = patches.scatter_add_patches(xp, st.obj.shape, xp.sum(probe.conj()[None] * psi, axis=1), flat_idx)
-        p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
-        den = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
+    def _object_sums(self, num: Any, den: Any) -> tuple[Any, Any, Any]:
+        """Add every region's object sums (global coordinates, one all-reduce); return this region's window."""
+        xp, ln = self.state.xp, self.link
         buf = xp.zeros((3,) + tuple(ln.global_shape), dtype=xp.float32)
         win = (slice(None),) + ln.window.slices
         buf[win] = xp.stack([num.real, num.imag, den]).astype(xp.float32)
         ln.comm.allreduce_sum(ln.rank, buf)
-        den_max = xp.max(buf[2])
         local = buf[win]
-        st.obj[...] = (local[0] + 1j * local[1]) / (local[2] + REGULARISATION * den_max)
-        if update_probe:
-            obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
-            num_p = xp.sum(obj_patches.conj()[:, None] * psi, axis=0)  # (m, n, n)
-            den_p = xp.sum(obj_patches.real**2 + obj_patches.imag**2, axis=0)
-            pbuf = xp.concatenate([num_p.real, num_p.imag, den_p[None]]).astype(xp.float32)
-            ln.comm.allreduce_sum(ln.rank, pbuf)
-            num_p = pbuf[:m] + 1j * pbuf[m:2 * m]
-            den_p = pbuf[2 * m]
-            st.probe[:m] = num_p / (den_p + REGULARISATION * xp.max(den_p))
+        return local[0] + 1j * local[1], local[2], xp.max(buf[2])
+
+    def _probe_sums(self, num_p: Any, den_p: Any) -> tuple[Any, Any]:
+        """Add every region's probe sums (one all-reduce)."""
+        xp, ln = self.state.xp, self.link
+        m = num_p.shape[0]
+        pbuf = xp.concatenate([num_p.real, num_p.imag, den_p[None]]).astype(xp.float32)
+        ln.comm.allreduce_sum(ln.rank, pbuf)
+        return pbuf[:m] + 1j * pbuf[m:2 * m], pbuf[2 * m]

@@ -30,6 +30,7 @@ from ..driver import Reconstruction, canonical_algorithm
 from ..engines import EngineSettings
 from ..engines.base import object_illumination
 from ..errors import InputDataError, SessionStateError
+from ..loop import IterativeRun
 from ..positions import object_shape_for
 from ..preview import Preview, make_preview
 from ..probes import probe_guess_from_data
@@ -62,7 +63,7 @@ class _TakeTurns:
         self.inner.abort()
 
 
-class SplitReconstruction:
+class SplitReconstruction(IterativeRun):
     """A reconstruction over G regions, G = len(devices); the interface of :class:`Reconstruction`.
 
     intensities (N, n, n), positions_px (N, 2) and the keyword arguments as for :class:`Reconstruction`.
@@ -222,16 +223,6 @@ class SplitReconstruction:
             share_probe(xp, self.comm, g, st.probe)
             rec.backend.synchronize()
         return progress
-
-    def __iter__(self) -> Iterator[Progress]:
-        while not self.done:
-            yield self.step()
-
-    def run(self, callback: Any = None) -> Result:
-        for progress in self:
-            if callback is not None:
-                callback(progress)
-        return self.result()
 
     # -- reading the state ----------------------------------------------------------------------------------
     def region_objects(self) -> list[np.ndarray]:
