@@ -13,7 +13,13 @@ from typing import Any
 import numpy as np
 
 BLOCK = 256
-KERNEL_SOURCE = Path(__file__).with_name("kernels.cu")
+KERNEL_DIR = Path(__file__).with_name("kernels")
+
+
+def kernel_source() -> str:
+    """The one CUDA translation unit: ``kernels/common.cuh`` then every ``kernels/*.cu`` in name order."""
+    parts = [KERNEL_DIR / "common.cuh", *sorted(KERNEL_DIR.glob("*.cu"))]
+    return "\n".join(f"// ---- {p.name}\n{p.read_text()}" for p in parts)
 
 
 def cupy() -> Any:
@@ -23,8 +29,8 @@ def cupy() -> Any:
 
 
 def kernel_names() -> list[str]:
-    """Names of the ``__global__`` functions in ``kernels.cu``."""
-    return re.findall(r"__global__\s+void\s+(\w+)\s*\(", KERNEL_SOURCE.read_text())
+    """Names of the ``__global__`` functions in ``kernels/*.cu``."""
+    return re.findall(r"__global__\s+void\s+(\w+)\s*\(", kernel_source())
 
 
 def device_id() -> int:
@@ -35,14 +41,14 @@ def device_id() -> int:
 def _module_on(device: int) -> Any:
     cp = cupy()
     with cp.cuda.Device(device):
-        mod = cp.RawModule(code=KERNEL_SOURCE.read_text(), options=("--std=c++17", "--use_fast_math"))
+        mod = cp.RawModule(code=kernel_source(), options=("--std=c++17", "--use_fast_math"))
         for name in kernel_names():
             mod.get_function(name)
     return mod
 
 
 def module() -> Any:
-    """The RawModule holding every kernel of ``kernels.cu``, compiled and loaded once per process and device
+    """The RawModule holding every kernel of ``kernels/``, compiled and loaded once per process and device
     (before any graph capture): engines on several GPUs each launch their own device's functions."""
     return _module_on(device_id())
 

@@ -1,5 +1,5 @@
 """What of the GPU fast paths can be checked without a GPU: the package imports on NumPy-only machines, the
-dispatch keeps the reference engines on NumPy, and every kernel the engines launch exists in kernels.cu."""
+dispatch keeps the reference engines on NumPy, and every kernel the engines launch exists in kernels/*.cu."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from reconstruction.engines import ENGINES, EngineSettings, EngineState, create_engine
 from reconstruction.gpu import fast_path_reason
-from reconstruction.gpu.runtime import KERNEL_SOURCE, kernel_names
+from reconstruction.gpu.runtime import KERNEL_DIR, kernel_names
 
 
 def _state() -> EngineState:
@@ -29,14 +29,14 @@ def test_numpy_state_gets_the_reference_engines():
 
 def test_every_launched_kernel_is_defined():
     defined = set(kernel_names())
-    engines_src = (Path(KERNEL_SOURCE).parent / "engines.py").read_text()
+    engines_src = "\n".join(p.read_text() for p in Path(KERNEL_DIR).parent.glob("*.py"))
     launched = set(re.findall(r'rt\.launch(?:_jp)?\(\s*"(\w+)"', engines_src))
     assert launched, "no launches found"
     assert launched <= defined, launched - defined
 
 
 def test_row_of_index_trick_is_exact():
-    """kernels.cu finds the row of pixel p as floor((p + 0.5) * (1 / n)) in float32 plus two integer fixes."""
+    """kernels/common.cuh finds the row of pixel p as floor((p + 0.5) * (1 / n)) in float32 plus two integer fixes."""
     for n in (7, 32, 64, 100, 128, 256, 512, 1000, 1024, 2048, 4096):
         p = np.arange(n * n, dtype=np.int64)
         inv = np.float32(1.0) / np.float32(n)

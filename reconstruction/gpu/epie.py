@@ -1,0 +1,106 @@
+"""Fast true-sequential ePIE: every per-position step of an epoch in CUDA graphs replayed with each new order."""
+
+from __future__ import annotations
+
+import os
+
+from ..engines.base import EngineSettings, EngineState, IterationMetrics
+from ..engines.epie import EPIE
+from . import runtime as rt
+from .common import FastMixin, pinned_int32
+from .runtime import f32, i32, i64
+
+EPIE_STEPS_PER_GRAPH = 2048  # per-position steps captured in one graph (bounds capture memory for huge scans)
+
+
+class FastEPIE(FastMixin, EPIE):
+    """True sequential ePIE: five launches a position (gather, FFT, modulus, inverse FFT, update), one graph."""
+
+    def __init__(self, state: EngineState, settings: EngineSettings):
+        super().__init__(state, settings)
+        self._setup_common()
+        cp, st = self.cp, self.state
+        mt = int(st.probe.shape[0])
+        self.order = cp.zeros(st.n_positions, dtype=cp.int32)
+        self._order_host = pinned_int32(st.n_positions)
+        self.psi = cp.empty((mt, self.n, self.n), dtype=cp.complex64)
+        self.opatch = cp.empty((self.n, self.n), dtype=cp.complex64)
+        self.fused = os.environ.get("PTYCHOPY_EPIE_FUSED", "1") != "0"
+        if self.fused:  # ping-pong partners of psi, opatch and the probe for epie_update_gather
+            self.psi_b = cp.empty_like(self.psi)
+            self.opatch_b = cp.empty_like(self.opatch)
+            self.probe_b = cp.empty_like(st.probe)
+        self.err_blocks = rt.grid_for(self.n2)  # epie_modulus's grid: one partial error pair per block
+        self.err_partial = cp.zeros(2 * self.err_blocks, dtype=cp.float64)
+
+    def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
+        st = self.state
+        self._upload_order(st.rng.permutation(st.n_positions))  # the reference engine's draw
+        m = st.modes_active
+        self.plans.get(m, self.n)
+        self._run(m, update_probe, lambda: self._launch_steps(0, st.n_positions, m, update_probe))
+        return self._metrics()
+
+    def _capture(self, runner: rt.GraphRunner, m: int, update_probe: bool) -> None:
+        n_pos = self.state.n_positions
+        for s0 in range(0, n_pos, EPIE_STEPS_PER_GRAPH):
+            s1 = min(n_pos, s0 + EPIE_STEPS_PER_GRAPH)
+            runner.record(lambda s0=s0, s1=s1: self._launch_steps(s0, s1, m, update_probe))
+
+    def _launch_steps(self, s0: int, s1: int, m: int, update_probe: bool) -> None:
+        if self.fused:
+            self._launch_steps_fused(s0, s1, m, update_probe)
+            return
+        st, n, n2 = self.state, self.n, self.n2
+        if s0 == 0:
+            self.err_partial.fill(0)
+            self.slots.fill(0)
+        psi = self.psi[:m]
+        mask, has_mask, stride = self.mask
+        up = i32(1 if update_probe else 0)
+        for s in range(s0, s1):
+            slot = i32(s & 1)
+            rt.launch("epie_gather", n2, (st.obj, st.probe, self.rows32, self.cols32, self.order, i32(s), i32(n),
+                                          i32(self.width), i32(m), psi, self.opatch, self.slots, slot))
+            self.plans.forward(psi, m, n)
+            rt.launch("epie_modulus", n2, (psi, st.amplitudes, mask, has_mask, stride, self.order, i32(s), i32(n2),
+                                           i32(m), f32(1.0 / n), f32(1.0 / n2), self.err_partial, self.slots,
+                                           i32(-1)))
+            self.plans.inverse(psi, m, n)
+            rt.launch("epie_update", n2, (st.obj, st.probe, psi, self.opatch, self.rows32, self.cols32, self.order,
+                                          i32(s), i32(n), i32(self.width), i32(m), self.slots, slot, up))
+        if s1 == st.n_positions:
+            rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
+
+    def _launch_steps_fused(self, s0: int, s1: int, m: int, update_probe: bool) -> None:
+        """Six launches a position: FFT, modulus, inverse FFT, then the update of this step fused with the
+        gather of the next; buffers alternate between steps (even steps use the state's probe)."""
+        st, n, n2, w = self.state, self.n, self.n2, self.width
+        n_pos = st.n_positions
+        mask, has_mask, stride = self.mask
+        up = i32(1 if update_probe else 0)
+        psi = (self.psi[:m], self.psi_b[:m])
+        opatch = (self.opatch, self.opatch_b)
+        probe = (st.probe, self.probe_b)
+        if s0 == 0:
+            self.err_partial.fill(0)
+            self.slots.fill(0)
+            rt.launch("epie_gather", n2, (st.obj, st.probe, self.rows32, self.cols32, self.order, i32(0), i32(n),
+                                          i32(w), i32(m), psi[0], opatch[0], self.slots, i32(0)))
+        for s in range(s0, s1):
+            a, b = s & 1, (s + 1) & 1
+            self.plans.forward(psi[a], m, n)
+            rt.launch("epie_modulus", n2, (psi[a], st.amplitudes, mask, has_mask, stride, self.order, i32(s),
+                                           i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err_partial,
+                                           self.slots, i32(b)))
+            self.plans.inverse(psi[a], m, n)
+            if s + 1 < n_pos:
+                rt.launch("epie_update_gather", n2, (st.obj, probe[a], probe[b], psi[a], opatch[a], psi[b], opatch[b],
+                                                     self.rows32, self.cols32, self.order, i32(s), i32(n), i32(w),
+                                                     i32(m), self.slots, up))
+            else:
+                rt.launch("epie_update", n2, (st.obj, probe[a], psi[a], opatch[a], self.rows32, self.cols32,
+                                              self.order, i32(s), i32(n), i32(w), i32(m), self.slots, i32(a), up))
+                if a == 1:
+                    rt.launch("copy_c64", m * n2, (self.probe_b, st.probe, i64(m * n2)))
+                rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))

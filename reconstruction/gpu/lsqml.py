@@ -1,0 +1,83 @@
+"""Fast LSQML (Gaussian noise model): every mini-batch of an epoch in one CUDA graph."""
+
+from __future__ import annotations
+
+from ..engines.base import EngineSettings, EngineState, IterationMetrics
+from ..engines.lsqml import LSQML
+from . import runtime as rt
+from .common import FastMixin, pinned_int32
+from .runtime import f32, i32, i64
+
+LS_DOTS_BLOCKS = 64  # blocks per position in ls_dots: each adds 5 sums atomically to its position's slots
+
+
+class FastLSQML(FastMixin, LSQML):
+    """LSQML (Gaussian noise model) with every mini-batch of an epoch in one graph."""
+
+    def __init__(self, state: EngineState, settings: EngineSettings):
+        super().__init__(state, settings)
+        self._setup_common()
+        cp, st = self.cp, self.state
+        n_pos, n2 = st.n_positions, self.n2
+        self.mt = int(st.probe.shape[0])
+        b = self.batch_size
+        self.order = cp.zeros(n_pos, dtype=cp.int32)
+        self._order_host = pinned_int32(n_pos)
+        self.chi = cp.empty(b * self.mt * n2, dtype=cp.complex64)
+        self.num_o = cp.zeros(self.obj_size, dtype=cp.complex64)
+        self.den_o = cp.zeros(self.obj_size, dtype=cp.float32)
+        self.gp = cp.zeros(self.mt * n2, dtype=cp.complex64)
+        self.dp = cp.zeros(n2, dtype=cp.float32)
+        self.new_probe = cp.empty(self.mt * n2, dtype=cp.complex64)
+        self.acc = cp.zeros(b * 5, dtype=cp.float64)
+        self.steps = cp.zeros(b * 2, dtype=cp.float32)
+
+    def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
+        st = self.state
+        self._upload_order(st.rng.permutation(st.n_positions))
+        m = st.modes_active
+        for b0 in range(0, st.n_positions, self.batch_size):
+            self.plans.get(min(self.batch_size, st.n_positions - b0) * m, self.n)
+        self._run(m, update_probe, lambda: self._launch_all(m, update_probe))
+        return self._metrics()
+
+    def _launch_all(self, m: int, update_probe: bool) -> None:
+        st, s = self.state, self.settings
+        n, n2, w = self.n, self.n2, self.width
+        mask, has_mask, stride = self.mask
+        up = i32(1 if update_probe else 0)
+        beta, delta = f32(s.beta_lsq), f32(s.delta_p)
+        self.err.fill(0)
+        rows, cols, order = self.rows32, self.cols32, self.order
+        for b0 in range(0, st.n_positions, self.batch_size):
+            cnt = min(self.batch_size, st.n_positions - b0)
+            chi = self.chi[: cnt * m * n2]
+            self.num_o.fill(0)
+            self.den_o.fill(0)
+            self.acc.fill(0)
+            self.slots.fill(0)
+            rt.launch_jp("ls_gather", cnt, n2, (st.obj, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
+                                              i32(m), chi))
+            self.plans.forward(chi, cnt * m, n)
+            rt.launch_jp("ls_modulus", cnt, n2, (chi, st.amplitudes, mask, has_mask, stride, order, i32(b0), i32(cnt),
+                                               i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err))
+            self.plans.inverse(chi, cnt * m, n)
+            rt.launch_jp("ls_scatter", cnt, n2, (chi, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
+                                               i32(m), self.num_o, self.den_o))
+            if update_probe:
+                rt.launch("ls_probe_reduce", n2, (chi, st.obj, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
+                                                  i32(m), self.gp, self.dp, self.slots[1:2]))
+            rt.launch("max_reduce", self.obj_size, (self.den_o, i64(self.obj_size), self.slots[0:1]))
+            rt.launch("ls_dots", min(n2, rt.BLOCK * LS_DOTS_BLOCKS),
+                      (chi, st.obj, st.probe, self.num_o, self.den_o, self.gp, self.dp, rows, cols, order, i32(b0),
+                       i32(n), i32(w), i32(m), delta, self.slots, up, self.acc), grid_y=cnt)
+            rt.launch("ls_steps", cnt, (self.acc, i32(cnt), up, self.steps), block=128)
+            if update_probe:
+                rt.launch("ls_probe_update", n2, (chi, st.obj, st.probe, self.dp, rows, cols, order, i32(b0),
+                                                  i32(cnt), i32(n), i32(w), i32(m), beta, delta, self.slots,
+                                                  self.steps, self.new_probe))
+            rt.launch_jp("ls_obj_update", cnt, n2, (chi, st.probe, self.den_o, rows, cols, order, i32(b0), i32(cnt),
+                                                  i32(n), i32(w), i32(m), beta, delta, self.slots, self.steps,
+                                                  st.obj))
+            if update_probe:
+                rt.launch("copy_c64", m * n2, (self.new_probe, st.probe, i64(m * n2)))
