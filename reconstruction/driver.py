@@ -12,10 +12,12 @@ the per-iteration error scalars come back to the host inside the loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import memory_plan
 from .backend import Backend, get_backend
 from .engines import EngineSettings, EngineState, create_engine
 from .engines.base import apply_phase_constraint, object_illumination
@@ -44,36 +46,10 @@ def canonical_algorithm(name: str) -> str:
 def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                           probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False,
                           fast_gpu: bool = False) -> int:
-    """Device memory a run needs (bytes): data, object/probe buffers and the engine's working set.
-
-    ``fast_gpu``: the run uses the fused GPU engines (``reconstruction.gpu``), whose working sets are measured
-    in benchmarks/RESULTS.md (peak: ePIE 1.01x, LSQML 1.15x, DM 4.0x the intensities + object + probe); the
-    reference engines' NumPy/CuPy temporaries are larger (DM about 22x on CuPy).
-    """
-    alg = canonical_algorithm(algorithm)
-    n2 = size_px * size_px
-    data = n_positions * n2 * 4 + (n_positions * n2 if per_frame_mask else 0)
-    obj = object_shape[0] * object_shape[1] * 8
-    index = n_positions * 2 * 8
-    wave = probe_modes * n2 * 8  # one position's exit waves, complex64
-    if fast_gpu:
-        if alg == "DM":  # psi (N, M, n, n) plus a chunk of far fields and the object sums
-            work = n_positions * (wave + n2 * 4) + 6 * obj
-        elif alg == "LSQML":
-            b = batch_size or max(1, -(-n_positions // 40))
-            work = b * 4 * wave + data // 8 + 6 * obj
-        else:
-            work = 8 * wave + 4 * obj
-        return int(data + index + work + 4 * wave)
-    if alg == "ePIE":
-        work = 8 * wave + 4 * obj
-    elif alg == "DM":
-        # psi + phi + reflected + far field per position, plus int64 window indices and object buffers
-        work = n_positions * (4 * wave + n2 * 8 + 2 * n2 * 4) + 6 * obj
-    else:
-        b = batch_size or max(1, -(-n_positions // 40))
-        work = b * (7 * wave + n2 * 8 + 3 * n2 * 4) + 6 * obj
-    return int(data + index + work + 4 * wave)
+    """Device memory a run needs with all its data resident (bytes); see :mod:`reconstruction.memory_plan`."""
+    return memory_plan.estimate_memory_bytes(
+        n_positions, size_px, object_shape, algorithm=canonical_algorithm(algorithm), probe_modes=probe_modes,
+        batch_size=batch_size, per_frame_mask=per_frame_mask, fast_gpu=fast_gpu)
 
 
 class Reconstruction(IterativeRun):
@@ -84,6 +60,10 @@ class Reconstruction(IterativeRun):
     rounded to whole pixels. probe: None (a guess is built from the data and ``beam_diameter_px``), (n, n) or
     (modes, n, n) complex. object_guess: None (unit transmission) or a complex array pasted centred.
     valid_mask: None, (n, n) or (N, n, n) bool, True where a pixel constrains the fit.
+    memory_cap_bytes: the most GPU memory the run may use (0 = whatever is free). When the data do not fit
+    but the fast GPU ePIE/LSQML working set does, the intensities stay in host memory (pinned; a C-contiguous
+    float32 array is registered in place, anything else is copied once) and stream to the device chunk by
+    chunk; otherwise :class:`DeviceMemoryError` is raised before any work (``memory_plan`` says which).
     """
 
     def __init__(
@@ -105,6 +85,7 @@ class Reconstruction(IterativeRun):
         pixel_size_m: float | None = None,
         centred: bool = False,
         time_limit_s: float = 0.0,
+        memory_cap_bytes: int = 0,
         parameters: Parameters | None = None,
         inputs: dict[str, Any] | None = None,
     ):
@@ -120,28 +101,35 @@ class Reconstruction(IterativeRun):
         self.pixel_size_m = pixel_size_m
         self.inputs = dict(inputs or {})
 
-        intensities_h = _checked_intensities(intensities, centred)
+        if memory_cap_bytes < 0:
+            raise ValueError(f"memory_cap_bytes={memory_cap_bytes}: must be >= 0 (0 = whatever is free)")
+        # cheap checks (shapes) and the memory plan first: a run that cannot fit is refused before the passes
+        # over the data, which take minutes for hundreds of GB
+        intensities_h = _intensity_array(intensities, centred)
         n_pos, n = intensities_h.shape[0], intensities_h.shape[-1]
         corners = _checked_positions(positions_px, n_pos)
         mask_h = _checked_mask(valid_mask, intensities_h.shape, centred)
-        _check_photons(intensities_h, mask_h)
         shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
         _check_inside(corners, n, (int(shape[0]), int(shape[1])))
-        probe_h = self._initial_probe(probe, intensities_h, probe_modes, beam_diameter_px)
-        self.probe_modes = probe_h.shape[0]
+        self.probe_modes = _probe_mode_count(probe, probe_modes)
 
         self.backend: Backend = get_backend(device)
-        self.needed_bytes = estimate_memory_bytes(
+        self.memory_cap_bytes = int(memory_cap_bytes)
+        self.memory_plan = memory_plan.plan_memory(
             n_pos, n, (int(shape[0]), int(shape[1])), algorithm=self.algorithm, probe_modes=self.probe_modes,
             batch_size=self.settings.batch_size, per_frame_mask=mask_h is not None and mask_h.ndim == 3,
-            fast_gpu=self.backend.is_gpu and _fast_gpu_applies(self.algorithm, self.settings))
+            fast_gpu=self.backend.is_gpu and _fast_gpu_applies(self.algorithm, self.settings),
+            cap_bytes=self.memory_cap_bytes, free_bytes=self.backend.free_memory_bytes())
+        self.needed_bytes = self.memory_plan.needed_bytes
         self._check_memory()
+        _check_intensity_values(intensities_h)
+        _check_photons(intensities_h, mask_h)
+        probe_h = self._initial_probe(probe, intensities_h, probe_modes, beam_diameter_px)
         self.rng = np.random.default_rng(seed)
         xp = self.backend.xp
         try:
             obj = _initial_object(xp, (int(shape[0]), int(shape[1])), object_guess)
-            amplitudes = xp.array(intensities_h, dtype=xp.float32)  # a copy: the caller's array stays as it was
-            xp.sqrt(amplitudes, out=amplitudes)  # in place: no second data-sized buffer on the device
+            amplitudes = self._device_amplitudes(intensities_h)
             self.state = EngineState(
                 xp=xp, obj=obj, probe=xp.asarray(probe_h), amplitudes=amplitudes,
                 valid=None if mask_h is None else xp.asarray(mask_h),
@@ -154,6 +142,9 @@ class Reconstruction(IterativeRun):
             self.engine: Any = create_engine(self.algorithm, self.state, self.settings)
         except MemoryError as exc:
             raise self._oom(exc) from exc
+        if self.streamed and not type(self.engine).__name__.startswith("Fast"):
+            raise SessionStateError(f"a streamed {self.algorithm} run needs the fast GPU engine, but "
+                                    f"{type(self.engine).__name__} was selected")
         self.positions_px = corners.astype(np.float64)
         self.probe_size_px = int(n)
         self._object_shape = (int(shape[0]), int(shape[1]))
@@ -181,7 +172,8 @@ class Reconstruction(IterativeRun):
             probe_modes=r.probe_modes, object_guess=obj, device=device or r.device,
             seed=r.seed if r.seed >= 0 else None, valid_mask=data.valid_mask,
             settings=settings_from_parameters(params), beam_diameter_px=params.experiment.beam_size_m / pixel,
-            pixel_size_m=pixel, time_limit_s=r.time_limit_s, parameters=params, inputs=data.source,
+            pixel_size_m=pixel, time_limit_s=r.time_limit_s, memory_cap_bytes=int(r.memory_cap_gib * 2**30),
+            parameters=params, inputs=data.source,
         )
 
     # -- the loop -------------------------------------------------------------------------------------------
@@ -286,9 +278,17 @@ class Reconstruction(IterativeRun):
             parameters=self.parameters, stopped_early=self.stopped_early, inputs=dict(self.inputs),
         )
 
+    @property
+    def streamed(self) -> bool:
+        """True when the intensities stream from pinned host memory instead of living on the device."""
+        return self.memory_plan.mode == "streamed"
+
     def close(self) -> None:
-        """Free the device arrays; later calls raise SessionStateError."""
+        """Free the device arrays (and unpin streamed host data); later calls raise SessionStateError."""
         self._closed = True
+        state = getattr(self, "state", None)
+        if state is not None and hasattr(state.amplitudes, "close"):
+            state.amplitudes.close()
         self.engine = None  # type: ignore[assignment]
         self.state = None  # type: ignore[assignment]
         if self.backend.is_gpu:
@@ -316,12 +316,21 @@ class Reconstruction(IterativeRun):
         return out
 
     def _check_memory(self) -> None:
-        free = self.backend.free_memory_bytes()
-        if free is not None and self.needed_bytes > free:
-            raise DeviceMemoryError(
-                f"this {self.algorithm} run needs about {self.needed_bytes / 2**30:.2f} GiB of GPU memory but "
-                f"{free / 2**30:.2f} GiB is free on {self.backend.device}; use fewer positions, a smaller "
-                f"'size', ePIE, or the CPU", self.needed_bytes, free)
+        plan = self.memory_plan
+        if plan.mode == "refuse":
+            raise DeviceMemoryError(f"{plan.message} (on {self.backend.device})", plan.needed_bytes,
+                                    plan.limit_bytes)
+
+    def _device_amplitudes(self, intensities_h: np.ndarray) -> Any:
+        """(N, n, n) float32 amplitudes on the device, or the host stream that feeds the fast engines."""
+        xp = self.backend.xp
+        if self.streamed:
+            from .gpu.streaming import AmplitudeStream
+
+            return AmplitudeStream(intensities_h, self.memory_plan.chunk_positions)
+        amplitudes = xp.array(intensities_h, dtype=xp.float32)  # a copy: the caller's array stays as it was
+        xp.sqrt(amplitudes, out=amplitudes)  # in place: no second data-sized buffer on the device
+        return amplitudes
 
     def _oom(self, exc: BaseException) -> DeviceMemoryError:
         free = self.backend.free_memory_bytes()
@@ -360,7 +369,9 @@ def reconstruct(intensities: Any, positions_px: Any, *, algorithm: str = "ePIE",
 
 
 # -- input checks (host side, before anything is allocated on the device) ---------------------------------
-def _checked_intensities(intensities: Any, centred: bool) -> np.ndarray:
+def _intensity_array(intensities: Any, centred: bool) -> np.ndarray:
+    """(N, n, n) float32 C-contiguous view of the intensities (one copy only where the dtype, layout or
+    ``centred`` need it); checks shape and dtype, not values."""
     a = np.asarray(intensities)
     if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape[0] < 1:
         raise InputDataError(f"intensities have shape {a.shape}: expected (N, n, n) with square patterns")
@@ -368,18 +379,45 @@ def _checked_intensities(intensities: Any, centred: bool) -> np.ndarray:
         raise InputDataError(f"patterns of {a.shape[1]}x{a.shape[2]} pixels are too small")
     if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
         raise InputDataError(f"intensities have dtype {a.dtype}: expected real numbers (photon counts)")
-    a = a.astype(np.float32, copy=False)
-    finite = np.isfinite(a)
-    if not finite.all():
-        j, r, c = (int(v) for v in np.argwhere(~finite)[0])
-        raise InputDataError(f"intensities contain NaN or infinite values (first at frame {j}, pixel ({r}, {c}))")
-    if (a < 0).any():
-        j, r, c = (int(v) for v in np.argwhere(a < 0)[0])
-        raise InputDataError(f"intensities contain negative values (first at frame {j}, pixel ({r}, {c}), "
-                             f"value {a[j, r, c]:g}); subtract backgrounds with a threshold instead")
     if centred:
-        a = np.fft.ifftshift(a, axes=(-2, -1))
-    return np.ascontiguousarray(a)
+        return np.ascontiguousarray(np.fft.ifftshift(a, axes=(-2, -1)), dtype=np.float32)
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+CHECK_CHUNK_BYTES = 256 * 2**20  # host value checks walk the data in chunks of about this size
+
+
+def _frame_slices(a: np.ndarray) -> Iterator[slice]:
+    """Slices of about ``CHECK_CHUNK_BYTES`` of whole frames along the first axis of ``a`` (N, ...)."""
+    step = max(1, CHECK_CHUNK_BYTES // max(1, a[:1].nbytes))
+    for s in range(0, a.shape[0], step):
+        yield slice(s, s + step)
+
+
+def _check_intensity_values(a: np.ndarray) -> None:
+    """Finite and non-negative, in chunks of frames (no data-sized temporaries; errors name the first bad
+    frame and pixel). ``a``: (N, n, n) float32."""
+    for sl in _frame_slices(a):
+        chunk, s = a[sl], sl.start
+        lo, hi = chunk.min(), chunk.max()  # NaN propagates through min and max
+        if np.isfinite(lo) and np.isfinite(hi) and lo >= 0:
+            continue
+        finite = np.isfinite(chunk)
+        if not finite.all():
+            j, r, c = (int(v) for v in np.argwhere(~finite)[0])
+            raise InputDataError(f"intensities contain NaN or infinite values (first at frame {s + j}, pixel "
+                                 f"({r}, {c}))")
+        j, r, c = (int(v) for v in np.argwhere(chunk < 0)[0])
+        raise InputDataError(f"intensities contain negative values (first at frame {s + j}, pixel ({r}, {c}), "
+                             f"value {chunk[j, r, c]:g}); subtract backgrounds with a threshold instead")
+
+
+def _probe_mode_count(probe: Any, probe_modes: int) -> int:
+    """Modes of the run: ``probe_modes``, or more when the probe guess holds more."""
+    if probe is None:
+        return int(probe_modes)
+    shape = np.shape(probe)
+    return max(int(probe_modes), int(shape[0])) if len(shape) == 3 else int(probe_modes)
 
 
 def _checked_positions(positions_px: Any, n_positions: int) -> np.ndarray:
@@ -414,8 +452,12 @@ def _checked_mask(mask: Any, shape: tuple[int, ...], centred: bool) -> np.ndarra
 
 
 def _check_photons(intensities: np.ndarray, mask: np.ndarray | None) -> None:
-    counted = intensities if mask is None else np.where(mask, intensities, 0)
-    totals = counted.sum(axis=(-2, -1))
+    totals = np.empty(intensities.shape[0], dtype=np.float64)
+    for sl in _frame_slices(intensities):
+        chunk = intensities[sl]
+        if mask is not None:
+            chunk = np.where(mask if mask.ndim == 2 else mask[sl], chunk, 0)
+        totals[sl] = chunk.sum(axis=(-2, -1))
     empty = np.flatnonzero(totals <= 0)
     if empty.size:
         listed = ", ".join(str(int(j)) for j in empty[:10]) + (" ..." if empty.size > 10 else "")

@@ -153,6 +153,11 @@ class ReconstructionParameters:
                       hint="Random seed for visiting order and mode seeding (-1 = from the clock).")
     device: str = param("auto", kind="choice", flag="device", choices=("auto", "cpu", "gpu"),
                         hint="auto uses the GPU (CuPy) when present, else the CPU (NumPy).")
+    memory_cap_gib: float = param(0.0, kind="float", flag="memCapGiB", unit="GiB", min=0.0, max=1e6,
+                                  label="GPU memory cap", advanced=True,
+                                  hint="Most GPU memory the run may use (0 = whatever is free). A larger ePIE or "
+                                       "LSQML dataset streams from pinned host memory; a run that cannot fit is "
+                                       "refused before it starts, saying how much it needs.")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,178 @@
+"""Where a run's diffraction data live: resident on the device, streamed from pinned host memory, or refused.
+
+Pure arithmetic on sizes (no device calls), so the decision is unit-tested on the CPU and made before any work:
+
+>>> plan = plan_memory(250_000, 256, (2791, 64231), algorithm="ePIE", fast_gpu=True,
+...                    cap_bytes=24 * 2**30, free_bytes=79 * 2**30)
+>>> plan.mode, plan.chunk_positions
+('streamed', 2048)
+
+A streamed run keeps the float32 intensities (N, n, n) in host memory, pinned and mapped, and a device ring of
+``RING_SLOTS`` buffers of ``chunk_positions`` amplitude patterns each (float32) that a copy stream fills with the
+next chunk of the visiting order while the compute stream works on the current one (``reconstruction/gpu``).
+Only the fast GPU ePIE and LSQML engines stream; DM keeps every exit wave on the device, so it cannot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .engines.lsqml import default_batch_size
+
+GIB = 2**30
+RING_SLOTS = 2  # device buffers of one chunk each: one being read by compute, one being filled by the copy stream
+EPIE_STREAM_CHUNK = 2048  # ePIE per-position steps per ring slot (= per CUDA graph, as in the resident run)
+STREAMING_ALGORITHMS = ("ePIE", "LSQML")
+
+
+def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
+                          probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False,
+                          fast_gpu: bool = False, data_positions: int | None = None) -> int:
+    """Device memory a run needs (bytes): data, object/probe buffers and the engine's working set.
+
+    ``algorithm`` is the canonical name (ePIE, DM, LSQML). ``fast_gpu``: the run uses the fused GPU engines
+    (``reconstruction.gpu``), whose working sets are measured in benchmarks/RESULTS.md (peak: ePIE 1.01x, LSQML
+    1.15x, DM 4.0x the intensities + object + probe); the reference engines' NumPy/CuPy temporaries are larger
+    (DM about 22x on CuPy). ``data_positions``: how many (n, n) float32 amplitude patterns are on the device
+    (default all ``n_positions``; a streamed run holds only its ring).
+    """
+    n2 = size_px * size_px
+    held = n_positions if data_positions is None else data_positions
+    data = held * n2 * 4 + (held * n2 if per_frame_mask else 0)
+    obj = object_shape[0] * object_shape[1] * 8
+    index = n_positions * 2 * 8
+    wave = probe_modes * n2 * 8  # one position's exit waves, complex64
+    if fast_gpu:
+        if algorithm == "DM":  # psi (N, M, n, n) plus a chunk of far fields and the object sums
+            work = n_positions * (wave + n2 * 4) + 6 * obj
+        elif algorithm == "LSQML":
+            b = batch_size or default_batch_size(n_positions)
+            work = b * 4 * wave + data // 8 + 6 * obj
+        else:
+            work = 8 * wave + 4 * obj
+        return int(data + index + work + 4 * wave)
+    if algorithm == "ePIE":
+        work = 8 * wave + 4 * obj
+    elif algorithm == "DM":
+        # psi + phi + reflected + far field per position, plus int64 window indices and object buffers
+        work = n_positions * (4 * wave + n2 * 8 + 2 * n2 * 4) + 6 * obj
+    else:
+        b = batch_size or default_batch_size(n_positions)
+        work = b * (7 * wave + n2 * 8 + 3 * n2 * 4) + 6 * obj
+    return int(data + index + work + 4 * wave)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The decision for one run.
+
+    mode: "resident" (all amplitudes on the device), "streamed" (from pinned host memory through a device ring)
+    or "refuse" (``message`` says why and what to do). resident_bytes / streamed_bytes: estimated device memory
+    of each way (streamed_bytes None where the run cannot stream). limit_bytes: the memory the run may use (the
+    smaller of the cap and the free device memory; None on the CPU). chunk_positions: patterns per ring slot of
+    a streamed run (0 otherwise).
+    """
+
+    mode: str
+    resident_bytes: int
+    streamed_bytes: int | None
+    limit_bytes: int | None
+    chunk_positions: int = 0
+    message: str = ""
+
+    @property
+    def needed_bytes(self) -> int:
+        """What the chosen way needs (for a refusal: the least any way would need)."""
+        if self.mode == "streamed" or (self.mode == "refuse" and self.streamed_bytes is not None):
+            return int(self.streamed_bytes or 0)
+        return self.resident_bytes
+
+
+def stream_chunk_limit(algorithm: str, n_positions: int, batch_size: int = 0) -> tuple[int, int]:
+    """(smallest, largest) patterns per ring slot for a streamed ``algorithm`` run: LSQML streams whole
+    mini-batches (the batch size is part of the algorithm), ePIE any chunk up to ``EPIE_STREAM_CHUNK``."""
+    if algorithm == "LSQML":
+        b = batch_size or default_batch_size(n_positions)
+        b = min(b, n_positions)
+        return b, b
+    return 1, min(EPIE_STREAM_CHUNK, n_positions)
+
+
+def streamed_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
+                          chunk_positions: int, probe_modes: int = 1, batch_size: int = 0) -> int:
+    """Device memory (bytes) of a streamed fast-GPU run: the resident estimate with the intensities replaced by
+    ``RING_SLOTS`` slots of ``chunk_positions`` float32 (n, n) amplitude patterns."""
+    return estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm, probe_modes=probe_modes,
+                                 batch_size=batch_size, fast_gpu=True,
+                                 data_positions=RING_SLOTS * chunk_positions)
+
+
+def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
+                probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False, fast_gpu: bool = False,
+                cap_bytes: int = 0, free_bytes: int | None = None) -> MemoryPlan:
+    """Resident, streamed or refused, from the sizes alone.
+
+    n_positions N and size_px n: the (N, n, n) intensities; object_shape (H, W) pixels; algorithm: ePIE, DM or
+    LSQML; cap_bytes: the most device memory the run may use (0 = whatever is free); free_bytes: free device
+    memory (None on the CPU, where the data are in host memory anyway and the run is always "resident").
+    Streaming needs the fast GPU engines (``fast_gpu``), ePIE or LSQML, and no per-frame (N, n, n) mask.
+    """
+    resident = estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
+                                     probe_modes=probe_modes, batch_size=batch_size, per_frame_mask=per_frame_mask,
+                                     fast_gpu=fast_gpu)
+    if cap_bytes < 0:
+        raise ValueError(f"cap_bytes={cap_bytes}: must be >= 0 (0 = whatever is free on the device)")
+    if free_bytes is None:
+        return MemoryPlan("resident", resident, None, None)
+    limit = min(free_bytes, cap_bytes) if cap_bytes > 0 else free_bytes
+    if resident <= limit:
+        return MemoryPlan("resident", resident, None, limit)
+
+    why_not = _why_not_streamed(algorithm, fast_gpu, per_frame_mask)
+    streamed = None
+    chunk = 0
+    if why_not is None:
+        lo, hi = stream_chunk_limit(algorithm, n_positions, batch_size)
+
+        def need(c: int) -> int:
+            return streamed_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
+                                         chunk_positions=c, probe_modes=probe_modes, batch_size=batch_size)
+
+        streamed = need(lo)
+        if streamed <= limit:
+            # the largest chunk that fits: the need grows linearly with the chunk
+            per_pattern = max(1, need(lo + 1) - streamed) if hi > lo else 1
+            chunk = min(hi, lo + (limit - streamed) // per_pattern)
+            while chunk > lo and need(chunk) > limit:
+                chunk -= 1
+            return MemoryPlan("streamed", resident, need(chunk), limit, chunk)
+    return MemoryPlan("refuse", resident, streamed, limit, 0,
+                      _refusal(algorithm, resident, streamed, limit, cap_bytes, free_bytes, why_not))
+
+
+def _why_not_streamed(algorithm: str, fast_gpu: bool, per_frame_mask: bool) -> str | None:
+    if algorithm not in STREAMING_ALGORITHMS:
+        return (f"{algorithm} keeps every exit wave on the device, so its data cannot stream from host memory: "
+                f"use ePIE or LSQML, or raise the cap")
+    if not fast_gpu:
+        return ("only the fast GPU engines stream from host memory, and this run's options select the reference "
+                "engine (RMS metric, the Poisson noise model or PTYCHOPY_GPU_FAST=0)")
+    if per_frame_mask:
+        return ("a per-frame (N, n, n) valid mask is not streamed: use one (n, n) detector mask for all frames, "
+                "or raise the cap")
+    return None
+
+
+def _refusal(algorithm: str, resident: int, streamed: int | None, limit: int, cap_bytes: int, free_bytes: int,
+             why_not: str | None) -> str:
+    limit_text = (f"the cap of {cap_bytes / GIB:.2f} GiB ({free_bytes / GIB:.2f} GiB free on the device)"
+                  if cap_bytes > 0 else f"the {free_bytes / GIB:.2f} GiB free on the device")
+    text = f"this {algorithm} run needs {resident / GIB:.2f} GiB of GPU memory with its data resident"
+    if streamed is not None:
+        text += f" and {streamed / GIB:.2f} GiB streaming them from host memory"
+    text += f", more than {limit_text}"
+    if why_not is not None:
+        return f"{text}; {why_not}"
+    if cap_bytes > 0 and cap_bytes < free_bytes:
+        return f"{text}; raise the cap (-memCapGiB), use fewer positions or a smaller 'size'"
+    return f"{text}; use fewer positions, a smaller 'size', or a GPU with more memory"
