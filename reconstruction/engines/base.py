@@ -28,7 +28,8 @@ class EngineSettings:
 class EngineState:
     """Arrays on the device (``xp``) that the engines update in place.
 
-    obj (H, W) complex64; probe (M, n, n) complex64; amplitudes (N, n, n) float32 = sqrt(intensities);
+    obj (H, W) complex64; probe (M, n, n) complex64; amplitudes (N, n, n) float32 = sqrt(intensities), or for a
+    streamed GPU run an ``AmplitudeStream`` (``reconstruction/gpu/streaming.py``: host data, same shape);
     valid None or bool (n, n) / (N, n, n); rows, cols (N,) int64 window corners (device arrays).
     """
 

@@ -44,7 +44,9 @@ class FastMixin:
 
     def _buffers_key(self, m: int, update_probe: bool) -> tuple[Any, ...]:
         st = self.state
-        return (m, bool(update_probe), st.obj.data.ptr, st.probe.data.ptr, st.amplitudes.data.ptr)
+        amp = st.amplitudes  # a device array, or an AmplitudeStream (gpu/streaming.py) with its own key
+        amp_key = amp.key if hasattr(amp, "key") else amp.data.ptr
+        return (m, bool(update_probe), st.obj.data.ptr, st.probe.data.ptr, amp_key)
 
     def _run(self, m: int, update_probe: bool, launches: Any) -> None:
         """Run ``launches()`` through a cached graph (or eagerly when graphs are off)."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
 from ..engines.epie import EPIE
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
 from .runtime import f32, i32, i64
+from .streaming import AmplitudeStream
 
 EPIE_STEPS_PER_GRAPH = 2048  # per-position steps captured in one graph (bounds capture memory for huge scans)
 
@@ -32,24 +34,53 @@ class FastEPIE(FastMixin, EPIE):
             self.probe_b = cp.empty_like(st.probe)
         self.err_blocks = rt.grid_for(self.n2)  # epie_modulus's grid: one partial error pair per block
         self.err_partial = cp.zeros(2 * self.err_blocks, dtype=cp.float64)
+        # streamed run: amplitudes arrive chunk by chunk in a device ring, one graph per chunk
+        self.stream = st.amplitudes if isinstance(st.amplitudes, AmplitudeStream) else None
+        self.chunk = self.stream.chunk if self.stream is not None else EPIE_STEPS_PER_GRAPH
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
         self._upload_order(st.rng.permutation(st.n_positions))  # the reference engine's draw
         m = st.modes_active
         self.plans.get(m, self.n)
-        self._run(m, update_probe, lambda: self._launch_steps(0, st.n_positions, m, update_probe))
+        self._run(m, update_probe, lambda: self._launch_chunks(m, update_probe))
         return self._metrics()
 
-    def _capture(self, runner: rt.GraphRunner, m: int, update_probe: bool) -> None:
+    def _chunks(self) -> list[tuple[int, int]]:
         n_pos = self.state.n_positions
-        for s0 in range(0, n_pos, EPIE_STEPS_PER_GRAPH):
-            s1 = min(n_pos, s0 + EPIE_STEPS_PER_GRAPH)
-            runner.record(lambda s0=s0, s1=s1: self._launch_steps(s0, s1, m, update_probe))
+        return [(s0, min(n_pos, s0 + self.chunk)) for s0 in range(0, n_pos, self.chunk)]
 
-    def _launch_steps(self, s0: int, s1: int, m: int, update_probe: bool) -> None:
+    def _capture(self, runner: rt.GraphRunner, m: int, update_probe: bool) -> None:
+        for s0, s1 in self._chunks():
+            runner.record(lambda s0=s0, s1=s1: self._launch_chunk(s0, s1, m, update_probe))
+
+    def _launch_chunks(self, m: int, update_probe: bool) -> None:
+        for s0, s1 in self._chunks():
+            self._launch_chunk(s0, s1, m, update_probe)
+
+    def _launch_chunk(self, s0: int, s1: int, m: int, update_probe: bool) -> None:
+        """Steps s0..s1-1. Streamed: their amplitudes are in ring slot k % slots (k = s0 // chunk; the first chunk
+        of an epoch is filled here on the compute stream), and the copy stream fills the next chunk meanwhile;
+        the chunk ends by waiting for that fill, so each chunk's graph is self-contained."""
+        sm = self.stream
+        if sm is None:
+            self._launch_steps(s0, s1, m, update_probe, self.state.amplitudes, -1)
+            return
+        n_pos = self.state.n_positions
+        k = s0 // self.chunk
+        slot, nxt = k % sm.slots, (k + 1) % sm.slots
+        if s0 == 0:
+            sm.fill(slot, self.order, s0, s1 - s0)
+        if s1 < n_pos:
+            sm.prefetch(nxt, self.order, s1, min(n_pos, s1 + self.chunk) - s1)
+        self._launch_steps(s0, s1, m, update_probe, sm.ring[slot], s0)
+        if s1 < n_pos:
+            sm.wait(nxt)
+
+    def _launch_steps(self, s0: int, s1: int, m: int, update_probe: bool, amp: Any, amp_from: int) -> None:
+        """amp: (N, n, n) device amplitudes (amp_from = -1) or a ring slot holding steps amp_from.. (streamed)."""
         if self.fused:
-            self._launch_steps_fused(s0, s1, m, update_probe)
+            self._launch_steps_fused(s0, s1, m, update_probe, amp, amp_from)
             return
         st, n, n2 = self.state, self.n, self.n2
         if s0 == 0:
@@ -63,16 +94,16 @@ class FastEPIE(FastMixin, EPIE):
             rt.launch("epie_gather", n2, (st.obj, st.probe, self.rows32, self.cols32, self.order, i32(s), i32(n),
                                           i32(self.width), i32(m), psi, self.opatch, self.slots, slot))
             self.plans.forward(psi, m, n)
-            rt.launch("epie_modulus", n2, (psi, st.amplitudes, mask, has_mask, stride, self.order, i32(s), i32(n2),
+            rt.launch("epie_modulus", n2, (psi, amp, mask, has_mask, stride, self.order, i32(s), i32(n2),
                                            i32(m), f32(1.0 / n), f32(1.0 / n2), self.err_partial, self.slots,
-                                           i32(-1)))
+                                           i32(-1), i32(amp_from)))
             self.plans.inverse(psi, m, n)
             rt.launch("epie_update", n2, (st.obj, st.probe, psi, self.opatch, self.rows32, self.cols32, self.order,
                                           i32(s), i32(n), i32(self.width), i32(m), self.slots, slot, up))
         if s1 == st.n_positions:
             rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
 
-    def _launch_steps_fused(self, s0: int, s1: int, m: int, update_probe: bool) -> None:
+    def _launch_steps_fused(self, s0: int, s1: int, m: int, update_probe: bool, amp: Any, amp_from: int) -> None:
         """Six launches a position: FFT, modulus, inverse FFT, then the update of this step fused with the
         gather of the next; buffers alternate between steps (even steps use the state's probe)."""
         st, n, n2, w = self.state, self.n, self.n2, self.width
@@ -90,9 +121,9 @@ class FastEPIE(FastMixin, EPIE):
         for s in range(s0, s1):
             a, b = s & 1, (s + 1) & 1
             self.plans.forward(psi[a], m, n)
-            rt.launch("epie_modulus", n2, (psi[a], st.amplitudes, mask, has_mask, stride, self.order, i32(s),
+            rt.launch("epie_modulus", n2, (psi[a], amp, mask, has_mask, stride, self.order, i32(s),
                                            i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err_partial,
-                                           self.slots, i32(b)))
+                                           self.slots, i32(b), i32(amp_from)))
             self.plans.inverse(psi[a], m, n)
             if s + 1 < n_pos:
                 rt.launch("epie_update_gather", n2, (st.obj, probe[a], probe[b], psi[a], opatch[a], psi[b], opatch[b],

@@ -7,6 +7,7 @@ from ..engines.lsqml import LSQML
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
 from .runtime import f32, i32, i64
+from .streaming import AmplitudeStream
 
 LS_DOTS_BLOCKS = 64  # blocks per position in ls_dots: each adds 5 sums atomically to its position's slots
 
@@ -31,6 +32,11 @@ class FastLSQML(FastMixin, LSQML):
         self.new_probe = cp.empty(self.mt * n2, dtype=cp.complex64)
         self.acc = cp.zeros(b * 5, dtype=cp.float64)
         self.steps = cp.zeros(b * 2, dtype=cp.float32)
+        # streamed run: each mini-batch's amplitudes arrive in a device ring slot (gpu/streaming.py)
+        self.stream = st.amplitudes if isinstance(st.amplitudes, AmplitudeStream) else None
+        if self.stream is not None and self.stream.chunk < min(b, n_pos):
+            raise ValueError(f"the streaming ring holds {self.stream.chunk} patterns a slot, fewer than the "
+                             f"mini-batch of {b}")
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
@@ -49,8 +55,16 @@ class FastLSQML(FastMixin, LSQML):
         beta, delta = f32(s.beta_lsq), f32(s.delta_p)
         self.err.fill(0)
         rows, cols, order = self.rows32, self.cols32, self.order
-        for b0 in range(0, st.n_positions, self.batch_size):
-            cnt = min(self.batch_size, st.n_positions - b0)
+        n_pos, bs, sm = st.n_positions, self.batch_size, self.stream
+        if sm is not None:  # the epoch's first mini-batch, on the compute stream
+            sm.fill(0, order, 0, min(bs, n_pos))
+        for i, b0 in enumerate(range(0, n_pos, bs)):
+            cnt = min(bs, n_pos - b0)
+            amp, amp_from = st.amplitudes, -1
+            if sm is not None:  # this batch reads slot i % slots; the copy stream fills the next batch meanwhile
+                amp, amp_from = sm.ring[i % sm.slots], b0
+                if b0 + bs < n_pos:
+                    sm.prefetch((i + 1) % sm.slots, order, b0 + bs, min(bs, n_pos - b0 - bs))
             chi = self.chi[: cnt * m * n2]
             self.num_o.fill(0)
             self.den_o.fill(0)
@@ -59,8 +73,11 @@ class FastLSQML(FastMixin, LSQML):
             rt.launch_jp("ls_gather", cnt, n2, (st.obj, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
                                               i32(m), chi))
             self.plans.forward(chi, cnt * m, n)
-            rt.launch_jp("ls_modulus", cnt, n2, (chi, st.amplitudes, mask, has_mask, stride, order, i32(b0), i32(cnt),
-                                               i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err))
+            if sm is not None and i > 0:
+                sm.wait(i % sm.slots)
+            rt.launch_jp("ls_modulus", cnt, n2, (chi, amp, mask, has_mask, stride, order, i32(b0), i32(cnt),
+                                               i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err,
+                                               i32(amp_from)))
             self.plans.inverse(chi, cnt * m, n)
             rt.launch_jp("ls_scatter", cnt, n2, (chi, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
                                                i32(m), self.num_o, self.den_o))

@@ -30,17 +30,20 @@ __global__ void epie_gather(const float2* __restrict__ obj, const float2* __rest
     block_max(mp, fmax + 2 * slot + 1);
 }
 
+// amp_from < 0: amp is (N, n2), row order[step]; amp_from >= 0: amp is a ring slot holding steps amp_from.. in
+// visiting order (streamed run), row step - amp_from.
 __global__ void epie_modulus(float2* __restrict__ far, const float* __restrict__ amp,
                              const unsigned char* __restrict__ mask, int has_mask, int mask_stride,
                              const int* __restrict__ order, int step, int n2, int M, float inv_n, float inv_n2,
-                             double* errp, unsigned int* fmax, int reset_slot) {
+                             double* errp, unsigned int* fmax, int reset_slot, int amp_from) {
     int j = order[step];
+    long long arow = amp_from < 0 ? j : step - amp_from;  // resident: row j of amp; streamed: row of the ring slot
     if (reset_slot >= 0 && blockIdx.x == 0 && threadIdx.x < 2) fmax[2 * reset_slot + threadIdx.x] = 0u;
     float e_sq = 0.f, e_a2 = 0.f;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         float s = 0.f;
         for (int k = 0; k < M; ++k) s += abs2(far[k * n2 + p]);
-        float a = amp[(long long)j * n2 + p];
+        float a = amp[arow * n2 + p];
         bool valid = !has_mask || mask[(long long)j * mask_stride + p];
         float f = modulus_factor(sqrtf(s) * inv_n, a, valid, e_sq, e_a2) * inv_n2;
         for (int k = 0; k < M; ++k) {

@@ -17,10 +17,12 @@ __global__ void ls_gather(const float2* __restrict__ obj, const float2* __restri
 }
 
 // Gaussian noise model: chi_hat = Psi (A / |Psi| - 1) (0 where invalid), scaled for the unnormalised inverse.
+// amp_from < 0: amp is (N, n2), row order[b0 + jj]; amp_from >= 0: a ring slot of the streamed run holding
+// visiting steps amp_from.., row b0 + jj - amp_from.
 __global__ void ls_modulus(float2* __restrict__ far, const float* __restrict__ amp,
                            const unsigned char* __restrict__ mask, int has_mask, int mask_stride,
                            const int* __restrict__ order, int b0, int cnt, int n2, int M, float inv_n, float inv_n2,
-                           double* err) {
+                           double* err, int amp_from) {
     float e_sq = 0.f, e_a2 = 0.f;
     for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
@@ -28,7 +30,8 @@ __global__ void ls_modulus(float2* __restrict__ far, const float* __restrict__ a
         long long base = (long long)jj * M * n2 + p;
         float s = 0.f;
         for (int k = 0; k < M; ++k) s += abs2(far[base + (long long)k * n2]);
-        float a = amp[(long long)j * n2 + p];
+        long long arow = amp_from < 0 ? j : b0 + jj - amp_from;
+        float a = amp[arow * n2 + p];
         bool valid = !has_mask || mask[(long long)j * mask_stride + p];
         float f = (modulus_factor(sqrtf(s) * inv_n, a, valid, e_sq, e_a2) - 1.f) * inv_n2;
         for (int k = 0; k < M; ++k) {
