@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything of issue 10 in one call on the GPU machine (device tool), from the repository root:
-#   bash benchmarks/run_on_device.sh [tests] [ours] [profile] [large] [listing] [peers] [cpu]   (default: all of them)
+#   bash benchmarks/run_on_device.sh [tests] [ours] [profile] [large] [stream] [listing] [peers] [cpu]
+#   (default: all but stream)
 # Needs the peers' wheels in .whl/ (carried; see benchmarks/RESULTS.md for the download command).
 # Writes logs and JSON to $OUT (or benchmarks/out) and prints short tables last.
 set -u
@@ -30,6 +31,10 @@ for s in $steps; do
     large)
       python3 benchmarks/large_scan.py --positions "${LARGE_N:-100000}" --size 256 --algs ePIE,LSQML --epochs 2 2>&1 \
         | tee "$OUT/large.log" | grep -E "LARGE|Error" ;;
+    stream)
+      python3 benchmarks/streaming.py --positions "${STREAM_N:-250000}" --size 256 --cap-gib "${STREAM_CAP_GIB:-24}" \
+        --algs ePIE,LSQML --resident "${STREAM_RESIDENT-ePIE,LSQML}" --epochs 2 --json "$OUT/streaming.json" 2>&1 \
+        | tee "$OUT/streaming.log" | grep -E "^\||STREAM simulated|Error|error" ;;
     listing)
       python3 benchmarks/listing1.py 2>&1 | tee "$OUT/listing1.log" | tail -5 ;;
     peers)
