@@ -324,10 +324,12 @@ class Reconstruction(IterativeRun):
     def _device_amplitudes(self, intensities_h: np.ndarray) -> Any:
         """(N, n, n) float32 amplitudes on the device, or the host stream that feeds the fast engines."""
         xp = self.backend.xp
-        if self.streamed:
-            from .gpu.streaming import AmplitudeStream
+        if self.backend.is_gpu:
+            from .gpu.streaming import AmplitudeStream, upload_amplitudes
 
-            return AmplitudeStream(intensities_h, self.memory_plan.chunk_positions)
+            if self.streamed:
+                return AmplitudeStream(intensities_h, self.memory_plan.chunk_positions)
+            return upload_amplitudes(intensities_h)  # a copy: the caller's array stays as it was
         amplitudes = xp.array(intensities_h, dtype=xp.float32)  # a copy: the caller's array stays as it was
         xp.sqrt(amplitudes, out=amplitudes)  # in place: no second data-sized buffer on the device
         return amplitudes

@@ -23,6 +23,9 @@ GIB = 2**30
 RING_SLOTS = 2  # device buffers of one chunk each: one being read by compute, one being filled by the copy stream
 EPIE_STREAM_CHUNK = 2048  # ePIE per-position steps per ring slot (= per CUDA graph, as in the resident run)
 STREAMING_ALGORITHMS = ("ePIE", "LSQML")
+# device memory of fast ePIE's captured CUDA graphs (about six kernel nodes a position), outside CuPy's pool:
+# measured 3.5 GiB at 250,000 positions on an H100 (benchmarks/RESULTS.md, streaming section)
+EPIE_GRAPH_BYTES_PER_POSITION = 16 * 2**10
 
 
 def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
@@ -49,7 +52,7 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
             b = batch_size or default_batch_size(n_positions)
             work = b * 4 * wave + data // 8 + 6 * obj
         else:
-            work = 8 * wave + 4 * obj
+            work = 8 * wave + 4 * obj + n_positions * EPIE_GRAPH_BYTES_PER_POSITION
         return int(data + index + work + 4 * wave)
     if algorithm == "ePIE":
         work = 8 * wave + 4 * obj

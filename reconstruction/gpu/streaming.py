@@ -28,7 +28,35 @@ from .runtime import i32
 
 HOST_REGISTER_MAPPED = 2  # cudaHostRegisterMapped: the pinned pages are also addressable from the device
 ERROR_HOST_MEMORY_ALREADY_REGISTERED = 712  # cudaErrorHostMemoryAlreadyRegistered
-FILL_BLOCKS = 128  # stream_fill's grid: enough 16-byte loads in flight to fill the host link, few SMs taken
+# stream_fill's grid: 32 blocks keep ~0.5 MB of 16-byte loads in flight (the host link's 45-48 GB/s) and leave the
+# SMs to compute; measured on an H100 at 50,000 x 256^2 (benchmarks/RESULTS.md): 32 / 64 / 128 / 256 blocks gave
+# ePIE 761 / 875 / 1062 / 1155 ms and LSQML 383 / 393 / 425 / 557 ms per epoch, the copy path alone 42-48 GB/s
+FILL_BLOCKS = 32
+
+
+def upload_amplitudes(intensities: np.ndarray) -> Any:
+    """(N, n, n) float32 device amplitudes sqrt(I) from C-contiguous float32 host intensities (N, n, n).
+
+    The host array is pinned in place for the copy and unpinned after it, so the copy runs at the host link's
+    rate without a pinned staging copy of the whole data in host memory (what ``cupy.array`` makes); an array
+    that cannot be pinned (or already is) is copied as it is."""
+    cp = rt.cupy()
+    out = cp.empty(intensities.shape, dtype=cp.float32)
+    ptr, nbytes = int(intensities.ctypes.data), int(intensities.nbytes)
+    pinned = False
+    if nbytes:
+        try:
+            cp.cuda.runtime.hostRegister(ptr, nbytes, 0)
+            pinned = True
+        except cp.cuda.runtime.CUDARuntimeError:
+            pass
+    try:
+        out.set(intensities)
+    finally:
+        if pinned:
+            cp.cuda.runtime.hostUnregister(ptr)
+    cp.sqrt(out, out=out)  # in place: no second data-sized buffer on the device
+    return out
 
 
 def _unregister(ptr: int) -> None:
