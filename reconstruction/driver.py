@@ -20,7 +20,7 @@ import numpy as np
 from . import memory_plan
 from .backend import Backend, get_backend
 from .engines import EngineSettings, EngineState, create_engine
-from .engines.base import apply_phase_constraint, object_illumination
+from .engines.base import IterationMetrics, apply_phase_constraint, object_illumination
 from .errors import DeviceMemoryError, InputDataError, SessionStateError
 from .loop import IterativeRun
 from .parameters.model import ALGORITHM_ALIASES
@@ -150,6 +150,7 @@ class Reconstruction(IterativeRun):
         self._object_shape = (int(shape[0]), int(shape[1]))
         self.iteration = 0
         self.errors: list[float] = []
+        self.last_metrics: IterationMetrics | None = None
         self.rms: list[float] = []
         self.iteration_s: list[float] = []
         self.elapsed_s = 0.0
@@ -200,8 +201,11 @@ class Reconstruction(IterativeRun):
                 if hasattr(self.engine, "modes_changed"):
                     self.engine.modes_changed()
             metrics = self.engine.iterate(it, update_probe=it >= s.update_probe_from)
+            self.last_metrics = metrics
             if it <= s.phase_constraint:
                 st.obj[...] = apply_phase_constraint(xp, st.obj)
+                if hasattr(self.engine, "object_changed"):  # engines that keep sums of the object (fast DM)
+                    self.engine.object_changed()
             if st.modes_active > 1:
                 probe, transform = probe_modes_ops.orthogonalize_modes(xp, st.probe, return_transform=True)
                 st.probe[...] = probe
@@ -353,7 +357,7 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
     return EngineSettings(
         update_probe_from=r.update_probe_from, update_modes_from=r.update_modes_from,
         phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
-        batch_size=r.batch_size, compute_rms=r.rms,
+        batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
     )
 
 

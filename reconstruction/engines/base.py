@@ -21,6 +21,7 @@ class EngineSettings:
     noise_model: str = "gaussian"  # LSQML: "gaussian" (amplitude) or "poisson"
     batch_size: int = 0  # LSQML mini-batch (0 = about N/40)
     beta_lsq: float = 0.9  # LSQML damping of the optimal step
+    dm_relax: float = 0.05  # DM: relative radius of the noise ball the modulus projection stops at (0 = exact)
     compute_rms: bool = False
 
 

@@ -1,20 +1,44 @@
 """Difference map (Thibault et al. 2009) with probe refinement, all positions in parallel.
 
 Keeps one exit wave per position and mode, psi (N, M, n, n). Each iteration:
-  1. overlap projection: O = sum_j sum_k conj(P_k) psi_jk / sum_j sum_k |P_k|^2 (scattered into the object),
-     then (from ``update_probe_from`` on) P_k = sum_j conj(O_j) psi_jk / sum_j |O_j|^2;
-  2. phi = P O_j;  psi <- psi + P_M(2 phi - psi) - phi, with P_M the Fourier-modulus projection.
-The reported error is the Fourier-magnitude error of phi, the current overlap-consistent estimate.
+  1. overlap projection: (from ``update_probe_from`` on) P_k = sum_j conj(O_j) psi_jk / sum_j |O_j|^2 with the
+     current object, then O = sum_j sum_k conj(P_k) psi_jk / sum_j sum_k |P_k|^2 with that probe;
+  2. phi = P O_j;  psi <- psi + P_R(2 phi - psi) - phi, with P_R the relaxed Fourier-modulus projection
+     (``physics.modulus.relaxed_modulus_factor``): a pattern already within ``dm_relax`` (relative rms) of its
+     measured amplitudes is left alone, one further away moves only onto that noise ball.
+
+Probe-first ordering and the relaxed projection keep DM from drifting on a noisy raster scan
+(benchmarks/NOTES.md, section 5). The reported error is the Fourier-magnitude error of phi, the current
+overlap-consistent estimate, measured on a rotating eighth of the positions (:func:`error_sample`): the full
+measurement would cost a third transform of every pattern, half again the update's two.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ..physics import modes, modulus, patches, propagation
 from .base import EngineSettings, EngineState, IterationMetrics
 
 REGULARISATION = 1e-3  # relative to the maximum of each normaliser, avoids division by ~0 outside the scan
+ERROR_SAMPLES = 8  # the Fourier error of phi is measured on one of this many position subsets per iteration
+
+
+def error_sample(n_positions: int, iteration: int) -> Any:
+    """Positions whose Fourier error DM measures at ``iteration`` (1-based): ceil(N / 8) consecutive indices
+    (wrapping around), a different eighth each iteration, so every position counts once every 8 iterations.
+    A (S,) int64 NumPy array; the GPU engine takes the same start index."""
+    size, start = error_sample_span(n_positions, iteration)
+    return (start + np.arange(size)) % n_positions
+
+
+def error_sample_span(n_positions: int, iteration: int) -> tuple[int, int]:
+    """(size, first index) of :func:`error_sample`."""
+    size = -(-n_positions // ERROR_SAMPLES)
+    groups = -(-n_positions // size)
+    return size, ((iteration - 1) % groups) * size
 
 
 class DM:
@@ -37,12 +61,15 @@ class DM:
         self._overlap_update(update_probe, flat_idx)
         obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
         phi = st.probe[None, :m] * obj_patches[:, None]
-        far_phi = propagation.forward(xp, phi)
         metrics = IterationMetrics()
-        metrics.add(xp, modulus.modal_amplitude(xp, far_phi), st.amplitudes, st.valid, self.settings.compute_rms)
-        reflected = 2 * phi - psi[:, :m]
-        far = propagation.forward(xp, reflected)
-        factor = modulus.modulus_factor(xp, modulus.modal_amplitude(xp, far), st.amplitudes, st.valid)
+        sample = self._error_sample(iteration)
+        if sample.size:
+            far_phi = propagation.forward(xp, phi[sample])
+            metrics.add(xp, modulus.modal_amplitude(xp, far_phi), st.amplitudes[sample], st.valid_for(sample),
+                        self.settings.compute_rms)
+        far = propagation.forward(xp, 2 * phi - psi[:, :m])
+        factor = modulus.relaxed_modulus_factor(xp, modulus.modal_amplitude(xp, far), st.amplitudes, st.valid,
+                                                self.settings.dm_relax)
         psi[:, :m] += propagation.backward(xp, far * factor[:, None]) - phi
         return metrics
 
@@ -50,18 +77,23 @@ class DM:
         st, xp = self.state, self.state.xp
         m = st.modes_active
         psi = self.psi[:, :m]
-        probe = st.probe[:m]
-        num = patches.scatter_add_patches(xp, st.obj.shape, xp.sum(probe.conj()[None] * psi, axis=1), flat_idx)
-        p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
-        den = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
-        num, den, den_max = self._object_sums(num, den)
-        st.obj[...] = num / (den + REGULARISATION * den_max)
         if update_probe:
             obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
             num_p = xp.sum(obj_patches.conj()[:, None] * psi, axis=0)
             den_p = xp.sum(obj_patches.real**2 + obj_patches.imag**2, axis=0)
             num_p, den_p = self._probe_sums(num_p, den_p)
             st.probe[:m] = num_p / (den_p + REGULARISATION * xp.max(den_p))
+        probe = st.probe[:m]
+        num = patches.scatter_add_patches(xp, st.obj.shape, xp.sum(probe.conj()[None] * psi, axis=1), flat_idx)
+        p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
+        den = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
+        num, den, den_max = self._object_sums(num, den)
+        st.obj[...] = num / (den + REGULARISATION * den_max)
+
+    def _error_sample(self, iteration: int) -> np.ndarray:
+        """Indices of this engine's positions whose Fourier error is measured at ``iteration``; a run split over
+        regions overrides it to take its share of the one-device sample (multigpu.shared_dm)."""
+        return error_sample(self.state.n_positions, iteration)
 
     def _object_sums(self, num: Any, den: Any) -> tuple[Any, Any, Any]:
         """The object update's sums over this engine's positions, (H, W) each, and the maximum of ``den``.

@@ -1,20 +1,30 @@
-"""Fast difference map: exit waves resident on the device, fused reflect / modulus / update kernels."""
+"""Fast difference map: exit waves resident on the device, two transforms an iteration, fused kernels.
+
+Per iteration (one CUDA graph): the probe update from the partial sums the previous iteration's psi update left
+behind (probe first, with the current object), the object scatter-add with the new probe, the Fourier error of
+phi on this iteration's eighth of the positions (``engines.dm.error_sample``), then chunk by chunk:
+reflect (2 P O_j - psi), forward FFT, exact modulus projection with per-pattern error sums, inverse FFT, and one
+update kernel that applies the relaxed weight, writes the new exit waves, sums the DM error and (up to four
+probe modes) the next probe update's partial sums. Equivalent to ``engines.dm.DM`` up to float32 rounding.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
-from ..engines.dm import DM, REGULARISATION
+from ..engines.dm import DM, REGULARISATION, error_sample_span
 from . import runtime as rt
-from .common import FastMixin
+from .common import FastMixin, pinned_int32
 from .runtime import f32, i32, i64
+
+FUSED_PROBE_MODES = 4  # dm_psi_update keeps this many modes' probe partial sums in registers
 
 
 class FastDM(FastMixin, DM):
     """DM in chunks of positions: exit waves stay resident, the far fields of a chunk share one buffer."""
 
-    CHUNKS = 8  # positions are processed in about this many chunks (bounds the far-field buffer)
+    CHUNKS = 4  # positions are processed in about this many chunks (bounds the far-field buffer)
 
     def __init__(self, state: EngineState, settings: EngineSettings):  # noqa: D107 - no super().__init__
         self.state = state
@@ -25,21 +35,32 @@ class FastDM(FastMixin, DM):
         self.mt = int(st.probe.shape[0])
         self.psi = cp.empty((n_pos, self.mt, n, n), dtype=cp.complex64)
         self.chunk = max(1, -(-n_pos // self.CHUNKS))
-        self.buf = cp.empty(2 * self.chunk * self.mt * n2, dtype=cp.complex64)
+        self.starts = list(range(0, n_pos, self.chunk))
+        self.buf = cp.empty(max(self.chunk, -(-n_pos // 8)) * self.mt * n2, dtype=cp.complex64)
         self.num = cp.zeros(self.obj_size, dtype=cp.complex64)
         self.den = cp.zeros(self.obj_size, dtype=cp.float32)
-        self.nseg = int(min(n_pos, max(1, -(-rt.sm_count() * 2048 // n2))))
+        self.errp = cp.zeros(2 * n_pos, dtype=cp.float64)
+        # one probe-partial segment per (chunk, y block) of dm_psi_update; the same y grid for every chunk
+        self.gx = rt.grid_for(n2)
+        last = n_pos - self.starts[-1]
+        self.gy = int(max(1, min(last, 65535, (rt.sm_count() * 8) // self.gx)))
+        self.nseg = len(self.starts) * self.gy
         self.pnum = cp.empty(self.nseg * self.mt * n2, dtype=cp.complex64)
         self.pden = cp.empty(self.nseg * n2, dtype=cp.float32)
         self.num_p = cp.empty(self.mt * n2, dtype=cp.complex64)
         self.den_p = cp.empty(n2, dtype=cp.float32)
+        self.sample_size = error_sample_span(n_pos, 1)[0]
+        self.sample_start = cp.zeros(1, dtype=cp.int32)
+        self._sample_host = pinned_int32(1)
+        self._partials_fresh = False
         self._init_psi(1)
 
     def _init_psi(self, which: int) -> None:
         st = self.state
         rt.launch_jp("dm_reflect", st.n_positions, self.n2,
-                  (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(0), i32(st.n_positions), i32(self.n),
-                   i32(self.width), i32(self.mt), i32(self.mt), self.buf, i32(which)))
+                     (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(0), i32(st.n_positions), i32(self.n),
+                      i32(self.width), i32(self.mt), i32(self.mt), self.buf, i32(which)))
+        self._partials_fresh = False
 
     def modes_changed(self) -> None:
         # seeding re-orthogonalised mode 0 too: restart every mode's exit waves from P O_j (see DM.modes_changed)
@@ -50,46 +71,74 @@ class FastDM(FastMixin, DM):
         from ..physics.modes import rotate_mode_stack
 
         rotate_mode_stack(self.cp, self.psi, transform)
+        self._partials_fresh = False
+
+    def object_changed(self) -> None:
+        """The driver changed the object between iterations (phase constraint): recompute the probe sums."""
+        self._partials_fresh = False
+
+    def _fused(self, m: int) -> bool:
+        return m <= FUSED_PROBE_MODES
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         m = self.state.modes_active
-        for j0 in range(0, self.state.n_positions, self.chunk):
-            cnt = min(self.chunk, self.state.n_positions - j0)
-            self.plans.get(2 * cnt * m, self.n)
-            self.plans.get(cnt * m, self.n)
+        for j0 in self.starts:
+            self.plans.get(min(self.chunk, self.state.n_positions - j0) * m, self.n)
+        self.plans.get(self.sample_size * m, self.n)
+        self._sample_host[0] = error_sample_span(self.state.n_positions, iteration)[1]
+        self.sample_start.set(self._sample_host)
+        if update_probe and self._fused(m) and not self._partials_fresh:
+            self._probe_partials(m)
         self._run(m, update_probe, lambda: self._launch_all(m, update_probe))
+        self._partials_fresh = True
         return self._metrics()
+
+    def _probe_partials(self, m: int) -> None:
+        st = self.state
+        rt.launch("dm_probe_partial", self.n2,
+                  (self.psi, st.obj, self.rows32, self.cols32, i32(st.n_positions), i32(self.n), i32(self.width),
+                   i32(m), i32(self.mt), i32(self.nseg), self.pnum, self.pden), grid_y=self.nseg)
 
     def _launch_all(self, m: int, update_probe: bool) -> None:
         st, n, n2, w = self.state, self.n, self.n2, self.width
         n_pos, mt = st.n_positions, self.mt
+        fused = self._fused(m)
         self.err.fill(0)
+        self.errp.fill(0)
         self.slots.fill(0)
-        # 1. overlap projection: object, then (when on) probe
-        rt.launch_jp("dm_scatter", n_pos, n2, (self.psi, st.probe, self.rows32, self.cols32, i32(n_pos), i32(n), i32(w),
-                                             i32(m), i32(mt), self.num, self.den))
-        rt.launch("max_reduce", self.obj_size, (self.den, i64(self.obj_size), self.slots[0:1]))
-        rt.launch("dm_obj_divide", self.obj_size, (self.num, self.den, st.obj, i64(self.obj_size),
-                                                   f32(REGULARISATION), self.slots[0:1]))
+        # 1. overlap projection: probe (from the partial sums of the current exit waves and object), then object
         if update_probe:
-            rt.launch("dm_probe_partial", n2, (self.psi, st.obj, self.rows32, self.cols32, i32(n_pos), i32(n), i32(w),
-                                               i32(m), i32(mt), i32(self.nseg), self.pnum, self.pden),
-                      grid_y=self.nseg)
+            if not fused:
+                self._probe_partials(m)
             rt.launch("dm_probe_reduce", n2, (self.pnum, self.pden, i32(self.nseg), i32(n2), i32(m), self.num_p,
                                               self.den_p, self.slots[1:2]))
             rt.launch("dm_probe_divide", n2, (self.num_p, self.den_p, i32(n2), i32(m), f32(REGULARISATION),
                                               self.slots[1:2], st.probe))
-        # 2. psi <- psi + P_M(2 phi - psi) - phi, chunk by chunk
+        rt.launch_jp("dm_scatter", n_pos, n2, (self.psi, st.probe, self.rows32, self.cols32, i32(n_pos), i32(n),
+                                               i32(w), i32(m), i32(mt), self.num, self.den))
+        rt.launch("max_reduce", self.obj_size, (self.den, i64(self.obj_size), self.slots[0:1]))
+        rt.launch("dm_obj_divide", self.obj_size, (self.num, self.den, st.obj, i64(self.obj_size),
+                                                   f32(REGULARISATION), self.slots[0:1]))
+        # 2. the Fourier error of phi on this iteration's sample of positions
         mask, has_mask, stride = self.mask
-        for j0 in range(0, n_pos, self.chunk):
+        cnt = self.sample_size
+        rt.launch_jp("dm_sample_gather", cnt, n2, (st.obj, st.probe, self.rows32, self.cols32, self.sample_start,
+                                                   i32(n_pos), i32(cnt), i32(n), i32(w), i32(m), self.buf))
+        self.plans.forward(self.buf[: cnt * m * n2], cnt * m, n)
+        rt.launch_jp("dm_sample_error", cnt, n2, (self.buf, st.amplitudes, mask, has_mask, stride, self.sample_start,
+                                                  i32(n_pos), i32(cnt), i32(n2), i32(m), f32(1.0 / n), self.err))
+        # 3. psi <- psi + P_R(2 phi - psi) - phi, chunk by chunk
+        relax2 = f32(self.settings.dm_relax ** 2)
+        for c, j0 in enumerate(self.starts):
             cnt = min(self.chunk, n_pos - j0)
-            both = self.buf[: 2 * cnt * m * n2]
-            second = self.buf[cnt * m * n2: 2 * cnt * m * n2]
+            buf = self.buf[: cnt * m * n2]
             rt.launch_jp("dm_reflect", cnt, n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
-                                               i32(cnt), i32(n), i32(w), i32(m), i32(mt), self.buf, i32(0)))
-            self.plans.forward(both, 2 * cnt * m, n)
+                                                 i32(cnt), i32(n), i32(w), i32(m), i32(mt), self.buf, i32(0)))
+            self.plans.forward(buf, cnt * m, n)
             rt.launch_jp("dm_modulus", cnt, n2, (self.buf, st.amplitudes, mask, has_mask, stride, i32(j0), i32(cnt),
-                                               i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err))
-            self.plans.inverse(second, cnt * m, n)
-            rt.launch_jp("dm_psi_update", cnt, n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
-                                                  i32(cnt), i32(n), i32(w), i32(m), i32(mt), self.buf))
+                                                 i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.errp))
+            self.plans.inverse(buf, cnt * m, n)
+            rt.kernel("dm_psi_update")(
+                (self.gx, self.gy), (rt.BLOCK,),
+                (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0), i32(cnt), i32(n), i32(w), i32(m),
+                 i32(mt), self.buf, self.errp, relax2, i32(1 if fused else 0), i32(c * self.gy), self.pnum, self.pden))

@@ -11,20 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..engines.base import EngineSettings, EngineState
-from ..engines.dm import DM
+from ..engines.dm import DM, error_sample
 from .exchange import Communicator
 from .partition import Window
 
 
 @dataclass(frozen=True)
 class Link:
-    """Where a region sits among the others: its communicator rank and object window."""
+    """Where a region sits among the others: its communicator rank, object window and positions (global
+    indices of its local positions, in order, out of ``n_global``)."""
 
     comm: Communicator
     rank: int
     window: Window
     global_shape: tuple[int, int]
+    global_ids: np.ndarray
+    n_global: int
 
 
 class SharedDM(DM):
@@ -45,6 +50,11 @@ class SharedDM(DM):
         shared.state, shared.settings, shared.psi = engine.state, engine.settings, engine.psi
         shared.link = link
         return shared
+
+    def _error_sample(self, iteration: int) -> np.ndarray:
+        """This region's positions in the one-device run's error sample, so the summed errors are that run's."""
+        wanted = error_sample(self.link.n_global, iteration)
+        return np.flatnonzero(np.isin(self.link.global_ids, wanted))
 
     def _object_sums(self, num: Any, den: Any) -> tuple[Any, Any, Any]:
         """Add every region's object sums (global coordinates, one all-reduce); return this region's window."""

@@ -164,9 +164,8 @@ class SplitReconstruction(IterativeRun):
                     beam_diameter_px=beam_diameter_px, pixel_size_m=pixel_size_m)
                 if self.exchange == "sums":  # the driver's engine hook: see docs/multigpu.md
                     rec.engine = SharedDM.adopt(rec.engine, Link(self.comm, reg.index, reg.window,
-                                                                 self.object_shape))
+                                                                 self.object_shape, reg.positions, len(corners)))
             self.recs.append(rec)
-        self._amp2 = [_measured_power(intens[reg.positions], m) for reg, m in zip(self.regions, sub_masks, strict=True)]
         self.iteration = 0
         self.errors: list[float] = []
         self.rms: list[float] = []
@@ -186,8 +185,8 @@ class SplitReconstruction(IterativeRun):
     def step(self) -> Progress:
         """One iteration on every region (and the exchange when it is due); the combined progress.
 
-        The error combines the regions' errors weighted by their measured power: exact with the DM sums
-        (regions own disjoint positions), counting halo positions twice with the periodic exchange."""
+        The error is the ratio of the regions' summed error sums: exact with the DM sums (regions own disjoint
+        positions), counting halo positions twice with the periodic exchange."""
         self._require_open()
         if self.done:
             raise SessionStateError(f"no iteration left to run; iteration {self.iteration} of {self.iterations}")
@@ -196,9 +195,8 @@ class SplitReconstruction(IterativeRun):
         t0 = time.perf_counter()
         progs = self._on_all(lambda g: self._region_step(g, share))
         dt = time.perf_counter() - t0
-        power = np.asarray(self._amp2)
-        err2 = np.asarray([p.error for p in progs]) ** 2
-        error = float(np.sqrt(np.sum(err2 * power) / max(float(power.sum()), 1e-30)))
+        sums = np.asarray([_error_sums(r) for r in self.recs], dtype=np.float64)
+        error = float(np.sqrt(sums[:, 0].sum() / max(float(sums[:, 1].sum()), 1e-30)))
         rms = None
         if all(p.rms is not None for p in progs):
             counts = np.asarray([len(r.positions) for r in self.regions], dtype=np.float64)
@@ -379,8 +377,9 @@ def initial_object(shape: tuple[int, int], guess: Any) -> np.ndarray:
     return obj
 
 
-def _measured_power(intensities: np.ndarray, mask: np.ndarray | None) -> float:
-    """sum of the measured intensity over constraining pixels (the error's denominator)."""
-    if mask is None:
-        return float(np.sum(intensities, dtype=np.float64))
-    return float(np.sum(np.where(mask, intensities, 0), dtype=np.float64))
+def _error_sums(rec: Reconstruction) -> tuple[float, float]:
+    """(sum of squared amplitude errors, sum of measured A^2) of a region's last iteration."""
+    m = rec.last_metrics
+    if m is None:
+        raise SessionStateError("a region has not run an iteration yet")
+    return m.sq_err, m.sq_amp

@@ -139,6 +139,11 @@ class ReconstructionParameters:
                                       advanced=True)
     delta_p: float = param(0.1, kind="float", flag="delta_p", min=0.0, max=10.0, advanced=True,
                            hint="LSQML: regularisation of the object/probe update, relative to the maximum.")
+    dm_relax: float = param(0.05, kind="float", flag="fourierRelax", min=0.0, max=1.0, advanced=True,
+                            label="DM Fourier relaxation",
+                            hint="DM: a pattern whose model is within this relative rms of the measured amplitudes "
+                                 "is not projected further; one further away moves only that close (0 = exact "
+                                 "modulus projection). Stops DM from fitting the noise.")
     noise_model: str = param("gaussian", kind="choice", flag="noise", choices=("gaussian", "poisson"),
                              hint="LSQML noise model.", advanced=True)
     batch_size: int = param(0, kind="int", flag="batch", min=0, max=10**7, advanced=True,

@@ -113,3 +113,36 @@ def test_a_multi_mode_guess_is_used_as_given(tiny_scan):
     rec = Reconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, algorithm="ePIE", iterations=1,
                          probe=guess, probe_modes=2, settings=EngineSettings(update_modes_from=50))
     assert rec.state.modes_active == 2
+
+
+@pytest.mark.slow
+def test_dm_does_not_drift_on_a_noisy_900_position_raster():
+    """The issue-10 benchmark's scan at 128^2 (30 x 30 raster, step n/10, Poisson 1e6): classic DM (probe after
+    object, exact modulus projection) wandered from NRMSE 0.21 at 10 iterations to 0.45-0.68 at 30; probe-first
+    ordering and the relaxed modulus projection keep it at or below its 10-iteration value."""
+    from reconstruction.probes import probe_guess_from_data
+    from reconstruction.simulate import simulate
+
+    n = 128
+    sim = simulate(size_px=n, scan_dims=(30, 30), step_px=n / 10.0, photons=1e6, seed=0)
+    rec = Reconstruction(sim.data.intensities, sim.data.positions_px, algorithm="DM", iterations=30, seed=0,
+                         probe=probe_guess_from_data(sim.data.intensities, 0.4 * n, 1)[0], settings=SETTINGS)
+    truth_illum = _illumination(sim, n)
+    region = truth_illum > 0.3 * truth_illum.max()
+    h, w = sim.object_truth.shape
+    at = {}
+    for progress in rec:
+        if progress.iteration in (10, 30):
+            at[progress.iteration] = object_nrmse(sim.object_truth, rec.object()[:h, :w], region)
+    assert at[30] <= 0.25, at  # tike's parallel ER reaches 0.21 at 30 iterations on this scan (RESULTS.md)
+    assert at[30] <= at[10] + 0.02, at
+    assert rec.errors[-1] < rec.errors[0]  # the Fourier error of phi, on a rotating eighth of the positions
+
+
+def _illumination(sim, n):
+    corners = np.floor(sim.data.positions_px + 0.5).astype(int)
+    p2 = np.abs(sim.probe_truth[0]) ** 2
+    illum = np.zeros(sim.object_truth.shape)
+    for r, c in corners:
+        illum[r:r + n, c:c + n] += p2
+    return illum

@@ -76,3 +76,21 @@ def test_seeded_extra_modes_are_weak_and_orthogonal():
     assert power[1] > 0 and power[2] > 0 and power[1] < 0.2 * power[0]
     flat = seeded.reshape(3, -1)
     assert abs(np.vdot(flat[0], flat[1])) < 1e-3 * power[0]
+
+
+def test_relaxed_projection_stops_on_the_noise_ball_and_leaves_patterns_inside_alone():
+    rng = np.random.default_rng(4)
+    a = rng.uniform(1, 5, size=(3, 16, 16)).astype(np.float32)
+    model = a.copy()
+    model[0] *= 1.5  # far outside the ball
+    model[1] *= 1.01  # inside a 5 % ball
+    model[2] *= 1.2  # outside
+    relax = 0.05
+    f = modulus.relaxed_modulus_factor(np, model, a, None, relax)
+    new = model * f
+    e = np.sum((new - a) ** 2, axis=(-2, -1))
+    bound = relax**2 * np.sum(a**2, axis=(-2, -1))
+    np.testing.assert_allclose(e[[0, 2]], bound[[0, 2]], rtol=1e-4)  # moved exactly onto the ball
+    np.testing.assert_array_equal(f[1], np.ones_like(f[1]))  # already inside: untouched
+    exact = modulus.relaxed_modulus_factor(np, model, a, None, 0.0)
+    np.testing.assert_allclose(model * exact, a, rtol=1e-5)  # relax 0 is the exact projection

@@ -107,13 +107,12 @@ __global__ void dm_probe_divide(const float2* __restrict__ num_p, const float* _
     }
 }
 
-// For positions j0..j0+cnt-1: buf[jj, k] = phi = P_k O_j, buf[cnt + jj, k] = 2 phi - psi_jk.
-// With init != 0 it writes phi into psi instead (the exit-wave initialisation; 2 = modes 1.. only).
+// For positions j0..j0+cnt-1: buf[jj, k] = 2 P_k O_j - psi_jk (the reflected wave).
+// With init != 0 it writes phi = P_k O_j into psi instead (the exit-wave initialisation; 2 = modes 1.. only).
 __global__ void dm_reflect(float2* __restrict__ psi, const float2* __restrict__ obj, const float2* __restrict__ probe,
                            const int* __restrict__ rows, const int* __restrict__ cols, int j0, int cnt, int n, int W,
                            int M, int Mtot, float2* __restrict__ buf, int init) {
     int n2 = n * n;
-    long long half = (long long)cnt * M * n2;
     for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = j0 + jj;
@@ -126,61 +125,113 @@ __global__ void dm_reflect(float2* __restrict__ psi, const float2* __restrict__ 
                 if (init == 1 || k > 0) ps[(long long)k * n2] = ph;
             } else {
                 float2 s = ps[(long long)k * n2];
-                long long b = ((long long)jj * M + k) * n2 + p;
-                buf[b] = ph;
-                buf[half + b] = make_float2(2.f * ph.x - s.x, 2.f * ph.y - s.y);
+                buf[((long long)jj * M + k) * n2 + p] = make_float2(2.f * ph.x - s.x, 2.f * ph.y - s.y);
             }
         }
     }
 }
 
-// Error of phi (first half of buf) and the modulus projection of the reflected wave (second half), in place.
+// Exact modulus projection of the reflected far field in place (scaled for the unnormalised inverse), and per
+// position j: errp[2j] += sum (|F|/n - A)^2, errp[2j+1] += sum A^2 over valid pixels (for the relaxed weight).
 __global__ void dm_modulus(float2* __restrict__ buf, const float* __restrict__ amp,
                            const unsigned char* __restrict__ mask, int has_mask, int mask_stride, int j0, int cnt,
-                           int n2, int M, float inv_n, float inv_n2, double* err) {
-    long long half = (long long)cnt * M * n2;
-    float e_sq = 0.f, e_a2 = 0.f, dummy1 = 0.f, dummy2 = 0.f;
-    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
-    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+                           int n2, int M, float inv_n, float inv_n2, double* errp) {
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y) {
         int j = j0 + jj;
-        float s_phi = 0.f, s_ref = 0.f;
-        long long base = (long long)jj * M * n2 + p;
-        for (int k = 0; k < M; ++k) {
-            s_phi += abs2(buf[base + (long long)k * n2]);
-            s_ref += abs2(buf[half + base + (long long)k * n2]);
+        float e_sq = 0.f, e_a2 = 0.f;
+        for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+            long long base = (long long)jj * M * n2 + p;
+            float s = 0.f;
+            for (int k = 0; k < M; ++k) s += abs2(buf[base + (long long)k * n2]);
+            float a = amp[(long long)j * n2 + p];
+            bool valid = !has_mask || mask[(long long)j * mask_stride + p];
+            float f = modulus_factor(sqrtf(s) * inv_n, a, valid, e_sq, e_a2) * inv_n2;
+            for (int k = 0; k < M; ++k) {
+                float2 v = buf[base + (long long)k * n2];
+                buf[base + (long long)k * n2] = make_float2(v.x * f, v.y * f);
+            }
         }
-        float a = amp[(long long)j * n2 + p];
-        bool valid = !has_mask || mask[(long long)j * mask_stride + p];
-        modulus_factor(sqrtf(s_phi) * inv_n, a, valid, e_sq, e_a2);
-        float f = modulus_factor(sqrtf(s_ref) * inv_n, a, valid, dummy1, dummy2) * inv_n2;
-        for (int k = 0; k < M; ++k) {
-            float2 v = buf[half + base + (long long)k * n2];
-            buf[half + base + (long long)k * n2] = make_float2(v.x * f, v.y * f);
-        }
+        block_add2(e_sq, e_a2, errp + 2 * j);
     }
-    block_add2(e_sq, e_a2, err);
 }
 
-// psi_jk += buf[cnt + jj, k] - P_k O_j.
+// psi_jk += s_j (2 phi - psi_jk) + (1 - s_j) buf[jj, k] - phi with phi = P_k O_j and the relaxed weight
+// s_j = sqrt(min(1, relax^2 a_j / e_j)) from errp.
+// With fuse_probe (M <= 4) it also writes this block's probe partial sums of the new waves,
+// pnum[seg, k, p] = sum_jj conj(O_j) psi_jk and pden[seg, p] = sum_jj |O_j|^2 with seg = seg0 + blockIdx.y,
+// for the next iteration's probe update (the same sums dm_probe_partial computes).
 __global__ void dm_psi_update(float2* __restrict__ psi, const float2* __restrict__ obj,
                               const float2* __restrict__ probe, const int* __restrict__ rows,
                               const int* __restrict__ cols, int j0, int cnt, int n, int W, int M, int Mtot,
-                              const float2* __restrict__ buf) {
+                              const float2* __restrict__ buf, const double* __restrict__ errp, float relax2,
+                              int fuse_probe, int seg0, float2* __restrict__ pnum,
+                              float* __restrict__ pden) {
     int n2 = n * n;
-    long long half = (long long)cnt * M * n2;
-    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    int seg = seg0 + blockIdx.y;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
-        int j = j0 + jj;
         int y = row_of(p, n), x = p - y * n;
-        float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
-        float2* ps = psi + ((long long)j * Mtot) * n2 + p;
-        for (int k = 0; k < M; ++k) {
-            float2 ph = cmul(probe[k * n2 + p], o);
-            float2 q = buf[half + ((long long)jj * M + k) * n2 + p];
-            float2 s = ps[(long long)k * n2];
-            ps[(long long)k * n2] = make_float2(s.x + q.x - ph.x, s.y + q.y - ph.y);
+        float2 acc[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) acc[k] = make_float2(0.f, 0.f);
+        float d = 0.f;
+        for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y) {
+            int j = j0 + jj;
+            double ej = errp[2 * j], aj = errp[2 * j + 1];
+            float sj = (relax2 > 0.f && ej > 0.0) ? (float)sqrt(fmin(1.0, (double)relax2 * aj / ej)) : 0.f;
+            float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
+            d += abs2(o);
+            float2* ps = psi + ((long long)j * Mtot) * n2 + p;
+            for (int k = 0; k < M; ++k) {
+                float2 ph = cmul(probe[k * n2 + p], o);
+                float2 q = buf[((long long)jj * M + k) * n2 + p];
+                float2 s = ps[(long long)k * n2];
+                float2 r = make_float2(2.f * ph.x - s.x, 2.f * ph.y - s.y);
+                float2 dl = make_float2(sj * r.x + (1.f - sj) * q.x - ph.x, sj * r.y + (1.f - sj) * q.y - ph.y);
+                float2 nw = make_float2(s.x + dl.x, s.y + dl.y);
+                ps[(long long)k * n2] = nw;
+                if (fuse_probe && k < 4) {
+                    float2 g = cmulc(o, nw);
+                    acc[k].x += g.x; acc[k].y += g.y;
+                }
+            }
+        }
+        if (fuse_probe) {
+            for (int k = 0; k < M && k < 4; ++k) pnum[((long long)seg * M + k) * n2 + p] = acc[k];
+            pden[(long long)seg * n2 + p] = d;
         }
     }
+}
+
+// The error sample: buf[jj, k] = P_k O_j for j = (start[0] + jj) mod N, jj < cnt (see engines.dm.error_sample).
+__global__ void dm_sample_gather(const float2* __restrict__ obj, const float2* __restrict__ probe,
+                                 const int* __restrict__ rows, const int* __restrict__ cols,
+                                 const int* __restrict__ start, int N, int cnt, int n, int W, int M,
+                                 float2* __restrict__ buf) {
+    int n2 = n * n;
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        int j = (start[0] + jj) % N;
+        int y = row_of(p, n), x = p - y * n;
+        float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
+        for (int k = 0; k < M; ++k) buf[((long long)jj * M + k) * n2 + p] = cmul(probe[k * n2 + p], o);
+    }
+}
+
+// Fourier error of the sample's far fields (read only): err[0] += sum (|F|/n - A)^2, err[1] += sum A^2 (valid).
+__global__ void dm_sample_error(const float2* __restrict__ buf, const float* __restrict__ amp,
+                                const unsigned char* __restrict__ mask, int has_mask, int mask_stride,
+                                const int* __restrict__ start, int N, int cnt, int n2, int M, float inv_n,
+                                double* err) {
+    float e_sq = 0.f, e_a2 = 0.f;
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        int j = (start[0] + jj) % N;
+        float s = 0.f;
+        for (int k = 0; k < M; ++k) s += abs2(buf[((long long)jj * M + k) * n2 + p]);
+        bool valid = !has_mask || mask[(long long)j * mask_stride + p];
+        modulus_factor(sqrtf(s) * inv_n, amp[(long long)j * n2 + p], valid, e_sq, e_a2);
+    }
+    block_add2(e_sq, e_a2, err);
 }
 
 }  // extern "C"
