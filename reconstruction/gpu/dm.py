@@ -10,6 +10,7 @@ probe modes) the next probe update's partial sums. Equivalent to ``engines.dm.DM
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
@@ -19,12 +20,13 @@ from .common import FastMixin, pinned_int32
 from .runtime import f32, i32, i64
 
 FUSED_PROBE_MODES = 4  # dm_psi_update keeps this many modes' probe partial sums in registers
+MODULUS_PIXELS_PER_THREAD = 16  # dm_modulus reduces per position: enough pixels a thread to amortise it
 
 
 class FastDM(FastMixin, DM):
     """DM in chunks of positions: exit waves stay resident, the far fields of a chunk share one buffer."""
 
-    CHUNKS = 4  # positions are processed in about this many chunks (bounds the far-field buffer)
+    CHUNKS = 8  # positions are processed in about this many chunks (bounds the far-field buffers)
 
     def __init__(self, state: EngineState, settings: EngineSettings):  # noqa: D107 - no super().__init__
         self.state = state
@@ -36,9 +38,17 @@ class FastDM(FastMixin, DM):
         self.psi = cp.empty((n_pos, self.mt, n, n), dtype=cp.complex64)
         self.chunk = max(1, -(-n_pos // self.CHUNKS))
         self.starts = list(range(0, n_pos, self.chunk))
-        self.buf = cp.empty(max(self.chunk, -(-n_pos // 8)) * self.mt * n2, dtype=cp.complex64)
-        self.num = cp.zeros(self.obj_size, dtype=cp.complex64)
-        self.den = cp.zeros(self.obj_size, dtype=cp.float32)
+        # chunks alternate between lanes (a stream, a far-field buffer and FFT plans each) so that one chunk's
+        # transforms overlap the other's element-wise kernels; PTYCHOPY_DM_LANES=1 runs them in sequence
+        self.lanes = max(1, min(2, int(os.environ.get("PTYCHOPY_DM_LANES", "2")), len(self.starts)))
+        size = max(self.chunk, error_sample_span(n_pos, 1)[0]) * self.mt * n2
+        self.bufs = [cp.empty(size, dtype=cp.complex64) for _ in range(self.lanes)]
+        self.buf = self.bufs[0]
+        self.lane_plans = [self.plans] + [rt.FFTPlans() for _ in range(self.lanes - 1)]
+        self.lane_streams = [cp.cuda.Stream(non_blocking=True) for _ in range(self.lanes)]
+        self._fork = cp.cuda.Event(disable_timing=True)
+        self._joins = [cp.cuda.Event(disable_timing=True) for _ in range(self.lanes)]
+        self.acc4 = cp.zeros(4 * self.obj_size, dtype=cp.float32)  # object sums: num re, im, den, padding
         self.errp = cp.zeros(2 * n_pos, dtype=cp.float64)
         # one probe-partial segment per (chunk, y block) of dm_psi_update; the same y grid for every chunk
         self.gx = rt.grid_for(n2)
@@ -82,8 +92,8 @@ class FastDM(FastMixin, DM):
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         m = self.state.modes_active
-        for j0 in self.starts:
-            self.plans.get(min(self.chunk, self.state.n_positions - j0) * m, self.n)
+        for c, j0 in enumerate(self.starts):
+            self.lane_plans[c % self.lanes].get(min(self.chunk, self.state.n_positions - j0) * m, self.n)
         self.plans.get(self.sample_size * m, self.n)
         self._sample_host[0] = error_sample_span(self.state.n_positions, iteration)[1]
         self.sample_start.set(self._sample_host)
@@ -115,10 +125,10 @@ class FastDM(FastMixin, DM):
             rt.launch("dm_probe_divide", n2, (self.num_p, self.den_p, i32(n2), i32(m), f32(REGULARISATION),
                                               self.slots[1:2], st.probe))
         rt.launch_jp("dm_scatter", n_pos, n2, (self.psi, st.probe, self.rows32, self.cols32, i32(n_pos), i32(n),
-                                               i32(w), i32(m), i32(mt), self.num, self.den))
-        rt.launch("max_reduce", self.obj_size, (self.den, i64(self.obj_size), self.slots[0:1]))
-        rt.launch("dm_obj_divide", self.obj_size, (self.num, self.den, st.obj, i64(self.obj_size),
-                                                   f32(REGULARISATION), self.slots[0:1]))
+                                               i32(w), i32(m), i32(mt), self.acc4))
+        rt.launch("dm_den_max", self.obj_size, (self.acc4, i64(self.obj_size), self.slots[0:1]))
+        rt.launch("dm_obj_divide", self.obj_size, (self.acc4, st.obj, i64(self.obj_size), f32(REGULARISATION),
+                                                   self.slots[0:1]))
         # 2. the Fourier error of phi on this iteration's sample of positions
         mask, has_mask, stride = self.mask
         cnt = self.sample_size
@@ -127,18 +137,31 @@ class FastDM(FastMixin, DM):
         self.plans.forward(self.buf[: cnt * m * n2], cnt * m, n)
         rt.launch_jp("dm_sample_error", cnt, n2, (self.buf, st.amplitudes, mask, has_mask, stride, self.sample_start,
                                                   i32(n_pos), i32(cnt), i32(n2), i32(m), f32(1.0 / n), self.err))
-        # 3. psi <- psi + P_R(2 phi - psi) - phi, chunk by chunk
+        # 3. psi <- psi + P_R(2 phi - psi) - phi, chunk by chunk, the chunks alternating between the lanes
         relax2 = f32(self.settings.dm_relax ** 2)
+        main = self.cp.cuda.get_current_stream()
+        main.record(self._fork)
+        for lane in self.lane_streams:
+            lane.wait_event(self._fork)
         for c, j0 in enumerate(self.starts):
+            lane = c % self.lanes
             cnt = min(self.chunk, n_pos - j0)
-            buf = self.buf[: cnt * m * n2]
-            rt.launch_jp("dm_reflect", cnt, n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
-                                                 i32(cnt), i32(n), i32(w), i32(m), i32(mt), self.buf, i32(0)))
-            self.plans.forward(buf, cnt * m, n)
-            rt.launch_jp("dm_modulus", cnt, n2, (self.buf, st.amplitudes, mask, has_mask, stride, i32(j0), i32(cnt),
-                                                 i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.errp))
-            self.plans.inverse(buf, cnt * m, n)
-            rt.kernel("dm_psi_update")(
-                (self.gx, self.gy), (rt.BLOCK,),
-                (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0), i32(cnt), i32(n), i32(w), i32(m),
-                 i32(mt), self.buf, self.errp, relax2, i32(1 if fused else 0), i32(c * self.gy), self.pnum, self.pden))
+            buf, plans = self.bufs[lane], self.lane_plans[lane]
+            with self.lane_streams[lane]:
+                rt.launch_jp("dm_reflect", cnt, n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
+                                                     i32(cnt), i32(n), i32(w), i32(m), i32(mt), buf, i32(0)))
+                plans.forward(buf[: cnt * m * n2], cnt * m, n)
+                gx = max(1, -(-n2 // (rt.BLOCK * MODULUS_PIXELS_PER_THREAD)))
+                gy = int(max(1, min(cnt, 65535, (rt.sm_count() * 8) // gx)))
+                rt.kernel("dm_modulus")((gx, gy), (rt.BLOCK,), (buf, st.amplitudes, mask, has_mask, stride,
+                                                                i32(j0), i32(cnt), i32(n2), i32(m),
+                                                                f32(1.0 / n), f32(1.0 / n2), self.errp))
+                plans.inverse(buf[: cnt * m * n2], cnt * m, n)
+                rt.kernel("dm_psi_update")(
+                    (self.gx, self.gy), (rt.BLOCK,),
+                    (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0), i32(cnt), i32(n), i32(w), i32(m),
+                     i32(mt), buf, self.errp, relax2, i32(1 if fused else 0), i32(c * self.gy), self.pnum,
+                     self.pden))
+        for lane, done in zip(self.lane_streams, self._joins, strict=True):
+            lane.record(done)
+            main.wait_event(done)

@@ -7,11 +7,13 @@ from typing import Any
 
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
 from ..engines.epie import EPIE
+from . import columns
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
 from .runtime import f32, i32, i64
 from .streaming import AmplitudeStream
 
+COLS_SIZES = (64, 128, 256)  # the split transform is faster for ePIE up to 256^2, slower at 512^2 (RESULTS.md)
 EPIE_STEPS_PER_GRAPH = 2048  # per-position steps captured in one graph (bounds capture memory for huge scans)
 
 
@@ -33,6 +35,10 @@ class FastEPIE(FastMixin, EPIE):
             self.opatch_b = cp.empty_like(self.opatch)
             self.probe_b = cp.empty_like(st.probe)
         self.err_blocks = rt.grid_for(self.n2)  # epie_modulus's grid: one partial error pair per block
+        # the modulus fused with the column half of the transform (kernels/columns.cu): 4 launches a position
+        self.cols = self.fused and columns.applies(self.n, mt, "PTYCHOPY_EPIE_COLS", COLS_SIZES)
+        if self.cols:
+            self.twiddles = columns.twiddles(self.n)
         self.err_partial = cp.zeros(2 * self.err_blocks, dtype=cp.float64)
         # streamed run: amplitudes arrive chunk by chunk in a device ring, one graph per chunk
         self.stream = st.amplitudes if isinstance(st.amplitudes, AmplitudeStream) else None
@@ -43,6 +49,8 @@ class FastEPIE(FastMixin, EPIE):
         self._upload_order(st.rng.permutation(st.n_positions))  # the reference engine's draw
         m = st.modes_active
         self.plans.get(m, self.n)
+        if self.cols:
+            self.plans.get(m * self.n, self.n, rows_only=True)
         self._run(m, update_probe, lambda: self._launch_chunks(m, update_probe))
         return self._metrics()
 
@@ -120,11 +128,14 @@ class FastEPIE(FastMixin, EPIE):
                                           i32(w), i32(m), psi[0], opatch[0], self.slots, i32(0)))
         for s in range(s0, s1):
             a, b = s & 1, (s + 1) & 1
-            self.plans.forward(psi[a], m, n)
-            rt.launch("epie_modulus", n2, (psi[a], amp, mask, has_mask, stride, self.order, i32(s),
-                                           i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err_partial,
-                                           self.slots, i32(b), i32(amp_from)))
-            self.plans.inverse(psi[a], m, n)
+            if self.cols:
+                self._modulus_by_columns(psi[a], m, s, b, amp, amp_from, 0)
+            else:
+                self.plans.forward(psi[a], m, n)
+                rt.launch("epie_modulus", n2, (psi[a], amp, mask, has_mask, stride, self.order, i32(s),
+                                               i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err_partial,
+                                               self.slots, i32(b), i32(amp_from)))
+                self.plans.inverse(psi[a], m, n)
             if s + 1 < n_pos:
                 rt.launch("epie_update_gather", n2, (st.obj, probe[a], probe[b], psi[a], opatch[a], psi[b], opatch[b],
                                                      self.rows32, self.cols32, self.order, i32(s), i32(n), i32(w),
@@ -135,3 +146,19 @@ class FastEPIE(FastMixin, EPIE):
                 if a == 1:
                     rt.launch("copy_c64", m * n2, (self.probe_b, st.probe, i64(m * n2)))
                 rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
+
+    def _modulus_by_columns(self, psi: Any, m: int, s: int, reset_slot: int, amp: Any, amp_from: int,
+                            mode: int) -> None:
+        """Row transforms (cuFFT, 1-D), then epie_cols: the column transforms, the modulus and the inverse column
+        transforms in one launch; then the inverse row transforms. ``mode`` 1 stops after the forward column
+        transforms (psi then holds the unnormalised 2-D transform; for tests)."""
+        n = self.n
+        mask, has_mask, stride = self.mask
+        self.plans.forward_rows(psi, m * n, n)
+        blocks, threads, shared = columns.launch_shape(n, m)
+        rt.kernel("epie_cols")((blocks,), (threads,),
+                               (psi, amp, mask, has_mask, stride, self.order, i32(s), i32(n), i32(m), f32(1.0 / n),
+                                f32(1.0 / self.n2), self.err_partial, self.slots, i32(reset_slot), i32(amp_from),
+                                self.twiddles, i32(mode)), shared_mem=shared)
+        if mode == 0:
+            self.plans.inverse_rows(psi, m * n, n)

@@ -98,23 +98,35 @@ def f32(v: float) -> np.float32:
 
 
 class FFTPlans:
-    """Cached unnormalised batched 2-D C2C cuFFT plans keyed by (batch, n); executed in place, no allocation."""
+    """Cached unnormalised batched C2C cuFFT plans (2-D, or 1-D along rows); executed in place, no allocation."""
 
     def __init__(self) -> None:
-        self._plans: dict[tuple[int, int], Any] = {}
+        self._plans: dict[tuple[int, int, bool], Any] = {}
 
-    def get(self, batch: int, n: int) -> Any:
-        key = (batch, n)
+    def get(self, batch: int, n: int, rows_only: bool = False) -> Any:
+        """The plan of ``batch`` 2-D n x n transforms, or with ``rows_only`` of ``batch`` 1-D length-n rows."""
+        key = (batch, n, rows_only)
         plan = self._plans.get(key)
         if plan is None:
             cp = cupy()
             from cupyx.scipy import fft as cpx_fft  # type: ignore[import-not-found]
 
-            shape_probe = cp.empty((batch, n, n), dtype=cp.complex64)
-            plan = cpx_fft.get_fft_plan(shape_probe, axes=(-2, -1), value_type="C2C")
+            shape = (batch, n) if rows_only else (batch, n, n)
+            shape_probe = cp.empty(shape, dtype=cp.complex64)
+            plan = cpx_fft.get_fft_plan(shape_probe, axes=(-1,) if rows_only else (-2, -1), value_type="C2C")
             del shape_probe
             self._plans[key] = plan
         return plan
+
+    def forward_rows(self, buf: Any, rows: int, n: int) -> None:
+        from cupy.cuda import cufft  # type: ignore[import-not-found]
+
+        self.get(rows, n, rows_only=True).fft(buf, buf, cufft.CUFFT_FORWARD)
+
+    def inverse_rows(self, buf: Any, rows: int, n: int) -> None:
+        from cupy.cuda import cufft  # type: ignore[import-not-found]
+
+        self.get(rows, n, rows_only=True).fft(buf, buf, cufft.CUFFT_INVERSE)
 
     def forward(self, buf: Any, batch: int, n: int) -> None:
         from cupy.cuda import cufft  # type: ignore[import-not-found]

@@ -54,6 +54,18 @@ __device__ __forceinline__ void atomic_add2(float* a, float x, float y) {
 #endif
 }
 
+// Adds (x, y, z, w) to the 16-byte aligned quadruple at a: one vector atomic on Hopper (sm_90), four before.
+__device__ __forceinline__ void atomic_add4(float* a, float x, float y, float z, float w) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float4*>(a), make_float4(x, y, z, w));
+#else
+    atomicAdd(a, x);
+    atomicAdd(a + 1, y);
+    atomicAdd(a + 2, z);
+    atomicAdd(a + 3, w);
+#endif
+}
+
 // Block-wide sum of two values, atomically added (as double) to out[0], out[1]. blockDim.x <= 1024.
 __device__ void block_add2(float a, float b, double* out) {
     __shared__ float sa[32], sb[32];

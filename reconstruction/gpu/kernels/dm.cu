@@ -2,10 +2,11 @@
 
 extern "C" {
 // ---------------------------------------------------------------- DM
-// num[w] += sum_k conj(P_k) psi_jk, den[w] += sum_k |P_k|^2 over all positions (atomics).
+// acc[w] += (sum_k conj(P_k) psi_jk, sum_k |P_k|^2, 0) over all positions: one 16-byte atomic per element
+// (acc is (H*W, 4) float: numerator re, im, denominator, padding).
 __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restrict__ probe,
                            const int* __restrict__ rows, const int* __restrict__ cols, int N, int n, int W, int M,
-                           int Mtot, float* __restrict__ num, float* __restrict__ den) {
+                           int Mtot, float* __restrict__ acc4) {
     int n2 = n * n;
     for (int j = blockIdx.y; j < N; j += gridDim.y)
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
@@ -20,21 +21,27 @@ __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restr
             pi += abs2(pk);
         }
         long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
-        atomic_add2(num + 2 * w, acc.x, acc.y);
-        atomicAdd(den + w, pi);
+        atomic_add4(acc4 + 4 * w, acc.x, acc.y, pi, 0.f);
     }
 }
 
-// obj = num / (den + reg * max den); num and den are zeroed for the next iteration.
-__global__ void dm_obj_divide(float2* __restrict__ num, float* __restrict__ den, float2* __restrict__ obj,
-                              long long size, float reg, const unsigned int* slot) {
+// max over the object of the scattered denominator acc4[4w + 2] into *slot.
+__global__ void dm_den_max(const float* __restrict__ acc4, long long size, unsigned int* slot) {
+    float m = 0.f;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x)
+        m = fmaxf(m, acc4[4 * i + 2]);
+    block_max(m, slot);
+}
+
+// obj = num / (den + reg * max den); the accumulator is zeroed for the next iteration.
+__global__ void dm_obj_divide(float4* __restrict__ acc4, float2* __restrict__ obj, long long size, float reg,
+                              const unsigned int* slot) {
     float add = reg * slot_value(slot);
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x) {
-        float2 v = num[i];
-        float d = den[i] + add;
+        float4 v = acc4[i];
+        float d = v.z + add;
         obj[i] = make_float2(v.x / d, v.y / d);
-        num[i] = make_float2(0.f, 0.f);
-        den[i] = 0.f;
+        acc4[i] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
 }
 
