@@ -123,7 +123,7 @@ def test_streamed_lsqml_equals_the_resident_run(scan, graphs):
     rel, noise = _rel(obj_s, obj_r), _rel(obj_r2, obj_r)
     print(f"STREAM LSQML graphs={graphs} streamed-vs-resident object {rel:.2e} (resident run-to-run {noise:.2e}) "
           f"probe {_rel(probe_s, probe_r):.2e} bitwise {np.array_equal(obj_s, obj_r)}")
-    assert rel <= max(1e-5, 3 * noise)
+    assert rel <= max(1e-4, 3 * noise)  # the resident pair's spread itself varies from ~1e-6 to ~1e-2
     err_noise = float(np.max(np.abs(np.subtract(err_r2, err_r))))
     assert float(np.max(np.abs(np.subtract(err_s, err_r)))) <= max(1e-6 * err_r[0], 3 * err_noise)
 

@@ -30,7 +30,7 @@ def test_numpy_state_gets_the_reference_engines():
 def test_every_launched_kernel_is_defined():
     defined = set(kernel_names())
     engines_src = "\n".join(p.read_text() for p in Path(KERNEL_DIR).parent.glob("*.py"))
-    launched = set(re.findall(r'rt\.launch(?:_jp)?\(\s*"(\w+)"', engines_src))
+    launched = set(re.findall(r'rt\.(?:launch(?:_jp)?|kernel)\(\s*"(\w+)"', engines_src))
     assert launched, "no launches found"
     assert launched <= defined, launched - defined
 
