@@ -249,14 +249,6 @@ class Reconstruction(IterativeRun):
         return self.backend.device
 
     @property
-    def n_positions(self) -> int:
-        return len(self.positions_px)
-
-    @property
-    def size_px(self) -> int:
-        return self.probe_size_px
-
-    @property
     def object_shape(self) -> tuple[int, int]:
         return self._object_shape
 

@@ -272,14 +272,6 @@ class SplitReconstruction(IterativeRun):
         )
 
     @property
-    def n_positions(self) -> int:
-        return len(self.positions_px)
-
-    @property
-    def size_px(self) -> int:
-        return self.probe_size_px
-
-    @property
     def device(self) -> str:
         """E.g. '4 regions on GPUs 0,1,2,3 (NVIDIA H200 (GPU 0), ...)' or '2 regions on CPU (NumPy 2.1) x2'."""
         names = sorted({rec.backend.device for rec in self.recs})

@@ -66,8 +66,9 @@ __device__ __forceinline__ void atomic_add4(float* a, float x, float y, float z,
 #endif
 }
 
-// Block-wide sum of two values, atomically added (as double) to out[0], out[1]. blockDim.x <= 1024.
-__device__ void block_add2(float a, float b, double* out) {
+// Block-wide sums of a and b (blockDim.x <= 1024): returns true in thread 0, which then holds both sums. Ends with a
+// barrier, so kernels may call it once per loop iteration.
+__device__ bool block_sum2(float& a, float& b) {
     __shared__ float sa[32], sb[32];
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     a = warp_sum(a);
@@ -80,30 +81,21 @@ __device__ void block_add2(float a, float b, double* out) {
         b = lane < nw ? sb[lane] : 0.f;
         a = warp_sum(a);
         b = warp_sum(b);
-        if (lane == 0) { atomicAdd(out, (double)a); atomicAdd(out + 1, (double)b); }
     }
     __syncthreads();
+    return threadIdx.x == 0;
+}
+
+// Block-wide sum of two values, atomically added (as double) to out[0], out[1].
+__device__ void block_add2(float a, float b, double* out) {
+    if (block_sum2(a, b)) { atomicAdd(out, (double)a); atomicAdd(out + 1, (double)b); }
 }
 
 // Block-wide sum of two values added (no atomics) to this block's own pair out[2 * blockIdx.x + {0, 1}]: for
 // kernels launched many times in sequence with the same grid (ePIE's per-position steps), where one contended
 // pair of atomics per block and launch would sit on the critical path.
 __device__ void block_add2_partial(float a, float b, double* out) {
-    __shared__ float sa[32], sb[32];
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    a = warp_sum(a);
-    b = warp_sum(b);
-    if (lane == 0) { sa[wid] = a; sb[wid] = b; }
-    __syncthreads();
-    if (wid == 0) {
-        int nw = (blockDim.x + 31) >> 5;
-        a = lane < nw ? sa[lane] : 0.f;
-        b = lane < nw ? sb[lane] : 0.f;
-        a = warp_sum(a);
-        b = warp_sum(b);
-        if (lane == 0) { out[2 * blockIdx.x] += (double)a; out[2 * blockIdx.x + 1] += (double)b; }
-    }
-    __syncthreads();
+    if (block_sum2(a, b)) { out[2 * blockIdx.x] += (double)a; out[2 * blockIdx.x + 1] += (double)b; }
 }
 
 // Block-wide max of a non-negative value, atomically folded into *slot.
