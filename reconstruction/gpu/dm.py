@@ -4,8 +4,8 @@ Per iteration (one CUDA graph): the probe update from the partial sums the previ
 behind (probe first, with the current object), the object scatter-add with the new probe, the Fourier error of
 phi on this iteration's eighth of the positions (``engines.dm.error_sample``), then chunk by chunk:
 reflect (2 P O_j - psi), forward FFT, exact modulus projection with per-pattern error sums, inverse FFT, and one
-update kernel that applies the relaxed weight, writes the new exit waves, sums the DM error and (up to four
-probe modes) the next probe update's partial sums. Equivalent to ``engines.dm.DM`` up to float32 rounding.
+update kernel that applies the relaxed weight, writes the new exit waves and (up to four probe modes) the next
+probe update's partial sums. The chunks alternate between two streams. Equivalent to ``engines.dm.DM`` up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class FastDM(FastMixin, DM):
         # chunks alternate between lanes (a stream, a far-field buffer and FFT plans each) so that one chunk's
         # transforms overlap the other's element-wise kernels; PTYCHOPY_DM_LANES=1 runs them in sequence
         self.lanes = max(1, min(2, int(os.environ.get("PTYCHOPY_DM_LANES", "2")), len(self.starts)))
-        size = max(self.chunk, error_sample_span(n_pos, 1)[0]) * self.mt * n2
+        self.sample_size = error_sample_span(n_pos, 1)[0]  # the error sample uses the first lane's buffer
+        size = max(self.chunk, self.sample_size) * self.mt * n2
         self.bufs = [cp.empty(size, dtype=cp.complex64) for _ in range(self.lanes)]
         self.buf = self.bufs[0]
         self.lane_plans = [self.plans] + [rt.FFTPlans() for _ in range(self.lanes - 1)]
@@ -59,7 +60,6 @@ class FastDM(FastMixin, DM):
         self.pden = cp.empty(self.nseg * n2, dtype=cp.float32)
         self.num_p = cp.empty(self.mt * n2, dtype=cp.complex64)
         self.den_p = cp.empty(n2, dtype=cp.float32)
-        self.sample_size = error_sample_span(n_pos, 1)[0]
         self.sample_start = cp.zeros(1, dtype=cp.int32)
         self._sample_host = pinned_int32(1)
         self._partials_fresh = False
