@@ -1,13 +1,12 @@
 """The whole path as real processes: simioc, the bridge, the web app (embedded or production), a logged-in user.
 
-:class:`Rig` starts everything for one mode and exposes what the driver needs: the IOC (caproto's sync client,
-which reads the CA environment at every call, so no libca context exists in the benchmark process), the jobs
+:class:`Rig` starts everything for one mode and exposes what the driver needs: the IOC (caproto's sync client via
+:mod:`epics_bridge.caclient`, so no libca context exists in the benchmark process), the jobs
 table, the bridge's journal, the web origin and a session cookie.
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.cookiejar
 import json
 import re
@@ -18,11 +17,12 @@ import sys
 import tomllib
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from epics_bridge.caclient import ca_get, ca_get_with_timestamp, ca_put
 
 from .procs import LOOPBACK, REPO, CaLoopback, Cleanup, Postgres, Proc, Redis, base_env, free_port, wait_for
 
@@ -279,47 +279,15 @@ class Rig:
         return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
     # -- IOC ----------------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _ca(self) -> Iterator[None]:
-        """caproto's sync client reads the CA environment at each call: set it for the call, then restore it
-        (a leaked EPICS_CA_SERVER_PORT would point later processes of this session at a dead IOC)."""
-        import os
+    def ioc_get(self, pv: str, timeout_s: float = 2.0) -> Any:
+        return ca_get(PREFIX + pv, self.ca.client_env, timeout_s)
 
-        saved = {k: os.environ.get(k) for k in self.ca.client_env}
-        os.environ.update(self.ca.client_env)
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    def ioc_get(self, pv: str, timeout_s: float = 1.0) -> Any:
-        from caproto.sync.client import read
-
-        with self._ca():
-            data = read(PREFIX + pv, timeout=timeout_s, repeater=False).data
-        if getattr(data, "dtype", None) is not None and data.dtype.kind == "u" and data.dtype.itemsize == 1:
-            return bytes(data).rstrip(b"\0").decode("latin-1")
-        value = data[0] if len(data) == 1 else data
-        return value.decode() if isinstance(value, bytes) else value
-
-    def ioc_timestamp(self, pv: str, timeout_s: float = 1.0) -> tuple[Any, float]:
+    def ioc_timestamp(self, pv: str, timeout_s: float = 2.0) -> tuple[Any, float]:
         """A PV's value and the IOC's time stamp of its last write (POSIX seconds)."""
-        from caproto import ChannelType
-        from caproto.sync.client import read
-
-        with self._ca():
-            resp = read(PREFIX + pv, data_type=ChannelType.TIME_LONG, timeout=timeout_s, repeater=False)
-        return resp.data[0], float(resp.metadata.timestamp)
+        return ca_get_with_timestamp(PREFIX + pv, self.ca.client_env, timeout_s)
 
     def ioc_put(self, pv: str, value: Any, timeout_s: float = 2.0) -> None:
-        from caproto.sync.client import write
-
-        with self._ca():
-            write(PREFIX + pv, value, timeout=timeout_s, repeater=False, notify=True)
+        ca_put(PREFIX + pv, value, self.ca.client_env, timeout_s)
 
     # -- the jobs table and the journal ---------------------------------------------------------------------
     def jobs_after(self, last_id: int) -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from epics_bridge.caclient import ca_get, ca_put
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PREFIX = "ptysim:"
@@ -160,32 +162,11 @@ class SimIoc(Process):
                 str(self.data_dir), "--prefix", self.prefix, "--rows", str(rows), "--cols", str(cols), "--size",
                 str(size_px), "--point-time", "0.002"]
 
-    def _with_env(self, fn: Callable[[], Any]) -> Any:
-        saved = {k: os.environ.get(k) for k in self.ca.client_env}
-        os.environ.update(self.ca.client_env)
-        try:
-            return fn()
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    def get(self, pv: str, timeout_s: float = 2.0) -> Any:
+        return ca_get(self.prefix + pv, self.ca.client_env, timeout_s)
 
-    def get(self, pv: str, timeout_s: float = 1.0) -> Any:
-        from caproto.sync.client import read
-
-        resp = self._with_env(lambda: read(self.prefix + pv, timeout=timeout_s, repeater=False))
-        data = resp.data
-        if getattr(data, "dtype", None) is not None and data.dtype.kind in "u" and data.dtype.itemsize == 1:
-            return bytes(data).rstrip(b"\0").decode("latin-1")
-        value = data[0] if len(data) == 1 else data
-        return value.decode() if isinstance(value, bytes) else value
-
-    def put(self, pv: str, value: Any, timeout_s: float = 1.0) -> None:
-        from caproto.sync.client import write
-
-        self._with_env(lambda: write(self.prefix + pv, value, timeout=timeout_s, repeater=False, notify=True))
+    def put(self, pv: str, value: Any, timeout_s: float = 2.0) -> None:
+        ca_put(self.prefix + pv, value, self.ca.client_env, timeout_s)
 
     def start(self) -> None:
         self.argv, self.env = self._argv(), self.ca.env()  # the port may have changed (see first_start)
