@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DeviceUnavailableError
+from .host_allocator import keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -79,4 +80,5 @@ def get_backend(device: str = "auto") -> Backend:
             return Backend(cupy, "gpu", f"{name} (GPU {dev.id})")
         if device == "gpu":
             raise DeviceUnavailableError(f"device='gpu' was requested but {why}; use device='cpu' or 'auto'")
+    keep_freed_memory()  # NumPy temporaries: no page faults per array operation (see host_allocator)
     return Backend(np, "cpu", f"CPU (NumPy {np.__version__})")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 
 def window_indices(xp: Any, rows: Any, cols: Any, n: int, width: int) -> Any:
     """(N, n, n) int64 flat indices into an object of ``width`` columns for windows at (rows, cols)."""
@@ -24,8 +26,12 @@ def extract_patches(xp: Any, obj: Any, flat_idx: Any) -> Any:
 def scatter_add_patches(xp: Any, shape: tuple[int, int], patches: Any, flat_idx: Any) -> Any:
     """(H, W) sum of (N, n, n) ``patches`` placed at their windows (the adjoint of extraction).
 
-    Real and complex patches are supported; overlapping windows add up.
+    Real and complex patches are supported (float32 / complex64 out); overlapping windows add up. On NumPy the
+    windows are added as slices, one position at a time (no full-object temporaries per position); on other
+    namespaces one ``bincount`` over all pixels, accumulated in float64.
     """
+    if xp is np:
+        return _scatter_add_slices(shape, patches, flat_idx)
     size = shape[0] * shape[1]
     idx = flat_idx.ravel()
     if xp.iscomplexobj(patches):
@@ -36,3 +42,13 @@ def scatter_add_patches(xp: Any, shape: tuple[int, int], patches: Any, flat_idx:
     else:
         out = xp.bincount(idx, weights=patches.ravel().astype(xp.float64), minlength=size).astype(xp.float32)
     return out.reshape(shape)
+
+
+def _scatter_add_slices(shape: tuple[int, int], patches: np.ndarray, flat_idx: np.ndarray) -> np.ndarray:
+    """NumPy :func:`scatter_add_patches`: each window's corner is its first flat index (windows are squares)."""
+    out = np.zeros(shape, dtype=np.complex64 if np.iscomplexobj(patches) else np.float32)
+    n_rows, n_cols = flat_idx.shape[-2:]
+    for k, corner in enumerate(flat_idx[:, 0, 0].tolist()):
+        r, c = divmod(corner, shape[1])
+        out[r:r + n_rows, c:c + n_cols] += patches[k]
+    return out

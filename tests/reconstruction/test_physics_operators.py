@@ -20,6 +20,25 @@ def test_scatter_add_is_the_adjoint_of_patch_extraction():
     assert abs(lhs - rhs) / abs(lhs) < 1e-5
 
 
+class _NotNumpy:
+    """NumPy under another name: makes scatter_add_patches take its bincount path (the one CuPy runs)."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def test_scatter_add_slices_on_numpy_equal_the_bincount_path_for_real_complex_and_broadcast_patches():
+    rng = np.random.default_rng(5)
+    rows, cols = rng.integers(0, 40 - 8, 30), rng.integers(0, 50 - 8, 30)
+    idx = patches.window_indices(np, rows, cols, 8, 50)
+    for y in (_rand_complex(rng, 30, 8, 8), rng.random((30, 8, 8), dtype=np.float32),
+              np.broadcast_to(rng.random((8, 8), dtype=np.float32), (30, 8, 8))):
+        fast = patches.scatter_add_patches(np, (40, 50), y, idx)
+        ref = patches.scatter_add_patches(_NotNumpy(), (40, 50), y, idx)
+        assert fast.dtype == ref.dtype and fast.shape == (40, 50)
+        np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_extracted_window_is_the_object_slice():
     rng = np.random.default_rng(2)
     obj = _rand_complex(rng, 20, 20)
