@@ -47,6 +47,7 @@ class LSQML:
         st, xp, s = self.state, self.state.xp, self.settings
         m = st.modes_active
         probe = st.probe[:m]
+        probe_conj = probe.conj()
         flat_idx = st.window_idx(idx)
         obj_p = patches.extract_patches(xp, st.obj, flat_idx)  # (B, n, n)
         psi = probe[None] * obj_p[:, None]  # (B, M, n, n)
@@ -55,28 +56,35 @@ class LSQML:
         amp = st.amplitudes[idx]
         valid = st.valid_for(idx)
         metrics.add(xp, model_amp, amp, valid, s.compute_rms)
-        chi = propagation.backward(xp, far * self._far_field_step(model_amp, amp, valid)[:, None])
+        far *= self._far_field_step(model_amp, amp, valid)[:, None]
+        chi = propagation.backward(xp, far)
 
         # preconditioned search directions
         p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
-        grad_o = xp.sum(probe.conj()[None] * chi, axis=1)  # (B, n, n)
+        grad_o = chi[:, 0] * probe_conj[0] if m == 1 else xp.sum(probe_conj[None] * chi, axis=1)  # (B, n, n)
         den_o = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
-        den_o = den_o + s.delta_p * xp.max(den_o)
-        d_obj = patches.scatter_add_patches(xp, st.obj.shape, grad_o, flat_idx) / den_o
+        den_o += s.delta_p * xp.max(den_o)
+        inv_den_o = 1.0 / den_o  # complex * real is ~9x faster than complex / real in NumPy
+        d_obj = patches.scatter_add_patches(xp, st.obj.shape, grad_o, flat_idx)
+        d_obj *= inv_den_o
         a = patches.extract_patches(xp, d_obj, flat_idx)[:, None] * probe[None]  # object-step exit-wave change
         if update_probe:
-            o_int = obj_p.real**2 + obj_p.imag**2
             grad_p = obj_p.conj()[:, None] * chi  # (B, M, n, n)
-            den_p = xp.sum(o_int, axis=0)
-            den_p = den_p + s.delta_p * xp.max(den_p)
-            b = obj_p[:, None] * (xp.sum(grad_p, axis=0) / den_p)[None]
+            den_p = xp.sum(obj_p.real**2 + obj_p.imag**2, axis=0)
+            den_p += s.delta_p * xp.max(den_p)
+            inv_den_p = 1.0 / den_p
+            b = obj_p[:, None] * (xp.sum(grad_p, axis=0) * inv_den_p)[None]
             step_o, step_p = _optimal_steps(xp, chi, a, b)
-            st.probe[:m] += s.beta_lsq * xp.sum(step_p[:, None, None, None] * grad_p, axis=0) / den_p
+            grad_p *= step_p[:, None, None, None]
+            st.probe[:m] += xp.sum(grad_p, axis=0) * (s.beta_lsq * inv_den_p)
         else:
             step_o = _optimal_step(xp, chi, a)
         # each position's contribution weighted by its own optimal step
-        weighted = patches.scatter_add_patches(xp, st.obj.shape, step_o[:, None, None] * grad_o, flat_idx)
-        st.obj += s.beta_lsq * weighted / den_o
+        grad_o *= step_o[:, None, None]
+        weighted = patches.scatter_add_patches(xp, st.obj.shape, grad_o, flat_idx)
+        inv_den_o *= s.beta_lsq
+        weighted *= inv_den_o
+        st.obj += weighted
 
     def _far_field_step(self, model_amp: Any, amp: Any, valid: Any | None) -> Any:
         """(B, n, n) real factor g with chi_hat = Psi * g, for the chosen noise model."""
@@ -104,8 +112,9 @@ def _poisson_step(xp: Any, model_int: Any, measured_int: Any, g: Any) -> Any:
 
 
 def _re_dot(xp: Any, u: Any, v: Any) -> Any:
-    """(B,) real part of <u_j, v_j> summed over modes and pixels."""
-    return xp.sum((u.conj() * v).real, axis=(-3, -2, -1))
+    """(B,) real part of <u_j, v_j> summed over modes and pixels, for contiguous complex64 (B, M, n, n)."""
+    b = u.shape[0]
+    return xp.einsum("bi,bi->b", u.reshape(b, -1).view(xp.float32), v.reshape(b, -1).view(xp.float32))
 
 
 def _optimal_steps(xp: Any, chi: Any, a: Any, b: Any) -> tuple[Any, Any]:
