@@ -31,7 +31,6 @@ class FastLSQML(FastMixin, LSQML):
         self.dp = cp.zeros(n2, dtype=cp.float32)
         self.new_probe = cp.empty(self.mt * n2, dtype=cp.complex64)
         self.acc = cp.zeros(b * 5, dtype=cp.float64)
-        self.steps = cp.zeros(b * 2, dtype=cp.float32)
         # streamed run: each mini-batch's amplitudes arrive in a device ring slot (gpu/streaming.py)
         self.stream = st.amplitudes if isinstance(st.amplitudes, AmplitudeStream) else None
         if self.stream is not None and self.stream.chunk < min(b, n_pos):
@@ -48,6 +47,10 @@ class FastLSQML(FastMixin, LSQML):
         return self._metrics()
 
     def _launch_all(self, m: int, update_probe: bool) -> None:
+        """One epoch: per mini-batch gather (which also resets the batch's sums), FFT, modulus, inverse FFT, scatter,
+        probe sums (with the max of the object's normalisation), the five dot products per position, probe and
+        object updates (each computing the optimal steps it needs). The probe alternates between the state's
+        buffer and ``new_probe`` from batch to batch; an odd number of batches ends with one copy back."""
         st, s = self.state, self.settings
         n, n2, w = self.n, self.n2, self.width
         mask, has_mask, stride = self.mask
@@ -56,22 +59,20 @@ class FastLSQML(FastMixin, LSQML):
         self.err.fill(0)
         rows, cols, order = self.rows32, self.cols32, self.order
         n_pos, bs, sm = st.n_positions, self.batch_size, self.stream
+        probes = (st.probe, self.new_probe)
         if sm is not None:  # the epoch's first mini-batch, on the compute stream
             sm.fill(0, order, 0, min(bs, n_pos))
         for i, b0 in enumerate(range(0, n_pos, bs)):
             cnt = min(bs, n_pos - b0)
+            probe = probes[i % 2] if update_probe else st.probe
             amp, amp_from = st.amplitudes, -1
             if sm is not None:  # this batch reads slot i % slots; the copy stream fills the next batch meanwhile
                 amp, amp_from = sm.ring[i % sm.slots], b0
                 if b0 + bs < n_pos:
                     sm.prefetch((i + 1) % sm.slots, order, b0 + bs, min(bs, n_pos - b0 - bs))
             chi = self.chi[: cnt * m * n2]
-            self.num_o.fill(0)
-            self.den_o.fill(0)
-            self.acc.fill(0)
-            self.slots.fill(0)
-            rt.launch_jp("ls_gather", cnt, n2, (st.obj, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
-                                              i32(m), chi))
+            rt.launch_jp("ls_gather", cnt, n2, (st.obj, probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
+                                              i32(m), chi, self.num_o, self.den_o, self.acc, self.slots))
             self.plans.forward(chi, cnt * m, n)
             if sm is not None and i > 0:
                 sm.wait(i % sm.slots)
@@ -79,22 +80,24 @@ class FastLSQML(FastMixin, LSQML):
                                                i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err,
                                                i32(amp_from)))
             self.plans.inverse(chi, cnt * m, n)
-            rt.launch_jp("ls_scatter", cnt, n2, (chi, st.probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
+            rt.launch_jp("ls_scatter", cnt, n2, (chi, probe, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
                                                i32(m), self.num_o, self.den_o))
             if update_probe:
-                rt.launch("ls_probe_reduce", n2, (chi, st.obj, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
-                                                  i32(m), self.gp, self.dp, self.slots[1:2]))
-            rt.launch("max_reduce", self.obj_size, (self.den_o, i64(self.obj_size), self.slots[0:1]))
+                rt.launch("ls_probe_reduce", n2, (chi, st.obj, self.den_o, rows, cols, order, i32(b0), i32(cnt),
+                                                  i32(n), i32(w), i32(m), self.gp, self.dp, self.slots))
+            else:
+                rt.launch_jp("ls_den_max", cnt, n2, (self.den_o, rows, cols, order, i32(b0), i32(cnt), i32(n), i32(w),
+                                                   self.slots))
             rt.launch("ls_dots", min(n2, rt.BLOCK * LS_DOTS_BLOCKS),
-                      (chi, st.obj, st.probe, self.num_o, self.den_o, self.gp, self.dp, rows, cols, order, i32(b0),
+                      (chi, st.obj, probe, self.num_o, self.den_o, self.gp, self.dp, rows, cols, order, i32(b0),
                        i32(n), i32(w), i32(m), delta, self.slots, up, self.acc), grid_y=cnt)
-            rt.launch("ls_steps", cnt, (self.acc, i32(cnt), up, self.steps), block=128)
             if update_probe:
-                rt.launch("ls_probe_update", n2, (chi, st.obj, st.probe, self.dp, rows, cols, order, i32(b0),
+                rt.launch("ls_probe_update", n2, (chi, st.obj, probe, self.dp, rows, cols, order, i32(b0),
                                                   i32(cnt), i32(n), i32(w), i32(m), beta, delta, self.slots,
-                                                  self.steps, self.new_probe))
-            rt.launch_jp("ls_obj_update", cnt, n2, (chi, st.probe, self.den_o, rows, cols, order, i32(b0), i32(cnt),
-                                                  i32(n), i32(w), i32(m), beta, delta, self.slots, self.steps,
+                                                  self.acc, probes[(i + 1) % 2]))
+            rt.launch_jp("ls_obj_update", cnt, n2, (chi, probe, self.den_o, rows, cols, order, i32(b0), i32(cnt),
+                                                  i32(n), i32(w), i32(m), beta, delta, self.slots, self.acc, up,
                                                   st.obj))
-            if update_probe:
-                rt.launch("copy_c64", m * n2, (self.new_probe, st.probe, i64(m * n2)))
+        n_batches = -(-n_pos // bs)
+        if update_probe and n_batches % 2 == 1:  # the last batch wrote new_probe
+            rt.launch("copy_c64", m * n2, (self.new_probe, st.probe, i64(m * n2)))

@@ -3,15 +3,25 @@
 extern "C" {
 // ---------------------------------------------------------------- LSQML (one mini-batch per set of launches)
 // Batch b covers order[b0 .. b0+cnt-1]; psi/chi buffer (cnt, M, n2).
+// Also resets this batch's sums (in place of four memset nodes): num_o and den_o on the batch's windows (every later
+// read of them is on those windows), acc[0 .. 5 cnt) and the max slots[0 .. 3].
 __global__ void ls_gather(const float2* __restrict__ obj, const float2* __restrict__ probe,
                           const int* __restrict__ rows, const int* __restrict__ cols, const int* __restrict__ order,
-                          int b0, int cnt, int n, int W, int M, float2* __restrict__ psi) {
+                          int b0, int cnt, int n, int W, int M, float2* __restrict__ psi, float2* __restrict__ num_o,
+                          float* __restrict__ den_o, double* __restrict__ acc, unsigned int* __restrict__ slots) {
     int n2 = n * n;
+    int tid = (blockIdx.y * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
+    int threads = gridDim.x * gridDim.y * blockDim.x;
+    for (int i = tid; i < 5 * cnt; i += threads) acc[i] = 0.0;
+    if (tid < 4) slots[tid] = 0u;
     for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int j = order[b0 + jj];
         int y = row_of(p, n), x = p - y * n;
-        float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
+        long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
+        float2 o = obj[w];
+        num_o[w] = make_float2(0.f, 0.f);
+        den_o[w] = 0.f;
         for (int k = 0; k < M; ++k) psi[((long long)jj * M + k) * n2 + p] = cmul(probe[k * n2 + p], o);
     }
 }
@@ -65,19 +75,22 @@ __global__ void ls_scatter(const float2* __restrict__ chi, const float2* __restr
     }
 }
 
-// gp[k, p] = sum_jj conj(O_j) chi_jk, dp[p] = sum_jj |O_j|^2, max dp into *slot.
+// gp[k, p] = sum_jj conj(O_j) chi_jk, dp[p] = sum_jj |O_j|^2; max dp into slots[1] and the max of den_o over the
+// batch's windows into slots[0] (den_o is complete: ls_scatter ran before).
 __global__ void ls_probe_reduce(const float2* __restrict__ chi, const float2* __restrict__ obj,
-                                const int* __restrict__ rows, const int* __restrict__ cols,
-                                const int* __restrict__ order, int b0, int cnt, int n, int W, int M,
-                                float2* __restrict__ gp, float* __restrict__ dp, unsigned int* slot) {
+                                const float* __restrict__ den_o, const int* __restrict__ rows,
+                                const int* __restrict__ cols, const int* __restrict__ order, int b0, int cnt, int n,
+                                int W, int M, float2* __restrict__ gp, float* __restrict__ dp, unsigned int* slots) {
     int n2 = n * n;
-    float m = 0.f;
+    float m = 0.f, m_den = 0.f;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int y = row_of(p, n), x = p - y * n;
         float d = 0.f;
         for (int jj = 0; jj < cnt; ++jj) {
             int j = order[b0 + jj];
-            d += abs2(obj[(long long)(rows[j] + y) * W + (cols[j] + x)]);
+            long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
+            d += abs2(obj[w]);
+            m_den = fmaxf(m_den, den_o[w]);
         }
         dp[p] = d;
         m = fmaxf(m, d);
@@ -92,7 +105,23 @@ __global__ void ls_probe_reduce(const float2* __restrict__ chi, const float2* __
             gp[k * n2 + p] = a;
         }
     }
-    block_max(m, slot);
+    block_max(m, slots + 1);
+    block_max(m_den, slots);
+}
+
+// The max of den_o over the batch's windows into slots[0] (when the probe is not updated; else ls_probe_reduce).
+__global__ void ls_den_max(const float* __restrict__ den_o, const int* __restrict__ rows,
+                           const int* __restrict__ cols, const int* __restrict__ order, int b0, int cnt, int n, int W,
+                           unsigned int* slots) {
+    int n2 = n * n;
+    float m = 0.f;
+    for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        int j = order[b0 + jj];
+        int y = row_of(p, n), x = p - y * n;
+        m = fmaxf(m, den_o[(long long)(rows[j] + y) * W + (cols[j] + x)]);
+    }
+    block_max(m, slots);
 }
 
 // Per position jj (blockIdx.y): sums of |a|^2, |b|^2, Re<a,b>, Re<a,chi>, Re<b,chi> into acc[jj*5 ..] (double).
@@ -153,23 +182,20 @@ __global__ void ls_dots(const float2* __restrict__ chi, const float2* __restrict
     }
 }
 
-// Optimal steps per position from the five sums (clipped to [0, 2]).
-__global__ void ls_steps(const double* __restrict__ acc, int cnt, int update_probe, float* __restrict__ steps) {
-    int jj = blockIdx.x * blockDim.x + threadIdx.x;
-    if (jj >= cnt) return;
+// Optimal step of position jj from its five sums (clipped to [0, 2]): the object's (which 0) or the probe's (1).
+// Computed where it is used (ls_probe_update, ls_obj_update) instead of in a launch of its own.
+__device__ __forceinline__ float ls_step(const double* __restrict__ acc, int jj, int update_probe, int which) {
     double a11 = acc[jj * 5], a22 = acc[jj * 5 + 1], a12 = acc[jj * 5 + 2], y1 = acc[jj * 5 + 3],
            y2 = acc[jj * 5 + 4];
-    double so, sp = 0.0;
+    double s;
     if (update_probe) {
         double lam = 1e-6 * (a11 + a22) + 1e-30;
         double det = (a11 + lam) * (a22 + lam) - a12 * a12;
-        so = ((a22 + lam) * y1 - a12 * y2) / det;
-        sp = ((a11 + lam) * y2 - a12 * y1) / det;
+        s = which == 0 ? ((a22 + lam) * y1 - a12 * y2) / det : ((a11 + lam) * y2 - a12 * y1) / det;
     } else {
-        so = y1 / (a11 + 1e-30);
+        s = which == 0 ? y1 / (a11 + 1e-30) : 0.0;
     }
-    steps[2 * jj] = (float)fmin(fmax(so, 0.0), 2.0);
-    steps[2 * jj + 1] = (float)fmin(fmax(sp, 0.0), 2.0);
+    return (float)fmin(fmax(s, 0.0), 2.0);
 }
 
 // new_probe_k = P_k + beta sum_jj step_p conj(O_j) chi_jk / (dp + delta max dp)
@@ -177,7 +203,7 @@ __global__ void ls_probe_update(const float2* __restrict__ chi, const float2* __
                                 const float2* __restrict__ probe, const float* __restrict__ dp,
                                 const int* __restrict__ rows, const int* __restrict__ cols,
                                 const int* __restrict__ order, int b0, int cnt, int n, int W, int M, float beta,
-                                float delta, const unsigned int* slots, const float* __restrict__ steps,
+                                float delta, const unsigned int* slots, const double* __restrict__ sums,
                                 float2* __restrict__ new_probe) {
     int n2 = n * n;
     float add_p = delta * slot_value(slots + 1);
@@ -190,7 +216,7 @@ __global__ void ls_probe_update(const float2* __restrict__ chi, const float2* __
                 int j = order[b0 + jj];
                 float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
                 float2 g = cmulc(o, chi[((long long)jj * M + k) * n2 + p]);
-                float s = steps[2 * jj + 1];
+                float s = ls_step(sums, jj, 1, 1);
                 a.x += s * g.x; a.y += s * g.y;
             }
             float2 pk = probe[k * n2 + p];
@@ -204,7 +230,7 @@ __global__ void ls_obj_update(const float2* __restrict__ chi, const float2* __re
                               const float* __restrict__ den_o, const int* __restrict__ rows,
                               const int* __restrict__ cols, const int* __restrict__ order, int b0, int cnt, int n,
                               int W, int M, float beta, float delta, const unsigned int* slots,
-                              const float* __restrict__ steps, float* __restrict__ obj) {
+                              const double* __restrict__ sums, int update_probe, float* __restrict__ obj) {
     int n2 = n * n;
     float add_o = delta * slot_value(slots);
     for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
@@ -217,7 +243,7 @@ __global__ void ls_obj_update(const float2* __restrict__ chi, const float2* __re
             acc.x += g.x; acc.y += g.y;
         }
         long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
-        float s = beta * steps[2 * jj] / (den_o[w] + add_o);
+        float s = beta * ls_step(sums, jj, update_probe, 0) / (den_o[w] + add_o);
         atomic_add2(obj + 2 * w, s * acc.x, s * acc.y);
     }
 }
