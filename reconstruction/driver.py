@@ -162,20 +162,11 @@ class Reconstruction(IterativeRun):
     def from_parameters(cls, params: Parameters, *, data: ScanData | None = None,
                         progress: Any = None, device: str | None = None) -> Reconstruction:
         """Load (or simulate) the data the parameters describe and set up the run."""
-        from .loading import load_guesses, load_scan
+        from .loading import load_scan
 
         data = data if data is not None else load_scan(params, progress=progress)
-        probe, obj = load_guesses(params, data)
-        r = params.reconstruction
-        pixel = data.pixel_size_m or params.pixel_size_m
-        return cls(
-            data.intensities, data.positions_px, algorithm=r.algorithm, iterations=r.iterations, probe=probe,
-            probe_modes=r.probe_modes, object_guess=obj, device=device or r.device,
-            seed=r.seed if r.seed >= 0 else None, valid_mask=data.valid_mask,
-            settings=settings_from_parameters(params), beam_diameter_px=params.experiment.beam_size_m / pixel,
-            pixel_size_m=pixel, time_limit_s=r.time_limit_s, memory_cap_bytes=int(r.memory_cap_gib * 2**30),
-            parameters=params, inputs=data.source,
-        )
+        return cls(data.intensities, data.positions_px, device=device or params.reconstruction.device,
+                   **run_arguments(params, data))
 
     # -- the loop -------------------------------------------------------------------------------------------
     @property
@@ -350,6 +341,22 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
         update_probe_from=r.update_probe_from, update_modes_from=r.update_modes_from,
         phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
+    )
+
+
+def run_arguments(params: Parameters, data: ScanData) -> dict[str, Any]:
+    """The keyword arguments that ``params`` and the loaded ``data`` give a run: :class:`Reconstruction` and the
+    split run over several GPUs (``multigpu.from_parameters``) take the same ones (guesses loaded here)."""
+    from .loading import load_guesses
+
+    probe, obj = load_guesses(params, data)
+    r = params.reconstruction
+    pixel = data.pixel_size_m or params.pixel_size_m
+    return dict(
+        algorithm=r.algorithm, iterations=r.iterations, probe=probe, probe_modes=r.probe_modes, object_guess=obj,
+        seed=r.seed if r.seed >= 0 else None, valid_mask=data.valid_mask, settings=settings_from_parameters(params),
+        beam_diameter_px=params.experiment.beam_size_m / pixel, pixel_size_m=pixel, time_limit_s=r.time_limit_s,
+        memory_cap_bytes=int(r.memory_cap_gib * memory_plan.GIB), parameters=params, inputs=data.source,
     )
 
 

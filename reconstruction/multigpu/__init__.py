@@ -30,25 +30,19 @@ def from_parameters(params: Parameters, *, data: ScanData | None = None, progres
     NumPy "devices" in threads; "auto" uses the GPUs when CuPy sees one.
     """
     from ..backend import gpu_available
-    from ..driver import Reconstruction, settings_from_parameters
-    from ..loading import load_guesses, load_scan
+    from ..driver import Reconstruction, run_arguments
+    from ..loading import load_scan
 
     gpus = parse_gpu_list(params.multigpu.gpus)
     if len(gpus) <= 1:
         return Reconstruction.from_parameters(params, data=data, progress=progress, device=device)
     data = data if data is not None else load_scan(params, progress=progress)
-    probe, obj = load_guesses(params, data)
-    r = params.reconstruction
-    dev = (device or r.device or "auto").lower()
+    dev = (device or params.reconstruction.device or "auto").lower()
     backend = "gpu" if dev == "gpu" or (dev == "auto" and gpu_available()) else "cpu"
-    pixel = data.pixel_size_m or params.pixel_size_m
     return SplitReconstruction(
         data.intensities, data.positions_px, devices=list(gpus), backend=backend,
         overlap_px=params.multigpu.overlap_px, share_frequency=params.multigpu.share_frequency,
-        algorithm=r.algorithm, iterations=r.iterations, probe=probe, probe_modes=r.probe_modes, object_guess=obj,
-        seed=r.seed if r.seed >= 0 else None, valid_mask=data.valid_mask, settings=settings_from_parameters(params),
-        beam_diameter_px=params.experiment.beam_size_m / pixel, pixel_size_m=pixel, time_limit_s=r.time_limit_s,
-        parameters=params, inputs=data.source,
+        **run_arguments(params, data),
     )
 
 

@@ -71,6 +71,7 @@ class SplitReconstruction(IterativeRun):
     one GPU in sequence) or NumPy "device" labels (``backend="cpu"``). grid: (gr, gc) regions per axis,
     default strips along the longer scan axis. communicator: default NCCL over distinct GPUs, else local.
     fast_paths: False builds the regions on the reference xp engines even where a GPU fast engine exists.
+    memory_cap_bytes: the most GPU memory each region's run may use (0 = whatever is free on its device).
     """
 
     def __init__(
@@ -99,6 +100,7 @@ class SplitReconstruction(IterativeRun):
         pixel_size_m: float | None = None,
         centred: bool = False,
         time_limit_s: float = 0.0,
+        memory_cap_bytes: int = 0,
         parameters: Any = None,
         inputs: dict[str, Any] | None = None,
     ):
@@ -161,7 +163,7 @@ class SplitReconstruction(IterativeRun):
                     iterations=self.iterations, probe=probe_h, probe_modes=probe_modes,
                     object_shape=reg.window.shape, object_guess=self.initial_object[reg.window.slices],
                     device=backend, seed=region_seed, valid_mask=sub_mask, settings=self.settings,
-                    beam_diameter_px=beam_diameter_px, pixel_size_m=pixel_size_m)
+                    beam_diameter_px=beam_diameter_px, pixel_size_m=pixel_size_m, memory_cap_bytes=memory_cap_bytes)
                 if self.exchange == "sums":  # the driver's engine hook: see docs/multigpu.md
                     rec.engine = SharedDM.adopt(rec.engine, Link(self.comm, reg.index, reg.window,
                                                                  self.object_shape, reg.positions, len(corners)))

@@ -227,6 +227,8 @@ def test_from_parameters_splits_only_for_two_or_more_devices() -> None:
     split = from_parameters(base.replace({"multigpu.gpus": "0,1"}))
     assert isinstance(split, SplitReconstruction) and len(split.regions) == 2
     assert split.backend_name == "cpu" and split.share_frequency == 2 and split.exchange == "sums"
+    capped = from_parameters(base.replace({"multigpu.gpus": "0,1", "reconstruction.memory_cap_gib": 0.5}))
+    assert [r.memory_cap_bytes for r in capped.recs] == [2**29, 2**29]  # -memCapGiB reaches every region
     one, two = plain.run(), split.run()
     region = one.object != 0
     assert object_nrmse(one.object, two.object, np.abs(one.object) > 0.1 * np.abs(one.object).max()) <= 0.02
