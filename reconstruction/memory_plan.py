@@ -21,9 +21,9 @@ from .engines.lsqml import default_batch_size
 
 GIB = 2**30
 RING_SLOTS = 2  # device buffers of one chunk each: one being read by compute, one being filled by the copy stream
-EPIE_STREAM_CHUNK = 2048  # ePIE per-position steps per ring slot (= per CUDA graph, as in the resident run)
+EPIE_STEPS_PER_GRAPH = 2048  # ePIE per-position steps per CUDA graph, resident or streamed (one ring slot each)
 STREAMING_ALGORITHMS = ("ePIE", "LSQML")
-# device memory of fast ePIE's captured CUDA graphs (about six kernel nodes a position), outside CuPy's pool:
+# device memory of fast ePIE's captured CUDA graphs (four to six kernel nodes a position), outside CuPy's pool:
 # measured 3.5 GiB at 250,000 positions on an H100 (benchmarks/RESULTS.md, streaming section)
 EPIE_GRAPH_BYTES_PER_POSITION = 16 * 2**10
 
@@ -93,12 +93,12 @@ class MemoryPlan:
 
 def stream_chunk_limit(algorithm: str, n_positions: int, batch_size: int = 0) -> tuple[int, int]:
     """(smallest, largest) patterns per ring slot for a streamed ``algorithm`` run: LSQML streams whole
-    mini-batches (the batch size is part of the algorithm), ePIE any chunk up to ``EPIE_STREAM_CHUNK``."""
+    mini-batches (the batch size is part of the algorithm), ePIE any chunk up to ``EPIE_STEPS_PER_GRAPH``."""
     if algorithm == "LSQML":
         b = batch_size or default_batch_size(n_positions)
         b = min(b, n_positions)
         return b, b
-    return 1, min(EPIE_STREAM_CHUNK, n_positions)
+    return 1, min(EPIE_STEPS_PER_GRAPH, n_positions)
 
 
 def streamed_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,

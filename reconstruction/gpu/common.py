@@ -76,13 +76,8 @@ class FastMixin:
         self.order.set(self._order_host)
 
 
-def _pinned_int32(n: int) -> np.ndarray:
-    import cupyx  # type: ignore[import-not-found]
-
-    return cupyx.empty_pinned((n,), dtype=np.int32)
-
-
 def pinned_int32(n: int) -> np.ndarray:
+    """(n,) int32 in page-locked host memory: the source of the per-iteration uploads (visiting order, sample)."""
     import cupyx  # type: ignore[import-not-found]
 
     return cupyx.empty_pinned((n,), dtype=np.int32)

@@ -5,8 +5,8 @@ behind (probe first, with the current object), the object scatter-add with the n
 phi on this iteration's eighth of the positions (``engines.dm.error_sample``), then chunk by chunk:
 reflect (2 P O_j - psi), forward FFT, exact modulus projection with per-pattern error sums, inverse FFT, and one
 update kernel that applies the relaxed weight, writes the new exit waves and (up to four probe modes) the next
-probe update's partial sums. The chunks alternate between two streams. Equivalent to ``engines.dm.DM`` up to
-float32 rounding.
+probe update's partial sums. The chunks alternate between two streams (``PTYCHOPY_DM_LANES=1``: one).
+Equivalent to ``engines.dm.DM`` up to float32 rounding.
 """
 
 from __future__ import annotations

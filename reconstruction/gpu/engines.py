@@ -6,10 +6,10 @@ passes over memory, and is checked against it in ``tests/gpu``. Per iteration th
 - run fused RawKernels from ``kernels/*.cu`` (gather-and-multiply, modulus with the error sums, atomic scatter-add
   of the object update) on preallocated buffers, with unnormalised cuFFT plans created once (the orthonormal
   scale folded into the kernels); nothing is allocated inside the loop;
-- (ePIE, LSQML, DM) replay a CUDA graph captured once per (active modes, probe update on/off): ePIE's graph
-  holds every per-position step of an epoch, its kernels read the visiting index from a device array, so each
-  new random order (drawn on the host from the same generator as the reference, 4 bytes a position) replays
-  the same graph;
+- (ePIE, LSQML, DM) replay CUDA graphs captured once per (active modes, probe update on/off): ePIE's graphs
+  hold the per-position steps of an epoch (one graph per ``EPIE_STEPS_PER_GRAPH`` steps, or per ring slot of a
+  streamed run), its kernels read the visiting index from a device array, so each new random order (drawn on
+  the host from the same generator as the reference, 4 bytes a position) replays the same graphs;
 - bring back two float64 error sums per iteration (16 bytes) for the progress report.
 """
 

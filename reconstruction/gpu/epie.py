@@ -7,6 +7,7 @@ from typing import Any
 
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
 from ..engines.epie import EPIE
+from ..memory_plan import EPIE_STEPS_PER_GRAPH  # bounds capture memory for huge scans
 from . import columns
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
@@ -14,11 +15,12 @@ from .runtime import f32, i32, i64
 from .streaming import AmplitudeStream
 
 COLS_SIZES = (64, 128, 256)  # the split transform is faster for ePIE up to 256^2, slower at 512^2 (RESULTS.md)
-EPIE_STEPS_PER_GRAPH = 2048  # per-position steps captured in one graph (bounds capture memory for huge scans)
 
 
 class FastEPIE(FastMixin, EPIE):
-    """True sequential ePIE: five launches a position (gather, FFT, modulus, inverse FFT, update), one graph."""
+    """True sequential ePIE, one CUDA graph per chunk of steps. Launches a position: four for 64^2-256^2 (cuFFT
+    rows, ``epie_cols``, cuFFT inverse rows, update fused with the next gather), six at other sizes (cuFFT's 2-D
+    transforms and ``epie_modulus`` instead of the middle three), five with ``PTYCHOPY_EPIE_FUSED=0``."""
 
     def __init__(self, state: EngineState, settings: EngineSettings):
         super().__init__(state, settings)
@@ -112,8 +114,9 @@ class FastEPIE(FastMixin, EPIE):
             rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
 
     def _launch_steps_fused(self, s0: int, s1: int, m: int, update_probe: bool, amp: Any, amp_from: int) -> None:
-        """Six launches a position: FFT, modulus, inverse FFT, then the update of this step fused with the
-        gather of the next; buffers alternate between steps (even steps use the state's probe)."""
+        """Per position the transform and modulus (four launches with the column kernel, else cuFFT 2-D forward,
+        modulus, inverse), then the update of this step fused with the gather of the next; buffers alternate
+        between steps (even steps use the state's probe)."""
         st, n, n2, w = self.state, self.n, self.n2, self.width
         n_pos = st.n_positions
         mask, has_mask, stride = self.mask

@@ -27,8 +27,9 @@ def scatter_add_patches(xp: Any, shape: tuple[int, int], patches: Any, flat_idx:
     """(H, W) sum of (N, n, n) ``patches`` placed at their windows (the adjoint of extraction).
 
     Real and complex patches are supported (float32 / complex64 out); overlapping windows add up. On NumPy the
-    windows are added as slices, one position at a time (no full-object temporaries per position); on other
-    namespaces one ``bincount`` over all pixels, accumulated in float64.
+    windows are added as slices, one position at a time (no full-object temporaries per position), so the sums
+    accumulate in float32; on other namespaces one ``bincount`` over all pixels accumulates in float64. The two
+    agree to float32 rounding (a few overlaps per pixel; tests/reconstruction/test_physics_operators.py).
     """
     if xp is np:
         return _scatter_add_slices(shape, patches, flat_idx)

@@ -66,7 +66,6 @@ class CaLoopback:
 
     def __init__(self, workdir: Path):
         self.port = free_port_pair()
-        self.workdir = workdir
         self.shim_dir = workdir / "shim"
         self.shim_dir.mkdir(parents=True, exist_ok=True)
         self.repeater_pids = workdir / "repeater.pids"

@@ -104,9 +104,9 @@ def test_fast_path_with_probe_updates_modes_and_mask(scan, algorithm):
     print(f"AGREE {algorithm} modes+mask+probe fast-vs-numpy object {rel:.2e} (phase-aligned; raw "
           f"{_rel(gpu.object(), cpu.object()):.2e}) fast-vs-xp-cupy {rel_xp:.2e} graph-vs-eager {rel_eager:.2e}")
     assert rel_xp <= TOL
-    # float32 atomics add in a different order on every run: graph and eager runs differ by rounding, which
-    # LSQML's per-position step sizes amplify to ~1e-4 over 10 iterations with two modes
-    assert rel_eager <= TOL
+    # float32 atomics add in a different order on every run: graph and eager runs differ by rounding (DM ~3e-6,
+    # ePIE has no atomics: 0), which LSQML's per-position step sizes amplify to ~1e-4 over 10 iterations
+    assert rel_eager <= (TOL if algorithm == "LSQML" else 1e-4)
     # DM rotates its per-mode exit waves with the orthogonalised modes, so eigenvectors that differ by a phase
     # on the two platforms leave the object unchanged up to a global factor
     assert rel <= 5 * TOL
@@ -141,7 +141,7 @@ def test_fast_paths_fall_back_for_options_they_do_not_implement(scan):
 
 def test_epie_fused_and_unfused_step_sequences_agree(scan):
     """The update of step s fused with the gather of step s+1 changes no arithmetic (both with cuFFT's 2-D
-    transforms; the column-kernel path is checked in test_epie_columns.py)."""
+    transforms; the column-kernel path is checked in test_columns.py)."""
     settings = EngineSettings(update_probe_from=2)
     os.environ["PTYCHOPY_EPIE_COLS"] = "0"
     try:

@@ -75,7 +75,7 @@ def test_streamed_epie_equals_the_resident_run(scan, graphs):
     rel = _rel(obj_s, obj_r)
     print(f"STREAM ePIE graphs={graphs} streamed-vs-resident object {rel:.2e} probe {_rel(probe_s, probe_r):.2e} "
           f"bitwise {np.array_equal(obj_s, obj_r)}")
-    assert rel <= 1e-5 and _rel(probe_s, probe_r) <= 1e-5
+    assert np.array_equal(obj_s, obj_r) and np.array_equal(probe_s, probe_r)  # measured bitwise on every H100 run
     assert np.allclose(err_s, err_r, rtol=1e-6)
 
 

@@ -68,12 +68,24 @@ def test_delegated_commands_reach_their_packages(capsys):
         assert marker in capsys.readouterr().out, command
 
 
-def test_run_splits_over_the_listed_gpus(tmp_path, capsys):
+def test_run_splits_over_the_listed_gpus(tmp_path, monkeypatch):
     # two regions (NumPy "devices" here: no GPU), merged into one object
+    import reconstruction.multigpu as multigpu
+
+    runs = []
+
+    class Recorded(multigpu.SplitReconstruction):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            runs.append(self)
+
+    monkeypatch.setattr(multigpu, "SplitReconstruction", Recorded)
     cmd = SMALL.replace("-i=4", "-i=3 -algorithm=DM -gpus=0,1 -overlap=8 -device=cpu")
     assert main(["run", cmd, "--out", str(tmp_path), "--quiet"]) == 0
+    (run,) = runs
+    assert run.devices == [0, 1] and len(run.regions) == 2 and run.iteration == 3
     res = read_result(tmp_path / "cli.h5")
-    assert len(res.errors) == 3 and res.object.ndim == 2
+    assert len(res.errors) == 3 and res.object.shape == run.object_shape
     assert res.parameters.multigpu.gpus == "0,1"
 
 

@@ -113,6 +113,7 @@ def test_a_multi_mode_guess_is_used_as_given(tiny_scan):
     rec = Reconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, algorithm="ePIE", iterations=1,
                          probe=guess, probe_modes=2, settings=EngineSettings(update_modes_from=50))
     assert rec.state.modes_active == 2
+    np.testing.assert_allclose(np.asarray(rec.state.probe), guess, rtol=1e-6, atol=1e-7)  # not reseeded, not scaled
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from reconstruction import DeviceMemoryError, InputDataError, Parameters
 from reconstruction.backend import Backend
 from reconstruction.driver import Reconstruction
 from reconstruction.memory_plan import (
-    EPIE_STREAM_CHUNK,
+    EPIE_STEPS_PER_GRAPH,
     GIB,
     RING_SLOTS,
     estimate_memory_bytes,
@@ -44,7 +44,7 @@ def test_250k_patterns_of_256_stream_under_a_24_gib_cap(algorithm):
     # the ring replaces the 61 GiB of intensities: two slots of one chunk
     ring = RING_SLOTS * plan.chunk_positions * 256 * 256 * 4
     assert plan.streamed_bytes < plan.resident_bytes - 250_000 * 256 * 256 * 4 + 2 * ring
-    expected_chunk = EPIE_STREAM_CHUNK if algorithm == "ePIE" else -(-250_000 // 40)  # LSQML: one mini-batch
+    expected_chunk = EPIE_STEPS_PER_GRAPH if algorithm == "ePIE" else -(-250_000 // 40)  # LSQML: one mini-batch
     assert plan.chunk_positions == expected_chunk
 
 

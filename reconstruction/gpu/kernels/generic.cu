@@ -2,13 +2,6 @@
 
 extern "C" {
 // ---------------------------------------------------------------- generic
-__global__ void max_reduce(const float* __restrict__ x, long long size, unsigned int* slot) {
-    float m = 0.f;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x)
-        m = fmaxf(m, x[i]);
-    block_max(m, slot);
-}
-
 // err[0..1] = sum over blocks of the partial pairs (one block).
 __global__ void sum_partials(const double* __restrict__ partial, int nblocks, double* err) {
     double a = 0.0, b = 0.0;
