@@ -44,10 +44,19 @@ def wait_for(cond: Callable[[], Any], timeout_s: float, what: str, interval_s: f
         time.sleep(interval_s)
 
 
+_handed_out: set[int] = set()  # ports given to servers that may bind them only seconds later
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on now, never the same one twice per process."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            port = int(s.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free loopback port found")
 
 
 def _free(port: int, kind: int) -> bool:
@@ -65,7 +74,9 @@ def free_port_pair() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind((LOOPBACK, 0))
             p = int(s.getsockname()[1])
-        if p < 65000 and all(_free(q, k) for q in (p, p + 1) for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM)):
+        if (p < 65000 and not {p, p + 1} & _handed_out
+                and all(_free(q, k) for q in (p, p + 1) for k in (socket.SOCK_STREAM, socket.SOCK_DGRAM))):
+            _handed_out.update((p, p + 1))
             return p
     raise RuntimeError("no free loopback port pair")
 

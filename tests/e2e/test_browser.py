@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytes
 
 CHROMIUM = os.environ.get("PTYCHOPY_TEST_CHROMIUM", "/usr/bin/chromium")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+LONG_ITERATIONS = 3000  # ~1 min at 64^2 on a CI core: the job (and its clone) runs while the page watches it
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, 
     box = pg.locator("textarea[name=cmdstr]").first
     if not box.is_visible():  # the command-string box sits in a closed <details>
         box.locator("xpath=ancestor::details/summary").first.click()
-    box.fill(small_sim_cmdstr(300, job_id="browser"))
+    box.fill(small_sim_cmdstr(LONG_ITERATIONS, job_id="browser"))  # still running while the page is watched
     label = pg.locator("input[name=label]")
     if label.count():
         label.first.fill("browser-e2e")
@@ -101,6 +102,7 @@ def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, 
         pg.wait_for_timeout(200)
     it1, shot1 = iteration_number(pg), plot.screenshot()
     assert it1 >= 1, f"the iteration counter never started: {iteration_text(pg)!r}"
+    assert it1 < LONG_ITERATIONS, "the job ended before the live view showed it running"
     deadline = time.monotonic() + 30
     it2, shot2 = it1, shot1
     while (it2 <= it1 or shot2 == shot1) and time.monotonic() < deadline:
@@ -111,12 +113,13 @@ def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, 
     TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(TEST_OUTPUT / "browser-live-view.png"), full_page=True)
 
-    # Let it finish (the API is quicker to poll than the page), then the history and the download.
+    # Stop it through the API (a cancelled job keeps its last iterate), then the history and the download.
     from tests.support.web import ApiClient
 
     api = ApiClient(prod_stack.base_url, alice.token)
-    row = api.wait_status(job_id, {"done", "failed", "cancelled"}, 150)
-    assert row["status"] == "done", row
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel/").status in (200, 202)
+    row = api.wait_status(job_id, {"done", "failed", "cancelled"}, 60)
+    assert row["status"] == "cancelled", row
     pg.goto("/")
     link = pg.locator(f'a[href="/jobs/{job_id}/"]').first
     link.wait_for(timeout=10000)

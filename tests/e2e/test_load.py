@@ -113,6 +113,7 @@ def test_twenty_viewers_and_ten_queued_jobs(prod_stack: ProductionStack, alice: 
     finally:
         poller.stop_flag.set()
         poller.join(timeout=15)
+        prod_stack.workers[1].stop()  # the stack's other tests expect one worker
     elapsed = time.monotonic() - t_start
 
     finals = [r["frames"][-1] if r["frames"] else None for r in results]
@@ -142,7 +143,9 @@ def test_twenty_viewers_and_ten_queued_jobs(prod_stack: ProductionStack, alice: 
             f"viewer {i} missed the final frame: {f.header}")
     rate_hz = float(prod_stack.env.get("PTYCHOPY_FRAME_RATE_HZ", "5"))
     gaps = [g for r in results for g in r["gaps"][1:-1]]  # the stored frame on connect and the final one excepted
-    assert gaps and pct(gaps, 50) >= 0.8 / rate_hz, (
+    # the worker sends at most rate_hz frames a second; delivery under load may bunch them, so the bound is half
+    # the period (unthrottled, 300 iterations would arrive ~16 ms apart)
+    assert gaps and pct(gaps, 50) >= 0.5 / rate_hz, (
         f"frames come faster than PTYCHOPY_FRAME_RATE_HZ={rate_hz:g}: median gap {pct(gaps, 50) * 1000:.0f} ms")
     lost = {k: v["status"] for k, v in final_jobs.items() if v["status"] != "done"}
     assert not lost, f"jobs not done: {lost}"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from bridge_harness import records, wait_for
 
+from epics_bridge.caclient import ca_get_with_timestamp
+
 pytestmark = pytest.mark.epics
 
 HC = 12.398419843320026e-10
@@ -56,7 +58,7 @@ def test_completed_scan_queues_exactly_one_job(sim, make_bridge, recorder: Path)
 
 def test_aborted_scan_queues_nothing(sim, make_bridge, recorder: Path) -> None:
     bridge = make_bridge()
-    sim.put("sim:PointTime", 0.05)
+    sim.put("sim:PointTime", 0.2)  # a 2.4 s scan: the abort lands mid-scan however late this test sees it start
     aborted = sim.play(abort_after_s=0.15)
     wait_for(lambda: bridge.state()["counts"]["ignored"] == 1, 20, "the abort to be classified")
     assert bridge.state()["last_scan_ignored"]["outcome"] == "aborted"
@@ -77,7 +79,8 @@ def test_file_still_being_written_delays_the_job(sim, make_bridge, recorder: Pat
     sim.play(wait=False)
     wait_for(lambda: sim.get("sim:Status") == "scanning", 10, "the scan to start")
     wait_for(lambda: int(sim.get("scan2.BUSY")) == 0, 20, "scan2.BUSY 1 -> 0")
-    busy_dropped = time.time()
+    # when BUSY dropped by the IOC's own clock (same host): the poll above may notice it late under load
+    busy_dropped = ca_get_with_timestamp(sim.prefix + "scan2.BUSY", sim.ca.client_env)[1]
     tmp_files = list(sim.data_dir.glob("*.tmp"))
     assert len(tmp_files) == 1, "the last file must still be being written when BUSY drops"
     while tmp_files[0].exists():  # bounded by the IOC's late write
@@ -162,7 +165,7 @@ def test_submission_survives_failures_and_a_bridge_crash(sim, make_bridge, recor
 
 def test_areadetector_trigger(sim, make_bridge, recorder: Path) -> None:
     bridge = make_bridge(kind="areadetector")
-    sim.put("sim:PointTime", 0.05)
+    sim.put("sim:PointTime", 0.2)  # a 2.4 s capture, aborted well before its end
     sim.play(abort_after_s=0.15)
     wait_for(lambda: bridge.state()["counts"]["ignored"] == 1, 20, "the partial capture to be classified")
     assert bridge.state()["last_scan_ignored"]["outcome"] == "partial"

@@ -6,20 +6,9 @@ import socket
 import subprocess
 import time
 
-LOOPBACK = "127.0.0.1"
-_handed_out: set[int] = set()
+from benchmarks.latency.procs import LOOPBACK, free_port  # one record of handed-out ports for tests and rigs
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (never the same one twice per session)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((LOOPBACK, 0))
-            port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-    raise RuntimeError("no free loopback port found")
+__all__ = ["LOOPBACK", "free_port", "port_open", "wait_for_port", "wait_port_closed"]
 
 
 def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:

@@ -91,13 +91,16 @@ class PostgresServer:
         )
         if res.returncode != 0:
             raise RuntimeError(f"initdb failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-        self.port = free_port()
-        opts = (f"-p {self.port} -c listen_addresses={LOOPBACK} -c unix_socket_directories={self.root} "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        res = self._as_postgres(
-            [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.root / "postgres.log"), "-w", "-t", "30",
-             "-o", opts, "start"]
-        )
+        for _attempt in range(3):  # another process may take the free port before the postmaster binds it
+            self.port = free_port()
+            opts = (f"-p {self.port} -c listen_addresses={LOOPBACK} -c unix_socket_directories={self.root} "
+                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+            res = self._as_postgres(
+                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.root / "postgres.log"), "-w", "-t", "30",
+                 "-o", opts, "start"]
+            )
+            if res.returncode == 0 or "already in use" not in _tail(self.root / "postgres.log"):
+                break
         if res.returncode != 0:
             raise RuntimeError(
                 f"pg_ctl start failed ({res.returncode}):\n{res.stdout}\n{res.stderr}\n"

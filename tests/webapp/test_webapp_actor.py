@@ -4,7 +4,7 @@ import os
 
 import h5py
 import pytest
-from webapp_helpers import small_parameters, wait_for
+from webapp_helpers import dead_pid, small_parameters, wait_for
 
 from reconstruction.errors import DeviceMemoryError
 from webapp.jobs import runner, services
@@ -100,7 +100,7 @@ def test_a_done_job_is_not_run_again(small_params, sent_frames):
 
 def test_a_job_left_running_by_a_dead_worker_is_rerun_from_the_start(small_params, sent_frames):
     job = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
-                             worker=f"{this_host()}:999999", iteration=7, error_history=[1.0] * 7, last_seq=4)
+                             worker=f"{this_host()}:{dead_pid()}", iteration=7, error_history=[1.0] * 7, last_seq=4)
     assert runner.run_job(job.pk) == "done"
     job.refresh_from_db()
     assert job.status == "done" and job.iteration == small_params.reconstruction.iterations
@@ -190,7 +190,7 @@ def test_heartbeats_of_dead_workers_are_pruned(small_params):
 
     from webapp.jobs.heartbeat import prune
 
-    WorkerHeartbeat.objects.create(worker_id=f"{this_host()}:999999", host=this_host(), pid=999999)
+    WorkerHeartbeat.objects.create(worker_id=f"{this_host()}:{dead_pid()}", host=this_host(), pid=dead_pid())
     WorkerHeartbeat.objects.create(worker_id=f"{this_host()}:{os.getppid()}", host=this_host(), pid=os.getppid())
     WorkerHeartbeat.objects.create(worker_id="far:1", host="far", pid=1,
                                    last_seen=timezone.now() - timedelta(days=2))

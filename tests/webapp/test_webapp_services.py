@@ -6,6 +6,7 @@ import threading
 import pytest
 from django.core.exceptions import PermissionDenied
 from django.db import connection
+from webapp_helpers import dead_pid
 
 from webapp.jobs import services
 from webapp.jobs.heartbeat import this_host
@@ -73,7 +74,7 @@ def test_dedup_is_race_safe_across_threads(broker, small_params):
 def test_requeue_on_start_up_resends_queued_and_orphaned_running_jobs(broker, small_params):
     queued = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="queued")
     dead_here = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
-                                   worker=f"{this_host()}:999999", iteration=5)
+                                   worker=f"{this_host()}:{dead_pid()}", iteration=5)
     dead_elsewhere = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
                                         worker="gpu-node-7:1234")
     alive_here = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from reconstruction import Parameters
 
@@ -27,3 +28,11 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 30.0, every_s: 
             return value
         time.sleep(every_s)
     raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def dead_pid() -> int:
+    """A process id no process can have (one past the kernel's pid_max), for a worker that has died."""
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    except (OSError, ValueError):
+        return 2**22 + 1  # Linux's largest pid_max is 2**22
