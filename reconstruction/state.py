@@ -57,3 +57,10 @@ class Result:
     @property
     def iterations(self) -> int:
         return len(self.errors)
+
+    @property
+    def error_measure(self) -> str:
+        """What ``errors`` measure for this algorithm (:func:`reconstruction.engines.error_measure`)."""
+        from .engines import error_measure
+
+        return error_measure(self.algorithm)

@@ -23,4 +23,13 @@ def create_engine(algorithm: str, state: EngineState, settings: EngineSettings) 
             return engine
     return ENGINES[algorithm](state, settings)
 
-__all__ = ["DM", "ENGINES", "create_engine", "EPIE", "LSQML", "EngineSettings", "EngineState", "IterationMetrics"]
+def error_measure(algorithm: str) -> str:
+    """What the error reported by ``algorithm`` ("ePIE", "DM", "LSQML" or an alias) measures, in one phrase for plots,
+    pages and result files. Every error is sqrt(sum (|F psi| - A)^2 / sum A^2) over measured pixels; the
+    algorithms differ in which exit waves psi and which positions enter it."""
+    from ..parameters.model import ALGORITHM_ALIASES
+
+    return str(ENGINES[ALGORITHM_ALIASES.get(algorithm.lower(), algorithm)].error_measure)
+
+
+__all__ = ["DM", "ENGINES", "create_engine", "error_measure", "EPIE", "LSQML", "EngineSettings", "EngineState", "IterationMetrics"]

@@ -43,6 +43,8 @@ def error_sample_span(n_positions: int, iteration: int) -> tuple[int, int]:
 
 class DM:
     name = "DM"
+    error_measure = (f"Fourier error of the overlap-consistent estimate on a rotating 1/{ERROR_SAMPLES} of the "
+                     f"positions (every position counts at least once in {ERROR_SAMPLES} iterations)")
 
     def __init__(self, state: EngineState, settings: EngineSettings):
         self.state = state

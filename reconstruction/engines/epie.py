@@ -15,6 +15,7 @@ from .base import EngineSettings, EngineState, IterationMetrics
 
 class EPIE:
     name = "ePIE"
+    error_measure = "Fourier error of every position, each just before its own update during the epoch"
 
     def __init__(self, state: EngineState, settings: EngineSettings):
         self.state = state

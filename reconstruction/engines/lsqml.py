@@ -27,6 +27,7 @@ NEWTON_STEPS = 3
 
 class LSQML:
     name = "LSQML"
+    error_measure = "Fourier error of every position, each mini-batch just before its update during the epoch"
 
     def __init__(self, state: EngineState, settings: EngineSettings):
         self.state = state

@@ -122,6 +122,7 @@ def _fill(f: h5py.File, result: Result) -> None:
     own.create_dataset("positions_px", data=positions)
     for name in ("errors", "rms", "iteration_s"):
         own.create_dataset(name, data=np.asarray(getattr(result, name), dtype=np.float64).reshape(-1))
+    own["errors"].attrs["measure"] = result.error_measure
     own.attrs.update({
         "algorithm": str(result.algorithm), "device": str(result.device), "ptychopy_version": ptychopy_version(),
         "stopped_early": result.stopped_early or "", "pixel_size_m": float(result.pixel_size_m or 0.0),

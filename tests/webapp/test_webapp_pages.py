@@ -101,6 +101,17 @@ def test_live_view_page_has_the_websocket_and_loads_plotly_from_this_site(client
 
 
 @pytest.mark.django_db
+def test_live_view_says_what_the_error_measures_for_the_jobs_algorithm(client, user):
+    from reconstruction.engines import error_measure
+
+    client.force_login(user)
+    for algorithm, phrase in (("DM", "rotating 1/8 of the positions"), ("ePIE", "every position")):
+        html = client.get(f"/jobs/{make_job(user, algorithm=algorithm).pk}/").content.decode()
+        assert f'id="error-measure" class="subtle">Error ({algorithm}): {error_measure(algorithm)}.' in html
+        assert phrase in error_measure(algorithm)
+
+
+@pytest.mark.django_db
 def test_dashboard_lists_workers_running_and_queued_jobs(client, user):
     running = make_job(user, status="running", worker="gpu-node-1:77", label="busy one")
     make_job(user, status="queued")

@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from reconstruction import ParameterError, Parameters
+from reconstruction.engines import error_measure
 
 from . import dashboard as dashboard_data
 from . import scans, services
@@ -91,8 +92,12 @@ def detail(request: HttpRequest, job_id: int) -> HttpResponse:
         cmdstr, changed = f"(these parameters no longer validate: {exc})", []
     else:
         cmdstr, changed = params.to_cmdstr(), sorted(params.changed().items())
+    try:
+        measure = error_measure(job.algorithm)
+    except KeyError:  # an algorithm this version does not have
+        measure = ""
     return render(request, "jobs/detail.html", {
-        "job": job, "cmdstr": cmdstr, "changed": changed,
+        "job": job, "cmdstr": cmdstr, "changed": changed, "error_measure": measure,
         "can_manage": job.can_manage(request.user), "formats": FORMATS,
         "ws_path": f"/ws/jobs/{job.pk}/",
     })

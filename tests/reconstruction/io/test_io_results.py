@@ -43,6 +43,15 @@ def test_layout_is_cxi_style_with_parameters_as_json_and_attributes(tmp_path, ma
         assert own.attrs["device"] == "CPU (NumPy)"
         assert "-jobID=run7" in f["/entry_1/image_1/process_1/command"][()].decode()
         assert own["inputs"].attrs["dataset"] == "/entry/data/data"
+        assert own["errors"].attrs["measure"] == result.error_measure
+
+
+def test_a_dm_result_file_says_its_error_is_sampled_on_a_rotating_eighth(tmp_path, make_result):
+    result = make_result()
+    result.algorithm = "DM"
+    with h5py.File(write_result(result, tmp_path / "dm.h5"), "r") as f:
+        measure = f["/entry_1/ptychopy/errors"].attrs["measure"]
+    assert "rotating 1/8 of the positions" in measure and measure == result.error_measure
 
 
 def test_existing_file_is_an_error_and_left_alone(tmp_path, make_result):
