@@ -32,4 +32,5 @@ def error_measure(algorithm: str) -> str:
     return str(ENGINES[ALGORITHM_ALIASES.get(algorithm.lower(), algorithm)].error_measure)
 
 
-__all__ = ["DM", "ENGINES", "create_engine", "error_measure", "EPIE", "LSQML", "EngineSettings", "EngineState", "IterationMetrics"]
+__all__ = ["DM", "ENGINES", "create_engine", "error_measure", "EPIE", "LSQML", "EngineSettings", "EngineState",
+           "IterationMetrics"]
