@@ -9,7 +9,7 @@ from .dm import DM
 from .epie import EPIE
 from .lsqml import LSQML
 
-ENGINES = {"ePIE": EPIE, "DM": DM, "LSQML": LSQML}
+ENGINES: dict[str, Any] = {"ePIE": EPIE, "DM": DM, "LSQML": LSQML}
 
 
 def create_engine(algorithm: str, state: EngineState, settings: EngineSettings) -> Any:
