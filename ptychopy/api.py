@@ -21,6 +21,7 @@ import numpy as np
 
 from reconstruction.errors import InputDataError
 from reconstruction.parameters import Parameters
+from reconstruction.parameters.cmdstr import parse_cmdstr
 from reconstruction.parameters.model import ParameterError, Problem, spec_for_flag, unknown_flag_problem
 from reconstruction.positions import metres_to_pixels
 
@@ -68,8 +69,9 @@ def params_from_kwargs(algorithm: str, kwargs: dict[str, Any]) -> Parameters:
 
 
 def params_from_cmdstr(algorithm: str, cmdstr: str) -> Parameters:
-    """Parse ``cmdstr``; the calling function's algorithm wins over any ``-algorithm`` in the string."""
-    return Parameters.from_cmdstr(cmdstr).replace({"reconstruction.algorithm": algorithm})
+    """Parse ``cmdstr``; the calling function's algorithm wins over any ``-algorithm`` in the string (it is set
+    before validation, so flags that depend on the algorithm, e.g. ``-PPS`` for MLs, are checked against it)."""
+    return Parameters.from_flags([*parse_cmdstr(cmdstr), ("algorithm", algorithm)])
 
 
 def arrays_from_kwargs(params: Parameters, kwargs: dict[str, Any]) -> dict[str, Any]:
