@@ -57,8 +57,10 @@ class Reconstruction(IterativeRun):
 
     intensities: (N, n, n) float photon counts, zero frequency at [0, 0] (``centred=True``: at the centre).
     positions_px: (N, 2) float (row, col) of each window's top-left corner in the object array; corners are
-    rounded to whole pixels. probe: None (a guess is built from the data and ``beam_diameter_px``), (n, n) or
-    (modes, n, n) complex. object_guess: None (unit transmission) or a complex array pasted centred.
+    rounded to whole pixels, except with position refinement (``settings.position_refinement_from``, LSQML),
+    where windows follow the sub-pixel positions and :meth:`positions` returns the refined ones.
+    probe: None (a guess is built from the data and ``beam_diameter_px``), (n, n) or (modes, n, n) complex.
+    object_guess: None (unit transmission) or a complex array pasted centred.
     valid_mask: None, (n, n) or (N, n, n) bool, True where a pixel constrains the fit.
     memory_cap_bytes: the most GPU memory the run may use (0 = whatever is free). When the data do not fit
     but the fast GPU ePIE/LSQML working set does, the intensities stay in host memory (pinned; a C-contiguous
@@ -90,12 +92,15 @@ class Reconstruction(IterativeRun):
         inputs: dict[str, Any] | None = None,
     ):
         self.algorithm = canonical_algorithm(algorithm)
+        self.settings = settings or EngineSettings()
+        if self.settings.position_refinement_from > 0 and self.algorithm != "LSQML":
+            raise ValueError(f"position refinement (position_refinement_from={self.settings.position_refinement_from},"
+                             f" -PPS) runs with LSQML only, not {self.algorithm}")
         if iterations < 0:
             raise ValueError(f"iterations={iterations}: must be >= 0")
         if probe_modes < 1:
             raise ValueError(f"probe_modes={probe_modes}: must be >= 1")
         self.iterations = int(iterations)
-        self.settings = settings or EngineSettings()
         self.time_limit_s = float(time_limit_s or 0.0)
         self.parameters = parameters
         self.pixel_size_m = pixel_size_m
@@ -107,7 +112,8 @@ class Reconstruction(IterativeRun):
         # over the data, which take minutes for hundreds of GB
         intensities_h = _intensity_array(intensities, centred)
         n_pos, n = intensities_h.shape[0], intensities_h.shape[-1]
-        corners = _checked_positions(positions_px, n_pos)
+        positions = _checked_positions(positions_px, n_pos)
+        corners = np.floor(positions + 0.5).astype(np.int64)
         mask_h = _checked_mask(valid_mask, intensities_h.shape, centred)
         shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
         _check_inside(corners, n, (int(shape[0]), int(shape[1])))
@@ -137,6 +143,7 @@ class Reconstruction(IterativeRun):
                 # a guess that already holds several modes uses them all; otherwise extra modes are seeded at
                 # update_modes_from
                 modes_active=self.probe_modes if np.any(probe_h[1:]) else 1,
+                positions_px=xp.array(positions) if self.settings.position_refinement_from > 0 else None,
             )
             del intensities_h
             self.engine: Any = create_engine(self.algorithm, self.state, self.settings)
@@ -230,6 +237,14 @@ class Reconstruction(IterativeRun):
         self._require_open()
         return self.backend.asnumpy(self.state.probe).astype(np.complex64, copy=True)
 
+    def positions(self) -> np.ndarray:
+        """Host (N, 2) float64 positions (row, col) in pixels: the refined sub-pixel ones when the run refines
+        positions, else the whole-pixel window corners used."""
+        self._require_open()
+        if self.state.positions_px is None:
+            return self.positions_px.copy()
+        return np.asarray(self.backend.asnumpy(self.state.positions_px), dtype=np.float64).copy()
+
     def illumination(self) -> np.ndarray:
         """Host (H, W) float32 sum of the probe intensity over all windows."""
         return self.backend.asnumpy(object_illumination(self.state))
@@ -259,7 +274,7 @@ class Reconstruction(IterativeRun):
     def result(self) -> Result:
         """Host copies of everything a result file needs."""
         return Result(
-            object=self.object(), probe=self.probe(), positions_px=self.positions_px.copy(),
+            object=self.object(), probe=self.probe(), positions_px=self.positions(),
             errors=list(self.errors), rms=list(self.rms), iteration_s=list(self.iteration_s),
             algorithm=self.algorithm, device=self.backend.device, pixel_size_m=self.pixel_size_m,
             parameters=self.parameters, stopped_early=self.stopped_early, inputs=dict(self.inputs),
@@ -341,6 +356,7 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
         update_probe_from=r.update_probe_from, update_modes_from=r.update_modes_from,
         phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
+        position_refinement_from=r.position_search_from,
     )
 
 
@@ -426,6 +442,7 @@ def _probe_mode_count(probe: Any, probe_modes: int) -> int:
 
 
 def _checked_positions(positions_px: Any, n_positions: int) -> np.ndarray:
+    """(N, 2) float64 positions, checked for shape and finiteness."""
     p = np.asarray(positions_px, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] != 2:
         raise InputDataError(f"positions_px has shape {p.shape}: expected (N, 2) (row, col)")
@@ -433,7 +450,7 @@ def _checked_positions(positions_px: Any, n_positions: int) -> np.ndarray:
         raise InputDataError(f"{p.shape[0]} positions for {n_positions} diffraction patterns")
     if not np.all(np.isfinite(p)):
         raise InputDataError(f"position {int(np.argwhere(~np.isfinite(p))[0, 0])} is NaN or infinite")
-    return np.floor(p + 0.5).astype(np.int64)
+    return p
 
 
 def _check_inside(corners: np.ndarray, n: int, shape: tuple[int, int]) -> None:

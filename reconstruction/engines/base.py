@@ -22,6 +22,7 @@ class EngineSettings:
     batch_size: int = 0  # LSQML mini-batch (0 = about N/40)
     beta_lsq: float = 0.9  # LSQML damping of the optimal step
     dm_relax: float = 0.05  # DM: relative radius of the noise ball the modulus projection stops at (0 = exact)
+    position_refinement_from: int = 0  # LSQML: refine positions from this iteration (0 = off, whole-pixel windows)
     compute_rms: bool = False
 
 
@@ -31,7 +32,9 @@ class EngineState:
 
     obj (H, W) complex64; probe (M, n, n) complex64; amplitudes (N, n, n) float32 = sqrt(intensities), or for a
     streamed GPU run an ``AmplitudeStream`` (``reconstruction/gpu/streaming.py``: host data, same shape);
-    valid None or bool (n, n) / (N, n, n); rows, cols (N,) int64 window corners (device arrays).
+    valid None or bool (n, n) / (N, n, n); rows, cols (N,) int64 window corners (device arrays);
+    positions_px None, or (N, 2) float64 sub-pixel positions (row, col) whose rounding the corners are, for an
+    engine that refines positions (it keeps both up to date).
     """
 
     xp: Any
@@ -43,6 +46,7 @@ class EngineState:
     cols: Any
     rng: np.random.Generator
     modes_active: int = 1
+    positions_px: Any | None = None
 
     @property
     def n_positions(self) -> int:

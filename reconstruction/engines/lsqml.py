@@ -13,16 +13,24 @@ For each mini-batch of positions:
      least-squares problem); each position's contribution is weighted by its own step, damped by beta = 0.9:
        O += beta sum_j a_O,j conj(P) chi_j / (sum_j |P|^2 + delta max),
        P += beta sum_j a_P,j conj(O_j) chi_j / (sum_j |O_j|^2 + delta max).
+
+Probe-position refinement (``position_refinement_from`` > 0, the original's -PPS): windows follow sub-pixel
+positions (the probe of window j is moved by the fraction of its position, ``physics/subpixel.py``; the probe
+gradient is moved back before it is summed), and from that iteration on each visited position takes a
+Gauss-Newton step per axis (``subpixel.position_steps_px``: the far-field amplitude change a move would make, fitted
+to the measured one), at most ``MAX_POSITION_STEP_PX`` an epoch, from the same chi as the object and probe updates.
+After each epoch the affine part of all corrections is removed (the scan's overall geometry stays as given).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..physics import modulus, patches, propagation
+from ..physics import modulus, patches, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
 
 NEWTON_STEPS = 3
+MAX_POSITION_STEP_PX = 0.5  # largest correction of one position in one epoch, per axis
 
 
 class LSQML:
@@ -34,46 +42,64 @@ class LSQML:
         self.settings = settings
         n_pos = state.n_positions
         self.batch_size = settings.batch_size or default_batch_size(n_pos)
+        self.subpixel = settings.position_refinement_from > 0
+        if self.subpixel and state.positions_px is None:
+            raise ValueError("position refinement needs EngineState.positions_px (the sub-pixel positions)")
+        self._positions: Any = state.positions_px  # (N, 2) float64, updated in place (the state's array)
+        self._start_positions: Any = None if state.positions_px is None else state.positions_px.copy()
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
         metrics = IterationMetrics()
+        refine = self.subpixel and iteration >= self.settings.position_refinement_from
         order = st.rng.permutation(st.n_positions)
         for start in range(0, st.n_positions, self.batch_size):
             idx = order[start:start + self.batch_size]
-            self._update_batch(st.xp.asarray(idx), metrics, update_probe)
+            self._update_batch(st.xp.asarray(idx), metrics, update_probe, refine)
+        if refine:
+            self._remove_affine_drift()
         return metrics
 
-    def _update_batch(self, idx: Any, metrics: IterationMetrics, update_probe: bool) -> None:
+    def _update_batch(self, idx: Any, metrics: IterationMetrics, update_probe: bool, refine: bool = False) -> None:
         st, xp, s = self.state, self.state.xp, self.settings
         m = st.modes_active
-        probe = st.probe[:m]
-        probe_conj = probe.conj()
         flat_idx = st.window_idx(idx)
         obj_p = patches.extract_patches(xp, st.obj, flat_idx)  # (B, n, n)
-        psi = probe[None] * obj_p[:, None]  # (B, M, n, n)
+        ramps = self._shift_ramps(idx) if self.subpixel else None
+        # the probe of each window: (1, M, n, n) on whole-pixel windows, (B, M, n, n) moved by sub-pixel fractions
+        probe = st.probe[:m][None] if ramps is None else subpixel.shift_by_ramps(xp, st.probe[:m], ramps)
+        probe_conj = probe.conj()
+        psi = probe * obj_p[:, None]  # (B, M, n, n)
         far = propagation.forward(xp, psi)
         model_amp = modulus.modal_amplitude(xp, far)
         amp = st.amplitudes[idx]
         valid = st.valid_for(idx)
         metrics.add(xp, model_amp, amp, valid, s.compute_rms)
+        far_model = far.copy() if refine else None
         far *= self._far_field_step(model_amp, amp, valid)[:, None]
         chi = propagation.backward(xp, far)
 
+        if refine:
+            position_steps = subpixel.position_steps_px(xp, probe, obj_p, chi, far_model, model_amp)
+
         # preconditioned search directions
-        p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
-        grad_o = chi[:, 0] * probe_conj[0] if m == 1 else xp.sum(probe_conj[None] * chi, axis=1)  # (B, n, n)
+        p_int = xp.sum(probe.real**2 + probe.imag**2, axis=1)  # (1 or B, n, n)
+        grad_o = chi[:, 0] * probe_conj[:, 0] if m == 1 else xp.sum(probe_conj * chi, axis=1)  # (B, n, n)
         den_o = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
         den_o += s.delta_p * xp.max(den_o)
         inv_den_o = 1.0 / den_o  # complex * real is ~9x faster than complex / real in NumPy
         d_obj = patches.scatter_add_patches(xp, st.obj.shape, grad_o, flat_idx)
         d_obj *= inv_den_o
-        a = patches.extract_patches(xp, d_obj, flat_idx)[:, None] * probe[None]  # object-step exit-wave change
+        a = patches.extract_patches(xp, d_obj, flat_idx)[:, None] * probe  # object-step exit-wave change
         if update_probe:
             grad_p = obj_p.conj()[:, None] * chi  # (B, M, n, n)
+            if ramps is not None:  # each window's gradient back into the probe's own frame
+                grad_p = subpixel.shift_by_ramps(xp, grad_p, ramps, inverse=True)
             den_p = xp.sum(obj_p.real**2 + obj_p.imag**2, axis=0)
             den_p += s.delta_p * xp.max(den_p)
             inv_den_p = 1.0 / den_p
+            # probe-step exit-wave change, for the step sizes only (on sub-pixel windows the probe step is not
+            # moved by each window's fraction here: the 2x2 fit of two scalars barely notices half a pixel)
             b = obj_p[:, None] * (xp.sum(grad_p, axis=0) * inv_den_p)[None]
             step_o, step_p = _optimal_steps(xp, chi, a, b)
             grad_p *= step_p[:, None, None, None]
@@ -86,6 +112,44 @@ class LSQML:
         inv_den_o *= s.beta_lsq
         weighted *= inv_den_o
         st.obj += weighted
+        if refine:
+            self._move_positions(idx, position_steps)
+
+    # -- sub-pixel positions ------------------------------------------------------------------------------
+    def _shift_ramps(self, idx: Any) -> Any:
+        """(B, n, n) ramps moving the probe by the fractional part of positions ``idx``."""
+        st, xp = self.state, self.state.xp
+        corners = xp.stack([st.rows[idx], st.cols[idx]], axis=1)
+        return subpixel.shift_ramps(xp, self._positions[idx] - corners, st.size_px)
+
+    def _move_positions(self, idx: Any, steps_px: Any) -> None:
+        """Positions ``idx`` moved by ``steps_px`` (B, 2), each axis clipped, windows kept inside the object."""
+        xp = self.state.xp
+        moved = self._positions[idx] + xp.clip(steps_px, -MAX_POSITION_STEP_PX, MAX_POSITION_STEP_PX)
+        self._set_positions(idx, moved)
+
+    def _remove_affine_drift(self) -> None:
+        """Remove the affine part (shift, scale, rotation, shear) of the corrections since the start: a common
+        shift only translates the image, and the others are barely constrained by the data, so positions would
+        drift together (a scan stretched by 1 % in tests); the scan's overall geometry stays as given."""
+        xp = self.state.xp
+        start = self._start_positions
+        basis = xp.concatenate([start - xp.mean(start, axis=0), xp.ones((start.shape[0], 1), start.dtype)], axis=1)
+        corrections = self._positions - start
+        coef = xp.linalg.lstsq(basis, corrections, rcond=None)[0]  # (3, 2)
+        self._set_positions(slice(None), self._positions - basis @ coef)
+
+    def _set_positions(self, idx: Any, positions_px: Any) -> None:
+        """Store (B, 2) ``positions_px`` for ``idx``, clipped so each window stays inside the object, and their
+        rounded corners."""
+        st, xp = self.state, self.state.xp
+        n = st.size_px
+        hi = xp.asarray([st.obj.shape[0] - n, st.obj.shape[1] - n], dtype=positions_px.dtype)
+        positions_px = xp.clip(positions_px, 0, hi[None])
+        self._positions[idx] = positions_px
+        corners = xp.floor(positions_px + 0.5).astype(st.rows.dtype)
+        st.rows[idx] = corners[:, 0]
+        st.cols[idx] = corners[:, 1]
 
     def _far_field_step(self, model_amp: Any, amp: Any, valid: Any | None) -> Any:
         """(B, n, n) real factor g with chi_hat = Psi * g, for the chosen noise model."""

@@ -33,6 +33,8 @@ def options_reason(algorithm: str, settings: EngineSettings) -> str | None:
         return "PTYCHOPY_GPU_FAST=0"
     if settings.compute_rms:
         return "the RMS metric is computed by the reference engines only"
+    if settings.position_refinement_from > 0:
+        return "position refinement runs on the reference engines"
     if algorithm == "LSQML" and settings.noise_model != "gaussian":
         return f"the fast LSQML implements the Gaussian noise model, not {settings.noise_model!r}"
     if algorithm not in ("ePIE", "DM", "LSQML"):

@@ -134,8 +134,10 @@ class ReconstructionParameters:
     phase_constraint: int = param(1, kind="int", flag="phaseConstraint", unit="iterations", min=0, max=10**7,
                                   hint="For the first N iterations positive object phases are set to 0.",
                                   advanced=True)
-    position_search_from: int = param(5, kind="int", flag="PPS", unit="iterations", min=1, max=10**7,
-                                      hint="LSQML: probe-position refinement starts at this iteration.",
+    position_search_from: int = param(0, kind="int", flag="PPS", unit="iterations", min=0, max=10**7,
+                                      label="Refine positions from",
+                                      hint="LSQML: refine the probe positions from this iteration on; windows then "
+                                           "follow sub-pixel positions (0 = off: positions as given, whole pixels).",
                                       advanced=True)
     delta_p: float = param(0.1, kind="float", flag="delta_p", min=0.0, max=10.0, advanced=True,
                            hint="LSQML: regularisation of the object/probe update, relative to the maximum.")
@@ -516,9 +518,20 @@ class Parameters:
             problems.append(Problem("experiment.step_m", "step", e.step_m,
                                     f"-step={_show(e.step_m)}: steps must be > 0 for a raster scan"))
         try:
-            parse_gpu_list(self.multigpu.gpus)
+            gpus = parse_gpu_list(self.multigpu.gpus)
         except ValueError as exc:
+            gpus = ()
             problems.append(Problem("multigpu.gpus", "gpus", self.multigpu.gpus, f"-gpus={self.multigpu.gpus}: {exc}"))
+        pps = self.reconstruction.position_search_from
+        if pps > 0 and self.reconstruction.algorithm != "LSQML":
+            problems.append(Problem("reconstruction.position_search_from", "PPS", pps,
+                                    f"-PPS={pps}: position refinement runs with -algorithm=LSQML (MLs), not "
+                                    f"{self.reconstruction.algorithm}; leave -PPS out (or 0) for "
+                                    f"{self.reconstruction.algorithm}"))
+        if pps > 0 and len(gpus) > 1:
+            problems.append(Problem("reconstruction.position_search_from", "PPS", pps,
+                                    f"-PPS={pps}: position refinement runs on one device, not split across "
+                                    f"-gpus={self.multigpu.gpus}"))
         if problems:
             raise ParameterError(problems)
 

@@ -139,6 +139,17 @@ def test_fast_paths_fall_back_for_options_they_do_not_implement(scan):
     assert rec.rms
 
 
+def test_lsqml_position_refinement_on_cupy_matches_numpy(scan):
+    """-PPS runs the reference LSQML on the GPU (no fast kernels): same refined positions and object."""
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, position_refinement_from=3)
+    cpu = _run(scan, "LSQML", "cpu", iterations=6, settings=settings)
+    gpu = _run(scan, "LSQML", "gpu", iterations=6, settings=settings)
+    assert _engine_name(gpu) == "LSQML"
+    assert _rel(gpu.object(), cpu.object()) <= TOL
+    assert np.abs(gpu.positions() - cpu.positions()).max() <= 1e-3
+    assert np.any(cpu.positions() != np.round(cpu.positions()))
+
+
 def test_epie_fused_and_unfused_step_sequences_agree(scan):
     """The update of step s fused with the gather of step s+1 changes no arithmetic (both with cuFFT's 2-D
     transforms; the column-kernel path is checked in test_columns.py)."""

@@ -1,0 +1,124 @@
+"""LSQML's probe-position refinement (-PPS): the sub-pixel shift, the position step, and whole runs (NumPy)."""
+
+import numpy as np
+import pytest
+
+from reconstruction import ParameterError, Parameters
+from reconstruction.driver import Reconstruction, settings_from_parameters
+from reconstruction.engines import EngineSettings
+from reconstruction.gpu import options_reason
+from reconstruction.metrics import illuminated_region, object_nrmse
+from reconstruction.multigpu import SplitReconstruction
+from reconstruction.physics import propagation, subpixel
+from reconstruction.simulate import simulate
+
+N = 64
+
+
+@pytest.fixture(scope="module")
+def object_and_probe():
+    sim = simulate(size_px=N, scan_dims=(3, 3), photons=0, seed=1)
+    return sim.object_truth, sim.probe_truth
+
+
+def test_a_whole_pixel_shift_is_a_roll_and_the_inverse_shift_undoes_any_shift():
+    rng = np.random.default_rng(0)
+    waves = (rng.standard_normal((2, 16, 16)) + 1j * rng.standard_normal((2, 16, 16))).astype(np.complex64)
+    ramps = subpixel.shift_ramps(np, np.array([[1.0, -2.0], [0.37, -0.21]]), 16)
+    moved = subpixel.shift_by_ramps(np, waves, ramps)
+    assert moved.shape == (2, 2, 16, 16)
+    np.testing.assert_allclose(moved[0], np.roll(waves, (1, -2), axis=(1, 2)), atol=1e-5)
+    back = subpixel.shift_by_ramps(np, moved, ramps, inverse=True)
+    np.testing.assert_allclose(back[1], waves, atol=1e-5)
+
+
+@pytest.mark.parametrize("shift_px", [(0.3, -0.2), (-0.4, 0.1), (0.05, 0.25)])
+def test_the_position_step_from_the_measured_moduli_recovers_a_known_subpixel_offset_to_15_percent(
+        object_and_probe, shift_px):
+    obj, probe = object_and_probe
+    window = obj[None, 2:2 + N, 3:3 + N]
+    moved_probe = subpixel.shift_by_ramps(np, probe, subpixel.shift_ramps(np, np.array([shift_px]), N))
+    measured = np.abs(propagation.forward(np, moved_probe * window[:, None]))[:, 0]  # true position: + shift_px
+    far = propagation.forward(np, probe[None] * window[:, None])  # model at the nominal position
+    model_amp = np.abs(far)[:, 0]
+    chi = propagation.backward(np, far * (measured / model_amp - 1)[:, None])  # LSQML's Gaussian update
+    step = subpixel.position_steps_px(np, probe[None], window, chi, far, model_amp)[0]
+    np.testing.assert_allclose(step, shift_px, atol=0.15 * max(abs(s) for s in shift_px))
+
+
+def _perturbed_scan(amplitude_px: float):
+    """A 10x10 scan at whole-pixel true positions, and those positions moved by up to +-amplitude_px."""
+    nominal = simulate(size_px=N, scan_dims=(10, 10), photons=0, seed=3).data.positions_px
+    true = np.floor(nominal + 0.5) + amplitude_px
+    sim = simulate(size_px=N, scan_dims=(10, 10), photons=1e6, seed=3, positions_px=true)
+    given = true + np.random.default_rng(5).uniform(-amplitude_px, amplitude_px, true.shape)
+    return sim, true, given
+
+
+def _position_error_px(positions, true):
+    """RMS distance after removing the mean offset (a common shift only translates the image)."""
+    d = positions - true
+    d -= d.mean(axis=0)
+    return float(np.sqrt((d**2).sum(axis=1).mean()))
+
+
+def _run(sim, given, refine_from, iterations):
+    h, w = sim.object_truth.shape
+    rec = Reconstruction(sim.data.intensities, given, algorithm="LSQML", iterations=iterations, seed=0,
+                         beam_diameter_px=0.4 * N, object_shape=(h + 6, w + 6),
+                         settings=EngineSettings(update_probe_from=2, phase_constraint=0,
+                                                 position_refinement_from=refine_from))
+    rec.run()
+    region = illuminated_region(rec.illumination()[:h, :w], 0.3)
+    return rec, object_nrmse(sim.object_truth, rec.object()[:h, :w], region)
+
+
+@pytest.mark.slow
+def test_refinement_moves_positions_off_by_2_px_to_within_0_35_px_and_sharpens_the_object():
+    sim, true, given = _perturbed_scan(2.0)
+    before = given.copy()
+    assert _position_error_px(given, true) > 1.5
+    fixed, nrmse_fixed = _run(sim, given, 0, 80)
+    refined, nrmse_refined = _run(sim, given, 20, 80)
+    np.testing.assert_array_equal(given, before)  # the caller's positions are not written to
+    assert _position_error_px(refined.positions(), true) < 0.35
+    assert nrmse_refined < 0.07
+    assert nrmse_refined < 0.5 * nrmse_fixed
+    result = refined.result()
+    np.testing.assert_array_equal(result.positions_px, refined.positions())
+    np.testing.assert_array_equal(fixed.result().positions_px, np.floor(given + 0.5))
+
+
+def test_before_refinement_starts_whole_pixel_positions_give_plain_lsqml(tiny_scan):
+    corners = np.floor(tiny_scan.data.positions_px + 0.5)
+
+    def run(refine_from):
+        rec = Reconstruction(tiny_scan.data.intensities, corners, algorithm="LSQML", iterations=3, seed=4,
+                             settings=EngineSettings(update_probe_from=2, position_refinement_from=refine_from))
+        rec.run()
+        return rec
+
+    plain, refining_later = run(0), run(100)
+    ref = plain.object()
+    assert np.linalg.norm(refining_later.object() - ref) / np.linalg.norm(ref) < 1e-5
+    np.testing.assert_array_equal(refining_later.positions(), corners)
+
+
+def test_pps_turns_refinement_on_for_lsqml_only_and_is_off_by_default():
+    assert Parameters().reconstruction.position_search_from == 0
+    p = Parameters.from_cmdstr("./ptycho -algorithm=MLs -PPS=20")
+    assert settings_from_parameters(p).position_refinement_from == 20
+    with pytest.raises(ParameterError, match="-PPS=20: position refinement runs with -algorithm=LSQML"):
+        Parameters.from_cmdstr("./ptycho -algorithm=ePIE -PPS=20")
+    with pytest.raises(ParameterError, match="-PPS=5: position refinement runs on one device"):
+        Parameters.from_cmdstr("./ptycho -algorithm=LSQML -PPS=5 -gpus=0,1")
+
+
+def test_every_entry_point_refuses_refinement_it_cannot_do(tiny_scan):
+    settings = EngineSettings(position_refinement_from=3)
+    with pytest.raises(ValueError, match="runs with LSQML only, not DM"):
+        Reconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, algorithm="DM", settings=settings)
+    with pytest.raises(ValueError, match="runs on one device"):
+        SplitReconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, devices=[0, 1],
+                            algorithm="LSQML", settings=settings)
+    assert options_reason("LSQML", settings) == "position refinement runs on the reference engines"
