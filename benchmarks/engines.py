@@ -83,13 +83,15 @@ def median_ms(times_s: list[float], skip: int) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- ours
-def run_ours(d: dict[str, np.ndarray], alg: str, iterations: int, device: str, variant: str) -> dict[str, Any]:
+def run_ours(d: dict[str, np.ndarray], alg: str, iterations: int, device: str, variant: str,
+             pps: int = 0) -> dict[str, Any]:
     from reconstruction.driver import Reconstruction
     from reconstruction.engines import EngineSettings
 
     os.environ["PTYCHOPY_GPU_FAST"] = "0" if variant == "xp" else "1"
     n = d["intensities"].shape[-1]
-    settings = EngineSettings(update_probe_from=2, phase_constraint=0)
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0,
+                              position_refinement_from=pps if alg == "LSQML" else 0)
     pool = None
     if device == "gpu":
         import cupy as cp  # type: ignore[import-not-found]
@@ -114,6 +116,7 @@ def run_ours(d: dict[str, np.ndarray], alg: str, iterations: int, device: str, v
         "ms": median_ms(rec.iteration_s, 3), "first_ms": 1e3 * rec.iteration_s[0], "setup_s": setup_s,
         "peak_bytes": peak, "nrmse": nrmse(d, rec.object()), "error": rec.errors[-1],
         "engine": type(rec.engine).__name__, "preview_ms": 1e3 * statistics.median(preview),
+        "refine_positions_from": settings.position_refinement_from,
     }
     rec.close()
     return out
@@ -242,7 +245,7 @@ def worker(args: argparse.Namespace) -> None:
         try:
             if args.impl in ("ptychopy", "ptychopy-xp"):
                 iters = args.iterations if args.impl == "ptychopy" else args.xp_iterations
-                rec = run_ours(d, alg, iters, args.device, "fast" if args.impl == "ptychopy" else "xp")
+                rec = run_ours(d, alg, iters, args.device, "fast" if args.impl == "ptychopy" else "xp", args.pps)
                 if args.impl == "ptychopy" and alg == "ePIE" and args.peer_epie_epochs:
                     short = run_ours(d, alg, args.peer_epie_epochs, args.device, "fast")
                     rec["nrmse_at_peer_epochs"] = short["nrmse"]
@@ -291,7 +294,7 @@ def _orchestrate(args: argparse.Namespace, impls: list[str], out: Path, tag: str
                 algs = ",".join(a for a in algs.split(",") if a != "ePIE")
             cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--data", str(data), "--device", args.device,
                    "--algs", algs, "--iterations", str(args.iterations), "--xp-iterations", str(args.xp_iterations),
-                   "--peer-epie-epochs", str(args.peer_epie_epochs)]
+                   "--peer-epie-epochs", str(args.peer_epie_epochs), "--pps", str(args.pps)]
             t1 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             log.write(f"## {impl} n={n}\n{proc.stdout}\n{proc.stderr[-4000:]}\n")
@@ -353,6 +356,8 @@ def main() -> None:
     p.add_argument("--ptychi-epie-max-n", type=int, default=256)
     p.add_argument("--peers", default="tike,ptychi")
     p.add_argument("--no-ours", action="store_true", help="run the peers only")
+    p.add_argument("--pps", type=int, default=0,
+                   help="our LSQML refines positions from this iteration (-PPS; 0 = off; the reference engine)")
     p.add_argument("--out", default="benchmarks/out")
     p.add_argument("--cache", default="/tmp/ptychopy_bench")
     p.add_argument("--timeout", type=float, default=900)
