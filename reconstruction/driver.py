@@ -26,7 +26,7 @@ from .loop import IterativeRun
 from .parameters.model import ALGORITHM_ALIASES
 from .physics import modes as probe_modes_ops
 from .positions import object_shape_for
-from .preview import Preview, make_preview
+from .preview import Preview, make_preview, preview_positions
 from .probes import probe_guess_from_data
 from .state import Progress, Result
 
@@ -153,6 +153,7 @@ class Reconstruction(IterativeRun):
             raise SessionStateError(f"a streamed {self.algorithm} run needs the fast GPU engine, but "
                                     f"{type(self.engine).__name__} was selected")
         self.positions_px = corners.astype(np.float64)
+        self._start_positions_px = positions.copy()
         self.probe_size_px = int(n)
         self._object_shape = (int(shape[0]), int(shape[1]))
         self.iteration = 0
@@ -266,10 +267,15 @@ class Reconstruction(IterativeRun):
         return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
 
     def preview(self, max_px: int = 512) -> Preview:
-        """Downsampled uint8 images of the object's scanned area and of each probe mode."""
+        """Downsampled uint8 images of the object's scanned area and of each probe mode (and, when the run
+        refines positions, every k-th position at the start and now)."""
         self._require_open()
-        return make_preview(self.backend.xp, self.state.obj, self.state.probe, self.iteration, max_px,
-                            self.backend.asnumpy, region=self.scanned_region())
+        preview = make_preview(self.backend.xp, self.state.obj, self.state.probe, self.iteration, max_px,
+                               self.backend.asnumpy, region=self.scanned_region())
+        if self.state.positions_px is not None:
+            preview.positions = preview_positions(self._start_positions_px, self.state.positions_px,
+                                                  self.backend.asnumpy)
+        return preview
 
     def result(self) -> Result:
         """Host copies of everything a result file needs."""

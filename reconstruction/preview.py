@@ -8,6 +8,32 @@ from typing import Any
 
 import numpy as np
 
+MAX_PREVIEW_POSITIONS = 1000  # a preview carries at most this many scan positions (every k-th)
+
+
+@dataclass(frozen=True)
+class PositionsPreview:
+    """Every k-th scan position of a run that refines them: (m, 2) float32 (row, col) pixels, at the start and
+    now, with ``stride`` k (m <= MAX_PREVIEW_POSITIONS)."""
+
+    start_px: np.ndarray
+    current_px: np.ndarray
+    stride: int
+
+    @property
+    def corrections_px(self) -> np.ndarray:
+        """(m,) float32 distance each shown position has moved, in pixels."""
+        return np.hypot(*(self.current_px - self.start_px).T).astype(np.float32)
+
+
+def preview_positions(start_px: np.ndarray, current_px: Any, asnumpy: Any = np.asarray,
+                      limit: int | None = None) -> PositionsPreview:
+    """Every k-th of the (N, 2) host ``start_px`` and device ``current_px`` positions, at most ``limit``
+    (default ``MAX_PREVIEW_POSITIONS``); only the subsample is copied from the device."""
+    stride = max(1, math.ceil(start_px.shape[0] / (limit or MAX_PREVIEW_POSITIONS)))
+    return PositionsPreview(np.asarray(start_px[::stride], dtype=np.float32),
+                            np.asarray(asnumpy(current_px[::stride]), dtype=np.float32), stride)
+
 
 @dataclass
 class Preview:
@@ -20,6 +46,7 @@ class Preview:
     object_amplitude_range: tuple[float, float]
     object_phase_range: tuple[float, float]
     probe_amplitude_range: list[tuple[float, float]] = field(default_factory=list)
+    positions: PositionsPreview | None = None  # only for a run that refines positions
 
     def images(self) -> list[tuple[str, np.ndarray, tuple[float, float]]]:
         """(name, uint8 image, (vmin, vmax)) for every image, objects first."""

@@ -188,3 +188,32 @@ def test_embedded_demo_is_live_in_the_browser(browser, tmp_path: Path) -> None: 
     finally:
         context.close()
         server.remove()
+
+
+def test_a_job_that_refines_positions_shows_them_moving_in_the_live_view(  # type: ignore[no-untyped-def]
+        page, prod_stack: ProductionStack, alice: User) -> None:
+    from tests.support.web import ApiClient
+
+    api = ApiClient(prod_stack.base_url, alice.token)
+    # 64^2, 10 x 10: LSQML refining positions from iteration 2, long enough to be watched while it runs
+    job = api.submit(small_sim_cmdstr(400, job_id="pps", extra="-algorithm=LSQML -PPS=2"), label="pps")
+    job_id = job["id"]
+    pg = page
+    pg.goto("/accounts/login/")
+    pg.fill("input[name=username]", alice.username)
+    pg.fill("input[name=password]", alice.password)
+    pg.locator("form button[type=submit], form input[type=submit]").first.click()
+    pg.wait_for_url(lambda url: "/accounts/login/" not in url, timeout=15000)
+    pg.goto(f"/jobs/{job_id}/")
+    plot = pg.locator("#plot-positions")
+    plot.wait_for(state="visible", timeout=90000)
+    assert plot.get_attribute("data-points") == "100"
+    deadline = time.monotonic() + 60
+    while float(plot.get_attribute("data-max-moved-px") or 0) <= 0 and time.monotonic() < deadline:
+        pg.wait_for_timeout(300)
+    assert 0 < float(plot.get_attribute("data-max-moved-px") or 0) < 10
+    assert pg.locator("#plot-positions .scatterlayer .point").count() == 100  # drawn by Plotly, one per position
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(TEST_OUTPUT / "browser-positions.png"), full_page=True)
+    assert api.post(f"/api/v1/jobs/{job_id}/cancel/").status in (200, 202)
+    api.wait_status(job_id, {"done", "failed", "cancelled"}, 60)

@@ -122,3 +122,22 @@ def test_every_entry_point_refuses_refinement_it_cannot_do(tiny_scan):
         SplitReconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, devices=[0, 1],
                             algorithm="LSQML", settings=settings)
     assert options_reason("LSQML", settings) == "position refinement runs on the reference engines"
+
+
+def test_the_preview_carries_every_kth_position_only_when_refining(tiny_scan, monkeypatch):
+    from reconstruction import preview as preview_module
+
+    data = tiny_scan.data
+    plain = Reconstruction(data.intensities, data.positions_px, algorithm="LSQML", iterations=1, seed=0)
+    plain.run()
+    assert plain.preview().positions is None
+    monkeypatch.setattr(preview_module, "MAX_PREVIEW_POSITIONS", 10)  # 36 positions -> every 4th
+    rec = Reconstruction(data.intensities, data.positions_px, algorithm="LSQML", iterations=3, seed=0,
+                         settings=EngineSettings(position_refinement_from=2))
+    rec.run()
+    shown = rec.preview().positions
+    assert shown is not None and shown.stride == 4 and shown.current_px.shape == (9, 2)
+    np.testing.assert_allclose(shown.current_px, rec.positions()[::4], atol=1e-4)
+    np.testing.assert_allclose(shown.start_px, data.positions_px[::4], atol=1e-4)
+    np.testing.assert_allclose(shown.corrections_px, np.hypot(*(rec.positions()[::4] - data.positions_px[::4]).T),
+                               atol=1e-4)

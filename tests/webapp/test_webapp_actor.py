@@ -3,6 +3,7 @@
 import os
 
 import h5py
+import numpy as np
 import pytest
 from webapp_helpers import dead_pid, small_parameters, wait_for
 
@@ -213,3 +214,27 @@ def test_a_stopping_embedded_worker_hands_its_job_back(worker, broker, sent_fram
     assert job.status == "queued" and "re-queued" in job.message and 2 <= job.iteration < 1_000_000
     assert services.requeue_unfinished() == 1
     Job.objects.filter(pk=job.pk).update(cancel_requested=True)  # let the worker fixture stop quickly
+
+
+def test_frames_of_a_job_that_refines_positions_carry_them_and_others_do_not(worker, broker, sent_frames):
+    params = small_parameters(iterations=8).replace({"reconstruction.algorithm": "LSQML",
+                                                     "reconstruction.position_search_from": 3})
+    job = services.submit_job(params)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    assert Job.objects.get(pk=job.pk).status == "done"
+    last = sent_frames[-1][0]
+    assert last["status"] == "done"
+    pos = last["positions"]
+    assert pos["stride"] == 1 and all(len(pos[k]) == 36 for k in ("row", "col", "row0", "col0"))
+    moved = np.hypot(np.subtract(pos["row"], pos["row0"]), np.subtract(pos["col"], pos["col0"]))
+    assert 0 < moved.max() < 3
+    from reconstruction.io import read_result
+
+    refined = read_result(Job.objects.get(pk=job.pk).result_path).positions_px
+    np.testing.assert_allclose(refined, np.c_[pos["row"], pos["col"]], atol=1e-3)
+    sent_frames.clear()
+    services.submit_job(small_parameters(iterations=2))
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    assert sent_frames and all("positions" not in h for h, _ in sent_frames)

@@ -197,6 +197,9 @@ class JobRun:
             "errors": errs, "error_iterations": xs, "rate_per_s": _finite(progress.rate_per_s),
             "eta_s": _finite(progress.eta_s), "message": "", "t_produced": time.time(),
         }
+        if preview.positions is not None:
+            p = preview.positions
+            header["positions"] = frames.positions_header(p.start_px, p.current_px, p.stride)
         data = frames.encode_frame(header, self.images)
         self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
                     final_error=_finite(progress.error), error_history=self.errors)

@@ -107,6 +107,36 @@
     Plotly.react(el("plot-errors"), [trace], layout, plotConfig);
   }
 
+  // A run that refines positions sends every k-th position at the start and now: draw where each one is,
+  // coloured by how far it has moved (the moves are far smaller than the scan, so colour shows them).
+  function drawPositions(pos) {
+    let div = el("plot-positions");
+    if (!div) {
+      div = document.createElement("div");
+      div.className = "plot";
+      div.id = "plot-positions";
+      div.setAttribute("aria-label", "scan positions");
+      el("plots").appendChild(div);
+    }
+    const moved = pos.row.map(function (r, i) { return Math.hypot(r - pos.row0[i], pos.col[i] - pos.col0[i]); });
+    const trace = {
+      type: "scatter", mode: "markers", x: pos.col, y: pos.row, customdata: moved,
+      marker: { size: 6, color: moved, cmin: 0, colorscale: "Viridis",
+                colorbar: { title: { text: "px" }, thickness: 12, len: 0.9 } },
+      hovertemplate: "row %{y:.2f}, col %{x:.2f}: moved %{customdata:.2f} px<extra></extra>",
+    };
+    const layout = {
+      title: { text: "Scan positions, refined" + (pos.stride > 1 ? " (1 in " + pos.stride + ")" : ""),
+               font: { size: 14 } },
+      uirevision: "keep", margin: { l: 40, r: 10, t: 36, b: 30 },
+      xaxis: { constrain: "domain" }, yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain" },
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    };
+    Plotly.react(div, [trace], layout, plotConfig);
+    div.dataset.points = pos.row.length;
+    div.dataset.maxMovedPx = Math.max.apply(null, moved.concat([0])).toFixed(3);
+  }
+
   function drawStats(h) {
     const status = el("st-status");
     status.textContent = h.status;
@@ -160,6 +190,7 @@
       }
     });
     drawErrors(h);
+    if (h.positions) drawPositions(h.positions);
     framesDrawn += 1;
     root.dataset.seq = h.seq;
     root.dataset.iteration = h.iteration;
