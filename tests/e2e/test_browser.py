@@ -64,6 +64,14 @@ def page(browser, request: pytest.FixtureRequest, prod_stack: ProductionStack): 
     context.close()
 
 
+def log_in(pg, user: User) -> None:  # type: ignore[no-untyped-def]
+    pg.goto("/accounts/login/")
+    pg.fill("input[name=username]", user.username)
+    pg.fill("input[name=password]", user.password)
+    pg.locator("form button[type=submit], form input[type=submit]").first.click()
+    pg.wait_for_url(lambda url: "/accounts/login/" not in url, timeout=15000)
+
+
 def iteration_text(pg) -> str:  # type: ignore[no-untyped-def]
     loc = pg.locator("#st-iteration").first
     return (loc.text_content(timeout=5000) or "").strip()
@@ -76,11 +84,7 @@ def iteration_number(pg) -> int:  # type: ignore[no-untyped-def]
 
 def test_login_submit_watch_history_download(page, prod_stack: ProductionStack, alice: User) -> None:  # type: ignore[no-untyped-def]
     pg = page
-    pg.goto("/accounts/login/")
-    pg.fill("input[name=username]", alice.username)
-    pg.fill("input[name=password]", alice.password)
-    pg.locator("form button[type=submit], form input[type=submit]").first.click()
-    pg.wait_for_url(lambda url: "/accounts/login/" not in url, timeout=15000)
+    log_in(pg, alice)
 
     pg.goto("/jobs/new/")
     box = pg.locator("textarea[name=cmdstr]").first
@@ -199,11 +203,7 @@ def test_a_job_that_refines_positions_shows_them_moving_in_the_live_view(  # typ
     job = api.submit(small_sim_cmdstr(400, job_id="pps", extra="-algorithm=LSQML -PPS=2"), label="pps")
     job_id = job["id"]
     pg = page
-    pg.goto("/accounts/login/")
-    pg.fill("input[name=username]", alice.username)
-    pg.fill("input[name=password]", alice.password)
-    pg.locator("form button[type=submit], form input[type=submit]").first.click()
-    pg.wait_for_url(lambda url: "/accounts/login/" not in url, timeout=15000)
+    log_in(pg, alice)
     pg.goto(f"/jobs/{job_id}/")
     plot = pg.locator("#plot-positions")
     plot.wait_for(state="visible", timeout=90000)
