@@ -2,9 +2,12 @@
 
 The monitor turns pyepics callbacks into :class:`ValueEvent` / :class:`ConnectionEvent`; the worker feeds them
 to a :class:`PvTracker` (which marks the first value after every (re)connect as a *replay*) and to a trigger
-(:class:`SscanTrigger`, :class:`AreaDetectorTrigger`, :class:`FileNameTrigger`). A trigger acts only on edges
-it saw live; it waits ``debounce_s`` of quiet on its PVs (at most ``max_debounce_s``) before it classifies the
-scan, so a message PV posted just after the edge is still read. The other PVs (data file, scan number,
+(:class:`SscanTrigger`, :class:`AreaDetectorTrigger`, :class:`FileNameTrigger`). A trigger acts on edges it saw
+live, and on an end that happened while it was disconnected (busy 1 before the disconnect, 0 in the replay after
+it; or a new file name in that replay): such an end is classified from the values replayed after the reconnect,
+like any other, and marked ``after_disconnect``. Replays never start a scan, and the first value after the bridge
+starts is never an end. A trigger waits ``debounce_s`` of quiet on its PVs (at most ``max_debounce_s``) before it
+classifies the scan, so a message PV posted just after the edge is still read. The other PVs (data file, scan number,
 metadata) are taken as they were at the edge: they describe the scan that just ended even when the next scan
 has already started to change them.
 """
@@ -61,6 +64,7 @@ class ScanEnd:
     ended_s: float  # monotonic time of the edge
     file: str = ""  # the file-name trigger's value
     values: Mapping[str, ValueEvent] = field(default_factory=dict)  # every PV's latest value at the edge
+    after_disconnect: bool = False  # the end was seen only in the values replayed after a reconnect
 
 
 class PvTracker:
@@ -124,9 +128,10 @@ class _Pending:
     hard_deadline_s: float
     values: dict[str, ValueEvent]
     file: str = ""
+    after_disconnect: bool = False
 
     def end(self, outcome: Outcome, reason: str) -> ScanEnd:
-        return ScanEnd(outcome, reason, self.ended_s, self.file, self.values)
+        return ScanEnd(outcome, reason, self.ended_s, self.file, self.values, self.after_disconnect)
 
 
 class Trigger:
@@ -138,7 +143,7 @@ class Trigger:
         self.max_debounce_s = max(max_debounce_s, debounce_s)
         self._pending: list[_Pending] = []
         self._ready: list[ScanEnd] = []
-        self.missed_edges = 0
+        self.missed_edges = 0  # ends seen only after a reconnect (each is then classified as usual)
 
     @property
     def watched(self) -> tuple[str, ...]:
@@ -170,8 +175,20 @@ class Trigger:
             return 0.0
         return min((p.deadline_s for p in self._pending), default=None)
 
-    def _start_pending(self, at_s: float, latest: Mapping[str, ValueEvent], file: str = "") -> None:
-        self._pending.append(_Pending(at_s, at_s + self.debounce_s, at_s + self.max_debounce_s, dict(latest), file))
+    def _start_pending(self, at_s: float, latest: Mapping[str, ValueEvent], file: str = "",
+                       after_disconnect: bool = False) -> None:
+        self._pending.append(_Pending(at_s, at_s + self.debounce_s, at_s + self.max_debounce_s, dict(latest), file,
+                                      after_disconnect))
+
+    def _ended_while_disconnected(self, event: ValueEvent, latest: Mapping[str, ValueEvent], file: str = "") -> None:
+        """An end seen in the replay after a reconnect: classify it like a live one once the other PVs' replays
+        have come in (the debounce), marked ``after_disconnect``. The data PVs are taken as they are now, which
+        is as they were before the disconnect unless their replays came first: either way they name the last
+        scan that ended (of several that ended while disconnected, only the last is seen)."""
+        self.missed_edges += 1
+        log.warning("%s: a scan ended while the bridge was disconnected; classifying it from the values after "
+                    "the reconnect", event.pvname)
+        self._start_pending(event.received_s, latest, file, after_disconnect=True)
 
     def _flush_now(self, latest: Mapping[str, ValueEvent]) -> None:
         self._ready.extend(self.classify(p, latest) for p in self._pending)
@@ -199,9 +216,7 @@ class _FallingEdgeTrigger(Trigger):
         now, before = as_int(event.value), as_int(previous.value) if previous else None
         if not live:
             if before == 1 and now == 0:
-                self.missed_edges += 1
-                log.warning("%s went 1 -> 0 while disconnected; that scan is not queued automatically",
-                            event.pvname)
+                self._ended_while_disconnected(event, latest)
             return
         if before == 1 and now == 0:
             self._start_pending(event.received_s, latest)
@@ -260,9 +275,12 @@ class FileNameTrigger(Trigger):
                     latest: Mapping[str, ValueEvent]) -> None:
         name = str(event.text).strip()
         old = str(previous.text).strip() if previous else ""
-        if not live or not name or name == old:
+        if not name or name == old:
             return
-        self._start_pending(event.received_s, latest, file=name)
+        if live:
+            self._start_pending(event.received_s, latest, file=name)
+        elif previous is not None:  # not the first value after the bridge started
+            self._ended_while_disconnected(event, latest, file=name)
 
     def classify(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
         return pending.end(Outcome.COMPLETE, f"{self.config.file_name_pv} = {pending.file!r}")

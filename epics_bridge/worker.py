@@ -148,7 +148,8 @@ class BridgeWorker:
         self.trigger.handle(event, previous, live, self.tracker.latest)
         if self.trigger.missed_edges != self._missed_seen:
             self.state.count("missed_edges", self.trigger.missed_edges - self._missed_seen)
-            self.journal.log("missed_edge", f"{event.pvname} ended while disconnected; not queued")
+            self.journal.log("missed_edge", f"{event.pvname}: a scan ended while disconnected; classified from the "
+                                            f"values after the reconnect")
             self._missed_seen = self.trigger.missed_edges
 
     def tick(self, now_s: float) -> None:
@@ -168,13 +169,15 @@ class BridgeWorker:
     def on_scan_end(self, end: ScanEnd, now_s: float) -> None:
         latest = end.values or self.tracker.latest  # the values at the edge describe the scan that ended
         scan_no = text_of(latest, self.config.data.scan_number_pv)
+        when = " (ended while the bridge was disconnected)" if end.after_disconnect else ""
         if end.outcome is not Outcome.COMPLETE:
-            msg = f"scan {scan_no or '?'} not queued: {end.outcome.value} ({end.reason})"
+            msg = f"scan {scan_no or '?'} not queued: {end.outcome.value} ({end.reason}){when}"
             log.info(msg)
             self.journal.log(end.outcome.value, msg)
             self.state.count("ignored")
             self.state.set("last_scan_ignored", dict(scan_number=scan_no, outcome=end.outcome.value,
-                                                     reason=end.reason, at=time.time()))
+                                                     reason=end.reason, at=time.time(),
+                                                     after_disconnect=end.after_disconnect))
             return
         try:
             info = describe_scan(self.config, latest, end)
@@ -191,7 +194,7 @@ class BridgeWorker:
             self.journal.log("duplicate", "already in the journal; not queued again", info.dedup_key)
             self.state.count("duplicates")
             return
-        self.journal.log("complete", f"{end.reason}; warnings: {info.warnings or 'none'}", info.dedup_key)
+        self.journal.log("complete", f"{end.reason}{when}; warnings: {info.warnings or 'none'}", info.dedup_key)
         stage = "file" if self.config.file_check.enabled else "submit"
         if stage == "submit":
             self.journal.set_status(info.dedup_key, jr.SUBMITTING)

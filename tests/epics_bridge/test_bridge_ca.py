@@ -117,6 +117,27 @@ def test_ioc_restart_is_reported_and_queues_no_duplicate(sim, make_bridge, recor
     assert [r["scan"]["scan_number"] for r in records(recorder)] == [str(first), str(second)]
 
 
+def test_ioc_killed_mid_scan_comes_back_partial_and_queues_nothing(sim, make_bridge, recorder: Path) -> None:
+    bridge = make_bridge()
+    busy = next(pv for pv in bridge.state()["pvs"] if pv.endswith("scan2.BUSY"))
+    sim.put("sim:PointTime", 0.5)  # a 6 s scan: killed once the bridge has seen it start
+    sim.play(wait=False)
+    wait_for(lambda: bridge.state()["pvs"][busy]["value"] == "1", 10, "the bridge to see the scan start")
+    sim.kill()
+    wait_for(lambda: not bridge.state()["pvs"][busy]["connected"], 10, "the bridge to see the IOC go")
+    sim.start()  # back idle: BUSY 0, CPT 0
+    wait_for(lambda: bridge.state()["counts"]["ignored"] == 1, 40, "the interrupted scan to be classified")
+    state = bridge.state()
+    assert state["counts"]["missed_edges"] == 1
+    assert state["last_scan_ignored"]["outcome"] == "partial"
+    assert state["last_scan_ignored"]["after_disconnect"] and "CPT=0 <" in state["last_scan_ignored"]["reason"]
+    quiet_period(bridge)
+    assert records(recorder) == []
+    completed = sim.play()  # live again: the next complete scan is queued
+    wait_for(lambda: records(recorder), 20, "the next scan's submission")
+    assert [r["scan"]["scan_number"] for r in records(recorder)] == [str(completed)]
+
+
 def test_bridge_restart_queues_no_duplicate(sim, make_bridge, recorder: Path) -> None:
     bridge = make_bridge()
     first = sim.play()

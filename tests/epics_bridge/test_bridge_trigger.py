@@ -118,21 +118,49 @@ def test_fewer_points_than_requested_is_partial() -> None:
     assert end.outcome is Outcome.PARTIAL and "7 < " in end.reason
 
 
-def test_replayed_values_after_a_reconnect_never_trigger() -> None:
+def test_replayed_values_after_a_reconnect_never_start_a_scan() -> None:
     f = sscan_feed()
-    f.value("s:BUSY", 1, 1.0)
     f.connect("s:BUSY", 1.5, up=False)
     f.connect("s:BUSY", 3.0)
-    f.value("s:BUSY", 0, 3.1)  # the IOC came back idle: a replay, not an edge
-    assert f.poll(10.0) == []
-    assert f.trigger.missed_edges == 1
-    f.value("s:BUSY", 0, 4.0)  # replay of the same value again: nothing
+    f.value("s:BUSY", 0, 3.1)  # idle before, idle after: a replay, nothing ended
+    f.value("s:BUSY", 0, 4.0)  # the same value again: nothing
     f.connect("s:BUSY", 5.0, up=False)
     f.connect("s:BUSY", 5.5)
-    f.value("s:BUSY", 0, 5.6)
+    f.value("s:BUSY", 1, 5.6)  # came back busy: a replay, so no end is armed either way
+    assert f.poll(20.0) == [] and f.trigger.missed_edges == 0
+    f.value("s:CPT", 10, 20.5)
+    f.value("s:BUSY", 0, 21.0)  # ...but the live end of that scan counts
+    assert [e.outcome for e in f.poll(30.0)] == [Outcome.COMPLETE]
+    run_scan(f, 40.0)  # and live scans after the reconnects work
+    assert [e.outcome for e in f.poll(50.0)] == [Outcome.COMPLETE]
+
+
+def _scan_ends_while_disconnected(f: Feed, cpt_after: int, msg_after: str) -> None:
+    f.value("s:BUSY", 1, 1.0)
+    f.value("s:SMSG", "Scanning", 1.0)
+    for pv in ("s:BUSY", "s:SMSG", "s:CPT"):
+        f.connect(pv, 1.5, up=False)
+    for pv in ("s:BUSY", "s:SMSG", "s:CPT"):
+        f.connect(pv, 3.0)
+    f.value("s:BUSY", 0, 3.1)  # the replays after the reconnect, BUSY first
+    f.value("s:CPT", cpt_after, 3.2)
+    f.value("s:SMSG", msg_after, 3.3)
+
+
+def test_a_scan_that_ended_while_disconnected_is_classified_from_the_values_after_the_reconnect() -> None:
+    f = sscan_feed()
+    _scan_ends_while_disconnected(f, cpt_after=10, msg_after="SCAN Complete")
+    assert f.poll(3.5) == []  # the debounce waits for the other replays
+    (end,) = f.poll(5.0)
+    assert end.outcome is Outcome.COMPLETE and end.after_disconnect and f.trigger.missed_edges == 1
     assert f.poll(20.0) == []
-    run_scan(f, 30.0)  # live edges after the reconnect work
-    assert [e.outcome for e in f.poll(40.0)] == [Outcome.COMPLETE]
+
+
+def test_an_ioc_restarted_mid_scan_comes_back_partial_and_is_not_complete() -> None:
+    f = sscan_feed()
+    _scan_ends_while_disconnected(f, cpt_after=0, msg_after="")  # a fresh IOC: no points, no message
+    (end,) = f.poll(5.0)
+    assert end.outcome is Outcome.PARTIAL and end.after_disconnect
 
 
 def test_first_value_at_start_is_a_baseline_even_when_idle_or_busy() -> None:
@@ -199,6 +227,14 @@ def test_filename_trigger_queues_each_new_name_once() -> None:
     ends = f.poll(5.0)
     assert [e.file for e in ends] == ["/d/scan2.h5", "/d/scan3.h5"]
     assert all(e.outcome is Outcome.COMPLETE for e in ends)
+    f.connect("f:Name", 6.0, up=False)
+    f.connect("f:Name", 7.0)
+    f.value("f:Name", "/d/scan3.h5", 7.1)  # the same name replayed: nothing new
+    f.connect("f:Name", 8.0, up=False)
+    f.connect("f:Name", 9.0)
+    f.value("f:Name", "/d/scan4.h5", 9.1)  # a file completed while disconnected
+    (end,) = f.poll(15.0)
+    assert end.file == "/d/scan4.h5" and end.after_disconnect and end.outcome is Outcome.COMPLETE
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -123,6 +123,28 @@ def test_aborted_scan_is_logged_not_journalled(tmp_path: Path, rec: Path) -> Non
     assert rig.state.snapshot()["last_scan_ignored"]["outcome"] == "aborted"
 
 
+def test_a_scan_that_ended_while_disconnected_is_queued_once_its_files_are_complete(tmp_path: Path,
+                                                                                    rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    rig.value("BUSY", 1)
+    rig.value("SMSG", "Scanning")
+    rig.reconnect("BUSY", "SMSG")
+    write_scan_files(tmp_path, "scan7", GEOM)  # the scan finished while the bridge could not see it
+    rig.value("BUSY", 0)  # the replays after the reconnect
+    rig.value("SMSG", "SCAN Complete")
+    rig.run(3.0)
+    (sub,) = records(rec)
+    assert sub["scan"]["scan_number"] == "7" and sub["files_complete"]
+    assert rig.state.snapshot()["counts"]["missed_edges"] == 1
+    (complete,) = rig.journal.events("complete")
+    assert "ended while the bridge was disconnected" in complete["message"]
+    rig.reconnect("BUSY", "SMSG")  # another reconnect replays the same idle values: nothing more
+    rig.value("BUSY", 0)
+    rig.value("SMSG", "SCAN Complete")
+    rig.run(3.0)
+    assert len(records(rec)) == 1
+
+
 def test_missing_data_pv_value_is_reported_not_queued(tmp_path: Path, rec: Path) -> None:
     rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
     rig.value("NAME", "")

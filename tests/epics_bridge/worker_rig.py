@@ -65,6 +65,13 @@ class Rig:
         self.value("SMSG", msg)
         self.value("BUSY", 0)
 
+    def reconnect(self, *pvs: str) -> None:
+        """Each PV disconnects and connects again (its next value is then a replay)."""
+        for connected in (False, True):
+            for pv in pvs:
+                self.worker.handle(ConnectionEvent(pv, connected, self.clock.t))
+            self.clock.t += 1
+
     def run(self, seconds: float, step_s: float = 0.05) -> None:
         end = self.clock.t + seconds
         while self.clock.t < end:
