@@ -48,7 +48,8 @@ def as_json(s: Snapshot) -> dict[str, Any]:
         "bridges": [
             {"beamline": b.beamline, "alive": b.alive, "age_s": round(b.age_s(), 1),
              "pvs_connected": b.pvs_connected, "pvs_total": b.pvs_total,
-             "last_scan_queued": b.state.get("last_scan_queued")}
+             "last_scan_queued": b.state.get("last_scan_queued"),
+             "last_scan_ignored": b.state.get("last_scan_ignored")}
             for b in s.bridges
         ],
     }
