@@ -45,11 +45,12 @@ def canonical_algorithm(name: str) -> str:
 
 def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                           probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False,
-                          fast_gpu: bool = False) -> int:
+                          fast_gpu: bool = False, position_refinement: bool = False) -> int:
     """Device memory a run needs with all its data resident (bytes); see :mod:`reconstruction.memory_plan`."""
     return memory_plan.estimate_memory_bytes(
         n_positions, size_px, object_shape, algorithm=canonical_algorithm(algorithm), probe_modes=probe_modes,
-        batch_size=batch_size, per_frame_mask=per_frame_mask, fast_gpu=fast_gpu)
+        batch_size=batch_size, per_frame_mask=per_frame_mask, fast_gpu=fast_gpu,
+        position_refinement=position_refinement)
 
 
 class Reconstruction(IterativeRun):
@@ -125,7 +126,8 @@ class Reconstruction(IterativeRun):
             n_pos, n, (int(shape[0]), int(shape[1])), algorithm=self.algorithm, probe_modes=self.probe_modes,
             batch_size=self.settings.batch_size, per_frame_mask=mask_h is not None and mask_h.ndim == 3,
             fast_gpu=self.backend.is_gpu and _fast_gpu_applies(self.algorithm, self.settings),
-            cap_bytes=self.memory_cap_bytes, free_bytes=self.backend.free_memory_bytes())
+            cap_bytes=self.memory_cap_bytes, free_bytes=self.backend.free_memory_bytes(),
+            position_refinement=self.settings.position_refinement_from > 0)
         self.needed_bytes = self.memory_plan.needed_bytes
         self._check_memory()
         _check_intensity_values(intensities_h)
