@@ -92,18 +92,19 @@ class LSQML:
         d_obj *= inv_den_o
         a = patches.extract_patches(xp, d_obj, flat_idx)[:, None] * probe  # object-step exit-wave change
         if update_probe:
-            grad_p = obj_p.conj()[:, None] * chi  # (B, M, n, n)
-            if ramps is not None:  # each window's gradient back into the probe's own frame
-                grad_p = subpixel.shift_by_ramps(xp, grad_p, ramps, inverse=True)
+            grad_p = obj_p.conj()[:, None] * chi  # (B, M, n, n), in each window's frame
+            if ramps is not None:  # moved back into the probe's own frame in Fourier space, summed there
+                grad_p = propagation.forward(xp, grad_p)
+                grad_p *= ramps.conj()[:, None]
             den_p = xp.sum(obj_p.real**2 + obj_p.imag**2, axis=0)
             den_p += s.delta_p * xp.max(den_p)
             inv_den_p = 1.0 / den_p
             # probe-step exit-wave change, for the step sizes only (on sub-pixel windows the probe step is not
             # moved by each window's fraction here: the 2x2 fit of two scalars barely notices half a pixel)
-            b = obj_p[:, None] * (xp.sum(grad_p, axis=0) * inv_den_p)[None]
+            b = obj_p[:, None] * (self._probe_frame_sum(grad_p, ramps) * inv_den_p)[None]
             step_o, step_p = _optimal_steps(xp, chi, a, b)
             grad_p *= step_p[:, None, None, None]
-            st.probe[:m] += xp.sum(grad_p, axis=0) * (s.beta_lsq * inv_den_p)
+            st.probe[:m] += self._probe_frame_sum(grad_p, ramps) * (s.beta_lsq * inv_den_p)
         else:
             step_o = _optimal_step(xp, chi, a)
         # each position's contribution weighted by its own optimal step
@@ -116,6 +117,13 @@ class LSQML:
             self._move_positions(idx, position_steps)
 
     # -- sub-pixel positions ------------------------------------------------------------------------------
+    def _probe_frame_sum(self, grad_p: Any, ramps: Any | None) -> Any:
+        """(M, n, n) sum over the batch of probe gradients (B, M, n, n): as they are on whole-pixel windows, or
+        their spectra already moved into the probe's frame (one inverse transform per mode, not per window)."""
+        xp = self.state.xp
+        total = xp.sum(grad_p, axis=0)
+        return total if ramps is None else propagation.backward(xp, total).astype(xp.complex64)
+
     def _shift_ramps(self, idx: Any) -> Any:
         """(B, n, n) ramps moving the probe by the fractional part of positions ``idx``."""
         st, xp = self.state, self.state.xp

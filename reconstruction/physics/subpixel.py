@@ -18,18 +18,19 @@ def shift_ramps(xp: Any, fractions_px: Any, n: int) -> Any:
     ``fractions_px`` (B, 2) pixels (row, col) when multiplied into its FFT."""
     k = xp.fft.fftfreq(n).astype(xp.float32)
     f = xp.asarray(fractions_px, dtype=xp.float32)
-    phase = k[None, :, None] * f[:, 0, None, None] + k[None, None, :] * f[:, 1, None, None]  # (B, n, n) cycles
-    return xp.exp((-2j * xp.pi) * phase).astype(xp.complex64)
+    rows = xp.exp((-2j * xp.pi) * (f[:, 0, None] * k[None])).astype(xp.complex64)  # (B, n): separable, so two
+    cols = xp.exp((-2j * xp.pi) * (f[:, 1, None] * k[None])).astype(xp.complex64)  # 1-D ramps and one product
+    return rows[:, :, None] * cols[:, None, :]
 
 
 def shift_by_ramps(xp: Any, waves: Any, ramps: Any, inverse: bool = False) -> Any:
     """Waves (M, n, n) or (B, M, n, n) moved by the ramps (B, n, n) of :func:`shift_ramps` -> (B, M, n, n)
     complex64; ``inverse`` moves them back by the opposite amount."""
     r = ramps.conj() if inverse else ramps
-    spectrum = xp.fft.fft2(waves)
+    spectrum = propagation.forward(xp, waves)  # the orthonormal pair: NumPy's unscaled forward FFT is ~8x slower
     if spectrum.ndim == 3:
         spectrum = spectrum[None]
-    return xp.fft.ifft2(spectrum * r[:, None]).astype(xp.complex64)
+    return propagation.backward(xp, spectrum * r[:, None]).astype(xp.complex64)
 
 
 def window_gradients(xp: Any, windows: Any) -> tuple[Any, Any]:
