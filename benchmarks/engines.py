@@ -357,7 +357,8 @@ def main() -> None:
     p.add_argument("--peers", default="tike,ptychi")
     p.add_argument("--no-ours", action="store_true", help="run the peers only")
     p.add_argument("--pps", type=int, default=0,
-                   help="our LSQML refines positions from this iteration (-PPS; 0 = off; the reference engine)")
+                   help="our LSQML refines positions from this iteration (-refinePositions -PPS=N; 0 = off; the "
+                        "reference engine)")
     p.add_argument("--out", default="benchmarks/out")
     p.add_argument("--cache", default="/tmp/ptychopy_bench")
     p.add_argument("--timeout", type=float, default=900)

@@ -70,7 +70,8 @@ def params_from_kwargs(algorithm: str, kwargs: dict[str, Any]) -> Parameters:
 
 def params_from_cmdstr(algorithm: str, cmdstr: str) -> Parameters:
     """Parse ``cmdstr``; the calling function's algorithm wins over any ``-algorithm`` in the string (it is set
-    before validation, so flags that depend on the algorithm, e.g. ``-PPS`` for MLs, are checked against it)."""
+    before validation, so flags that depend on the algorithm, e.g. ``-refinePositions`` for MLs, are checked
+    against it)."""
     return Parameters.from_flags([*parse_cmdstr(cmdstr), ("algorithm", algorithm)])
 
 

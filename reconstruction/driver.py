@@ -96,7 +96,7 @@ class Reconstruction(IterativeRun):
         self.settings = settings or EngineSettings()
         if self.settings.position_refinement_from > 0 and self.algorithm != "LSQML":
             raise ValueError(f"position refinement (position_refinement_from={self.settings.position_refinement_from},"
-                             f" -PPS) runs with LSQML only, not {self.algorithm}")
+                             f" -refinePositions) runs with LSQML only, not {self.algorithm}")
         if iterations < 0:
             raise ValueError(f"iterations={iterations}: must be >= 0")
         if probe_modes < 1:
@@ -364,7 +364,7 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
         update_probe_from=r.update_probe_from, update_modes_from=r.update_modes_from,
         phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
-        position_refinement_from=r.position_search_from,
+        position_refinement_from=r.position_search_from if r.refine_positions else 0,
     )
 
 

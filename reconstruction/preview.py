@@ -20,11 +20,6 @@ class PositionsPreview:
     current_px: np.ndarray
     stride: int
 
-    @property
-    def corrections_px(self) -> np.ndarray:
-        """(m,) float32 distance each shown position has moved, in pixels."""
-        return np.hypot(*(self.current_px - self.start_px).T).astype(np.float32)
-
 
 def preview_positions(start_px: np.ndarray, current_px: Any, asnumpy: Any = np.asarray,
                       limit: int | None = None) -> PositionsPreview:

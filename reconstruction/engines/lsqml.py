@@ -14,12 +14,13 @@ For each mini-batch of positions:
        O += beta sum_j a_O,j conj(P) chi_j / (sum_j |P|^2 + delta max),
        P += beta sum_j a_P,j conj(O_j) chi_j / (sum_j |O_j|^2 + delta max).
 
-Probe-position refinement (``position_refinement_from`` > 0, the original's -PPS): windows follow sub-pixel
-positions (the probe of window j is moved by the fraction of its position, ``physics/subpixel.py``; the probe
-gradient is moved back before it is summed), and from that iteration on each visited position takes a
-Gauss-Newton step per axis (``subpixel.position_steps_px``: the far-field amplitude change a move would make, fitted
-to the measured one), at most ``MAX_POSITION_STEP_PX`` an epoch, from the same chi as the object and probe updates.
-After each epoch the affine part of all corrections is removed (the scan's overall geometry stays as given).
+Probe-position refinement (``position_refinement_from`` > 0: -refinePositions from iteration -PPS): windows
+follow sub-pixel positions (the probe of window j is moved by the fraction of its position,
+``physics/subpixel.py``; the probe gradient is moved back before it is summed), and from that iteration on each
+visited position takes a Gauss-Newton step per axis (``subpixel.position_steps_px``: the far-field amplitude
+change a move would make, fitted to the measured one), at most ``MAX_POSITION_STEP_PX`` an epoch, from the same
+chi as the object and probe updates. After each epoch the affine part of all corrections is removed (the scan's
+overall geometry stays as given).
 """
 
 from __future__ import annotations

@@ -120,8 +120,8 @@ class SplitReconstruction(IterativeRun):
         self.time_limit_s = float(time_limit_s or 0.0)
         self.settings = settings or EngineSettings()
         if self.settings.position_refinement_from > 0:
-            raise ValueError("position refinement (-PPS) runs on one device: a split run keeps every region's "
-                             "positions as given")
+            raise ValueError("position refinement (-refinePositions) runs on one device: a split run keeps every "
+                             "region's positions as given")
         self.parameters = parameters
         self.pixel_size_m = pixel_size_m
         self.inputs = dict(inputs or {})

@@ -134,10 +134,14 @@ class ReconstructionParameters:
     phase_constraint: int = param(1, kind="int", flag="phaseConstraint", unit="iterations", min=0, max=10**7,
                                   hint="For the first N iterations positive object phases are set to 0.",
                                   advanced=True)
-    position_search_from: int = param(0, kind="int", flag="PPS", unit="iterations", min=0, max=10**7,
+    refine_positions: bool = param(False, kind="bool", flag="refinePositions", label="Refine positions",
+                                   hint="LSQML: refine the scan positions (from iteration -PPS on); windows then "
+                                        "follow sub-pixel positions. Off: positions as given, whole pixels.",
+                                   advanced=True)
+    position_search_from: int = param(5, kind="int", flag="PPS", unit="iterations", min=1, max=10**7,
                                       label="Refine positions from",
-                                      hint="LSQML: refine the probe positions from this iteration on; windows then "
-                                           "follow sub-pixel positions (0 = off: positions as given, whole pixels).",
+                                      hint="LSQML with -refinePositions: position refinement starts at this "
+                                           "iteration (the original's MLs always refined from here).",
                                       advanced=True)
     delta_p: float = param(0.1, kind="float", flag="delta_p", min=0.0, max=10.0, advanced=True,
                            hint="LSQML: regularisation of the object/probe update, relative to the maximum.")
@@ -522,15 +526,14 @@ class Parameters:
         except ValueError as exc:
             gpus = ()
             problems.append(Problem("multigpu.gpus", "gpus", self.multigpu.gpus, f"-gpus={self.multigpu.gpus}: {exc}"))
-        pps = self.reconstruction.position_search_from
-        if pps > 0 and self.reconstruction.algorithm != "LSQML":
-            problems.append(Problem("reconstruction.position_search_from", "PPS", pps,
-                                    f"-PPS={pps}: position refinement runs with -algorithm=LSQML (MLs), not "
-                                    f"{self.reconstruction.algorithm}; leave -PPS out (or 0) for "
-                                    f"{self.reconstruction.algorithm}"))
-        if pps > 0 and len(gpus) > 1:
-            problems.append(Problem("reconstruction.position_search_from", "PPS", pps,
-                                    f"-PPS={pps}: position refinement runs on one device, not split across "
+        r = self.reconstruction
+        if r.refine_positions and r.algorithm != "LSQML":
+            problems.append(Problem("reconstruction.refine_positions", "refinePositions", True,
+                                    f"-refinePositions: position refinement runs with -algorithm=LSQML (MLs), not "
+                                    f"{r.algorithm}"))
+        if r.refine_positions and len(gpus) > 1:
+            problems.append(Problem("reconstruction.refine_positions", "refinePositions", True,
+                                    f"-refinePositions: position refinement runs on one device, not split across "
                                     f"-gpus={self.multigpu.gpus}"))
         if problems:
             raise ParameterError(problems)

@@ -200,7 +200,8 @@ def test_a_job_that_refines_positions_shows_them_moving_in_the_live_view(  # typ
 
     api = ApiClient(prod_stack.base_url, alice.token)
     # 64^2, 10 x 10: LSQML refining positions from iteration 2, long enough to be watched while it runs
-    job = api.submit(small_sim_cmdstr(400, job_id="pps", extra="-algorithm=LSQML -PPS=2"), label="pps")
+    job = api.submit(small_sim_cmdstr(400, job_id="pps", extra="-algorithm=LSQML -refinePositions -PPS=2"),
+                     label="pps")
     job_id = job["id"]
     pg = page
     log_in(pg, alice)

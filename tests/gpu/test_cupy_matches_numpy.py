@@ -140,7 +140,7 @@ def test_fast_paths_fall_back_for_options_they_do_not_implement(scan):
 
 
 def test_lsqml_position_refinement_on_cupy_matches_numpy(scan):
-    """-PPS runs the reference LSQML on the GPU (no fast kernels): same refined positions and object."""
+    """-refinePositions runs the reference LSQML on the GPU (no fast kernels): same refined positions and object."""
     settings = EngineSettings(update_probe_from=2, phase_constraint=0, position_refinement_from=3)
     cpu = _run(scan, "LSQML", "cpu", iterations=6, settings=settings)
     gpu = _run(scan, "LSQML", "gpu", iterations=6, settings=settings)

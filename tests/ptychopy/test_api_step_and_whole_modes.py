@@ -60,9 +60,11 @@ def test_mls_names_are_aliases_of_lsqml():
     ptychopy.mlspost()
 
 
-def test_the_originals_mls_example_flags_refine_positions_into_the_result_file(in_tmp):
-    # the original's examples/mls.py adds -delta_p=0.1 -PPS=20 to an MLs run; here from iteration 3 of 6
-    ptychopy.mlsinit(CMDSTR.replace("-jobID=sim64", "-jobID=pps").replace("-i=12", "-i=6") + " -delta_p=0.1 -PPS=3")
+def test_mls_with_refine_positions_writes_the_refined_positions_into_the_result_file(in_tmp):
+    # the original's examples/mls.py adds -delta_p=0.1 -PPS=20 to an MLs run (which always refined positions);
+    # here refinement is asked for, from iteration 3 of 6
+    ptychopy.mlsinit(CMDSTR.replace("-jobID=sim64", "-jobID=pps").replace("-i=12", "-i=6")
+                     + " -delta_p=0.1 -refinePositions -PPS=3")
     for _ in range(6):
         ptychopy.mlsstep()
     ptychopy.mlspost()
@@ -71,7 +73,7 @@ def test_the_originals_mls_example_flags_refine_positions_into_the_result_file(i
     ptychopy.mlsstep()
     ptychopy.mlspost()
     corners = read_result(in_tmp / "data" / "plain.h5").positions_px
-    np.testing.assert_array_equal(corners, np.round(corners))  # whole-pixel windows without -PPS
+    np.testing.assert_array_equal(corners, np.round(corners))  # whole-pixel windows without -refinePositions
     moved = np.abs(refined - corners)
     assert refined.shape == corners.shape and np.any(refined != np.round(refined))
     assert 0 < moved.max() < 3  # at most 0.5 px an epoch over 4 epochs, plus the sub-pixel start

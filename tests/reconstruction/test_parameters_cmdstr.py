@@ -120,7 +120,7 @@ def test_defaults_follow_the_originals_command_string_parser():
     assert p.experiment.scan_dims == (12, 12)
     assert p.experiment.wavelength_m == 2.48e-10
     assert p.experiment.detector_distance_m == 1.0
-    assert p.reconstruction.position_search_from == 0  # off; the original searched from 5 (docs/parameters.md)
+    assert p.reconstruction.position_search_from == 5
     assert p.reconstruction.iterations == 100
 
 

@@ -1,4 +1,5 @@
-"""LSQML's probe-position refinement (-PPS): the sub-pixel shift, the position step, and whole runs (NumPy)."""
+"""LSQML's probe-position refinement (-refinePositions, from iteration -PPS): the sub-pixel shift, the position
+step, whole runs (NumPy), the parameters and the preview."""
 
 import numpy as np
 import pytest
@@ -105,13 +106,29 @@ def test_before_refinement_starts_whole_pixel_positions_give_plain_lsqml(tiny_sc
 
 
 def test_pps_turns_refinement_on_for_lsqml_only_and_is_off_by_default():
-    assert Parameters().reconstruction.position_search_from == 0
-    p = Parameters.from_cmdstr("./ptycho -algorithm=MLs -PPS=20")
+    assert not Parameters().reconstruction.refine_positions
+    pps_alone = Parameters.from_cmdstr("./ptycho -algorithm=MLs -PPS=20")
+    assert settings_from_parameters(pps_alone).position_refinement_from == 0
+    p = Parameters.from_cmdstr("./ptycho -algorithm=MLs -refinePositions -PPS=20")
     assert settings_from_parameters(p).position_refinement_from == 20
-    with pytest.raises(ParameterError, match="-PPS=20: position refinement runs with -algorithm=LSQML"):
-        Parameters.from_cmdstr("./ptycho -algorithm=ePIE -PPS=20")
-    with pytest.raises(ParameterError, match="-PPS=5: position refinement runs on one device"):
-        Parameters.from_cmdstr("./ptycho -algorithm=LSQML -PPS=5 -gpus=0,1")
+    assert settings_from_parameters(Parameters.from_cmdstr("./ptycho -algorithm=MLs -refinePositions")
+                                    ).position_refinement_from == 5  # the original's -PPS default
+    with pytest.raises(ParameterError, match="-refinePositions: position refinement runs with -algorithm=LSQML"):
+        Parameters.from_cmdstr("./ptycho -algorithm=ePIE -refinePositions -PPS=20")
+    with pytest.raises(ParameterError, match="-refinePositions: position refinement runs on one device"):
+        Parameters.from_cmdstr("./ptycho -algorithm=LSQML -refinePositions -gpus=0,1")
+    Parameters.from_cmdstr("./ptycho -algorithm=ePIE -PPS=20")  # -PPS alone asks for nothing: accepted, as before
+
+
+def test_parameters_stored_before_refinement_existed_load_and_do_not_refine():
+    # every job row and journal entry written by earlier versions holds position_search_from=5 and no
+    # refine_positions (to_dict stores every leaf); they must load as they ran: no refinement, any algorithm
+    stored = Parameters.from_cmdstr("./ptycho -algorithm=ePIE -size=64").to_dict()
+    del stored["reconstruction"]["refine_positions"]
+    assert stored["reconstruction"]["position_search_from"] == 5
+    for algorithm in ("ePIE", "DM", "LSQML"):
+        stored["reconstruction"]["algorithm"] = algorithm
+        assert settings_from_parameters(Parameters.from_dict(stored)).position_refinement_from == 0
 
 
 def test_every_entry_point_refuses_refinement_it_cannot_do(tiny_scan):
@@ -139,5 +156,4 @@ def test_the_preview_carries_every_kth_position_only_when_refining(tiny_scan, mo
     assert shown is not None and shown.stride == 4 and shown.current_px.shape == (9, 2)
     np.testing.assert_allclose(shown.current_px, rec.positions()[::4], atol=1e-4)
     np.testing.assert_allclose(shown.start_px, data.positions_px[::4], atol=1e-4)
-    np.testing.assert_allclose(shown.corrections_px, np.hypot(*(rec.positions()[::4] - data.positions_px[::4]).T),
-                               atol=1e-4)
+    assert np.abs(shown.current_px - shown.start_px).max() > 0

@@ -218,6 +218,7 @@ def test_a_stopping_embedded_worker_hands_its_job_back(worker, broker, sent_fram
 
 def test_frames_of_a_job_that_refines_positions_carry_them_and_others_do_not(worker, broker, sent_frames):
     params = small_parameters(iterations=8).replace({"reconstruction.algorithm": "LSQML",
+                                                     "reconstruction.refine_positions": True,
                                                      "reconstruction.position_search_from": 3})
     job = services.submit_job(params)
     broker.join("reconstruct", fail_fast=True)
