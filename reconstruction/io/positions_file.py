@@ -5,7 +5,9 @@ source by its form:
 
 - ``pos.csv`` (any name not below): one ``a, b`` line per point (commas or white space; ``#`` comments);
 - ``pos.h5::/entry/positions`` (or ``.h5``/``.hdf5``/``.nxs``/``.cxi`` without ``::`` and one of
-  :data:`POSITION_DATASETS`): an ``(N, 2)`` (or ``(2, N)``) dataset;
+  :data:`POSITION_DATASETS`): an ``(N, 2)`` (or ``(2, N)``) dataset, or a CXI ``translation`` ``(N, 3)``
+  (x = axis 1, y = axis 0, z ignored); so ``-lf=result.h5`` reuses the positions of an earlier ptychopy result,
+  refined ones included;
 - ``::/entry/positions``: that dataset inside the first data file of the scan.
 
 A dataset's ``units`` attribute (m, mm, um, nm) is honoured; without one, metres.
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
     from ..parameters import Parameters
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".cxi")
-POSITION_DATASETS = ("/positions", "/entry/positions", "/entry/data/positions", "/pos")
+POSITION_DATASETS = ("/positions", "/entry/positions", "/entry/data/positions", "/pos",
+                     "/entry_1/sample_1/geometry_1/translation")
 UNIT_M = {"m": 1.0, "meter": 1.0, "metre": 1.0, "mm": 1e-3, "um": 1e-6, "µm": 1e-6, "micron": 1e-6,
           "microns": 1e-6, "nm": 1e-9}
 
@@ -61,7 +64,8 @@ def read_positions_csv(path: Path | str) -> np.ndarray:
 
 
 def read_positions_hdf5(path: Path | str, dataset: str | None = None) -> np.ndarray:
-    """An ``(N, 2)`` (or ``(2, N)``) position dataset -> ``(N, 2)`` float64 metres (row, col)."""
+    """An ``(N, 2)`` (or ``(2, N)``) position dataset, or a CXI ``(N, 3)`` translation (x, y, z) ->
+    ``(N, 2)`` float64 metres (row, col)."""
     path = Path(path)
     with opened(path) as f:
         if dataset is None:
@@ -84,8 +88,12 @@ def read_positions_hdf5(path: Path | str, dataset: str | None = None) -> np.ndar
                              f"expected one of {', '.join(UNIT_M)}")
     if arr.ndim == 2 and arr.shape[0] == 2 and arr.shape[1] != 2:
         arr = arr.T
+    elif arr.ndim == 2 and arr.shape[1] == 3 and dataset.rstrip("/").endswith("translation"):
+        # CXI sample translation: x = col, y = row, z along the beam
+        arr = arr[:, [1, 0]]
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise InputDataError(f"{where(path, dataset)}: positions have shape {arr.shape}; expected (N, 2)")
+        raise InputDataError(f"{where(path, dataset)}: positions have shape {arr.shape}; expected (N, 2) or a CXI "
+                             f"(N, 3) translation")
     _check_finite(arr, f"{path}, dataset {dataset}")
     return np.ascontiguousarray(arr * scale)
 

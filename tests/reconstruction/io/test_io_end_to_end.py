@@ -61,3 +61,33 @@ def test_ptychopy_run_reconstructs_a_multi_file_lz4_scan_and_exports_it(tmp_path
     assert exported.returncode == 0, exported.stderr[-2000:]
     phase = tifffile.imread(tmp_path / "tiff" / "e2e_ph.tif")
     np.testing.assert_allclose(phase, np.angle(result.object), atol=1e-6)
+
+
+def test_positions_refined_by_one_run_feed_the_next_through_lf(tmp_path):
+    """``ptychopy run`` with -refinePositions from a perturbed -lf CSV, then a second run with -lf=<its result>: the
+    second run starts from the first run's refined positions (up to the common offset every -lf gets)."""
+    n = 64
+    geometry = "-lambda=2.48e-10 -z=1 -dx_d=172e-6 -size=64 -scanDims=8,8"
+    pixel_m = 2.48e-10 * 1.0 / (n * 172e-6)
+    step = f"-step={8 * pixel_m:.6e},{8 * pixel_m:.6e} -beamSize={24 * pixel_m:.6e}"
+    sim = simulate_from_parameters(Parameters.from_cmdstr(f"./ptycho {geometry} {step} -simulate=1 -seed=3"))
+    write_scan_files(sim.data.intensities, tmp_path / "raw", "scan7_data_#06d.h5", dpf=8, first_file_index=1)
+    given_m = sim.data.positions_px * pixel_m + np.random.default_rng(0).uniform(-1.5, 1.5, (64, 2)) * pixel_m
+    np.savetxt(tmp_path / "given.csv", given_m, delimiter=",")
+    data = f"-fp={tmp_path / 'raw' / 'scan7_data_#06d.h5'} -fs=1 -dpf=8 -sqrtData -qxy=32,32 -seed=1"
+
+    def run(job_id: str, extra: str) -> Path:
+        cmd = f"./ptycho -jobID={job_id} {geometry} {step} {data} -updateProbe=2 {extra}"
+        proc = subprocess.run([sys.executable, "-m", "ptychopy", "run", cmd, "--out", str(tmp_path / "out"),
+                               "--device", "cpu", "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=150)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return tmp_path / "out" / f"{job_id}.h5"
+
+    first = read_result(run("refine", f"-algorithm=LSQML -i=12 -refinePositions -PPS=3 -lf={tmp_path / 'given.csv'}"))
+    start_px = given_m / pixel_m
+    moved = (first.positions_px - first.positions_px.mean(0)) - (start_px - start_px.mean(0))
+    assert 0 < np.abs(moved).max() < 6  # 10 refining epochs of at most 0.5 px per axis, less the affine part
+    second = read_result(run("reuse", f"-algorithm=ePIE -i=1 -lf={tmp_path / 'out' / 'refine.h5'}"))
+    # -lf positions are placed with their minimum at 1 px, then rounded to whole-pixel windows (no refinement)
+    expected = np.floor(first.positions_px - first.positions_px.min(axis=0) + 1.0 + 0.5)
+    np.testing.assert_array_equal(second.positions_px, expected)

@@ -73,3 +73,16 @@ def test_count_must_match_scan_points():
     check_count(np.zeros((6, 2)), 6, "p.csv")
     with pytest.raises(InputDataError, match="holds 5 positions but the scan has 6"):
         check_count(np.zeros((5, 2)), 6, "p.csv")
+
+
+def test_a_ptychopy_result_file_gives_back_its_refined_positions_in_metres(tmp_path):
+    from reconstruction.io import write_result
+    from reconstruction.state import Result
+
+    refined_px = np.array([[1.25, 3.5], [7.75, 2.0], [4.0, 9.125]])
+    result = Result(object=np.ones((20, 20), np.complex64), probe=np.ones((1, 8, 8), np.complex64),
+                    positions_px=refined_px, errors=[0.1], rms=[], iteration_s=[0.01], algorithm="LSQML",
+                    device="CPU", pixel_size_m=2e-8)
+    path = write_result(result, tmp_path / "refined.h5")
+    for spec in (str(path), f"{path}::/entry_1/sample_1/geometry_1/translation"):
+        np.testing.assert_allclose(read_positions_file(spec), refined_px * 2e-8, rtol=1e-12)  # (row, col) metres
