@@ -3,7 +3,9 @@
 ``ptychopy export RESULT.h5 --format tiff|png|csv [--out DIR]`` runs :func:`main`. Files are named after
 the result file's stem: ``<stem>_abs.tif`` and ``<stem>_ph.tif`` (float32, like the original GUI's
 ``_abs``/``_ph`` TIFFs), ``<stem>_ph_preview.tif`` (8-bit), ``<stem>_abs.png``/``<stem>_ph.png``, and the
-original's ``<jobID>_object_0.csv``/``<jobID>_probes_0.csv``. Images are not flipped (row 0 on top).
+original's ``<jobID>_object_0.csv``/``<jobID>_probes_0.csv`` with ``<jobID>_positions_0.csv`` (the run's
+positions, refined ones included, in metres in the ``-lf`` format, when the pixel size is known). Images are not
+flipped (row 0 on top).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..errors import InputDataError
 from .errors import OutputWriteError
 from .original_csv import write_original_outputs
 from .results import read_result
+from .writers import write_positions_csv
 
 FORMATS = ("tiff", "png", "csv")
 
@@ -91,7 +94,12 @@ def export_result(result_path: Path | str, fmt: str, out_dir: Path | str | None 
     params = result.parameters
     job = getattr(getattr(params, "experiment", None), "job_id", "") or stem
     binary = bool(getattr(getattr(params, "output", None), "binary_output", False))
-    return write_original_outputs(result.object, result.probe, out, job, 0, binary)
+    files = write_original_outputs(result.object, result.probe, out, job, 0, binary)
+    if result.pixel_size_m:
+        path = out / f"{job}_positions_0.csv"
+        positions_m = np.asarray(result.positions_px, dtype=np.float64) * result.pixel_size_m
+        files.append(_guard(path, lambda: write_positions_csv(positions_m, path)))
+    return files
 
 
 def build_parser(prog: str = "ptychopy export") -> argparse.ArgumentParser:

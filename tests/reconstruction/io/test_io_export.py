@@ -5,6 +5,7 @@ from PIL import Image
 
 from reconstruction.io import write_result
 from reconstruction.io.export import export_result, main, to_uint8
+from reconstruction.io.positions_file import read_positions_csv
 
 
 @pytest.fixture
@@ -33,12 +34,13 @@ def test_png_export_is_8bit_greyscale(tmp_path, result_file):
     np.testing.assert_array_equal(np.asarray(img), to_uint8(np.angle(result.object).astype(np.float32)))
 
 
-def test_csv_export_is_the_originals_object_and_probes(tmp_path, result_file):
+def test_csv_export_is_the_originals_object_and_probes_and_the_positions_as_an_lf_file(tmp_path, result_file):
     path, result = result_file
     files = export_result(path, "csv", tmp_path / "data")
-    assert [f.name for f in files] == ["run7_object_0.csv", "run7_probes_0.csv"]
+    assert [f.name for f in files] == ["run7_object_0.csv", "run7_probes_0.csv", "run7_positions_0.csv"]
     probes = np.genfromtxt(files[1], delimiter=",", dtype=complex)
     np.testing.assert_allclose(probes, result.probe.reshape(32, 16), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(read_positions_csv(files[2]), result.positions_px * result.pixel_size_m, rtol=1e-9)
 
 
 def test_to_uint8_scales_min_to_0_and_max_to_255_and_nan_to_0():
