@@ -45,12 +45,12 @@ def canonical_algorithm(name: str) -> str:
 
 def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                           probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False,
-                          fast_gpu: bool = False, position_refinement: bool = False) -> int:
+                          fast_gpu: bool = False, per_position_fits: bool = False) -> int:
     """Device memory a run needs with all its data resident (bytes); see :mod:`reconstruction.memory_plan`."""
     return memory_plan.estimate_memory_bytes(
         n_positions, size_px, object_shape, algorithm=canonical_algorithm(algorithm), probe_modes=probe_modes,
         batch_size=batch_size, per_frame_mask=per_frame_mask, fast_gpu=fast_gpu,
-        position_refinement=position_refinement)
+        per_position_fits=per_position_fits)
 
 
 class Reconstruction(IterativeRun):
@@ -97,6 +97,9 @@ class Reconstruction(IterativeRun):
         if self.settings.position_refinement_from > 0 and self.algorithm != "LSQML":
             raise ValueError(f"position refinement (position_refinement_from={self.settings.position_refinement_from},"
                              f" -refinePositions) runs with LSQML only, not {self.algorithm}")
+        if self.settings.variable_intensity and self.algorithm != "LSQML":
+            raise ValueError(f"the per-position intensity fit (variable_intensity, -variableIntensity) runs with "
+                             f"LSQML only, not {self.algorithm}")
         if iterations < 0:
             raise ValueError(f"iterations={iterations}: must be >= 0")
         if probe_modes < 1:
@@ -127,7 +130,7 @@ class Reconstruction(IterativeRun):
             batch_size=self.settings.batch_size, per_frame_mask=mask_h is not None and mask_h.ndim == 3,
             fast_gpu=self.backend.is_gpu and _fast_gpu_applies(self.algorithm, self.settings),
             cap_bytes=self.memory_cap_bytes, free_bytes=self.backend.free_memory_bytes(),
-            position_refinement=self.settings.position_refinement_from > 0)
+            per_position_fits=self.settings.position_refinement_from > 0 or self.settings.variable_intensity)
         self.needed_bytes = self.memory_plan.needed_bytes
         self._check_memory()
         _check_intensity_values(intensities_h)
@@ -248,6 +251,13 @@ class Reconstruction(IterativeRun):
             return self.positions_px.copy()
         return np.asarray(self.backend.asnumpy(self.state.positions_px), dtype=np.float64).copy()
 
+    def intensity_scale(self) -> np.ndarray | None:
+        """Host (N,) float32 fitted amplitude factor of each position (mean 1; the flux is its square), or None
+        when the run does not fit them (``settings.variable_intensity``)."""
+        self._require_open()
+        scale = self.state.intensity_scale
+        return None if scale is None else np.asarray(self.backend.asnumpy(scale), dtype=np.float32).copy()
+
     def illumination(self) -> np.ndarray:
         """Host (H, W) float32 sum of the probe intensity over all windows."""
         return self.backend.asnumpy(object_illumination(self.state))
@@ -286,6 +296,7 @@ class Reconstruction(IterativeRun):
             errors=list(self.errors), rms=list(self.rms), iteration_s=list(self.iteration_s),
             algorithm=self.algorithm, device=self.backend.device, pixel_size_m=self.pixel_size_m,
             parameters=self.parameters, stopped_early=self.stopped_early, inputs=dict(self.inputs),
+            intensity_scale=self.intensity_scale(),
         )
 
     @property
@@ -365,6 +376,7 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
         phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
         position_refinement_from=r.position_search_from if r.refine_positions else 0,
+        variable_intensity=r.variable_intensity,
     )
 
 

@@ -31,15 +31,16 @@ EPIE_GRAPH_BYTES_PER_POSITION = 16 * 2**10
 def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                           probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False,
                           fast_gpu: bool = False, data_positions: int | None = None,
-                          position_refinement: bool = False) -> int:
+                          per_position_fits: bool = False) -> int:
     """Device memory a run needs (bytes): data, object/probe buffers and the engine's working set.
 
     ``algorithm`` is the canonical name (ePIE, DM, LSQML). ``fast_gpu``: the run uses the fused GPU engines
     (``reconstruction.gpu``), whose working sets are measured in benchmarks/RESULTS.md (peak: ePIE 1.01x, LSQML
     1.15x, DM 4.0x the intensities + object + probe); the reference engines' NumPy/CuPy temporaries are larger
     (DM about 22x on CuPy). ``data_positions``: how many (n, n) float32 amplitude patterns are on the device
-    (default all ``n_positions``; a streamed run holds only its ring). ``position_refinement``: LSQML refines
-    positions (reference engine; six more exit-wave-sized arrays per mini-batch position).
+    (default all ``n_positions``; a streamed run holds only its ring). ``per_position_fits``: LSQML refines
+    positions or fits per-position intensities (reference engine; up to six more exit-wave-sized arrays per
+    mini-batch position).
     """
     n2 = size_px * size_px
     held = n_positions if data_positions is None else data_positions
@@ -63,7 +64,7 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
         work = n_positions * (4 * wave + n2 * 8 + 2 * n2 * 4) + 6 * obj
     else:
         b = batch_size or default_batch_size(n_positions)
-        refine = b * (6 * wave + n2 * 8) + 2 * index if position_refinement else 0
+        refine = b * (6 * wave + n2 * 8) + 2 * index if per_position_fits else 0
         work = b * (7 * wave + n2 * 8 + 3 * n2 * 4) + 6 * obj + refine
     return int(data + index + work + 4 * wave)
 
@@ -115,7 +116,7 @@ def streamed_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
 
 def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                 probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False, fast_gpu: bool = False,
-                cap_bytes: int = 0, free_bytes: int | None = None, position_refinement: bool = False) -> MemoryPlan:
+                cap_bytes: int = 0, free_bytes: int | None = None, per_position_fits: bool = False) -> MemoryPlan:
     """Resident, streamed or refused, from the sizes alone.
 
     n_positions N and size_px n: the (N, n, n) intensities; object_shape (H, W) pixels; algorithm: ePIE, DM or
@@ -125,7 +126,7 @@ def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *
     """
     resident = estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
                                      probe_modes=probe_modes, batch_size=batch_size, per_frame_mask=per_frame_mask,
-                                     fast_gpu=fast_gpu, position_refinement=position_refinement)
+                                     fast_gpu=fast_gpu, per_position_fits=per_position_fits)
     if cap_bytes < 0:
         raise ValueError(f"cap_bytes={cap_bytes}: must be >= 0 (0 = whatever is free on the device)")
     if free_bytes is None:

@@ -53,6 +53,7 @@ class Result:
     parameters: Any = None  # reconstruction.parameters.Parameters when built from one
     stopped_early: str | None = None  # "time limit", "cancelled", ... or None
     inputs: dict[str, Any] = field(default_factory=dict)  # file references for provenance
+    intensity_scale: np.ndarray | None = None  # (N,) fitted amplitude factor per position (-variableIntensity)
 
     @property
     def iterations(self) -> int:

@@ -23,6 +23,7 @@ class EngineSettings:
     beta_lsq: float = 0.9  # LSQML damping of the optimal step
     dm_relax: float = 0.05  # DM: relative radius of the noise ball the modulus projection stops at (0 = exact)
     position_refinement_from: int = 0  # LSQML: refine positions from this iteration (0 = off, whole-pixel windows)
+    variable_intensity: bool = False  # LSQML: fit a per-position incident-intensity scale (flux fluctuations)
     compute_rms: bool = False
 
 
@@ -34,7 +35,8 @@ class EngineState:
     streamed GPU run an ``AmplitudeStream`` (``reconstruction/gpu/streaming.py``: host data, same shape);
     valid None or bool (n, n) / (N, n, n); rows, cols (N,) int64 window corners (device arrays);
     positions_px None, or (N, 2) float64 sub-pixel positions (row, col) whose rounding the corners are, for an
-    engine that refines positions (it keeps both up to date).
+    engine that refines positions (it keeps both up to date); intensity_scale None, or (N,) float32 amplitude
+    factors c_j of the probe at each position (exit wave c_j P O_j; mean 1), for an engine that fits them.
     """
 
     xp: Any
@@ -47,6 +49,7 @@ class EngineState:
     rng: np.random.Generator
     modes_active: int = 1
     positions_px: Any | None = None
+    intensity_scale: Any | None = None
 
     @property
     def n_positions(self) -> int:

@@ -21,6 +21,11 @@ visited position takes a Gauss-Newton step per axis (``subpixel.position_steps_p
 change a move would make, fitted to the measured one), at most ``MAX_POSITION_STEP_PX`` an epoch, from the same
 chi as the object and probe updates. After each epoch the affine part of all corrections is removed (the scan's
 overall geometry stays as given).
+
+Variable intensity (``variable_intensity``: -variableIntensity, as the original's MLs always did): the exit wave
+of position j is c_j P O_j, with c_j an amplitude factor for the flux that reached it; each visit multiplies c_j
+by 1 + Re<psi_j, chi_j> / ||psi_j||^2 (the least-squares scale of the update, clipped to +-20 % a visit), and after
+each epoch the factors are divided by their mean (the overall scale belongs to the probe).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from .base import EngineSettings, EngineState, IterationMetrics
 
 NEWTON_STEPS = 3
 MAX_POSITION_STEP_PX = 0.5  # largest correction of one position in one epoch, per axis
+MAX_INTENSITY_STEP = 0.2  # largest relative change of a position's amplitude factor in one visit
 
 
 class LSQML:
@@ -48,6 +54,8 @@ class LSQML:
             raise ValueError("position refinement needs EngineState.positions_px (the sub-pixel positions)")
         self._positions: Any = state.positions_px  # (N, 2) float64, updated in place (the state's array)
         self._start_positions: Any = None if state.positions_px is None else state.positions_px.copy()
+        if settings.variable_intensity and state.intensity_scale is None:
+            state.intensity_scale = state.xp.ones(n_pos, dtype=state.xp.float32)
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
@@ -59,6 +67,8 @@ class LSQML:
             self._update_batch(st.xp.asarray(idx), metrics, update_probe, refine)
         if refine:
             self._remove_affine_drift()
+        if st.intensity_scale is not None:
+            st.intensity_scale /= st.xp.mean(st.intensity_scale)
         return metrics
 
     def _update_batch(self, idx: Any, metrics: IterationMetrics, update_probe: bool, refine: bool = False) -> None:
@@ -69,6 +79,10 @@ class LSQML:
         ramps = self._shift_ramps(idx) if self.subpixel else None
         # the probe of each window: (1, M, n, n) on whole-pixel windows, (B, M, n, n) moved by sub-pixel fractions
         probe = st.probe[:m][None] if ramps is None else subpixel.shift_by_ramps(xp, st.probe[:m], ramps)
+        factors: Any = st.intensity_scale  # (N,) amplitude factors, or None
+        scale = None if factors is None else factors[idx]  # (B,)
+        if scale is not None:
+            probe = probe * scale[:, None, None, None]  # the probe as it lit each window
         probe_conj = probe.conj()
         psi = probe * obj_p[:, None]  # (B, M, n, n)
         far = propagation.forward(xp, psi)
@@ -82,6 +96,8 @@ class LSQML:
 
         if refine:
             position_steps = subpixel.position_steps_px(xp, probe, obj_p, chi, far_model, model_amp)
+        if scale is not None:
+            scale_steps = _intensity_steps(xp, psi, chi)
 
         # preconditioned search directions
         p_int = xp.sum(probe.real**2 + probe.imag**2, axis=1)  # (1 or B, n, n)
@@ -93,16 +109,17 @@ class LSQML:
         d_obj *= inv_den_o
         a = patches.extract_patches(xp, d_obj, flat_idx)[:, None] * probe  # object-step exit-wave change
         if update_probe:
-            grad_p = obj_p.conj()[:, None] * chi  # (B, M, n, n), in each window's frame
+            lit_obj = obj_p if scale is None else obj_p * scale[:, None, None]  # d psi_j / d P = c_j O_j
+            grad_p = lit_obj.conj()[:, None] * chi  # (B, M, n, n), in each window's frame
             if ramps is not None:  # moved back into the probe's own frame in Fourier space, summed there
                 grad_p = propagation.forward(xp, grad_p)
                 grad_p *= ramps.conj()[:, None]
-            den_p = xp.sum(obj_p.real**2 + obj_p.imag**2, axis=0)
+            den_p = xp.sum(lit_obj.real**2 + lit_obj.imag**2, axis=0)
             den_p += s.delta_p * xp.max(den_p)
             inv_den_p = 1.0 / den_p
             # probe-step exit-wave change, for the step sizes only (on sub-pixel windows the probe step is not
             # moved by each window's fraction here: the 2x2 fit of two scalars barely notices half a pixel)
-            b = obj_p[:, None] * (self._probe_frame_sum(grad_p, ramps) * inv_den_p)[None]
+            b = lit_obj[:, None] * (self._probe_frame_sum(grad_p, ramps) * inv_den_p)[None]
             step_o, step_p = _optimal_steps(xp, chi, a, b)
             grad_p *= step_p[:, None, None, None]
             st.probe[:m] += self._probe_frame_sum(grad_p, ramps) * (s.beta_lsq * inv_den_p)
@@ -116,6 +133,8 @@ class LSQML:
         st.obj += weighted
         if refine:
             self._move_positions(idx, position_steps)
+        if scale is not None:
+            factors[idx] = scale * (1.0 + scale_steps)
 
     # -- sub-pixel positions ------------------------------------------------------------------------------
     def _probe_frame_sum(self, grad_p: Any, ramps: Any | None) -> Any:
@@ -171,6 +190,13 @@ class LSQML:
             alpha = _poisson_step(xp, model_int, amp * amp, g)
             return (alpha[:, None, None] * g).astype(xp.float32)
         return modulus.modulus_factor(xp, model_amp, amp, valid) - 1.0
+
+
+def _intensity_steps(xp: Any, psi: Any, chi: Any) -> Any:
+    """(B,) relative change of each position's amplitude factor: the least-squares scale Re<psi, chi> / ||psi||^2
+    of the exit-wave update along the exit waves (B, M, n, n), clipped to +-``MAX_INTENSITY_STEP``."""
+    step = _re_dot(xp, psi, chi) / (_re_dot(xp, psi, psi) + 1e-30)
+    return xp.clip(step, -MAX_INTENSITY_STEP, MAX_INTENSITY_STEP).astype(xp.float32)
 
 
 def _poisson_step(xp: Any, model_int: Any, measured_int: Any, g: Any) -> Any:

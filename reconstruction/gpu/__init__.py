@@ -35,6 +35,8 @@ def options_reason(algorithm: str, settings: EngineSettings) -> str | None:
         return "the RMS metric is computed by the reference engines only"
     if settings.position_refinement_from > 0:
         return "position refinement runs on the reference engines"
+    if settings.variable_intensity:
+        return "the per-position intensity fit runs on the reference engines"
     if algorithm == "LSQML" and settings.noise_model != "gaussian":
         return f"the fast LSQML implements the Gaussian noise model, not {settings.noise_model!r}"
     if algorithm not in ("ePIE", "DM", "LSQML"):

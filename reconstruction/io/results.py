@@ -10,7 +10,10 @@ Layout (``docs/io.md``)::
     /entry_1/instrument_1/source_1/{energy (J), wavelength (m)}
     /entry_1/instrument_1/detector_1/{distance, x_pixel_size, y_pixel_size} (m)
     /entry_1/sample_1/geometry_1/translation       (N, 3) metres (x = col, y = row, z = 0)
-    /entry_1/ptychopy/positions_px                 (N, 2) float64 (row, col) window corners
+    /entry_1/ptychopy/positions_px                 (N, 2) float64 (row, col) window corners (refined ones when
+                                                   the run refined them)
+    /entry_1/ptychopy/intensity_scale              (N,) float32 fitted amplitude factor per position (only with
+                                                   -variableIntensity; the relative flux is its square)
     /entry_1/ptychopy/{errors, rms, iteration_s}   per-iteration history (float64)
     /entry_1/ptychopy/parameters_json, inputs_json JSON text; parameters/ and inputs/ groups as attributes
     /entry_1/ptychopy attrs: algorithm, device, ptychopy_version, stopped_early, pixel_size_m, iterations
@@ -120,6 +123,8 @@ def _fill(f: h5py.File, result: Result) -> None:
         entry.create_group("sample_1").create_group("geometry_1").create_dataset("translation", data=xyz)
     own = entry.create_group("ptychopy")
     own.create_dataset("positions_px", data=positions)
+    if result.intensity_scale is not None:
+        own.create_dataset("intensity_scale", data=np.asarray(result.intensity_scale, dtype=np.float32))
     for name in ("errors", "rms", "iteration_s"):
         own.create_dataset(name, data=np.asarray(getattr(result, name), dtype=np.float64).reshape(-1))
     own["errors"].attrs["measure"] = result.error_measure
@@ -258,6 +263,7 @@ def read_result(path: Path | str) -> Result:
             attrs = dict(own.attrs)
             hist = {n: [float(x) for x in own[n][()]] for n in ("errors", "rms", "iteration_s")}
             positions = np.asarray(own["positions_px"][()], dtype=np.float64)
+            scale = np.asarray(own["intensity_scale"][()], dtype=np.float32) if "intensity_scale" in own else None
         except KeyError as exc:
             raise InputDataError(f"file {path}: not a ptychopy result file (missing {exc})") from None
     params: Any = pdict
@@ -272,6 +278,7 @@ def read_result(path: Path | str) -> Result:
         iteration_s=hist["iteration_s"], algorithm=str(attrs.get("algorithm", "")),
         device=str(attrs.get("device", "")), pixel_size_m=float(attrs.get("pixel_size_m", 0.0)) or None,
         parameters=params, stopped_early=str(attrs.get("stopped_early", "")) or None, inputs=inputs,
+        intensity_scale=scale,
     )
 
 

@@ -119,9 +119,9 @@ class SplitReconstruction(IterativeRun):
         self.iterations = int(iterations)
         self.time_limit_s = float(time_limit_s or 0.0)
         self.settings = settings or EngineSettings()
-        if self.settings.position_refinement_from > 0:
-            raise ValueError("position refinement (-refinePositions) runs on one device: a split run keeps every "
-                             "region's positions as given")
+        if self.settings.position_refinement_from > 0 or self.settings.variable_intensity:
+            raise ValueError("position refinement (-refinePositions) and the per-position intensity fit "
+                             "(-variableIntensity) run on one device, not in a split run")
         self.parameters = parameters
         self.pixel_size_m = pixel_size_m
         self.inputs = dict(inputs or {})

@@ -138,6 +138,10 @@ class ReconstructionParameters:
                                    hint="LSQML: refine the scan positions (from iteration -PPS on); windows then "
                                         "follow sub-pixel positions. Off: positions as given, whole pixels.",
                                    advanced=True)
+    variable_intensity: bool = param(False, kind="bool", flag="variableIntensity", label="Variable intensity",
+                                     hint="LSQML: fit each position's incident intensity (flux fluctuations, "
+                                          "top-up, attenuators) instead of assuming one for all.",
+                                     advanced=True)
     position_search_from: int = param(5, kind="int", flag="PPS", unit="iterations", min=1, max=10**7,
                                       label="Refine positions from",
                                       hint="LSQML with -refinePositions: position refinement starts at this "
@@ -527,14 +531,17 @@ class Parameters:
             gpus = ()
             problems.append(Problem("multigpu.gpus", "gpus", self.multigpu.gpus, f"-gpus={self.multigpu.gpus}: {exc}"))
         r = self.reconstruction
-        if r.refine_positions and r.algorithm != "LSQML":
-            problems.append(Problem("reconstruction.refine_positions", "refinePositions", True,
-                                    f"-refinePositions: position refinement runs with -algorithm=LSQML (MLs), not "
-                                    f"{r.algorithm}"))
-        if r.refine_positions and len(gpus) > 1:
-            problems.append(Problem("reconstruction.refine_positions", "refinePositions", True,
-                                    f"-refinePositions: position refinement runs on one device, not split across "
-                                    f"-gpus={self.multigpu.gpus}"))
+        for name, flag, what in (("refine_positions", "refinePositions", "position refinement"),
+                                 ("variable_intensity", "variableIntensity", "the per-position intensity fit")):
+            if not getattr(r, name):
+                continue
+            if r.algorithm != "LSQML":
+                problems.append(Problem(f"reconstruction.{name}", flag, True,
+                                        f"-{flag}: {what} runs with -algorithm=LSQML (MLs), not {r.algorithm}"))
+            if len(gpus) > 1:
+                problems.append(Problem(f"reconstruction.{name}", flag, True,
+                                        f"-{flag}: {what} runs on one device, not split across "
+                                        f"-gpus={self.multigpu.gpus}"))
         if problems:
             raise ParameterError(problems)
 

@@ -150,6 +150,16 @@ def test_lsqml_position_refinement_on_cupy_matches_numpy(scan):
     assert np.any(cpu.positions() != np.round(cpu.positions()))
 
 
+def test_lsqml_variable_intensity_on_cupy_matches_numpy(scan):
+    """-variableIntensity runs the reference LSQML on the GPU: same object and fitted intensity factors."""
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, variable_intensity=True)
+    cpu = _run(scan, "LSQML", "cpu", iterations=6, settings=settings)
+    gpu = _run(scan, "LSQML", "gpu", iterations=6, settings=settings)
+    assert _engine_name(gpu) == "LSQML"
+    assert _rel(gpu.object(), cpu.object()) <= TOL
+    assert np.abs(gpu.intensity_scale() - cpu.intensity_scale()).max() <= 1e-3
+
+
 def test_epie_fused_and_unfused_step_sequences_agree(scan):
     """The update of step s fused with the gather of step s+1 changes no arithmetic (both with cuFFT's 2-D
     transforms; the column-kernel path is checked in test_columns.py)."""

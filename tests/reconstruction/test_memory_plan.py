@@ -143,8 +143,8 @@ def test_the_cap_reaches_the_driver_from_the_parameters(tiny_scan):
 
 def test_position_refinement_adds_its_mini_batch_arrays_and_is_refused_rather_than_streamed():
     plain = estimate_memory_bytes(900, 256, (600, 600), algorithm="LSQML")
-    refining = estimate_memory_bytes(900, 256, (600, 600), algorithm="LSQML", position_refinement=True)
+    refining = estimate_memory_bytes(900, 256, (600, 600), algorithm="LSQML", per_position_fits=True)
     batch, wave = 23, 256 * 256 * 8  # N/40 positions a mini-batch, one complex64 exit wave each
     assert refining - plain >= 6 * batch * wave
-    plan = plan_memory(**BIG, algorithm="LSQML", cap_bytes=24 * GIB, free_bytes=H100_FREE, position_refinement=True)
+    plan = plan_memory(**BIG, algorithm="LSQML", cap_bytes=24 * GIB, free_bytes=H100_FREE, per_position_fits=True)
     assert plan.mode == "refuse" and plan.needed_bytes > 24 * GIB

@@ -135,7 +135,7 @@ def test_every_entry_point_refuses_refinement_it_cannot_do(tiny_scan):
     settings = EngineSettings(position_refinement_from=3)
     with pytest.raises(ValueError, match="runs with LSQML only, not DM"):
         Reconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, algorithm="DM", settings=settings)
-    with pytest.raises(ValueError, match="runs on one device"):
+    with pytest.raises(ValueError, match="run on one device"):
         SplitReconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, devices=[0, 1],
                             algorithm="LSQML", settings=settings)
     assert options_reason("LSQML", settings) == "position refinement runs on the reference engines"

@@ -1,0 +1,81 @@
+"""LSQML's per-position intensity fit (-variableIntensity): flux that varies from position to position (NumPy)."""
+
+import numpy as np
+import pytest
+
+from reconstruction import ParameterError, Parameters
+from reconstruction.driver import Reconstruction, settings_from_parameters
+from reconstruction.engines import EngineSettings
+from reconstruction.gpu import options_reason
+from reconstruction.io import read_result, write_result
+from reconstruction.metrics import illuminated_region, object_nrmse
+from reconstruction.multigpu import SplitReconstruction
+from reconstruction.simulate import simulate
+
+N = 64
+
+
+def _scan_with_flux(flux):
+    """A 10 x 10 scan whose position j received ``flux[j]`` times the nominal photons (Poisson 1e6 nominal)."""
+    sim = simulate(size_px=N, scan_dims=(10, 10), photons=0, seed=3)
+    counts = np.random.default_rng(7).poisson(sim.data.intensities * flux[:, None, None]).astype(np.float32)
+    return sim, counts
+
+
+def _run(sim, counts, variable_intensity, iterations):
+    rec = Reconstruction(counts, sim.data.positions_px, algorithm="LSQML", iterations=iterations, seed=0,
+                         beam_diameter_px=0.4 * N,
+                         settings=EngineSettings(update_probe_from=2, phase_constraint=0,
+                                                 variable_intensity=variable_intensity))
+    rec.run()
+    region = illuminated_region(rec.illumination(), 0.3)
+    return rec, object_nrmse(sim.object_truth, rec.object(), region)
+
+
+@pytest.mark.slow
+def test_fitting_each_positions_flux_recovers_it_to_6_percent_and_halves_the_object_error(tmp_path):
+    flux = np.random.default_rng(11).uniform(0.6, 1.4, 100)  # +-40 % from position to position
+    sim, counts = _scan_with_flux(flux)
+    _, nrmse_fixed = _run(sim, counts, False, 50)
+    rec, nrmse_fitted = _run(sim, counts, True, 50)
+    assert nrmse_fitted < 0.13 and nrmse_fitted < 0.6 * nrmse_fixed
+    fitted = rec.intensity_scale() ** 2  # amplitude factors -> relative flux
+    rel = fitted / fitted.mean() - flux / flux.mean()
+    assert np.sqrt(np.mean(rel**2)) < 0.06
+    assert np.corrcoef(fitted, flux)[0, 1] > 0.97
+    path = write_result(rec.result(), tmp_path / "flux.h5")
+    np.testing.assert_array_equal(read_result(path).intensity_scale, rec.intensity_scale())
+
+
+def test_with_a_steady_flux_the_fit_costs_nothing_in_quality():
+    sim, counts = _scan_with_flux(np.ones(100))
+    plain, nrmse_plain = _run(sim, counts, False, 25)
+    fitted, nrmse_fitted = _run(sim, counts, True, 25)
+    assert plain.intensity_scale() is None and plain.result().intensity_scale is None
+    assert nrmse_fitted < nrmse_plain + 0.01
+    assert np.abs(fitted.intensity_scale() - 1).max() < 0.15 and abs(fitted.intensity_scale().mean() - 1) < 1e-5
+
+
+def test_variable_intensity_is_an_lsqml_flag_off_by_default_and_stored_sets_stay_off():
+    assert not Parameters().reconstruction.variable_intensity
+    assert settings_from_parameters(Parameters.from_cmdstr("./ptycho -algorithm=MLs -variableIntensity")
+                                    ).variable_intensity
+    with pytest.raises(ParameterError, match="-variableIntensity: the per-position intensity fit runs with"):
+        Parameters.from_cmdstr("./ptycho -algorithm=DM -variableIntensity")
+    with pytest.raises(ParameterError, match="-variableIntensity: the per-position intensity fit runs on one"):
+        Parameters.from_cmdstr("./ptycho -algorithm=LSQML -variableIntensity -gpus=0,1")
+    stored = Parameters.from_cmdstr("./ptycho -algorithm=LSQML -size=64").to_dict()
+    del stored["reconstruction"]["variable_intensity"]  # written before the flag existed
+    assert not settings_from_parameters(Parameters.from_dict(stored)).variable_intensity
+    assert options_reason("LSQML", EngineSettings(variable_intensity=True)) == (
+        "the per-position intensity fit runs on the reference engines")
+
+
+def test_the_array_api_refuses_the_fit_where_it_does_not_run(tiny_scan):
+    settings = EngineSettings(variable_intensity=True)
+    data = tiny_scan.data
+    with pytest.raises(ValueError, match="runs with LSQML only, not ePIE"):
+        Reconstruction(data.intensities, data.positions_px, algorithm="ePIE", settings=settings)
+    with pytest.raises(ValueError, match="run on one device, not in a split run"):
+        SplitReconstruction(data.intensities, data.positions_px, devices=[0, 1], algorithm="LSQML",
+                            settings=settings)
