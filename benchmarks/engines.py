@@ -84,14 +84,15 @@ def median_ms(times_s: list[float], skip: int) -> float:
 
 # ---------------------------------------------------------------------------------------------- ours
 def run_ours(d: dict[str, np.ndarray], alg: str, iterations: int, device: str, variant: str,
-             pps: int = 0) -> dict[str, Any]:
+             pps: int = 0, variable_intensity: bool = False) -> dict[str, Any]:
     from reconstruction.driver import Reconstruction
     from reconstruction.engines import EngineSettings
 
     os.environ["PTYCHOPY_GPU_FAST"] = "0" if variant == "xp" else "1"
     n = d["intensities"].shape[-1]
     settings = EngineSettings(update_probe_from=2, phase_constraint=0,
-                              position_refinement_from=pps if alg == "LSQML" else 0)
+                              position_refinement_from=pps if alg == "LSQML" else 0,
+                              variable_intensity=variable_intensity and alg == "LSQML")
     pool = None
     if device == "gpu":
         import cupy as cp  # type: ignore[import-not-found]
@@ -117,6 +118,7 @@ def run_ours(d: dict[str, np.ndarray], alg: str, iterations: int, device: str, v
         "peak_bytes": peak, "nrmse": nrmse(d, rec.object()), "error": rec.errors[-1],
         "engine": type(rec.engine).__name__, "preview_ms": 1e3 * statistics.median(preview),
         "refine_positions_from": settings.position_refinement_from,
+        "variable_intensity": settings.variable_intensity,
     }
     rec.close()
     return out
@@ -245,7 +247,8 @@ def worker(args: argparse.Namespace) -> None:
         try:
             if args.impl in ("ptychopy", "ptychopy-xp"):
                 iters = args.iterations if args.impl == "ptychopy" else args.xp_iterations
-                rec = run_ours(d, alg, iters, args.device, "fast" if args.impl == "ptychopy" else "xp", args.pps)
+                rec = run_ours(d, alg, iters, args.device, "fast" if args.impl == "ptychopy" else "xp", args.pps,
+                               args.variable_intensity)
                 if args.impl == "ptychopy" and alg == "ePIE" and args.peer_epie_epochs:
                     short = run_ours(d, alg, args.peer_epie_epochs, args.device, "fast")
                     rec["nrmse_at_peer_epochs"] = short["nrmse"]
@@ -295,6 +298,7 @@ def _orchestrate(args: argparse.Namespace, impls: list[str], out: Path, tag: str
             cmd = [sys.executable, __file__, "--worker", "--impl", impl, "--data", str(data), "--device", args.device,
                    "--algs", algs, "--iterations", str(args.iterations), "--xp-iterations", str(args.xp_iterations),
                    "--peer-epie-epochs", str(args.peer_epie_epochs), "--pps", str(args.pps)]
+            cmd += ["--variable-intensity"] if args.variable_intensity else []
             t1 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             log.write(f"## {impl} n={n}\n{proc.stdout}\n{proc.stderr[-4000:]}\n")
@@ -359,6 +363,8 @@ def main() -> None:
     p.add_argument("--pps", type=int, default=0,
                    help="our LSQML refines positions from this iteration (-refinePositions -PPS=N; 0 = off; the "
                         "reference engine)")
+    p.add_argument("--variable-intensity", action="store_true",
+                   help="our LSQML fits each position's intensity (-variableIntensity; the reference engine)")
     p.add_argument("--out", default="benchmarks/out")
     p.add_argument("--cache", default="/tmp/ptychopy_bench")
     p.add_argument("--timeout", type=float, default=900)
