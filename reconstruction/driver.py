@@ -280,13 +280,16 @@ class Reconstruction(IterativeRun):
 
     def preview(self, max_px: int = 512) -> Preview:
         """Downsampled uint8 images of the object's scanned area and of each probe mode (and, when the run
-        refines positions, every k-th position at the start and now)."""
+        refines positions or fits their flux, every k-th position at the start and now, with its flux)."""
         self._require_open()
         preview = make_preview(self.backend.xp, self.state.obj, self.state.probe, self.iteration, max_px,
                                self.backend.asnumpy, region=self.scanned_region())
-        if self.state.positions_px is not None:
-            preview.positions = preview_positions(self._start_positions_px, self.state.positions_px,
-                                                  self.backend.asnumpy)
+        st = self.state
+        if st.positions_px is not None or st.intensity_scale is not None:
+            refined = st.positions_px is not None
+            preview.positions = preview_positions(
+                self._start_positions_px, st.positions_px if refined else self._start_positions_px,
+                self.backend.asnumpy, refined=refined, intensity_scale=st.intensity_scale)
         return preview
 
     def result(self) -> Result:

@@ -13,21 +13,29 @@ MAX_PREVIEW_POSITIONS = 1000  # a preview carries at most this many scan positio
 
 @dataclass(frozen=True)
 class PositionsPreview:
-    """Every k-th scan position of a run that refines them: (m, 2) float32 (row, col) pixels, at the start and
-    now, with ``stride`` k (m <= MAX_PREVIEW_POSITIONS)."""
+    """Every k-th scan position of a run that refines them or fits their flux: (m, 2) float32 (row, col) pixels
+    at the start and now, with ``stride`` k (m <= MAX_PREVIEW_POSITIONS); ``refined`` whether they move; ``flux``
+    None or (m,) float32 fitted relative flux of each (the square of its amplitude factor)."""
 
     start_px: np.ndarray
     current_px: np.ndarray
     stride: int
+    refined: bool = True
+    flux: np.ndarray | None = None
 
 
 def preview_positions(start_px: np.ndarray, current_px: Any, asnumpy: Any = np.asarray,
-                      limit: int | None = None) -> PositionsPreview:
-    """Every k-th of the (N, 2) host ``start_px`` and device ``current_px`` positions, at most ``limit``
-    (default ``MAX_PREVIEW_POSITIONS``); only the subsample is copied from the device."""
+                      limit: int | None = None, *, refined: bool = True,
+                      intensity_scale: Any = None) -> PositionsPreview:
+    """Every k-th of the (N, 2) host ``start_px`` and (host or device) ``current_px`` positions, and of the (N,)
+    amplitude factors ``intensity_scale`` when given, at most ``limit`` (default ``MAX_PREVIEW_POSITIONS``); only
+    the subsample is copied from the device."""
     stride = max(1, math.ceil(start_px.shape[0] / (limit or MAX_PREVIEW_POSITIONS)))
+    flux = None
+    if intensity_scale is not None:
+        flux = np.asarray(asnumpy(intensity_scale[::stride]), dtype=np.float32) ** 2
     return PositionsPreview(np.asarray(start_px[::stride], dtype=np.float32),
-                            np.asarray(asnumpy(current_px[::stride]), dtype=np.float32), stride)
+                            np.asarray(asnumpy(current_px[::stride]), dtype=np.float32), stride, refined, flux)
 
 
 @dataclass
@@ -41,7 +49,7 @@ class Preview:
     object_amplitude_range: tuple[float, float]
     object_phase_range: tuple[float, float]
     probe_amplitude_range: list[tuple[float, float]] = field(default_factory=list)
-    positions: PositionsPreview | None = None  # only for a run that refines positions
+    positions: PositionsPreview | None = None  # only for a run that refines positions or fits their flux
 
     def images(self) -> list[tuple[str, np.ndarray, tuple[float, float]]]:
         """(name, uint8 image, (vmin, vmax)) for every image, objects first."""

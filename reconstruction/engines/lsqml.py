@@ -17,10 +17,10 @@ For each mini-batch of positions:
 Probe-position refinement (``position_refinement_from`` > 0: -refinePositions from iteration -PPS): windows
 follow sub-pixel positions (the probe of window j is moved by the fraction of its position,
 ``physics/subpixel.py``; the probe gradient is moved back before it is summed), and from that iteration on each
-visited position takes a Gauss-Newton step per axis (``subpixel.position_steps_px``: the far-field amplitude
-change a move would make, fitted to the measured one), at most ``MAX_POSITION_STEP_PX`` an epoch, from the same
-chi as the object and probe updates. After each epoch the affine part of all corrections is removed (the scan's
-overall geometry stays as given).
+visited position takes a damped Gauss-Newton step per axis (``subpixel.position_steps_px``: the far-field
+amplitude change a move would make, fitted to the measured one), at most ``MAX_POSITION_STEP_PX`` an epoch, from
+the same chi as the object and probe updates. After each epoch the affine part of all corrections is removed (the
+scan's overall geometry stays as given).
 
 Variable intensity (``variable_intensity``: -variableIntensity, as the original's MLs always did): the exit wave
 of position j is c_j P O_j, with c_j an amplitude factor for the flux that reached it; each visit multiplies c_j

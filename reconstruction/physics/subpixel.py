@@ -38,7 +38,8 @@ def window_gradients(xp: Any, windows: Any) -> tuple[Any, Any]:
     return xp.gradient(windows, axis=1), xp.gradient(windows, axis=2)
 
 
-def position_steps_px(xp: Any, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any) -> Any:
+def position_steps_px(xp: Any, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any,
+                      damping: float = 1.0) -> Any:
     """(B, 2) float32 Gauss-Newton steps (row, col) in pixels that best explain the exit-wave update ``chi``.
 
     probes (1 or B, M, n, n) the (shifted) probe modes of each window, windows (B, n, n) the object windows,
@@ -47,6 +48,9 @@ def position_steps_px(xp: Any, probes: Any, windows: Any, chi: Any, far_model: A
     d P grad(O_j), whose far field D changes the modal amplitude by sum_k Re(conj(F psi_k) D_k) / |F psi|; the
     step along each axis fits that amplitude change to the measured one: Re<P dO, chi> / sum (amplitude change)^2.
     (The denominator counts only what the moduli can see; ||P dO||^2 would make every step about 4x too short.)
+    ``damping`` (Levenberg-Marquardt) adds that many times the batch's median denominator, so a window whose
+    object holds little structure, or which little else overlaps, barely moves: undamped, such positions drifted
+    by 3-5 px on a scan with little overlap; 0 gives the plain Gauss-Newton step.
     """
     steps = []
     inv_amp = 1.0 / (model_amp + 1e-12 * xp.max(model_amp) + 1e-30)
@@ -56,5 +60,5 @@ def position_steps_px(xp: Any, probes: Any, windows: Any, chi: Any, far_model: A
         d_far = propagation.forward(xp, change)
         d_amp = xp.sum((far_model.conj() * d_far).real, axis=1) * inv_amp  # (B, n, n)
         den = xp.sum(d_amp * d_amp, axis=(1, 2))
-        steps.append(num / (den + 1e-30))
+        steps.append(num / (den + damping * xp.median(den) + 1e-30))
     return xp.stack(steps, axis=1).astype(xp.float32)

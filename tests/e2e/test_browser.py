@@ -194,13 +194,15 @@ def test_embedded_demo_is_live_in_the_browser(browser, tmp_path: Path) -> None: 
         server.remove()
 
 
-def test_a_job_that_refines_positions_shows_them_moving_in_the_live_view(  # type: ignore[no-untyped-def]
+def test_a_job_that_refines_positions_and_fits_flux_shows_both_in_the_live_view(  # type: ignore[no-untyped-def]
         page, prod_stack: ProductionStack, alice: User) -> None:
     from tests.support.web import ApiClient
 
     api = ApiClient(prod_stack.base_url, alice.token)
-    # 64^2, 10 x 10: LSQML refining positions from iteration 2, long enough to be watched while it runs
-    job = api.submit(small_sim_cmdstr(400, job_id="pps", extra="-algorithm=LSQML -refinePositions -PPS=2"),
+    # 64^2, 10 x 10, a 24 px beam every 6 px: LSQML refining positions from iteration 2 and fitting each one's flux,
+    # long enough to be watched while it runs
+    job = api.submit(small_sim_cmdstr(400, job_id="pps", extra="-algorithm=LSQML -refinePositions -PPS=2 "
+                                                                   "-variableIntensity -beamSize=5.4e-7"),
                      label="pps")
     job_id = job["id"]
     pg = page
@@ -214,6 +216,10 @@ def test_a_job_that_refines_positions_shows_them_moving_in_the_live_view(  # typ
         pg.wait_for_timeout(300)
     assert 0 < float(plot.get_attribute("data-max-moved-px") or 0) < 10
     assert pg.locator("#plot-positions .scatterlayer .point").count() == 100  # drawn by Plotly, one per position
+    flux = pg.locator("#plot-flux")
+    assert flux.get_attribute("data-points") == "100"
+    assert pg.locator("#plot-flux .scatterlayer .point").count() == 100
+    assert 0 < float(flux.get_attribute("data-flux-min") or 0) < float(flux.get_attribute("data-flux-max") or 0)
     TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(TEST_OUTPUT / "browser-positions.png"), full_page=True)
     assert api.post(f"/api/v1/jobs/{job_id}/cancel/").status in (200, 202)

@@ -43,8 +43,24 @@ def test_the_position_step_from_the_measured_moduli_recovers_a_known_subpixel_of
     far = propagation.forward(np, probe[None] * window[:, None])  # model at the nominal position
     model_amp = np.abs(far)[:, 0]
     chi = propagation.backward(np, far * (measured / model_amp - 1)[:, None])  # LSQML's Gaussian update
-    step = subpixel.position_steps_px(np, probe[None], window, chi, far, model_amp)[0]
+    step = subpixel.position_steps_px(np, probe[None], window, chi, far, model_amp, damping=0.0)[0]
     np.testing.assert_allclose(step, shift_px, atol=0.15 * max(abs(s) for s in shift_px))
+
+
+def test_damping_holds_back_a_window_with_little_structure_and_barely_slows_a_structured_one(object_and_probe):
+    obj, probe = object_and_probe
+    sharp = obj[2:2 + N, 3:3 + N]
+    windows = np.stack([sharp, 1 + 0.1 * (sharp - 1)]).astype(np.complex64)  # the second: a tenth of the contrast
+    moved_probe = subpixel.shift_by_ramps(np, probe, subpixel.shift_ramps(np, np.array([[0.3, -0.2]] * 2), N))
+    measured = np.abs(propagation.forward(np, moved_probe * windows[:, None]))[:, 0]
+    far = propagation.forward(np, probe[None] * windows[:, None])
+    model_amp = np.abs(far)[:, 0]
+    chi = propagation.backward(np, far * (measured / model_amp - 1)[:, None])
+    plain = subpixel.position_steps_px(np, probe[None], windows, chi, far, model_amp, damping=0.0)
+    damped = subpixel.position_steps_px(np, probe[None], windows, chi, far, model_amp)
+    np.testing.assert_allclose(plain, [[0.3, -0.2]] * 2, atol=0.05)  # undamped, both find the shift
+    assert np.all(np.abs(damped[0]) > 0.5 * np.abs(plain[0]))
+    assert np.all(np.abs(damped[1]) < 0.1 * np.abs(plain[1]))
 
 
 def _perturbed_scan(amplitude_px: float):

@@ -71,6 +71,17 @@ def test_variable_intensity_is_an_lsqml_flag_off_by_default_and_stored_sets_stay
         "the per-position intensity fit runs on the reference engines")
 
 
+def test_the_preview_carries_the_fitted_flux_of_positions_that_do_not_move(tiny_scan):
+    data = tiny_scan.data
+    rec = Reconstruction(data.intensities, data.positions_px, algorithm="LSQML", iterations=3, seed=0,
+                         settings=EngineSettings(variable_intensity=True))
+    rec.run()
+    shown = rec.preview().positions
+    assert shown is not None and not shown.refined and shown.stride == 1
+    np.testing.assert_array_equal(shown.current_px, shown.start_px)
+    np.testing.assert_allclose(shown.flux, rec.intensity_scale() ** 2, rtol=1e-6)
+
+
 def test_the_array_api_refuses_the_fit_where_it_does_not_run(tiny_scan):
     settings = EngineSettings(variable_intensity=True)
     data = tiny_scan.data

@@ -216,7 +216,7 @@ def test_a_stopping_embedded_worker_hands_its_job_back(worker, broker, sent_fram
     Job.objects.filter(pk=job.pk).update(cancel_requested=True)  # let the worker fixture stop quickly
 
 
-def test_frames_of_a_job_that_refines_positions_carry_them_and_others_do_not(worker, broker, sent_frames):
+def test_frames_of_jobs_that_refine_positions_or_fit_flux_carry_them_and_others_do_not(worker, broker, sent_frames):
     params = small_parameters(iterations=8).replace({"reconstruction.algorithm": "LSQML",
                                                      "reconstruction.refine_positions": True,
                                                      "reconstruction.position_search_from": 3})
@@ -228,6 +228,7 @@ def test_frames_of_a_job_that_refines_positions_carry_them_and_others_do_not(wor
     assert last["status"] == "done"
     pos = last["positions"]
     assert pos["stride"] == 1 and all(len(pos[k]) == 36 for k in ("row", "col", "row0", "col0"))
+    assert pos["refined"] and "flux" not in pos
     moved = np.hypot(np.subtract(pos["row"], pos["row0"]), np.subtract(pos["col"], pos["col0"]))
     assert 0 < moved.max() < 3
     from reconstruction.io import read_result
@@ -239,3 +240,11 @@ def test_frames_of_a_job_that_refines_positions_carry_them_and_others_do_not(wor
     broker.join("reconstruct", fail_fast=True)
     worker.join()
     assert sent_frames and all("positions" not in h for h, _ in sent_frames)
+    sent_frames.clear()
+    services.submit_job(small_parameters(iterations=4).replace({"reconstruction.algorithm": "LSQML",
+                                                                "reconstruction.variable_intensity": True}))
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    pos = sent_frames[-1][0]["positions"]
+    assert not pos["refined"] and pos["row"] == pos["row0"] and len(pos["flux"]) == 36
+    assert abs(np.mean(pos["flux"]) - 1) < 0.05 and min(pos["flux"]) < max(pos["flux"])

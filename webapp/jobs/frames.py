@@ -1,8 +1,9 @@
 """The binary frame a viewer receives: a length-prefixed JSON header followed by uint8 images.
 
 Layout: 4-byte big-endian unsigned header length, the UTF-8 JSON header, then the images' bytes concatenated
-(each image's ``offset`` counts from the end of the header). A run that refines positions adds ``positions`` to
-the header (:func:`positions_header`, at most ``reconstruction.preview.MAX_PREVIEW_POSITIONS`` points).
+(each image's ``offset`` counts from the end of the header). A run that refines positions or fits their flux adds
+``positions`` to the header (:func:`positions_header`, at most ``reconstruction.preview.MAX_PREVIEW_POSITIONS``
+points).
 Status changes travel as frames too: the header's ``status`` is then ``done``, ``failed`` or ``cancelled`` (with
 ``message``) and ``images`` may be empty.
 """
@@ -53,14 +54,20 @@ def downsample_errors(errors: list[float], limit: int = MAX_ERROR_POINTS) -> tup
     return [int(i) + 1 for i in idx], [float(errors[i]) for i in idx]
 
 
-def positions_header(start_px: np.ndarray, current_px: np.ndarray, stride: int) -> dict[str, Any]:
-    """The header's ``positions`` entry of a run that refines positions: every ``stride``-th position's row and
-    column in pixels at the start (``row0``, ``col0``) and now (``row``, ``col``), to 1/1000 px."""
+def positions_header(start_px: np.ndarray, current_px: np.ndarray, stride: int, *, refined: bool = True,
+                     flux: np.ndarray | None = None) -> dict[str, Any]:
+    """The header's ``positions`` entry of a run that refines positions or fits their flux: every ``stride``-th
+    position's row and column in pixels at the start (``row0``, ``col0``) and now (``row``, ``col``), to 1/1000 px,
+    ``refined`` (whether they move) and, with a flux fit, ``flux`` (relative, to 1/1000)."""
     def rounded(values: np.ndarray) -> list[float]:
         return [round(float(v), 3) for v in values]
 
-    return {"row0": rounded(start_px[:, 0]), "col0": rounded(start_px[:, 1]), "row": rounded(current_px[:, 0]),
-            "col": rounded(current_px[:, 1]), "stride": int(stride)}
+    out: dict[str, Any] = {"row0": rounded(start_px[:, 0]), "col0": rounded(start_px[:, 1]),
+                           "row": rounded(current_px[:, 0]), "col": rounded(current_px[:, 1]), "stride": int(stride),
+                           "refined": bool(refined)}
+    if flux is not None:
+        out["flux"] = rounded(flux)
+    return out
 
 
 def encode_frame(header: dict[str, Any], images: list[FrameImage]) -> bytes:

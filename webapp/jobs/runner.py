@@ -199,7 +199,8 @@ class JobRun:
         }
         if preview.positions is not None:
             p = preview.positions
-            header["positions"] = frames.positions_header(p.start_px, p.current_px, p.stride)
+            header["positions"] = frames.positions_header(p.start_px, p.current_px, p.stride, refined=p.refined,
+                                                          flux=p.flux)
         data = frames.encode_frame(header, self.images)
         self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
                     final_error=_finite(progress.error), error_history=self.errors)

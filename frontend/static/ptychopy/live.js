@@ -107,34 +107,51 @@
     Plotly.react(el("plot-errors"), [trace], layout, plotConfig);
   }
 
-  // A run that refines positions sends every k-th position at the start and now: draw where each one is,
-  // coloured by how far it has moved (the moves are far smaller than the scan, so colour shows them).
-  function drawPositions(pos) {
-    let div = el("plot-positions");
+  // A run that refines positions or fits their flux sends every k-th position at the start and now (and the
+  // fitted flux): draw where each one is, coloured by how far it has moved (the moves are far smaller than the
+  // scan, so colour shows them) and, with a flux fit, coloured by the flux it received.
+  function scatterDiv(id, label) {
+    let div = el(id);
     if (!div) {
       div = document.createElement("div");
       div.className = "plot";
-      div.id = "plot-positions";
-      div.setAttribute("aria-label", "scan positions");
+      div.id = id;
+      div.setAttribute("aria-label", label);
       el("plots").appendChild(div);
     }
-    const moved = pos.row.map(function (r, i) { return Math.hypot(r - pos.row0[i], pos.col[i] - pos.col0[i]); });
+    return div;
+  }
+
+  function drawScatter(div, pos, values, title, unit, hover) {
     const trace = {
-      type: "scatter", mode: "markers", x: pos.col, y: pos.row, customdata: moved,
-      marker: { size: 6, color: moved, cmin: 0, colorscale: "Viridis",
-                colorbar: { title: { text: "px" }, thickness: 12, len: 0.9 } },
-      hovertemplate: "row %{y:.2f}, col %{x:.2f}: moved %{customdata:.2f} px<extra></extra>",
+      type: "scatter", mode: "markers", x: pos.col, y: pos.row, customdata: values,
+      marker: { size: 6, color: values, colorscale: "Viridis",
+                colorbar: { title: { text: unit }, thickness: 12, len: 0.9 } },
+      hovertemplate: "row %{y:.2f}, col %{x:.2f}: " + hover + "<extra></extra>",
     };
     const layout = {
-      title: { text: "Scan positions, refined" + (pos.stride > 1 ? " (1 in " + pos.stride + ")" : ""),
-               font: { size: 14 } },
+      title: { text: title + (pos.stride > 1 ? " (1 in " + pos.stride + ")" : ""), font: { size: 14 } },
       uirevision: "keep", margin: { l: 40, r: 10, t: 36, b: 30 },
       xaxis: { constrain: "domain" }, yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain" },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     };
     Plotly.react(div, [trace], layout, plotConfig);
     div.dataset.points = pos.row.length;
-    div.dataset.maxMovedPx = Math.max.apply(null, moved.concat([0])).toFixed(3);
+  }
+
+  function drawPositions(pos) {
+    if (pos.refined) {
+      const moved = pos.row.map(function (r, i) { return Math.hypot(r - pos.row0[i], pos.col[i] - pos.col0[i]); });
+      const div = scatterDiv("plot-positions", "scan positions");
+      drawScatter(div, pos, moved, "Scan positions, refined", "px", "moved %{customdata:.2f} px");
+      div.dataset.maxMovedPx = Math.max.apply(null, moved.concat([0])).toFixed(3);
+    }
+    if (pos.flux) {
+      const div = scatterDiv("plot-flux", "fitted flux per position");
+      drawScatter(div, pos, pos.flux, "Fitted flux per position", "relative", "flux %{customdata:.3f}");
+      div.dataset.fluxMin = Math.min.apply(null, pos.flux).toFixed(3);
+      div.dataset.fluxMax = Math.max.apply(null, pos.flux).toFixed(3);
+    }
   }
 
   function drawStats(h) {
