@@ -130,7 +130,7 @@ class Reconstruction(IterativeRun):
             batch_size=self.settings.batch_size, per_frame_mask=mask_h is not None and mask_h.ndim == 3,
             fast_gpu=self.backend.is_gpu and _fast_gpu_applies(self.algorithm, self.settings),
             cap_bytes=self.memory_cap_bytes, free_bytes=self.backend.free_memory_bytes(),
-            per_position_fits=self.settings.position_refinement_from > 0 or self.settings.variable_intensity)
+            per_position_fits=self.settings.per_position_fits)
         self.needed_bytes = self.memory_plan.needed_bytes
         self._check_memory()
         _check_intensity_values(intensities_h)

@@ -64,8 +64,8 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
         work = n_positions * (4 * wave + n2 * 8 + 2 * n2 * 4) + 6 * obj
     else:
         b = batch_size or default_batch_size(n_positions)
-        refine = b * (6 * wave + n2 * 8) + 2 * index if per_position_fits else 0
-        work = b * (7 * wave + n2 * 8 + 3 * n2 * 4) + 6 * obj + refine
+        fits = b * (6 * wave + n2 * 8) + 2 * index if per_position_fits else 0
+        work = b * (7 * wave + n2 * 8 + 3 * n2 * 4) + 6 * obj + fits
     return int(data + index + work + 4 * wave)
 
 

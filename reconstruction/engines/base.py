@@ -26,6 +26,12 @@ class EngineSettings:
     variable_intensity: bool = False  # LSQML: fit a per-position incident-intensity scale (flux fluctuations)
     compute_rms: bool = False
 
+    @property
+    def per_position_fits(self) -> bool:
+        """True when LSQML fits something per position (positions or intensities): the reference engine, one
+        device."""
+        return self.position_refinement_from > 0 or self.variable_intensity
+
 
 @dataclass
 class EngineState:

@@ -119,7 +119,7 @@ class SplitReconstruction(IterativeRun):
         self.iterations = int(iterations)
         self.time_limit_s = float(time_limit_s or 0.0)
         self.settings = settings or EngineSettings()
-        if self.settings.position_refinement_from > 0 or self.settings.variable_intensity:
+        if self.settings.per_position_fits:
             raise ValueError("position refinement (-refinePositions) and the per-position intensity fit "
                              "(-variableIntensity) run on one device, not in a split run")
         self.parameters = parameters

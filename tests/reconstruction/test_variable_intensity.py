@@ -47,7 +47,7 @@ def test_fitting_each_positions_flux_recovers_it_to_6_percent_and_halves_the_obj
     np.testing.assert_array_equal(read_result(path).intensity_scale, rec.intensity_scale())
 
 
-def test_with_a_steady_flux_the_fit_costs_nothing_in_quality():
+def test_with_a_steady_flux_the_fit_costs_less_than_0_01_in_nrmse():
     sim, counts = _scan_with_flux(np.ones(100))
     plain, nrmse_plain = _run(sim, counts, False, 25)
     fitted, nrmse_fitted = _run(sim, counts, True, 25)
