@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -88,7 +87,6 @@ def run_ours(d: dict[str, np.ndarray], alg: str, iterations: int, device: str, v
     from reconstruction.driver import Reconstruction
     from reconstruction.engines import EngineSettings
 
-    os.environ["PTYCHOPY_GPU_FAST"] = "0" if variant == "xp" else "1"
     n = d["intensities"].shape[-1]
     settings = EngineSettings(update_probe_from=2, phase_constraint=0,
                               position_refinement_from=pps if alg == "LSQML" else 0,
@@ -102,7 +100,8 @@ def run_ours(d: dict[str, np.ndarray], alg: str, iterations: int, device: str, v
         base_pool = pool.total_bytes()
     t0 = time.perf_counter()
     rec = Reconstruction(d["intensities"], d["positions"], algorithm=alg, iterations=iterations, device=device,
-                         seed=0, probe=d["probe0"], beam_diameter_px=0.4 * n, settings=settings)
+                         seed=0, probe=d["probe0"], beam_diameter_px=0.4 * n, settings=settings,
+                         implementation="reference" if variant == "xp" else "auto")
     setup_s = time.perf_counter() - t0
     for _ in rec:
         pass
@@ -116,7 +115,8 @@ def run_ours(d: dict[str, np.ndarray], alg: str, iterations: int, device: str, v
         "impl": "ptychopy" if variant == "fast" else "ptychopy-xp", "alg": alg, "iterations": iterations,
         "ms": median_ms(rec.iteration_s, 3), "first_ms": 1e3 * rec.iteration_s[0], "setup_s": setup_s,
         "peak_bytes": peak, "nrmse": nrmse(d, rec.object()), "error": rec.errors[-1],
-        "engine": type(rec.engine).__name__, "preview_ms": 1e3 * statistics.median(preview),
+        "engine": type(rec.engine).__name__, "plan": rec.plan.implementation_reason,
+        "preview_ms": 1e3 * statistics.median(preview),
         "refine_positions_from": settings.position_refinement_from,
         "variable_intensity": settings.variable_intensity,
     }

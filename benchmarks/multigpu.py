@@ -90,7 +90,7 @@ def bench_split(args: argparse.Namespace) -> list[dict[str, Any]]:
             # G=1 here is the same engine in one region (for DM the summed reference DM), the fair baseline
             split = SplitReconstruction(d.intensities, d.positions_px, devices=gpus[:g], backend=args.device,
                                         overlap_px=args.overlap, share_frequency=args.share_frequency,
-                                        fast_paths=not args.reference_engines, **common)
+                                        implementation="reference" if args.reference_engines else "auto", **common)
             ms, obj = _time_run(split, args.iterations, args.warmup)
             split.close()
             ms_split1 = ms if g == 1 else ms_split1

@@ -84,7 +84,7 @@ def main() -> None:
     settings = EngineSettings(update_probe_from=1, phase_constraint=0)
     for alg in args.algs.split(","):
         n = args.size
-        os.environ["PTYCHOPY_GPU_GRAPHS"] = "1"
+        os.environ["PTYCHOPY_BENCH_GPU_GRAPHS"] = "1"
         rec = Reconstruction(d["intensities"], d["positions"], algorithm=alg, iterations=100, device="gpu", seed=0,
                              probe=d["probe0"], beam_diameter_px=0.4 * n, settings=settings)
         for _ in range(3):
@@ -94,7 +94,7 @@ def main() -> None:
             t0 = time.perf_counter()
             rec.step()
             graph_ms.append(1e3 * (time.perf_counter() - t0))
-        os.environ["PTYCHOPY_GPU_GRAPHS"] = "0"
+        os.environ["PTYCHOPY_BENCH_GPU_GRAPHS"] = "0"
         rec.step()
         rt.launch, rt.launch_jp, rt.kernel = launch, launch_jp, kernel  # type: ignore[assignment]
         rt.FFTPlans.forward, rt.FFTPlans.inverse = fwd, inv  # type: ignore[method-assign]
@@ -120,10 +120,10 @@ def main() -> None:
               f"{sorted(graph_ms)[len(graph_ms) // 2]:.2f} ms/it; bracketed kernels sum {total:.2f} ms/it")
         for key, v in sorted(sums.items(), key=lambda kv: -kv[1]):
             print(f"PROFILE   {key:28s} {v / args.iterations:8.3f} ms/it  {counts[key] // args.iterations:6d} calls/it")
-        os.environ["PTYCHOPY_GPU_GRAPHS"] = "1"
+        os.environ["PTYCHOPY_BENCH_GPU_GRAPHS"] = "1"
         rec.close()
         if alg == "ePIE":  # the unfused step sequence (seven launches a position) for comparison
-            os.environ["PTYCHOPY_EPIE_FUSED"] = "0"
+            os.environ["PTYCHOPY_BENCH_EPIE_FUSED"] = "0"
             rec = Reconstruction(d["intensities"], d["positions"], algorithm=alg, iterations=100, device="gpu",
                                  seed=0, probe=d["probe0"], beam_diameter_px=0.4 * n, settings=settings)
             for _ in range(3):
@@ -133,7 +133,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 rec.step()
                 unfused.append(1e3 * (time.perf_counter() - t0))
-            os.environ.pop("PTYCHOPY_EPIE_FUSED")
+            os.environ.pop("PTYCHOPY_BENCH_EPIE_FUSED")
             print(f"PROFILE ePIE unfused (update and gather as two launches): graph replay "
                   f"{sorted(unfused)[len(unfused) // 2]:.2f} ms/it")
             rec.close()

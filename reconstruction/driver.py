@@ -28,6 +28,7 @@ from .physics import modes as probe_modes_ops
 from .positions import object_shape_for
 from .preview import Preview, make_preview, preview_positions
 from .probes import probe_guess_from_data
+from .run_plan import DataSizes, RunPlan, plan_run
 from .state import Progress, Result
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class Reconstruction(IterativeRun):
     but the fast GPU ePIE/LSQML working set does, the intensities stay in host memory (pinned; a C-contiguous
     float32 array is registered in place, anything else is copied once) and stream to the device chunk by
     chunk; otherwise :class:`DeviceMemoryError` is raised before any work (``memory_plan`` says which).
+    implementation: "auto" (the fast GPU engine where it implements the run's options), "fast" or "reference".
+    ``plan`` (:class:`~reconstruction.run_plan.RunPlan`) says what was decided and why.
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class Reconstruction(IterativeRun):
         memory_cap_bytes: int = 0,
         parameters: Parameters | None = None,
         inputs: dict[str, Any] | None = None,
+        implementation: str = "auto",
     ):
         self.algorithm = canonical_algorithm(algorithm)
         self.settings = settings or EngineSettings()
@@ -125,12 +129,14 @@ class Reconstruction(IterativeRun):
 
         self.backend: Backend = get_backend(device)
         self.memory_cap_bytes = int(memory_cap_bytes)
-        self.memory_plan = memory_plan.plan_memory(
-            n_pos, n, (int(shape[0]), int(shape[1])), algorithm=self.algorithm, probe_modes=self.probe_modes,
-            batch_size=self.settings.batch_size, per_frame_mask=mask_h is not None and mask_h.ndim == 3,
-            fast_gpu=self.backend.is_gpu and _fast_gpu_applies(self.algorithm, self.settings),
-            cap_bytes=self.memory_cap_bytes, free_bytes=self.backend.free_memory_bytes(),
-            per_position_fits=self.settings.per_position_fits)
+        mask_kind = "none" if mask_h is None else ("per_frame" if mask_h.ndim == 3 else "detector")
+        self.plan: RunPlan = plan_run(
+            self.algorithm, self.settings, DataSizes(n_pos, n, (int(shape[0]), int(shape[1])), self.probe_modes,
+                                                     mask_kind),
+            backend=self.backend.name, free_bytes=self.backend.free_memory_bytes(),
+            memory_cap_bytes=self.memory_cap_bytes, implementation=implementation)
+        assert self.plan.memory is not None  # one device: the plan holds its memory arithmetic
+        self.memory_plan = self.plan.memory
         self.needed_bytes = self.memory_plan.needed_bytes
         self._check_memory()
         _check_intensity_values(intensities_h)
@@ -151,12 +157,10 @@ class Reconstruction(IterativeRun):
                 positions_px=xp.array(positions) if self.settings.position_refinement_from > 0 else None,
             )
             del intensities_h
-            self.engine: Any = create_engine(self.algorithm, self.state, self.settings)
+            self.engine: Any = create_engine(self.algorithm, self.state, self.settings,
+                                                   self.plan.implementation)
         except MemoryError as exc:
             raise self._oom(exc) from exc
-        if self.streamed and not type(self.engine).__name__.startswith("Fast"):
-            raise SessionStateError(f"a streamed {self.algorithm} run needs the fast GPU engine, but "
-                                    f"{type(self.engine).__name__} was selected")
         self.positions_px = corners.astype(np.float64)
         self._start_positions_px = positions.copy()
         self.probe_size_px = int(n)
@@ -363,12 +367,6 @@ class Reconstruction(IterativeRun):
         return DeviceMemoryError(
             f"out of memory on {self.backend.device} ({exc}); this {self.algorithm} run needs about "
             f"{self.needed_bytes / 2**30:.2f} GiB", self.needed_bytes, free)
-
-
-def _fast_gpu_applies(algorithm: str, settings: EngineSettings) -> bool:
-    from .gpu import options_reason
-
-    return options_reason(algorithm, settings) is None
 
 
 def settings_from_parameters(params: Parameters) -> EngineSettings:

@@ -5,9 +5,9 @@ The NumPy engines create many short-lived arrays of 0.1-10 MB per mini-batch. gl
 ``M_TRIM_THRESHOLD``, so each temporary costs page faults on first touch: measured on the 64^2 x 144 CPU benchmark,
 LSQML took 59 ms an iteration with the defaults and 27 ms with the thresholds below (DM 32 -> 17 ms).
 
-:func:`keep_freed_memory` raises both thresholds once per process (glibc only; elsewhere, or with
-``PTYCHOPY_HOST_MALLOC=0``, it does nothing). The cost: up to ``TRIM_THRESHOLD_BYTES`` of freed heap stays
-mapped to the process instead of going back to the system.
+:func:`keep_freed_memory` raises both thresholds once per process (glibc only; elsewhere, or with the
+benchmark switch ``PTYCHOPY_BENCH_HOST_MALLOC=0``, it does nothing). The cost: up to ``TRIM_THRESHOLD_BYTES`` of
+freed heap stays mapped to the process instead of going back to the system.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import os
 import sys
+
+from .bench_switches import bench_switch_on
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
@@ -27,7 +28,7 @@ TRIM_THRESHOLD_BYTES = 64 * 1024 * 1024
 @functools.lru_cache(maxsize=1)
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds for this process; True when they were set."""
-    if os.environ.get("PTYCHOPY_HOST_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+    if not bench_switch_on("HOST_MALLOC") or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
     if not name:

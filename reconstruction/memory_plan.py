@@ -162,8 +162,8 @@ def _why_not_streamed(algorithm: str, fast_gpu: bool, per_frame_mask: bool) -> s
         return (f"{algorithm} keeps every exit wave on the device, so its data cannot stream from host memory: "
                 f"use ePIE or LSQML, or raise the cap")
     if not fast_gpu:
-        return ("only the fast GPU engines stream from host memory, and this run's options select the reference "
-                "engine (RMS metric, the Poisson noise model or PTYCHOPY_GPU_FAST=0)")
+        return ("only the fast GPU engines stream from host memory, and this run's plan selects the reference "
+                "engine (its options, or implementation='reference')")
     if per_frame_mask:
         return ("a per-frame (N, n, n) valid mask is not streamed: use one (n, n) detector mask for all frames, "
                 "or raise the cap")

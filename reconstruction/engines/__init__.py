@@ -12,16 +12,19 @@ from .lsqml import LSQML
 ENGINES: dict[str, Any] = {"ePIE": EPIE, "DM": DM, "LSQML": LSQML}
 
 
-def create_engine(algorithm: str, state: EngineState, settings: EngineSettings) -> Any:
-    """The engine for ``algorithm``: the fast GPU path when the state lives on CuPy and it applies, else the
-    reference implementation above (the specification every fast path is checked against)."""
-    if getattr(state.xp, "__name__", "") == "cupy":
-        from ..gpu import fast_engine
+def create_engine(algorithm: str, state: EngineState, settings: EngineSettings, implementation: str = "reference"
+                  ) -> Any:
+    """The engine for ``algorithm``: the reference implementation above (the specification every fast path is
+    checked against), or with ``implementation="fast"`` the fused CuPy engine (``reconstruction/gpu``).
+    Which one a run uses is the run plan's decision (:func:`reconstruction.run_plan.plan_run`)."""
+    if implementation == "fast":
+        from ..gpu.engines import FAST_ENGINES
 
-        engine = fast_engine(algorithm, state, settings)
-        if engine is not None:
-            return engine
+        return FAST_ENGINES[algorithm](state, settings)
+    if implementation != "reference":
+        raise ValueError(f"implementation={implementation!r}: expected 'fast' or 'reference'")
     return ENGINES[algorithm](state, settings)
+
 
 def error_measure(algorithm: str) -> str:
     """What the error reported by ``algorithm`` ("ePIE", "DM", "LSQML" or an alias) measures, in one phrase for plots,

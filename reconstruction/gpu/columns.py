@@ -5,11 +5,11 @@ launches a position instead of six on ePIE's sequential chain."""
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import numpy as np
 
+from ..bench_switches import bench_switch_on
 from . import runtime as rt
 
 SPLIT = {64: 8, 128: 16, 256: 16, 512: 32}  # n -> N1: threads per column (n = N1 x N2, N1 >= N2)
@@ -23,9 +23,10 @@ def shared_bytes(n: int, modes: int) -> int:
 
 
 def applies(n: int, modes: int, switch: str, sizes: tuple[int, ...] = tuple(SPLIT)) -> bool:
-    """True when the kernel handles n x n patterns with ``modes`` modes and the environment switch is not 0."""
+    """True when the kernel handles n x n patterns with ``modes`` modes and the benchmark switch ``switch``
+    (:mod:`reconstruction.bench_switches`) is not 0."""
     return n in sizes and n in SPLIT and shared_bytes(n, modes) <= SHARED_LIMIT_BYTES \
-        and os.environ.get(switch, "1") != "0"
+        and bench_switch_on(switch)
 
 
 @functools.lru_cache(maxsize=8)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
 
+from ..bench_switches import bench_switch_on
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
 from . import runtime as rt
 
 
 def graphs_enabled() -> bool:
-    return os.environ.get("PTYCHOPY_GPU_GRAPHS", "1") != "0"
+    return bench_switch_on("GPU_GRAPHS")
 
 
 class FastMixin:

@@ -5,15 +5,15 @@ behind (probe first, with the current object), the object scatter-add with the n
 phi on this iteration's eighth of the positions (``engines.dm.error_sample``), then chunk by chunk:
 reflect (2 P O_j - psi), forward FFT, exact modulus projection with per-pattern error sums, inverse FFT, and one
 update kernel that applies the relaxed weight, writes the new exit waves and (up to four probe modes) the next
-probe update's partial sums. The chunks alternate between two streams (``PTYCHOPY_DM_LANES=1``: one).
+probe update's partial sums. The chunks alternate between two streams (``PTYCHOPY_BENCH_DM_LANES=1``: one).
 Equivalent to ``engines.dm.DM`` up to float32 rounding.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from ..bench_switches import bench_switch
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
 from ..engines.dm import DM, REGULARISATION, error_sample_span
 from . import runtime as rt
@@ -40,8 +40,8 @@ class FastDM(FastMixin, DM):
         self.chunk = max(1, -(-n_pos // self.CHUNKS))
         self.starts = list(range(0, n_pos, self.chunk))
         # chunks alternate between lanes (a stream, a far-field buffer and FFT plans each) so that one chunk's
-        # transforms overlap the other's element-wise kernels; PTYCHOPY_DM_LANES=1 runs them in sequence
-        self.lanes = max(1, min(2, int(os.environ.get("PTYCHOPY_DM_LANES", "2")), len(self.starts)))
+        # transforms overlap the other's element-wise kernels; PTYCHOPY_BENCH_DM_LANES=1 runs them in sequence
+        self.lanes = max(1, min(2, int(bench_switch("DM_LANES", "2")), len(self.starts)))
         self.sample_size = error_sample_span(n_pos, 1)[0]  # the error sample uses the first lane's buffer
         size = max(self.chunk, self.sample_size) * self.mt * n2
         self.bufs = [cp.empty(size, dtype=cp.complex64) for _ in range(self.lanes)]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
+from ..bench_switches import bench_switch_on
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
 from ..engines.epie import EPIE
 from ..memory_plan import EPIE_STEPS_PER_GRAPH  # bounds capture memory for huge scans
@@ -20,7 +20,7 @@ COLS_SIZES = (64, 128, 256)  # the split transform is faster for ePIE up to 256^
 class FastEPIE(FastMixin, EPIE):
     """True sequential ePIE, one CUDA graph per chunk of steps. Launches a position: four for 64^2-256^2 (cuFFT
     rows, ``epie_cols``, cuFFT inverse rows, update fused with the next gather), six at other sizes (cuFFT's 2-D
-    transforms and ``epie_modulus`` instead of the middle three), five with ``PTYCHOPY_EPIE_FUSED=0``."""
+    transforms and ``epie_modulus`` instead of the middle three), five with ``PTYCHOPY_BENCH_EPIE_FUSED=0``."""
 
     def __init__(self, state: EngineState, settings: EngineSettings):
         super().__init__(state, settings)
@@ -31,14 +31,14 @@ class FastEPIE(FastMixin, EPIE):
         self._order_host = pinned_int32(st.n_positions)
         self.psi = cp.empty((mt, self.n, self.n), dtype=cp.complex64)
         self.opatch = cp.empty((self.n, self.n), dtype=cp.complex64)
-        self.fused = os.environ.get("PTYCHOPY_EPIE_FUSED", "1") != "0"
+        self.fused = bench_switch_on("EPIE_FUSED")
         if self.fused:  # ping-pong partners of psi, opatch and the probe for epie_update_gather
             self.psi_b = cp.empty_like(self.psi)
             self.opatch_b = cp.empty_like(self.opatch)
             self.probe_b = cp.empty_like(st.probe)
         self.err_blocks = rt.grid_for(self.n2)  # epie_modulus's grid: one partial error pair per block
         # the modulus fused with the column half of the transform (kernels/columns.cu): 4 launches a position
-        self.cols = self.fused and columns.applies(self.n, mt, "PTYCHOPY_EPIE_COLS", COLS_SIZES)
+        self.cols = self.fused and columns.applies(self.n, mt, "EPIE_COLS", COLS_SIZES)
         if self.cols:
             self.twiddles = columns.twiddles(self.n)
         self.err_partial = cp.zeros(2 * self.err_blocks, dtype=cp.float64)

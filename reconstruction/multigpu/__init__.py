@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..parameters.model import parse_gpu_list
+from ..run_plan import splits
 from .exchange import Communicator, LocalCommunicator, NcclCommunicator
 from .merge import merge_objects, split_object
 from .partition import Region, Window, partition
@@ -34,7 +35,7 @@ def from_parameters(params: Parameters, *, data: ScanData | None = None, progres
     from ..loading import load_scan
 
     gpus = parse_gpu_list(params.multigpu.gpus)
-    if len(gpus) <= 1:
+    if not splits(gpus):  # the run plan's rule: two or more devices listed
         return Reconstruction.from_parameters(params, data=data, progress=progress, device=device)
     data = data if data is not None else load_scan(params, progress=progress)
     dev = (device or params.reconstruction.device or "auto").lower()

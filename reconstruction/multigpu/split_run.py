@@ -17,10 +17,9 @@ The object is merged on the host (:mod:`.merge`) when asked for.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -34,13 +33,12 @@ from ..loop import IterativeRun
 from ..positions import object_shape_for
 from ..preview import Preview, make_preview
 from ..probes import probe_guess_from_data
+from ..run_plan import DataSizes, RunPlan, plan_of_regions, plan_run
 from ..state import Progress, Result
 from .exchange import Communicator, CommunicatorAborted, LocalCommunicator, NcclCommunicator, share_object, share_probe
 from .merge import merge_objects
 from .partition import Region, partition
 from .shared_dm import Link, SharedDM
-
-EXCHANGES = ("auto", "sums", "periodic")
 
 
 class _TakeTurns:
@@ -70,7 +68,8 @@ class SplitReconstruction(IterativeRun):
     devices: one entry per region, GPU indices (``backend="gpu"``; repeat an index to run several regions on
     one GPU in sequence) or NumPy "device" labels (``backend="cpu"``). grid: (gr, gc) regions per axis,
     default strips along the longer scan axis. communicator: default NCCL over distinct GPUs, else local.
-    fast_paths: False builds the regions on the reference xp engines even where a GPU fast engine exists.
+    implementation: "auto", "fast" or "reference", as for :class:`Reconstruction`; the run plan
+    (:attr:`plan`, :mod:`reconstruction.run_plan`) decides for all regions (the summed DM runs the reference DM).
     memory_cap_bytes: the most GPU memory each region's run may use (0 = whatever is free on its device).
     """
 
@@ -86,7 +85,7 @@ class SplitReconstruction(IterativeRun):
         exchange: str = "auto",
         grid: tuple[int, int] | None = None,
         communicator: Communicator | None = None,
-        fast_paths: bool | None = None,
+        implementation: str = "auto",
         algorithm: str = "ePIE",
         iterations: int = 100,
         probe: Any = None,
@@ -105,7 +104,6 @@ class SplitReconstruction(IterativeRun):
         inputs: dict[str, Any] | None = None,
     ):
         self.algorithm = canonical_algorithm(algorithm)
-        self.exchange = _exchange_mode(exchange, self.algorithm)
         if backend not in ("cpu", "gpu"):
             raise ValueError(f"backend={backend!r}: expected 'cpu' or 'gpu'")
         if len(devices) < 1:
@@ -119,9 +117,6 @@ class SplitReconstruction(IterativeRun):
         self.iterations = int(iterations)
         self.time_limit_s = float(time_limit_s or 0.0)
         self.settings = settings or EngineSettings()
-        if self.settings.per_position_fits:
-            raise ValueError("position refinement (-refinePositions) and the per-position intensity fit "
-                             "(-variableIntensity) run on one device, not in a split run")
         self.parameters = parameters
         self.pixel_size_m = pixel_size_m
         self.inputs = dict(inputs or {})
@@ -141,6 +136,12 @@ class SplitReconstruction(IterativeRun):
         corners = self.positions_px.astype(np.int64)
         shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
         self.object_shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
+        mask_kind = "none" if mask is None else ("per_frame" if mask.ndim == 3 else "detector")
+        split_plan = plan_run(self.algorithm, self.settings,
+                              DataSizes(len(corners), n, self.object_shape, probe_modes, mask_kind),
+                              backend=backend, devices=self.devices, split=True,
+                              implementation=implementation, exchange=exchange)
+        self.exchange = split_plan.exchange
         probe_h = probe if probe is not None else probe_guess_from_data(intens, beam_diameter_px, probe_modes)
         self.initial_object = initial_object(self.object_shape, object_guess)
         G = len(self.devices)
@@ -154,23 +155,24 @@ class SplitReconstruction(IterativeRun):
             use_nccl = backend == "gpu" and len(distinct) == G and G > 1
             communicator = NcclCommunicator(self.devices) if use_nccl else LocalCommunicator(G)
         self.comm: Communicator = _TakeTurns(communicator, rank_locks)
-        reference_engines = fast_paths is False  # the summed DM extends the reference DM in any case
         self._pool = ThreadPoolExecutor(max_workers=G, thread_name_prefix="region") if G > 1 else None
         self.recs: list[Reconstruction] = []
         sub_masks = [mask[reg.positions] if mask is not None and mask.ndim == 3 else mask for reg in self.regions]
         for reg, sub_mask in zip(self.regions, sub_masks, strict=True):
             region_seed = seed if seed is None or self.exchange == "sums" else seed + 7919 * reg.index
-            with self._on_device(reg.index), _fast_paths_off(self.exchange == "sums" or reference_engines):
+            with self._on_device(reg.index):
                 rec = Reconstruction(
                     intens[reg.positions], reg.local_corners(corners), algorithm=self.algorithm,
                     iterations=self.iterations, probe=probe_h, probe_modes=probe_modes,
                     object_shape=reg.window.shape, object_guess=self.initial_object[reg.window.slices],
                     device=backend, seed=region_seed, valid_mask=sub_mask, settings=self.settings,
-                    beam_diameter_px=beam_diameter_px, pixel_size_m=pixel_size_m, memory_cap_bytes=memory_cap_bytes)
+                    beam_diameter_px=beam_diameter_px, pixel_size_m=pixel_size_m, memory_cap_bytes=memory_cap_bytes,
+                    implementation=split_plan.implementation)
                 if self.exchange == "sums":  # the driver's engine hook: see docs/multigpu.md
                     rec.engine = SharedDM.adopt(rec.engine, Link(self.comm, reg.index, reg.window,
                                                                  self.object_shape, reg.positions, len(corners)))
             self.recs.append(rec)
+        self.plan: RunPlan = plan_of_regions(split_plan, [r.plan for r in self.recs])
         self.iteration = 0
         self.errors: list[float] = []
         self.rms: list[float] = []
@@ -329,34 +331,6 @@ class SplitReconstruction(IterativeRun):
             raise SessionStateError("this split reconstruction was closed; start a new one")
         if self._broken is not None:
             raise SessionStateError(f"a region failed ({self._broken}); start a new run")
-
-
-@contextlib.contextmanager
-def _fast_paths_off(off: bool) -> Iterator[None]:
-    """Build the region's engine without the GPU fast path (PTYCHOPY_GPU_FAST=0 while the main thread
-    constructs it): asked for, or the summed DM, which extends the reference DM."""
-    if not off:
-        yield
-        return
-    before = os.environ.get("PTYCHOPY_GPU_FAST")
-    os.environ["PTYCHOPY_GPU_FAST"] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("PTYCHOPY_GPU_FAST", None)
-        else:
-            os.environ["PTYCHOPY_GPU_FAST"] = before
-
-
-def _exchange_mode(exchange: str, algorithm: str) -> str:
-    if exchange not in EXCHANGES:
-        raise ValueError(f"exchange={exchange!r}: expected one of {', '.join(EXCHANGES)}")
-    if exchange == "auto":
-        return "sums" if algorithm == "DM" else "periodic"
-    if exchange == "sums" and algorithm != "DM":
-        raise ValueError(f"exchange='sums' needs DM (its overlap projection is a sum); {algorithm} uses 'periodic'")
-    return exchange
 
 
 def initial_object(shape: tuple[int, int], guess: Any) -> np.ndarray:

@@ -17,8 +17,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gpu_available(), reason="C
 
 
 def _rec(n, scan=(4, 4), iterations=3, cols=True, intensities=None, **kw):
-    old = os.environ.get("PTYCHOPY_EPIE_COLS")
-    os.environ["PTYCHOPY_EPIE_COLS"] = "1" if cols else "0"
+    old = os.environ.get("PTYCHOPY_BENCH_EPIE_COLS")
+    os.environ["PTYCHOPY_BENCH_EPIE_COLS"] = "1" if cols else "0"
     try:
         sim = simulate(size_px=n, scan_dims=scan, photons=1e6, seed=5)
         data = sim.data.intensities if intensities is None else intensities
@@ -28,9 +28,9 @@ def _rec(n, scan=(4, 4), iterations=3, cols=True, intensities=None, **kw):
                               **kw)
     finally:
         if old is None:
-            os.environ.pop("PTYCHOPY_EPIE_COLS", None)
+            os.environ.pop("PTYCHOPY_BENCH_EPIE_COLS", None)
         else:
-            os.environ["PTYCHOPY_EPIE_COLS"] = old
+            os.environ["PTYCHOPY_BENCH_EPIE_COLS"] = old
 
 
 @pytest.mark.parametrize("n", [64, 128, 256, 512])

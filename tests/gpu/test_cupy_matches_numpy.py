@@ -30,12 +30,13 @@ def scan():
 
 
 def _run(sim, algorithm, device, iterations=10, fast=True, graphs=True, **kw):
-    env = {"PTYCHOPY_GPU_FAST": "1" if fast else "0", "PTYCHOPY_GPU_GRAPHS": "1" if graphs else "0"}
+    env = {"PTYCHOPY_BENCH_GPU_GRAPHS": "1" if graphs else "0"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
         rec = Reconstruction(sim.data.intensities, sim.data.positions_px, algorithm=algorithm,
-                             iterations=iterations, device=device, seed=0, beam_diameter_px=0.4 * 64, **kw)
+                             iterations=iterations, device=device, seed=0, beam_diameter_px=0.4 * 64,
+                             implementation="auto" if fast else "reference", **kw)
         for _ in rec:
             pass
         return rec
@@ -164,14 +165,14 @@ def test_epie_fused_and_unfused_step_sequences_agree(scan):
     """The update of step s fused with the gather of step s+1 changes no arithmetic (both with cuFFT's 2-D
     transforms; the column-kernel path is checked in test_columns.py)."""
     settings = EngineSettings(update_probe_from=2)
-    os.environ["PTYCHOPY_EPIE_COLS"] = "0"
+    os.environ["PTYCHOPY_BENCH_EPIE_COLS"] = "0"
     try:
         fused = _run(scan, "ePIE", "gpu", iterations=4, settings=settings)
-        os.environ["PTYCHOPY_EPIE_FUSED"] = "0"
+        os.environ["PTYCHOPY_BENCH_EPIE_FUSED"] = "0"
         plain = _run(scan, "ePIE", "gpu", iterations=4, settings=settings)
     finally:
-        os.environ.pop("PTYCHOPY_EPIE_FUSED", None)
-        os.environ.pop("PTYCHOPY_EPIE_COLS", None)
+        os.environ.pop("PTYCHOPY_BENCH_EPIE_FUSED", None)
+        os.environ.pop("PTYCHOPY_BENCH_EPIE_COLS", None)
     rel = _rel(fused.object(), plain.object())
     print(f"AGREE ePIE fused-vs-unfused object {rel:.2e} probe {_rel(fused.probe(), plain.probe()):.2e}")
     assert rel <= 1e-4

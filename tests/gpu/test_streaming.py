@@ -41,8 +41,8 @@ def _cap(sim, algorithm, chunk, probe_modes=1, batch_size=0):
 
 
 def _run(sim, algorithm, iterations=5, cap=0, graphs=True, intensities=None, **kw):
-    old = os.environ.get("PTYCHOPY_GPU_GRAPHS")
-    os.environ["PTYCHOPY_GPU_GRAPHS"] = "1" if graphs else "0"
+    old = os.environ.get("PTYCHOPY_BENCH_GPU_GRAPHS")
+    os.environ["PTYCHOPY_BENCH_GPU_GRAPHS"] = "1" if graphs else "0"
     try:
         data = sim.data.intensities if intensities is None else intensities
         rec = Reconstruction(data, sim.data.positions_px, algorithm=algorithm, iterations=iterations, device="gpu",
@@ -56,9 +56,9 @@ def _run(sim, algorithm, iterations=5, cap=0, graphs=True, intensities=None, **k
         return out
     finally:
         if old is None:
-            os.environ.pop("PTYCHOPY_GPU_GRAPHS", None)
+            os.environ.pop("PTYCHOPY_BENCH_GPU_GRAPHS", None)
         else:
-            os.environ["PTYCHOPY_GPU_GRAPHS"] = old
+            os.environ["PTYCHOPY_BENCH_GPU_GRAPHS"] = old
 
 
 def _rel(a, b):

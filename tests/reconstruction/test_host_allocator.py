@@ -46,4 +46,4 @@ def test_choosing_the_cpu_backend_removes_page_faults_of_array_temporaries() -> 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_ptychopy_host_malloc_0_leaves_the_allocator_alone() -> None:
-    assert _faults("cpu", PTYCHOPY_HOST_MALLOC="0") > 10_000
+    assert _faults("cpu", PTYCHOPY_BENCH_HOST_MALLOC="0") > 10_000

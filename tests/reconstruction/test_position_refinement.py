@@ -7,10 +7,10 @@ import pytest
 from reconstruction import ParameterError, Parameters
 from reconstruction.driver import Reconstruction, settings_from_parameters
 from reconstruction.engines import EngineSettings
-from reconstruction.gpu import options_reason
 from reconstruction.metrics import illuminated_region, object_nrmse
 from reconstruction.multigpu import SplitReconstruction
 from reconstruction.physics import propagation, subpixel
+from reconstruction.run_plan import DataSizes, plan_run
 from reconstruction.simulate import simulate
 
 N = 64
@@ -154,7 +154,9 @@ def test_every_entry_point_refuses_refinement_it_cannot_do(tiny_scan):
     with pytest.raises(ValueError, match="run on one device"):
         SplitReconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, devices=[0, 1],
                             algorithm="LSQML", settings=settings)
-    assert options_reason("LSQML", settings) == "position refinement runs on the reference engines"
+    plan = plan_run("LSQML", settings, DataSizes(36, 64, (200, 200)), backend="gpu", free_bytes=2**34)
+    assert plan.implementation == "reference"
+    assert plan.implementation_reason == "the fast LSQML does not implement position refinement (-refinePositions)"
 
 
 def test_the_preview_carries_every_kth_position_only_when_refining(tiny_scan, monkeypatch):

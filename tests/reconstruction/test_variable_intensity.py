@@ -6,10 +6,10 @@ import pytest
 from reconstruction import ParameterError, Parameters
 from reconstruction.driver import Reconstruction, settings_from_parameters
 from reconstruction.engines import EngineSettings
-from reconstruction.gpu import options_reason
 from reconstruction.io import read_result, write_result
 from reconstruction.metrics import illuminated_region, object_nrmse
 from reconstruction.multigpu import SplitReconstruction
+from reconstruction.run_plan import DataSizes, plan_run
 from reconstruction.simulate import simulate
 
 N = 64
@@ -67,8 +67,10 @@ def test_variable_intensity_is_an_lsqml_flag_off_by_default_and_stored_sets_stay
     stored = Parameters.from_cmdstr("./ptycho -algorithm=LSQML -size=64").to_dict()
     del stored["reconstruction"]["variable_intensity"]  # written before the flag existed
     assert not settings_from_parameters(Parameters.from_dict(stored)).variable_intensity
-    assert options_reason("LSQML", EngineSettings(variable_intensity=True)) == (
-        "the per-position intensity fit runs on the reference engines")
+    plan = plan_run("LSQML", EngineSettings(variable_intensity=True), DataSizes(36, 64, (200, 200)), backend="gpu",
+                    free_bytes=2**34)
+    assert plan.implementation_reason == (
+        "the fast LSQML does not implement the per-position flux fit (-variableIntensity)")
 
 
 def test_the_preview_carries_the_fitted_flux_of_positions_that_do_not_move(tiny_scan):
