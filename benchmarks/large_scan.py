@@ -2,6 +2,7 @@
 GPU with ePIE and LSQML: setup time, ms per epoch, peak device memory against intensities + object + probe.
 
     python3 benchmarks/large_scan.py --positions 100000 --size 256 --algs ePIE,LSQML --epochs 2
+    python3 benchmarks/large_scan.py --positions 16384 --size 128 --algs ePIE --modes 12   # issue 17's capture case
 
 The data are simulated on the GPU (a smooth phase object, the defocused probe, Poisson noise at 1e6 photons)
 and handed to :class:`reconstruction.Reconstruction` as one host array, as a loader would.
@@ -10,6 +11,7 @@ and handed to :class:`reconstruction.Reconstruction` as one host array, as a loa
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -27,7 +29,9 @@ def simulate_on_gpu(n_pos: int, n: int, seed: int = 0) -> tuple[np.ndarray, np.n
     from reconstruction.probes import defocused_pupil_probe
     from reconstruction.simulate import raster_px
 
-    rows = 100 if n_pos % 100 == 0 else 1
+    rows = 100 if n_pos % 100 == 0 else math.isqrt(n_pos)
+    while n_pos % rows:
+        rows -= 1
     positions = raster_px((rows, n_pos // rows), n / 10.0)
     h, w = object_shape_for(positions, n)
     y, x = cp.mgrid[0:h, 0:w].astype(cp.float32)
@@ -56,6 +60,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--algs", default="ePIE,LSQML")
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--modes", type=int, default=1, help="probe modes, all active from the first epoch")
     args = p.parse_args()
 
     import cupy as cp  # type: ignore[import-not-found]
@@ -72,8 +77,8 @@ def main() -> None:
         pool.free_all_blocks()
         t0 = time.perf_counter()
         rec = Reconstruction(inten, positions, algorithm=alg, iterations=args.epochs, device="gpu", seed=0,
-                             beam_diameter_px=0.4 * args.size,
-                             settings=EngineSettings(update_probe_from=1, phase_constraint=0))
+                             beam_diameter_px=0.4 * args.size, probe_modes=args.modes,
+                             settings=EngineSettings(update_probe_from=1, update_modes_from=1, phase_constraint=0))
         setup = time.perf_counter() - t0
         for _ in rec:
             pass
@@ -81,7 +86,8 @@ def main() -> None:
         base = inten.nbytes + rec.state.obj.nbytes + rec.state.probe.nbytes
         free, total = cp.cuda.runtime.memGetInfo()
         ms = [1e3 * t for t in rec.iteration_s]
-        print(f"LARGE {alg}: N={args.positions} n={args.size} object {rec.state.obj.shape}: setup {setup:.1f} s "
+        print(f"LARGE {alg}: N={args.positions} n={args.size} modes={args.modes} object {rec.state.obj.shape}: "
+              f"setup {setup:.1f} s "
               f"(host checks, upload, engine), epochs {', '.join(f'{v:.0f}' for v in ms)} ms "
               f"(the first includes graph capture), median {statistics.median(ms):.0f} ms; errors "
               f"{', '.join(f'{e:.4f}' for e in rec.errors)}; peak pool {peak / 2**30:.2f} GiB = "

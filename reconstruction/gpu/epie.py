@@ -41,6 +41,7 @@ class FastEPIE(FastMixin, EPIE):
         self.cols = self.fused and columns.applies(self.n, mt, "EPIE_COLS", COLS_SIZES)
         if self.cols:
             self.twiddles = columns.twiddles(self.n)
+            columns.reserve_shared(self.n, mt)
         self.err_partial = cp.zeros(2 * self.err_blocks, dtype=cp.float64)
         # streamed run: amplitudes arrive chunk by chunk in a device ring, one graph per chunk
         self.stream = st.amplitudes if isinstance(st.amplitudes, AmplitudeStream) else None

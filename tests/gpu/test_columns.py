@@ -42,7 +42,7 @@ def test_row_transforms_then_the_column_kernel_equal_the_2d_transform(n, modes):
 
     rec = _rec(n, scan=(2, 2), iterations=0)
     eng = rec.engine
-    assert columns.shared_bytes(n, modes) <= columns.SHARED_LIMIT_BYTES  # every size ePIE uses it for fits
+    assert columns.shared_bytes(n, modes) <= columns.max_dynamic_shared_bytes()  # every size ePIE uses it for fits
     eng.twiddles = columns.twiddles(n)  # also where ePIE itself keeps cuFFT's 2-D path (512^2)
     rng = np.random.default_rng(n + modes)
     x = (rng.standard_normal((modes, n, n)) + 1j * rng.standard_normal((modes, n, n))).astype(np.complex64)

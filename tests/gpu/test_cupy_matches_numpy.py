@@ -7,6 +7,7 @@ same data, probe guess and seed (the ePIE/LSQML visiting orders come from the sa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
@@ -140,25 +141,49 @@ def test_fast_paths_fall_back_for_options_they_do_not_implement(scan):
     assert rec.rms
 
 
-def test_lsqml_position_refinement_on_cupy_matches_numpy(scan):
-    """-refinePositions runs the reference LSQML on the GPU (no fast kernels): same refined positions and object."""
-    settings = EngineSettings(update_probe_from=2, phase_constraint=0, position_refinement_from=3)
+# The per-position fits run on the reference LSQML on the GPU (no fast kernels yet). Two regimes:
+# - with the probe held (update_probe_from beyond the run), the fits alone: a 1e-7 relative change of the data moves
+#   the NumPy result by ~2e-7 (object) and ~1e-6 px (positions), so CuPy must agree to float32 rounding;
+# - with probe updates from the second epoch, LSQML's joint object-and-probe steps (beta 0.9) amplify any rounding
+#   difference ~20x an epoch on this scan, with or without the fits (measured on NumPy alone: a 1e-7 change of the
+#   data moves the object by 2.5e-5 after 2 epochs, 1.7e-2 after 6). CuPy's FFT and reduction rounding differ from
+#   NumPy's by ~1e-7, so the two backends may differ by as much as that spread, which the test measures beside them.
+FITS = {"positions": dict(position_refinement_from=3), "flux": dict(variable_intensity=True)}
+
+
+def _fit_differences(a, b):
+    """(object, max position px, max intensity factor) differences between two runs."""
+    scale = 0.0 if a.intensity_scale() is None else float(np.abs(a.intensity_scale() - b.intensity_scale()).max())
+    return _rel(a.object(), b.object()), float(np.abs(a.positions() - b.positions()).max()), scale
+
+
+@pytest.mark.parametrize("fit", FITS)
+def test_lsqml_per_position_fits_on_cupy_match_numpy_with_the_probe_held(scan, fit):
+    settings = EngineSettings(update_probe_from=100, phase_constraint=0, **FITS[fit])
     cpu = _run(scan, "LSQML", "cpu", iterations=6, settings=settings)
     gpu = _run(scan, "LSQML", "gpu", iterations=6, settings=settings)
     assert _engine_name(gpu) == "LSQML"
-    assert _rel(gpu.object(), cpu.object()) <= TOL
-    assert np.abs(gpu.positions() - cpu.positions()).max() <= 1e-3
-    assert np.any(cpu.positions() != np.round(cpu.positions()))
+    obj, pos, flux = _fit_differences(gpu, cpu)
+    print(f"AGREE LSQML {fit} fit, probe held: object {obj:.2e} positions {pos:.2e} px flux {flux:.2e}")
+    assert obj <= 1e-4 and pos <= 1e-4 and flux <= 1e-5
+    if fit == "positions":
+        assert np.any(cpu.positions() != np.round(cpu.positions()))
+    else:
+        assert np.abs(cpu.intensity_scale() - 1).max() > 1e-3  # the factors did move
 
 
-def test_lsqml_variable_intensity_on_cupy_matches_numpy(scan):
-    """-variableIntensity runs the reference LSQML on the GPU: same object and fitted intensity factors."""
-    settings = EngineSettings(update_probe_from=2, phase_constraint=0, variable_intensity=True)
+@pytest.mark.parametrize("fit", FITS)
+def test_lsqml_per_position_fits_with_probe_updates_on_cupy_stay_within_numpys_own_rounding_spread(scan, fit):
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, **FITS[fit])
     cpu = _run(scan, "LSQML", "cpu", iterations=6, settings=settings)
     gpu = _run(scan, "LSQML", "gpu", iterations=6, settings=settings)
-    assert _engine_name(gpu) == "LSQML"
-    assert _rel(gpu.object(), cpu.object()) <= TOL
-    assert np.abs(gpu.intensity_scale() - cpu.intensity_scale()).max() <= 1e-3
+    noisy = dataclasses.replace(scan, data=dataclasses.replace(scan.data, intensities=(scan.data.intensities * (
+        1 + 1e-7 * np.random.default_rng(0).standard_normal(scan.data.intensities.shape))).astype(np.float32)))
+    spread = _fit_differences(_run(noisy, "LSQML", "cpu", iterations=6, settings=settings), cpu)
+    diff = _fit_differences(gpu, cpu)
+    print(f"AGREE LSQML {fit} fit, probe from 2: cupy-vs-numpy {diff}, numpy's 1e-7 spread {spread}")
+    assert diff[0] <= max(TOL, 3 * spread[0])
+    assert diff[1] <= max(1e-4, 3 * spread[1]) and diff[2] <= max(1e-5, 3 * spread[2])
 
 
 def test_epie_fused_and_unfused_step_sequences_agree(scan):
@@ -177,3 +202,20 @@ def test_epie_fused_and_unfused_step_sequences_agree(scan):
     print(f"AGREE ePIE fused-vs-unfused object {rel:.2e} probe {_rel(fused.probe(), plain.probe()):.2e}")
     assert rel <= 1e-4
     assert _rel(fused.probe(), plain.probe()) <= 1e-4
+
+
+@pytest.mark.parametrize("algorithm", ENGINES)
+@pytest.mark.parametrize("n,modes", [(128, 1), (128, 5), (128, 12), (128, 16), (256, 6), (256, 12)])
+def test_fast_engines_with_many_probe_modes_match_the_reference_on_cupy(algorithm, n, modes):
+    """1 to 16 modes, all active from the first epoch (probe held, so both sides see the same modes). ePIE's
+    column kernel needs over 48 KiB of shared memory from 12 modes at 128^2 and 6 at 256^2: the launch must opt in,
+    or the graph capture fails (cudaErrorStreamCaptureInvalidated, issue 17)."""
+    sim = simulate(size_px=n, scan_dims=(4, 4), photons=1e6, seed=3)
+    settings = EngineSettings(update_probe_from=1000, update_modes_from=1, phase_constraint=0)
+    kw = dict(iterations=3, settings=settings, probe_modes=modes)
+    fast = _run(sim, algorithm, "gpu", **kw)
+    ref = _run(sim, algorithm, "gpu", fast=False, **kw)
+    assert _engine_name(fast).startswith("Fast") and fast.state.modes_active == modes
+    rel = _rel(fast.object(), ref.object())
+    print(f"AGREE {algorithm} {n}^2 {modes} modes fast-vs-xp-cupy object {rel:.2e}")
+    assert rel <= 1e-4
