@@ -175,6 +175,8 @@ def run_with_progress(params: Parameters, quiet: bool = False) -> list[Path]:
     h, w = rec.object_shape
     print(f"{r.algorithm} on {rec.device}: {rec.n_positions} patterns of {rec.size_px}^2, object {h}x{w}, "
           f"{r.iterations} iterations (set-up {time.perf_counter() - t0:.1f} s)")
+    for line in rec.plan.summary_lines():
+        print(line)
     bar = tqdm(total=rec.iterations, desc=r.algorithm, unit="it", disable=quiet)
     with bar:
         for progress in rec:

@@ -303,7 +303,7 @@ class Reconstruction(IterativeRun):
             errors=list(self.errors), rms=list(self.rms), iteration_s=list(self.iteration_s),
             algorithm=self.algorithm, device=self.backend.device, pixel_size_m=self.pixel_size_m,
             parameters=self.parameters, stopped_early=self.stopped_early, inputs=dict(self.inputs),
-            intensity_scale=self.intensity_scale(),
+            intensity_scale=self.intensity_scale(), run_plan=self.plan.to_dict(),
         )
 
     @property

@@ -54,6 +54,7 @@ class Result:
     stopped_early: str | None = None  # "time limit", "cancelled", ... or None
     inputs: dict[str, Any] = field(default_factory=dict)  # file references for provenance
     intensity_scale: np.ndarray | None = None  # (N,) fitted amplitude factor per position (-variableIntensity)
+    run_plan: dict[str, Any] | None = None  # how the run went and why (reconstruction.run_plan.RunPlan.to_dict())
 
     @property
     def iterations(self) -> int:

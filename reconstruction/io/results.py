@@ -16,6 +16,8 @@ Layout (``docs/io.md``)::
                                                    -variableIntensity; the relative flux is its square)
     /entry_1/ptychopy/{errors, rms, iteration_s}   per-iteration history (float64)
     /entry_1/ptychopy/parameters_json, inputs_json JSON text; parameters/ and inputs/ groups as attributes
+    /entry_1/ptychopy/run_plan_json, run_plan      the run plan (``RunPlan.to_dict()``) as JSON text and as the
+                                                   attributes of a group (absent in files of runs without one)
     /entry_1/ptychopy attrs: algorithm, device, ptychopy_version, stopped_early, pixel_size_m, iterations
 
 The file is written under a temporary name in the target directory and renamed on success, so a crash
@@ -142,6 +144,11 @@ def _fill(f: h5py.File, result: Result) -> None:
     igroup = own.create_group("inputs")
     for key, value in (result.inputs or {}).items():
         igroup.attrs[str(key)] = _attr_value(value)
+    if result.run_plan is not None:
+        _str(own, "run_plan_json", json.dumps(result.run_plan, sort_keys=True))
+        plan_group = own.create_group("run_plan")
+        for key, value in result.run_plan.items():
+            plan_group.attrs[str(key)] = _attr_value(value)
 
 
 def _reason(exc: OSError) -> str:
@@ -264,6 +271,7 @@ def read_result(path: Path | str) -> Result:
             hist = {n: [float(x) for x in own[n][()]] for n in ("errors", "rms", "iteration_s")}
             positions = np.asarray(own["positions_px"][()], dtype=np.float64)
             scale = np.asarray(own["intensity_scale"][()], dtype=np.float32) if "intensity_scale" in own else None
+            run_plan = json.loads(_text(own["run_plan_json"])) if "run_plan_json" in own else None
         except KeyError as exc:
             raise InputDataError(f"file {path}: not a ptychopy result file (missing {exc})") from None
     params: Any = pdict
@@ -278,7 +286,7 @@ def read_result(path: Path | str) -> Result:
         iteration_s=hist["iteration_s"], algorithm=str(attrs.get("algorithm", "")),
         device=str(attrs.get("device", "")), pixel_size_m=float(attrs.get("pixel_size_m", 0.0)) or None,
         parameters=params, stopped_early=str(attrs.get("stopped_early", "")) or None, inputs=inputs,
-        intensity_scale=scale,
+        intensity_scale=scale, run_plan=run_plan,
     )
 
 

@@ -276,6 +276,7 @@ class SplitReconstruction(IterativeRun):
             errors=list(self.errors), rms=list(self.rms), iteration_s=list(self.iteration_s),
             algorithm=self.algorithm, device=self.device, pixel_size_m=self.pixel_size_m,
             parameters=self.parameters, stopped_early=self.stopped_early, inputs=dict(self.inputs),
+            run_plan=self.plan.to_dict(),
         )
 
     @property

@@ -22,6 +22,18 @@ def test_run_writes_the_result_files_and_reports_the_error(tmp_path, capsys):
     assert (tmp_path / "cli_object_0.csv").exists() and (tmp_path / "cli_probes_0.csv").exists()
 
 
+def test_run_prints_the_run_plan_and_stores_it_in_the_result_file(tmp_path, capsys):
+    assert main(["run", SMALL + " -device=cpu -algorithm=LSQML -RMS", "--out", str(tmp_path), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("run plan:"))
+    assert lines[at] == "run plan: reference LSQML, data resident, one CPU"
+    assert lines[at + 1] == ("  because: the CPU runs the NumPy reference engines; on the CPU the data stay in host "
+                             "memory; one device")
+    plan = read_result(tmp_path / "cli.h5").run_plan
+    assert plan is not None and plan["implementation"] == "reference" and plan["options"] == ["rms_metric"]
+    assert plan["implementation_reason"] == "the CPU runs the NumPy reference engines"
+
+
 def test_run_shows_a_progress_bar_with_iteration_error_and_eta(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ptychopy", "run", SMALL, "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
@@ -87,6 +99,7 @@ def test_run_splits_over_the_listed_gpus(tmp_path, monkeypatch):
     res = read_result(tmp_path / "cli.h5")
     assert len(res.errors) == 3 and res.object.shape == run.object_shape
     assert res.parameters.multigpu.gpus == "0,1"
+    assert res.run_plan["split"] is True and res.run_plan["devices"] == [0, 1] and res.run_plan["exchange"] == "sums"
 
 
 def test_serve_with_bridge_hands_the_web_server_a_bridge_start_hook(monkeypatch):

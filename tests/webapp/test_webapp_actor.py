@@ -248,3 +248,24 @@ def test_frames_of_jobs_that_refine_positions_or_fit_flux_carry_them_and_others_
     pos = sent_frames[-1][0]["positions"]
     assert not pos["refined"] and pos["row"] == pos["row0"] and len(pos["flux"]) == 36
     assert abs(np.mean(pos["flux"]) - 1) < 0.05 and min(pos["flux"]) < max(pos["flux"])
+
+
+def test_the_worker_stores_the_run_plan_and_the_job_page_and_api_show_it(worker, broker, sent_frames, user, client):
+    job = services.submit_job(small_parameters(iterations=3), owner=user)
+    assert job.run_plan == {}
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    job.refresh_from_db()
+    assert job.status == "done", job.message
+    plan = job.run_plan
+    assert (plan["implementation"], plan["residency"], plan["split"]) == ("reference", "resident", False)
+    assert plan["implementation_reason"] == "the CPU runs the NumPy reference engines"
+    client.force_login(user)
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    shown = page[page.index('id="run-plan"'):]
+    shown = shown[:shown.index("</dd>")]
+    assert f"reference {job.algorithm}, data resident, one CPU" in shown
+    assert "the CPU runs the NumPy reference engines; on the CPU the data stay in host memory; one device" in shown
+    from webapp.jobs.serialize import job_detail
+
+    assert job_detail(job)["run_plan"] == plan

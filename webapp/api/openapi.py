@@ -105,6 +105,10 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                 "parameters": _ref("Parameters"),
                 "cmdstr": {"type": "string", "nullable": True},
                 "error_history": {"type": "array", "items": {"type": "number"}},
+                "run_plan": {"type": "object", "nullable": True, "additionalProperties": True,
+                             "description": "How the worker runs the job and why (implementation, residency, "
+                                            "devices and a reason for each; docs/performance.md); null until "
+                                            "a worker planned it"},
             }},
         ]
     }

@@ -45,6 +45,8 @@ class Job(models.Model):
     final_error = models.FloatField(null=True, blank=True)
     error_history = models.JSONField(default=list, blank=True)
     device = models.CharField(max_length=100, blank=True)
+    # how the worker runs it and why (reconstruction.run_plan.RunPlan.to_dict()); {} until a worker planned it
+    run_plan = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
     result_path = models.CharField(max_length=1000, blank=True)

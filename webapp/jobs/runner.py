@@ -109,7 +109,7 @@ def claim(job_id: int) -> Job | str:
         return "cancelled"
     claimed = Job.objects.filter(still_as_seen, pk=job.pk).update(
         status=Job.Status.RUNNING, worker=me, started=now, finished=None, iteration=0, final_error=None,
-        error_history=[], message="", result_path="", device="",
+        error_history=[], message="", result_path="", device="", run_plan={},
     )
     if not claimed:
         return "claimed by another worker"
@@ -139,7 +139,8 @@ class JobRun:
         except Exception as exc:
             return self.fail(exc)
         try:
-            self.update(device=device_description(rec)[:100], iterations=rec.iterations)
+            self.update(device=device_description(rec)[:100], iterations=rec.iterations,
+                        run_plan=rec.plan.to_dict())
             cancelled = self.iterate(rec)
             result = rec.result()
             path = self.write(result)

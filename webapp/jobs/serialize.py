@@ -52,4 +52,5 @@ def job_detail(job: Job) -> dict[str, Any]:
     except Exception:
         out["cmdstr"] = None
     out["error_history"] = job.error_history
+    out["run_plan"] = job.run_plan or None
     return out

@@ -130,3 +130,25 @@ def test_result_without_parameters_round_trips(tmp_path, make_result):
     result.parameters = None
     back = read_result(write_result(result, tmp_path / "r.h5"))
     assert back.parameters is None and back.probe.shape == (2, 16, 16)
+
+
+def test_the_run_plan_is_stored_as_json_and_attributes_and_read_back(tmp_path, make_result, tiny_plan):
+    result = make_result()
+    result.run_plan = tiny_plan.to_dict()
+    path = write_result(result, tmp_path / "planned.h5")
+    with h5py.File(path, "r") as f:
+        group = f["/entry_1/ptychopy/run_plan"]
+        assert group.attrs["implementation"] == "reference" and group.attrs["residency"] == "resident"
+        assert group.attrs["implementation_reason"] == "the fast LSQML does not implement the RMS metric (-RMS)"
+        assert not group.attrs["split"] and list(group.attrs["devices"]) == []
+    assert read_result(path).run_plan == result.run_plan
+    assert read_result(write_result(make_result(), tmp_path / "unplanned.h5")).run_plan is None
+
+
+@pytest.fixture
+def tiny_plan():
+    from reconstruction.engines import EngineSettings
+    from reconstruction.run_plan import DataSizes, plan_run
+
+    return plan_run("LSQML", EngineSettings(compute_rms=True), DataSizes(6, 16, (40, 40)), backend="gpu",
+                    free_bytes=2**30)
