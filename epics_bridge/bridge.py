@@ -13,7 +13,7 @@ import threading
 
 from .config import BridgeConfig
 from .journal import Journal
-from .monitor import Monitor
+from .sources import make_sources
 from .state import BridgeState
 from .submit import Submitter, load_submitter
 from .trigger import Event
@@ -32,16 +32,18 @@ class Bridge:
         self.journal = Journal(config.journal_path)
         self.submitter = submitter if submitter is not None else load_submitter(config.submit)
         self.worker = BridgeWorker(config, self.events, self.journal, self.submitter, self.state)
-        self.monitor = Monitor(config.pvs, self.events)
+        self.sources = make_sources(config, self.events)
 
     def start(self) -> None:
         log.info("EPICS bridge for %s: %s trigger, %d PVs, journal %s", self.config.beamline,
                  self.config.trigger.kind, len(self.config.pvs), self.config.journal_path)
         self.worker.start()
-        self.monitor.start()
+        for source in self.sources:
+            source.start()
 
     def stop(self) -> None:
-        self.monitor.stop()
+        for source in self.sources:
+            source.stop()
         self.worker.stop()
         self.journal.close()
         log.info("EPICS bridge stopped")

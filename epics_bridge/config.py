@@ -17,7 +17,10 @@ from typing import Any
 from reconstruction import ParameterError, Parameters
 
 ENV_PREFIX = "EPICS_BRIDGE__"
-TRIGGER_KINDS = ("sscan", "areadetector", "filename")
+TRIGGER_KINDS = ("sscan", "areadetector", "eiger", "filename", "bluesky")
+PVA_SCHEME = "pva://"  # a PV name starting with this is monitored over pvAccess (p4p), any other over CA
+DOCUMENT_KEY = "start:"  # with the bluesky trigger: a key of the run's start document, not a PV
+SERIALIZERS = ("pickle", "msgpack", "json")
 SUBMIT_KINDS = ("django", "callable")
 
 
@@ -48,14 +51,46 @@ class TriggerConfig:
     num_capture_pv: str = ""
     write_status_pv: str = ""
     write_message_pv: str = ""
+    full_file_name_pv: str = ""  # areaDetector: FullFileName_RBV, the capture's file (set when it is opened)
     file_name_pv: str = ""  # filename kind: a PV updated with each completed file
+    # eiger: ADEiger's detector driver with its FileWriter (the DCU writes the files)
+    acquire_pv: str = ""  # cam1:Acquire_RBV (1 while acquiring)
+    images_counter_pv: str = ""  # cam1:NumImagesCounter_RBV
+    num_images_pv: str = ""  # cam1:NumImages_RBV (per trigger)
+    num_triggers_pv: str = ""  # cam1:NumTriggers_RBV
+    fw_enable_pv: str = ""  # cam1:FWEnable_RBV
+    fw_name_pattern_pv: str = ""  # cam1:FWNamePattern_RBV ("$id" = the sequence id)
+    sequence_id_pv: str = ""  # cam1:SequenceId (set when the detector is armed)
+    file_path_pv: str = ""  # cam1:FilePath_RBV
+    # bluesky: run documents from a 0MQ proxy (bluesky.callbacks.zmq.Proxy)
+    zmq_address: str = ""  # the proxy's out (subscriber) address, "127.0.0.1:5578"
+    zmq_prefix: str = ""  # the Publisher's prefix (b"" by default)
+    serializer: str = "pickle"  # the Publisher's serializer: pickle (bluesky's default), msgpack, json
+    stream: str = "primary"  # the stream whose num_events counts the scan points
+    expected_events_key: str = "num_points"  # start-document key with the number of points the plan takes
+
+    @property
+    def document_source(self) -> str:
+        """The name the bluesky trigger's document stream goes by (state, connection events)."""
+        return f"zmq://{self.zmq_address}" if self.kind == "bluesky" else ""
 
     @property
     def pvs(self) -> tuple[str, ...]:
         names = (self.busy_pv, self.message_pv, self.current_point_pv, self.points_pv, self.capture_pv,
                  self.num_captured_pv, self.num_capture_pv, self.write_status_pv, self.write_message_pv,
-                 self.file_name_pv)
+                 self.full_file_name_pv, self.file_name_pv, self.acquire_pv, self.images_counter_pv,
+                 self.num_images_pv, self.num_triggers_pv, self.fw_enable_pv, self.fw_name_pattern_pv,
+                 self.sequence_id_pv, self.file_path_pv, self.document_source)
         return tuple(n for n in names if n)
+
+
+@dataclass(frozen=True)
+class DataField:
+    """A file-pattern field taken from a PV at the end of the scan; ``offset`` is added to a numeric value
+    (``-1`` for areaDetector's FileNumber, which auto-increments when a file is opened)."""
+
+    pv: str
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,10 +107,15 @@ class DataConfig:
     scan_number_pv: str = ""
     file_pattern: str = "{path}/{name}_data_#06d.h5"
     path_map: Mapping[str, str] = field(default_factory=dict)  # IOC path prefix -> path as the bridge/workers see it
+    # added to the scan number PV's value: -1 for synApps saveData, whose saveData_scanNumber already holds the
+    # next scan's number once a scan has started
+    scan_number_offset: int = 0
+    fields: Mapping[str, DataField] = field(default_factory=dict)  # more file-pattern fields, each from a PV
 
     @property
     def pvs(self) -> tuple[str, ...]:
-        return tuple(n for n in (self.path_pv, self.name_pv, self.scan_number_pv) if n)
+        names = (self.path_pv, self.name_pv, self.scan_number_pv, *(f.pv for f in self.fields.values()))
+        return tuple(n for n in names if n)
 
 
 @dataclass(frozen=True)
@@ -148,8 +188,10 @@ class BridgeConfig:
 
     @property
     def pvs(self) -> tuple[str, ...]:
-        """Every PV the bridge monitors, without repeats."""
-        return tuple(dict.fromkeys(self.trigger.pvs + self.data.pvs + self.metadata.pvs))
+        """Every PV (and document stream) the bridge monitors, without repeats; start-document keys are not
+        monitored: they come with the bluesky trigger's documents."""
+        names = self.trigger.pvs + self.data.pvs + self.metadata.pvs
+        return tuple(n for n in dict.fromkeys(names) if not n.startswith(DOCUMENT_KEY))
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> BridgeConfig:
@@ -273,19 +315,43 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
         num_capture_pv=pv(t, "num_capture_pv", kind == "areadetector"),
         write_status_pv=pv(t, "write_status_pv"),
         write_message_pv=pv(t, "write_message_pv"),
+        full_file_name_pv=pv(t, "full_file_name_pv"),
         file_name_pv=pv(t, "file_name_pv", kind == "filename"),
+        acquire_pv=pv(t, "acquire_pv", kind == "eiger"),
+        images_counter_pv=pv(t, "images_counter_pv", kind == "eiger"),
+        num_images_pv=pv(t, "num_images_pv", kind == "eiger"),
+        num_triggers_pv=pv(t, "num_triggers_pv"),
+        fw_enable_pv=pv(t, "fw_enable_pv"),
+        fw_name_pattern_pv=pv(t, "fw_name_pattern_pv", kind == "eiger"),
+        sequence_id_pv=pv(t, "sequence_id_pv", kind == "eiger"),
+        file_path_pv=pv(t, "file_path_pv", kind == "eiger"),
+        zmq_address=t.get("zmq_address", str, "").strip(),
+        zmq_prefix=t.get("zmq_prefix", str, ""),
+        serializer=t.get("serializer", str, "pickle"),
+        stream=t.get("stream", str, "primary"),
+        expected_events_key=t.get("expected_events_key", str, "num_points"),
     )
+    if kind == "bluesky" and not trigger.zmq_address:
+        raise t._err("zmq_address", "required for this trigger kind (the 0MQ proxy's out address, host:port)")
+    if trigger.serializer not in SERIALIZERS:
+        raise t._err("serializer", f"expected one of {', '.join(SERIALIZERS)}, got {trigger.serializer!r}")
+    if " " in trigger.zmq_prefix:
+        raise t._err("zmq_prefix", "may not contain a space (the 0MQ message separator)")
     t.finish()
 
     d = top.sub("data")
     path_map = d.get("path_map", dict, {})
     if not all(isinstance(v, str) for v in path_map.values()):
         raise d._err("path_map", "expected {\"/ioc/prefix\" = \"/local/prefix\"}")
-    pattern = d.get("file_pattern", str, "{path}/{name}_data_#06d.h5")
+    pattern = d.get("file_pattern", str, "{file}_data_#06d.h5" if kind == "eiger" else "{path}/{name}_data_#06d.h5")
     if kind == "filename" and "{file" not in pattern:
         pattern = "{file}"
+    fields: dict[str, DataField] = {}
+    for fname, value in d.get("fields", dict, {}).items():
+        fields[fname] = _data_field(value, f"[{d.where}] fields.{fname}", prefix, source)
     data = DataConfig(path_pv=pv(d, "path_pv"), name_pv=pv(d, "name_pv"), scan_number_pv=pv(d, "scan_number_pv"),
-                      file_pattern=pattern, path_map=dict(path_map))
+                      file_pattern=pattern, path_map=dict(path_map),
+                      scan_number_offset=d.get("scan_number_offset", int, 0), fields=fields)
     d.finish()
 
     m = top.sub("metadata")
@@ -368,6 +434,17 @@ def _pv_source(value: Any, where: str, prefix: str, source: str) -> PvSource:
             raise ConfigError(f"{source}: {where}: scale must be a number")
         return PvSource(value["pv"].replace("$(P)", prefix), float(scale))
     raise ConfigError(f"{source}: {where}: expected a PV name or {{pv = \"NAME\", scale = x}}, got {value!r}")
+
+
+def _data_field(value: Any, where: str, prefix: str, source: str) -> DataField:
+    if isinstance(value, str):
+        return DataField(value.replace("$(P)", prefix))
+    if isinstance(value, dict) and isinstance(value.get("pv"), str) and not set(value) - {"pv", "offset"}:
+        offset = value.get("offset", 0)
+        if not isinstance(offset, int) or isinstance(offset, bool):
+            raise ConfigError(f"{source}: {where}: offset must be an integer")
+        return DataField(value["pv"].replace("$(P)", prefix), offset)
+    raise ConfigError(f"{source}: {where}: expected a PV name or {{pv = \"NAME\", offset = n}}, got {value!r}")
 
 
 def _template(r: _Reader, source: str) -> Parameters:

@@ -10,7 +10,7 @@ from typing import Any
 
 from reconstruction import ParameterError, Parameters
 
-from .config import BridgeConfig, PvSource
+from .config import BridgeConfig, DataField, PvSource
 from .trigger import ScanEnd, ValueEvent, as_float, as_int, text_of
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,10 @@ def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: S
     if d.scan_number_pv:
         ev = latest.get(d.scan_number_pv)
         n = as_int(ev.value) if ev else None
-        scan_no_value = n if n is not None else text_of(latest, d.scan_number_pv)
+        scan_no_value = n + d.scan_number_offset if n is not None else text_of(latest, d.scan_number_pv)
     file_dir, file_name = os.path.split(end.file)
-    fields = dict(beamline=config.beamline, path=text_of(latest, d.path_pv).rstrip("/"),
+    fields: dict[str, Any] = {name: _field_value(latest, f) for name, f in d.fields.items()}
+    fields.update(beamline=config.beamline, path=text_of(latest, d.path_pv).rstrip("/"),
                   name=text_of(latest, d.name_pv), scan_number=scan_no_value, file=end.file, file_dir=file_dir,
                   file_name=file_name, file_stem=os.path.splitext(file_name)[0])
     try:
@@ -62,7 +63,7 @@ def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: S
         job_id = config.job_id_format.format(**fields)
     except (KeyError, ValueError, IndexError) as exc:
         raise ScanBuildError(f"cannot fill the file pattern/label {d.file_pattern!r} from {fields}: {exc}") from None
-    missing = [pv for pv in (d.path_pv, d.name_pv, d.scan_number_pv) if pv and not text_of(latest, pv)]
+    missing = [pv for pv in d.pvs if not text_of(latest, pv)]
     if missing:
         raise ScanBuildError(f"no value for {', '.join(missing)} at the end of the scan")
     values, warnings = metadata_values(config, latest)
@@ -75,6 +76,13 @@ def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: S
     scan_number = str(scan_no_value)
     return ScanInfo(config.beamline, scan_number, pattern, dedup_key(config.beamline, scan_number, pattern),
                     label, params, tuple(warnings))
+
+
+def _field_value(latest: Mapping[str, ValueEvent], f: DataField) -> Any:
+    """A ``[data] fields`` value: the PV's integer plus its offset, or its text when it is not a number."""
+    ev = latest.get(f.pv)
+    n = as_int(ev.value) if ev is not None and not isinstance(ev.value, str) else None
+    return n + f.offset if n is not None else text_of(latest, f.pv)
 
 
 def map_path(path: str, path_map: Mapping[str, str]) -> str:

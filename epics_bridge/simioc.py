@@ -1,13 +1,27 @@
 """``ptychopy simioc``: a caproto IOC on loopback that plays ptychography scans, for demos and tests.
 
-PVs (prefix ``P``, default ``ptysim:``) mimic a beamline: an outer sscan record ``scan2`` (rows) with ``BUSY``,
-``SMSG``, ``NPTS``, ``CPT``, ``P1SI`` (step, um) over an inner ``scan1`` (columns); ``saveData_scanNumber`` and
-``saveData_fullPathName``; an areaDetector HDF5 plugin ``HDF1:`` (``FilePath``, ``FileName``,
-``FullFileName_RBV``, ``Capture_RBV``, ``NumCapture_RBV``, ``NumCaptured_RBV``, ``WriteStatus``,
-``WriteMessage``); ``energy`` (keV) and ``detDistance`` (mm). Control: put 1 to ``sim:Go`` to play a scan, 1 to
-``sim:Abort`` to abort it; ``sim:PointTime`` (s per point) and ``sim:LateWrite`` (s the last file is still being
-written after ``scan2.BUSY`` drops). Each row is written as ``name_data_NNNNNN.h5.tmp`` and renamed on close.
-The scan number is kept in ``<data-dir>/.simioc_autosave.json`` across restarts, like autosave would.
+PVs (prefix ``P``, default ``ptysim:``) mimic a beamline's conventions:
+
+- sscan: an outer record ``scan2`` (rows) with ``BUSY``, ``SMSG``, ``NPTS``, ``CPT``, ``P1SI`` (step, um) over an
+  inner ``scan1`` (columns);
+- synApps saveData: at the *start* of a scan ``saveData_fileName`` becomes ``{baseName}{NNNN}.mda`` from
+  ``saveData_scanNumber``, which is then incremented (it holds the next scan's number during and after a scan);
+  ``saveData_fullPathName`` is the directory;
+- areaDetector NDFileHDF5 ``HDF1:`` (``FilePath``, ``FileName``, ``FileNumber_RBV`` (auto-increments when a
+  file is opened), ``FullFileName_RBV`` (set on open), ``Capture_RBV``, ``NumCapture_RBV`` (0 = unlimited with
+  ``sim:Unlimited``), ``NumCaptured_RBV``, ``WriteStatus``, ``WriteMessage``);
+- ADEiger with its FileWriter ``cam1:`` (``Acquire_RBV``, ``NumImages_RBV``, ``NumTriggers_RBV``,
+  ``NumImagesCounter_RBV``, ``FWEnable_RBV``, ``FWNamePattern_RBV`` = ``scan$id``, ``FWNImagesPerFile_RBV``,
+  ``SequenceId`` (set when armed), ``FilePath_RBV``);
+- ``energy`` (keV), ``detDistance`` (mm), and ``sim:LastScanFile`` (the master file, written once the scan's
+  files are closed: what a DAQ script's soft record would hold, for the file-name trigger).
+
+Control: put 1 to ``sim:Go`` to play a scan, 1 to ``sim:Abort`` to abort it, 1 to ``sim:Fail`` to make the
+file writer fail in the next scan; ``sim:PointTime`` (s per point) and ``sim:LateWrite`` (s the last file is still
+being written after ``scan2.BUSY`` drops). Each row is written as ``name_data_NNNNNN.h5.tmp`` and renamed on
+close. The next scan number is kept in ``<data-dir>/.simioc_autosave.json`` across restarts, like autosave would.
+``--pva-port`` serves every PV over pvAccess too (:mod:`epics_bridge.simioc_pva`); ``--zmq-proxy`` publishes
+every scan as a bluesky run (:mod:`epics_bridge.simioc_bluesky`).
 """
 
 from __future__ import annotations
@@ -47,29 +61,53 @@ def make_group_class() -> type:
     class SimBeamline(PVGroup):  # type: ignore[misc]
         busy2 = pvproperty(name="scan2.BUSY", value=0, doc="outer scan busy (1 while scanning)")
         smsg2 = pvproperty(name="scan2.SMSG", value="", dtype=ChannelType.STRING, doc="outer scan message")
-        npts2 = pvproperty(name="scan2.NPTS", value=4, doc="rows")
+        npts2 = pvproperty(name="scan2.NPTS", value=10, doc="rows")
         cpt2 = pvproperty(name="scan2.CPT", value=0, doc="rows done")
-        step2 = pvproperty(name="scan2.P1SI", value=0.5, doc="row step (um)")
+        step2 = pvproperty(name="scan2.P1SI", value=0.2, doc="row step (um)")
         busy1 = pvproperty(name="scan1.BUSY", value=0, doc="inner scan busy (toggles every row)")
-        npts1 = pvproperty(name="scan1.NPTS", value=5, doc="columns")
+        npts1 = pvproperty(name="scan1.NPTS", value=10, doc="columns")
         cpt1 = pvproperty(name="scan1.CPT", value=0, doc="columns done in this row")
-        step1 = pvproperty(name="scan1.P1SI", value=0.5, doc="column step (um)")
-        scan_number = pvproperty(name="saveData_scanNumber", value=0, doc="number of the current/last scan")
-        full_path_name = _char("saveData_fullPathName", "master file of the last completed scan")
+        step1 = pvproperty(name="scan1.P1SI", value=0.2, doc="column step (um)")
+        # synApps saveData: at the START of a scan the file name is made from the base name and the scan number,
+        # then the scan number is incremented; fullPathName is the directory
+        scan_number = pvproperty(name="saveData_scanNumber", value=1, doc="number of the NEXT scan")
+        base_name = _char("saveData_baseName", "saveData file base name")
+        save_file_name = _char("saveData_fileName", "the current/last scan's file (written at scan start)")
+        full_path_name = _char("saveData_fullPathName", "saveData's directory")
+        last_scan_file = _char("sim:LastScanFile", "master file of the last completed scan (written after "
+                                                   "its files are closed)")
+        # areaDetector NDFileHDF5
         file_path = _char("HDF1:FilePath", "data directory")
         file_name = _char("HDF1:FileName", "base name of the scan's files")
+        file_number = pvproperty(name="HDF1:FileNumber_RBV", value=1, doc="next file number (auto-increments "
+                                                                           "when a file is opened)")
         full_file_name = _char("HDF1:FullFileName_RBV", "file being written (set on open)")
         capture = pvproperty(name="HDF1:Capture_RBV", value="Done", dtype=ChannelType.ENUM,
                              enum_strings=("Done", "Capture"), doc="file plugin capturing")
-        num_capture = pvproperty(name="HDF1:NumCapture_RBV", value=0, doc="frames to capture")
+        num_capture = pvproperty(name="HDF1:NumCapture_RBV", value=0, doc="frames to capture (0 = unlimited)")
         num_captured = pvproperty(name="HDF1:NumCaptured_RBV", value=0, doc="frames captured")
         write_status = pvproperty(name="HDF1:WriteStatus", value="Write OK", dtype=ChannelType.ENUM,
                                   enum_strings=("Write OK", "Write error"), doc="file writer error flag")
         write_message = _char("HDF1:WriteMessage", "file writer message")
+        # ADEiger detector driver with its FileWriter
+        eiger_acquire = pvproperty(name="cam1:Acquire_RBV", value="Done", dtype=ChannelType.ENUM,
+                                   enum_strings=("Done", "Acquire"), doc="acquiring")
+        eiger_num_images = pvproperty(name="cam1:NumImages_RBV", value=0, doc="images per trigger")
+        eiger_num_triggers = pvproperty(name="cam1:NumTriggers_RBV", value=1, doc="triggers")
+        eiger_counter = pvproperty(name="cam1:NumImagesCounter_RBV", value=0, doc="images acquired")
+        eiger_fw_enable = pvproperty(name="cam1:FWEnable_RBV", value="Enable", dtype=ChannelType.ENUM,
+                                     enum_strings=("Disable", "Enable"), doc="FileWriter enabled")
+        eiger_fw_pattern = _char("cam1:FWNamePattern_RBV", "FileWriter name pattern ($id = sequence id)")
+        eiger_fw_per_file = pvproperty(name="cam1:FWNImagesPerFile_RBV", value=10, doc="images per data file")
+        eiger_sequence_id = pvproperty(name="cam1:SequenceId", value=0, doc="series id (set when armed)")
+        eiger_file_path = _char("cam1:FilePath_RBV", "directory the DCU files are seen in")
         energy = pvproperty(name="energy", value=8.8, doc="photon energy (keV)")
         det_distance = pvproperty(name="detDistance", value=1900.0, doc="sample-detector distance (mm)")
         go = pvproperty(name="sim:Go", value=0, doc="put 1 to play one scan")
         abort = pvproperty(name="sim:Abort", value=0, doc="put 1 to abort the running scan")
+        fail = pvproperty(name="sim:Fail", value=0, doc="put 1: the file writer fails in the next scan")
+        unlimited = pvproperty(name="sim:Unlimited", value=0, doc="1: the HDF5 plugin captures with "
+                                                                  "NumCapture=0 (Stream mode until stopped)")
         point_time = pvproperty(name="sim:PointTime", value=0.005, doc="seconds per point")
         late_write = pvproperty(name="sim:LateWrite", value=0.0, doc="seconds the last file lags BUSY 1->0")
         status = pvproperty(name="sim:Status", value="idle", dtype=ChannelType.STRING, doc="idle/scanning")
@@ -82,12 +120,23 @@ def make_group_class() -> type:
             self.first_scan = first_scan
             self._task: asyncio.Task[None] | None = None
             self._abort = False
+            self.pva: Any = None  # a PvaMirror when serving over pvAccess too
+            self.runs: Any = None  # a RunPublisher when publishing bluesky documents
+
+        async def set(self, prop: Any, value: Any) -> None:
+            """Write a PV (and post it over pvAccess when serving it there)."""
+            await prop.write(value)
+            if self.pva is not None:
+                self.pva.post(prop.pvname)
 
         @scan_number.startup  # type: ignore[no-redef]
         async def scan_number(self, instance: Any, async_lib: Any) -> None:
-            saved = _load_autosave(self.data_dir)
-            await self.scan_number.write(int(saved.get("scan_number", self.first_scan)))
+            await self.scan_number.write(_next_scan_number(_load_autosave(self.data_dir), self.first_scan))
             await self.file_path.write(str(self.data_dir))
+            await self.eiger_file_path.write(str(self.data_dir))
+            await self.full_path_name.write(str(self.data_dir) + "/")
+            await self.base_name.write("ptysim_")
+            await self.eiger_fw_pattern.write("scan$id")
 
         @go.putter  # type: ignore[no-redef]
         async def go(self, instance: Any, value: Any) -> int:
@@ -107,9 +156,17 @@ def make_group_class() -> type:
                 await play_scan(self)
             except Exception:
                 log.exception("simulated scan failed")
-                await self.status.write("error")
+                await self.set(self.status, "error")
 
     return SimBeamline
+
+
+def _next_scan_number(saved: dict[str, Any], first_scan: int) -> int:
+    if "next_scan_number" in saved:
+        return int(saved["next_scan_number"])
+    if "scan_number" in saved:  # written by an older simioc: the last scan played
+        return int(saved["scan_number"]) + 1
+    return first_scan + 1
 
 
 def _load_autosave(data_dir: Path) -> dict[str, Any]:
@@ -119,9 +176,9 @@ def _load_autosave(data_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _autosave(data_dir: Path, scan_number: int) -> None:
+def _autosave(data_dir: Path, next_scan_number: int) -> None:
     tmp = data_dir / (AUTOSAVE + ".tmp")
-    tmp.write_text(json.dumps({"scan_number": scan_number}))
+    tmp.write_text(json.dumps({"next_scan_number": next_scan_number}))
     os.replace(tmp, data_dir / AUTOSAVE)
 
 
@@ -129,34 +186,53 @@ async def play_scan(ioc: Any) -> None:
     """One scan: toggle the PVs in a beamline's order while writing the files row by row."""
     import h5py
 
+    if ioc.pva is not None:
+        ioc.pva.post_all()  # values CA clients changed since the last scan
     rows, cols = int(ioc.npts2.value), int(ioc.npts1.value)
     geom = SimGeometry(rows=rows, cols=cols, size_px=ioc.size_px, energy_kev=float(ioc.energy.value),
                        detector_distance_m=float(ioc.det_distance.value) * 1e-3,
                        step_m=(float(ioc.step2.value) * 1e-6, float(ioc.step1.value) * 1e-6))
     patterns = simulate_patterns(geom)
-    number = int(ioc.scan_number.value) + 1
+    fail = int(ioc.fail.value) == 1
+    if fail:
+        await ioc.fail.write(0)
+    # saveData at scan start: the file is named from the scan number, then the number is incremented
+    number = int(ioc.scan_number.value)
     name = f"scan{number}"
-    _autosave(ioc.data_dir, number)
-    await ioc.scan_number.write(number)
-    await ioc.file_name.write(name)
-    await ioc.num_capture.write(rows * cols)
-    await ioc.num_captured.write(0)
-    await ioc.write_status.write("Write OK")
-    await ioc.write_message.write("")
-    await ioc.cpt2.write(0)
-    await ioc.smsg2.write("Scanning")
-    await ioc.capture.write("Capture")
-    await ioc.busy2.write(1)
-    await ioc.status.write("scanning")  # after BUSY: "scanning" means BUSY is already 1
+    _autosave(ioc.data_dir, number + 1)
+    await ioc.set(ioc.save_file_name, f"{ioc.base_name.value}{number:04d}.mda")
+    await ioc.set(ioc.scan_number, number + 1)
+    await ioc.set(ioc.file_name, name)
+    await ioc.set(ioc.num_capture, 0 if int(ioc.unlimited.value) else rows * cols)
+    await ioc.set(ioc.num_captured, 0)
+    await ioc.set(ioc.file_number, 1)  # the scan's files count from 1
+    await ioc.set(ioc.write_status, "Write OK")
+    await ioc.set(ioc.write_message, "")
+    await ioc.set(ioc.eiger_num_images, rows * cols)
+    await ioc.set(ioc.eiger_counter, 0)
+    await ioc.set(ioc.eiger_fw_per_file, cols)
+    await ioc.set(ioc.eiger_sequence_id, number)  # armed: the DCU names this series' files
+    await ioc.set(ioc.cpt2, 0)
+    await ioc.set(ioc.smsg2, "Scanning")
+    await ioc.set(ioc.capture, "Capture")
+    await ioc.set(ioc.eiger_acquire, "Acquire")
+    await ioc.set(ioc.busy2, 1)
+    await ioc.set(ioc.status, "scanning")  # after BUSY: "scanning" means BUSY is already 1
+    if ioc.runs is not None:
+        ioc.runs.start(dict(scan_id=number, plan_name="ptycho_raster", num_points=rows * cols,
+                            data_dir=str(ioc.data_dir), file_name=name, energy_keV=geom.energy_kev,
+                            detector_distance_m=geom.detector_distance_m, scan_dims=[rows, cols],
+                            step_um=[float(ioc.step2.value), float(ioc.step1.value)]))
     point_s = max(0.0, float(ioc.point_time.value))
     late_s = max(0.0, float(ioc.late_write.value))
-    captured, aborted = 0, False
+    captured, aborted, failed = 0, False, False
     held: tuple[Any, Path, int] | None = None  # the last file, left open when writing late
     for row in range(rows):
         path = data_file(ioc.data_dir, name, row + 1)
         tmp = path.with_name(path.name + ".tmp")
-        await ioc.full_file_name.write(str(path))
-        await ioc.busy1.write(1)
+        await ioc.set(ioc.full_file_name, str(path))
+        await ioc.set(ioc.file_number, row + 2)  # NDFileHDF5 AutoIncrement: the number moves on at the open
+        await ioc.set(ioc.busy1, 1)
         f = h5py.File(tmp, "w")
         dset = f.create_dataset(DATASET, shape=(0, geom.size_px, geom.size_px),
                                 maxshape=(None, geom.size_px, geom.size_px), dtype=np.uint32,
@@ -166,6 +242,9 @@ async def play_scan(ioc: Any) -> None:
             if ioc._abort:
                 aborted = True
                 break
+            if fail and row == min(1, rows - 1) and col == cols // 2:
+                failed = True
+                break
             if last_row and late_s > 0 and col == cols - 1:
                 held = (f, tmp, row * cols + col)  # the detector still flushes this frame
                 break
@@ -173,20 +252,31 @@ async def play_scan(ioc: Any) -> None:
             dset.resize(col + 1, axis=0)
             dset[col] = patterns[row * cols + col]
             captured += 1
-            await ioc.num_captured.write(captured)
-            await ioc.cpt1.write(col + 1)
-        await ioc.busy1.write(0)
+            await ioc.set(ioc.num_captured, captured)
+            await ioc.set(ioc.eiger_counter, captured)
+            await ioc.set(ioc.cpt1, col + 1)
+            if ioc.runs is not None:
+                ioc.runs.event(row * geom.step_m[0] * 1e6, col * geom.step_m[1] * 1e6)
+        await ioc.set(ioc.busy1, 0)
         if held is None:
             f.close()
             os.replace(tmp, path)
-        if aborted:
+        if aborted or failed:
             break
-        await ioc.cpt2.write(row + 1)
-    if aborted:
-        await ioc.smsg2.write("Scan aborted by operator")
+        await ioc.set(ioc.cpt2, row + 1)
+    if failed:
+        await ioc.set(ioc.write_status, "Write error")
+        await ioc.set(ioc.write_message, "Error writing file: No space left on device")
+        await ioc.set(ioc.smsg2, "Scan failed: detector write error")
+    elif aborted:
+        await ioc.set(ioc.smsg2, "Scan aborted by operator")
     else:
-        await ioc.smsg2.write("SCAN Complete")
-    await ioc.busy2.write(0)
+        await ioc.set(ioc.smsg2, "SCAN Complete")
+    await ioc.set(ioc.busy2, 0)
+    await ioc.set(ioc.eiger_acquire, "Done")
+    if ioc.runs is not None:
+        status = "fail" if failed else "abort" if aborted else "success"
+        ioc.runs.stop(status, str(ioc.smsg2.value) if status != "success" else "")
     if held is not None:
         f, tmp, k = held
         await asyncio.sleep(late_s)
@@ -196,13 +286,14 @@ async def play_scan(ioc: Any) -> None:
         f.close()
         os.replace(tmp, data_file(ioc.data_dir, name, rows))
         captured += 1
-        await ioc.num_captured.write(captured)
-    await ioc.capture.write("Done")
-    if not aborted:
+        await ioc.set(ioc.num_captured, captured)
+        await ioc.set(ioc.eiger_counter, captured)
+    await ioc.set(ioc.capture, "Done")
+    if not (aborted or failed):
         master = write_master(ioc.data_dir, name, geom, number, rows)
-        await ioc.full_path_name.write(str(master))
-    await ioc.scans_done.write(int(ioc.scans_done.value) + 1)
-    await ioc.status.write("idle")
+        await ioc.set(ioc.last_scan_file, str(master))
+    await ioc.set(ioc.scans_done, int(ioc.scans_done.value) + 1)
+    await ioc.set(ioc.status, "idle")
 
 
 def loopback_env(port: int, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -219,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "ptychography scans (Channel Access on loopback).")
     p.add_argument("--prefix", default="ptysim:", help="PV prefix (default ptysim:)")
     p.add_argument("--data-dir", default="simioc-data", help="where the scan files are written")
-    p.add_argument("--rows", type=int, default=4, help="scan rows (scan2.NPTS) at start")
-    p.add_argument("--cols", type=int, default=5, help="scan columns (scan1.NPTS) at start")
+    p.add_argument("--rows", type=int, default=10, help="scan rows (scan2.NPTS) at start")
+    p.add_argument("--cols", type=int, default=10, help="scan columns (scan1.NPTS) at start")
     p.add_argument("--size", type=int, default=64, help="pattern size in pixels")
     p.add_argument("--first-scan", type=int, default=0, help="scan number before the first scan "
                    "(when no autosave file exists)")
@@ -228,6 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="CA server port; also sets the loopback "
                    "repeater/beacon variables (port+1)")
     p.add_argument("--interface", default="127.0.0.1", help="interface to serve on (default loopback)")
+    p.add_argument("--pva-port", type=int, default=None, help="also serve every PV over pvAccess on this TCP "
+                   "port (UDP search on port+1)")
+    p.add_argument("--zmq-proxy", default="", help="publish each scan as a bluesky run to this 0MQ proxy's in "
+                   "address (host:port)")
+    p.add_argument("--zmq-serializer", default="pickle", choices=("pickle", "msgpack", "json"),
+                   help="the Publisher's serializer (default pickle, bluesky's)")
     p.add_argument("--autoplay", type=int, default=-1, help="play this many scans by itself (0 = forever)")
     p.add_argument("--period", type=float, default=20.0, help="seconds between autoplayed scans")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
@@ -258,13 +355,29 @@ def main(argv: list[str] | None = None) -> int:
         await ioc.npts2.write(args.rows)
         await ioc.npts1.write(args.cols)
         await ioc.point_time.write(args.point_time)
+        if args.pva_port is not None:
+            from .simioc_pva import PvaMirror, pva_server_conf
+
+            ioc.pva = PvaMirror(ioc.pvdb, pva_server_conf(args.pva_port, args.interface),
+                                asyncio.get_running_loop())
+        if args.zmq_proxy:
+            from .simioc_bluesky import RunPublisher
+
+            ioc.runs = RunPublisher(args.zmq_proxy, args.zmq_serializer)
+            log.info("publishing bluesky documents to %s (%s)", args.zmq_proxy, args.zmq_serializer)
         if args.autoplay >= 0:
             asyncio.get_running_loop().create_task(_autoplay(ioc, args.autoplay, args.period))
 
     log.info("simulated beamline %s on %s port %s, data in %s", args.prefix, args.interface,
              os.environ.get("EPICS_CA_SERVER_PORT", "5064"), data_dir)
-    with contextlib.suppress(KeyboardInterrupt):
-        run(ioc.pvdb, interfaces=[args.interface], startup_hook=startup)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            run(ioc.pvdb, interfaces=[args.interface], startup_hook=startup)
+    finally:
+        if ioc.pva is not None:
+            ioc.pva.close()
+        if ioc.runs is not None:
+            ioc.runs.close()
     return 0
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -244,13 +244,26 @@ class SscanTrigger(_FallingEdgeTrigger):
 
 
 class AreaDetectorTrigger(_FallingEdgeTrigger):
-    """areaDetector file plugin: Capture_RBV 1 -> 0 with WriteStatus ok and NumCaptured == NumCapture."""
+    """areaDetector file plugin: Capture_RBV 1 -> 0 with WriteStatus ok and NumCaptured == NumCapture.
+
+    ``NumCapture = 0`` asks the plugin for an unlimited capture (Stream mode until Capture is set to 0): every
+    frame captured counts, so such a capture is complete when it holds at least one frame (the file check then
+    asks for the frames the scan dimensions need). With ``full_file_name_pv`` (``FullFileName_RBV``, set when
+    the plugin opens the file, so at the end it names this capture's file) the scan's ``{file}`` fields come
+    from the file name as it was at the edge.
+    """
 
     @property
     def edge_pv(self) -> str:
         return self.config.capture_pv
 
     def classify(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
+        end = self._classify_counts(pending, latest)
+        if self.config.full_file_name_pv:
+            end = replace(end, file=text_of(pending.values, self.config.full_file_name_pv))
+        return end
+
+    def _classify_counts(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
         c = self.config
         status = int_of(latest, c.write_status_pv) if c.write_status_pv else 0
         if status:
@@ -259,9 +272,47 @@ class AreaDetectorTrigger(_FallingEdgeTrigger):
         got, want = int_of(latest, c.num_captured_pv), int_of(latest, c.num_capture_pv)
         if got is None or want is None:
             return pending.end(Outcome.PARTIAL, f"no value for {c.num_captured_pv} or {c.num_capture_pv}")
-        if want > 0 and got != want:
+        if want == 0:
+            if got > 0:
+                return pending.end(Outcome.COMPLETE, f"{c.num_capture_pv}=0 (unlimited): captured {got} frames")
+            return pending.end(Outcome.PARTIAL, f"{c.num_capture_pv}=0 (unlimited) and no frame captured")
+        if got != want:
             return pending.end(Outcome.PARTIAL, f"{c.num_captured_pv}={got} != {c.num_capture_pv}={want}")
         return pending.end(Outcome.COMPLETE, f"captured {got} frames")
+
+
+class EigerTrigger(_FallingEdgeTrigger):
+    """ADEiger with its FileWriter: ``Acquire_RBV`` 1 -> 0; complete when the FileWriter is enabled and
+    ``NumImagesCounter_RBV`` reached ``NumImages`` x ``NumTriggers``. The detector's DCU names the files
+    ``{FilePath}/{FWNamePattern with $id = SequenceId}_data_NNNNNN.h5`` (and ``..._master.h5``); ``SequenceId``
+    is set when the detector is armed, so the values at the edge name this acquisition's files: ``{file}`` is
+    that name without the ``_data_NNNNNN.h5`` ending."""
+
+    @property
+    def edge_pv(self) -> str:
+        return self.config.acquire_pv
+
+    def classify(self, pending: _Pending, latest: Mapping[str, ValueEvent]) -> ScanEnd:
+        c = self.config
+        at_edge = pending.values
+        pattern, seq = text_of(at_edge, c.fw_name_pattern_pv), text_of(at_edge, c.sequence_id_pv)
+        directory = text_of(at_edge, c.file_path_pv).rstrip("/")
+        pending.file = f"{directory}/{pattern.replace('$id', seq)}" if pattern and seq else ""
+        if c.fw_enable_pv and int_of(latest, c.fw_enable_pv) != 1:
+            return pending.end(Outcome.FAILED, f"{c.fw_enable_pv}={text_of(latest, c.fw_enable_pv)!r}: the "
+                                               f"FileWriter is disabled, no files were written")
+        if not pending.file:
+            return pending.end(Outcome.FAILED, f"no value for {c.fw_name_pattern_pv} or {c.sequence_id_pv}")
+        got, per_trigger = int_of(latest, c.images_counter_pv), int_of(latest, c.num_images_pv)
+        triggers = int_of(latest, c.num_triggers_pv) if c.num_triggers_pv else 1
+        if got is None or per_trigger is None or triggers is None:
+            return pending.end(Outcome.PARTIAL, f"no value for {c.images_counter_pv}, {c.num_images_pv} or "
+                                                f"{c.num_triggers_pv}")
+        want = per_trigger * max(triggers, 1)
+        if got < want:
+            return pending.end(Outcome.PARTIAL, f"{c.images_counter_pv}={got} < {c.num_images_pv} x "
+                                                f"{c.num_triggers_pv or 'one trigger'} = {want}")
+        return pending.end(Outcome.COMPLETE, f"{got} images, sequence {seq}")
 
 
 class FileNameTrigger(Trigger):
@@ -287,6 +338,9 @@ class FileNameTrigger(Trigger):
 
 
 def make_trigger(config: TriggerConfig, debounce_s: float, max_debounce_s: float) -> Trigger:
+    from .bluesky import BlueskyTrigger
+
     kinds: dict[str, type[Trigger]] = {
-        "sscan": SscanTrigger, "areadetector": AreaDetectorTrigger, "filename": FileNameTrigger}
+        "sscan": SscanTrigger, "areadetector": AreaDetectorTrigger, "eiger": EigerTrigger,
+        "filename": FileNameTrigger, "bluesky": BlueskyTrigger}
     return kinds[config.kind](config, debounce_s, max_debounce_s)

@@ -169,7 +169,7 @@ class SimIoc(Process):
             self.put("sim:Abort", 1)
         if wait:
             wait_for(lambda: int(self.get("sim:ScansDone")) > done, 30, "the simulated scan to finish")
-        return int(self.get("saveData_scanNumber"))
+        return int(self.get("saveData_scanNumber")) - 1  # saveData: incremented when the scan started
 
 
 def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str = "sscan", django: bool = False,
@@ -182,7 +182,7 @@ def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str =
         "areadetector": 'kind = "areadetector"\ncapture_pv = "$(P)HDF1:Capture_RBV"\n'
                         'num_captured_pv = "$(P)HDF1:NumCaptured_RBV"\nnum_capture_pv = "$(P)HDF1:NumCapture_RBV"\n'
                         'write_status_pv = "$(P)HDF1:WriteStatus"\nwrite_message_pv = "$(P)HDF1:WriteMessage"\n',
-        "filename": 'kind = "filename"\nfile_name_pv = "$(P)saveData_fullPathName"\n',
+        "filename": 'kind = "filename"\nfile_name_pv = "$(P)sim:LastScanFile"\n',
     }[kind]
     pattern = "{file_dir}/{file_stem}_data_#06d.h5" if kind == "filename" else "{path}/{name}_data_#06d.h5"
     submit = ('kind = "django"\nsettings_module = "webapp.settings"\n' if django else
@@ -204,6 +204,7 @@ heartbeat_s = 0.5
 path_pv = "$(P)HDF1:FilePath"
 name_pv = "$(P)HDF1:FileName"
 scan_number_pv = "$(P)saveData_scanNumber"
+scan_number_offset = -1
 file_pattern = "{pattern}"
 
 [metadata]

@@ -1,0 +1,40 @@
+"""Where the bridge's events come from: Channel Access (pyepics), pvAccess (p4p, ``pva://`` names) and, for the
+bluesky trigger, a 0MQ subscription to run documents. Each source feeds the same event queue."""
+
+from __future__ import annotations
+
+import queue
+from typing import Protocol
+
+from .config import BridgeConfig
+from .trigger import Event
+
+
+class Source(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def make_sources(config: BridgeConfig, events: queue.Queue[Event]) -> list[Source]:
+    """The monitors for ``config.pvs``: CA for plain names, p4p for ``pva://`` names, 0MQ for the bluesky
+    trigger's document stream; a transport is loaded only when some name needs it."""
+    from .pva import is_pva
+
+    stream = config.trigger.document_source
+    ca_names = [n for n in config.pvs if not is_pva(n) and n != stream]
+    pva_names = [n for n in config.pvs if is_pva(n)]
+    sources: list[Source] = []
+    if stream:
+        from .bluesky import DocumentSource
+
+        sources.append(DocumentSource(config.trigger, events))
+    if pva_names:
+        from .pva import PvaMonitor
+
+        sources.append(PvaMonitor(pva_names, events))
+    if ca_names:
+        from .monitor import Monitor
+
+        sources.append(Monitor(ca_names, events))
+    return sources
