@@ -11,8 +11,6 @@ the per-iteration error scalars come back to the host inside the loop.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,14 +20,14 @@ from .backend import Backend, get_backend
 from .engines import EngineSettings, EngineState, create_engine
 from .engines.base import IterationMetrics, apply_phase_constraint, object_illumination
 from .errors import DeviceMemoryError, InputDataError, SessionStateError
+from .inputs import check_run_settings, check_shapes, check_values, initial_object
 from .loop import IterativeRun
 from .parameters.model import ALGORITHM_ALIASES
 from .physics import modes as probe_modes_ops
-from .positions import object_shape_for
 from .preview import Preview, make_preview, preview_positions
 from .probes import probe_guess_from_data
-from .run_plan import DataSizes, RunPlan, plan_run
-from .state import Progress, Result
+from .run_plan import RunPlan, plan_run
+from .state import Result
 
 if TYPE_CHECKING:
     from .parameters import Parameters
@@ -69,7 +67,8 @@ class Reconstruction(IterativeRun):
     float32 array is registered in place, anything else is copied once) and stream to the device chunk by
     chunk; otherwise :class:`DeviceMemoryError` is raised before any work (``memory_plan`` says which).
     implementation: "auto" (the fast GPU engine where it implements the run's options), "fast" or "reference".
-    ``plan`` (:class:`~reconstruction.run_plan.RunPlan`) says what was decided and why.
+    ``plan`` (:class:`~reconstruction.run_plan.RunPlan`) says what was decided and why. The input checks are
+    :mod:`reconstruction.inputs` (``_values_checked``: the split run checked the whole scan's values already).
     """
 
     def __init__(
@@ -95,57 +94,43 @@ class Reconstruction(IterativeRun):
         parameters: Parameters | None = None,
         inputs: dict[str, Any] | None = None,
         implementation: str = "auto",
+        _values_checked: bool = False,
     ):
         self.algorithm = canonical_algorithm(algorithm)
         self.settings = settings or EngineSettings()
-        if self.settings.position_refinement_from > 0 and self.algorithm != "LSQML":
-            raise ValueError(f"position refinement (position_refinement_from={self.settings.position_refinement_from},"
-                             f" -refinePositions) runs with LSQML only, not {self.algorithm}")
-        if self.settings.variable_intensity and self.algorithm != "LSQML":
-            raise ValueError(f"the per-position intensity fit (variable_intensity, -variableIntensity) runs with "
-                             f"LSQML only, not {self.algorithm}")
-        if iterations < 0:
-            raise ValueError(f"iterations={iterations}: must be >= 0")
-        if probe_modes < 1:
-            raise ValueError(f"probe_modes={probe_modes}: must be >= 1")
-        self.iterations = int(iterations)
-        self.time_limit_s = float(time_limit_s or 0.0)
+        check_run_settings(self.algorithm, self.settings, iterations=iterations, probe_modes=probe_modes,
+                           memory_cap_bytes=memory_cap_bytes)
         self.parameters = parameters
         self.pixel_size_m = pixel_size_m
         self.inputs = dict(inputs or {})
 
-        if memory_cap_bytes < 0:
-            raise ValueError(f"memory_cap_bytes={memory_cap_bytes}: must be >= 0 (0 = whatever is free)")
-        # cheap checks (shapes) and the memory plan first: a run that cannot fit is refused before the passes
-        # over the data, which take minutes for hundreds of GB
-        intensities_h = _intensity_array(intensities, centred)
-        n_pos, n = intensities_h.shape[0], intensities_h.shape[-1]
-        positions = _checked_positions(positions_px, n_pos)
-        corners = np.floor(positions + 0.5).astype(np.int64)
-        mask_h = _checked_mask(valid_mask, intensities_h.shape, centred)
-        shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
-        _check_inside(corners, n, (int(shape[0]), int(shape[1])))
-        self.probe_modes = _probe_mode_count(probe, probe_modes)
+        # cheap checks (shapes) and the plan first: a run that cannot fit is refused before the passes over the
+        # data, which take minutes for hundreds of GB
+        checked = check_shapes(intensities, positions_px, valid_mask=valid_mask, centred=centred,
+                               object_shape=object_shape, probe=probe, probe_modes=probe_modes)
+        intensities_h, positions, corners, mask_h = (checked.intensities, checked.positions_px, checked.corners,
+                                                     checked.valid_mask)
+        shape, n = checked.object_shape, checked.size_px
+        self.probe_modes = checked.probe_modes
+        self._start_loop(iterations, time_limit_s)
 
         self.backend: Backend = get_backend(device)
         self.memory_cap_bytes = int(memory_cap_bytes)
-        mask_kind = "none" if mask_h is None else ("per_frame" if mask_h.ndim == 3 else "detector")
         self.plan: RunPlan = plan_run(
-            self.algorithm, self.settings, DataSizes(n_pos, n, (int(shape[0]), int(shape[1])), self.probe_modes,
-                                                     mask_kind),
-            backend=self.backend.name, free_bytes=self.backend.free_memory_bytes(),
-            memory_cap_bytes=self.memory_cap_bytes, implementation=implementation)
+            self.algorithm, self.settings, checked.sizes(), backend=self.backend.name,
+            free_bytes=self.backend.free_memory_bytes(), memory_cap_bytes=self.memory_cap_bytes,
+            implementation=implementation)
         assert self.plan.memory is not None  # one device: the plan holds its memory arithmetic
         self.memory_plan = self.plan.memory
         self.needed_bytes = self.memory_plan.needed_bytes
         self._check_memory()
-        _check_intensity_values(intensities_h)
-        _check_photons(intensities_h, mask_h)
+        if not _values_checked:
+            check_values(checked)
         probe_h = self._initial_probe(probe, intensities_h, probe_modes, beam_diameter_px)
         self.rng = np.random.default_rng(seed)
         xp = self.backend.xp
         try:
-            obj = _initial_object(xp, (int(shape[0]), int(shape[1])), object_guess)
+            obj = initial_object(xp, shape, object_guess)
             amplitudes = self._device_amplitudes(intensities_h)
             self.state = EngineState(
                 xp=xp, obj=obj, probe=xp.asarray(probe_h), amplitudes=amplitudes,
@@ -156,22 +141,15 @@ class Reconstruction(IterativeRun):
                 modes_active=self.probe_modes if np.any(probe_h[1:]) else 1,
                 positions_px=xp.array(positions) if self.settings.position_refinement_from > 0 else None,
             )
-            del intensities_h
-            self.engine: Any = create_engine(self.algorithm, self.state, self.settings,
-                                                   self.plan.implementation)
+            del intensities_h, checked  # a host copy (centred, or another dtype) is not kept
+            self.engine: Any = create_engine(self.algorithm, self.state, self.settings, self.plan.implementation)
         except MemoryError as exc:
             raise self._oom(exc) from exc
         self.positions_px = corners.astype(np.float64)
         self._start_positions_px = positions.copy()
         self.probe_size_px = int(n)
-        self._object_shape = (int(shape[0]), int(shape[1]))
-        self.iteration = 0
-        self.errors: list[float] = []
+        self._object_shape = shape
         self.last_metrics: IterationMetrics | None = None
-        self.rms: list[float] = []
-        self.iteration_s: list[float] = []
-        self.elapsed_s = 0.0
-        self.stopped_early: str | None = None
         self._closed = False
 
     # -- construction from the parameter object ----------------------------------------------------------
@@ -185,23 +163,11 @@ class Reconstruction(IterativeRun):
         return cls(data.intensities, data.positions_px, device=device or params.reconstruction.device,
                    **run_arguments(params, data))
 
-    # -- the loop -------------------------------------------------------------------------------------------
-    @property
-    def done(self) -> bool:
-        """True once every planned iteration ran, or the time limit was reached."""
-        if self.iteration >= self.iterations:
-            return True
-        return self.time_limit_s > 0 and self.elapsed_s >= self.time_limit_s
-
-    def step(self) -> Progress:
-        """Run exactly one iteration (epoch) and report it."""
-        self._require_open()
-        if self.done:
-            why = "time limit reached" if self.iteration < self.iterations else f"all {self.iterations} ran"
-            raise SessionStateError(f"no iteration left to run ({why}); iteration {self.iteration}")
-        it = self.iteration + 1
+    # -- the loop (IterativeRun.step around this) ---------------------------------------------------------
+    def _iterate(self, it: int) -> tuple[float, float | None]:
+        """Iteration ``it`` on the device: modes seeded when due, the engine's epoch, the phase constraint and
+        the mode orthogonalisation; (error, rms or None)."""
         st, xp, s = self.state, self.backend.xp, self.settings
-        t0 = time.perf_counter()
         try:
             if self.probe_modes > 1 and st.modes_active == 1 and it >= s.update_modes_from:
                 st.probe[...] = probe_modes_ops.seed_extra_modes(xp, st.probe, self.rng)
@@ -223,18 +189,7 @@ class Reconstruction(IterativeRun):
             self.backend.synchronize()
         except MemoryError as exc:
             raise self._oom(exc) from exc
-        if not np.isfinite(error):
-            raise InputDataError(f"{self.algorithm} diverged at iteration {it}: the error is {error}")
-        dt = time.perf_counter() - t0
-        self.iteration = it
-        self.elapsed_s += dt
-        self.errors.append(error)
-        if metrics.rms is not None:
-            self.rms.append(metrics.rms)
-        self.iteration_s.append(dt)
-        if self.time_limit_s > 0 and self.elapsed_s >= self.time_limit_s and it < self.iterations:
-            self.stopped_early = f"time limit of {self.time_limit_s:g} s reached"
-        return Progress(it, self.iterations, error, metrics.rms, dt, self.elapsed_s)
+        return error, metrics.rms
 
     # -- reading the state ----------------------------------------------------------------------------------
     def object(self) -> np.ndarray:
@@ -408,115 +363,3 @@ def reconstruct(intensities: Any, positions_px: Any, *, algorithm: str = "ePIE",
     rec = Reconstruction(intensities, positions_px, algorithm=algorithm, iterations=iterations, probe=probe,
                          probe_modes=probe_modes, object_shape=object_shape, device=device, seed=seed, **kwargs)
     return rec.run(callback)
-
-
-# -- input checks (host side, before anything is allocated on the device) ---------------------------------
-def _intensity_array(intensities: Any, centred: bool) -> np.ndarray:
-    """(N, n, n) float32 C-contiguous view of the intensities (one copy only where the dtype, layout or
-    ``centred`` need it); checks shape and dtype, not values."""
-    a = np.asarray(intensities)
-    if a.ndim != 3 or a.shape[1] != a.shape[2] or a.shape[0] < 1:
-        raise InputDataError(f"intensities have shape {a.shape}: expected (N, n, n) with square patterns")
-    if a.shape[1] < 4:
-        raise InputDataError(f"patterns of {a.shape[1]}x{a.shape[2]} pixels are too small")
-    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
-        raise InputDataError(f"intensities have dtype {a.dtype}: expected real numbers (photon counts)")
-    if centred:
-        return np.ascontiguousarray(np.fft.ifftshift(a, axes=(-2, -1)), dtype=np.float32)
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-CHECK_CHUNK_BYTES = 256 * 2**20  # host value checks walk the data in chunks of about this size
-
-
-def _frame_slices(a: np.ndarray) -> Iterator[slice]:
-    """Slices of about ``CHECK_CHUNK_BYTES`` of whole frames along the first axis of ``a`` (N, ...)."""
-    step = max(1, CHECK_CHUNK_BYTES // max(1, a[:1].nbytes))
-    for s in range(0, a.shape[0], step):
-        yield slice(s, s + step)
-
-
-def _check_intensity_values(a: np.ndarray) -> None:
-    """Finite and non-negative, in chunks of frames (no data-sized temporaries; errors name the first bad
-    frame and pixel). ``a``: (N, n, n) float32."""
-    for sl in _frame_slices(a):
-        chunk, s = a[sl], sl.start
-        lo, hi = chunk.min(), chunk.max()  # NaN propagates through min and max
-        if np.isfinite(lo) and np.isfinite(hi) and lo >= 0:
-            continue
-        finite = np.isfinite(chunk)
-        if not finite.all():
-            j, r, c = (int(v) for v in np.argwhere(~finite)[0])
-            raise InputDataError(f"intensities contain NaN or infinite values (first at frame {s + j}, pixel "
-                                 f"({r}, {c}))")
-        j, r, c = (int(v) for v in np.argwhere(chunk < 0)[0])
-        raise InputDataError(f"intensities contain negative values (first at frame {s + j}, pixel ({r}, {c}), "
-                             f"value {chunk[j, r, c]:g}); subtract backgrounds with a threshold instead")
-
-
-def _probe_mode_count(probe: Any, probe_modes: int) -> int:
-    """Modes of the run: ``probe_modes``, or more when the probe guess holds more."""
-    if probe is None:
-        return int(probe_modes)
-    shape = np.shape(probe)
-    return max(int(probe_modes), int(shape[0])) if len(shape) == 3 else int(probe_modes)
-
-
-def _checked_positions(positions_px: Any, n_positions: int) -> np.ndarray:
-    """(N, 2) float64 positions, checked for shape and finiteness."""
-    p = np.asarray(positions_px, dtype=np.float64)
-    if p.ndim != 2 or p.shape[1] != 2:
-        raise InputDataError(f"positions_px has shape {p.shape}: expected (N, 2) (row, col)")
-    if p.shape[0] != n_positions:
-        raise InputDataError(f"{p.shape[0]} positions for {n_positions} diffraction patterns")
-    if not np.all(np.isfinite(p)):
-        raise InputDataError(f"position {int(np.argwhere(~np.isfinite(p))[0, 0])} is NaN or infinite")
-    return p
-
-
-def _check_inside(corners: np.ndarray, n: int, shape: tuple[int, int]) -> None:
-    bad = (corners[:, 0] < 0) | (corners[:, 1] < 0) | (corners[:, 0] + n > shape[0]) | (corners[:, 1] + n > shape[1])
-    if bad.any():
-        j = int(np.argwhere(bad)[0, 0])
-        raise InputDataError(
-            f"position {j} at (row {corners[j, 0]}, col {corners[j, 1]}) puts its {n}x{n} window outside the "
-            f"object array of shape {shape}")
-
-
-def _checked_mask(mask: Any, shape: tuple[int, ...], centred: bool) -> np.ndarray | None:
-    if mask is None:
-        return None
-    m = np.asarray(mask).astype(bool)
-    if m.shape not in (shape[1:], shape):
-        raise InputDataError(f"valid_mask has shape {m.shape}: expected {shape[1:]} or {shape}")
-    if centred:
-        m = np.fft.ifftshift(m, axes=(-2, -1))
-    return None if m.all() else m
-
-
-def _check_photons(intensities: np.ndarray, mask: np.ndarray | None) -> None:
-    totals = np.empty(intensities.shape[0], dtype=np.float64)
-    for sl in _frame_slices(intensities):
-        chunk = intensities[sl]
-        if mask is not None:
-            chunk = np.where(mask if mask.ndim == 2 else mask[sl], chunk, 0)
-        totals[sl] = chunk.sum(axis=(-2, -1))
-    empty = np.flatnonzero(totals <= 0)
-    if empty.size:
-        listed = ", ".join(str(int(j)) for j in empty[:10]) + (" ..." if empty.size > 10 else "")
-        raise InputDataError(f"{empty.size} frame(s) hold no photons (frames {listed}); check the data, the crop "
-                             f"centre or the threshold")
-
-
-def _initial_object(xp: Any, shape: tuple[int, int], guess: Any) -> Any:
-    obj = xp.ones(shape, dtype=xp.complex64)
-    if guess is None:
-        return obj
-    g = np.asarray(guess)
-    if g.ndim != 2 or not np.all(np.isfinite(g)):
-        raise InputDataError(f"object guess has shape {g.shape} or non-finite values: expected a finite 2-D array")
-    h, w = min(g.shape[0], shape[0]), min(g.shape[1], shape[1])
-    gy, gx = (g.shape[0] - h) // 2, (g.shape[1] - w) // 2
-    oy, ox = (shape[0] - h) // 2, (shape[1] - w) // 2
-    obj[oy:oy + h, ox:ox + w] = xp.asarray(g[gy:gy + h, gx:gx + w].astype(np.complex64))
-    return obj

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,12 +27,12 @@ import numpy as np
 from ..driver import Reconstruction, canonical_algorithm
 from ..engines import EngineSettings
 from ..engines.base import object_illumination
-from ..errors import InputDataError, SessionStateError
+from ..errors import SessionStateError
+from ..inputs import check_run_settings, check_shapes, check_values, initial_object
 from ..loop import IterativeRun
-from ..positions import object_shape_for
 from ..preview import Preview, make_preview
 from ..probes import probe_guess_from_data
-from ..run_plan import DataSizes, RunPlan, plan_of_regions, plan_run
+from ..run_plan import RunPlan, plan_of_regions, plan_run
 from ..state import Progress, Result
 from .exchange import Communicator, CommunicatorAborted, LocalCommunicator, NcclCommunicator, share_object, share_probe
 from .merge import merge_objects
@@ -114,36 +113,27 @@ class SplitReconstruction(IterativeRun):
         self.backend_name = backend
         self.share_frequency = int(share_frequency)
         self.overlap_px = int(overlap_px)
-        self.iterations = int(iterations)
-        self.time_limit_s = float(time_limit_s or 0.0)
         self.settings = settings or EngineSettings()
+        check_run_settings(self.algorithm, self.settings, iterations=iterations, probe_modes=probe_modes,
+                           memory_cap_bytes=memory_cap_bytes)
+        self._start_loop(iterations, time_limit_s)
         self.parameters = parameters
         self.pixel_size_m = pixel_size_m
         self.inputs = dict(inputs or {})
 
-        intens = np.asarray(intensities, dtype=np.float32)
-        mask = None if valid_mask is None else np.asarray(valid_mask).astype(bool)
-        if centred:
-            intens = np.fft.ifftshift(intens, axes=(-2, -1))
-            mask = None if mask is None else np.fft.ifftshift(mask, axes=(-2, -1))
-        n = int(intens.shape[-1])
-        pos = np.asarray(positions_px, dtype=np.float64)
-        if intens.ndim != 3 or pos.shape != (intens.shape[0], 2) or not np.all(np.isfinite(pos)):
-            raise InputDataError(f"intensities {intens.shape} and positions_px {pos.shape}: expected (N, n, n) and "
-                                 f"(N, 2) finite (row, col) corners")
-        self.positions_px = np.floor(pos + 0.5)
-        self.probe_size_px = int(n)
-        corners = self.positions_px.astype(np.int64)
-        shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
-        self.object_shape: tuple[int, int] = (int(shape[0]), int(shape[1]))
-        mask_kind = "none" if mask is None else ("per_frame" if mask.ndim == 3 else "detector")
-        split_plan = plan_run(self.algorithm, self.settings,
-                              DataSizes(len(corners), n, self.object_shape, probe_modes, mask_kind),
-                              backend=backend, devices=self.devices, split=True,
-                              implementation=implementation, exchange=exchange)
+        # the one-device run's checks, on the whole scan (the regions' runs skip the pass over the values)
+        checked = check_shapes(intensities, positions_px, valid_mask=valid_mask, centred=centred,
+                               object_shape=object_shape, probe=probe, probe_modes=probe_modes)
+        split_plan = plan_run(self.algorithm, self.settings, checked.sizes(), backend=backend, devices=self.devices,
+                              split=True, implementation=implementation, exchange=exchange)
+        check_values(checked)
+        intens, mask, corners, n = checked.intensities, checked.valid_mask, checked.corners, checked.size_px
+        self.positions_px = corners.astype(np.float64)
+        self.probe_size_px = n
+        self.object_shape: tuple[int, int] = checked.object_shape
         self.exchange = split_plan.exchange
         probe_h = probe if probe is not None else probe_guess_from_data(intens, beam_diameter_px, probe_modes)
-        self.initial_object = initial_object(self.object_shape, object_guess)
+        self.initial_object = initial_object(np, self.object_shape, object_guess)
         G = len(self.devices)
         halo_px = self.overlap_px if self.exchange == "periodic" else 0
         self.regions: list[Region] = partition(corners, n, self.object_shape, G, halo_px, grid)
@@ -167,56 +157,30 @@ class SplitReconstruction(IterativeRun):
                     object_shape=reg.window.shape, object_guess=self.initial_object[reg.window.slices],
                     device=backend, seed=region_seed, valid_mask=sub_mask, settings=self.settings,
                     beam_diameter_px=beam_diameter_px, pixel_size_m=pixel_size_m, memory_cap_bytes=memory_cap_bytes,
-                    implementation=split_plan.implementation)
+                    implementation=split_plan.implementation, _values_checked=True)
                 if self.exchange == "sums":  # the driver's engine hook: see docs/multigpu.md
                     rec.engine = SharedDM.adopt(rec.engine, Link(self.comm, reg.index, reg.window,
                                                                  self.object_shape, reg.positions, len(corners)))
             self.recs.append(rec)
         self.plan: RunPlan = plan_of_regions(split_plan, [r.plan for r in self.recs])
-        self.iteration = 0
-        self.errors: list[float] = []
-        self.rms: list[float] = []
-        self.iteration_s: list[float] = []
-        self.elapsed_s = 0.0
-        self.stopped_early: str | None = None
         self._closed = False
         self._broken: str | None = None
 
-    # -- the loop -------------------------------------------------------------------------------------------
-    @property
-    def done(self) -> bool:
-        if self.iteration >= self.iterations:
-            return True
-        return self.time_limit_s > 0 and self.elapsed_s >= self.time_limit_s
-
-    def step(self) -> Progress:
-        """One iteration on every region (and the exchange when it is due); the combined progress.
+    # -- the loop (IterativeRun.step around this) ---------------------------------------------------------
+    def _iterate(self, it: int) -> tuple[float, float | None]:
+        """One iteration on every region (and the exchange when it is due); the combined (error, rms).
 
         The error is the ratio of the regions' summed error sums: exact with the DM sums (regions own disjoint
         positions), counting halo positions twice with the periodic exchange."""
-        self._require_open()
-        if self.done:
-            raise SessionStateError(f"no iteration left to run; iteration {self.iteration} of {self.iterations}")
-        it = self.iteration + 1
         share = self.exchange == "periodic" and it % self.share_frequency == 0
-        t0 = time.perf_counter()
         progs = self._on_all(lambda g: self._region_step(g, share))
-        dt = time.perf_counter() - t0
         sums = np.asarray([_error_sums(r) for r in self.recs], dtype=np.float64)
         error = float(np.sqrt(sums[:, 0].sum() / max(float(sums[:, 1].sum()), 1e-30)))
         rms = None
         if all(p.rms is not None for p in progs):
             counts = np.asarray([len(r.positions) for r in self.regions], dtype=np.float64)
             rms = float(np.sum(np.asarray([p.rms for p in progs]) * counts) / counts.sum())
-        self.iteration = it
-        self.elapsed_s += dt
-        self.errors.append(error)
-        if rms is not None:
-            self.rms.append(rms)
-        self.iteration_s.append(dt)
-        if self.time_limit_s > 0 and self.elapsed_s >= self.time_limit_s and it < self.iterations:
-            self.stopped_early = f"time limit of {self.time_limit_s:g} s reached"
-        return Progress(it, self.iterations, error, rms, dt, self.elapsed_s)
+        return error, rms
 
     def _region_step(self, g: int, share: bool) -> Progress:
         rec = self.recs[g]
@@ -332,21 +296,6 @@ class SplitReconstruction(IterativeRun):
             raise SessionStateError("this split reconstruction was closed; start a new one")
         if self._broken is not None:
             raise SessionStateError(f"a region failed ({self._broken}); start a new run")
-
-
-def initial_object(shape: tuple[int, int], guess: Any) -> np.ndarray:
-    """(H, W) complex64 unit transmission with ``guess`` (2-D) pasted centred, as the driver starts from."""
-    obj = np.ones(shape, dtype=np.complex64)
-    if guess is None:
-        return obj
-    g = np.asarray(guess)
-    if g.ndim != 2:
-        raise ValueError(f"object guess has shape {g.shape}: expected a 2-D array")
-    h, w = min(g.shape[0], shape[0]), min(g.shape[1], shape[1])
-    gy, gx = (g.shape[0] - h) // 2, (g.shape[1] - w) // 2
-    oy, ox = (shape[0] - h) // 2, (shape[1] - w) // 2
-    obj[oy:oy + h, ox:ox + w] = g[gy:gy + h, gx:gx + w]
-    return obj
 
 
 def _error_sums(rec: Reconstruction) -> tuple[float, float]:
