@@ -22,6 +22,7 @@ from typing import Any
 
 from reconstruction.errors import ReconstructionError
 from reconstruction.parameters import GROUP_TITLES, ParameterError, Parameters, param_table
+from reconstruction.safe_paths import UnsafePathError
 
 # subcommand -> (module, function, help)
 DELEGATED = {
@@ -50,8 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as exc:
         print(f"ptychopy: parameter error: {exc}", file=sys.stderr)
         return 2
-    except (ReconstructionError, OSError) as exc:
+    except (ReconstructionError, OSError, UnsafePathError) as exc:
         print(f"ptychopy: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        print(f"ptychopy: out of host memory{detail}: the run needs more memory than this machine has free. "
+              "Use fewer or smaller patterns (-scanDims, -size), fewer -probeModes, or a machine with more "
+              "memory.", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ptychopy: interrupted", file=sys.stderr)

@@ -101,6 +101,7 @@ def write_outputs(result: Result, params: Parameters, index: int = 0, with_hdf5:
     """The original's ``<outputDir>/<jobID>_object_<index>.csv`` and ``_probes_<index>.csv`` (or .bin), plus the
     HDF5 result file ``<outputDir>/<jobID>.h5`` when ``with_hdf5``."""
     from reconstruction.io.original_csv import write_original_outputs
+    from reconstruction.safe_paths import path_inside
 
     out_dir = Path(params.output.output_dir)
     job = params.experiment.job_id or "ptychopy"
@@ -109,5 +110,5 @@ def write_outputs(result: Result, params: Parameters, index: int = 0, with_hdf5:
     if with_hdf5:
         from reconstruction.io import write_result
 
-        paths.append(Path(write_result(result, out_dir / f"{job}.h5", overwrite=True)))
+        paths.append(Path(write_result(result, path_inside(out_dir, job, ".h5", what="-jobID"), overwrite=True)))
     return paths

@@ -1,4 +1,4 @@
-"""The ASGI protocol router: Django for HTTP, the job consumer for websockets (origin-checked, logged in)."""
+"""The ASGI protocol router: Django for HTTP, the job consumer for websockets (same origin, logged in)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import path
 
 from webapp.jobs.consumers import JobFramesConsumer
+from webapp.jobs.origin import SameOriginValidator
 
 websocket_urlpatterns = [
     path("ws/jobs/<int:job_id>/", JobFramesConsumer.as_asgi()),
@@ -19,5 +19,5 @@ websocket_urlpatterns = [
 def build_application(http_app: Any) -> ProtocolTypeRouter:
     return ProtocolTypeRouter({
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     })

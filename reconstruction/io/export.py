@@ -20,6 +20,7 @@ import tifffile
 from PIL import Image
 
 from ..errors import InputDataError
+from ..safe_paths import UnsafePathError, path_inside, sanitised_name
 from .errors import OutputWriteError
 from .original_csv import write_original_outputs
 from .results import read_result
@@ -57,10 +58,10 @@ def export_tiff(obj: np.ndarray, out_dir: Path, stem: str) -> list[Path]:
     """``<stem>_abs.tif``, ``<stem>_ph.tif`` (float32) and ``<stem>_ph_preview.tif`` (uint8 phase)."""
     amp, ph = amplitude_phase(obj)
     files = []
-    for name, img in ((f"{stem}_abs.tif", amp), (f"{stem}_ph.tif", ph)):
-        path = out_dir / name
+    for suffix, img in (("_abs.tif", amp), ("_ph.tif", ph)):
+        path = path_inside(out_dir, stem, suffix)
         files.append(_guard(path, lambda p=path, a=img: tifffile.imwrite(p, a, photometric="minisblack")))
-    preview = out_dir / f"{stem}_ph_preview.tif"
+    preview = path_inside(out_dir, stem, "_ph_preview.tif")
     files.append(_guard(preview, lambda: tifffile.imwrite(preview, to_uint8(ph), photometric="minisblack")))
     return files
 
@@ -69,14 +70,19 @@ def export_png(obj: np.ndarray, out_dir: Path, stem: str) -> list[Path]:
     """``<stem>_abs.png`` and ``<stem>_ph.png``: 8-bit greyscale, each scaled to its own min..max."""
     amp, ph = amplitude_phase(obj)
     files = []
-    for name, img in ((f"{stem}_abs.png", amp), (f"{stem}_ph.png", ph)):
-        path = out_dir / name
+    for suffix, img in (("_abs.png", amp), ("_ph.png", ph)):
+        path = path_inside(out_dir, stem, suffix)
         files.append(_guard(path, lambda p=path, a=img: Image.fromarray(to_uint8(a), mode="L").save(p)))
     return files
 
 
 def export_result(result_path: Path | str, fmt: str, out_dir: Path | str | None = None) -> list[Path]:
-    """Export a result file in ``fmt`` (tiff, png, csv) into ``out_dir`` (default: beside the file)."""
+    """Export a result file in ``fmt`` (tiff, png, csv) into ``out_dir`` (default: beside the file).
+
+    Every file name comes from the result's stem or its ``-jobID``, checked as a plain file name and kept
+    inside ``out_dir`` with symlinks resolved (:func:`~reconstruction.safe_paths.path_inside`); a name that is
+    not raises :class:`~reconstruction.safe_paths.UnsafePathError` before anything is written.
+    """
     result_path = Path(result_path)
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -86,7 +92,7 @@ def export_result(result_path: Path | str, fmt: str, out_dir: Path | str | None 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputWriteError(f"cannot create output directory {out}: {exc.strerror or exc}", out) from exc
-    stem = result_path.stem
+    stem = sanitised_name(result_path.stem)
     if fmt == "tiff":
         return export_tiff(result.object, out, stem)
     if fmt == "png":
@@ -96,7 +102,7 @@ def export_result(result_path: Path | str, fmt: str, out_dir: Path | str | None 
     binary = bool(getattr(getattr(params, "output", None), "binary_output", False))
     files = write_original_outputs(result.object, result.probe, out, job, 0, binary)
     if result.pixel_size_m:
-        path = out / f"{job}_positions_0.csv"
+        path = path_inside(out, job, "_positions_0.csv", what="-jobID")
         positions_m = np.asarray(result.positions_px, dtype=np.float64) * result.pixel_size_m
         files.append(_guard(path, lambda: write_positions_csv(positions_m, path)))
     return files
@@ -113,12 +119,12 @@ def build_parser(prog: str = "ptychopy export") -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry: ``ptychopy export RESULT.h5 --format tiff|png|csv [--out DIR]``; prints written files.
 
-    Returns 0 on success, 2 for a missing/unreadable result or an unwritable output.
+    Returns 0 on success, 2 for a missing/unreadable result, an unwritable output or an unsafe file name.
     """
     args = build_parser().parse_args(list(argv) if argv is not None else None)
     try:
         files = export_result(args.result, args.format, args.out)
-    except (InputDataError, OutputWriteError) as exc:
+    except (InputDataError, OutputWriteError, UnsafePathError) as exc:
         print(f"ptychopy export: error: {exc}", file=sys.stderr)
         return 2
     for f in files:

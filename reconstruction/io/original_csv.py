@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputDataError
+from ..safe_paths import path_inside
 from .errors import OutputWriteError
 
 
@@ -43,7 +44,9 @@ def write_original_outputs(object: np.ndarray, probe: np.ndarray, output_dir: Pa
     """Write ``<dir>/<jobID>_object_<index>.csv`` ``(H, W)`` and ``_probes_<index>.csv`` ``(modes*n, n)``.
 
     ``probe`` is ``(n, n)`` or ``(modes, n, n)``. The directory is created (the original failed silently
-    without it); a directory or file that cannot be written raises :class:`OutputWriteError`.
+    without it); a directory or file that cannot be written raises :class:`OutputWriteError`. ``job_id`` must
+    be a plain file name and the files must stay inside the directory (symlinks resolved), else
+    :class:`~reconstruction.safe_paths.UnsafePathError` is raised before anything is written.
     Returns [object file, probe file].
     """
     out = Path(output_dir)
@@ -60,8 +63,9 @@ def write_original_outputs(object: np.ndarray, probe: np.ndarray, output_dir: Pa
     elif pr.ndim != 2:
         raise ValueError(f"probe has shape {pr.shape}; expected (n, n) or (modes, n, n)")
     ext = ".bin" if binary else ".csv"
-    return [_write(out / f"{job_id}_object_{index}{ext}", obj, binary),
-            _write(out / f"{job_id}_probes_{index}{ext}", pr, binary)]
+    object_path = path_inside(out, job_id, f"_object_{index}{ext}", what="-jobID")
+    probe_path = path_inside(out, job_id, f"_probes_{index}{ext}", what="-jobID")
+    return [_write(object_path, obj, binary), _write(probe_path, pr, binary)]
 
 
 def parse_complex(token: str) -> complex:

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..safe_paths import NAME_RULE, file_name_problem
 from .spec import FieldSpec, closest, param, specs_of
 
 ALGORITHMS = ("ePIE", "DM", "LSQML")
@@ -24,7 +25,8 @@ ALGORITHM_ALIASES = {"epie": "ePIE", "dm": "DM", "lsqml": "LSQML", "mls": "LSQML
 class ExperimentParameters:
     """Beam, detector geometry and scan pattern."""
 
-    job_id: str = param("", kind="str", flag="jobID", hint="Name of the run; used in output file names.",
+    job_id: str = param("", kind="str", flag="jobID", hint="Name of the run; used in output file names: letters, "
+                        "digits, '.', '_' and '-' (not starting with '.'), at most 100 characters.",
                         label="Job ID")
     wavelength_m: float = param(2.48e-10, kind="float", flag="lambda", unit="m", min=1e-13, max=1e-6,
                                 hint="X-ray wavelength (12.398e-10 / energy in keV).", label="Wavelength")
@@ -225,12 +227,19 @@ GROUP_TITLES = {
 }
 
 
+#: The message of a ParameterError lists at most this many problems (``problems`` keeps them all), and only
+#: this many unknown flags get a "did you mean" (a fuzzy match each), so a hostile string costs little.
+MAX_REPORTED_PROBLEMS = 20
+
+
 class ParameterError(ValueError):
     """One or more parameters are wrong; ``problems`` lists each (path, flag, value, message)."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems
-        super().__init__("; ".join(p.message for p in problems))
+        shown = "; ".join(p.message for p in problems[:MAX_REPORTED_PROBLEMS])
+        more = len(problems) - MAX_REPORTED_PROBLEMS
+        super().__init__(shown + (f"; and {more} more problems" if more > 0 else ""))
 
 
 @dataclass(frozen=True)
@@ -270,12 +279,15 @@ def known_flags() -> list[str]:
     return [s.flag for s in _SPECS]
 
 
-def unknown_flag_problem(flag: str, value: Any) -> Problem:
-    near = closest(flag.lstrip("-"), known_flags() + [s.name for s in _SPECS])
+def unknown_flag_problem(flag: str, value: Any, *, suggest: bool = True) -> Problem:
+    """The problem of an unknown flag; with ``suggest``, the closest known flag as a hint (a fuzzy match)."""
+    name = flag.lstrip("-")
+    near = closest(name[:100], known_flags() + [s.name for s in _SPECS]) if suggest else None
     if near is not None and near in _BY_FLAG_NAMES_TO_FLAG:
         near = _BY_FLAG_NAMES_TO_FLAG[near]
     hint = f"; did you mean -{near}?" if near else "; run 'ptychopy params' for the list"
-    return Problem("", flag, value, f"unknown parameter -{flag.lstrip('-')}{hint}")
+    shown = name if len(name) <= 100 else f"{name[:100]}... ({len(name)} characters)"
+    return Problem("", flag[:100], value, f"unknown parameter -{shown}{hint}")
 
 
 _BY_FLAG_NAMES_TO_FLAG = {s.name: s.flag for s in _SPECS}
@@ -294,9 +306,9 @@ def coerce(spec: FieldSpec, value: Any) -> Any:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, tuple | list):
-        return ",".join(str(v) for v in value)
-    return str(value)
+    """A value as it appears in an error message (long text is cut at 120 characters)."""
+    text = ",".join(str(v) for v in value) if isinstance(value, tuple | list) else str(value)
+    return text if len(text) <= 120 else f"{text[:120]}... ({len(text)} characters)"
 
 
 _TRUE = {"1", "true", "yes", "on", ""}
@@ -452,7 +464,8 @@ class Parameters:
         for flag, raw in items:
             spec = spec_for_flag(str(flag))
             if spec is None:
-                problems.append(unknown_flag_problem(str(flag), raw))
+                problems.append(unknown_flag_problem(str(flag), raw,
+                                                     suggest=len(problems) < MAX_REPORTED_PROBLEMS))
                 continue
             try:
                 values[spec.path] = coerce(spec, raw)
@@ -477,7 +490,8 @@ class Parameters:
         converted: dict[str, Any] = {}
         for path, raw in values.items():
             if path not in _BY_PATH:
-                problems.append(unknown_flag_problem(path.split(".")[-1], raw))
+                problems.append(unknown_flag_problem(path.split(".")[-1], raw,
+                                                     suggest=len(problems) < MAX_REPORTED_PROBLEMS))
                 continue
             spec = _BY_PATH[path]
             try:
@@ -522,6 +536,11 @@ class Parameters:
             if msg:
                 problems.append(Problem(spec.path, spec.flag, value, msg))
         e = self.experiment
+        name_problem = file_name_problem(e.job_id) if e.job_id else None
+        if name_problem:
+            problems.append(Problem("experiment.job_id", "jobID", e.job_id,
+                                    f"-jobID={e.job_id[:120]!r}: the job ID names the output files, so it must "
+                                    f"be a plain file name ({name_problem}): {NAME_RULE}"))
         if (e.step_m[0] <= 0 or e.step_m[1] <= 0) and not e.positions_file:
             problems.append(Problem("experiment.step_m", "step", e.step_m,
                                     f"-step={_show(e.step_m)}: steps must be > 0 for a raster scan"))

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus, WebSocketException
@@ -288,3 +289,87 @@ def test_behind_a_tls_proxy_and_the_container_healthcheck(prod_stack: Production
     res = subprocess.run([sys.executable, str(REPO / "docker" / "healthcheck.py"), "worker"],
                          capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode == 0, f"the worker healthcheck does not see the running worker: {res.stderr}"
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (from /proc)."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_hostile_job_id_writes_nothing_outside_the_results(prod_stack: ProductionStack, alice: User) -> None:
+    """Finding 1: -jobID=../../../outside/pwn (or absolute) was joined into the CSV export's path."""
+    victim = prod_stack.outside_dir / "pwn_object_0.csv"
+    victim.write_text("keep me\n")
+    before = sorted(p.name for p in prod_stack.outside_dir.iterdir())
+    api = ApiClient(prod_stack.base_url, alice.token)
+    web = logged_in(prod_stack, alice)
+    defaults = web.get("/jobs/new/").form("/jobs/new/")
+    for job_id in ("../../../outside/pwn", str(prod_stack.outside_dir / "pwn"), "..", ".hidden"):
+        resp = api.post("/api/v1/jobs/", {"cmdstr": f"{small_sim_cmdstr(2)} -jobID={job_id}"})
+        assert resp.status == 400 and "-jobID" in resp.text, f"-jobID={job_id} was accepted: {resp!r}"
+        resp = web.post_form("/jobs/new/", {**defaults, "cmdstr": f"{small_sim_cmdstr(2)} -jobID={job_id}"})
+        errors = [html.unescape(e) for e in resp.field_errors()]
+        assert resp.status == 200 and any("-jobID" in e for e in errors), f"form took -jobID={job_id}: {errors}"
+    # A plain job ID still runs, and its CSV export lands inside the job's results folder.
+    job = api.submit(f"{small_sim_cmdstr(2)} -jobID=scan_152.v2", label="sec-jobid")
+    api.wait_status(job["id"], {"done"}, timeout=90)
+    resp = web.get(f"/jobs/{job['id']}/download/csv/")
+    assert resp.status == 200 and resp.body[:2] == b"PK", resp
+    assert (prod_stack.results_dir / f"job_{job['id']}" / "export_csv" / "scan_152.v2_object_0.csv").is_file()
+    assert sorted(p.name for p in prod_stack.outside_dir.iterdir()) == before
+    assert victim.read_text() == "keep me\n"
+
+
+def test_a_symlink_in_the_data_root_cannot_lead_a_job_outside(prod_stack: ProductionStack, alice: User) -> None:
+    """Finding 6: -fp=link.h5, a symlink inside the data root to a file outside, was read by the worker."""
+    secret = prod_stack.outside_dir / "secret.h5"
+    secret.write_bytes(b"not for you")
+    link = prod_stack.data_root / "link.h5"
+    if not link.is_symlink():
+        os.symlink(secret, link)
+    api = ApiClient(prod_stack.base_url, alice.token)
+    for flag in ("fp", "lf", "probeGuess", "objectGuess", "mask"):
+        cmd = f"./ptycho -jobID=sec -size=64 -scanDims=10,10 -i=2 -{flag}=link.h5"
+        if flag != "fp":
+            cmd += " -simulate=1"
+        resp = api.post("/api/v1/jobs/", {"cmdstr": cmd})
+        assert resp.status == 400, f"-{flag}=link.h5 (a symlink out of the data root) was accepted: {resp!r}"
+        problem = resp.json()["problems"][0]
+        assert problem["flag"] == flag and "outside the data folders" in problem["message"], problem
+        assert str(secret) in problem["message"], f"the error does not say where the link leads: {problem}"
+    assert secret.read_bytes() == b"not for you"
+
+
+def test_jobs_naming_no_data_or_a_missing_file_are_refused_at_submit(prod_stack: ProductionStack,
+                                                                    alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    resp = api.post("/api/v1/jobs/", {"cmdstr": "./ptycho -size=64 -i=2"})
+    assert resp.status == 400 and "-fp: no data named" in resp.text, resp
+    missing = prod_stack.data_root / "nowhere" / "scan_000001.h5"
+    resp = api.post("/api/v1/jobs/", {"cmdstr": "./ptycho -size=64 -i=2 -fp=nowhere/scan_#06d.h5 -fs=1"})
+    assert resp.status == 400 and str(missing) in resp.text and "-fp" in resp.text, resp
+    resp = api.post("/api/v1/jobs/", {"cmdstr": f"{small_sim_cmdstr(2)} -lf=nope.csv"})
+    assert resp.status == 400 and str(prod_stack.data_root / "nope.csv") in resp.text, resp
+
+
+def test_oversized_command_strings_and_bodies_cost_the_server_under_a_second(prod_stack: ProductionStack,
+                                                                            alice: User) -> None:
+    """Finding 9: a 2 MB command string took 56 s of CPU. Now: 64 KiB at most, read in linear time."""
+    assert prod_stack.web is not None
+    api = ApiClient(prod_stack.base_url, alice.token)
+    worst = ("./ptycho " + " ".join(f"-zz{i}=1" for i in range(20000)))[:65536]
+    cases = [
+        ({"cmdstr": worst}, 400, "unknown parameter"),
+        ({"cmdstr": "./ptycho -jobID=" + "a" * 2 * 2**20}, 400, "65,536"),
+        ({"cmdstr": "./ptycho -fp='" + "a " * 2**20}, 400, "65,536"),
+        ({"cmdstr": "x" * 4 * 2**20}, 413, "bytes the API accepts"),
+    ]
+    for body, status, text in cases:
+        cpu0 = _cpu_s(prod_stack.web.pid)
+        resp = api.post("/api/v1/jobs/", body)
+        cpu = _cpu_s(prod_stack.web.pid) - cpu0
+        print(f"{len(json.dumps(body))} byte body: {resp.status} in {resp.seconds:.3f} s, server CPU {cpu:.3f} s")
+        assert resp.status == status and text in resp.text, resp
+        assert resp.headers.get("content-type") == "application/json", f"not JSON: {resp!r}"
+        assert cpu < 1.0, f"the server spent {cpu:.2f} s of CPU on one bad request"

@@ -117,3 +117,23 @@ def test_serve_with_bridge_hands_the_web_server_a_bridge_start_hook(monkeypatch)
     assert len(seen["hooks"]) == 1 and callable(seen["hooks"][0])
     assert main(["serve", "--bridge=b.toml"]) == 0 and seen["argv"] == ["serve"] and len(seen["hooks"]) == 1
     assert main(["serve"]) == 0 and seen["hooks"] == []
+
+
+def test_running_out_of_host_memory_is_a_clear_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import ptychopy.cli as cli
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError("Unable to allocate 64.0 GiB for an array with shape (4096, 2048, 2048)")
+
+    monkeypatch.setattr(cli, "run_with_progress", exhausted)
+    assert main(["run", SMALL, "--out", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "out of host memory" in err and "64.0 GiB" in err and "Traceback" not in err
+
+
+def test_a_repeated_flag_or_hostile_job_id_exits_2_naming_the_flag(tmp_path, capsys):
+    assert main(["run", SMALL + " -i=9", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "-i is given twice" in capsys.readouterr().err
+    assert main(["run", SMALL.replace("-jobID=cli", "-jobID=../../pwn"), "--out", str(tmp_path), "--quiet"]) == 2
+    assert "-jobID=" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [] and not (tmp_path.parent.parent / "pwn.h5").exists()

@@ -48,8 +48,52 @@ def test_names_are_case_insensitive_dashes_optional_and_bare_flags_mean_one():
     assert p.preprocessing.sqrt_data and p.preprocessing.fft_shift_data
 
 
-def test_last_occurrence_wins():
-    assert Parameters.from_cmdstr("p -i=5 -i=7").reconstruction.iterations == 7
+def test_a_flag_given_twice_is_refused_naming_it():
+    for cmd in ("p -i=5 -i=7", "p -i=5 -iter=7", "p -SIZE=64 --size=64"):
+        with pytest.raises(ParameterError, match=r"given twice.*give it once") as err:
+            Parameters.from_cmdstr(cmd)
+        assert len(err.value.problems) == 1 and err.value.problems[0].flag in {"i", "size"}
+
+
+def test_tokenizer_reads_quotes_like_a_posix_shell():
+    import shlex
+
+    for text in ("p -a='x y' -b=\"q \\\" r\" -c=a\\ b", "p 'a'\"b\"c \\x", "p -a=\"\\n\"", "  "):
+        assert tokenize(text) == shlex.split(text)[1:] or tokenize(text) == shlex.split(text)
+    assert tokenize("p -a='unclosed b") == ["-a='unclosed", "b"]  # an unclosed quote: white space only
+
+
+def test_max_size_command_string_parses_fast_and_a_larger_one_is_refused_at_once():
+    import time
+
+    from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
+
+    worst = {
+        "one long value": "./ptycho -fp=" + "a" * MAX_CMDSTR_CHARS,
+        "many flags": "./ptycho " + " ".join(f"-zz{i}=1" for i in range(MAX_CMDSTR_CHARS // 8)),
+        "one quoted value": "./ptycho -fp='" + "a " * MAX_CMDSTR_CHARS + "'",
+        "escapes": "./ptycho -fp=\"" + "\\a" * MAX_CMDSTR_CHARS + "\"",
+    }
+    for what, text in worst.items():
+        text = text[:MAX_CMDSTR_CHARS]
+        start = time.process_time()
+        try:
+            Parameters.from_cmdstr(text)
+        except ParameterError as exc:
+            assert len(str(exc)) < 5000, f"{what}: a {len(str(exc))}-character message"
+        assert time.process_time() - start < 0.5, f"{what}: {time.process_time() - start:.2f} s of CPU"
+    start = time.process_time()
+    with pytest.raises(ParameterError, match="65,536"):
+        Parameters.from_cmdstr("./ptycho -jobID=" + "a" * 2 * 2**20)
+    assert time.process_time() - start < 0.1
+
+
+@pytest.mark.parametrize("job_id", ["../../outside/pwn", "/tmp/pwn", ".hidden", "a\x00b", "x" * 101, "a/b"])
+def test_a_job_id_that_is_not_a_plain_file_name_is_refused_naming_the_flag(job_id):
+    with pytest.raises(ParameterError, match=r"-jobID=.*plain file name") as err:
+        Parameters().replace({"experiment.job_id": job_id})
+    assert err.value.problems[0].flag == "jobID"
+    assert Parameters.from_cmdstr("./ptycho -jobID=scan_152.v2-b").experiment.job_id == "scan_152.v2-b"
 
 
 def test_pairs_and_single_values_follow_the_original():

@@ -54,7 +54,8 @@ def test_submit_by_parameters_and_read_it_back(client, token, user):
 def test_submit_by_command_string_and_partial_parameters(client, token):
     r = post(client, "/api/v1/jobs/", {"cmdstr": "./ptycho -simulate=1 -size=32 -i=5 -algorithm=lsqml"}, token)
     assert r.status_code == 201 and r.json()["algorithm"] == "LSQML"
-    r = post(client, "/api/v1/jobs/", {"parameters": {"reconstruction": {"iterations": 9}}}, token)
+    partial = {"data": {"simulate": True}, "reconstruction": {"iterations": 9}}
+    r = post(client, "/api/v1/jobs/", {"parameters": partial}, token)
     assert r.status_code == 201 and r.json()["iterations"] == 9
 
 

@@ -14,6 +14,7 @@ from webapp.jobs.models import Job
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://testserver")
+HOST = (b"host", b"testserver")
 
 
 @database_sync_to_async
@@ -40,7 +41,7 @@ def stored_frame(job_id: int, seq: int, iteration: int) -> bytes:
 async def test_logged_in_viewer_receives_the_latest_frame_first(user):
     job = await make_job(status="running", iteration=42, iterations=100, last_seq=7)
     await database_sync_to_async(Job.objects.filter(pk=job.pk).update)(last_preview=stored_frame(job.pk, 7, 42))
-    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, await login_cookie(user)])
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST, await login_cookie(user)])
     connected, _ = await ws.connect(timeout=10)
     assert connected
     header, images = decode_frame(await ws.receive_from(timeout=30))
@@ -51,7 +52,7 @@ async def test_logged_in_viewer_receives_the_latest_frame_first(user):
 
 async def test_viewer_of_a_job_without_frames_gets_its_status(user):
     job = await make_job(status="queued")
-    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, await login_cookie(user)])
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST, await login_cookie(user)])
     assert (await ws.connect(timeout=10))[0]
     header, images = decode_frame(await ws.receive_from(timeout=30))
     assert header["status"] == "queued" and header["job"] == job.pk and images == {}
@@ -60,7 +61,7 @@ async def test_viewer_of_a_job_without_frames_gets_its_status(user):
 
 async def test_anonymous_viewer_is_rejected():
     job = await make_job(status="running")
-    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN])
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST])
     connected, _ = await ws.connect(timeout=10)
     assert not connected
 
@@ -75,15 +76,35 @@ async def test_cross_origin_viewer_is_rejected(user):
     assert not (await ws.connect(timeout=10))[0]
 
 
+@pytest.mark.parametrize("origin, host, accepted", [
+    ("http://127.0.0.1:8000", "127.0.0.1:8000", True),
+    ("http://127.0.0.1:8001", "127.0.0.1:8000", False),  # another service on the same host: another port
+    ("http://127.0.0.1", "127.0.0.1:8000", False),
+    ("https://127.0.0.1:8000", "127.0.0.1:8000", False),  # another scheme
+    ("http://localhost:80", "localhost", True),  # default ports are the same address
+    ("http://evil.example:8000", "evil.example:8000", False),  # a host outside ALLOWED_HOSTS
+    ("null", "127.0.0.1:8000", False),
+])
+async def test_websocket_origin_must_match_scheme_host_and_port(user, origin, host, accepted):
+    job = await make_job(status="queued")
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/",
+                               headers=[(b"origin", origin.encode()), (b"host", host.encode()),
+                                        await login_cookie(user)])
+    connected, _ = await ws.connect(timeout=10)
+    assert connected is accepted, f"Origin {origin} on Host {host}"
+    if connected:
+        await ws.disconnect()
+
+
 async def test_missing_job_is_rejected(user):
-    ws = WebsocketCommunicator(application, "/ws/jobs/999999/", headers=[ORIGIN, await login_cookie(user)])
+    ws = WebsocketCommunicator(application, "/ws/jobs/999999/", headers=[ORIGIN, HOST, await login_cookie(user)])
     assert not (await ws.connect(timeout=10))[0]
 
 
 async def test_live_frames_from_the_worker_thread_reach_two_viewers(worker, broker, user):
     job = await database_sync_to_async(services.submit_job)(small_parameters(iterations=1_000_000), owner=user)
     cookie = await login_cookie(user)
-    viewers = [WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, cookie])
+    viewers = [WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST, cookie])
                for _ in range(2)]
     for ws in viewers:
         assert (await ws.connect(timeout=10))[0]

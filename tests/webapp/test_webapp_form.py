@@ -144,8 +144,8 @@ def test_a_scripted_post_with_only_a_command_string_submits_a_job(client, user):
 
 
 def test_blank_fields_take_their_defaults():
-    form = JobForm(data={field_name("reconstruction.iterations"): "7", field_name("reconstruction.algorithm"): ""},
-                   username="u")
+    form = JobForm(data={field_name("reconstruction.iterations"): "7", field_name("reconstruction.algorithm"): "",
+                         field_name("data.simulate"): "on"}, username="u")
     assert form.is_valid(), form.errors
     assert form.parameters is not None
     assert form.parameters.reconstruction.iterations == 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from reconstruction.parameters import GROUP_TITLES, FieldSpec, leaf_specs
+from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
 
 STATUSES = ["queued", "running", "done", "failed", "cancelled"]
 FORMATS = ["h5", "tiff", "png", "csv"]
@@ -66,6 +67,7 @@ def schema(server_url: str = "/") -> dict[str, Any]:
     """The whole OpenAPI document."""
     errors = {
         "400": _json(_ref("Error"), "Invalid request or parameters"),
+        "413": _json(_ref("Error"), "Request body larger than the server accepts"),
         "401": _json(_ref("Error"), "Missing or invalid token"),
     }
     nullable_time = {"type": "string", "format": "date-time", "nullable": True}
@@ -117,7 +119,8 @@ def schema(server_url: str = "/") -> dict[str, Any]:
         "description": "Exactly one of parameters or cmdstr.",
         "properties": {
             "parameters": _ref("Parameters"),
-            "cmdstr": {"type": "string", "example": "./ptycho -simulate=1 -size=64 -scanDims=10,10 -i=200"},
+            "cmdstr": {"type": "string", "maxLength": MAX_CMDSTR_CHARS,
+                       "example": "./ptycho -simulate=1 -size=64 -scanDims=10,10 -i=200"},
             "label": {"type": "string", "maxLength": 200},
             "notify_email": {"type": "boolean", "default": False},
         },

@@ -11,10 +11,11 @@ from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from reconstruction import ParameterError, Parameters
+from reconstruction.parameters.model import MAX_REPORTED_PROBLEMS
 from webapp.jobs import serialize, services
 from webapp.jobs.history import filter_jobs
 from webapp.jobs.models import Job
-from webapp.jobs.paths import confine_parameters
+from webapp.jobs.paths import check_submission
 
 from .auth import error, token_required
 from .openapi import schema
@@ -55,6 +56,9 @@ def _submit(request: HttpRequest) -> JsonResponse:
     label = body.get("label", "")
     if not isinstance(label, str):
         return error(400, "'label' must be a string")
+    notify_email = body.get("notify_email", False)
+    if not isinstance(notify_email, bool):
+        return error(400, f"'notify_email' must be true or false, not {json.dumps(notify_email)[:40]}")
     try:
         if "cmdstr" in body:
             if not isinstance(body["cmdstr"], str):
@@ -64,13 +68,13 @@ def _submit(request: HttpRequest) -> JsonResponse:
             if not isinstance(body["parameters"], dict):
                 return error(400, "'parameters' must be an object like Parameters.to_dict()")
             params = Parameters.from_dict(body["parameters"])
-        params = confine_parameters(params)
+        params = check_submission(params)
     except ParameterError as exc:
         problems = [{"path": p.path, "flag": p.flag, "value": _jsonable(p.value), "message": p.message}
-                    for p in exc.problems]
-        return error(400, "invalid parameters", problems=problems)
-    job = services.submit_job(params, owner=request.user, source="api", label=label,
-                              notify_email=bool(body.get("notify_email", False)))
+                    for p in exc.problems[:MAX_REPORTED_PROBLEMS]]
+        more = len(exc.problems) - len(problems)
+        return error(400, "invalid parameters", problems=problems, **({"more_problems": more} if more else {}))
+    job = services.submit_job(params, owner=request.user, source="api", label=label, notify_email=notify_email)
     response = JsonResponse(serialize.job_detail(job), status=201)
     response["Location"] = serialize.job_summary(job)["url"]
     return response
@@ -99,8 +103,10 @@ def openapi(request: HttpRequest) -> JsonResponse:
 
 
 def _jsonable(value: object) -> object:
+    if isinstance(value, str) and len(value) > 200:
+        return f"{value[:200]}... ({len(value)} characters)"
     try:
         json.dumps(value)
         return value
     except TypeError:
-        return str(value)
+        return str(value)[:200]

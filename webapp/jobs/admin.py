@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.http import HttpRequest
 
 from .models import Job, WorkerHeartbeat
 
@@ -10,7 +11,14 @@ class JobAdmin(admin.ModelAdmin):
     list_filter = ("status", "algorithm", "source")
     search_fields = ("label", "owner__username", "dedup_key", "message")
     exclude = ("last_preview",)
-    readonly_fields = ("created", "started", "finished", "last_seq")
+    # What a worker writes (status, result_path, progress) and what was submitted is never edited by hand:
+    # staff cancel or delete a job on its page. Only the label and the e-mail switch stay editable.
+    readonly_fields = ("owner", "source", "parameters", "algorithm", "status", "cancel_requested", "dedup_key",
+                       "created", "started", "finished", "iteration", "iterations", "final_error",
+                       "error_history", "device", "worker", "message", "result_path", "last_seq")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # jobs are submitted through the site or the API, where their parameters are checked
 
 
 @admin.register(WorkerHeartbeat)

@@ -14,9 +14,11 @@ from django import forms
 
 from reconstruction import ParameterError, Parameters
 from reconstruction.parameters import GROUP_TITLES, FieldSpec, leaf_specs
+from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
+from reconstruction.parameters.model import MAX_REPORTED_PROBLEMS
 
-from .paths import confine_parameters
-from .uploads import UPLOADABLE, UploadRejected, save_upload
+from .paths import check_submission
+from .uploads import UPLOADABLE, UploadRejected, discard_upload, save_upload
 
 
 def field_name(path: str) -> str:
@@ -49,6 +51,33 @@ def _form_field(spec: FieldSpec) -> forms.Field:
                            widget=forms.TextInput(attrs=attrs))
 
 
+class RawCheckboxInput(forms.CheckboxInput):
+    """A checkbox that hands the field the raw submitted text (Django's turns any text into True)."""
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        return data.get(name) if name in data else False
+
+
+class StrictBooleanField(forms.BooleanField):
+    """A checkbox that accepts only what a checkbox or a script sends for yes/no ("on", "1", "true" / absent,
+    "", "0", "false", "off"); anything else is an error naming the value instead of counting as ticked."""
+
+    TRUE = {"on", "1", "true", "yes"}
+    FALSE = {"", "0", "false", "off", "no"}
+
+    widget = RawCheckboxInput
+
+    def to_python(self, value: Any) -> bool:
+        if isinstance(value, bool) or value is None:
+            return bool(value)
+        text = str(value).strip().lower()
+        if text in self.TRUE:
+            return True
+        if text in self.FALSE:
+            return False
+        raise forms.ValidationError(f"{str(value)[:40]!r} is not a yes/no value: send on, 1 or true (or nothing)")
+
+
 def upload_name(path: str) -> str:
     return field_name(path) + "__upload"
 
@@ -78,12 +107,12 @@ class JobForm(forms.Form):
     label = forms.CharField(required=False, max_length=200, label="Label",
                             help_text="A name for the history, e.g. the sample or scan number.")
     cmdstr = forms.CharField(
-        required=False, label="Original command string",
+        required=False, label="Original command string", max_length=MAX_CMDSTR_CHARS,
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false",
                                      "placeholder": "./ptycho -jobID=scan152 -algorithm=ePIE -fp=... -i=100"}),
         help_text="Paste a command string of the original ptychopy; when given it replaces the fields below.",
     )
-    notify_email = forms.BooleanField(required=False, label="E-mail me when it finishes")
+    notify_email = StrictBooleanField(required=False, label="E-mail me when it finishes")
 
     def __init__(self, *args: Any, base: Parameters | None = None, username: str = "", **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -124,11 +153,16 @@ class JobForm(forms.Form):
             params = Parameters.from_cmdstr(cmdstr) if cmdstr else Parameters.from_dict(
                 {spec.path: value for spec in self.specs
                  if (value := cleaned.get(field_name(spec.path))) not in ("", None)})
-            self.parameters = confine_parameters(params.replace(uploaded) if uploaded else params)
+            self.parameters = check_submission(params.replace(uploaded) if uploaded else params)
         except ParameterError as exc:
-            for problem in exc.problems:
+            for problem in exc.problems[:MAX_REPORTED_PROBLEMS]:
                 target = "cmdstr" if cmdstr else (field_name(problem.path) if problem.path else None)
                 self.add_error(target, problem.message)
+            if len(exc.problems) > MAX_REPORTED_PROBLEMS:
+                self.add_error("cmdstr" if cmdstr else None,
+                               f"... and {len(exc.problems) - MAX_REPORTED_PROBLEMS} more problems")
+            for stored in uploaded.values():  # a rejected form keeps none of its uploads
+                discard_upload(stored)
         return cleaned
 
     def _save_uploads(self, cleaned: dict[str, Any]) -> dict[str, str] | None:
@@ -142,5 +176,7 @@ class JobForm(forms.Form):
                 saved[path] = str(save_upload(upload, self.username))
             except UploadRejected as exc:
                 self.add_error(upload_name(path), str(exc))
+                for stored in saved.values():
+                    discard_upload(stored)
                 return None
         return saved

@@ -1,20 +1,26 @@
 """Keep user-supplied file paths inside the configured data roots (``PTYCHOPY_DATA_ROOTS``).
 
 A path is resolved (symlinks included) before it is compared, so neither ``../`` nor a symlink can leave a
-root. Relative paths are taken relative to the first root. The parameters that reach a worker carry the
-resolved absolute paths.
+root; a file named directly is stored as its resolved path, so what the worker opens is what was checked. A
+multi-file pattern (``scan_#06d.h5``) keeps its name, and every existing file it matches that is a symlink is
+resolved and checked too. Relative paths are taken relative to the first root. :func:`check_submission` also
+refuses, at submit, a job that names no data or a file that does not exist (as far as this server can see).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from django.conf import settings
 
 from reconstruction import ParameterError, Parameters
+from reconstruction.io.masks import beamstop_path, split_dataset
+from reconstruction.io.patterns import format_pattern, is_multi_file
 from reconstruction.parameters import Problem, spec_for_path
+from reconstruction.safe_paths import is_inside
 
 #: Parameter paths that name files (the data pattern's folder is checked; its file name may hold '#06d').
 FILE_PATHS = (
@@ -25,6 +31,8 @@ FILE_PATHS = (
     "preprocessing.bad_pixel_mask",
 )
 PATTERN_PATHS = ("data.file_pattern",)
+#: Paths whose value may end in ``::/dataset`` (an HDF5 dataset inside the file).
+DATASET_PATHS = ("preprocessing.bad_pixel_mask",)
 
 
 class PathNotAllowed(ValueError):
@@ -40,8 +48,21 @@ def data_roots() -> list[Path]:
     return roots
 
 
+def _inside_any(path: Path, roots: list[Path]) -> bool:
+    return any(is_inside(path, root) for root in roots)
+
+
+def _outside(raw: str, roots: list[Path], detail: str = "") -> PathNotAllowed:
+    allowed = ", ".join(str(r) for r in roots)
+    return PathNotAllowed(f"{raw!r}{detail} is outside the data folders ({allowed})")
+
+
 def confine(raw: str, roots: Iterable[Path] | None = None, *, pattern: bool = False) -> str:
-    """``raw`` resolved to an absolute path inside one of ``roots``; raises :class:`PathNotAllowed`."""
+    """``raw`` resolved to an absolute path inside one of ``roots``; raises :class:`PathNotAllowed`.
+
+    With ``pattern`` and a '#' in the name, the folder is resolved and the name kept; each existing file of
+    that folder the pattern matches must not be a symlink that leads outside.
+    """
     roots = list(roots if roots is not None else data_roots())
     if not roots:
         raise PathNotAllowed("no data folder is configured (PTYCHOPY_DATA_ROOTS)")
@@ -51,19 +72,53 @@ def confine(raw: str, roots: Iterable[Path] | None = None, *, pattern: bool = Fa
     path = Path(text).expanduser()
     if not path.is_absolute():
         path = roots[0] / path
-    if pattern:
+    if pattern and is_multi_file(path.name):
         if path.name in ("", ".", ".."):
             raise PathNotAllowed(f"{raw!r} does not name a file pattern")
-        resolved = Path(os.path.realpath(path.parent)) / path.name
-        checked = resolved.parent
-    else:
-        resolved = Path(os.path.realpath(path))
-        checked = resolved
-    for root in roots:
-        if checked == root or checked.is_relative_to(root):
-            return str(resolved)
-    allowed = ", ".join(str(r) for r in roots)
-    raise PathNotAllowed(f"{raw!r} is outside the data folders ({allowed})")
+        folder = Path(os.path.realpath(path.parent))
+        if not _inside_any(folder, roots):
+            raise _outside(raw, roots)
+        escaped = _links_leaving(folder, path.name, roots)
+        if escaped:
+            raise _outside(raw, roots, f" (its file {escaped} is a symlink to {os.path.realpath(escaped)})")
+        return str(folder / path.name)
+    resolved = Path(os.path.realpath(path))
+    if not _inside_any(resolved, roots):
+        detail = f" (a symlink to {resolved})" if resolved != Path(os.path.abspath(path)) else ""
+        raise _outside(raw, roots, detail)
+    return str(resolved)
+
+
+def _pattern_regex(name: str) -> re.Pattern[str]:
+    """Matches the file names a '#' pattern can expand to (the conversion becomes digits and padding)."""
+    head, _, tail = name.partition("#")
+    rest = re.sub(r"^[-+ 0#]*\d*(?:\.\d+)?[diu]", "", tail, count=1)
+    return re.compile(re.escape(head) + r"[-+ 0-9]*" + re.escape(rest))
+
+
+def _links_leaving(folder: Path, name: str, roots: list[Path]) -> Path | None:
+    """The first symlink in ``folder`` matching pattern ``name`` that resolves outside ``roots``, or None.
+
+    One directory listing: only symlink entries are resolved, so a folder of 10^5 frames costs milliseconds.
+    """
+    regex = _pattern_regex(name)
+    try:
+        entries = os.scandir(folder)
+    except OSError:
+        return None  # no such folder yet: nothing in it can escape; the existence check reports it
+    with entries:
+        for entry in entries:
+            if entry.is_symlink() and regex.fullmatch(entry.name) and not _inside_any(Path(entry.path), roots):
+                return Path(entry.path)
+    return None
+
+
+def _confine_value(path: str, value: str, roots: list[Path]) -> str:
+    if path in DATASET_PATHS:
+        file, dataset = split_dataset(value)
+        confined = confine(str(file), roots)
+        return f"{confined}::{dataset}" if dataset else confined
+    return confine(value, roots, pattern=path in PATTERN_PATHS)
 
 
 def confine_parameters(params: Parameters) -> Parameters:
@@ -77,9 +132,58 @@ def confine_parameters(params: Parameters) -> Parameters:
             continue
         spec = spec_for_path(path)
         try:
-            changes[path] = confine(value, roots, pattern=path in PATTERN_PATHS)
+            changes[path] = _confine_value(path, value, roots)
         except PathNotAllowed as exc:
             problems.append(Problem(path, spec.flag, value, f"-{spec.flag}: {exc}"))
+    if params.preprocessing.beamstop_mask and params.data.file_pattern and not problems:
+        mask = beamstop_path(changes.get("data.file_pattern", params.data.file_pattern))
+        if mask.is_symlink() and not _inside_any(mask, roots):
+            problems.append(Problem("preprocessing.beamstop_mask", "beamstopMask", True,
+                                    f"-beamstopMask: {str(mask)!r} (a symlink to {os.path.realpath(mask)}) is "
+                                    "outside the data folders"))
     if problems:
         raise ParameterError(problems)
     return params.replace(changes) if changes else params
+
+
+def missing_inputs(params: Parameters) -> list[Problem]:
+    """What a worker would fail on at once: no data named, or a named input file that does not exist.
+
+    ``params`` should already be confined (absolute paths). Only what this server can see is checked.
+    """
+    problems: list[Problem] = []
+    data = params.data
+    if not data.simulate:
+        if not data.file_pattern:
+            problems.append(Problem("data.file_pattern", "fp", "",
+                                    "-fp: no data named: give the data files with -fp=<file or pattern> "
+                                    "(or -simulate=1 for a simulated scan)"))
+        else:
+            first = Path(format_pattern(data.file_pattern, data.first_file_index))
+            if not first.is_file():
+                which = (f"its first file {first} (-fs={data.first_file_index})" if is_multi_file(data.file_pattern)
+                         else "this file")
+                problems.append(Problem("data.file_pattern", "fp", data.file_pattern,
+                                        f"-fp={data.file_pattern}: {which} does not exist"))
+            elif params.preprocessing.beamstop_mask and not beamstop_path(data.file_pattern).is_file():
+                problems.append(Problem("preprocessing.beamstop_mask", "beamstopMask", True,
+                                        f"-beamstopMask: {beamstop_path(data.file_pattern)} does not exist"))
+    for path in FILE_PATHS:
+        value = params.get(path)
+        if not value or path in PATTERN_PATHS:
+            continue
+        file = split_dataset(value)[0] if path in DATASET_PATHS else Path(value)
+        if not file.is_file():
+            spec = spec_for_path(path)
+            problems.append(Problem(path, spec.flag, value, f"-{spec.flag}={value}: no such file ({file})"))
+    return problems
+
+
+def check_submission(params: Parameters) -> Parameters:
+    """The parameters a user submitted, confined to the data roots and with every input file present;
+    ParameterError names each flag and path that is wrong."""
+    confined = confine_parameters(params)
+    problems = missing_inputs(confined)
+    if problems:
+        raise ParameterError(problems)
+    return confined

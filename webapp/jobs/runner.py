@@ -23,8 +23,9 @@ from reconstruction.errors import DeviceMemoryError
 
 from . import frames, heartbeat, notify
 from .models import Job
+from .paths import confine_parameters
 from .publish import publish_frame
-from .services import announce_status, enqueue, job_results_dir
+from .services import announce_status, cancelled_while_queued, enqueue, job_results_dir
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def claim(job_id: int) -> Job | str:
     now = timezone.now()
     if job.cancel_requested:
         Job.objects.filter(still_as_seen, pk=job.pk).update(
-            status=Job.Status.CANCELLED, finished=now, message="cancelled before it started")
+            status=Job.Status.CANCELLED, finished=now, message=cancelled_while_queued(job))
         job.refresh_from_db()
         announce_status(job)
         return "cancelled"
@@ -131,6 +132,8 @@ class JobRun:
         self.seq = self.job.last_seq
         try:
             params = Parameters.from_dict(self.job.parameters)
+            if self.job.source in (Job.Source.WEB, Job.Source.API):
+                params = confine_parameters(params)  # again now: a symlink put in since submit is refused
             from reconstruction.multigpu import from_parameters
 
             rec = from_parameters(params)  # split over -gpus when it lists several

@@ -109,7 +109,7 @@ def cancel_job(job: Job, user) -> Job:
     if job.status == Job.Status.QUEUED:
         moved = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
             status=Job.Status.CANCELLED, cancel_requested=True, finished=timezone.now(),
-            message="cancelled before it started",
+            message=cancelled_while_queued(job),
         )
         if moved:
             job.refresh_from_db()
@@ -119,6 +119,15 @@ def cancel_job(job: Job, user) -> Job:
         Job.objects.filter(pk=job.pk).update(cancel_requested=True)
     job.refresh_from_db()
     return job
+
+
+def cancelled_while_queued(job: Job) -> str:
+    """The message of a queued job cancelled before a worker took it: a job that had already run (and was
+    re-queued, e.g. after its worker stopped) says so, with the iteration it had reached."""
+    if job.started is None:
+        return "cancelled before it started"
+    return (f"cancelled while waiting to run again (it had run to iteration {job.iteration} of {job.iterations} "
+            "before it was re-queued)")
 
 
 def delete_job(job: Job, user) -> None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.text import get_valid_filename
+
+from reconstruction.safe_paths import (
+    MAX_NAME_CHARS,
+    NAME_RULE,
+    file_name_problem,
+    is_inside,
+    path_inside,
+    sanitised_name,
+)
 
 #: Parameters that name one file and may be uploaded instead of typed.
 UPLOADABLE = (
@@ -27,14 +38,39 @@ def save_upload(upload: UploadedFile, username: str) -> Path:
     limit = int(settings.PTYCHOPY_MAX_UPLOAD_BYTES)
     if upload.size is not None and upload.size > limit:
         raise UploadRejected(f"{upload.name}: {upload.size} bytes is more than the {limit} bytes allowed")
-    name = get_valid_filename(Path(upload.name or "").name) if upload.name else ""
-    if not name or name in (".", ".."):
-        raise UploadRejected("the uploaded file has no usable name")
-    user_part = get_valid_filename(username) or "anonymous"
-    folder = Path(settings.PTYCHOPY_UPLOADS_DIR) / user_part / uuid.uuid4().hex[:12]
+    name = _stored_name(upload.name or "")
+    if not name or file_name_problem(name) is not None:
+        raise UploadRejected(f"the uploaded file's name {upload.name!r} is not usable: {NAME_RULE}")
+    uploads = Path(settings.PTYCHOPY_UPLOADS_DIR)
+    user_part = sanitised_name(username or "anonymous")
+    folder = path_inside(path_inside(uploads, user_part), uuid.uuid4().hex[:12])
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    with path.open("wb") as out:
+    path = path_inside(folder, name)
+    with path.open("xb") as out:
         for chunk in upload.chunks():
             out.write(chunk)
     return path
+
+
+def _stored_name(raw: str) -> str:
+    """The uploaded file's own name made safe: no folders, no leading dots, at most 100 characters with its
+    extension kept; "" when nothing usable is left."""
+    try:
+        name = get_valid_filename(Path(raw).name).lstrip(".")
+    except SuspiciousFileOperation:
+        return ""
+    if len(name) > MAX_NAME_CHARS:
+        suffix = Path(name).suffix[:20]
+        name = name[: MAX_NAME_CHARS - len(suffix)] + suffix
+    return name
+
+
+def discard_upload(path: Path | str) -> None:
+    """Delete a stored upload and its random folder (a form that was rejected keeps no file)."""
+    path = Path(path)
+    uploads = Path(settings.PTYCHOPY_UPLOADS_DIR)
+    if not is_inside(path, uploads) or path.parent.resolve() == uploads.resolve():
+        return
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()

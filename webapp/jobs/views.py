@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from reconstruction import ParameterError, Parameters
 from reconstruction.engines import error_measure
+from reconstruction.safe_paths import UnsafePathError
 
 from . import dashboard as dashboard_data
 from . import scans, services
@@ -139,6 +140,8 @@ def download(request: HttpRequest, job_id: int, fmt: str) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
     try:
         item = result_download(job, fmt)
+    except UnsafePathError as exc:  # a file name from the job that is not a plain name: nothing was written
+        return HttpResponse(f"Cannot export job {job.pk}: {exc}", status=400, content_type="text/plain")
     except ValueError as exc:
         raise Http404(str(exc)) from None
     except NoResult as exc:
