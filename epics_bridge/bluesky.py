@@ -92,7 +92,8 @@ def decode_message(message: bytes, prefix: str, serializer: str) -> tuple[str, d
 
 
 def start_values(doc: Mapping[str, Any], received_s: float, timestamp: float) -> dict[str, ValueEvent]:
-    """The start document as scan values: ``start:KEY`` (nested dict keys joined with dots)."""
+    """The start document as scan values: ``start:KEY``, and for nested dicts and lists also each item
+    (``start:md.sample``, ``start:scan_dims.0``)."""
     out: dict[str, ValueEvent] = {}
 
     def add(key: str, value: Any) -> None:
@@ -100,6 +101,9 @@ def start_values(doc: Mapping[str, Any], received_s: float, timestamp: float) ->
             for k, v in value.items():
                 add(f"{key}.{k}", v)
             return
+        if isinstance(value, list | tuple):
+            for k, v in enumerate(value):
+                add(f"{key}.{k}", v)
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         out[DOCUMENT_KEY + key] = ValueEvent(DOCUMENT_KEY + key, value, text, received_s, timestamp)
 

@@ -16,7 +16,8 @@ PVs (prefix ``P``, default ``ptysim:``) mimic a beamline's conventions:
 - ``energy`` (keV), ``detDistance`` (mm), and ``sim:LastScanFile`` (the master file, written once the scan's
   files are closed: what a DAQ script's soft record would hold, for the file-name trigger).
 
-Control: put 1 to ``sim:Go`` to play a scan, 1 to ``sim:Abort`` to abort it, 1 to ``sim:Fail`` to make the
+Control: put 1 to ``sim:Go`` to play a scan, N to ``sim:Burst`` to play N scans back to back ``sim:Gap`` s
+apart, 1 to ``sim:Abort`` to abort the running scan, 1 to ``sim:Fail`` to make the
 file writer fail in the next scan; ``sim:PointTime`` (s per point) and ``sim:LateWrite`` (s the last file is still
 being written after ``scan2.BUSY`` drops). Each row is written as ``name_data_NNNNNN.h5.tmp`` and renamed on
 close. The next scan number is kept in ``<data-dir>/.simioc_autosave.json`` across restarts, like autosave would.
@@ -104,6 +105,8 @@ def make_group_class() -> type:
         energy = pvproperty(name="energy", value=8.8, doc="photon energy (keV)")
         det_distance = pvproperty(name="detDistance", value=1900.0, doc="sample-detector distance (mm)")
         go = pvproperty(name="sim:Go", value=0, doc="put 1 to play one scan")
+        burst = pvproperty(name="sim:Burst", value=0, doc="put N to play N scans back to back")
+        gap = pvproperty(name="sim:Gap", value=0.02, doc="seconds between the scans of a burst")
         abort = pvproperty(name="sim:Abort", value=0, doc="put 1 to abort the running scan")
         fail = pvproperty(name="sim:Fail", value=0, doc="put 1: the file writer fails in the next scan")
         unlimited = pvproperty(name="sim:Unlimited", value=0, doc="1: the HDF5 plugin captures with "
@@ -145,15 +148,26 @@ def make_group_class() -> type:
                 self._task = asyncio.get_running_loop().create_task(self.play())
             return 0
 
+        @burst.putter  # type: ignore[no-redef]
+        async def burst(self, instance: Any, value: Any) -> int:
+            if int(value) > 0 and (self._task is None or self._task.done()):
+                self._abort = False
+                self._task = asyncio.get_running_loop().create_task(self.play(int(value)))
+            return 0
+
         @abort.putter  # type: ignore[no-redef]
         async def abort(self, instance: Any, value: Any) -> int:
             if int(value) == 1:
                 self._abort = True
             return 0
 
-        async def play(self) -> None:
+        async def play(self, count: int = 1) -> None:
             try:
-                await play_scan(self)
+                for k in range(count):
+                    if k:
+                        await asyncio.sleep(max(0.0, float(self.gap.value)))
+                    self._abort = False
+                    await play_scan(self)
             except Exception:
                 log.exception("simulated scan failed")
                 await self.set(self.status, "error")

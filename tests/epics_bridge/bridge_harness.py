@@ -115,18 +115,19 @@ class SimIoc(Process):
     """``python -m epics_bridge.simioc`` on the test's port, driven with caproto's sync client."""
 
     def __init__(self, ca: CaLoopback, data_dir: Path, log_path: Path, rows: int = 3, cols: int = 4,
-                 size_px: int = 32, prefix: str = PREFIX):
+                 size_px: int = 32, prefix: str = PREFIX, extra_args: list[str] | None = None):
         self.ca = ca
         self.data_dir = data_dir
         self.shape = (rows, cols, size_px)
         self.prefix = prefix
+        self.extra_args = list(extra_args or [])  # e.g. --pva-port P, --zmq-proxy HOST:PORT
         super().__init__("simioc", [], {}, log_path)
 
     def _argv(self) -> list[str]:
         rows, cols, size_px = self.shape
         return [sys.executable, "-m", "epics_bridge.simioc", "--port", str(self.ca.port), "--data-dir",
                 str(self.data_dir), "--prefix", self.prefix, "--rows", str(rows), "--cols", str(cols), "--size",
-                str(size_px), "--point-time", "0.002"]
+                str(size_px), "--point-time", "0.002", *self.extra_args]
 
     def get(self, pv: str, timeout_s: float = 2.0) -> Any:
         return ca_get(self.prefix + pv, self.ca.client_env, timeout_s)
@@ -183,8 +184,14 @@ def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str =
                         'num_captured_pv = "$(P)HDF1:NumCaptured_RBV"\nnum_capture_pv = "$(P)HDF1:NumCapture_RBV"\n'
                         'write_status_pv = "$(P)HDF1:WriteStatus"\nwrite_message_pv = "$(P)HDF1:WriteMessage"\n',
         "filename": 'kind = "filename"\nfile_name_pv = "$(P)sim:LastScanFile"\n',
+        "eiger": 'kind = "eiger"\nacquire_pv = "$(P)cam1:Acquire_RBV"\n'
+                 'images_counter_pv = "$(P)cam1:NumImagesCounter_RBV"\nnum_images_pv = "$(P)cam1:NumImages_RBV"\n'
+                 'num_triggers_pv = "$(P)cam1:NumTriggers_RBV"\nfw_enable_pv = "$(P)cam1:FWEnable_RBV"\n'
+                 'fw_name_pattern_pv = "$(P)cam1:FWNamePattern_RBV"\nsequence_id_pv = "$(P)cam1:SequenceId"\n'
+                 'file_path_pv = "$(P)cam1:FilePath_RBV"\n',
     }[kind]
-    pattern = "{file_dir}/{file_stem}_data_#06d.h5" if kind == "filename" else "{path}/{name}_data_#06d.h5"
+    pattern = {"filename": "{file_dir}/{file_stem}_data_#06d.h5", "eiger": "{file}_data_#06d.h5"}.get(
+        kind, "{path}/{name}_data_#06d.h5")
     submit = ('kind = "django"\nsettings_module = "webapp.settings"\n' if django else
               f'kind = "callable"\ntarget = "recording_submitter:RecordingSubmitter"\n'
               f'options = {{ path = "{recorder}", fail_first = {fail_first} }}\n')

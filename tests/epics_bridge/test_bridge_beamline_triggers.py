@@ -238,3 +238,21 @@ def test_pva_values_become_value_and_text() -> None:
     value, text, _ = pva_value(NTScalar("ab").wrap(np.frombuffer(b"/data/x\0\0", dtype=np.int8)))
     assert text == "/data/x" and len(value) == 9
     assert pva_value(NTScalar("s").wrap("scan5"))[:2] == ("scan5", "scan5")
+
+
+def test_pva_values_delayed_by_less_than_the_hold_leave_in_the_iocs_order() -> None:
+    import queue
+
+    from epics_bridge.pva import TimeOrder
+
+    out: queue.Queue = queue.Queue()
+    order = TimeOrder(out, hold_s=0.05)
+    order.value(ValueEvent("BUSY", 0, "0", received_s=10.000, timestamp=5.002))  # p4p delivered BUSY first
+    order.value(ValueEvent("CPT", 4, "4", received_s=10.010, timestamp=5.001))
+    order.flush(10.04)
+    assert out.empty()  # still held
+    order.flush(10.06)
+    assert [out.get_nowait().pvname for _ in range(2)] == ["CPT", "BUSY"]
+    order.value(ValueEvent("CPT", 0, "0", received_s=11.0, timestamp=6.0))
+    order.connection(ConnectionEvent("CPT", False, 11.01))  # a disconnect releases what came before it
+    assert [type(out.get_nowait()).__name__ for _ in range(2)] == ["ValueEvent", "ConnectionEvent"]
