@@ -57,8 +57,9 @@ class Reconstruction(IterativeRun):
 
     intensities: (N, n, n) float photon counts, zero frequency at [0, 0] (``centred=True``: at the centre).
     positions_px: (N, 2) float (row, col) of each window's top-left corner in the object array; corners are
-    rounded to whole pixels, except with position refinement (``settings.position_refinement_from``, LSQML),
-    where windows follow the sub-pixel positions and :meth:`positions` returns the refined ones.
+    rounded to whole pixels, except with sub-pixel windows (``settings.subpixel_windows``, every engine) or
+    position refinement (``settings.position_refinement_from``, LSQML), where windows follow the positions as
+    given (never rounded) and :meth:`positions` returns them (refined, when refining).
     probe: None (a guess is built from the data and ``beam_diameter_px``), (n, n) or (modes, n, n) complex.
     object_guess: None (unit transmission) or a complex array pasted centred.
     valid_mask: None, (n, n) or (N, n, n) bool, True where a pixel constrains the fit.
@@ -139,7 +140,7 @@ class Reconstruction(IterativeRun):
                 # a guess that already holds several modes uses them all; otherwise extra modes are seeded at
                 # update_modes_from
                 modes_active=self.probe_modes if np.any(probe_h[1:]) else 1,
-                positions_px=xp.array(positions) if self.settings.position_refinement_from > 0 else None,
+                positions_px=xp.array(positions) if self.settings.windows_follow_positions else None,
             )
             del intensities_h, checked  # a host copy (centred, or another dtype) is not kept
             self.engine: Any = create_engine(self.algorithm, self.state, self.settings, self.plan.implementation)
@@ -203,8 +204,8 @@ class Reconstruction(IterativeRun):
         return self.backend.asnumpy(self.state.probe).astype(np.complex64, copy=True)
 
     def positions(self) -> np.ndarray:
-        """Host (N, 2) float64 positions (row, col) in pixels: the refined sub-pixel ones when the run refines
-        positions, else the whole-pixel window corners used."""
+        """Host (N, 2) float64 positions (row, col) in pixels: the sub-pixel ones the windows follow (as given, or
+        refined when the run refines positions), else the whole-pixel window corners used."""
         self._require_open()
         if self.state.positions_px is None:
             return self.positions_px.copy()
@@ -238,17 +239,18 @@ class Reconstruction(IterativeRun):
         return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
 
     def preview(self, max_px: int = 512) -> Preview:
-        """Downsampled uint8 images of the object's scanned area and of each probe mode (and, when the run
-        refines positions or fits their flux, every k-th position at the start and now, with its flux)."""
+        """Downsampled uint8 images of the object's scanned area and of each probe mode (and, when windows follow
+        sub-pixel positions or the run fits their flux, every k-th position at the start and now, with its
+        flux)."""
         self._require_open()
         preview = make_preview(self.backend.xp, self.state.obj, self.state.probe, self.iteration, max_px,
                                self.backend.asnumpy, region=self.scanned_region())
         st = self.state
         if st.positions_px is not None or st.intensity_scale is not None:
-            refined = st.positions_px is not None
             preview.positions = preview_positions(
-                self._start_positions_px, st.positions_px if refined else self._start_positions_px,
-                self.backend.asnumpy, refined=refined, intensity_scale=st.intensity_scale)
+                self._start_positions_px, self._start_positions_px if st.positions_px is None else st.positions_px,
+                self.backend.asnumpy, refined=self.settings.position_refinement_from > 0,
+                intensity_scale=st.intensity_scale)
         return preview
 
     def result(self) -> Result:
@@ -332,7 +334,7 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
         phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
         position_refinement_from=r.position_search_from if r.refine_positions else 0,
-        variable_intensity=r.variable_intensity,
+        variable_intensity=r.variable_intensity, subpixel_windows=r.subpixel_windows,
     )
 
 

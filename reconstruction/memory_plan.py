@@ -31,7 +31,7 @@ EPIE_GRAPH_BYTES_PER_POSITION = 16 * 2**10
 def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                           probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False,
                           fast_gpu: bool = False, data_positions: int | None = None,
-                          per_position_fits: bool = False) -> int:
+                          per_position_fits: bool = False, subpixel_windows: bool = False) -> int:
     """Device memory a run needs (bytes): data, object/probe buffers and the engine's working set.
 
     ``algorithm`` is the canonical name (ePIE, DM, LSQML). ``fast_gpu``: the run uses the fused GPU engines
@@ -40,7 +40,8 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
     (DM about 22x on CuPy). ``data_positions``: how many (n, n) float32 amplitude patterns are on the device
     (default all ``n_positions``; a streamed run holds only its ring). ``per_position_fits``: LSQML refines
     positions or fits per-position intensities (reference engine; up to six more exit-wave-sized arrays per
-    mini-batch position).
+    mini-batch position). ``subpixel_windows``: windows follow sub-pixel positions (reference engines; DM holds
+    the moved probe of every window and its spectrum, ePIE and LSQML a few moved probes per position visited).
     """
     n2 = size_px * size_px
     held = n_positions if data_positions is None else data_positions
@@ -58,13 +59,14 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
             work = 8 * wave + 4 * obj + n_positions * EPIE_GRAPH_BYTES_PER_POSITION
         return int(data + index + work + 4 * wave)
     if algorithm == "ePIE":
-        work = 8 * wave + 4 * obj
+        work = (12 if subpixel_windows else 8) * wave + 4 * obj
     elif algorithm == "DM":
         # psi + phi + reflected + far field per position, plus int64 window indices and object buffers
-        work = n_positions * (4 * wave + n2 * 8 + 2 * n2 * 4) + 6 * obj
+        work = n_positions * ((7 if subpixel_windows else 4) * wave + (2 if subpixel_windows else 1) * n2 * 8
+                              + 2 * n2 * 4) + 6 * obj
     else:
         b = batch_size or default_batch_size(n_positions)
-        fits = b * (6 * wave + n2 * 8) + 2 * index if per_position_fits else 0
+        fits = b * (6 * wave + n2 * 8) + 2 * index if per_position_fits or subpixel_windows else 0
         work = b * (7 * wave + n2 * 8 + 3 * n2 * 4) + 6 * obj + fits
     return int(data + index + work + 4 * wave)
 
@@ -116,7 +118,8 @@ def streamed_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
 
 def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                 probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False, fast_gpu: bool = False,
-                cap_bytes: int = 0, free_bytes: int | None = None, per_position_fits: bool = False) -> MemoryPlan:
+                cap_bytes: int = 0, free_bytes: int | None = None, per_position_fits: bool = False,
+                subpixel_windows: bool = False) -> MemoryPlan:
     """Resident, streamed or refused, from the sizes alone.
 
     n_positions N and size_px n: the (N, n, n) intensities; object_shape (H, W) pixels; algorithm: ePIE, DM or
@@ -126,7 +129,8 @@ def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *
     """
     resident = estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
                                      probe_modes=probe_modes, batch_size=batch_size, per_frame_mask=per_frame_mask,
-                                     fast_gpu=fast_gpu, per_position_fits=per_position_fits)
+                                     fast_gpu=fast_gpu, per_position_fits=per_position_fits,
+                                     subpixel_windows=subpixel_windows)
     if cap_bytes < 0:
         raise ValueError(f"cap_bytes={cap_bytes}: must be >= 0 (0 = whatever is free on the device)")
     if free_bytes is None:

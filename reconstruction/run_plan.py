@@ -40,6 +40,7 @@ RUN_OPTIONS: dict[str, str] = {
     "poisson_noise": "the Poisson noise model (-noise=poisson)",
     "valid_mask": "a valid-pixel mask",
     "probe_modes": "several probe modes (-probeModes)",
+    "subpixel_windows": "sub-pixel windows (-subpixelWindows)",
 }
 
 #: The capability table: per algorithm, the options of :data:`RUN_OPTIONS` its fast GPU engine implements.
@@ -125,6 +126,7 @@ def run_options(algorithm: str, settings: EngineSettings, *, probe_modes: int = 
         "poisson_noise": algorithm == "LSQML" and settings.noise_model != "gaussian",
         "valid_mask": mask != "none",
         "probe_modes": probe_modes > 1,
+        "subpixel_windows": settings.subpixel_windows,
     }
     return tuple(name for name in RUN_OPTIONS if used[name])
 
@@ -169,9 +171,10 @@ def plan_run(algorithm: str, settings: EngineSettings, sizes: DataSizes, *, back
     split = splits(devices) if split is None else bool(split)
     if split and not devices:
         raise ValueError("a split run needs at least one device")
-    if split and settings.per_position_fits:
-        raise ValueError("position refinement (-refinePositions) and the per-position intensity fit "
-                         "(-variableIntensity) run on one device, not in a split run")
+    if split and (settings.per_position_fits or settings.subpixel_windows):
+        raise ValueError("position refinement (-refinePositions), the per-position intensity fit "
+                         "(-variableIntensity) and sub-pixel windows (-subpixelWindows) run on one device, not in "
+                         "a split run")
     ex = exchange_for(algorithm, exchange) if split else ""
     impl, impl_reason = _implementation(algorithm, backend, options, implementation, ex)
     if split:
@@ -185,7 +188,8 @@ def plan_run(algorithm: str, settings: EngineSettings, sizes: DataSizes, *, back
         sizes.n_positions, sizes.size_px, sizes.object_shape, algorithm=algorithm, probe_modes=sizes.probe_modes,
         batch_size=settings.batch_size, per_frame_mask=sizes.mask == "per_frame",
         fast_gpu=backend == "gpu" and impl == "fast", cap_bytes=memory_cap_bytes,
-        free_bytes=free_bytes, per_position_fits=settings.per_position_fits)
+        free_bytes=free_bytes, per_position_fits=settings.per_position_fits,
+        subpixel_windows=settings.windows_follow_positions)
     return RunPlan(algorithm, backend, impl, impl_reason, _residency(memory), _residency_reason(memory),
                    False, tuple(int(d) for d in devices), devices_reason, "", options, memory)
 

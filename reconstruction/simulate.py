@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .physics import subpixel
 from .positions import object_shape_for, positions_px_from_parameters
 from .probes import defocused_pupil_probe
 from .scan_data import ScanData
@@ -49,10 +50,13 @@ def simulate(
     positions_px: np.ndarray | None = None,
     pixel_size_m: float | None = None,
     seed: int = 0,
+    subpixel: bool = False,
 ) -> SimulatedScan:
     """Simulate a scan. Defaults: 64 px patterns, 15x15 raster, step n/10 px, beam diameter n*0.4 px.
 
     photons: counts per pattern for Poisson noise; 0 = noise-free (probe power 1e6).
+    subpixel: the windows follow the fractional positions (the probe moved by each fraction, the forward model
+    of ``-subpixelWindows``); off, each window sits at its rounded corner.
     Returns intensities (N, n, n) float32 with zero frequency at [0, 0], and the truth.
     """
     rng = np.random.default_rng(seed)
@@ -69,7 +73,7 @@ def simulate(
     beam = beam_diameter_px if beam_diameter_px else 0.4 * n
     power = photons if photons > 0 else DEFAULT_POWER
     probe = defocused_pupil_probe(n, beam) * np.float32(np.sqrt(power))
-    intensities = _far_field_intensities(truth, probe, positions_px)
+    intensities = _far_field_intensities(truth, probe, positions_px, subpixel)
     if photons > 0:
         intensities = rng.poisson(intensities).astype(np.float32)
     data = ScanData(
@@ -79,14 +83,19 @@ def simulate(
     return SimulatedScan(data=data, object_truth=truth, probe_truth=probe[None])
 
 
-def _far_field_intensities(obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray) -> np.ndarray:
+def _far_field_intensities(obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray,
+                           subpixel_windows: bool = False) -> np.ndarray:
     n = probe.shape[-1]
     corners = np.floor(positions_px + 0.5).astype(np.int64)
     out = np.empty((len(corners), n, n), dtype=np.float32)
     chunk = 64
     for s in range(0, len(corners), chunk):
         block = corners[s:s + chunk]
-        waves = np.stack([obj[r:r + n, c:c + n] for r, c in block]) * probe[None]
+        lit = probe[None]
+        if subpixel_windows:
+            fractions = subpixel.fractions_px(np, positions_px[s:s + chunk], block[:, 0], block[:, 1])
+            lit = subpixel.moved_probes(np, probe[None], fractions)[0][:, 0]
+        waves = np.stack([obj[r:r + n, c:c + n] for r, c in block]) * lit
         far = np.fft.fft2(waves, norm="ortho")
         out[s:s + chunk] = (far.real**2 + far.imag**2).astype(np.float32)
     return out

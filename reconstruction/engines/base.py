@@ -24,6 +24,7 @@ class EngineSettings:
     dm_relax: float = 0.05  # DM: relative radius of the noise ball the modulus projection stops at (0 = exact)
     position_refinement_from: int = 0  # LSQML: refine positions from this iteration (0 = off, whole-pixel windows)
     variable_intensity: bool = False  # LSQML: fit a per-position incident-intensity scale (flux fluctuations)
+    subpixel_windows: bool = False  # every engine: windows follow fractional positions (the probe moved by them)
     compute_rms: bool = False
 
     @property
@@ -31,6 +32,12 @@ class EngineSettings:
         """True when LSQML fits something per position (positions or intensities): the reference engine, one
         device."""
         return self.position_refinement_from > 0 or self.variable_intensity
+
+    @property
+    def windows_follow_positions(self) -> bool:
+        """True when windows follow the sub-pixel positions (``subpixel_windows``, or LSQML's position refinement),
+        so the engine needs ``EngineState.positions_px``; else every window sits at its rounded corner."""
+        return self.subpixel_windows or self.position_refinement_from > 0
 
 
 @dataclass
@@ -40,8 +47,9 @@ class EngineState:
     obj (H, W) complex64; probe (M, n, n) complex64; amplitudes (N, n, n) float32 = sqrt(intensities), or for a
     streamed GPU run an ``AmplitudeStream`` (``reconstruction/gpu/streaming.py``: host data, same shape);
     valid None or bool (n, n) / (N, n, n); rows, cols (N,) int64 window corners (device arrays);
-    positions_px None, or (N, 2) float64 sub-pixel positions (row, col) whose rounding the corners are, for an
-    engine that refines positions (it keeps both up to date); intensity_scale None, or (N,) float32 amplitude
+    positions_px None, or (N, 2) float64 sub-pixel positions (row, col) whose rounding the corners are, when
+    windows follow them (``EngineSettings.windows_follow_positions``; an engine that refines positions keeps both
+    up to date); intensity_scale None, or (N,) float32 amplitude
     factors c_j of the probe at each position (exit wave c_j P O_j; mean 1), for an engine that fits them.
     """
 

@@ -7,6 +7,11 @@ Keeps one exit wave per position and mode, psi (N, M, n, n). Each iteration:
      (``physics.modulus.relaxed_modulus_factor``): a pattern already within ``dm_relax`` (relative rms) of its
      measured amplitudes is left alone, one further away moves only onto that noise ball.
 
+Sub-pixel windows (``subpixel_windows``): P above is, for window j, the probe moved by position j's fraction
+(``physics/subpixel.py``: P_j); the object update uses P_j, and the probe update sums the conj(O_j) psi_jk moved
+back into the probe's frame (their adjoint) over sum_j |O_j|^2 taken in the windows' frames (the half-pixel move
+of that smooth sum is left out). Whole-pixel positions take the steps above unchanged.
+
 Probe-first ordering and the relaxed projection keep DM from drifting on a noisy raster scan
 (benchmarks/NOTES.md, section 5). The reported error is the Fourier-magnitude error of phi, the current
 overlap-consistent estimate, measured on a rotating eighth of the positions (:func:`error_sample`): the full
@@ -19,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..physics import modes, modulus, patches, propagation
+from ..physics import modes, modulus, patches, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
 
 REGULARISATION = 1e-3  # relative to the maximum of each normaliser, avoids division by ~0 outside the scan
@@ -50,8 +55,14 @@ class DM:
         self.state = state
         self.settings = settings
         xp = state.xp
+        self.fractions = None  # (N, 2) fractions of the positions when any window sits between pixels
+        self._ramps: Any = None  # and the (N, n, n) ramps that move the probe by them
+        if settings.subpixel_windows and state.positions_px is not None:
+            f = subpixel.fractions_px(xp, state.positions_px, state.rows, state.cols)
+            if subpixel.any_fraction(xp, f):
+                self.fractions, self._ramps = f, subpixel.shift_ramps(xp, f, state.size_px)
         obj_patches = patches.extract_patches(xp, state.obj, state.window_idx())
-        self.psi = state.probe[None, :, :, :] * obj_patches[:, None, :, :]
+        self.psi = self._window_probes(state.probe.shape[0]) * obj_patches[:, None, :, :]
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st, xp = self.state, self.state.xp
@@ -62,7 +73,7 @@ class DM:
         flat_idx = st.window_idx()
         self._overlap_update(update_probe, flat_idx)
         obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
-        phi = st.probe[None, :m] * obj_patches[:, None]
+        phi = self._probes * obj_patches[:, None]
         metrics = IterationMetrics()
         sample = self._error_sample(iteration)
         if sample.size:
@@ -81,16 +92,27 @@ class DM:
         psi = self.psi[:, :m]
         if update_probe:
             obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
-            num_p = xp.sum(obj_patches.conj()[:, None] * psi, axis=0)
+            if self.fractions is None:
+                num_p = xp.sum(obj_patches.conj()[:, None] * psi, axis=0)
+            else:
+                num_p = subpixel.move_back_and_sum(xp, obj_patches.conj()[:, None] * psi, self._ramps)
             den_p = xp.sum(obj_patches.real**2 + obj_patches.imag**2, axis=0)
             num_p, den_p = self._probe_sums(num_p, den_p)
             st.probe[:m] = num_p / (den_p + REGULARISATION * xp.max(den_p))
-        probe = st.probe[:m]
-        num = patches.scatter_add_patches(xp, st.obj.shape, xp.sum(probe.conj()[None] * psi, axis=1), flat_idx)
-        p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
+        probe = self._probes = self._window_probes(m)  # (1 or N, m, n, n), kept for this iteration's phi
+        num = patches.scatter_add_patches(xp, st.obj.shape, xp.sum(probe.conj() * psi, axis=1), flat_idx)
+        p_int = xp.sum(probe.real**2 + probe.imag**2, axis=1)
         den = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
         num, den, den_max = self._object_sums(num, den)
         st.obj[...] = num / (den + REGULARISATION * den_max)
+
+    def _window_probes(self, m: int) -> Any:
+        """The first ``m`` probe modes as they light each window: (1, m, n, n) on whole-pixel windows, else
+        (N, m, n, n) moved by each position's fraction."""
+        st = self.state
+        if self.fractions is None:
+            return st.probe[None, :m]
+        return subpixel.moved_probes(st.xp, st.probe[:m], self.fractions, self._ramps)[0]
 
     def _error_sample(self, iteration: int) -> np.ndarray:
         """Indices of this engine's positions whose Fourier error is measured at ``iteration``; a run split over
@@ -116,4 +138,4 @@ class DM:
         seeded: seeding orthogonalises mode 0 against the new modes, so its old exit waves no longer match it."""
         st, xp = self.state, self.state.xp
         obj_patches = patches.extract_patches(xp, st.obj, st.window_idx())
-        self.psi[...] = st.probe[None] * obj_patches[:, None]
+        self.psi[...] = self._window_probes(st.probe.shape[0]) * obj_patches[:, None]

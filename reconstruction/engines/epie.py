@@ -5,11 +5,15 @@ Each epoch visits every position once in a new random order. For position j with
   O_j += sum_k conj(P_k) D_k / max(sum_k |P_k|^2)
   P_k += conj(O_j) D_k / max|O_j|^2          (from iteration ``update_probe_from`` on)
 Mixed-state probes update every active mode with its own difference.
+
+Sub-pixel windows (``subpixel_windows``): P_k above is the probe moved by position j's fraction
+(``physics/subpixel.py``), and the probe update is moved back before it is added; a whole-pixel position runs the
+steps above unchanged.
 """
 
 from __future__ import annotations
 
-from ..physics import modulus, propagation
+from ..physics import modulus, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
 
 
@@ -29,10 +33,13 @@ class EPIE:
         order = st.rng.permutation(st.n_positions)
         rows = st.rows.tolist() if hasattr(st.rows, "tolist") else list(st.rows)
         cols = st.cols.tolist() if hasattr(st.cols, "tolist") else list(st.cols)
+        fractions = self._fractions()
         for j in order.tolist():
             r, c = rows[j], cols[j]
             window = st.obj[r:r + n, c:c + n]
-            probe = st.probe[:m]
+            ramps = None if fractions is None or not any(fractions[j]) else \
+                subpixel.shift_ramps(xp, fractions[j:j + 1], n)
+            probe = st.probe[:m] if ramps is None else subpixel.shift_by_ramps(xp, st.probe[:m], ramps)[0]
             obj_patch = window.copy()
             psi = probe * obj_patch[None]
             far = propagation.forward(xp, psi)
@@ -48,5 +55,14 @@ class EPIE:
             window += xp.sum(probe.conj() * diff, axis=0) * (1.0 / xp.max(p_int))
             if update_probe:
                 o_int = obj_patch.real**2 + obj_patch.imag**2
-                st.probe[:m] += obj_patch.conj()[None] * diff * (1.0 / xp.max(o_int))
+                step = obj_patch.conj()[None] * diff * (1.0 / xp.max(o_int))
+                st.probe[:m] += step if ramps is None else subpixel.shift_by_ramps(xp, step, ramps, inverse=True)[0]
         return metrics
+
+    def _fractions(self) -> list[tuple[float, float]] | None:
+        """Each position's fraction (row, col) on the host when windows follow sub-pixel positions, else None."""
+        st = self.state
+        if not self.settings.subpixel_windows or st.positions_px is None:
+            return None
+        f = subpixel.fractions_px(st.xp, st.positions_px, st.rows, st.cols)
+        return [tuple(v) for v in (f.tolist() if hasattr(f, "tolist") else f)]

@@ -14,6 +14,10 @@ For each mini-batch of positions:
        O += beta sum_j a_O,j conj(P) chi_j / (sum_j |P|^2 + delta max),
        P += beta sum_j a_P,j conj(O_j) chi_j / (sum_j |O_j|^2 + delta max).
 
+Sub-pixel windows (``subpixel_windows``, and always with refinement): a mini-batch with any fractional position
+moves the probe of each window by its fraction and moves the probe gradient back before it is summed (below); a
+batch of whole-pixel positions runs the steps above unchanged.
+
 Probe-position refinement (``position_refinement_from`` > 0: -refinePositions from iteration -PPS): windows
 follow sub-pixel positions (the probe of window j is moved by the fraction of its position,
 ``physics/subpixel.py``; the probe gradient is moved back before it is summed), and from that iteration on each
@@ -49,9 +53,10 @@ class LSQML:
         self.settings = settings
         n_pos = state.n_positions
         self.batch_size = settings.batch_size or default_batch_size(n_pos)
-        self.subpixel = settings.position_refinement_from > 0
+        self.subpixel = settings.windows_follow_positions
         if self.subpixel and state.positions_px is None:
-            raise ValueError("position refinement needs EngineState.positions_px (the sub-pixel positions)")
+            raise ValueError("sub-pixel windows and position refinement need EngineState.positions_px (the "
+                             "sub-pixel positions)")
         self._positions: Any = state.positions_px  # (N, 2) float64, updated in place (the state's array)
         self._start_positions: Any = None if state.positions_px is None else state.positions_px.copy()
         if settings.variable_intensity and state.intensity_scale is None:
@@ -60,7 +65,7 @@ class LSQML:
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
         metrics = IterationMetrics()
-        refine = self.subpixel and iteration >= self.settings.position_refinement_from
+        refine = 0 < self.settings.position_refinement_from <= iteration
         order = st.rng.permutation(st.n_positions)
         for start in range(0, st.n_positions, self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -76,7 +81,7 @@ class LSQML:
         m = st.modes_active
         flat_idx = st.window_idx(idx)
         obj_p = patches.extract_patches(xp, st.obj, flat_idx)  # (B, n, n)
-        ramps = self._shift_ramps(idx) if self.subpixel else None
+        ramps = self._shift_ramps(idx) if self.subpixel else None  # None too when no window of the batch moves
         # the probe of each window: (1, M, n, n) on whole-pixel windows, (B, M, n, n) moved by sub-pixel fractions
         probe = st.probe[:m][None] if ramps is None else subpixel.shift_by_ramps(xp, st.probe[:m], ramps)
         factors: Any = st.intensity_scale  # (N,) amplitude factors, or None
@@ -145,10 +150,13 @@ class LSQML:
         return total if ramps is None else propagation.backward(xp, total).astype(xp.complex64)
 
     def _shift_ramps(self, idx: Any) -> Any:
-        """(B, n, n) ramps moving the probe by the fractional part of positions ``idx``."""
+        """(B, n, n) ramps moving the probe by the fractional part of positions ``idx``, or None when every one
+        of them sits on whole pixels (the batch then runs the whole-pixel steps, bit for bit)."""
         st, xp = self.state, self.state.xp
-        corners = xp.stack([st.rows[idx], st.cols[idx]], axis=1)
-        return subpixel.shift_ramps(xp, self._positions[idx] - corners, st.size_px)
+        fractions = subpixel.fractions_px(xp, self._positions[idx], st.rows[idx], st.cols[idx])
+        if not subpixel.any_fraction(xp, fractions):
+            return None
+        return subpixel.shift_ramps(xp, fractions, st.size_px)
 
     def _move_positions(self, idx: Any, steps_px: Any) -> None:
         """Positions ``idx`` moved by ``steps_px`` (B, 2), each axis clipped, windows kept inside the object."""

@@ -10,8 +10,9 @@ Layout (``docs/io.md``)::
     /entry_1/instrument_1/source_1/{energy (J), wavelength (m)}
     /entry_1/instrument_1/detector_1/{distance, x_pixel_size, y_pixel_size} (m)
     /entry_1/sample_1/geometry_1/translation       (N, 3) metres (x = col, y = row, z = 0)
-    /entry_1/ptychopy/positions_px                 (N, 2) float64 (row, col) window corners (refined ones when
-                                                   the run refined them)
+    /entry_1/ptychopy/positions_px                 (N, 2) float64 (row, col) window corners (the fractional ones
+                                                   as given with -subpixelWindows, refined ones when the run
+                                                   refined them)
     /entry_1/ptychopy/intensity_scale              (N,) float32 fitted amplitude factor per position (only with
                                                    -variableIntensity; the relative flux is its square)
     /entry_1/ptychopy/{errors, rms, iteration_s}   per-iteration history (float64)

@@ -47,7 +47,7 @@ class SharedDM(DM):
         if type(engine) is not DM:
             raise TypeError(f"expected the reference DM engine, got {type(engine).__name__}")
         shared = cls.__new__(cls)
-        shared.state, shared.settings, shared.psi = engine.state, engine.settings, engine.psi
+        shared.__dict__.update(engine.__dict__)  # its state, settings, exit waves and window probes, shared
         shared.link = link
         return shared
 

@@ -144,6 +144,11 @@ class ReconstructionParameters:
                                      hint="LSQML: fit each position's incident intensity (flux fluctuations, "
                                           "top-up, attenuators) instead of assuming one for all.",
                                      advanced=True)
+    subpixel_windows: bool = param(False, kind="bool", flag="subpixelWindows", label="Sub-pixel windows",
+                                   hint="Every engine: windows follow fractional scan positions as given (the "
+                                        "probe moved by each fraction), never rounded. Runs on the reference "
+                                        "engines (the fast GPU engines round to whole pixels).",
+                                   advanced=True)
     position_search_from: int = param(5, kind="int", flag="PPS", unit="iterations", min=1, max=10**7,
                                       label="Refine positions from",
                                       hint="LSQML with -refinePositions: position refinement starts at this "
@@ -561,6 +566,10 @@ class Parameters:
                 problems.append(Problem(f"reconstruction.{name}", flag, True,
                                         f"-{flag}: {what} runs on one device, not split across "
                                         f"-gpus={self.multigpu.gpus}"))
+        if r.subpixel_windows and len(gpus) > 1:
+            problems.append(Problem("reconstruction.subpixel_windows", "subpixelWindows", True,
+                                    f"-subpixelWindows: sub-pixel windows run on one device, not split across "
+                                    f"-gpus={self.multigpu.gpus}"))
         if problems:
             raise ParameterError(problems)
 

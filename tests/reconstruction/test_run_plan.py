@@ -34,6 +34,7 @@ OPTION_CASES = {
     "poisson_noise": (EngineSettings(noise_model="poisson"), 1, "none"),
     "valid_mask": (EngineSettings(), 1, "detector"),
     "probe_modes": (EngineSettings(), 3, "none"),
+    "subpixel_windows": (EngineSettings(subpixel_windows=True), 1, "none"),
 }
 
 
