@@ -66,6 +66,11 @@ def gpu_available() -> bool:
     return _cupy_status()[0] is not None
 
 
+def gpu_unavailable_reason() -> str:
+    """"" when CuPy imports and sees a CUDA device, else why not (one sentence)."""
+    return _cupy_status()[1]
+
+
 def get_backend(device: str = "auto") -> Backend:
     """The backend for ``device`` in {"auto", "cpu", "gpu"}."""
     device = (device or "auto").lower()

@@ -25,6 +25,14 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_int_list(name: str, default: str) -> list[int]:
+    raw = os.environ.get(name, default)
+    try:
+        return [int(v) for v in raw.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name}={raw!r}: expected whole numbers separated by commas, e.g. 128,256") from None
+
+
 PTYCHOPY_HOME = Path(os.environ.get("PTYCHOPY_HOME") or BASE_DIR / "var").resolve()
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
@@ -157,6 +165,8 @@ PTYCHOPY_MAX_UPLOAD_BYTES = int(os.environ.get("PTYCHOPY_MAX_UPLOAD_BYTES") or 5
 PTYCHOPY_FRAME_RATE_HZ = float(os.environ.get("PTYCHOPY_FRAME_RATE_HZ") or 5)
 PTYCHOPY_HEARTBEAT_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_S") or 2)
 PTYCHOPY_HEARTBEAT_STALE_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_STALE_S") or 15)
+# A GPU worker compiles its kernels and plans its FFTs for these pattern sizes when it starts (empty: it does not)
+PTYCHOPY_GPU_WARMUP_SIZES = _env_int_list("PTYCHOPY_GPU_WARMUP_SIZES", "256")
 
 # -- auth, sessions, security ------------------------------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"
