@@ -221,3 +221,22 @@ def test_the_engine_factory_refuses_an_unknown_implementation():
                      cols=np.array([0, 4]), rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="implementation='auto': expected 'fast' or 'reference'"):
         create_engine("DM", st, EngineSettings(), "auto")
+
+
+def test_only_the_benchmark_switches_read_the_environment_in_the_reconstruction_code():
+    """No environment variable changes what a run computes: reconstruction/ reads the environment only in
+    bench_switches.py (PTYCHOPY_BENCH_*), plus NCCL's transport switch and CuPy's cache location (a report)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "reconstruction"
+    allowed = {"bench_switches.py", "multigpu/exchange.py", "gpu/warmup.py"}
+    readers = {str(p.relative_to(root)) for p in root.rglob("*.py")
+               if re.search(r"os\.environ|os\.getenv|getenv\(", p.read_text())}
+    assert readers <= allowed, sorted(readers - allowed)
+    from reconstruction.bench_switches import SWITCHES, bench_switch
+
+    with pytest.raises(KeyError, match="unknown benchmark switch 'GPU_FAST'"):
+        bench_switch("GPU_FAST")
+    documented = (root.parent / "docs" / "performance.md").read_text()
+    assert [name for name in SWITCHES if f"`PTYCHOPY_BENCH_{name}`" not in documented] == []
