@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class PvaMirror:
 
     def post(self, name: str) -> None:
         """Publish the caproto PV's current value to pvAccess monitors."""
-        self._pvs[name].post(_nt_and_value(self._data[name])[1])
+        self._pvs[name].post(_nt_and_value(self._data[name])[1], timestamp=time.time())
 
     def post_all(self) -> None:
         for name in self._pvs:
