@@ -122,6 +122,11 @@ def test_pva_trigger_and_metadata_queue_each_complete_scan_once_and_no_aborted_o
         p = recs[0]["params"]
         assert p["experiment"]["scan_dims"] == [2, 3] and p["data"]["frames_per_file"] == 3  # PVA metadata
         assert p["experiment"]["wavelength_m"] == pytest.approx(12.398419843320026e-10 / 8.8)
+        from p4p.client.thread import Context
+
+        with Context("pva", conf=pva_client_env(pva_sim.pva_port), useenv=False) as ctx:
+            busy = ctx.get("ptysim:scan2.BUSY")  # stamped by the server: the bridge orders PVA values by it
+        assert abs(busy.timestamp - time.time()) < 60
     finally:
         bridge.stop()
         if bridge.proc is not None and bridge.proc.returncode not in (0, None):
