@@ -151,20 +151,68 @@ def test_eiger_filewriter_acquisitions_are_queued_with_the_dcu_file_names(sim, m
     assert bridge.state()["last_scan_ignored"]["outcome"] == "partial" and all(r["files_complete"] for r in recs)
 
 
+class ProxyProc:
+    """bluesky's own 0MQ Proxy on two private loopback ports, as a subprocess that can be restarted."""
+
+    def __init__(self, log_path: Path):
+        self.in_port, self.out_port = free_port_pair(), free_port_pair()
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def addresses(self) -> tuple[str, str]:
+        return f"127.0.0.1:{self.in_port}", f"127.0.0.1:{self.out_port}"
+
+    def start(self) -> None:
+        code = (f"from bluesky.callbacks.zmq import Proxy; "
+                f"Proxy('tcp://127.0.0.1:{self.in_port}', 'tcp://127.0.0.1:{self.out_port}').start()")
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
+        wait_for(lambda: port_open(self.in_port) and port_open(self.out_port), 30, "the 0MQ proxy")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 @pytest.fixture
-def proxy(tmp_path: Path):
-    """bluesky's own 0MQ Proxy on two private loopback ports: (in address, out address)."""
-    in_port, out_port = free_port_pair(), free_port_pair()
-    code = (f"from bluesky.callbacks.zmq import Proxy; "
-            f"Proxy('tcp://127.0.0.1:{in_port}', 'tcp://127.0.0.1:{out_port}').start()")
-    with open(tmp_path / "proxy.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT)
+def proxy_proc(tmp_path: Path):
+    proc = ProxyProc(tmp_path / "proxy.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def proxy(proxy_proc: ProxyProc) -> tuple[str, str]:
+    """(in address, out address) of a running proxy."""
+    return proxy_proc.addresses
+
+
+def test_a_restarted_proxy_is_reported_and_the_next_run_is_queued(proxy_proc: ProxyProc, ca, tmp_path: Path,
+                                                                  recorder: Path) -> None:
+    in_address, out_address = proxy_proc.addresses
+    stream = f"zmq://{out_address}"
+    sim = SimIoc(ca, tmp_path / "data", tmp_path / "simioc.log", rows=2, cols=3, size_px=16,
+                 extra_args=["--zmq-proxy", in_address])
+    bridge = BridgeProc(ca, bluesky_bridge_config(tmp_path, recorder, out_address), tmp_path / "bridge.log")
     try:
-        wait_for(lambda: port_open(in_port) and port_open(out_port), 30, "the 0MQ proxy")
-        yield f"127.0.0.1:{in_port}", f"127.0.0.1:{out_port}"
+        sim.first_start()
+        bridge.start()
+        first = sim.play()
+        wait_for(lambda: len(records(recorder)) == 1, 20, "the first run's submission")
+        proxy_proc.stop()
+        wait_for(lambda: not bridge.state()["pvs"][stream]["connected"], 10, "the stream reported disconnected")
+        proxy_proc.start()
+        wait_for(lambda: bridge.state()["pvs"][stream]["connects"] == 2, 20, "the subscription back")
+        time.sleep(0.5)  # the simulated RunEngine's Publisher reconnects on 0MQ's own schedule
+        second = sim.play()
+        wait_for(lambda: len(records(recorder)) == 2, 20, "the run after the restart")
+        assert [r["scan"]["scan_number"] for r in records(recorder)] == [str(first), str(second)]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        bridge.stop()
+        sim.stop()
 
 
 @pytest.mark.slow
