@@ -26,3 +26,13 @@ class DeviceMemoryError(ReconstructionError, MemoryError):
 
 class SessionStateError(ReconstructionError, RuntimeError):
     """A step-mode call in the wrong state (step before init, result after post...)."""
+
+
+class HostMemoryError(ReconstructionError, MemoryError):
+    """The run does not fit in the host memory it may use (checked before any allocation; see
+    ``memory_plan.plan_host_memory``). ``needed_bytes``: the estimate; ``available_bytes``: the limit."""
+
+    def __init__(self, message: str, needed_bytes: int, available_bytes: int):
+        super().__init__(message)
+        self.needed_bytes = needed_bytes
+        self.available_bytes = available_bytes

@@ -16,6 +16,7 @@ Only the fast GPU ePIE and LSQML engines stream; DM keeps every exit wave on the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from .engines.lsqml import default_batch_size
 
@@ -187,3 +188,139 @@ def _refusal(algorithm: str, resident: int, streamed: int | None, limit: int, ca
     if cap_bytes > 0 and cap_bytes < free_bytes:
         return f"{text}; raise the cap (-memCapGiB), use fewer positions or a smaller 'size'"
     return f"{text}; use fewer positions, a smaller 'size', or a GPU with more memory"
+
+
+# -- host memory ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HostMemoryPlan:
+    """Host (CPU) memory of one run, planned from the sizes before anything is loaded or simulated.
+
+    needed_bytes: the estimated peak; parts: what it is made of (name -> bytes); limit_bytes: what the run may use
+    (None: not judged); message: why it is refused ("" when it fits).
+    """
+
+    needed_bytes: int
+    parts: dict[str, int]
+    limit_bytes: int | None
+    message: str = ""
+
+    @property
+    def fits(self) -> bool:
+        return not self.message
+
+
+def estimate_host_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
+                        probe_modes: int = 1, batch_size: int = 0, on_gpu: bool = False, simulate: bool = False,
+                        per_position_fits: bool = False) -> dict[str, int]:
+    """Peak host memory of a run, by part (bytes).
+
+    data: the (N, n, n) float32 intensities as loaded; simulation: the complex64 far fields of a simulated scan
+    (while it is made, before the run); engine: on the CPU the whole working set of the NumPy engine
+    (:func:`estimate_memory_bytes`, which holds its own amplitudes beside the loaded data); on a GPU host the
+    object, probe and per-position arrays kept on the host (the rest is on the device).
+    """
+    n2 = size_px * size_px
+    parts = {"data": n_positions * n2 * 4}
+    obj = object_shape[0] * object_shape[1] * 8
+    probes = probe_modes * n2 * 8
+    if simulate:
+        parts["simulation"] = n_positions * n2 * 8 + obj + probes
+    if on_gpu:
+        parts["engine"] = 4 * obj + 4 * probes + n_positions * 64
+    else:
+        parts["engine"] = estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
+                                                probe_modes=probe_modes, batch_size=batch_size,
+                                                per_position_fits=per_position_fits)
+    return parts
+
+
+def plan_host_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
+                     limit_bytes: int | None, limit_source: str = "", probe_modes: int = 1, batch_size: int = 0,
+                     on_gpu: bool = False, simulate: bool = False, per_position_fits: bool = False,
+                     flags: str = "-scanDims, -size or -probeModes") -> HostMemoryPlan:
+    """Fits or refused, from the sizes alone (see :func:`estimate_host_bytes`).
+
+    limit_bytes: the host memory the run may use (None: not judged); limit_source names it in the message
+    ("the cap PTYCHOPY_JOB_MEMORY_GIB", "available on this worker"). The peak is the data plus the larger of the
+    simulation and the engine's working set.
+    """
+    parts = estimate_host_bytes(n_positions, size_px, object_shape, algorithm=algorithm, probe_modes=probe_modes,
+                                batch_size=batch_size, on_gpu=on_gpu, simulate=simulate,
+                                per_position_fits=per_position_fits)
+    needed = parts["data"] + max(parts.get("simulation", 0), parts["engine"])
+    if limit_bytes is None or needed <= limit_bytes:
+        return HostMemoryPlan(needed, parts, limit_bytes)
+    detail = ", ".join(f"{name} {size / GIB:.2f} GiB" for name, size in parts.items())
+    message = (f"this {algorithm} run needs about {needed / GIB:.2f} GiB of host memory ({n_positions} positions "
+               f"of {size_px}x{size_px} px, {probe_modes} probe mode(s), object {object_shape[0]}x"
+               f"{object_shape[1]} px: {detail}), more than the {limit_bytes / GIB:.2f} GiB allowed"
+               f"{f' ({limit_source})' if limit_source else ''}; use a smaller {flags}")
+    return HostMemoryPlan(needed, parts, limit_bytes, message)
+
+
+def available_host_memory_bytes() -> tuple[int | None, str]:
+    """(bytes this process may still allocate, where that figure comes from): the smaller of the kernel's
+    MemAvailable and the room left under this process's cgroup memory limit; (None, "") where neither is known."""
+    candidates: list[tuple[int, str]] = []
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    candidates.append((int(line.split()[1]) * 1024, "available on this host"))
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    room = _cgroup_room_bytes()
+    if room is not None:
+        candidates.append((room, "left under this process's cgroup memory limit"))
+    if not candidates:
+        return None, ""
+    return min(candidates)
+
+
+def _cgroup_room_bytes() -> int | None:
+    try:
+        with open("/proc/self/cgroup") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # cgroup v2
+            base = f"/sys/fs/cgroup{path}"
+            limit, usage = _read_int(f"{base}/memory.max"), _read_int(f"{base}/memory.current")
+        elif "memory" in controllers.split(","):
+            base = f"/sys/fs/cgroup/memory{path}"
+            limit, usage = _read_int(f"{base}/memory.limit_in_bytes"), _read_int(f"{base}/memory.usage_in_bytes")
+        else:
+            continue
+        if limit is not None and usage is not None and limit < 2**60:
+            return max(0, limit - usage)
+    return None
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None  # "max" (no limit) or no such file
+
+
+def host_plan_for_parameters(params: Any, *, limit_bytes: int | None, limit_source: str = "",
+                             on_gpu: bool = False) -> HostMemoryPlan:
+    """:func:`plan_host_memory` for a :class:`~reconstruction.parameters.Parameters` before its data exist: N from
+    -scanDims, n from -size, the object from the raster scan's extent (steps in object pixels) plus one window."""
+    from .parameters.model import ALGORITHM_ALIASES
+
+    rows, cols = params.experiment.scan_dims
+    n = int(params.preprocessing.size_px)
+    pixel_m = float(params.pixel_size_m)
+    step_r, step_c = (abs(float(s)) / pixel_m if pixel_m > 0 else 0.0 for s in params.experiment.step_m)
+    shape = (int((rows - 1) * step_r) + n + 2, int((cols - 1) * step_c) + n + 2)
+    r = params.reconstruction
+    algorithm = ALGORITHM_ALIASES.get(str(r.algorithm).lower(), r.algorithm)
+    return plan_host_memory(rows * cols, n, shape, algorithm=algorithm, limit_bytes=limit_bytes,
+                            limit_source=limit_source, probe_modes=int(r.probe_modes), batch_size=int(r.batch_size),
+                            on_gpu=on_gpu, simulate=bool(params.data.simulate),
+                            per_position_fits=bool(r.refine_positions or r.variable_intensity))

@@ -1,7 +1,8 @@
 """ASGI entry point: ``daphne webapp.asgi:application``.
 
 In the embedded mode the application also records the server's event loop and starts the in-process
-Dramatiq worker on its first call (``webapp.cli serve`` starts it at once).
+Dramatiq worker on its first call (``webapp.cli serve`` starts it at once). In production the web process runs a
+reconciler (``webapp.jobs.reconciler``) beside the workers' own.
 """
 
 import os
@@ -19,3 +20,7 @@ from webapp.routing import build_application  # noqa: E402
 application = build_application(django_http)
 if settings.EMBEDDED:
     application = EmbeddedStarter(application)
+elif settings.PTYCHOPY_WEB_RECONCILER:
+    from webapp.jobs.reconciler import start_in_web_process
+
+    start_in_web_process()  # so a job whose workers are all gone shows the truth (re-queued, or failed)

@@ -104,6 +104,9 @@ if DATABASE_URL:
         # long-lived threads hold a connection each, which exhausts a small pool.
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
             "min_size": 1, "max_size": int(os.environ.get("PTYCHOPY_DB_POOL_SIZE") or 8), "timeout": 30}
+        # the pool tests a connection before handing it out, so after a database restart no request gets one of
+        # its dead connections (an HTTP 500)
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 else:
     PTYCHOPY_HOME.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -123,10 +126,18 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # -- channels and dramatiq -------------------------------------------------------------------------------------
 if REDIS_URL:
+    # channels_redis waits for a viewer's next frame with a 5 s blocking read (BZPOPMIN); redis-py's default
+    # socket_timeout is 5 s too, so an idle viewer's read timed out and Daphne closed the socket with 1011 every
+    # ~5 s. The read timeout here outlasts the blocking read; keepalive and the health check still notice a
+    # Redis that went away (tests/e2e/test_faults.py: an idle viewer stays connected, nothing logged).
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": 200, "expiry": 30},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5,
+                           "socket_keepalive": True, "health_check_interval": 15}],
+                "capacity": 200, "expiry": 30,
+            },
         }
     }
     _BROKER = {
@@ -146,6 +157,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "webapp.jobs.heartbeat.HeartbeatMiddleware",
+        "webapp.jobs.reconciler.ReconcilerMiddleware",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
@@ -167,6 +179,18 @@ PTYCHOPY_HEARTBEAT_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_S") or 2)
 PTYCHOPY_HEARTBEAT_STALE_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_STALE_S") or 15)
 # A GPU worker compiles its kernels and plans its FFTs for these pattern sizes when it starts (empty: it does not)
 PTYCHOPY_GPU_WARMUP_SIZES = _env_int_list("PTYCHOPY_GPU_WARMUP_SIZES", "256")
+# Failures and recovery (docs/deploy.md): how long a worker waits for an unreachable database before it gives a
+# message back to the broker's retries; how often the reconciler looks; how long a queued job may lack a message
+# before it gets a new one; after how many workers died under one job it is failed instead of re-queued.
+PTYCHOPY_DB_OUTAGE_S = float(os.environ.get("PTYCHOPY_DB_OUTAGE_S") or 600)
+PTYCHOPY_RECONCILE_S = float(os.environ.get("PTYCHOPY_RECONCILE_S") or 1)
+PTYCHOPY_REQUEUE_AFTER_S = float(os.environ.get("PTYCHOPY_REQUEUE_AFTER_S") or 3)
+PTYCHOPY_MAX_WORKER_LOSSES = int(os.environ.get("PTYCHOPY_MAX_WORKER_LOSSES") or 2)
+# production: the web (Daphne) process runs a reconciler too, so a job whose workers all died shows the truth
+PTYCHOPY_WEB_RECONCILER = _env_bool("PTYCHOPY_WEB_RECONCILER", True)
+# The most host memory one job may plan to use (GiB; 0 = only what the worker has free): checked at submit and on
+# the worker before any data are loaded (webapp.jobs.memory).
+PTYCHOPY_JOB_MEMORY_GIB = float(os.environ.get("PTYCHOPY_JOB_MEMORY_GIB") or 0)
 
 # -- auth, sessions, security ------------------------------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"

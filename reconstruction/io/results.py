@@ -32,6 +32,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -197,12 +198,40 @@ def _write_atomic(result: Result, path: Path, overwrite: bool) -> Path:
     except ResultWriteError:
         _remove(tmp)
         raise
-    except OSError as exc:
+    except BaseException as exc:  # HDF5 reports a full disk mid-write as RuntimeError; anything else: no debris
         _remove(tmp)
-        raise ResultWriteError(f"cannot write result file {path}: {_reason(exc)} ({exc}); the result is "
-                               f"still in memory", path) from exc
+        if isinstance(exc, OSError | RuntimeError):
+            raise ResultWriteError(_failure_message(result, path, exc), path) from exc
+        raise
     _remove(tmp)
     return path
+
+
+def _failure_message(result: Result, path: Path, exc: OSError | RuntimeError) -> str:
+    """"disk full writing <path>: about N bytes needed, M free" when the device is full (HDF5 says so only in its
+    error stack, so the free space decides), else the OS's reason."""
+    needed = _result_bytes(result)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "space" in str(exc).lower() or (
+        free is not None and free < needed + 2**20)
+    if full:
+        free_text = f", {free} bytes free" if free is not None else ""
+        return (f"disk full writing result file {path}: about {needed} bytes needed{free_text}; no space left on "
+                f"the device; the partial file was removed and the result is still in memory")
+    reason = _reason(exc) if isinstance(exc, OSError) else f"HDF5 could not write it ({type(exc).__name__})"
+    return (f"cannot write result file {path}: {reason} ({exc}); the partial file was removed and the result is "
+            f"still in memory")
+
+
+def _result_bytes(result: Result) -> int:
+    """About how many bytes the result's arrays take in the file (uncompressed)."""
+    total = 0
+    for value in vars(result).values():
+        total += int(getattr(value, "nbytes", 0) or 0)
+    return total
 
 
 def _remove(path: Path) -> None:

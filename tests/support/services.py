@@ -93,12 +93,7 @@ class PostgresServer:
             raise RuntimeError(f"initdb failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
         for _attempt in range(3):  # another process may take the free port before the postmaster binds it
             self.port = free_port()
-            opts = (f"-p {self.port} -c listen_addresses={LOOPBACK} -c unix_socket_directories={self.root} "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-            res = self._as_postgres(
-                [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.root / "postgres.log"), "-w", "-t", "30",
-                 "-o", opts, "start"]
-            )
+            res = self._pg_ctl_start()
             if res.returncode == 0 or "already in use" not in _tail(self.root / "postgres.log"):
                 break
         if res.returncode != 0:
@@ -109,6 +104,32 @@ class PostgresServer:
         wait_for_port(self.port, timeout=30, what="PostgreSQL")
         self.create_database("ptychopy")
         return self
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        assert self.root is not None
+        opts = (f"-p {self.port} -c listen_addresses={LOOPBACK} -c unix_socket_directories={self.root} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        return self._as_postgres(
+            [str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(self.root / "postgres.log"), "-w",
+             "-t", "30", "-o", opts, "start"]
+        )
+
+    def restart(self, down_s: float = 1.0, *, mode: str = "fast") -> float:
+        """Stop the server (``pg_ctl stop -m mode``: every connection is cut), stay down ``down_s`` seconds, start
+        it again on the same port with the same data; returns the monotonic time it accepts connections again."""
+        assert self.root is not None, "restart() before start()"
+        data = self.root / "data"
+        res = self._as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", mode, "-w", "-t", "20", "stop"],
+                                timeout=30)
+        if res.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {res.stdout}{res.stderr}")
+        wait_port_closed(self.port, timeout=10)
+        time.sleep(down_s)
+        res = self._pg_ctl_start()
+        if res.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {res.stdout}{res.stderr}\n{_tail(self.root / 'postgres.log')}")
+        wait_for_port(self.port, timeout=30, what="PostgreSQL")
+        return time.monotonic()
 
     def create_database(self, name: str) -> str:
         """Create (or re-create, empty) a database and return its URL."""
@@ -170,6 +191,11 @@ class RedisServer:
         self.root = Path(tempfile.mkdtemp(prefix="ptychopy-test-redis-"))
         self._entry = record("redis", root=str(self.root))
         self.port = free_port()
+        self._launch(exe)
+        return self
+
+    def _launch(self, exe: str) -> None:
+        assert self.root is not None
         res = subprocess.run(
             [exe, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
              "--daemonize", "yes", "--pidfile", str(self.root / "redis.pid"),
@@ -182,7 +208,23 @@ class RedisServer:
             wait_for_port(self.port, timeout=15, what="redis-server")
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n{_tail(self.root / 'redis.log')}") from exc
-        return self
+
+    def restart(self, down_s: float = 1.0) -> float:
+        """Stop redis-server (SIGTERM; with no persistence every message is lost), stay down ``down_s`` seconds,
+        start it again on the same port; returns the monotonic time it accepts connections again."""
+        assert self.root is not None, "restart() before start()"
+        pidfile = self.root / "redis.pid"
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
+        if not wait_port_closed(self.port, timeout=10):
+            raise RuntimeError("redis-server did not stop")
+        with contextlib.suppress(OSError):
+            pidfile.unlink()
+        time.sleep(down_s)
+        exe = shutil.which("redis-server")
+        assert exe is not None
+        self._launch(exe)
+        return time.monotonic()
 
     def flush(self, db: int) -> None:
         import redis

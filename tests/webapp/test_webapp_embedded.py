@@ -117,21 +117,28 @@ def test_worker_refuses_to_start_without_redis(capsys, monkeypatch):
     assert "needs REDIS_URL" in capsys.readouterr().err
 
 
-def test_sweeper_sends_jobs_queued_by_another_process_once(broker, monkeypatch):
+def test_reconciler_sends_jobs_queued_by_another_process_once(broker, settings):
     from datetime import timedelta
 
     from django.utils import timezone
 
+    from webapp.jobs.reconciler import broker_job_ids, reconcile_once
     from webapp.jobs.services import submit_job
 
-    monkeypatch.setattr(embedded, "_swept", set())  # ids another test's sweeper sent (rolled-back ids come back)
+    settings.PTYCHOPY_REQUEUE_AFTER_S = 3
     old = timezone.now() - timedelta(seconds=30)
     orphan = Job.objects.create(parameters=small_parameters().to_dict(), algorithm="ePIE", created=old)
     Job.objects.create(parameters=small_parameters().to_dict(), algorithm="ePIE")  # too young to judge
     with_message = submit_job(small_parameters())
-    Job.objects.filter(pk=with_message.pk).update(created=old)
-    assert embedded.pending_job_ids(broker) == {with_message.pk}
-    assert embedded.sweep_once(broker) == [orphan.pk]
-    assert embedded.pending_job_ids(broker) == {with_message.pk, orphan.pk}
+    Job.objects.filter(pk=with_message.pk).update(created=old, enqueued_at=old)
+    assert broker_job_ids(broker) == {with_message.pk}
+    assert reconcile_once(broker).resent == [orphan.pk]
+    assert broker_job_ids(broker) == {with_message.pk, orphan.pk}
+    assert reconcile_once(broker).resent == []  # both have a message now
+    broker.flush_all()  # the broker lost every message (a Redis restart without persistence)
+    # the orphan's message was sent just now: not judged before 3 s; the other one's is 30 s old
+    assert reconcile_once(broker).resent == [with_message.pk]
     broker.flush_all()
-    assert embedded.sweep_once(broker) == [with_message.pk]  # the orphan was sent once already
+    Job.objects.filter(pk__in=[orphan.pk, with_message.pk]).update(enqueued_at=old)
+    assert reconcile_once(broker).resent == [orphan.pk, with_message.pk]
+    assert broker_job_ids(broker) == {with_message.pk, orphan.pk}

@@ -14,6 +14,7 @@ from reconstruction import ParameterError, Parameters
 from reconstruction.parameters.model import MAX_REPORTED_PROBLEMS
 from webapp.jobs import serialize, services
 from webapp.jobs.history import filter_jobs
+from webapp.jobs.memory import check_at_submit
 from webapp.jobs.models import Job
 from webapp.jobs.paths import check_submission
 
@@ -69,6 +70,7 @@ def _submit(request: HttpRequest) -> JsonResponse:
                 return error(400, "'parameters' must be an object like Parameters.to_dict()")
             params = Parameters.from_dict(body["parameters"])
         params = check_submission(params)
+        check_at_submit(params)  # an oversized run: 400 with the bytes needed and allowed
     except ParameterError as exc:
         problems = [{"path": p.path, "flag": p.flag, "value": _jsonable(p.value), "message": p.message}
                     for p in exc.problems[:MAX_REPORTED_PROBLEMS]]

@@ -56,8 +56,7 @@ def start_worker(*, requeue: bool = True) -> Any:
         worker = Worker(broker, queues={tasks.QUEUE}, worker_threads=1, worker_timeout=100)
         worker.start()
         _worker = worker
-        _sweeper_stop.clear()
-        threading.Thread(target=_sweep_forever, args=(broker,), name="ptychopy-queue-sweeper", daemon=True).start()
+        _start_reconciler(broker)
     log.info("embedded Dramatiq worker started")
     if requeue:
         n = requeue_unfinished()
@@ -70,7 +69,7 @@ def stop_worker() -> None:
     global _worker
     with _lock:
         worker, _worker = _worker, None
-    _sweeper_stop.set()
+    _stop_reconciler()
     if worker is not None:
         from .runner import clear_stop, request_stop
 
@@ -81,68 +80,26 @@ def stop_worker() -> None:
             clear_stop()
 
 
-# -- jobs queued by other processes ------------------------------------------------------------------------
-# The StubBroker lives in this process: a job row created elsewhere (an EPICS bridge or a manage.py command
-# running as its own process) has no message here. The sweeper sends one, once per job, for every row that has
-# been queued for a while without a message in this process's queues.
-SWEEP_EVERY_S = 2.0
-SWEEP_MIN_AGE_S = 5.0
-_sweeper_stop = threading.Event()
-_swept: set[int] = set()
+# -- jobs queued by other processes, and jobs stranded -----------------------------------------------------------
+# The StubBroker lives in this process: a job row created elsewhere (an EPICS bridge or a manage.py command running
+# as its own process) has no message here. The reconciler (webapp.jobs.reconciler) sends one for every row queued
+# for PTYCHOPY_REQUEUE_AFTER_S without a message in this process's queues, and takes back running jobs whose worker
+# is gone.
+_reconciler: Any = None
 
 
-def pending_job_ids(broker: Any) -> set[int]:
-    """Job ids of the messages waiting in this process's StubBroker queues (main and delay)."""
-    from dramatiq import Message
+def _start_reconciler(broker: Any) -> None:
+    global _reconciler
+    from .reconciler import Reconciler
 
-    from . import tasks
-
-    ids: set[int] = set()
-    for name in (tasks.QUEUE, f"{tasks.QUEUE}.DQ"):
-        queue = getattr(broker, "queues", {}).get(name)
-        if queue is None:
-            continue
-        for raw in list(queue.queue):
-            try:
-                ids.add(int(Message.decode(raw).args[0]))
-            except Exception:
-                continue
-    return ids
+    _reconciler = Reconciler(broker).start()
 
 
-def sweep_once(broker: Any, min_age_s: float = SWEEP_MIN_AGE_S) -> list[int]:
-    """Send a message for each queued job that has none here (each job at most once); the ids sent."""
-    from datetime import timedelta
-
-    from django.utils import timezone
-
-    from . import heartbeat
-    from .models import Job
-    from .services import enqueue
-
-    cutoff = timezone.now() - timedelta(seconds=min_age_s)
-    queued = set(Job.objects.filter(status=Job.Status.QUEUED, created__lt=cutoff).values_list("pk", flat=True))
-    missing = sorted(queued - pending_job_ids(broker) - _swept - {heartbeat.current_job()})
-    for job_id in missing:
-        _swept.add(job_id)
-        enqueue(job_id)
-    return missing
-
-
-def _sweep_forever(broker: Any) -> None:
-    from django.db import connection
-
-    try:
-        while not _sweeper_stop.wait(SWEEP_EVERY_S):
-            try:
-                sent = sweep_once(broker)
-                if sent:
-                    log.info("queued job(s) %s created by another process", sent)
-            except Exception:
-                log.warning("queue sweep failed", exc_info=True)
-                connection.close()
-    finally:
-        connection.close()
+def _stop_reconciler() -> None:
+    global _reconciler
+    reconciler, _reconciler = _reconciler, None
+    if reconciler is not None:
+        reconciler.stop()
 
 
 class EmbeddedStarter:

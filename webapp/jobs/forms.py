@@ -17,8 +17,9 @@ from reconstruction.parameters import GROUP_TITLES, FieldSpec, leaf_specs
 from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
 from reconstruction.parameters.model import MAX_REPORTED_PROBLEMS
 
+from .memory import check_at_submit
 from .paths import check_submission
-from .uploads import UPLOADABLE, UploadRejected, discard_upload, save_upload
+from .uploads import UPLOADABLE, UploadRejected, UploadStorageFull, discard_upload, save_upload
 
 
 def field_name(path: str) -> str:
@@ -118,6 +119,7 @@ class JobForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.specs = leaf_specs()
         self.username = username
+        self.storage_full = False  # an upload met a full uploads disk (the view answers 507)
         base = base or Parameters()
         for spec in self.specs:
             name = field_name(spec.path)
@@ -154,6 +156,7 @@ class JobForm(forms.Form):
                 {spec.path: value for spec in self.specs
                  if (value := cleaned.get(field_name(spec.path))) not in ("", None)})
             self.parameters = check_submission(params.replace(uploaded) if uploaded else params)
+            check_at_submit(self.parameters)  # an oversized run is refused here, not OOM-killed on a worker
         except ParameterError as exc:
             for problem in exc.problems[:MAX_REPORTED_PROBLEMS]:
                 target = "cmdstr" if cmdstr else (field_name(problem.path) if problem.path else None)
@@ -176,6 +179,7 @@ class JobForm(forms.Form):
                 saved[path] = str(save_upload(upload, self.username))
             except UploadRejected as exc:
                 self.add_error(upload_name(path), str(exc))
+                self.storage_full = isinstance(exc, UploadStorageFull)
                 for stored in saved.values():
                     discard_upload(stored)
                 return None

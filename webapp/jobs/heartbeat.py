@@ -145,18 +145,28 @@ class HeartbeatMiddleware(dramatiq.Middleware):
         from django.conf import settings
         from django.db import connection
 
+        from .dbretry import forget_connection
+
         period = float(settings.PTYCHOPY_HEARTBEAT_S)
         try:
             try:
                 prune()
             except Exception:
                 log.warning("could not prune old heartbeats", exc_info=True)
+            failing = False
             while not self._stop.is_set():
                 try:
                     beat()
-                except Exception:
-                    log.warning("heartbeat failed", exc_info=True)
-                    connection.close()
+                except Exception as exc:  # the database restarting: drop the connection, beat again later
+                    if not failing:
+                        log.warning("heartbeat failed (%s: %s); retrying every %.1f s", type(exc).__name__,
+                                    str(exc).strip()[:200], period)
+                    failing = True
+                    forget_connection()
+                else:
+                    if failing:
+                        log.info("heartbeat written again")
+                    failing = False
                 self._stop.wait(period)
         finally:
             connection.close()

@@ -52,6 +52,12 @@ class Job(models.Model):
     result_path = models.CharField(max_length=1000, blank=True)
     last_preview = models.BinaryField(null=True, blank=True)
     last_seq = models.IntegerField(default=0)
+    # Delivery bookkeeping (webapp.jobs.reconciler): claims so far (each run attempt is numbered; a worker writes
+    # only while the row still carries its attempt), how often the job's worker died under it, and when its
+    # latest message was sent to the broker.
+    attempts = models.IntegerField(default=0)
+    worker_losses = models.IntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created", "-id"]

@@ -1,12 +1,19 @@
 """Run one job on this worker: claim the row, iterate the driver, stream frames, write the result.
 
-The row is the truth. A job is claimed with a conditional UPDATE, so two deliveries of the same message (a
-broker re-delivery, a start-up re-queue) never run it twice at the same time; a job left ``running`` by a
-worker that died is claimed again and re-run from the start.
+The row is the truth. A job is claimed with a conditional UPDATE that numbers the attempt, so two deliveries of
+the same message (a broker re-delivery, a reconciler's re-send) never run it twice at the same time, and a worker
+writes to the row only while it still carries its attempt; a job left ``running`` by a worker that died is claimed
+again and re-run from the start (or failed once its workers died under it twice: see
+:mod:`webapp.jobs.reconciler`).
+
+The database may restart under a running job: per-iteration writes (frames, the cancel flag) that fail are
+skipped and the run goes on; the writes that matter (claim, finish) wait for the database with backoff
+(:mod:`webapp.jobs.dbretry`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import threading
@@ -15,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from reconstruction import Parameters
-from reconstruction.errors import DeviceMemoryError
+from reconstruction.errors import DeviceMemoryError, HostMemoryError
 
-from . import frames, heartbeat, notify
+from . import frames, heartbeat, memory, notify
+from .dbretry import db_call, forget_connection, is_db_unreachable
 from .models import Job
 from .paths import confine_parameters
 from .publish import publish_frame
@@ -37,6 +45,10 @@ RECHECK_MS = 10_000
 
 class JobVanished(Exception):
     """The job row was deleted while the job ran."""
+
+
+class JobTakenOver(Exception):
+    """The row no longer carries this worker's attempt (another worker claimed the job): stop, write nothing."""
 
 
 class WorkerStopping(Exception):
@@ -56,8 +68,12 @@ def clear_stop() -> None:
 
 
 def run_job(job_id: int) -> str:
-    """Run job ``job_id`` if it is this worker's to run; returns what happened (for logs and tests)."""
-    job = claim(job_id)
+    """Run job ``job_id`` if it is this worker's to run; returns what happened (for logs and tests).
+
+    While the database is unreachable the claim waits (``PTYCHOPY_DB_OUTAGE_S``); past that it raises, and the
+    actor's retries send the message again later, so the message is never dropped for a database outage.
+    """
+    job = db_call(lambda: claim(job_id), what=f"claim job {job_id}")
     if isinstance(job, str):
         return job
     heartbeat.set_current_job(job.pk)
@@ -67,22 +83,33 @@ def run_job(job_id: int) -> str:
         log.info("job %s was deleted while running", job_id)
         shutil.rmtree(job_results_dir(job_id), ignore_errors=True)
         return "deleted"
+    except JobTakenOver:
+        log.warning("job %s: attempt %d was taken over by another worker; this one stopped", job_id, job.attempts)
+        return "taken over"
     except WorkerStopping:
-        moved = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
-            status=Job.Status.QUEUED, message="its worker stopped; re-queued")
+        moved = db_call(lambda: _hand_back(job, "its worker stopped; re-queued"), what=f"hand back job {job_id}",
+                        outage_s=10)
         log.info("job %s handed back (%d): the worker is stopping; the next start re-queues it", job_id, moved)
         return "handed back"
     except BaseException:
         # Interrupted (worker shutdown, time limit): hand the job back so a worker start re-queues it.
-        Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
-            status=Job.Status.QUEUED, message="interrupted; re-queued when a worker starts")
+        with contextlib.suppress(Exception):
+            db_call(lambda: _hand_back(job, "interrupted; re-queued when a worker starts"),
+                    what=f"hand back job {job_id}", outage_s=10)
         raise
     finally:
         heartbeat.set_current_job(None)
 
 
+def _hand_back(job: Job, message: str) -> int:
+    return Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker,
+                              attempts=job.attempts).update(status=Job.Status.QUEUED, message=message)
+
+
 def claim(job_id: int) -> Job | str:
     """The job, now marked running by this worker, or a word saying why this worker does not run it."""
+    from .reconciler import recover_abandoned
+
     if _stopping.is_set():
         return "worker stopping"  # the row stays queued; the next start-up re-queue sends it again
     me = heartbeat.worker_id()
@@ -92,15 +119,20 @@ def claim(job_id: int) -> Job | str:
     if job.is_finished:
         return "already finished"
     if job.status == Job.Status.RUNNING:
-        holder = heartbeat.worker_state(job.worker) if job.worker != me else "dead"
+        if job.worker == me:  # this process runs it, or a restarted container got the same host name and pid
+            holder = "alive" if heartbeat.current_job() == job.pk else "dead"
+        else:
+            holder = heartbeat.worker_state(job.worker)
         if holder == "alive":
-            return "running elsewhere"  # the broker re-delivers that worker's message if it dies
+            return "running elsewhere"  # the reconciler takes it back if that worker stops running it
         if holder == "unsure":
             enqueue(job.pk, delay_ms=RECHECK_MS)  # its heartbeat is late: look again once it is stale
             return "running elsewhere (checking again later)"
-        still_as_seen = Q(status=Job.Status.RUNNING, worker=job.worker)
-    else:
-        still_as_seen = Q(status=Job.Status.QUEUED)
+        outcome = recover_abandoned(job, send=False)  # its worker died under it: count that, maybe fail it
+        if outcome != "requeued":
+            return "failed: its workers died under it" if outcome == "failed" else "claimed by another worker"
+        job.refresh_from_db()
+    still_as_seen = Q(status=Job.Status.QUEUED, attempts=job.attempts)
     now = timezone.now()
     if job.cancel_requested:
         Job.objects.filter(still_as_seen, pk=job.pk).update(
@@ -110,7 +142,7 @@ def claim(job_id: int) -> Job | str:
         return "cancelled"
     claimed = Job.objects.filter(still_as_seen, pk=job.pk).update(
         status=Job.Status.RUNNING, worker=me, started=now, finished=None, iteration=0, final_error=None,
-        error_history=[], message="", result_path="", device="", run_plan={},
+        error_history=[], message="", result_path="", device="", run_plan={}, attempts=F("attempts") + 1,
     )
     if not claimed:
         return "claimed by another worker"
@@ -127,6 +159,7 @@ class JobRun:
     seq: int = 0
     last_frame_at: float = float("-inf")
     last_cancel_check: float = 0.0
+    db_down_since: float | None = None  # monotonic time the database stopped answering this run's writes
 
     def execute(self) -> str:
         self.seq = self.job.last_seq
@@ -134,16 +167,20 @@ class JobRun:
             params = Parameters.from_dict(self.job.parameters)
             if self.job.source in (Job.Source.WEB, Job.Source.API):
                 params = confine_parameters(params)  # again now: a symlink put in since submit is refused
+            plan = memory.worker_plan(params)  # before any data are loaded or simulated
+            if not plan.fits:
+                raise HostMemoryError(plan.message, plan.needed_bytes, int(plan.limit_bytes or 0))
             from reconstruction.multigpu import from_parameters
 
             rec = from_parameters(params)  # split over -gpus when it lists several
-        except (JobVanished, WorkerStopping):
+        except (JobVanished, JobTakenOver, WorkerStopping):
             raise
         except Exception as exc:
             return self.fail(exc)
         try:
-            self.update(device=device_description(rec)[:100], iterations=rec.iterations,
-                        run_plan=rec.plan.to_dict())
+            db_call(lambda: self.update(device=device_description(rec)[:100], iterations=rec.iterations,
+                                        run_plan=rec.plan.to_dict()),
+                    what=f"start job {self.job.pk}")
             cancelled = self.iterate(rec)
             result = rec.result()
             path = self.write(result)
@@ -154,7 +191,7 @@ class JobRun:
             )
             self.finish(status, message=message, result_path=str(path))
             return str(status)
-        except (JobVanished, WorkerStopping):
+        except (JobVanished, JobTakenOver, WorkerStopping):
             raise
         except Exception as exc:
             return self.fail(exc)
@@ -183,10 +220,32 @@ class JobRun:
         return progress is None and self.cancel_requested()
 
     def cancel_requested(self) -> bool:
-        flags = list(Job.objects.filter(pk=self.job.pk).values_list("cancel_requested", flat=True))
-        if not flags:
+        """The row's cancel flag; False while the database is unreachable (the next look reads it)."""
+        try:
+            rows = list(Job.objects.filter(pk=self.job.pk).values_list("cancel_requested", "attempts"))
+        except Exception as exc:
+            if not is_db_unreachable(exc):
+                raise
+            self.database_lost(exc)
+            return False
+        self.database_back()
+        if not rows:
             raise JobVanished(self.job.pk)
-        return bool(flags[0])
+        if rows[0][1] != self.job.attempts:
+            raise JobTakenOver(self.job.pk)
+        return bool(rows[0][0])
+
+    def database_lost(self, exc: BaseException) -> None:
+        forget_connection()
+        if self.db_down_since is None:
+            self.db_down_since = time.monotonic()
+            log.warning("job %s: database unreachable (%s); iterating on, frames are not stored until it is back",
+                        self.job.pk, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+    def database_back(self) -> None:
+        if self.db_down_since is not None:
+            log.info("job %s: database back after %.1f s", self.job.pk, time.monotonic() - self.db_down_since)
+            self.db_down_since = None
 
     def frame(self, rec: Any, progress: Any, status: str) -> None:
         """Store the latest frame on the row and send it to the job's viewers."""
@@ -206,8 +265,15 @@ class JobRun:
             header["positions"] = frames.positions_header(p.start_px, p.current_px, p.stride, refined=p.refined,
                                                           flux=p.flux)
         data = frames.encode_frame(header, self.images)
-        self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
-                    final_error=_finite(progress.error), error_history=self.errors)
+        try:
+            self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
+                        final_error=_finite(progress.error), error_history=self.errors)
+        except Exception as exc:
+            if not is_db_unreachable(exc):
+                raise
+            self.database_lost(exc)  # the live view still gets the frame; the row catches up with the next
+        else:
+            self.database_back()
         publish_frame(self.job.pk, data)
 
     def write(self, result: Any) -> str:
@@ -219,18 +285,28 @@ class JobRun:
         return str(write_result(result, path, overwrite=True))
 
     def finish(self, status: str, *, message: str = "", result_path: str = "") -> None:
-        self.update(status=status, finished=timezone.now(), message=message, result_path=result_path,
-                    error_history=self.errors, final_error=_finite(self.errors[-1]) if self.errors else None,
-                    iteration=len(self.errors))
-        job = Job.objects.filter(pk=self.job.pk).first()
-        if job is None:
-            raise JobVanished(self.job.pk)
-        announce_status(job)
-        notify.job_finished(job)
+        """Write the final state (waiting for the database if it is down), tell the viewers, mail the owner."""
+        fields = dict(status=status, finished=timezone.now(), message=message, result_path=result_path,
+                      error_history=self.errors, final_error=_finite(self.errors[-1]) if self.errors else None,
+                      iteration=len(self.errors))
+
+        def write() -> Job:
+            self.update(**fields)
+            job = Job.objects.filter(pk=self.job.pk).first()
+            if job is None:
+                raise JobVanished(self.job.pk)
+            announce_status(job)
+            return job
+
+        job = db_call(write, what=f"finish job {self.job.pk}")
+        try:
+            notify.job_finished(job)
+        except Exception:
+            log.warning("job %s: the completion e-mail failed", self.job.pk, exc_info=True)
 
     def fail(self, exc: BaseException) -> str:
         message = failure_message(exc)
-        if not isinstance(exc, DeviceMemoryError | ValueError):
+        if not isinstance(exc, DeviceMemoryError | HostMemoryError | ValueError):
             log.exception("job %s failed", self.job.pk)
         else:
             log.warning("job %s failed: %s", self.job.pk, message)
@@ -238,7 +314,11 @@ class JobRun:
         return str(Job.Status.FAILED)
 
     def update(self, **fields: Any) -> None:
-        if not Job.objects.filter(pk=self.job.pk).update(**fields):
+        """Write ``fields`` to the row while it still carries this attempt."""
+        mine = Job.objects.filter(pk=self.job.pk, worker=self.job.worker, attempts=self.job.attempts)
+        if not mine.update(**fields):
+            if Job.objects.filter(pk=self.job.pk).exists():
+                raise JobTakenOver(self.job.pk)
             raise JobVanished(self.job.pk)
 
 
@@ -256,6 +336,8 @@ def failure_message(exc: BaseException) -> str:
         avail = (f"; {exc.available_bytes / 2**30:.2f} GiB was available" if exc.available_bytes is not None
                  else "")
         return f"GPU out of memory: this run needs about {needed}{avail}. {exc}"
+    if isinstance(exc, HostMemoryError):
+        return f"Refused before it started: {exc}"
     if type(exc).__name__ == "OutOfMemoryError":  # cupy.cuda.memory.OutOfMemoryError
         return f"GPU out of memory: {exc}"
     return f"{type(exc).__name__}: {exc}"

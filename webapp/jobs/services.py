@@ -60,27 +60,60 @@ def submit_job(
             return Job.objects.get(dedup_key=dedup_key)
         raise
     job_id = job.pk
-    transaction.on_commit(lambda: enqueue(job_id))
+    transaction.on_commit(lambda: enqueue_or_leave_to_reconciler(job_id))
     log.info("job %s submitted (%s, %s)", job.pk, source, job.algorithm)
     return job
 
 
 def enqueue(job_id: int, delay_ms: int | None = None) -> None:
-    """Send the job id to the ``reconstruct`` queue (the message carries nothing else)."""
+    """Send the job id to the ``reconstruct`` queue (the message carries nothing else) and note the time."""
+    Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
+    send_message(job_id, delay_ms)
+
+
+def send_message(job_id: int, delay_ms: int | None = None) -> None:
+    """The broker send itself; a broker that just restarted gets one more try on a fresh connection."""
     from .tasks import run_reconstruction
 
-    if delay_ms:
-        run_reconstruction.send_with_options(args=(job_id,), delay=delay_ms)
-    else:
-        run_reconstruction.send(job_id)
+    for attempt in (1, 2):
+        try:
+            if delay_ms:
+                run_reconstruction.send_with_options(args=(job_id,), delay=delay_ms)
+            else:
+                run_reconstruction.send(job_id)
+            return
+        except Exception as exc:
+            if attempt == 2 or not _broker_connection_error(exc):
+                raise
+
+
+def enqueue_or_leave_to_reconciler(job_id: int) -> None:
+    """Send job ``job_id`` after its row is committed; with the broker unreachable the row stays queued and the
+    reconciler (:mod:`webapp.jobs.reconciler`) sends it once the broker is back, so a submit never fails for it."""
+    try:
+        enqueue(job_id)
+    except Exception as exc:
+        if not _broker_connection_error(exc):
+            raise
+        log.warning("job %s is queued, but the broker is unreachable (%s); the reconciler sends it once the "
+                    "broker is back", job_id, exc)
+
+
+def _broker_connection_error(exc: BaseException) -> bool:
+    import redis
+    from dramatiq.errors import BrokerConnectionError
+
+    return isinstance(exc, redis.ConnectionError | redis.TimeoutError | BrokerConnectionError | OSError)
 
 
 def requeue_unfinished() -> int:
-    """Re-send every job left queued, and every job left running by a worker that is gone.
+    """Re-send every job left queued, and every job left running by a worker that is gone (worker start-up).
 
-    Called when a worker starts. Sending a job twice is harmless: only one worker can claim it.
+    Sending a job twice is harmless: only one worker can claim it. A job whose workers died under it too often is
+    failed instead (see :func:`webapp.jobs.reconciler.recover_abandoned`).
     """
     from .heartbeat import worker_state
+    from .reconciler import recover_abandoned
 
     count = 0
     for job in Job.objects.filter(status__in=Job.UNFINISHED).order_by("created", "id"):
@@ -92,11 +125,9 @@ def requeue_unfinished() -> int:
                 enqueue(job.pk)
                 count += 1
                 continue
-            moved = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker).update(
-                status=Job.Status.QUEUED, message="re-queued: its worker stopped mid-run"
-            )
-            if not moved:
-                continue
+            if recover_abandoned(job, send=True) == "requeued":
+                count += 1
+            continue
         enqueue(job.pk)
         count += 1
     return count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import uuid
 from pathlib import Path
 
@@ -33,6 +34,10 @@ class UploadRejected(ValueError):
     """An upload that is too large or has no usable name."""
 
 
+class UploadStorageFull(UploadRejected):
+    """The uploads disk could not take the file (full, or failing): nothing of it was kept (HTTP 507)."""
+
+
 def save_upload(upload: UploadedFile, username: str) -> Path:
     """Store ``upload`` as ``<uploads>/<user>/<random>/<safe name>`` and return that path."""
     limit = int(settings.PTYCHOPY_MAX_UPLOAD_BYTES)
@@ -44,11 +49,23 @@ def save_upload(upload: UploadedFile, username: str) -> Path:
     uploads = Path(settings.PTYCHOPY_UPLOADS_DIR)
     user_part = sanitised_name(username or "anonymous")
     folder = path_inside(path_inside(uploads, user_part), uuid.uuid4().hex[:12])
-    folder.mkdir(parents=True, exist_ok=True)
     path = path_inside(folder, name)
-    with path.open("xb") as out:
-        for chunk in upload.chunks():
-            out.write(chunk)
+    written = 0
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with path.open("xb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+                written += len(chunk)
+    except OSError as exc:  # a full uploads disk: no truncated file is left behind
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        needed = upload.size if upload.size is not None else written
+        why = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise UploadStorageFull(
+            f"{upload.name}: could not be stored ({why} writing the uploads folder: {needed} bytes needed); "
+            "nothing was kept, the job was not submitted; try again once the operator has freed space") from exc
     return path
 
 

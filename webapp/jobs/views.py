@@ -68,7 +68,7 @@ def new_job(request: HttpRequest, base: Parameters | None = None, source_job: Jo
     return render(request, "jobs/new.html", {
         "form": form, "source_job": source_job, "scan_choices": scans.list_scans(),
         "scan": request.GET.get("scan", ""), "scan_error": scan_error, "scan_notes": scan_notes,
-    })
+    }, status=507 if getattr(form, "storage_full", False) else 200)  # 507: the uploads disk is full
 
 
 @require_GET

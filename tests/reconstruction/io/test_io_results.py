@@ -72,7 +72,7 @@ def _failing_fill(code: int, text: str):
 
 
 @pytest.mark.parametrize("code,text,reason", [
-    (errno.ENOSPC, "No space left on device", "no space left"),
+    (errno.ENOSPC, "No space left on device", r"about \d+ bytes needed.*no space left"),
     (errno.EROFS, "Read-only file system", "the directory is not writable"),
     (errno.EACCES, "Permission denied", "the directory is not writable"),
 ])
@@ -81,7 +81,8 @@ def test_write_failure_is_clear_keeps_result_and_leaves_no_file(tmp_path, monkey
     result = make_result()
     before = result.object.copy()
     monkeypatch.setattr(results_module, "_fill", _failing_fill(code, text))
-    with pytest.raises(ResultWriteError, match=rf"r\.h5: {reason}.*still in memory") as info:
+    with pytest.raises(ResultWriteError, match=rf"r\.h5: {reason}.*the partial file was removed.*still in memory"
+                       ) as info:
         write_result(result, tmp_path / "r.h5")
     assert info.value.path == tmp_path / "r.h5"
     assert list(tmp_path.iterdir()) == []  # neither the final name nor the temporary file
@@ -152,3 +153,32 @@ def tiny_plan():
 
     return plan_run("LSQML", EngineSettings(compute_rms=True), DataSizes(6, 16, (40, 40)), backend="gpu",
                     free_bytes=2**30)
+
+
+def test_an_hdf5_runtime_error_mid_write_leaves_no_hidden_temporary_file(tmp_path, monkeypatch, make_result):
+    def fill(f, result):
+        f.create_dataset("half", data=np.zeros(1000))
+        raise RuntimeError("Can't write data (file write failed: errno = 28, error message = 'No space left')")
+
+    monkeypatch.setattr(results_module, "_fill", fill)
+    with pytest.raises(ResultWriteError, match=r"disk full writing result file .*r\.h5: about \d+ bytes needed"):
+        write_result(make_result(), tmp_path / "r.h5")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # h5py frees ids of the failed file
+def test_a_real_full_disk_gives_a_clear_error_and_no_debris_then_a_retry_succeeds(make_result):
+    """A 256 KiB tmpfs (root; the nearest equivalent elsewhere is the ENOSPC test above)."""
+    from tests.support.tmpfs import TmpfsUnavailable, fill, small_tmpfs
+
+    try:
+        with small_tmpfs(256 * 1024) as disk:
+            filler = fill(disk, leave_bytes=8 * 1024)
+            result = make_result()
+            with pytest.raises(ResultWriteError, match=r"disk full writing result file .*r\.h5: about \d+ bytes"):
+                write_result(result, disk / "r.h5")
+            assert sorted(p.name for p in disk.iterdir()) == ["filler.bin"]  # no .r.h5.*.tmp left
+            filler.unlink()  # space is back: the same write succeeds
+            assert read_result(write_result(result, disk / "r.h5")).errors == result.errors
+    except TmpfsUnavailable as exc:
+        pytest.skip(f"no tmpfs here ({exc}); the ENOSPC tests above stand in")

@@ -1,0 +1,162 @@
+"""The reconciler, numbered claims and database outages on the StubBroker (real restarts: tests/e2e/test_faults.py)."""
+
+import os
+from datetime import timedelta
+
+import pytest
+from django.db import OperationalError
+from django.utils import timezone
+from webapp_helpers import dead_pid, small_parameters
+
+from webapp.jobs import dbretry, reconciler, runner, services
+from webapp.jobs.heartbeat import this_host
+from webapp.jobs.models import Job, WorkerHeartbeat
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def no_frames(monkeypatch):
+    monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: None)
+    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: None)
+
+
+def running_job(worker: str, **fields) -> Job:
+    return Job.objects.create(parameters=small_parameters().to_dict(), algorithm="ePIE", status="running",
+                              worker=worker, started=timezone.now() - timedelta(seconds=60), attempts=1, **fields)
+
+
+def test_a_claim_numbers_the_attempt_and_a_redelivered_message_does_nothing(broker, no_frames):
+    job = services.submit_job(small_parameters(iterations=3))
+    claimed = runner.claim(job.pk)
+    assert isinstance(claimed, Job) and claimed.attempts == 1 and claimed.status == "running"
+    from webapp.jobs import heartbeat
+
+    heartbeat.set_current_job(job.pk)
+    try:
+        assert runner.claim(job.pk) == "running elsewhere"  # same message again while this worker runs it
+    finally:
+        heartbeat.set_current_job(None)
+    assert Job.objects.get(pk=job.pk).attempts == 1
+
+
+def test_a_run_whose_attempt_was_taken_over_stops_and_writes_nothing(broker, no_frames):
+    job = services.submit_job(small_parameters(iterations=3))
+    claimed = runner.claim(job.pk)
+    assert isinstance(claimed, Job)
+    Job.objects.filter(pk=job.pk).update(attempts=2, worker="elsewhere:1", iteration=0)
+    with pytest.raises(runner.JobTakenOver):
+        runner.JobRun(claimed).update(iteration=5)
+    assert Job.objects.get(pk=job.pk).iteration == 0
+
+
+def test_a_running_job_of_a_dead_worker_is_requeued_then_failed_the_second_time(broker, no_frames, settings):
+    settings.PTYCHOPY_MAX_WORKER_LOSSES = 2
+    job = running_job(f"{this_host()}:{dead_pid()}")
+    done = reconciler.reconcile_once(broker)
+    assert done.requeued == [job.pk]
+    job.refresh_from_db()
+    assert job.status == "queued" and job.worker_losses == 1 and "stopped mid-run" in job.message
+    assert reconciler.broker_job_ids(broker) == {job.pk}
+    claimed = runner.claim(job.pk)  # the next worker takes it, and dies too
+    assert isinstance(claimed, Job) and claimed.attempts == 2
+    Job.objects.filter(pk=job.pk).update(worker=f"{this_host()}:{dead_pid()}",
+                                         started=timezone.now() - timedelta(seconds=60))
+    assert reconciler.reconcile_once(broker).failed == [job.pk]
+    job.refresh_from_db()
+    assert job.status == "failed" and job.finished is not None
+    assert "killed the worker twice (likely out of memory)" in job.message
+    assert runner.claim(job.pk) == "already finished"  # a message still in the broker does nothing
+
+
+def test_a_redelivered_message_of_a_dead_workers_job_counts_the_loss(broker, no_frames, settings):
+    settings.PTYCHOPY_MAX_WORKER_LOSSES = 2
+    job = running_job(f"{this_host()}:{dead_pid()}", worker_losses=1)
+    assert runner.claim(job.pk) == "failed: its workers died under it"
+    assert "killed the worker twice" in Job.objects.get(pk=job.pk).message
+
+
+def test_a_live_worker_that_no_longer_runs_its_job_gives_it_back(broker, no_frames, settings):
+    settings.PTYCHOPY_HEARTBEAT_S = 1
+    job = running_job("gpu-node-3:42")
+    beat = WorkerHeartbeat.objects.create(worker_id="gpu-node-3:42", host="gpu-node-3", pid=42,
+                                          last_seen=timezone.now(), current_job=job)
+    assert reconciler.reconcile_once(broker).requeued == []  # it says it runs the job
+    beat.current_job = None
+    beat.save()
+    assert reconciler.reconcile_once(broker).requeued == [job.pk]  # alive, idle, and the row says running
+
+
+def test_a_job_running_on_this_live_worker_is_left_alone(broker, no_frames):
+    job = running_job(f"{this_host()}:{os.getpid()}")
+    from webapp.jobs import heartbeat
+
+    heartbeat.set_current_job(job.pk)
+    try:
+        assert not reconciler.reconcile_once(broker)
+    finally:
+        heartbeat.set_current_job(None)
+    assert Job.objects.get(pk=job.pk).status == "running"
+
+
+def test_submit_with_the_broker_down_leaves_the_job_to_the_reconciler(broker, monkeypatch, settings):
+    import redis
+
+    def refuse(*args, **kwargs):
+        raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(services, "send_message", refuse)
+    job = services.submit_job(small_parameters())
+    assert Job.objects.get(pk=job.pk).status == "queued"
+    monkeypatch.undo()
+    settings.PTYCHOPY_REQUEUE_AFTER_S = 0
+    assert reconciler.reconcile_once(broker).resent == [job.pk]
+
+
+def test_db_call_waits_for_the_database_and_gives_up_after_the_outage_limit(monkeypatch):
+    monkeypatch.setattr(dbretry, "FIRST_BACKOFF_S", 0.01)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise OperationalError("server closed the connection unexpectedly")
+        return "ok"
+
+    assert dbretry.db_call(flaky, what="test", outage_s=5) == "ok" and len(calls) == 3
+
+    def down():
+        raise OperationalError("connection refused")
+
+    with pytest.raises(OperationalError):
+        dbretry.db_call(down, what="test", outage_s=0.05)
+
+
+def test_frames_that_cannot_be_stored_do_not_fail_the_job(broker, no_frames, monkeypatch, settings):
+    """A database outage mid-run: frame writes fail; the job goes on and finishes done."""
+    settings.PTYCHOPY_FRAME_RATE_HZ = 1000  # a frame every iteration
+    job = services.submit_job(small_parameters(iterations=12))
+    claimed = runner.claim(job.pk)
+    assert isinstance(claimed, Job)
+    run = runner.JobRun(claimed)
+    real_update = runner.JobRun.update
+    outage = {"writes_left_failing": 6}
+
+    def update(self, **fields):
+        if "last_preview" in fields and outage["writes_left_failing"] > 0:
+            outage["writes_left_failing"] -= 1
+            raise OperationalError("terminating connection due to administrator command")
+        return real_update(self, **fields)
+
+    monkeypatch.setattr(runner.JobRun, "update", update)
+    monkeypatch.setattr(runner, "db_call", lambda fn, **kw: fn())
+    assert run.execute() == "done"
+    job.refresh_from_db()
+    assert job.status == "done" and job.iteration == 12 and outage["writes_left_failing"] == 0
+
+
+def test_a_claim_that_outlasts_the_outage_is_retried_by_the_broker(settings):
+    from webapp.jobs.tasks import retry_only_database_outages
+
+    assert retry_only_database_outages(50, OperationalError("connection refused"))
+    assert not retry_only_database_outages(0, ValueError("bad parameters"))
