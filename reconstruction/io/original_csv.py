@@ -8,6 +8,10 @@ along axis 0: ``(modes * n, n)``. ``binary=True`` writes raw complex64 (row-majo
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +33,23 @@ def format_rows(array: np.ndarray) -> str:
 
 
 def _write(path: Path, array: np.ndarray, binary: bool) -> Path:
+    """Write under a temporary name beside ``path`` and rename: a failed write (a full disk) leaves neither a
+    partial file nor the temporary one, and an older file of that name stays as it was."""
+    data = np.ascontiguousarray(array, dtype=np.complex64).tobytes() if binary else format_rows(array).encode()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        if binary:
-            np.ascontiguousarray(array, dtype=np.complex64).tofile(path)
-        else:
-            path.write_text(format_rows(array))
-    except OSError as exc:
-        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}", path) from exc
+        with tmp.open("wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            if exc.errno == errno.ENOSPC:
+                raise OutputWriteError(f"disk full writing {path}: {len(data)} bytes needed; nothing was written",
+                                       path) from exc
+            raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}", path) from exc
+        raise
     return path
 
 
