@@ -289,8 +289,10 @@ def test_a_job_that_kills_its_worker_twice_is_failed_not_redelivered_forever(fau
             time.sleep(0.1)
         seen = str(job["worker"])
         faults.stack.workers[faults.worker_running(job_id)].kill()
+    killed_at = time.monotonic()
     # no worker is alive now: the web process's reconciler tells the truth
-    job, _ = faults.wait(job_id, FINAL, RECOVERY_S)
+    job, t_failed = faults.wait(job_id, FINAL, RECOVERY_S)
+    report("a job that kills its worker twice", {"failed after the second kill": t_failed - killed_at})
     assert job["status"] == "failed", job
     assert "killed the worker twice (likely out of memory)" in job["message"], job
     faults.workers(2)

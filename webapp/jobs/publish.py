@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 _private_loop: asyncio.AbstractEventLoop | None = None
 _private_lock = threading.Lock()
+_failing = False  # the last publish failed (logged once until one succeeds)
 
 
 def group_name(job_id: int) -> str:
@@ -43,10 +44,18 @@ def publish_frame(job_id: int, frame: bytes, timeout_s: float = 5.0) -> None:
     if running is loop:
         loop.create_task(coro)
         return
+    global _failing
     try:
         asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=timeout_s)
-    except Exception:  # a viewer missing one frame must never fail a reconstruction
-        log.warning("could not publish a frame of job %s", job_id, exc_info=True)
+    except Exception as exc:  # a viewer missing one frame must never fail a reconstruction
+        if not _failing:  # once per outage (Redis restarting), not once per frame
+            log.warning("could not publish a frame of job %s (%s: %s); frames are dropped until the channel "
+                        "layer answers again", job_id, type(exc).__name__, str(exc)[:200])
+        _failing = True
+    else:
+        if _failing:
+            log.info("frames are published again (job %s)", job_id)
+        _failing = False
 
 
 def _publishing_loop() -> asyncio.AbstractEventLoop | None:
