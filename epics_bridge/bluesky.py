@@ -14,8 +14,10 @@ document whose value is ``(name, document)``. :class:`BlueskyTrigger` pairs each
 is complete when ``exit_status`` is ``"success"`` and the stop's ``num_events`` for ``stream`` reached the
 start's ``expected_events_key`` (``num_points`` in bluesky's own plans); an ``abort`` is *aborted*, a ``fail``
 is *failed*, fewer events is *partial*. The stop document decides at once: no debounce, so the next run
-cannot change what the last one looked like. The start document's keys are the scan's values under
-``start:KEY`` (nested keys joined with dots), for ``[data]`` and ``[metadata]``.
+cannot change what the last one looked like. Both documents become the scan's values, ``start:KEY`` and
+``stop:KEY`` (nested keys and list items joined with dots: ``start:scan_dims.0``, ``stop:num_events.primary``),
+for ``[data]`` and ``[metadata]``; the run is classified from those values alone, so it can be classified again
+from what was journalled.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from .config import DOCUMENT_KEY, TriggerConfig
+from .config import DOCUMENT_KEY, STOP_KEY, TriggerConfig
 from .trigger import ConnectionEvent, Event, Outcome, ScanEnd, Trigger, ValueEvent
 
 log = logging.getLogger(__name__)
@@ -91,9 +93,10 @@ def decode_message(message: bytes, prefix: str, serializer: str) -> tuple[str, d
     return name, doc
 
 
-def start_values(doc: Mapping[str, Any], received_s: float, timestamp: float) -> dict[str, ValueEvent]:
-    """The start document as scan values: ``start:KEY``, and for nested dicts and lists also each item
-    (``start:md.sample``, ``start:scan_dims.0``)."""
+def document_values(prefix: str, doc: Mapping[str, Any], received_s: float,
+                    timestamp: float) -> dict[str, ValueEvent]:
+    """A document as scan values: ``{prefix}KEY``, and for nested dicts and lists each item
+    (``start:md.sample``, ``start:scan_dims.0``, ``stop:num_events.primary``)."""
     out: dict[str, ValueEvent] = {}
 
     def add(key: str, value: Any) -> None:
@@ -105,7 +108,7 @@ def start_values(doc: Mapping[str, Any], received_s: float, timestamp: float) ->
             for k, v in enumerate(value):
                 add(f"{key}.{k}", v)
         text = value if isinstance(value, str) else json.dumps(value, default=str)
-        out[DOCUMENT_KEY + key] = ValueEvent(DOCUMENT_KEY + key, value, text, received_s, timestamp)
+        out[prefix + key] = ValueEvent(prefix + key, value, text, received_s, timestamp)
 
     for k, v in doc.items():
         add(str(k), v)
@@ -212,28 +215,33 @@ class BlueskyTrigger(Trigger):
             return
         started = self._starts.pop(str(doc.get("run_start", "")), None)
         values = {k: v for k, v in latest.items() if k != self.edge_pv}
-        if started is None:
-            self._ready.append(ScanEnd(Outcome.PARTIAL, f"run {doc.get('run_start')!r}: its start document was "
-                                       "not seen (the bridge subscribed during the run)", event.received_s,
-                                       values=values))
-            return
-        start, start_event = started
-        values.update(start_values(start, start_event.received_s, start_event.timestamp))
-        outcome, reason = self.classify_run(start, doc)
+        if started is not None:
+            start, start_event = started
+            values.update(document_values(DOCUMENT_KEY, start, start_event.received_s, start_event.timestamp))
+        values.update(document_values(STOP_KEY, doc, event.received_s, event.timestamp))
+        outcome, reason = self.classify_values(values)
         self._ready.append(ScanEnd(outcome, reason, event.received_s, values=values))
 
-    def classify_run(self, start: Mapping[str, Any], stop: Mapping[str, Any]) -> tuple[Outcome, str]:
-        """Outcome and reason of one run from its start and stop documents."""
+    def classify_values(self, values: Mapping[str, ValueEvent]) -> tuple[Outcome, str]:
+        """Outcome and reason of one run from its documents' values (``start:KEY``, ``stop:KEY``), so that a
+        run can be classified again from what was journalled."""
         c = self.config
-        status, why = str(stop.get("exit_status", "")), str(stop.get("reason", "") or "")
-        scan = f"scan_id {start.get('scan_id', '?')}"
+
+        def get(key: str) -> Any:
+            ev = values.get(key)
+            return None if ev is None else ev.value
+
+        if get(DOCUMENT_KEY + "uid") is None:
+            return Outcome.PARTIAL, (f"run {get(STOP_KEY + 'run_start')!r}: its start document was not seen "
+                                     "(the bridge subscribed during the run)")
+        status, why = str(get(STOP_KEY + "exit_status") or ""), str(get(STOP_KEY + "reason") or "")
+        scan = f"scan_id {get(DOCUMENT_KEY + 'scan_id') or '?'}"
         if status == "abort":
             return Outcome.ABORTED, f"{scan}: exit_status 'abort' {why!r}"
         if status != "success":
             return Outcome.FAILED, f"{scan}: exit_status {status!r} {why!r}"
-        counts = stop.get("num_events") or {}
-        got = counts.get(c.stream, 0) if isinstance(counts, Mapping) else 0
-        want = start.get(c.expected_events_key)
+        got = get(f"{STOP_KEY}num_events.{c.stream}") or 0
+        want = get(DOCUMENT_KEY + c.expected_events_key)
         if not isinstance(want, int) or isinstance(want, bool):
             return Outcome.COMPLETE, (f"{scan}: exit_status 'success', {got} {c.stream} events (no "
                                       f"{c.expected_events_key} in the start document to compare with)")
@@ -242,4 +250,5 @@ class BlueskyTrigger(Trigger):
         return Outcome.COMPLETE, f"{scan}: exit_status 'success', {got} {c.stream} events"
 
     def classify(self, pending: Any, latest: Mapping[str, ValueEvent]) -> ScanEnd:
-        raise AssertionError("the bluesky trigger decides at the stop document; nothing waits for a debounce")
+        """A run end kept with its documents' values (e.g. read back from the journal)."""
+        return pending.end(*self.classify_values(pending.values))

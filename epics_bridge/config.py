@@ -20,6 +20,7 @@ ENV_PREFIX = "EPICS_BRIDGE__"
 TRIGGER_KINDS = ("sscan", "areadetector", "eiger", "filename", "bluesky")
 PVA_SCHEME = "pva://"  # a PV name starting with this is monitored over pvAccess (p4p), any other over CA
 DOCUMENT_KEY = "start:"  # with the bluesky trigger: a key of the run's start document, not a PV
+STOP_KEY = "stop:"  # ... and of its stop document
 SERIALIZERS = ("pickle", "msgpack", "json")
 SUBMIT_KINDS = ("django", "callable")
 
@@ -191,7 +192,7 @@ class BridgeConfig:
         """Every PV (and document stream) the bridge monitors, without repeats; start-document keys are not
         monitored: they come with the bluesky trigger's documents."""
         names = self.trigger.pvs + self.data.pvs + self.metadata.pvs
-        return tuple(n for n in dict.fromkeys(names) if not n.startswith(DOCUMENT_KEY))
+        return tuple(n for n in dict.fromkeys(names) if not n.startswith((DOCUMENT_KEY, STOP_KEY)))
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> BridgeConfig:

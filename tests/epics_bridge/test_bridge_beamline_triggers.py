@@ -256,3 +256,16 @@ def test_pva_values_delayed_by_less_than_the_hold_leave_in_the_iocs_order() -> N
     order.value(ValueEvent("CPT", 0, "0", received_s=11.0, timestamp=6.0))
     order.connection(ConnectionEvent("CPT", False, 11.01))  # a disconnect releases what came before it
     assert [type(out.get_nowait()).__name__ for _ in range(2)] == ["ValueEvent", "ConnectionEvent"]
+
+
+def test_a_bluesky_run_is_classified_again_from_its_values_alone() -> None:
+    from epics_bridge.trigger import _Pending
+
+    f = bluesky_feed()
+    start, stop = run_docs("u1", 7, "success", events=11)
+    f.value(STREAM, ("start", start), 1.0)
+    f.value(STREAM, ("stop", stop), 2.0)
+    (end,) = f.poll(2.0)
+    assert end.values["stop:num_events.primary"].value == 11
+    again = f.trigger.classify(_Pending(2.0, 2.0, 2.0, dict(end.values)), {})  # e.g. from the journal
+    assert end.outcome is Outcome.PARTIAL and (again.outcome, again.reason) == (end.outcome, end.reason)

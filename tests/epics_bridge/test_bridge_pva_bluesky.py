@@ -248,3 +248,4 @@ def test_bluesky_runs_back_to_back_are_each_queued_once_and_aborted_or_failed_ru
         sim.stop()
         if any(p.proc is not None and p.proc.returncode not in (0, None, -15) for p in (bridge, sim)):
             print(bridge.log()[-4000:], sim.log()[-3000:])
+
