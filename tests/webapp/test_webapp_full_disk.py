@@ -37,3 +37,29 @@ def test_a_full_uploads_disk_answers_507_and_keeps_no_partial_file(client, user,
             assert len(stored) == 1 and stored[0].stat().st_size == len(probe)
     except TmpfsUnavailable as exc:
         pytest.skip(f"no tmpfs here ({exc})")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # h5py frees ids of the failed file
+def test_a_full_results_disk_fails_the_job_clearly_and_leaves_no_debris_then_a_retry_succeeds(settings,
+                                                                                            monkeypatch):
+    from webapp.jobs import runner, services
+
+    monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: None)
+    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: None)
+    try:
+        with small_tmpfs(256 * 1024) as disk:
+            settings.PTYCHOPY_RESULTS_DIR = disk
+            filler = fill(disk, leave_bytes=8 * 1024)
+            job = services.submit_job(small_parameters(iterations=3))
+            assert runner.run_job(job.pk) == "failed"
+            job.refresh_from_db()
+            assert "disk full writing result file" in job.message and "bytes needed" in job.message, job.message
+            assert [p.name for p in disk.rglob("*") if p.is_file()] == ["filler.bin"]  # no .result.h5.*.tmp
+            filler.unlink()
+            retry = services.submit_job(services.clone_parameters(job))
+            assert runner.run_job(retry.pk) == "done"
+            retry.refresh_from_db()
+            assert retry.result_path.endswith("result.h5")
+    except TmpfsUnavailable as exc:
+        pytest.skip(f"no tmpfs here ({exc})")

@@ -160,3 +160,21 @@ def test_a_claim_that_outlasts_the_outage_is_retried_by_the_broker(settings):
 
     assert retry_only_database_outages(50, OperationalError("connection refused"))
     assert not retry_only_database_outages(0, ValueError("bad parameters"))
+
+
+def test_a_forked_worker_publishes_on_its_own_loop_not_its_parents():
+    """The dramatiq master publishes status frames at start-up (re-queued jobs), then forks its worker: the child
+    must not reuse the parent's loop, whose thread does not exist there (every frame timed out)."""
+    from webapp.jobs import publish
+
+    parent_loop = publish._private_publishing_loop()
+    assert publish._private_publishing_loop() is parent_loop
+    publish._private_loop_pid = -1  # what a forked child sees: the loop was made by another process
+    child_loop = publish._private_publishing_loop()
+    assert child_loop is not parent_loop and publish._private_loop_pid == os.getpid()
+    import asyncio
+
+    async def answer() -> int:
+        return 42
+
+    assert asyncio.run_coroutine_threadsafe(answer(), child_loop).result(timeout=5) == 42  # a thread runs it

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 
 from channels.layers import get_channel_layer
@@ -19,6 +20,7 @@ from . import embedded, frames
 log = logging.getLogger(__name__)
 
 _private_loop: asyncio.AbstractEventLoop | None = None
+_private_loop_pid = 0
 _private_lock = threading.Lock()
 _failing = False  # the last publish failed (logged once until one succeeds)
 
@@ -67,10 +69,12 @@ def _publishing_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _private_publishing_loop() -> asyncio.AbstractEventLoop:
-    global _private_loop
+    """This process's publishing loop; a forked child (the ``dramatiq`` master publishes status frames at start-up,
+    then forks its worker) starts its own, since the parent's loop thread does not exist there."""
+    global _private_loop, _private_loop_pid
     with _private_lock:
-        if _private_loop is None or _private_loop.is_closed():
+        if _private_loop is None or _private_loop.is_closed() or _private_loop_pid != os.getpid():
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="ptychopy-frame-publisher", daemon=True).start()
-            _private_loop = loop
+            _private_loop, _private_loop_pid = loop, os.getpid()
         return _private_loop
