@@ -252,7 +252,13 @@ def test_redis_restart_with_jobs_queued_runs_them_all(faults: FaultStack) -> Non
     queued = [faults.submit(20, f"redis-queued{i}") for i in range(3)]
     assert {faults.status(j) for j in queued} == {"queued"}
     with Timeline(faults.job, running + queued) as timeline:
-        back = faults.redis.restart(2.0)  # no persistence: every queued message is gone
+        faults.redis.halt()  # no persistence: every queued message is gone
+        t_down = time.monotonic()
+        during = faults.submit(20, "redis-during")  # the row is committed; its message waits for the broker
+        queued.append(during)
+        timeline.job_ids.append(during)
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - t_down)))
+        back = faults.redis.resume()
         for job_id in running + queued:
             faults.assert_done_once(job_id)
     # a queued job may wait for a busy worker; a worker idle while a job stays queued means a lost message

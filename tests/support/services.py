@@ -209,10 +209,10 @@ class RedisServer:
         except TimeoutError as exc:
             raise RuntimeError(f"{exc}\n{_tail(self.root / 'redis.log')}") from exc
 
-    def restart(self, down_s: float = 1.0) -> float:
-        """Stop redis-server (SIGTERM; with no persistence every message is lost), stay down ``down_s`` seconds,
-        start it again on the same port; returns the monotonic time it accepts connections again."""
-        assert self.root is not None, "restart() before start()"
+    def halt(self) -> None:
+        """Stop redis-server (SIGTERM; with no persistence every message is lost), keeping port and folder for
+        :meth:`resume`."""
+        assert self.root is not None, "halt() before start()"
         pidfile = self.root / "redis.pid"
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pidfile.read_text().strip()), signal.SIGTERM)
@@ -220,11 +220,19 @@ class RedisServer:
             raise RuntimeError("redis-server did not stop")
         with contextlib.suppress(OSError):
             pidfile.unlink()
-        time.sleep(down_s)
+
+    def resume(self) -> float:
+        """Start the halted server again on the same port; returns the monotonic time it accepts connections."""
         exe = shutil.which("redis-server")
         assert exe is not None
         self._launch(exe)
         return time.monotonic()
+
+    def restart(self, down_s: float = 1.0) -> float:
+        """:meth:`halt`, ``down_s`` seconds down, :meth:`resume`."""
+        self.halt()
+        time.sleep(down_s)
+        return self.resume()
 
     def flush(self, db: int) -> None:
         import redis
