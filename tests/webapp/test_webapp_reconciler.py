@@ -178,3 +178,11 @@ def test_a_forked_worker_publishes_on_its_own_loop_not_its_parents():
         return 42
 
     assert asyncio.run_coroutine_threadsafe(answer(), child_loop).result(timeout=5) == 42  # a thread runs it
+
+
+def test_a_claim_retried_after_the_database_dropped_its_answer_counts_no_worker_loss(broker, no_frames):
+    job = services.submit_job(small_parameters(iterations=3))
+    first = runner.claim(job.pk)  # the UPDATE committed, but say its answer was lost and db_call retries
+    assert isinstance(first, Job)
+    again = runner.claim(job.pk)
+    assert isinstance(again, Job) and again.attempts == 2 and again.worker_losses == 0

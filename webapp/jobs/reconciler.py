@@ -54,18 +54,19 @@ def killed_twice_message(losses: int, worker: str) -> str:
             "then clone the job.")
 
 
-def recover_abandoned(job: Job, *, send: bool) -> str:
+def recover_abandoned(job: Job, *, send: bool, worker_died: bool = True) -> str:
     """Take back ``job``, left ``running`` by a worker that is gone: "requeued", "failed" or "" (someone else
-    moved it first). The count of workers lost under it decides; ``send`` sends the new message."""
+    moved it first). The count of workers lost under it decides; ``send`` sends the new message;
+    ``worker_died=False`` (this very process left it, e.g. a claim interrupted by the database) counts no loss."""
     from django.db.models import F, Q
     from django.utils import timezone
 
     from .models import Job
 
-    losses = job.worker_losses + 1
+    losses = job.worker_losses + (1 if worker_died else 0)
     seen = Q(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker, attempts=job.attempts)
     now = timezone.now()
-    if losses >= int(settings.PTYCHOPY_MAX_WORKER_LOSSES):
+    if worker_died and losses >= int(settings.PTYCHOPY_MAX_WORKER_LOSSES):
         moved = Job.objects.filter(seen).update(
             status=Job.Status.FAILED, finished=now, worker_losses=F("worker_losses") + 1,
             message=killed_twice_message(losses, job.worker))
@@ -74,7 +75,7 @@ def recover_abandoned(job: Job, *, send: bool) -> str:
             _announce(job.pk)
         return "failed" if moved else ""
     moved = Job.objects.filter(seen).update(
-        status=Job.Status.QUEUED, worker_losses=F("worker_losses") + 1, enqueued_at=now,
+        status=Job.Status.QUEUED, worker_losses=F("worker_losses") + (1 if worker_died else 0), enqueued_at=now,
         message=f"re-queued: its worker {job.worker} stopped mid-run")
     if not moved:
         return ""

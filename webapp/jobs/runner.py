@@ -56,6 +56,7 @@ class WorkerStopping(Exception):
 
 
 _stopping = threading.Event()
+_claimed_here: set[int] = set()  # jobs this process claimed (a row it left is not a dead worker's)
 
 
 def request_stop() -> None:
@@ -119,7 +120,7 @@ def claim(job_id: int) -> Job | str:
     if job.is_finished:
         return "already finished"
     if job.status == Job.Status.RUNNING:
-        if job.worker == me:  # this process runs it, or a restarted container got the same host name and pid
+        if job.worker == me:  # this process runs it, or left it, or a restarted container got the same id
             holder = "alive" if heartbeat.current_job() == job.pk else "dead"
         else:
             holder = heartbeat.worker_state(job.worker)
@@ -128,7 +129,9 @@ def claim(job_id: int) -> Job | str:
         if holder == "unsure":
             enqueue(job.pk, delay_ms=RECHECK_MS)  # its heartbeat is late: look again once it is stale
             return "running elsewhere (checking again later)"
-        outcome = recover_abandoned(job, send=False)  # its worker died under it: count that, maybe fail it
+        # its worker died under it: count that, maybe fail it (not when this process itself left it: a claim
+        # retried after the database dropped its answer)
+        outcome = recover_abandoned(job, send=False, worker_died=job.pk not in _claimed_here)
         if outcome != "requeued":
             return "failed: its workers died under it" if outcome == "failed" else "claimed by another worker"
         job.refresh_from_db()
@@ -146,6 +149,7 @@ def claim(job_id: int) -> Job | str:
     )
     if not claimed:
         return "claimed by another worker"
+    _claimed_here.add(job.pk)
     return Job.objects.get(pk=job.pk)
 
 
