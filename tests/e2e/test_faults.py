@@ -318,6 +318,34 @@ def test_an_oversized_job_is_refused_up_front_and_no_worker_dies(faults: FaultSt
     assert [w.pid for w in faults.stack.workers[:2]] == pids and all(w.alive for w in faults.stack.workers[:2])
 
 
+def test_a_job_too_big_for_the_workers_memory_limit_is_refused_by_the_worker(faults: FaultStack) -> None:
+    """Below the submit cap (6 GiB) but above the worker's own limit (a 1 GiB memory cgroup, as a container's
+    limit): the worker plans before loading anything and fails the job with the reason; it is not OOM-killed."""
+    from tests.support.cgroup import CgroupUnavailable, memory_cgroup, worker_in_cgroup
+
+    faults.workers(0)
+    try:
+        with memory_cgroup(2**30) as group:
+            boxed = worker_in_cgroup("faults-worker-1gib", faults.stack.env, group)
+            try:
+                boxed.start()
+                # about 1.2 GiB planned: 1600 positions of 256^2, simulated
+                job_id = int(faults.api.submit(small_sim_cmdstr(5, size=256, scan=40, job_id="too-big"))["id"])
+                job, _ = faults.wait(job_id, FINAL, 60)
+                assert job["status"] == "failed", job
+                assert job["message"].startswith("Refused before it started"), job["message"]
+                assert "left under this process's cgroup memory limit" in job["message"], job["message"]
+                assert boxed.alive, "the worker died"
+                faults.assert_done_once(faults.submit(10, "fits-in-1gib"), timeout_s=60)
+                assert boxed.alive and boxed.starts == 1
+            finally:
+                boxed.kill()
+    except CgroupUnavailable as exc:
+        pytest.skip(f"no memory cgroup here ({exc}); the submit-time refusal above stands in")
+    finally:
+        faults.workers(2)
+
+
 def test_an_idle_viewer_stays_connected_with_no_error_logged(faults: FaultStack) -> None:
     """Nothing to send for 13 s (a finished job): the websocket stays open; before the fix Redis' 5 s socket
     timeout met channels_redis' 5 s blocking read and Daphne closed the socket with 1011 and an ERROR."""
