@@ -186,3 +186,25 @@ def test_a_claim_retried_after_the_database_dropped_its_answer_counts_no_worker_
     assert isinstance(first, Job)
     again = runner.claim(job.pk)
     assert isinstance(again, Job) and again.attempts == 2 and again.worker_losses == 0
+
+
+def test_a_run_taken_over_during_an_outage_writes_no_result_file(broker, no_frames, settings, tmp_path,
+                                                                 monkeypatch):
+    settings.PTYCHOPY_RESULTS_DIR = tmp_path
+    job = services.submit_job(small_parameters(iterations=4))
+    claimed = runner.claim(job.pk)
+    assert isinstance(claimed, Job)
+    run = runner.JobRun(claimed)
+    real_iterate = runner.JobRun.iterate
+
+    def iterate_then_lose_the_job(self, rec):
+        cancelled = real_iterate(self, rec)
+        # meanwhile the reconciler gave the job to another worker, which claimed it as attempt 2
+        Job.objects.filter(pk=job.pk).update(attempts=2, worker="elsewhere:7")
+        return cancelled
+
+    monkeypatch.setattr(runner.JobRun, "iterate", iterate_then_lose_the_job)
+    with pytest.raises(runner.JobTakenOver):
+        run.execute()
+    assert not list(tmp_path.rglob("*.h5"))
+    assert Job.objects.get(pk=job.pk).worker == "elsewhere:7"

@@ -187,6 +187,9 @@ class JobRun:
                     what=f"start job {self.job.pk}")
             cancelled = self.iterate(rec)
             result = rec.result()
+            # still this attempt's job? (raises JobTakenOver if another worker took it during an outage): only
+            # then is the shared result file written
+            db_call(lambda: self.update(iteration=len(self.errors)), what=f"confirm job {self.job.pk}")
             path = self.write(result)
             status = Job.Status.CANCELLED if cancelled else Job.Status.DONE
             message = (
