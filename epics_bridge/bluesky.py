@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .config import DOCUMENT_KEY, STOP_KEY, TriggerConfig
-from .trigger import ConnectionEvent, Event, Outcome, ScanEnd, Trigger, ValueEvent
+from .trigger import ConnectionEvent, EdgeHook, Event, Outcome, PendingEnd, ScanEnd, Trigger, ValueEvent
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +194,9 @@ class DocumentSource:
 class BlueskyTrigger(Trigger):
     """A run's stop document ends a scan; ``exit_status`` and ``num_events`` classify it (see the module)."""
 
-    def __init__(self, config: TriggerConfig, debounce_s: float, max_debounce_s: float):
-        super().__init__(config, debounce_s, max_debounce_s)
+    def __init__(self, config: TriggerConfig, debounce_s: float, max_debounce_s: float,
+                 next_scan_pvs: tuple[str, ...] = (), on_capture: EdgeHook | None = None):
+        super().__init__(config, debounce_s, max_debounce_s, next_scan_pvs, on_capture)
         self._starts: OrderedDict[str, tuple[dict[str, Any], ValueEvent]] = OrderedDict()
 
     @property
@@ -219,8 +220,10 @@ class BlueskyTrigger(Trigger):
             start, start_event = started
             values.update(document_values(DOCUMENT_KEY, start, start_event.received_s, start_event.timestamp))
         values.update(document_values(STOP_KEY, doc, event.received_s, event.timestamp))
-        outcome, reason = self.classify_values(values)
-        self._ready.append(ScanEnd(outcome, reason, event.received_s, values=values))
+        at_s = event.received_s
+        pending = PendingEnd(at_s, at_s, at_s, values, frozen=True, edge_timestamp=event.timestamp)
+        self._notify(pending)  # journalled before it is classified: a restart classifies it again from these
+        self._ready.append(self.classify(pending))
 
     def classify_values(self, values: Mapping[str, ValueEvent]) -> tuple[Outcome, str]:
         """Outcome and reason of one run from its documents' values (``start:KEY``, ``stop:KEY``), so that a
@@ -249,6 +252,6 @@ class BlueskyTrigger(Trigger):
             return Outcome.PARTIAL, f"{scan}: num_events[{c.stream!r}]={got} < {c.expected_events_key}={want}"
         return Outcome.COMPLETE, f"{scan}: exit_status 'success', {got} {c.stream} events"
 
-    def classify(self, pending: Any, latest: Mapping[str, ValueEvent]) -> ScanEnd:
+    def classify(self, pending: PendingEnd) -> ScanEnd:
         """A run end kept with its documents' values (e.g. read back from the journal)."""
         return pending.end(*self.classify_values(pending.values))

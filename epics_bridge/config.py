@@ -22,7 +22,15 @@ PVA_SCHEME = "pva://"  # a PV name starting with this is monitored over pvAccess
 DOCUMENT_KEY = "start:"  # with the bluesky trigger: a key of the run's start document, not a PV
 STOP_KEY = "stop:"  # ... and of its stop document
 SERIALIZERS = ("pickle", "msgpack", "json")
-SUBMIT_KINDS = ("django", "callable")
+SUBMIT_KINDS = ("django", "http", "callable")
+# Sane ranges of the parameters that metadata PVs fill (SI units); a value outside holds the scan (see
+# MetadataConfig.hold). Override or add any "group.name" in [metadata.ranges].
+DEFAULT_RANGES: dict[str, tuple[float, float]] = {
+    "experiment.wavelength_m": (5e-12, 1.3e-8),  # about 0.1 to 250 keV
+    "experiment.detector_distance_m": (0.01, 200.0),
+    "experiment.step_m": (1e-11, 1e-2),
+    "experiment.scan_dims": (1, 100_000),
+}
 
 
 class ConfigError(ValueError):
@@ -128,6 +136,13 @@ class MetadataConfig:
     step_m: tuple[PvSource, PvSource] | None = None
     detector_distance_m: PvSource | None = None
     parameters: Mapping[str, PvSource] = field(default_factory=dict)  # any "group.name" from a PV
+    # parameters whose PV is disconnected, has no usable value or is out of range hold the scan (not queued,
+    # with the reason shown); "*" = all. Others fall back to the template's value, noted in the provenance.
+    hold: tuple[str, ...] = ("*",)
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_RANGES))
+
+    def holds(self, path: str) -> bool:
+        return "*" in self.hold or path in self.hold
 
     @property
     def pvs(self) -> tuple[str, ...]:
@@ -161,6 +176,9 @@ class SubmitConfig:
 
     kind: str = "django"
     settings_module: str = "webapp.settings"
+    url: str = ""  # http: the web app's base URL, e.g. http://127.0.0.1:8000/
+    token: str = ""  # http: an API token (better: token_file, or EPICS_BRIDGE__SUBMIT__TOKEN)
+    timeout_s: float = 10.0  # http: per request
     target: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
     initial_backoff_s: float = 1.0
@@ -193,6 +211,14 @@ class BridgeConfig:
         monitored: they come with the bluesky trigger's documents."""
         names = self.trigger.pvs + self.data.pvs + self.metadata.pvs
         return tuple(n for n in dict.fromkeys(names) if not n.startswith((DOCUMENT_KEY, STOP_KEY)))
+
+    @property
+    def pv_roles(self) -> dict[str, str]:
+        """Each PV's role: ``trigger`` (ends scans), ``data`` (names the files) or ``metadata``."""
+        roles = {pv: "metadata" for pv in self.metadata.pvs}
+        roles.update({pv: "data" for pv in self.data.pvs})
+        roles.update({pv: "trigger" for pv in self.trigger.pvs})
+        return roles
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> BridgeConfig:
@@ -386,9 +412,21 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
             raise extra_reader._err(path, "not a parameter path like 'preprocessing.threshold'") from None
         extra[path] = s
     extra_reader.finish()
+    hold = m.get("hold", list, ["*"])
+    if not all(isinstance(h, str) for h in hold):
+        raise m._err("hold", "expected a list of parameter paths (\"*\" = all)")
+    ranges_reader = m.sub("ranges")
+    ranges = dict(DEFAULT_RANGES)
+    for path in list(ranges_reader.table):
+        bounds = ranges_reader.get(path, list, None)
+        if (len(bounds) != 2 or not all(isinstance(b, int | float) and not isinstance(b, bool) for b in bounds)
+                or bounds[0] > bounds[1]):
+            raise ranges_reader._err(path, f"expected [min, max] (numbers, min <= max), got {bounds!r}")
+        ranges[path] = (float(bounds[0]), float(bounds[1]))
+    ranges_reader.finish()
     metadata = MetadataConfig(energy_kev=src(m, "energy_kev"), scan_dims=pair(m, "scan_dims"),
                               step_m=pair(m, "step_m"), detector_distance_m=src(m, "detector_distance_m"),
-                              parameters=extra)
+                              parameters=extra, hold=tuple(hold), ranges=ranges)
     m.finish()
 
     pr = top.sub("parameters")
@@ -406,12 +444,25 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     skind = sb.get("kind", str, "django")
     if skind not in SUBMIT_KINDS:
         raise sb._err("kind", f"expected one of {', '.join(SUBMIT_KINDS)}, got {skind!r}")
+    token = sb.get("token", str, "")
+    token_file = sb.get("token_file", str, "")
+    if token_file and not token:
+        try:
+            token = _path(base, token_file).read_text().strip()
+        except OSError as exc:
+            raise sb._err("token_file", f"cannot read {token_file}: {exc.strerror or exc}") from None
     submit = SubmitConfig(kind=skind, settings_module=sb.get("settings_module", str, "webapp.settings"),
+                          url=sb.get("url", str, ""), token=token, timeout_s=sb.positive("timeout_s", 10.0),
                           target=sb.get("target", str, ""), options=dict(sb.get("options", dict, {})),
                           initial_backoff_s=sb.positive("initial_backoff_s", 1.0),
                           max_backoff_s=sb.positive("max_backoff_s", 60.0))
     if skind == "callable" and ":" not in submit.target:
         raise sb._err("target", "expected 'module:factory' for kind = \"callable\"")
+    if skind == "http" and not submit.url.startswith(("http://", "https://")):
+        raise sb._err("url", f"expected the web app's URL (http://host:port/) for kind = \"http\", got {submit.url!r}")
+    if skind == "http" and not submit.token:
+        raise sb._err("token", "an API token is required for kind = \"http\" (token, token_file or "
+                               "EPICS_BRIDGE__SUBMIT__TOKEN)")
     sb.finish()
     top.finish()
     return BridgeConfig(

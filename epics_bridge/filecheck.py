@@ -23,10 +23,18 @@ class FilesStatus:
     reason: str
     signature: tuple[tuple[str, int, int], ...] = ()  # (path, size, mtime_ns) of each file
     frames: int = 0
+    permanent: bool = False  # a closed file lacks the dataset: waiting cannot help
+
+
+# What reconstruction.io.hdf5_reader says when a file that opened has no dataset at the configured path.
+_WRONG_DATASET = ("no such dataset", "is a group, not a dataset")
 
 
 def check_scan_files(params: Parameters, temp_suffix: str = ".tmp") -> FilesStatus:
-    """Look once at every data file of the scan described by ``params``."""
+    """Look once at every data file of the scan described by ``params``.
+
+    ``permanent`` is set when a file under its final name (closed, by the ``temp_suffix`` convention) opened
+    but has no dataset at the configured path: the worker fails such a scan at once instead of waiting."""
     from reconstruction.io.scan import Scan
 
     try:
@@ -48,6 +56,9 @@ def check_scan_files(params: Parameters, temp_suffix: str = ".tmp") -> FilesStat
     try:
         scan.wait_until_complete(0.0)  # one look: raises at once when a file is locked, short or unreadable
     except InputDataError as exc:
-        return FilesStatus(False, str(exc))
+        reason = str(exc)
+        wrong_dataset = any(phrase in reason for phrase in _WRONG_DATASET)
+        # with the temp-suffix convention a file under its final name is closed: its datasets are final
+        return FilesStatus(False, reason, tuple(signature), permanent=wrong_dataset and bool(temp_suffix))
     return FilesStatus(True, f"{len(signature)} file(s), {scan.frames} frames, dataset {scan.dataset}",
                        tuple(signature), scan.frames)

@@ -2,12 +2,17 @@
 
 ``scans`` holds one row per completed scan, keyed by its dedup key (a replayed PV value or a restarted bridge
 finds the row and queues nothing); a row stays ``waiting_file`` or ``submitting`` until the web side accepts
-it, so a submission survives a restart and a web server that is down. ``events`` is an append-only log
-(aborted scans, failures, missed edges) for people reading what happened.
+it, so a submission survives a restart and a web server that is down. ``edges`` holds every end of scan the moment it is
+seen, with the values that decide its completeness and their IOC time stamps, before any debounce; a row stays
+``open`` until the scan is classified and its outcome recorded, so a bridge killed inside the debounce finishes
+it when it restarts. ``last_values`` keeps the edge PV's last value and the last scan number, so a restarted
+bridge knows a scan was running when it died, and where scan numbers jump. ``events`` is an append-only log
+(aborted scans, failures, missed edges, gaps) for people reading what happened.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -20,6 +25,7 @@ SUBMITTING = "submitting"
 SUBMITTED = "submitted"
 FAILED = "failed"  # the file never became complete
 REJECTED = "rejected"  # the web side refused the parameters for good
+HELD = "held"  # a metadata PV was disconnected or out of range: not queued (see last_error)
 OPEN_STATES = (WAITING_FILE, SUBMITTING)
 
 _SCHEMA = """
@@ -36,6 +42,28 @@ CREATE TABLE IF NOT EXISTS scans (
     job_id TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edges (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    edge_pv TEXT NOT NULL,
+    ioc_timestamp REAL NOT NULL,
+    file TEXT NOT NULL DEFAULT '',
+    after_disconnect INTEGER NOT NULL DEFAULT 0,
+    disconnected_json TEXT NOT NULL DEFAULT '[]',
+    values_json TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'open',
+    outcome TEXT NOT NULL DEFAULT '',
+    reason TEXT NOT NULL DEFAULT '',
+    scan_number TEXT NOT NULL DEFAULT '',
+    dedup_key TEXT NOT NULL DEFAULT '',
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS last_values (
+    name TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    value_json TEXT NOT NULL,
+    ioc_timestamp REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -80,14 +108,14 @@ class Journal:
             self._db.close()
 
     def add_scan(self, dedup_key: str, beamline: str, scan_number: str, file_pattern: str, label: str,
-                 params_json: str, status: str = WAITING_FILE) -> bool:
+                 params_json: str, status: str = WAITING_FILE, error: str = "") -> bool:
         """Record a new scan; False (and nothing changed) when the key is already known."""
         now = time.time()
         with self._lock:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO scans (dedup_key, beamline, scan_number, file_pattern, label, params_json,"
-                " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (dedup_key, beamline, scan_number, file_pattern, label, params_json, status, now, now))
+                " status, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (dedup_key, beamline, scan_number, file_pattern, label, params_json, status, error, now, now))
             return cur.rowcount == 1
 
     def set_status(self, dedup_key: str, status: str, *, error: str = "", job_id: str = "",
@@ -116,6 +144,79 @@ class Journal:
             rows = self._db.execute("SELECT * FROM scans ORDER BY created_at").fetchall()
         return [_row(r) for r in rows]
 
+    # -- edges: journalled at the edge, before the debounce ----------------------------------------------------
+    def add_edge(self, edge_pv: str, ioc_timestamp: float, values: dict[str, dict[str, Any]], *, file: str = "",
+                 after_disconnect: bool = False, disconnected: tuple[str, ...] = (),
+                 edge_value: dict[str, Any] | None = None) -> int:
+        """Record an end of scan (committed and synced before returning); its row id. ``edge_value``
+        (``{"text", "value", "timestamp"}``) is stored as the edge PV's last value in the same transaction."""
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "INSERT INTO edges (at, edge_pv, ioc_timestamp, file, after_disconnect, disconnected_json,"
+                    " values_json, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (now, edge_pv, ioc_timestamp, file, int(after_disconnect), json.dumps(list(disconnected)),
+                     json.dumps(values), now))
+                if edge_value is not None:
+                    self._set_last(edge_pv, edge_value)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(cur.lastrowid or 0)
+
+    def update_edge(self, edge_id: int, values: dict[str, dict[str, Any]], disconnected: tuple[str, ...]) -> None:
+        """Replace an open edge's captured values (a value that arrived during the debounce)."""
+        with self._lock:
+            self._db.execute("UPDATE edges SET values_json = ?, disconnected_json = ?, updated_at = ?"
+                             " WHERE id = ? AND status = 'open'",
+                             (json.dumps(values), json.dumps(list(disconnected)), time.time(), edge_id))
+
+    def finish_edge(self, edge_id: int, outcome: str, reason: str, scan_number: str = "",
+                    dedup_key: str = "") -> None:
+        """Mark an edge classified: its outcome, the full reason, the scan number and (when queued) the key."""
+        with self._lock:
+            self._db.execute(
+                "UPDATE edges SET status = 'done', outcome = ?, reason = ?, scan_number = ?, dedup_key = ?,"
+                " updated_at = ? WHERE id = ?", (outcome, reason, scan_number, dedup_key, time.time(), edge_id))
+
+    def open_edges(self) -> list[EdgeRow]:
+        """Edges a previous run saw but did not classify, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, at, edge_pv, ioc_timestamp, file, after_disconnect, disconnected_json, values_json,"
+                " status, outcome, reason, scan_number, dedup_key FROM edges WHERE status = 'open' ORDER BY id"
+            ).fetchall()
+        return [_edge(r) for r in rows]
+
+    def edges(self) -> list[EdgeRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, at, edge_pv, ioc_timestamp, file, after_disconnect, disconnected_json, values_json,"
+                " status, outcome, reason, scan_number, dedup_key FROM edges ORDER BY id").fetchall()
+        return [_edge(r) for r in rows]
+
+    # -- last values ----------------------------------------------------------------------------------------
+    def set_last(self, name: str, value: dict[str, Any]) -> None:
+        """Remember ``{"text", "value", "timestamp"}`` under ``name`` (a PV name, or ``@scan_number``)."""
+        with self._lock:
+            self._set_last(name, value)
+
+    def _set_last(self, name: str, value: dict[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO last_values (name, text, value_json, ioc_timestamp) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET text = excluded.text, value_json = excluded.value_json,"
+            " ioc_timestamp = excluded.ioc_timestamp",
+            (name, str(value.get("text", "")), json.dumps(value.get("value")), float(value.get("timestamp", 0.0))))
+
+    def last(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            r = self._db.execute("SELECT text, value_json, ioc_timestamp FROM last_values WHERE name = ?",
+                                 (name,)).fetchone()
+        return None if r is None else dict(text=r[0], value=json.loads(r[1]), timestamp=r[2])
+
     def log(self, kind: str, message: str, dedup_key: str = "") -> None:
         """Append one line to the event log."""
         with self._lock:
@@ -130,6 +231,30 @@ class Journal:
             else:
                 rows = self._db.execute("SELECT at, kind, dedup_key, message FROM events ORDER BY id").fetchall()
         return [dict(at=r[0], kind=r[1], dedup_key=r[2], message=r[3]) for r in rows]
+
+
+@dataclass(frozen=True)
+class EdgeRow:
+    """A journalled end of scan: the values (``{pv: {"value", "text", "timestamp"}}``) as captured."""
+
+    id: int
+    at: float
+    edge_pv: str
+    ioc_timestamp: float
+    file: str
+    after_disconnect: bool
+    disconnected: tuple[str, ...]
+    values: dict[str, dict[str, Any]]
+    status: str
+    outcome: str
+    reason: str
+    scan_number: str
+    dedup_key: str
+
+
+def _edge(r: tuple[Any, ...]) -> EdgeRow:
+    return EdgeRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), tuple(json.loads(r[6])), json.loads(r[7]), r[8], r[9],
+                   r[10], r[11], r[12])
 
 
 def _row(r: tuple[Any, ...]) -> ScanRow:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconstruction import ParameterError, Parameters
@@ -33,10 +33,13 @@ class ScanInfo:
     label: str
     params: Parameters
     warnings: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()  # why the scan must not be queued (a held metadata PV was bad); empty = queue it
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # {"group.name": {"source": ..., ...}}
 
     def to_dict(self) -> dict[str, Any]:
         return dict(beamline=self.beamline, scan_number=self.scan_number, file_pattern=self.file_pattern,
-                    dedup_key=self.dedup_key, label=self.label, warnings=list(self.warnings))
+                    dedup_key=self.dedup_key, label=self.label, warnings=list(self.warnings),
+                    provenance=dict(self.provenance))
 
 
 def dedup_key(beamline: str, scan_number: str, file_pattern: str) -> str:
@@ -66,16 +69,38 @@ def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: S
     missing = [pv for pv in d.pvs if not text_of(latest, pv)]
     if missing:
         raise ScanBuildError(f"no value for {', '.join(missing)} at the end of the scan")
-    values, warnings = metadata_values(config, latest)
+    meta = metadata_values(config, latest, set(end.disconnected))
+    values = dict(meta.values)
     values["data.file_pattern"] = pattern
     values["experiment.job_id"] = _safe_id(job_id)
+    provenance = template_provenance(config.template)
+    provenance.update(meta.provenance)
+    provenance["data.file_pattern"] = dict(
+        source="pv", pv=", ".join(pv for pv in (d.path_pv, d.name_pv, d.scan_number_pv) if pv) or d.file_pattern,
+        value=pattern, note=f"from the file pattern {d.file_pattern!r}")
+    provenance["experiment.job_id"] = dict(source="bridge", value=values["experiment.job_id"],
+                                           note=f"from {config.job_id_format!r}")
     try:
         params = config.template.replace(values)
     except ParameterError as exc:
         raise ScanBuildError(f"parameters from the PVs are invalid: {exc}") from None
     scan_number = str(scan_no_value)
     return ScanInfo(config.beamline, scan_number, pattern, dedup_key(config.beamline, scan_number, pattern),
-                    label, params, tuple(warnings))
+                    label, params, tuple(meta.warnings), tuple(meta.held), provenance)
+
+
+def template_provenance(template: Parameters) -> dict[str, Any]:
+    """``{"group.name": {"source": "template", "value": v}}`` for every value the template sets (differs from the
+    defaults)."""
+    out: dict[str, Any] = {}
+    defaults = Parameters().to_dict()
+    for group, fields in template.to_dict().items():
+        if not isinstance(fields, dict):
+            continue
+        for name, value in fields.items():
+            if defaults.get(group, {}).get(name) != value:
+                out[f"{group}.{name}"] = dict(source="template", value=value)
+    return out
 
 
 def _field_value(latest: Mapping[str, ValueEvent], f: DataField) -> Any:
@@ -94,54 +119,107 @@ def map_path(path: str, path_map: Mapping[str, str]) -> str:
     return path
 
 
-def metadata_values(config: BridgeConfig, latest: Mapping[str, ValueEvent]) -> tuple[dict[str, Any], list[str]]:
-    """``{"group.name": value}`` from the metadata PVs, and a warning for each one that had no usable value."""
-    m = config.metadata
-    out: dict[str, Any] = {}
-    warnings: list[str] = []
+@dataclass
+class MetadataValues:
+    """The parameters the metadata PVs give, where each came from, and what went wrong."""
 
-    def num(src: PvSource) -> float | None:
+    values: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # a bad PV whose parameter fell back to the template
+    held: list[str] = field(default_factory=list)  # a bad PV whose parameter holds the scan
+
+
+def metadata_values(config: BridgeConfig, latest: Mapping[str, ValueEvent],
+                    disconnected: set[str] | None = None) -> MetadataValues:
+    """The parameters from the metadata PVs as they were at the edge.
+
+    A PV that was disconnected at the edge, has no usable value, or gives a value outside its range
+    (``[metadata.ranges]``) is a problem: for a parameter in ``[metadata] hold`` (default all) the scan is held,
+    otherwise the template's value is used and the provenance says why. Never a silent template default.
+    """
+    m = config.metadata
+    down = disconnected or set()
+    out = MetadataValues()
+
+    def read(src: PvSource) -> tuple[float | None, str]:
+        """(value in SI, problem)"""
         ev = latest.get(src.pv)
+        if src.pv in down:
+            return None, f"{src.pv} was disconnected at the end of the scan"
         value = as_float(ev.value) if ev else None
         if value is None:
-            warnings.append(f"{src.pv}: no numeric value; the template's value is used")
-            return None
-        return value * src.scale
+            return None, f"{src.pv} has no numeric value ({'never received' if ev is None else repr(ev.text)})"
+        return value * src.scale, ""
+
+    def put(path: str, value: Any, sources: list[PvSource], problem: str, shown: Any = None) -> None:
+        if not problem and path in m.ranges:
+            lo, hi = m.ranges[path]
+            items = value if isinstance(value, tuple) else (value,)
+            bad = [x for x in items if not lo <= x <= hi]
+            if bad:
+                problem = (f"{path} = {_fmt(value)} (from {', '.join(s.pv for s in sources)}"
+                           f"{' = ' + str(shown) if shown is not None else ''}) is outside its sane range "
+                           f"[{lo:g}, {hi:g}]")
+        ioc_times = [latest[s.pv].timestamp for s in sources if s.pv in latest]
+        if not problem:
+            out.values[path] = value
+            out.provenance[path] = dict(source="pv", pv=", ".join(s.pv for s in sources), value=_plain(value),
+                                        ioc_timestamp=max(ioc_times) if ioc_times else None)
+            return
+        if m.holds(path):
+            out.held.append(problem)
+            out.provenance[path] = dict(source="held", pv=", ".join(s.pv for s in sources), note=problem)
+        else:
+            out.warnings.append(f"{problem}; the template's {path} is used")
+            out.provenance[path] = dict(source="template", pv=", ".join(s.pv for s in sources),
+                                        value=_plain(config.template.get(path)),
+                                        note=f"{problem}; the template's value is used")
 
     if m.energy_kev:
-        e = num(m.energy_kev)
-        if e is not None and e > 0:
-            out["experiment.wavelength_m"] = HC_KEV_M / e
-        elif e is not None:
-            warnings.append(f"{m.energy_kev.pv}: energy {e} keV is not > 0; the template's wavelength is used")
+        e, problem = read(m.energy_kev)
+        if not problem and e is not None and e <= 0:
+            problem = f"{m.energy_kev.pv}: energy {e:g} keV is not > 0"
+        wavelength = HC_KEV_M / e if e and e > 0 else None
+        put("experiment.wavelength_m", wavelength, [m.energy_kev], problem, shown=f"{e:g} keV" if e else None)
     if m.scan_dims:
-        dims = [num(s) for s in m.scan_dims]
-        if None not in dims:
-            out["experiment.scan_dims"] = tuple(int(round(x)) for x in dims if x is not None)
+        dims = [read(s) for s in m.scan_dims]
+        problem = "; ".join(pr for _, pr in dims if pr)
+        dims_px = tuple(int(round(x)) for x, _ in dims if x is not None) if not problem else None
+        put("experiment.scan_dims", dims_px, list(m.scan_dims), problem)
     if m.step_m:
-        steps = [num(s) for s in m.step_m]
-        if None not in steps:
-            out["experiment.step_m"] = tuple(abs(x) for x in steps if x is not None)
+        steps = [read(s) for s in m.step_m]
+        problem = "; ".join(pr for _, pr in steps if pr)
+        steps_m = tuple(abs(x) for x, _ in steps if x is not None) if not problem else None
+        put("experiment.step_m", steps_m, list(m.step_m), problem)
     if m.detector_distance_m:
-        z = num(m.detector_distance_m)
-        if z is not None:
-            out["experiment.detector_distance_m"] = z
+        z, problem = read(m.detector_distance_m)
+        put("experiment.detector_distance_m", z, [m.detector_distance_m], problem)
     for path, src in m.parameters.items():
         ev = latest.get(src.pv)
-        if ev is None:
-            warnings.append(f"{src.pv}: no value; the template's {path} is used")
+        if src.pv in down or ev is None:
+            put(path, None, [src], f"{src.pv} was disconnected at the end of the scan" if src.pv in down
+                else f"{src.pv} has no value (never received)")
         elif src.scale != 1.0:
-            v = num(src)
-            if v is not None:
-                out[path] = v
+            v, problem = read(src)
+            put(path, v, [src], problem)
         else:
             raw = ev.value
             if hasattr(raw, "__len__") and not isinstance(raw, str):
                 raw = raw[0] if len(raw) == 1 else ev.text  # a char waveform is text
-            out[path] = raw
-    for w in warnings:
+            put(path, raw.item() if hasattr(raw, "item") else raw, [src], "")
+    for w in out.warnings:
         log.warning(w)
-    return out, warnings
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, tuple):
+        return "(" + ", ".join(f"{x:g}" for x in value) + ")"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _safe_id(text: str) -> str:

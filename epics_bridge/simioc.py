@@ -17,7 +17,7 @@ PVs (prefix ``P``, default ``ptysim:``) mimic a beamline's conventions:
   files are closed: what a DAQ script's soft record would hold, for the file-name trigger).
 
 Control: put 1 to ``sim:Go`` to play a scan, N to ``sim:Burst`` to play N scans back to back ``sim:Gap`` s
-apart, 1 to ``sim:Abort`` to abort the running scan, 1 to ``sim:Fail`` to make the
+apart (every ``sim:AbortEvery``-th one aborted halfway), 1 to ``sim:Abort`` to abort the running scan, 1 to ``sim:Fail`` to make the
 file writer fail in the next scan; ``sim:PointTime`` (s per point) and ``sim:LateWrite`` (s the last file is still
 being written after ``scan2.BUSY`` drops). Each row is written as ``name_data_NNNNNN.h5.tmp`` and renamed on
 close. The next scan number is kept in ``<data-dir>/.simioc_autosave.json`` across restarts, like autosave would.
@@ -113,6 +113,10 @@ def make_group_class() -> type:
                                                                   "NumCapture=0 (Stream mode until stopped)")
         point_time = pvproperty(name="sim:PointTime", value=0.005, doc="seconds per point")
         late_write = pvproperty(name="sim:LateWrite", value=0.0, doc="seconds the last file lags BUSY 1->0")
+        burst = pvproperty(name="sim:Burst", value=0, doc="put N: play N scans back to back, sim:Gap apart")
+        gap = pvproperty(name="sim:Gap", value=0.02, doc="seconds between the scans of a burst")
+        abort_every = pvproperty(name="sim:AbortEvery", value=0,
+                                 doc="in a burst, abort every k-th scan halfway (0 = none)")
         status = pvproperty(name="sim:Status", value="idle", dtype=ChannelType.STRING, doc="idle/scanning")
         scans_done = pvproperty(name="sim:ScansDone", value=0, doc="scans played since start")
 
@@ -125,6 +129,7 @@ def make_group_class() -> type:
             self._abort = False
             self.pva: Any = None  # a PvaMirror when serving over pvAccess too
             self.runs: Any = None  # a RunPublisher when publishing bluesky documents
+            self.abort_after_points: int | None = None  # abort once this many points are done (bursts)
 
         async def set(self, prop: Any, value: Any) -> None:
             """Write a PV (and post it over pvAccess when serving it there)."""
@@ -162,15 +167,20 @@ def make_group_class() -> type:
             return 0
 
         async def play(self, count: int = 1) -> None:
+            every = int(self.abort_every.value) if count > 1 else 0
             try:
                 for k in range(count):
                     if k:
                         await asyncio.sleep(max(0.0, float(self.gap.value)))
                     self._abort = False
+                    points = int(self.npts2.value) * int(self.npts1.value)
+                    self.abort_after_points = points // 2 if every > 0 and (k + 1) % every == 0 else None
                     await play_scan(self)
             except Exception:
                 log.exception("simulated scan failed")
                 await self.set(self.status, "error")
+            finally:
+                self.abort_after_points = None
 
     return SimBeamline
 
@@ -253,7 +263,7 @@ async def play_scan(ioc: Any) -> None:
                                 chunks=(1, geom.size_px, geom.size_px))
         last_row = row == rows - 1
         for col in range(cols):
-            if ioc._abort:
+            if ioc._abort or (ioc.abort_after_points is not None and captured >= ioc.abort_after_points):
                 aborted = True
                 break
             if fail and row == min(1, rows - 1) and col == cols // 2:

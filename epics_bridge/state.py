@@ -22,11 +22,18 @@ def _short(value: Any, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+RECENT_SCANS = 50  # scans kept in ``recent`` (newest first)
+RECENT_ERRORS = 20
+RECENT_GAPS = 20
+SCAN_STATUSES = ("queued", "not_queued", "failed", "waiting", "held")
+
+
 class BridgeState:
-    """Thread-safe bridge status."""
+    """Thread-safe bridge status. ``roles`` maps each PV to what it is for (``trigger``, ``data``, ``metadata``);
+    :func:`health` reads the snapshot."""
 
     def __init__(self, beamline: str, pvs: tuple[str, ...], state_path: Path | None = None,
-                 min_write_interval_s: float = 0.2):
+                 min_write_interval_s: float = 0.2, roles: dict[str, str] | None = None):
         self._lock = threading.Lock()
         self.state_path = state_path
         self.min_write_interval_s = min_write_interval_s
@@ -35,10 +42,13 @@ class BridgeState:
         now = time.time()
         self._data: dict[str, Any] = dict(
             beamline=beamline, pid=os.getpid(), started_at=now, heartbeat_at=now, running=True,
-            pvs={pv: dict(connected=False, value=None, changed_at=None, connects=0, disconnects=0) for pv in pvs},
-            last_event=None, last_scan_queued=None, last_scan_ignored=None, last_error=None,
+            pvs={pv: dict(connected=False, value=None, changed_at=None, connects=0, disconnects=0,
+                          role=(roles or {}).get(pv, "")) for pv in pvs},
+            last_event=None, last_scan_queued=None, last_scan_ignored=None, last_error=None, errors=[],
+            recent=[], gaps=[], stopped_at=None,
             pending=[], counts=dict(queued=0, ignored=0, duplicates=0, replays=0, missed_edges=0,
-                                    submit_failures=0, file_failures=0))
+                                    submit_failures=0, file_failures=0, held=0, gaps=0),
+            scan_counts={k: 0 for k in SCAN_STATUSES})
 
     # -- updates --------------------------------------------------------------------------------------------
     def pv_connection(self, pv: str, connected: bool) -> None:
@@ -77,14 +87,53 @@ class BridgeState:
         self.write()
 
     def error(self, message: str) -> None:
+        """Record an error with its time (the full message; the dashboard shows it whole)."""
         with self._lock:
-            self._data["last_error"] = dict(message=message, at=time.time())
+            entry = dict(message=message, at=time.time())
+            self._data["last_error"] = entry
+            self._data["errors"] = [entry, *self._data["errors"]][:RECENT_ERRORS]
+        self.write()
+
+    def role(self, pv: str) -> str:
+        with self._lock:
+            return str(self._pv(pv).get("role") or "metadata")
+
+    def scan_status(self, key: str, scan_number: str, status: str, reason: str, *, job_id: str = "",
+                    ended_at: float | None = None) -> None:
+        """Set one scan's line in ``recent`` (``status`` one of :data:`SCAN_STATUSES`, the full ``reason``);
+        ``scan_counts`` counts scans by their current status."""
+        now = time.time()
+        with self._lock:
+            recent = self._data["recent"]
+            counts = self._data["scan_counts"]
+            old = next((r for r in recent if r["key"] == key), None)
+            if old is not None:
+                counts[old["status"]] -= 1
+                recent.remove(old)
+            entry = dict(old or dict(key=key, first_at=now))
+            entry.update(scan_number=scan_number, status=status, reason=reason, at=now)
+            if job_id:
+                entry["job_id"] = job_id
+            if ended_at:
+                entry["ended_at"] = ended_at
+            counts[status] += 1
+            self._data["recent"] = [entry, *recent][:RECENT_SCANS]
+        self.write(force=False)
+
+    def gap(self, first: int, last: int, message: str) -> None:
+        """Record scan numbers ``first``..``last`` that the bridge never saw end."""
+        with self._lock:
+            self._data["gaps"] = [dict(first=first, last=last, message=message, at=time.time()),
+                                  *self._data["gaps"]][:RECENT_GAPS]
+            self._data["counts"]["gaps"] += 1
         self.write()
 
     def heartbeat(self, running: bool = True) -> None:
         with self._lock:
             self._data["heartbeat_at"] = time.time()
             self._data["running"] = running
+            if not running:
+                self._data["stopped_at"] = self._data["heartbeat_at"]
         self.write()
 
     # -- reading --------------------------------------------------------------------------------------------
@@ -121,6 +170,27 @@ class BridgeState:
     def _pv(self, pv: str) -> dict[str, Any]:
         pvs = self._data["pvs"]
         return pvs.setdefault(pv, dict(connected=False, value=None, changed_at=None, connects=0, disconnects=0))
+
+
+def health(state: dict[str, Any], stale_s: float) -> tuple[str, str]:
+    """``(level, why)`` for a published state: ``stopped`` (a clean stop), ``crashed`` (no heartbeat for
+    ``stale_s`` without a stop), ``red`` (a trigger PV or every PV down: no scan end can be seen), ``degraded``
+    (another PV down), ``ok``."""
+    if not state.get("running", True):
+        return "stopped", "stopped cleanly"
+    age_s = time.time() - float(state.get("heartbeat_at") or 0)
+    if age_s > stale_s:
+        return "crashed", f"no heartbeat for {age_s:.0f} s and no clean stop"
+    pvs = state.get("pvs") or {}
+    down = sorted(name for name, pv in pvs.items() if not pv.get("connected"))
+    trigger_down = [name for name in down if (pvs[name].get("role") or "") == "trigger"]
+    if pvs and len(down) == len(pvs):
+        return "red", f"none of {len(pvs)} PVs connected (IOC unreachable?)"
+    if trigger_down:
+        return "red", f"trigger PV(s) down: {', '.join(trigger_down)}"
+    if down:
+        return "degraded", f"{len(down)} of {len(pvs)} PVs down"
+    return "ok", "all PVs connected"
 
 
 def read_state(path: str | Path) -> dict[str, Any] | None:

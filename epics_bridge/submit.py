@@ -30,6 +30,7 @@ class SubmitRequest:
     label: str
     source: str = "epics"
     scan: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)  # {"group.name": {"source": "pv"|"template", ...}}
 
 
 class SubmitRejected(Exception):

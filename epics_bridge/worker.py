@@ -23,11 +23,24 @@ from .journal import Journal
 from .params import ScanBuildError, describe_scan
 from .state import BridgeState
 from .submit import SubmitRejected, SubmitRequest, Submitter
-from .trigger import ConnectionEvent, Event, Outcome, PvTracker, ScanEnd, make_trigger, text_of
+from .trigger import (
+    ConnectionEvent,
+    Event,
+    Outcome,
+    PendingEnd,
+    PvTracker,
+    ScanEnd,
+    ValueEvent,
+    as_int,
+    make_trigger,
+    text_of,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 0.25  # the loop wakes at least this often (stop requests, state flushes)
+CONNECT_WARN_S = 3.0  # a PV not connected for this long is logged as a WARNING (and shown on the dashboard)
+LAST_SCAN_NUMBER = "@scan_number"  # the journal's last_values name of the highest scan number seen
 
 
 @dataclass
@@ -59,12 +72,17 @@ class BridgeWorker:
         self.state = state
         self.clock = clock
         self.tracker = PvTracker()
-        self.trigger = make_trigger(config.trigger, config.debounce_s, config.max_debounce_s)
+        self.trigger = make_trigger(config.trigger, config.debounce_s, config.max_debounce_s,
+                                    next_scan_pvs=config.data.pvs, on_capture=self._journal_capture)
         self.tasks: dict[str, _Task] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_heartbeat_s = 0.0
         self._missed_seen = 0
+        self._edge_last_text: str | None = None  # the edge PV's value as the journal has it
+        self._last_scan_number: int | None = None
+        self._down_since: dict[str, float] = {pv: clock() for pv in config.pvs}
+        self._warned_down: set[str] = set()
 
     # -- thread -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -76,6 +94,7 @@ class BridgeWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            self.publish_state()  # "stopped" (running false) reaches the dashboard, apart from a crash
 
     @property
     def alive(self) -> bool:
@@ -117,8 +136,16 @@ class BridgeWorker:
 
     # -- logic ------------------------------------------------------------------------------------------------
     def resume(self) -> None:
-        """Pick up journalled scans not yet accepted (a restart must not lose a submission)."""
+        """Pick up where a previous run stopped: the edge PV's and scan number's last values, journalled scans
+        not yet accepted (a restart must not lose a submission) and journalled edges not yet classified."""
         now = self.clock()
+        edge_pv = self.trigger.edge_pv
+        last = self.journal.last(edge_pv)
+        if last is not None:  # the replay after start is compared with it: a scan that ended meanwhile shows
+            self.tracker.seed(ValueEvent.from_record(edge_pv, last, now))
+            self._edge_last_text = str(last["text"])
+        number = self.journal.last(LAST_SCAN_NUMBER)
+        self._last_scan_number = as_int(number["value"]) if number else None
         for row in self.journal.open_scans():
             stage = "file" if row.status == jr.WAITING_FILE else "submit"
             try:
@@ -135,7 +162,36 @@ class BridgeWorker:
             self.tasks[row.dedup_key] = self._task(row.dedup_key, stage, params, row.label, scan, now)
             self.journal.log("resumed", f"resumed at stage {stage}", row.dedup_key)
             log.info("resuming %s (%s)", row.dedup_key, row.status)
+            self.state.scan_status(row.dedup_key, row.scan_number, "waiting",
+                                   "waiting for the data files" if stage == "file" else "submitting")
+        for edge in self.journal.open_edges():
+            values = {pv: ValueEvent.from_record(pv, rec, now) for pv, rec in edge.values.items()}
+            pending = PendingEnd(now, now, now, values, edge.file, edge.after_disconnect, frozen=True,
+                                 edge_id=edge.id, edge_timestamp=edge.ioc_timestamp, disconnected=edge.disconnected)
+            end = self.trigger.restore(pending)
+            log.info("finishing the end of scan journalled at %s (%s edge, IOC time %s): %s", edge.at, edge.edge_pv,
+                     edge.ioc_timestamp, end.outcome.value)
+            self.journal.log("edge_resumed", f"edge {edge.id} ({edge.edge_pv}) classified after a restart: "
+                                             f"{end.outcome.value} ({end.reason})")
+            self.on_scan_end(end, now)
         self._publish_pending()
+
+    def _journal_capture(self, pending: PendingEnd) -> None:
+        """Journal a scan end the moment it is seen (and each value captured during its debounce): a bridge
+        killed inside the debounce finishes it at the next start (:meth:`resume`)."""
+        values = {pv: ev.to_record() for pv, ev in pending.values.items()}
+        if pending.edge_id is None or pending.after_disconnect:  # after a reconnect the PVs come back one by one
+            pending.disconnected = tuple(pv for pv in self.config.pvs if not self.tracker.connected.get(pv, False))
+        if pending.edge_id is not None:
+            self.journal.update_edge(pending.edge_id, values, pending.disconnected)
+            return
+        edge_pv = self.trigger.edge_pv
+        edge = pending.values.get(edge_pv)
+        pending.edge_id = self.journal.add_edge(
+            edge_pv, pending.edge_timestamp, values, file=pending.file, after_disconnect=pending.after_disconnect,
+            disconnected=pending.disconnected, edge_value=edge.to_record() if edge else None)
+        if edge is not None:
+            self._edge_last_text = edge.text
 
     def handle(self, event: Event) -> None:
         """One monitor event."""
@@ -146,6 +202,9 @@ class BridgeWorker:
         previous, live = self.tracker.update(event)
         self.state.pv_value(event.pvname, event.text, live)
         self.trigger.handle(event, previous, live, self.tracker.latest)
+        if event.pvname == self.trigger.edge_pv and event.text != self._edge_last_text:
+            self.journal.set_last(event.pvname, event.to_record())  # e.g. BUSY 0 -> 1: a scan is running
+            self._edge_last_text = event.text
         if self.trigger.missed_edges != self._missed_seen:
             self.state.count("missed_edges", self.trigger.missed_edges - self._missed_seen)
             self.journal.log("missed_edge", f"{event.pvname}: a scan ended while disconnected; classified from the "
@@ -159,6 +218,7 @@ class BridgeWorker:
         for task in sorted(self.tasks.values(), key=lambda t: t.due_s):
             if task.due_s <= now_s and not self._stop.is_set():
                 self._run_task(task, now_s)
+        self._check_connections(now_s)
         if now_s >= self._next_heartbeat_s:
             self._next_heartbeat_s = now_s + self.config.heartbeat_s
             self.state.heartbeat()
@@ -167,17 +227,23 @@ class BridgeWorker:
             self.state.flush()
 
     def on_scan_end(self, end: ScanEnd, now_s: float) -> None:
+        """A classified end of scan: report it, check the scan-number sequence, and queue it when complete."""
         latest = end.values or self.tracker.latest  # the values at the edge describe the scan that ended
         scan_no = text_of(latest, self.config.data.scan_number_pv)
+        self._note_scan_number(scan_no)
         when = " (ended while the bridge was disconnected)" if end.after_disconnect else ""
+        edge_ref = f"edge:{end.edge_id}" if end.edge_id is not None else f"edge:{scan_no}:{end.ended_s}"
         if end.outcome is not Outcome.COMPLETE:
             msg = f"scan {scan_no or '?'} not queued: {end.outcome.value} ({end.reason}){when}"
             log.info(msg)
             self.journal.log(end.outcome.value, msg)
+            self._finish_edge(end, end.outcome.value, end.reason, scan_no)
             self.state.count("ignored")
             self.state.set("last_scan_ignored", dict(scan_number=scan_no, outcome=end.outcome.value,
                                                      reason=end.reason, at=time.time(),
                                                      after_disconnect=end.after_disconnect))
+            self.state.scan_status(edge_ref, scan_no, "not_queued", f"{end.outcome.value}: {end.reason}{when}",
+                                   ended_at=end.edge_timestamp or None)
             return
         try:
             info = describe_scan(self.config, latest, end)
@@ -185,14 +251,28 @@ class BridgeWorker:
             msg = f"scan {scan_no or '?'} complete but not queued: {exc}"
             log.error(msg)
             self.journal.log("build_error", msg)
+            self._finish_edge(end, "build_error", str(exc), scan_no)
             self.state.error(msg)
+            self.state.scan_status(edge_ref, scan_no, "failed", str(exc), ended_at=end.edge_timestamp or None)
             return
+        status = jr.HELD if info.held else jr.WAITING_FILE
         added = self.journal.add_scan(info.dedup_key, info.beamline, info.scan_number, info.file_pattern,
-                                      info.label, info.params.to_json())
+                                      info.label, info.params.to_json(), status=status,
+                                      error="; ".join(info.held))
+        self._finish_edge(end, end.outcome.value, end.reason, info.scan_number, info.dedup_key)
         if not added:
             log.info("scan %s already handled (%s): not queued again", info.scan_number, info.dedup_key)
             self.journal.log("duplicate", "already in the journal; not queued again", info.dedup_key)
             self.state.count("duplicates")
+            return
+        if info.held:
+            msg = f"scan {info.scan_number} held, not queued: {'; '.join(info.held)}"
+            log.warning(msg)
+            self.journal.log("held", msg, info.dedup_key)
+            self.state.count("held")
+            self.state.error(msg)
+            self.state.scan_status(info.dedup_key, info.scan_number, "held", "; ".join(info.held),
+                                   ended_at=end.edge_timestamp or None)
             return
         self.journal.log("complete", f"{end.reason}{when}; warnings: {info.warnings or 'none'}", info.dedup_key)
         stage = "file" if self.config.file_check.enabled else "submit"
@@ -200,7 +280,49 @@ class BridgeWorker:
             self.journal.set_status(info.dedup_key, jr.SUBMITTING)
         self.tasks[info.dedup_key] = self._task(info.dedup_key, stage, info.params, info.label, info.to_dict(),
                                                 now_s)
+        self.state.scan_status(info.dedup_key, info.scan_number, "waiting",
+                               "waiting for the data files" if stage == "file" else "submitting",
+                               ended_at=end.edge_timestamp or None)
         self._publish_pending()
+
+    def _finish_edge(self, end: ScanEnd, outcome: str, reason: str, scan_number: str, key: str = "") -> None:
+        if end.edge_id is not None:
+            self.journal.finish_edge(end.edge_id, outcome, reason, scan_number, key)
+
+    def _note_scan_number(self, text: str) -> None:
+        """Report a jump in scan numbers (scans that ended unseen: the bridge was down, or ends came too fast)."""
+        n = as_int(text) if text else None
+        if n is None:
+            return
+        last = self._last_scan_number
+        if last is not None and n > last + 1:
+            first, final = last + 1, n - 1
+            missing = f"{first}" if first == final else f"{first}-{final}"
+            msg = f"scan number gap: scan {n} follows scan {last}; scan(s) {missing} were not seen by the bridge"
+            log.warning(msg)
+            self.journal.log("gap", msg)
+            self.state.gap(first, final, msg)
+        if last is None or n > last:
+            self._last_scan_number = n
+            self.journal.set_last(LAST_SCAN_NUMBER, dict(text=str(n), value=n, timestamp=0.0))
+
+    def _check_connections(self, now_s: float) -> None:
+        """Log a WARNING (once per outage) for each PV not connected for ``CONNECT_WARN_S``; a misspelled PV
+        never connects and an unreachable IOC connects none, so neither stays silent."""
+        for pv in self.config.pvs:
+            if self.tracker.connected.get(pv, False):
+                self._down_since.pop(pv, None)
+                self._warned_down.discard(pv)
+                continue
+            since = self._down_since.setdefault(pv, now_s)
+            if pv in self._warned_down or now_s - since < CONNECT_WARN_S:
+                continue
+            self._warned_down.add(pv)
+            role = self.state.role(pv)
+            msg = (f"{role} PV {pv} not connected for {now_s - since:.0f} s"
+                   + (": no scan end can be seen" if role == "trigger" else ""))
+            log.warning(msg)
+            self.state.error(msg)
 
     # -- tasks ------------------------------------------------------------------------------------------------
     def _task(self, key: str, stage: str, params: Parameters, label: str, scan: dict[str, Any],
@@ -235,13 +357,16 @@ class BridgeWorker:
         if status.reason != task.last_reason:
             log.info("%s: waiting for data: %s", task.key, status.reason)
             task.last_reason = status.reason
-        if now_s - task.started_s > fc.timeout_s:
-            msg = f"data not complete after {fc.timeout_s:g} s: {status.reason}"
+            self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "waiting", status.reason)
+        if status.permanent or now_s - task.started_s > fc.timeout_s:
+            msg = (f"data can never be complete: {status.reason}" if status.permanent else
+                   f"data not complete after {fc.timeout_s:g} s: {status.reason}")
             log.error("%s: %s", task.key, msg)
             self.journal.set_status(task.key, jr.FAILED, error=msg)
             self.journal.log("file_failed", msg, task.key)
             self.state.count("file_failures")
             self.state.error(f"{task.key}: {msg}")
+            self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "failed", msg)
             del self.tasks[task.key]
             self._publish_pending()
             return
@@ -249,7 +374,8 @@ class BridgeWorker:
         task.backoff_s = min(task.backoff_s * 2, fc.max_backoff_s)
 
     def _submit(self, task: _Task, now_s: float) -> None:
-        request = SubmitRequest(task.params, task.key, task.label, scan=task.scan)
+        request = SubmitRequest(task.params, task.key, task.label, scan=task.scan,
+                                provenance=dict(task.scan.get("provenance") or {}))
         try:
             job_id = self.submitter.submit(request)
         except SubmitRejected as exc:
@@ -258,6 +384,7 @@ class BridgeWorker:
             self.journal.set_status(task.key, jr.REJECTED, error=msg, count_attempt=True)
             self.journal.log("rejected", msg, task.key)
             self.state.error(f"{task.key}: {msg}")
+            self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "failed", msg)
             del self.tasks[task.key]
             self._publish_pending()
             return
@@ -267,6 +394,8 @@ class BridgeWorker:
             self.journal.set_status(task.key, jr.SUBMITTING, error=msg, count_attempt=True)
             self.state.count("submit_failures")
             self.state.error(f"{task.key}: submission failed: {msg}")
+            self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "waiting",
+                                   f"submission failed, retrying: {msg}")
             task.due_s = now_s + task.backoff_s
             task.backoff_s = min(task.backoff_s * 2, self.config.submit.max_backoff_s)
             return
@@ -274,6 +403,8 @@ class BridgeWorker:
         self.journal.set_status(task.key, jr.SUBMITTED, job_id=job_id, count_attempt=True)
         self.journal.log("submitted", f"job {job_id}", task.key)
         self.state.scan_queued(dict(task.scan, job_id=job_id))
+        self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "queued", f"job {job_id}",
+                               job_id=job_id)
         del self.tasks[task.key]
         self._publish_pending()
         self.publish_state()

@@ -88,14 +88,61 @@ def test_scan_description_from_pv_values() -> None:
     assert info.warnings == ()
 
 
-def test_missing_metadata_keeps_the_template_and_warns() -> None:
+def test_missing_metadata_holds_the_scan_by_default_with_the_reason() -> None:
     raw = base()
     raw["metadata"] = {"energy_kev": "E"}
     raw["parameters"] = {"template": "-lambda=1e-10"}
     cfg = config_from_dict(raw)
     latest = {e.pvname: e for e in (ev("P", None, "/d"), ev("N", None, "s"), ev("S", 1), ev("E", float("nan")))}
     info = describe_scan(cfg, latest, ScanEnd(Outcome.COMPLETE, "", 0.0))
-    assert info.params.experiment.wavelength_m == 1e-10 and "E: no numeric value" in info.warnings[0]
+    assert info.held == ("E has no numeric value ('nan')",)
+    assert info.provenance["experiment.wavelength_m"]["source"] == "held"
+
+
+def test_a_disconnected_metadata_pv_holds_the_scan_even_with_a_stale_value() -> None:
+    raw = base()
+    raw["metadata"] = {"energy_kev": "E"}
+    cfg = config_from_dict(raw)
+    latest = {e.pvname: e for e in (ev("P", None, "/d"), ev("N", None, "s"), ev("S", 1), ev("E", 8.8))}
+    info = describe_scan(cfg, latest, ScanEnd(Outcome.COMPLETE, "", 0.0, disconnected=("E",)))
+    assert info.held == ("E was disconnected at the end of the scan",)
+
+
+def test_an_out_of_range_energy_holds_the_scan_and_names_pv_value_and_range() -> None:
+    raw = base()
+    raw["metadata"] = {"energy_kev": "E", "detector_distance_m": {"pv": "Z", "scale": 1e-3}}
+    cfg = config_from_dict(raw)
+    latest = {e.pvname: e for e in (ev("P", None, "/d"), ev("N", None, "s"), ev("S", 1), ev("E", 0.001),
+                                     ev("Z", 1900.0))}
+    info = describe_scan(cfg, latest, ScanEnd(Outcome.COMPLETE, "", 0.0))
+    (reason,) = info.held
+    assert "experiment.wavelength_m = 1.23984e-06" in reason and "from E = 0.001 keV" in reason
+    assert "outside its sane range [5e-12, 1.3e-08]" in reason
+    assert info.provenance["experiment.detector_distance_m"] == dict(source="pv", pv="Z", value=pytest.approx(1.9),
+                                                                     ioc_timestamp=0.0)
+
+
+def test_with_hold_empty_a_bad_pv_falls_back_to_the_template_and_says_so() -> None:
+    raw = base()
+    raw["metadata"] = {"energy_kev": "E", "hold": []}
+    raw["parameters"] = {"template": "-lambda=1e-10 -i=7"}
+    cfg = config_from_dict(raw)
+    latest = {e.pvname: e for e in (ev("P", None, "/d"), ev("N", None, "s"), ev("S", 1), ev("E", float("nan")))}
+    info = describe_scan(cfg, latest, ScanEnd(Outcome.COMPLETE, "", 0.0))
+    assert info.held == () and info.params.experiment.wavelength_m == 1e-10
+    assert "E has no numeric value" in info.warnings[0] and "template's experiment.wavelength_m" in info.warnings[0]
+    prov = info.provenance
+    assert prov["experiment.wavelength_m"]["source"] == "template" and "E has no" in prov["experiment.wavelength_m"][
+        "note"]
+    assert prov["reconstruction.iterations"] == dict(source="template", value=7)
+    assert prov["data.file_pattern"]["source"] == "pv"
+
+
+def test_metadata_ranges_and_hold_are_validated() -> None:
+    raw = base()
+    raw["metadata"] = {"energy_kev": "E", "ranges": {"experiment.wavelength_m": [2, 1]}}
+    with pytest.raises(ConfigError, match=r"\[metadata.ranges\] experiment.wavelength_m: expected \[min, max\]"):
+        config_from_dict(raw)
 
 
 def test_cli_check_lists_the_pvs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -245,3 +245,62 @@ def test_as_int(value, expected) -> None:
 
 def test_as_float_rejects_nan_and_text() -> None:
     assert as_float("8.8") == 8.8 and as_float(float("nan")) is None and as_float("x") is None
+
+
+def test_the_next_scan_resetting_cpt_inside_the_debounce_leaves_the_ended_scan_complete() -> None:
+    """20 ms between scans: the next scan resets CPT before its BUSY rises; the ended scan keeps its CPT."""
+    f = sscan_feed()
+    run_scan(f, 1.0)
+    f.value("s:CPT", 0, 2.01)  # the next scan's reset
+    f.value("s:SMSG", "Scanning", 2.015)
+    (end,) = f.poll(2.02)  # a reset is the next scan: classified at once, from the captured values
+    assert end.outcome is Outcome.COMPLETE
+    f.value("s:BUSY", 1, 2.02)
+    run_scan(f, 2.02, cpt=4)
+    (second,) = f.poll(5.0)
+    assert second.outcome is Outcome.PARTIAL
+
+
+def test_an_abort_message_stays_captured_when_the_next_scan_rewrites_smsg() -> None:
+    f = sscan_feed()
+    run_scan(f, 1.0, msg="Scan aborted by operator", cpt=10)
+    f.value("s:SMSG", "Scanning", 2.01)
+    f.value("s:BUSY", 1, 2.02)
+    (end,) = f.poll(2.03)
+    assert end.outcome is Outcome.ABORTED
+
+
+def test_a_final_count_posted_after_the_edge_is_captured() -> None:
+    f = sscan_feed()
+    run_scan(f, 1.0, cpt=9)
+    f.value("s:CPT", 10, 2.1)  # the last point's count posts just after BUSY
+    (end,) = f.poll(3.0)
+    assert end.outcome is Outcome.COMPLETE
+
+
+def test_areadetector_counter_reset_by_the_next_acquisition_is_not_read_as_partial() -> None:
+    f = ad_feed()
+    f.value("d:Capture_RBV", 1, 1.0)
+    f.value("d:NumCaptured_RBV", 12, 1.5)
+    f.value("d:Capture_RBV", 0, 2.0)
+    f.value("d:NumCaptured_RBV", 0, 2.01)  # the next capture starts
+    (end,) = f.poll(2.02)
+    assert end.outcome is Outcome.COMPLETE
+
+
+def test_every_new_or_changed_pending_end_reaches_the_capture_hook() -> None:
+    seen = []
+    trigger = SscanTrigger(SSCAN, 0.5, 2.0, next_scan_pvs=("n:Number",),
+                           on_capture=lambda p: seen.append((p.frozen, dict(p.values))))
+    f = Feed(trigger)
+    for pv, v in (("s:BUSY", 0), ("s:SMSG", ""), ("s:CPT", 0), ("s:NPTS", 10), ("n:Number", 7)):
+        f.connect(pv)
+        f.value(pv, v, 0.0)
+    run_scan(f, 1.0, cpt=9)
+    f.value("s:CPT", 10, 2.1)
+    f.value("n:Number", 8, 2.2)  # the next scan's number: the ended one's values are final
+    f.value("s:CPT", 0, 2.3)
+    assert [frozen for frozen, _ in seen] == [False, False, True]
+    assert seen[0][1]["s:CPT"].value == 9 and seen[1][1]["s:CPT"].value == 10 and seen[2][1]["n:Number"].value == 7
+    (end,) = f.poll(2.3)
+    assert end.outcome is Outcome.COMPLETE and end.values["n:Number"].value == 7

@@ -183,3 +183,60 @@ def test_unreadable_journalled_parameters_fail_that_scan_only(tmp_path: Path, re
     rig.scan_ends()
     rig.run(2.0)
     assert len(records(rec)) == 1  # the bridge still works
+
+
+def test_a_bridge_killed_inside_the_debounce_finishes_the_journalled_edge_at_restart(tmp_path: Path,
+                                                                                   rec: Path) -> None:
+    write_scan_files(tmp_path, "scan7", GEOM)
+    first = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    first.scan_ends()  # the edge is journalled at once; the debounce never ends: the process "dies" here
+    (edge,) = first.journal.open_edges()
+    assert edge.edge_pv == "BUSY" and edge.values["SMSG"]["text"] == "SCAN Complete"
+    first.journal.close()
+    second = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    second.run(1.0)
+    recs = records(rec)
+    assert [r["scan"]["scan_number"] for r in recs] == ["7"]
+    assert second.journal.open_edges() == [] and [e.outcome for e in second.journal.edges()] == ["complete"]
+    assert [e["kind"] for e in second.journal.events("edge_resumed")] == ["edge_resumed"]
+
+
+def test_a_scan_that_ended_while_the_bridge_was_down_is_seen_at_restart(tmp_path: Path, rec: Path) -> None:
+    write_scan_files(tmp_path, "scan7", GEOM)
+    first = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    first.value("BUSY", 1)  # the scan runs; the bridge dies before BUSY falls
+    first.journal.close()
+    second = Rig(tmp_path, RecordingSubmitter(str(rec)))  # its first BUSY (a replay) is 0
+    second.run(2.0)
+    assert [r["scan"]["scan_number"] for r in records(rec)] == ["7"]
+    assert second.state.snapshot()["counts"]["missed_edges"] == 1
+    third = Rig(tmp_path, RecordingSubmitter(str(rec)))  # BUSY was 0 when the second stopped: nothing to do
+    third.run(2.0)
+    assert len(records(rec)) == 1
+
+
+def test_a_jump_in_scan_numbers_is_reported_as_a_gap(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    rig.scan_ends()
+    rig.run(1.0)
+    rig.value("NUM", 10)
+    rig.value("NAME", "scan10")
+    rig.scan_ends()
+    rig.run(1.0)
+    (gap,) = rig.state.snapshot()["gaps"]
+    assert (gap["first"], gap["last"]) == (8, 9) and "scan(s) 8-9 were not seen" in gap["message"]
+    assert [e["kind"] for e in rig.journal.events("gap")] == ["gap"]
+
+
+def test_a_wrong_dataset_path_fails_at_once_with_the_full_reason(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)), template="-size=16 -qxy=8,8 -fs=1 -i=2 "
+              "-hdf5path=/entry/instrument/detector/a_dataset_path_that_this_detector_does_not_write")
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.scan_ends()
+    rig.run(1.0)  # the file check's timeout is 5 s: a permanent error must not wait for it
+    (row,) = rig.journal.scans()
+    assert row.status == jr.FAILED and row.last_error.startswith("data can never be complete:")
+    assert "no such dataset" in row.last_error and len(row.last_error) > 120
+    state = rig.state.snapshot()
+    assert state["errors"][0]["message"].endswith(row.last_error) and state["errors"][0]["at"] > 0
+    assert state["recent"][0]["status"] == "failed" and state["recent"][0]["reason"] == row.last_error
