@@ -16,11 +16,12 @@ PVs (prefix ``P``, default ``ptysim:``) mimic a beamline's conventions:
 - ``energy`` (keV), ``detDistance`` (mm), and ``sim:LastScanFile`` (the master file, written once the scan's
   files are closed: what a DAQ script's soft record would hold, for the file-name trigger).
 
-Control: put 1 to ``sim:Go`` to play a scan, N to ``sim:Burst`` to play N scans back to back ``sim:Gap`` s
-apart (every ``sim:AbortEvery``-th one aborted halfway), 1 to ``sim:Abort`` to abort the running scan, 1 to
-``sim:Fail`` to make the file writer fail in the next scan; ``sim:PointTime`` (s per point) and
-``sim:LateWrite`` (s the last file is still being written after ``scan2.BUSY`` drops). Each row is written as
-``name_data_NNNNNN.h5.tmp`` and renamed on close. The next scan number is kept in ``<data-dir>/.simioc_autosave.json`` across restarts, like autosave would.
+Control: put 1 to ``sim:Go`` to play a scan, N to ``sim:Burst`` to play N scans back to back ``sim:Gap`` s apart
+(every ``sim:AbortEvery``-th one aborted halfway), 1 to ``sim:Abort`` to abort the running scan, 1 to ``sim:Fail``
+to make the file writer fail in the next scan; ``sim:PointTime`` (s per point) and ``sim:LateWrite`` (s the last
+file is still being written after ``scan2.BUSY`` drops). Each row is written as ``name_data_NNNNNN.h5.tmp`` and
+renamed on close. The next scan number is kept in ``<data-dir>/.simioc_autosave.json`` across restarts, like
+autosave would.
 ``--pva-port`` serves every PV over pvAccess too (:mod:`epics_bridge.simioc_pva`); ``--zmq-proxy`` publishes
 every scan as a bluesky run (:mod:`epics_bridge.simioc_bluesky`).
 """

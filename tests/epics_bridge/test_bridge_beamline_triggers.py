@@ -259,7 +259,7 @@ def test_pva_values_delayed_by_less_than_the_hold_leave_in_the_iocs_order() -> N
 
 
 def test_a_bluesky_run_is_classified_again_from_its_values_alone() -> None:
-    from epics_bridge.trigger import _Pending
+    from epics_bridge.trigger import PendingEnd
 
     f = bluesky_feed()
     start, stop = run_docs("u1", 7, "success", events=11)
@@ -267,5 +267,5 @@ def test_a_bluesky_run_is_classified_again_from_its_values_alone() -> None:
     f.value(STREAM, ("stop", stop), 2.0)
     (end,) = f.poll(2.0)
     assert end.values["stop:num_events.primary"].value == 11
-    again = f.trigger.classify(_Pending(2.0, 2.0, 2.0, dict(end.values)), {})  # e.g. from the journal
+    again = f.trigger.restore(PendingEnd(2.0, 2.0, 2.0, dict(end.values)))  # e.g. from the journal
     assert end.outcome is Outcome.PARTIAL and (again.outcome, again.reason) == (end.outcome, end.reason)
