@@ -208,3 +208,21 @@ def test_a_run_taken_over_during_an_outage_writes_no_result_file(broker, no_fram
         run.execute()
     assert not list(tmp_path.rglob("*.h5"))
     assert Job.objects.get(pk=job.pk).worker == "elsewhere:7"
+
+
+def test_a_job_claimed_by_a_just_booted_worker_on_another_host_is_not_taken_back(broker, no_frames, monkeypatch):
+    """A restarted container claims a job before its heartbeat thread has written a row: the web server's
+    reconciler (another host) must see that worker alive, not count a second worker loss."""
+    from webapp.jobs import heartbeat
+
+    job = services.submit_job(small_parameters(iterations=3))
+    Job.objects.filter(pk=job.pk).update(worker_losses=1)  # its first worker already died under it
+    monkeypatch.setattr(heartbeat, "this_host", lambda: "ptychopy-gpu0")
+    claimed = runner.claim(job.pk)
+    assert isinstance(claimed, Job) and claimed.worker.startswith("ptychopy-gpu0:")
+    monkeypatch.undo()  # now judged from the web server's host
+    assert WorkerHeartbeat.objects.filter(worker_id=claimed.worker).exists()
+    done = reconciler.reconcile_once(broker)
+    assert not done
+    job.refresh_from_db()
+    assert job.status == "running" and job.worker_losses == 1

@@ -136,6 +136,10 @@ def claim(job_id: int) -> Job | str:
             return "failed: its workers died under it" if outcome == "failed" else "claimed by another worker"
         job.refresh_from_db()
     still_as_seen = Q(status=Job.Status.QUEUED, attempts=job.attempts)
+    if not job.cancel_requested:
+        # this worker's heartbeat row exists before any row names it: a reconciler on another host must never
+        # read "no heartbeat" for a job claimed a moment ago (a worker that just booted has not beaten yet)
+        heartbeat.beat()
     now = timezone.now()
     if job.cancel_requested:
         Job.objects.filter(still_as_seen, pk=job.pk).update(
