@@ -71,7 +71,7 @@ class DjangoSubmitter:
         close_old_connections()
         try:
             job = submit_job(request.params, owner=None, source=request.source, dedup_key=request.dedup_key,
-                             label=request.label)
+                             label=request.label, provenance=request.provenance)
         except (ParameterError, ValidationError, ValueError) as exc:  # bad parameters or source: for good
             raise SubmitRejected(str(exc)) from exc
         except Exception:

@@ -38,7 +38,8 @@ def stub_worker(settings, tmp_path: Path):
     broker.flush_all()
 
 
-def test_embedded_worker_submits_once_and_the_job_finishes(stub_worker, tmp_path: Path) -> None:
+def test_embedded_worker_submits_once_and_the_job_finishes(stub_worker, tmp_path: Path, client,
+                                                            django_user_model) -> None:
     from webapp.jobs.models import Job
 
     write_scan_files(tmp_path, "scan7", GEOM)
@@ -52,6 +53,18 @@ def test_embedded_worker_submits_once_and_the_job_finishes(stub_worker, tmp_path
     job = Job.objects.get(dedup_key=key)
     assert str(job.pk) == row.job_id and job.source == "epics" and job.label == "BL scan 7"
     assert job.parameters["data"]["file_pattern"] == f"{tmp_path}/scan7_data_#06d.h5"
+    # where each parameter came from reaches the job and its page: a PV, the template, the bridge
+    prov = job.provenance
+    assert prov["experiment.scan_dims"]["source"] == "pv" and prov["experiment.scan_dims"]["pv"] == "ROWS, COLS"
+    assert prov["reconstruction.iterations"] == {"source": "template", "value": 3}
+    assert prov["experiment.job_id"]["source"] == "bridge"
+    client.force_login(django_user_model.objects.create_user("viewer", password="pw-12345-xyz"))
+    html = client.get(f"/jobs/{job.pk}/").content.decode()
+    table = html.split('id="provenance"')[1].split("</table>")[0]
+    scan_dims_row = table.split("<th>experiment.scan_dims</th>")[1].split("</tr>")[0]
+    assert "<td>PV</td>" in scan_dims_row and "<code>ROWS, COLS</code>" in scan_dims_row
+    iterations_row = table.split("<th>reconstruction.iterations</th>")[1].split("</tr>")[0]
+    assert "<td>3</td><td>template</td>" in iterations_row
 
     def finished() -> bool:
         job.refresh_from_db()

@@ -47,6 +47,9 @@ class Job(models.Model):
     device = models.CharField(max_length=100, blank=True)
     # how the worker runs it and why (reconstruction.run_plan.RunPlan.to_dict()); {} until a worker planned it
     run_plan = models.JSONField(default=dict, blank=True)
+    # where each parameter came from ({"group.name": {"source": "pv"|"template"|"bridge"|..., "pv", "value", "note",
+    # "ioc_timestamp"}}), as the submitter (the EPICS bridge) said; {} for jobs from the form or the API
+    provenance = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
     result_path = models.CharField(max_length=1000, blank=True)

@@ -53,4 +53,5 @@ def job_detail(job: Job) -> dict[str, Any]:
         out["cmdstr"] = None
     out["error_history"] = job.error_history
     out["run_plan"] = job.run_plan or None
+    out["provenance"] = job.provenance or None
     return out

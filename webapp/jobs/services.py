@@ -31,8 +31,12 @@ def submit_job(
     dedup_key: str | None = None,
     label: str = "",
     notify_email: bool = False,
+    provenance: dict | None = None,
 ) -> Job:
     """Create a queued job and send its id to the workers.
+
+    ``provenance`` (``{"group.name": {"source": ..., ...}}``) says where each parameter came from; the job page
+    shows it.
 
     With a ``dedup_key`` that already exists the existing job is returned and nothing is queued; the unique
     constraint on ``dedup_key`` makes this safe against concurrent submitters.
@@ -54,6 +58,7 @@ def submit_job(
                 iterations=params.reconstruction.iterations,
                 dedup_key=dedup_key or None,
                 notify_email=notify_email,
+                provenance=dict(provenance or {}),
             )
     except IntegrityError:
         if dedup_key:

@@ -22,6 +22,7 @@ from .downloads import FORMATS, NoResult, result_download
 from .forms import JobForm
 from .history import filter_jobs
 from .models import Job
+from .provenance import provenance_rows
 
 PAGE_SIZE = 25
 
@@ -93,12 +94,13 @@ def detail(request: HttpRequest, job_id: int) -> HttpResponse:
         cmdstr, changed = f"(these parameters no longer validate: {exc})", []
     else:
         cmdstr, changed = params.to_cmdstr(), sorted(params.changed().items())
+    origins = provenance_rows(job.provenance, dict(changed)) if job.provenance else []
     try:
         measure = error_measure(job.algorithm)
     except KeyError:  # an algorithm this version does not have
         measure = ""
     return render(request, "jobs/detail.html", {
-        "job": job, "cmdstr": cmdstr, "changed": changed, "error_measure": measure,
+        "job": job, "cmdstr": cmdstr, "changed": changed, "origins": origins, "error_measure": measure,
         "can_manage": job.can_manage(request.user), "formats": FORMATS,
         "ws_path": f"/ws/jobs/{job.pk}/",
     })
