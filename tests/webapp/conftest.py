@@ -53,6 +53,21 @@ def staff_user(django_user_model):
 
 
 @pytest.fixture
+def token(user) -> str:
+    """An API token of ``user``."""
+    from webapp.api.models import ApiToken
+
+    return ApiToken.objects.create(user=user, name="tests").key
+
+
+@pytest.fixture
+def other_token(other_user) -> str:
+    from webapp.api.models import ApiToken
+
+    return ApiToken.objects.create(user=other_user).key
+
+
+@pytest.fixture
 def broker():
     """The project's StubBroker, emptied before and after the test."""
     from webapp.jobs import tasks  # noqa: F401  (registers the actor)

@@ -4,30 +4,14 @@ import json
 
 import pytest
 from django.core.management import call_command
+from webapp_helpers import api_auth as auth
+from webapp_helpers import api_post as post
 from webapp_helpers import small_parameters
 
 from webapp.api.models import ApiToken
 from webapp.jobs.models import Job
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def token(user) -> str:
-    return ApiToken.objects.create(user=user, name="tests").key
-
-
-@pytest.fixture
-def other_token(other_user) -> str:
-    return ApiToken.objects.create(user=other_user).key
-
-
-def auth(key: str) -> dict:
-    return {"HTTP_AUTHORIZATION": f"Token {key}"}
-
-
-def post(client, path, body, key):
-    return client.post(path, json.dumps(body), content_type="application/json", **auth(key))
 
 
 def test_requests_without_a_valid_token_get_401(client, user):
@@ -103,7 +87,7 @@ def test_openapi_schema_is_json_and_lists_every_path(client):
     schema = json.loads(r.content)
     assert schema["openapi"].startswith("3.")
     assert set(schema["paths"]) == {"/api/v1/jobs/", "/api/v1/jobs/{job_id}/", "/api/v1/jobs/{job_id}/cancel/",
-                                    "/api/v1/openapi.json"}
+                                    "/api/v1/bridges/status/", "/api/v1/openapi.json"}
     assert set(schema["paths"]["/api/v1/jobs/"]) == {"get", "post"}
     refs = set()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,19 @@ def small_parameters(iterations: int = 12, **changes) -> Parameters:
     step = params.pixel_size_m * 32 * 0.15
     return params.replace({"experiment.step_m": (step, step), **changes})
 
+
+
+def api_auth(key: str) -> dict:
+    """The test client's headers for the API token ``key``."""
+    return {"HTTP_AUTHORIZATION": f"Token {key}"}
+
+
+def api_post(client, path, body, key, idempotency_key=None):
+    """POST ``body`` as JSON with the token ``key`` (and an ``Idempotency-Key`` header when given)."""
+    headers = api_auth(key)
+    if idempotency_key is not None:
+        headers["HTTP_IDEMPOTENCY_KEY"] = idempotency_key
+    return client.post(path, json.dumps(body), content_type="application/json", **headers)
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 30.0, every_s: float = 0.02) -> object:

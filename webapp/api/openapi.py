@@ -123,6 +123,8 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                        "example": "./ptycho -simulate=1 -size=64 -scanDims=10,10 -i=200"},
             "label": {"type": "string", "maxLength": 200},
             "notify_email": {"type": "boolean", "default": False},
+            "source": {"type": "string", "enum": ["api", "epics"], "default": "api",
+                       "description": "'epics' needs a bridge token (manage.py create_token USER --bridge)"},
         },
         "additionalProperties": False,
     }
@@ -174,9 +176,22 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                 },
                 "post": {
                     "summary": "Submit a reconstruction as the token's user",
+                    "description": "With an Idempotency-Key header a repeat of the same request (a retry after a "
+                                   "lost answer) returns the job it created (200, header Idempotent-Replayed: "
+                                   "true) instead of a second job; the same key with a different body gets 422. "
+                                   "Keys are unique per user.",
                     "operationId": "submitJob",
+                    "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                                    "description": "The client's name for this submission, e.g. beamline, scan "
+                                                   "number and file; printable ASCII"}],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Submit")}}},
-                    "responses": {"201": _json(_ref("JobDetail"), "The queued job"), **errors},
+                    "responses": {"201": _json(_ref("JobDetail"), "The queued job"),
+                                  "200": _json(_ref("JobDetail"), "The job this Idempotency-Key created before"),
+                                  "403": _json(_ref("Error"), "source 'epics' without a bridge token"),
+                                  "422": _json(_ref("Error"), "The Idempotency-Key was used with another body "
+                                                              "(error names the job and what differs)"),
+                                  **errors},
                 },
             },
             "/api/v1/jobs/{job_id}/": {
@@ -196,6 +211,19 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                     "responses": {"202": _json(_ref("JobSummary"), "Cancelled, or cancel requested"), **errors,
                                   "403": _json(_ref("Error"), "Not the owner's token"),
                                   "404": _json(_ref("Error"), "No such job")},
+                },
+            },
+            "/api/v1/bridges/status/": {
+                "post": {
+                    "summary": "An EPICS bridge reports its state (heartbeat) for the dashboard; bridge token",
+                    "operationId": "reportBridgeStatus",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "required": ["beamline"], "additionalProperties": True,
+                        "properties": {"beamline": {"type": "string", "maxLength": 200}},
+                        "description": "The bridge's state snapshot (epics_bridge.state.BridgeState)"}}}},
+                    "responses": {"200": _json({"type": "object", "properties": {
+                        "beamline": {"type": "string"}, "last_seen": {"type": "string", "format": "date-time"}}},
+                        "Stored"), **errors, "403": _json(_ref("Error"), "Not a bridge token")},
                 },
             },
             "/api/v1/openapi.json": {

@@ -1,4 +1,5 @@
-"""``/api/v1/``: list, submit, read and cancel jobs with a token. Logic lives in ``webapp.jobs.services``."""
+"""``/api/v1/``: list, submit (idempotently with an ``Idempotency-Key``), read and cancel jobs with a token, and
+an EPICS bridge's status report. Logic lives in ``webapp.jobs.services`` and :mod:`webapp.api.idempotency`."""
 
 from __future__ import annotations
 
@@ -18,10 +19,15 @@ from webapp.jobs.memory import check_at_submit
 from webapp.jobs.models import Job
 from webapp.jobs.paths import check_submission
 
+from . import idempotency
 from .auth import error, token_required
+from .models import BRIDGE_PERMISSION
 from .openapi import schema
 
-SUBMIT_KEYS = {"parameters", "cmdstr", "label", "notify_email"}
+SUBMIT_KEYS = {"parameters", "cmdstr", "label", "notify_email", "source"}
+#: what a submission may name as its source; "epics" needs the bridge permission
+SUBMIT_SOURCES = ("api", "epics")
+MAX_BEAMLINE_CHARS = 200
 
 
 @require_http_methods(["GET", "POST"])
@@ -42,13 +48,21 @@ def jobs(request: HttpRequest) -> JsonResponse:
     })
 
 
-def _submit(request: HttpRequest) -> JsonResponse:
+def _json_object(request: HttpRequest, what: str = "a JSON object") -> dict | JsonResponse:
+    """The request body as a dict, or the 400 answer that says why it is not one."""
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, UnicodeDecodeError):
         return error(400, "the body must be JSON")
     if not isinstance(body, dict):
-        return error(400, "the body must be a JSON object")
+        return error(400, f"the body must be {what}")
+    return body
+
+
+def _submit(request: HttpRequest) -> JsonResponse:
+    body = _json_object(request)
+    if isinstance(body, JsonResponse):
+        return body
     unknown = sorted(set(body) - SUBMIT_KEYS)
     if unknown:
         return error(400, f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(SUBMIT_KEYS))}")
@@ -60,6 +74,16 @@ def _submit(request: HttpRequest) -> JsonResponse:
     notify_email = body.get("notify_email", False)
     if not isinstance(notify_email, bool):
         return error(400, f"'notify_email' must be true or false, not {json.dumps(notify_email)[:40]}")
+    source = body.get("source", "api")
+    if source not in SUBMIT_SOURCES:
+        return error(400, f"'source' must be one of {', '.join(SUBMIT_SOURCES)}, not {json.dumps(source)[:40]}")
+    if source == "epics" and not request.user.has_perm(BRIDGE_PERMISSION):
+        return error(403, f"source 'epics' needs a bridge token: user {request.user.get_username()!r} lacks the "
+                          f"permission {BRIDGE_PERMISSION} (manage.py create_token USER --bridge)")
+    try:
+        key = idempotency.read_key(request.headers.get(idempotency.HEADER))
+    except idempotency.BadKey as exc:
+        return error(400, str(exc))
     try:
         if "cmdstr" in body:
             if not isinstance(body["cmdstr"], str):
@@ -69,17 +93,57 @@ def _submit(request: HttpRequest) -> JsonResponse:
             if not isinstance(body["parameters"], dict):
                 return error(400, "'parameters' must be an object like Parameters.to_dict()")
             params = Parameters.from_dict(body["parameters"])
-        params = check_submission(params)
-        check_at_submit(params)  # an oversized run: 400 with the bytes needed and allowed
     except ParameterError as exc:
-        problems = [{"path": p.path, "flag": p.flag, "value": _jsonable(p.value), "message": p.message}
-                    for p in exc.problems[:MAX_REPORTED_PROBLEMS]]
-        more = len(exc.problems) - len(problems)
-        return error(400, "invalid parameters", problems=problems, **({"more_problems": more} if more else {}))
-    job = services.submit_job(params, owner=request.user, source="api", label=label, notify_email=notify_email)
-    response = JsonResponse(serialize.job_detail(job), status=201)
+        return _invalid(exc)
+    normalised = {"parameters": params.to_dict(), "label": label[:200], "source": source,
+                  "notify_email": notify_email}
+
+    def create() -> Job:
+        checked = check_submission(params)
+        check_at_submit(checked)  # an oversized run: 400 with the bytes needed and allowed
+        return services.submit_job(checked, owner=request.user, source=source, label=label,
+                                   notify_email=notify_email)
+
+    try:
+        if key is None:
+            job, created = create(), True
+        else:
+            job, created = idempotency.submit_once(request.user, key, normalised, create)
+    except ParameterError as exc:
+        return _invalid(exc)
+    except idempotency.KeyReused as exc:
+        return error(422, exc.message, job=exc.job.pk)
+    response = JsonResponse(serialize.job_detail(job), status=201 if created else 200)
     response["Location"] = serialize.job_summary(job)["url"]
+    if not created:
+        response["Idempotent-Replayed"] = "true"
     return response
+
+
+def _invalid(exc: ParameterError) -> JsonResponse:
+    problems = [{"path": p.path, "flag": p.flag, "value": _jsonable(p.value), "message": p.message}
+                for p in exc.problems[:MAX_REPORTED_PROBLEMS]]
+    more = len(exc.problems) - len(problems)
+    return error(400, "invalid parameters", problems=problems, **({"more_problems": more} if more else {}))
+
+
+@require_POST
+@token_required
+def bridge_status(request: HttpRequest) -> JsonResponse:
+    """An EPICS bridge's state (its heartbeat: PV connections, recent scans, errors), shown on the dashboard."""
+    if not request.user.has_perm(BRIDGE_PERMISSION):
+        return error(403, f"reporting a bridge's status needs a bridge token: user "
+                          f"{request.user.get_username()!r} lacks the permission {BRIDGE_PERMISSION} "
+                          "(manage.py create_token USER --bridge)")
+    state = _json_object(request, "a JSON object (the bridge's state)")
+    if isinstance(state, JsonResponse):
+        return state
+    beamline = state.get("beamline")
+    if not isinstance(beamline, str) or not beamline.strip() or len(beamline) > MAX_BEAMLINE_CHARS:
+        return error(400, f"'beamline' must be a non-empty string of at most {MAX_BEAMLINE_CHARS} characters, "
+                          f"not {json.dumps(beamline)[:60]}")
+    row = services.record_bridge_status(beamline, state)
+    return JsonResponse({"beamline": row.beamline, "last_seen": row.last_seen.isoformat()})
 
 
 @require_GET
