@@ -28,7 +28,8 @@ class Bridge:
     def __init__(self, config: BridgeConfig, submitter: Submitter | None = None):
         self.config = config
         self.events: queue.Queue[Event] = queue.Queue()
-        self.state = BridgeState(config.beamline, config.pvs, config.state_path, roles=config.pv_roles)
+        self.state = BridgeState(config.beamline, config.pvs, config.state_path, roles=config.pv_roles,
+                                 heartbeat_s=config.heartbeat_s)
         self.journal = Journal(config.journal_path)
         self.submitter = submitter if submitter is not None else load_submitter(config.submit)
         self.worker = BridgeWorker(config, self.events, self.journal, self.submitter, self.state)

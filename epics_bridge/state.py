@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -30,10 +31,11 @@ SCAN_STATUSES = ("queued", "not_queued", "failed", "waiting", "held")
 
 class BridgeState:
     """Thread-safe bridge status. ``roles`` maps each PV to what it is for (``trigger``, ``data``, ``metadata``);
-    :func:`health` reads the snapshot."""
+    ``heartbeat_s`` is how often the bridge beats (a reader calls it crashed after a few silent periods). The web
+    dashboard (``webapp.jobs.bridges``) reads the snapshot."""
 
     def __init__(self, beamline: str, pvs: tuple[str, ...], state_path: Path | None = None,
-                 min_write_interval_s: float = 0.2, roles: dict[str, str] | None = None):
+                 min_write_interval_s: float = 0.2, roles: dict[str, str] | None = None, heartbeat_s: float = 5.0):
         self._lock = threading.Lock()
         self.state_path = state_path
         self.min_write_interval_s = min_write_interval_s
@@ -41,7 +43,8 @@ class BridgeState:
         self._last_write_s = 0.0
         now = time.time()
         self._data: dict[str, Any] = dict(
-            beamline=beamline, pid=os.getpid(), started_at=now, heartbeat_at=now, running=True,
+            beamline=beamline, pid=os.getpid(), host=socket.gethostname(), started_at=now, heartbeat_at=now,
+            heartbeat_s=heartbeat_s, running=True,
             pvs={pv: dict(connected=False, value=None, changed_at=None, connects=0, disconnects=0,
                           role=(roles or {}).get(pv, "")) for pv in pvs},
             last_event=None, last_scan_queued=None, last_scan_ignored=None, last_error=None, errors=[],
@@ -56,6 +59,7 @@ class BridgeState:
             entry = self._pv(pv)
             entry["connected"] = connected
             entry["connects" if connected else "disconnects"] += 1
+            entry["connection_at"] = time.time()
             self._data["last_event"] = dict(pv=pv, kind="connection", value=connected, at=time.time())
         log.info("%s %s", pv, "connected" if connected else "DISCONNECTED")
         self.write()
@@ -93,10 +97,6 @@ class BridgeState:
             self._data["last_error"] = entry
             self._data["errors"] = [entry, *self._data["errors"]][:RECENT_ERRORS]
         self.write()
-
-    def role(self, pv: str) -> str:
-        with self._lock:
-            return str(self._pv(pv).get("role") or "metadata")
 
     def scan_status(self, key: str, scan_number: str, status: str, reason: str, *, job_id: str = "",
                     ended_at: float | None = None) -> None:
@@ -170,27 +170,6 @@ class BridgeState:
     def _pv(self, pv: str) -> dict[str, Any]:
         pvs = self._data["pvs"]
         return pvs.setdefault(pv, dict(connected=False, value=None, changed_at=None, connects=0, disconnects=0))
-
-
-def health(state: dict[str, Any], stale_s: float) -> tuple[str, str]:
-    """``(level, why)`` for a published state: ``stopped`` (a clean stop), ``crashed`` (no heartbeat for
-    ``stale_s`` without a stop), ``red`` (a trigger PV or every PV down: no scan end can be seen), ``degraded``
-    (another PV down), ``ok``."""
-    if not state.get("running", True):
-        return "stopped", "stopped cleanly"
-    age_s = time.time() - float(state.get("heartbeat_at") or 0)
-    if age_s > stale_s:
-        return "crashed", f"no heartbeat for {age_s:.0f} s and no clean stop"
-    pvs = state.get("pvs") or {}
-    down = sorted(name for name, pv in pvs.items() if not pv.get("connected"))
-    trigger_down = [name for name in down if (pvs[name].get("role") or "") == "trigger"]
-    if pvs and len(down) == len(pvs):
-        return "red", f"none of {len(pvs)} PVs connected (IOC unreachable?)"
-    if trigger_down:
-        return "red", f"trigger PV(s) down: {', '.join(trigger_down)}"
-    if down:
-        return "degraded", f"{len(down)} of {len(pvs)} PVs down"
-    return "ok", "all PVs connected"
 
 
 def read_state(path: str | Path) -> dict[str, Any] | None:

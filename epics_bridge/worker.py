@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_WAIT_S = 0.25  # the loop wakes at least this often (stop requests, state flushes)
 CONNECT_WARN_S = 3.0  # a PV not connected for this long is logged as a WARNING (and shown on the dashboard)
+PUBLISH_MIN_INTERVAL_S = 0.5  # connection changes reach the dashboard at most this often between heartbeats
 LAST_SCAN_NUMBER = "@scan_number"  # the journal's last_values name of the highest scan number seen
 
 
@@ -83,6 +84,8 @@ class BridgeWorker:
         self._last_scan_number: int | None = None
         self._down_since: dict[str, float] = {pv: clock() for pv in config.pvs}
         self._warned_down: set[str] = set()
+        self._publish_soon = False  # a connection changed: publish before the next heartbeat
+        self._last_publish_s = -PUBLISH_MIN_INTERVAL_S
 
     # -- thread -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -128,6 +131,8 @@ class BridgeWorker:
 
     def _next_wakeup_s(self) -> float:
         times = [self._next_heartbeat_s]
+        if self._publish_soon:
+            times.append(self._last_publish_s + PUBLISH_MIN_INTERVAL_S)
         trig = self.trigger.next_deadline_s()
         if trig is not None:
             times.append(trig)
@@ -198,6 +203,7 @@ class BridgeWorker:
         if isinstance(event, ConnectionEvent):
             self.tracker.update(event)
             self.state.pv_connection(event.pvname, event.connected)
+            self._publish_soon = True  # the dashboard shows a PV going down (or back) within a second
             return
         previous, live = self.tracker.update(event)
         self.state.pv_value(event.pvname, event.text, live)
@@ -222,6 +228,9 @@ class BridgeWorker:
         if now_s >= self._next_heartbeat_s:
             self._next_heartbeat_s = now_s + self.config.heartbeat_s
             self.state.heartbeat()
+            self.publish_state()
+        elif self._publish_soon and now_s - self._last_publish_s >= PUBLISH_MIN_INTERVAL_S:
+            self.state.flush()
             self.publish_state()
         else:
             self.state.flush()
@@ -307,22 +316,27 @@ class BridgeWorker:
             self.journal.set_last(LAST_SCAN_NUMBER, dict(text=str(n), value=n, timestamp=0.0))
 
     def _check_connections(self, now_s: float) -> None:
-        """Log a WARNING (once per outage) for each PV not connected for ``CONNECT_WARN_S``; a misspelled PV
-        never connects and an unreachable IOC connects none, so neither stays silent."""
+        """One log WARNING (once per outage) naming every PV not connected for ``CONNECT_WARN_S``, trigger PVs
+        first; a misspelled PV never connects and an unreachable IOC connects none, so neither stays silent. The
+        state is published at once (the dashboard turns red without waiting for the next heartbeat)."""
+        overdue = []
         for pv in self.config.pvs:
             if self.tracker.connected.get(pv, False):
                 self._down_since.pop(pv, None)
                 self._warned_down.discard(pv)
                 continue
             since = self._down_since.setdefault(pv, now_s)
-            if pv in self._warned_down or now_s - since < CONNECT_WARN_S:
-                continue
-            self._warned_down.add(pv)
-            role = self.state.role(pv)
-            msg = (f"{role} PV {pv} not connected for {now_s - since:.0f} s"
-                   + (": no scan end can be seen" if role == "trigger" else ""))
-            log.warning(msg)
-            self.state.error(msg)
+            if pv not in self._warned_down and now_s - since >= CONNECT_WARN_S:
+                overdue.append(pv)
+        if not overdue:
+            return
+        self._warned_down.update(overdue)
+        down = [pv for pv in self.config.pvs if not self.tracker.connected.get(pv, False)]
+        msg = describe_down(down, overdue, self.config.pv_roles, len(self.config.pvs),
+                            CONNECT_WARN_S)
+        log.warning(msg)
+        self.state.error(msg)
+        self._publish_soon = True
 
     # -- tasks ------------------------------------------------------------------------------------------------
     def _task(self, key: str, stage: str, params: Parameters, label: str, scan: dict[str, Any],
@@ -414,6 +428,7 @@ class BridgeWorker:
 
         Best effort: a database that is down must not stop the bridge; the next heartbeat tries again.
         """
+        self._publish_soon, self._last_publish_s = False, self.clock()
         publish = getattr(self.submitter, "publish_state", None)
         if publish is None:
             return
@@ -424,3 +439,22 @@ class BridgeWorker:
 
     def _publish_pending(self) -> None:
         self.state.set("pending", [dict(key=t.key, stage=t.stage) for t in self.tasks.values()])
+
+
+def describe_down(down: list[str], new: list[str], roles: dict[str, str], total: int, after_s: float) -> str:
+    """The WARNING for PVs that did not connect: every PV now down (``down``, trigger PVs first, by role), which
+    of them are newly overdue (``new``), and what it means (no PV at all: the IOC is unreachable; a trigger PV:
+    no scan end can be seen)."""
+    by_role: dict[str, list[str]] = {}
+    for pv in down:
+        by_role.setdefault(roles.get(pv) or "metadata", []).append(pv)
+    order = ["trigger", "data", "metadata", *sorted(set(by_role) - {"trigger", "data", "metadata"})]
+    names = "; ".join(f"{role} {', '.join(by_role[role])}" for role in order if role in by_role)
+    if len(down) == total:
+        head = (f"none of {total} PVs connected after {after_s:.0f} s (IOC unreachable? check EPICS_CA_ADDR_LIST / "
+                f"EPICS_PVA_ADDR_LIST, the ports and the IOC)")
+    else:
+        head = f"{len(down)} of {total} PVs not connected after {after_s:.0f} s (misspelled, or its IOC is down)"
+    blind = ": no scan end can be seen" if "trigger" in by_role else ""
+    newly = "" if sorted(new) == sorted(down) else f" [newly: {', '.join(new)}]"
+    return f"{head}{blind}: {names}{newly}"

@@ -14,6 +14,7 @@ from worker_rig import GEOM, Rig
 from epics_bridge import journal as jr
 from epics_bridge.simdata import DATASET, write_scan_files
 from epics_bridge.submit import SubmitRejected
+from epics_bridge.trigger import ConnectionEvent
 
 
 @pytest.fixture
@@ -240,3 +241,50 @@ def test_a_wrong_dataset_path_fails_at_once_with_the_full_reason(tmp_path: Path,
     state = rig.state.snapshot()
     assert state["errors"][0]["message"].endswith(row.last_error) and state["errors"][0]["at"] > 0
     assert state["recent"][0]["status"] == "failed" and state["recent"][0]["reason"] == row.last_error
+
+
+class StatePublisher(RecordingSubmitter):
+    """Records every state the worker publishes (the dashboard's feed) with the rig's clock."""
+
+    def __init__(self, path: str, clock) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(path)
+        self.clock, self.published = clock, []
+
+    def publish_state(self, state: dict) -> None:
+        self.published.append((self.clock.t, state))
+
+
+def test_a_trigger_pv_down_is_one_warning_naming_it_within_5_s_and_published_at_once(
+        tmp_path: Path, rec: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig(tmp_path, None)
+    publisher = StatePublisher(str(rec), rig.clock)
+    rig.worker.submitter = publisher
+    rig.run(6.0)  # heartbeats only: every PV connected
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    down_at = rig.clock.t
+    rig.worker.handle(ConnectionEvent("BUSY", False, down_at))
+    rig.run(0.6)
+    assert any(not st["pvs"]["BUSY"]["connected"] for _, st in publisher.published if _ > down_at), \
+        "the disconnect waited for the next heartbeat"
+    with caplog.at_level("WARNING", logger="epics_bridge.worker"):
+        rig.run(4.4)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("1 of 7 PVs not connected after 3 s") and "trigger BUSY" in warnings[0]
+    assert "no scan end can be seen" in warnings[0]
+    assert rig.state.snapshot()["errors"][0]["message"] == warnings[0]
+    assert rig.state.snapshot()["errors"][0]["at"]
+
+
+def test_an_unreachable_ioc_is_one_warning_naming_every_pv(tmp_path: Path, rec: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    for pv in rig.config.pvs:
+        rig.worker.handle(ConnectionEvent(pv, False, rig.clock.t))
+    with caplog.at_level("WARNING", logger="epics_bridge.worker"):
+        rig.run(5.0)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("none of 7 PVs connected after 3 s (IOC unreachable?")
+    assert all(pv in warnings[0] for pv in rig.config.pvs)
+    assert warnings[0].index("trigger BUSY, SMSG") < warnings[0].index("data ")

@@ -166,25 +166,3 @@ def test_login_and_logout_round_trip(client, user):
     assert client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code == 200
     client.post("/accounts/logout/")
     assert client.get("/jobs/new/").status_code == 302
-
-
-def test_dashboard_shows_epics_bridges_with_heartbeat_and_disconnected_pvs(client, user):
-    from webapp.jobs.services import record_bridge_status
-
-    record_bridge_status("2-ID-D", {
-        "beamline": "2-ID-D", "running": True,
-        "pvs": {"2iddf:scan1.BUSY": {"connected": True}, "2iddf:saveData_fileName": {"connected": False}},
-        "last_scan_queued": {"scan_number": "152", "job_id": "7"}, "last_error": None,
-        "last_scan_ignored": {"scan_number": "153", "outcome": "partial", "reason": "scan1.CPT=0 < scan1.NPTS=51",
-                              "after_disconnect": True},
-    })
-    client.force_login(user)
-    html = client.get("/dashboard/").content.decode()
-    assert "2-ID-D" in html and "1 / 2" in html and "down: 2iddf:saveData_fileName" in html
-    assert "scan 152" in html and "job 7" in html
-    assert "scan 153: partial" in html and "CPT=0 &lt; scan1.NPTS=51; ended while the bridge was disconnected" in html
-    bridge = client.get("/dashboard/?format=json").json()["bridges"][0]
-    assert bridge["last_scan_ignored"]["outcome"] == "partial"
-    assert bridge["alive"] and bridge["pvs_connected"] == 1 and bridge["pvs_total"] == 2
-    record_bridge_status("2-ID-D", {"beamline": "2-ID-D", "running": False, "pvs": {}})
-    assert not client.get("/dashboard/?format=json").json()["bridges"][0]["alive"]

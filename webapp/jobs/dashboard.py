@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .models import BridgeStatus, Job, WorkerHeartbeat
+from .bridges import BridgeView, bridge_views
+from .bridges import as_json as bridge_json
+from .models import Job, WorkerHeartbeat
 
 
 @dataclass
@@ -15,7 +17,7 @@ class Snapshot:
     queued: list[Job]
     queue_depth: int
     unassigned_running: list[Job]
-    bridges: list[BridgeStatus]
+    bridges: list[BridgeView]
 
 
 def snapshot(queue_preview: int = 20) -> Snapshot:
@@ -30,7 +32,7 @@ def snapshot(queue_preview: int = 20) -> Snapshot:
         queued=list(queued_qs[:queue_preview]),
         queue_depth=queued_qs.count(),
         unassigned_running=[j for j in running if j.worker not in known],
-        bridges=list(BridgeStatus.objects.all()),
+        bridges=bridge_views(),
     )
 
 
@@ -45,11 +47,5 @@ def as_json(s: Snapshot) -> dict[str, Any]:
         "running": [{"id": j.pk, "worker": j.worker, "iteration": j.iteration, "iterations": j.iterations}
                     for j in s.running],
         "queued": [j.pk for j in s.queued],
-        "bridges": [
-            {"beamline": b.beamline, "alive": b.alive, "age_s": round(b.age_s(), 1),
-             "pvs_connected": b.pvs_connected, "pvs_total": b.pvs_total,
-             "last_scan_queued": b.state.get("last_scan_queued"),
-             "last_scan_ignored": b.state.get("last_scan_ignored")}
-            for b in s.bridges
-        ],
+        "bridges": [bridge_json(b) for b in s.bridges],
     }

@@ -123,7 +123,8 @@ class WorkerHeartbeat(models.Model):
 
 
 class BridgeStatus(models.Model):
-    """The latest state an EPICS bridge published (one row per beamline): PV connections, last scan, heartbeat."""
+    """The latest state an EPICS bridge published (one row per beamline): PV connections, recent scans, errors,
+    heartbeat. ``webapp.jobs.bridges`` turns it into what the dashboard shows (health, missing PVs, scans)."""
 
     beamline = models.CharField(max_length=200, unique=True)
     state = models.JSONField(default=dict)
@@ -137,19 +138,3 @@ class BridgeStatus(models.Model):
 
     def age_s(self) -> float:
         return (timezone.now() - self.last_seen).total_seconds()
-
-    @property
-    def alive(self) -> bool:
-        return bool(self.state.get("running", True)) and self.age_s() < settings.PTYCHOPY_HEARTBEAT_STALE_S
-
-    @property
-    def pvs_connected(self) -> int:
-        return sum(1 for pv in (self.state.get("pvs") or {}).values() if pv.get("connected"))
-
-    @property
-    def pvs_total(self) -> int:
-        return len(self.state.get("pvs") or {})
-
-    @property
-    def disconnected_pvs(self) -> list[str]:
-        return sorted(name for name, pv in (self.state.get("pvs") or {}).items() if not pv.get("connected"))

@@ -211,3 +211,21 @@ def record_bridge_status(beamline: str, state: dict) -> BridgeStatus:
     row, _ = BridgeStatus.objects.update_or_create(
         beamline=beamline[:200], defaults={"state": state, "last_seen": timezone.now()})
     return row
+
+
+class BridgeStillRunning(Exception):
+    """A bridge that still beats cannot be retired (its next heartbeat would bring it back)."""
+
+
+def retire_bridge(row: BridgeStatus, user) -> None:
+    """Remove a stopped or crashed bridge from the dashboard (staff only). Raises ``PermissionDenied`` for
+    anyone else and :class:`BridgeStillRunning` while it is alive (stop it first)."""
+    from .bridges import bridge_view
+
+    if not getattr(user, "is_staff", False):
+        raise PermissionDenied("only staff can retire a bridge")
+    view = bridge_view(row)
+    if not view.retirable:
+        raise BridgeStillRunning(f"the {row.beamline} bridge is {view.level_title} ({view.why}): stop it first")
+    log.info("bridge %s retired by %s (%s)", row.beamline, user, view.why)
+    row.delete()

@@ -21,7 +21,7 @@ from . import scans, services
 from .downloads import FORMATS, NoResult, result_download
 from .forms import JobForm
 from .history import filter_jobs
-from .models import Job
+from .models import BridgeStatus, Job
 from .provenance import provenance_rows
 
 PAGE_SIZE = 25
@@ -159,6 +159,22 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if request.GET.get("format") == "json":
         return JsonResponse(dashboard_data.as_json(data))
     return render(request, "jobs/dashboard.html", {"data": data, "refresh_url": reverse("jobs:dashboard")})
+
+
+@require_POST
+@login_required
+def retire_bridge(request: HttpRequest, bridge_id: int) -> HttpResponse:
+    """Staff: take a stopped or crashed bridge off the dashboard."""
+    row = get_object_or_404(BridgeStatus, pk=bridge_id)
+    try:
+        services.retire_bridge(row, request.user)
+    except PermissionDenied:
+        return HttpResponse("Only staff can retire a bridge.", status=403)
+    except services.BridgeStillRunning as exc:
+        messages.error(request, f"Not retired: {exc}.")
+        return redirect("jobs:dashboard")
+    messages.info(request, f"Bridge {row.beamline} retired; it comes back if it starts again.")
+    return redirect("jobs:dashboard")
 
 
 @require_GET
