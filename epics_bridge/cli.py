@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         for pv in config.pvs:
             print(f"  {pv}")
         print(f"template: {config.template.to_cmdstr()}")
+        sub = config.submit
+        print(f"submit: {sub.kind}" + (f" to {sub.url} (API token of {len(sub.token)} characters)"
+                                       if sub.kind == "http" else ""))
         return 0
     from .bridge import run_forever
 

@@ -7,6 +7,7 @@ by ``bridge.pv_prefix``. Relative file paths are relative to the config file. Se
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from reconstruction import ParameterError, Parameters
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "EPICS_BRIDGE__"
 TRIGGER_KINDS = ("sscan", "areadetector", "eiger", "filename", "bluesky")
@@ -171,13 +174,15 @@ class FileCheckConfig:
 
 @dataclass(frozen=True)
 class SubmitConfig:
-    """How jobs reach the web app: ``django`` calls ``webapp.jobs.services.submit_job``; ``callable`` loads
+    """How jobs reach the web app: ``http`` POSTs them to the server's JSON API at ``url`` with an API ``token``
+    (a separate bridge process: no database credentials; :mod:`epics_bridge.http_submit`); ``django`` calls
+    ``webapp.jobs.services.submit_job`` in this process (the embedded ``serve --bridge``); ``callable`` loads
     ``target`` ("module:factory") and calls it with ``options`` to make a submitter."""
 
     kind: str = "django"
     settings_module: str = "webapp.settings"
     url: str = ""  # http: the web app's base URL, e.g. http://127.0.0.1:8000/
-    token: str = ""  # http: an API token (better: token_file, or EPICS_BRIDGE__SUBMIT__TOKEN)
+    token: str = field(default="", repr=False)  # http: API token (token_file or EPICS_BRIDGE__SUBMIT__TOKEN)
     timeout_s: float = 10.0  # http: per request
     target: str = ""
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -447,10 +452,16 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     token = sb.get("token", str, "")
     token_file = sb.get("token_file", str, "")
     if token_file and not token:
+        token_path = _path(base, token_file)
         try:
-            token = _path(base, token_file).read_text().strip()
+            token = token_path.read_text().strip()
+            if token_path.stat().st_mode & 0o077:
+                log.warning("%s: the API token file %s can be read by other users (chmod 600 it)", source,
+                            token_path)
         except OSError as exc:
             raise sb._err("token_file", f"cannot read {token_file}: {exc.strerror or exc}") from None
+        if not token:
+            raise sb._err("token_file", f"{token_file} is empty (expected the API token)")
     submit = SubmitConfig(kind=skind, settings_module=sb.get("settings_module", str, "webapp.settings"),
                           url=sb.get("url", str, ""), token=token, timeout_s=sb.positive("timeout_s", 10.0),
                           target=sb.get("target", str, ""), options=dict(sb.get("options", dict, {})),

@@ -2,8 +2,9 @@
 
 A submitter raises :class:`SubmitRejected` when the web side refuses the job for good (bad parameters) and any
 other exception when it cannot be reached; the worker keeps the scan in the journal and retries those with
-back-off until one is accepted. ``submit_job`` is idempotent on the dedup key, so a retry after a lost reply
-cannot make a second job.
+back-off until one is accepted. Both paths are idempotent on the scan's dedup key (``submit_job``'s dedup key;
+the API's ``Idempotency-Key``, :mod:`epics_bridge.http_submit`), so a retry after a lost reply cannot make a
+second job.
 """
 
 from __future__ import annotations
@@ -95,7 +96,12 @@ class DjangoSubmitter:
 
 
 def load_submitter(config: SubmitConfig) -> Submitter:
-    """The submitter the configuration names."""
+    """The submitter the configuration names: the one place that decides how jobs reach the web app (``http``:
+    the JSON API with a token; ``django``: ``submit_job`` in this process, the embedded server's path)."""
+    if config.kind == "http":
+        from .http_submit import HttpSubmitter
+
+        return HttpSubmitter(config.url, config.token, config.timeout_s)
     if config.kind == "django":
         return DjangoSubmitter(config.settings_module)
     module_name, _, attr = config.target.partition(":")

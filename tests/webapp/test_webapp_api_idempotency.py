@@ -74,8 +74,15 @@ def test_source_epics_needs_a_bridge_token(client, token, bridge_token):
     body = {"parameters": small_parameters().to_dict(), "source": "epics"}
     r = post(client, "/api/v1/jobs/", body, token)
     assert r.status_code == 403 and BRIDGE_PERMISSION in r.json()["error"] and "--bridge" in r.json()["error"]
-    r = post(client, "/api/v1/jobs/", body, bridge_token, idempotency_key="TEST:1:f")
+    provenance = {"reconstruction.iterations": {"source": "template", "value": 12}}
+    r = post(client, "/api/v1/jobs/", dict(body, provenance=provenance), bridge_token, idempotency_key="TEST:1:f")
     assert r.status_code == 201 and r.json()["source"] == "epics" and r.json()["owner"] == "bridge-2idd"
+    assert Job.objects.get(pk=r.json()["id"]).provenance == provenance
+    # a bridge resuming after a restart no longer has the provenance: still the same request
+    again = post(client, "/api/v1/jobs/", body, bridge_token, idempotency_key="TEST:1:f")
+    assert again.status_code == 200 and again.json()["id"] == r.json()["id"]
+    r = post(client, "/api/v1/jobs/", dict(body, provenance=[1]), bridge_token)
+    assert r.status_code == 400 and "'provenance' must be an object" in r.json()["error"]
     r = post(client, "/api/v1/jobs/", dict(body, source="web"), bridge_token)
     assert r.status_code == 400 and "'source' must be one of api, epics" in r.json()["error"]
 

@@ -125,6 +125,10 @@ def schema(server_url: str = "/") -> dict[str, Any]:
             "notify_email": {"type": "boolean", "default": False},
             "source": {"type": "string", "enum": ["api", "epics"], "default": "api",
                        "description": "'epics' needs a bridge token (manage.py create_token USER --bridge)"},
+            "provenance": {"type": "object", "additionalProperties": {"type": "object"},
+                           "description": "Where each parameter came from, {\"group.name\": {\"source\": "
+                                          "\"pv\"|\"template\"|..., \"pv\": ..., ...}}; shown on the job page. "
+                                          "Not part of what an Idempotency-Key repeat must match."},
         },
         "additionalProperties": False,
     }

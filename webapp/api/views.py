@@ -24,7 +24,8 @@ from .auth import error, token_required
 from .models import BRIDGE_PERMISSION
 from .openapi import schema
 
-SUBMIT_KEYS = {"parameters", "cmdstr", "label", "notify_email", "source"}
+SUBMIT_KEYS = {"parameters", "cmdstr", "label", "notify_email", "source", "provenance"}
+MAX_PROVENANCE_ENTRIES = 1000
 #: what a submission may name as its source; "epics" needs the bridge permission
 SUBMIT_SOURCES = ("api", "epics")
 MAX_BEAMLINE_CHARS = 200
@@ -80,6 +81,11 @@ def _submit(request: HttpRequest) -> JsonResponse:
     if source == "epics" and not request.user.has_perm(BRIDGE_PERMISSION):
         return error(403, f"source 'epics' needs a bridge token: user {request.user.get_username()!r} lacks the "
                           f"permission {BRIDGE_PERMISSION} (manage.py create_token USER --bridge)")
+    provenance = body.get("provenance", {})
+    if not isinstance(provenance, dict) or len(provenance) > MAX_PROVENANCE_ENTRIES or not all(
+            isinstance(v, dict) for v in provenance.values()):
+        return error(400, "'provenance' must be an object {\"group.name\": {\"source\": ..., ...}} of at most "
+                          f"{MAX_PROVENANCE_ENTRIES} entries")
     try:
         key = idempotency.read_key(request.headers.get(idempotency.HEADER))
     except idempotency.BadKey as exc:
@@ -95,6 +101,7 @@ def _submit(request: HttpRequest) -> JsonResponse:
             params = Parameters.from_dict(body["parameters"])
     except ParameterError as exc:
         return _invalid(exc)
+    # what a repeat must match; not the provenance: a bridge that resumes a scan after a restart describes it again
     normalised = {"parameters": params.to_dict(), "label": label[:200], "source": source,
                   "notify_email": notify_email}
 
@@ -102,7 +109,7 @@ def _submit(request: HttpRequest) -> JsonResponse:
         checked = check_submission(params)
         check_at_submit(checked)  # an oversized run: 400 with the bytes needed and allowed
         return services.submit_job(checked, owner=request.user, source=source, label=label,
-                                   notify_email=notify_email)
+                                   notify_email=notify_email, provenance=provenance)
 
     try:
         if key is None:
