@@ -106,38 +106,62 @@ def _delegate(name: str, rest: list[str]) -> int:
 def _serve(rest: list[str]) -> int:
     """``ptychopy serve [--bridge CONFIG] ...``: the web site; with ``--bridge`` the EPICS bridge runs in the same
     process (embedded mode: its jobs reach the in-process worker at once)."""
-    bridge_config, rest = _pop_option(rest, "--bridge")
     try:
         web = importlib.import_module("webapp.cli")
     except ImportError as exc:
         print(f"ptychopy serve: not available ({exc}); install the extras: pip install 'ptychopy[web]'",
               file=sys.stderr)
         return 1
-    hooks = []
-    if bridge_config:
-        def start_bridge() -> Any:
+    return int(web.main(["serve", *rest], bridge_factory=_bridge_factory(web.StartupError)) or 0)
+
+
+def _bridge_factory(startup_error: type[Exception]) -> Any:
+    """``factory(config_path)`` for ``webapp.cli.main``: reads and checks the configuration now (raising
+    ``startup_error`` with one line naming the file and the problem) and returns the hook that starts the bridge
+    once the web side is up, with the bridge's log lines sent to this process's output."""
+
+    def factory(config_path: str) -> Any:
+        try:
             epics_bridge = importlib.import_module("epics_bridge")
-            bridge = epics_bridge.Bridge(epics_bridge.load_config(bridge_config))
-            bridge.start()
+        except ImportError as exc:
+            raise startup_error(f"--bridge: the EPICS bridge is not available ({exc}); "
+                                "install the extras: pip install 'ptychopy[epics]'") from None
+        try:
+            config = epics_bridge.load_config(config_path)
+        except epics_bridge.ConfigError as exc:  # its message starts with the file's name
+            where = "" if str(config_path) in str(exc) else f" {config_path}"
+            raise startup_error(f"--bridge{where}: {exc}") from None
+
+        def start_bridge() -> Any:
+            _log_to_output("epics_bridge")
+            try:
+                bridge = epics_bridge.Bridge(config)
+                bridge.start()
+            except Exception as exc:  # e.g. a journal it cannot open, a submitter it cannot import
+                raise startup_error(f"--bridge {config_path}: the bridge cannot start: "
+                                    f"{type(exc).__name__}: {exc}") from None
             return bridge.stop
 
-        hooks.append(start_bridge)
-    return int(web.main(["serve", *rest], startup_hooks=hooks) or 0)
+        return start_bridge
+
+    return factory
 
 
-def _pop_option(args: list[str], name: str) -> tuple[str | None, list[str]]:
-    """(value of ``name VALUE`` or ``name=VALUE``, the other arguments)."""
-    out, value, i = [], None, 0
-    while i < len(args):
-        if args[i] == name and i + 1 < len(args):
-            value, i = args[i + 1], i + 2
-            continue
-        if args[i].startswith(name + "="):
-            value = args[i].split("=", 1)[1]
-        else:
-            out.append(args[i])
-        i += 1
-    return value, out
+def _log_to_output(logger_name: str) -> None:
+    """Send ``logger_name``'s records (INFO and up, or ``$PTYCHOPY_LOG_LEVEL``) to stderr, where the server
+    prints its own; without this only WARNINGs reach the output (Python's last-resort handler)."""
+    import logging
+    import os
+
+    logger = logging.getLogger(logger_name)
+    if any(getattr(h, "_ptychopy_output", False) for h in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler._ptychopy_output = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(os.environ.get("PTYCHOPY_LOG_LEVEL", "INFO").upper())
+    logger.propagate = False
 
 
 def cmd_run(args: argparse.Namespace) -> int:

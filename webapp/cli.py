@@ -1,8 +1,15 @@
 """``ptychopy serve``: the embedded web application in one process (Daphne + an in-process worker).
 
-``python -m webapp.cli serve [--host 127.0.0.1] [--port 8000] [--demo] [--no-browser]`` migrates the
+``ptychopy serve [--host 127.0.0.1] [--port 8000] [--demo] [--no-browser] [--bridge CONFIG]`` migrates the
 database, creates the demo login (printed; the password is kept in ``$PTYCHOPY_HOME/demo-login.txt``),
 re-queues unfinished jobs, starts the worker thread and serves HTTP and websockets until Ctrl-C.
+
+``--bridge CONFIG`` also runs the EPICS bridge in this process. This package does not import the bridge (imports
+point down): the ``ptychopy`` command hands :func:`main` a ``bridge_factory``, which reads the configuration at
+once (before anything else starts) and returns the startup hook that starts the bridge. A bad configuration, or a
+bridge that cannot start, raises :class:`StartupError`: ``serve`` prints its one line and exits with status 2
+without starting the web server (a site that runs without the bridge it was asked for would look healthy while
+no scan is queued).
 """
 
 from __future__ import annotations
@@ -14,6 +21,13 @@ import threading
 import webbrowser
 from collections.abc import Callable, Sequence
 
+StartupHook = Callable[[], Callable[[], None]]  # starts something; returns its stop function
+EXIT_BAD_STARTUP = 2
+
+
+class StartupError(Exception):
+    """A startup hook (or its configuration) cannot work; the message is one line naming what and where."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ptychopy", description="ptychopy web application")
@@ -23,21 +37,50 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
     serve.add_argument("--demo", action="store_true", help="start a simulated demo reconstruction")
     serve.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    serve.add_argument("--bridge", metavar="CONFIG", default="",
+                       help="also run the EPICS bridge in this process with this TOML configuration (see "
+                            "docs/epics_bridge.md); its log lines appear in this output. A bad configuration "
+                            "stops serve at once with exit status 2 and a one-line error")
     return parser
 
 
-def main(argv: list[str] | None = None, startup_hooks: Sequence[Callable[[], Callable[[], None]]] = ()) -> int:
-    """``startup_hooks``: callables run once Django and the worker are up; each returns its stop function
-    (the ``ptychopy serve --bridge`` option uses one to run the EPICS bridge in this process)."""
-    args = build_parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args.host, args.port, demo=args.demo, open_browser=not args.no_browser,
-                     startup_hooks=startup_hooks)
-    return 2
+def main(argv: list[str] | None = None, startup_hooks: Sequence[StartupHook] = (),
+         bridge_factory: Callable[[str], StartupHook] | None = None) -> int:
+    """``startup_hooks``: callables run once Django and the worker are up; each returns its stop function.
+    ``bridge_factory(config_path)`` checks a ``--bridge`` configuration and returns the hook that starts the
+    bridge (the ``ptychopy`` command passes it); it raises :class:`StartupError` for a bad configuration."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command != "serve":
+        return 2
+    hooks = list(startup_hooks)
+    if args.bridge:
+        if bridge_factory is None:
+            parser.error("--bridge needs the EPICS bridge: run it as `ptychopy serve --bridge CONFIG`")
+        try:
+            hooks.append(bridge_factory(args.bridge))
+        except StartupError as exc:
+            print(f"ptychopy serve: {exc}", file=sys.stderr)
+            return EXIT_BAD_STARTUP
+    return serve(args.host, args.port, demo=args.demo, open_browser=not args.no_browser, startup_hooks=hooks)
+
+
+def _start_all(hooks: Sequence[StartupHook]) -> list[Callable[[], None]]:
+    """Run the startup hooks in order; when one raises :class:`StartupError` stop those already started and
+    raise it again."""
+    stops: list[Callable[[], None]] = []
+    try:
+        for hook in hooks:
+            stops.append(hook())
+    except StartupError:
+        for stop in reversed(stops):
+            stop()
+        raise
+    return stops
 
 
 def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True,
-          startup_hooks: Sequence[Callable[[], Callable[[], None]]] = ()) -> int:
+          startup_hooks: Sequence[StartupHook] = ()) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     # Daphne installs Twisted's asyncio reactor at import: it must come before anything imports Twisted.
     import django
@@ -60,7 +103,12 @@ def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True
         lines.append(f"  log in as: {username}  password: {password}  (kept in {demo_setup.demo_login_file()})")
         embedded.set_server_loop(twisted_loop)
         embedded.start_worker()
-    stops = [hook() for hook in startup_hooks]
+    try:
+        stops = _start_all(startup_hooks)
+    except StartupError as exc:
+        embedded.stop_worker()
+        print(f"ptychopy serve: {exc}", file=sys.stderr)
+        return EXIT_BAD_STARTUP
     if demo:
         job = demo_setup.submit_demo_job()
         url_job = f"{url}jobs/{job.pk}/"

@@ -102,22 +102,22 @@ def test_run_splits_over_the_listed_gpus(tmp_path, monkeypatch):
     assert res.run_plan["split"] is True and res.run_plan["devices"] == [0, 1] and res.run_plan["exchange"] == "sums"
 
 
-def test_serve_with_bridge_hands_the_web_server_a_bridge_start_hook(monkeypatch):
+def test_serve_hands_the_web_server_a_bridge_factory_that_checks_the_config_first(monkeypatch, tmp_path):
     import webapp.cli
 
     seen = {}
 
-    def fake_main(argv, startup_hooks=()):
-        seen["argv"], seen["hooks"] = argv, list(startup_hooks)
+    def fake_main(argv, startup_hooks=(), bridge_factory=None):
+        seen["argv"], seen["factory"] = argv, bridge_factory
         return 0
 
     monkeypatch.setattr(webapp.cli, "main", fake_main)
     assert main(["serve", "--port", "8123", "--bridge", "beamline.toml", "--no-browser"]) == 0
-    assert seen["argv"] == ["serve", "--port", "8123", "--no-browser"]
-    assert len(seen["hooks"]) == 1 and callable(seen["hooks"][0])
-    assert main(["serve", "--bridge=b.toml"]) == 0 and seen["argv"] == ["serve"] and len(seen["hooks"]) == 1
-    assert main(["serve"]) == 0 and seen["hooks"] == []
-
+    assert seen["argv"] == ["serve", "--port", "8123", "--bridge", "beamline.toml", "--no-browser"]
+    with pytest.raises(webapp.cli.StartupError, match=r"--bridge .*missing\.toml: .*cannot read the configuration"):
+        seen["factory"](str(tmp_path / "missing.toml"))
+    hook = seen["factory"]("epics_bridge/examples/beamline.toml")
+    assert callable(hook)
 
 def test_running_out_of_host_memory_is_a_clear_message_not_a_traceback(tmp_path, capsys, monkeypatch):
     import ptychopy.cli as cli
