@@ -16,8 +16,11 @@ import numpy as np
 
 from .engines.base import EngineSettings
 from .errors import InputDataError
+from .physics.position_update import AFFINE_TERMS
 from .positions import object_shape_for
 from .run_plan import DataSizes
+
+REFINING_ENGINES = ("ePIE", "DM", "LSQML")  # the engines that refine positions (-refinePositions)
 
 
 @dataclass
@@ -51,9 +54,16 @@ class CheckedInputs:
 def check_run_settings(algorithm: str, settings: EngineSettings, *, iterations: int, probe_modes: int,
                        memory_cap_bytes: int = 0) -> None:
     """ValueError naming the argument when the run's knobs cannot go together (``algorithm`` canonical)."""
-    if settings.position_refinement_from > 0 and algorithm != "LSQML":
+    if settings.position_refinement_from > 0 and algorithm not in REFINING_ENGINES:
         raise ValueError(f"position refinement (position_refinement_from={settings.position_refinement_from},"
-                         f" -refinePositions) runs with LSQML only, not {algorithm}")
+                         f" -refinePositions) runs with {', '.join(REFINING_ENGINES)}, not {algorithm}")
+    unknown = [t for t in settings.position_affine if t not in AFFINE_TERMS]
+    if unknown:
+        raise ValueError(f"position_affine={settings.position_affine!r}: unknown term {unknown[0]!r}; expected "
+                         f"some of {', '.join(AFFINE_TERMS)}")
+    if settings.coarse_search_px < 0 or settings.coarse_search_epochs < 0:
+        raise ValueError(f"coarse_search_px={settings.coarse_search_px}, coarse_search_epochs="
+                         f"{settings.coarse_search_epochs}: must be >= 0")
     if settings.variable_intensity and algorithm != "LSQML":
         raise ValueError(f"the per-position intensity fit (variable_intensity, -variableIntensity) runs with "
                          f"LSQML only, not {algorithm}")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..physics import modulus, patches
+from ..physics import modulus, patches, subpixel
 
 
 @dataclass(frozen=True)
@@ -22,20 +22,23 @@ class EngineSettings:
     batch_size: int = 0  # LSQML mini-batch (0 = about N/40)
     beta_lsq: float = 0.9  # LSQML damping of the optimal step
     dm_relax: float = 0.05  # DM: relative radius of the noise ball the modulus projection stops at (0 = exact)
-    position_refinement_from: int = 0  # LSQML: refine positions from this iteration (0 = off, whole-pixel windows)
+    position_refinement_from: int = 0  # refine positions from this iteration (0 = off, whole-pixel windows)
+    position_affine: tuple[str, ...] = ()  # refinement: the free affine terms of the scan (the others are held)
+    coarse_search_px: int = 0  # refinement: whole-pixel search radius of each window (0 = off)
+    coarse_search_epochs: int = 0  # ... in this many first refining epochs
     variable_intensity: bool = False  # LSQML: fit a per-position incident-intensity scale (flux fluctuations)
     subpixel_windows: bool = False  # every engine: windows follow fractional positions (the probe moved by them)
     compute_rms: bool = False
 
     @property
     def per_position_fits(self) -> bool:
-        """True when LSQML fits something per position (positions or intensities): the reference engine, one
-        device."""
+        """True when an engine fits something per position (positions, or LSQML's intensities): the reference
+        engine, one device."""
         return self.position_refinement_from > 0 or self.variable_intensity
 
     @property
     def windows_follow_positions(self) -> bool:
-        """True when windows follow the sub-pixel positions (``subpixel_windows``, or LSQML's position refinement),
+        """True when windows follow the sub-pixel positions (``subpixel_windows``, or position refinement),
         so the engine needs ``EngineState.positions_px``; else every window sits at its rounded corner."""
         return self.subpixel_windows or self.position_refinement_from > 0
 
@@ -78,6 +81,21 @@ class EngineState:
         rows = self.rows if index is None else self.rows[index]
         cols = self.cols if index is None else self.cols[index]
         return patches.window_indices(self.xp, rows, cols, self.size_px, self.obj.shape[1])
+
+    def lit_probes(self, index: Any) -> Any:
+        """(B, M, n, n) the active probe modes as they light the windows of positions ``index`` (an index array):
+        moved by each position's fraction when windows follow sub-pixel positions, scaled by each position's
+        amplitude factor when the run fits them."""
+        xp = self.xp
+        probe = self.probe[: self.modes_active]
+        if self.positions_px is None:
+            probe = xp.broadcast_to(probe[None], (len(index),) + probe.shape)
+        else:
+            fractions = subpixel.fractions_px(xp, self.positions_px[index], self.rows[index], self.cols[index])
+            probe = subpixel.moved_probes(xp, probe, fractions)[0]
+        if self.intensity_scale is not None:
+            probe = probe * self.intensity_scale[index][:, None, None, None]
+        return probe
 
     def valid_for(self, index: Any) -> Any | None:
         """The mask for positions ``index`` (an int, a slice or an index array), or None."""

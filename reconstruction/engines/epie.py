@@ -9,12 +9,21 @@ Mixed-state probes update every active mode with its own difference.
 Sub-pixel windows (``subpixel_windows``): P_k above is the probe moved by position j's fraction
 (``physics/subpixel.py``), and the probe update is moved back before it is added; a whole-pixel position runs the
 steps above unchanged.
+
+Position refinement (``position_refinement_from`` > 0: -refinePositions from iteration -PPS): windows follow
+sub-pixel positions; each visit also gathers the terms of the position's Gauss-Newton step from its difference
+D (``engines/position_refiner.py``, ``physics/position_update.py``), and at the end of the epoch every position takes
+its step (damped by the median over all positions, at most 0.5 px per axis), after a coarse whole-pixel search in
+the first refining epochs and before the scan's affine fit.
 """
 
 from __future__ import annotations
 
-from ..physics import modulus, propagation, subpixel
+from typing import Any
+
+from ..physics import modulus, position_update, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
+from .position_refiner import PositionRefiner
 
 
 class EPIE:
@@ -24,12 +33,18 @@ class EPIE:
     def __init__(self, state: EngineState, settings: EngineSettings):
         self.state = state
         self.settings = settings
+        self.refiner: Any = PositionRefiner(state, settings) if settings.position_refinement_from > 0 else None
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st, xp = self.state, self.state.xp
         n = st.size_px
         m = st.modes_active
         metrics = IterationMetrics()
+        refine = self.refiner is not None and self.refiner.refining(iteration)
+        if refine:
+            self.refiner.begin_epoch(self.state.lit_probes)
+            step_num = xp.zeros((st.n_positions, 2), dtype=xp.float32)
+            step_den = xp.zeros((st.n_positions, 2), dtype=xp.float32)
         order = st.rng.permutation(st.n_positions)
         rows = st.rows.tolist() if hasattr(st.rows, "tolist") else list(st.rows)
         cols = st.cols.tolist() if hasattr(st.cols, "tolist") else list(st.cols)
@@ -50,6 +65,9 @@ class EPIE:
                         self.settings.compute_rms)
             factor = modulus.modulus_factor(xp, model_amp, amp, valid)
             diff = propagation.backward(xp, far * factor[None]) - psi
+            if refine:  # the terms of this position's step, from the same difference as its update
+                num, den = self.refiner.terms(probe[None], obj_patch[None], diff[None], far[None], model_amp[None])
+                step_num[j], step_den[j] = num[0], den[0]
             p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
             # multiplying by the reciprocal: NumPy divides complex by real as complex by complex (several x slower)
             window += xp.sum(probe.conj() * diff, axis=0) * (1.0 / xp.max(p_int))
@@ -57,12 +75,15 @@ class EPIE:
                 o_int = obj_patch.real**2 + obj_patch.imag**2
                 step = obj_patch.conj()[None] * diff * (1.0 / xp.max(o_int))
                 st.probe[:m] += step if ramps is None else subpixel.shift_by_ramps(xp, step, ramps, inverse=True)[0]
+        if refine:  # every position's step at once, damped by the median over all of them
+            self.refiner.move(slice(None), position_update.damped_steps(xp, step_num, step_den))
+            self.refiner.end_epoch()
         return metrics
 
     def _fractions(self) -> list[tuple[float, float]] | None:
         """Each position's fraction (row, col) on the host when windows follow sub-pixel positions, else None."""
         st = self.state
-        if not self.settings.subpixel_windows or st.positions_px is None:
+        if not self.settings.windows_follow_positions or st.positions_px is None:
             return None
         f = subpixel.fractions_px(st.xp, st.positions_px, st.rows, st.cols)
         return [tuple(v) for v in (f.tolist() if hasattr(f, "tolist") else f)]

@@ -21,10 +21,10 @@ batch of whole-pixel positions runs the steps above unchanged.
 Probe-position refinement (``position_refinement_from`` > 0: -refinePositions from iteration -PPS): windows
 follow sub-pixel positions (the probe of window j is moved by the fraction of its position,
 ``physics/subpixel.py``; the probe gradient is moved back before it is summed), and from that iteration on each
-visited position takes a damped Gauss-Newton step per axis (``subpixel.position_steps_px``: the far-field
-amplitude change a move would make, fitted to the measured one), at most ``MAX_POSITION_STEP_PX`` an epoch, from
-the same chi as the object and probe updates. After each epoch the affine part of all corrections is removed (the
-scan's overall geometry stays as given).
+visited position takes a damped Gauss-Newton step per axis (``physics/position_update.py``: the far-field
+amplitude change a move would make, fitted to the measured one), at most 0.5 px an epoch, from the same chi as the
+object and probe updates; the schedule, the coarse search and the scan's affine fit are
+``engines/position_refiner.py``'s, shared with ePIE and DM.
 
 Variable intensity (``variable_intensity``: -variableIntensity, as the original's MLs always did): the exit wave
 of position j is c_j P O_j, with c_j an amplitude factor for the flux that reached it; each visit multiplies c_j
@@ -36,11 +36,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..physics import modulus, patches, propagation, subpixel
+from ..physics import modulus, patches, position_update, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
+from .position_refiner import PositionRefiner
 
 NEWTON_STEPS = 3
-MAX_POSITION_STEP_PX = 0.5  # largest correction of one position in one epoch, per axis
 MAX_INTENSITY_STEP = 0.2  # largest relative change of a position's amplitude factor in one visit
 
 
@@ -57,21 +57,22 @@ class LSQML:
         if self.subpixel and state.positions_px is None:
             raise ValueError("sub-pixel windows and position refinement need EngineState.positions_px (the "
                              "sub-pixel positions)")
-        self._positions: Any = state.positions_px  # (N, 2) float64, updated in place (the state's array)
-        self._start_positions: Any = None if state.positions_px is None else state.positions_px.copy()
+        self.refiner: Any = PositionRefiner(state, settings) if settings.position_refinement_from > 0 else None
         if settings.variable_intensity and state.intensity_scale is None:
             state.intensity_scale = state.xp.ones(n_pos, dtype=state.xp.float32)
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
         metrics = IterationMetrics()
-        refine = 0 < self.settings.position_refinement_from <= iteration
+        refine = self.refiner is not None and self.refiner.refining(iteration)
+        if refine:
+            self.refiner.begin_epoch(self.state.lit_probes)
         order = st.rng.permutation(st.n_positions)
         for start in range(0, st.n_positions, self.batch_size):
             idx = order[start:start + self.batch_size]
             self._update_batch(st.xp.asarray(idx), metrics, update_probe, refine)
         if refine:
-            self._remove_affine_drift()
+            self.refiner.end_epoch()
         if st.intensity_scale is not None:
             st.intensity_scale /= st.xp.mean(st.intensity_scale)
         return metrics
@@ -100,7 +101,8 @@ class LSQML:
         chi = propagation.backward(xp, far)
 
         if refine:
-            position_steps = subpixel.position_steps_px(xp, probe, obj_p, chi, far_model, model_amp)
+            position_steps = position_update.damped_steps(
+                xp, *self.refiner.terms(probe, obj_p, chi, far_model, model_amp))
         if scale is not None:
             scale_steps = _intensity_steps(xp, psi, chi)
 
@@ -137,7 +139,7 @@ class LSQML:
         weighted *= inv_den_o
         st.obj += weighted
         if refine:
-            self._move_positions(idx, position_steps)
+            self.refiner.move(idx, position_steps)
         if scale is not None:
             factors[idx] = scale * (1.0 + scale_steps)
 
@@ -153,39 +155,11 @@ class LSQML:
         """(B, n, n) ramps moving the probe by the fractional part of positions ``idx``, or None when every one
         of them sits on whole pixels (the batch then runs the whole-pixel steps, bit for bit)."""
         st, xp = self.state, self.state.xp
-        fractions = subpixel.fractions_px(xp, self._positions[idx], st.rows[idx], st.cols[idx])
+        positions: Any = st.positions_px  # (N, 2), present whenever windows follow positions
+        fractions = subpixel.fractions_px(xp, positions[idx], st.rows[idx], st.cols[idx])
         if not subpixel.any_fraction(xp, fractions):
             return None
         return subpixel.shift_ramps(xp, fractions, st.size_px)
-
-    def _move_positions(self, idx: Any, steps_px: Any) -> None:
-        """Positions ``idx`` moved by ``steps_px`` (B, 2), each axis clipped, windows kept inside the object."""
-        xp = self.state.xp
-        moved = self._positions[idx] + xp.clip(steps_px, -MAX_POSITION_STEP_PX, MAX_POSITION_STEP_PX)
-        self._set_positions(idx, moved)
-
-    def _remove_affine_drift(self) -> None:
-        """Remove the affine part (shift, scale, rotation, shear) of the corrections since the start: a common
-        shift only translates the image, and the others are barely constrained by the data, so positions would
-        drift together (a scan stretched by 1 % in tests); the scan's overall geometry stays as given."""
-        xp = self.state.xp
-        start = self._start_positions
-        basis = xp.concatenate([start - xp.mean(start, axis=0), xp.ones((start.shape[0], 1), start.dtype)], axis=1)
-        corrections = self._positions - start
-        coef = xp.linalg.lstsq(basis, corrections, rcond=None)[0]  # (3, 2)
-        self._set_positions(slice(None), self._positions - basis @ coef)
-
-    def _set_positions(self, idx: Any, positions_px: Any) -> None:
-        """Store (B, 2) ``positions_px`` for ``idx``, clipped so each window stays inside the object, and their
-        rounded corners."""
-        st, xp = self.state, self.state.xp
-        n = st.size_px
-        hi = xp.asarray([st.obj.shape[0] - n, st.obj.shape[1] - n], dtype=positions_px.dtype)
-        positions_px = xp.clip(positions_px, 0, hi[None])
-        self._positions[idx] = positions_px
-        corners = xp.floor(positions_px + 0.5).astype(st.rows.dtype)
-        st.rows[idx] = corners[:, 0]
-        st.cols[idx] = corners[:, 1]
 
     def _far_field_step(self, model_amp: Any, amp: Any, valid: Any | None) -> Any:
         """(B, n, n) real factor g with chi_hat = Psi * g, for the chosen noise model."""

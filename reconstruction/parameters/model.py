@@ -137,8 +137,8 @@ class ReconstructionParameters:
                                   hint="For the first N iterations positive object phases are set to 0.",
                                   advanced=True)
     refine_positions: bool = param(False, kind="bool", flag="refinePositions", label="Refine positions",
-                                   hint="LSQML: refine the scan positions (from iteration -PPS on); windows then "
-                                        "follow sub-pixel positions. Off: positions as given, whole pixels.",
+                                   hint="Every engine: refine the scan positions (from iteration -PPS on); windows "
+                                        "then follow sub-pixel positions. Off: positions as given, whole pixels.",
                                    advanced=True)
     variable_intensity: bool = param(False, kind="bool", flag="variableIntensity", label="Variable intensity",
                                      hint="LSQML: fit each position's incident intensity (flux fluctuations, "
@@ -151,7 +151,7 @@ class ReconstructionParameters:
                                    advanced=True)
     position_search_from: int = param(5, kind="int", flag="PPS", unit="iterations", min=1, max=10**7,
                                       label="Refine positions from",
-                                      hint="LSQML with -refinePositions: position refinement starts at this "
+                                      hint="With -refinePositions: position refinement starts at this "
                                            "iteration (the original's MLs always refined from here).",
                                       advanced=True)
     delta_p: float = param(0.1, kind="float", flag="delta_p", min=0.0, max=10.0, advanced=True,
@@ -559,7 +559,7 @@ class Parameters:
                                  ("variable_intensity", "variableIntensity", "the per-position intensity fit")):
             if not getattr(r, name):
                 continue
-            if r.algorithm != "LSQML":
+            if name == "variable_intensity" and r.algorithm != "LSQML":
                 problems.append(Problem(f"reconstruction.{name}", flag, True,
                                         f"-{flag}: {what} runs with -algorithm=LSQML (MLs), not {r.algorithm}"))
             if len(gpus) > 1:

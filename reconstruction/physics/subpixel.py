@@ -1,5 +1,5 @@
-"""Sub-pixel windows and the position gradient: what every engine's sub-pixel windows (``-subpixelWindows``) and
-LSQML's probe-position refinement are built from.
+"""Sub-pixel windows: what every engine's sub-pixel windows (``-subpixelWindows``) and its position refinement
+(``physics/position_update.py``) are built from.
 
 A position p (row, col) in pixels splits into the integer window corner c = round(p) and the fraction
 f = p - c in [-0.5, 0.5]. Inside window j the exit wave is psi_j(y) = P(y - f_j) O(c_j + y): the object window is
@@ -65,34 +65,3 @@ def move_back_and_sum(xp: Any, waves: Any, ramps: Any) -> Any:
     spectra = propagation.forward(xp, waves)
     spectra *= ramps.conj()[:, None]
     return propagation.backward(xp, xp.sum(spectra, axis=0)).astype(xp.complex64)
-
-
-def window_gradients(xp: Any, windows: Any) -> tuple[Any, Any]:
-    """Central differences d/d(row), d/d(col) of (B, n, n) object windows (one-sided at the window's edges)."""
-    return xp.gradient(windows, axis=1), xp.gradient(windows, axis=2)
-
-
-def position_steps_px(xp: Any, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any,
-                      damping: float = 1.0) -> Any:
-    """(B, 2) float32 Gauss-Newton steps (row, col) in pixels that best explain the exit-wave update ``chi``.
-
-    probes (1 or B, M, n, n) the (shifted) probe modes of each window, windows (B, n, n) the object windows,
-    chi (B, M, n, n) the exit-wave update direction from the measured moduli, far_model (B, M, n, n) the model's
-    far fields F psi and model_amp (B, n, n) their modal amplitude. Moving position j by d changes psi_j by
-    d P grad(O_j), whose far field D changes the modal amplitude by sum_k Re(conj(F psi_k) D_k) / |F psi|; the
-    step along each axis fits that amplitude change to the measured one: Re<P dO, chi> / sum (amplitude change)^2.
-    (The denominator counts only what the moduli can see; ||P dO||^2 would make every step about 4x too short.)
-    ``damping`` (Levenberg-Marquardt) adds that many times the batch's median denominator, so a window whose
-    object holds little structure, or which little else overlaps, barely moves: undamped, such positions drifted
-    by 3-5 px on a scan with little overlap; 0 gives the plain Gauss-Newton step.
-    """
-    steps = []
-    inv_amp = 1.0 / (model_amp + 1e-12 * xp.max(model_amp) + 1e-30)
-    for d_obj in window_gradients(xp, windows):
-        change = probes * d_obj[:, None]  # (B, M, n, n)
-        num = xp.sum((change.conj() * chi).real, axis=(1, 2, 3))
-        d_far = propagation.forward(xp, change)
-        d_amp = xp.sum((far_model.conj() * d_far).real, axis=1) * inv_amp  # (B, n, n)
-        den = xp.sum(d_amp * d_amp, axis=(1, 2))
-        steps.append(num / (den + damping * xp.median(den) + 1e-30))
-    return xp.stack(steps, axis=1).astype(xp.float32)

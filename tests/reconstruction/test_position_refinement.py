@@ -9,7 +9,7 @@ from reconstruction.driver import Reconstruction, settings_from_parameters
 from reconstruction.engines import EngineSettings
 from reconstruction.metrics import illuminated_region, object_nrmse
 from reconstruction.multigpu import SplitReconstruction
-from reconstruction.physics import propagation, subpixel
+from reconstruction.physics import position_update, propagation, subpixel
 from reconstruction.run_plan import DataSizes, plan_run
 from reconstruction.simulate import simulate
 
@@ -43,7 +43,7 @@ def test_the_position_step_from_the_measured_moduli_recovers_a_known_subpixel_of
     far = propagation.forward(np, probe[None] * window[:, None])  # model at the nominal position
     model_amp = np.abs(far)[:, 0]
     chi = propagation.backward(np, far * (measured / model_amp - 1)[:, None])  # LSQML's Gaussian update
-    step = subpixel.position_steps_px(np, probe[None], window, chi, far, model_amp, damping=0.0)[0]
+    step = position_update.position_steps_px(np, probe[None], window, chi, far, model_amp, damping=0.0)[0]
     np.testing.assert_allclose(step, shift_px, atol=0.15 * max(abs(s) for s in shift_px))
 
 
@@ -56,8 +56,8 @@ def test_damping_holds_back_a_window_with_little_structure_and_barely_slows_a_st
     far = propagation.forward(np, probe[None] * windows[:, None])
     model_amp = np.abs(far)[:, 0]
     chi = propagation.backward(np, far * (measured / model_amp - 1)[:, None])
-    plain = subpixel.position_steps_px(np, probe[None], windows, chi, far, model_amp, damping=0.0)
-    damped = subpixel.position_steps_px(np, probe[None], windows, chi, far, model_amp)
+    plain = position_update.position_steps_px(np, probe[None], windows, chi, far, model_amp, damping=0.0)
+    damped = position_update.position_steps_px(np, probe[None], windows, chi, far, model_amp)
     np.testing.assert_allclose(plain, [[0.3, -0.2]] * 2, atol=0.05)  # undamped, both find the shift
     assert np.all(np.abs(damped[0]) > 0.5 * np.abs(plain[0]))
     assert np.all(np.abs(damped[1]) < 0.1 * np.abs(plain[1]))
@@ -121,7 +121,7 @@ def test_before_refinement_starts_whole_pixel_positions_give_plain_lsqml(tiny_sc
     np.testing.assert_array_equal(refining_later.positions(), corners)
 
 
-def test_pps_turns_refinement_on_for_lsqml_only_and_is_off_by_default():
+def test_pps_turns_refinement_on_for_every_engine_and_is_off_by_default():
     assert not Parameters().reconstruction.refine_positions
     pps_alone = Parameters.from_cmdstr("./ptycho -algorithm=MLs -PPS=20")
     assert settings_from_parameters(pps_alone).position_refinement_from == 0
@@ -129,8 +129,9 @@ def test_pps_turns_refinement_on_for_lsqml_only_and_is_off_by_default():
     assert settings_from_parameters(p).position_refinement_from == 20
     assert settings_from_parameters(Parameters.from_cmdstr("./ptycho -algorithm=MLs -refinePositions")
                                     ).position_refinement_from == 5  # the original's -PPS default
-    with pytest.raises(ParameterError, match="-refinePositions: position refinement runs with -algorithm=LSQML"):
-        Parameters.from_cmdstr("./ptycho -algorithm=ePIE -refinePositions -PPS=20")
+    for algorithm in ("ePIE", "DM"):
+        assert settings_from_parameters(Parameters.from_cmdstr(
+            f"./ptycho -algorithm={algorithm} -refinePositions -PPS=20")).position_refinement_from == 20
     with pytest.raises(ParameterError, match="-refinePositions: position refinement runs on one device"):
         Parameters.from_cmdstr("./ptycho -algorithm=LSQML -refinePositions -gpus=0,1")
     Parameters.from_cmdstr("./ptycho -algorithm=ePIE -PPS=20")  # -PPS alone asks for nothing: accepted, as before
@@ -149,8 +150,9 @@ def test_parameters_stored_before_refinement_existed_load_and_do_not_refine():
 
 def test_every_entry_point_refuses_refinement_it_cannot_do(tiny_scan):
     settings = EngineSettings(position_refinement_from=3)
-    with pytest.raises(ValueError, match="runs with LSQML only, not DM"):
-        Reconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, algorithm="DM", settings=settings)
+    with pytest.raises(ValueError, match="position_affine=.*unknown term 'zoom'"):
+        Reconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, algorithm="DM",
+                       settings=EngineSettings(position_refinement_from=3, position_affine=("zoom",)))
     with pytest.raises(ValueError, match="run on one device"):
         SplitReconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, devices=[0, 1],
                             algorithm="LSQML", settings=settings)

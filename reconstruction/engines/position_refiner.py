@@ -1,0 +1,137 @@
+"""Position correction for every engine (-refinePositions): the schedule and the bookkeeping around the pure steps of
+``physics/position_update.py``.
+
+An engine that refines positions owns one :class:`PositionRefiner` and calls, in each refining epoch:
+
+1. :meth:`PositionRefiner.begin_epoch` (first; in the first ``coarse_search_epochs`` refining epochs it tries every
+   window at each whole-pixel shift within ``coarse_search_px`` and moves it to the best one);
+2. :meth:`PositionRefiner.terms` for each batch it updates (the Gauss-Newton terms of each position's step, from the
+   same chi as its object update; with a free affine term it also gathers the terms of the scan's deformation);
+3. :meth:`PositionRefiner.move` with the steps (:func:`~reconstruction.physics.position_update.damped_steps` of
+   those terms: per mini-batch in LSQML, over all positions at the end of the epoch in ePIE and DM);
+4. :meth:`PositionRefiner.end_epoch`: the deformation fitted over the epoch is applied (every position moved, the
+   object resampled, so both stay in one frame), and the held affine terms' part of all corrections is removed.
+
+Works on NumPy and CuPy alike; it keeps ``EngineState.positions_px`` (N, 2) float64 and the rounded window corners
+``rows``/``cols`` in step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..physics import position_update as pu
+from .base import EngineSettings, EngineState
+
+MAX_POSITION_STEP_PX = 0.5  # largest gradient correction of one position in one epoch, per axis
+MAX_DEFORMATION = 0.02  # largest affine change applied in one epoch (2 %, about 1.1 degrees)
+SEARCH_CHUNK = 8  # positions scored at once by the coarse search
+
+
+class PositionRefiner:
+    """Refines ``state.positions_px`` in place from iteration ``settings.position_refinement_from`` on."""
+
+    def __init__(self, state: EngineState, settings: EngineSettings):
+        if state.positions_px is None:
+            raise ValueError("position refinement needs EngineState.positions_px (the sub-pixel positions)")
+        self.state = state
+        self.settings = settings
+        xp = state.xp
+        self.start_px: Any = state.positions_px.copy()
+        free = tuple(settings.position_affine)
+        self.held = tuple(t for t in pu.AFFINE_TERMS if t not in free)
+        self.fit_deformation = any(t in free for t in pu.AFFINE_TERMS if t != "offset")
+        self._gram: Any = None
+        self._rhs: Any = None
+        self._shifts = pu.search_shifts(xp, settings.coarse_search_px) if settings.coarse_search_px > 0 else None
+        self._epoch = 0  # refining epochs begun
+        self.last_deformation: Any = None  # (2, 2) the deformation applied at the last epoch's end
+
+    @property
+    def positions(self) -> Any:
+        return self.state.positions_px
+
+    def refining(self, iteration: int) -> bool:
+        """True from iteration ``position_refinement_from`` on (1-based)."""
+        return 0 < self.settings.position_refinement_from <= iteration
+
+    # -- the epoch ---------------------------------------------------------------------------------------------
+    def begin_epoch(self, probe_at: Any) -> bool:
+        """Start a refining epoch; in the first ``coarse_search_epochs`` ones (with ``coarse_search_px`` > 0) move
+        each window to its best whole-pixel shift. ``probe_at(idx)`` gives the (B, M, n, n) probe lighting the
+        windows of positions ``idx`` (moved by their fractions). True when any position moved."""
+        self._epoch += 1
+        self._gram = self._rhs = None
+        s = self.settings
+        if self._shifts is None or self._epoch > s.coarse_search_epochs:
+            return False
+        st, xp = self.state, self.state.xp
+        moved_any = False
+        for start in range(0, st.n_positions, SEARCH_CHUNK):
+            idx = xp.arange(start, min(start + SEARCH_CHUNK, st.n_positions))
+            scores = pu.coarse_shift_scores(xp, st.obj, probe_at(idx), st.rows[idx], st.cols[idx],
+                                            st.amplitudes[idx], st.valid_for(idx), self._shifts)
+            best = self._shifts[xp.argmax(scores, axis=1)]  # (B, 2); shift 0 comes first, so ties stay put
+            if bool(xp.any(best != 0)):
+                moved_any = True
+                self._set(idx, self.positions[idx] + best.astype(self.positions.dtype))
+        return moved_any
+
+    def terms(self, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any) -> tuple[Any, Any]:
+        """(B, 2) numerators and denominators of the per-position steps of a batch (shapes as in
+        ``physics/position_update.py``); with a free affine term, the batch's deformation terms are added to the
+        epoch's."""
+        xp = self.state.xp
+        if not self.fit_deformation:
+            return pu.translation_terms(xp, probes, windows, chi, far_model, model_amp)
+        centre = pu.probe_centre_px(xp, self.state.probe[: self.state.modes_active])
+        gram, rhs = pu.deformation_terms(xp, probes, windows, chi, far_model, model_amp, centre)
+        if self._gram is None:
+            self._gram, self._rhs = gram, rhs
+        else:
+            self._gram = xp.concatenate([self._gram, gram])
+            self._rhs = xp.concatenate([self._rhs, rhs])
+        return rhs[:, :2], xp.stack([gram[:, 0, 0], gram[:, 1, 1]], axis=1)
+
+    def move(self, idx: Any, steps_px: Any) -> None:
+        """Positions ``idx`` moved by ``steps_px`` (B, 2), each axis clipped to +-``MAX_POSITION_STEP_PX``."""
+        xp = self.state.xp
+        clipped = xp.clip(steps_px, -MAX_POSITION_STEP_PX, MAX_POSITION_STEP_PX)
+        self._set(idx, self.positions[idx] + clipped)
+
+    def end_epoch(self) -> None:
+        """Apply the deformation fitted over the epoch (when an affine term is free), then remove the held terms'
+        part of all corrections since the start."""
+        xp = self.state.xp
+        if self._gram is not None:
+            d = pu.solve_deformation(xp, self._gram, self._rhs, tuple(t for t in pu.AFFINE_TERMS
+                                                                      if t not in self.held))
+            d = xp.clip(d, -MAX_DEFORMATION, MAX_DEFORMATION)
+            self._apply_deformation(d)
+            self._gram = self._rhs = None
+        if self.held:
+            self._set(slice(None), pu.remove_affine_terms(xp, self.start_px, self.positions, self.held))
+
+    def _apply_deformation(self, d: Any) -> None:
+        """The data show each window's content moved by D (y - c) against the object: the scan is distorted by
+        M = I + D about its centre c. Positions move by M^-1 and the object is resampled by M, about c."""
+        st, xp = self.state, self.state.xp
+        m = xp.eye(2) + d
+        y0 = pu.probe_centre_px(xp, st.probe[: st.modes_active])
+        centre = xp.mean(self.positions, axis=0) + y0
+        moved = (self.positions + y0[None] - centre[None]) @ xp.linalg.inv(m).T + centre[None] - y0[None]
+        st.obj[...] = pu.resample_affine(xp, st.obj, m, centre)
+        self._set(slice(None), moved)
+        self.last_deformation = d
+
+    def _set(self, idx: Any, positions_px: Any) -> None:
+        """Store (B, 2) ``positions_px`` for ``idx``, clipped so each window stays inside the object, and their
+        rounded corners."""
+        st, xp = self.state, self.state.xp
+        n = st.size_px
+        hi = xp.asarray([st.obj.shape[0] - n, st.obj.shape[1] - n], dtype=positions_px.dtype)
+        positions_px = xp.clip(positions_px, 0, hi[None])
+        self.positions[idx] = positions_px
+        corners = xp.floor(positions_px + 0.5).astype(st.rows.dtype)
+        st.rows[idx] = corners[:, 0]
+        st.cols[idx] = corners[:, 1]

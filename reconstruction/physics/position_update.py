@@ -1,0 +1,283 @@
+"""Position correction: the per-position step, the coarse search, and the global affine fit of the scan.
+
+Pure functions over batched ``xp`` arrays (NumPy or CuPy; no host round trips inside), shared by every engine that
+refines positions (``engines/position_refiner.py`` drives them). Conventions: positions (B, 2) pixels (row, col)
+of each window's top-left corner; window j covers object pixels p_j + y, y in [0, n)^2; probes (1 or B, M, n, n)
+as they light each window (moved by the position's fraction, ``physics/subpixel.py``); windows (B, n, n) the object
+windows; chi (B, M, n, n) the exit-wave update direction from the measured moduli (F^-1 of F psi (A / |F psi| - 1)
+for the Gaussian model); far_model (B, M, n, n) the model's far fields F psi and model_amp (B, n, n) their modal
+amplitude.
+
+The three parts, and why (docs/parameters.md, "Position refinement"):
+
+- **per-position step** (:func:`translation_terms`, :func:`damped_steps`): moving window j by d changes psi_j by
+  d . P grad(O_j); its far-field modal amplitude changes by a_d = sum_k Re(conj(F psi_k) F(P d_O)) / |F psi|. Each
+  axis' Gauss-Newton step fits a_d to the measured amplitude change: Re<P dO, chi> / ||a_d||^2, damped by the
+  batch's median denominator (Levenberg-Marquardt), so windows with little structure barely move.
+- **coarse search** (:func:`coarse_shift_scores`): errors of several pixels are outside the gradient's reach (the
+  linearisation holds for a fraction of the object's feature size). Each window is tried at every whole-pixel shift
+  within a radius, and the shift whose far-field modal amplitude correlates best with the measured one wins. The
+  measured data, not the exit-wave estimate, are compared, so the score does not inherit the current model's errors.
+- **global affine fit** (:func:`deformation_terms`, :func:`solve_deformation`): a scale or rotation error of the
+  whole scan is nearly invisible to per-window translations (the object forms in the distorted frame and the
+  windows agree with it), but not inside each window: there the data are the object seen through the probe's own,
+  undistorted pixel grid, so the distortion shows as a stretch or turn of each window's content against the
+  object. Fitting that (with each window's translation as a nuisance parameter, summed over all windows) gives the
+  scan's affine error directly, to a fraction of a per cent; the engine then moves every position by it and
+  resamples the object with it (:func:`resample_affine`). The user chooses which affine terms are free
+  (:data:`AFFINE_TERMS`); the others are held, and their part of the per-position steps is removed
+  (:func:`remove_affine_terms`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from . import propagation
+
+#: The affine terms of a scan's geometry a user may free or hold (``-positionAffine``); each is a 2 x 2 matrix
+#: direction B in (row, col) pixels: a position p moves by B (p - centre). ``offset`` (a common shift) has none.
+AFFINE_TERMS = ("scale", "asymmetry", "rotation", "shear", "offset")
+_LINEAR_TERMS = {
+    "scale": ((1.0, 0.0), (0.0, 1.0)),
+    "asymmetry": ((1.0, 0.0), (0.0, -1.0)),
+    "rotation": ((0.0, -1.0), (1.0, 0.0)),
+    "shear": ((0.0, 1.0), (1.0, 0.0)),
+}
+
+
+# -- per-position step ------------------------------------------------------------------------------------------
+def object_gradients(xp: Any, windows: Any) -> tuple[Any, Any]:
+    """Central differences d/d(row), d/d(col) of (B, n, n) object windows (one-sided at the window's edges)."""
+    return xp.gradient(windows, axis=1), xp.gradient(windows, axis=2)
+
+
+def _inverse_amplitude(xp: Any, model_amp: Any) -> Any:
+    return 1.0 / (model_amp + 1e-12 * xp.max(model_amp) + 1e-30)
+
+
+def _amplitude_change(xp: Any, change: Any, far_model: Any, inv_amp: Any) -> Any:
+    """(B, n, n) first-order change of the modal far-field amplitude when the exit waves change by ``change``."""
+    d_far = propagation.forward(xp, change)
+    return xp.sum((far_model.conj() * d_far).real, axis=1) * inv_amp
+
+
+def translation_terms(xp: Any, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any
+                      ) -> tuple[Any, Any]:
+    """(B, 2) numerators Re<P dO_axis, chi> and (B, 2) denominators ||a_axis||^2 of each position's Gauss-Newton
+    step along (row, col); the step is their ratio (:func:`damped_steps`)."""
+    inv_amp = _inverse_amplitude(xp, model_amp)
+    nums, dens = [], []
+    for d_obj in object_gradients(xp, windows):
+        change = probes * d_obj[:, None]  # (B, M, n, n)
+        nums.append(xp.sum((change.conj() * chi).real, axis=(1, 2, 3)))
+        d_amp = _amplitude_change(xp, change, far_model, inv_amp)
+        dens.append(xp.sum(d_amp * d_amp, axis=(1, 2)))
+    return xp.stack(nums, axis=1), xp.stack(dens, axis=1)
+
+
+def damped_steps(xp: Any, num: Any, den: Any, damping: float = 1.0) -> Any:
+    """(B, 2) float32 steps num / (den + damping * median(den) over the B positions, per axis). ``damping`` 0 gives
+    the plain Gauss-Newton step; 1 (the engines' choice) holds back windows whose object holds little structure,
+    or which little else overlaps: undamped, such positions drifted by 3-5 px on a scan with little overlap."""
+    return (num / (den + damping * xp.median(den, axis=0)[None] + 1e-30)).astype(xp.float32)
+
+
+def position_steps_px(xp: Any, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any,
+                      damping: float = 1.0) -> Any:
+    """(B, 2) float32 damped Gauss-Newton steps (row, col) in pixels of the B positions (one batch; shapes in the
+    module's docstring): :func:`translation_terms` then :func:`damped_steps`."""
+    num, den = translation_terms(xp, probes, windows, chi, far_model, model_amp)
+    return damped_steps(xp, num, den, damping)
+
+
+# -- coarse search ----------------------------------------------------------------------------------------------
+def search_shifts(xp: Any, radius_px: int) -> Any:
+    """(K, 2) int64 whole-pixel shifts (row, col) within ``radius_px`` on each axis, (0, 0) first."""
+    r = xp.arange(-radius_px, radius_px + 1, dtype=xp.int64)
+    grid = xp.stack(xp.meshgrid(r, r, indexing="ij"), axis=-1).reshape(-1, 2)
+    first = xp.all(grid == 0, axis=1)
+    return xp.concatenate([grid[first], grid[~first]], axis=0)
+
+
+def coarse_shift_scores(xp: Any, obj: Any, probes: Any, rows: Any, cols: Any, amplitudes: Any, valid: Any | None,
+                        shifts: Any) -> Any:
+    """(B, K) score of each of B windows (corners ``rows``, ``cols`` (B,)) moved by each of the K whole-pixel
+    ``shifts`` (K, 2): the correlation sum(a A) / ||a|| of the model's far-field modal amplitude a there with the
+    measured amplitudes A (B, n, n) over valid pixels (``valid`` None, (n, n) or (B, n, n)). Independent of the
+    overall intensity scale; -inf where the moved window leaves the object. The largest score wins."""
+    n = amplitudes.shape[-1]
+    h, w = obj.shape
+    r = rows[:, None] + shifts[None, :, 0]  # (B, K)
+    c = cols[:, None] + shifts[None, :, 1]
+    inside = (r >= 0) & (c >= 0) & (r <= h - n) & (c <= w - n)
+    r = xp.clip(r, 0, h - n)
+    c = xp.clip(c, 0, w - n)
+    ar = xp.arange(n, dtype=xp.int64)
+    idx = (r[:, :, None, None] + ar[None, None, :, None]) * w + (c[:, :, None, None] + ar[None, None, None, :])
+    windows = obj.ravel()[idx]  # (B, K, n, n)
+    psi = probes[:, None] * windows[:, :, None]  # (B, K, M, n, n)
+    amp = xp.sqrt(xp.sum(xp.abs(propagation.forward(xp, psi)) ** 2, axis=2))  # (B, K, n, n)
+    measured = amplitudes[:, None]
+    if valid is not None:
+        mask = valid[:, None] if valid.ndim == 3 else valid[None, None]
+        amp = xp.where(mask, amp, 0)
+        measured = xp.where(mask, measured, 0)
+    score = xp.sum(amp * measured, axis=(-2, -1)) / xp.sqrt(xp.sum(amp * amp, axis=(-2, -1)) + 1e-30)
+    return xp.where(inside, score, -xp.inf)
+
+
+# -- global affine fit -----------------------------------------------------------------------------------------
+def probe_centre_px(xp: Any, probe: Any) -> Any:
+    """(2,) float64 intensity centroid (row, col) of the probe modes (M, n, n) inside its window."""
+    n = probe.shape[-1]
+    p2 = xp.sum(probe.real**2 + probe.imag**2, axis=0).astype(xp.float64)
+    total = xp.sum(p2) + 1e-30
+    ar = xp.arange(n, dtype=xp.float64)
+    return xp.stack([xp.sum(p2.sum(axis=1) * ar) / total, xp.sum(p2.sum(axis=0) * ar) / total])
+
+
+def deformation_terms(xp: Any, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any,
+                      centre_px: Any) -> tuple[Any, Any]:
+    """Per window the (B, 6, 6) Gauss-Newton matrix and (B, 6) right-hand side of six parameters: its translation
+    (row, col) and the four entries D[a, b] (rr, rc, cr, cc) of a deformation that moves the window's content at
+    y by D (y - centre_px): psi changes by P (y_b - centre_b) d_a O. The translations are each window's own; D is
+    common to all (:func:`solve_deformation` eliminates the translations and sums)."""
+    inv_amp = _inverse_amplitude(xp, model_amp)
+    n = windows.shape[-1]
+    y = xp.arange(n, dtype=xp.float32)
+    yr = (y - centre_px[0].astype(xp.float32))[:, None]  # (n, 1)
+    yc = (y - centre_px[1].astype(xp.float32))[None, :]  # (1, n)
+    d_row, d_col = object_gradients(xp, windows)
+    fields = [d_row, d_col, d_row * yr, d_row * yc, d_col * yr, d_col * yc]
+    d_amps, rhs = [], []
+    for f in fields:
+        change = probes * f[:, None]
+        rhs.append(xp.sum((change.conj() * chi).real, axis=(1, 2, 3)))
+        d_amps.append(_amplitude_change(xp, change, far_model, inv_amp).reshape(windows.shape[0], -1))
+    a = xp.stack(d_amps, axis=1)  # (B, 6, n*n)
+    gram = xp.einsum("bkp,blp->bkl", a, a)
+    return gram, xp.stack(rhs, axis=1)
+
+
+def linear_term_basis(xp: Any, terms: tuple[str, ...]) -> Any:
+    """(4, K) columns: the flattened (rr, rc, cr, cc) 2 x 2 matrix of each linear term in ``terms`` (offset has
+    none), in :data:`AFFINE_TERMS` order."""
+    cols = [_LINEAR_TERMS[t] for t in AFFINE_TERMS if t in terms and t in _LINEAR_TERMS]
+    if not cols:
+        return xp.zeros((4, 0), dtype=xp.float64)
+    return xp.asarray([[v for row in m for v in row] for m in cols], dtype=xp.float64).T
+
+
+def solve_deformation(xp: Any, gram: Any, rhs: Any, terms: tuple[str, ...], min_weight: float = 1e-3) -> Any:
+    """(2, 2) float64 common deformation D of all windows from their :func:`deformation_terms` (B, 6, 6), (B, 6):
+    each window's translation is eliminated (Schur complement), the rest summed over windows and solved for the
+    free linear ``terms`` only (a held term stays 0). Windows whose translation block is below ``min_weight`` times
+    the median carry too little structure and are left out."""
+    basis = linear_term_basis(xp, terms)  # (4, K)
+    if basis.shape[1] == 0:
+        return xp.zeros((2, 2), dtype=xp.float64)
+    g = gram.astype(xp.float64)
+    b = rhs.astype(xp.float64)
+    g_tt = g[:, :2, :2]
+    strength = g_tt[:, 0, 0] + g_tt[:, 1, 1]
+    keep = strength > min_weight * xp.median(strength)
+    g_tt = g_tt + (1e-9 * strength + 1e-30)[:, None, None] * xp.eye(2)[None]
+    g_td = g[:, :2, 2:]
+    solve_td = xp.linalg.solve(g_tt, g_td)  # (B, 2, 4)
+    solve_tb = xp.linalg.solve(g_tt, b[:, :2, None])[..., 0]  # (B, 2)
+    g_dd = g[:, 2:, 2:] - xp.einsum("bki,bkj->bij", g_td, solve_td)
+    b_d = b[:, 2:] - xp.einsum("bki,bk->bi", g_td, solve_tb)
+    w = keep.astype(xp.float64)
+    g_sum = xp.einsum("b,bij->ij", w, g_dd)
+    b_sum = xp.einsum("b,bi->i", w, b_d)
+    normal = basis.T @ g_sum @ basis
+    normal = normal + 1e-9 * xp.trace(normal) * xp.eye(basis.shape[1])
+    q = xp.linalg.solve(normal, basis.T @ b_sum)
+    return (basis @ q).reshape(2, 2)
+
+
+def affine_columns(xp: Any, start_px: Any, terms: tuple[str, ...]) -> Any:
+    """(N, 2, K) how each of the N ``start_px`` positions (N, 2) moves per unit of each term in ``terms``
+    (:data:`AFFINE_TERMS` order; ``offset`` gives two columns, row and col), about their mean."""
+    centred = start_px - xp.mean(start_px, axis=0)[None]
+    cols = []
+    for t in AFFINE_TERMS:
+        if t not in terms:
+            continue
+        if t == "offset":
+            n = start_px.shape[0]
+            cols.append(xp.stack([xp.ones(n), xp.zeros(n)], axis=1).astype(start_px.dtype))
+            cols.append(xp.stack([xp.zeros(n), xp.ones(n)], axis=1).astype(start_px.dtype))
+        else:
+            m = xp.asarray(_LINEAR_TERMS[t], dtype=start_px.dtype)
+            cols.append(centred @ m.T)
+    if not cols:
+        return xp.zeros(start_px.shape + (0,), dtype=start_px.dtype)
+    return xp.stack(cols, axis=2)
+
+
+def remove_affine_terms(xp: Any, start_px: Any, positions_px: Any, held: tuple[str, ...]) -> Any:
+    """(N, 2) ``positions_px`` with the ``held`` terms' part of their corrections since ``start_px`` removed: the
+    corrections are fitted by all affine terms at once (so the terms are not confused with each other) and the
+    held ones' share subtracted. All terms held: the corrections keep no affine part (the scan's geometry as
+    given); none held: the positions unchanged."""
+    if not held:
+        return positions_px
+    cols = affine_columns(xp, start_px, AFFINE_TERMS)  # (N, 2, 6)
+    design = cols.reshape(-1, cols.shape[2])
+    coef = xp.linalg.lstsq(design, (positions_px - start_px).reshape(-1), rcond=None)[0]
+    mask = xp.asarray([t in held for t in AFFINE_TERMS for _ in range(2 if t == "offset" else 1)])
+    return positions_px - (design @ xp.where(mask, coef, 0.0)).reshape(positions_px.shape)
+
+
+def fit_affine(xp: Any, start_px: Any, positions_px: Any) -> tuple[Any, Any]:
+    """The affine map positions ~ L (start - m) + m + t that fits (N, 2) ``positions_px`` best (least squares),
+    with m the mean of ``start_px``: ((2, 2) L, (2,) t), float64."""
+    m = xp.mean(start_px, axis=0)
+    design = xp.concatenate([start_px - m[None], xp.ones((start_px.shape[0], 1), dtype=start_px.dtype)], axis=1)
+    coef = xp.linalg.lstsq(design, positions_px - m[None], rcond=None)[0]  # (3, 2)
+    return coef[:2].T, coef[2]
+
+
+def describe_affine(xp: Any, linear: Any) -> dict[str, float]:
+    """Scale (sqrt det), asymmetry (row over col scale - 1), rotation (degrees, from its antisymmetric part: a
+    positive angle turns +row towards +col... i.e. (1, 0) to (cos, sin)) and shear (the symmetric off-diagonal part)
+    of a (2, 2) matrix in (row, col), for reports."""
+    lin = [[float(v) for v in row] for row in (linear.tolist() if hasattr(linear, "tolist") else linear)]
+    (a, b), (c, d) = lin
+    det = a * d - b * c
+    return {"scale": math.sqrt(abs(det)), "asymmetry": a / d - 1.0 if d else 0.0,
+            "rotation_deg": math.degrees(math.atan2(c - b, a + d)), "shear": (b + c) / 2.0}
+
+
+def resample_affine(xp: Any, obj: Any, matrix: Any, centre_px: Any) -> Any:
+    """(H, W) complex64 O_new(x) = O(centre + matrix (x - centre)) by Keys cubic interpolation (edge values
+    repeated). ``matrix`` (2, 2), ``centre_px`` (2,) (row, col)."""
+    h, w = obj.shape
+    rr = xp.arange(h, dtype=xp.float64)[:, None] - centre_px[0]
+    cc = xp.arange(w, dtype=xp.float64)[None, :] - centre_px[1]
+    src_r = centre_px[0] + matrix[0, 0] * rr + matrix[0, 1] * cc
+    src_c = centre_px[1] + matrix[1, 0] * rr + matrix[1, 1] * cc
+    r0 = xp.floor(src_r).astype(xp.int64)
+    c0 = xp.floor(src_c).astype(xp.int64)
+    fr = (src_r - r0).astype(xp.float32)
+    fc = (src_c - c0).astype(xp.float32)
+    flat = obj.ravel()
+    out = xp.zeros((h, w), dtype=xp.complex64)
+    for i in range(-1, 3):
+        wr = _keys(xp, fr - i)
+        ri = xp.clip(r0 + i, 0, h - 1)
+        for j in range(-1, 3):
+            ci = xp.clip(c0 + j, 0, w - 1)
+            out += (wr * _keys(xp, fc - j)) * flat[ri * w + ci]
+    return out
+
+
+def _keys(xp: Any, t: Any) -> Any:
+    """Keys' cubic convolution kernel (a = -0.5) at distances ``t``."""
+    t = xp.abs(t)
+    near = (1.5 * t - 2.5) * t * t + 1.0
+    far = ((-0.5 * t + 2.5) * t - 4.0) * t + 2.0
+    return xp.where(t <= 1, near, xp.where(t < 2, far, 0.0)).astype(xp.float32)

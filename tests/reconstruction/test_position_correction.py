@@ -1,0 +1,131 @@
+"""Position correction shared by every engine (physics/position_update.py, engines/position_refiner.py): the coarse
+whole-pixel search, the scan's affine fit from each window's content, the held affine terms, and whole runs of
+each engine on the NumPy reference."""
+
+import numpy as np
+import pytest
+
+from reconstruction.driver import Reconstruction
+from reconstruction.engines import EngineSettings
+from reconstruction.metrics import illuminated_region, object_nrmse
+from reconstruction.physics import position_update as pu
+from reconstruction.physics import propagation, subpixel
+from reconstruction.simulate import raster_px, simulate
+
+N = 64
+
+
+def _rotation(deg: float) -> np.ndarray:
+    t = np.deg2rad(deg)
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
+def test_the_coarse_search_finds_whole_pixel_errors_of_up_to_2_px_against_a_formed_object():
+    true = np.floor(raster_px((6, 6), 6.4) + 8.5)
+    sim = simulate(size_px=N, photons=1e6, seed=3, positions_px=true)
+    errors = np.random.default_rng(1).integers(-2, 3, true.shape)
+    errors[0] = 0  # one window already in place stays there
+    corners = (true + errors + 4).astype(np.int64)  # in an object padded by 4 px
+    obj = np.pad(sim.object_truth.astype(np.complex64), 4, constant_values=1)
+    probes = np.broadcast_to(sim.probe_truth[None], (len(true),) + sim.probe_truth.shape)
+    shifts = pu.search_shifts(np, 2)
+    assert shifts.shape == (25, 2) and np.all(shifts[0] == 0)
+    scores = pu.coarse_shift_scores(np, obj, probes, corners[:, 0], corners[:, 1], np.sqrt(sim.data.intensities),
+                                    None, shifts)
+    np.testing.assert_array_equal(shifts[np.argmax(scores, axis=1)], -errors)
+    edge = pu.coarse_shift_scores(np, obj, probes[:1], np.array([0]), np.array([0]),
+                                  np.sqrt(sim.data.intensities[:1]), None, shifts)
+    assert np.isneginf(edge[0, shifts.tolist().index([-1, 0])])  # a shift out of the object is never chosen
+
+
+@pytest.fixture(scope="module")
+def distorted_model():
+    """Data of a scan whose true positions are the nominal ones stretched by 1 % and turned by 0.5 degrees, and
+    the model an engine forms from the nominal positions: the object seen in that distorted frame."""
+    nominal = raster_px((8, 8), 6.4) + 8.0
+    probe = simulate(size_px=N, scan_dims=(2, 2), photons=0, seed=3).probe_truth
+    y0 = pu.probe_centre_px(np, probe)
+    centre = nominal.mean(axis=0) + y0
+    affine = 1.01 * _rotation(0.5)
+    true = centre + (nominal + y0 - centre) @ affine.T - y0
+    sim = simulate(size_px=N, photons=0, seed=3, positions_px=true, subpixel=True)
+    model_obj = pu.resample_affine(np, sim.object_truth.astype(np.complex64), affine, centre)
+    corners = np.floor(nominal + 0.5).astype(np.int64)
+    probes, _ = subpixel.moved_probes(np, probe, nominal - corners)
+    windows = np.stack([model_obj[r:r + N, c:c + N] for r, c in corners])
+    far = propagation.forward(np, probes * windows[:, None])
+    amp = np.sqrt(np.sum(np.abs(far) ** 2, axis=1))
+    chi = propagation.backward(np, far * (np.sqrt(sim.data.intensities) / amp - 1)[:, None])
+    gram, rhs = pu.deformation_terms(np, probes, windows, chi, far, amp, y0)
+    return gram, rhs, np.linalg.inv(affine) - np.eye(2)
+
+
+def test_the_deformation_of_each_windows_content_gives_the_scans_scale_and_rotation(distorted_model):
+    gram, rhs, expected = distorted_model
+    found = pu.solve_deformation(np, gram, rhs, ("scale", "asymmetry", "rotation", "shear"))
+    # one linearised step: within 40 % (it overshoots by 10-30 %: the central differences of the object gradient
+    # under-predict the change of fine detail; the engines iterate it epoch by epoch)
+    np.testing.assert_allclose(found, expected, atol=0.4 * np.abs(expected).max())
+    described = pu.describe_affine(np, np.linalg.inv(np.eye(2) + found))
+    assert described["scale"] == pytest.approx(1.01, abs=0.004)
+    assert described["rotation_deg"] == pytest.approx(0.5, abs=0.2)
+
+
+def test_a_held_affine_term_stays_zero_in_the_deformation_fit(distorted_model):
+    gram, rhs, expected = distorted_model
+    rotation_only = pu.solve_deformation(np, gram, rhs, ("rotation",))
+    assert rotation_only[0, 0] == rotation_only[1, 1] == 0.0  # no scale
+    assert rotation_only[0, 1] == -rotation_only[1, 0]
+    assert rotation_only[1, 0] == pytest.approx(expected[1, 0], rel=0.4)
+    assert np.all(pu.solve_deformation(np, gram, rhs, ()) == 0)
+
+
+def test_removing_held_affine_terms_keeps_the_free_ones_and_the_local_corrections():
+    rng = np.random.default_rng(0)
+    start = raster_px((6, 6), 5.0) + 10
+    local = rng.normal(0, 0.3, start.shape)
+    local -= (pu.affine_columns(np, start, pu.AFFINE_TERMS).reshape(-1, 6)
+              @ np.linalg.lstsq(pu.affine_columns(np, start, pu.AFFINE_TERMS).reshape(-1, 6), local.ravel(),
+                                rcond=None)[0]).reshape(local.shape)  # no affine part in the local corrections
+    m = start.mean(axis=0)
+    scaled = m + (start - m) * 1.02
+    rotated = m + (start - m) @ _rotation(1.0).T
+    moved = scaled + (rotated - start) + local + [0.7, -0.4]
+    held_rotation = pu.remove_affine_terms(np, start, moved, ("rotation", "offset"))
+    np.testing.assert_allclose(held_rotation, scaled + local, atol=2e-3)  # the small-angle term of 1 degree
+    np.testing.assert_allclose(pu.remove_affine_terms(np, start, moved, pu.AFFINE_TERMS), start + local, atol=1e-9)
+    np.testing.assert_array_equal(pu.remove_affine_terms(np, start, moved, ()), moved)
+    linear, offset = pu.fit_affine(np, start, start + local + [0.7, -0.4])
+    np.testing.assert_allclose(linear, np.eye(2), atol=1e-9)
+    np.testing.assert_allclose(offset, [0.7, -0.4], atol=1e-9)
+
+
+def _random_errors_scan(amplitude_px: float, size_px: int = N, dims=(10, 10)):
+    nominal = raster_px(dims, size_px / 10) + 8.0
+    true = nominal + np.random.default_rng(5).uniform(-amplitude_px, amplitude_px, nominal.shape)
+    return simulate(size_px=size_px, photons=1e6, seed=3, positions_px=true, subpixel=True), true, nominal
+
+
+def _position_error_px(positions, true):
+    """RMS distance after removing the mean offset (a common shift only translates the image)."""
+    d = positions - true
+    d -= d.mean(axis=0)
+    return float(np.sqrt((d**2).sum(axis=1).mean()))
+
+
+def test_epie_refinement_moves_positions_off_by_1_5_px_to_within_0_25_px(tmp_path):
+    sim, true, given = _random_errors_scan(1.5)
+    h, w = sim.object_truth.shape
+    rec = Reconstruction(sim.data.intensities, given, algorithm="ePIE", iterations=40, seed=0, device="cpu",
+                         beam_diameter_px=0.4 * N, object_shape=(h + 12, w + 12),
+                         settings=EngineSettings(update_probe_from=2, phase_constraint=0, position_refinement_from=10))
+    before = _position_error_px(given, true)
+    rec.run()
+    after = _position_error_px(rec.positions(), true)
+    assert before > 1.1 and after < 0.25, (before, after)
+    result = rec.result()
+    np.testing.assert_array_equal(result.positions_px, rec.positions())
+    preview = rec.preview()
+    assert preview.positions is not None and preview.positions.refined
+    region = illuminated_region(rec.illumination()[:h, :w], 0.3)
+    assert object_nrmse(sim.object_truth, rec.object()[:h, :w], region) < 0.1
