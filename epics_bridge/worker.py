@@ -421,7 +421,9 @@ class BridgeWorker:
                                job_id=job_id)
         del self.tasks[task.key]
         self._publish_pending()
-        self.publish_state()
+        # reported within PUBLISH_MIN_INTERVAL_S, not at once: over HTTP a report per scan slowed back-to-back
+        # scans (one more round trip to a busy server each)
+        self._publish_soon = True
 
     def publish_state(self) -> None:
         """Hand the state to the submitter's ``publish_state`` (the web dashboard), when it has one.

@@ -1,7 +1,9 @@
-"""``python -m benchmarks.latency --mode embedded|production --scans 20 --viewers 1,20``.
+"""``python -m benchmarks.latency --mode embedded|production --scans 20 --viewers 1,20 [--submit http]
+[--burst 20 --gap-s 0.02]``.
 
 Starts the whole path for each mode (see :mod:`benchmarks.latency.rig`), plays ``--scans`` scans for each viewer
-count, and writes ``latency-<mode>.json.gz`` (every time stamp) and ``latency-<mode>.md`` (the table) to ``--out``.
+count, then (with ``--burst N``) N scans back to back ``--gap-s`` apart, and writes ``latency-<mode>.json.gz``
+(every time stamp) and ``latency-<mode>.md`` (the table) to ``--out``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ import numpy as np
 
 from .procs import REPO
 from .rig import EXAMPLE_CONFIG, Rig, RigOptions, bridge_config
-from .run import hops, play_one
+from .run import burst_hops, hops, play_burst, play_one
 
-#: issue 11's targets (seconds); ``queued_to_first_frame`` depends on the mode.
-TARGETS: dict[str, float] = {"edge_to_queued": 1.0, "frame_latency_20": 0.2}
+#: issue 11's targets (seconds), and issue 16's PV edge -> job running; ``queued_to_first_frame`` depends on the mode.
+TARGETS: dict[str, float] = {"edge_to_queued": 1.0, "edge_to_started": 1.0, "frame_latency_20": 0.2}
 FIRST_FRAME_TARGET = {"production": 3.0, "embedded": 2.0}
 
 ROWS = [
@@ -37,6 +39,7 @@ ROWS = [
     ("file_complete_to_queued", "file complete -> job row queued"),
     ("edge_to_queued", "**PV edge -> job queued**"),
     ("queued_to_started", "job queued -> worker started"),
+    ("edge_to_started", "**PV edge -> job running**"),
     ("started_to_first_produced", "worker started -> first frame produced"),
     ("first_produced_to_recv", "first frame produced -> received"),
     ("started_to_first_frame", "worker started -> first frame received"),
@@ -78,6 +81,9 @@ def verdicts(mode: str, summary: dict[str, Any]) -> list[tuple[str, float, float
     res: list[tuple[str, float, float | None, bool | None]] = []
     p95 = summary["all"]["edge_to_queued"]["p95"]
     res.append(("PV edge -> job queued, p95", TARGETS["edge_to_queued"], p95, None if p95 is None else p95 <= 1.0))
+    p95 = summary["all"]["edge_to_started"]["p95"]
+    res.append(("PV edge -> job running, p95", TARGETS["edge_to_started"], p95,
+                None if p95 is None else p95 <= TARGETS["edge_to_started"]))
     target = FIRST_FRAME_TARGET[mode]
     p95 = summary["all"]["queued_to_first_frame"]["p95"]
     res.append(("job queued -> first frame, p95", target, p95, None if p95 is None else p95 <= target))
@@ -127,7 +133,37 @@ def markdown(result: dict[str, Any]) -> str:
     fails = sum(summary[k]["failed_jobs"] for k in keys)
     errs = sum(summary[k]["viewer_errors"] for k in keys)
     lines += ["", f"Jobs not done: {fails}; viewer errors: {errs}.", ""]
+    for b in result.get("bursts", []):
+        lines += burst_markdown(b)
     return "\n".join(lines)
+
+
+def burst_summary(burst: dict[str, Any]) -> dict[str, Any]:
+    h = burst_hops(burst)
+    return dict({k: h[k] for k in ("scans", "complete", "not_complete", "jobs", "queued_twice",
+                                   "complete_without_job", "jobs_not_done")},
+                gap_s=burst["gap_s"], timed_out=burst["timed_out"],
+                edge_to_queued=stats(h["edge_to_queued"]), edge_to_started=stats(h["edge_to_started"]),
+                queued_to_started=stats(h["queued_to_started"]))
+
+
+def burst_markdown(burst: dict[str, Any]) -> list[str]:
+    """The back-to-back table: exactly-once counts and the hops of every complete scan."""
+    b = burst_summary(burst)
+    once = (not b["queued_twice"] and not b["complete_without_job"] and b["jobs"] == b["complete"]
+            and not b["not_complete"])
+    lines = [f"#### Back to back: {b['scans']} scans {b['gap_s'] * 1000:g} ms apart", "",
+             f"Complete scan ends journalled: {b['complete']} (others {b['not_complete']}); jobs: {b['jobs']}; "
+             f"queued twice: {len(b['queued_twice'])}; complete without a job: {len(b['complete_without_job'])}; "
+             f"jobs not done: {b['jobs_not_done']}{'; TIMED OUT' if b['timed_out'] else ''}. "
+             f"Each queued exactly once: **{'yes' if once else 'no'}**.", "",
+             "| hop (ms) | p50 / p95 / max |", "|---|---|"]
+    for name, label in (("edge_to_queued", "PV edge -> job queued"),
+                        ("queued_to_started", "job queued -> worker started (waits for the jobs ahead)"),
+                        ("edge_to_started", "PV edge -> job running")):
+        st = b[name]
+        lines.append(f"| {label} | {_ms(st['p50'])} / {_ms(st['p95'])} / {_ms(st['max'])} (n={st['n']}) |")
+    return lines + [""]
 
 
 def machine() -> str:
@@ -142,7 +178,10 @@ def machine() -> str:
     return f"{socket.gethostname()}: {os.cpu_count()} CPU ({cpu}), Python {platform.python_version()}, CPU worker"
 
 
-async def run_mode(opts: RigOptions, scans: int, viewer_counts: list[int], warmup: int) -> list[dict[str, Any]]:
+async def run_mode(opts: RigOptions, scans: int, viewer_counts: list[int], warmup: int, *, burst: int = 0,
+                   gap_s: float = 0.02, bursts: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Start the rig, play the scans (each with its viewers), then ``burst`` scans back to back (appended to
+    ``bursts``); the scans' time stamps."""
     rig = Rig(opts)
     out: list[dict[str, Any]] = []
     try:
@@ -165,6 +204,14 @@ async def run_mode(opts: RigOptions, scans: int, viewer_counts: list[int], warmu
                          f"edge->queued {_ms(h['edge_to_queued'])} ms, queued->first frame "
                          f"{_ms(h['queued_to_first_frame'])} ms, frames {len(h['frame_latencies'])} "
                          f"p95 {_ms(stats(h['frame_latencies'])['p95'])} ms")
+        if burst:
+            b = await play_burst(rig, burst, gap_s, last_id)
+            if bursts is not None:
+                bursts.append(b)
+            bs = burst_summary(b)
+            opts.log(f"[{opts.mode}] burst of {burst} scans {gap_s * 1000:g} ms apart: {bs['complete']} complete, "
+                     f"{bs['jobs']} jobs, queued twice {len(bs['queued_twice'])}; edge->queued p95 "
+                     f"{_ms(bs['edge_to_queued']['p95'])} ms, edge->running p95 {_ms(bs['edge_to_started']['p95'])} ms")
     except BaseException:
         for p in rig.procs:
             print(f"--- {p.name} ---\n{p.tail(30)}", file=sys.stderr)
@@ -194,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--embedded-bridge", choices=("inprocess", "process"), default="inprocess",
                    help="embedded mode: the bridge inside the server (default) or as its own process on the same "
                         "SQLite")
+    p.add_argument("--submit", choices=("django", "http"), default="django",
+                   help="how the bridge process submits: submit_job on the database (default) or the JSON API with "
+                        "a bridge token and no database settings (embedded mode: with --embedded-bridge process)")
+    p.add_argument("--burst", type=int, default=0, help="then play N scans back to back (simioc sim:Burst)")
+    p.add_argument("--gap-s", type=float, default=0.02, help="seconds between the burst's scans (default 0.02)")
     p.add_argument("--no-stamp", action="store_true", help="run the unmodified entry points (no t_produced)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "latency" / "results"))
     p.add_argument("--tag", default="", help="suffix of the output file names")
@@ -213,11 +265,14 @@ def main(argv: list[str] | None = None) -> int:
                           iterations=args.iterations, debounce_s=args.debounce_s, stable_checks=args.stable_checks,
                           file_backoff_s=args.file_backoff_s, stamp=not args.no_stamp,
                           worker_timeout_ms=args.worker_timeout_ms, web_conn_max_age=args.web_conn_max_age,
-                          embedded_bridge=args.embedded_bridge, log=lambda msg: print(msg, flush=True))
+                          embedded_bridge=args.embedded_bridge, submit=args.submit,
+                          log=lambda msg: print(msg, flush=True))
         t0 = time.monotonic()
         load_before = os.getloadavg()
+        bursts: list[dict[str, Any]] = []
         try:
-            scans = asyncio.run(run_mode(opts, args.scans, viewer_counts, args.warmup))
+            scans = asyncio.run(run_mode(opts, args.scans, viewer_counts, args.warmup, burst=args.burst,
+                                         gap_s=args.gap_s, bursts=bursts))
         finally:
             if not args.keep:
                 shutil.rmtree(work, ignore_errors=True)
@@ -236,14 +291,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cfg['file_check']['initial_backoff_s']}, template `{cfg['parameters']['template']}`; "
                 f"frame rate 5 Hz; {args.scans} scans per viewer count after {args.warmup} warm-up scan(s); "
                 f"dramatiq_worker_timeout={args.worker_timeout_ms or 'default (1000 ms)'}; "
-                f"embedded bridge {args.embedded_bridge}; "
+                f"embedded bridge {args.embedded_bridge}; bridge submits over "
+                f"{'the JSON API (token, no database settings)' if args.submit == 'http' else 'the database'}; "
                 f"Daphne CONN_MAX_AGE={0 if args.web_conn_max_age is None else args.web_conn_max_age:g}; "
                 f"producer stamp {'off' if args.no_stamp else 'on (benchmarks/latency/hooks.py)'}.")
         result = dict(mode=mode, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), machine=machine(),
                       command=command, config_note=note,
                       load_avg_before=load_before, load_avg_after=os.getloadavg(),
                       commit=_commit(), wall_s=time.monotonic() - t0,
-                      summary=summarize(mode, measured, viewer_counts), scans=scans)
+                      summary=summarize(mode, measured, viewer_counts), scans=scans, bursts=bursts,
+                      burst_summaries=[burst_summary(b) for b in bursts])
         suffix = f"-{args.tag}" if args.tag else ""
         with gzip.open(out_dir / f"latency-{mode}{suffix}.json.gz", "wt") as fh:
             fh.write(json.dumps(result, separators=(",", ":")))

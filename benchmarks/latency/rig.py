@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import re
 import secrets
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -47,7 +49,17 @@ class RigOptions:
     worker_timeout_ms: int | None = None  # dramatiq_worker_timeout for the production worker (None: default)
     web_conn_max_age: float | None = None  # experiment: Daphne with persistent DB connections (settings_conn_reuse)
     embedded_bridge: str = "inprocess"  # embedded mode: bridge "inprocess" (in the server) or its own "process"
+    # "http": the bridge process submits over the JSON API with a bridge token and has no database settings;
+    # "django": submit_job on the database (the in-process bridge always)
+    submit: str = "django"
+    bridge_url: str | None = None  # http: where the bridge sends (default: the web server), e.g. a test's proxy
     log: Any = field(default=print)
+
+    def __post_init__(self) -> None:
+        if self.submit not in ("django", "http"):
+            raise ValueError(f"submit must be 'django' or 'http', got {self.submit!r}")
+        if self.submit == "http" and self.mode == "embedded" and self.embedded_bridge != "process":
+            raise ValueError("submit 'http' needs the bridge as its own process (embedded_bridge='process')")
 
 
 def _toml_value(v: Any) -> str:
@@ -84,9 +96,15 @@ def dump_toml(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def bridge_config(opts: RigOptions, env_paths: dict[str, Path]) -> tuple[Path, dict[str, Any]]:
-    """The example configuration with this run's journal, state file and (optionally) timing overrides."""
+def bridge_config(opts: RigOptions, env_paths: dict[str, Path],
+                  http: tuple[str, Path] | None = None) -> tuple[Path, dict[str, Any]]:
+    """The example configuration with this run's journal, state file and (optionally) timing overrides; with
+    ``http`` = (server URL, token file) the bridge submits over the JSON API."""
     cfg = tomllib.loads(EXAMPLE_CONFIG.read_text())
+    if http is not None:
+        cfg["submit"] = {"kind": "http", "url": http[0], "token_file": str(http[1]),
+                         "initial_backoff_s": cfg["submit"]["initial_backoff_s"],
+                         "max_backoff_s": cfg["submit"]["max_backoff_s"]}
     cfg["bridge"]["pv_prefix"] = PREFIX
     cfg["bridge"]["journal"] = str(env_paths["journal"])
     cfg["bridge"]["state_file"] = str(env_paths["state"])
@@ -136,6 +154,9 @@ class Rig:
         self.sqlite_path = self.home / "ptychopy.sqlite3"
         self.cookie = ""
         self.bridge_cfg: dict[str, Any] = {}
+        self.token_path = self.work / "bridge.token"
+        self._bridge_argv: list[str] = []
+        self._bridge_env: dict[str, str] = {}
 
     # -- start-up ---------------------------------------------------------------------------------------------
     def _proc(self, name: str, argv: list[str], env: dict[str, str], port: int | None = None,
@@ -147,7 +168,9 @@ class Rig:
 
     def start(self) -> Rig:
         log = self.opts.log
-        cfg_path, self.bridge_cfg = bridge_config(self.opts, {"journal": self.journal_path, "state": self.state_path})
+        http = ((self.opts.bridge_url or self.base_url, self.token_path) if self.opts.submit == "http" else None)
+        cfg_path, self.bridge_cfg = bridge_config(self.opts, {"journal": self.journal_path, "state": self.state_path},
+                                                  http)
         app = {"PTYCHOPY_HOME": str(self.home), "PTYCHOPY_DATA_ROOTS": str(self.data_dir),
                "PTYCHOPY_FRAME_RATE_HZ": f"{self.opts.frame_rate_hz:g}", "PTYCHOPY_LOG_LEVEL": "INFO"}
         if self.mode == "production":
@@ -163,6 +186,12 @@ class Rig:
                        dramatiq_queue_prefetch="1")
         env = base_env(app)
         ca_env = self.ca.env(env)
+        self._bridge_argv = [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)]
+        self._bridge_env = ca_env
+        if self.opts.submit == "http":  # the controls host: a URL and a token, no database or broker settings
+            server_only = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
+            self._bridge_env = {k: v for k, v in ca_env.items()
+                                if k not in server_only and not k.startswith("PTYCHOPY_")}
         log(f"[{self.mode}] simioc on CA port {self.ca.port}, web on {self.port}")
         self._proc("simioc", [sys.executable, "-m", "epics_bridge.simioc", "--port", str(self.ca.port),
                               "--data-dir", str(self.data_dir), "--prefix", PREFIX, "--rows", str(self.opts.rows),
@@ -184,7 +213,9 @@ class Rig:
                 worker_env["dramatiq_worker_timeout"] = str(self.opts.worker_timeout_ms)
             module = "benchmarks.latency.stamped_worker" if self.opts.stamp else "webapp.worker"
             self._proc("worker", [sys.executable, "-m", module], worker_env)
-            self._proc("bridge", [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)], ca_env)
+            if self.opts.submit == "http":
+                self._bridge_token(env)
+            self.start_bridge()
             wait_for(self._worker_ready, 120, "the Dramatiq worker's heartbeat")
         else:
             argv = [sys.executable, "-m", "benchmarks.latency.embedded_serve", "--port", str(self.port)]
@@ -193,8 +224,10 @@ class Rig:
             if not self.opts.stamp:
                 argv.append("--no-stamp")
             self._proc("serve", argv, ca_env, port=self.port)
-            if self.opts.embedded_bridge == "process":  # same SQLite (PTYCHOPY_HOME), its own process
-                self._proc("bridge", [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)], ca_env)
+            if self.opts.embedded_bridge == "process":  # its own process: the API, or the same SQLite (PTYCHOPY_HOME)
+                if self.opts.submit == "http":
+                    self._bridge_token(env)
+                self.start_bridge()
             login = wait_for(lambda: (self.home / "demo-login.txt").exists(), 60, "the demo login file")
             assert login
             kv = dict(line.split("=", 1) for line in (self.home / "demo-login.txt").read_text().splitlines()
@@ -207,6 +240,27 @@ class Rig:
 
     def stop(self) -> None:
         self.cleanup.run()
+
+    def _bridge_token(self, env: dict[str, str]) -> None:
+        """A bridge token (``manage.py create_token latency-bridge --bridge``) in a file only its owner reads."""
+        token = self._manage(env, "create_token", "latency-bridge", "--bridge", "--name", "latency benchmark")
+        self.token_path.write_text(token.strip().splitlines()[-1] + "\n")
+        self.token_path.chmod(0o600)
+
+    def start_bridge(self) -> Proc:
+        """Start the bridge process (again, after :meth:`kill_bridge`: it resumes from its journal)."""
+        old = next((p for p in self.procs if p.name == "bridge"), None)
+        if old is not None:
+            old.stop()
+            self.procs.remove(old)
+        return self._proc("bridge", self._bridge_argv, self._bridge_env)
+
+    def kill_bridge(self) -> None:
+        """SIGKILL the bridge's process group (a crash: no clean-up runs in it)."""
+        bridge = next(p for p in self.procs if p.name == "bridge")
+        assert bridge.proc is not None
+        os.killpg(bridge.proc.pid, signal.SIGKILL)
+        bridge.proc.wait(timeout=10)
 
     def _manage(self, env: dict[str, str], *args: str) -> str:
         res = subprocess.run([sys.executable, "manage.py", *args], env=env, cwd=REPO, capture_output=True,
@@ -315,15 +369,31 @@ class Rig:
                 r[k] = _parse_db_time(r[k])
         return rows
 
-    def journal_events(self, dedup_key: str) -> dict[str, float]:
-        """The first time of each journal event kind for ``dedup_key`` (complete, file_complete, submitted)."""
+    def _journal_rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if not self.journal_path.exists():
-            return {}
+            return []
         conn = sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True, timeout=5)
         try:
-            rows = conn.execute("SELECT kind, at FROM events WHERE dedup_key = ? ORDER BY id", (dedup_key,)).fetchall()
+            return list(conn.execute(sql, args).fetchall())
         finally:
             conn.close()
+
+    def journal_key(self, job_id: int) -> str:
+        """The dedup key of the scan the bridge journalled as job ``job_id`` ("" if none): API jobs carry the
+        key only as their Idempotency-Key, not in the jobs table."""
+        rows = self._journal_rows("SELECT dedup_key FROM scans WHERE job_id = ?", (str(job_id),))
+        return str(rows[0][0]) if rows else ""
+
+    def journal_edges(self, since_s: float = 0.0) -> list[dict[str, Any]]:
+        """Scan ends the bridge journalled since ``since_s``: IOC time stamp of the edge, outcome, dedup key."""
+        rows = self._journal_rows("SELECT ioc_timestamp, at, outcome, scan_number, dedup_key, status FROM edges "
+                                  "WHERE at >= ? ORDER BY id", (since_s,))
+        return [dict(ioc_timestamp=r[0], at=r[1], outcome=r[2], scan_number=r[3], dedup_key=r[4], status=r[5])
+                for r in rows]
+
+    def journal_events(self, dedup_key: str) -> dict[str, float]:
+        """The first time of each journal event kind for ``dedup_key`` (complete, file_complete, submitted)."""
+        rows = self._journal_rows("SELECT kind, at FROM events WHERE dedup_key = ? ORDER BY id", (dedup_key,))
         out: dict[str, float] = {}
         for kind, at in rows:
             out.setdefault(str(kind), float(at))

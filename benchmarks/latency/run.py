@@ -120,8 +120,9 @@ async def play_one(rig: Rig, viewers: int, last_id: int, timeout_s: float = 180.
     row = await _job_final(rig, job["id"], 30.0)
     await asyncio.to_thread(lambda: _wait_scan_done(rig, done_before))
     busy, t_busy0 = rig.ioc_timestamp("scan2.BUSY")
-    events = rig.journal_events(row["dedup_key"] or "")
-    return dict(job=row["id"], status=row["status"], message=row["message"], dedup_key=row["dedup_key"],
+    key = row["dedup_key"] or rig.journal_key(row["id"])  # an API job has its key only in the bridge's journal
+    events = rig.journal_events(key)
+    return dict(job=row["id"], status=row["status"], message=row["message"], dedup_key=key,
                 viewers=viewers, t_go=t_go, t_busy0=t_busy0 if int(busy) == 0 else None, t_seen=t_seen,
                 journal=events, queued=row["created"], started=row["started"], finished=row["finished"],
                 viewer_logs=[dict(index=v.index, connect_started=v.connect_started, connected_at=v.connected_at,
@@ -129,8 +130,58 @@ async def play_one(rig: Rig, viewers: int, last_id: int, timeout_s: float = 180.
                                   messages=[m.__dict__ for m in v.messages]) for v in logs])
 
 
-def _wait_scan_done(rig: Rig, done_before: int) -> None:
-    deadline = time.monotonic() + 60
+async def play_burst(rig: Rig, count: int, gap_s: float, last_id: int, timeout_s: float = 300.0) -> dict[str, Any]:
+    """``count`` scans back to back, ``gap_s`` apart (simioc's ``sim:Burst``), no viewers: every scan end the
+    bridge journalled (IOC time stamp of the edge, outcome) and every job that appeared, once all have finished
+    or ``timeout_s`` passed (then ``timed_out`` is set)."""
+    done_before = int(rig.ioc_get("sim:ScansDone"))
+    t_go = time.time()
+    rig.ioc_put("sim:Gap", gap_s)
+    rig.ioc_put("sim:Burst", count)
+    await asyncio.to_thread(lambda: _wait_scan_done(rig, done_before + count - 1, 60.0 + count * 5.0))
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = rig.jobs_after(last_id)
+        if len(rows) >= count and all(r["status"] in FINAL for r in rows):
+            break
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # the bridge journals the job id just after the server's answer
+    rows = rig.jobs_after(last_id)
+    jobs = [dict(job=r["id"], status=r["status"], message=r["message"], queued=r["created"], started=r["started"],
+                 finished=r["finished"], key=r["dedup_key"] or rig.journal_key(r["id"])) for r in rows]
+    return dict(count=count, gap_s=gap_s, t_go=t_go, edges=rig.journal_edges(t_go), jobs=jobs,
+                timed_out=time.monotonic() >= deadline)
+
+
+def burst_hops(burst: dict[str, Any]) -> dict[str, Any]:
+    """Per complete scan of a burst: PV edge -> job queued / running, queued -> running (seconds), and the
+    exactly-once counts: complete ends, jobs, scans queued twice, complete scans without a job."""
+    complete = [e for e in burst["edges"] if e["outcome"] == "complete"]
+    by_key: dict[str, list[dict[str, Any]]] = {}
+    for job in burst["jobs"]:
+        by_key.setdefault(job["key"], []).append(job)
+    edge_to_queued, edge_to_started, queued_to_started = [], [], []
+    for e in complete:
+        jobs = by_key.get(e["dedup_key"], [])
+        if not jobs or not e["ioc_timestamp"]:
+            continue
+        j = jobs[0]
+        edge_to_queued.append(j["queued"] - e["ioc_timestamp"])
+        if j["started"] is not None:
+            edge_to_started.append(j["started"] - e["ioc_timestamp"])
+            queued_to_started.append(j["started"] - j["queued"])
+    return dict(
+        edge_to_queued=edge_to_queued, edge_to_started=edge_to_started, queued_to_started=queued_to_started,
+        scans=burst["count"], complete=len(complete), not_complete=len(burst["edges"]) - len(complete),
+        jobs=len(burst["jobs"]), queued_twice=sorted(k for k, js in by_key.items() if len(js) > 1),
+        complete_without_job=sorted(e["dedup_key"] or e["scan_number"] for e in complete
+                                    if e["dedup_key"] not in by_key),
+        jobs_not_done=sum(1 for j in burst["jobs"] if j["status"] != "done"))
+
+
+def _wait_scan_done(rig: Rig, done_before: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
     while int(rig.ioc_get("sim:ScansDone")) <= done_before:
         if time.monotonic() > deadline:
             raise TimeoutError("the simulated scan did not finish")
@@ -173,6 +224,7 @@ def hops(scan: dict[str, Any]) -> dict[str, Any]:
         edge_to_file_complete=d(busy0, ev.get("file_complete")),
         file_complete_to_queued=d(ev.get("file_complete"), queued),
         edge_to_queued=d(busy0, queued),
+        edge_to_started=d(busy0, started),
         queued_to_started=d(queued, started),
         started_to_first_produced=d(started, first_prod),
         first_produced_to_recv=d(first_prod, first_recv),
