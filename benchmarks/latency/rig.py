@@ -156,7 +156,7 @@ class Rig:
         self.bridge_cfg: dict[str, Any] = {}
         self.token_path = self.work / "bridge.token"
         self._bridge_argv: list[str] = []
-        self._bridge_env: dict[str, str] = {}
+        self.bridge_env: dict[str, str] = {}  # the bridge process's environment
 
     # -- start-up ---------------------------------------------------------------------------------------------
     def _proc(self, name: str, argv: list[str], env: dict[str, str], port: int | None = None,
@@ -187,10 +187,10 @@ class Rig:
         env = base_env(app)
         ca_env = self.ca.env(env)
         self._bridge_argv = [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)]
-        self._bridge_env = ca_env
+        self.bridge_env = ca_env
         if self.opts.submit == "http":  # the controls host: a URL and a token, no database or broker settings
             server_only = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY")
-            self._bridge_env = {k: v for k, v in ca_env.items()
+            self.bridge_env = {k: v for k, v in ca_env.items()
                                 if k not in server_only and not k.startswith("PTYCHOPY_")}
         log(f"[{self.mode}] simioc on CA port {self.ca.port}, web on {self.port}")
         self._proc("simioc", [sys.executable, "-m", "epics_bridge.simioc", "--port", str(self.ca.port),
@@ -253,7 +253,7 @@ class Rig:
         if old is not None:
             old.stop()
             self.procs.remove(old)
-        return self._proc("bridge", self._bridge_argv, self._bridge_env)
+        return self._proc("bridge", self._bridge_argv, self.bridge_env)
 
     def kill_bridge(self) -> None:
         """SIGKILL the bridge's process group (a crash: no clean-up runs in it)."""
