@@ -1,25 +1,5 @@
-"""One HDF5 result file per run, CXI-style where CXI has a place, written atomically.
-
-Layout (``docs/io.md``)::
-
-    /cxi_version                                   150
-    /entry_1/title                                 job id
-    /entry_1/image_1/data                          object (H, W) complex64
-    /entry_1/image_1/process_1/{program,version,command (original-style command string),device}
-    /entry_1/instrument_1/source_1/probe           probe modes (modes, n, n) complex64
-    /entry_1/instrument_1/source_1/{energy (J), wavelength (m)}
-    /entry_1/instrument_1/detector_1/{distance, x_pixel_size, y_pixel_size} (m)
-    /entry_1/sample_1/geometry_1/translation       (N, 3) metres (x = col, y = row, z = 0)
-    /entry_1/ptychopy/positions_px                 (N, 2) float64 (row, col) window corners (the fractional ones
-                                                   as given with -subpixelWindows, refined ones when the run
-                                                   refined them)
-    /entry_1/ptychopy/intensity_scale              (N,) float32 fitted amplitude factor per position (only with
-                                                   -variableIntensity; the relative flux is its square)
-    /entry_1/ptychopy/{errors, rms, iteration_s}   per-iteration history (float64)
-    /entry_1/ptychopy/parameters_json, inputs_json JSON text; parameters/ and inputs/ groups as attributes
-    /entry_1/ptychopy/run_plan_json, run_plan      the run plan (``RunPlan.to_dict()``) as JSON text and as the
-                                                   attributes of a group (absent in files of runs without one)
-    /entry_1/ptychopy attrs: algorithm, device, ptychopy_version, stopped_early, pixel_size_m, iterations
+"""One HDF5 result file per run (CXI 1.6 / NeXus, layout in :mod:`.result_layout` and ``docs/io.md``), written
+atomically, and read back from files of any ptychopy version.
 
 The file is written under a temporary name in the target directory and renamed on success, so a crash
 never leaves a half-written file under the final name.
@@ -42,11 +22,7 @@ import numpy as np
 
 from ..state import Result
 from .errors import ResultWriteError
-
-CXI_VERSION = 150
-PLANCK_EV_S = 4.135667696e-15
-LIGHT_M_PER_S = 299792458.0
-EV_J = 1.602176634e-19
+from .result_layout import OWN, fill, object_path
 
 
 def ptychopy_version() -> str:
@@ -57,100 +33,6 @@ def ptychopy_version() -> str:
         return metadata.version("ptychopy")
     except metadata.PackageNotFoundError:
         return "unknown"
-
-
-def _str(f: h5py.Group, name: str, text: str) -> None:
-    f.create_dataset(name, data=text, dtype=h5py.string_dtype())
-
-
-def _attr_value(v: Any) -> Any:
-    if v is None:
-        return ""
-    if isinstance(v, (list, tuple)):
-        arr = np.asarray(v)
-        return arr if arr.dtype.kind in "biuf" else json.dumps(v, default=str)
-    if isinstance(v, dict):
-        return json.dumps(v, default=str)
-    if isinstance(v, (str, bool, int, float, np.generic)):
-        return v
-    return str(v)
-
-
-def _params_dict(parameters: Any) -> dict[str, Any] | None:
-    if parameters is None:
-        return None
-    if hasattr(parameters, "to_dict"):
-        return parameters.to_dict()
-    if isinstance(parameters, dict):
-        return parameters
-    return None
-
-
-def _fill(f: h5py.File, result: Result) -> None:
-    params = result.parameters
-    pdict = _params_dict(params)
-    f.create_dataset("cxi_version", data=CXI_VERSION)
-    entry = f.create_group("entry_1")
-    entry.attrs["NX_class"] = "NXentry"
-    job = pdict.get("experiment", {}).get("job_id", "") if pdict else ""
-    _str(entry, "title", str(job))
-    image = entry.create_group("image_1")
-    image.create_dataset("data", data=np.asarray(result.object, dtype=np.complex64))
-    image["data"].attrs.update({"data_type": "object", "data_space": "real"})
-    _str(image, "data_type", "object")
-    _str(image, "data_space", "real")
-    if result.pixel_size_m:
-        image.create_dataset("x_pixel_size", data=float(result.pixel_size_m))
-        image.create_dataset("y_pixel_size", data=float(result.pixel_size_m))
-    process = image.create_group("process_1")
-    _str(process, "program", "ptychopy")
-    _str(process, "version", ptychopy_version())
-    _str(process, "device", str(result.device))
-    if params is not None and hasattr(params, "to_cmdstr"):
-        _str(process, "command", params.to_cmdstr())
-    source = entry.create_group("instrument_1").create_group("source_1")
-    probe = np.asarray(result.probe, dtype=np.complex64)
-    source.create_dataset("probe", data=probe if probe.ndim == 3 else probe[None])
-    detector = entry["instrument_1"].create_group("detector_1")
-    if pdict:
-        e = pdict["experiment"]
-        wavelength = float(e["wavelength_m"])
-        source.create_dataset("wavelength", data=wavelength)
-        source.create_dataset("energy", data=PLANCK_EV_S * LIGHT_M_PER_S / wavelength * EV_J)
-        detector.create_dataset("distance", data=float(e["detector_distance_m"]))
-        detector.create_dataset("x_pixel_size", data=float(e["detector_pixel_m"]))
-        detector.create_dataset("y_pixel_size", data=float(e["detector_pixel_m"]))
-    positions = np.asarray(result.positions_px, dtype=np.float64).reshape(-1, 2)
-    if result.pixel_size_m:
-        xyz = np.zeros((positions.shape[0], 3))
-        xyz[:, 0], xyz[:, 1] = positions[:, 1] * result.pixel_size_m, positions[:, 0] * result.pixel_size_m
-        entry.create_group("sample_1").create_group("geometry_1").create_dataset("translation", data=xyz)
-    own = entry.create_group("ptychopy")
-    own.create_dataset("positions_px", data=positions)
-    if result.intensity_scale is not None:
-        own.create_dataset("intensity_scale", data=np.asarray(result.intensity_scale, dtype=np.float32))
-    for name in ("errors", "rms", "iteration_s"):
-        own.create_dataset(name, data=np.asarray(getattr(result, name), dtype=np.float64).reshape(-1))
-    own["errors"].attrs["measure"] = result.error_measure
-    own.attrs.update({
-        "algorithm": str(result.algorithm), "device": str(result.device), "ptychopy_version": ptychopy_version(),
-        "stopped_early": result.stopped_early or "", "pixel_size_m": float(result.pixel_size_m or 0.0),
-        "iterations": int(result.iterations),
-    })
-    _str(own, "parameters_json", json.dumps(pdict, sort_keys=True) if pdict is not None else "null")
-    pgroup = own.create_group("parameters")
-    for group, leaves in (pdict or {}).items():
-        for name, value in leaves.items():
-            pgroup.attrs[f"{group}.{name}"] = _attr_value(value)
-    _str(own, "inputs_json", json.dumps(result.inputs or {}, sort_keys=True, default=str))
-    igroup = own.create_group("inputs")
-    for key, value in (result.inputs or {}).items():
-        igroup.attrs[str(key)] = _attr_value(value)
-    if result.run_plan is not None:
-        _str(own, "run_plan_json", json.dumps(result.run_plan, sort_keys=True))
-        plan_group = own.create_group("run_plan")
-        for key, value in result.run_plan.items():
-            plan_group.attrs[str(key)] = _attr_value(value)
 
 
 def _reason(exc: OSError) -> str:
@@ -177,7 +59,7 @@ def _write_atomic(result: Result, path: Path, overwrite: bool) -> Path:
     tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         with h5py.File(tmp, "w-") as f:
-            _fill(f, result)
+            fill(f, result, ptychopy_version())
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -277,33 +159,69 @@ def _text(ds: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+REQUIRED = ("parameters_json", "inputs_json", "errors", "rms", "iteration_s", "positions_px")
+
+
+def _open_result(path: Path) -> h5py.File:
+    """``path`` opened read-only, or :class:`InputDataError` saying why it is not a readable result file."""
+    from ..errors import InputDataError
+
+    if not path.exists():
+        raise InputDataError(f"file {path}: result file not found")
+    if path.is_dir():
+        raise InputDataError(f"file {path}: is a directory, not a result file")
+    try:
+        hdf5 = h5py.is_hdf5(path)
+    except OSError:
+        hdf5 = False
+    if not hdf5:
+        raise InputDataError(f"file {path}: is not an HDF5 file; a ptychopy result is the .h5 file that "
+                             f"'ptychopy run' or the web app wrote")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise InputDataError(f"file {path}: the HDF5 file cannot be opened (locked by a writer or damaged: "
+                             f"{exc})") from exc
+
+
+def _missing(f: h5py.File, path: Path) -> str | None:
+    """None when ``f`` has what :func:`read_result` needs, else a sentence naming the first thing missing."""
+    if OWN not in f:
+        top = ", ".join(sorted(f.keys())[:8]) or "nothing"
+        return (f"is an HDF5 file but not a ptychopy result: it has no /{OWN} group (its top level holds {top}); "
+                f"export reads result files written by ptychopy")
+    try:
+        object_path(f)
+    except KeyError as exc:
+        return f"is a ptychopy result without an object: no {exc.args[0]}"
+    for name in ("entry_1/instrument_1/source_1/probe",) + tuple(f"{OWN}/{n}" for n in REQUIRED):
+        if f.get(name) is None:
+            return f"is a ptychopy result missing /{name} (written incompletely or edited)"
+    return None
+
+
 def read_result(path: Path | str) -> Result:
-    """Read a file written by :func:`write_result` back into a :class:`Result` (parameters as
-    :class:`~reconstruction.parameters.Parameters` when they still validate, else the raw dict)."""
+    """Read a file written by :func:`write_result` (by any ptychopy version) back into a :class:`Result`
+    (parameters as :class:`~reconstruction.parameters.Parameters` when they still validate, else the raw dict).
+    A file that is missing, not HDF5, or not a ptychopy result raises :class:`InputDataError` saying which."""
     from ..errors import InputDataError
     from ..parameters import ParameterError, Parameters
 
     path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise InputDataError(f"file {path}: result file not found") from None
-    except OSError as exc:
-        raise InputDataError(f"file {path}: not a readable HDF5 result file: {exc}") from exc
-    with f:
-        try:
-            own = f["entry_1/ptychopy"]
-            obj = np.asarray(f["entry_1/image_1/data"][()])
-            probe = np.asarray(f["entry_1/instrument_1/source_1/probe"][()])
-            pdict = json.loads(_text(own["parameters_json"]))
-            inputs = json.loads(_text(own["inputs_json"]))
-            attrs = dict(own.attrs)
-            hist = {n: [float(x) for x in own[n][()]] for n in ("errors", "rms", "iteration_s")}
-            positions = np.asarray(own["positions_px"][()], dtype=np.float64)
-            scale = np.asarray(own["intensity_scale"][()], dtype=np.float32) if "intensity_scale" in own else None
-            run_plan = json.loads(_text(own["run_plan_json"])) if "run_plan_json" in own else None
-        except KeyError as exc:
-            raise InputDataError(f"file {path}: not a ptychopy result file (missing {exc})") from None
+    with _open_result(path) as f:
+        problem = _missing(f, path)
+        if problem is not None:
+            raise InputDataError(f"file {path}: {problem}")
+        own = f[OWN]
+        obj = np.asarray(f[object_path(f)][()])
+        probe = np.asarray(f["entry_1/instrument_1/source_1/probe"][()])
+        pdict = json.loads(_text(own["parameters_json"]))
+        inputs = json.loads(_text(own["inputs_json"]))
+        attrs = dict(own.attrs)
+        hist = {n: [float(x) for x in own[n][()]] for n in ("errors", "rms", "iteration_s")}
+        positions = np.asarray(own["positions_px"][()], dtype=np.float64)
+        scale = np.asarray(own["intensity_scale"][()], dtype=np.float32) if "intensity_scale" in own else None
+        run_plan = json.loads(_text(own["run_plan_json"])) if "run_plan_json" in own else None
     params: Any = pdict
     if pdict is not None:
         try:
@@ -323,4 +241,4 @@ def read_result(path: Path | str) -> Result:
 def result_version(path: Path | str) -> str:
     """The ptychopy version that wrote a result file."""
     with h5py.File(path, "r") as f:
-        return str(f["entry_1/ptychopy"].attrs.get("ptychopy_version", "unknown"))
+        return str(f[OWN].attrs.get("ptychopy_version", "unknown"))

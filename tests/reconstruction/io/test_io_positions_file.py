@@ -84,5 +84,7 @@ def test_a_ptychopy_result_file_gives_back_its_refined_positions_in_metres(tmp_p
                     positions_px=refined_px, errors=[0.1], rms=[], iteration_s=[0.01], algorithm="LSQML",
                     device="CPU", pixel_size_m=2e-8)
     path = write_result(result, tmp_path / "refined.h5")
+    # the file holds probe centres from the object's centre: the corners in metres plus one constant offset,
+    # (8 - 1) / 2 - (20 - 1) / 2 = -6 pixels, which the run's shift of the minimum to the margin removes
     for spec in (str(path), f"{path}::/entry_1/sample_1/geometry_1/translation"):
-        np.testing.assert_allclose(read_positions_file(spec), refined_px * 2e-8, rtol=1e-12)  # (row, col) metres
+        np.testing.assert_allclose(read_positions_file(spec), (refined_px - 6) * 2e-8, rtol=1e-12)

@@ -1,0 +1,41 @@
+"""Result files opened by the field's own readers: nexusformat (NeXpy's library) and ptychodus' CXI reader."""
+
+import numpy as np
+import pytest
+from nexusformat.nexus import nxload
+from ptychodus.plugins.cxi_file import CXIProductFileIO
+
+from reconstruction.io import write_result
+
+
+def test_nexusformat_finds_the_object_phase_as_the_default_plot(tmp_path, make_result):
+    result = make_result()
+    root = nxload(str(write_result(result, tmp_path / "r.h5")), "r")
+    plot = root.plottable_data
+    assert plot is not None and plot.nxname == "data_1" and plot.nxsignal.nxname == "phase"
+    np.testing.assert_allclose(plot.nxsignal.nxdata, np.angle(result.object), atol=1e-6)
+    assert [a.nxname for a in plot.nxaxes] == ["y", "x"]
+    x = plot.nxaxes[1]
+    assert x.attrs["units"] == "m" and x.nxdata[1] - x.nxdata[0] == pytest.approx(result.pixel_size_m)
+    assert plot.nxsignal.attrs["units"] == "rad"
+    assert [s.nxname for s in plot.nxauxiliary_signals] == ["amplitude"]
+    assert root["entry_1/instrument_1/detector_1/distance"].attrs["units"] == "m"
+
+
+def test_ptychodus_cxi_reader_gives_our_object_probe_positions_and_geometry_back(tmp_path, make_result):
+    result = make_result()
+    product = CXIProductFileIO().read(write_result(result, tmp_path / "r.h5"))
+    np.testing.assert_array_equal(product.object_.get_array()[0], result.object)
+    np.testing.assert_array_equal(product.probes.get_array()[0], result.probe)
+    geometry = product.object_.get_geometry()
+    assert geometry.pixel_width_m == pytest.approx(result.pixel_size_m)
+    # ptychodus' own mapping from probe positions (m) to object pixels gives our window centres back
+    n = result.probe.shape[-1]
+    np.testing.assert_allclose(geometry.map_probe_positions_to_object_x_px(product.probe_positions),
+                               result.positions_px[:, 1] + (n - 1) / 2, atol=1e-9)
+    np.testing.assert_allclose(geometry.map_probe_positions_to_object_y_px(product.probe_positions),
+                               result.positions_px[:, 0] + (n - 1) / 2, atol=1e-9)
+    params = result.parameters
+    assert product.metadata.detector_distance_m == pytest.approx(params.experiment.detector_distance_m)
+    assert product.metadata.photon_energy_eV == pytest.approx(12398.419843 / (params.experiment.wavelength_m * 1e10))
+    assert [loss.value for loss in product.losses] == pytest.approx(result.errors)
