@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import secrets
@@ -46,6 +47,16 @@ def _reason(exc: OSError) -> str:
     return exc.strerror or text
 
 
+def _file_image(result: Result) -> bytes:
+    """The whole result file, built in memory. Disk errors then reach Python's ``write``, never HDF5: a file
+    HDF5 fails to flush (a full disk) stays open inside the library with its objects, and later HDF5 calls in the
+    same process crashed on them (segmentation fault)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        fill(f, result, ptychopy_version())
+    return buffer.getvalue()
+
+
 def _write_atomic(result: Result, path: Path, overwrite: bool) -> Path:
     if path.exists() and not overwrite:
         raise ResultWriteError(f"result file {path} already exists; choose another name or overwrite it "
@@ -58,13 +69,11 @@ def _write_atomic(result: Result, path: Path, overwrite: bool) -> Path:
                                f"{_reason(exc)}", path) from exc
     tmp = directory / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
-        with h5py.File(tmp, "w-") as f:
-            fill(f, result, ptychopy_version())
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        image = _file_image(result)
+        with open(tmp, "xb") as fh:
+            fh.write(image)
+            fh.flush()
+            os.fsync(fh.fileno())
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -80,7 +89,7 @@ def _write_atomic(result: Result, path: Path, overwrite: bool) -> Path:
     except ResultWriteError:
         _remove(tmp)
         raise
-    except BaseException as exc:  # HDF5 reports a full disk mid-write as RuntimeError; anything else: no debris
+    except BaseException as exc:  # HDF5 errors arrive as RuntimeError; anything else: no debris
         _remove(tmp)
         if isinstance(exc, OSError | RuntimeError):
             raise ResultWriteError(_failure_message(result, path, exc), path) from exc
