@@ -207,3 +207,28 @@ def test_a_long_scan_key_becomes_a_bounded_key_that_is_the_same_every_time() -> 
     key = idempotency_key(long)
     assert key == idempotency_key(long) and len(key) <= 200 and key.isascii() and key.startswith("BL:7:/data/")
     assert key != idempotency_key(long.replace("scan7", "scan8"))
+
+
+def test_a_bridge_that_submits_over_http_runs_without_django_installed(tmp_path: Path) -> None:
+    """The controls host needs ``pip install ".[epics]"``, a URL and a token: the http path imports no Django."""
+    import subprocess
+    import sys
+
+    (tmp_path / "token").write_text("0123456789abcdef0123\n")
+    (tmp_path / "token").chmod(0o600)
+    code = (
+        "import sys\n"
+        "sys.modules['django'] = None; sys.modules['webapp'] = None  # any import of them fails\n"
+        "from epics_bridge.config import load_config\n"
+        "from epics_bridge.bridge import Bridge\n"
+        "from epics_bridge.submit import load_submitter\n"
+        f"config = load_config({str(tmp_path / 'bridge.toml')!r}, environ={{}})\n"
+        "print(type(load_submitter(config.submit)).__name__)\n"
+    )
+    (tmp_path / "bridge.toml").write_text(
+        '[bridge]\nbeamline = "BL"\njournal = "j.sqlite3"\n[trigger]\nkind = "sscan"\nbusy_pv = "BUSY"\n'
+        'message_pv = "SMSG"\n[data]\npath_pv = "PATH"\nname_pv = "NAME"\n[parameters]\ntemplate = "-size=16"\n'
+        '[submit]\nkind = "http"\nurl = "http://127.0.0.1:8000/"\ntoken_file = "token"\n')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2], check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "HttpSubmitter", out.stderr[-2000:]
