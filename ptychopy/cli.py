@@ -30,7 +30,7 @@ DELEGATED = {
               "--bridge CONFIG also runs the EPICS bridge in-process"),
     "bridge": ("epics_bridge.cli", "main", "run the EPICS bridge that queues a reconstruction per finished scan"),
     "simioc": ("epics_bridge.cli", "simioc_main", "run a simulated beamline IOC that plays scans"),
-    "export": ("reconstruction.io.export", "main", "export a result file to TIFF, PNG or CSV"),
+    "export": ("reconstruction.io.export", "main", "export a result file to TIFF, PNG, CSV or a ptychodus product"),
 }
 
 DEMO_CMDSTR = ("./ptycho -jobID=demo -algorithm=LSQML -simulate=1 -size=64 -scanDims=15,15 -step=200e-9,200e-9 "

@@ -5,10 +5,13 @@ import re
 import zipfile
 
 import h5py
+import numpy as np
 import pytest
 from django.test import Client
+from ptychodus.api.io import load_product
 from webapp_helpers import small_parameters
 
+from reconstruction.io import read_result
 from webapp.jobs import services
 from webapp.jobs.models import Job, WorkerHeartbeat
 
@@ -127,7 +130,7 @@ def test_dashboard_lists_workers_running_and_queued_jobs(client, user):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_downloads_of_a_finished_job(client, user, worker, broker):
+def test_downloads_of_a_finished_job(client, user, worker, broker, tmp_path):
     job = services.submit_job(small_parameters(iterations=5), owner=user)
     broker.join("reconstruct", fail_fast=True)
     worker.join()
@@ -144,6 +147,13 @@ def test_downloads_of_a_finished_job(client, user, worker, broker):
         assert r.status_code == 200, fmt
         names = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))).namelist()
         assert names and any(n.endswith(suffix) for n in names), (fmt, names)
+    r = client.get(f"/jobs/{job.pk}/download/ptychodus/")
+    assert r.status_code == 200 and f'ptychopy_job{job.pk}_ptychodus.h5' in r["Content-Disposition"]
+    product_path = tmp_path / "downloaded.h5"
+    product_path.write_bytes(b"".join(r.streaming_content))
+    product = load_product(product_path)  # ptychodus' own reader
+    np.testing.assert_array_equal(product.object_.get_array()[0], read_result(job.result_path).object)
+    assert f'href="/jobs/{job.pk}/download/ptychodus/"' in client.get(f"/jobs/{job.pk}/").content.decode()
     assert client.get(f"/jobs/{job.pk}/download/exe/").status_code == 404
     queued = make_job(user)
     assert client.get(f"/jobs/{queued.pk}/download/h5/").status_code == 404

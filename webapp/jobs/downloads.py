@@ -1,4 +1,5 @@
-"""Result files for download: the run's HDF5 file, and TIFF/PNG/CSV exports made from it on demand."""
+"""Result files for download: the run's HDF5 file, TIFF/PNG/CSV exports (zipped) and a ptychodus product, made
+from it on demand."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 
 from .models import Job
 
-FORMATS = ("h5", "tiff", "png", "csv")
-CONTENT_TYPES = {"h5": "application/x-hdf5", "zip": "application/zip", "tiff": "image/tiff", "png": "image/png",
-                 "csv": "text/csv"}
+FORMATS = ("h5", "tiff", "png", "csv", "ptychodus")
+SINGLE_FILE = {"ptychodus": ".h5"}  # exports that are one file: sent as it is, not zipped
+CONTENT_TYPES = {"h5": "application/x-hdf5", "ptychodus": "application/x-hdf5", "zip": "application/zip",
+                 "tiff": "image/tiff", "png": "image/png", "csv": "text/csv"}
 
 
 class NoResult(Exception):
@@ -25,7 +27,8 @@ class Download:
 
 
 def result_download(job: Job, fmt: str) -> Download:
-    """The file to send for ``job`` in format ``fmt`` (exports are made once and kept beside the result)."""
+    """The file to send for ``job`` in format ``fmt``: zipped exports are made once and kept beside the result;
+    a one-file export (the ptychodus product) is written again on each request (atomically)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if not job.result_path or not Path(job.result_path).is_file():
@@ -35,6 +38,9 @@ def result_download(job: Job, fmt: str) -> Download:
     if fmt == "h5":
         return Download(result, f"{stem}.h5", CONTENT_TYPES["h5"])
     folder = result.parent / f"export_{fmt}"
+    if fmt in SINGLE_FILE:
+        files = export_files(result, fmt, folder)
+        return Download(files[0], f"{stem}_{fmt}{SINGLE_FILE[fmt]}", CONTENT_TYPES[fmt])
     bundle = result.parent / f"{stem}_{fmt}.zip"
     if not bundle.is_file() or bundle.stat().st_mtime < result.stat().st_mtime:
         files = export_files(result, fmt, folder)

@@ -59,7 +59,7 @@ def test_ptychopy_run_reconstructs_a_multi_file_lz4_scan_and_exports_it(tmp_path
                                "--out", str(tmp_path / "tiff")], cwd=REPO, capture_output=True, text=True,
                               timeout=60)
     assert exported.returncode == 0, exported.stderr[-2000:]
-    phase = tifffile.imread(tmp_path / "tiff" / "e2e_ph.tif")
+    phase = tifffile.imread(tmp_path / "tiff" / "e2e_object_ph.tif")
     np.testing.assert_allclose(phase, np.angle(result.object), atol=1e-6)
 
 
