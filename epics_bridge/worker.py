@@ -21,6 +21,7 @@ from .config import BridgeConfig
 from .filecheck import check_scan_files
 from .journal import Journal
 from .params import ScanBuildError, describe_scan
+from .publisher import StatePublisher
 from .state import BridgeState
 from .submit import SubmitRejected, SubmitRequest, Submitter
 from .trigger import (
@@ -85,11 +86,14 @@ class BridgeWorker:
         self._down_since: dict[str, float] = {pv: clock() for pv in config.pvs}
         self._warned_down: set[str] = set()
         self._publish_soon = False  # a connection changed: publish before the next heartbeat
+        self.publisher = StatePublisher(getattr(submitter, "publish_state", None))
         self._last_publish_s = -PUBLISH_MIN_INTERVAL_S
 
     # -- thread -----------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.resume()
+        self._down_since = {pv: self.clock() for pv in self.config.pvs}  # "not connected for 3 s" counts from now
+        self.publisher.start()
         self._thread = threading.Thread(target=self.run, name="epics-bridge-worker", daemon=True)
         self._thread.start()
 
@@ -98,6 +102,7 @@ class BridgeWorker:
         if self._thread is not None:
             self._thread.join(timeout_s)
             self.publish_state()  # "stopped" (running false) reaches the dashboard, apart from a crash
+        self.publisher.close(timeout_s)
 
     @property
     def alive(self) -> bool:
@@ -426,18 +431,12 @@ class BridgeWorker:
         self._publish_soon = True
 
     def publish_state(self) -> None:
-        """Hand the state to the submitter's ``publish_state`` (the web dashboard), when it has one.
-
-        Best effort: a database that is down must not stop the bridge; the next heartbeat tries again.
-        """
+        """Hand the state to the submitter's ``publish_state`` (the web dashboard), when it has one, through the
+        publisher thread (:mod:`epics_bridge.publisher`): a slow web side never holds up this loop. Best effort:
+        the next heartbeat tries again."""
         self._publish_soon, self._last_publish_s = False, self.clock()
-        publish = getattr(self.submitter, "publish_state", None)
-        if publish is None:
-            return
-        try:
-            publish(self.state.snapshot())
-        except Exception as exc:
-            log.debug("could not publish the bridge state: %s", exc)
+        self.publisher.publish = getattr(self.submitter, "publish_state", None)
+        self.publisher.offer(self.state.snapshot())
 
     def _publish_pending(self) -> None:
         self.state.set("pending", [dict(key=t.key, stage=t.stage) for t in self.tasks.values()])

@@ -4,7 +4,9 @@ failure."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +48,48 @@ def bob(prod_stack: ProductionStack) -> User:
 @pytest.fixture
 def carol(prod_stack: ProductionStack) -> User:
     return prod_stack.users["carol"]
+
+
+CHROMIUM = os.environ.get("PTYCHOPY_TEST_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run the tests with `./dev test` (it installs it) "
+                    "or `apt-get install -y chromium`", pytrace=False)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("playwright for Python is not installed (pip install -e '.[test]')", pytrace=False)
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser, request: pytest.FixtureRequest, prod_stack: ProductionStack):  # type: ignore[no-untyped-def]
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000},
+                                  base_url=prod_stack.base_url)
+    pg = context.new_page()
+    console: list[str] = []
+    pg.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
+    pg.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
+    yield pg
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+        stem = TEST_OUTPUT / f"browser-failure-{request.node.name}"
+        try:
+            pg.screenshot(path=f"{stem}.png", full_page=True)
+            Path(f"{stem}.html").write_text(pg.content())
+        except Exception as exc:  # the page may be gone; keep the console at least
+            console.append(f"(screenshot failed: {exc})")
+        Path(f"{stem}.console.txt").write_text("\n".join(console))
+    context.close()
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,8 @@ HTML are kept under test-output/.
 
 from __future__ import annotations
 
-import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,48 +18,8 @@ from tests.support.stack import ProductionStack, User, small_sim_cmdstr
 
 pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(240)]
 
-CHROMIUM = os.environ.get("PTYCHOPY_TEST_CHROMIUM", "/usr/bin/chromium")
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 LONG_ITERATIONS = 3000  # ~1 min at 64^2 on a CI core: the job (and its clone) runs while the page watches it
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: run the tests with `./dev test` (it installs it) "
-                    "or `apt-get install -y chromium`", pytrace=False)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("playwright for Python is not installed (pip install -e '.[test]')", pytrace=False)
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@pytest.fixture
-def page(browser, request: pytest.FixtureRequest, prod_stack: ProductionStack):  # type: ignore[no-untyped-def]
-    context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000},
-                                  base_url=prod_stack.base_url)
-    pg = context.new_page()
-    console: list[str] = []
-    pg.on("console", lambda msg: console.append(f"{msg.type}: {msg.text}"))
-    pg.on("pageerror", lambda exc: console.append(f"pageerror: {exc}"))
-    yield pg
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
-        stem = TEST_OUTPUT / f"browser-failure-{request.node.name}"
-        try:
-            pg.screenshot(path=f"{stem}.png", full_page=True)
-            Path(f"{stem}.html").write_text(pg.content())
-        except Exception as exc:  # the page may be gone; keep the console at least
-            console.append(f"(screenshot failed: {exc})")
-        Path(f"{stem}.console.txt").write_text("\n".join(console))
-    context.close()
 
 
 def log_in(pg, user: User) -> None:  # type: ignore[no-untyped-def]

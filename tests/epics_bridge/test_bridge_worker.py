@@ -288,3 +288,29 @@ def test_an_unreachable_ioc_is_one_warning_naming_every_pv(tmp_path: Path, rec: 
     assert warnings[0].startswith("none of 7 PVs connected after 3 s (IOC unreachable?")
     assert all(pv in warnings[0] for pv in rig.config.pvs)
     assert warnings[0].index("trigger BUSY, SMSG") < warnings[0].index("data ")
+
+
+def test_a_slow_web_side_never_holds_up_the_worker_and_the_latest_state_wins() -> None:
+    import threading
+    import time
+
+    from epics_bridge.publisher import StatePublisher
+
+    release, taken, published = threading.Event(), threading.Event(), []
+
+    def slow_publish(state: dict) -> None:  # a database that hangs until released
+        taken.set()
+        release.wait(10)
+        published.append(state["n"])
+
+    publisher = StatePublisher(slow_publish)
+    publisher.start()
+    publisher.offer({"n": 1})
+    assert taken.wait(5)
+    t0 = time.monotonic()
+    for n in (2, 3, 4):
+        publisher.offer({"n": n})
+    assert time.monotonic() - t0 < 0.05, "offering a state waited for the web side"
+    release.set()
+    publisher.close(5)
+    assert published == [1, 4]
