@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS scans (
     last_error TEXT NOT NULL DEFAULT '',
     job_id TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    provenance_json TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS edges (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -89,6 +90,7 @@ class ScanRow:
     job_id: str
     created_at: float
     updated_at: float
+    provenance_json: str = "{}"  # where each parameter came from (the job page shows it after a restart too)
 
 
 class Journal:
@@ -102,20 +104,29 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A journal written by an older version lacks the newer columns: add them (appended, with defaults)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(scans)")}
+        if "provenance_json" not in columns:
+            self._db.execute("ALTER TABLE scans ADD COLUMN provenance_json TEXT NOT NULL DEFAULT '{}'")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def add_scan(self, dedup_key: str, beamline: str, scan_number: str, file_pattern: str, label: str,
-                 params_json: str, status: str = WAITING_FILE, error: str = "") -> bool:
+                 params_json: str, status: str = WAITING_FILE, error: str = "", provenance_json: str = "{}") -> bool:
         """Record a new scan; False (and nothing changed) when the key is already known."""
         now = time.time()
         with self._lock:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO scans (dedup_key, beamline, scan_number, file_pattern, label, params_json,"
-                " status, last_error, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (dedup_key, beamline, scan_number, file_pattern, label, params_json, status, error, now, now))
+                " status, last_error, created_at, updated_at, provenance_json)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (dedup_key, beamline, scan_number, file_pattern, label, params_json, status, error, now, now,
+                 provenance_json))
             return cur.rowcount == 1
 
     def set_status(self, dedup_key: str, status: str, *, error: str = "", job_id: str = "",

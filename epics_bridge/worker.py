@@ -6,6 +6,7 @@ and :meth:`BridgeWorker.tick` are the whole logic and can be driven directly in 
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -168,7 +169,7 @@ class BridgeWorker:
                 self.state.error(f"{row.dedup_key}: {msg}")
                 continue
             scan = dict(beamline=row.beamline, scan_number=row.scan_number, file_pattern=row.file_pattern,
-                        dedup_key=row.dedup_key, label=row.label)
+                        dedup_key=row.dedup_key, label=row.label, provenance=_json_dict(row.provenance_json))
             self.tasks[row.dedup_key] = self._task(row.dedup_key, stage, params, row.label, scan, now)
             self.journal.log("resumed", f"resumed at stage {stage}", row.dedup_key)
             log.info("resuming %s (%s)", row.dedup_key, row.status)
@@ -272,7 +273,8 @@ class BridgeWorker:
         status = jr.HELD if info.held else jr.WAITING_FILE
         added = self.journal.add_scan(info.dedup_key, info.beamline, info.scan_number, info.file_pattern,
                                       info.label, info.params.to_json(), status=status,
-                                      error="; ".join(info.held))
+                                      error="; ".join(info.held),
+                                      provenance_json=json.dumps(dict(info.provenance), default=str))
         self._finish_edge(end, end.outcome.value, end.reason, info.scan_number, info.dedup_key)
         if not added:
             log.info("scan %s already handled (%s): not queued again", info.scan_number, info.dedup_key)
@@ -440,6 +442,15 @@ class BridgeWorker:
 
     def _publish_pending(self) -> None:
         self.state.set("pending", [dict(key=t.key, stage=t.stage) for t in self.tasks.values()])
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    """A JSON object from the journal; {} when it is not one (written by another version)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def describe_down(down: list[str], new: list[str], roles: dict[str, str], total: int, after_s: float) -> str:

@@ -314,3 +314,36 @@ def test_a_slow_web_side_never_holds_up_the_worker_and_the_latest_state_wins() -
     release.set()
     publisher.close(5)
     assert published == [1, 4]
+
+
+def test_a_resumed_scan_keeps_where_its_parameters_came_from(tmp_path: Path, rec: Path) -> None:
+    first = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    first.scan_ends()
+    first.run(1.0)  # waiting for its files, which are not there yet
+    assert records(rec) == [] and len(first.journal.open_scans()) == 1
+    first.journal.close()
+    write_scan_files(tmp_path, "scan7", GEOM)
+    second = Rig(tmp_path, RecordingSubmitter(str(rec)))  # a restarted bridge resumes it
+    second.run(1.0)
+    (sent,) = records(rec)
+    prov = sent["scan"]["provenance"]
+    assert prov["experiment.scan_dims"]["source"] == "pv" and prov["experiment.scan_dims"]["pv"] == "ROWS, COLS"
+    assert prov["reconstruction.iterations"] == {"source": "template", "value": 2}
+
+
+def test_a_journal_of_an_older_version_gains_the_provenance_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(jr._SCHEMA.replace(",\n    provenance_json TEXT NOT NULL DEFAULT '{}'", ""))
+    old.execute("INSERT INTO scans (dedup_key, beamline, scan_number, file_pattern, label, params_json, status,"
+                " created_at, updated_at) VALUES ('BL:1:f', 'BL', '1', 'f', 'l', '{}', 'waiting_file', 0, 0)")
+    old.commit()
+    assert "provenance_json" not in {r[1] for r in old.execute("PRAGMA table_info(scans)")}
+    old.close()
+    journal = jr.Journal(path)
+    (row,) = journal.open_scans()
+    assert row.dedup_key == "BL:1:f" and row.provenance_json == "{}"
+    assert journal.add_scan("BL:2:f", "BL", "2", "f", "l", "{}", provenance_json='{"a": {"source": "pv"}}')
+    assert journal.get("BL:2:f").provenance_json == '{"a": {"source": "pv"}}'
