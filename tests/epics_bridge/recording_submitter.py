@@ -31,7 +31,11 @@ class RecordingSubmitter:
             fcntl.flock(lock, fcntl.LOCK_EX)
             calls_path = Path(str(self.path) + ".calls")
             calls = int(calls_path.read_text()) if calls_path.exists() else 0
-            calls_path.write_text(str(calls + 1))
+            # replaced, never truncated in place: the bridge is SIGKILLed at any moment in the stress tests, and a
+            # half-written counter would fail every later submission
+            tmp_path = Path(str(calls_path) + ".tmp")
+            tmp_path.write_text(str(calls + 1))
+            os.replace(tmp_path, calls_path)
             if calls < self.fail_first:
                 raise WebAppDown(f"simulated: web app unreachable (call {calls + 1} of {self.fail_first})")
             params = request.params
