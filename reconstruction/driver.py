@@ -22,7 +22,7 @@ from .engines.base import IterationMetrics, apply_phase_constraint, object_illum
 from .errors import DeviceMemoryError, InputDataError, SessionStateError
 from .inputs import check_run_settings, check_shapes, check_values, initial_object
 from .loop import IterativeRun
-from .parameters.model import ALGORITHM_ALIASES
+from .parameters.model import ALGORITHM_ALIASES, affine_terms
 from .physics import modes as probe_modes_ops
 from .preview import Preview, make_preview, preview_positions
 from .probes import probe_guess_from_data
@@ -334,6 +334,7 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
         phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
         position_refinement_from=r.position_search_from if r.refine_positions else 0,
+        position_affine=affine_terms(r.position_affine),
         variable_intensity=r.variable_intensity, subpixel_windows=r.subpixel_windows,
     )
 

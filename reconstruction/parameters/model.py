@@ -154,6 +154,12 @@ class ReconstructionParameters:
                                       hint="With -refinePositions: position refinement starts at this "
                                            "iteration (the original's MLs always refined from here).",
                                       advanced=True)
+    position_affine: str = param("none", kind="str", flag="positionAffine", label="Free affine terms",
+                                 hint="With -refinePositions: the terms of the scan's global affine error that are "
+                                      "fitted (comma list of scale, asymmetry, rotation, shear, offset; 'all'; "
+                                      "'none' holds the geometry as given). Fitted from each window's content; "
+                                      "needs a good probe (docs/parameters.md).",
+                                 advanced=True)
     delta_p: float = param(0.1, kind="float", flag="delta_p", min=0.0, max=10.0, advanced=True,
                            hint="LSQML: regularisation of the object/probe update, relative to the maximum.")
     dm_relax: float = param(0.05, kind="float", flag="fourierRelax", min=0.0, max=1.0, advanced=True,
@@ -559,13 +565,20 @@ class Parameters:
                                  ("variable_intensity", "variableIntensity", "the per-position intensity fit")):
             if not getattr(r, name):
                 continue
-            if name == "variable_intensity" and r.algorithm != "LSQML":
+            engines = ("LSQML",) if name == "variable_intensity" else ("ePIE", "LSQML")
+            if r.algorithm not in engines:
                 problems.append(Problem(f"reconstruction.{name}", flag, True,
-                                        f"-{flag}: {what} runs with -algorithm=LSQML (MLs), not {r.algorithm}"))
+                                        f"-{flag}: {what} runs with -algorithm={' or '.join(engines)}, not "
+                                        f"{r.algorithm}"))
             if len(gpus) > 1:
                 problems.append(Problem(f"reconstruction.{name}", flag, True,
                                         f"-{flag}: {what} runs on one device, not split across "
                                         f"-gpus={self.multigpu.gpus}"))
+        try:
+            affine_terms(r.position_affine)
+        except ValueError as exc:
+            problems.append(Problem("reconstruction.position_affine", "positionAffine", r.position_affine,
+                                    f"-positionAffine={r.position_affine[:80]}: {exc}"))
         if r.subpixel_windows and len(gpus) > 1:
             problems.append(Problem("reconstruction.subpixel_windows", "subpixelWindows", True,
                                     f"-subpixelWindows: sub-pixel windows run on one device, not split across "
@@ -609,3 +622,20 @@ def param_table() -> list[dict[str, Any]]:
                  default=_show(s.default), expected=s.expected, hint=s.hint, no_effect=s.no_effect)
         )
     return rows
+
+
+def affine_terms(text: str) -> tuple[str, ...]:
+    """The free affine terms a ``-positionAffine`` value names: 'none' or '' -> (), 'all' -> every term, else a
+    comma list of scale, asymmetry, rotation, shear, offset (ValueError naming an unknown one)."""
+    from ..physics.position_update import AFFINE_TERMS
+
+    words = [w.strip().lower() for w in str(text).split(",") if w.strip()]
+    if words in ([], ["none"]):
+        return ()
+    if words == ["all"]:
+        return AFFINE_TERMS
+    unknown = [w for w in words if w not in AFFINE_TERMS]
+    if unknown:
+        raise ValueError(f"unknown affine term {unknown[0]!r}: expected 'none', 'all' or a comma list of "
+                         f"{', '.join(AFFINE_TERMS)}")
+    return tuple(t for t in AFFINE_TERMS if t in words)
