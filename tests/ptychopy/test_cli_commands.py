@@ -114,7 +114,7 @@ def test_serve_hands_the_web_server_a_bridge_factory_that_checks_the_config_firs
     monkeypatch.setattr(webapp.cli, "main", fake_main)
     assert main(["serve", "--port", "8123", "--bridge", "beamline.toml", "--no-browser"]) == 0
     assert seen["argv"] == ["serve", "--port", "8123", "--bridge", "beamline.toml", "--no-browser"]
-    with pytest.raises(webapp.cli.StartupError, match=r"--bridge .*missing\.toml: .*cannot read the configuration"):
+    with pytest.raises(webapp.cli.StartupError, match=r"^--bridge: .*missing\.toml: cannot read the configuration"):
         seen["factory"](str(tmp_path / "missing.toml"))
     hook = seen["factory"]("epics_bridge/examples/beamline.toml")
     assert callable(hook)
