@@ -42,5 +42,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "docker/healthcheck.py", "web"]
 
-# --proxy-headers: behind the facility's TLS reverse proxy (X-Forwarded-For / -Proto).
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "webapp.asgi:application"]
+# No --proxy-headers: Daphne would take the client from the client-written left end of X-Forwarded-For. The app
+# reads that header itself, from the proxies named in PTYCHOPY_TRUSTED_PROXIES only (docs/deploy.md).
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "webapp.asgi:application"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import threading
 import webbrowser
@@ -82,11 +83,18 @@ def _start_all(hooks: Sequence[StartupHook]) -> list[Callable[[], None]]:
 def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True,
           startup_hooks: Sequence[StartupHook] = ()) -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    os.environ["PTYCHOPY_SERVE_HOST"] = host  # the settings decide DEBUG and ALLOWED_HOSTS from it
     # Daphne installs Twisted's asyncio reactor at import: it must come before anything imports Twisted.
     import django
     from daphne.server import Server, twisted_loop
 
-    django.setup()
+    from webapp.site_security import SiteConfigError, is_loopback
+
+    try:
+        django.setup()
+    except SiteConfigError as exc:
+        print(f"ptychopy serve: {exc}", file=sys.stderr)
+        return EXIT_BAD_STARTUP
     from django.conf import settings
     from django.core.management import call_command
 
@@ -96,13 +104,16 @@ def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True
     call_command("migrate", interactive=False, verbosity=0)
     from webapp.asgi import application
 
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+    shown = socket.gethostname() if host in ("0.0.0.0", "::") else host  # a wildcard is no address to open
+    url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/"
     lines = [f"ptychopy web application ({'embedded' if settings.EMBEDDED else 'production'} mode)"]
     if settings.EMBEDDED:
         username, password = demo_setup.ensure_demo_user()
         lines.append(f"  log in as: {username}  password: {password}  (kept in {demo_setup.demo_login_file()})")
         embedded.set_server_loop(twisted_loop)
         embedded.start_worker()
+        if not is_loopback(host):
+            lines.append(network_warning(host, settings.ALLOWED_HOSTS))
     try:
         stops = _start_all(startup_hooks)
     except StartupError as exc:
@@ -134,6 +145,17 @@ def serve(host: str, port: int, *, demo: bool = False, open_browser: bool = True
         print(f"could not listen on {host}:{port} (is the port in use?)", file=sys.stderr)
         return 1
     return 0
+
+
+def network_warning(host: str, allowed_hosts: list[str]) -> str:
+    """What an embedded server listening on a network address tells its operator."""
+    return "\n".join([
+        f"  WARNING: serving the embedded mode on {host}, reachable from the network, over plain http:",
+        "    passwords and session cookies cross the network unencrypted. DEBUG is off, the secret key is this",
+        "    install's own (PTYCHOPY_HOME/secret_key) and failed logins are throttled. For a facility, run the",
+        "    production mode behind a TLS proxy (docs/deploy.md).",
+        f"    answering to the host names {', '.join(allowed_hosts)} (set ALLOWED_HOSTS for others)",
+    ])
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ See ``docs/webapp.md`` for every variable.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+
+from webapp import site_security
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Templates and static files; set PTYCHOPY_FRONTEND_DIR when webapp runs from an installed wheel.
@@ -37,20 +40,31 @@ PTYCHOPY_HOME = Path(os.environ.get("PTYCHOPY_HOME") or BASE_DIR / "var").resolv
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL", "")
 EMBEDDED = not DATABASE_URL and not REDIS_URL
+# The address `ptychopy serve --host` listens on (set by webapp.cli before Django starts; "" otherwise).
+PTYCHOPY_SERVE_HOST = os.environ.get("PTYCHOPY_SERVE_HOST", "")
 
-DEBUG = _env_bool("DEBUG", EMBEDDED)
+# DEBUG is off unless asked for, and honoured only in the embedded mode on a loopback address: anywhere else
+# the settings refuse to load (webapp.site_security.check_debug).
+DEBUG = _env_bool("DEBUG", False)
+site_security.check_debug(DEBUG, embedded=EMBEDDED, serve_host=PTYCHOPY_SERVE_HOST)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not (EMBEDDED or DEBUG):
-        raise RuntimeError("SECRET_KEY must be set outside the embedded mode")
-    SECRET_KEY = "ptychopy-embedded-insecure-key-set-SECRET_KEY-in-production"
+    if not EMBEDDED:
+        raise site_security.SiteConfigError(
+            "SECRET_KEY must be set outside the embedded mode (DATABASE_URL or REDIS_URL is set): the same long "
+            "random value on every host, e.g. python -c \"import secrets; print(secrets.token_urlsafe(50))\"")
+    # random per install, kept in the data folder: sessions survive restarts, and no key ships with the code
+    SECRET_KEY = site_security.embedded_secret_key(PTYCHOPY_HOME)
+# Older keys still accepted for signed values (sessions, reset links) while rotating SECRET_KEY.
+SECRET_KEY_FALLBACKS = [k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h.strip()] or (
-    ["127.0.0.1", "localhost", "[::1]", "testserver"] if EMBEDDED or DEBUG else []
+    site_security.serve_allowed_hosts(PTYCHOPY_SERVE_HOST) if EMBEDDED else []
 )
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 
 INSTALLED_APPS = [
     "daphne",
+    "axes",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -73,6 +87,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # last: turns a login refused for a locked (user, address) pair into the 429 page
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -199,20 +215,56 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
-_SECURE_COOKIES = not DEBUG and not _env_bool("PTYCHOPY_INSECURE_COOKIES", False)
-SESSION_COOKIE_SECURE = _SECURE_COOKIES
-CSRF_COOKIE_SECURE = _SECURE_COOKIES
+# Production is served over https through a TLS proxy that sets X-Forwarded-Proto: cookies are Secure, plain http
+# is redirected, HSTS is sent. Each is an environment switch (docs/deploy.md lists the secure defaults);
+# PTYCHOPY_INSECURE_COOKIES=1 (tests on plain http) turns the https-only defaults off. The embedded mode serves
+# plain http, so its cookies cannot be Secure.
+_SECURE_COOKIES = not EMBEDDED and not _env_bool("PTYCHOPY_INSECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", _SECURE_COOKIES)
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", _SECURE_COOKIES)
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
-if _SECURE_COOKIES:
+SECURE_REFERRER_POLICY = os.environ.get("SECURE_REFERRER_POLICY") or "same-origin"
+if not EMBEDDED:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# TLS normally ends at the reverse proxy; these two are opt-in for sites served only over https.
-SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or 0)
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", _SECURE_COOKIES)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or (31_536_000 if _SECURE_COOKIES else 0))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", True)
 
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# -- login throttling (django-axes; webapp.accounts.throttle, docs/deploy.md) ------------------------------------
+AUTHENTICATION_BACKENDS = [
+    "webapp.accounts.throttle.LoginThrottleBackend",  # first: a locked pair is refused before any hashing
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = int(os.environ.get("PTYCHOPY_LOGIN_FAILURES") or 5)
+AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("PTYCHOPY_LOGIN_COOLOFF_S") or 900))
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a refused try writes nothing and moves no deadline
+AXES_CLIENT_IP_CALLABLE = "webapp.accounts.client_ip.client_ip"
+AXES_LOCKOUT_CALLABLE = "webapp.accounts.throttle.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_ENABLE_ADMIN = True
+# Reverse proxies whose X-Forwarded-For is believed (addresses or networks); see webapp.accounts.client_ip.
+PTYCHOPY_TRUSTED_PROXIES = [p.strip() for p in os.environ.get("PTYCHOPY_TRUSTED_PROXIES", "").split(",") if p.strip()]
+
+# -- mail and password reset (webapp.accounts.mail) ----------------------------------------------------------------
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT") or 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT") or 10)
+# No mail server: mails are dropped with a log line (never printed: a reset mail carries a working link).
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "webapp.accounts.mail.SuppressedEmailBackend")
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ptychopy@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+PTYCHOPY_PASSWORD_RESET = _env_bool("PTYCHOPY_PASSWORD_RESET", True)
+PASSWORD_RESET_TIMEOUT = int(os.environ.get("PTYCHOPY_PASSWORD_RESET_TIMEOUT_S") or 3600)
 PTYCHOPY_SITE_URL = os.environ.get("PTYCHOPY_SITE_URL", "http://127.0.0.1:8000")
 
 # -- static files --------------------------------------------------------------------------------------------------

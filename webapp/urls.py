@@ -1,10 +1,16 @@
-"""URL map: pages (webapp.jobs), the JSON API, login/logout, the admin."""
+"""URL map: pages (webapp.jobs), the JSON API, login/logout and password reset, the admin."""
 
 from django.contrib import admin
 from django.urls import include, path
 
+from webapp.accounts.views import GatedPasswordResetView, ResetLinkView
+
 urlpatterns = [
+    # before django.contrib.auth.urls: the reset request is refused while the site cannot deliver mail
+    path("accounts/password_reset/", GatedPasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
+    # after them (reset/done/ is theirs): a reset mail's link, its token after '#', never in a logged URL
+    path("accounts/reset/<uidb64>/", ResetLinkView.as_view(), name="password_reset_link"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.api.urls")),
     path("", include("webapp.jobs.urls")),

@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from django.core import signing
+from django.core.signing import JSONSerializer
 
 from tests.support.frames import collect_frames
-from tests.support.processes import run_manage
+from tests.support.net import free_port
+from tests.support.processes import REPO, run_manage
 from tests.support.stack import EmbeddedServer, _last_token, small_sim_cmdstr
 from tests.support.web import ApiClient, WebClient
 
@@ -89,3 +96,53 @@ def test_demo_running_on_first_page_and_restart_loses_no_job(embedded: EmbeddedS
     embedded.restart(crash=True)
     row = api.wait_status(crash_id, {"done", "failed", "cancelled"}, timeout=150)
     assert row["status"] == "done", f"the job running during the crash ended {row}"
+
+
+# The key every embedded install used before finding 8 was fixed (it was in the source, hence public).
+PUBLIC_FALLBACK_KEY = "ptychopy-embedded-insecure-key-set-SECRET_KEY-in-production"
+
+
+def test_serving_on_a_network_address_is_safe(tmp_path: Path) -> None:
+    """Finding 8: ``serve --host 0.0.0.0`` ran with DEBUG on and a fixed, public secret key."""
+    server = EmbeddedServer("embedded-net", tmp_path / "home", demo=False, host="0.0.0.0")
+    try:
+        server.start()
+        assert server.proc is not None
+        assert "WARNING: serving the embedded mode on 0.0.0.0" in server.proc.log_text(), server.proc.log_tail()
+        key_file = server.home / "secret_key"
+        key = key_file.read_text().strip()
+        assert len(key) >= 50 and key != PUBLIC_FALLBACK_KEY, "the embedded key is not this install's own"
+        assert key_file.stat().st_mode & 0o077 == 0, f"{key_file} is readable by others"
+
+        web = WebClient(server.base_url)
+        missing = web.get("/no-such-page/")
+        assert missing.status == 404, missing
+        assert "DEBUG = True" not in missing.text and "URLconf" not in missing.text, "Django's debug page is served"
+        assert web.get("/healthz", headers={"Host": "evil.example.com"}).status == 400, "a foreign Host was served"
+        named = web.get("/healthz", headers={"Host": f"{socket.gethostname()}:{server.port}"})
+        assert named.status == 200, f"the machine's own name is not among the allowed hosts: {named!r}"
+
+        username, password = server.demo_login()
+        web.login(username, password)
+        # the server signed the session with the key in the data folder, not with the public one
+        sessionid = web.cookie("sessionid")
+        with sqlite3.connect(server.home / "ptychopy.sqlite3") as db:
+            (data,) = db.execute("SELECT session_data FROM django_session WHERE session_key = ?",
+                                 (sessionid,)).fetchone()
+        salt = "django.contrib.sessions.SessionStore"
+        session = signing.loads(data, key=key, salt=salt, serializer=JSONSerializer, fallback_keys=[])
+        assert session.get("_auth_user_id"), session
+        with pytest.raises(signing.BadSignature):
+            signing.loads(data, key=PUBLIC_FALLBACK_KEY, salt=salt, serializer=JSONSerializer, fallback_keys=[])
+        # the key is kept: a restart keeps the login
+        server.restart()
+        assert key_file.read_text().strip() == key
+        page = web.get("/")
+        assert page.status == 200 and username in page.text, f"the session ended with the restart: {page!r}"
+    finally:
+        server.remove()
+
+    res = subprocess.run([sys.executable, "-m", "webapp.cli", "serve", "--host", "0.0.0.0", "--port",
+                          str(free_port()), "--no-browser"], env=dict(server.env, DEBUG="1"), cwd=REPO,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2 and "DEBUG=1 is refused with --host 0.0.0.0" in res.stderr, (res.returncode, res.stderr)

@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from tests.support.frames import open_viewer
 from tests.support.net import free_port
-from tests.support.processes import REPO, daphne, run_manage
+from tests.support.processes import REPO, cpu_seconds, daphne, run_manage
 from tests.support.stack import ProductionStack, User, small_sim_cmdstr
 from tests.support.web import ApiClient, Response, WebClient
 
@@ -231,30 +230,37 @@ def test_uploaded_file_names_cannot_escape_the_uploads_folder(prod_stack: Produc
 
 
 def test_production_settings_are_safe(prod_stack: ProductionStack, alice: User) -> None:
-    """A second Daphne on the same database, configured exactly as production (no test-only cookie switch)."""
+    """A second Daphne on the same database, configured exactly as production (no test-only cookie switch),
+    asked as its TLS proxy asks (X-Forwarded-Proto: https); plain http is redirected to https."""
     env = {k: v for k, v in prod_stack.env.items() if k != "PTYCHOPY_INSECURE_COOKIES"}
     port = free_port()
     web_proc = daphne("prod-strict-daphne", port, env).start()
+    tls = {"X-Forwarded-Proto": "https"}
     try:
         base = f"http://127.0.0.1:{port}"
         client = WebClient(base)
-        page = client.get("/accounts/login/")
+        plain = client.get("/accounts/login/")
+        assert plain.status == 301 and plain.location.startswith("https://"), f"plain http: {plain!r}"
+        page = client.get("/accounts/login/", headers=tls)
         assert page.status == 200, page
+        hsts = page.headers.get("strict-transport-security", "")
+        assert "max-age=31536000" in hsts and "includeSubDomains" in hsts, f"HSTS: {hsts!r}"
         csrf = [c for c in page.set_cookies if c.startswith("csrftoken=")]
         assert csrf and "secure" in csrf[0].lower(), f"the CSRF cookie is not Secure: {page.set_cookies}"
         # Plain http never sends a Secure cookie back, so hand it over as a TLS client would.
         token = client.cookie("csrftoken")
         resp = client.post_form("/accounts/login/", {"username": alice.username, "password": alice.password,
                                                      "csrfmiddlewaretoken": page.csrf_token()},
-                                csrf=False, headers={"Cookie": f"csrftoken={token}"})
+                                csrf=False, headers={"Cookie": f"csrftoken={token}",
+                                                     "Referer": f"https://127.0.0.1:{port}/", **tls})
         assert resp.status == 302, f"login: {resp!r}"
         session = [c for c in resp.set_cookies if c.startswith("sessionid=")]
         assert session, f"no session cookie: {resp.set_cookies}"
         flags = session[0].lower()
         assert "secure" in flags and "httponly" in flags, f"the session cookie lacks Secure/HttpOnly: {session}"
-        missing = client.get("/no-such-page/")
+        missing = client.get("/no-such-page/", headers=tls)
         assert missing.status == 404 and "DEBUG = True" not in missing.text, "DEBUG is on in production"
-        foreign = client.get("/healthz", headers={"Host": "evil.example.com"})
+        foreign = client.get("/healthz", headers={"Host": "evil.example.com", **tls})
         assert foreign.status == 400, f"a Host outside ALLOWED_HOSTS was served: {foreign!r}"
     finally:
         web_proc.stop()
@@ -289,12 +295,6 @@ def test_behind_a_tls_proxy_and_the_container_healthcheck(prod_stack: Production
     res = subprocess.run([sys.executable, str(REPO / "docker" / "healthcheck.py"), "worker"],
                          capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode == 0, f"the worker healthcheck does not see the running worker: {res.stderr}"
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (from /proc)."""
-    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def test_a_hostile_job_id_writes_nothing_outside_the_results(prod_stack: ProductionStack, alice: User) -> None:
@@ -366,9 +366,9 @@ def test_oversized_command_strings_and_bodies_cost_the_server_under_a_second(pro
         ({"cmdstr": "x" * 4 * 2**20}, 413, "bytes the API accepts"),
     ]
     for body, status, text in cases:
-        cpu0 = _cpu_s(prod_stack.web.pid)
+        cpu0 = cpu_seconds(prod_stack.web.pid)
         resp = api.post("/api/v1/jobs/", body)
-        cpu = _cpu_s(prod_stack.web.pid) - cpu0
+        cpu = cpu_seconds(prod_stack.web.pid) - cpu0
         print(f"{len(json.dumps(body))} byte body: {resp.status} in {resp.seconds:.3f} s, server CPU {cpu:.3f} s")
         assert resp.status == status and text in resp.text, resp
         assert resp.headers.get("content-type") == "application/json", f"not JSON: {resp!r}"

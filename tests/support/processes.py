@@ -169,11 +169,19 @@ def container_like_worker(name: str, env: Mapping[str, str], hostname: str) -> M
     return ManagedProcess(name, argv, env, marker="-m webapp.worker")
 
 
-def embedded_server(name: str, port: int, env: Mapping[str, str], *, demo: bool = True) -> ManagedProcess:
-    argv = python_argv("-m", "webapp.cli", "serve", "--host", LOOPBACK, "--port", str(port), "--no-browser")
+def embedded_server(name: str, port: int, env: Mapping[str, str], *, demo: bool = True,
+                    host: str = LOOPBACK) -> ManagedProcess:
+    """``ptychopy serve`` listening on ``host`` (it is always asked on loopback)."""
+    argv = python_argv("-m", "webapp.cli", "serve", "--host", host, "--port", str(port), "--no-browser")
     if demo:
         argv.append("--demo")
     return ManagedProcess(name, argv, env, port=port)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far (from /proc)."""
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_manage(env: Mapping[str, str], *args: str, timeout: float = 120.0) -> str:

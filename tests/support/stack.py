@@ -44,14 +44,15 @@ class User:
     staff: bool = False
 
 
-_CREATE_USER = """
+_CREATE_USERS = """
 from django.contrib.auth import get_user_model
 User = get_user_model()
-u, _ = User.objects.get_or_create(username={username!r})
-u.set_password({password!r})
-u.is_staff = {staff!r}
-u.is_superuser = {staff!r}
-u.save()
+for name, password, email, staff in {users!r}:
+    u, _ = User.objects.get_or_create(username=name)
+    u.set_password(password)
+    u.email = email
+    u.is_staff = u.is_superuser = staff
+    u.save()
 """
 
 
@@ -103,12 +104,16 @@ class ProductionStack:
 
     def add_user(self, username: str, password: str | None = None, *, staff: bool = False) -> User:
         password = password or secrets.token_urlsafe(12)
-        self.manage("shell", "-c", _CREATE_USER.format(username=username, password=password, staff=staff))
+        self.create_users((username, password, "", staff))
         out = self.manage("create_token", username)
         token = _last_token(out)
         user = User(username, password, token, staff)
         self.users[username] = user
         return user
+
+    def create_users(self, *users: tuple[str, str, str, bool]) -> None:
+        """(username, password, e-mail, staff) rows, created or updated in one ``manage.py shell``; no tokens."""
+        self.manage("shell", "-c", _CREATE_USERS.format(users=list(users)))
 
     def start_web(self) -> ManagedProcess:
         if self.web is None:
@@ -153,6 +158,7 @@ class EmbeddedServer:
     home: Path
     port: int = field(default_factory=free_port)
     demo: bool = True
+    host: str = LOOPBACK  # the address it listens on; the tests always ask it on loopback
     proc: ManagedProcess | None = None
 
     def __post_init__(self) -> None:
@@ -165,7 +171,7 @@ class EmbeddedServer:
 
     def start(self, wait: float = 120.0) -> ManagedProcess:
         if self.proc is None:
-            self.proc = embedded_server(self.name, self.port, self.env, demo=self.demo)
+            self.proc = embedded_server(self.name, self.port, self.env, demo=self.demo, host=self.host)
         return self.proc.start(wait=wait)
 
     def restart(self, *, crash: bool = False) -> float:
