@@ -28,7 +28,8 @@ def load_scan(params: Parameters, progress: Callable[[int, int], None] | None = 
 
 
 def load_guesses(params: Parameters, data: ScanData) -> tuple[Any, Any]:
-    """(probe, object) initial guesses: from the loader, else the -probeGuess/-objectGuess files, else None."""
+    """(probe, object) initial guesses: from the loader, else the -probeGuess/-objectGuess files (the original's CSV
+    or ``.bin``, a ptychopy result, a ptychodus product, ``file.h5::/dataset``), else None."""
     probe, obj = data.probe_guess, data.object_guess
     r = params.reconstruction
     if probe is None and r.probe_guess:
@@ -43,7 +44,11 @@ def load_guesses(params: Parameters, data: ScanData) -> tuple[Any, Any]:
 
 
 def _read_guess(path: str, flag: str) -> np.ndarray:
+    from .io.guesses import is_hdf5_guess, read_hdf5_guess
     from .io.original_csv import read_complex_csv
+
+    if is_hdf5_guess(path):
+        return read_hdf5_guess(path, "probe" if flag == "probeGuess" else "object")
 
     try:
         return read_complex_csv(path)

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import InputDataError
 from .errors import where
 from .hdf5_reader import get_dataset, opened
+from .ptychodus_product import is_ptychodus_product, read_ptychodus_product
 
 if TYPE_CHECKING:
     from ..parameters import Parameters
@@ -64,9 +65,13 @@ def read_positions_csv(path: Path | str) -> np.ndarray:
 
 
 def read_positions_hdf5(path: Path | str, dataset: str | None = None) -> np.ndarray:
-    """An ``(N, 2)`` (or ``(2, N)``) position dataset, or a CXI ``(N, 3)`` translation (x, y, z) ->
-    ``(N, 2)`` float64 metres (row, col)."""
+    """An ``(N, 2)`` (or ``(2, N)``) position dataset, a CXI ``(N, 3)`` translation (x, y, z), or a ptychodus
+    product's probe positions -> ``(N, 2)`` float64 metres (row, col)."""
     path = Path(path)
+    with opened(path) as f:
+        product = dataset is None and is_ptychodus_product(f)
+    if product:
+        return read_ptychodus_product(path).positions_m  # probe centres (row, col) in metres
     with opened(path) as f:
         if dataset is None:
             found = [d for d in POSITION_DATASETS if d in f]

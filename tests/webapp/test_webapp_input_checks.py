@@ -60,6 +60,16 @@ def test_a_symlink_inside_the_root_to_a_file_inside_is_resolved(data_root):
     assert params.preprocessing.bad_pixel_mask == f"{data_root / 'real.h5'}::/m"
 
 
+def test_a_guess_named_as_a_dataset_inside_a_file_is_checked_as_that_file(data_root):
+    (data_root / "earlier.h5").write_bytes(b"x")
+    params = check_submission(Parameters().replace({"data.simulate": True,
+                                                     "reconstruction.probe_guess": "earlier.h5::/entry_1/probe",
+                                                     "reconstruction.object_guess": "earlier.h5"}))
+    assert params.reconstruction.probe_guess == f"{data_root / 'earlier.h5'}::/entry_1/probe"
+    with pytest.raises(ParameterError, match=r"-objectGuess=.*gone\.h5::/o: no such file"):
+        check_submission(Parameters().replace({"data.simulate": True, "reconstruction.object_guess": "gone.h5::/o"}))
+
+
 def test_one_symlinked_frame_file_of_a_multi_file_pattern_is_refused(data_root, outside):
     scan = data_root / "scan7"
     scan.mkdir()

@@ -32,7 +32,7 @@ FILE_PATHS = (
 )
 PATTERN_PATHS = ("data.file_pattern",)
 #: Paths whose value may end in ``::/dataset`` (an HDF5 dataset inside the file).
-DATASET_PATHS = ("preprocessing.bad_pixel_mask",)
+DATASET_PATHS = ("preprocessing.bad_pixel_mask", "reconstruction.probe_guess", "reconstruction.object_guess")
 
 
 class PathNotAllowed(ValueError):
