@@ -59,11 +59,14 @@ def _guard(path: Path, write: Callable[[], Any]) -> Path:
     return path
 
 
-def export_name(result: Result, result_path: Path) -> str:
-    """``-jobID`` of the run (checked as a plain file name), else the result file's stem made safe."""
+def export_name(result: Result, result_path: Path, default_name: str | None = None) -> str:
+    """``-jobID`` of the run (checked as a plain file name), else ``default_name`` (checked too), else the result
+    file's stem made safe."""
     job = str((params_dict(result.parameters) or {}).get("experiment", {}).get("job_id", "") or "")
     if job:
         return check_file_name(job, "-jobID")
+    if default_name:
+        return check_file_name(default_name, "export name")
     return sanitised_name(result_path.stem)
 
 
@@ -146,8 +149,10 @@ EXPORTERS: dict[str, Callable[[Result, Path, str], list[Path]]] = {
 }
 
 
-def export_result(result_path: Path | str, fmt: str, out_dir: Path | str | None = None) -> list[Path]:
+def export_result(result_path: Path | str, fmt: str, out_dir: Path | str | None = None, *,
+                  default_name: str | None = None) -> list[Path]:
     """Export a result file in ``fmt`` (tiff, png, csv, ptychodus) into ``out_dir`` (default: beside the file).
+    ``default_name`` names the files of a run without a ``-jobID`` (default: the result file's stem).
 
     File names are ``<name>_<what>`` (:func:`export_name`), kept inside ``out_dir`` with symlinks resolved
     (:func:`~reconstruction.safe_paths.path_inside`); an unsafe ``-jobID`` raises
@@ -158,7 +163,7 @@ def export_result(result_path: Path | str, fmt: str, out_dir: Path | str | None 
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: expected one of {', '.join(FORMATS)}")
     result = read_result(result_path)
-    name = export_name(result, result_path)
+    name = export_name(result, result_path, default_name)
     out = Path(out_dir) if out_dir is not None else result_path.parent
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -147,6 +147,7 @@ def test_downloads_of_a_finished_job(client, user, worker, broker, tmp_path):
         assert r.status_code == 200, fmt
         names = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content))).namelist()
         assert names and any(n.endswith(suffix) for n in names), (fmt, names)
+        assert all(n.startswith(f"ptychopy_job{job.pk}_") for n in names), names  # no -jobID: named after the job
     r = client.get(f"/jobs/{job.pk}/download/ptychodus/")
     assert r.status_code == 200 and f'ptychopy_job{job.pk}_ptychodus.h5' in r["Content-Disposition"]
     product_path = tmp_path / "downloaded.h5"

@@ -39,11 +39,11 @@ def result_download(job: Job, fmt: str) -> Download:
         return Download(result, f"{stem}.h5", CONTENT_TYPES["h5"])
     folder = result.parent / f"export_{fmt}"
     if fmt in SINGLE_FILE:
-        files = export_files(result, fmt, folder)
+        files = export_files(result, fmt, folder, stem)
         return Download(files[0], f"{stem}_{fmt}{SINGLE_FILE[fmt]}", CONTENT_TYPES[fmt])
     bundle = result.parent / f"{stem}_{fmt}.zip"
     if not bundle.is_file() or bundle.stat().st_mtime < result.stat().st_mtime:
-        files = export_files(result, fmt, folder)
+        files = export_files(result, fmt, folder, stem)
         tmp = bundle.with_suffix(".zip.part")
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for f in files:
@@ -52,10 +52,11 @@ def result_download(job: Job, fmt: str) -> Download:
     return Download(bundle, bundle.name, CONTENT_TYPES["zip"])
 
 
-def export_files(result: Path, fmt: str, folder: Path) -> list[Path]:
-    """Write the ``fmt`` export of HDF5 result ``result`` into ``folder``; the files written."""
+def export_files(result: Path, fmt: str, folder: Path, default_name: str) -> list[Path]:
+    """Write the ``fmt`` export of HDF5 result ``result`` into ``folder``; the files written, named after the
+    job's ``-jobID`` or, without one, ``default_name``."""
     from reconstruction.io import export
 
     folder.mkdir(parents=True, exist_ok=True)
-    written = export.export_result(result, fmt, folder)
+    written = export.export_result(result, fmt, folder, default_name=default_name)
     return sorted(Path(p) for p in written)

@@ -13,6 +13,7 @@ from reconstruction.io import write_result
 from reconstruction.io.export import export_result, main, to_uint8
 from reconstruction.io.positions_file import read_positions_csv
 from reconstruction.io.ptychodus_product import read_ptychodus_product
+from reconstruction.parameters import Parameters
 from reconstruction.safe_paths import UnsafePathError
 
 
@@ -108,6 +109,15 @@ def test_an_unsafe_job_id_is_refused_before_anything_is_written(tmp_path, make_r
                                                                                   match="-jobID='../escape'"):
         export_result(path, "png", tmp_path / "out")
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_run_without_a_job_id_is_named_by_the_caller_or_by_the_result_file(tmp_path, make_result):
+    result = make_result(Parameters().replace({"experiment.scan_dims": (2, 3), "preprocessing.size_px": 16}))
+    path = write_result(result, tmp_path / "result.h5")
+    assert export_result(path, "ptychodus", tmp_path / "a")[0].name == "result_ptychodus.h5"
+    named = export_result(path, "csv", tmp_path / "b", default_name="ptychopy_job12")
+    assert [f.name for f in named] == ["ptychopy_job12_object_0.csv", "ptychopy_job12_probes_0.csv",
+                                       "ptychopy_job12_positions_0.csv", "ptychopy_job12_errors.csv"]
 
 
 def test_to_uint8_scales_min_to_0_and_max_to_255_and_nan_to_0():
