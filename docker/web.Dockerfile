@@ -30,8 +30,9 @@ RUN pip install ".[web,epics]"
 RUN printf '#!/bin/sh\nexec caproto-repeater "$@"\n' > /usr/local/bin/caRepeater \
     && chmod 755 /usr/local/bin/caRepeater
 
-# Static files are collected at build time (whitenoise serves them); no secrets are needed for this step.
-RUN python manage.py collectstatic --noinput -v 0
+# Static files are collected at build time (whitenoise serves them). The step signs nothing; a throw-away key keeps
+# the settings from writing an embedded install's secret_key file into the image.
+RUN SECRET_KEY=collectstatic-only-signs-nothing python manage.py collectstatic --noinput -v 0
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/ptychopy --create-home ptychopy \
     && mkdir -p /var/lib/ptychopy/results /var/lib/ptychopy/uploads /data /var/lib/ptychopy-bridge \
