@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -23,6 +24,7 @@ from .filecheck import check_scan_files
 from .journal import Journal
 from .params import ScanBuildError, describe_scan
 from .publisher import StatePublisher
+from .sender import Sender, SubmitDone
 from .state import BridgeState
 from .submit import SubmitRejected, SubmitRequest, Submitter
 from .trigger import (
@@ -61,6 +63,7 @@ class _Task:
     stable: int = 0
     signature: tuple[Any, ...] = field(default_factory=tuple)
     last_reason: str = ""
+    in_flight: bool = False  # handed to the sender thread, no answer yet
 
 
 class BridgeWorker:
@@ -89,9 +92,13 @@ class BridgeWorker:
         self._publish_soon = False  # a connection changed: publish before the next heartbeat
         self.publisher = StatePublisher(getattr(submitter, "publish_state", None))
         self._last_publish_s = -PUBLISH_MIN_INTERVAL_S
+        # with the worker thread running, submissions go through a sender thread (driven by hand, e.g. in
+        # tests, the worker calls the submitter itself)
+        self._sender: Sender | None = None
 
     # -- thread -----------------------------------------------------------------------------------------------
     def start(self) -> None:
+        self._sender = Sender(self.submitter, self.events).start()
         self.resume()
         self._down_since = {pv: self.clock() for pv in self.config.pvs}  # "not connected for 3 s" counts from now
         self.publisher.start()
@@ -102,6 +109,9 @@ class BridgeWorker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._sender is not None:
+                self._sender.stop()
+                self._sender = None
             self.publish_state()  # "stopped" (running false) reaches the dashboard, apart from a crash
         self.publisher.close(timeout_s)
 
@@ -204,8 +214,14 @@ class BridgeWorker:
         if edge is not None:
             self._edge_last_text = edge.text
 
-    def handle(self, event: Event) -> None:
-        """One monitor event."""
+    def handle(self, event: Event | SubmitDone) -> None:
+        """One monitor event (or a submission's outcome from the sender thread)."""
+        if isinstance(event, SubmitDone):
+            task = self.tasks.get(event.key)
+            if task is not None and task.in_flight:
+                task.in_flight = False
+                self._submitted(task, event.job_id, event.error, self.clock())
+            return
         if isinstance(event, ConnectionEvent):
             self.tracker.update(event)
             self.state.pv_connection(event.pvname, event.connected)
@@ -395,12 +411,24 @@ class BridgeWorker:
         task.backoff_s = min(task.backoff_s * 2, fc.max_backoff_s)
 
     def _submit(self, task: _Task, now_s: float) -> None:
+        if task.in_flight:
+            return
         request = SubmitRequest(task.params, task.key, task.label, scan=task.scan,
                                 provenance=dict(task.scan.get("provenance") or {}))
+        if self._sender is not None:  # the answer comes back as a SubmitDone event
+            task.in_flight, task.due_s = True, math.inf
+            self._sender.submit(task.key, request)
+            return
         try:
-            job_id = self.submitter.submit(request)
-        except SubmitRejected as exc:
-            msg = f"rejected by the web app: {exc}"
+            job_id, error = self.submitter.submit(request), None
+        except Exception as exc:
+            job_id, error = "", exc
+        self._submitted(task, job_id, error, now_s)
+
+    def _submitted(self, task: _Task, job_id: str, error: BaseException | None, now_s: float) -> None:
+        """What the web side answered: queued (journal the job id), refused for good, or not now (back off)."""
+        if isinstance(error, SubmitRejected):
+            msg = f"rejected by the web app: {error}"
             log.error("%s: %s", task.key, msg)
             self.journal.set_status(task.key, jr.REJECTED, error=msg, count_attempt=True)
             self.journal.log("rejected", msg, task.key)
@@ -409,8 +437,8 @@ class BridgeWorker:
             del self.tasks[task.key]
             self._publish_pending()
             return
-        except Exception as exc:
-            msg = f"{type(exc).__name__}: {exc}"
+        if error is not None:
+            msg = f"{type(error).__name__}: {error}"
             log.warning("%s: submission failed (%s); retrying in %.1f s", task.key, msg, task.backoff_s)
             self.journal.set_status(task.key, jr.SUBMITTING, error=msg, count_attempt=True)
             self.state.count("submit_failures")

@@ -142,6 +142,9 @@ def test_bridge_restart_queues_no_duplicate(sim, make_bridge, recorder: Path) ->
     bridge = make_bridge()
     first = sim.play()
     wait_for(lambda: records(recorder), 20, "the first submission")
+    # killed once the journal holds the answer (a kill between the web side's answer and the journal is the
+    # idempotency key's case, tests/e2e/test_bridge_over_api.py; this recorder has no dedup)
+    wait_for(lambda: bridge.state().get("counts", {}).get("queued", 0) >= 1, 20, "the journal to record it")
     bridge.kill()  # a crash, not a clean stop
     again = make_bridge()
     quiet_period(again)
