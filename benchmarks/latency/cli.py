@@ -291,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{cfg['file_check']['initial_backoff_s']}, template `{cfg['parameters']['template']}`; "
                 f"frame rate 5 Hz; {args.scans} scans per viewer count after {args.warmup} warm-up scan(s); "
                 f"dramatiq_worker_timeout={args.worker_timeout_ms or 'default (1000 ms)'}; "
-                f"embedded bridge {args.embedded_bridge}; bridge submits over "
+                + (f"embedded bridge {args.embedded_bridge}; " if mode == "embedded" else "bridge its own process; ")
+                + "bridge submits over "
                 f"{'the JSON API (token, no database settings)' if args.submit == 'http' else 'the database'}; "
                 f"Daphne CONN_MAX_AGE={0 if args.web_conn_max_age is None else args.web_conn_max_age:g}; "
                 f"producer stamp {'off' if args.no_stamp else 'on (benchmarks/latency/hooks.py)'}.")
