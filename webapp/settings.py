@@ -249,6 +249,7 @@ AXES_HTTP_RESPONSE_CODE = 429
 AXES_ENABLE_ADMIN = True
 # Reverse proxies whose X-Forwarded-For is believed (addresses or networks); see webapp.accounts.client_ip.
 PTYCHOPY_TRUSTED_PROXIES = [p.strip() for p in os.environ.get("PTYCHOPY_TRUSTED_PROXIES", "").split(",") if p.strip()]
+site_security.parse_networks(PTYCHOPY_TRUSTED_PROXIES)  # a typo stops the start, naming the entry
 
 # -- mail and password reset (webapp.accounts.mail) ----------------------------------------------------------------
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")

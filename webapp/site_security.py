@@ -5,6 +5,7 @@
 - :func:`embedded_secret_key`: the embedded mode's signing key, random per install and kept in the data folder
   (mode 0600), never a key that ships with the code.
 - :func:`is_loopback` and :func:`serve_allowed_hosts`: the host names an embedded server answers to.
+- :func:`parse_networks`: the trusted reverse proxies (``PTYCHOPY_TRUSTED_PROXIES``), checked at start-up.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import ipaddress
 import os
 import secrets
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SECRET_KEY_FILE = "secret_key"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
 
@@ -104,3 +107,18 @@ def serve_allowed_hosts(serve_host: str) -> list[str]:
         if entry not in hosts:
             hosts.append(entry)
     return hosts
+
+
+def parse_networks(entries: Sequence[str], where: str = "PTYCHOPY_TRUSTED_PROXIES") -> tuple[Network, ...]:
+    """``["10.0.0.1", "10.1.0.0/16", "::1"]`` -> networks; a bad entry raises :class:`SiteConfigError` naming it."""
+    networks = []
+    for raw in entries:
+        entry = raw.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise SiteConfigError(f"{where}: {entry!r} is not an IP address or network (e.g. 10.0.0.5 or "
+                                  "10.0.0.0/24)") from None
+    return tuple(networks)

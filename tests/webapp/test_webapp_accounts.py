@@ -13,12 +13,13 @@ import pytest
 from django.core import mail
 from django.test import Client
 
-from webapp.accounts.client_ip import client_address, parse_networks
+from webapp.accounts.client_ip import client_address
 from webapp.site_security import (
     SiteConfigError,
     check_debug,
     embedded_secret_key,
     is_loopback,
+    parse_networks,
     serve_allowed_hosts,
 )
 
@@ -45,7 +46,7 @@ def test_the_client_address_believes_forwarded_for_only_from_trusted_proxies(pee
 
 
 def test_a_bad_trusted_proxy_entry_is_named() -> None:
-    with pytest.raises(ValueError, match=r"PTYCHOPY_TRUSTED_PROXIES: 'proxy\.example' is not an IP address"):
+    with pytest.raises(SiteConfigError, match=r"PTYCHOPY_TRUSTED_PROXIES: 'proxy\.example' is not an IP address"):
         parse_networks(["10.0.0.1", "proxy.example"])
     assert parse_networks(["10.0.0.0/8"]) == (ipaddress.ip_network("10.0.0.0/8"),)
 

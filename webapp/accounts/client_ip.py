@@ -20,25 +20,9 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.http import HttpRequest
 
+from webapp.site_security import Network, parse_networks
+
 log = logging.getLogger(__name__)
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(entries: Sequence[str], where: str = "PTYCHOPY_TRUSTED_PROXIES") -> tuple[Network, ...]:
-    """``["10.0.0.1", "10.1.0.0/16", "::1"]`` -> networks; a bad entry raises ``ValueError`` naming it."""
-    networks = []
-    for raw in entries:
-        entry = raw.strip()
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise ValueError(f"{where}: {entry!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)")\
-                from None
-    return tuple(networks)
-
 
 @functools.lru_cache(maxsize=8)
 def _trusted(entries: tuple[str, ...]) -> tuple[Network, ...]:
