@@ -4,9 +4,11 @@ tike) can continue from it, and read back as a source of object, probe and posit
 The layout is the one ``ptychodus.api.io.save_product``/``load_product`` use (ptychodus 1.7): file attributes
 ``name``, ``comments``, ``detector_object_distance_m``, ``photon_energy_eV``, ``probe_photon_count``,
 ``exposure_time_s``, ``mass_attenuation_m2_per_kg``, ``tomography_angle_deg``, ``focus_object_distance_m``,
-``tilt_angle_deg``, ``far_field``; datasets ``probe`` ``(1, modes, n, n)`` with ``pixel_{width,height}_m``,
-``object`` ``(layers, H, W)`` with ``center_{x,y}_m`` and ``pixel_{width,height}_m``, ``object_layer_spacing_m``,
-``probe_position_indexes``, ``probe_position_{x,y}_m`` (probe centres), ``loss_epochs``, ``loss_values``.
+``tilt_angle_deg``, ``far_field``; datasets ``probe`` ``(modes, n, n)`` with ``pixel_{width,height}_m``,
+``object`` ``(H, W)`` with ``center_{x,y}_m`` and ``pixel_{width,height}_m``, ``probe_position_indexes``,
+``probe_position_{x,y}_m`` (probe centres), ``loss_epochs``, ``loss_values`` (ptychodus itself writes a
+``(1, modes, n, n)`` probe and ``(layers, H, W)`` object; its reader takes both). A ptychopy result file carries
+the same members at its root, hard-linked to its CXI datasets, so ptychodus opens it as a product too.
 Positions follow :mod:`.result_layout` (probe centres from the object array's centre, which is at 0 m).
 """
 
@@ -27,7 +29,11 @@ from .errors import OutputWriteError
 from .result_layout import EV_J, corners_from_centres_px, params_dict, photon_energy_j, probe_centres_m
 
 
-def _product_image(result: Result, name: str, comments: str) -> bytes:
+def fill_product(f: h5py.File, result: Result, name: str, comments: str,
+                 links: dict[str, str] | None = None) -> None:
+    """Write the product's attributes and members at the root of the open file ``f``. ``links`` maps a member
+    (``object``, ``probe``, ``loss_epochs``, ``loss_values``) to a dataset already in ``f`` that becomes that member
+    by a hard link (no copy; a result file does this). :class:`InputDataError` when the result lacks the geometry."""
     experiment = (params_dict(result.parameters) or {}).get("experiment")
     if not experiment or not result.pixel_size_m:
         raise InputDataError("a ptychodus product needs the wavelength, the detector distance and the pixel size, "
@@ -37,24 +43,31 @@ def _product_image(result: Result, name: str, comments: str) -> bytes:
     probe = np.asarray(result.probe, dtype=np.complex64)
     probe = probe if probe.ndim == 3 else probe[None]
     centres = probe_centres_m(result.positions_px, probe.shape, obj.shape, dx)
+    f.attrs.update({
+        "name": name, "comments": comments,
+        "detector_object_distance_m": float(experiment["detector_distance_m"]),
+        "photon_energy_eV": photon_energy_j(float(experiment["wavelength_m"])) / EV_J,
+        "probe_photon_count": 0.0, "exposure_time_s": 0.0, "mass_attenuation_m2_per_kg": 0.0,
+        "tomography_angle_deg": 0.0, "focus_object_distance_m": 0.0, "tilt_angle_deg": 0.0, "far_field": True,
+    })
+    members = {"object": obj, "probe": probe, "loss_epochs": np.arange(len(result.errors), dtype=np.int64),
+               "loss_values": np.asarray(result.errors, dtype=np.float64).reshape(-1)}
+    for member, data in members.items():
+        if links and member in links:
+            f[member] = f[links[member]]
+        else:
+            f.create_dataset(member, data=data)
+    f["object"].attrs.update({"center_x_m": 0.0, "center_y_m": 0.0, "pixel_width_m": dx, "pixel_height_m": dx})
+    f["probe"].attrs.update({"pixel_width_m": dx, "pixel_height_m": dx})
+    f.create_dataset("probe_position_indexes", data=np.arange(centres.shape[0], dtype=np.int64))
+    f.create_dataset("probe_position_x_m", data=centres[:, 0]).attrs["units"] = "m"
+    f.create_dataset("probe_position_y_m", data=centres[:, 1]).attrs["units"] = "m"
+
+
+def _product_image(result: Result, name: str, comments: str) -> bytes:
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
-        f.attrs.update({
-            "name": name, "comments": comments,
-            "detector_object_distance_m": float(experiment["detector_distance_m"]),
-            "photon_energy_eV": photon_energy_j(float(experiment["wavelength_m"])) / EV_J,
-            "probe_photon_count": 0.0, "exposure_time_s": 0.0, "mass_attenuation_m2_per_kg": 0.0,
-            "tomography_angle_deg": 0.0, "focus_object_distance_m": 0.0, "tilt_angle_deg": 0.0, "far_field": True,
-        })
-        f.create_dataset("probe_position_indexes", data=np.arange(centres.shape[0], dtype=np.int64))
-        f.create_dataset("probe_position_x_m", data=centres[:, 0])
-        f.create_dataset("probe_position_y_m", data=centres[:, 1])
-        f.create_dataset("probe", data=probe[None]).attrs.update({"pixel_width_m": dx, "pixel_height_m": dx})
-        f.create_dataset("object", data=obj.reshape((-1,) + obj.shape[-2:])).attrs.update(
-            {"center_x_m": 0.0, "center_y_m": 0.0, "pixel_width_m": dx, "pixel_height_m": dx})
-        f.create_dataset("object_layer_spacing_m", data=np.zeros(0))
-        f.create_dataset("loss_epochs", data=np.arange(len(result.errors), dtype=np.int64))
-        f.create_dataset("loss_values", data=np.asarray(result.errors, dtype=np.float64).reshape(-1))
+        fill_product(f, result, name, comments)
     return buffer.getvalue()
 
 

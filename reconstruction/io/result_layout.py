@@ -233,6 +233,13 @@ def fill(f: h5py.File, result: Result, version: str) -> None:
         _quantity(extra, "loss_values", np.asarray(result.errors, dtype=np.float64).reshape(-1), "")
         extra.create_dataset("loss_epochs", data=np.arange(len(result.errors), dtype=np.int64))
     _fill_own(entry, result, pdict, positions, raw_files, version)
+    if dx and experiment:
+        from .ptychodus_product import fill_product  # imports this module
+
+        fill_product(f, result, job, f"ptychopy {version} result, {result.algorithm}",
+                     links={"object": f"/{OBJECT_IMAGE}/data", "probe": f"/{PROBE_IMAGE}/data",
+                            "loss_epochs": "/entry_1/ptychodus/loss_epochs",
+                            "loss_values": "/entry_1/ptychodus/loss_values"})
 
 
 def _fill_own(entry: h5py.Group, result: Result, pdict: dict[str, Any] | None, positions: np.ndarray,

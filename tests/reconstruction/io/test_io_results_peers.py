@@ -1,8 +1,11 @@
-"""Result files opened by the field's own readers: nexusformat (NeXpy's library) and ptychodus' CXI reader."""
+"""Result files opened by the field's own readers: nexusformat (NeXpy's library), ptychodus' CXI reader and
+ptychodus' HDF5 product reader."""
 
+import h5py
 import numpy as np
 import pytest
 from nexusformat.nexus import nxload
+from ptychodus.api.io import load_product
 from ptychodus.plugins.cxi_file import CXIProductFileIO
 
 from reconstruction.io import write_result
@@ -39,3 +42,18 @@ def test_ptychodus_cxi_reader_gives_our_object_probe_positions_and_geometry_back
     assert product.metadata.detector_distance_m == pytest.approx(params.experiment.detector_distance_m)
     assert product.metadata.photon_energy_eV == pytest.approx(12398.419843 / (params.experiment.wavelength_m * 1e10))
     assert [loss.value for loss in product.losses] == pytest.approx(result.errors)
+
+
+def test_ptychodus_product_reader_opens_the_result_file_itself(tmp_path, make_result):
+    """ptychodus offers its HDF5 product reader for .h5 files: our result file is also a product (hard links)."""
+    result = make_result()
+    path = write_result(result, tmp_path / "r.h5")
+    product = load_product(path)
+    np.testing.assert_array_equal(product.object_.get_array()[0], result.object)
+    np.testing.assert_array_equal(product.probes.get_array()[0], result.probe)
+    geometry = product.object_.get_geometry()
+    np.testing.assert_allclose(geometry.map_probe_positions_to_object_y_px(product.probe_positions),
+                               result.positions_px[:, 0] + (result.probe.shape[-1] - 1) / 2, atol=1e-9)
+    assert product.metadata.name == "run7" and [loss.value for loss in product.losses] == pytest.approx(result.errors)
+    with h5py.File(path, "r") as f:  # links, not copies
+        assert f["object"].id == f["entry_1/image_2/data"].id and f["probe"].id == f["entry_1/image_1/data"].id
