@@ -374,7 +374,8 @@ class SscanTrigger(_FallingEdgeTrigger):
         cpt, npts = int_of(values, c.current_point_pv), int_of(values, c.points_pv)
         if cpt is not None and npts is not None and cpt < npts:
             return pending.end(Outcome.PARTIAL, f"{c.current_point_pv}={cpt} < {c.points_pv}={npts}")
-        return pending.end(Outcome.COMPLETE, message or "BUSY 1 -> 0")
+        points = f"{c.current_point_pv}={cpt} of {c.points_pv}={npts}" if cpt is not None and npts else ""
+        return pending.end(Outcome.COMPLETE, ", ".join(x for x in (points, message) if x) or "BUSY 1 -> 0")
 
 
 class AreaDetectorTrigger(_FallingEdgeTrigger):

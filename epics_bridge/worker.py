@@ -310,10 +310,11 @@ class BridgeWorker:
         stage = "file" if self.config.file_check.enabled else "submit"
         if stage == "submit":
             self.journal.set_status(info.dedup_key, jr.SUBMITTING)
-        self.tasks[info.dedup_key] = self._task(info.dedup_key, stage, info.params, info.label, info.to_dict(),
-                                                now_s)
+        complete = f"complete: {end.reason}{when}"  # what the dashboard says of it, queued or waiting
+        self.tasks[info.dedup_key] = self._task(info.dedup_key, stage, info.params, info.label,
+                                                dict(info.to_dict(), complete=complete), now_s)
         self.state.scan_status(info.dedup_key, info.scan_number, "waiting",
-                               "waiting for the data files" if stage == "file" else "submitting",
+                               f"{complete}; " + ("waiting for the data files" if stage == "file" else "submitting"),
                                ended_at=end.edge_timestamp or None)
         self._publish_pending()
 
@@ -394,7 +395,8 @@ class BridgeWorker:
         if status.reason != task.last_reason:
             log.info("%s: waiting for data: %s", task.key, status.reason)
             task.last_reason = status.reason
-            self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "waiting", status.reason)
+            self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "waiting", "; ".join(
+                x for x in (str(task.scan.get("complete") or ""), f"waiting for data: {status.reason}") if x))
         if status.permanent or now_s - task.started_s > fc.timeout_s:
             msg = (f"data can never be complete: {status.reason}" if status.permanent else
                    f"data not complete after {fc.timeout_s:g} s: {status.reason}")
@@ -452,8 +454,8 @@ class BridgeWorker:
         self.journal.set_status(task.key, jr.SUBMITTED, job_id=job_id, count_attempt=True)
         self.journal.log("submitted", f"job {job_id}", task.key)
         self.state.scan_queued(dict(task.scan, job_id=job_id))
-        self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "queued", f"job {job_id}",
-                               job_id=job_id)
+        self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "queued",
+                               str(task.scan.get("complete") or f"job {job_id}"), job_id=job_id)
         del self.tasks[task.key]
         self._publish_pending()
         # reported within PUBLISH_MIN_INTERVAL_S, not at once: over HTTP a report per scan slowed back-to-back

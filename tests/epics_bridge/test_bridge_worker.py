@@ -347,3 +347,18 @@ def test_a_journal_of_an_older_version_gains_the_provenance_column(tmp_path: Pat
     assert row.dedup_key == "BL:1:f" and row.provenance_json == "{}"
     assert journal.add_scan("BL:2:f", "BL", "2", "f", "l", "{}", provenance_json='{"a": {"source": "pv"}}')
     assert journal.get("BL:2:f").provenance_json == '{"a": {"source": "pv"}}'
+
+
+def test_a_queued_scan_says_why_it_was_complete_never_partial(tmp_path: Path, rec: Path) -> None:
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))
+    rig.scan_ends("SCAN Complete")
+    rig.run(1.0)  # classified; its files are not there yet
+    (line,) = rig.state.snapshot()["recent"]
+    assert line["status"] == "waiting"
+    assert line["reason"].startswith("complete: SCAN Complete; waiting for data: "), line["reason"]
+    assert "scan7_data_000001.h5" in line["reason"]
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.run(2.0)
+    (line,) = rig.state.snapshot()["recent"]
+    assert line["status"] == "queued" and line["job_id"] == "rec-1"
+    assert line["reason"] == "complete: SCAN Complete"
