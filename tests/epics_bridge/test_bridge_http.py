@@ -232,3 +232,31 @@ def test_a_bridge_that_submits_over_http_runs_without_django_installed(tmp_path:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[2], check=False)
     assert out.returncode == 0 and out.stdout.strip() == "HttpSubmitter", out.stderr[-2000:]
+
+
+def test_concurrent_repeats_of_one_scan_make_one_job(server, bridge_token, tmp_path: Path) -> None:
+    """A bridge that timed out and sent the scan again while the first request was still being served: however
+    the requests interleave, the unique (user, key) constraint leaves one job and every answer names it."""
+    from reconstruction import Parameters
+    from webapp.jobs.models import Job
+
+    params = Parameters.from_cmdstr("./ptycho -simulate=1 -size=16 -scanDims=4,4 -i=2")
+    request = SubmitRequest(params, "BL:7:/data/scan7_data_#06d.h5", "BL scan 7")
+    barrier = threading.Barrier(6)
+    answers: list[str] = []
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        barrier.wait(10)
+        try:
+            answers.append(HttpSubmitter(server, bridge_token, timeout_s=60).submit(request))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert not errors, errors
+    assert Job.objects.count() == 1 and answers == [str(Job.objects.get().pk)] * 6
