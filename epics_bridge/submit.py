@@ -50,6 +50,7 @@ class DjangoSubmitter:
     def __init__(self, settings_module: str = "webapp.settings"):
         self.settings_module = settings_module
         self._submit_job: Any = None
+        self._warned_no_worker = False
 
     def _setup(self) -> Any:
         if self._submit_job is None:
@@ -78,7 +79,24 @@ class DjangoSubmitter:
         except Exception:
             connection.close()  # a broken connection must not poison the next attempt
             raise
+        self._warn_if_no_worker_hears(job)
         return str(getattr(job, "pk", job))
+
+    def _warn_if_no_worker_hears(self, job: Any) -> None:
+        """Once: a process with neither Redis nor an in-process worker (a bridge beside an embedded server,
+        writing to its SQLite) queues its jobs into a broker no worker reads; the server finds them only with its
+        reconciler, seconds later."""
+        from django.conf import settings
+
+        from webapp.jobs import embedded
+
+        if self._warned_no_worker or settings.REDIS_URL or embedded.worker_running():
+            return
+        self._warned_no_worker = True
+        log.warning("job %s is queued in the database, but this process has no worker and no Redis: a server "
+                    "starts it only when its reconciler finds it (PTYCHOPY_REQUEUE_AFTER_S, seconds later). Run "
+                    "the bridge inside the server (ptychopy serve --bridge) or submit over the API "
+                    "([submit] kind = \"http\", docs/epics_bridge.md)", getattr(job, "pk", job))
 
     def publish_state(self, state: dict[str, Any]) -> None:
         """Store the bridge's state (its heartbeat) for the web dashboard."""

@@ -90,3 +90,16 @@ def test_bad_source_is_a_rejection_not_a_retry(stub_worker) -> None:
     with pytest.raises(SubmitRejected, match="source"):
         DjangoSubmitter().submit(SubmitRequest(Parameters(), "k", "l", source="nope"))
     assert not Job.objects.filter(dedup_key="k").exists()
+
+
+def test_a_process_without_a_worker_or_redis_is_told_once_that_its_jobs_wait(stub_worker, caplog) -> None:
+    """A bridge beside an embedded server writing to its SQLite (kind = "django" in its own process): its jobs
+    go to a broker no worker reads, so it says so, once, and names the two ways out."""
+    from reconstruction import Parameters
+
+    caplog.set_level("WARNING", logger="epics_bridge.submit")
+    submitter = DjangoSubmitter()
+    for n in (1, 2):
+        submitter.submit(SubmitRequest(Parameters.from_cmdstr("./ptycho -simulate=1 -size=16 -i=1"), f"k{n}", "l"))
+    warnings = [r.getMessage() for r in caplog.records if "no worker and no Redis" in r.getMessage()]
+    assert len(warnings) == 1 and "serve --bridge" in warnings[0] and 'kind = "http"' in warnings[0]
