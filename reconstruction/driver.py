@@ -334,7 +334,8 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
         phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
         position_refinement_from=r.position_search_from if r.refine_positions else 0,
-        position_affine=affine_terms(r.position_affine),
+        position_affine=affine_terms(r.position_affine), affine_delay=r.position_affine_delay,
+        affine_epochs=r.position_affine_epochs,
         variable_intensity=r.variable_intensity, subpixel_windows=r.subpixel_windows,
     )
 

@@ -61,9 +61,9 @@ def check_run_settings(algorithm: str, settings: EngineSettings, *, iterations: 
     if unknown:
         raise ValueError(f"position_affine={settings.position_affine!r}: unknown term {unknown[0]!r}; expected "
                          f"some of {', '.join(AFFINE_TERMS)}")
-    if settings.coarse_search_px < 0 or settings.coarse_search_epochs < 0:
-        raise ValueError(f"coarse_search_px={settings.coarse_search_px}, coarse_search_epochs="
-                         f"{settings.coarse_search_epochs}: must be >= 0")
+    for name in ("coarse_search_px", "coarse_search_epochs", "affine_delay", "affine_epochs"):
+        if getattr(settings, name) < 0:
+            raise ValueError(f"{name}={getattr(settings, name)}: must be >= 0")
     if settings.variable_intensity and algorithm != "LSQML":
         raise ValueError(f"the per-position intensity fit (variable_intensity, -variableIntensity) runs with "
                          f"LSQML only, not {algorithm}")

@@ -24,6 +24,8 @@ class EngineSettings:
     dm_relax: float = 0.05  # DM: relative radius of the noise ball the modulus projection stops at (0 = exact)
     position_refinement_from: int = 0  # refine positions from this iteration (0 = off, whole-pixel windows)
     position_affine: tuple[str, ...] = ()  # refinement: the free affine terms of the scan (the others are held)
+    affine_delay: int = 0  # ... fitted after this many refining epochs (the per-position corrections first)
+    affine_epochs: int = 10  # ... in this many epochs, the probe held meanwhile; then the geometry found is held
     coarse_search_px: int = 0  # refinement: whole-pixel search radius of each window (0 = off)
     coarse_search_epochs: int = 0  # ... in this many first refining epochs
     variable_intensity: bool = False  # LSQML: fit a per-position incident-intensity scale (flux fluctuations)

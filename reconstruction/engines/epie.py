@@ -43,6 +43,7 @@ class EPIE:
         refine = self.refiner is not None and self.refiner.refining(iteration)
         if refine:
             self.refiner.begin_epoch(self.state.lit_probes)
+            update_probe = update_probe and not self.refiner.holds_probe(iteration)
             step_num = xp.zeros((st.n_positions, 2), dtype=xp.float32)
             step_den = xp.zeros((st.n_positions, 2), dtype=xp.float32)
         order = st.rng.permutation(st.n_positions)

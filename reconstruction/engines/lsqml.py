@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..physics import modulus, patches, position_update, propagation, subpixel
+from ..physics import modulus, patches, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
 from .position_refiner import PositionRefiner
 
@@ -67,6 +67,7 @@ class LSQML:
         refine = self.refiner is not None and self.refiner.refining(iteration)
         if refine:
             self.refiner.begin_epoch(self.state.lit_probes)
+            update_probe = update_probe and not self.refiner.holds_probe(iteration)
         order = st.rng.permutation(st.n_positions)
         for start in range(0, st.n_positions, self.batch_size):
             idx = order[start:start + self.batch_size]
@@ -101,8 +102,7 @@ class LSQML:
         chi = propagation.backward(xp, far)
 
         if refine:
-            position_steps = position_update.damped_steps(
-                xp, *self.refiner.terms(probe, obj_p, chi, far_model, model_amp))
+            position_steps = self.refiner.steps(*self.refiner.terms(probe, obj_p, chi, far_model, model_amp))
         if scale is not None:
             scale_steps = _intensity_steps(xp, psi, chi)
 

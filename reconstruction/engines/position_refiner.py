@@ -45,6 +45,8 @@ class PositionRefiner:
         self._rhs: Any = None
         self._shifts = pu.search_shifts(xp, settings.coarse_search_px) if settings.coarse_search_px > 0 else None
         self._epoch = 0  # refining epochs begun
+        self._dens: list[Any] = []  # the step denominators (B, 2) of this epoch's batches
+        self._den_median: Any = None  # (2,) their median over all positions in the previous epoch
         self.last_deformation: Any = None  # (2, 2) the deformation applied at the last epoch's end
 
     @property
@@ -55,6 +57,18 @@ class PositionRefiner:
         """True from iteration ``position_refinement_from`` on (1-based)."""
         return 0 < self.settings.position_refinement_from <= iteration
 
+    def holds_probe(self, iteration: int) -> bool:
+        """True in the epochs that fit the scan's affine terms: the probe is held there, or it takes up part of the
+        in-window stretch and biases the fit (docs/parameters.md)."""
+        s = self.settings
+        start = s.position_refinement_from + s.affine_delay
+        return self.fit_deformation and 0 < start <= iteration < start + s.affine_epochs
+
+    def _affine_phase(self) -> bool:
+        """True in the refining epochs that fit the free affine terms."""
+        s = self.settings
+        return self.fit_deformation and s.affine_delay < self._epoch <= s.affine_delay + s.affine_epochs
+
     # -- the epoch ---------------------------------------------------------------------------------------------
     def begin_epoch(self, probe_at: Any) -> bool:
         """Start a refining epoch; in the first ``coarse_search_epochs`` ones (with ``coarse_search_px`` > 0) move
@@ -62,6 +76,11 @@ class PositionRefiner:
         windows of positions ``idx`` (moved by their fractions). True when any position moved."""
         self._epoch += 1
         self._gram = self._rhs = None
+        if self.fit_deformation and self._epoch > self.settings.affine_delay + self.settings.affine_epochs:
+            # the affine phase is over: the geometry found is held from here on (a free probe would bias it)
+            self.fit_deformation = False
+            self.start_px = self.positions.copy()
+            self.held = pu.AFFINE_TERMS
         s = self.settings
         if self._shifts is None or self._epoch > s.coarse_search_epochs:
             return False
@@ -82,7 +101,7 @@ class PositionRefiner:
         ``physics/position_update.py``); with a free affine term, the batch's deformation terms are added to the
         epoch's."""
         xp = self.state.xp
-        if not self.fit_deformation:
+        if not self._affine_phase():
             return pu.translation_terms(xp, probes, windows, chi, far_model, model_amp)
         centre = pu.probe_centre_px(xp, self.state.probe[: self.state.modes_active])
         gram, rhs = pu.deformation_terms(xp, probes, windows, chi, far_model, model_amp, centre)
@@ -92,6 +111,16 @@ class PositionRefiner:
             self._gram = xp.concatenate([self._gram, gram])
             self._rhs = xp.concatenate([self._rhs, rhs])
         return rhs[:, :2], xp.stack([gram[:, 0, 0], gram[:, 1, 1]], axis=1)
+
+    def steps(self, num: Any, den: Any) -> Any:
+        """(B, 2) damped steps from a batch's terms (:meth:`terms`). The damping is the median denominator over all
+        positions of the previous refining epoch (over the batch in the first one): a mini-batch of a few
+        positions has no useful median of its own (LSQML's positions wandered by 0.13 px with it)."""
+        xp = self.state.xp
+        self._dens.append(den)
+        if self._den_median is None:
+            return pu.damped_steps(xp, num, den)
+        return (num / (den + self._den_median[None] + 1e-30)).astype(xp.float32)
 
     def move(self, idx: Any, steps_px: Any) -> None:
         """Positions ``idx`` moved by ``steps_px`` (B, 2), each axis clipped to +-``MAX_POSITION_STEP_PX``."""
@@ -103,6 +132,9 @@ class PositionRefiner:
         """Apply the deformation fitted over the epoch (when an affine term is free), then remove the held terms'
         part of all corrections since the start."""
         xp = self.state.xp
+        if self._dens:
+            self._den_median = xp.median(xp.concatenate(self._dens), axis=0)
+            self._dens = []
         if self._gram is not None:
             d = pu.solve_deformation(xp, self._gram, self._rhs, tuple(t for t in pu.AFFINE_TERMS
                                                                       if t not in self.held))

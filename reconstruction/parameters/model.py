@@ -160,6 +160,16 @@ class ReconstructionParameters:
                                       "'none' holds the geometry as given). Fitted from each window's content; "
                                       "needs a good probe (docs/parameters.md).",
                                  advanced=True)
+    position_affine_delay: int = param(0, kind="int", flag="affineDelay", unit="iterations", min=0, max=10**7,
+                                       label="Affine fit after",
+                                       hint="With -positionAffine: the affine terms are fitted after this many "
+                                            "refining iterations (the per-position corrections first).",
+                                       advanced=True)
+    position_affine_epochs: int = param(10, kind="int", flag="affineEpochs", unit="iterations", min=1, max=10**7,
+                                        label="Affine fit iterations",
+                                        hint="With -positionAffine: the affine terms are fitted in this many "
+                                             "iterations, the probe held meanwhile; then the geometry found is held.",
+                                        advanced=True)
     delta_p: float = param(0.1, kind="float", flag="delta_p", min=0.0, max=10.0, advanced=True,
                            hint="LSQML: regularisation of the object/probe update, relative to the maximum.")
     dm_relax: float = param(0.05, kind="float", flag="fourierRelax", min=0.0, max=1.0, advanced=True,

@@ -131,44 +131,69 @@ def test_epie_refinement_moves_positions_off_by_1_5_px_to_within_0_25_px():
     assert object_nrmse(sim.object_truth, rec.object()[:h, :w], region) < 0.1
 
 
-def _affine_scan():
+def _affine_scan(random_px: float):
     """64^2, 10 x 10, Poisson 1e6: true positions = the nominal raster stretched by 1 % and turned by 0.5 degrees
-    about its centre, plus uniform +-1.5 px random errors; the nominal raster is given."""
+    about its centre, plus uniform +-random_px errors; the nominal raster is given."""
     nominal = raster_px((10, 10), 6.4) + 8.0
     centre = nominal.mean(axis=0)
     true = centre + (nominal - centre) @ (1.01 * _rotation(0.5)).T
-    true += np.random.default_rng(5).uniform(-1.5, 1.5, true.shape)
+    true += np.random.default_rng(5).uniform(-random_px, random_px, true.shape)
     return simulate(size_px=N, photons=1e6, seed=3, positions_px=true, subpixel=True), true, nominal
 
 
-def _known_probe_run(sim, positions, algorithm, refine_from, free):
+def _affine_run(sim, positions, algorithm, iterations, refine_from, free, known_probe, affine_epochs=10):
     h, w = sim.object_truth.shape
-    settings = EngineSettings(update_probe_from=1000, phase_constraint=0, position_refinement_from=refine_from,
-                              position_affine=free, subpixel_windows=True)
-    rec = Reconstruction(sim.data.intensities, positions, algorithm=algorithm, iterations=40, seed=0, device="cpu",
-                         probe=sim.probe_truth, object_shape=(h + 12, w + 12), settings=settings)
+    settings = EngineSettings(update_probe_from=1000 if known_probe else 2, phase_constraint=0,
+                              position_refinement_from=refine_from, position_affine=free,
+                              affine_epochs=affine_epochs, subpixel_windows=True)
+    rec = Reconstruction(sim.data.intensities, positions, algorithm=algorithm, iterations=iterations, seed=0,
+                         device="cpu", probe=sim.probe_truth if known_probe else None, beam_diameter_px=0.4 * N,
+                         object_shape=(h + 12, w + 12), settings=settings)
     rec.run()
     region = illuminated_region(rec.illumination()[:h, :w], 0.3)
     return rec, object_nrmse(sim.object_truth, rec.object()[:h, :w], region)
+
+
+LINEAR = ("scale", "asymmetry", "rotation", "shear")
+
+
+def _assert_affine_found(given, refined):
+    described = pu.describe_affine(np, pu.fit_affine(np, given, refined)[0])
+    assert described["scale"] == pytest.approx(1.01, abs=0.003)
+    assert described["rotation_deg"] == pytest.approx(0.5, abs=0.15)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm,max_error_px,max_nrmse_ratio", [("LSQML", 0.15, 1.1), ("ePIE", 0.25, 1.35)])
 def test_with_a_known_probe_the_affine_fit_recovers_a_1_percent_scale_and_half_degree_turn_with_random_errors(
         algorithm, max_error_px, max_nrmse_ratio):
-    """Measured (40 iterations, -PPS=10, the true probe given and held, every affine term but the offset free):
-    LSQML 1.23 -> 0.121 px RMS, NRMSE 0.0303 against 0.0288 with the true positions; ePIE 1.23 -> 0.209 px,
+    """Measured (40 iterations, -PPS=10, 30 affine iterations, the true probe given and held, every linear term
+    free): LSQML 1.23 -> 0.121 px RMS, NRMSE 0.0303 against 0.0288 with the true positions; ePIE 1.23 -> 0.209 px,
     0.0248 against 0.0199. Holding the geometry as given, the affine part stays (LSQML: 0.35 px of it)."""
-    sim, true, given = _affine_scan()
-    _, nrmse_true = _known_probe_run(sim, true, algorithm, 0, ())
-    rec, nrmse = _known_probe_run(sim, given, algorithm, 10, ("scale", "asymmetry", "rotation", "shear"))
+    sim, true, given = _affine_scan(1.5)
+    _, nrmse_true = _affine_run(sim, true, algorithm, 40, 0, (), True)
+    rec, nrmse = _affine_run(sim, given, algorithm, 40, 10, LINEAR, True, affine_epochs=30)
     assert _position_error_px(given, true) > 1.1
     assert _position_error_px(rec.positions(), true) < max_error_px
     assert nrmse < max_nrmse_ratio * nrmse_true, (nrmse, nrmse_true)
-    linear, _ = pu.fit_affine(np, given, rec.positions())
-    described = pu.describe_affine(np, linear)
-    assert described["scale"] == pytest.approx(1.01, abs=0.003)
-    assert described["rotation_deg"] == pytest.approx(0.5, abs=0.15)
+    _assert_affine_found(given, rec.positions())
     if algorithm == "LSQML":
-        held, _ = _known_probe_run(sim, given, algorithm, 10, ())
+        held, _ = _affine_run(sim, given, algorithm, 40, 10, (), True)
         assert _position_error_px(held.positions(), true) > 0.25  # the stretch and the turn stay
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm,max_error_px,max_nrmse_ratio", [("LSQML", 0.15, 1.7), ("ePIE", 0.16, 1.4)])
+def test_with_the_probe_reconstructed_the_affine_fit_finds_a_1_percent_scale_and_half_degree_turn(
+        algorithm, max_error_px, max_nrmse_ratio):
+    """Affine error alone (0.35 px RMS), probe reconstructed from the data, -PPS=40, the probe held in the 20
+    affine iterations, 80 in all. Measured: LSQML 0.35 -> 0.061 px at the phase's end, 0.125 px at 80 (the
+    per-position steps wander after it), NRMSE 0.0896 against 0.0573 with the true positions; ePIE 0.35 -> 0.115 ->
+    0.136 px, NRMSE 0.0298 against 0.0229. Short of the issue's 0.1 px and 10 % (benchmarks/RESULTS.md)."""
+    sim, true, given = _affine_scan(0.0)
+    _, nrmse_true = _affine_run(sim, true, algorithm, 80, 0, (), False)
+    rec, nrmse = _affine_run(sim, given, algorithm, 80, 40, LINEAR, False, affine_epochs=20)
+    assert _position_error_px(given, true) > 0.3
+    assert _position_error_px(rec.positions(), true) < max_error_px
+    assert nrmse < max_nrmse_ratio * nrmse_true, (nrmse, nrmse_true)
+    _assert_affine_found(given, rec.positions())
