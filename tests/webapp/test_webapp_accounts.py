@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -73,8 +74,6 @@ def test_allowed_hosts_of_an_embedded_server() -> None:
     assert serve_allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "[::1]"]
     wide = serve_allowed_hosts("0.0.0.0")
     assert "0.0.0.0" not in wide and wide[:3] == ["127.0.0.1", "localhost", "[::1]"]
-    import socket
-
     assert socket.gethostname() in wide
     assert "192.0.2.10" in serve_allowed_hosts("192.0.2.10")
 
@@ -144,3 +143,18 @@ def test_a_reset_mail_keeps_its_token_after_the_hash(settings, user) -> None:
     assert resp.status_code == 302 and resp["Location"] == f"/accounts/reset/{uid}/set-password/"
     assert b"new_password1" in client.get(resp["Location"]).content
     assert client.post(path, {"token": ""}).status_code == 400
+
+
+@pytest.mark.django_db
+def test_an_unreachable_mail_server_is_logged_without_the_mail(settings, user, caplog) -> None:
+    """Django answers as if the mail went (no hint whether the address is known) and logs the failure."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", port, 2
+    with caplog.at_level(logging.ERROR, logger="django.contrib.auth"):
+        resp = Client().post("/accounts/password_reset/", {"email": "alice@example.org"})
+    assert resp.status_code == 302 and resp["Location"] == "/accounts/password_reset/done/"
+    assert "Failed to send password reset email" in caplog.text and "ConnectionRefusedError" in caplog.text
+    assert "/accounts/reset/" not in caplog.text
