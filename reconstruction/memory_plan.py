@@ -37,12 +37,14 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
 
     ``algorithm`` is the canonical name (ePIE, DM, LSQML). ``fast_gpu``: the run uses the fused GPU engines
     (``reconstruction.gpu``), whose working sets are measured in benchmarks/RESULTS.md (peak: ePIE 1.01x, LSQML
-    1.15x, DM 4.0x the intensities + object + probe); the reference engines' NumPy/CuPy temporaries are larger
+    1.15x, DM 4.0x the intensities + object + probe; the fast LSQML's fits path holds four more exit-wave buffers
+    per mini-batch position); the reference engines' NumPy/CuPy temporaries are larger
     (DM about 22x on CuPy). ``data_positions``: how many (n, n) float32 amplitude patterns are on the device
     (default all ``n_positions``; a streamed run holds only its ring). ``per_position_fits``: LSQML refines
-    positions or fits per-position intensities (reference engine; up to six more exit-wave-sized arrays per
-    mini-batch position). ``subpixel_windows``: windows follow sub-pixel positions (reference engines; DM holds
-    the moved probe of every window and its spectrum, ePIE and LSQML a few moved probes per position visited).
+    positions or fits per-position intensities (up to six more exit-wave-sized arrays per mini-batch position on
+    the reference engine, four on the fast one). ``subpixel_windows``: windows follow sub-pixel positions (DM
+    holds the moved probe of every window and its spectrum, ePIE and LSQML a few moved probes per position
+    visited).
     """
     n2 = size_px * size_px
     held = n_positions if data_positions is None else data_positions
@@ -56,6 +58,8 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
         elif algorithm == "LSQML":
             b = batch_size or default_batch_size(n_positions)
             work = b * 4 * wave + data // 8 + 6 * obj
+            if per_position_fits or subpixel_windows:  # two more exit-wave planes, the moved probes, their
+                work += b * (4 * wave + n2 * 4) + 2 * index  # gradients, Poisson intensities; positions
         else:
             work = 8 * wave + 4 * obj + n_positions * EPIE_GRAPH_BYTES_PER_POSITION
         return int(data + index + work + 4 * wave)
@@ -109,12 +113,14 @@ def stream_chunk_limit(algorithm: str, n_positions: int, batch_size: int = 0) ->
 
 
 def streamed_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
-                          chunk_positions: int, probe_modes: int = 1, batch_size: int = 0) -> int:
+                          chunk_positions: int, probe_modes: int = 1, batch_size: int = 0,
+                          per_position_fits: bool = False, subpixel_windows: bool = False) -> int:
     """Device memory (bytes) of a streamed fast-GPU run: the resident estimate with the intensities replaced by
     ``RING_SLOTS`` slots of ``chunk_positions`` float32 (n, n) amplitude patterns."""
     return estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm, probe_modes=probe_modes,
                                  batch_size=batch_size, fast_gpu=True,
-                                 data_positions=RING_SLOTS * chunk_positions)
+                                 data_positions=RING_SLOTS * chunk_positions, per_position_fits=per_position_fits,
+                                 subpixel_windows=subpixel_windows)
 
 
 def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
@@ -148,7 +154,8 @@ def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *
 
         def need(c: int) -> int:
             return streamed_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
-                                         chunk_positions=c, probe_modes=probe_modes, batch_size=batch_size)
+                                         chunk_positions=c, probe_modes=probe_modes, batch_size=batch_size,
+                                         per_position_fits=per_position_fits, subpixel_windows=subpixel_windows)
 
         streamed = need(lo)
         if streamed <= limit:

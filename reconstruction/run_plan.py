@@ -36,6 +36,8 @@ EXCHANGES = ("auto", "sums", "periodic")
 RUN_OPTIONS: dict[str, str] = {
     "rms_metric": "the RMS metric (-RMS)",
     "position_refinement": "position refinement (-refinePositions)",
+    "position_affine": "a free affine fit of the scan (-positionAffine)",
+    "coarse_search": "the coarse whole-pixel position search",
     "variable_intensity": "the per-position flux fit (-variableIntensity)",
     "poisson_noise": "the Poisson noise model (-noise=poisson)",
     "valid_mask": "a valid-pixel mask",
@@ -122,6 +124,9 @@ def run_options(algorithm: str, settings: EngineSettings, *, probe_modes: int = 
     used = {
         "rms_metric": settings.compute_rms,
         "position_refinement": settings.position_refinement_from > 0,
+        "position_affine": settings.position_refinement_from > 0 and bool(settings.position_affine),
+        "coarse_search": (settings.position_refinement_from > 0 and settings.coarse_search_px > 0
+                          and settings.coarse_search_epochs > 0),
         "variable_intensity": settings.variable_intensity,
         "poisson_noise": algorithm == "LSQML" and settings.noise_model != "gaussian",
         "valid_mask": mask != "none",

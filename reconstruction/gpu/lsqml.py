@@ -1,4 +1,8 @@
-"""Fast LSQML (Gaussian noise model): every mini-batch of an epoch in one CUDA graph."""
+"""Fast LSQML: every mini-batch of an epoch in one CUDA graph.
+
+The plain run (Gaussian noise, whole-pixel windows, no per-position fits) runs the kernels of ``kernels/lsqml.cu``;
+sub-pixel windows, position refinement, the flux fit and the Poisson noise model run those of
+``kernels/lsqml_fits.cu`` (:mod:`.lsqml_fits`)."""
 
 from __future__ import annotations
 
@@ -6,14 +10,15 @@ from ..engines.base import EngineSettings, EngineState, IterationMetrics
 from ..engines.lsqml import LSQML
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
+from .lsqml_fits import LSQMLFitsMixin, fits_used
 from .runtime import f32, i32, i64
 from .streaming import AmplitudeStream
 
 LS_DOTS_BLOCKS = 64  # blocks per position in ls_dots: each adds 5 sums atomically to its position's slots
 
 
-class FastLSQML(FastMixin, LSQML):
-    """LSQML (Gaussian noise model) with every mini-batch of an epoch in one graph."""
+class FastLSQML(FastMixin, LSQMLFitsMixin, LSQML):
+    """LSQML with every mini-batch of an epoch in one graph."""
 
     def __init__(self, state: EngineState, settings: EngineSettings):
         super().__init__(state, settings)
@@ -24,7 +29,10 @@ class FastLSQML(FastMixin, LSQML):
         b = self.batch_size
         self.order = cp.zeros(n_pos, dtype=cp.int32)
         self._order_host = pinned_int32(n_pos)
-        self.chi = cp.empty(b * self.mt * n2, dtype=cp.complex64)
+        self._fits, shift = fits_used(settings, st.positions_px, st.rows, st.cols, cp)
+        # position refinement transforms the two moved exit waves beside psi: three planes
+        planes = 3 if self._fits and settings.position_refinement_from > 0 else 1
+        self.chi = cp.empty(planes * b * self.mt * n2, dtype=cp.complex64)
         self.num_o = cp.zeros(self.obj_size, dtype=cp.complex64)
         self.den_o = cp.zeros(self.obj_size, dtype=cp.float32)
         self.gp = cp.zeros(self.mt * n2, dtype=cp.complex64)
@@ -36,21 +44,34 @@ class FastLSQML(FastMixin, LSQML):
         if self.stream is not None and self.stream.chunk < min(b, n_pos):
             raise ValueError(f"the streaming ring holds {self.stream.chunk} patterns a slot, fewer than the "
                              f"mini-batch of {b}")
+        self._refine_now = False
+        if self._fits:
+            self._setup_fits(shift)
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
         self._upload_order(st.rng.permutation(st.n_positions))
         m = st.modes_active
-        for b0 in range(0, st.n_positions, self.batch_size):
-            self.plans.get(min(self.batch_size, st.n_positions - b0) * m, self.n)
+        self._refine_now = 0 < self.settings.position_refinement_from <= iteration
+        if self._fits:
+            self._fit_plans(m, self._refine_now)
+        else:
+            for b0 in range(0, st.n_positions, self.batch_size):
+                self.plans.get(min(self.batch_size, st.n_positions - b0) * m, self.n)
         self._run(m, update_probe, lambda: self._launch_all(m, update_probe))
         return self._metrics()
+
+    def _buffers_key(self, m: int, update_probe: bool) -> tuple[object, ...]:
+        return (*super()._buffers_key(m, update_probe), self._refine_now)
 
     def _launch_all(self, m: int, update_probe: bool) -> None:
         """One epoch: per mini-batch gather (which also resets the batch's sums), FFT, modulus, inverse FFT, scatter,
         probe sums (with the max of the object's normalisation), the five dot products per position, probe and
         object updates (each computing the optimal steps it needs). The probe alternates between the state's
         buffer and ``new_probe`` from batch to batch; an odd number of batches ends with one copy back."""
+        if self._fits:
+            self._launch_fits(m, update_probe, self._refine_now)
+            return
         st, s = self.state, self.settings
         n, n2, w = self.n, self.n2, self.width
         mask, has_mask, stride = self.mask

@@ -133,9 +133,8 @@ def test_fast_gpu_engines_converge(scan, algorithm, iterations, limit):
 
 
 def test_fast_paths_fall_back_for_options_they_do_not_implement(scan):
-    rec = _run(scan, "LSQML", "gpu", iterations=2,
-               settings=EngineSettings(noise_model="poisson", update_probe_from=1))
-    assert _engine_name(rec) == "LSQML"
+    rec = _run(scan, "ePIE", "gpu", iterations=2, settings=EngineSettings(subpixel_windows=True))
+    assert _engine_name(rec) == "EPIE"
     rec = _run(scan, "DM", "gpu", iterations=2, settings=EngineSettings(compute_rms=True))
     assert _engine_name(rec) == "DM"
     assert rec.rms

@@ -35,7 +35,11 @@ OPTION_CASES = {
     "valid_mask": (EngineSettings(), 1, "detector"),
     "probe_modes": (EngineSettings(), 3, "none"),
     "subpixel_windows": (EngineSettings(subpixel_windows=True), 1, "none"),
+    "position_affine": (EngineSettings(position_refinement_from=5, position_affine=("scale",)), 1, "none"),
+    "coarse_search": (EngineSettings(position_refinement_from=5, coarse_search_px=3, coarse_search_epochs=2), 1,
+                      "none"),
 }
+REFINEMENT_PARTS = ("position_affine", "coarse_search")  # options of refinement: each comes with it
 
 
 def _gpu(algorithm, settings=None, sizes=SIZES, **kw):
@@ -67,22 +71,25 @@ def test_each_option_selects_the_implementation_the_capability_table_says(algori
     if option == "poisson_noise" and algorithm != "LSQML":
         assert uses == ()  # only LSQML has a noise model
         return
-    assert uses == (option,)
+    expected = ("position_refinement", option) if option in REFINEMENT_PARTS else (option,)
+    assert uses == expected
     plan = _gpu(algorithm, settings, sizes)
-    assert plan.options == (option,)
-    if option in FAST_PATH_SUPPORTS[algorithm]:
+    assert plan.options == expected
+    missing = [o for o in expected if o not in FAST_PATH_SUPPORTS[algorithm]]
+    if not missing:
         assert plan.implementation == "fast"
     else:
         assert plan.implementation == "reference"
-        assert plan.implementation_reason == f"the fast {algorithm} does not implement {RUN_OPTIONS[option]}"
+        assert plan.implementation_reason == (f"the fast {algorithm} does not implement "
+                                              f"{', '.join(RUN_OPTIONS[o] for o in missing)}")
         with pytest.raises(ValueError, match=f"implementation='fast' is not possible: the fast {algorithm} does not"):
             _gpu(algorithm, settings, sizes, implementation="fast")
 
 
 def test_the_reason_lists_every_option_the_fast_path_lacks():
-    plan = _gpu("LSQML", EngineSettings(compute_rms=True, noise_model="poisson"))
-    assert plan.implementation_reason == ("the fast LSQML does not implement the RMS metric (-RMS), the Poisson "
-                                          "noise model (-noise=poisson)")
+    plan = _gpu("DM", EngineSettings(compute_rms=True, subpixel_windows=True))
+    assert plan.implementation_reason == ("the fast DM does not implement the RMS metric (-RMS), sub-pixel windows "
+                                          "(-subpixelWindows)")
 
 
 def test_the_cpu_runs_the_reference_engines_with_the_data_in_host_memory():

@@ -1,5 +1,53 @@
 // lsqml.cu: see common.cuh for the conventions shared by every kernel.
 
+// This thread's share of the five step sums of position j = order[b0 + jj]: |a|^2, |b|^2, Re<a,b>, Re<a,chi>,
+// Re<b,chi>, with a_k = (num_o / (den_o + add_o))[w] c P_jk and b_k = c O_j gp_k / (dp + add_p). FITS false: one
+// probe for every window, c = 1 (the plain path: ls_dots); true: the probe of window jj, mode k at
+// pr[jj * pstride + k * n2 + p] and the position's amplitude factor c (lsqml_fits.cu's lf_dots).
+template <bool FITS>
+__device__ __forceinline__ void ls_dot_sums(const float2* __restrict__ chi, const float2* __restrict__ obj,
+                                            const float2* __restrict__ pr, long long pstride, float c,
+                                            const float2* __restrict__ num_o, const float* __restrict__ den_o,
+                                            const float2* __restrict__ gp, const float* __restrict__ dp,
+                                            const int* __restrict__ rows, const int* __restrict__ cols, int j,
+                                            int jj, int n, int W, int M, float add_o, float add_p,
+                                            int update_probe, float (&v)[5]) {
+    int n2 = n * n;
+    float a11 = 0.f, a22 = 0.f, a12 = 0.f, y1 = 0.f, y2 = 0.f;
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        int y = row_of(p, n), x = p - y * n;
+        long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
+        float2 dn = num_o[w];
+        float dd = den_o[w] + add_o;
+        float2 d_o = make_float2(dn.x / dd, dn.y / dd);
+        float2 o = obj[w];
+        if (FITS) o = make_float2(c * o.x, c * o.y);
+        float ddp = dp[p] + add_p;
+        for (int k = 0; k < M; ++k) {
+            float2 pk;
+            if (FITS) {
+                pk = pr[(long long)jj * pstride + (long long)k * n2 + p];
+                pk.x *= c; pk.y *= c;
+            } else {
+                pk = pr[k * n2 + p];
+            }
+            float2 ch = chi[((long long)jj * M + k) * n2 + p];
+            float2 a = cmul(d_o, pk);
+            a11 += abs2(a);
+            float2 ac = cmulc(a, ch);
+            y1 += ac.x;
+            if (update_probe) {
+                float2 g = gp[k * n2 + p];
+                float2 b = cmul(o, make_float2(g.x / ddp, g.y / ddp));
+                a22 += abs2(b);
+                a12 += cmulc(a, b).x;
+                y2 += cmulc(b, ch).x;
+            }
+        }
+    }
+    v[0] = a11; v[1] = a22; v[2] = a12; v[3] = y1; v[4] = y2;
+}
+
 extern "C" {
 // ---------------------------------------------------------------- LSQML (one mini-batch per set of launches)
 // Batch b covers order[b0 .. b0+cnt-1]; psi/chi buffer (cnt, M, n2).
@@ -132,39 +180,15 @@ __global__ void ls_dots(const float2* __restrict__ chi, const float2* __restrict
                         const int* __restrict__ rows, const int* __restrict__ cols, const int* __restrict__ order,
                         int b0, int n, int W, int M, float delta, const unsigned int* slots, int update_probe,
                         double* acc) {
-    int n2 = n * n;
     int jj = blockIdx.y;
     int j = order[b0 + jj];
     float add_o = delta * slot_value(slots);
     float add_p = delta * slot_value(slots + 1);
-    float a11 = 0.f, a22 = 0.f, a12 = 0.f, y1 = 0.f, y2 = 0.f;
-    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
-        int y = row_of(p, n), x = p - y * n;
-        long long w = (long long)(rows[j] + y) * W + (cols[j] + x);
-        float2 dn = num_o[w];
-        float dd = den_o[w] + add_o;
-        float2 d_o = make_float2(dn.x / dd, dn.y / dd);
-        float2 o = obj[w];
-        float ddp = dp[p] + add_p;
-        for (int k = 0; k < M; ++k) {
-            float2 pk = probe[k * n2 + p];
-            float2 c = chi[((long long)jj * M + k) * n2 + p];
-            float2 a = cmul(d_o, pk);
-            a11 += abs2(a);
-            float2 ac = cmulc(a, c);
-            y1 += ac.x;
-            if (update_probe) {
-                float2 g = gp[k * n2 + p];
-                float2 b = cmul(o, make_float2(g.x / ddp, g.y / ddp));
-                a22 += abs2(b);
-                a12 += cmulc(a, b).x;
-                y2 += cmulc(b, c).x;
-            }
-        }
-    }
+    float v[5];
+    ls_dot_sums<false>(chi, obj, probe, 0, 1.f, num_o, den_o, gp, dp, rows, cols, j, jj, n, W, M, add_o, add_p,
+                       update_probe, v);
     __shared__ float sh[5][32];
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    float v[5] = {a11, a22, a12, y1, y2};
 #pragma unroll
     for (int q = 0; q < 5; ++q) {
         float s = warp_sum(v[q]);
@@ -184,9 +208,9 @@ __global__ void ls_dots(const float2* __restrict__ chi, const float2* __restrict
 
 // Optimal step of position jj from its five sums (clipped to [0, 2]): the object's (which 0) or the probe's (1).
 // Computed where it is used (ls_probe_update, ls_obj_update) instead of in a launch of its own.
-__device__ __forceinline__ float ls_step(const double* __restrict__ acc, int jj, int update_probe, int which) {
-    double a11 = acc[jj * 5], a22 = acc[jj * 5 + 1], a12 = acc[jj * 5 + 2], y1 = acc[jj * 5 + 3],
-           y2 = acc[jj * 5 + 4];
+// ls_step_of: from the position's five sums at a (the fits path keeps them in wider per-position rows).
+__device__ __forceinline__ float ls_step_of(const double* __restrict__ a, int update_probe, int which) {
+    double a11 = a[0], a22 = a[1], a12 = a[2], y1 = a[3], y2 = a[4];
     double s;
     if (update_probe) {
         double lam = 1e-6 * (a11 + a22) + 1e-30;
@@ -196,6 +220,10 @@ __device__ __forceinline__ float ls_step(const double* __restrict__ acc, int jj,
         s = which == 0 ? y1 / (a11 + 1e-30) : 0.0;
     }
     return (float)fmin(fmax(s, 0.0), 2.0);
+}
+
+__device__ __forceinline__ float ls_step(const double* __restrict__ acc, int jj, int update_probe, int which) {
+    return ls_step_of(acc + jj * 5, update_probe, which);
 }
 
 // new_probe_k = P_k + beta sum_jj step_p conj(O_j) chi_jk / (dp + delta max dp)

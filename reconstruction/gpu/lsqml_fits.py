@@ -1,0 +1,241 @@
+"""The fast LSQML's per-position options in one CUDA graph an epoch (kernels/lsqml_fits.cu): sub-pixel windows,
+position refinement, the per-position flux fit (-variableIntensity) and the Poisson noise model.
+
+The same steps as ``engines.lsqml.LSQML._update_batch``, rearranged so that nothing leaves the device and the
+extra work rides on passes the plain run makes anyway:
+
+- sub-pixel windows: the probe's spectrum (M transforms a batch) times each window's phase ramp, one inverse
+  transform per window and mode: the moved probes ``pj``, which the kernels then read in place of the probe; the
+  windows' probe gradients are transformed, moved back by the conjugate ramps and summed in Fourier space (one
+  inverse transform per mode for the search direction, one for the step-weighted update);
+- position refinement: the gather also writes the two moved exit waves P dO/drow, P dO/dcol beside psi, one
+  forward transform takes all three, and the modulus kernel reduces what the position step needs (the moduli's
+  view of each move and, by Parseval, Re<dpsi, chi>) while the far field is in registers; one small kernel per
+  batch takes the median of the batch, moves the positions (float64, on the device) and their window corners;
+- the flux fit: Re<psi, chi> and ||psi||^2 by Parseval in the same modulus kernel; the factors scale the probe
+  inside every kernel that reads it;
+- Poisson: the model intensities once, three Newton passes over (model, measured) intensities, then the step.
+
+After the epoch one kernel removes the affine drift of the corrections and normalises the factors. Agreement with
+the reference engine: ``tests/gpu/test_lsqml_fits.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..engines.lsqml import MAX_INTENSITY_STEP, NEWTON_STEPS
+from ..engines.position_refiner import MAX_POSITION_STEP_PX
+from ..physics import subpixel
+from . import runtime as rt
+from .runtime import f32, i32, i64
+
+#: the run options (run_plan.RUN_OPTIONS) this path implements for the fast LSQML
+FITS_OPTIONS = frozenset({"subpixel_windows", "position_refinement", "variable_intensity", "poisson_noise"})
+FIT_BLOCKS = 64  # blocks per position of the kernels that reduce per position (one block row per position)
+POSITION_DAMPING = 1.0  # position_update.damped_steps' default damping (the reference engine's)
+NEWTON_PASSES = 3  # kernels/lsqml_fits.cu: LF_NEWTON
+assert NEWTON_PASSES == NEWTON_STEPS, "the Poisson step's Newton steps: engines/lsqml.py and lsqml_fits.cu differ"
+
+
+def fits_used(settings: Any, positions_px: Any, rows: Any, cols: Any, xp: Any) -> tuple[bool, bool]:
+    """(fits, shift): whether an LSQML run needs the fits kernels at all, and whether its windows move the probe
+    (sub-pixel windows or refinement, and a position off the pixel grid or refinement that may move it there)."""
+    if settings.position_refinement_from > 0 and (settings.position_affine or settings.coarse_search_px > 0):
+        raise ValueError("the fast LSQML refines positions with every affine term held and no coarse search "
+                         f"(position_affine={settings.position_affine!r}, coarse_search_px="
+                         f"{settings.coarse_search_px}): the run plan sends such runs to the reference engine")
+    shift = False
+    if settings.windows_follow_positions and positions_px is not None:
+        shift = settings.position_refinement_from > 0 or subpixel.any_fraction(
+            xp, subpixel.fractions_px(xp, positions_px, rows, cols))
+    fits = (shift or settings.position_refinement_from > 0 or settings.variable_intensity
+            or settings.noise_model == "poisson")
+    return fits, shift
+
+
+class LSQMLFitsMixin:
+    """Buffers and the per-epoch launches of the fits path; mixed into ``FastLSQML``."""
+
+    state: Any
+    settings: Any
+    cp: Any
+    n: int
+    n2: int
+    width: int
+    mt: int
+    batch_size: int
+    plans: Any
+    chi: Any
+    num_o: Any
+    den_o: Any
+    gp: Any
+    dp: Any
+    new_probe: Any
+    err: Any
+    slots: Any
+    mask: Any
+    rows32: Any
+    cols32: Any
+    order: Any
+    stream: Any
+    refiner: Any
+
+    #: when a list (benchmarks/lsqml_fits.py, eager runs only): (stage, CUDA event) recorded after each stage
+    stage_marks: list[tuple[str, Any]] | None = None
+
+    def _mark(self, stage: str) -> None:
+        if self.stage_marks is not None:
+            self.stage_marks.append((stage, self.cp.cuda.get_current_stream().record()))
+
+    def _setup_fits(self, shift: bool) -> None:
+        cp, st = self.cp, self.state
+        b, mt, n2 = self.batch_size, self.mt, self.n2
+        self._shift = shift
+        self._poisson = self.settings.noise_model == "poisson"
+        self._null = np.uint64(0)
+        self.fit_acc = cp.zeros(b * 17, dtype=cp.float64)  # LF_SLOTS per position
+        self.pj = cp.empty(b * mt * n2, dtype=cp.complex64) if shift else self.chi[:1]
+        self.gbuf = cp.empty(b * mt * n2, dtype=cp.complex64) if shift else self.chi[:1]
+        self.pspec = cp.empty(mt * n2, dtype=cp.complex64) if shift else self.chi[:1]
+        self.gstep = cp.empty(mt * n2, dtype=cp.complex64) if shift else self.chi[:1]
+        self.mi = cp.empty(b * n2, dtype=cp.float32) if self._poisson else self.den_o[:1]
+        if st.positions_px is not None:
+            for name in ("rows", "cols"):  # the fits kernels write the corners (int64) in place
+                setattr(st, name, cp.ascontiguousarray(getattr(st, name)))
+            self._hi = (float(st.obj.shape[0] - self.n), float(st.obj.shape[1] - self.n))
+
+    def _fit_plans(self, m: int, refine: bool) -> None:
+        """Create (outside any capture) the cuFFT plans the fits path uses this epoch."""
+        st, n = self.state, self.n
+        for b0 in range(0, st.n_positions, self.batch_size):
+            cnt = min(self.batch_size, st.n_positions - b0)
+            self.plans.get((3 if refine else 1) * cnt * m, n)
+            self.plans.get(cnt * m, n)
+        if self._shift:
+            self.plans.get(m, n)
+
+    def _launch_fits(self, m: int, update_probe: bool, refine: bool) -> None:
+        """One epoch of the fits path (see the module docstring); the probe alternates between the state's buffer
+        and ``new_probe`` as in the plain path."""
+        st, s = self.state, self.settings
+        n, n2, w = self.n, self.n2, self.width
+        mask, has_mask, stride = self.mask
+        up = i32(1 if update_probe else 0)
+        beta, delta = f32(s.beta_lsq), f32(s.delta_p)
+        rows, cols, order, acc = self.rows32, self.cols32, self.order, self.fit_acc
+        n_pos, bs, sm = st.n_positions, self.batch_size, self.stream
+        shift, ref = self._shift, i32(1 if refine else 0)
+        scale = st.intensity_scale if st.intensity_scale is not None else self._null
+        pos = st.positions_px if st.positions_px is not None else self._null
+        probes = (st.probe, self.new_probe)
+        self.err.fill(0)
+        self._mark("epoch start")
+        if sm is not None:
+            sm.fill(0, order, 0, min(bs, n_pos))
+        for i, b0 in enumerate(range(0, n_pos, bs)):
+            cnt = min(bs, n_pos - b0)
+            probe = probes[i % 2] if update_probe else st.probe
+            amp, amp_from = st.amplitudes, -1
+            if sm is not None:
+                amp, amp_from = sm.ring[i % sm.slots], b0
+                if b0 + bs < n_pos:
+                    sm.prefetch((i + 1) % sm.slots, order, b0 + bs, min(bs, n_pos - b0 - bs))
+            plane = cnt * m * n2
+            batch = (i32(b0), i32(cnt))
+            if shift:  # the moved probes of the batch: the probe's spectrum times each window's ramp, inverse
+                rt.launch("copy_c64", m * n2, (probe, self.pspec, i64(m * n2)))
+                self.plans.forward(self.pspec[: m * n2], m, n)
+                rt.launch_jp("lf_shift", cnt, n2, (self.pspec, pos, rows, cols, order, *batch, i32(n), i32(m),
+                                                   f32(1.0 / n2), self.pj))
+                self.plans.inverse(self.pj[:plane], cnt * m, n)
+                pr, pstride = self.pj, i64(m * n2)
+                self._mark("moved probes")
+            else:
+                pr, pstride = probe, i64(0)
+            buf = self.chi[: (3 if refine else 1) * plane]
+            rt.launch_jp("lf_gather", cnt, n2, (st.obj, pr, pstride, scale, rows, cols, order, *batch, i32(n), i32(w),
+                                                i32(m), ref, i64(plane), buf, self.num_o, self.den_o, acc,
+                                                self.slots))
+            self._mark("gather")
+            self.plans.forward(buf, (3 if refine else 1) * cnt * m, n)
+            self._mark("forward FFT")
+            if sm is not None and i > 0:
+                sm.wait(i % sm.slots)
+            per_position = ((min(FIT_BLOCKS, -(-n2 // rt.BLOCK)), cnt), (rt.BLOCK,))
+            rt.kernel("lf_modulus")(*per_position, (
+                buf, amp, mask, has_mask, stride, order, i32(b0), i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2),
+                self.err, i32(amp_from), ref, i64(plane), i32(1 if self._poisson else 0), self.mi, acc))
+            if self._poisson:
+                for t in range(NEWTON_PASSES):
+                    rt.kernel("lf_poisson_newton")(*per_position, (
+                        self.mi, amp, mask, has_mask, stride, order, i32(b0), i32(n2), i32(amp_from), i32(t), acc))
+                rt.kernel("lf_poisson_apply")(*per_position, (
+                    buf, self.mi, amp, mask, has_mask, stride, order, i32(b0), i32(n2), i32(m), f32(1.0 / n2),
+                    i32(amp_from), ref, i64(plane), acc))
+            self._mark("far-field step")
+            chi = self.chi[:plane]
+            self.plans.inverse(chi, cnt * m, n)
+            self._mark("inverse FFT")
+            write_g = i32(1 if shift and update_probe else 0)
+            rt.launch_jp("lf_scatter", cnt, n2, (chi, pr, pstride, scale, st.obj, rows, cols, order, *batch, i32(n),
+                                                 i32(w), i32(m), write_g, self.gbuf, self.num_o, self.den_o))
+            self._mark("scatter")
+            if update_probe:
+                rt.launch("lf_probe_reduce", n2, (chi, st.obj, scale, self.den_o, rows, cols, order, *batch, i32(n),
+                                                  i32(w), i32(m), i32(0 if shift else 1), self.gp, self.dp,
+                                                  self.slots))
+                if shift:  # the search direction's probe part, moved back into the probe's frame
+                    self.plans.forward(self.gbuf[:plane], cnt * m, n)
+                    rt.launch("lf_gp_sum", n2, (self.gbuf, pos, rows, cols, order, *batch, i32(n), i32(m),
+                                                f32(1.0 / n2), acc, i32(0), self.gp))
+                    self.plans.inverse(self.gp[: m * n2], m, n)
+            else:
+                rt.launch_jp("ls_den_max", cnt, n2, (self.den_o, rows, cols, order, *batch, i32(n), i32(w),
+                                                     self.slots))
+            rt.kernel("lf_dots")(*per_position, (
+                chi, st.obj, pr, pstride, scale, self.num_o, self.den_o, self.gp, self.dp, rows, cols, order,
+                i32(b0), i32(n), i32(w), i32(m), delta, self.slots, up, acc))
+            self._mark("probe direction, dots")
+            if update_probe:
+                new = probes[(i + 1) % 2]
+                if shift:
+                    rt.launch("lf_gp_sum", n2, (self.gbuf, pos, rows, cols, order, *batch, i32(n), i32(m),
+                                                f32(1.0 / n2), acc, i32(1), self.gstep))
+                    self.plans.inverse(self.gstep[: m * n2], m, n)
+                    rt.launch("lf_probe_add", n2, (probe, self.gstep, self.dp, i32(n2), i32(m), beta, delta,
+                                                   self.slots, new))
+                else:
+                    rt.launch("lf_probe_update", n2, (chi, st.obj, scale, probe, self.dp, rows, cols, order, *batch,
+                                                      i32(n), i32(w), i32(m), beta, delta, self.slots, acc, new))
+            rt.launch_jp("lf_obj_update", cnt, n2, (chi, pr, pstride, scale, self.den_o, rows, cols, order, *batch,
+                                                    i32(n), i32(w), i32(m), beta, delta, self.slots, acc, up,
+                                                    st.obj))
+            self._mark("probe, object updates")
+            if refine or st.intensity_scale is not None:
+                self._launch_move(b0, cnt, refine, pos, scale)
+                self._mark("positions, factors")
+        n_batches = -(-n_pos // bs)
+        if update_probe and n_batches % 2 == 1:
+            rt.launch("copy_c64", m * n2, (self.new_probe, st.probe, i64(m * n2)))
+        if refine or st.intensity_scale is not None:
+            self._launch_epoch_end(refine, pos, scale)
+
+    def _corner_args(self, pos: Any) -> tuple[Any, ...]:
+        st = self.state
+        hi_r, hi_c = self._hi if st.positions_px is not None else (0.0, 0.0)
+        rows64 = st.rows if st.positions_px is not None else self._null
+        cols64 = st.cols if st.positions_px is not None else self._null
+        return np.float64(hi_r), np.float64(hi_c), pos, self.rows32, self.cols32, rows64, cols64
+
+    def _launch_move(self, b0: int, cnt: int, refine: bool, pos: Any, scale: Any) -> None:
+        rt.kernel("lf_move")((1,), (rt.BLOCK,), (
+            self.fit_acc, self.order, i32(b0), i32(cnt), i32(1 if refine else 0), f32(POSITION_DAMPING),
+            f32(MAX_POSITION_STEP_PX), f32(MAX_INTENSITY_STEP), *self._corner_args(pos), scale))
+
+    def _launch_epoch_end(self, refine: bool, pos: Any, scale: Any) -> None:
+        start = self.refiner.start_px if refine else self._null
+        rt.kernel("lf_epoch_end")((1,), (1024,), (
+            start, i32(self.state.n_positions), i32(1 if refine else 0), *self._corner_args(pos), scale))

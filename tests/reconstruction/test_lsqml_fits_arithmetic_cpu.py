@@ -1,0 +1,196 @@
+"""The arithmetic of the fast LSQML's fits path (kernels/lsqml_fits.cu), transcribed into NumPy stage by stage,
+equals the reference LSQML epoch by epoch: checked on the CPU, so that on the GPU only the CUDA transcription of
+these stages is in question (tests/gpu/test_lsqml_fits.py).
+
+The kernels reorganise the reference's update: unnormalised transforms with the orthonormal scale folded in; the
+moved probes as inverse transforms of the probe's spectrum times each window's ramp; the probe gradients moved back
+and summed in Fourier space; the position steps' numerators and the flux fit's inner products taken in Fourier
+space (Parseval) inside the modulus stage; the Poisson step's Newton sums from the model intensities; the median of
+the batch by rank; the affine drift from 2 x 2 normal equations (the centred start positions are orthogonal to
+the offset). Each stage below names its kernel. One mini-batch an epoch: with several, rounding differences grow
+by LSQML's own amplification (tests/gpu/test_cupy_matches_numpy.py), which is not what this test is about.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from reconstruction.driver import Reconstruction
+from reconstruction.engines import EngineSettings
+from reconstruction.simulate import simulate
+
+N_SIZE = 32
+
+
+def fft_un(a):  # cuFFT's forward transform: unnormalised
+    return np.fft.fft2(a).astype(np.complex64)
+
+
+def ifft_un(a):  # cuFFT's inverse transform: unnormalised (n^2 times NumPy's)
+    return (np.fft.ifft2(a) * (a.shape[-1] * a.shape[-2])).astype(np.complex64)
+
+
+def ramp(fraction, n):
+    """lf_ramp: exp(-2 pi i (f_r k_r + f_c k_c)), k the fftfreq of each axis."""
+    i = np.arange(n)
+    k = (np.where(i <= (n - 1) // 2, i, i - n) / n).astype(np.float32)
+    fr, fc = np.float32(fraction[0]), np.float32(fraction[1])
+    return (np.exp(-2j * np.pi * (fr * k))[:, None] * np.exp(-2j * np.pi * (fc * k))[None, :]).astype(np.complex64)
+
+
+def windows(a, rows, cols, n):
+    return np.stack([a[r:r + n, c:c + n] for r, c in zip(rows, cols, strict=True)])
+
+
+def step(acc, jj, update_probe, which):
+    """lf_step."""
+    a11, a22, a12, y1, y2 = acc[jj, :5]
+    if not update_probe:
+        s = y1 / (a11 + 1e-30) if which == 0 else 0.0
+    else:
+        lam = 1e-6 * (a11 + a22) + 1e-30
+        det = (a11 + lam) * (a22 + lam) - a12 * a12
+        s = ((a22 + lam) * y1 - a12 * y2) / det if which == 0 else ((a11 + lam) * y2 - a12 * y1) / det
+    return np.float32(min(max(s, 0.0), 2.0))
+
+
+def fits_epoch(st, s, order, update_probe, refine, start):
+    """One epoch of LSQMLFitsMixin._launch_fits on a NumPy EngineState (one mini-batch); returns the error."""
+    n, n2, m = st.size_px, st.size_px ** 2, st.modes_active
+    pos, scale, shift = st.positions_px, st.intensity_scale, st.positions_px is not None
+    hi = np.array([st.obj.shape[0] - n, st.obj.shape[1] - n], dtype=np.float64)
+    idx = order
+    cnt = len(idx)
+    rows, cols = st.rows[idx], st.cols[idx]
+    probe = st.probe[:m].copy()
+    c = np.ones(cnt, np.float32) if scale is None else scale[idx].copy()
+    if shift:  # lf_shift + inverse transforms
+        ramps = np.stack([ramp(f, n) for f in pos[idx] - np.stack([rows, cols], 1)])
+        pj = ifft_un(fft_un(probe)[None] * ramps[:, None] / n2)
+    else:
+        pj = np.broadcast_to(probe[None], (cnt, m, n, n))
+    lit_probe = pj * c[:, None, None, None]
+    obj_w = windows(st.obj, rows, cols, n)
+    acc = np.zeros((cnt, 17))
+    x = fft_un(lit_probe * obj_w[:, None])  # lf_gather + forward transform
+    s_ = np.sum(np.abs(x) ** 2, axis=1)
+    model = np.sqrt(s_) / n
+    amp = st.amplitudes[idx]
+    error = np.sqrt(np.sum((model - amp) ** 2) / np.sum(amp ** 2))
+    if refine:  # lf_gather's moved exit waves, their spectra, lf_modulus's denominators
+        d_r = fft_un(lit_probe * np.gradient(obj_w, axis=1)[:, None])
+        d_c = fft_un(lit_probe * np.gradient(obj_w, axis=2)[:, None])
+        cr = np.sum((np.conj(x) * d_r).real, axis=1)
+        cc = np.sum((np.conj(x) * d_c).real, axis=1)
+        inv_amp = np.where(model > 0, 1.0 / n2 / np.maximum(model, 1e-30), 0.0)
+        acc[:, 7] = np.sum((cr * inv_amp) ** 2, axis=(1, 2))
+        acc[:, 8] = np.sum((cc * inv_amp) ** 2, axis=(1, 2))
+    acc[:, 10] = np.sum(s_, axis=(1, 2)) / n2
+    if s.noise_model == "poisson":  # lf_modulus (model intensities), lf_poisson_newton x3, lf_poisson_apply
+        mi, inten = model * model, amp * amp
+        g = inten / (mi + 1e-12) - 1
+        alpha = np.ones(cnt, np.float32)
+        for _ in range(3):
+            sg = np.maximum(1 + alpha[:, None, None] * g, 1e-3)
+            d1 = np.sum(2 * mi * sg * g - 2 * inten * g / sg, axis=(1, 2))
+            d2 = np.sum(2 * mi * g * g + 2 * inten * g * g / sg ** 2, axis=(1, 2))
+            alpha = np.clip(alpha - d1 / np.maximum(d2, 1e-12), 0, 1).astype(np.float32)
+        g = alpha[:, None, None] * g
+    else:
+        g = amp / (model + 1e-12) - 1
+    acc[:, 9] = np.sum(s_ * g, axis=(1, 2)) / n2
+    if refine:
+        acc[:, 5] = np.sum(cr * g, axis=(1, 2)) / n2
+        acc[:, 6] = np.sum(cc * g, axis=(1, 2)) / n2
+    chi = ifft_un(x * (g / n2)[:, None])  # inverse transform
+    num_o = np.zeros(st.obj.shape, np.complex64)  # lf_scatter
+    den_o = np.zeros(st.obj.shape, np.float32)
+    for jj, (r, q) in enumerate(zip(rows, cols, strict=True)):
+        num_o[r:r + n, q:q + n] += np.sum(np.conj(lit_probe[jj]) * chi[jj], axis=0)
+        den_o[r:r + n, q:q + n] += np.sum(np.abs(lit_probe[jj]) ** 2, axis=0)
+    lit_obj = obj_w * c[:, None, None]
+    add_o = s.delta_p * max(w.max() for w in windows(den_o, rows, cols, n))
+    if update_probe:  # lf_probe_reduce, lf_gp_sum + inverse transform
+        dp = np.sum(np.abs(lit_obj) ** 2, axis=0)
+        grads = np.conj(lit_obj)[:, None] * chi
+        if shift:
+            grads = fft_un(grads) * np.conj(ramps)[:, None]
+            gp = ifft_un(np.sum(grads, axis=0) / n2)
+        else:
+            gp = np.sum(grads, axis=0)
+        add_p = s.delta_p * dp.max()
+    for jj, (r, q) in enumerate(zip(rows, cols, strict=True)):  # lf_dots
+        a = (num_o[r:r + n, q:q + n] / (den_o[r:r + n, q:q + n] + add_o))[None] * lit_probe[jj]
+        acc[jj, 0] = np.sum(np.abs(a) ** 2)
+        acc[jj, 3] = np.sum((np.conj(a) * chi[jj]).real)
+        if update_probe:
+            b = lit_obj[jj][None] * gp / (dp + add_p)
+            acc[jj, 1] = np.sum(np.abs(b) ** 2)
+            acc[jj, 2] = np.sum((np.conj(a) * b).real)
+            acc[jj, 4] = np.sum((np.conj(b) * chi[jj]).real)
+    if update_probe:  # lf_gp_sum(weighted) + lf_probe_add, or lf_probe_update
+        weights = np.array([step(acc, jj, True, 1) for jj in range(cnt)])[:, None, None, None]
+        total = np.sum(weights * grads, axis=0)
+        st.probe[:m] = probe + s.beta_lsq / (dp + add_p) * (ifft_un(total / n2) if shift else total)
+    for jj, (r, q) in enumerate(zip(rows, cols, strict=True)):  # lf_obj_update
+        update = np.sum(np.conj(lit_probe[jj]) * chi[jj], axis=0)
+        weight = s.beta_lsq * step(acc, jj, update_probe, 0)
+        st.obj[r:r + n, q:q + n] += weight / (den_o[r:r + n, q:q + n] + add_o) * update
+    if refine:  # lf_move: the batch's median by rank, damped steps, clipped; lf_epoch_end: the affine drift
+        den = acc[:, 7:9].astype(np.float32)
+        moves = np.clip(acc[:, 5:7].astype(np.float32) / (den + np.median(den, axis=0) + 1e-30), -0.5, 0.5)
+        pos[idx] = np.clip(pos[idx] + moves, 0, hi)
+        centred, corrections = start - start.mean(0), pos - start
+        linear = np.linalg.solve(centred.T @ centred, centred.T @ corrections)
+        pos[...] = np.clip(pos - (centred @ linear + corrections.mean(0)), 0, hi)
+        corners = np.floor(pos + 0.5).astype(np.int64)
+        st.rows[:], st.cols[:] = corners[:, 0], corners[:, 1]
+    if scale is not None:
+        scale[idx] = c * (1 + np.clip(acc[:, 9] / (acc[:, 10] + 1e-30), -0.2, 0.2)).astype(np.float32)
+        scale /= np.float32(scale.mean())
+    return error
+
+
+OPTIONS = {
+    "subpixel": dict(subpixel_windows=True),
+    "positions": dict(position_refinement_from=2),
+    "flux": dict(variable_intensity=True),
+    "poisson": dict(noise_model="poisson"),
+    "all": dict(subpixel_windows=True, position_refinement_from=2, variable_intensity=True, noise_model="poisson"),
+}
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_the_fits_kernels_arithmetic_equals_the_reference_lsqml_epoch_by_epoch(option):
+    sim = simulate(size_px=N_SIZE, scan_dims=(6, 6), photons=1e6, seed=1)
+    n_pos = len(sim.data.positions_px)
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, batch_size=n_pos, **OPTIONS[option])
+    rec = Reconstruction(sim.data.intensities, sim.data.positions_px, algorithm="LSQML", iterations=4, device="cpu",
+                         seed=0, beam_diameter_px=0.4 * N_SIZE, settings=settings)
+    st = rec.state
+    for it in range(1, 5):
+        copy = dataclasses.replace(st, obj=st.obj.copy(), probe=st.probe.copy(), rows=st.rows.copy(),
+                                   cols=st.cols.copy(),
+                                   positions_px=None if st.positions_px is None else st.positions_px.copy(),
+                                   intensity_scale=None if st.intensity_scale is None else st.intensity_scale.copy())
+        rng = np.random.default_rng()
+        rng.bit_generator.state = st.rng.bit_generator.state
+        metrics = rec.engine.iterate(it, update_probe=it >= 2)
+        error = fits_epoch(copy, settings, rng.permutation(n_pos), it >= 2,
+                           0 < settings.position_refinement_from <= it,
+                           None if rec.engine.refiner is None else rec.engine.refiner.start_px)
+        assert np.linalg.norm(copy.obj - st.obj) <= 1e-5 * np.linalg.norm(st.obj), it
+        assert np.linalg.norm(copy.probe - st.probe) <= 1e-5 * np.linalg.norm(st.probe), it
+        assert abs(error - metrics.error) <= 1e-5 * metrics.error
+        if st.positions_px is not None:
+            assert np.abs(copy.positions_px - st.positions_px).max() <= 1e-4, it
+            assert np.array_equal(copy.rows, st.rows) and np.array_equal(copy.cols, st.cols)
+        if st.intensity_scale is not None:
+            assert np.abs(copy.intensity_scale - st.intensity_scale).max() <= 1e-5, it
+    if settings.position_refinement_from:
+        assert np.abs(st.positions_px - sim.data.positions_px).max() > 1e-3  # the positions moved
+    if settings.variable_intensity:
+        assert np.abs(st.intensity_scale - 1).max() > 1e-3  # the factors moved
