@@ -12,8 +12,9 @@ from dramatiq import Worker
 from worker_rig import Rig
 
 from epics_bridge import journal as jr
+from epics_bridge.django_submit import DjangoSubmitter
 from epics_bridge.simdata import SimGeometry, write_scan_files
-from epics_bridge.submit import DjangoSubmitter, SubmitRejected, SubmitRequest
+from epics_bridge.submit import SubmitRejected, SubmitRequest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,0 +1,55 @@
+"""The import rules of docs/architecture.md are contracts (pyproject.toml, ``[tool.importlinter]``) that
+``lint-imports`` checks in ``./dev lint``. The tree keeps them, and a copy of it with one bad import breaks the
+contract that forbids it (and those that
+import the module, transitively), so the check can fail."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("reconstruction", "ptychopy", "webapp", "epics_bridge")
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(root))
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--config", str(root / "pyproject.toml")], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_tree_keeps_every_import_contract() -> None:
+    out = lint_imports(ROOT)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "4 kept, 0 broken" in out.stdout
+
+
+@pytest.mark.parametrize(("module", "bad_import", "contract"), [
+    ("reconstruction/loop.py", "import django", "reconstruction imports no web"),
+    ("reconstruction/loop.py", "import socket", "reconstruction imports no web"),
+    ("ptychopy/api.py", "from django.conf import settings", "ptychopy (CLI, paper API) imports no Django"),
+    ("reconstruction/state.py", "import ptychopy.api", "Imports point down"),
+    ("webapp/jobs/paths.py", "import epics_bridge.state", "Imports point down"),
+    # one hop away: the HTTP submitter importing a module that imports Django
+    ("epics_bridge/http_submit.py", "from . import django_submit", "The bridge's own path"),
+    ("epics_bridge/sender.py", "import webapp.jobs.bridges", "The bridge's own path"),
+])
+def test_a_bad_import_breaks_the_contract_that_forbids_it(tmp_path: Path, module: str, bad_import: str,
+                                                          contract: str) -> None:
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.cu*"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{bad_import}  # the violation under test\n")
+    out = lint_imports(tmp_path)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
+    broken = [line for line in out.stdout.splitlines() if line.endswith("BROKEN")]
+    assert any(line.startswith(contract) for line in broken), out.stdout[-3000:]
+    assert "4 kept" not in out.stdout
+    assert module.removesuffix(".py").replace("/", ".") in out.stdout, "the report names the importing module"
