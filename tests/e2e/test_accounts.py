@@ -2,8 +2,9 @@
 findings 7, 8 and 11, and ``check --deploy``).
 
 The shared production stack's Daphne trusts no proxy and cools off for the default 15 minutes; a second Daphne on
-the same database plays the app behind a reverse proxy on 127.0.0.1 (``PTYCHOPY_TRUSTED_PROXIES``), with a
-cool-off of a few seconds so the test can wait it out. Every user attacked here is the test's own.
+the same database plays the app behind a reverse proxy on 127.0.0.1 (``PTYCHOPY_TRUSTED_PROXIES``;
+tests/support/proxy.py, its clients on other loopback addresses), with a cool-off of a few seconds so the test
+can wait it out. Every user attacked here is the test's own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from tests.support.net import free_port
 from tests.support.processes import ManagedProcess, cpu_seconds, daphne, run_manage
+from tests.support.proxy import ReverseProxy
 from tests.support.smtp import SmtpSink
 from tests.support.stack import ProductionStack
 from tests.support.web import Response, WebClient
@@ -31,12 +33,11 @@ LOGIN = "/accounts/login/"
 ADMIN_LOGIN = "/admin/login/"
 
 class LoginClient:
-    """One browser (cookies, CSRF token) posting to both login forms, optionally through a proxy that appends
-    ``client_ip`` to ``X-Forwarded-For`` after whatever the client itself wrote there (``spoof``)."""
+    """One browser (cookies, CSRF token) posting to both login forms from ``source_ip`` (a loopback address:
+    another client), optionally with an ``X-Forwarded-For`` it wrote itself (``spoof``)."""
 
-    def __init__(self, base_url: str, client_ip: str | None = None) -> None:
-        self.web = WebClient(base_url)
-        self.client_ip = client_ip
+    def __init__(self, base_url: str, source_ip: str | None = None) -> None:
+        self.web = WebClient(base_url, source_ip=source_ip)
         self.tokens: dict[str, str] = {}
 
     def attempt(self, path: str, username: str, password: str, spoof: str = "") -> Response:
@@ -44,8 +45,7 @@ class LoginClient:
             page = self.web.get(path)
             assert page.status == 200, f"{path}: {page!r}"
             self.tokens[path] = page.csrf_token()
-        chain = [h for h in (spoof, self.client_ip) if h]
-        headers = {"X-Forwarded-For": ", ".join(chain)} if chain else {}
+        headers = {"X-Forwarded-For": spoof} if spoof else {}
         return self.web.post_form(path, {"username": username, "password": password, "next": "/",
                                          "csrfmiddlewaretoken": self.tokens[path]}, csrf=False, headers=headers)
 
@@ -75,50 +75,55 @@ def proxied_web(prod_stack: ProductionStack) -> Iterator[ManagedProcess]:
 
 def test_wrong_passwords_lock_one_user_at_one_address_on_both_login_pages(
         prod_stack: ProductionStack, proxied_web: ManagedProcess) -> None:
-    """Finding 7: 200 wrong passwords were all answered. Now the fifth locks that (user, client address) pair
-    for the cool-off on /accounts/login/ and /admin/login/ alike; other users and addresses log in; the right
-    password works once the cool-off is over."""
+    """Finding 7: 200 wrong passwords were all answered. Now, through a reverse proxy (clients on 127.0.0.2 and
+    127.0.0.3, Daphne seeing only the proxy), the fifth locks that (user, client address) pair for the cool-off on
+    /accounts/login/ and /admin/login/ alike; other users and addresses log in; the right password works once the
+    cool-off is over."""
     tess_pw = secrets.token_urlsafe(12)
     prod_stack.create_users(("tess", tess_pw, "", True), ("ursula", "ursula-pw-12345", "", False))
-    base = f"http://127.0.0.1:{proxied_web.port}"
-    attacker = LoginClient(base, client_ip="203.0.113.7")
-    # the attacker writes a new address of its own into X-Forwarded-For each time: the proxy's entry counts
-    paths = [LOGIN, LOGIN, ADMIN_LOGIN, ADMIN_LOGIN]
-    attacker.attempt(LOGIN, "nobody", "x")  # (fetches the CSRF tokens; an unknown user is a pair of its own)
-    attacker.attempt(ADMIN_LOGIN, "nobody", "x")
-    cpu0 = cpu_seconds(proxied_web.pid)
-    for i, path in enumerate(paths):
-        assert_refused_normally(attacker.attempt(path, "tess", f"guess-{i}", spoof=f"10.9.{i}.1"), f"try {i + 1}")
-    hashed_ms = (cpu_seconds(proxied_web.pid) - cpu0) / len(paths) * 1e3
-    fifth = attacker.attempt(LOGIN, "tess", "guess-4", spoof="10.9.4.1")
-    assert_locked(fifth, "the fifth wrong password")
-    locked_at = time.monotonic()
+    with ReverseProxy(proxied_web.port) as proxy:
+        attacker = LoginClient(proxy.base_url, source_ip="127.0.0.2")
+        # the attacker writes a new address of its own into X-Forwarded-For each time: the proxy's entry counts
+        paths = [LOGIN, LOGIN, ADMIN_LOGIN, ADMIN_LOGIN]
+        attacker.attempt(LOGIN, "nobody", "x")  # (fetches the CSRF tokens; an unknown user is a pair of its own)
+        attacker.attempt(ADMIN_LOGIN, "nobody", "x")
+        cpu0 = cpu_seconds(proxied_web.pid)
+        for i, path in enumerate(paths):
+            resp = attacker.attempt(path, "tess", f"guess-{i}", spoof=f"10.9.{i}.1")
+            assert_refused_normally(resp, f"try {i + 1}")
+        hashed_ms = (cpu_seconds(proxied_web.pid) - cpu0) / len(paths) * 1e3
+        fifth = attacker.attempt(LOGIN, "tess", "guess-4", spoof="10.9.4.1")
+        assert_locked(fifth, "the fifth wrong password")
+        assert "127.0.0.2" in fifth.text, "the lockout page names another address than the client's"
+        locked_at = time.monotonic()
 
-    cpu0 = cpu_seconds(proxied_web.pid)
-    t0 = time.perf_counter()
-    n = 20
-    for i in range(n):
-        path = (LOGIN, ADMIN_LOGIN)[i % 2]
-        assert_locked(attacker.attempt(path, "tess", f"guess-{i + 5}", spoof=f"10.8.{i}.1"), f"locked try on {path}")
-    cpu_ms = (cpu_seconds(proxied_web.pid) - cpu0) / n * 1e3
-    wall_ms = (time.perf_counter() - t0) / n * 1e3
-    print(f"wrong password: server CPU {hashed_ms:.0f} ms per answer; locked-out login: {wall_ms:.1f} ms per "
-          f"answer, server CPU {cpu_ms:.1f} ms per answer")
-    assert cpu_ms < 60, f"a refused login cost the server {cpu_ms:.0f} ms of CPU (no password should be hashed)"
-    assert_locked(attacker.attempt(LOGIN, "tess", tess_pw), "the right password while locked out")
+        cpu0 = cpu_seconds(proxied_web.pid)
+        t0 = time.perf_counter()
+        n = 20
+        for i in range(n):
+            path = (LOGIN, ADMIN_LOGIN)[i % 2]
+            resp = attacker.attempt(path, "tess", f"guess-{i + 5}", spoof=f"10.8.{i}.1")
+            assert_locked(resp, f"locked try on {path}")
+        cpu_ms = (cpu_seconds(proxied_web.pid) - cpu0) / n * 1e3
+        wall_ms = (time.perf_counter() - t0) / n * 1e3
+        print(f"wrong password: server CPU {hashed_ms:.0f} ms per answer; locked-out login: {wall_ms:.1f} ms per "
+              f"answer, server CPU {cpu_ms:.1f} ms per answer")
+        assert cpu_ms < 60, f"a refused login cost the server {cpu_ms:.0f} ms of CPU (no password should be hashed)"
+        assert_locked(attacker.attempt(LOGIN, "tess", tess_pw), "the right password while locked out")
+        # going round the proxy, straight to Daphne, with a header naming another client does not help either
+        around = LoginClient(f"http://127.0.0.1:{proxied_web.port}", source_ip="127.0.0.2")
+        assert_locked(around.attempt(LOGIN, "tess", tess_pw, spoof="127.0.0.3"), "straight to Daphne, forged")
 
-    # tess from her own address, and another user from the attacker's address, are not locked out
-    home = LoginClient(base, client_ip="198.51.100.4")
-    resp = home.attempt(ADMIN_LOGIN, "tess", tess_pw)
-    assert resp.status == 302, f"tess from another address was locked out by the attacker: {resp!r}"
-    neighbour = LoginClient(base, client_ip="203.0.113.7")
-    resp = neighbour.attempt(LOGIN, "ursula", "ursula-pw-12345")
-    assert resp.status == 302, f"another user at the attacker's address was locked out: {resp!r}"
+        # tess from her own address, and another user from the attacker's address, are not locked out
+        resp = LoginClient(proxy.base_url, source_ip="127.0.0.3").attempt(ADMIN_LOGIN, "tess", tess_pw)
+        assert resp.status == 302, f"tess from another address was locked out by the attacker: {resp!r}"
+        resp = LoginClient(proxy.base_url, source_ip="127.0.0.2").attempt(LOGIN, "ursula", "ursula-pw-12345")
+        assert resp.status == 302, f"another user at the attacker's address was locked out: {resp!r}"
 
-    # the lockout runs from the fifth failure (refused tries move no deadline): after the cool-off, tess logs in
-    time.sleep(max(0.0, COOLOFF_S + 0.5 - (time.monotonic() - locked_at)))
-    resp = attacker.attempt(LOGIN, "tess", tess_pw)
-    assert resp.status == 302, f"the right password after the cool-off: {resp!r}"
+        # the lockout runs from the fifth failure (refused tries move no deadline): after the cool-off, tess logs in
+        time.sleep(max(0.0, COOLOFF_S + 0.5 - (time.monotonic() - locked_at)))
+        resp = attacker.attempt(LOGIN, "tess", tess_pw)
+        assert resp.status == 302, f"the right password after the cool-off: {resp!r}"
 
 
 def test_forwarded_for_from_an_untrusted_peer_is_ignored_and_the_count_is_shared_by_every_daphne(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import http.client
 import http.cookiejar
 import json
 import re
@@ -138,16 +140,32 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-class WebClient:
-    """One browser-like user agent: keeps cookies, never follows redirects, never uses a proxy."""
+class _FromAddress(urllib.request.HTTPHandler):
+    """Plain http connections from a given local address (another loopback address: another client)."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0) -> None:
+    def __init__(self, source_ip: str) -> None:
+        super().__init__()
+        self.source_ip = source_ip
+
+    def http_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(functools.partial(http.client.HTTPConnection, source_address=(self.source_ip, 0)), req)
+
+
+class WebClient:
+    """One browser-like user agent: keeps cookies, never follows redirects, never uses a proxy.
+
+    ``source_ip``: the local address it connects from (e.g. ``127.0.0.2``), so a server sees another client.
+    """
+
+    def __init__(self, base_url: str, timeout: float = 30.0, source_ip: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.cookies = http.cookiejar.CookieJar()
-        self._opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()
-        )
+        handlers: list[urllib.request.BaseHandler] = [
+            urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor(self.cookies), _NoRedirect()]
+        if source_ip:
+            handlers.append(_FromAddress(source_ip))
+        self._opener = urllib.request.build_opener(*handlers)
 
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.base_url}{path}"
