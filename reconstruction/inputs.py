@@ -20,7 +20,7 @@ from .physics.position_update import AFFINE_TERMS
 from .positions import object_shape_for
 from .run_plan import DataSizes
 
-REFINING_ENGINES = ("ePIE", "LSQML")  # the engines that refine positions (-refinePositions; DM not yet)
+REFINING_ENGINES = ("ePIE", "DM", "LSQML")  # the engines that refine positions (-refinePositions)
 
 
 @dataclass

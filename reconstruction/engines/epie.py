@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..physics import modulus, position_update, propagation, subpixel
+from ..physics import modulus, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
 from .position_refiner import PositionRefiner
 
@@ -44,8 +44,6 @@ class EPIE:
         if refine:
             self.refiner.begin_epoch(self.state.lit_probes)
             update_probe = update_probe and not self.refiner.holds_probe(iteration)
-            step_num = xp.zeros((st.n_positions, 2), dtype=xp.float32)
-            step_den = xp.zeros((st.n_positions, 2), dtype=xp.float32)
         order = st.rng.permutation(st.n_positions)
         rows = st.rows.tolist() if hasattr(st.rows, "tolist") else list(st.rows)
         cols = st.cols.tolist() if hasattr(st.cols, "tolist") else list(st.cols)
@@ -67,8 +65,8 @@ class EPIE:
             factor = modulus.modulus_factor(xp, model_amp, amp, valid)
             diff = propagation.backward(xp, far * factor[None]) - psi
             if refine:  # the terms of this position's step, from the same difference as its update
-                num, den = self.refiner.terms(probe[None], obj_patch[None], diff[None], far[None], model_amp[None])
-                step_num[j], step_den[j] = num[0], den[0]
+                self.refiner.collect([j], *self.refiner.terms(probe[None], obj_patch[None], diff[None], far[None],
+                                                              model_amp[None]))
             p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
             # multiplying by the reciprocal: NumPy divides complex by real as complex by complex (several x slower)
             window += xp.sum(probe.conj() * diff, axis=0) * (1.0 / xp.max(p_int))
@@ -77,7 +75,6 @@ class EPIE:
                 step = obj_patch.conj()[None] * diff * (1.0 / xp.max(o_int))
                 st.probe[:m] += step if ramps is None else subpixel.shift_by_ramps(xp, step, ramps, inverse=True)[0]
         if refine:  # every position's step at once, damped by the median over all of them
-            self.refiner.move(slice(None), position_update.damped_steps(xp, step_num, step_den))
             self.refiner.end_epoch()
         return metrics
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..physics import modulus, patches, propagation, subpixel
+from ..physics import modulus, patches, position_update, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
 from .position_refiner import PositionRefiner
 
@@ -102,7 +102,8 @@ class LSQML:
         chi = propagation.backward(xp, far)
 
         if refine:
-            position_steps = self.refiner.steps(*self.refiner.terms(probe, obj_p, chi, far_model, model_amp))
+            position_steps = position_update.damped_steps(
+                xp, *self.refiner.terms(probe, obj_p, chi, far_model, model_amp))
         if scale is not None:
             scale_steps = _intensity_steps(xp, psi, chi)
 

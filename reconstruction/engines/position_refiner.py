@@ -8,9 +8,12 @@ An engine that refines positions owns one :class:`PositionRefiner` and calls, in
 2. :meth:`PositionRefiner.terms` for each batch it updates (the Gauss-Newton terms of each position's step, from the
    same chi as its object update; with a free affine term it also gathers the terms of the scan's deformation);
 3. :meth:`PositionRefiner.move` with the steps (:func:`~reconstruction.physics.position_update.damped_steps` of
-   those terms: per mini-batch in LSQML, over all positions at the end of the epoch in ePIE and DM);
-4. :meth:`PositionRefiner.end_epoch`: the deformation fitted over the epoch is applied (every position moved, the
-   object resampled, so both stay in one frame), and the held affine terms' part of all corrections is removed.
+   those terms) per mini-batch (LSQML), or :meth:`PositionRefiner.collect` the terms, and the epoch's end moves
+   every position at once, damped by the median over all of them (ePIE, DM; DM takes a third of each step);
+4. :meth:`PositionRefiner.end_epoch`: the collected steps are taken; in the affine phase (``affine_epochs``
+   refining epochs after the first ``affine_delay``, the probe held: :meth:`PositionRefiner.holds_probe`) the
+   deformation fitted over the epoch is applied (every position moved, the object resampled, so both stay in one
+   frame); the held affine terms' part of all corrections is removed.
 
 Works on NumPy and CuPy alike; it keeps ``EngineState.positions_px`` (N, 2) float64 and the rounded window corners
 ``rows``/``cols`` in step.
@@ -45,8 +48,8 @@ class PositionRefiner:
         self._rhs: Any = None
         self._shifts = pu.search_shifts(xp, settings.coarse_search_px) if settings.coarse_search_px > 0 else None
         self._epoch = 0  # refining epochs begun
-        self._dens: list[Any] = []  # the step denominators (B, 2) of this epoch's batches
-        self._den_median: Any = None  # (2,) their median over all positions in the previous epoch
+        self.gain = 1.0  # the share of each collected step taken (DM takes less: its exit waves lag the move)
+        self._collected: list[tuple[Any, Any, Any]] = []  # (idx, num, den) kept for the epoch's end
         self.last_deformation: Any = None  # (2, 2) the deformation applied at the last epoch's end
 
     @property
@@ -112,15 +115,10 @@ class PositionRefiner:
             self._rhs = xp.concatenate([self._rhs, rhs])
         return rhs[:, :2], xp.stack([gram[:, 0, 0], gram[:, 1, 1]], axis=1)
 
-    def steps(self, num: Any, den: Any) -> Any:
-        """(B, 2) damped steps from a batch's terms (:meth:`terms`). The damping is the median denominator over all
-        positions of the previous refining epoch (over the batch in the first one): a mini-batch of a few
-        positions has no useful median of its own (LSQML's positions wandered by 0.13 px with it)."""
-        xp = self.state.xp
-        self._dens.append(den)
-        if self._den_median is None:
-            return pu.damped_steps(xp, num, den)
-        return (num / (den + self._den_median[None] + 1e-30)).astype(xp.float32)
+    def collect(self, idx: Any, num: Any, den: Any) -> None:
+        """Keep the step terms (B, 2) of positions ``idx`` (B,) for :meth:`end_epoch`, which moves every position
+        at once, damped by the median over all of them."""
+        self._collected.append((self.state.xp.asarray(idx), num, den))
 
     def move(self, idx: Any, steps_px: Any) -> None:
         """Positions ``idx`` moved by ``steps_px`` (B, 2), each axis clipped to +-``MAX_POSITION_STEP_PX``."""
@@ -132,9 +130,10 @@ class PositionRefiner:
         """Apply the deformation fitted over the epoch (when an affine term is free), then remove the held terms'
         part of all corrections since the start."""
         xp = self.state.xp
-        if self._dens:
-            self._den_median = xp.median(xp.concatenate(self._dens), axis=0)
-            self._dens = []
+        if self._collected:
+            idx, num, den = (xp.concatenate(parts) for parts in zip(*self._collected, strict=True))
+            self._collected = []
+            self.move(idx, self.gain * pu.damped_steps(xp, num, den))
         if self._gram is not None:
             d = pu.solve_deformation(xp, self._gram, self._rhs, tuple(t for t in pu.AFFINE_TERMS
                                                                       if t not in self.held))

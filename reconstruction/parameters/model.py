@@ -575,11 +575,9 @@ class Parameters:
                                  ("variable_intensity", "variableIntensity", "the per-position intensity fit")):
             if not getattr(r, name):
                 continue
-            engines = ("LSQML",) if name == "variable_intensity" else ("ePIE", "LSQML")
-            if r.algorithm not in engines:
+            if name == "variable_intensity" and r.algorithm != "LSQML":
                 problems.append(Problem(f"reconstruction.{name}", flag, True,
-                                        f"-{flag}: {what} runs with -algorithm={' or '.join(engines)}, not "
-                                        f"{r.algorithm}"))
+                                        f"-{flag}: {what} runs with -algorithm=LSQML (MLs), not {r.algorithm}"))
             if len(gpus) > 1:
                 problems.append(Problem(f"reconstruction.{name}", flag, True,
                                         f"-{flag}: {what} runs on one device, not split across "
