@@ -8,7 +8,8 @@ created (the server answers 200 instead of 201) and never a second one. What the
 - 200/201: queued (the job id is journalled);
 - 400, 413, 422 and other 4xx: refused for this scan for good (:class:`SubmitRejected`, with the server's full
   reason and every parameter problem it named);
-- 401/403 (token), 404/405 (URL), 408/409/425/429, every 5xx and every network error:
+- 3xx (a redirect, e.g. http:// to https://: not followed), 401/403 (token), 404/405 (URL), 408/409/425/429,
+  every 5xx and every network error:
   :class:`SubmitUnavailable`; the scan stays in the journal and is retried with back-off, since none of these is
   the scan's fault (a wrong token or URL is fixed in the configuration, and the waiting scans then go through).
 
@@ -67,7 +68,7 @@ class HttpSubmitter:
         self.timeout_s = timeout_s
         self.state_timeout_s = min(state_timeout_s, timeout_s)  # a best-effort heartbeat must not stall the bridge
         self.__token = token
-        self._opener = urllib.request.build_opener()
+        self._opener = urllib.request.build_opener(_NoRedirect())
 
     def __repr__(self) -> str:
         return f"HttpSubmitter({self.url!r})"
@@ -81,7 +82,7 @@ class HttpSubmitter:
         if status in (200, 201) and isinstance(answer, dict) and "id" in answer:
             return str(answer["id"])
         reason = self._reason(JOBS_PATH, status, answer)
-        if status in (200, 201) or status in RETRIED_CLIENT_ERRORS or status >= 500:
+        if status < 400 or status in RETRIED_CLIENT_ERRORS or status >= 500:
             raise SubmitUnavailable(reason)
         raise SubmitRejected(reason)
 
@@ -102,6 +103,9 @@ class HttpSubmitter:
                 return resp.status, _json_or_text(resp.read())
         except urllib.error.HTTPError as err:
             with err:
+                if 300 <= err.code < 400:  # a POST is not followed to another URL: the configuration is wrong
+                    return err.code, (f"the server redirects to {err.headers.get('Location')}: set [submit] url "
+                                      "to the address it redirects to (e.g. https://)")
                 return err.code, _json_or_text(err.read())
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             # refused, reset, timed out, a broken answer: the server is not there for now
@@ -127,6 +131,13 @@ class HttpSubmitter:
         if len(self.__token) >= 8:  # a server that echoes the header back must not put it in the journal
             text = text.replace(self.__token, "<token>")
         return text[:MAX_REASON_CHARS]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are reported, not followed (urllib would resend a POST as a GET without its body)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        return None
 
 
 def _json_or_text(raw: bytes) -> Any:

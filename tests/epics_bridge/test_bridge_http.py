@@ -126,6 +126,11 @@ def test_a_wrong_token_keeps_the_scan_journalled_until_a_right_one_submits_it(se
 
 class _Answer503(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path.startswith("/moved/"):  # a proxy that sends http:// to https://
+            self.send_response(301)
+            self.send_header("Location", "https://ptycho.example.org/api/v1/jobs/")
+            self.end_headers()
+            return
         self.send_response(503)
         self.send_header("Content-Type", "text/html")
         self.end_headers()
@@ -154,6 +159,9 @@ def test_an_unreachable_server_and_a_5xx_are_retried_not_refused(proxy_503, tmp_
         HttpSubmitter(f"http://127.0.0.1:{free_port()}", "t").submit(request)
     with pytest.raises(SubmitUnavailable, match="HTTP 503 .*upstream restarting"):
         HttpSubmitter(proxy_503, "t").submit(request)
+    moved = r"HTTP 301 .*redirects to https://ptycho.example.org/.*set \[submit\] url"
+    with pytest.raises(SubmitUnavailable, match=moved):
+        HttpSubmitter(proxy_503 + "moved/", "t").submit(request)
     assert not issubclass(SubmitUnavailable, SubmitRejected)
 
 
