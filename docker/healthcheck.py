@@ -1,17 +1,26 @@
 """Container health checks for the ptychopy images (standard library only).
 
-    python docker/healthcheck.py web      GET /healthz from inside the web container
-    python docker/healthcheck.py worker   a `webapp.worker` process is running in this container
+    python docker/healthcheck.py web      GET /readyz from inside the web container (database and broker)
+    python docker/healthcheck.py worker   a worker process of this container wrote its heartbeat lately
+
+The bridge's container checks its own heartbeat: ``python -m epics_bridge health --config FILE``.
 
 The web check sends the first ALLOWED_HOSTS name as Host (a facility's ALLOWED_HOSTS rarely lists 127.0.0.1)
 and ``X-Forwarded-Proto: https`` (so an opt-in SECURE_SSL_REDIRECT does not answer with a redirect).
-PTYCHOPY_HEALTHCHECK_URL overrides the address (default http://127.0.0.1:8000/healthz).
+PTYCHOPY_HEALTHCHECK_URL overrides the address (default http://127.0.0.1:8000/readyz).
+
+The worker check reads no database: each worker process touches ``$TMPDIR/ptychopy-heartbeats/<pid>`` after every
+heartbeat row it writes (``webapp.jobs.heartbeat.beat_file``); the container is healthy while one such file of a
+live process is younger than PTYCHOPY_HEARTBEAT_STALE_S (default 15 s). A worker that cannot reach the database
+writes no heartbeat, so it turns unhealthy too.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
+import time
 import urllib.error
 import urllib.request
 
@@ -25,7 +34,7 @@ def host_header() -> str:
 
 
 def check_web() -> int:
-    url = os.environ.get("PTYCHOPY_HEALTHCHECK_URL", "http://127.0.0.1:8000/healthz")
+    url = os.environ.get("PTYCHOPY_HEALTHCHECK_URL", "http://127.0.0.1:8000/readyz")
     req = urllib.request.Request(url, headers={"Host": host_header(), "X-Forwarded-Proto": "https"})
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
@@ -38,17 +47,24 @@ def check_web() -> int:
 
 
 def check_worker() -> int:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == os.getpid():
+    folder = os.path.join(tempfile.gettempdir(), "ptychopy-heartbeats")
+    stale_s = float(os.environ.get("PTYCHOPY_HEARTBEAT_STALE_S") or 15)
+    ages = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        names = []
+    for name in names:
+        if not name.isdigit() or not os.path.exists(f"/proc/{name}"):
             continue
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
+            ages.append(time.time() - os.stat(os.path.join(folder, name)).st_mtime)
         except OSError:
             continue
-        if b"webapp.worker" in argv:
-            return 0
-    print("unhealthy: no `python -m webapp.worker` process", file=sys.stderr)
+    if any(age < stale_s for age in ages):
+        return 0
+    newest = f"; newest {min(ages):.0f} s old" if ages else ""
+    print(f"unhealthy: no worker heartbeat in {folder} younger than {stale_s:.0f} s{newest}", file=sys.stderr)
     return 1
 
 

@@ -1,5 +1,5 @@
-"""Command lines: ``ptychopy bridge`` / ``python -m epics_bridge`` (:func:`main`) and ``ptychopy simioc``
-(:func:`simioc_main`)."""
+"""Command lines: ``ptychopy bridge`` / ``python -m epics_bridge`` (:func:`main`; ``... health`` is
+:mod:`epics_bridge.health`) and ``ptychopy simioc`` (:func:`simioc_main`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 
-from .config import ConfigError, load_config
+from .config import ConfigError, config_from_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,19 +23,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["health"]:  # the container healthcheck: the state file's heartbeat (epics_bridge.health)
+        from .health import main as health_main
+
+        return health_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, args.log_level),
                         format="%(asctime)s epics_bridge %(levelname)s %(name)s: %(message)s")
     for noisy in ("h5py", "hdf5plugin", "caproto"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, getattr(logging, args.log_level)))
-    if not args.config:
-        parser.print_usage(sys.stderr)
-        print("error: give --config FILE (or set EPICS_BRIDGE_CONFIG)", file=sys.stderr)
-        return 2
     try:
-        config = load_config(args.config)
+        config = config_from_arg(args.config)
     except ConfigError as exc:
+        if not args.config:
+            parser.print_usage(sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.check:

@@ -226,6 +226,13 @@ class BridgeConfig:
         return roles
 
 
+def config_from_arg(path: str) -> BridgeConfig:
+    """The configuration a command line's ``--config`` (or ``$EPICS_BRIDGE_CONFIG``) names; ConfigError if none."""
+    if not path:
+        raise ConfigError("give --config FILE (or set EPICS_BRIDGE_CONFIG)")
+    return load_config(path)
+
+
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> BridgeConfig:
     """Read a TOML file, apply environment overrides and validate everything."""
     p = Path(path)

@@ -294,3 +294,15 @@ LOGGING = {
         "webapp": {"handlers": ["console"], "level": os.environ.get("PTYCHOPY_LOG_LEVEL", "INFO")},
     },
 }
+
+# -- operations: health probes (webapp.health, docs/deploy.md "Health, metrics and logs") ------------------------
+# /readyz: which checks decide readiness (503 when one fails); the others are reported as "degraded".
+PTYCHOPY_READYZ_REQUIRE = [c.strip() for c in os.environ.get("PTYCHOPY_READYZ_REQUIRE", "database,broker").split(",")
+                           if c.strip()]
+_unknown_checks = sorted(set(PTYCHOPY_READYZ_REQUIRE) - {"database", "broker", "workers", "bridges"})
+if _unknown_checks:
+    raise site_security.SiteConfigError(
+        f"PTYCHOPY_READYZ_REQUIRE: unknown check(s) {', '.join(_unknown_checks)}; "
+        "choose from database, broker, workers, bridges")
+# the most one /readyz check may take (seconds); each runs on its own thread, all in parallel
+PTYCHOPY_READYZ_TIMEOUT_S = float(os.environ.get("PTYCHOPY_READYZ_TIMEOUT_S") or 0.8)

@@ -1,11 +1,16 @@
-"""URL map: pages (webapp.jobs), the JSON API, login/logout and password reset, the admin."""
+"""URL map: health probes, pages (webapp.jobs), the JSON API, login/logout and password reset, the admin."""
 
 from django.contrib import admin
 from django.urls import include, path
 
+from webapp import health
 from webapp.accounts.views import GatedPasswordResetView, ResetLinkView
 
 urlpatterns = [
+    # probes (webapp.health, docs/deploy.md): no login; /healthz is the older name of /readyz
+    path("livez", health.livez, name="livez"),
+    path("readyz", health.readyz, name="readyz"),
+    path("healthz", health.readyz, name="healthz"),
     # before django.contrib.auth.urls: the reset request is refused while the site cannot deliver mail
     path("accounts/password_reset/", GatedPasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -99,8 +99,19 @@ def test_compose_has_the_expected_services(compose: dict[str, Any]) -> None:
     assert command_argv(services["web"])[0] == "daphne"
     bridge = command_argv(services["epics-bridge"])
     assert bridge[1:3] == ["-m", "epics_bridge"], bridge
-    for name in ("postgres", "redis", "web"):
-        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name, svc in services.items():
+        if svc.get("restart") != "no":  # every long-running service says how it is healthy
+            assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_each_healthcheck_probes_its_own_service(compose: dict[str, Any]) -> None:
+    """The bridge runs in the web image, whose HEALTHCHECK probes port 8000: its own check must replace it."""
+    services = compose["services"]
+    assert services["web"]["healthcheck"]["test"][1:] == ["python", "docker/healthcheck.py", "web"]
+    assert services["worker-gpu0"]["healthcheck"]["test"][1:] == ["python", "docker/healthcheck.py", "worker"]
+    bridge = services["epics-bridge"]
+    assert bridge["healthcheck"]["test"][1:5] == ["python", "-m", "epics_bridge", "health"]
+    assert bridge["healthcheck"]["test"][-1] == command_argv(bridge)[-1], "the check reads the bridge's config"
 
 
 def test_gpu_workers_one_process_per_gpu(compose: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ def test_pages_need_a_login(client, method, path):
 def test_login_page_and_healthz_are_public(client):
     assert client.get("/accounts/login/").status_code == 200
     r = client.get("/healthz")
-    assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["database"] == "ok"
+    assert r.status_code == 200 and r.json()["status"] == "ready" and r.json()["checks"]["database"]["ok"]
 
 
 @pytest.mark.django_db

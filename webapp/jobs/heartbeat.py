@@ -2,7 +2,8 @@
 
 A worker is ``hostname:pid`` of the process that runs the actor. Every ``PTYCHOPY_HEARTBEAT_S`` seconds a
 thread upserts its :class:`~webapp.jobs.models.WorkerHeartbeat` row with the job it is running; the dashboard
-and the crash-recovery logic read those rows.
+and the crash-recovery logic read those rows. After each row written it also touches :func:`beat_file`, which
+the worker container's healthcheck (``docker/healthcheck.py worker``) reads without a database.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import threading
+from pathlib import Path
 
 import dramatiq
 
@@ -30,6 +33,21 @@ def worker_id() -> str:
 def gpu_label() -> str:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     return f"GPU {visible}" if visible not in (None, "") else "any (not pinned)"
+
+
+def beat_file(pid: int | None = None) -> Path:
+    """``$TMPDIR/ptychopy-heartbeats/<pid>``: touched after every heartbeat written (docker/healthcheck.py
+    computes the same folder)."""
+    return Path(tempfile.gettempdir()) / "ptychopy-heartbeats" / str(os.getpid() if pid is None else pid)
+
+
+def _touch_beat_file() -> None:
+    path = beat_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+    except OSError:
+        log.debug("could not touch %s", path, exc_info=True)
 
 
 def set_current_job(job_id: int | None) -> None:
@@ -140,6 +158,7 @@ class HeartbeatMiddleware(dramatiq.Middleware):
             WorkerHeartbeat.objects.filter(worker_id=worker_id()).delete()
         except Exception:
             log.debug("could not remove the heartbeat row", exc_info=True)
+        beat_file().unlink(missing_ok=True)
 
     def _run(self) -> None:
         from django.conf import settings
@@ -164,6 +183,7 @@ class HeartbeatMiddleware(dramatiq.Middleware):
                     failing = True
                     forget_connection()
                 else:
+                    _touch_beat_file()
                     if failing:
                         log.info("heartbeat written again")
                     failing = False

@@ -14,5 +14,4 @@ urlpatterns = [
     path("jobs/<int:job_id>/download/<str:fmt>/", views.download, name="download"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("dashboard/bridges/<int:bridge_id>/retire/", views.retire_bridge, name="retire_bridge"),
-    path("healthz", views.healthz, name="healthz"),
 ]

@@ -6,7 +6,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connection
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -175,19 +174,3 @@ def retire_bridge(request: HttpRequest, bridge_id: int) -> HttpResponse:
         return redirect("jobs:dashboard")
     messages.info(request, f"Bridge {row.beamline} retired; it comes back if it starts again.")
     return redirect("jobs:dashboard")
-
-
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness and database check for load balancers; no login."""
-    from django.conf import settings
-
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-        database = "ok"
-    except Exception as exc:  # report, never raise: this is the probe
-        database = f"error: {type(exc).__name__}"
-    ok = database == "ok"
-    return JsonResponse({"status": "ok" if ok else "error", "database": database,
-                         "mode": "embedded" if settings.EMBEDDED else "production"}, status=200 if ok else 503)
