@@ -106,3 +106,14 @@ def test_bridge_status_is_stored_for_the_dashboard_with_a_bridge_token_only(clie
     r = client.post("/api/v1/bridges/status/", "[1]", content_type="application/json",
                     HTTP_AUTHORIZATION=f"Token {bridge_token}")
     assert r.status_code == 400 and "JSON object" in r.json()["error"]
+
+
+def test_the_admin_lists_which_key_made_which_job(client, token, django_user_model):
+    job = post(client, "/api/v1/jobs/", {"parameters": small_parameters().to_dict()}, token, "BL:9:/data/s9.h5")
+    admin = django_user_model.objects.create_superuser("root", "root@example.org", "root-pw-12345-xyz")
+    client.force_login(admin)
+    page = client.get("/admin/api/idempotencykey/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "BL:9:/data/s9.h5" in html and f"job {job.json()['id']}" in html
+    assert client.get("/admin/api/idempotencykey/add/").status_code == 403

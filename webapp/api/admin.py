@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import ApiToken
+from .models import ApiToken, IdempotencyKey
 
 
 @admin.register(ApiToken)
@@ -12,3 +12,16 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(description="key")
     def short_key(self, obj: ApiToken) -> str:
         return obj.key[:6] + "…"
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(admin.ModelAdmin):
+    """Which submission key made which job (read-only: a key is the client's record of what it sent)."""
+
+    list_display = ("key", "owner", "job", "created")
+    list_select_related = ("owner", "job")
+    readonly_fields = ("owner", "key", "request_sha256", "job", "created")
+    search_fields = ("key", "owner__username")
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
