@@ -70,7 +70,7 @@ def test_a_scan_is_queued_once_over_the_api_and_a_resubmission_gets_the_same_job
     assert job.label == "BL scan 7" and job.dedup_key is None
     assert job.provenance["reconstruction.iterations"]["source"] == "template"
     assert IdempotencyKey.objects.get().key == key
-    # the answer was lost: the bridge (restarted, no provenance any more) sends the scan again
+    # the answer was lost: the bridge sends the scan again (here without its provenance, as from an old journal)
     again = submitter.submit(SubmitRequest(job_params(job), key, "BL scan 7"))
     assert again == str(job.pk) and Job.objects.count() == 1
 

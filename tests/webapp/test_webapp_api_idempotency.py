@@ -78,7 +78,7 @@ def test_source_epics_needs_a_bridge_token(client, token, bridge_token):
     r = post(client, "/api/v1/jobs/", dict(body, provenance=provenance), bridge_token, idempotency_key="TEST:1:f")
     assert r.status_code == 201 and r.json()["source"] == "epics" and r.json()["owner"] == "bridge-2idd"
     assert Job.objects.get(pk=r.json()["id"]).provenance == provenance
-    # a bridge resuming after a restart no longer has the provenance: still the same request
+    # the same scan again without its provenance (a resumed scan from an older journal): still the same request
     again = post(client, "/api/v1/jobs/", body, bridge_token, idempotency_key="TEST:1:f")
     assert again.status_code == 200 and again.json()["id"] == r.json()["id"]
     r = post(client, "/api/v1/jobs/", dict(body, provenance=[1]), bridge_token)

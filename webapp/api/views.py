@@ -101,7 +101,8 @@ def _submit(request: HttpRequest) -> JsonResponse:
             params = Parameters.from_dict(body["parameters"])
     except ParameterError as exc:
         return _invalid(exc)
-    # what a repeat must match; not the provenance: a bridge that resumes a scan after a restart describes it again
+    # what a repeat must match; not the provenance: it describes the values, not the job (an older bridge's journal
+    # kept none, so its resumed scans come without it)
     normalised = {"parameters": params.to_dict(), "label": label[:200], "source": source,
                   "notify_email": notify_email}
 
