@@ -306,3 +306,22 @@ if _unknown_checks:
         "choose from database, broker, workers, bridges")
 # the most one /readyz check may take (seconds); each runs on its own thread, all in parallel
 PTYCHOPY_READYZ_TIMEOUT_S = float(os.environ.get("PTYCHOPY_READYZ_TIMEOUT_S") or 0.8)
+
+# -- operations: metrics (webapp.metrics, docs/deploy.md "Metrics") -------------------------------------------------
+# /metrics is answered to client addresses in PTYCHOPY_METRICS_ALLOW (addresses or networks; default loopback)
+# and to "Authorization: Bearer <PTYCHOPY_METRICS_TOKEN>" (unset: no token works).
+PTYCHOPY_METRICS_ALLOW = [a.strip() for a in os.environ.get("PTYCHOPY_METRICS_ALLOW", "127.0.0.1,::1").split(",")
+                          if a.strip()]
+site_security.parse_networks(PTYCHOPY_METRICS_ALLOW, where="PTYCHOPY_METRICS_ALLOW")
+PTYCHOPY_METRICS_TOKEN = os.environ.get("PTYCHOPY_METRICS_TOKEN", "")
+MIDDLEWARE.insert(0, "webapp.metrics.RequestMetrics")  # first: it times everything below it
+# Dramatiq's Prometheus middleware in the worker processes: each worker host serves dramatiq_* (and nothing
+# else) on this port from its own small HTTP server (empty: off). dramatiq_prom_host / dramatiq_prom_db are
+# Dramatiq's own variables (default 0.0.0.0 and $TMPDIR/dramatiq-prometheus).
+PTYCHOPY_WORKER_METRICS_PORT = os.environ.get("PTYCHOPY_WORKER_METRICS_PORT", "").strip()
+if PTYCHOPY_WORKER_METRICS_PORT and REDIS_URL:
+    if not PTYCHOPY_WORKER_METRICS_PORT.isdigit():
+        raise site_security.SiteConfigError(
+            f"PTYCHOPY_WORKER_METRICS_PORT={PTYCHOPY_WORKER_METRICS_PORT!r}: expected a port number, e.g. 9191")
+    os.environ["dramatiq_prom_port"] = PTYCHOPY_WORKER_METRICS_PORT  # noqa: SIM112 (Dramatiq reads it on import)
+    DRAMATIQ_BROKER["MIDDLEWARE"] = [*DRAMATIQ_BROKER["MIDDLEWARE"], "dramatiq.middleware.prometheus.Prometheus"]

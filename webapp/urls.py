@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from webapp import health
+from webapp import health, metrics
 from webapp.accounts.views import GatedPasswordResetView, ResetLinkView
 
 urlpatterns = [
@@ -11,6 +11,7 @@ urlpatterns = [
     path("livez", health.livez, name="livez"),
     path("readyz", health.readyz, name="readyz"),
     path("healthz", health.readyz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),  # Prometheus; loopback / PTYCHOPY_METRICS_* only
     # before django.contrib.auth.urls: the reset request is refused while the site cannot deliver mail
     path("accounts/password_reset/", GatedPasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),

@@ -1,25 +1,32 @@
 """Operations against a real production stack of its own (PostgreSQL, Redis, Daphne, a Dramatiq worker):
 /livez and /readyz under each failure (Redis stopped or hung, PostgreSQL restarting, the worker stopped), the
-worker container's healthcheck."""
+worker container's healthcheck; /metrics and the worker's Dramatiq metrics scraped while a job runs, parsed by
+prometheus_client, and every metric of the Grafana dashboard found in those scrapes."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from epics_bridge.state import BridgeState
 from tests.support import PostgresServer, RedisServer
+from tests.support.net import free_port
 from tests.support.services import PrerequisiteMissing
-from tests.support.stack import ProductionStack
-from tests.support.web import WebClient
+from tests.support.stack import ProductionStack, _last_token, small_sim_cmdstr
+from tests.support.web import ApiClient, WebClient
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -30,6 +37,7 @@ class OpsStack:
     postgres: PostgresServer
     redis: RedisServer
     stack: ProductionStack
+    worker_metrics_port: int
 
     @property
     def web(self) -> WebClient:
@@ -61,13 +69,15 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsStack]:
     stack = ProductionStack("ops", postgres.url("ptychopy"), redis.url(0), root)
     (root / "tmp").mkdir()
     stack.env.update({"PTYCHOPY_READYZ_REQUIRE": "database,broker,workers", "PTYCHOPY_HEARTBEAT_S": "1",
-                      "TMPDIR": str(root / "tmp")})
+                      "TMPDIR": str(root / "tmp"), "PTYCHOPY_METRICS_TOKEN": "metrics-token-0123456789"})
     try:
         stack.setup()
         stack.add_user("olga", "olga-pw-12345")
         stack.start_web()
+        port = free_port()  # the workers' Dramatiq metrics (the web process does not need the setting)
+        stack.env.update({"PTYCHOPY_WORKER_METRICS_PORT": str(port), "dramatiq_prom_host": "127.0.0.1"})
         stack.start_worker(0)
-        yield OpsStack(postgres, redis, stack)
+        yield OpsStack(postgres, redis, stack, port)
     finally:
         stack.stop()
         redis.stop()
@@ -160,3 +170,115 @@ def test_worker_stopped_fails_readiness_and_the_worker_healthcheck(ops: OpsStack
         ops.stack.start_worker(0)
     ops.wait_ready()
     assert subprocess.run(check, env=env, capture_output=True, timeout=30, check=False).returncode == 0
+
+
+# -- metrics -------------------------------------------------------------------------------------------------------
+DASHBOARD = REPO / "docker" / "grafana" / "ptychopy-dashboard.json"
+PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset",
+                "bool", "le"}
+
+
+def parse(text: str) -> tuple[set[str], dict[tuple[str, tuple], float]]:
+    """(every metric name a scrape declares or samples, {(sample name, sorted labels): value})."""
+    names: set[str] = set()
+    values: dict[tuple[str, tuple], float] = {}
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        for sample in family.samples:
+            names.add(sample.name)
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return names, values
+
+
+def scrape_web(ops: OpsStack) -> str:
+    r = ops.web.get("/metrics")
+    assert r.status == 200, r.text[:300]
+    return r.text
+
+
+def scrape_worker(ops: OpsStack) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{ops.worker_metrics_port}/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression reads (label matchers, ranges, strings and groupings removed)."""
+    e = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
+    e = re.sub(r"\{[^}]*\}", "", e)
+    e = re.sub(r"\[[^\]]*\]", "", e)
+    e = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", e)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])[A-Za-z_:][\w:]*", e):
+        if e[m.end():].lstrip().startswith("(") or m.group() in PROMQL_WORDS:
+            continue  # a function or an aggregation
+        names.add(m.group())
+    return names
+
+
+def test_metrics_while_a_job_runs_and_every_dashboard_metric_exists(ops: OpsStack) -> None:
+    ops.wait_ready()
+    api = ApiClient(ops.stack.base_url, ops.stack.users["olga"].token)
+    # a bridge's real state (epics_bridge.state) published through the API with a bridge token
+    bridge_api = ApiClient(ops.stack.base_url, _last_token(ops.stack.manage("create_token", "olga", "--bridge")))
+    bridge = BridgeState("OPS-1", ("OPS:scan.BUSY",), roles={"OPS:scan.BUSY": "trigger"})
+    bridge.pv_connection("OPS:scan.BUSY", True)
+    bridge.scan_status("OPS-1:7", "7", "queued", "job 1", job_id="1")
+    bridge.scan_status("OPS-1:8", "8", "not_queued", "aborted")
+    bridge.count("missed_edges")
+    assert bridge_api.post("/api/v1/bridges/status/", bridge.snapshot()).status == 200
+    job_id = int(api.submit(small_sim_cmdstr(400, job_id="metrics"), label="metrics")["id"])
+    deadline = time.monotonic() + 90
+    while True:  # the worker's heartbeat carries its rate once the job has sent a frame
+        names, web = parse(scrape_web(ops))
+        rates = {labels: v for (name, labels), v in web.items() if name == "ptychopy_worker_iterations_per_second"}
+        if any(v > 0 for v in rates.values()):
+            break
+        assert time.monotonic() < deadline, f"no iteration rate in /metrics after 90 s: {rates}"
+        time.sleep(0.5)
+    assert web[("ptychopy_jobs", (("state", "running"),))] == 1
+    assert web[("ptychopy_workers_alive", ())] == 1
+    worker = next(labels for labels, v in rates.items() if v > 0)
+    assert web[("ptychopy_worker_busy", worker)] == 1
+    assert web[("ptychopy_worker_frames_published_total", worker)] >= 1
+    assert ("ptychopy_queue_messages", (("queue", "reconstruct"),)) in web
+    assert all(v == 0 for (name, _), v in web.items() if name == "ptychopy_scrape_errors"), web
+    assert web[("ptychopy_bridge_scans", (("beamline", "OPS-1"), ("status", "queued")))] == 1
+    assert web[("ptychopy_bridge_scans", (("beamline", "OPS-1"), ("status", "not_queued")))] == 1
+    assert web[("ptychopy_bridge_events_total", (("beamline", "OPS-1"), ("event", "missed_edges")))] == 1
+    assert web[("ptychopy_bridge_up", (("beamline", "OPS-1"), ("health", "ok")))] == 1
+    bridge.heartbeat(running=False)  # stopped cleanly: /readyz leaves it alone for the tests after this one
+    assert bridge_api.post("/api/v1/bridges/status/", bridge.snapshot()).status == 200
+    while api.get(f"/api/v1/jobs/{job_id}/").json()["status"] != "done":
+        assert time.monotonic() < deadline + 120, "the metrics job did not finish"
+        time.sleep(0.5)
+    worker_names, dramatiq = parse(scrape_worker(ops))
+    done = [v for (name, labels), v in dramatiq.items()
+            if name == "dramatiq_messages_total" and ("queue_name", "reconstruct") in labels]
+    assert done and sum(done) >= 1, sorted(worker_names)
+    assert not any(n.startswith("ptychopy_") for n in worker_names), "the worker port serves Dramatiq's only"
+    names, web = parse(scrape_web(ops))
+    assert web[("ptychopy_jobs", (("state", "done"),))] >= 1
+    assert any(name == "ptychopy_http_requests_total" and ("view", "readyz") in labels
+               for name, labels in web), "the probes above were counted"
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 15
+    used = set().union(*(metric_names(e) for e in exprs))
+    missing = sorted(used - names - worker_names)
+    assert not missing, f"the dashboard reads metrics no scrape has: {missing}"
+    assert {"ptychopy_jobs", "dramatiq_messages_total", "ptychopy_http_request_duration_seconds_bucket"} <= used
+
+
+def test_metrics_are_refused_to_other_addresses_without_the_token(ops: OpsStack) -> None:
+    """127.0.0.2 is another client (the default allows 127.0.0.1 and ::1): 403, also with a forged
+    X-Forwarded-For (no trusted proxy here); the token opens it; /livez stays open."""
+    other = WebClient(ops.stack.base_url, timeout=10, source_ip="127.0.0.2")
+    refused = other.get("/metrics", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert refused.status == 403 and "PTYCHOPY_METRICS_ALLOW" in refused.text
+    assert other.get("/metrics", headers={"Authorization": "Bearer not-it"}).status == 403
+    token = ops.stack.env["PTYCHOPY_METRICS_TOKEN"]
+    opened = other.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert opened.status == 200 and "ptychopy_jobs" in opened.text
+    assert other.get("/livez").status == 200

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -53,6 +54,38 @@ def _touch_beat_file() -> None:
 def set_current_job(job_id: int | None) -> None:
     global _current_job_id
     _current_job_id = job_id
+    if job_id is None:
+        _counters["iterations_per_s"] = 0.0
+
+
+_counters: dict[str, float] = {"iterations_per_s": 0.0, "frames_published": 0}
+
+
+def note_rate(iterations_per_s: float | None) -> None:
+    """The running job's latest iteration rate (the runner, with each frame)."""
+    _counters["iterations_per_s"] = float(iterations_per_s or 0.0)
+
+
+def note_frame_published() -> None:
+    """One live frame sent to the channel layer (a counter for the life of this process)."""
+    _counters["frames_published"] += 1
+
+
+def gpu_memory() -> dict[str, int]:
+    """Used and total bytes of this process's GPU, only where CuPy is already loaded (never imports it)."""
+    cupy = sys.modules.get("cupy")
+    if cupy is None:
+        return {}
+    try:
+        free, total = cupy.cuda.runtime.memGetInfo()
+    except Exception:  # no device, or a driver error: report nothing
+        return {}
+    return {"gpu_memory_used_bytes": int(total - free), "gpu_memory_total_bytes": int(total)}
+
+
+def stats() -> dict[str, float]:
+    """What this worker's heartbeat row carries for /metrics (``WorkerHeartbeat.stats``)."""
+    return {**_counters, **gpu_memory()}
 
 
 def current_job() -> int | None:
@@ -115,9 +148,9 @@ def beat() -> None:
     WorkerHeartbeat.objects.update_or_create(
         worker_id=worker_id(),
         defaults={"host": this_host(), "pid": os.getpid(), "gpu": gpu_label(), "last_seen": now,
-                  "current_job_id": _current_job_id},
+                  "current_job_id": _current_job_id, "stats": stats()},
         create_defaults={"host": this_host(), "pid": os.getpid(), "gpu": gpu_label(), "last_seen": now,
-                         "started": now, "current_job_id": _current_job_id},
+                         "started": now, "current_job_id": _current_job_id, "stats": stats()},
     )
 
 

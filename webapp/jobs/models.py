@@ -107,6 +107,9 @@ class WorkerHeartbeat(models.Model):
     current_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
+    # what /metrics exports per worker (webapp.jobs.heartbeat.stats): iterations_per_s, frames_published,
+    # gpu_memory_used_bytes, gpu_memory_total_bytes (the GPU ones only where CuPy is loaded)
+    stats = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["host", "gpu", "worker_id"]

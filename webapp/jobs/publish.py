@@ -15,7 +15,7 @@ import threading
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import embedded, frames
+from . import embedded, frames, heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ def publish_frame(job_id: int, frame: bytes, timeout_s: float = 5.0) -> None:
                         "layer answers again", job_id, type(exc).__name__, str(exc)[:200])
         _failing = True
     else:
+        heartbeat.note_frame_published()
         if _failing:
             log.info("frames are published again (job %s)", job_id)
         _failing = False

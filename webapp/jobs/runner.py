@@ -276,6 +276,7 @@ class JobRun:
             header["positions"] = frames.positions_header(p.start_px, p.current_px, p.stride, refined=p.refined,
                                                           flux=p.flux)
         data = frames.encode_frame(header, self.images)
+        heartbeat.note_rate(header["rate_per_s"])
         try:
             self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
                         final_error=_finite(progress.error), error_history=self.errors)
