@@ -22,6 +22,7 @@ from .forms import JobForm
 from .history import filter_jobs
 from .models import BridgeStatus, Job
 from .provenance import provenance_rows
+from .queue_eta import queue_estimate
 
 PAGE_SIZE = 25
 
@@ -101,7 +102,7 @@ def detail(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(request, "jobs/detail.html", {
         "job": job, "cmdstr": cmdstr, "changed": changed, "origins": origins, "error_measure": measure,
         "can_manage": job.can_manage(request.user), "formats": FORMATS,
-        "ws_path": f"/ws/jobs/{job.pk}/",
+        "ws_path": f"/ws/jobs/{job.pk}/", "queue": queue_estimate(job),
     })
 
 

@@ -95,6 +95,7 @@
 
   function drawErrors(header) {
     const errs = header.errors || [];
+    if (!errs.length) return;  // no empty log-scale plot before the first iteration
     const xs = header.error_iterations || errs.map(function (_, i) { return i + 1; });
     const trace = { type: "scatter", mode: "lines", x: xs, y: errs, line: { color: "#2563eb", width: 2 },
                     hovertemplate: "iteration %{x}: %{y:.4g}<extra></extra>" };
@@ -171,6 +172,15 @@
     if (FINISHED.has(h.status)) {
       const cancelForm = el("cancel-form");
       if (cancelForm) cancelForm.hidden = true;
+      setConn("closed: the job has " + (h.status === "done" ? "finished" : "ended (" + h.status + ")"), "");
+    } else if (h.status === "queued") {
+      setConn("connected, waiting for a worker", "ok");
+    } else {
+      setConn("live", "ok");
+    }
+    if (h.status !== "queued") {
+      const queue = el("queue-info");
+      if (queue) queue.remove();
     }
     if (h.status !== detailsStatus && (h.status === "running" || FINISHED.has(h.status))) refreshDetails(h.status);
   }
@@ -186,8 +196,44 @@
       .then(function (html) {
         const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("details");
         if (fresh) el("details").replaceWith(fresh);
+        durationBase = null;
+        tickDuration();
       })
       .catch(function () { detailsStatus = previous; });
+  }
+
+  // "Duration" ticks while the job runs: the server's elapsed time at page load plus the time since, on the
+  // browser's monotonic clock (no dependence on the two clocks agreeing).
+  let durationBase = null;
+  function tickDuration() {
+    const dd = el("duration");
+    if (!dd || dd.dataset.running !== "1" || finished || !dd.dataset.elapsedS) return;
+    if (durationBase === null) durationBase = { s: parseFloat(dd.dataset.elapsedS), t: performance.now() };
+    dd.textContent = fmtDuration(durationBase.s + (performance.now() - durationBase.t) / 1000);
+  }
+  window.setInterval(tickDuration, 1000);
+
+  // A queued job's position and estimated start come from the server: fetch them again every 5 s.
+  function refreshQueue() {
+    if (!el("queue-info") || root.dataset.status && root.dataset.status !== "queued") return;
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+      .then(function (html) {
+        const fresh = new DOMParser().parseFromString(html, "text/html").getElementById("queue-info");
+        const current = el("queue-info");
+        if (!current) return;
+        if (fresh) current.replaceWith(fresh); else current.remove();
+      })
+      .catch(function () {});
+  }
+  window.setInterval(refreshQueue, 5000);
+
+  // What stands where the plots will be when a frame has no image (queued, or ended before its first iteration).
+  function placeholder(h) {
+    if (h.status === "queued") return "Queued: the images appear with the first iteration.";
+    if (h.status === "running") return "Running: the images appear with the first frame.";
+    if (h.status === "failed") return "No image: the job failed before its first iteration" + (h.message ? " (" + h.message + ")." : ".");
+    return "No image: the job was " + h.status + " before its first iteration.";
   }
 
   function draw() {
@@ -197,7 +243,14 @@
     if (!frame || typeof Plotly === "undefined") return;
     const h = frame.header;
     drawStats(h);
-    if (frame.images.length) el("waiting").hidden = true;
+    const waiting = el("waiting");
+    if (frame.images.length) {
+      waiting.hidden = true;
+      el("plots").hidden = false;  // shown before Plotly measures it
+    } else if (el("plots").hidden) {
+      waiting.hidden = false;
+      waiting.textContent = placeholder(h);
+    }
     frame.images.forEach(function (img) {
       if (TITLES[img.name]) {
         drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
@@ -237,13 +290,13 @@
     const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + window.location.host + root.dataset.ws);
     socket.binaryType = "arraybuffer";
-    socket.onopen = function () { backoffMs = 1000; setConn("live", "ok"); };
+    socket.onopen = function () { backoffMs = 1000; setConn("connected", "ok"); };
     socket.onmessage = function (event) {
       if (event.data instanceof ArrayBuffer) onFrame(event.data);
     };
     socket.onclose = function () {
       socket = null;
-      if (finished) { setConn("finished", ""); return; }
+      if (finished) return;  // the final frame already said so
       setConn("reconnecting in " + Math.round(backoffMs / 1000) + " s", "warn");
       window.setTimeout(connect, backoffMs);
       backoffMs = Math.min(backoffMs * 2, 30000);

@@ -1,0 +1,121 @@
+"""The job page's states in Chromium, checked by structure (elements, texts, sizes), not by pixels.
+
+One worker serves the queue, so a long job keeps a second one queued: the running page's duration ticks and its
+connection says "live"; the queued page has no plot but a placeholder, its queue position and an estimated start;
+a failed job shows no plot but its reason, and never "live"; a finished job says it is closed; cancel and delete
+ask first (dismissing keeps the job); the history fits a 1400 px window with a long path label and shows why a job
+failed. Screenshots are kept under test-output/.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.test_browser import log_in
+from tests.support.processes import TEST_OUTPUT
+from tests.support.stack import ProductionStack, User, small_sim_cmdstr
+from tests.support.web import ApiClient
+
+pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytest.mark.timeout(240)]
+
+LONG_LABEL = "/data/beamline/2026-12/" + "/".join(f"very_long_sample_folder_{k:02d}" for k in range(12)) + "/scan.h5"
+
+
+def shot(pg, name: str) -> None:  # type: ignore[no-untyped-def]
+    TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
+    pg.screenshot(path=str(TEST_OUTPUT / f"browser-page-{name}.png"), full_page=True)
+
+
+def conn_text(pg) -> str:  # type: ignore[no-untyped-def]
+    return (pg.locator("#st-conn").text_content() or "").strip()
+
+
+def wait_conn(pg, pattern: str) -> str:  # type: ignore[no-untyped-def]
+    pg.wait_for_function(f"() => /{pattern}/.test(document.getElementById('st-conn').textContent)", timeout=20000)
+    return conn_text(pg)
+
+
+def test_job_page_states_queue_estimate_confirmations_and_history(  # type: ignore[no-untyped-def]
+        page, prod_stack: ProductionStack, alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    timed = api.submit(small_sim_cmdstr(30, size=32, scan=4, job_id="timed"), label="timed")
+    assert api.wait_status(timed["id"], {"done", "failed", "cancelled"}, 90)["status"] == "done"
+    # -device=gpu on a machine without one fails on the worker before the first iteration
+    failed = api.submit(small_sim_cmdstr(30, size=32, scan=4, job_id="nogpu", extra="-device=gpu"), label="no gpu")
+    failed_row = api.wait_status(failed["id"], {"done", "failed", "cancelled"}, 90)
+    assert failed_row["status"] == "failed" and failed_row["message"], failed_row
+    running = api.submit(small_sim_cmdstr(3000, job_id="long"), label="long")
+    api.wait_status(running["id"], {"running"}, 60)
+    queued = api.submit(small_sim_cmdstr(40, job_id="queued"), label=LONG_LABEL)
+    pg = page
+    log_in(pg, alice)
+    try:
+        # running: "live", a duration that ticks, plots drawn
+        pg.goto(f"/jobs/{running['id']}/")
+        assert wait_conn(pg, "live") == "live"
+        pg.locator("#plot-object_amplitude .heatmaplayer").first.wait_for(timeout=30000)
+        first = pg.locator("#duration").text_content()
+        pg.wait_for_timeout(2200)
+        assert pg.locator("#duration").text_content() != first, "the duration did not tick"
+
+        # queued: no plot, a placeholder, its place in the queue and an estimate of when it starts
+        pg.goto(f"/jobs/{queued['id']}/")
+        assert "waiting for a worker" in wait_conn(pg, "waiting")
+        assert pg.locator("#plots").is_hidden() and pg.locator("#plots .main-svg").count() == 0
+        assert "Queued" in (pg.locator("#waiting").text_content() or "")
+        assert pg.locator("#waiting").is_visible()
+        assert pg.locator("#queue-position").text_content() == "1"
+        assert pg.evaluate("() => document.documentElement.scrollWidth") <= 1400  # the long label wraps here too
+        wait_s = float(pg.locator("#queue-eta").get_attribute("data-wait-s") or "nan")
+        assert 0 < wait_s < 3600, wait_s  # the long job's rest, at its own rate
+        assert "Estimated from" in (pg.locator("#queue-info").text_content() or "")
+        shot(pg, "queued")
+        # cancel asks first: dismissing keeps the job queued
+        messages: list[str] = []
+        pg.once("dialog", lambda d: (messages.append(d.message), d.dismiss()))
+        pg.locator("#cancel-form button[type=submit]").click()
+        pg.wait_for_timeout(300)
+        assert messages and "Cancel job" in messages[0]
+        assert api.job(queued["id"])["status"] == "queued"
+        # delete asks first as well
+        pg.once("dialog", lambda d: (messages.append(d.message), d.dismiss()))
+        pg.locator("form[action$='/delete/'] button[type=submit]").click()
+        pg.wait_for_timeout(300)
+        assert len(messages) == 2 and "Delete job" in messages[1]
+        assert api.get(f"/api/v1/jobs/{queued['id']}/").status == 200
+
+        # failed before its first iteration: a sentence instead of plots, the reason, never "live"
+        pg.goto(f"/jobs/{failed['id']}/")
+        assert "closed" in wait_conn(pg, "closed")
+        assert pg.locator("#plots").is_hidden() and pg.locator("#plots .main-svg").count() == 0
+        assert "failed before its first iteration" in (pg.locator("#waiting").text_content() or "")
+        assert failed_row["message"][:40] in (pg.locator("#st-message").text_content() or "")
+        shot(pg, "failed")
+
+        # done: images drawn, the connection says it is closed
+        pg.goto(f"/jobs/{timed['id']}/")
+        assert "closed" in wait_conn(pg, "closed")
+        pg.locator("#plot-object_amplitude .heatmaplayer").first.wait_for(timeout=10000)
+        assert "live" not in conn_text(pg)
+
+        # history: fits 1400 px with a long path label, says why a job failed
+        pg.goto("/")
+        width = pg.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 1400, f"the history is {width} px wide"
+        assert pg.locator("td.label", has_text=LONG_LABEL[:30]).count() == 1
+        reason = pg.locator(f"tr:has(a[href='/jobs/{failed['id']}/']) .reason")
+        assert reason.is_visible() and (reason.text_content() or "").strip()[:30] == failed_row["message"][:30]
+        shot(pg, "history")
+
+        # the confirmed cancel goes through
+        pg.goto(f"/jobs/{queued['id']}/")
+        pg.once("dialog", lambda d: d.accept())
+        pg.locator("#cancel-form button[type=submit]").click()
+        pg.wait_for_url(re.compile(rf"/jobs/{queued['id']}/$"))
+        assert api.wait_status(queued["id"], {"cancelled"}, 30)["status"] == "cancelled"
+    finally:
+        for job in (running, queued):
+            api.post(f"/api/v1/jobs/{job['id']}/cancel/")
+        api.wait_status(running["id"], {"done", "failed", "cancelled"}, 60)
