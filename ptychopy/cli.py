@@ -154,6 +154,8 @@ def _log_to_output(logger_name: str) -> None:
     import os
 
     logger = logging.getLogger(logger_name)
+    if logging.getLogger().handlers:
+        return  # Django's LOGGING (webapp.logs) prints every logger once, in its format (plain or JSON)
     if any(getattr(h, "_ptychopy_output", False) for h in logger.handlers):
         return
     handler = logging.StreamHandler(sys.stderr)

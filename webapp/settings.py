@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from webapp import site_security
+from webapp import logs, site_security
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Templates and static files; set PTYCHOPY_FRONTEND_DIR when webapp runs from an installed wheel.
@@ -90,6 +90,8 @@ MIDDLEWARE = [
     # last: turns a login refused for a locked (user, address) pair into the 429 page
     "axes.middleware.AxesMiddleware",
 ]
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+                  "webapp.logs.RequestLogContext")  # log lines carry the user and the job (webapp.logs)
 
 ROOT_URLCONF = "webapp.urls"
 ASGI_APPLICATION = "webapp.asgi.application"
@@ -285,15 +287,14 @@ TIME_ZONE = "UTC"
 USE_I18N = False
 USE_TZ = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        "webapp": {"handlers": ["console"], "level": os.environ.get("PTYCHOPY_LOG_LEVEL", "INFO")},
-    },
-}
+# -- operations: logs (webapp.logs, docs/deploy.md "Logs") ---------------------------------------------------------
+# One handler, on the root logger: every line once, in every process. PTYCHOPY_LOG_FORMAT=json: one JSON object
+# per line with job_id, scan and user where known.
+try:
+    LOGGING = logs.logging_config(os.environ.get("PTYCHOPY_LOG_FORMAT", "plain").strip().lower() or "plain",
+                                  os.environ.get("PTYCHOPY_LOG_LEVEL", "INFO").strip() or "INFO")
+except ValueError as exc:
+    raise site_security.SiteConfigError(str(exc)) from None
 
 # -- operations: health probes (webapp.health, docs/deploy.md "Health, metrics and logs") ------------------------
 # /readyz: which checks decide readiness (503 when one fails); the others are reported as "degraded".

@@ -282,3 +282,64 @@ def test_metrics_are_refused_to_other_addresses_without_the_token(ops: OpsStack)
     opened = other.get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert opened.status == 200 and "ptychopy_jobs" in opened.text
     assert other.get("/livez").status == 200
+
+
+# -- logs ----------------------------------------------------------------------------------------------------------
+PLAIN_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+: ")
+DRAMATIQ_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d ")
+
+
+def run_one_job(ops: OpsStack, label: str) -> int:
+    api = ApiClient(ops.stack.base_url, ops.stack.users["olga"].token)
+    job_id = int(api.submit(small_sim_cmdstr(5, size=32, scan=4, job_id=label), label=label)["id"])
+    deadline = time.monotonic() + 90
+    while api.get(f"/api/v1/jobs/{job_id}/").json()["status"] not in ("done", "failed"):
+        assert time.monotonic() < deadline, f"job {job_id} did not finish\n{ops.stack.logs()}"
+        time.sleep(0.3)
+    return job_id
+
+
+def test_a_worker_prints_each_line_once(ops: OpsStack) -> None:
+    """The duplicate of issue 19: a handler on 'webapp' printed each line, then Dramatiq's root handler again."""
+    worker = ops.stack.workers[0]
+    worker.stop()
+    start = worker.log_path.stat().st_size
+    ops.stack.start_worker(0)
+    ops.wait_ready()
+    job_id = run_one_job(ops, "plain-log")
+    worker.stop()  # the lines are flushed; the next test starts its own worker
+    text = worker.log_path.read_text(errors="replace")[start:]
+    for event in ("GPU warm-up skipped", f"job {job_id} started (attempt 1)", f"job {job_id} ended: done after"):
+        lines = [line for line in text.splitlines() if event in line]
+        assert len(lines) == 1, f"{event!r} printed {len(lines)} times:\n" + "\n".join(lines)
+        assert PLAIN_LINE.match(lines[0]), lines[0]
+
+
+def test_json_logs_carry_the_job_and_the_user(ops: OpsStack) -> None:
+    from tests.support.processes import worker as worker_process
+
+    json_worker = worker_process("ops-json-worker", {**ops.stack.env, "PTYCHOPY_LOG_FORMAT": "json"})
+    start = json_worker.log_path.stat().st_size if json_worker.log_path.exists() else 0
+    json_worker.start()
+    try:
+        ops.wait_ready()
+        job_id = run_one_job(ops, "json-log")
+    finally:
+        json_worker.stop()
+        ops.stack.start_worker(0)
+    text = json_worker.log_path.read_text(errors="replace")[start:]
+    records = []
+    for line in text.splitlines():
+        assert not PLAIN_LINE.match(line) and not DRAMATIQ_LINE.match(line), f"a plain log line in JSON mode: {line}"
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    started = [r for r in records if r["message"] == f"job {job_id} started (attempt 1)"]
+    assert len(started) == 1, started
+    assert started[0]["job_id"] == job_id and started[0]["user"] == "olga" and started[0]["logger"] == \
+        "webapp.jobs.runner" and started[0]["level"] == "INFO", started[0]
+    ended = [r for r in records if r["message"].startswith(f"job {job_id} ended: done")]
+    assert len(ended) == 1 and ended[0]["job_id"] == job_id
+    assert any(r["logger"].startswith("dramatiq") for r in records), "Dramatiq's own lines are JSON too"
+    assert all("job_id" not in r for r in records if r["logger"] == "webapp.worker"), "no job outside a job"
+    keys = [(r["time"], r["logger"], r["message"]) for r in records]
+    assert len(keys) == len(set(keys)), "a record printed twice"

@@ -10,6 +10,8 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from webapp.logs import add_log_context
+
 from .models import ApiToken
 
 
@@ -43,6 +45,7 @@ def token_required(view: Callable[..., Any]) -> Callable[..., Any]:
             response["WWW-Authenticate"] = "Token"
             return response
         request.user = user
+        add_log_context(user=user.get_username())  # log lines of this request name the token's user
         return view(request, *args, **kwargs)
 
     return wrapped

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from reconstruction import Parameters
 from reconstruction.errors import DeviceMemoryError, HostMemoryError
+from webapp.logs import add_log_context, log_context
 
 from . import frames, heartbeat, memory, notify
 from .dbretry import db_call, forget_connection, is_db_unreachable
@@ -74,12 +75,22 @@ def run_job(job_id: int) -> str:
     While the database is unreachable the claim waits (``PTYCHOPY_DB_OUTAGE_S``); past that it raises, and the
     actor's retries send the message again later, so the message is never dropped for a database outage.
     """
+    with log_context(job_id=job_id):
+        return _run_claimed(job_id)
+
+
+def _run_claimed(job_id: int) -> str:
     job = db_call(lambda: claim(job_id), what=f"claim job {job_id}")
     if isinstance(job, str):
         return job
     heartbeat.set_current_job(job.pk)
+    add_log_context(user=getattr(job.owner, "username", None), scan=job.dedup_key if job.source == "epics" else None)
+    started = time.monotonic()
+    log.info("job %s started (attempt %d)", job.pk, job.attempts)
     try:
-        return JobRun(job).execute()
+        outcome = JobRun(job).execute()
+        log.info("job %s ended: %s after %.1f s", job.pk, outcome, time.monotonic() - started)
+        return outcome
     except JobVanished:
         log.info("job %s was deleted while running", job_id)
         shutil.rmtree(job_results_dir(job_id), ignore_errors=True)
