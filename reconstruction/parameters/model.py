@@ -29,7 +29,8 @@ class ExperimentParameters:
                         "digits, '.', '_' and '-' (not starting with '.'), at most 100 characters.",
                         label="Job ID")
     wavelength_m: float = param(2.48e-10, kind="float", flag="lambda", unit="m", min=1e-13, max=1e-6,
-                                hint="X-ray wavelength (12.398e-10 / energy in keV).", label="Wavelength")
+                                hint="X-ray wavelength (12.398e-10 / energy in keV; or give -energy in keV).",
+                                label="Wavelength")
     detector_distance_m: float = param(1.0, kind="float", flag="z", unit="m", min=1e-4, max=1000.0,
                                        hint="Sample-to-detector distance.", label="Detector distance")
     detector_pixel_m: float = param(172e-6, kind="float", flag="dx_d", unit="m", min=1e-7, max=1e-2,
@@ -279,10 +280,41 @@ def leaf_specs() -> list[FieldSpec]:
     return out
 
 
+#: h * c in keV * m (CODATA 2018): a photon of E keV has the wavelength HC_KEV_M / E metres.
+HC_KEV_M = 1.239841984e-9
+WAVELENGTH_PATH = "experiment.wavelength_m"
+ENERGY_PATH = "experiment.energy_kev"
+#: -energy and -lambda given together must agree within this relative difference.
+ENERGY_AGREEMENT = 1e-3
+#: ``-energy`` (keV) is an input, not a leaf: :meth:`Parameters.replace` turns it into ``experiment.wavelength_m``
+#: (the one stored value), so every reader keeps reading the wavelength.
+ENERGY_SPEC = FieldSpec(
+    path=ENERGY_PATH, group="experiment", name="energy_kev", kind="float", default=None, flag="energy", unit="keV",
+    hint="X-ray photon energy instead of the wavelength: converted once to -lambda = 1.2398e-9 m / E. With "
+         "-lambda too, the two must agree within 0.1 %.", min=0.1, max=1000.0, label="Energy")
+
+
+def input_specs() -> list[FieldSpec]:
+    """The leaves plus the input-only ``-energy`` (after the wavelength): what a form or ``ptychopy params``
+    offers."""
+    out: list[FieldSpec] = []
+    for spec in leaf_specs():
+        out.append(spec)
+        if spec.path == WAVELENGTH_PATH:
+            out.append(ENERGY_SPEC)
+    return out
+
+
+def wavelength_from_energy_m(energy_kev: float) -> float:
+    """The wavelength in metres of a photon of ``energy_kev`` keV."""
+    return HC_KEV_M / energy_kev
+
+
 _SPECS = leaf_specs()
 _BY_PATH = {s.path: s for s in _SPECS}
+_BY_PATH[ENERGY_PATH] = ENERGY_SPEC
 _BY_FLAG: dict[str, FieldSpec] = {}
-for _s in _SPECS:
+for _s in [*_SPECS, ENERGY_SPEC]:
     for _name in (_s.flag, *_s.aliases):
         _BY_FLAG[_name.lower()] = _s
 
@@ -529,7 +561,11 @@ class Parameters:
         return cls.from_dict(json.loads(text))
 
     def replace(self, values: dict[str, Any]) -> Parameters:
-        """A copy with ``{"group.name": value}`` replaced (values already typed or raw); validated."""
+        """A copy with ``{"group.name": value}`` replaced (values already typed or raw); validated.
+
+        ``experiment.energy_kev`` (``-energy``) becomes ``experiment.wavelength_m`` here, the one place it is
+        converted; a wavelength given alongside that disagrees by more than 0.1 % is refused."""
+        values = _energy_to_wavelength(values)
         per_group: dict[str, dict[str, Any]] = {}
         problems: list[Problem] = []
         for path, value in values.items():
@@ -621,13 +657,44 @@ class Parameters:
         return format_cmdstr(self, program)
 
 
+def _energy_to_wavelength(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``experiment.energy_kev`` replaced by the wavelength it means (ParameterError naming -energy
+    when it is no number, out of range, or disagrees with a wavelength given with it)."""
+    if ENERGY_PATH not in values:
+        return values
+    out = dict(values)
+    raw = out.pop(ENERGY_PATH)
+    try:
+        energy = coerce(ENERGY_SPEC, raw)
+    except ValueError as exc:
+        raise ParameterError([Problem(ENERGY_PATH, "energy", raw, str(exc))]) from None
+    msg = check_range(ENERGY_SPEC, energy)
+    if msg:
+        raise ParameterError([Problem(ENERGY_PATH, "energy", raw, msg)])
+    wavelength = wavelength_from_energy_m(energy)
+    if WAVELENGTH_PATH in out:
+        try:
+            given = coerce(_BY_PATH[WAVELENGTH_PATH], out[WAVELENGTH_PATH])
+        except ValueError:
+            return out  # the wavelength's own error is reported by replace
+        if abs(given / wavelength - 1.0) > ENERGY_AGREEMENT:
+            raise ParameterError([Problem(
+                ENERGY_PATH, "energy", raw,
+                f"-energy={_show(raw)} keV is a wavelength of {wavelength:.5g} m, but -lambda={given:.5g} m was "
+                f"given too: give one of them, or two that agree within {ENERGY_AGREEMENT:.1%}")])
+    out[WAVELENGTH_PATH] = wavelength
+    return out
+
+
 def param_table() -> list[dict[str, Any]]:
-    """Rows for ``ptychopy params`` and the docs: flag, path, unit, default, range, hint."""
+    """Rows for ``ptychopy params`` and the docs: flag, path, unit, default, range, hint (the leaves and the
+    input-only ``-energy``)."""
     rows = []
-    for s in _SPECS:
+    for s in input_specs():
         rows.append(
             dict(flag=s.flag, path=s.path, group=s.group, kind=s.kind, unit=s.unit,
-                 default=_show(s.default), expected=s.expected, hint=s.hint, no_effect=s.no_effect)
+                 default="(from -lambda)" if s.default is None else _show(s.default),
+                 expected=s.expected, hint=s.hint, no_effect=s.no_effect)
         )
     return rows
 

@@ -170,6 +170,6 @@ def test_defaults_follow_the_originals_command_string_parser():
 
 def test_param_table_lists_unit_default_and_hint_for_every_leaf():
     rows = param_table()
-    assert len(rows) == len(leaf_specs())
+    assert len(rows) == len(leaf_specs()) + 1  # and the input-only -energy
     step = next(r for r in rows if r["flag"] == "step")
     assert step["unit"] == "m" and step["hint"] and step["default"] == "4e-08,4e-08"

@@ -150,3 +150,20 @@ def test_blank_fields_take_their_defaults():
     assert form.parameters is not None
     assert form.parameters.reconstruction.iterations == 7
     assert form.parameters.reconstruction.algorithm == "ePIE"
+
+
+def test_energy_typed_in_the_form_replaces_the_untouched_wavelength(client, user):
+    client.force_login(user)
+    assert 'name="experiment__energy_kev"' in client.get("/jobs/new/").content.decode()
+    form = JobForm(form_data(small_parameters(), experiment__energy_kev="8.8"),
+                   initial={"experiment__wavelength_m": display_value(small_parameters().experiment.wavelength_m)})
+    assert form.is_valid(), form.errors
+    assert form.parameters.experiment.wavelength_m == pytest.approx(1.40891e-10, rel=1e-5)
+
+
+def test_energy_and_a_changed_wavelength_that_disagree_are_refused_under_the_energy(client, user):
+    client.force_login(user)
+    data = form_data(small_parameters(), experiment__energy_kev="8.8", experiment__wavelength_m="3e-10")
+    response = client.post("/jobs/new/", data)
+    assert response.status_code == 200 and Job.objects.count() == 0
+    assert "-lambda=3e-10 m was given too" in response.context["form"].errors["experiment__energy_kev"][0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconstruction.parameters import GROUP_TITLES, FieldSpec, leaf_specs
+from reconstruction.parameters import GROUP_TITLES, FieldSpec, input_specs
 from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
 
 STATUSES = ["queued", "running", "done", "failed", "cancelled"]
@@ -34,12 +34,13 @@ def _leaf_schema(spec: FieldSpec) -> dict[str, Any]:
             base["maximum"] = spec.max
     unit = f" Unit: {spec.unit}." if spec.unit else ""
     default = list(spec.default) if isinstance(spec.default, tuple) else spec.default
-    return {**base, "default": default, "description": f"{spec.hint}{unit} Flag: -{spec.flag}."}
+    described = {**base, "description": f"{spec.hint}{unit} Flag: -{spec.flag}."}
+    return described if default is None else {**described, "default": default}  # -energy has none
 
 
 def parameters_schema() -> dict[str, Any]:
     groups: dict[str, dict[str, Any]] = {}
-    for spec in leaf_specs():
+    for spec in input_specs():  # the leaves and -energy (energy_kev), which becomes the wavelength
         group = groups.setdefault(spec.group, {"type": "object", "title": GROUP_TITLES.get(spec.group, spec.group),
                                                "additionalProperties": False, "properties": {}})
         group["properties"][spec.name] = _leaf_schema(spec)

@@ -13,9 +13,9 @@ from typing import Any
 from django import forms
 
 from reconstruction import ParameterError, Parameters
-from reconstruction.parameters import GROUP_TITLES, FieldSpec, leaf_specs
+from reconstruction.parameters import GROUP_TITLES, FieldSpec, input_specs
 from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
-from reconstruction.parameters.model import MAX_REPORTED_PROBLEMS
+from reconstruction.parameters.model import ENERGY_PATH, MAX_REPORTED_PROBLEMS, WAVELENGTH_PATH
 
 from .memory import check_at_submit
 from .paths import check_submission
@@ -117,7 +117,7 @@ class JobForm(forms.Form):
 
     def __init__(self, *args: Any, base: Parameters | None = None, username: str = "", **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.specs = leaf_specs()
+        self.specs = input_specs()  # the leaves and -energy, which the tree turns into the wavelength
         self.username = username
         self.storage_full = False  # an upload met a full uploads disk (the view answers 507)
         base = base or Parameters()
@@ -128,6 +128,8 @@ class JobForm(forms.Form):
                 self.fields[upload_name(spec.path)] = forms.FileField(
                     required=False, label=f"or upload {spec.label.lower()}",
                     widget=forms.ClearableFileInput(attrs={"aria-label": f"Upload {spec.label.lower()}"}))
+            if spec.path == ENERGY_PATH:  # an input only: the wavelength field shows the stored value
+                continue
             value = base.get(spec.path)
             self.initial.setdefault(name, value if spec.kind in ("bool", "choice") else display_value(value))
         self.parameters: Parameters | None = None
@@ -152,9 +154,7 @@ class JobForm(forms.Form):
             return cleaned
         try:
             # a field left blank takes the parameter's default
-            params = Parameters.from_cmdstr(cmdstr) if cmdstr else Parameters.from_dict(
-                {spec.path: value for spec in self.specs
-                 if (value := cleaned.get(field_name(spec.path))) not in ("", None)})
+            params = Parameters.from_cmdstr(cmdstr) if cmdstr else Parameters.from_dict(self._field_values(cleaned))
             self.parameters = check_submission(params.replace(uploaded) if uploaded else params)
             check_at_submit(self.parameters)  # an oversized run is refused here, not OOM-killed on a worker
         except ParameterError as exc:
@@ -167,6 +167,15 @@ class JobForm(forms.Form):
             for stored in uploaded.values():  # a rejected form keeps none of its uploads
                 discard_upload(stored)
         return cleaned
+
+    def _field_values(self, cleaned: dict[str, Any]) -> dict[str, Any]:
+        """``{path: typed text}`` of the filled fields (a blank one takes the default). An energy typed over an
+        untouched wavelength field replaces it; a wavelength the user changed too must agree with it."""
+        values = {spec.path: value for spec in self.specs
+                  if (value := cleaned.get(field_name(spec.path))) not in ("", None)}
+        if ENERGY_PATH in values and field_name(WAVELENGTH_PATH) not in self.changed_data:
+            values.pop(WAVELENGTH_PATH, None)
+        return values
 
     def _save_uploads(self, cleaned: dict[str, Any]) -> dict[str, str] | None:
         """``{parameter path: stored file}`` for each uploaded file; None when one was refused."""
