@@ -335,7 +335,8 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
         position_refinement_from=r.position_search_from if r.refine_positions else 0,
         position_affine=affine_terms(r.position_affine), affine_delay=r.position_affine_delay,
-        affine_epochs=r.position_affine_epochs,
+        affine_epochs=r.position_affine_epochs, coarse_search_px=r.coarse_search_px,
+        coarse_search_epochs=r.coarse_search_epochs,
         variable_intensity=r.variable_intensity, subpixel_windows=r.subpixel_windows,
     )
 

@@ -27,7 +27,7 @@ class EngineSettings:
     affine_delay: int = 0  # ... fitted after this many refining epochs (the per-position corrections first)
     affine_epochs: int = 10  # ... in this many epochs, the probe held meanwhile; then the geometry found is held
     coarse_search_px: int = 0  # refinement: whole-pixel search radius of each window (0 = off)
-    coarse_search_epochs: int = 0  # ... in this many first refining epochs
+    coarse_search_epochs: int = 5  # ... in this many first refining epochs
     variable_intensity: bool = False  # LSQML: fit a per-position incident-intensity scale (flux fluctuations)
     subpixel_windows: bool = False  # every engine: windows follow fractional positions (the probe moved by them)
     compute_rms: bool = False

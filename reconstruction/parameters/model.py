@@ -161,6 +161,17 @@ class ReconstructionParameters:
                                       "'none' holds the geometry as given). Fitted from each window's content; "
                                       "needs a good probe (docs/parameters.md).",
                                  advanced=True)
+    coarse_search_px: int = param(0, kind="int", flag="coarseSearch", unit="px", min=0, max=32,
+                                  label="Coarse position search",
+                                  hint="With -refinePositions: try each window at every whole-pixel shift within "
+                                       "this radius in the first -coarseEpochs refining iterations (0 = off). "
+                                       "Needs a good probe guess (docs/parameters.md).",
+                                  advanced=True)
+    coarse_search_epochs: int = param(5, kind="int", flag="coarseEpochs", unit="iterations", min=1, max=10**7,
+                                      label="Coarse search iterations",
+                                      hint="With -coarseSearch: the number of first refining iterations that "
+                                           "search.",
+                                      advanced=True)
     position_affine_delay: int = param(0, kind="int", flag="affineDelay", unit="iterations", min=0, max=10**7,
                                        label="Affine fit after",
                                        hint="With -positionAffine: the affine terms are fitted after this many "

@@ -156,6 +156,11 @@ def test_position_affine_names_the_free_terms_and_refuses_unknown_ones():
 
     assert free("none") == () and free("all") == ("scale", "asymmetry", "rotation", "shear", "offset")
     assert free("rotation,scale") == ("scale", "rotation")
+    s = settings_from_parameters(Parameters.from_cmdstr(
+        "./ptycho -algorithm=DM -refinePositions -coarseSearch=3 -coarseEpochs=4 -affineDelay=40 -affineEpochs=20"))
+    assert (s.coarse_search_px, s.coarse_search_epochs, s.affine_delay, s.affine_epochs) == (3, 4, 40, 20)
+    with pytest.raises(ParameterError, match="-coarseSearch"):
+        Parameters.from_cmdstr("./ptycho -refinePositions -coarseSearch=-1")
     with pytest.raises(ParameterError, match="-positionAffine=zoom: unknown affine term 'zoom'"):
         Parameters.from_cmdstr("./ptycho -algorithm=LSQML -refinePositions -positionAffine=zoom")
 
