@@ -92,6 +92,8 @@ def test_all_up_is_ready_fast_and_the_body_holds_no_secret(ops: OpsStack) -> Non
     assert checks["workers"]["detail"].startswith("1 worker(s) alive") and checks["workers"]["required"]
     assert checks["bridges"] == {**checks["bridges"], "ok": True, "required": False, "detail": "no active bridge"}
     assert all(c["ms"] < 1000 for c in checks.values()), checks
+    timings = sorted(ops.readyz()[2] for _ in range(20))
+    print(f"\n/readyz, all up: median {timings[10] * 1000:.1f} ms, max {timings[-1] * 1000:.1f} ms over 20")
     text = ops.web.get("/readyz").text
     for secret in (ops.stack.env["SECRET_KEY"], ops.postgres.url("ptychopy"), "olga"):
         assert secret not in text
@@ -107,6 +109,7 @@ def test_redis_stopped_fails_the_broker_check_and_livez_still_answers(ops: OpsSt
         assert status == 503 and body["failed"] == ["broker"], body
         assert body["checks"]["broker"]["detail"].startswith("ConnectionError: "), body
         assert took_s < 1.5, f"/readyz took {took_s:.2f} s with Redis down"
+        print(f"\n/readyz with Redis stopped: {took_s * 1000:.0f} ms")
         assert ops.web.get("/livez").status == 200
     finally:
         ops.redis.resume()
@@ -124,6 +127,7 @@ def test_redis_hung_is_cut_at_the_time_limit(ops: OpsStack) -> None:
         assert body["checks"]["broker"]["detail"] in ("no answer within 0.8 s",
                                                       "TimeoutError: Timeout reading from socket"), body
         assert took_s < 1.5, f"/readyz took {took_s:.2f} s with Redis hung"
+        print(f"\n/readyz with Redis hung: {took_s * 1000:.0f} ms ({body['checks']['broker']['detail']})")
     finally:
         os.kill(pid, signal.SIGCONT)
     ops.wait_ready()
@@ -147,6 +151,7 @@ def test_postgres_down_fails_the_database_check(ops: OpsStack) -> None:
     assert seen, "/readyz never reported the database down during a 3 s PostgreSQL outage"
     status, body, took_s = seen[0]
     assert status == 503 and took_s < 1.5, (status, took_s)
+    print(f"\n/readyz with PostgreSQL down: {took_s * 1000:.0f} ms ({body['checks']['database']['detail']})")
     # the web's connection pool (PTYCHOPY_DB_POOL=1) waits for a connection: the time limit answers first
     detail = body["checks"]["database"]["detail"]
     assert detail.startswith("OperationalError") or detail == "no answer within 0.8 s", body
@@ -257,6 +262,8 @@ def test_metrics_while_a_job_runs_and_every_dashboard_metric_exists(ops: OpsStac
             if name == "dramatiq_messages_total" and ("queue_name", "reconstruct") in labels]
     assert done and sum(done) >= 1, sorted(worker_names)
     assert not any(n.startswith("ptychopy_") for n in worker_names), "the worker port serves Dramatiq's only"
+    scrape_s = sorted(ops.web.get("/metrics").seconds for _ in range(20))
+    print(f"\n/metrics scrape: median {scrape_s[10] * 1000:.1f} ms, max {scrape_s[-1] * 1000:.1f} ms over 20")
     names, web = parse(scrape_web(ops))
     assert web[("ptychopy_jobs", (("state", "done"),))] >= 1
     assert any(name == "ptychopy_http_requests_total" and ("view", "readyz") in labels
