@@ -239,9 +239,9 @@ class Reconstruction(IterativeRun):
         return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
 
     def preview(self, max_px: int = 512) -> Preview:
-        """Downsampled uint8 images of the object's scanned area and of each probe mode (and, when windows follow
-        sub-pixel positions or the run fits their flux, every k-th position at the start and now, with its
-        flux)."""
+        """Downsampled uint8 images of the object's scanned area and of each probe mode's amplitude and phase, each
+        mode's share of the power, and every k-th scan position (at the start and now, with its flux, when the run
+        refines them, follows sub-pixel positions or fits their flux; else as given)."""
         self._require_open()
         preview = make_preview(self.backend.xp, self.state.obj, self.state.probe, self.iteration, max_px,
                                self.backend.asnumpy, region=self.scanned_region())
@@ -251,6 +251,8 @@ class Reconstruction(IterativeRun):
                 self._start_positions_px, self._start_positions_px if st.positions_px is None else st.positions_px,
                 self.backend.asnumpy, refined=self.settings.position_refinement_from > 0,
                 intensity_scale=st.intensity_scale)
+        else:  # fixed positions: the scan as it was given (host arrays, no device copy)
+            preview.positions = preview_positions(self._start_positions_px, self._start_positions_px, refined=False)
         return preview
 
     def result(self) -> Result:

@@ -41,7 +41,11 @@ def preview_positions(start_px: np.ndarray, current_px: Any, asnumpy: Any = np.a
 
 @dataclass
 class Preview:
-    """Images at most ``max_px`` on a side, each uint8 (h, w) with the float range it was scaled from."""
+    """Images at most ``max_px`` on a side, each uint8 (h, w) with the float range it was scaled from.
+
+    ``object_stride`` / ``probe_stride``: reconstruction pixels per preview pixel (so a preview pixel of the object
+    is ``object_stride`` object pixels wide); ``probe_power``: each mode's share of the probe's total power
+    (sum |P_k|^2 / sum |P|^2, over the full-resolution probe)."""
 
     iteration: int
     object_amplitude: np.ndarray
@@ -50,17 +54,29 @@ class Preview:
     object_amplitude_range: tuple[float, float]
     object_phase_range: tuple[float, float]
     probe_amplitude_range: list[tuple[float, float]] = field(default_factory=list)
-    positions: PositionsPreview | None = None  # only for a run that refines positions or fits their flux
+    positions: PositionsPreview | None = None  # every k-th scan position (all runs of one device)
+    probe_phase: list[np.ndarray] = field(default_factory=list)
+    probe_phase_range: list[tuple[float, float]] = field(default_factory=list)
+    probe_power: list[float] = field(default_factory=list)
+    object_stride: int = 1
+    probe_stride: int = 1
 
     def images(self) -> list[tuple[str, np.ndarray, tuple[float, float]]]:
-        """(name, uint8 image, (vmin, vmax)) for every image, objects first."""
+        """(name, uint8 image, (vmin, vmax)) for every image: the object's amplitude and phase, then each probe
+        mode's amplitude and phase."""
         out = [
             ("object_amplitude", self.object_amplitude, self.object_amplitude_range),
             ("object_phase", self.object_phase, self.object_phase_range),
         ]
         for k, (img, rng) in enumerate(zip(self.probe_amplitude, self.probe_amplitude_range, strict=True)):
             out.append((f"probe_amplitude_{k}", img, rng))
+            if k < len(self.probe_phase):
+                out.append((f"probe_phase_{k}", self.probe_phase[k], self.probe_phase_range[k]))
         return out
+
+    def stride_of(self, name: str) -> int:
+        """Reconstruction pixels per pixel of the image ``name``."""
+        return self.probe_stride if name.startswith("probe_") else self.object_stride
 
 
 def _stride(shape: tuple[int, ...], max_px: int) -> int:
@@ -87,9 +103,17 @@ def make_preview(xp: Any, obj: Any, probe: Any, iteration: int, max_px: int = 51
     amp, amp_rng = _to_uint8(xp, xp.abs(o_small), asnumpy)
     ph, ph_rng = _to_uint8(xp, xp.angle(o_small), asnumpy)
     sp = _stride(probe.shape, max_px)
-    probes, ranges = [], []
+    probes, ranges, phases, phase_ranges = [], [], [], []
     for k in range(probe.shape[0]):
-        img, rng = _to_uint8(xp, xp.abs(probe[k, ::sp, ::sp]), asnumpy)
+        small = probe[k, ::sp, ::sp]
+        img, rng = _to_uint8(xp, xp.abs(small), asnumpy)
         probes.append(img)
         ranges.append(rng)
-    return Preview(iteration, amp, ph, probes, amp_rng, ph_rng, ranges)
+        img, rng = _to_uint8(xp, xp.angle(small), asnumpy)
+        phases.append(img)
+        phase_ranges.append(rng)
+    power = np.asarray(asnumpy(xp.sum(xp.abs(probe) ** 2, axis=(-2, -1))), dtype=np.float64)
+    total = float(power.sum())
+    shares = [float(p / total) if total > 0 else 0.0 for p in power]
+    return Preview(iteration, amp, ph, probes, amp_rng, ph_rng, ranges, probe_phase=phases,
+                   probe_phase_range=phase_ranges, probe_power=shares, object_stride=s, probe_stride=sp)

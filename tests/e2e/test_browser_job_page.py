@@ -119,3 +119,60 @@ def test_job_page_states_queue_estimate_confirmations_and_history(  # type: igno
         for job in (running, queued):
             api.post(f"/api/v1/jobs/{job['id']}/cancel/")
         api.wait_status(running["id"], {"done", "failed", "cancelled"}, 60)
+
+
+def plot_state(pg, plot_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """What Plotly drew in one plot: axis titles and ranges, shapes, annotations, trace types, title."""
+    return pg.evaluate("""id => { const d = document.getElementById(id); const L = d._fullLayout;
+        return {x: L.xaxis.title.text, y: L.yaxis.title.text, xr: L.xaxis.range, yr: L.yaxis.range,
+                shapes: (d.layout.shapes || []).map(s => [s.x0, s.x1]),
+                notes: (d.layout.annotations || []).map(a => a.text),
+                types: d.data.map(t => t.type), title: L.title.text, data: Object.assign({}, d.dataset)}; }""", plot_id)
+
+
+def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_scan(  # type: ignore[no-untyped-def]
+        page, prod_stack: ProductionStack, alice: User) -> None:
+    from reconstruction import Parameters
+
+    api = ApiClient(prod_stack.base_url, alice.token)
+    job = api.submit(small_sim_cmdstr(40, job_id="units", extra="-probeModes=2 -updateModes=1"), label="units")
+    assert api.wait_status(job["id"], {"done", "failed", "cancelled"}, 120)["status"] == "done"
+    pixel_m = Parameters.from_dict(api.job(job["id"])["parameters"]).pixel_size_m
+    pg = page
+    log_in(pg, alice)
+    pg.goto(f"/jobs/{job['id']}/")
+    for plot_id in ("plot-object_amplitude", "plot-object_phase", "plot-probe_amplitude_1", "plot-probe_phase_1"):
+        pg.locator(f"#{plot_id} .heatmaplayer").first.wait_for(timeout=20000)
+
+    for plot_id, width_px in (("plot-object_amplitude", None), ("plot-probe_amplitude_0", 64),
+                              ("plot-probe_phase_1", 64)):
+        st = plot_state(pg, plot_id)
+        unit = st["data"]["unit"]
+        per_m = {"nm": 1e9, "µm": 1e6}[unit]
+        assert (st["x"], st["y"]) == (f"x ({unit})", f"y ({unit})"), st
+        pixels = st["xr"][1] / (pixel_m * per_m)  # the axis spans whole reconstruction pixels from 0
+        assert abs(st["xr"][0]) < 1e-9 and abs(pixels - round(pixels)) < 1e-3, st
+        if width_px is not None:
+            assert round(pixels) == width_px
+        else:  # the object cropped to the 10 x 10 scan of 6 px steps and its 64 px windows
+            assert 100 <= round(pixels) <= 130, pixels
+        assert unit == ("nm" if st["xr"][1] / per_m < 2e-6 else "µm")
+        # one scale bar of 1, 2 or 5 x 10^k, at most a fifth of the width, labelled with its length
+        (bar,) = st["shapes"]
+        length = bar[1] - bar[0]
+        assert re.fullmatch(r"[125]0*(\.\d+)? " + unit, st["data"]["scaleBar"]) or \
+            re.fullmatch(r"0\.0*[125] " + unit, st["data"]["scaleBar"]), st
+        assert float(st["data"]["scaleBar"].split()[0]) == pytest.approx(length)
+        assert 0 < length <= st["xr"][1] / 5 and st["notes"] == [st["data"]["scaleBar"]]
+
+    powers = [float(plot_state(pg, f"plot-probe_amplitude_{k}")["data"]["power"]) for k in (0, 1)]
+    assert sum(powers) == pytest.approx(1, abs=2e-3) and powers[0] > powers[1] > 0
+    assert "% of the power" in plot_state(pg, "plot-probe_amplitude_1")["title"]
+    assert plot_state(pg, "plot-probe_phase_0")["title"].startswith("Probe mode 0 phase")
+
+    # the scan, for a run that does not refine it: 100 positions in the same unit system
+    scan = plot_state(pg, "plot-positions")
+    assert scan["types"] == ["scatter"] and scan["data"]["points"] == "100"
+    assert scan["x"] in ("x (nm)", "x (µm)") and scan["title"] == "Scan positions"
+    assert pg.locator("#plot-positions .scatterlayer .point").count() == 100
+    shot(pg, "units")

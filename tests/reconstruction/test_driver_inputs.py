@@ -158,9 +158,21 @@ def test_preview_is_small_uint8_with_value_ranges(tiny_scan):
     rec.step()
     pv = rec.preview(max_px=16)
     names = [name for name, _, _ in pv.images()]
-    assert names == ["object_amplitude", "object_phase", "probe_amplitude_0", "probe_amplitude_1"]
+    assert names == ["object_amplitude", "object_phase", "probe_amplitude_0", "probe_phase_0",
+                     "probe_amplitude_1", "probe_phase_1"]
     for _, img, (lo, hi) in pv.images():
         assert img.dtype == np.uint8 and max(img.shape) <= 16 and lo <= hi
+    # each mode's share of the power, from the full-resolution probe
+    probe = rec.probe()
+    power = (np.abs(probe) ** 2).sum(axis=(1, 2))
+    np.testing.assert_allclose(pv.probe_power, power / power.sum(), rtol=1e-5)
+    n = probe.shape[-1]
+    assert pv.stride_of("probe_phase_1") == pv.probe_stride == -(-n // 16)
+    assert pv.stride_of("object_amplitude") == pv.object_stride >= 1
+    # fixed positions are there too, as given
+    assert pv.positions is not None and not pv.positions.refined
+    # (the windows sit on whole pixels)
+    np.testing.assert_allclose(pv.positions.current_px, rec.positions()[::pv.positions.stride], atol=0.5)
 
 
 def test_memory_estimate_grows_with_positions_and_is_largest_for_dm():

@@ -50,6 +50,24 @@ def test_job_runs_to_done_with_frames_of_increasing_iteration(worker, broker, se
     assert stored["seq"] == job.last_seq == last_header["seq"] and stored["status"] == "done"
 
 
+def test_frames_carry_pixel_sizes_every_probe_modes_amplitude_phase_and_power(worker, broker, sent_frames):
+    params = small_parameters(iterations=4).replace({"reconstruction.probe_modes": 2,
+                                                     "reconstruction.update_modes_from": 1})
+    services.submit_job(params)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    header, images = sent_frames[-1]
+    assert header["status"] == "done"
+    assert {"probe_amplitude_0", "probe_phase_0", "probe_amplitude_1", "probe_phase_1"} <= set(images)
+    assert header["pixel_size_m"] == pytest.approx(params.pixel_size_m)
+    entries = {e["name"]: e for e in header["images"]}
+    # the 32 px probe and the cropped object fit 512 px: one preview pixel is one reconstruction pixel
+    for name in ("object_amplitude", "probe_phase_1"):
+        assert entries[name]["pixel_m"] == pytest.approx(params.pixel_size_m, rel=1e-5)
+    power = header["probe_power"]
+    assert len(power) == 2 and sum(power) == pytest.approx(1, abs=1e-3) and power[0] > power[1] > 0
+
+
 def test_frames_are_time_throttled(worker, broker, sent_frames, settings):
     settings.PTYCHOPY_FRAME_RATE_HZ = 0.001  # one frame per 1000 s: only the final iteration's and the status
     job = services.submit_job(small_parameters(iterations=30))
@@ -236,17 +254,19 @@ def test_frames_of_jobs_that_refine_positions_or_fit_flux_carry_them_and_others_
     refined = read_result(Job.objects.get(pk=job.pk).result_path).positions_px
     np.testing.assert_allclose(refined, np.c_[pos["row"], pos["col"]], atol=1e-3)
     sent_frames.clear()
-    services.submit_job(small_parameters(iterations=2))
+    plain = small_parameters(iterations=2)
+    services.submit_job(plain)
     broker.join("reconstruct", fail_fast=True)
     worker.join()
-    assert sent_frames and all("positions" not in h for h, _ in sent_frames)
+    assert sent_frames and all(not h["positions"]["refined"] and "row0" not in h["positions"] for h, _ in sent_frames)
+    assert len(sent_frames[-1][0]["positions"]["row"]) == 36
     sent_frames.clear()
     services.submit_job(small_parameters(iterations=4).replace({"reconstruction.algorithm": "LSQML",
                                                                 "reconstruction.variable_intensity": True}))
     broker.join("reconstruct", fail_fast=True)
     worker.join()
     pos = sent_frames[-1][0]["positions"]
-    assert not pos["refined"] and pos["row"] == pos["row0"] and len(pos["flux"]) == 36
+    assert not pos["refined"] and "row0" not in pos and len(pos["flux"]) == 36
     assert abs(np.mean(pos["flux"]) - 1) < 0.05 and min(pos["flux"]) < max(pos["flux"])
 
 

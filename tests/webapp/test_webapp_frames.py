@@ -4,6 +4,7 @@ import json
 import struct
 
 import numpy as np
+import pytest
 
 from webapp.jobs.frames import FrameImage, decode_frame, downsample_errors, encode_frame, with_header
 
@@ -59,3 +60,17 @@ def test_many_probe_modes_are_strided_to_keep_frames_small():
     assert len(encode_frame({"job": 1}, limited)) < 1_000_000
     small = [obj, FrameImage("probe_amplitude_0", np.zeros((64, 64), np.uint8), 0, 1)]
     assert limit_probe_images(small) == small
+
+
+def test_probe_phases_share_the_probe_budget_and_their_pixel_size_grows_with_the_stride():
+    from webapp.jobs.frames import MAX_PROBE_PIXELS, limit_probe_images
+
+    obj = FrameImage("object_amplitude", np.zeros((512, 512), np.uint8), 0, 1, 1e-8)
+    probes = [FrameImage(f"probe_{part}_{k}", np.zeros((256, 256), np.uint8), 0, 1, 1e-8)
+              for k in range(2) for part in ("amplitude", "phase")]
+    limited = limit_probe_images([obj, *probes])
+    assert limited[0] is obj
+    assert sum(i.pixels.size for i in limited[1:]) <= MAX_PROBE_PIXELS
+    assert all(i.pixels.shape == (128, 128) and i.pixel_m == pytest.approx(2e-8) for i in limited[1:])
+    header, _ = decode_frame(encode_frame({"job": 1}, limited))
+    assert [e["pixel_m"] for e in header["images"]] == [1e-8] + [2e-8] * 4

@@ -1,9 +1,9 @@
 """The binary frame a viewer receives: a length-prefixed JSON header followed by uint8 images.
 
 Layout: 4-byte big-endian unsigned header length, the UTF-8 JSON header, then the images' bytes concatenated
-(each image's ``offset`` counts from the end of the header). A run that refines positions or fits their flux adds
-``positions`` to the header (:func:`positions_header`, at most ``reconstruction.preview.MAX_PREVIEW_POSITIONS``
-points).
+(each image's ``offset`` counts from the end of the header, its ``pixel_m`` is the width of one of its pixels in
+metres). ``positions`` (:func:`positions_header`, at most ``reconstruction.preview.MAX_PREVIEW_POSITIONS`` points)
+carries the scan; a run that refines positions or fits their flux adds where they started and the flux.
 Status changes travel as frames too: the header's ``status`` is then ``done``, ``failed`` or ``cancelled`` (with
 ``message``) and ``images`` may be empty.
 """
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 MAX_ERROR_POINTS = 500
-#: All probe-mode images of a frame together stay under this many pixels (the object's two images are at
-#: most 512 x 512 each), so a frame stays well under 1 MB whatever the number of modes.
+#: All probe images of a frame (each mode's amplitude and phase) together stay under this many pixels (the
+#: object's two images are at most 512 x 512 each), so a frame stays well under 1 MB whatever the number of modes.
 MAX_PROBE_PIXELS = 256 * 256 * 2
 _LEN = struct.Struct(">I")
 
@@ -28,21 +28,24 @@ _LEN = struct.Struct(">I")
 class FrameImage:
     """One uint8 image of a frame and the value range its 0..255 maps to."""
 
-    name: str  # object_amplitude, object_phase, probe_amplitude_0, ...
+    name: str  # object_amplitude, object_phase, probe_amplitude_0, probe_phase_0, ...
     pixels: np.ndarray  # (h, w) uint8
     vmin: float
     vmax: float
+    pixel_m: float | None = None  # width of one of these pixels in the sample plane (None: unknown)
 
 
 def limit_probe_images(images: list[FrameImage], budget: int = MAX_PROBE_PIXELS) -> list[FrameImage]:
-    """The images with every ``probe_amplitude_*`` strided down so that together they fit ``budget`` pixels."""
-    probes = [img for img in images if img.name.startswith("probe_amplitude_")]
+    """The images with every ``probe_*`` image strided down so that together they fit ``budget`` pixels (their
+    ``pixel_m`` grows by the stride)."""
+    probes = [img for img in images if img.name.startswith("probe_")]
     total = sum(img.pixels.size for img in probes)
     if total <= budget:
         return images
     stride = int(np.ceil(np.sqrt(total / budget)))
-    return [FrameImage(img.name, np.ascontiguousarray(img.pixels[::stride, ::stride]), img.vmin, img.vmax)
-            if img.name.startswith("probe_amplitude_") else img for img in images]
+    return [FrameImage(img.name, np.ascontiguousarray(img.pixels[::stride, ::stride]), img.vmin, img.vmax,
+                       None if img.pixel_m is None else img.pixel_m * stride)
+            if img.name.startswith("probe_") else img for img in images]
 
 
 def downsample_errors(errors: list[float], limit: int = MAX_ERROR_POINTS) -> tuple[list[int], list[float]]:
@@ -56,15 +59,16 @@ def downsample_errors(errors: list[float], limit: int = MAX_ERROR_POINTS) -> tup
 
 def positions_header(start_px: np.ndarray, current_px: np.ndarray, stride: int, *, refined: bool = True,
                      flux: np.ndarray | None = None) -> dict[str, Any]:
-    """The header's ``positions`` entry of a run that refines positions or fits their flux: every ``stride``-th
-    position's row and column in pixels at the start (``row0``, ``col0``) and now (``row``, ``col``), to 1/1000 px,
-    ``refined`` (whether they move) and, with a flux fit, ``flux`` (relative, to 1/1000)."""
+    """The header's ``positions`` entry: every ``stride``-th position's row and column in object pixels now
+    (``row``, ``col``), to 1/1000 px, ``refined`` (whether they move) and, when they do, where they started
+    (``row0``, ``col0``); with a flux fit, ``flux`` (relative, to 1/1000)."""
     def rounded(values: np.ndarray) -> list[float]:
         return [round(float(v), 3) for v in values]
 
-    out: dict[str, Any] = {"row0": rounded(start_px[:, 0]), "col0": rounded(start_px[:, 1]),
-                           "row": rounded(current_px[:, 0]), "col": rounded(current_px[:, 1]), "stride": int(stride),
+    out: dict[str, Any] = {"row": rounded(current_px[:, 0]), "col": rounded(current_px[:, 1]), "stride": int(stride),
                            "refined": bool(refined)}
+    if refined:
+        out["row0"], out["col0"] = rounded(start_px[:, 0]), rounded(start_px[:, 1])
     if flux is not None:
         out["flux"] = rounded(flux)
     return out
@@ -80,10 +84,11 @@ def encode_frame(header: dict[str, Any], images: list[FrameImage]) -> bytes:
         if pixels.ndim != 2:
             raise ValueError(f"frame image {img.name} must be 2-D, got shape {pixels.shape}")
         raw = pixels.tobytes()
-        entries.append(
-            {"name": img.name, "shape": [int(pixels.shape[0]), int(pixels.shape[1])], "offset": offset,
-             "length": len(raw), "vmin": _finite(img.vmin), "vmax": _finite(img.vmax)}
-        )
+        entry = {"name": img.name, "shape": [int(pixels.shape[0]), int(pixels.shape[1])], "offset": offset,
+                 "length": len(raw), "vmin": _finite(img.vmin), "vmax": _finite(img.vmax)}
+        if img.pixel_m is not None:
+            entry["pixel_m"] = float(f"{img.pixel_m:.6g}")
+        entries.append(entry)
         payload.append(raw)
         offset += len(raw)
     head = json.dumps({**header, "images": entries}, separators=(",", ":"), allow_nan=False).encode()

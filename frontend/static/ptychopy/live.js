@@ -13,6 +13,8 @@
   const FINISHED = new Set(["done", "failed", "cancelled"]);
   const TITLES = { object_amplitude: "Object amplitude", object_phase: "Object phase (rad)" };
   const COLORS = { object_amplitude: "Greys", object_phase: "Viridis" };
+  // a cyclic map for the probe's phase (its two ends meet)
+  const PHASE_COLORS = [[0, "#e2d9e2"], [0.25, "#5e7fba"], [0.5, "#2f1436"], [0.75, "#b3573f"], [1, "#e2d9e2"]];
   const plotConfig = { responsive: true, displaylogo: false, scrollZoom: true };
   const decoder = new TextDecoder();
 
@@ -60,37 +62,95 @@
     return { tickvals: ticks, ticktext: text, thickness: 12, len: 0.9 };
   }
 
-  function imageLayout(title) {
-    return {
+  // Physical units: a field narrower than 2 µm in nm, else in µm (null: the frame has no pixel size, so pixels).
+  function lengthUnit(extentM) {
+    if (!extentM || !isFinite(extentM)) return null;
+    return extentM < 2e-6 ? { name: "nm", perM: 1e9 } : { name: "µm", perM: 1e6 };
+  }
+
+  // The longest 1, 2 or 5 x 10^k not over a fifth of the width.
+  function niceLength(width) {
+    const target = width / 5;
+    const p = Math.pow(10, Math.floor(Math.log10(target)));
+    const m = target / p;
+    return (m >= 5 ? 5 : m >= 2 ? 2 : 1) * p;
+  }
+
+  function fmtLength(x, unit) {
+    return (Number.isInteger(x) ? String(x) : Number(x.toPrecision(3)).toString()) + " " + unit;
+  }
+
+  function imageLayout(title, axes) {
+    const layout = {
       title: { text: title, font: { size: 14 } },
       uirevision: "keep",
-      margin: { l: 40, r: 10, t: 36, b: 30 },
-      xaxis: { constrain: "domain" },
-      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain" },
+      margin: { l: 50, r: 10, t: 36, b: 40 },
+      xaxis: { constrain: "domain", title: { text: axes ? "x (" + axes.unit + ")" : "column (px)" } },
+      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain",
+               title: { text: axes ? "y (" + axes.unit + ")" : "row (px)" } },
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
     };
+    if (axes) {  // a scale bar in the lower left corner, drawn in data coordinates so it zooms with the image
+      const x0 = 0.05 * axes.width, y = 0.93 * axes.height;
+      layout.shapes = [{ type: "rect", xref: "x", yref: "y", x0: x0, x1: x0 + axes.bar,
+                         y0: y, y1: y + 0.015 * axes.height, fillcolor: "#ffffff", line: { color: "#000000", width: 1 } }];
+      layout.annotations = [{ xref: "x", yref: "y", x: x0 + axes.bar / 2, y: y, yanchor: "bottom", showarrow: false,
+                              text: axes.barText, font: { size: 11, color: "#000000" },
+                              bgcolor: "rgba(255,255,255,0.75)", borderpad: 1 }];
+    }
+    return layout;
   }
 
   function drawImage(div, img, title, colorscale) {
+    const unit = lengthUnit(img.pixel_m ? img.pixel_m * Math.max(img.shape[0], img.shape[1]) : null);
     const trace = {
       type: "heatmap",
       z: { dtype: "u1", bdata: img.data, shape: img.shape[0] + "," + img.shape[1] },
       zmin: 0, zmax: 255, zsmooth: false, colorscale: colorscale, colorbar: colorbar(img),
       hovertemplate: "row %{y}, col %{x}<extra></extra>",
     };
-    Plotly.react(div, [trace], imageLayout(title), plotConfig);
+    let axes = null;
+    if (unit) {
+      const d = img.pixel_m * unit.perM;
+      Object.assign(trace, { x0: d / 2, dx: d, y0: d / 2, dy: d,
+                             hovertemplate: "x %{x:.4g} " + unit.name + ", y %{y:.4g} " + unit.name + "<extra></extra>" });
+      const width = d * img.shape[1];
+      const bar = niceLength(width);
+      axes = { unit: unit.name, width: width, height: d * img.shape[0], bar: bar, barText: fmtLength(bar, unit.name) };
+    }
+    Plotly.react(div, [trace], imageLayout(title, axes), plotConfig);
+    div.dataset.unit = axes ? axes.unit : "px";
+    div.dataset.scaleBar = axes ? axes.barText : "";
+    div.dataset.extent = axes ? axes.width.toPrecision(4) : "";
   }
 
-  function probeDiv(name) {
+  function probeDiv(name, label) {
     let div = el("plot-" + name);
     if (!div) {
       div = document.createElement("div");
       div.className = "plot";
       div.id = "plot-" + name;
+      div.setAttribute("aria-label", label);
       el("plots").insertBefore(div, el("plot-errors"));
     }
     return div;
+  }
+
+  // Each probe mode's amplitude and phase, titled with the mode's share of the probe's power.
+  function drawProbe(img, header) {
+    const m = /^probe_(amplitude|phase)_(\d+)$/.exec(img.name);
+    if (!m) return;
+    const mode = Number(m[2]);
+    const power = (header.probe_power || [])[mode];
+    const share = power === undefined ? "" : " (" + (100 * power).toPrecision(3) + " % of the power)";
+    const div = probeDiv(img.name, "Probe mode " + mode + " " + m[1]);
+    if (m[1] === "amplitude") {
+      drawImage(div, img, "Probe mode " + mode + " amplitude" + share, "Hot");
+    } else {
+      drawImage(div, img, "Probe mode " + mode + " phase (rad)", PHASE_COLORS);
+    }
+    if (power !== undefined) div.dataset.power = power;
   }
 
   function drawErrors(header) {
@@ -108,9 +168,9 @@
     Plotly.react(el("plot-errors"), [trace], layout, plotConfig);
   }
 
-  // A run that refines positions or fits their flux sends every k-th position at the start and now (and the
-  // fitted flux): draw where each one is, coloured by how far it has moved (the moves are far smaller than the
-  // scan, so colour shows them) and, with a flux fit, coloured by the flux it received.
+  // Every frame carries every k-th scan position (a run that refines them also where they started, one that fits
+  // their flux the flux): draw where each one is, coloured by how far it has moved (the moves are far smaller than
+  // the scan, so colour shows them) or by scan order, and, with a flux fit, coloured by the flux it received.
   function scatterDiv(id, label) {
     let div = el(id);
     if (!div) {
@@ -123,33 +183,50 @@
     return div;
   }
 
-  function drawScatter(div, pos, values, title, unit, hover) {
+  // Positions in object pixels -> the sample plane's unit (window corners; px when the frame has no pixel size).
+  function scanAxes(pos, pixelM) {
+    const span = Math.max(Math.max.apply(null, pos.row) - Math.min.apply(null, pos.row),
+                          Math.max.apply(null, pos.col) - Math.min.apply(null, pos.col), 1);
+    const unit = lengthUnit(pixelM ? span * pixelM : null);
+    const k = unit ? pixelM * unit.perM : 1;
+    return { unit: unit ? unit.name : "px", x: pos.col.map(function (c) { return c * k; }),
+             y: pos.row.map(function (r) { return r * k; }) };
+  }
+
+  function drawScatter(div, pos, values, title, unit, hover, pixelM) {
+    const axes = scanAxes(pos, pixelM);
     const trace = {
-      type: "scatter", mode: "markers", x: pos.col, y: pos.row, customdata: values,
+      type: "scatter", mode: "markers", x: axes.x, y: axes.y, customdata: values,
       marker: { size: 6, color: values, colorscale: "Viridis",
                 colorbar: { title: { text: unit }, thickness: 12, len: 0.9 } },
-      hovertemplate: "row %{y:.2f}, col %{x:.2f}: " + hover + "<extra></extra>",
+      hovertemplate: "x %{x:.4g}, y %{y:.4g} " + axes.unit + ": " + hover + "<extra></extra>",
     };
     const layout = {
       title: { text: title + (pos.stride > 1 ? " (1 in " + pos.stride + ")" : ""), font: { size: 14 } },
-      uirevision: "keep", margin: { l: 40, r: 10, t: 36, b: 30 },
-      xaxis: { constrain: "domain" }, yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain" },
+      uirevision: "keep", margin: { l: 50, r: 10, t: 36, b: 40 },
+      xaxis: { constrain: "domain", title: { text: "x (" + axes.unit + ")" } },
+      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain", title: { text: "y (" + axes.unit + ")" } },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     };
+    div.dataset.unit = axes.unit;
     Plotly.react(div, [trace], layout, plotConfig);
     div.dataset.points = pos.row.length;
   }
 
-  function drawPositions(pos) {
+  // The scan is always drawn: refined positions coloured by how far each moved, fixed ones by their scan order.
+  function drawPositions(pos, pixelM) {
+    const div = scatterDiv("plot-positions", "scan positions");
     if (pos.refined) {
       const moved = pos.row.map(function (r, i) { return Math.hypot(r - pos.row0[i], pos.col[i] - pos.col0[i]); });
-      const div = scatterDiv("plot-positions", "scan positions");
-      drawScatter(div, pos, moved, "Scan positions, refined", "px", "moved %{customdata:.2f} px");
+      drawScatter(div, pos, moved, "Scan positions, refined", "moved (px)", "moved %{customdata:.2f} px", pixelM);
       div.dataset.maxMovedPx = Math.max.apply(null, moved.concat([0])).toFixed(3);
+    } else {
+      const order = pos.row.map(function (_, i) { return i * pos.stride; });
+      drawScatter(div, pos, order, "Scan positions", "scan order", "position %{customdata}", pixelM);
     }
     if (pos.flux) {
       const div = scatterDiv("plot-flux", "fitted flux per position");
-      drawScatter(div, pos, pos.flux, "Fitted flux per position", "relative", "flux %{customdata:.3f}");
+      drawScatter(div, pos, pos.flux, "Fitted flux per position", "relative", "flux %{customdata:.3f}", pixelM);
       div.dataset.fluxMin = Math.min.apply(null, pos.flux).toFixed(3);
       div.dataset.fluxMax = Math.max.apply(null, pos.flux).toFixed(3);
     }
@@ -254,13 +331,12 @@
     frame.images.forEach(function (img) {
       if (TITLES[img.name]) {
         drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
-      } else if (img.name.indexOf("probe_amplitude_") === 0) {
-        const mode = img.name.slice("probe_amplitude_".length);
-        drawImage(probeDiv(img.name), img, "Probe amplitude, mode " + mode, "Hot");
+      } else {
+        drawProbe(img, h);
       }
     });
     drawErrors(h);
-    if (h.positions) drawPositions(h.positions);
+    if (h.positions && frame.images.length) drawPositions(h.positions, h.pixel_size_m);
     framesDrawn += 1;
     root.dataset.seq = h.seq;
     root.dataset.iteration = h.iteration;
