@@ -12,7 +12,8 @@ errors; the raster is given. ``--probe known`` (default) starts from the true pr
 builds the guess from the data and updates it from iteration 2 (held during the affine fit). Settings: refinement
 from ``--pps``, a coarse search of radius ``--coarse`` in its first 5 iterations, every linear affine term free,
 fitted in refining iterations ``--affine-delay`` + 1 .. + ``--affine-epochs``. Prints one ``POSCORR`` line per engine
-(position RMS given -> refined after removing the mean offset, NRMSE refined and with the true positions, seconds).
+(position RMS given -> refined after removing the mean offset, NRMSE refined and with the true positions, seconds)
+and what is left of the error: its affine part and the rest.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
 from reconstruction.metrics import illuminated_region, object_nrmse
+from reconstruction.physics import position_update as pu
 from reconstruction.simulate import raster_px, simulate
 
 
@@ -33,6 +35,18 @@ def position_error_px(positions: np.ndarray, true: np.ndarray) -> float:
     d = positions - true
     d -= d.mean(axis=0)
     return float(np.sqrt((d**2).sum(axis=1).mean()))
+
+
+def affine_and_rest_px(positions: np.ndarray, true: np.ndarray) -> tuple[float, float, dict[str, float]]:
+    """RMS (px) of the affine part (mean offset removed) and of the rest of positions - true, and the affine map
+    from the true positions to these (scale, asymmetry, rotation_deg, shear)."""
+    cols = pu.affine_columns(np, true, pu.AFFINE_TERMS).reshape(-1, 6)
+    d = positions - true
+    fitted = (cols @ np.linalg.lstsq(cols, d.ravel(), rcond=None)[0]).reshape(d.shape)
+    rest = d - fitted
+    fitted -= fitted.mean(axis=0)
+    return (float(np.sqrt((fitted**2).sum(axis=1).mean())), float(np.sqrt((rest**2).sum(axis=1).mean())),
+            pu.describe_affine(np, pu.fit_affine(np, true, positions)[0]))
 
 
 def main() -> None:
@@ -46,6 +60,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=100)
     ap.add_argument("--pps", type=int, default=5)
     ap.add_argument("--coarse", type=int, default=3)
+    ap.add_argument("--coarse-epochs", type=int, default=5)
     ap.add_argument("--affine-delay", type=int, default=40)
     ap.add_argument("--affine-epochs", type=int, default=20)
     ap.add_argument("--probe", choices=("known", "guessed"), default="known")
@@ -67,7 +82,7 @@ def main() -> None:
             update_probe_from=10**6 if known else 2, phase_constraint=0, subpixel_windows=True,
             position_refinement_from=args.pps if refine else 0,
             position_affine=("scale", "asymmetry", "rotation", "shear"), coarse_search_px=args.coarse,
-            coarse_search_epochs=5, affine_delay=args.affine_delay, affine_epochs=args.affine_epochs)
+            coarse_search_epochs=args.coarse_epochs, affine_delay=args.affine_delay, affine_epochs=args.affine_epochs)
         start = time.perf_counter()
         rec = Reconstruction(sim.data.intensities, positions, algorithm=algorithm, iterations=args.iterations,
                              seed=0, device="cpu", probe=sim.probe_truth if known else None,
@@ -85,6 +100,9 @@ def main() -> None:
               f"positions_px {position_error_px(nominal, true):.3f} -> {position_error_px(rec.positions(), true):.3f} "
               f"nrmse {nrmse:.4f} true_positions {nrmse_true:.4f} ratio {nrmse / nrmse_true:.2f} "
               f"seconds {seconds:.1f}", flush=True)
+        affine_px, rest_px, described = affine_and_rest_px(rec.positions(), true)
+        print(f"  left: affine part {affine_px:.3f} px, the rest {rest_px:.3f} px; refined/true: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in described.items()), flush=True)
 
 
 if __name__ == "__main__":
