@@ -98,6 +98,25 @@ def test_demo_running_on_first_page_and_restart_loses_no_job(embedded: EmbeddedS
     assert row["status"] == "done", f"the job running during the crash ended {row}"
 
 
+def test_a_newcomers_first_job_does_not_wait_behind_the_demo(embedded: EmbeddedServer) -> None:
+    """The demo (12,000 iterations, minutes) steps aside: a job submitted while it runs starts within a second or
+    two, and the demo runs again after it."""
+    from datetime import datetime
+
+    username, _ = embedded.demo_login()
+    api = ApiClient(embedded.base_url, _last_token(run_manage(embedded.env, "create_token", username)))
+    demo_id = min(int(j["id"]) for j in api.get("/api/v1/jobs/").json()["results"])
+    api.wait_status(demo_id, {"running"}, 60)
+    job = api.submit(small_sim_cmdstr(20), label="newcomer")
+    row = api.wait_status(job["id"], {"done", "failed", "cancelled"}, 60)
+    assert row["status"] == "done", row
+    waited_s = (datetime.fromisoformat(row["started"]) - datetime.fromisoformat(row["created"])).total_seconds()
+    print(f"the newcomer's job waited {waited_s:.2f} s behind the running demo")
+    assert waited_s < 3.0, f"the newcomer's job waited {waited_s:.1f} s behind the demo"
+    demo = api.wait_status(demo_id, {"running"}, 30)
+    assert demo["iterations"] == 12_000 and demo["status"] == "running"
+
+
 # The key every embedded install used before finding 8 was fixed (it was in the source, hence public).
 PUBLIC_FALLBACK_KEY = "ptychopy-embedded-insecure-key-set-SECRET_KEY-in-production"
 

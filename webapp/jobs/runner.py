@@ -56,6 +56,11 @@ class WorkerStopping(Exception):
     """This worker is shutting down: the running job stops between iterations and goes back to the queue."""
 
 
+class DemoStepsAside(WorkerStopping):
+    """The demo job (source ``demo``) gives the worker to a person's queued job: it goes back to the queue behind
+    it and runs again from the start afterwards (embedded mode: one worker thread, a demo of minutes)."""
+
+
 _stopping = threading.Event()
 _claimed_here: set[int] = set()  # jobs this process claimed (a row it left is not a dead worker's)
 
@@ -98,6 +103,14 @@ def _run_claimed(job_id: int) -> str:
     except JobTakenOver:
         log.warning("job %s: attempt %d was taken over by another worker; this one stopped", job_id, job.attempts)
         return "taken over"
+    except DemoStepsAside:
+        moved = db_call(lambda: _hand_back(job, "stepped aside for a queued job; it runs again from the start after "
+                                                "it"), what=f"hand back job {job_id}", outage_s=10)
+        if moved:
+            enqueue(job.pk)  # behind the job it stepped aside for
+            announce_status(Job.objects.get(pk=job.pk))
+        log.info("demo job %s stepped aside for a queued job", job_id)
+        return "stepped aside"
     except WorkerStopping:
         moved = db_call(lambda: _hand_back(job, "its worker stopped; re-queued"), what=f"hand back job {job_id}",
                         outage_s=10)
@@ -111,6 +124,16 @@ def _run_claimed(job_id: int) -> str:
         raise
     finally:
         heartbeat.set_current_job(None)
+
+
+def someone_waits() -> bool:
+    """Whether a job that is not a demo is queued (one query; asked only while a demo runs, every 0.25 s)."""
+    try:
+        return Job.objects.filter(status=Job.Status.QUEUED).exclude(source=Job.Source.DEMO).exists()
+    except Exception as exc:
+        if not is_db_unreachable(exc):
+            raise
+        return False
 
 
 def _hand_back(job: Job, message: str) -> int:
@@ -235,6 +258,8 @@ class JobRun:
                 self.frame(rec, progress, Job.Status.RUNNING)
             if now - self.last_cancel_check >= CANCEL_POLL_S or final:
                 self.last_cancel_check = now
+                if self.job.source == Job.Source.DEMO and not final and someone_waits():
+                    raise DemoStepsAside()
                 if self.cancel_requested():
                     if not final:
                         self.frame(rec, progress, Job.Status.RUNNING)
