@@ -4,7 +4,7 @@
     ptychopy params [--json]          every parameter with its flag, unit, default and hint
     ptychopy demo                     the main job: the web site with a live demo reconstruction
                                       (a terminal demo when the web extras are not installed)
-    ptychopy serve | bridge | simioc | export | inspect ...   (see each --help)
+    ptychopy serve | bridge | simioc | simwrite | export | inspect ...   (see each --help)
 
 ``serve`` lives in ``webapp``, ``bridge``/``simioc`` in ``epics_bridge`` and ``export`` in
 ``reconstruction.io``; they are looked up by module name, so this package does not import them.
@@ -31,6 +31,8 @@ DELEGATED = {
     "bridge": ("epics_bridge.cli", "main", "run the EPICS bridge that queues a reconstruction per finished scan"),
     "simioc": ("epics_bridge.cli", "simioc_main", "run a simulated beamline IOC that plays scans"),
     "export": ("reconstruction.io.export", "main", "export a result file to TIFF, PNG, CSV or a ptychodus product"),
+    "simwrite": ("reconstruction.live.simwrite", "main", "write a simulated scan into an HDF5 file with SWMR at a "
+                 "frame rate (a detector for -liveSource=swmr)"),
 }
 
 DEMO_CMDSTR = ("./ptycho -jobID=demo -algorithm=LSQML -simulate=1 -size=64 -scanDims=15,15 -step=200e-9,200e-9 "
@@ -175,7 +177,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["reconstruction.device"] = args.device
     if overrides:
         params = params.replace(overrides)
-    paths = run_with_progress(params, quiet=args.quiet)
+    if params.data.live_source != "none":
+        from .live import run_live
+
+        paths = run_live(params, quiet=args.quiet)
+    else:
+        paths = run_with_progress(params, quiet=args.quiet)
     for path in paths:
         print(f"wrote {path}")
     return 0

@@ -86,6 +86,22 @@ class DataParameters:
                            advanced=True)
     io_threads: int = param(1, kind="int", flag="threads", min=1, max=256, advanced=True,
                             hint="Threads used to read data files.")
+    live_source: str = param("none", kind="choice", flag="liveSource", choices=("none", "swmr", "replay"),
+                             advanced=True, label="Live source",
+                             hint="Reconstruct while the scan acquires: 'swmr' reads the -fp HDF5 file as a "
+                                  "detector writes it (SWMR), 'replay' plays a finished -fp file at -liveRate "
+                                  "(docs/streaming.md).")
+    live_rate_hz: float = param(200.0, kind="float", flag="liveRate", unit="frames/s", min=0.01, max=1e7,
+                                advanced=True, hint="Replay source: frames per second it plays.")
+    live_stall_s: float = param(10.0, kind="float", flag="liveStall", unit="s", min=0.1, max=1e6, advanced=True,
+                                hint="Live source: no new frame for this long ends the stream as stalled "
+                                     "(the partial result is kept); also the wait for the file to appear.")
+    live_buffer_frames: int = param(100000, kind="int", flag="liveBuffer", unit="frames", min=1, max=10**9,
+                                    advanced=True, hint="Live source: the most frames held in host memory "
+                                                        "waiting for the engine; more stops the run with an error.")
+    live_finish_iterations: int = param(20, kind="int", flag="liveFinish", unit="iterations", min=0, max=10**7,
+                                        advanced=True, hint="Live source: iterations over all frames once the "
+                                                            "scan has ended (or was aborted or stalled).")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+"""Issue 21 on the CPU: a simulated detector writes a 40 x 40 scan of 64^2 frames with SWMR at 200 frames/s
+(``ptychopy simwrite``, its own process) while ``ptychopy run -liveSource=swmr`` reconstructs (another process);
+then a batch ``ptychopy run`` of the finished file with as many epochs as the live run ran in all. Prints one
+JSON object: frames planned/received/dropped, the writer's rate, the time from the last frame to the written result
+(and without the finishing iterations), and the NRMSE of the live object against the batch object and of both
+against the simulation's truth (illuminated region, after scale/ramp/shift).
+
+    .venv/bin/python benchmarks/live_streaming.py [--algorithm ePIE] [--finish 20] [--rate 200] [--dims 40,40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from reconstruction.io import read_result
+from reconstruction.metrics import illuminated_region, object_nrmse
+from reconstruction.parameters import Parameters
+from reconstruction.simulate import simulate_from_parameters
+
+PTYCHOPY = [sys.executable, "-m", "ptychopy"]
+
+
+def live_line(stdout: str) -> dict:
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith("live: "))[6:])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--algorithm", default="ePIE")
+    ap.add_argument("--finish", type=int, default=20)
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--dims", default="40,40")
+    ap.add_argument("--size", type=int, default=64)
+    args = ap.parse_args()
+    scan = f"./ptycho -size={args.size} -scanDims={args.dims} -photons=1e6 -seed=0"
+    rec = f"-sqrtData=1 -algorithm={args.algorithm} -updateProbe=2 -phaseConstraint=0 -device=cpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "scan.h5"
+        writer = subprocess.Popen([*PTYCHOPY, "simwrite", str(data), scan, "--rate", str(args.rate)],
+                                  stdout=subprocess.PIPE, text=True)
+        live = subprocess.run([*PTYCHOPY, "run", f"{scan} {rec} -fp={data} -liveSource=swmr -liveStall=5 "
+                               f"-liveFinish={args.finish} -jobID=live", "--out", tmp, "--quiet"],
+                              capture_output=True, text=True, check=True)
+        wrote = json.loads(writer.communicate()[0].strip().splitlines()[-1])
+        info = live_line(live.stdout)
+        epochs = info["live_iterations"] + info["finish_iterations"]
+        t0 = time.perf_counter()
+        subprocess.run([*PTYCHOPY, "run", f"{scan} {rec} -fp={data} -i={epochs} -jobID=batch", "--out", tmp,
+                        "--quiet"], capture_output=True, text=True, check=True)
+        batch_s = time.perf_counter() - t0
+        live_obj = read_result(Path(tmp) / "live.h5").object
+        batch_res = read_result(Path(tmp) / "batch.h5")
+    truth = simulate_from_parameters(Parameters.from_cmdstr(scan)).object_truth
+    region = _region(batch_res, truth.shape)
+    out = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "algorithm": args.algorithm,
+        "scan": scan, "writer": wrote, "live": info, "batch_epochs": epochs, "batch_process_s": round(batch_s, 2),
+        "nrmse_live_vs_batch": round(object_nrmse(batch_res.object, live_obj, region), 4),
+        "nrmse_live_vs_truth": round(object_nrmse(truth, live_obj, region), 4),
+        "nrmse_batch_vs_truth": round(object_nrmse(truth, batch_res.object, region), 4),
+    }
+    print(json.dumps(out))
+    return 0
+
+
+def _region(result, shape) -> np.ndarray:
+    """Where the probe lit the object (10 % of the peak illumination), from the result's probe and positions."""
+    n = result.probe.shape[-1]
+    p2 = (np.abs(result.probe) ** 2).sum(axis=0)
+    illum = np.zeros(shape, dtype=np.float64)
+    for r, c in np.floor(result.positions_px + 0.5).astype(int):
+        illum[r:r + n, c:c + n] += p2
+    return illuminated_region(illum)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Live sources (a growing SWMR file, a replay) and the streaming run that reconstructs as frames arrive.
+
+Pure reading and computing: no network code. ``open_live_source(params)`` picks the source ``-liveSource`` names;
+``StreamingRun(params, source).run()`` reconstructs (docs/streaming.md).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .feed import LiveFeed
+from .source import ABORTED, ACQUIRING, ENDED, STALLED, FrameBatch, LiveSource, LiveSourceError, PlannedScan
+
+if TYPE_CHECKING:
+    from ..parameters import Parameters
+
+
+def planned_from_parameters(params: Parameters) -> PlannedScan:
+    """The raster or spiral the parameters describe, as the plan of a live scan."""
+    from ..positions import positions_m_from_parameters
+
+    return PlannedScan(positions_m_from_parameters(params), None, "parameters (-scanDims, -step)")
+
+
+def open_live_source(params: Parameters) -> LiveSource:
+    """The source ``-liveSource`` names over the ``-fp`` file (``-hdf5path`` dataset)."""
+    d = params.data
+    if d.live_source == "none":
+        raise LiveSourceError("-liveSource=none: no live source to open")
+    if not d.file_pattern:
+        raise LiveSourceError(f"-liveSource={d.live_source}: give the file with -fp=...")
+    if "#" in d.file_pattern or "%" in d.file_pattern:
+        raise LiveSourceError(f"-liveSource={d.live_source} -fp={d.file_pattern}: a live source reads one file, "
+                              "not a numbered pattern")
+    plan = planned_from_parameters(params)
+    if d.live_source == "swmr":
+        from .swmr import SwmrSource
+
+        return SwmrSource(d.file_pattern, d.hdf5_path, plan, wait_s=d.live_stall_s)
+    from .replay import ReplaySource
+
+    return ReplaySource(d.file_pattern, d.hdf5_path, plan, d.live_rate_hz)
+
+
+__all__ = ["ABORTED", "ACQUIRING", "ENDED", "STALLED", "FrameBatch", "LiveFeed", "LiveSource", "LiveSourceError",
+           "PlannedScan", "open_live_source", "planned_from_parameters"]

@@ -1,0 +1,127 @@
+"""``ptychopy simwrite``: write a simulated scan into an HDF5 file with SWMR, frame by frame, as a detector would.
+
+    ptychopy simwrite OUT.h5 "<command string>" [--rate 200] [--abort-after K] [--stop-after K]
+                     [--shuffle B] [--duplicate J]
+
+The command string describes the scan (-size, -scanDims, -step, -beamSize, -lambda, -z, -dx_d, -photons, -seed),
+as for ``-simulate=1``. The file has the layout ``reconstruction/live/swmr.py`` reads: frames (counts, so read
+them with -sqrtData=1), frame_index, positions_m growing, planned_positions_m and a status (0 acquiring,
+1 ended, 2 aborted). ``--abort-after K``: after K frames mark the scan aborted and exit; ``--stop-after K``: after
+K frames exit leaving it 'acquiring' (a writer that died: the reader sees a stall); ``--shuffle B``: frames go
+out in a random order within blocks of B; ``--duplicate J``: frame J is written a second time right after it.
+Prints one JSON line at the end: frames written, first/last frame times (Unix seconds), rate achieved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .swmr import FRAME_INDEX, PLANNED_POSITIONS, POSITIONS, STATUS
+
+
+def frame_order(n: int, shuffle_block: int, duplicate: int | None, seed: int = 0) -> list[int]:
+    """The order frames 0..n-1 are written in: in blocks of ``shuffle_block`` shuffled (0/1 = in order), with
+    frame ``duplicate`` repeated right after itself."""
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    for start in range(0, n, max(1, shuffle_block)):
+        block = list(range(start, min(n, start + max(1, shuffle_block))))
+        if shuffle_block > 1:
+            rng.shuffle(block)
+        order.extend(block)
+    if duplicate is not None:
+        at = order.index(duplicate)
+        order.insert(at + 1, duplicate)
+    return order
+
+
+def write_scan(out: Path, frames: np.ndarray, positions_m: np.ndarray, *, rate_hz: float, order: list[int],
+               dataset: str = "/entry/data/data", abort_after: int | None = None,
+               stop_after: int | None = None) -> dict[str, object]:
+    """Write ``frames`` (N, r, c) float32 at ``positions_m`` (N, 2) metres in ``order`` at ``rate_hz`` with SWMR;
+    returns what was written and when."""
+    n, rows, cols = frames.shape
+    with h5py.File(out, "w", libver="latest") as f:
+        data = f.create_dataset(dataset, shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=np.float32,
+                                chunks=(1, rows, cols))
+        index = f.create_dataset(FRAME_INDEX, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        pos = f.create_dataset(POSITIONS, shape=(0, 2), maxshape=(None, 2), dtype=np.float64, chunks=(1024, 2))
+        f.create_dataset(PLANNED_POSITIONS, data=positions_m)
+        status = f.create_dataset(STATUS, data=np.zeros(1, dtype=np.int8))
+        f.swmr_mode = True
+        t0 = time.time()
+        written = 0
+        first_s = last_s = 0.0
+        limit = len(order)
+        for stop_at in (abort_after, stop_after):
+            if stop_at is not None:
+                limit = min(limit, stop_at)
+        while written < limit:
+            due = min(limit, int((time.time() - t0) * rate_hz) + 1)
+            if due > written:
+                chosen = order[written:due]
+                k0 = written
+                for ds in (data, index, pos):
+                    ds.resize(due, axis=0)
+                data[k0:due] = frames[chosen]
+                pos[k0:due] = positions_m[chosen]
+                index[k0:due] = chosen  # last, so a reader never sees an index before its frame
+                for ds in (data, pos, index):
+                    ds.flush()
+                last_s = time.time()
+                first_s = first_s or last_s
+                written = due
+            time.sleep(max(0.0, t0 + (written + 1) / rate_hz - time.time()))
+        if stop_after is not None and written >= stop_after:
+            return _report(written, first_s, last_s, "stopped")
+        aborted = abort_after is not None and written >= abort_after
+        status[0] = 2 if aborted else 1
+        status.flush()
+    return _report(written, first_s, last_s, "aborted" if aborted else "ended")
+
+
+def _report(written: int, first_s: float, last_s: float, how: str) -> dict[str, object]:
+    span = last_s - first_s
+    return {"frames": written, "first_frame_unix_s": first_s, "last_frame_unix_s": last_s, "how": how,
+            "rate_hz": (written - 1) / span if span > 0 else 0.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..parameters import Parameters
+    from ..simulate import simulate_from_parameters
+
+    p = argparse.ArgumentParser(prog="ptychopy simwrite", description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, help="the HDF5 file to write (replaced)")
+    p.add_argument("cmdstr", help='the scan, e.g. "./ptycho -size=64 -scanDims=40,40 -photons=1e6"')
+    p.add_argument("--rate", type=float, default=200.0, help="frames per second (default 200)")
+    p.add_argument("--abort-after", type=int, help="mark the scan aborted after this many frames")
+    p.add_argument("--stop-after", type=int, help="exit after this many frames without ending the scan")
+    p.add_argument("--shuffle", type=int, default=1, help="write frames out of order within blocks of this size")
+    p.add_argument("--duplicate", type=int, help="write this frame index twice")
+    args = p.parse_args(argv)
+    if args.rate <= 0:
+        p.error(f"--rate {args.rate}: expected > 0 frames/s")
+    params = Parameters.from_cmdstr(args.cmdstr)
+    sim = simulate_from_parameters(params)
+    from ..positions import positions_m_from_parameters
+
+    positions_m = positions_m_from_parameters(params)
+    frames = sim.data.intensities
+    if args.duplicate is not None and not 0 <= args.duplicate < frames.shape[0]:
+        p.error(f"--duplicate {args.duplicate}: the scan has frames 0..{frames.shape[0] - 1}")
+    order = frame_order(frames.shape[0], args.shuffle, args.duplicate)
+    report = write_scan(args.out, frames, positions_m, rate_hz=args.rate, order=order, dataset=params.data.hdf5_path,
+                        abort_after=args.abort_after, stop_after=args.stop_after)
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
