@@ -9,7 +9,9 @@ failed. Screenshots are kept under test-output/.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -23,9 +25,15 @@ pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.slow, pytes
 LONG_LABEL = "/data/beamline/2026-12/" + "/".join(f"very_long_sample_folder_{k:02d}" for k in range(12)) + "/scan.h5"
 
 
-def shot(pg, name: str) -> None:  # type: ignore[no-untyped-def]
+def shot(pg, name: str, part: str = "#live") -> None:  # type: ignore[no-untyped-def]
+    """The whole page under test-output/; with PTYCHOPY_DOC_SCREENSHOTS=<folder> also the ``part`` the docs show,
+    as a JPEG (docs/img/ is made this way)."""
     TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(TEST_OUTPUT / f"browser-page-{name}.png"), full_page=True)
+    folder = os.environ.get("PTYCHOPY_DOC_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        pg.locator(part).first.screenshot(path=str(Path(folder) / f"job-page-{name}.jpg"), type="jpeg", quality=70)
 
 
 def conn_text(pg) -> str:  # type: ignore[no-untyped-def]
@@ -107,7 +115,7 @@ def test_job_page_states_queue_estimate_confirmations_and_history(  # type: igno
         assert pg.locator("td.label", has_text=LONG_LABEL[:30]).count() == 1
         reason = pg.locator(f"tr:has(a[href='/jobs/{failed['id']}/']) .reason")
         assert reason.is_visible() and (reason.text_content() or "").strip()[:30] == failed_row["message"][:30]
-        shot(pg, "history")
+        shot(pg, "history", "table.jobs")
 
         # the confirmed cancel goes through
         pg.goto(f"/jobs/{queued['id']}/")
@@ -164,6 +172,21 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
             re.fullmatch(r"0\.0*[125] " + unit, st["data"]["scaleBar"]), st
         assert float(st["data"]["scaleBar"].split()[0]) == pytest.approx(length)
         assert 0 < length <= st["xr"][1] / 5 and st["notes"] == [st["data"]["scaleBar"]]
+
+    # zoom and pan are shared by the object's panels, both ways, and a reset resets both
+    full = plot_state(pg, "plot-object_phase")
+    pg.evaluate("() => Plotly.relayout('plot-object_amplitude', "
+                "{'xaxis.range': [0.5, 1.0], 'yaxis.range': [1.2, 0.6]})")
+    pg.wait_for_function("() => document.getElementById('plot-object_phase')._fullLayout.xaxis.range[1] === 1.0")
+    assert plot_state(pg, "plot-object_phase")["yr"] == [1.2, 0.6]
+    pg.evaluate("() => Plotly.relayout('plot-object_phase', {'xaxis.range': [0.25, 0.75]})")
+    pg.wait_for_function("() => document.getElementById('plot-object_amplitude')._fullLayout.xaxis.range[0] === 0.25")
+    pg.locator("#plot-object_amplitude .nsewdrag").first.dblclick()  # Plotly's reset, as a user does it
+    pg.wait_for_function("() => document.getElementById('plot-object_phase')._fullLayout.xaxis.range[0] === 0")
+    for plot_id in ("plot-object_phase", "plot-object_amplitude"):
+        reset = plot_state(pg, plot_id)
+        assert reset["xr"] == pytest.approx(full["xr"]) and reset["yr"] == pytest.approx(full["yr"]), reset
+        assert reset["yr"][0] > reset["yr"][1]  # rows still run downwards
 
     powers = [float(plot_state(pg, f"plot-probe_amplitude_{k}")["data"]["power"]) for k in (0, 1)]
     assert sum(powers) == pytest.approx(1, abs=2e-3) and powers[0] > powers[1] > 0

@@ -313,6 +313,28 @@
     return "No image: the job was " + h.status + " before its first iteration.";
   }
 
+  // Zoom and pan are shared by the object's panels (same field, same axes): a relayout of one is applied to the
+  // others; the flag stops the echo. uirevision keeps the shared view through later frames.
+  const OBJECT_PLOTS = ["plot-object_amplitude", "plot-object_phase"];
+  let syncing = false;
+  function linkZoom(div, group) {
+    if (div.dataset.zoomLinked || !div.on) return;
+    div.dataset.zoomLinked = "1";
+    div.on("plotly_relayout", function (ev) {
+      if (syncing) return;
+      const update = {};
+      Object.keys(ev).forEach(function (k) {
+        if (!/^[xy]axis\.(range|autorange)/.test(k)) return;
+        update[k] = k === "yaxis.autorange" && ev[k] === true ? "reversed" : ev[k];  // image rows run downwards
+      });
+      if (!Object.keys(update).length) return;
+      syncing = true;
+      Promise.all(group.filter(function (id) { return id !== div.id && el(id) && el(id).data; })
+        .map(function (id) { return Plotly.relayout(el(id), update); }))
+        .finally(function () { syncing = false; });
+    });
+  }
+
   function draw() {
     drawScheduled = false;
     const frame = latest;
@@ -331,6 +353,7 @@
     frame.images.forEach(function (img) {
       if (TITLES[img.name]) {
         drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
+        linkZoom(el("plot-" + img.name), OBJECT_PLOTS);
       } else {
         drawProbe(img, h);
       }
