@@ -13,6 +13,7 @@ from reconstruction.io.writers import write_frames
 from reconstruction.live import ENDED, STALLED, FrameBatch, LiveFeed, LiveSourceError, PlannedScan, open_live_source
 from reconstruction.live.replay import ReplaySource
 from reconstruction.live.run import StreamingRun
+from reconstruction.live.swmr import FRAME_INDEX, PLANNED_POSITIONS, POSITIONS, STATUS, SwmrSource
 from reconstruction.parameters import Parameters
 from reconstruction.simulate import simulate_from_parameters
 
@@ -119,3 +120,72 @@ def test_a_streaming_lsqml_run_over_a_replay_uses_every_frame_and_converges(tmp_
     assert result.positions_px.shape == (64, 2) and result.inputs["live"]["frames_dropped"] == 0
     finishing = result.errors[-15:]  # the epochs over all 64 frames
     assert finishing[-1] < 0.8 * finishing[0]
+
+
+def _ndfile_like(path, frames: np.ndarray, **extra: np.ndarray) -> None:
+    """A finished file as NDFileHDF5 writes it (libver latest, frames only) plus ``extra`` datasets."""
+    import h5py
+
+    with h5py.File(path, "w", libver="latest") as f:
+        f.create_dataset("/entry/data/data", data=frames, maxshape=(None, *frames.shape[1:]),
+                         chunks=(1, *frames.shape[1:]))
+        for name, value in extra.items():
+            f.create_dataset(name, data=value)
+
+
+def test_a_file_with_frames_only_ends_when_the_planned_frames_are_there(tmp_path):
+    frames = np.ones((6, 4, 4), np.float32)
+    _ndfile_like(tmp_path / "nd.h5", frames)
+    plan = PlannedScan(np.zeros((6, 2)), None, "parameters")
+    src = SwmrSource(tmp_path / "nd.h5", "/entry/data/data", plan, wait_s=1)
+    try:
+        assert src.state() == "acquiring" and src.planned.frame_shape == (4, 4)
+        batch = src.poll()
+        assert batch is not None and batch.indices.tolist() == list(range(6)) and batch.positions_m is None
+        assert src.state() == ENDED and src.poll() is None
+    finally:
+        src.close()
+
+
+def test_a_swmr_file_with_a_frame_index_outside_the_plan_is_refused_naming_the_file(tmp_path):
+    _ndfile_like(tmp_path / "bad.h5", np.ones((3, 4, 4), np.float32),
+                 **{FRAME_INDEX: np.array([0, 1, 7]), STATUS: np.array([1], np.int8),
+                    PLANNED_POSITIONS: np.zeros((3, 2))})
+    src = SwmrSource(tmp_path / "bad.h5", "/entry/data/data", PlannedScan(np.zeros((9, 2)), None, "p"), wait_s=1)
+    try:
+        assert src.planned.n_positions == 3  # the file's plan wins over the parameters'
+        with pytest.raises(LiveSourceError, match=rf"file {tmp_path / 'bad.h5'}, dataset /entry/data/data, frame "
+                                                  r"index 7: outside the planned scan of 3 points"):
+            _drain(LiveFeed(src, stall_s=5, max_frames=100).start())
+    finally:
+        src.close()
+
+
+def test_a_missing_swmr_file_is_refused_after_the_wait_naming_it(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(LiveSourceError, match=rf"file {tmp_path / 'none.h5'}: cannot be opened for SWMR reading "
+                                              r"within 0.3 s \(-liveStall\)"):
+        SwmrSource(tmp_path / "none.h5", "/entry/data/data", PlannedScan(np.zeros((1, 2)), None, "p"), wait_s=0.3)
+    assert time.monotonic() - t0 >= 0.3
+
+
+def test_measured_positions_growing_beside_the_frames_are_used_instead_of_the_plan(tmp_path):
+    from reconstruction.positions import positions_m_from_parameters, positions_px_from_parameters
+
+    params = Parameters.from_cmdstr(SCAN)
+    planned_m = positions_m_from_parameters(params)
+    measured_m = planned_m.copy()
+    measured_m[27, 0] += 2 * params.pixel_size_m  # scan point 27 was 2 px lower than planned
+    _ndfile_like(tmp_path / "scan.h5", simulate_from_parameters(params).data.intensities,
+                 **{POSITIONS: measured_m, PLANNED_POSITIONS: planned_m, STATUS: np.array([1], np.int8)})
+    live = params.replace({"data.file_pattern": str(tmp_path / "scan.h5"), "data.live_source": "swmr",
+                           "data.live_finish_iterations": 1, "preprocessing.sqrt_data": True,
+                           "reconstruction.device": "cpu"})
+    source = open_live_source(live)
+    try:
+        result = StreamingRun(live, source).run()
+    finally:
+        source.close()
+    expected = np.floor(positions_px_from_parameters(params) + 0.5)
+    expected[27, 0] += 2
+    np.testing.assert_allclose(result.positions_px, expected)
