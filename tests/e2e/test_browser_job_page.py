@@ -188,6 +188,27 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
         assert reset["xr"] == pytest.approx(full["xr"]) and reset["yr"] == pytest.approx(full["yr"]), reset
         assert reset["yr"][0] > reset["yr"][1]  # rows still run downwards
 
+    # a line profile: two clicks on the object; its length in the panel's unit, drawn on both panels
+    amp = plot_state(pg, "plot-object_amplitude")
+    unit, step = amp["data"]["unit"], pixel_m * {"nm": 1e9, "µm": 1e6}[amp["data"]["unit"]]
+    pg.locator("#profile-toggle").click()
+    ends = [(20, 30), (60, 90)]  # (row, col) of two object pixels
+    for row, col in ends:
+        xy = pg.evaluate("""([x, y]) => { const d = document.getElementById('plot-object_amplitude');
+            const L = d._fullLayout, b = d.getBoundingClientRect();
+            return [b.left + L.xaxis._offset + L.xaxis.l2p(x), b.top + L.yaxis._offset + L.yaxis.l2p(y)]; }""",
+                         [(col + 0.5) * step, (row + 0.5) * step])
+        pg.mouse.click(*xy)
+        pg.wait_for_timeout(150)
+    pg.locator("#plot-profile .scatterlayer .trace").first.wait_for(timeout=5000)
+    prof = plot_state(pg, "plot-profile")
+    expected = step * ((ends[1][0] - ends[0][0]) ** 2 + (ends[1][1] - ends[0][1]) ** 2) ** 0.5
+    assert prof["data"]["unit"] == unit and float(prof["data"]["length"]) == pytest.approx(expected, rel=0.02)
+    assert prof["x"] == f"distance ({unit})" and prof["types"] == ["scatter", "scatter"]
+    assert int(prof["data"]["samples"]) >= 72 and f"length {float(prof['data']['length']):.4g}"[:10] in prof["title"]
+    for plot_id in ("plot-object_amplitude", "plot-object_phase"):
+        assert len(plot_state(pg, plot_id)["shapes"]) == 2  # the scale bar and the line
+
     powers = [float(plot_state(pg, f"plot-probe_amplitude_{k}")["data"]["power"]) for k in (0, 1)]
     assert sum(powers) == pytest.approx(1, abs=2e-3) and powers[0] > powers[1] > 0
     assert "% of the power" in plot_state(pg, "plot-probe_amplitude_1")["title"]

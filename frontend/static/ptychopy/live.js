@@ -80,7 +80,7 @@
     return (Number.isInteger(x) ? String(x) : Number(x.toPrecision(3)).toString()) + " " + unit;
   }
 
-  function imageLayout(title, axes) {
+  function imageLayout(title, axes, extraShapes) {
     const layout = {
       title: { text: title, font: { size: 14 } },
       uirevision: "keep",
@@ -99,6 +99,7 @@
                               text: axes.barText, font: { size: 11, color: "#000000" },
                               bgcolor: "rgba(255,255,255,0.75)", borderpad: 1 }];
     }
+    if (extraShapes && extraShapes.length) layout.shapes = (layout.shapes || []).concat(extraShapes);
     return layout;
   }
 
@@ -119,7 +120,12 @@
       const bar = niceLength(width);
       axes = { unit: unit.name, width: width, height: d * img.shape[0], bar: bar, barText: fmtLength(bar, unit.name) };
     }
-    Plotly.react(div, [trace], imageLayout(title, axes), plotConfig);
+    const isObject = OBJECT_PLOTS.indexOf(div.id) >= 0;
+    if (isObject) {
+      objectImages[img.name] = img;
+      geometry = { d: axes ? img.pixel_m * unit.perM : 1, px: !axes, unit: axes ? axes.unit : "px" };
+    }
+    Plotly.react(div, [trace], imageLayout(title, axes, isObject ? profileShapes() : null), plotConfig);
     div.dataset.unit = axes ? axes.unit : "px";
     div.dataset.scaleBar = axes ? axes.barText : "";
     div.dataset.extent = axes ? axes.width.toPrecision(4) : "";
@@ -313,6 +319,108 @@
     return "No image: the job was " + h.status + " before its first iteration.";
   }
 
+  // Line profile: with the tool on, two clicks on an object panel set a line; the profile plot shows the
+  // amplitude and the phase along it against the distance in the panels' unit (its title gives the length, so a
+  // feature can be measured), recomputed from every new frame. Values are the frame's 8-bit previews.
+  const objectImages = {};
+  let geometry = null;  // unit per image pixel of the object panels
+  const profile = { active: false, start: null, line: null };
+
+  function profileShapes() {
+    const out = [];
+    const L = profile.line;
+    if (L) out.push({ type: "line", xref: "x", yref: "y", x0: L.x0, y0: L.y0, x1: L.x1, y1: L.y1,
+                      line: { color: "#ef4444", width: 2 } });
+    if (profile.start) out.push({ type: "circle", xref: "x", yref: "y", line: { color: "#ef4444" },
+                                  x0: profile.start.x - geometry.d, x1: profile.start.x + geometry.d,
+                                  y0: profile.start.y - geometry.d, y1: profile.start.y + geometry.d });
+    return out;
+  }
+
+  function sampleLine(img, L) {
+    const g = geometry;
+    const length = Math.hypot(L.x1 - L.x0, L.y1 - L.y0);
+    const n = Math.max(2, Math.ceil(length / g.d) + 1);
+    const data = new Uint8Array(img.data);
+    const rows = img.shape[0], cols = img.shape[1];
+    const lo = img.vmin === null ? 0 : img.vmin, hi = img.vmax === null ? 255 : img.vmax;
+    const xs = [], ys = [];
+    for (let i = 0; i < n; i++) {
+      const t = i / (n - 1);
+      const x = L.x0 + t * (L.x1 - L.x0), y = L.y0 + t * (L.y1 - L.y0);
+      const c = Math.min(cols - 1, Math.max(0, g.px ? Math.round(x) : Math.floor(x / g.d)));
+      const r = Math.min(rows - 1, Math.max(0, g.px ? Math.round(y) : Math.floor(y / g.d)));
+      xs.push(t * length);
+      ys.push(lo + (hi - lo) * data[r * cols + c] / 255);
+    }
+    return { xs: xs, ys: ys, length: length };
+  }
+
+  function drawProfile() {
+    const L = profile.line, amp = objectImages.object_amplitude, phase = objectImages.object_phase;
+    if (!L || !amp || !geometry) return;
+    let div = el("plot-profile");
+    if (!div) {
+      div = document.createElement("div");
+      div.className = "plot";
+      div.id = "plot-profile";
+      div.setAttribute("aria-label", "Line profile");
+      el("plots").insertBefore(div, el("plot-object_phase").nextSibling);
+    }
+    const a = sampleLine(amp, L);
+    const traces = [{ type: "scatter", mode: "lines", name: "amplitude", x: a.xs, y: a.ys,
+                      line: { color: "#111827", width: 2 } }];
+    if (phase) {
+      const p = sampleLine(phase, L);
+      traces.push({ type: "scatter", mode: "lines", name: "phase (rad)", x: p.xs, y: p.ys, yaxis: "y2",
+                    line: { color: "#7c3aed", width: 1.5 } });
+    }
+    const unit = geometry.unit;
+    const layout = {
+      title: { text: "Line profile, length " + fmtLength(Number(a.length.toPrecision(4)), unit), font: { size: 14 } },
+      uirevision: "keep", margin: { l: 50, r: 50, t: 36, b: 40 }, datarevision: root.dataset.seq,
+      xaxis: { title: { text: "distance (" + unit + ")" } }, yaxis: { title: { text: "amplitude" } },
+      yaxis2: { title: { text: "phase (rad)" }, overlaying: "y", side: "right" },
+      legend: { orientation: "h", y: -0.25 }, paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+    };
+    Plotly.react(div, traces, layout, plotConfig);
+    div.dataset.length = a.length.toPrecision(6);
+    div.dataset.unit = unit;
+    div.dataset.samples = a.xs.length;
+  }
+
+  function redrawObjects() {
+    OBJECT_PLOTS.forEach(function (id) {
+      const div = el(id);
+      if (div && div.layout) Plotly.relayout(div, { shapes: (div.layout.shapes || []).filter(function (sh) {
+        return sh.fillcolor === "#ffffff";  // keep the scale bar
+      }).concat(profileShapes()) });
+    });
+    drawProfile();
+  }
+
+  function onObjectClick(ev) {
+    if (!profile.active || !ev.points || !ev.points.length) return;
+    const pt = { x: ev.points[0].x, y: ev.points[0].y };
+    if (!profile.start) {
+      profile.start = pt;
+      el("profile-hint").textContent = "Now click the end of the line.";
+    } else {
+      profile.line = { x0: profile.start.x, y0: profile.start.y, x1: pt.x, y1: pt.y };
+      profile.start = null;
+      el("profile-hint").textContent = "Click twice again for another line.";
+    }
+    redrawObjects();
+  }
+
+  const toggle = el("profile-toggle");
+  if (toggle) toggle.addEventListener("click", function () {
+    profile.active = !profile.active;
+    toggle.setAttribute("aria-pressed", String(profile.active));
+    el("profile-hint").textContent = profile.active ? "Click the start of the line on an object panel." : "";
+    if (!profile.active) profile.start = null;
+  });
+
   // Zoom and pan are shared by the object's panels (same field, same axes): a relayout of one is applied to the
   // others; the flag stops the echo. uirevision keeps the shared view through later frames.
   const OBJECT_PLOTS = ["plot-object_amplitude", "plot-object_phase"];
@@ -320,6 +428,7 @@
   function linkZoom(div, group) {
     if (div.dataset.zoomLinked || !div.on) return;
     div.dataset.zoomLinked = "1";
+    div.on("plotly_click", onObjectClick);
     div.on("plotly_relayout", function (ev) {
       if (syncing) return;
       const update = {};
@@ -346,6 +455,7 @@
     if (frame.images.length) {
       waiting.hidden = true;
       el("plots").hidden = false;  // shown before Plotly measures it
+      el("tools").hidden = false;
     } else if (el("plots").hidden) {
       waiting.hidden = false;
       waiting.textContent = placeholder(h);
@@ -358,6 +468,7 @@
         drawProbe(img, h);
       }
     });
+    if (frame.images.length) drawProfile();
     drawErrors(h);
     if (h.positions && frame.images.length) drawPositions(h.positions, h.pixel_size_m);
     framesDrawn += 1;
