@@ -138,6 +138,13 @@ def plot_state(pg, plot_id: str) -> dict:  # type: ignore[no-untyped-def]
                 types: d.data.map(t => t.type), title: L.title.text, data: Object.assign({}, d.dataset)}; }""", plot_id)
 
 
+def heatmap_scale(pg, plot_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """The colorscale, z range and colorbar labels Plotly uses for a heatmap panel, and the scale the page chose."""
+    return pg.evaluate("""id => { const d = document.getElementById(id); const t = d._fullData[0];
+        return {stops: t.colorscale, zmin: t.zmin, zmax: t.zmax, ticktext: t.colorbar.ticktext,
+                scale: d.dataset.scale}; }""", plot_id)
+
+
 def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_scan(  # type: ignore[no-untyped-def]
         page, prod_stack: ProductionStack, alice: User) -> None:
     from reconstruction import Parameters
@@ -208,6 +215,35 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     assert int(prof["data"]["samples"]) >= 72 and f"length {float(prof['data']['length']):.4g}"[:10] in prof["title"]
     for plot_id in ("plot-object_amplitude", "plot-object_phase"):
         assert len(plot_state(pg, plot_id)["shapes"]) == 2  # the scale bar and the line
+
+    # colormap, scale and range of each object panel
+    assert pg.locator("#display-controls fieldset.display-controls").count() == 2
+    linear = heatmap_scale(pg, "plot-object_amplitude")
+    assert linear["stops"][16][1] == "rgb(128,128,128)"  # Greys, linear: the middle value is mid grey
+    pg.select_option("select[name=object_amplitude-scale]", "log")
+    log = heatmap_scale(pg, "plot-object_amplitude")
+    assert log["scale"] == "log" and log["stops"][16][1] != linear["stops"][16][1]
+    assert [p for p, _ in log["stops"]] == [p for p, _ in linear["stops"]]  # same values, other colours
+    pg.select_option("select[name=object_amplitude-scale]", "gamma")
+    pg.fill("input[name=object_amplitude-gamma]", "0.5")
+    pg.locator("input[name=object_amplitude-gamma]").dispatch_event("change")
+    gamma = heatmap_scale(pg, "plot-object_amplitude")
+    grey = round(0.5 ** 0.5 * 255)  # the middle value at gamma 0.5
+    assert gamma["scale"] == "gamma" and gamma["stops"][16][1] == f"rgb({grey},{grey},{grey})"
+    pg.select_option("select[name=object_phase-scale]", "log")  # phases go below zero: log falls back
+    assert heatmap_scale(pg, "plot-object_phase")["scale"] == "linear"
+    lo_text, hi_text = linear["ticktext"][0], linear["ticktext"][-1]
+    lo, hi = float(lo_text), float(hi_text)
+    pg.fill("input[name=object_amplitude-min]", f"{lo + 0.25 * (hi - lo):.3f}")
+    pg.fill("input[name=object_amplitude-max]", f"{lo + 0.75 * (hi - lo):.3f}")
+    pg.locator("input[name=object_amplitude-max]").dispatch_event("change")
+    ranged = heatmap_scale(pg, "plot-object_amplitude")
+    assert 50 < ranged["zmin"] < 78 and 178 < ranged["zmax"] < 205, ranged  # a quarter and three quarters of 255
+    assert float(ranged["ticktext"][0]) == pytest.approx(lo + 0.25 * (hi - lo), abs=0.01)
+    assert float(ranged["ticktext"][-1]) == pytest.approx(lo + 0.75 * (hi - lo), abs=0.01)
+    pg.select_option("select[name=object_amplitude-map]", "Hot")
+    assert heatmap_scale(pg, "plot-object_amplitude")["stops"][-1][1] == "rgb(255,255,255)"
+    assert heatmap_scale(pg, "plot-object_amplitude")["stops"][8][1] != gamma["stops"][8][1]
 
     powers = [float(plot_state(pg, f"plot-probe_amplitude_{k}")["data"]["power"]) for k in (0, 1)]
     assert sum(powers) == pytest.approx(1, abs=2e-3) and powers[0] > powers[1] > 0

@@ -111,6 +111,15 @@
       zmin: 0, zmax: 255, zsmooth: false, colorscale: colorscale, colorbar: colorbar(img),
       hovertemplate: "row %{y}, col %{x}<extra></extra>",
     };
+    const settings = displaySettings[img.name];
+    if (settings && window.ptychopyDisplay) {  // the panel's colormap, scale and range (display.js)
+      const sc = window.ptychopyDisplay.heatmapScale(img, settings);
+      Object.assign(trace, { colorscale: sc.colorscale, zmin: sc.zmin, zmax: sc.zmax, colorbar: sc.colorbar });
+      div.dataset.scale = sc.scale;
+      const chosen = document.querySelector("select[name='" + img.name + "-scale']");
+      if (chosen) chosen.title = sc.scale === settings.scale ? "" : "log needs a range above 0: shown linear";
+      div.dataset.range = sc.lo.toPrecision(4) + "," + sc.hi.toPrecision(4);
+    }
     let axes = null;
     if (unit) {
       const d = img.pixel_m * unit.perM;
@@ -319,6 +328,22 @@
     return "No image: the job was " + h.status + " before its first iteration.";
   }
 
+  // Colormap, scale and range of each object panel (controls made by display.js once the panels appear).
+  const displaySettings = {
+    object_amplitude: { map: "Greys", scale: "linear", gamma: 1, lo: null, hi: null },
+    object_phase: { map: "Viridis", scale: "linear", gamma: 1, lo: null, hi: null },
+  };
+  let controlsMade = false;
+  function makeDisplayControls() {
+    if (controlsMade || !window.ptychopyDisplay) return;
+    controlsMade = true;
+    Object.keys(displaySettings).forEach(function (name) {
+      window.ptychopyDisplay.controls(el("display-controls"), name, TITLES[name], displaySettings[name], function () {
+        if (objectImages[name]) drawImage(el("plot-" + name), objectImages[name], TITLES[name], COLORS[name]);
+      });
+    });
+  }
+
   // Line profile: with the tool on, two clicks on an object panel set a line; the profile plot shows the
   // amplitude and the phase along it against the distance in the panels' unit (its title gives the length, so a
   // feature can be measured), recomputed from every new frame. Values are the frame's 8-bit previews.
@@ -456,6 +481,7 @@
       waiting.hidden = true;
       el("plots").hidden = false;  // shown before Plotly measures it
       el("tools").hidden = false;
+      makeDisplayControls();
     } else if (el("plots").hidden) {
       waiting.hidden = false;
       waiting.textContent = placeholder(h);
