@@ -13,8 +13,8 @@ MAX_PREVIEW_POSITIONS = 1000  # a preview carries at most this many scan positio
 
 @dataclass(frozen=True)
 class PositionsPreview:
-    """Every k-th scan position of a run that refines them, fits their flux or follows their fractions
-    (-subpixelWindows): (m, 2) float32 (row, col) pixels at the start and now, with ``stride`` k
+    """Every k-th scan position of a run (the live view draws the scan for every run): (m, 2) float32
+    (row, col) pixels at the start and now, with ``stride`` k
     (m <= MAX_PREVIEW_POSITIONS); ``refined`` whether they move; ``flux`` None or (m,) float32 fitted relative flux
     of each (the square of its amplitude factor)."""
 

@@ -178,13 +178,15 @@ def test_every_entry_point_refuses_refinement_it_cannot_do(tiny_scan):
     assert plan.implementation_reason == "the fast LSQML does not implement position refinement (-refinePositions)"
 
 
-def test_the_preview_carries_every_kth_position_only_when_refining(tiny_scan, monkeypatch):
+def test_the_preview_carries_every_kth_position_and_marks_them_refined_only_when_refining(tiny_scan, monkeypatch):
     from reconstruction import preview as preview_module
 
     data = tiny_scan.data
     plain = Reconstruction(data.intensities, data.positions_px, algorithm="LSQML", iterations=1, seed=0)
     plain.run()
-    assert plain.preview().positions is None
+    fixed = plain.preview().positions  # the live view draws the scan for every run (issue 20)
+    assert fixed is not None and not fixed.refined
+    np.testing.assert_array_equal(fixed.current_px, fixed.start_px)
     monkeypatch.setattr(preview_module, "MAX_PREVIEW_POSITIONS", 10)  # 36 positions -> every 4th
     rec = Reconstruction(data.intensities, data.positions_px, algorithm="LSQML", iterations=3, seed=0,
                          settings=EngineSettings(position_refinement_from=2))
