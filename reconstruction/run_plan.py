@@ -51,7 +51,8 @@ RUN_OPTIONS: dict[str, str] = {
 FAST_PATH_SUPPORTS: dict[str, frozenset[str]] = {
     "ePIE": frozenset({"valid_mask", "probe_modes"}),
     "DM": frozenset({"valid_mask", "probe_modes"}),
-    "LSQML": frozenset({"valid_mask", "probe_modes"}),
+    "LSQML": frozenset({"valid_mask", "probe_modes", "subpixel_windows", "position_refinement", "variable_intensity",
+                        "poisson_noise"}),
 }
 
 

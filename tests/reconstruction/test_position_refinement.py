@@ -174,8 +174,8 @@ def test_every_entry_point_refuses_refinement_it_cannot_do(tiny_scan):
         SplitReconstruction(tiny_scan.data.intensities, tiny_scan.data.positions_px, devices=[0, 1],
                             algorithm="LSQML", settings=settings)
     plan = plan_run("LSQML", settings, DataSizes(36, 64, (200, 200)), backend="gpu", free_bytes=2**34)
-    assert plan.implementation == "reference"
-    assert plan.implementation_reason == "the fast LSQML does not implement position refinement (-refinePositions)"
+    assert plan.implementation == "fast"  # the fast LSQML refines positions on the GPU (tests/gpu)
+    assert plan.implementation_reason == "the fast LSQML implements every option of this run"
 
 
 def test_the_preview_carries_every_kth_position_and_marks_them_refined_only_when_refining(tiny_scan, monkeypatch):

@@ -86,11 +86,13 @@ def test_subpixel_windows_fit_subpixel_data_far_better_than_rounded_windows(algo
     assert runs[True][0] < runs[False][0] / 2 and runs[True][1] < runs[False][1] / 2
 
 
-def test_the_run_plan_sends_subpixel_windows_to_the_reference_engine_and_refuses_a_split():
+def test_the_run_plan_sends_subpixel_windows_to_the_engines_that_move_windows_and_refuses_a_split():
     settings = EngineSettings(subpixel_windows=True)
-    plan = plan_run("LSQML", settings, DataSizes(900, 256, (900, 900)), backend="gpu", free_bytes=79 * 2**30)
+    sizes = DataSizes(900, 256, (900, 900))
+    plan = plan_run("DM", settings, sizes, backend="gpu", free_bytes=79 * 2**30)
     assert plan.implementation == "reference" and "-subpixelWindows" in plan.implementation_reason
     assert "subpixel_windows" in plan.options
+    assert plan_run("LSQML", settings, sizes, backend="gpu", free_bytes=79 * 2**30).implementation == "fast"
     with pytest.raises(ValueError, match="sub-pixel windows"):
         plan_run("DM", settings, DataSizes(900, 256, (900, 900)), backend="gpu", devices=(0, 1))
 
