@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--coarse", type=int, default=3)
     ap.add_argument("--coarse-epochs", type=int, default=5)
     ap.add_argument("--affine-delay", type=int, default=30)
-    ap.add_argument("--affine-epochs", type=int, default=20)
+    ap.add_argument("--affine-epochs", type=int, default=100)
     ap.add_argument("--probe", choices=("known", "guessed"), default="known")
     args = ap.parse_args()
 
