@@ -202,8 +202,8 @@ LINEAR = ("scale", "asymmetry", "rotation", "shear")
 def test_with_the_probe_known_3_px_random_errors_a_1_percent_stretch_and_half_a_degree_are_corrected(
         algorithm, max_error_px, max_nrmse_ratio):
     """The issue's target (0.1 px RMS, NRMSE within 10 % of the run given the true positions) with the probe known
-    and held: LSQML meets it, ePIE the position part (its NRMSE is 1.22x), DM neither (benchmarks/RESULTS.md). With the probe
-    reconstructed from the data the coarse search and the affine fit fail (docs/parameters.md)."""
+    and held: LSQML meets it, ePIE the position part (its NRMSE is 1.22x), DM neither (benchmarks/RESULTS.md).
+    With the probe reconstructed from the data the coarse search and the affine fit fail (docs/parameters.md)."""
     sim, true, given = _target_scan()
     assert _position_error_px(given, true) > 2.3
     _, nrmse_true = _target_run(sim, true, algorithm, refine=False)
