@@ -23,7 +23,7 @@ def journal_edges(journal: Path) -> list[tuple[str, str]]:
         return list(db.execute("SELECT status, outcome FROM edges ORDER BY id"))
 
 
-@pytest.mark.parametrize("kind", ["sscan", "areadetector"])
+@pytest.mark.parametrize("kind", ["sscan", "areadetector", "filename", "eiger"])
 def test_back_to_back_scans_20_ms_apart_are_each_queued_exactly_once(sim, make_bridge, recorder: Path,
                                                                      kind: str) -> None:
     bridge = make_bridge(kind=kind)
@@ -37,7 +37,9 @@ def test_back_to_back_scans_20_ms_apart_are_each_queued_exactly_once(sim, make_b
     numbers = range(before + 1, before + SCANS + 1)
     complete = [n for k, n in enumerate(numbers, 1) if k % ABORT_EVERY]
     wait_for(lambda: len(records(recorder)) >= len(complete), 120, "every complete scan's submission")
-    wait_for(lambda: bridge.state()["counts"]["ignored"] >= SCANS - len(complete), 30, "every abort classified")
+    # the file-name trigger never hears of an aborted scan: simioc publishes the name of finished files only
+    aborted_seen = 0 if kind == "filename" else SCANS - len(complete)
+    wait_for(lambda: bridge.state()["counts"]["ignored"] >= aborted_seen, 30, "every abort classified")
     quiet = bridge.state()["heartbeat_at"]
     wait_for(lambda: bridge.state()["heartbeat_at"] > quiet + 1.0, 10, "a second of heartbeats")
     queued = [int(r["scan"]["scan_number"]) for r in records(recorder)]
@@ -45,10 +47,12 @@ def test_back_to_back_scans_20_ms_apart_are_each_queued_exactly_once(sim, make_b
     assert sorted(queued) == complete, "every complete scan exactly once, no aborted one"
     assert all(r["files_complete"] for r in records(recorder))
     state = bridge.state()
-    assert state["counts"]["ignored"] == SCANS - len(complete) and state["counts"]["gaps"] == 0
+    # ...so each aborted scan followed by a complete one shows there as a gap in the scan numbers
+    gaps = 0 if kind != "filename" else sum(1 for n in numbers if n not in complete and n < complete[-1])
+    assert state["counts"]["ignored"] == aborted_seen and state["counts"]["gaps"] == gaps
     assert state["scan_counts"]["queued"] >= min(len(complete), 40)  # the dashboard's window holds the newest
     edges = journal_edges(bridge.config.parent / "journal.sqlite3")
-    assert len(edges) == SCANS and all(status == "done" for status, _ in edges)
+    assert len(edges) == len(complete) + aborted_seen and all(status == "done" for status, _ in edges)
     assert sum(outcome == "complete" for _, outcome in edges) == len(complete)
 
 
