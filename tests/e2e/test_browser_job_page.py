@@ -255,4 +255,16 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     assert scan["types"] == ["scatter"] and scan["data"]["points"] == "100"
     assert scan["x"] in ("x (nm)", "x (µm)") and scan["title"] == "Scan positions"
     assert pg.locator("#plot-positions .scatterlayer .point").count() == 100
+    # the iteration scrubber replays the run's stored frames; "Live" goes back to the newest
+    stored = pg.evaluate("id => fetch('/jobs/' + id + '/snapshots/').then(r => r.json())", job["id"])["iterations"]
+    assert len(stored) >= 2 and stored[-1] == 40
+    pg.locator("#scrubber").wait_for(state="visible", timeout=10000)
+    pg.locator("#scrub").fill("0")
+    pg.wait_for_function(f"() => document.getElementById('live').dataset.shownIteration === '{stored[0]}'")
+    assert f"iteration {stored[0]}" in (pg.locator("#scrub-label").text_content() or "")
+    early = heatmap_scale(pg, "plot-object_phase")["ticktext"]  # (the amplitude's range was fixed above)
+    pg.locator("#scrub-live").click()
+    pg.wait_for_function("() => document.getElementById('live').dataset.shownIteration === '40'")
+    assert heatmap_scale(pg, "plot-object_phase")["ticktext"] != early  # another iterate, another range
+    assert pg.locator("#st-iteration").text_content() == "40"  # the stats stayed live meanwhile
     shot(pg, "units")

@@ -35,6 +35,7 @@ from .models import Job
 from .paths import confine_parameters
 from .publish import publish_frame
 from .services import announce_status, cancelled_while_queued, enqueue, job_results_dir
+from .snapshots import SnapshotWriter
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +203,7 @@ class JobRun:
     last_frame_at: float = float("-inf")
     last_cancel_check: float = 0.0
     db_down_since: float | None = None  # monotonic time the database stopped answering this run's writes
+    snapshots: SnapshotWriter | None = None  # a few frames kept for the page's iteration scrubber
 
     def execute(self) -> str:
         self.seq = self.job.last_seq
@@ -223,6 +225,7 @@ class JobRun:
             db_call(lambda: self.update(device=device_description(rec)[:100], iterations=rec.iterations,
                                         run_plan=rec.plan.to_dict()),
                     what=f"start job {self.job.pk}")
+            self.snapshots = SnapshotWriter(self.job.pk, rec.iterations)
             cancelled = self.iterate(rec)
             result = rec.result()
             # still this attempt's job? (raises JobTakenOver if another worker took it during an outage): only
@@ -316,6 +319,11 @@ class JobRun:
                                                           flux=p.flux)
         data = frames.encode_frame(header, self.images)
         heartbeat.note_rate(header["rate_per_s"])
+        if self.snapshots is not None:
+            try:
+                self.snapshots.offer(progress.iteration, data, final=bool(rec.done))
+            except OSError as exc:  # a full or read-only disk costs the history, not the run
+                log.warning("job %s: snapshot at iteration %s not kept (%s)", self.job.pk, progress.iteration, exc)
         try:
             self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
                         final_error=_finite(progress.error), error_history=self.errors)

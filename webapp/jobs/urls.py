@@ -12,6 +12,8 @@ urlpatterns = [
     path("jobs/<int:job_id>/delete/", views.delete, name="delete"),
     path("jobs/<int:job_id>/clone/", views.clone, name="clone"),
     path("jobs/<int:job_id>/download/<str:fmt>/", views.download, name="download"),
+    path("jobs/<int:job_id>/snapshots/", views.snapshots, name="snapshots"),
+    path("jobs/<int:job_id>/snapshots/<int:iteration>/", views.snapshot, name="snapshot"),
     path("dashboard/", views.dashboard, name="dashboard"),
     path("dashboard/bridges/<int:bridge_id>/retire/", views.retire_bridge, name="retire_bridge"),
 ]

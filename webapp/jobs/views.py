@@ -23,6 +23,7 @@ from .history import filter_jobs
 from .models import BridgeStatus, Job
 from .provenance import provenance_rows
 from .queue_eta import queue_estimate
+from .snapshots import list_snapshots, snapshot_path
 
 PAGE_SIZE = 25
 
@@ -175,3 +176,22 @@ def retire_bridge(request: HttpRequest, bridge_id: int) -> HttpResponse:
         return redirect("jobs:dashboard")
     messages.info(request, f"Bridge {row.beamline} retired; it comes back if it starts again.")
     return redirect("jobs:dashboard")
+
+
+@require_GET
+@login_required
+def snapshots(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The iterations of the run's stored frames (the scrubber's stops): ``{"iterations": [...]}``."""
+    job = get_object_or_404(Job.objects.only("pk"), pk=job_id)
+    return JsonResponse({"iterations": list_snapshots(job.pk)})
+
+
+@require_GET
+@login_required
+def snapshot(request: HttpRequest, job_id: int, iteration: int) -> HttpResponse:
+    """One stored frame, the bytes a viewer got over the websocket."""
+    job = get_object_or_404(Job.objects.only("pk"), pk=job_id)
+    path = snapshot_path(job.pk, iteration)
+    if not path.is_file():
+        raise Http404(f"job {job.pk} has no stored frame of iteration {iteration}")
+    return HttpResponse(path.read_bytes(), content_type="application/octet-stream")

@@ -469,6 +469,75 @@
     });
   }
 
+  // The images, profile and scan of one frame (a live one, or a stored one the scrubber picked).
+  function drawFrameImages(frame) {
+    const h = frame.header;
+    frame.images.forEach(function (img) {
+      if (TITLES[img.name]) {
+        drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
+        linkZoom(el("plot-" + img.name), OBJECT_PLOTS);
+      } else {
+        drawProbe(img, h);
+      }
+    });
+    drawProfile();
+    if (h.positions) drawPositions(h.positions, h.pixel_size_m);
+    root.dataset.shownIteration = h.iteration;
+  }
+
+  // Iteration scrubber: the worker keeps a few frames of the run (webapp/jobs/snapshots.py); the slider replays
+  // them through the same drawing, and "Live" goes back to the newest frame. Live frames keep arriving meanwhile
+  // (the stats and the error curve stay live).
+  const scrub = { iterations: [], showing: null, listedAt: -Infinity };
+  let lastLiveFrame = null;
+  const snapBase = window.location.pathname.replace(/\/$/, "") + "/snapshots/";
+
+  function maybeRefreshSnapshots(h) {
+    const now = performance.now();
+    if (!FINISHED.has(h.status) && now - scrub.listedAt < 5000) return;
+    scrub.listedAt = now;
+    fetch(snapBase, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
+      .then(function (body) {
+        scrub.iterations = body.iterations || [];
+        const slider = el("scrub");
+        if (!slider || !scrub.iterations.length) return;
+        el("scrubber").hidden = false;
+        slider.max = String(scrub.iterations.length - 1);
+        if (scrub.showing === null) {
+          slider.value = slider.max;
+          el("scrub-label").textContent = "live (" + scrub.iterations.length + " stored iterations)";
+        }
+      })
+      .catch(function () {});
+  }
+
+  function showSnapshot(index) {
+    const it = scrub.iterations[index];
+    if (it === undefined) return;
+    fetch(snapBase + it + "/", { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.arrayBuffer() : Promise.reject(r.status); })
+      .then(function (buffer) {
+        scrub.showing = it;
+        drawFrameImages(parseFrame(buffer));
+        el("scrub-label").textContent = "iteration " + it + " (" + (index + 1) + " of " + scrub.iterations.length + ")";
+      })
+      .catch(function () {});
+  }
+
+  function backToLive() {
+    scrub.showing = null;
+    if (lastLiveFrame) drawFrameImages(lastLiveFrame);
+    const slider = el("scrub");
+    slider.value = slider.max;
+    el("scrub-label").textContent = "live (" + scrub.iterations.length + " stored iterations)";
+  }
+
+  if (el("scrub")) {
+    el("scrub").addEventListener("input", function (ev) { showSnapshot(Number(ev.target.value)); });
+    el("scrub-live").addEventListener("click", backToLive);
+  }
+
   function draw() {
     drawScheduled = false;
     const frame = latest;
@@ -486,17 +555,12 @@
       waiting.hidden = false;
       waiting.textContent = placeholder(h);
     }
-    frame.images.forEach(function (img) {
-      if (TITLES[img.name]) {
-        drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
-        linkZoom(el("plot-" + img.name), OBJECT_PLOTS);
-      } else {
-        drawProbe(img, h);
-      }
-    });
-    if (frame.images.length) drawProfile();
+    if (frame.images.length) {
+      lastLiveFrame = frame;
+      if (scrub.showing === null) drawFrameImages(frame);  // else the viewer is looking at the run's history
+      maybeRefreshSnapshots(h);
+    }
     drawErrors(h);
-    if (h.positions && frame.images.length) drawPositions(h.positions, h.pixel_size_m);
     framesDrawn += 1;
     root.dataset.seq = h.seq;
     root.dataset.iteration = h.iteration;
