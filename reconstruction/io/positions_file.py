@@ -6,8 +6,8 @@ source by its form:
 - ``pos.csv`` (any name not below): one ``a, b`` line per point (commas or white space; ``#`` comments);
 - ``pos.h5::/entry/positions`` (or ``.h5``/``.hdf5``/``.nxs``/``.cxi`` without ``::`` and one of
   :data:`POSITION_DATASETS`): an ``(N, 2)`` (or ``(2, N)``) dataset, or a CXI ``translation`` ``(N, 3)``
-  (x = axis 1, y = axis 0, z ignored); so ``-lf=result.h5`` reuses the positions of an earlier ptychopy result,
-  refined ones included;
+  (or PyNX's ``(3, N)``; x = axis 1, y = axis 0, z ignored); so ``-lf=result.h5`` reuses the positions of an
+  earlier ptychopy result, refined ones included;
 - ``::/entry/positions``: that dataset inside the first data file of the scan.
 
 A dataset's ``units`` attribute (m, mm, um, nm) is honoured; without one, metres.
@@ -91,14 +91,17 @@ def read_positions_hdf5(path: Path | str, dataset: str | None = None) -> np.ndar
     if scale is None:
         raise InputDataError(f"{where(path, dataset)}: unknown position units {units!r}; "
                              f"expected one of {', '.join(UNIT_M)}")
+    translation = dataset.rstrip("/").endswith("translation")
     if arr.ndim == 2 and arr.shape[0] == 2 and arr.shape[1] != 2:
         arr = arr.T
-    elif arr.ndim == 2 and arr.shape[1] == 3 and dataset.rstrip("/").endswith("translation"):
+    elif arr.ndim == 2 and translation and arr.shape[0] == 3 and arr.shape[1] != 3:
+        arr = arr.T  # PyNX writes the CXI translation as (3, N)
+    if arr.ndim == 2 and arr.shape[1] == 3 and translation:
         # CXI sample translation: x = col, y = row, z along the beam
         arr = arr[:, [1, 0]]
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise InputDataError(f"{where(path, dataset)}: positions have shape {arr.shape}; expected (N, 2) or a CXI "
-                             f"(N, 3) translation")
+        raise InputDataError(f"{where(path, dataset)}: positions have shape {arr.shape}; expected (N, 2) or a "
+                             f"CXI translation (N, 3) or (3, N)")
     _check_finite(arr, f"{path}, dataset {dataset}")
     return np.ascontiguousarray(arr * scale)
 

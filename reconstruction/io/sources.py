@@ -1,4 +1,4 @@
-"""One data file as a source of frames: HDF5 (``.h5``...), the original's raw ``.bin`` and ``.csv``.
+"""One data file as a source of frames: HDF5 (``.h5``...), TIFF (``.tif``), the original's raw ``.bin`` and ``.csv``.
 
 A source knows its frame count and frame shape and reads a crop window of a frame range as float32
 (:meth:`FrameSource.read`). HDF5 is read lazily through hyperslabs; ``.bin`` through a read-only memory
@@ -12,6 +12,7 @@ from typing import Protocol
 
 import h5py
 import numpy as np
+import tifffile
 
 from ..errors import InputDataError
 from .errors import where
@@ -19,6 +20,7 @@ from .hdf5_reader import DEFAULT_LOCK_WAIT_S, describe, frame_datasets, open_fil
 from .preprocess import CropWindow, crop
 
 RAW_SUFFIXES = (".bin", ".csv")
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 class FrameSource(Protocol):
@@ -114,12 +116,7 @@ class RawSource:
 
     def read(self, start: int, stop: int, window: CropWindow | None, out: np.ndarray | None = None
              ) -> np.ndarray:
-        block = np.asarray(self._frames[start:stop], dtype=np.float32)
-        data = block if window is None else crop(block, window)
-        if out is None:
-            return np.array(data, dtype=np.float32)
-        out[...] = data
-        return out
+        return _cut(np.asarray(self._frames[start:stop], dtype=np.float32), window, out)
 
     def close(self) -> None:
         self._frames = np.empty((0, *self.frame_shape), dtype=np.float32)
@@ -131,9 +128,76 @@ class RawSource:
         self.close()
 
 
+def _cut(block: np.ndarray, window: CropWindow | None, out: np.ndarray | None) -> np.ndarray:
+    """float32 frames ``block`` cut to ``window`` (zero padded outside), into ``out`` when given."""
+    data = block if window is None else crop(block, window)
+    if out is None:
+        return np.array(data, dtype=np.float32)
+    out[...] = data
+    return out
+
+
+class TiffSource:
+    """Frames of the first image series of a TIFF file (tifffile, plain or ImageJ), ``(N, H, W)`` or one
+    ``(H, W)`` frame, decoded one page range at a time; ``dataset`` is None (TIFF has no paths)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.dataset: str | None = None
+        self.compression: tuple[str, ...] = ()
+        if not self.path.exists():
+            raise InputDataError(f"{where(self.path)}: no such file")
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+        except (OSError, ValueError, tifffile.TiffFileError) as exc:
+            raise InputDataError(f"{where(self.path)}: not a readable TIFF file ({exc})") from exc
+        try:
+            series = self._tif.series[0]
+            shape = tuple(int(s) for s in series.shape)
+            if len(shape) not in (2, 3) or not np.issubdtype(series.dtype, np.number):
+                raise InputDataError(f"{where(self.path)}: first image series has shape {shape} and type "
+                                     f"{series.dtype}; expected numeric (frames, rows, cols) or (rows, cols)")
+            page = series.keyframe
+            name = getattr(page.compression, "name", str(page.compression)).lower()
+            if name not in ("none", "1"):
+                self.compression = (name,)
+        except BaseException:
+            self._tif.close()
+            raise
+        self.frames = 1 if len(shape) == 2 else shape[0]
+        self.frame_shape = (shape[-2], shape[-1])
+        self.dtype = str(series.dtype)
+
+    def read(self, start: int, stop: int, window: CropWindow | None, out: np.ndarray | None = None
+             ) -> np.ndarray:
+        """Frames ``start:stop`` cut to ``window`` (zero padded outside) -> float32 ``(k, n, n)``."""
+        if not 0 <= start <= stop <= self.frames:
+            raise InputDataError(f"{where(self.path, None, stop - 1)}: missing; the file holds "
+                                 f"{self.frames} frame(s)")
+        try:
+            block = self._tif.asarray(key=range(start, stop), series=0) if stop > start else \
+                np.zeros((0, *self.frame_shape), dtype=np.float32)
+        except (OSError, ValueError, tifffile.TiffFileError) as exc:
+            raise InputDataError(f"{where(self.path, None, start)}: cannot be decoded ({exc})") from exc
+        return _cut(np.asarray(block, dtype=np.float32).reshape(stop - start, *self.frame_shape), window, out)
+
+    def close(self) -> None:
+        self._tif.close()
+
+    def __enter__(self) -> TiffSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def open_source(path: Path, dataset: str, raw_frame_px: tuple[int, int],
-                wait_s: float = DEFAULT_LOCK_WAIT_S) -> Hdf5Source | RawSource:
-    """The frame source for ``path``, chosen by extension like the original (.bin, .csv, else HDF5)."""
-    if Path(path).suffix.lower() in RAW_SUFFIXES:
+                wait_s: float = DEFAULT_LOCK_WAIT_S) -> Hdf5Source | RawSource | TiffSource:
+    """The frame source for ``path``, chosen by extension like the original (.bin, .csv, .tif/.tiff, else
+    HDF5)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in RAW_SUFFIXES:
         return RawSource(path, raw_frame_px)
+    if suffix in TIFF_SUFFIXES:
+        return TiffSource(path)
     return Hdf5Source(path, dataset, wait_s)

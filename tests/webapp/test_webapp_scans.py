@@ -51,3 +51,9 @@ def test_new_job_page_fills_the_form_from_a_chosen_scan(client, user, scan_file)
     assert "16 frames of 96 x 80 px" in html and "scan152/data.h5" in html
     response = client.get("/jobs/new/", {"scan": "../../etc/passwd"})
     assert "outside the data folders" in response.content.decode()
+
+
+def test_cxi_and_tiff_scans_are_listed_beside_hdf5(scan_file):
+    for name in ("pynx.cxi", "stack.tif", "notes.txt"):
+        (scan_file.parent / name).write_bytes(b"")
+    assert sorted(s.label for s in list_scans()) == ["scan152/data.h5", "scan152/pynx.cxi", "scan152/stack.tif"]

@@ -20,7 +20,7 @@ from reconstruction import Parameters
 
 from .paths import confine, data_roots
 
-SCAN_SUFFIXES = (".h5", ".hdf5", ".nxs", ".mda")
+SCAN_SUFFIXES = (".h5", ".hdf5", ".nxs", ".cxi", ".tif", ".tiff", ".mda")
 MAX_DEPTH = 3
 MAX_LISTED = 300
 MAX_FOLDERS = 2000

@@ -88,3 +88,15 @@ def test_a_ptychopy_result_file_gives_back_its_refined_positions_in_metres(tmp_p
     # (8 - 1) / 2 - (20 - 1) / 2 = -6 pixels, which the run's shift of the minimum to the margin removes
     for spec in (str(path), f"{path}::/entry_1/sample_1/geometry_1/translation"):
         np.testing.assert_allclose(read_positions_file(spec), (refined_px - 6) * 2e-8, rtol=1e-12)
+
+
+def test_pynx_cxi_translation_of_shape_3_by_n_in_its_units(tmp_path):
+    """PyNX stores the CXI translation as (3, N) (x, y, z rows); written here with h5py, not our writer."""
+    x_um, y_um = np.array([0.0, 1.5, 3.0, 4.5]), np.array([-1.0, 0.0, 1.0, 2.0])
+    path = tmp_path / "pynx.cxi"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("/entry_1/sample_1/geometry_1/translation",
+                              data=np.stack([x_um, y_um, np.zeros(4)]))
+        ds.attrs["units"] = "um"
+    got = read_positions_file(str(path))
+    np.testing.assert_allclose(got, np.stack([y_um, x_um], axis=1) * 1e-6)
