@@ -37,3 +37,19 @@ def test_a_run_keeps_its_history_and_the_pages_serve_it(worker, broker, client, 
     assert client.get(f"/jobs/{job.pk}/snapshots/99999/").status_code == 404
     services.delete_job(Job.objects.get(pk=job.pk), user)
     assert not snapshots_dir(job.pk).exists()
+
+
+def test_a_frame_that_does_not_fit_leaves_no_partial_file(webapp_settings, monkeypatch):
+    from pathlib import Path
+
+    writer = SnapshotWriter(8, iterations=10)
+    real_write = Path.write_bytes
+
+    def full_disk(self, data):
+        real_write(self, data[:3])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(OSError):
+        writer.offer(1, encode_frame({"iteration": 1}, []))
+    assert [p for p in snapshots_dir(8).rglob("*") if p.is_file()] == []

@@ -323,7 +323,8 @@ class JobRun:
             try:
                 self.snapshots.offer(progress.iteration, data, final=bool(rec.done))
             except OSError as exc:  # a full or read-only disk costs the history, not the run
-                log.warning("job %s: snapshot at iteration %s not kept (%s)", self.job.pk, progress.iteration, exc)
+                log.warning("job %s: no more snapshots after iteration %s (%s)", self.job.pk, progress.iteration, exc)
+                self.snapshots = None
         try:
             self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
                         final_error=_finite(progress.error), error_history=self.errors)

@@ -55,8 +55,12 @@ class SnapshotWriter:
         path = snapshot_path(self.job_id, iteration)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)  # a reader never sees half a frame
+        try:
+            tmp.write_bytes(data)
+            tmp.replace(path)  # a reader never sees half a frame
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk keeps no partial frame
+            raise
         while self.next_mark <= iteration:
             self.next_mark += self.every
         return True
