@@ -272,13 +272,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from reconstruction.io import Scan, inspect
+    from reconstruction.io.scan_metadata import describe_metadata
 
     params = Parameters.from_cmdstr(args.cmdstr)
-    info = inspect(Scan.from_parameters(params))
+    scan = Scan.from_parameters(params)
+    info = inspect(scan)
     for key, value in vars(info).items():
         if hasattr(value, "shape") and getattr(value, "ndim", 0) >= 2:
             value = f"array {value.shape} {value.dtype}"
         print(f"{key:>22}: {value}")
+    if scan.metadata is not None:
+        print(f"{'layout':>22}: {scan.metadata.layout}")
+        for line in describe_metadata(scan.metadata):
+            name, _, text = line.partition(": ")
+            print(f"{name:>22}: {text}")
     return 0
 
 

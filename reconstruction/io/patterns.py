@@ -7,6 +7,7 @@ one file that holds every frame (an ``(N, H, W)`` dataset).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputDataError
@@ -57,3 +58,48 @@ def file_list(pattern: str, n_frames: int, frames_per_file: int, first_file_inde
         return [Path(pattern)]
     n_files = -(-n_frames // frames_per_file)
     return [Path(format_pattern(pattern, first_file_index + i)) for i in range(n_files)]
+
+
+_NUMBERED = re.compile(r"^(?P<head>.*?)(?P<num>\d+)(?P<tail>\.[A-Za-z0-9]+)$")
+
+
+@dataclass(frozen=True)
+class NumberedSeries:
+    """The files of a multi-file scan around one of them: ``pattern`` (``#06d`` style), the first file
+    number and how many consecutive files exist from it."""
+
+    pattern: str
+    first_index: int
+    files: int
+
+
+def find_numbered_series(path: Path | str) -> NumberedSeries | None:
+    """The run of consecutively numbered files that ``path`` belongs to (``scan_000003.h5`` ->
+    ``scan_#06d.h5`` from the lowest number present, counting up while files exist), or None when ``path``
+    has no number before its extension or no numbered sibling (a single file)."""
+    path = Path(path)
+    m = _NUMBERED.match(path.name)
+    if m is None:
+        return None
+    head, digits, tail = m.group("head"), m.group("num"), m.group("tail")
+    width = len(digits)
+    padded = width > 1 and digits.startswith("0")
+    conversion = f"#0{width}d" if padded else "#d"
+    pattern = str(path.parent / f"{head}{conversion}{tail}")
+    numbers = set()
+    for sibling in path.parent.iterdir():
+        s = _NUMBERED.match(sibling.name)
+        if s is None or s.group("head") != head or s.group("tail") != tail:
+            continue
+        num = s.group("num")
+        if (len(num) == width) if padded else (num == "0" or not num.startswith("0")):
+            numbers.add(int(num))
+    first = own = int(digits)
+    while first - 1 in numbers:
+        first -= 1
+    count = 0
+    while first + count in numbers:
+        count += 1
+    if count < 2 or not first <= own < first + count:
+        return None
+    return NumberedSeries(pattern, first, count)

@@ -16,6 +16,7 @@ from ..errors import InputDataError
 from .hdf5_reader import DEFAULT_LOCK_WAIT_S
 from .patterns import file_for_index, file_list, is_multi_file
 from .positions_file import describe_source
+from .scan_metadata import ScanMetadata, read_scan_metadata
 from .sources import open_source
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ class Geometry:
 @dataclass(frozen=True)
 class Scan:
     """A scan on disk. ``frames`` = scanDims rows*cols; ``frame_shape``/``dtype``/``compression`` come
-    from the first file (None / () when it was not opened).
+    from the first file (None / () when it was not opened). ``metadata`` is what the first file records
+    (energy, distance, pixel size, beam centre, mask, positions, each read or left to the user; None when the
+    file was not opened); ``geometry`` is what the parameters say, which the user may have given instead.
     """
 
     file_pattern: str
@@ -54,6 +57,7 @@ class Scan:
     positions_source: str
     geometry: Geometry
     raw_frame_px: tuple[int, int] = (256, 256)
+    metadata: ScanMetadata | None = None
 
     @property
     def layout(self) -> str:
@@ -75,11 +79,13 @@ class Scan:
         shape: tuple[int, int] | None = None
         dtype: str | None = None
         compression: tuple[str, ...] = ()
+        metadata: ScanMetadata | None = None
         if read_metadata:
             with open_source(files[0], d.hdf5_path, d.raw_frame_px, wait_s) as src:
                 shape, dtype, compression = src.frame_shape, src.dtype, src.compression
+            metadata = read_scan_metadata(files[0], d.hdf5_path)
         return cls(d.file_pattern, files, d.hdf5_path, n, d.frames_per_file, d.first_file_index, shape, dtype,
-                   compression, describe_source(params), geometry, d.raw_frame_px)
+                   compression, describe_source(params), geometry, d.raw_frame_px, metadata)
 
     def location(self, scan_index: int) -> tuple[Path, int]:
         """(file, frame in file) of scan point ``scan_index``."""

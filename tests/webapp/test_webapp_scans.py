@@ -57,3 +57,59 @@ def test_cxi_and_tiff_scans_are_listed_beside_hdf5(scan_file):
     for name in ("pynx.cxi", "stack.tif", "notes.txt"):
         (scan_file.parent / name).write_bytes(b"")
     assert sorted(s.label for s in list_scans()) == ["scan152/data.h5", "scan152/pynx.cxi", "scan152/stack.tif"]
+
+
+def _multi_file_scan(folder, files=10, per_file=10, first=1):
+    rows, cols = np.mgrid[0:64, 0:64]
+    blob = (np.exp(-((rows - 30) ** 2 + (cols - 34) ** 2) / 20.0) * 1000).astype(np.float32)
+    folder.mkdir()
+    for k in range(first, first + files):
+        with h5py.File(folder / f"scan7_data_{k:06d}.h5", "w") as f:
+            f.create_dataset("/entry/data/data", data=np.repeat(blob[None], per_file, axis=0))
+    return folder
+
+
+def test_a_file_of_a_multi_file_scan_fills_pattern_first_index_frames_and_grid(data_root):
+    folder = _multi_file_scan(data_root / "scan7")
+    found = defaults_from_scan(str(folder / "scan7_data_000004.h5"))
+    p = found.parameters
+    assert p.data.file_pattern == str(folder / "scan7_data_#06d.h5")
+    assert (p.data.first_file_index, p.data.frames_per_file, p.experiment.scan_dims) == (1, 10, (10, 10))
+    assert p.n_positions == 100
+    assert any("10 files scan7_data_#06d.h5 from number 1, 100 frames" in note for note in found.notes)
+
+
+def test_a_cxi_file_fills_dataset_geometry_positions_and_mask_but_not_the_users_values(data_root):
+    from reconstruction import Parameters
+
+    frames = np.ones((6, 64, 64), dtype=np.float32)
+    path = data_root / "pynx.cxi"
+    with h5py.File(path, "w") as f:
+        det = f.create_group("entry_1/instrument_1/detector_1")
+        det["data"], det["distance"], det["x_pixel_size"] = frames, 0.5, 55e-6
+        det["mask"] = np.zeros((64, 64), dtype=np.int8)
+        f["entry_1/instrument_1/source_1/energy"] = 8000 * 1.602176634e-19
+        f["entry_1/data_1/data"] = h5py.SoftLink("/entry_1/instrument_1/detector_1/data")
+        f["entry_1/sample_1/geometry_1/translation"] = np.zeros((3, 6))
+    mine = Parameters().replace({"experiment.detector_distance_m": 2.0})
+    found = defaults_from_scan("pynx.cxi", mine)
+    p = found.parameters
+    assert p.data.hdf5_path == "/entry_1/data_1/data" and p.n_positions == 6
+    assert p.experiment.detector_distance_m == 2.0 and p.experiment.detector_pixel_m == 55e-6
+    assert p.experiment.wavelength_m == pytest.approx(1.5498e-10, rel=1e-4)
+    assert p.experiment.positions_file == f"{path}::/entry_1/sample_1/geometry_1/translation"
+    assert p.preprocessing.bad_pixel_mask == f"{path}::/entry_1/instrument_1/detector_1/mask"
+    notes = " | ".join(found.notes)
+    assert "CXI metadata read" in notes and "yours to give: beam_center_px" in notes
+    assert "your values kept over the file's: experiment.detector_distance_m" in notes
+
+
+def test_fill_in_on_a_multi_file_scan_through_the_new_job_page(client, user, data_root):
+    folder = _multi_file_scan(data_root / "scan8", first=0)
+    client.force_login(user)
+    response = client.get("/jobs/new/", {"scan": str(folder / "scan7_data_000000.h5")})
+    form = response.context["form"]
+    assert form.initial["data__file_pattern"] == str(folder / "scan7_data_#06d.h5")
+    assert form.initial["experiment__scan_dims"] == "10, 10"
+    assert str(form.initial["data__frames_per_file"]) == "10" and str(form.initial["data__first_file_index"]) == "0"
+    assert "100 frames in all" in response.content.decode()

@@ -1,8 +1,11 @@
 """Start a job from a scan on disk: list scans under the data roots and derive the form's defaults from one.
 
-For an HDF5 file the defaults are the data pattern, frames per file, raw frame size, a scan grid that matches
-the frame count, and the pattern centre at the centre of mass of the summed frames (``reconstruction.io``
-reads at most 16 frames). An ``.mda`` file gives the grid, steps and wavelength it records.
+For an HDF5, NeXus/NXmx, CXI or TIFF file the defaults are the data pattern (a numbered file of a multi-file
+scan gives its ``#06d`` pattern, first index and file count), frames per file, raw frame size, a scan grid that
+matches the frame count, the metadata the file records (wavelength, distance, detector pixel, beam centre, mask,
+positions; the user's own values win) and else the pattern centre at the centre of mass of the summed frames
+(``reconstruction.io`` reads at most 16 frames). An ``.mda`` file gives the grid, steps and wavelength it
+records.
 """
 
 from __future__ import annotations
@@ -92,32 +95,69 @@ def defaults_from_scan(raw_path: str, base: Parameters | None = None) -> ScanDef
 
 
 def _hdf5_defaults(path: Path, base: Parameters) -> ScanDefaults:
+    """Defaults from an HDF5/NeXus/CXI/TIFF file: its metadata (``reconstruction.io.scan_metadata``; values the
+    user set in ``base`` win), the numbered series it belongs to (``#06d`` pattern, first index, file count),
+    the frame count and grid, and the beam centre (from the file, else the centre of mass of <= 16 frames)."""
     from reconstruction.io import Scan, inspect
+    from reconstruction.io.patterns import find_numbered_series, format_pattern
+    from reconstruction.io.scan_metadata import (
+        check_positions,
+        describe_metadata,
+        parameter_changes,
+        read_scan_metadata,
+        user_given,
+    )
     from reconstruction.io.sources import open_source
 
-    d = base.data
-    with open_source(path, d.hdf5_path, d.raw_frame_px) as src:
-        frames, shape = int(src.frames), (int(src.frame_shape[0]), int(src.frame_shape[1]))
-    if frames < 1:
-        raise ValueError(f"{path}, dataset {d.hdf5_path}: holds no frames")
+    given = user_given(base)
+    meta = read_scan_metadata(path, base.data.hdf5_path)
+    from_file = parameter_changes(meta, given)
+    dataset = from_file.get("data.hdf5_path", base.data.hdf5_path)
+    with open_source(path, dataset, base.data.raw_frame_px) as src:
+        per_file, shape = int(src.frames), (int(src.frame_shape[0]), int(src.frame_shape[1]))
+    if per_file < 1:
+        raise ValueError(f"{path}, dataset {dataset}: holds no frames")
+    series = find_numbered_series(path)
+    pattern, first, frames = str(path), 0, per_file
+    if series is not None:
+        last = Path(format_pattern(series.pattern, series.first_index + series.files - 1))
+        with open_source(last, dataset, base.data.raw_frame_px) as src:
+            frames = (series.files - 1) * per_file + min(int(src.frames), per_file)
+        pattern, first = series.pattern, series.first_index
+    check_positions(meta, frames)
     grid = _grid_for(frames, base.experiment.scan_dims)
     size = base.preprocessing.size_px
     if size > min(shape):
         size = 2 ** int(math.log2(min(shape)))
     changes: dict[str, Any] = {
-        "data.file_pattern": str(path), "data.simulate": False, "data.frames_per_file": frames,
-        "data.first_file_index": 0, "data.raw_frame_px": shape, "experiment.scan_dims": grid,
+        **from_file, "data.file_pattern": pattern, "data.simulate": False, "data.frames_per_file": per_file,
+        "data.first_file_index": first, "data.raw_frame_px": shape, "experiment.scan_dims": grid,
         "preprocessing.size_px": size,
     }
     params = base.replace(changes)
     seen = inspect(Scan.from_parameters(params), max_frames=16)
-    centre = _centre_of_mass(seen.summed, size)
+    notes = [f"{path.name}: {per_file} frames of {shape[0]} x {shape[1]} px ({seen.dtype}) in {dataset}"]
+    if series is not None:
+        notes.append(f"multi-file scan: {series.files} files {Path(pattern).name} from number {first}, "
+                     f"{frames} frames in all")
+    if "preprocessing.crop_center_px" in from_file:
+        centre = params.preprocessing.crop_center_px
+        how = "the beam centre the file records"
+    else:
+        centre = _centre_of_mass(seen.summed, size)
+        how = f"centre of mass of {seen.frames_read} summed frames"
     params = params.replace({"preprocessing.crop_center_px": centre})
-    notes = [
-        f"{path.name}: {frames} frames of {shape[0]} x {shape[1]} px ({seen.dtype}) in {d.hdf5_path}",
-        f"scan grid {grid[0]} x {grid[1]}; pattern centre {centre[0]}, {centre[1]} "
-        f"(centre of mass of {seen.frames_read} summed frames); check the geometry and step",
-    ]
+    notes.append(f"scan grid {grid[0]} x {grid[1]}; pattern centre {centre[0]}, {centre[1]} ({how}); "
+                 f"check the geometry and step")
+    if meta.layout not in ("HDF5", "TIFF", "raw"):
+        read = [line for line in describe_metadata(meta) if not line.endswith("left to the user")]
+        notes.append(f"{meta.layout} metadata read: " + ("; ".join(read) or "none"))
+        left = meta.left_to_user()
+        if left:
+            notes.append("not in the file, yours to give: " + ", ".join(left))
+    kept = sorted(leaf for leaf in given if leaf in parameter_changes(meta))
+    if kept:
+        notes.append("your values kept over the file's: " + ", ".join(kept))
     return ScanDefaults(params, notes)
 
 

@@ -36,3 +36,26 @@ def test_file_for_index_single_file_holds_every_frame():
 def test_file_list_covers_partial_last_file():
     files = file_list("f_#02d.h5", n_frames=7, frames_per_file=3, first_file_index=2)
     assert [f.name for f in files] == ["f_02.h5", "f_03.h5", "f_04.h5"]
+
+
+def test_numbered_series_finds_padded_pattern_first_index_and_stops_at_a_gap(tmp_path):
+    from reconstruction.io.patterns import find_numbered_series
+
+    for k in (3, 4, 5, 6, 9):
+        (tmp_path / f"s_{k:06d}.h5").touch()
+    (tmp_path / "s_7.h5").touch()  # not zero padded: another series
+    series = find_numbered_series(tmp_path / "s_000005.h5")
+    assert series is not None
+    assert (series.pattern, series.first_index, series.files) == (str(tmp_path / "s_#06d.h5"), 3, 4)
+    assert find_numbered_series(tmp_path / "s_000009.h5") is None  # alone after the gap
+    assert find_numbered_series(tmp_path / "master.h5") is None
+
+
+def test_numbered_series_without_padding_uses_hash_d(tmp_path):
+    from reconstruction.io.patterns import find_numbered_series, format_pattern
+
+    for k in (8, 9, 10, 11):
+        (tmp_path / f"scan{k}.tif").touch()
+    series = find_numbered_series(tmp_path / "scan10.tif")
+    assert series is not None and (series.first_index, series.files) == (8, 4)
+    assert format_pattern(series.pattern, 11) == str(tmp_path / "scan11.tif")
