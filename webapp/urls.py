@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from webapp import health, metrics
+from webapp.accounts import tokens
 from webapp.accounts.views import GatedPasswordResetView, ResetLinkView
 
 urlpatterns = [
@@ -15,6 +16,8 @@ urlpatterns = [
     # before django.contrib.auth.urls: the reset request is refused while the site cannot deliver mail
     path("accounts/password_reset/", GatedPasswordResetView.as_view(), name="password_reset"),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("accounts/tokens/", tokens.tokens, name="tokens"),
+    path("accounts/tokens/<int:token_id>/revoke/", tokens.revoke, name="token_revoke"),
     # after them (reset/done/ is theirs): a reset mail's link, its token after '#', never in a logged URL
     path("accounts/reset/<uidb64>/", ResetLinkView.as_view(), name="password_reset_link"),
     path("admin/", admin.site.urls),

@@ -5,7 +5,7 @@ from django.core.management import call_command
 from webapp_helpers import api_post as post
 from webapp_helpers import small_parameters
 
-from webapp.api.models import BRIDGE_PERMISSION, ApiToken, IdempotencyKey
+from webapp.api.models import BRIDGE_PERMISSION, ApiToken, IdempotencyKey, key_digest
 from webapp.jobs.models import BridgeStatus, Job
 
 pytestmark = pytest.mark.django_db
@@ -90,7 +90,7 @@ def test_source_epics_needs_a_bridge_token(client, token, bridge_token):
 def test_create_token_bridge_makes_a_user_without_a_password(bridge_token, django_user_model):
     user = django_user_model.objects.get(username="bridge-2idd")
     assert not user.has_usable_password() and user.has_perm(BRIDGE_PERMISSION)
-    assert ApiToken.objects.get(key=bridge_token).name == "2-ID-D bridge"
+    assert ApiToken.objects.get(digest=key_digest(bridge_token)).name == "2-ID-D bridge"
 
 
 def test_bridge_status_is_stored_for_the_dashboard_with_a_bridge_token_only(client, token, bridge_token):

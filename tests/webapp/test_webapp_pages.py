@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from django.test import Client
 from ptychodus.api.io import load_product
-from webapp_helpers import small_parameters
+from webapp_helpers import api_auth, small_parameters
 
 from reconstruction.io import read_result
 from webapp.jobs import services
@@ -130,14 +130,21 @@ def test_dashboard_lists_workers_running_and_queued_jobs(client, user):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_downloads_of_a_finished_job(client, user, worker, broker, tmp_path):
+def test_downloads_of_a_finished_job(client, user, worker, broker, tmp_path, token):
     job = services.submit_job(small_parameters(iterations=5), owner=user)
     broker.join("reconstruct", fail_fast=True)
     worker.join()
     job.refresh_from_db()
     assert job.status == "done"
+    url = f"/jobs/{job.pk}/download/h5/"
+    assert client.get(url)["Location"].startswith("/accounts/login/")  # no login, no token
+    r = client.get(url, **api_auth(token))  # a script with its API token, no session
+    assert r.status_code == 200 and r["Content-Disposition"].startswith("attachment")
+    assert b"".join(r.streaming_content)[:8] == b"\x89HDF\r\n\x1a\n"
+    r = client.get(url, **api_auth(token[:-2]))
+    assert r.status_code == 401 and "API token" in r.json()["error"]
     client.force_login(user)
-    r = client.get(f"/jobs/{job.pk}/download/h5/")
+    r = client.get(url)
     assert r.status_code == 200 and r["Content-Disposition"].startswith("attachment")
     with h5py.File(io.BytesIO(b"".join(r.streaming_content)), "r") as f:
         assert len(f.keys()) > 0

@@ -69,7 +69,7 @@ def schema(server_url: str = "/") -> dict[str, Any]:
     errors = {
         "400": _json(_ref("Error"), "Invalid request or parameters"),
         "413": _json(_ref("Error"), "Request body larger than the server accepts"),
-        "401": _json(_ref("Error"), "Missing or invalid token"),
+        "401": _json(_ref("Error"), "Missing, unknown or expired token (the error says which)"),
     }
     nullable_time = {"type": "string", "format": "date-time", "nullable": True}
     job_summary = {
@@ -97,7 +97,7 @@ def schema(server_url: str = "/") -> dict[str, Any]:
             "worker": {"type": "string"},
             "message": {"type": "string", "description": "Why it failed or stopped early"},
             "downloads": {"type": "object", "additionalProperties": {"type": "string"},
-                          "description": "Result download URLs by format (session login required)"},
+                          "description": "Result download URLs by format (a session login or the same API token)"},
         },
         "required": ["id", "status", "algorithm", "iteration", "iterations"],
     }
@@ -165,9 +165,11 @@ def schema(server_url: str = "/") -> dict[str, Any]:
             "title": "ptychopy API",
             "version": "1",
             "description": "Submit, follow and cancel ptychography reconstructions. Authenticate with "
-                           "'Authorization: Token <key>' (manage.py create_token <user>, or the admin). "
-                           "A token acts only as its own user. Live frames: websocket /ws/jobs/<id>/ "
-                           "(session login; see docs/webapp.md).",
+                           "'Authorization: Token <key>': make a token on the page /accounts/tokens/ (or with "
+                           "manage.py create_token <user>); its key is shown once and may expire. A token acts "
+                           "only as its own user, and also downloads results (the jobs' download URLs). Live "
+                           "frames: websocket /ws/jobs/<id>/ with a session login, or with ?ticket= from "
+                           "POST /api/v1/jobs/<id>/ws-ticket/ (see docs/webapp.md).",
         },
         "servers": [{"url": server_url.rstrip("/") or "/"}],
         "security": [{"token": []}],
@@ -215,6 +217,24 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                     "parameters": [_job_id()],
                     "responses": {"202": _json(_ref("JobSummary"), "Cancelled, or cancel requested"), **errors,
                                   "403": _json(_ref("Error"), "Not the owner's token"),
+                                  "404": _json(_ref("Error"), "No such job")},
+                },
+            },
+            "/api/v1/jobs/{job_id}/ws-ticket/": {
+                "post": {
+                    "summary": "A ticket that opens the job's live websocket as the token's user",
+                    "description": "Open the returned 'websocket' path (/ws/jobs/<id>/?ticket=...) within 60 s; "
+                                   "a ticket opens one socket, for this job only. The socket's Origin header "
+                                   "must still be this site's address (scheme, host and port).",
+                    "operationId": "createWebsocketTicket",
+                    "parameters": [_job_id()],
+                    "responses": {"201": _json({"type": "object", "required": ["ticket", "expires_in_s", "websocket"],
+                                                "properties": {
+                                                    "ticket": {"type": "string"},
+                                                    "expires_in_s": {"type": "integer", "example": 60},
+                                                    "websocket": {"type": "string",
+                                                                  "description": "Path to open, ticket included"}}},
+                                               "The ticket"), **errors,
                                   "404": _json(_ref("Error"), "No such job")},
                 },
             },

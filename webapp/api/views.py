@@ -1,5 +1,6 @@
-"""``/api/v1/``: list, submit (idempotently with an ``Idempotency-Key``), read and cancel jobs with a token, and
-an EPICS bridge's status report. Logic lives in ``webapp.jobs.services`` and :mod:`webapp.api.idempotency`."""
+"""``/api/v1/``: list, submit (idempotently with an ``Idempotency-Key``), read and cancel jobs with a token, a
+ticket for a job's live websocket, and an EPICS bridge's status report. Logic lives in ``webapp.jobs.services``,
+:mod:`webapp.api.idempotency` and :mod:`webapp.api.tickets`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from webapp.jobs.memory import check_at_submit
 from webapp.jobs.models import Job
 from webapp.jobs.paths import check_submission
 
-from . import idempotency
+from . import idempotency, tickets
 from .auth import error, token_required
 from .models import BRIDGE_PERMISSION
 from .openapi import schema
@@ -169,6 +170,16 @@ def cancel(request: HttpRequest, job_id: int) -> JsonResponse:
     except PermissionDenied as exc:
         return error(403, str(exc))
     return JsonResponse(serialize.job_summary(target), status=202)
+
+
+@require_POST
+@token_required
+def ws_ticket(request: HttpRequest, job_id: int) -> JsonResponse:
+    """A ticket that opens the job's live websocket as the token's user, once, within 60 s (webapp.api.tickets)."""
+    target = get_object_or_404(Job, pk=job_id)
+    ticket = tickets.issue(request.user.pk, target.pk)
+    return JsonResponse({"ticket": ticket, "expires_in_s": tickets.TICKET_TTL_S,
+                         "websocket": f"{serialize.job_summary(target)['websocket']}?ticket={ticket}"}, status=201)
 
 
 @require_GET

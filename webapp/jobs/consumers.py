@@ -1,9 +1,17 @@
-"""The live view's websocket: ``/ws/jobs/<id>/`` sends binary frames (see :mod:`webapp.jobs.frames`)."""
+"""The live view's websocket: ``/ws/jobs/<id>/`` sends binary frames (see :mod:`webapp.jobs.frames`) to a
+logged-in browser, or to a script that opens ``/ws/jobs/<id>/?ticket=<ticket>`` with a ticket from
+``POST /api/v1/jobs/<id>/ws-ticket/`` (:mod:`webapp.api.tickets`). Either way the Origin must be this site's
+(:mod:`webapp.jobs.origin`)."""
 
 from __future__ import annotations
 
+import logging
+from urllib.parse import parse_qs
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+
+from webapp.api import tickets
 
 from . import frames
 from .models import Job
@@ -11,6 +19,20 @@ from .publish import group_name
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+log = logging.getLogger(__name__)
+
+
+@database_sync_to_async
+def ticket_user(scope: dict, job_id: int):
+    """The user of the ``?ticket=`` in the socket's URL, or None (no ticket, or a refused one: logged)."""
+    ticket = parse_qs(scope.get("query_string", b"").decode("latin1")).get("ticket", [""])[0]
+    if not ticket:
+        return None
+    try:
+        return tickets.redeem(ticket, job_id)
+    except tickets.TicketRefused as exc:
+        log.info("websocket for job %s refused: %s", job_id, exc)
+        return None
 
 
 @database_sync_to_async
@@ -29,11 +51,14 @@ class JobFramesConsumer(AsyncWebsocketConsumer):
     sent_seq: int = -1
 
     async def connect(self) -> None:
+        job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
-        job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+            user = await ticket_user(self.scope, job_id)
+            if user is None:
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
+            self.scope["user"] = user
         # Join first, then read the row: a frame sent in between is not lost, and older ones are dropped.
         self.group = group_name(job_id)
         await self.channel_layer.group_add(self.group, self.channel_name)

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from reconstruction import ParameterError, Parameters
 from reconstruction.engines import error_measure
 from reconstruction.safe_paths import UnsafePathError
+from webapp.api.auth import login_or_token_required
 
 from . import dashboard as dashboard_data
 from . import scans, services
@@ -138,7 +139,7 @@ def delete(request: HttpRequest, job_id: int) -> HttpResponse:
 
 
 @require_GET
-@login_required
+@login_or_token_required  # a script downloads with its API token
 def download(request: HttpRequest, job_id: int, fmt: str) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id)
     try:
