@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output directory (overrides -outputDir)")
     r.add_argument("--device", choices=("auto", "cpu", "gpu"), help="overrides -device")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--metadata", action="store_true",
+                   help="take the wavelength, distance, detector pixel, beam centre (-qxy), mask and positions that "
+                        "the first data file records (NeXus/NXmx, CXI) unless the command string gives them")
     r.set_defaults(func=cmd_run)
     pa = sub.add_parser("params", help="list every parameter with its flag, unit, default and hint")
     pa.add_argument("--json", action="store_true", help="machine-readable output")
@@ -177,6 +180,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["reconstruction.device"] = args.device
     if overrides:
         params = params.replace(overrides)
+    if args.metadata:
+        from reconstruction.io.scan_metadata import apply_file_metadata, describe_metadata, given_in_cmdstr
+
+        params, meta = apply_file_metadata(params, given_in_cmdstr(args.cmdstr))
+        if not args.quiet:
+            print(f"{meta.layout} metadata: " + "; ".join(describe_metadata(meta)), file=sys.stderr)
     if params.data.live_source != "none":
         from .live import run_live
 

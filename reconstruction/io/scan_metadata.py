@@ -272,3 +272,31 @@ def describe_metadata(meta: ScanMetadata) -> list[str]:
 def user_given(params: Parameters) -> set[str]:
     """The parameters that differ from the defaults (taken as given by the user)."""
     return set(params.changed())
+
+
+def given_in_cmdstr(cmdstr: str) -> set[str]:
+    """The parameter leaves a command string sets itself (``-energy`` counts as the wavelength)."""
+    from ..parameters.cmdstr import parse_cmdstr
+    from ..parameters.model import ENERGY_PATH, WAVELENGTH_PATH, spec_for_flag
+
+    given = set()
+    for flag, _ in parse_cmdstr(cmdstr):
+        spec = spec_for_flag(str(flag))
+        if spec is not None:
+            given.add(WAVELENGTH_PATH if spec.path == ENERGY_PATH else spec.path)
+    return given
+
+
+def apply_file_metadata(params: Parameters, given: Iterable[str]) -> tuple[Parameters, ScanMetadata]:
+    """``params`` with what the scan's first data file records (:func:`parameter_changes`), except the leaves
+    in ``given``; file positions must number the scan's points (``scanDims`` rows*cols). Returns the new
+    parameters and the metadata."""
+    from .patterns import file_list
+
+    d = params.data
+    first = file_list(d.file_pattern, params.n_positions, d.frames_per_file, d.first_file_index)[0]
+    meta = read_scan_metadata(first, d.hdf5_path)
+    changes = parameter_changes(meta, given)
+    if "experiment.positions_file" in changes:
+        check_positions(meta, params.n_positions)
+    return params.replace(changes), meta

@@ -169,3 +169,18 @@ def test_ptychopy_inspect_prints_each_value_and_where_it_was_read(tmp_path, raw_
     out = capsys.readouterr().out
     assert "layout: NXmx" in out
     assert "detector_distance_m: 1.92 (file " in out and "positions: left to the user" in out
+
+
+def test_run_with_metadata_takes_the_files_values_but_keeps_the_command_strings(tmp_path, raw_frames, capsys):
+    from reconstruction.io import read_result
+
+    master = write_nxmx_master(tmp_path, raw_frames)
+    cmdstr = (f"./ptycho -jobID=nx -fp={master} -scanDims=3,4 -step=1e-7,1e-7 -size=16 -sqrtData -z=2.5 "
+              f"-energy=8 -i=1 -device=cpu -outputDir={tmp_path / 'out'}")
+    assert cli_main(["run", "--metadata", "--quiet", cmdstr]) == 0
+    params = read_result(tmp_path / "out" / "nx.h5").parameters
+    assert params.experiment.detector_distance_m == 2.5  # given: kept over the file's 1.92 m
+    assert params.experiment.wavelength_m == pytest.approx(1.2398e-9 / 8, rel=1e-4)  # -energy given
+    assert params.experiment.detector_pixel_m == pytest.approx(75e-6)  # from the file
+    assert params.preprocessing.crop_center_px == (20, 24)
+    assert params.preprocessing.bad_pixel_mask.endswith("::/entry/instrument/detector/pixel_mask")
