@@ -222,6 +222,10 @@ def read_hdf5_metadata(path: Path | str, dataset: str = "/entry/data/data") -> S
         frames_dataset, frames = _frames_dataset(f, dataset)
         wavelength, energy = _energy(f)
         pixel = _length_m(f, [f"{d}/x_pixel_size" for d in DETECTORS])
+        pixel_y = _length_m(f, [f"{d}/y_pixel_size" for d in DETECTORS])
+        if pixel.from_file and pixel_y.from_file and not np.isclose(pixel.value, pixel_y.value, rtol=1e-6):
+            raise InputDataError(f"{pixel_y.source}: y pixel size {pixel_y.value:g} m differs from the x pixel "
+                                 f"size {pixel.value:g} m; ptychopy needs square detector pixels (-dx_d)")
         distance = _length_m(f, [f"{d}/{n}" for d in DETECTORS for n in ("detector_distance", "distance")])
         mask = next((Known(f"{path}::{m}", where(path, m)) for m in MASKS if isinstance(f.get(m), h5py.Dataset)),
                     Known())

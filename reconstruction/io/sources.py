@@ -154,9 +154,10 @@ class TiffSource:
         try:
             series = self._tif.series[0]
             shape = tuple(int(s) for s in series.shape)
-            if len(shape) not in (2, 3) or not np.issubdtype(series.dtype, np.number):
-                raise InputDataError(f"{where(self.path)}: first image series has shape {shape} and type "
-                                     f"{series.dtype}; expected numeric (frames, rows, cols) or (rows, cols)")
+            if len(shape) not in (2, 3) or "S" in series.axes or not np.issubdtype(series.dtype, np.number):
+                raise InputDataError(f"{where(self.path)}: first image series has shape {shape} (axes "
+                                     f"{series.axes}) and type {series.dtype}; expected one numeric channel, "
+                                     f"(frames, rows, cols) or (rows, cols)")
             page = series.keyframe
             name = getattr(page.compression, "name", str(page.compression)).lower()
             if name not in ("none", "1"):

@@ -184,3 +184,12 @@ def test_run_with_metadata_takes_the_files_values_but_keeps_the_command_strings(
     assert params.experiment.detector_pixel_m == pytest.approx(75e-6)  # from the file
     assert params.preprocessing.crop_center_px == (20, 24)
     assert params.preprocessing.bad_pixel_mask.endswith("::/entry/instrument/detector/pixel_mask")
+
+
+def test_rectangular_detector_pixels_are_refused_naming_the_dataset(tmp_path, raw_frames):
+    master = write_nxmx_master(tmp_path, raw_frames)
+    with h5py.File(master, "a") as f:
+        f["entry/instrument/detector/y_pixel_size"][()] = 55e-6
+    with pytest.raises(InputDataError, match=r"dataset /entry/instrument/detector/y_pixel_size: y pixel size "
+                                             r"5.5e-05 m differs from the x pixel size 7.5e-05 m"):
+        read_scan_metadata(master)

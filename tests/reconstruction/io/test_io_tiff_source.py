@@ -49,3 +49,9 @@ def test_a_stack_with_too_few_frames_names_the_missing_frame(tmp_path, raw_frame
     tifffile.imwrite(tmp_path / "short.tif", raw_frames[:5].astype(np.uint32))
     with pytest.raises(InputDataError, match=r"short\.tif.*holds 5 frame"):
         read_scan(scan_params("short.tif"))
+
+
+def test_an_rgb_tiff_is_refused_not_read_as_frames(tmp_path, scan_params):
+    tifffile.imwrite(tmp_path / "photo.tif", np.zeros((40, 48, 3), dtype=np.uint8), photometric="rgb")
+    with pytest.raises(InputDataError, match=r"photo\.tif: first image series has shape \(40, 48, 3\) \(axes YXS\)"):
+        Scan.from_parameters(scan_params("photo.tif"))
