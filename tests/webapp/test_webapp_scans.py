@@ -113,3 +113,38 @@ def test_fill_in_on_a_multi_file_scan_through_the_new_job_page(client, user, dat
     assert form.initial["experiment__scan_dims"] == "10, 10"
     assert str(form.initial["data__frames_per_file"]) == "10" and str(form.initial["data__first_file_index"]) == "0"
     assert "100 frames in all" in response.content.decode()
+
+
+def test_a_numbered_tiff_series_fills_its_pattern_and_frame_count(data_root):
+    import tifffile
+
+    folder = data_root / "tiffs"
+    folder.mkdir()
+    for k in range(4):
+        tifffile.imwrite(folder / f"img_{k:04d}.tif", np.ones((3, 64, 64), dtype=np.uint16),
+                         photometric="minisblack")
+    found = defaults_from_scan("tiffs/img_0002.tif")
+    p = found.parameters
+    assert p.data.file_pattern == str(folder / "img_#04d.tif")
+    assert (p.data.first_file_index, p.data.frames_per_file, p.n_positions) == (0, 3, 12)
+
+
+def test_an_nxmx_master_fills_geometry_and_the_files_beam_centre(data_root):
+    with h5py.File(data_root / "m_data_000001.h5", "w") as f:
+        f["/entry/data/data"] = np.ones((9, 64, 64), dtype=np.uint32)
+    with h5py.File(data_root / "m_master.h5", "w") as f:
+        f["/entry/data/data_000001"] = h5py.ExternalLink("m_data_000001.h5", "/entry/data/data")
+        det = f.create_group("/entry/instrument/detector")
+        for name, value, units in (("detector_distance", 3.5, "m"), ("x_pixel_size", 75.0, "um"),
+                                   ("beam_center_x", 33.0, "pixel"), ("beam_center_y", 30.0, "pixel")):
+            det[name] = value
+            det[name].attrs["units"] = units
+        f["/entry/instrument/beam/incident_wavelength"] = 1.5
+        f["/entry/instrument/beam/incident_wavelength"].attrs["units"] = "angstrom"
+    found = defaults_from_scan("m_master.h5")
+    p = found.parameters
+    assert p.n_positions == 9 and p.experiment.scan_dims == (3, 3)
+    assert p.experiment.detector_distance_m == 3.5 and p.experiment.detector_pixel_m == pytest.approx(75e-6)
+    assert p.experiment.wavelength_m == pytest.approx(1.5e-10)
+    assert p.preprocessing.crop_center_px == (30, 33)
+    assert any("the beam centre the file records" in note for note in found.notes)
