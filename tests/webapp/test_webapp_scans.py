@@ -148,3 +148,14 @@ def test_an_nxmx_master_fills_geometry_and_the_files_beam_centre(data_root):
     assert p.experiment.wavelength_m == pytest.approx(1.5e-10)
     assert p.preprocessing.crop_center_px == (30, 33)
     assert any("the beam centre the file records" in note for note in found.notes)
+
+
+def test_a_file_with_unknown_units_shows_what_and_where_on_the_form(client, user, data_root):
+    path = data_root / "odd.nxs"
+    with h5py.File(path, "w") as f:
+        f["/entry/data/data"] = np.ones((4, 64, 64), dtype=np.float32)
+        f["/entry/instrument/detector/detector_distance"] = 2.0
+        f["/entry/instrument/detector/detector_distance"].attrs["units"] = "feet"
+    client.force_login(user)
+    html = client.get("/jobs/new/", {"scan": "odd.nxs"}).content.decode()
+    assert "dataset /entry/instrument/detector/detector_distance: unknown units &#x27;feet&#x27;" in html

@@ -193,3 +193,12 @@ def test_rectangular_detector_pixels_are_refused_naming_the_dataset(tmp_path, ra
     with pytest.raises(InputDataError, match=r"dataset /entry/instrument/detector/y_pixel_size: y pixel size "
                                              r"5.5e-05 m differs from the x pixel size 7.5e-05 m"):
         read_scan_metadata(master)
+
+
+def test_ptychopy_inspect_on_a_cxi_file_without_the_dataset_says_where_it_looked(tmp_path, capsys):
+    path = tmp_path / "empty.cxi"
+    with h5py.File(path, "w") as f:
+        f["entry_1/instrument_1/detector_1/distance"] = 1.0
+    assert cli_main(["inspect", f"./ptycho -fp={path} -scanDims=2,2"]) == 1
+    err = capsys.readouterr().err
+    assert f"file {path}, dataset /entry/data/data" in err and "/entry_1/instrument_1/detector_1/distance" in err
