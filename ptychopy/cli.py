@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="describe the scan a command string points at (reads little data)")
     i.add_argument("cmdstr")
     i.set_defaults(func=cmd_inspect)
+    c = sub.add_parser("compare", help="compare two result files: shift, global phase, FRC resolution")
+    c.add_argument("a", help="reference result file (.h5)")
+    c.add_argument("b", help="result file to align onto it")
+    c.add_argument("--threshold", type=float, default=None, help="FRC threshold (default 1/7)")
+    c.add_argument("--csv", help="write the FRC curve here (frequency_per_m, frc)")
+    c.set_defaults(func=cmd_compare)
     for name, (_m, _f, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return p
@@ -295,6 +301,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for line in describe_metadata(scan.metadata):
             name, _, text = line.partition(": ")
             print(f"{name:>22}: {text}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from reconstruction.compare import FRC_THRESHOLD, compare_results
+    from reconstruction.io import read_result
+
+    threshold = FRC_THRESHOLD if args.threshold is None else args.threshold
+    try:
+        found = compare_results(read_result(args.a), read_result(args.b), threshold)
+    except ValueError as exc:
+        print(f"ptychopy compare: {exc}", file=sys.stderr)
+        return 2
+    dy, dx = found.alignment.shift_px
+    frc = found.frc
+    print(f"shift of B onto A: {dy:+.3f}, {dx:+.3f} px (rows, cols); global phase {found.alignment.phase_rad:+.4f} rad")
+    print(f"FRC resolution (half period, threshold {threshold:.3g}): {frc.resolution_m * 1e9:.1f} nm "
+          f"(pixel {frc.pixel_m * 1e9:.2f} nm, {len(frc.frc)} rings)")
+    print(f"relative difference after alignment: {found.relative_difference:.4f}")
+    if args.csv:
+        with open(args.csv, "w") as out:
+            out.write("frequency_per_m,frc\n")
+            out.writelines(f"{q:.6g},{v:.6f}\n" for q, v in zip(frc.frequency_per_m, frc.frc, strict=True))
     return 0
 
 
