@@ -202,3 +202,23 @@ def test_ptychopy_inspect_on_a_cxi_file_without_the_dataset_says_where_it_looked
     assert cli_main(["inspect", f"./ptycho -fp={path} -scanDims=2,2"]) == 1
     err = capsys.readouterr().err
     assert f"file {path}, dataset /entry/data/data" in err and "/entry_1/instrument_1/detector_1/distance" in err
+
+
+def test_nxmx_file_written_by_nexusformat_reads_with_its_units(tmp_path, raw_frames):
+    """nexusformat's own classes (NXroot/NXentry/NXinstrument/NXdetector/NXbeam/NXdata), not h5py by hand."""
+    from nexusformat.nexus import NXbeam, NXdata, NXdetector, NXentry, NXfield, NXinstrument, NXroot
+
+    detector = NXdetector(detector_distance=NXfield(850.0, units="mm"), x_pixel_size=NXfield(172.0, units="um"),
+                          y_pixel_size=NXfield(172.0, units="um"), beam_center_x=NXfield(21.0, units="pixel"),
+                          beam_center_y=NXfield(18.0, units="pixel"),
+                          pixel_mask=NXfield(np.zeros((40, 48), dtype=np.uint32)))
+    beam = NXbeam(incident_energy=NXfield(6.2, units="keV"))
+    root = NXroot(NXentry(NXinstrument(detector, beam), NXdata(NXfield(raw_frames.astype(np.uint32), name="data"))))
+    root.save(str(tmp_path / "nexusformat.nxs"))
+    meta = read_scan_metadata(tmp_path / "nexusformat.nxs")
+    assert (meta.layout, meta.frames_dataset, meta.frames) == ("NXmx", "/entry/data/data", 12)
+    assert meta.detector_distance_m.value == pytest.approx(0.85)
+    assert meta.detector_pixel_m.value == pytest.approx(172e-6)
+    assert meta.energy_eV.value == pytest.approx(6200.0)
+    assert meta.beam_center_px.value == (18, 21)
+    assert meta.mask.from_file
