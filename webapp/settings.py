@@ -279,7 +279,8 @@ STATICFILES_DIRS = [FRONTEND_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # hashed names and gzip copies once collectstatic ran; plain names before (webapp.static_storage)
+    "staticfiles": {"BACKEND": "webapp.static_storage.HashedWhenCollected"},
 }
 
 LANGUAGE_CODE = "en-us"
