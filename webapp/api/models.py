@@ -21,8 +21,9 @@ LAST_USED_RESOLUTION = datetime.timedelta(seconds=60)
 
 
 def new_key() -> str:
-    """A fresh key: 32 random bytes, URL-safe base64 (43 characters)."""
-    return secrets.token_urlsafe(32)
+    """A fresh key: 32 random bytes as 64 hex characters (no character a shell, a URL or a word-boundary match in
+    a script treats specially, unlike base64's leading '-')."""
+    return secrets.token_hex(32)
 
 
 def key_digest(key: str) -> str:
