@@ -162,6 +162,9 @@ if REDIS_URL:
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
         "OPTIONS": {"url": REDIS_URL, "heartbeat_timeout": 5000, "maintenance_chance": 1_000_000},
     }
+    # one cache for every web process: a websocket ticket opens one socket on any of them (webapp.api.tickets)
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "KEY_PREFIX": "ptychopy"}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 200}}}
     _BROKER = {"BROKER": "dramatiq.brokers.stub.StubBroker", "OPTIONS": {}}

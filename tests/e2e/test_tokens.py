@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
@@ -42,6 +43,8 @@ def test_a_token_downloads_results_and_opens_the_websocket_with_a_ticket(prod_st
     assert header["job"] == job_id and header["status"] == "done"
     with pytest.raises(InvalidStatus):  # used once already
         asyncio.run(_first_frame(url, prod_stack.origin))
+    used = redis.Redis.from_url(prod_stack.redis_url).keys("ptychopy:*ws-ticket:*")
+    assert len(used) == 1, used  # noted in Redis, which every web process shares
     fresh_ticket = api.post(f"/api/v1/jobs/{job_id}/ws-ticket/").json()["ticket"]
     fresh = ws_url(prod_stack.base_url, job_id) + f"?ticket={fresh_ticket}"
     with pytest.raises(InvalidStatus):  # a ticket does not lift the Origin check

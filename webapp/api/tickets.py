@@ -2,8 +2,8 @@
 ``POST /api/v1/jobs/<id>/ws-ticket/`` for a ticket and opens ``/ws/jobs/<id>/?ticket=<ticket>``.
 
 A ticket is signed with ``SECRET_KEY`` (Django's signing), names the user and the job, is valid for
-:data:`TICKET_TTL_S` seconds and is accepted once per server process (the cache notes its nonce; with several
-Daphne processes and no shared cache a second use on another process is possible within the 60 s).
+:data:`TICKET_TTL_S` seconds and is accepted once: Django's cache notes its nonce (Redis in production, shared by
+every web process; the embedded mode's single process keeps it in memory).
 """
 
 from __future__ import annotations
