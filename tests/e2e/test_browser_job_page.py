@@ -268,3 +268,33 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     assert heatmap_scale(pg, "plot-object_phase")["ticktext"] != early  # another iterate, another range
     assert pg.locator("#st-iteration").text_content() == "40"  # the stats stayed live meanwhile
     shot(pg, "units")
+
+
+def test_two_jobs_side_by_side_with_their_difference_and_frc(  # type: ignore[no-untyped-def]
+        page, prod_stack: ProductionStack, alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    ids = [api.submit(small_sim_cmdstr(30, job_id=f"cmp{seed}", extra=f"-seed={seed}"), label=f"cmp{seed}")["id"]
+           for seed in (1, 2)]
+    for job_id in ids:
+        assert api.wait_status(job_id, {"done", "failed", "cancelled"}, 120)["status"] == "done"
+    pg = page
+    log_in(pg, alice)
+    pg.goto(f"/jobs/{ids[0]}/")
+    pg.fill("#compare-form input[name=b]", str(ids[1]))
+    pg.locator("#compare-form button[type=submit]").click()
+    pg.wait_for_url(re.compile(rf"/jobs/compare/\?a={ids[0]}&b={ids[1]}$"))
+    pg.wait_for_function("() => document.getElementById('comparison').dataset.drawn === '1'")
+    for name in ("phase_a", "phase_b", "phase_difference"):
+        st = plot_state(pg, f"plot-{name}")
+        unit = st["data"]["unit"]
+        assert st["types"] == ["heatmap"] and st["x"] == f"x ({unit})" and len(st["shapes"]) == 1, st
+    frc = plot_state(pg, "plot-frc")
+    assert frc["types"] == ["scatter", "scatter"] and frc["x"].startswith("spatial frequency (1/")
+    assert int(frc["data"]["rings"]) >= 20 and "half period" in frc["title"]
+    assert re.search(r"\d nm|\d µm", pg.locator("#compare-resolution").text_content() or "")
+    shot(pg, "compare", "#comparison")
+    # zoom shared by the three images: the left half of A's field
+    half = plot_state(pg, "plot-phase_a")["xr"][1] / 2
+    pg.evaluate("h => Plotly.relayout('plot-phase_a', {'xaxis.range': [0, h]})", half)
+    pg.wait_for_function("h => document.getElementById('plot-phase_difference')._fullLayout.xaxis.range[1] === h",
+                         arg=half)

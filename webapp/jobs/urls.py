@@ -7,6 +7,7 @@ app_name = "jobs"
 urlpatterns = [
     path("", views.history, name="history"),
     path("jobs/new/", views.new_job, name="new"),
+    path("jobs/compare/", views.compare, name="compare"),
     path("jobs/<int:job_id>/", views.detail, name="detail"),
     path("jobs/<int:job_id>/cancel/", views.cancel, name="cancel"),
     path("jobs/<int:job_id>/delete/", views.delete, name="delete"),

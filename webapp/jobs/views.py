@@ -18,6 +18,7 @@ from webapp.api.auth import login_or_token_required
 
 from . import dashboard as dashboard_data
 from . import scans, services
+from .comparison import NotComparable, compare_jobs
 from .downloads import FORMATS, NoResult, result_download
 from .forms import JobForm
 from .history import filter_jobs
@@ -196,3 +197,24 @@ def snapshot(request: HttpRequest, job_id: int, iteration: int) -> HttpResponse:
     if not path.is_file():
         raise Http404(f"job {job.pk} has no stored frame of iteration {iteration}")
     return HttpResponse(path.read_bytes(), content_type="application/octet-stream")
+
+
+@require_GET
+@login_required
+def compare(request: HttpRequest) -> HttpResponse:
+    """Two jobs' final objects side by side (``?a=<id>&b=<id>``): B aligned onto A, their phase difference and the
+    FRC with the resolution."""
+    ids = []
+    for key in ("a", "b"):
+        text = (request.GET.get(key) or "").strip().lstrip("#")
+        if not text.isdigit():
+            return render(request, "jobs/compare.html", {"error": f"'{key}' must be a job number, got {text!r}"},
+                          status=400)
+        ids.append(int(text))
+    a, b = (get_object_or_404(Job.objects.defer("last_preview"), pk=pk) for pk in ids)
+    try:
+        view = compare_jobs(a, b)
+    except NotComparable as exc:
+        return render(request, "jobs/compare.html", {"a": a, "b": b, "error": str(exc)}, status=400)
+    return render(request, "jobs/compare.html", {"a": a, "b": b, "summary": view.summary(),
+                                                 "page_data": view.page_data()})

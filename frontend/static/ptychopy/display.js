@@ -1,5 +1,5 @@
 /* Display controls of the live view's object panels: colormap, scale (linear, log, gamma) and the displayed
- * value range (the histogram range).
+ * value range (the histogram range); and the length units and scale bars the live and comparison pages share.
  *
  * The frames' images stay as they arrive (uint8, 0..255 linear in vmin..vmax): nothing is recomputed per pixel.
  * The range becomes the heatmap's zmin/zmax, and log or gamma become the colorscale itself: 33 stops at evenly
@@ -105,5 +105,24 @@
     return row;
   }
 
-  window.ptychopyDisplay = { heatmapScale: heatmapScale, controls: controls, maps: Object.keys(MAPS) };
+  // Physical units: a field narrower than 2 µm in nm, else in µm (null: no pixel size, so pixels).
+  function lengthUnit(extentM) {
+    if (!extentM || !isFinite(extentM)) return null;
+    return extentM < 2e-6 ? { name: "nm", perM: 1e9 } : { name: "µm", perM: 1e6 };
+  }
+
+  // The longest 1, 2 or 5 x 10^k not over a fifth of the width (a scale bar).
+  function niceLength(width) {
+    const target = width / 5;
+    const p = Math.pow(10, Math.floor(Math.log10(target)));
+    const m = target / p;
+    return (m >= 5 ? 5 : m >= 2 ? 2 : 1) * p;
+  }
+
+  function fmtLength(x, unit) {
+    return (Number.isInteger(x) ? String(x) : Number(x.toPrecision(3)).toString()) + " " + unit;
+  }
+
+  window.ptychopyDisplay = { heatmapScale: heatmapScale, controls: controls, maps: Object.keys(MAPS),
+                             lengthUnit: lengthUnit, niceLength: niceLength, fmtLength: fmtLength };
 })();

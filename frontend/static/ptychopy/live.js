@@ -62,23 +62,10 @@
     return { tickvals: ticks, ticktext: text, thickness: 12, len: 0.9 };
   }
 
-  // Physical units: a field narrower than 2 µm in nm, else in µm (null: the frame has no pixel size, so pixels).
-  function lengthUnit(extentM) {
-    if (!extentM || !isFinite(extentM)) return null;
-    return extentM < 2e-6 ? { name: "nm", perM: 1e9 } : { name: "µm", perM: 1e6 };
-  }
-
-  // The longest 1, 2 or 5 x 10^k not over a fifth of the width.
-  function niceLength(width) {
-    const target = width / 5;
-    const p = Math.pow(10, Math.floor(Math.log10(target)));
-    const m = target / p;
-    return (m >= 5 ? 5 : m >= 2 ? 2 : 1) * p;
-  }
-
-  function fmtLength(x, unit) {
-    return (Number.isInteger(x) ? String(x) : Number(x.toPrecision(3)).toString()) + " " + unit;
-  }
+  // Physical units and the scale bar's length (shared with the comparison page: display.js).
+  const lengthUnit = window.ptychopyDisplay.lengthUnit;
+  const niceLength = window.ptychopyDisplay.niceLength;
+  const fmtLength = window.ptychopyDisplay.fmtLength;
 
   function imageLayout(title, axes, extraShapes) {
     const layout = {

@@ -26,3 +26,12 @@ def sig4(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{float(value):.4g}"
+
+
+@register.filter
+def length_nm(metres: float | None) -> str:
+    """``2.35e-08`` -> ``23.5 nm``; ``3.2e-06`` -> ``3.2 µm``; None -> ``—``."""
+    if metres is None:
+        return "—"
+    value = float(metres)
+    return f"{value * 1e9:.3g} nm" if value < 1e-6 else f"{value * 1e6:.3g} µm"
