@@ -11,7 +11,7 @@ from webapp.jobs.queue_eta import queue_estimate
 
 
 def job(owner, status, *, iterations, iteration=0, started_ago_s=None, ran_s=None, created_ago_s=0.0, size=32,
-        scan=4):
+        scan=4, source="web"):
     now = timezone.now()
     params = small_parameters(iterations=iterations).replace(
         {"preprocessing.size_px": size, "experiment.scan_dims": (scan, scan)})
@@ -19,7 +19,7 @@ def job(owner, status, *, iterations, iteration=0, started_ago_s=None, ran_s=Non
     finished = None if ran_s is None or started is None else started + timedelta(seconds=ran_s)
     return Job.objects.create(owner=owner, parameters=params.to_dict(), algorithm="ePIE", status=status,
                               iterations=iterations, iteration=iteration, started=started, finished=finished,
-                              created=now - timedelta(seconds=created_ago_s))
+                              created=now - timedelta(seconds=created_ago_s), source=source)
 
 
 @pytest.mark.django_db
@@ -64,3 +64,13 @@ def test_the_job_page_shows_the_position_and_the_estimate_for_a_queued_job(clien
     html = client.get(f"/jobs/{mine.pk}/").content.decode()
     assert 'id="queue-position">1<' in html
     assert 'data-wait-s="30"' in html and "starts in about" in html and "Estimated from" in html
+
+
+@pytest.mark.django_db
+def test_a_running_or_queued_demo_does_not_count_for_a_persons_job(user):
+    job(user, Job.Status.DONE, iterations=100, iteration=100, started_ago_s=500, ran_s=100, created_ago_s=600)
+    job(user, Job.Status.RUNNING, iterations=12_000, iteration=50, started_ago_s=20, created_ago_s=300, source="demo")
+    job(user, Job.Status.QUEUED, iterations=12_000, created_ago_s=200, source="demo")
+    mine = job(user, Job.Status.QUEUED, iterations=10, created_ago_s=100)
+    est = queue_estimate(mine)
+    assert est is not None and (est.position, est.running, est.queued_ahead) == (1, 0, 0) and est.wait_s == 0

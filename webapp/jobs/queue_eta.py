@@ -5,7 +5,8 @@ out. The wait is the work ahead divided by the live workers:
 
 - a running job's remaining iterations at its own rate so far (elapsed / iterations done), or at the recent rate
   when it has not finished an iteration yet;
-- each queued job ahead: its iterations at the recent rate.
+- each queued job ahead: its iterations at the recent rate;
+- demo jobs do not count for a job that is not a demo: they step aside for it.
 
 The recent rate is the median of ``seconds / (iterations x positions x pattern pixels)`` over the last
 ``RECENT_JOBS`` jobs that ran (done or cancelled), so a 256 px scan counts sixteen times a 64 px one. With no
@@ -71,11 +72,13 @@ def queue_estimate(job: Job) -> QueueEstimate | None:
     """Position and estimated wait of a queued ``job``; None for a job that is not queued."""
     if job.status != Job.Status.QUEUED:
         return None
-    ahead = list(Job.objects.filter(status=Job.Status.QUEUED)
-                 .filter(Q(created__lt=job.created) | Q(created=job.created, pk__lt=job.pk))
+    queued = Job.objects.filter(status=Job.Status.QUEUED)
+    running_jobs = Job.objects.filter(status=Job.Status.RUNNING)
+    if job.source != Job.Source.DEMO:  # a demo steps aside for this job (webapp.jobs.runner.DemoStepsAside)
+        queued, running_jobs = queued.exclude(source=Job.Source.DEMO), running_jobs.exclude(source=Job.Source.DEMO)
+    ahead = list(queued.filter(Q(created__lt=job.created) | Q(created=job.created, pk__lt=job.pk))
                  .only("parameters", "iterations"))
-    running = list(Job.objects.filter(status=Job.Status.RUNNING)
-                   .only("parameters", "iteration", "iterations", "started"))
+    running = list(running_jobs.only("parameters", "iteration", "iterations", "started"))
     per_unit, timed = recent_seconds_per_unit()
     workers = live_workers()
     wait: float | None = 0.0
