@@ -17,6 +17,7 @@ import numpy as np
 
 from . import memory_plan
 from .backend import Backend, get_backend
+from .diffraction_preview import MAX_DIFFRACTION_PX, central_position, diffraction_preview
 from .engines import EngineSettings, EngineState, create_engine
 from .engines.base import IterationMetrics, apply_phase_constraint, object_illumination
 from .errors import DeviceMemoryError, InputDataError, SessionStateError
@@ -148,6 +149,7 @@ class Reconstruction(IterativeRun):
             raise self._oom(exc) from exc
         self.positions_px = corners.astype(np.float64)
         self._start_positions_px = positions.copy()
+        self._diffraction_position = central_position(self._start_positions_px)
         self.probe_size_px = int(n)
         self._object_shape = shape
         self.last_metrics: IterationMetrics | None = None
@@ -253,6 +255,9 @@ class Reconstruction(IterativeRun):
                 intensity_scale=st.intensity_scale)
         else:  # fixed positions: the scan as it was given (host arrays, no device copy)
             preview.positions = preview_positions(self._start_positions_px, self._start_positions_px, refined=False)
+        if not self.streamed:  # one position's measured and model pattern (a streamed run's data stay on the host)
+            preview.diffraction = diffraction_preview(st, self._diffraction_position, self.backend.asnumpy,
+                                                      min(max_px, MAX_DIFFRACTION_PX))
         return preview
 
     def result(self) -> Result:

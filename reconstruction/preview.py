@@ -60,6 +60,7 @@ class Preview:
     probe_power: list[float] = field(default_factory=list)
     object_stride: int = 1
     probe_stride: int = 1
+    diffraction: Any = None  # reconstruction.diffraction_preview.DiffractionPreview of one position, or None
 
     def images(self) -> list[tuple[str, np.ndarray, tuple[float, float]]]:
         """(name, uint8 image, (vmin, vmax)) for every image: the object's amplitude and phase, then each probe
@@ -72,10 +73,16 @@ class Preview:
             out.append((f"probe_amplitude_{k}", img, rng))
             if k < len(self.probe_phase):
                 out.append((f"probe_phase_{k}", self.probe_phase[k], self.probe_phase_range[k]))
+        if self.diffraction is not None:
+            d = self.diffraction
+            out.append(("diffraction_measured", d.measured, d.log_range))
+            out.append(("diffraction_model", d.model, d.log_range))
         return out
 
     def stride_of(self, name: str) -> int:
-        """Reconstruction pixels per pixel of the image ``name``."""
+        """Reconstruction pixels per pixel of the image ``name`` (0 for a pattern: it has no sample-plane size)."""
+        if name.startswith("diffraction_"):
+            return 0
         return self.probe_stride if name.startswith("probe_") else self.object_stride
 
 

@@ -250,6 +250,12 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     assert "% of the power" in plot_state(pg, "plot-probe_amplitude_1")["title"]
     assert plot_state(pg, "plot-probe_phase_0")["title"].startswith("Probe mode 0 phase")
 
+    # the measured and the model pattern of the central position, side by side
+    for name in ("diffraction_measured", "diffraction_model"):
+        st = plot_state(pg, f"plot-{name}")
+        assert st["types"] == ["heatmap"] and re.search(r"pattern, position \d+ \(log10 counts\)", st["title"]), st
+        assert st["x"] == "column (px)" and st["xr"][1] == pytest.approx(63.5)  # 64 px patterns, not binned
+
     # the scan, for a run that does not refine it: 100 positions in the same unit system
     scan = plot_state(pg, "plot-positions")
     assert scan["types"] == ["scatter"] and scan["data"]["points"] == "100"

@@ -159,7 +159,7 @@ def test_preview_is_small_uint8_with_value_ranges(tiny_scan):
     pv = rec.preview(max_px=16)
     names = [name for name, _, _ in pv.images()]
     assert names == ["object_amplitude", "object_phase", "probe_amplitude_0", "probe_phase_0",
-                     "probe_amplitude_1", "probe_phase_1"]
+                     "probe_amplitude_1", "probe_phase_1", "diffraction_measured", "diffraction_model"]
     for _, img, (lo, hi) in pv.images():
         assert img.dtype == np.uint8 and max(img.shape) <= 16 and lo <= hi
     # each mode's share of the power, from the full-resolution probe
@@ -180,3 +180,22 @@ def test_memory_estimate_grows_with_positions_and_is_largest_for_dm():
     big = estimate_memory_bytes(1000, 64, (200, 200), algorithm="DM")
     epie = estimate_memory_bytes(1000, 64, (200, 200), algorithm="ePIE")
     assert big > small and big > epie > 1000 * 64 * 64 * 4
+
+
+def test_preview_pairs_the_measured_pattern_of_the_central_position_with_the_models(tiny_scan):
+    from reconstruction.diffraction_preview import central_position
+
+    i, p = _data(tiny_scan)
+    rec = Reconstruction(i, p, iterations=30, probe_modes=1)
+    for _ in rec:
+        pass
+    d = rec.preview().diffraction
+    assert d is not None and d.position == central_position(rec.positions())
+    n = i.shape[-1]
+    assert d.measured.shape == d.model.shape == (n // d.binning, n // d.binning) and d.measured.dtype == np.uint8
+    # the measured one is the data: log10(1 + counts), centred, on the shared range
+    expected = np.log10(1 + np.fft.fftshift(i[d.position]).reshape(
+        n // d.binning, d.binning, n // d.binning, d.binning).sum(axis=(1, 3)))
+    np.testing.assert_allclose(d.measured, np.round(expected / d.log_range[1] * 255), atol=1)
+    # after 30 iterations the model matches it closely
+    assert np.corrcoef(d.measured.ravel().astype(float), d.model.ravel().astype(float))[0, 1] > 0.9

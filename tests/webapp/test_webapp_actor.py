@@ -66,6 +66,9 @@ def test_frames_carry_pixel_sizes_every_probe_modes_amplitude_phase_and_power(wo
         assert entries[name]["pixel_m"] == pytest.approx(params.pixel_size_m, rel=1e-5)
     power = header["probe_power"]
     assert len(power) == 2 and sum(power) == pytest.approx(1, abs=1e-3) and power[0] > power[1] > 0
+    # one position's measured and model pattern (32 px patterns: not binned), no sample-plane size
+    assert images["diffraction_measured"].shape == images["diffraction_model"].shape == (32, 32)
+    assert 0 <= header["diffraction_position"] < 36 and "pixel_m" not in entries["diffraction_model"]
 
 
 def test_frames_are_time_throttled(worker, broker, sent_frames, settings):

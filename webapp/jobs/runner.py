@@ -300,9 +300,9 @@ class JobRun:
     def frame(self, rec: Any, progress: Any, status: str) -> None:
         """Store the latest frame on the row and send it to the job's viewers."""
         preview = rec.preview(max_px=512)
-        pixel_m = getattr(rec, "pixel_size_m", None)  # the object's pixel (lambda z / (N dx_d), or the data's own)
-        self.images = frames.limit_probe_images(
-            [frames.FrameImage(name, img, rng[0], rng[1], None if not pixel_m else pixel_m * preview.stride_of(name))
+        pixel_m = getattr(rec, "pixel_size_m", None) or 0.0  # lambda z / (N dx_d), or the data file's own
+        self.images = frames.limit_probe_images(  # patterns (stride 0) have no sample-plane size
+            [frames.FrameImage(name, img, rng[0], rng[1], (pixel_m * preview.stride_of(name)) or None)
              for name, img, rng in preview.images()])
         self.seq += 1
         xs, errs = frames.downsample_errors(self.errors)
@@ -312,6 +312,7 @@ class JobRun:
             "errors": errs, "error_iterations": xs, "rate_per_s": _finite(progress.rate_per_s),
             "eta_s": _finite(progress.eta_s), "message": "", "t_produced": time.time(),
             "probe_power": [float(f"{p:.4g}") for p in preview.probe_power], "pixel_size_m": pixel_m or None,
+            "diffraction_position": None if preview.diffraction is None else preview.diffraction.position,
         }
         if preview.positions is not None:
             p = preview.positions

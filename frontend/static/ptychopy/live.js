@@ -139,6 +139,14 @@
     return div;
   }
 
+  // One scan position's measured pattern and the model's (log10(1 + counts) on one shared range, centred).
+  function drawDiffraction(img, header) {
+    const which = img.name === "diffraction_measured" ? "Measured" : "Model";
+    const div = probeDiv(img.name, which + " diffraction pattern");
+    drawImage(div, img, which + " pattern, position " + header.diffraction_position + " (log10 counts)", "Viridis");
+    div.dataset.position = header.diffraction_position;
+  }
+
   // Each probe mode's amplitude and phase, titled with the mode's share of the probe's power.
   function drawProbe(img, header) {
     const m = /^probe_(amplitude|phase)_(\d+)$/.exec(img.name);
@@ -463,6 +471,8 @@
       if (TITLES[img.name]) {
         drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
         linkZoom(el("plot-" + img.name), OBJECT_PLOTS);
+      } else if (img.name.indexOf("diffraction_") === 0) {
+        drawDiffraction(img, h);
       } else {
         drawProbe(img, h);
       }
