@@ -24,7 +24,9 @@ TEMPLATE = "-size=32 -qxy=16,16 -dx_d=75e-6 -z=1.9 -lambda=1.409e-10 -step=0.5e-
 
 
 @pytest.fixture
-def stub_worker(settings, tmp_path: Path):
+def bridge_site(settings, tmp_path: Path):
+    """The site's settings for a bridge beside an embedded server (no worker in this process), and its broker,
+    emptied before and after: a message left there would hold up a later test's broker.join."""
     settings.PTYCHOPY_DATA_ROOTS = [tmp_path]
     settings.PTYCHOPY_RESULTS_DIR = tmp_path / "results"
     settings.PTYCHOPY_EMBEDDED_WORKER = False
@@ -32,11 +34,17 @@ def stub_worker(settings, tmp_path: Path):
 
     broker = dramatiq.get_broker()
     broker.flush_all()
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def stub_worker(bridge_site):
+    broker = bridge_site
     worker = Worker(broker, queues={"reconstruct"}, worker_threads=1, worker_timeout=50)
     worker.start()
     yield worker
     worker.stop(timeout=10_000)
-    broker.flush_all()
 
 
 def test_embedded_worker_submits_once_and_the_job_finishes(stub_worker, tmp_path: Path, client,
@@ -84,7 +92,7 @@ def job_params(job):
     return Parameters.from_dict(job.parameters)
 
 
-def test_bad_source_is_a_rejection_not_a_retry(stub_worker) -> None:
+def test_bad_source_is_a_rejection_not_a_retry(bridge_site) -> None:
     from reconstruction import Parameters
     from webapp.jobs.models import Job
 
@@ -93,7 +101,7 @@ def test_bad_source_is_a_rejection_not_a_retry(stub_worker) -> None:
     assert not Job.objects.filter(dedup_key="k").exists()
 
 
-def test_a_process_without_a_worker_or_redis_is_told_once_that_its_jobs_wait(stub_worker, caplog) -> None:
+def test_a_process_without_a_worker_or_redis_is_told_once_that_its_jobs_wait(bridge_site, caplog) -> None:
     """A bridge beside an embedded server writing to its SQLite (kind = "django" in its own process): its jobs
     go to a broker no worker reads, so it says so, once, and names the two ways out."""
     from reconstruction import Parameters
