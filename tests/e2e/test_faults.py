@@ -11,6 +11,7 @@ These tests own their PostgreSQL and Redis (restarting the session's servers wou
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -152,7 +153,12 @@ class FaultStack:
         assert job["status"] == "done", f"job {job_id} ended {job['status']}: {job.get('message')}"
         assert int(job["iteration"]) == int(job["iterations"]), job
         files = self.result_files(job_id)
-        assert [f.name for f in files] == ["result.h5"], f"job {job_id}: result files {files} (debris or a copy)"
+        # the result and the scrubber's snapshots (webapp.jobs.snapshots): nothing else, no half-written file
+        assert [f.name for f in files if f.name != "snapshots"] == ["result.h5"], (
+            f"job {job_id}: result files {files} (debris or a copy)")
+        snapshots = [f.name for f in (self.stack.results_dir / f"job_{job_id}" / "snapshots").glob("*")]
+        assert all(re.fullmatch(r"it_\d{8}\.frame", name) for name in snapshots), (
+            f"job {job_id}: snapshot folder holds {sorted(snapshots)} (debris)")
         return job
 
     def workers(self, n: int) -> None:
