@@ -163,8 +163,8 @@ class ReconstructionParameters:
                                      advanced=True)
     subpixel_windows: bool = param(False, kind="bool", flag="subpixelWindows", label="Sub-pixel windows",
                                    hint="Every engine: windows follow fractional scan positions as given (the "
-                                        "probe moved by each fraction), never rounded. Runs on the reference "
-                                        "engines (the fast GPU engines round to whole pixels).",
+                                        "probe moved by each fraction), never rounded. On the GPU, LSQML keeps "
+                                        "its fast path; ePIE and DM run their reference engines.",
                                    advanced=True)
     position_search_from: int = param(5, kind="int", flag="PPS", unit="iterations", min=1, max=10**7,
                                       label="Refine positions from",
