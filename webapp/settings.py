@@ -3,7 +3,7 @@
 No environment at all gives the *embedded* mode: a SQLite file under ``$PTYCHOPY_HOME`` (default ``./var``),
 the in-memory channel layer and a Dramatiq ``StubBroker`` whose worker thread runs inside the ASGI process.
 ``DATABASE_URL`` and ``REDIS_URL`` switch to production: PostgreSQL, Redis for Dramatiq and channels_redis.
-See ``docs/webapp.md`` for every variable.
+``docs/deploy.md`` lists every variable; ``webapp.envconfig.Env`` reads each with its type.
 """
 
 from __future__ import annotations
@@ -15,39 +15,28 @@ from pathlib import Path
 import dj_database_url
 
 from webapp import logs, site_security
+from webapp.envconfig import Env
+
+# Every environment value is read here, through env (webapp.envconfig: typed, and a bad value stops the start with
+# "NAME='value' is not an integer"); docs/deploy.md lists them all (tests/docker/test_compose.py checks it).
+env = Env()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Templates and static files; set PTYCHOPY_FRONTEND_DIR when webapp runs from an installed wheel.
-FRONTEND_DIR = Path(os.environ.get("PTYCHOPY_FRONTEND_DIR") or BASE_DIR / "frontend")
+FRONTEND_DIR = env.path("PTYCHOPY_FRONTEND_DIR", BASE_DIR / "frontend")
 
-
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    return raw.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _env_int_list(name: str, default: str) -> list[int]:
-    raw = os.environ.get(name, default)
-    try:
-        return [int(v) for v in raw.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{name}={raw!r}: expected whole numbers separated by commas, e.g. 128,256") from None
-
-
-PTYCHOPY_HOME = Path(os.environ.get("PTYCHOPY_HOME") or BASE_DIR / "var").resolve()
-DATABASE_URL = os.environ.get("DATABASE_URL", "")
-REDIS_URL = os.environ.get("REDIS_URL", "")
+PTYCHOPY_HOME = env.path("PTYCHOPY_HOME", BASE_DIR / "var")
+DATABASE_URL = env.str("DATABASE_URL")
+REDIS_URL = env.str("REDIS_URL")
 EMBEDDED = not DATABASE_URL and not REDIS_URL
 # The address `ptychopy serve --host` listens on (set by webapp.cli before Django starts; "" otherwise).
-PTYCHOPY_SERVE_HOST = os.environ.get("PTYCHOPY_SERVE_HOST", "")
+PTYCHOPY_SERVE_HOST = env.str("PTYCHOPY_SERVE_HOST")
 
 # DEBUG is off unless asked for, and honoured only in the embedded mode on a loopback address: anywhere else
 # the settings refuse to load (webapp.site_security.check_debug).
-DEBUG = _env_bool("DEBUG", False)
+DEBUG = env.bool("DEBUG", False)
 site_security.check_debug(DEBUG, embedded=EMBEDDED, serve_host=PTYCHOPY_SERVE_HOST)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
+SECRET_KEY = env.str("SECRET_KEY")
 if not SECRET_KEY:
     if not EMBEDDED:
         raise site_security.SiteConfigError(
@@ -56,11 +45,11 @@ if not SECRET_KEY:
     # random per install, kept in the data folder: sessions survive restarts, and no key ships with the code
     SECRET_KEY = site_security.embedded_secret_key(PTYCHOPY_HOME)
 # Older keys still accepted for signed values (sessions, reset links) while rotating SECRET_KEY.
-SECRET_KEY_FALLBACKS = [k.strip() for k in os.environ.get("SECRET_KEY_FALLBACKS", "").split(",") if k.strip()]
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h.strip()] or (
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS") or (
     site_security.serve_allowed_hosts(PTYCHOPY_SERVE_HOST) if EMBEDDED else []
 )
-CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "daphne",
@@ -114,14 +103,13 @@ TEMPLATES = [
 # -- database ------------------------------------------------------------------------------------------------
 if DATABASE_URL:
     DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
-    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and os.environ.get(
-            "PTYCHOPY_DB_POOL", "0") == "1":
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env.bool("PTYCHOPY_DB_POOL", False):
         # psycopg's pool (Django >= 5.1), opt-in for the web (Daphne) process: under ASGI every request runs on a
         # worker thread; reusing pooled connections instead of opening one per request cuts websocket connects
         # with 20 viewers from ~500 to ~120 ms p95 (benchmarks/latency). Not for workers or the bridge: their
         # long-lived threads hold a connection each, which exhausts a small pool.
         DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-            "min_size": 1, "max_size": int(os.environ.get("PTYCHOPY_DB_POOL_SIZE") or 8), "timeout": 30}
+            "min_size": 1, "max_size": env.int("PTYCHOPY_DB_POOL_SIZE", 8, minimum=1), "timeout": 30}
         # the pool tests a connection before handing it out, so after a database restart no request gets one of
         # its dead connections (an HTTP 500)
         DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -183,35 +171,32 @@ DRAMATIQ_BROKER = {
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # The embedded worker thread starts with the ASGI application (see webapp.embedded); tests switch it off.
-PTYCHOPY_EMBEDDED_WORKER = _env_bool("PTYCHOPY_EMBEDDED_WORKER", EMBEDDED)
+PTYCHOPY_EMBEDDED_WORKER = env.bool("PTYCHOPY_EMBEDDED_WORKER", EMBEDDED)
 
 # -- ptychopy ----------------------------------------------------------------------------------------------------
-PTYCHOPY_RESULTS_DIR = Path(os.environ.get("PTYCHOPY_RESULTS_DIR") or PTYCHOPY_HOME / "results").resolve()
-PTYCHOPY_DATA_ROOTS = [
-    Path(p).expanduser()
-    for p in (os.environ.get("PTYCHOPY_DATA_ROOTS") or str(PTYCHOPY_HOME / "data")).split(":")
-    if p.strip()
-]
+PTYCHOPY_RESULTS_DIR = env.path("PTYCHOPY_RESULTS_DIR", PTYCHOPY_HOME / "results")
+PTYCHOPY_DATA_ROOTS = [Path(p).expanduser()
+                       for p in env.list("PTYCHOPY_DATA_ROOTS", str(PTYCHOPY_HOME / "data"), sep=":")]
 # Files uploaded with the job form land here; it counts as one more data root.
-PTYCHOPY_UPLOADS_DIR = Path(os.environ.get("PTYCHOPY_UPLOADS_DIR") or PTYCHOPY_HOME / "uploads").resolve()
-PTYCHOPY_MAX_UPLOAD_BYTES = int(os.environ.get("PTYCHOPY_MAX_UPLOAD_BYTES") or 512 * 2**20)
-PTYCHOPY_FRAME_RATE_HZ = float(os.environ.get("PTYCHOPY_FRAME_RATE_HZ") or 5)
-PTYCHOPY_HEARTBEAT_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_S") or 2)
-PTYCHOPY_HEARTBEAT_STALE_S = float(os.environ.get("PTYCHOPY_HEARTBEAT_STALE_S") or 15)
+PTYCHOPY_UPLOADS_DIR = env.path("PTYCHOPY_UPLOADS_DIR", PTYCHOPY_HOME / "uploads")
+PTYCHOPY_MAX_UPLOAD_BYTES = env.int("PTYCHOPY_MAX_UPLOAD_BYTES", 512 * 2**20, minimum=0)
+PTYCHOPY_FRAME_RATE_HZ = env.float("PTYCHOPY_FRAME_RATE_HZ", 5.0, minimum=0.0)
+PTYCHOPY_HEARTBEAT_S = env.float("PTYCHOPY_HEARTBEAT_S", 2.0, minimum=0.0)
+PTYCHOPY_HEARTBEAT_STALE_S = env.float("PTYCHOPY_HEARTBEAT_STALE_S", 15.0, minimum=0.0)
 # A GPU worker compiles its kernels and plans its FFTs for these pattern sizes when it starts (empty: it does not)
-PTYCHOPY_GPU_WARMUP_SIZES = _env_int_list("PTYCHOPY_GPU_WARMUP_SIZES", "256")
+PTYCHOPY_GPU_WARMUP_SIZES = env.int_list("PTYCHOPY_GPU_WARMUP_SIZES", "256")
 # Failures and recovery (docs/deploy.md): how long a worker waits for an unreachable database before it gives a
 # message back to the broker's retries; how often the reconciler looks; how long a queued job may lack a message
 # before it gets a new one; after how many workers died under one job it is failed instead of re-queued.
-PTYCHOPY_DB_OUTAGE_S = float(os.environ.get("PTYCHOPY_DB_OUTAGE_S") or 600)
-PTYCHOPY_RECONCILE_S = float(os.environ.get("PTYCHOPY_RECONCILE_S") or 1)
-PTYCHOPY_REQUEUE_AFTER_S = float(os.environ.get("PTYCHOPY_REQUEUE_AFTER_S") or 3)
-PTYCHOPY_MAX_WORKER_LOSSES = int(os.environ.get("PTYCHOPY_MAX_WORKER_LOSSES") or 2)
+PTYCHOPY_DB_OUTAGE_S = env.float("PTYCHOPY_DB_OUTAGE_S", 600.0, minimum=0.0)
+PTYCHOPY_RECONCILE_S = env.float("PTYCHOPY_RECONCILE_S", 1.0, minimum=0.0)
+PTYCHOPY_REQUEUE_AFTER_S = env.float("PTYCHOPY_REQUEUE_AFTER_S", 3.0, minimum=0.0)
+PTYCHOPY_MAX_WORKER_LOSSES = env.int("PTYCHOPY_MAX_WORKER_LOSSES", 2, minimum=1)
 # production: the web (Daphne) process runs a reconciler too, so a job whose workers all died shows the truth
-PTYCHOPY_WEB_RECONCILER = _env_bool("PTYCHOPY_WEB_RECONCILER", True)
+PTYCHOPY_WEB_RECONCILER = env.bool("PTYCHOPY_WEB_RECONCILER", True)
 # The most host memory one job may plan to use (GiB; 0 = only what the worker has free): checked at submit and on
 # the worker before any data are loaded (webapp.jobs.memory).
-PTYCHOPY_JOB_MEMORY_GIB = float(os.environ.get("PTYCHOPY_JOB_MEMORY_GIB") or 0)
+PTYCHOPY_JOB_MEMORY_GIB = env.float("PTYCHOPY_JOB_MEMORY_GIB", 0.0, minimum=0.0)
 
 # -- auth, sessions, security ------------------------------------------------------------------------------------
 LOGIN_URL = "/accounts/login/"
@@ -224,19 +209,19 @@ AUTH_PASSWORD_VALIDATORS = [
 # is redirected, HSTS is sent. Each is an environment switch (docs/deploy.md lists the secure defaults);
 # PTYCHOPY_INSECURE_COOKIES=1 (tests on plain http) turns the https-only defaults off. The embedded mode serves
 # plain http, so its cookies cannot be Secure.
-_SECURE_COOKIES = not EMBEDDED and not _env_bool("PTYCHOPY_INSECURE_COOKIES", False)
-SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", _SECURE_COOKIES)
-CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", _SECURE_COOKIES)
+_SECURE_COOKIES = not EMBEDDED and not env.bool("PTYCHOPY_INSECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", _SECURE_COOKIES)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", _SECURE_COOKIES)
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
-SECURE_REFERRER_POLICY = os.environ.get("SECURE_REFERRER_POLICY") or "same-origin"
+SECURE_REFERRER_POLICY = env.str("SECURE_REFERRER_POLICY", "same-origin")
 if not EMBEDDED:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", _SECURE_COOKIES)
-SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS") or (31_536_000 if _SECURE_COOKIES else 0))
-SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
-SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", True)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", _SECURE_COOKIES)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", 31_536_000 if _SECURE_COOKIES else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", True)
 
 # -- login throttling (django-axes; webapp.accounts.throttle, docs/deploy.md) ------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -244,8 +229,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_FAILURE_LIMIT = int(os.environ.get("PTYCHOPY_LOGIN_FAILURES") or 5)
-AXES_COOLOFF_TIME = timedelta(seconds=float(os.environ.get("PTYCHOPY_LOGIN_COOLOFF_S") or 900))
+AXES_FAILURE_LIMIT = env.int("PTYCHOPY_LOGIN_FAILURES", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env.float("PTYCHOPY_LOGIN_COOLOFF_S", 900.0, minimum=0.0))
 AXES_RESET_ON_SUCCESS = True
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # a refused try writes nothing and moves no deadline
 AXES_CLIENT_IP_CALLABLE = "webapp.accounts.client_ip.client_ip"
@@ -253,29 +238,38 @@ AXES_LOCKOUT_CALLABLE = "webapp.accounts.throttle.lockout_response"
 AXES_HTTP_RESPONSE_CODE = 429
 AXES_ENABLE_ADMIN = True
 # Reverse proxies whose X-Forwarded-For is believed (addresses or networks); see webapp.accounts.client_ip.
-PTYCHOPY_TRUSTED_PROXIES = [p.strip() for p in os.environ.get("PTYCHOPY_TRUSTED_PROXIES", "").split(",") if p.strip()]
+PTYCHOPY_TRUSTED_PROXIES = env.list("PTYCHOPY_TRUSTED_PROXIES")
 site_security.parse_networks(PTYCHOPY_TRUSTED_PROXIES)  # a typo stops the start, naming the entry
 
 # -- mail and password reset (webapp.accounts.mail) ----------------------------------------------------------------
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
-EMAIL_PORT = int(os.environ.get("EMAIL_PORT") or 25)
-EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
-EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
-EMAIL_USE_TLS = _env_bool("EMAIL_USE_TLS", False)
-EMAIL_USE_SSL = _env_bool("EMAIL_USE_SSL", False)
-EMAIL_TIMEOUT = float(os.environ.get("EMAIL_TIMEOUT") or 10)
+# EMAIL_URL (e.g. smtp+tls://user:password@mail.example.org:587) gives the server in one value; each separate
+# EMAIL_* variable that is set overrides its part (e.g. the password from a secret store).
+_MAIL = env.email_url("EMAIL_URL")
+EMAIL_HOST = env.str("EMAIL_HOST", _MAIL.get("EMAIL_HOST") or "")
+EMAIL_PORT = env.int("EMAIL_PORT", _MAIL.get("EMAIL_PORT") or 25, minimum=1)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", _MAIL.get("EMAIL_HOST_USER") or "")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", _MAIL.get("EMAIL_HOST_PASSWORD") or "")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", bool(_MAIL.get("EMAIL_USE_TLS")))
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", bool(_MAIL.get("EMAIL_USE_SSL")))
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise site_security.SiteConfigError(
+        "EMAIL_USE_TLS and EMAIL_USE_SSL are both on: choose one (TLS: STARTTLS, usually port 587; SSL: port 465)")
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", 10.0, minimum=0.0)
 # No mail server: mails are dropped with a log line (never printed: a reset mail carries a working link).
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
-    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "webapp.accounts.mail.SuppressedEmailBackend")
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "ptychopy@localhost")
+# EMAIL_URL may also name a backend without a server (consolemail://, filemail:///folder, memorymail://).
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else (
+    _MAIL.get("EMAIL_BACKEND") or "webapp.accounts.mail.SuppressedEmailBackend"))
+if "EMAIL_FILE_PATH" in _MAIL:  # filemail:///path (a folder of .log files, for a test site)
+    EMAIL_FILE_PATH = _MAIL["EMAIL_FILE_PATH"]
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", "ptychopy@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
-PTYCHOPY_PASSWORD_RESET = _env_bool("PTYCHOPY_PASSWORD_RESET", True)
-PASSWORD_RESET_TIMEOUT = int(os.environ.get("PTYCHOPY_PASSWORD_RESET_TIMEOUT_S") or 3600)
-PTYCHOPY_SITE_URL = os.environ.get("PTYCHOPY_SITE_URL", "http://127.0.0.1:8000")
+PTYCHOPY_PASSWORD_RESET = env.bool("PTYCHOPY_PASSWORD_RESET", True)
+PASSWORD_RESET_TIMEOUT = env.int("PTYCHOPY_PASSWORD_RESET_TIMEOUT_S", 3600, minimum=1)
+PTYCHOPY_SITE_URL = env.str("PTYCHOPY_SITE_URL", "http://127.0.0.1:8000")
 
 # -- static files --------------------------------------------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or PTYCHOPY_HOME / "static")
+STATIC_ROOT = env.path("STATIC_ROOT", PTYCHOPY_HOME / "static")
 if EMBEDDED:
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # collectstatic is optional here: WhiteNoise uses the finders
 STATICFILES_DIRS = [FRONTEND_DIR / "static"]
@@ -295,38 +289,33 @@ USE_TZ = True
 # One handler, on the root logger: every line once, in every process. PTYCHOPY_LOG_FORMAT=json: one JSON object
 # per line with job_id, scan and user where known.
 try:
-    LOGGING = logs.logging_config(os.environ.get("PTYCHOPY_LOG_FORMAT", "plain").strip().lower() or "plain",
-                                  os.environ.get("PTYCHOPY_LOG_LEVEL", "INFO").strip() or "INFO")
+    LOGGING = logs.logging_config(env.str("PTYCHOPY_LOG_FORMAT", "plain").lower(),
+                                  env.str("PTYCHOPY_LOG_LEVEL", "INFO"))
 except ValueError as exc:
     raise site_security.SiteConfigError(str(exc)) from None
 
 # -- operations: health probes (webapp.health, docs/deploy.md "Health, metrics and logs") ------------------------
 # /readyz: which checks decide readiness (503 when one fails); the others are reported as "degraded".
-PTYCHOPY_READYZ_REQUIRE = [c.strip() for c in os.environ.get("PTYCHOPY_READYZ_REQUIRE", "database,broker").split(",")
-                           if c.strip()]
+PTYCHOPY_READYZ_REQUIRE = env.list("PTYCHOPY_READYZ_REQUIRE", "database,broker")
 _unknown_checks = sorted(set(PTYCHOPY_READYZ_REQUIRE) - {"database", "broker", "workers", "bridges"})
 if _unknown_checks:
     raise site_security.SiteConfigError(
         f"PTYCHOPY_READYZ_REQUIRE: unknown check(s) {', '.join(_unknown_checks)}; "
         "choose from database, broker, workers, bridges")
 # the most one /readyz check may take (seconds); each runs on its own thread, all in parallel
-PTYCHOPY_READYZ_TIMEOUT_S = float(os.environ.get("PTYCHOPY_READYZ_TIMEOUT_S") or 0.8)
+PTYCHOPY_READYZ_TIMEOUT_S = env.float("PTYCHOPY_READYZ_TIMEOUT_S", 0.8, minimum=0.0)
 
 # -- operations: metrics (webapp.metrics, docs/deploy.md "Metrics") -------------------------------------------------
 # /metrics is answered to client addresses in PTYCHOPY_METRICS_ALLOW (addresses or networks; default loopback)
 # and to "Authorization: Bearer <PTYCHOPY_METRICS_TOKEN>" (unset: no token works).
-PTYCHOPY_METRICS_ALLOW = [a.strip() for a in os.environ.get("PTYCHOPY_METRICS_ALLOW", "127.0.0.1,::1").split(",")
-                          if a.strip()]
+PTYCHOPY_METRICS_ALLOW = env.list("PTYCHOPY_METRICS_ALLOW", "127.0.0.1,::1")
 site_security.parse_networks(PTYCHOPY_METRICS_ALLOW, where="PTYCHOPY_METRICS_ALLOW")
-PTYCHOPY_METRICS_TOKEN = os.environ.get("PTYCHOPY_METRICS_TOKEN", "")
+PTYCHOPY_METRICS_TOKEN = env.str("PTYCHOPY_METRICS_TOKEN")
 MIDDLEWARE.insert(0, "webapp.metrics.RequestMetrics")  # first: it times everything below it
 # Dramatiq's Prometheus middleware in the worker processes: each worker host serves dramatiq_* (and nothing
 # else) on this port from its own small HTTP server (empty: off). dramatiq_prom_host / dramatiq_prom_db are
 # Dramatiq's own variables (default 0.0.0.0 and $TMPDIR/dramatiq-prometheus).
-PTYCHOPY_WORKER_METRICS_PORT = os.environ.get("PTYCHOPY_WORKER_METRICS_PORT", "").strip()
+PTYCHOPY_WORKER_METRICS_PORT = env.int("PTYCHOPY_WORKER_METRICS_PORT", 0, minimum=0)  # 0: off
 if PTYCHOPY_WORKER_METRICS_PORT and REDIS_URL:
-    if not PTYCHOPY_WORKER_METRICS_PORT.isdigit():
-        raise site_security.SiteConfigError(
-            f"PTYCHOPY_WORKER_METRICS_PORT={PTYCHOPY_WORKER_METRICS_PORT!r}: expected a port number, e.g. 9191")
-    os.environ["dramatiq_prom_port"] = PTYCHOPY_WORKER_METRICS_PORT  # noqa: SIM112 (Dramatiq reads it on import)
+    os.environ["dramatiq_prom_port"] = str(PTYCHOPY_WORKER_METRICS_PORT)  # noqa: SIM112 (Dramatiq reads it on import)
     DRAMATIQ_BROKER["MIDDLEWARE"] = [*DRAMATIQ_BROKER["MIDDLEWARE"], "dramatiq.middleware.prometheus.Prometheus"]

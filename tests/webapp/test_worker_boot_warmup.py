@@ -12,6 +12,8 @@ import time
 import pytest
 
 from reconstruction.backend import gpu_available
+from webapp.envconfig import Env
+from webapp.site_security import SiteConfigError
 
 
 def test_the_boot_module_imports_in_a_fresh_process_and_says_what_the_warm_up_did(tmp_path):
@@ -52,13 +54,12 @@ def test_a_failing_warm_up_is_logged_and_the_worker_still_starts(settings, monke
 
 
 def test_an_empty_size_list_turns_the_warm_up_off_and_a_bad_one_is_named(settings, monkeypatch):
-    from webapp import settings as settings_module
     from webapp import worker_boot
 
     settings.PTYCHOPY_GPU_WARMUP_SIZES = []
     assert worker_boot.warm_up_gpu() == "GPU warm-up off (PTYCHOPY_GPU_WARMUP_SIZES is empty)"
     monkeypatch.setenv("PTYCHOPY_GPU_WARMUP_SIZES", "128, 256")
-    assert settings_module._env_int_list("PTYCHOPY_GPU_WARMUP_SIZES", "256") == [128, 256]
+    assert Env().int_list("PTYCHOPY_GPU_WARMUP_SIZES", "256") == [128, 256]
     monkeypatch.setenv("PTYCHOPY_GPU_WARMUP_SIZES", "256px")
-    with pytest.raises(ValueError, match=r"PTYCHOPY_GPU_WARMUP_SIZES='256px': expected whole numbers"):
-        settings_module._env_int_list("PTYCHOPY_GPU_WARMUP_SIZES", "256")
+    with pytest.raises(SiteConfigError, match=r"PTYCHOPY_GPU_WARMUP_SIZES='256px' is not a list of whole numbers"):
+        Env().int_list("PTYCHOPY_GPU_WARMUP_SIZES", "256")
