@@ -23,6 +23,10 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 
 WORKDIR /app
+# Dependencies from the lock (pinned, hashes checked; requirements/lock.sh, for this image's Python 3.12), then the
+# source without resolving again.
+COPY requirements/worker.lock ./requirements/worker.lock
+RUN pip install --require-hashes --no-deps -r requirements/worker.lock
 COPY pyproject.toml README.md ./
 COPY reconstruction ./reconstruction
 COPY ptychopy ./ptychopy
@@ -31,7 +35,7 @@ COPY epics_bridge ./epics_bridge
 COPY frontend ./frontend
 COPY manage.py ./
 COPY docker/healthcheck.py ./docker/healthcheck.py
-RUN pip install ".[web,gpu]" "cupy-cuda13x>=13"
+RUN pip install --no-deps . && pip check
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/ptychopy --create-home ptychopy \
     && mkdir -p /var/lib/ptychopy/results /var/lib/ptychopy/uploads /data \
