@@ -1,20 +1,27 @@
-"""EPICS sscan MDA files (XDR, big-endian) -> scan parameters (energy, scan dimensions, step sizes).
+"""EPICS sscan MDA files (XDR, big-endian) -> scan parameters (energy, scan dimensions, step sizes, positions).
 
 No maintained PyPI reader exists for Python >= 3.13 (the synApps ``readMDA.py`` needs ``xdrlib``, removed in
 3.13), so the XDR layout is parsed here with :mod:`struct`. Mapping (``docs/io.md``):
 
-- ``experiment.scan_dims`` = (outer points acquired, inner points) for 2-D scans, (1, points) for 1-D;
-- ``experiment.step_m`` = (max - min) / (points - 1) of the first positioner of each dimension (axis 0 =
-  outer), converted from the positioner's unit (mm, um, nm, m; no or unknown unit: micrometres);
-- ``experiment.wavelength_m`` = 12.398419843320026e-10 / E[keV], E from the first extra PV or outer-scan
-  detector whose name or description mentions "energy" (unit keV, or eV), else from an outer-scan detector
-  with unit keV.
+- ``experiment.scan_dims`` = (outer rows acquired, inner points) for 2-D scans, (1, points) for 1-D; a row
+  counts when its inner scan is complete;
+- ``experiment.positions_file`` = the MDA file itself, when the first positioner of each dimension moves a
+  length: ``-lf=scan.mda`` reads the positioners' recorded arrays (the measured readbacks when the sscan
+  record had a readback PV, else the positions it drove to) in metres, (outer, inner) per point
+  (:func:`read_positions_mda`);
+- ``experiment.step_m`` = (max - min) / (points - 1) of those positioners (axis 0 = outer), converted from the
+  positioner's unit (mm, um, nm, m; no unit: micrometres);
+- ``experiment.wavelength_m`` = 12.398419843320026e-10 / E[keV], E from the extra PVs or outer-scan detectors
+  whose name or description mentions "energy" (unit keV, or eV), a monochromator's measured one first
+  (``mono`` and ``_MON``/``RBV``/``readback``), else from an outer-scan detector with unit keV.
 
+A positioner whose unit is not a length (an angle, an energy) gives no step and no positions.
 :func:`apply_mda` applies these under the values the user typed.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -90,6 +97,22 @@ class MdaPositioner:
     readback_desc: str
     readback_unit: str
     data: np.ndarray  # (npts,) for this scan; (rows, npts) when collected over an outer scan
+
+    @property
+    def measured(self) -> bool:
+        """True when the sscan record read a readback PV (the data are measured positions, not set points)."""
+        return bool(self.readback_name.strip())
+
+    @property
+    def data_unit(self) -> str:
+        """The unit of :attr:`data`: the readback PV's when there is one, else the drive PV's."""
+        return (self.readback_unit if self.measured and self.readback_unit.strip() else self.unit).strip()
+
+    def describe(self) -> str:
+        """``name (desc) [unit], measured by RBV`` for notes and ``ptychopy`` messages."""
+        desc = f" ({self.desc})" if self.desc.strip() else ""
+        how = f"measured by {self.readback_name}" if self.measured else "set points (no readback PV)"
+        return f"{self.name}{desc} [{self.data_unit or 'no unit'}], {how}"
 
 
 @dataclass
@@ -212,45 +235,136 @@ def _energy_kev(desc: str, unit: str, value: Any) -> float | None:
     return e / 1000.0 if unit.strip().lower() == "ev" else e
 
 
+_MEASURED = re.compile(r"(_mon\b|rbv|readback)")
+
+
+def _energy_preference(name: str, desc: str) -> int:
+    """Higher for a monochromator's and for a measured energy (see the module docstring)."""
+    text = f"{name} {desc}".lower()
+    return 2 * ("mono" in text) + bool(_MEASURED.search(text))
+
+
 def find_energy_kev(mda: MdaFile) -> float | None:
     """Photon energy (keV) from the extra PVs or the outer scan's detectors (see module docstring)."""
-    for name, (desc, unit, value) in mda.extra.items():
-        if "energy" in f"{name} {desc}".lower():
-            e = _energy_kev(desc, unit, value)
-            if e is not None:
-                return e
-    dets = mda.scan.detectors
-    for d in dets:
-        if "energy" in f"{d.name} {d.desc}".lower():
-            e = _energy_kev(d.desc, d.unit, d.data[: max(mda.scan.curr_pt, 1)])
-            if e is not None:
-                return e
-    for d in dets:
+    acquired = max(mda.scan.curr_pt, 1)
+    candidates = [(name, desc, unit, value) for name, (desc, unit, value) in mda.extra.items()]
+    candidates += [(d.name, d.desc, d.unit, d.data[:acquired]) for d in mda.scan.detectors]
+    energies = [c for c in candidates if "energy" in f"{c[0]} {c[1]}".lower()]
+    energies.sort(key=lambda c: -_energy_preference(c[0], c[1]))  # stable: file order within a rank
+    for _, desc, unit, value in energies:
+        e = _energy_kev(desc, unit, value)
+        if e is not None:
+            return e
+    for d in mda.scan.detectors:
         if d.unit.strip().lower() == "kev":
-            return _energy_kev(d.desc, d.unit, d.data[: max(mda.scan.curr_pt, 1)])
+            return _energy_kev(d.desc, d.unit, d.data[:acquired])
     return None
+
+
+def _unit_m(p: MdaPositioner) -> float | None:
+    """Metres per unit of the positioner's data; None when its unit is not a length (no unit: micrometres)."""
+    unit = (p.data_unit or DEFAULT_POSITION_UNIT).lower()
+    return UNIT_M.get(unit)
+
+
+@dataclass(frozen=True)
+class MdaPositions:
+    """The scan's positions from its positioners' recorded arrays: ``positions_m`` ``(rows*cols, 2)`` metres
+    (outer, inner) in scan order; ``measured`` when every positioner used had a readback PV."""
+
+    positions_m: np.ndarray
+    rows: int
+    cols: int
+    positioners: tuple[MdaPositioner, ...]  # outer first (one for a 1-D scan)
+
+    @property
+    def measured(self) -> bool:
+        return all(p.measured for p in self.positioners)
+
+
+def _complete_rows(outer: MdaScan) -> int:
+    """Outer points whose inner scan finished (an abort can leave the last one part-done)."""
+    rows = 0
+    for inner in outer.lower[: outer.curr_pt]:
+        if inner.curr_pt < inner.npts:
+            break
+        rows += 1
+    return rows
+
+
+def mda_positions(mda: MdaFile) -> MdaPositions | None:
+    """The positions of the acquired points (see :class:`MdaPositions`), or None when the scan has no
+    positioner or the first positioner of a dimension moves something other than a length."""
+    outer = mda.scan
+    if outer.lower:
+        rows = _complete_rows(outer)
+        inners = outer.lower[:rows]
+        if rows == 0 or not outer.positioners or not inners[0].positioners:
+            return None
+        cols = inners[0].npts
+        p_out, p_in = outer.positioners[0], inners[0].positioners[0]
+        scale_out, scale_in = _unit_m(p_out), _unit_m(p_in)
+        if scale_out is None or scale_in is None:
+            return None
+        slow = np.repeat(np.asarray(p_out.data[:rows], dtype=np.float64) * scale_out, cols)
+        fast = np.concatenate([np.asarray(s.positioners[0].data[:cols], dtype=np.float64) for s in inners])
+        positions = np.stack([slow, fast * scale_in], axis=1)
+        return MdaPositions(positions, rows, cols, (p_out, p_in))
+    if not outer.positioners or outer.curr_pt < 1:
+        return None
+    p = outer.positioners[0]
+    scale = _unit_m(p)
+    if scale is None:
+        return None
+    fast = np.asarray(p.data[: outer.curr_pt], dtype=np.float64) * scale
+    return MdaPositions(np.stack([np.zeros_like(fast), fast], axis=1), 1, outer.curr_pt, (p,))
+
+
+def read_positions_mda(path: Path | str) -> np.ndarray:
+    """``-lf=scan.mda``: the positions the MDA file recorded, ``(N, 2)`` float64 metres (outer, inner) per
+    point; :class:`InputDataError` when it records none in a length unit."""
+    found = mda_positions(read_mda(path))
+    if found is None:
+        raise InputDataError(f"file {path}: the MDA file records no positions in a length unit (its first "
+                             f"positioner of each dimension must move m, mm, um or nm)")
+    if not np.isfinite(found.positions_m).all():
+        bad = int(np.flatnonzero(~np.isfinite(found.positions_m).all(axis=1))[0])
+        raise InputDataError(f"file {path}: position {bad} is not a finite number")
+    return found.positions_m
+
+
+def describe_mda(mda: MdaFile) -> list[str]:
+    """Lines for a person: the scan, its positioners (name, unit, readback PV) and its detectors."""
+    lines = [f"MDA scan {mda.scan_number}: rank {mda.rank}, {' x '.join(map(str, mda.dimensions))} points planned"]
+    scans = [mda.scan] + ([mda.scan.lower[0]] if mda.scan.lower else [])
+    for level, scan in zip(("outer", "inner") if len(scans) > 1 else ("scan",), scans, strict=False):
+        for p in scan.positioners:
+            lines.append(f"{level} positioner {p.describe()}")
+        if scan.detectors:
+            dets = ", ".join(f"{d.name}{' [' + d.unit + ']' if d.unit.strip() else ''}" for d in scan.detectors)
+            lines.append(f"{level} detectors ({len(scan.detectors)}): {dets}")
+    return lines
 
 
 def _step_m(p: MdaPositioner, n: int) -> float | None:
     data = np.asarray(p.data, dtype=np.float64).ravel()[:n]
     data = data[np.isfinite(data)]
-    if data.size < 2:
+    scale = _unit_m(p)
+    if data.size < 2 or scale is None:
         return None
-    unit = (p.unit or p.readback_unit or DEFAULT_POSITION_UNIT).strip().lower().replace("microns", "um")
-    scale = UNIT_M.get(unit, UNIT_M[DEFAULT_POSITION_UNIT])
     step = (data.max() - data.min()) / (data.size - 1) * scale
     return float(step) if step > 0 else None
 
 
 def mda_parameters(path: Path | str) -> dict[str, Any]:
-    """``{"experiment.scan_dims": (rows, cols), "experiment.step_m": (s0, s1), "experiment.wavelength_m": l}``
-    with the entries the MDA file supports (metres)."""
+    """``{"experiment.scan_dims": (rows, cols), "experiment.step_m": (s0, s1), "experiment.positions_file":
+    path, "experiment.wavelength_m": l}`` with the entries the MDA file supports (metres)."""
     mda = read_mda(path)
     out: dict[str, Any] = {}
     outer = mda.scan
     inner = outer.lower[0] if outer.lower else None
     if inner is not None:
-        rows, cols = outer.curr_pt, inner.npts
+        rows, cols = _complete_rows(outer), inner.npts
     else:
         rows, cols = 1, outer.curr_pt
     if rows > 0 and cols > 0:
@@ -258,7 +372,7 @@ def mda_parameters(path: Path | str) -> dict[str, Any]:
     steps: list[float | None] = [None, None]
     if inner is not None:
         if outer.positioners:
-            steps[0] = _step_m(outer.positioners[0], outer.curr_pt)
+            steps[0] = _step_m(outer.positioners[0], rows)
         if inner.positioners:
             steps[1] = _step_m(inner.positioners[0], inner.curr_pt)
     elif outer.positioners:
@@ -266,6 +380,8 @@ def mda_parameters(path: Path | str) -> dict[str, Any]:
         steps[0] = steps[1]
     if steps[0] is not None and steps[1] is not None:
         out["experiment.step_m"] = (steps[0], steps[1])
+    if mda_positions(mda) is not None:
+        out["experiment.positions_file"] = str(path)
     energy = find_energy_kev(mda)
     if energy is not None:
         out["experiment.wavelength_m"] = energy_kev_to_wavelength_m(energy)

@@ -8,7 +8,9 @@ source by its form:
   :data:`POSITION_DATASETS`): an ``(N, 2)`` (or ``(2, N)``) dataset, or a CXI ``translation`` ``(N, 3)``
   (or PyNX's ``(3, N)``; x = axis 1, y = axis 0, z ignored); so ``-lf=result.h5`` reuses the positions of an
   earlier ptychopy result, refined ones included;
-- ``::/entry/positions``: that dataset inside the first data file of the scan.
+- ``::/entry/positions``: that dataset inside the first data file of the scan;
+- ``scan.mda``: the positions an EPICS sscan MDA file recorded, measured readbacks where the scan had readback
+  PVs (:func:`reconstruction.io.mda.read_positions_mda`: outer positioner = axis 0, inner = axis 1).
 
 A dataset's ``units`` attribute (m, mm, um, nm) is honoured; without one, metres.
 """
@@ -24,6 +26,7 @@ import numpy as np
 from ..errors import InputDataError
 from .errors import where
 from .hdf5_reader import get_dataset, opened
+from .mda import read_positions_mda
 from .ptychodus_product import is_ptychodus_product, read_ptychodus_product
 
 if TYPE_CHECKING:
@@ -121,7 +124,7 @@ def describe_source(params: Parameters) -> str:
 
 
 def read_positions_file(spec: str, first_data_file: Path | None = None) -> np.ndarray:
-    """Positions in metres ``(N, 2)`` from an ``-lf`` value (CSV, HDF5 file[::dataset] or ``::dataset``)."""
+    """Positions in metres ``(N, 2)`` from an ``-lf`` value (CSV, MDA, HDF5 file[::dataset] or ``::dataset``)."""
     name, sep, dataset = spec.partition("::")
     if sep and not name:
         if first_data_file is None:
@@ -129,6 +132,8 @@ def read_positions_file(spec: str, first_data_file: Path | None = None) -> np.nd
         return read_positions_hdf5(first_data_file, dataset or None)
     if sep or Path(name).suffix.lower() in HDF5_SUFFIXES:
         return read_positions_hdf5(name, dataset or None)
+    if Path(name).suffix.lower() == ".mda":
+        return read_positions_mda(name)
     return read_positions_csv(name)
 
 

@@ -57,8 +57,10 @@ class ExperimentParameters:
     drift_m: tuple[float, float] = param((0.0, 0.0), kind="pair_float", flag="drift", unit="m", min=-1e-3,
                                          max=1e-3, hint="Linear drift per scan index (row, col).",
                                          advanced=True)
-    positions_file: str = param("", kind="str", flag="lf", hint="CSV of scan positions in metres, one "
-                                "'axis0, axis1' line per point; replaces the raster.", label="Positions file")
+    positions_file: str = param("", kind="str", flag="lf", hint="Scan positions in metres: a CSV with one "
+                                "'axis0, axis1' line per point, an HDF5 file[::dataset] (a CXI translation, a "
+                                "ptychopy result) or an EPICS .mda file (its positioners' measured readbacks); "
+                                "replaces the raster.", label="Positions file")
     angles: int = param(0, kind="int", flag="angles", min=0, max=100000, advanced=True, no_effect=True,
                         hint="Number of projections; accepted for compatibility, has no effect.")
 

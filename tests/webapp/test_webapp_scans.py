@@ -159,3 +159,21 @@ def test_a_file_with_unknown_units_shows_what_and_where_on_the_form(client, user
     client.force_login(user)
     html = client.get("/jobs/new/", {"scan": "odd.nxs"}).content.decode()
     assert "dataset /entry/instrument/detector/detector_distance: unknown units &#x27;feet&#x27;" in html
+
+
+def test_a_saved_mda_scan_fills_grid_positions_and_wavelength_and_names_its_positioners(data_root):
+    """An MDA file written by a beamline's sscan record (tests/reconstruction/io/data/mda) in the data roots."""
+    import shutil
+    from pathlib import Path
+
+    source = Path(__file__).parents[1] / "reconstruction" / "io" / "data" / "mda" / "29idKappa_mda_0396.mda"
+    path = data_root / "mda_0396.mda"
+    shutil.copyfile(source, path)
+    found = defaults_from_scan("mda_0396.mda")
+    p = found.parameters
+    assert p.experiment.scan_dims == (9, 11)
+    assert p.experiment.positions_file == str(path)
+    assert p.experiment.wavelength_m == pytest.approx(12.398419843320026e-10 / 0.855, rel=1e-3)
+    notes = "\n".join(found.notes)
+    assert "experiment.positions_file" in notes
+    assert "29idKappa:m2.VAL (x) [um], measured by 29idKappa:m2.RBV" in notes

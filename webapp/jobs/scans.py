@@ -4,8 +4,9 @@ For an HDF5, NeXus/NXmx, CXI or TIFF file the defaults are the data pattern (a n
 scan gives its ``#06d`` pattern, first index and file count), frames per file, raw frame size, a scan grid that
 matches the frame count, the metadata the file records (wavelength, distance, detector pixel, beam centre, mask,
 positions; the user's own values win) and else the pattern centre at the centre of mass of the summed frames
-(``reconstruction.io`` reads at most 16 frames). An ``.mda`` file gives the grid, steps and wavelength it
-records.
+(``reconstruction.io`` reads at most 16 frames). An ``.mda`` file gives the grid, steps, wavelength and
+positions (``-lf`` = the file: its positioners' measured readbacks) it records, and notes naming its positioners
+and detectors.
 """
 
 from __future__ import annotations
@@ -87,10 +88,12 @@ def defaults_from_scan(raw_path: str, base: Parameters | None = None) -> ScanDef
         raise ValueError(f"{raw_path}: no such file")
     if path.suffix.lower() == ".mda":
         from reconstruction.io import apply_mda
+        from reconstruction.io.mda import describe_mda, read_mda
 
         params = apply_mda(base, path)
         changed = sorted(k for k, v in params.changed().items() if base.get(k) != v)
-        return ScanDefaults(params, [f"from {path.name}: " + (", ".join(changed) or "nothing new")])
+        return ScanDefaults(params, [f"from {path.name}: " + (", ".join(changed) or "nothing new"),
+                                     *describe_mda(read_mda(path))])
     return _hdf5_defaults(path, base)
 
 

@@ -152,3 +152,25 @@ def test_energy_conversion():
     assert energy_kev_to_wavelength_m(12.398419843320026) == pytest.approx(1e-10)
     with pytest.raises(ValueError):
         energy_kev_to_wavelength_m(0)
+
+
+def test_an_angle_positioner_gives_no_step_and_no_positions(tmp_path):
+    from reconstruction.io.mda import read_positions_mda
+
+    p = write_mda(tmp_path / "theta.mda", x_unit="Degree")
+    values = mda_parameters(p)
+    assert values["experiment.scan_dims"] == (5, 7)
+    assert "experiment.step_m" not in values and "experiment.positions_file" not in values
+    with pytest.raises(InputDataError, match=r"theta\.mda: the MDA file records no positions in a length unit"):
+        read_positions_mda(p)
+
+
+def test_positions_follow_the_scan_order_in_metres(tmp_path):
+    from reconstruction.io.mda import read_positions_mda
+
+    p = write_mda(tmp_path / "s.mda", rows=3, cols=4, y_um=(10.0, 12.0), x_mm=(1.0, 1.003))
+    positions = read_positions_mda(p)
+    assert positions.shape == (12, 2)
+    np.testing.assert_allclose(positions[:, 0], np.repeat(np.linspace(10e-6, 12e-6, 3), 4))
+    np.testing.assert_allclose(positions[:, 1], np.tile(np.linspace(1e-3, 1.003e-3, 4), 3))
+    assert mda_parameters(p)["experiment.positions_file"] == str(p)
