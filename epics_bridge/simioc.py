@@ -24,6 +24,9 @@ renamed on close. The next scan number is kept in ``<data-dir>/.simioc_autosave.
 autosave would.
 ``--pva-port`` serves every PV over pvAccess too (:mod:`epics_bridge.simioc_pva`); ``--zmq-proxy`` publishes
 every scan as a bluesky run (:mod:`epics_bridge.simioc_bluesky`).
+``--stream pva|swmr`` instead plays one scan frame by frame at ``--rate`` as a detector stream: an areaDetector
+NTNDArray with positions and scan status over pvAccess, or an HDF5 file with SWMR
+(:mod:`epics_bridge.simioc_stream`).
 """
 
 from __future__ import annotations
@@ -354,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", type=float, default=20.0, help="seconds between autoplayed scans")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
     p.add_argument("-v", "--verbose", action="store_true")
+    from .simioc_stream import add_arguments
+
+    add_arguments(p)
     return p
 
 
@@ -366,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.interface.startswith("127."):
         os.environ.setdefault("EPICS_CAS_AUTO_BEACON_ADDR_LIST", "NO")
         os.environ.setdefault("EPICS_CAS_BEACON_ADDR_LIST", "127.0.0.1")
+    if args.stream:
+        from .simioc_stream import main as stream
+
+        return stream(args)
     data_dir = Path(args.data_dir).resolve()
     group_cls = make_group_class()
     ioc = group_cls(prefix=args.prefix, data_dir=data_dir, size_px=args.size, first_scan=args.first_scan)

@@ -5,9 +5,27 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconstruction.parameters import Parameters
+from reconstruction.parameters.model import PVA_LIVE_SCHEME
+
+if TYPE_CHECKING:
+    from reconstruction.live import LiveSource
+
+
+def open_source(params: Parameters) -> LiveSource:
+    """The live source ``-liveSource`` names: ``pva://...`` (an NTNDArray over pvAccess, :mod:`ptychopy.pva_source`)
+    or a file source of :func:`reconstruction.live.open_live_source` (swmr, replay)."""
+    from reconstruction.live import open_live_source, planned_from_parameters
+
+    d = params.data
+    if d.live_source.startswith(PVA_LIVE_SCHEME):
+        from .pva_source import PvaSource
+
+        return PvaSource(d.live_source, planned_from_parameters(params), connect_s=d.live_stall_s,
+                         max_pending=d.live_buffer_frames)
+    return open_live_source(params)
 
 
 def run_live(params: Parameters, quiet: bool = False) -> list[Path]:
@@ -17,13 +35,12 @@ def run_live(params: Parameters, quiet: bool = False) -> list[Path]:
     epochs while acquiring and finishing, and ``written_after_last_frame_s`` / ``overhead_s`` (the time from the
     last frame's arrival to the written result, without the finishing iterations).
     """
-    from reconstruction.live import open_live_source
     from reconstruction.live.run import LiveSummary, StreamingRun, check_streaming
 
     from .session import write_outputs
 
     check_streaming(params)  # before waiting for the file
-    source = open_live_source(params)
+    source = open_source(params)
     try:
         run = StreamingRun(params, source)
         r = params.reconstruction

@@ -47,6 +47,7 @@ class LiveSummary:
     outcome: str = ""
     planned: int = 0
     received: int = 0
+    dropped: int = 0
     duplicates: list[int] = field(default_factory=list)
     out_of_order: int = 0
     live_iterations: int = 0
@@ -64,12 +65,13 @@ class LiveSummary:
         if not self.partial:
             return None
         why = "ended early" if self.outcome == ENDED else self.outcome
-        return f"partial: scan {why} after {self.received} of {self.planned} frames"
+        lost = f", {self.dropped} dropped" if self.dropped else ""
+        return f"partial: scan {why} after {self.received} of {self.planned} frames{lost}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "outcome": self.outcome, "partial": self.partial,
                 "frames_planned": self.planned, "frames_received": self.received,
-                "frames_dropped": 0, "duplicates_ignored": list(self.duplicates),
+                "frames_dropped": self.dropped, "duplicates_ignored": list(self.duplicates),
                 "out_of_order": self.out_of_order, "live_iterations": self.live_iterations,
                 "finish_iterations": self.finish_iterations, "finish_s": round(self.finish_s, 3)}
 
@@ -136,7 +138,8 @@ class StreamingRun:
                 self.summary.live_iterations += 1
                 if callback is not None:
                     callback(progress, self.summary)
-            self._ingest(self.feed.take())  # the frames read before the end (raises the feed's error, if any)
+            while batches := self.feed.take():  # the frames read before the end; then the feed's error, if any
+                self._ingest(batches)
         finally:
             self.feed.stop()
         return self._finish(callback)
@@ -146,6 +149,7 @@ class StreamingRun:
         s.outcome = str(self.feed.outcome)
         s.received = self._k
         s.duplicates = list(self.feed.duplicates)
+        s.dropped = int(getattr(self.source, "dropped", 0))  # a source that can lose frames counts them
         s.last_frame_monotonic = self.feed.last_frame_monotonic
         if self.rec is None:
             raise LiveSourceError(f"{self.source.name}: the stream {s.outcome} before any frame arrived")

@@ -19,6 +19,7 @@ from .spec import FieldSpec, closest, param, specs_of
 
 ALGORITHMS = ("ePIE", "DM", "LSQML")
 ALGORITHM_ALIASES = {"epie": "ePIE", "dm": "DM", "lsqml": "LSQML", "mls": "LSQML", "ml": "LSQML"}
+PVA_LIVE_SCHEME = "pva://"  # -liveSource=pva://<NTNDArray PV>[?...]: frames over pvAccess
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ class DataParameters:
     live_source: str = param("none", kind="choice", flag="liveSource", choices=("none", "swmr", "replay"),
                              advanced=True, label="Live source",
                              hint="Reconstruct while the scan acquires: 'swmr' reads the -fp HDF5 file as a "
-                                  "detector writes it (SWMR), 'replay' plays a finished -fp file at -liveRate "
+                                  "detector writes it (SWMR), 'replay' plays a finished -fp file at -liveRate, "
+                                  "'pva://IMAGE_PV?scan=PREFIX' reads an areaDetector NTNDArray over pvAccess "
                                   "(docs/streaming.md).")
     live_rate_hz: float = param(200.0, kind="float", flag="liveRate", unit="frames/s", min=0.01, max=1e7,
                                 advanced=True, hint="Replay source: frames per second it plays.")
@@ -423,6 +425,8 @@ def _coerce(spec: FieldSpec, value: Any) -> Any:
             canon = ALGORITHM_ALIASES.get(text.lower())
             if canon:
                 return canon
+        if spec.flag == "liveSource" and text.startswith(PVA_LIVE_SCHEME) and len(text) > len(PVA_LIVE_SCHEME):
+            return text  # an NTNDArray PV (ptychopy.pva_source reads the address)
         for c in spec.choices:
             if c.lower() == text.lower():
                 return c

@@ -1,0 +1,362 @@
+"""An areaDetector NTNDArray stream over pvAccess (p4p) as a live source: ``-liveSource=pva://IMAGE_PV?...``.
+
+The address names the image PV (areaDetector's NDPluginPva, e.g. ``13SIM1:Pva1:Image``) and, in its query, the
+scan's other PVs (each optional):
+
+- ``scan=PREFIX``: shorthand for ``positions=PREFIXPositions&planned=PREFIXPlanned&status=PREFIXStatus``;
+- ``positions=PV``: an NTTable with columns ``uniqueId``, ``row_m``, ``col_m`` posted as frames are taken (one or
+  more rows per post); each frame waits for the row of its uniqueId (without it, the planned position);
+- ``attrs=ROW,COL``: or the position from two NDAttributes of each frame (e.g. motor readbacks), metres;
+- ``scale=S``: multiply the positions (table or attributes) by S to get metres (e.g. 1e-6 for micrometres);
+- ``planned=PV``: an NTTable with columns ``row_m``, ``col_m``: the planned scan (without it, the parameters');
+- ``status=PV``: an NTScalar or NTEnum: 0 acquiring, 1 ended, 2 aborted (without it, the scan ends once all
+  planned frames arrived; a scan stopped early shows up as a stall);
+- ``uid0=K``: the uniqueId of scan point 0 (default 1: areaDetector counts from 1 once ``ArrayCounter`` is reset
+  to 0 before the scan).
+
+A frame is ``(uniqueId - uid0)``-th scan point. The value a PV holds when the monitor connects is not taken (it may
+be the previous scan's last frame): start the reconstruction before the scan. The scan's end or abort counts once
+the status was seen acquiring (or a frame arrived), and only after every planned frame arrived or no frame came
+for ``end_grace_s`` (frames posted just before the status change are still on their way: p4p delivers each PV's
+updates on its own queue). Frames never received (gaps in uniqueId) are counted as dropped.
+
+Compressed frames (``codec.name`` not empty: NDPluginCodec's lz4, blosc, jpeg...) are refused with an error
+naming the codec; switch the codec plugin off for the PVA plugin's input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+import numpy as np
+
+from reconstruction.live import ABORTED, ACQUIRING, ENDED, FrameBatch, LiveSourceError, PlannedScan
+
+SCHEME = "pva://"
+STATUS_CODES = {0: ACQUIRING, 1: ENDED, 2: ABORTED}
+QUERY_KEYS = ("scan", "positions", "attrs", "scale", "planned", "status", "uid0")
+
+
+@dataclass(frozen=True)
+class PvaAddress:
+    """What ``-liveSource=pva://...`` names (see the module docstring)."""
+
+    image: str
+    positions: str | None = None
+    attrs: tuple[str, str] | None = None
+    scale: float = 1.0
+    planned: str | None = None
+    status: str | None = None
+    uid0: int = 1
+
+    def pvs(self) -> list[str]:
+        return [pv for pv in (self.image, self.positions, self.planned, self.status) if pv]
+
+
+def parse_address(text: str) -> PvaAddress:
+    """``pva://IMAGE?scan=P&positions=PV&attrs=R,C&scale=S&planned=PV&status=PV&uid0=K`` -> :class:`PvaAddress`;
+    a clear error naming the part that is wrong."""
+    where = f"-liveSource={text}"
+    if not text.startswith(SCHEME):
+        raise LiveSourceError(f"{where}: a pvAccess source starts with {SCHEME}")
+    image, _, query = text[len(SCHEME):].partition("?")
+    if not image:
+        raise LiveSourceError(f"{where}: no image PV after {SCHEME}")
+    try:
+        fields = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError as exc:
+        raise LiveSourceError(f"{where}: the query '{query}' is not key=value&...: {exc}") from None
+    unknown = sorted(set(fields) - set(QUERY_KEYS))
+    if unknown:
+        raise LiveSourceError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(QUERY_KEYS)}")
+    one = {k: v[-1] for k, v in fields.items()}
+    scan = one.get("scan")
+    pv = {k: one.get(k) or (f"{scan}{k.capitalize()}" if scan else None) for k in ("positions", "planned", "status")}
+    attrs = None
+    if one.get("attrs"):
+        parts = [p.strip() for p in one["attrs"].split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise LiveSourceError(f"{where}: attrs={one['attrs']}: expected two NDAttribute names ROW,COL")
+        attrs = (parts[0], parts[1])
+        if one.get("positions"):
+            raise LiveSourceError(f"{where}: give the positions either as a table (positions=) or as attributes "
+                                  "(attrs=), not both")
+        pv["positions"] = None
+    try:
+        scale = float(one.get("scale") or 1.0)
+        uid0 = int(one.get("uid0") or 1)
+    except ValueError as exc:
+        raise LiveSourceError(f"{where}: scale/uid0: {exc}") from None
+    if not np.isfinite(scale) or scale <= 0:
+        raise LiveSourceError(f"{where}: scale={scale}: expected a positive number")
+    return PvaAddress(image, pv["positions"], attrs, scale, pv["planned"], pv["status"], uid0)
+
+
+def decode_frame(v: Any, name: str) -> tuple[int, np.ndarray, dict[str, Any]]:
+    """``(uniqueId, frame (rows, cols), attributes)`` of one raw NTNDArray ``Value`` from PV ``name``.
+
+    areaDetector's ``dimension[0]`` is the fastest axis (columns). Compressed frames are refused."""
+    uid = int(v["uniqueId"])
+    codec = str(v["codec.name"]) if "codec" in v else ""
+    if codec:
+        raise LiveSourceError(f"PV {name}, uniqueId {uid}: frames compressed with codec '{codec}'; this source reads "
+                              "uncompressed NTNDArrays only: switch off the codec plugin (NDPluginCodec) feeding "
+                              "the PVA plugin")
+    data = v["value"]
+    dims = [int(d["size"]) for d in v["dimension"]]
+    if data is None or len(dims) != 2:
+        raise LiveSourceError(f"PV {name}, uniqueId {uid}: {len(dims)} dimensions "
+                              f"{dims}; expected a 2-D (mono) detector frame")
+    if data.size != dims[0] * dims[1]:
+        raise LiveSourceError(f"PV {name}, uniqueId {uid}: {data.size} values for dimensions {dims}")
+    attrs = {str(a["name"]): a["value"] for a in v["attribute"]} if "attribute" in v else {}
+    return uid, data.reshape(dims[1], dims[0]), attrs
+
+
+def table_columns(v: Any, columns: tuple[str, ...], name: str) -> list[np.ndarray]:
+    """The named columns of an NTTable ``Value`` (raw) from PV ``name``."""
+    value = v["value"]
+    have = list(value.keys()) if hasattr(value, "keys") else []
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise LiveSourceError(f"PV {name}: an NTTable without column(s) {', '.join(missing)} (has {', '.join(have)}); "
+                              f"expected {', '.join(columns)}")
+    out = [np.asarray(value[c]) for c in columns]
+    if len({c.shape for c in out}) != 1:
+        raise LiveSourceError(f"PV {name}: columns {', '.join(columns)} of different lengths")
+    return out
+
+
+def _scalar(v: Any) -> int:
+    value = v["value"]
+    if hasattr(value, "keys") and "index" in value:  # NTEnum
+        return int(value["index"])
+    return int(value)
+
+
+class PvaSource:
+    """A :class:`~reconstruction.live.source.LiveSource` over pvAccess (see the module docstring).
+
+    ``fallback_plan``: the plan of the parameters (used without a ``planned`` PV); ``connect_s``: how long to wait
+    for the PVs to connect; ``queue_size``: the pvAccess monitor queue of the image PV (frames the client holds
+    before the server squashes updates); ``max_pending``: frames held here before the feed takes them (more is an
+    error: the feed's buffer bound, one step earlier); ``ctx``: a p4p client Context (default: a new one from the
+    environment's EPICS_PVA_* variables).
+    """
+
+    def __init__(self, address: PvaAddress | str, fallback_plan: PlannedScan, *, connect_s: float = 10.0,
+                 queue_size: int = 1000, max_pending: int = 100_000, end_grace_s: float = 1.0, ctx: Any = None):
+        from p4p.client.thread import Context
+
+        self.address = parse_address(address) if isinstance(address, str) else address
+        a = self.address
+        self.name = f"PV {a.image} (pvAccess)"
+        self.end_grace_s = float(end_grace_s)
+        self.max_pending = int(max_pending)
+        self._ctx = ctx if ctx is not None else Context("pva", nt=False)
+        self._own_ctx = ctx is None
+        self._lock = threading.Lock()
+        self._subs: list[Any] = []
+        self._frames: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (uid, frame, position or None)
+        self._positions: dict[int, np.ndarray] = {}  # uid -> (2,) metres, from the positions table
+        self._error: Exception | None = None
+        self._status = ACQUIRING
+        self._status_armed = False  # an end/abort counts once acquiring was seen (or a frame came)
+        self._end_seen_at: float | None = None
+        self._connected: dict[str, bool] = {}
+        self._skip_first: dict[str, bool] = {}
+        self._last_frame_at = 0.0
+        self.frames_in = 0
+        self.max_index = -1
+        try:
+            self._planned = self._plan(fallback_plan, connect_s)
+            self._seen = np.zeros(self._planned.n_positions, dtype=bool)
+            request = f"field()record[queueSize={int(queue_size)},pipeline=true]"
+            for pv, cb in ((a.status, self._on_status), (a.positions, self._on_positions),
+                           (a.image, self._on_frame)):
+                if pv:
+                    self._skip_first[pv] = pv != a.status  # a frame/position present at connect is old
+                    self._subs.append(self._ctx.monitor(pv, self._guard(pv, cb), request=request,
+                                                        notify_disconnect=True))
+            self._wait_connected(connect_s)
+        except Exception:
+            self.close()
+            raise
+
+    # -- setup ----------------------------------------------------------------------------------------------------
+    def _plan(self, fallback: PlannedScan, timeout_s: float) -> PlannedScan:
+        pv = self.address.planned
+        if not pv:
+            return PlannedScan(fallback.positions_m, None, fallback.origin)
+        try:
+            v = self._ctx.get(pv, timeout=timeout_s)
+        except Exception as exc:
+            raise LiveSourceError(f"PV {pv} (planned scan): cannot be read within {timeout_s:g} s: "
+                                  f"{type(exc).__name__}: {exc}") from None
+        row, col = table_columns(v, ("row_m", "col_m"), pv)
+        planned = np.stack([row, col], axis=1).astype(np.float64) * self.address.scale
+        if planned.shape[0] == 0 or not np.all(np.isfinite(planned)):
+            raise LiveSourceError(f"PV {pv} (planned scan): {planned.shape[0]} points or values not finite; "
+                                  "expected finite (N, 2) positions")
+        return PlannedScan(planned, None, f"PV {pv}")
+
+    def _wait_connected(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                missing = [pv for pv in self.address.pvs() if pv != self.address.planned
+                           and not self._connected.get(pv)]
+            if not missing:
+                return
+            if time.monotonic() >= deadline:
+                raise LiveSourceError(f"{', '.join('PV ' + m for m in missing)}: not connected within {timeout_s:g} "
+                                      "s (-liveStall); check the name and EPICS_PVA_ADDR_LIST")
+            time.sleep(0.01)
+
+    # -- p4p callbacks (its worker thread) ----------------------------------------------------------------------
+    def _guard(self, pv: str, cb: Any) -> Any:
+        def handle(update: Any) -> None:
+            if isinstance(update, Exception):
+                with self._lock:
+                    self._connected[pv] = False
+                    self._skip_first[pv] = pv != self.address.status
+                return
+            with self._lock:
+                self._connected[pv] = True
+                if self._skip_first.get(pv):
+                    self._skip_first[pv] = False
+                    return
+            try:
+                cb(update)
+            except Exception as exc:
+                with self._lock:
+                    self._error = self._error or exc
+        return handle
+
+    def _on_frame(self, v: Any) -> None:
+        a = self.address
+        uid, frame, attrs = decode_frame(v, a.image)
+        position = None
+        if a.attrs is not None:
+            try:
+                position = np.array([float(attrs[a.attrs[0]]), float(attrs[a.attrs[1]])]) * a.scale
+            except (KeyError, TypeError, ValueError):
+                raise LiveSourceError(f"PV {a.image}, uniqueId {uid}: NDAttributes {a.attrs[0]}, {a.attrs[1]} "
+                                      f"missing or not numbers (has {', '.join(sorted(attrs)) or 'none'})") from None
+        with self._lock:
+            if len(self._frames) >= self.max_pending:
+                raise LiveSourceError(f"{self.name}, uniqueId {uid}: {self.max_pending} frames waiting to be taken "
+                                      "(-liveBuffer); the reconstruction fell behind the detector")
+            self._frames.append((uid, frame.copy(), position))
+            self._status_armed = True
+            self._last_frame_at = time.monotonic()
+
+    def _on_positions(self, v: Any) -> None:
+        uid, row, col = table_columns(v, ("uniqueId", "row_m", "col_m"), str(self.address.positions))
+        pos = np.stack([row, col], axis=1).astype(np.float64) * self.address.scale
+        with self._lock:
+            for u, p in zip(uid.astype(np.int64).tolist(), pos, strict=True):
+                self._positions[u] = p
+
+    def _on_status(self, v: Any) -> None:
+        code = _scalar(v)
+        if code not in STATUS_CODES:
+            raise LiveSourceError(f"PV {self.address.status}: status {code}; expected 0 (acquiring), 1 (ended) or "
+                                  "2 (aborted)")
+        with self._lock:
+            self._status = STATUS_CODES[code]
+            if self._status == ACQUIRING:
+                self._status_armed = True
+                self._end_seen_at = None
+            elif self._end_seen_at is None:
+                self._end_seen_at = time.monotonic()
+
+    # -- the LiveSource interface -------------------------------------------------------------------------------
+    @property
+    def planned(self) -> PlannedScan:
+        return self._planned
+
+    def poll(self) -> FrameBatch | None:
+        """The frames that arrived (with their positions, when a positions PV is given) since the last call, in
+        arrival order, up to the first frame of another shape (returned by the next call)."""
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            ready = self._ready()
+        if not ready:
+            return None
+        uid0 = self.address.uid0
+        shape = ready[0][1].shape
+        same = next((j for j, f in enumerate(ready) if f[1].shape != shape), len(ready))
+        if same < len(ready):
+            with self._lock:
+                self._frames[0:0] = ready[same:]
+            ready = ready[:same]
+        frames = np.empty((len(ready),) + shape, dtype=np.float32)
+        for j, (_uid, frame, _pos) in enumerate(ready):
+            frames[j] = frame
+        indices = np.fromiter((u - uid0 for u, _f, _p in ready), dtype=np.int64, count=len(ready))
+        positions = None
+        if ready[0][2] is not None:
+            positions = np.stack([p for _u, _f, p in ready])  # type: ignore[misc]
+        inside = indices[(indices >= 0) & (indices < self._seen.shape[0])]
+        self._seen[inside] = True
+        self.frames_in += len(ready)
+        if inside.size:
+            self.max_index = max(self.max_index, int(inside.max()))
+        return FrameBatch(frames, indices, positions)
+
+    def _ready(self) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+        """Take the frames whose position is known (under the lock); a frame waits for its positions row."""
+        if self.address.positions is None:
+            taken, self._frames = self._frames, []
+            return taken
+        out: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        wait: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        for uid, frame, _ in self._frames:
+            pos = self._positions.get(uid)  # kept: a duplicate of this frame may follow
+            if pos is None:
+                wait.append((uid, frame, None))
+            else:
+                out.append((uid, frame, pos))
+        self._frames = wait
+        return out
+
+    @property
+    def dropped(self) -> int:
+        """Frames missing so far: scan points before the newest one received that never came (uniqueId gaps)."""
+        return int(self.max_index + 1 - np.count_nonzero(self._seen[: self.max_index + 1]))
+
+    def state(self) -> str:
+        """ACQUIRING, or ENDED/ABORTED as the status PV says once the frames before it had time to arrive (every
+        planned frame is there, or none came for ``end_grace_s``); without a status PV, ENDED once every planned
+        frame arrived."""
+        with self._lock:
+            status, armed, seen_at = self._status, self._status_armed, self._end_seen_at
+            pending = len(self._frames)
+            last = self._last_frame_at
+        complete = bool(self._seen.all())
+        if self.address.status is None:
+            return ENDED if complete and not pending else ACQUIRING
+        if status == ACQUIRING or not armed or seen_at is None:
+            return ACQUIRING
+        if pending:
+            return ACQUIRING
+        quiet_since = max(seen_at, last)
+        if complete or time.monotonic() - quiet_since >= self.end_grace_s:
+            return status
+        return ACQUIRING
+
+    def close(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):  # shutting down: nothing useful to do about it
+                sub.close()
+        self._subs = []
+        if self._own_ctx and self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None

@@ -1,0 +1,174 @@
+"""``ptychopy run -liveSource=pva://...`` against a real p4p server: ``ptychopy simioc --stream pva`` serves an
+areaDetector NTNDArray, a positions table, the planned scan and the scan status on a private loopback port pair,
+and the reconstruction runs as another process. A full scan at 200 frames/s with no frame dropped, an abort, a
+stall, out-of-order frames with a duplicate, a lost frame counted as dropped, a changed frame shape and a full
+buffer refused; ``--stream swmr`` feeds ``-liveSource=swmr``. The decoding of the address and of a compressed
+frame is checked in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.latency.procs import free_port_pair
+from epics_bridge.simioc_pva import pva_client_env
+from ptychopy.pva_source import decode_frame, parse_address
+from reconstruction.io import read_result
+from reconstruction.live import LiveSourceError
+from reconstruction.parameters import Parameters
+from reconstruction.positions import positions_px_from_parameters
+
+pytestmark = pytest.mark.epics
+
+SCAN = "./ptycho -size=32 -scanDims=12,12 -step=150e-9,150e-9 -beamSize=500e-9 -photons=1e6 -seed=0"
+BIG_SCAN = "./ptycho -size=64 -scanDims=20,20 -step=150e-9,150e-9 -beamSize=800e-9 -photons=1e6 -seed=0"
+REC = "-sqrtData=1 -updateProbe=2 -phaseConstraint=0 -device=cpu -algorithm=ePIE"
+N = 144
+
+
+def _stream(tmp_path: Path, sim_args: list[str], run_flags: str = "", scan: str = SCAN, timeout_s: float = 60
+            ) -> tuple[dict, subprocess.CompletedProcess[str]]:
+    """Serve one scan over pvAccess and reconstruct it live; (what the server sent, the run)."""
+    port = free_port_pair()
+    env = {**os.environ, **pva_client_env(port)}
+    prefix = f"t{port}:"
+    server = subprocess.Popen([sys.executable, "-m", "ptychopy", "simioc", "--stream", "pva", "--pva-port",
+                               str(port), "--prefix", prefix, "--scan", scan, "--linger", "5", *sim_args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        serving = json.loads(server.stdout.readline() or "{}")  # printed once the server is up
+        assert "serving" in serving, server.communicate(timeout=10)[1]
+        run = subprocess.run([sys.executable, "-m", "ptychopy", "run",
+                              f"{scan} {REC} -liveSource={serving['serving']} -jobID=live {run_flags}",
+                              "--out", str(tmp_path), "--quiet"], capture_output=True, text=True, env=env,
+                             timeout=timeout_s)
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    finally:
+        server.kill()
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return (lines[-1] if lines else {"stderr": err}), run
+
+
+def _summary(run: subprocess.CompletedProcess[str]) -> dict:
+    assert run.returncode == 0, run.stdout + run.stderr
+    return json.loads(next(line for line in run.stdout.splitlines() if line.startswith("live: "))[6:])
+
+
+def test_400_frames_of_64px_at_200_per_s_arrive_over_pvaccess_with_none_dropped(tmp_path):
+    sent, run = _stream(tmp_path, ["--rate", "200"], "-liveFinish=2", scan=BIG_SCAN)
+    assert sent["frames"] == 400 and sent["how"] == "ended" and sent["rate_hz"] > 180
+    live = _summary(run)
+    assert live["outcome"] == "ended" and not live["partial"], live
+    assert live["frames_received"] == 400 and live["frames_dropped"] == 0 and live["live_iterations"] >= 1
+    assert "(pvAccess)" in live["source"]
+    res = read_result(tmp_path / "live.h5")
+    assert not res.stopped_early and np.isfinite(res.object).all()
+    expected = positions_px_from_parameters(Parameters.from_cmdstr(BIG_SCAN))  # positions from the table PV
+    np.testing.assert_allclose(res.positions_px, np.floor(expected + 0.5))
+
+
+def test_an_aborted_scan_over_pvaccess_keeps_its_partial_result(tmp_path):
+    sent, run = _stream(tmp_path, ["--rate", "400", "--abort-after", "60"], "-liveFinish=1")
+    assert sent["how"] == "aborted" and sent["frames"] == 60
+    live = _summary(run)
+    assert live["outcome"] == "aborted" and live["partial"] and live["frames_received"] == 60
+    assert live["frames_dropped"] == 0
+    res = read_result(tmp_path / "live.h5")
+    assert res.stopped_early == f"partial: scan aborted after 60 of {N} frames"
+    assert res.positions_px.shape == (60, 2) and np.isfinite(res.object).all()
+
+
+def test_a_detector_that_stops_sending_ends_the_stream_as_stalled_with_the_partial_result_kept(tmp_path):
+    sent, run = _stream(tmp_path, ["--rate", "400", "--stop-after", "50"], "-liveFinish=1 -liveStall=1.5")
+    assert sent["how"] == "stopped" and sent["frames"] == 50
+    live = _summary(run)
+    assert live["outcome"] == "stalled" and live["frames_received"] == 50
+    assert read_result(tmp_path / "live.h5").stopped_early == f"partial: scan stalled after 50 of {N} frames"
+
+
+def test_frames_out_of_order_go_to_their_scan_point_and_a_duplicate_uniqueid_is_ignored(tmp_path):
+    sent, run = _stream(tmp_path, ["--rate", "300", "--shuffle", "16", "--duplicate", "7"], "-liveFinish=1")
+    assert sent["frames"] == N + 1
+    live = _summary(run)
+    assert live["outcome"] == "ended" and not live["partial"]
+    assert live["frames_received"] == N and live["duplicates_ignored"] == [7] and live["out_of_order"] > 0
+    assert live["frames_dropped"] == 0
+    res = read_result(tmp_path / "live.h5")
+    expected = positions_px_from_parameters(Parameters.from_cmdstr(SCAN))
+    np.testing.assert_allclose(res.positions_px, np.floor(expected + 0.5))
+
+
+def test_a_frame_never_sent_is_counted_as_dropped_from_the_uniqueid_gap(tmp_path):
+    sent, run = _stream(tmp_path, ["--rate", "400", "--drop", "17"], "-liveFinish=1")
+    assert sent["frames"] == N - 1
+    live = _summary(run)
+    assert live["outcome"] == "ended" and live["partial"]
+    assert live["frames_received"] == N - 1 and live["frames_dropped"] == 1
+    res = read_result(tmp_path / "live.h5")
+    assert res.stopped_early == f"partial: scan ended early after {N - 1} of {N} frames, 1 dropped"
+
+
+def test_a_frame_of_another_shape_stops_the_run_naming_the_frame_and_the_pv(tmp_path):
+    _sent, run = _stream(tmp_path, ["--rate", "300", "--reshape-at", "30"], "-liveFinish=1")
+    assert run.returncode == 1, run.stdout
+    assert "frame 30: 31x32 px; earlier frames are 32x32 px" in run.stderr
+    assert "Pva1:Image (pvAccess)" in run.stderr
+
+
+def test_a_full_host_buffer_stops_the_run_with_an_error_naming_the_bound(tmp_path):
+    _sent, run = _stream(tmp_path, ["--rate", "3000"], "-liveFinish=1 -liveBuffer=3")
+    assert run.returncode == 1, run.stdout
+    assert "3 frames" in run.stderr and "(-liveBuffer)" in run.stderr and "fell behind the detector" in run.stderr
+
+
+def test_simioc_streams_a_scan_into_an_swmr_file_that_the_swmr_source_reconstructs(tmp_path):
+    data = tmp_path / "scan.h5"
+    writer = subprocess.Popen([sys.executable, "-m", "ptychopy", "simioc", "--stream", "swmr", "--out", str(data),
+                               "--scan", SCAN, "--rate", "300", "--abort-after", "100"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run = subprocess.run([sys.executable, "-m", "ptychopy", "run", f"{SCAN} {REC} -fp={data} -liveSource=swmr "
+                              "-liveFinish=1 -jobID=live", "--out", str(tmp_path), "--quiet"],
+                             capture_output=True, text=True, timeout=60)
+        out, err = writer.communicate(timeout=30)
+    finally:
+        writer.kill()
+    assert writer.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["how"] == "aborted"
+    live = _summary(run)
+    assert live["outcome"] == "aborted" and live["frames_received"] == 100
+
+
+def test_the_address_names_each_pv_and_a_wrong_key_is_refused_by_name():
+    a = parse_address("pva://13SIM1:Pva1:Image?scan=13SIM1:Scan:&uid0=0&scale=1e-6")
+    assert (a.image, a.positions, a.planned, a.status) == ("13SIM1:Pva1:Image", "13SIM1:Scan:Positions",
+                                                           "13SIM1:Scan:Planned", "13SIM1:Scan:Status")
+    assert a.uid0 == 0 and a.scale == 1e-6
+    b = parse_address("pva://D:Image?attrs=PosY,PosX&status=D:State")
+    assert b.attrs == ("PosY", "PosX") and b.positions is None and b.status == "D:State" and b.planned is None
+    with pytest.raises(LiveSourceError, match="unknown key.*posiitons"):
+        parse_address("pva://D:Image?posiitons=D:P")
+    with pytest.raises(LiveSourceError, match="no image PV"):
+        parse_address("pva://?scan=D:")
+    with pytest.raises(LiveSourceError, match="attrs=PosY: expected two NDAttribute names"):
+        parse_address("pva://D:Image?attrs=PosY")
+
+
+def test_a_compressed_frame_is_refused_naming_the_codec_and_the_pv():
+    from p4p.nt import NTNDArray
+
+    nt = NTNDArray()
+    v = nt.wrap(np.arange(12, dtype=np.uint16).reshape(3, 4))
+    v["uniqueId"] = 9
+    uid, frame, _ = decode_frame(v, "D:Image")
+    assert uid == 9 and frame.shape == (3, 4) and frame[2, 3] == 11  # dimension[0] is the column axis
+    v["codec.name"] = "lz4"
+    with pytest.raises(LiveSourceError, match="PV D:Image, uniqueId 9: frames compressed with codec 'lz4'"):
+        decode_frame(v, "D:Image")
