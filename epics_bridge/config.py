@@ -148,6 +148,17 @@ class MetadataConfig:
         return "*" in self.hold or path in self.hold
 
     @property
+    def paths(self) -> frozenset[str]:
+        """The parameters these PVs fill (``group.name``)."""
+        out = set(self.parameters)
+        for path, configured in (("experiment.wavelength_m", self.energy_kev),
+                                 ("experiment.scan_dims", self.scan_dims), ("experiment.step_m", self.step_m),
+                                 ("experiment.detector_distance_m", self.detector_distance_m)):
+            if configured:
+                out.add(path)
+        return frozenset(out)
+
+    @property
     def pvs(self) -> tuple[str, ...]:
         out: list[str] = []
         for src in (self.energy_kev, self.detector_distance_m):
@@ -209,6 +220,13 @@ class BridgeConfig:
     file_check: FileCheckConfig = field(default_factory=FileCheckConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
     source: str = ""  # the file it came from
+    template_given: frozenset[str] = frozenset()  # the leaves [parameters] sets itself (flags and values)
+
+    @property
+    def user_given(self) -> frozenset[str]:
+        """The parameters this configuration gives (the template's own flags and values, the metadata PVs'):
+        what a data file records is used for every other one (:mod:`epics_bridge.file_metadata`)."""
+        return self.template_given | self.metadata.paths
 
     @property
     def pvs(self) -> tuple[str, ...]:
@@ -442,7 +460,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     m.finish()
 
     pr = top.sub("parameters")
-    template = _template(pr, source)
+    template, template_given = _template(pr, source)
     pr.finish()
 
     fc = top.sub("file_check")
@@ -487,7 +505,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
         beamline=beamline, trigger=trigger, data=data, metadata=metadata, template=template, journal_path=journal,
         state_path=state_path, debounce_s=debounce_s, max_debounce_s=max_debounce_s, heartbeat_s=heartbeat_s,
         label_format=label_format, job_id_format=job_id_format,
-        file_check=file_check, submit=submit, source=source)
+        file_check=file_check, submit=submit, source=source, template_given=template_given)
 
 
 def _path(base: Path, text: str) -> Path:
@@ -517,12 +535,16 @@ def _data_field(value: Any, where: str, prefix: str, source: str) -> DataField:
     raise ConfigError(f"{source}: {where}: expected a PV name or {{pv = \"NAME\", offset = n}}, got {value!r}")
 
 
-def _template(r: _Reader, source: str) -> Parameters:
-    """The per-beamline parameter template: a command string and/or ``values = {"group.name" = v}``."""
+def _template(r: _Reader, source: str) -> tuple[Parameters, frozenset[str]]:
+    """The per-beamline parameter template (a command string and/or ``values = {"group.name" = v}``) and the
+    leaves it sets itself (``-energy`` counts as the wavelength)."""
+    from reconstruction.io.scan_metadata import given_in_cmdstr
+
     cmd = r.get("template", str, "")
     values = r.get("values", dict, {})
     try:
         params = Parameters.from_cmdstr(cmd) if cmd else Parameters()
-        return params.replace(dict(values)) if values else params
+        params = params.replace(dict(values)) if values else params
+        return params, frozenset(given_in_cmdstr(cmd) if cmd else ()) | frozenset(values)
     except ParameterError as exc:
         raise ConfigError(f"{source}: [parameters]: {exc}") from None

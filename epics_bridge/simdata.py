@@ -5,7 +5,8 @@ model: the test object, a defocused probe, the raster the parameters describe, P
 and are stored *centred* (zero frequency in the middle) and rounded to uint32 counts, the way a detector records
 them; the bridge's template reads them back with ``-sqrtData -fftShiftData``. Files hold one scan row each:
 ``{name}_data_{index:06d}.h5`` with ``/entry/data/data`` of shape ``(cols, n, n)``; a small master file
-``{name}.h5`` describes the scan and links the data files.
+``{name}.h5`` describes the scan and links the data files. With ``nxmx`` (``ptychopy simioc --nxmx``) each data
+file also records the geometry as an Eiger's NXmx file does (:func:`write_nxmx_metadata`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,6 +65,31 @@ def simulate_patterns(geom: SimGeometry) -> np.ndarray:
     return np.rint(np.clip(centred, 0, None)).astype(np.uint32)
 
 
+def write_nxmx_metadata(f: Any, geom: SimGeometry) -> None:
+    """The detector geometry in an open data file, where NXmx puts it: wavelength (angstrom), detector distance,
+    pixel size (m), beam centre (pixels: the centre of the centred patterns) and an all-good ``pixel_mask``."""
+    import h5py
+
+    def number(group: h5py.Group, name: str, value: float, units: str) -> None:
+        group.create_dataset(name, data=value).attrs["units"] = units
+
+    entry = f.require_group("entry")
+    entry.attrs["NX_class"] = "NXentry"
+    instrument = entry.require_group("instrument")
+    instrument.attrs["NX_class"] = "NXinstrument"
+    beam = instrument.require_group("beam")
+    beam.attrs["NX_class"] = "NXbeam"
+    number(beam, "incident_wavelength", geom.wavelength_m * 1e10, "angstrom")
+    det = instrument.require_group("detector")
+    det.attrs["NX_class"] = "NXdetector"
+    number(det, "detector_distance", geom.detector_distance_m, "m")
+    number(det, "x_pixel_size", geom.detector_pixel_m, "m")
+    number(det, "y_pixel_size", geom.detector_pixel_m, "m")
+    number(det, "beam_center_x", geom.size_px // 2, "pixel")
+    number(det, "beam_center_y", geom.size_px // 2, "pixel")
+    det.create_dataset("pixel_mask", data=np.zeros((geom.size_px, geom.size_px), np.uint32))
+
+
 def data_file(directory: str | Path, name: str, index: int) -> Path:
     return Path(directory) / f"{name}_data_{index:06d}.h5"
 
@@ -89,8 +116,9 @@ def write_master(directory: str | Path, name: str, geom: SimGeometry, scan_numbe
 
 
 def write_scan_files(directory: str | Path, name: str, geom: SimGeometry, first_index: int = 1,
-                     patterns: np.ndarray | None = None) -> list[Path]:
-    """Write a whole simulated scan at once (one file per row, each renamed into place when complete)."""
+                     patterns: np.ndarray | None = None, nxmx: bool = False) -> list[Path]:
+    """Write a whole simulated scan at once (one file per row, each renamed into place when complete); with
+    ``nxmx`` each file records the geometry (:func:`write_nxmx_metadata`)."""
     import h5py
 
     data = simulate_patterns(geom) if patterns is None else patterns
@@ -100,6 +128,8 @@ def write_scan_files(directory: str | Path, name: str, geom: SimGeometry, first_
         tmp = path.with_name(path.name + ".tmp")
         with h5py.File(tmp, "w") as f:
             f.create_dataset(DATASET, data=data[row * geom.cols: (row + 1) * geom.cols])
+            if nxmx:
+                write_nxmx_metadata(f, geom)
         os.replace(tmp, path)
         paths.append(path)
     return paths

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .simdata import DATASET, SimGeometry, data_file, simulate_patterns, write_master
+from .simdata import DATASET, SimGeometry, data_file, simulate_patterns, write_master, write_nxmx_metadata
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,11 @@ def make_group_class() -> type:
         status = pvproperty(name="sim:Status", value="idle", dtype=ChannelType.STRING, doc="idle/scanning")
         scans_done = pvproperty(name="sim:ScansDone", value=0, doc="scans played since start")
 
-        def __init__(self, *args: Any, data_dir: Path, size_px: int, first_scan: int, **kwargs: Any):
+        def __init__(self, *args: Any, data_dir: Path, size_px: int, first_scan: int, nxmx: bool = False,
+                     **kwargs: Any):
             super().__init__(*args, **kwargs)
             self.data_dir = data_dir
+            self.nxmx = nxmx  # the data files record the geometry (NXmx), as an Eiger's do
             self.size_px = size_px
             self.first_scan = first_scan
             self._task: asyncio.Task[None] | None = None
@@ -265,6 +267,8 @@ async def play_scan(ioc: Any) -> None:
         dset = f.create_dataset(DATASET, shape=(0, geom.size_px, geom.size_px),
                                 maxshape=(None, geom.size_px, geom.size_px), dtype=np.uint32,
                                 chunks=(1, geom.size_px, geom.size_px))
+        if ioc.nxmx:
+            write_nxmx_metadata(f, geom)
         last_row = row == rows - 1
         for col in range(cols):
             if ioc._abort or (ioc.abort_after_points is not None and captured >= ioc.abort_after_points):
@@ -355,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the Publisher's serializer (default pickle, bluesky's)")
     p.add_argument("--autoplay", type=int, default=-1, help="play this many scans by itself (0 = forever)")
     p.add_argument("--period", type=float, default=20.0, help="seconds between autoplayed scans")
+    p.add_argument("--nxmx", action="store_true", help="each data file records the geometry where NXmx puts it "
+                   "(wavelength, detector distance, pixel size, beam centre, pixel mask)")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
     p.add_argument("-v", "--verbose", action="store_true")
     from .simioc_stream import add_arguments
@@ -378,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         return stream(args)
     data_dir = Path(args.data_dir).resolve()
     group_cls = make_group_class()
-    ioc = group_cls(prefix=args.prefix, data_dir=data_dir, size_px=args.size, first_scan=args.first_scan)
+    ioc = group_cls(prefix=args.prefix, data_dir=data_dir, size_px=args.size, first_scan=args.first_scan,
+                    nxmx=args.nxmx)
     if args.list_pvs:
         for name in ioc.pvdb:
             print(name)

@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconstruction import ParameterError, Parameters
+from reconstruction import InputDataError, ParameterError, Parameters
 
 from . import journal as jr
 from .config import BridgeConfig
+from .file_metadata import with_file_metadata
 from .filecheck import check_scan_files
 from .journal import Journal
 from .params import ScanBuildError, describe_scan
@@ -64,6 +65,7 @@ class _Task:
     signature: tuple[Any, ...] = field(default_factory=tuple)
     last_reason: str = ""
     in_flight: bool = False  # handed to the sender thread, no answer yet
+    file_metadata_read: bool = False  # the data file's metadata is in params (read once, before submitting)
 
 
 class BridgeWorker:
@@ -400,20 +402,44 @@ class BridgeWorker:
         if status.permanent or now_s - task.started_s > fc.timeout_s:
             msg = (f"data can never be complete: {status.reason}" if status.permanent else
                    f"data not complete after {fc.timeout_s:g} s: {status.reason}")
-            log.error("%s: %s", task.key, msg)
-            self.journal.set_status(task.key, jr.FAILED, error=msg)
-            self.journal.log("file_failed", msg, task.key)
-            self.state.count("file_failures")
-            self.state.error(f"{task.key}: {msg}")
-            self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "failed", msg)
-            del self.tasks[task.key]
-            self._publish_pending()
+            self._file_failed(task, msg)
             return
         task.due_s = now_s + task.backoff_s
         task.backoff_s = min(task.backoff_s * 2, fc.max_backoff_s)
 
+    def _file_failed(self, task: _Task, msg: str) -> None:
+        """The scan's data can never be used: journal, count and show why, and drop the task."""
+        log.error("%s: %s", task.key, msg)
+        self.journal.set_status(task.key, jr.FAILED, error=msg)
+        self.journal.log("file_failed", msg, task.key)
+        self.state.count("file_failures")
+        self.state.error(f"{task.key}: {msg}")
+        self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "failed", msg)
+        del self.tasks[task.key]
+        self._publish_pending()
+
+    def _read_file_metadata(self, task: _Task) -> bool:
+        """Fill the parameters the configuration does not give from the complete data file
+        (:mod:`epics_bridge.file_metadata`); False when the file's metadata is unusable (the scan fails: its
+        reason names the file and dataset). Only with the file check on: without it the files may not exist."""
+        if task.file_metadata_read or not self.config.file_check.enabled:
+            return True
+        try:
+            found = with_file_metadata(task.params, self.config.user_given)
+        except InputDataError as exc:
+            self._file_failed(task, f"the data file's metadata cannot be used: {exc}")
+            return False
+        task.params, task.file_metadata_read = found.params, True
+        if found.provenance:
+            task.scan["provenance"] = {**dict(task.scan.get("provenance") or {}), **found.provenance}
+        log.info("%s: %s", task.key, found.summary)
+        self.journal.log("file_metadata", found.summary, task.key)
+        return True
+
     def _submit(self, task: _Task, now_s: float) -> None:
         if task.in_flight:
+            return
+        if not self._read_file_metadata(task):
             return
         request = SubmitRequest(task.params, task.key, task.label, scan=task.scan,
                                 provenance=dict(task.scan.get("provenance") or {}))

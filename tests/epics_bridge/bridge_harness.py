@@ -174,9 +174,10 @@ class SimIoc(Process):
 
 
 def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str = "sscan", django: bool = False,
-                  iterations: int = 3) -> Path:
+                  iterations: int = 3, geometry_pvs: bool = True, template: str | None = None) -> Path:
     """A bridge configuration for the simulated beamline, recording submissions in ``recorder`` (or, with
-    ``django``, submitting through ``webapp.jobs.services.submit_job``)."""
+    ``django``, submitting through ``webapp.jobs.services.submit_job``). Without ``geometry_pvs`` no PV gives the
+    energy or the detector distance; ``template`` replaces the ``[parameters]`` command string."""
     trigger = {
         "sscan": 'kind = "sscan"\nbusy_pv = "$(P)scan2.BUSY"\nmessage_pv = "$(P)scan2.SMSG"\n'
                  'current_point_pv = "$(P)scan2.CPT"\npoints_pv = "$(P)scan2.NPTS"\n',
@@ -195,6 +196,10 @@ def bridge_config(tmp: Path, recorder: Path, *, fail_first: int = 0, kind: str =
     submit = ('kind = "django"\nsettings_module = "webapp.settings"\n' if django else
               f'kind = "callable"\ntarget = "recording_submitter:RecordingSubmitter"\n'
               f'options = {{ path = "{recorder}", fail_first = {fail_first} }}\n')
+    geometry = ('energy_kev = "$(P)energy"\n'
+                'detector_distance_m = { pv = "$(P)detDistance", scale = 1e-3 }\n') if geometry_pvs else ""
+    template = template or (f"./ptycho -size=32 -qxy=16,16 -dx_d=75e-6 -fs=1 -sqrtData -fftShiftData -beamSize=1e-6 "
+                            f"-i={iterations}")
     text = f"""
 [bridge]
 beamline = "TEST"
@@ -215,16 +220,14 @@ scan_number_offset = -1
 file_pattern = "{pattern}"
 
 [metadata]
-energy_kev = "$(P)energy"
-scan_dims = ["$(P)scan2.NPTS", "$(P)scan1.NPTS"]
+{geometry}scan_dims = ["$(P)scan2.NPTS", "$(P)scan1.NPTS"]
 step_m = {{ pvs = ["$(P)scan2.P1SI", "$(P)scan1.P1SI"], scale = 1e-6 }}
-detector_distance_m = {{ pv = "$(P)detDistance", scale = 1e-3 }}
 
 [metadata.parameters]
 "data.frames_per_file" = "$(P)scan1.NPTS"
 
 [parameters]
-template = "./ptycho -size=32 -qxy=16,16 -dx_d=75e-6 -fs=1 -sqrtData -fftShiftData -beamSize=1e-6 -i={iterations}"
+template = "{template}"
 
 [file_check]
 timeout_s = 60.0
