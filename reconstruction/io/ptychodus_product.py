@@ -26,7 +26,14 @@ import numpy as np
 from ..errors import InputDataError
 from ..state import Result
 from .errors import OutputWriteError
-from .result_layout import EV_J, corners_from_centres_px, params_dict, photon_energy_j, probe_centres_m
+from .result_layout import (
+    EV_J,
+    corners_from_centres_px,
+    object_plot,
+    params_dict,
+    photon_energy_j,
+    probe_centres_m,
+)
 
 
 def fill_product(f: h5py.File, result: Result, name: str, comments: str,
@@ -65,9 +72,18 @@ def fill_product(f: h5py.File, result: Result, name: str, comments: str,
 
 
 def _product_image(result: Result, name: str, comments: str) -> bytes:
+    """The product file's bytes: ptychodus' members, plus a NeXus ``default`` chain (``/`` -> ``entry`` ->
+    ``data``, an NXdata of the object's phase) so that h5web, silx and NeXpy show the object on opening (the phase
+    is a float32 copy: the file grows by half the object's size)."""
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
         fill_product(f, result, name, comments)
+        f.attrs.update({"NX_class": "NXroot", "default": "entry"})
+        entry = f.create_group("entry")
+        entry.attrs.update({"NX_class": "NXentry", "default": "data"})
+        plot = object_plot(entry, "data", np.asarray(result.object, dtype=np.complex64), result.pixel_size_m,
+                           f"{name or 'ptychopy'}: object phase", amplitude=False)
+        plot["object"] = h5py.SoftLink("/object")
     return buffer.getvalue()
 
 

@@ -117,6 +117,21 @@ def _image(entry: h5py.Group, name: str, data: np.ndarray, kind: str, units: str
     return image
 
 
+def object_plot(parent: h5py.Group, name: str, obj: np.ndarray, pixel_size_m: float | None, title: str,
+                amplitude: bool = True) -> h5py.Group:
+    """The NXdata group h5web, silx and NeXpy show on opening: the object's phase (float32 ``(H, W)``, rad) as
+    its ``signal``, the amplitude as an auxiliary signal (``amplitude``), and x/y axes (m, or pixels)."""
+    plot = _group(parent, name, "NXdata")
+    _quantity(plot, "phase", np.angle(obj).astype(np.float32), "rad", long_name="object phase (rad)")
+    attrs: dict[str, Any] = {"signal": "phase", "title": title,
+                             "axes": _names(_axes(plot, obj.shape[-2], obj.shape[-1], pixel_size_m))}
+    if amplitude:
+        _quantity(plot, "amplitude", np.abs(obj).astype(np.float32), "", long_name="object amplitude")
+        attrs["auxiliary_signals"] = _names(["amplitude"])
+    plot.attrs.update(attrs)
+    return plot
+
+
 def _raw_data_links(detector: h5py.Group, inputs: dict[str, Any]) -> list[str]:
     """External links ``data_000001``... to each raw HDF5 data file's dataset (in scan order); the file list."""
     files = [str(p) for p in inputs.get("files") or []]
@@ -189,12 +204,7 @@ def fill(f: h5py.File, result: Result, version: str) -> None:
     if params is not None and hasattr(params, "to_cmdstr"):
         _text(process, "command", params.to_cmdstr())
 
-    plot = _group(entry, "data_1", "NXdata")
-    _quantity(plot, "phase", np.angle(obj).astype(np.float32), "rad", long_name="object phase (rad)")
-    _quantity(plot, "amplitude", np.abs(obj).astype(np.float32), "", long_name="object amplitude")
-    plot.attrs.update({"signal": "phase", "auxiliary_signals": _names(["amplitude"]),
-                       "axes": _names(_axes(plot, obj.shape[-2], obj.shape[-1], dx)),
-                       "title": f"{job or 'ptychopy'}: object phase"})
+    plot = object_plot(entry, "data_1", obj, dx, f"{job or 'ptychopy'}: object phase")
     plot["data"] = h5py.SoftLink(f"/{OBJECT_IMAGE}/data")
 
     instrument = _group(entry, "instrument_1", "NXinstrument")

@@ -1,5 +1,5 @@
-"""Result files opened by the field's own readers: nexusformat (NeXpy's library), ptychodus' CXI reader and
-ptychodus' HDF5 product reader."""
+"""Result files opened by the field's own readers: nexusformat (NeXpy's library), silx (its NXdata rules for
+``default`` are the ones h5web follows), ptychodus' CXI reader and ptychodus' HDF5 product reader."""
 
 import h5py
 import numpy as np
@@ -9,6 +9,7 @@ from ptychodus.api.io import load_product
 from ptychodus.plugins.cxi_file import CXIProductFileIO
 
 from reconstruction.io import write_result
+from reconstruction.io.export import export_result
 
 
 def test_nexusformat_finds_the_object_phase_as_the_default_plot(tmp_path, make_result):
@@ -57,3 +58,39 @@ def test_ptychodus_product_reader_opens_the_result_file_itself(tmp_path, make_re
     assert product.metadata.name == "run7" and [loss.value for loss in product.losses] == pytest.approx(result.errors)
     with h5py.File(path, "r") as f:  # links, not copies
         assert f["object"].id == f["entry_1/image_2/data"].id and f["probe"].id == f["entry_1/image_1/data"].id
+
+
+def _silx_default(path):
+    import silx.io
+    from silx.io.nxdata import get_default
+
+    with silx.io.open(str(path)) as h5:
+        plot = get_default(h5)
+        assert plot is not None, f"silx finds no default NXdata in {path.name}"
+        return dict(group=plot.group.name, valid=plot.is_valid, image=plot.is_image, signal=plot.signal[()],
+                    signal_name=plot.signal_name, axes=plot.axes_dataset_names, title=plot.title)
+
+
+@pytest.mark.parametrize("output", ["result", "ptychodus export"])
+def test_silx_opens_the_file_on_the_object_phase_image(tmp_path, make_result, output):
+    """silx.io.nxdata.get_default follows ``default`` from the root and checks the NXdata (signal, axes, shapes),
+    as h5web does: the object's phase is what both show on opening."""
+    result = make_result()
+    path = write_result(result, tmp_path / "r.h5")
+    if output != "result":
+        path = export_result(path, "ptychodus", tmp_path / "out")[0]
+    found = _silx_default(path)
+    assert found["valid"] and found["image"]
+    assert found["group"] == ("/entry_1/data_1" if output == "result" else "/entry/data")
+    assert found["signal_name"] == "object phase (rad)" and found["axes"] == ["y", "x"]
+    np.testing.assert_allclose(found["signal"], np.angle(result.object), atol=1e-6)
+    assert found["title"] == "run7: object phase"
+
+
+def test_nexusformat_plots_the_object_phase_of_the_ptychodus_export(tmp_path, make_result):
+    result = make_result()
+    product = export_result(write_result(result, tmp_path / "r.h5"), "ptychodus", tmp_path / "out")[0]
+    plot = nxload(str(product), "r").plottable_data
+    assert plot is not None and plot.nxpath == "/entry/data" and plot.nxsignal.nxname == "phase"
+    np.testing.assert_allclose(plot.nxsignal.nxdata, np.angle(result.object), atol=1e-6)
+    assert plot.nxsignal.attrs["units"] == "rad"
