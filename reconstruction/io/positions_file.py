@@ -6,8 +6,9 @@ source by its form:
 - ``pos.csv`` (any name not below): one ``a, b`` line per point (commas or white space; ``#`` comments);
 - ``pos.h5::/entry/positions`` (or ``.h5``/``.hdf5``/``.nxs``/``.cxi`` without ``::`` and one of
   :data:`POSITION_DATASETS`): an ``(N, 2)`` (or ``(2, N)``) dataset, or a CXI ``translation`` ``(N, 3)``
-  (or PyNX's ``(3, N)``; x = axis 1, y = axis 0, z ignored); so ``-lf=result.h5`` reuses the positions of an
-  earlier ptychopy result, refined ones included;
+  (or PyNX's ``(3, N)``; x = axis 1, y = axis 0, z ignored; signs from the detector basis,
+  :func:`cxi_axis_signs`); so ``-lf=result.h5`` reuses the positions of an earlier ptychopy result, refined ones
+  included;
 - ``::/entry/positions``: that dataset inside the first data file of the scan;
 - ``scan.mda``: the positions an EPICS sscan MDA file recorded, measured readbacks where the scan had readback
   PVs (:func:`reconstruction.io.mda.read_positions_mda`: outer positioner = axis 0, inner = axis 1).
@@ -21,6 +22,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import h5py
 import numpy as np
 
 from ..errors import InputDataError
@@ -88,6 +90,7 @@ def read_positions_hdf5(path: Path | str, dataset: str | None = None) -> np.ndar
         except (OSError, ValueError, TypeError) as exc:
             raise InputDataError(f"{where(path, dataset)}: positions cannot be read: {exc}") from exc
         units = ds.attrs.get("units", ds.attrs.get("unit", "m"))
+        signs = cxi_axis_signs(f) if dataset.rstrip("/").endswith("translation") else (1.0, 1.0)
     if isinstance(units, bytes):
         units = units.decode()
     scale = UNIT_M.get(str(units).strip().lower())
@@ -100,13 +103,39 @@ def read_positions_hdf5(path: Path | str, dataset: str | None = None) -> np.ndar
     elif arr.ndim == 2 and translation and arr.shape[0] == 3 and arr.shape[1] != 3:
         arr = arr.T  # PyNX writes the CXI translation as (3, N)
     if arr.ndim == 2 and arr.shape[1] == 3 and translation:
-        # CXI sample translation: x = col, y = row, z along the beam
-        arr = arr[:, [1, 0]]
+        # CXI sample translation: y -> row, x -> column, z along the beam; signs from the detector basis
+        arr = arr[:, [1, 0]] * np.asarray(signs)
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise InputDataError(f"{where(path, dataset)}: positions have shape {arr.shape}; expected (N, 2) or a "
                              f"CXI translation (N, 3) or (3, N)")
     _check_finite(arr, f"{path}, dataset {dataset}")
     return np.ascontiguousarray(arr * scale)
+
+
+CXI_BASIS = "/entry_1/instrument_1/detector_1/basis_vectors"
+
+
+def cxi_axis_signs(f: h5py.File) -> tuple[float, float]:
+    """(row, column) signs that turn a CXI translation's (y, x) into ptychopy's probe position (docs/io.md,
+    "CXI translation sign"). PyNX, cdtools and ptychodus agree on files with CXI's default detector basis
+    (``basis_vectors`` absent, or rows along -y and columns along -x): no sign change. A detector basis with a
+    row or column vector pointing the other way flips that axis, as cdtools' ``translations_to_pixel`` does;
+    a basis that is not along x and y is refused."""
+    ds = f.get(CXI_BASIS)
+    if not isinstance(ds, h5py.Dataset):
+        return 1.0, 1.0
+    b = np.asarray(ds[()], dtype=np.float64)
+    if b.shape == (2, 3):
+        b = b.T  # PyNX and cdtools write (2, 3): one row per array axis; CXI's (3, 2) has one column each
+    if b.shape != (3, 2) or not np.isfinite(b).all():
+        raise InputDataError(f"{where(f.filename, CXI_BASIS)}: shape {b.shape}; expected (3, 2) or (2, 3)")
+    row_vec, col_vec = b[:, 0], b[:, 1]
+    tol = 1e-6 * max(np.abs(b).max(), 1e-30)
+    if abs(row_vec[1]) <= tol or abs(col_vec[0]) <= tol or np.abs(row_vec[[0, 2]]).max() > tol \
+            or np.abs(col_vec[1:]).max() > tol:
+        raise InputDataError(f"{where(f.filename, CXI_BASIS)}: {b.T.tolist()} is not along y (rows) and x "
+                             f"(columns); ptychopy reads translations only for an unrotated detector")
+    return float(-np.sign(row_vec[1])), float(-np.sign(col_vec[0]))
 
 
 def _check_finite(arr: np.ndarray, name: str) -> None:
