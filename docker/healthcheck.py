@@ -10,7 +10,7 @@ and ``X-Forwarded-Proto: https`` (so an opt-in SECURE_SSL_REDIRECT does not answ
 PTYCHOPY_HEALTHCHECK_URL overrides the address (default http://127.0.0.1:8000/readyz).
 
 The worker check reads no database: each worker process touches ``$TMPDIR/ptychopy-heartbeats/<pid>`` after every
-heartbeat row it writes (``webapp.jobs.heartbeat.beat_file``); the container is healthy while one such file of a
+heartbeat row it writes (``webapp.workers.heartbeat.beat_file``); the container is healthy while one such file of a
 live process is younger than PTYCHOPY_HEARTBEAT_STALE_S (default 15 s). A worker that cannot reach the database
 writes no heartbeat, so it turns unhealthy too.
 """

@@ -75,7 +75,7 @@ class DjangoSubmitter:
         self._setup()
         from django.db import close_old_connections, connection
 
-        from webapp.jobs.services import record_bridge_status
+        from webapp.workers.bridge_status import record_bridge_status
 
         close_old_connections()
         try:

@@ -32,7 +32,7 @@ SCAN_STATUSES = ("queued", "not_queued", "failed", "waiting", "held")
 class BridgeState:
     """Thread-safe bridge status. ``roles`` maps each PV to what it is for (``trigger``, ``data``, ``metadata``);
     ``heartbeat_s`` is how often the bridge beats (a reader calls it crashed after a few silent periods). The web
-    dashboard (``webapp.jobs.bridges``) reads the snapshot."""
+    dashboard (``webapp.workers.bridges``) reads the snapshot."""
 
     def __init__(self, beamline: str, pvs: tuple[str, ...], state_path: Path | None = None,
                  min_write_interval_s: float = 0.2, roles: dict[str, str] | None = None, heartbeat_s: float = 5.0):

@@ -91,7 +91,7 @@ def check_workers() -> str:
 def check_bridges() -> str:
     from django.db import connection
 
-    from webapp.jobs.bridges import bridge_views
+    from webapp.workers.bridges import bridge_views
 
     try:
         views = bridge_views()

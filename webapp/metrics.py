@@ -68,7 +68,7 @@ def queue_depths() -> dict[str, int]:
     import dramatiq
     from dramatiq.common import dq_name
 
-    from webapp.jobs.tasks import QUEUE
+    from webapp.jobs.queue import QUEUE
 
     broker = dramatiq.get_broker()
     queues = sorted(broker.get_declared_queues() | set(broker.get_declared_delay_queues()) | {QUEUE, dq_name(QUEUE)})
@@ -166,7 +166,7 @@ class PtychopyCollector(Collector):
 
     @staticmethod
     def _bridges() -> Iterator[Any]:
-        from webapp.jobs.bridges import bridge_views
+        from webapp.workers.bridges import bridge_views
 
         up = GaugeMetricFamily("ptychopy_bridge_up", "1 while the bridge beats and sees its trigger PV "
                                "(health ok, degraded or connecting).", labels=["beamline", "health"])

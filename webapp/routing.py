@@ -8,8 +8,8 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import path
 
-from webapp.jobs.consumers import JobFramesConsumer
-from webapp.jobs.origin import SameOriginValidator
+from webapp.live.consumers import JobFramesConsumer
+from webapp.live.origin import SameOriginValidator
 
 websocket_urlpatterns = [
     path("ws/jobs/<int:job_id>/", JobFramesConsumer.as_asgi()),

@@ -150,7 +150,7 @@ if REDIS_URL:
         "BROKER": "dramatiq.brokers.redis.RedisBroker",
         "OPTIONS": {"url": REDIS_URL, "heartbeat_timeout": 5000, "maintenance_chance": 1_000_000},
     }
-    # one cache for every web process: a websocket ticket opens one socket on any of them (webapp.api.tickets)
+    # one cache for every web process: a websocket ticket opens one socket on any of them (webapp.accounts.tickets)
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
                           "KEY_PREFIX": "ptychopy"}}
 else:
@@ -165,12 +165,12 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
-        "webapp.jobs.heartbeat.HeartbeatMiddleware",
-        "webapp.jobs.reconciler.ReconcilerMiddleware",
+        "webapp.workers.heartbeat.HeartbeatMiddleware",
+        "webapp.jobs.reconciler_middleware.ReconcilerMiddleware",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
-# The embedded worker thread starts with the ASGI application (see webapp.embedded); tests switch it off.
+# The embedded worker thread starts with the ASGI application (see webapp.jobs.embedded); tests switch it off.
 PTYCHOPY_EMBEDDED_WORKER = env.bool("PTYCHOPY_EMBEDDED_WORKER", EMBEDDED)
 
 # -- ptychopy ----------------------------------------------------------------------------------------------------

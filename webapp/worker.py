@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.conf import settings
     from django.db import DatabaseError, connections
 
-    from webapp.jobs.services import requeue_unfinished
+    from webapp.jobs.reconciler import requeue_unfinished
 
     if not settings.REDIS_URL:
         print("python -m webapp.worker needs REDIS_URL (and DATABASE_URL): without them the broker is in-memory "

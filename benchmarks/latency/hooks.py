@@ -2,7 +2,7 @@
 
 The frame header has ``seq`` and ``iteration`` but no producer time (see README, "Proposed changes": the lead
 adds ``"t_produced": time.time()`` to the header in ``webapp/jobs/runner.py``). Until then the benchmark's
-entry points wrap :func:`webapp.jobs.frames.encode_frame`, which :meth:`webapp.jobs.runner.JobRun.frame` calls
+entry points wrap :func:`webapp.live.frames.encode_frame`, which :meth:`webapp.jobs.runner.JobRun.frame` calls
 once per frame right after the preview is computed and before the row update and the publish: the same place
 the proposed change stamps. Nothing else of the app is changed; an already stamped header is left alone.
 """
@@ -16,11 +16,11 @@ _installed = False
 
 
 def install() -> None:
-    """Wrap ``webapp.jobs.frames.encode_frame`` (idempotent). Needs no Django set-up."""
+    """Wrap ``webapp.live.frames.encode_frame`` (idempotent). Needs no Django set-up."""
     global _installed
     if _installed:
         return
-    from webapp.jobs import frames
+    from webapp.live import frames
 
     original = frames.encode_frame
 

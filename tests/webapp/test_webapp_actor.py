@@ -8,10 +8,12 @@ import pytest
 from webapp_helpers import dead_pid, small_parameters, wait_for
 
 from reconstruction.errors import DeviceMemoryError
-from webapp.jobs import runner, services
-from webapp.jobs.frames import decode_frame
-from webapp.jobs.heartbeat import this_host
+from webapp.jobs import reconciler, runner, services
 from webapp.jobs.models import Job, WorkerHeartbeat
+from webapp.jobs.results import job_results_dir
+from webapp.live import status
+from webapp.live.frames import decode_frame
+from webapp.workers.heartbeat import this_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -21,7 +23,7 @@ def sent_frames(monkeypatch):
     """Every frame the worker publishes, decoded: (header, images)."""
     frames: list = []
     monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
-    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
+    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
     return frames
 
 
@@ -185,7 +187,7 @@ def test_deleting_a_running_job_stops_it_and_leaves_no_files(worker, broker, sen
     broker.join("reconstruct", fail_fast=True)
     worker.join()
     assert not Job.objects.filter(pk=job.pk).exists()
-    assert not services.job_results_dir(job.pk).exists()
+    assert not job_results_dir(job.pk).exists()
 
 
 def test_an_interrupted_run_hands_the_job_back_to_the_queue(small_params, sent_frames, monkeypatch):
@@ -210,7 +212,7 @@ def test_heartbeats_of_dead_workers_are_pruned(small_params):
 
     from django.utils import timezone
 
-    from webapp.jobs.heartbeat import prune
+    from webapp.workers.heartbeat import prune
 
     WorkerHeartbeat.objects.create(worker_id=f"{this_host()}:{dead_pid()}", host=this_host(), pid=dead_pid())
     WorkerHeartbeat.objects.create(worker_id=f"{this_host()}:{os.getppid()}", host=this_host(), pid=os.getppid())
@@ -233,7 +235,7 @@ def test_a_stopping_embedded_worker_hands_its_job_back(worker, broker, sent_fram
         runner.clear_stop()
     job.refresh_from_db()
     assert job.status == "queued" and "re-queued" in job.message and 2 <= job.iteration < 1_000_000
-    assert services.requeue_unfinished() == 1
+    assert reconciler.requeue_unfinished() == 1
     Job.objects.filter(pk=job.pk).update(cancel_requested=True)  # let the worker fixture stop quickly
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from epics_bridge.state import BridgeState
 from webapp.jobs.models import BridgeStatus
-from webapp.jobs.services import record_bridge_status
+from webapp.workers.bridge_status import record_bridge_status
 
 pytestmark = pytest.mark.django_db
 

@@ -9,8 +9,8 @@ from webapp_helpers import small_parameters
 
 from webapp.asgi import application
 from webapp.jobs import services
-from webapp.jobs.frames import FrameImage, decode_frame, encode_frame
 from webapp.jobs.models import Job
+from webapp.live.frames import FrameImage, decode_frame, encode_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://testserver")

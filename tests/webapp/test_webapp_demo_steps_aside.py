@@ -5,15 +5,16 @@ import time
 from webapp_helpers import small_parameters, wait_for
 
 from webapp.jobs import runner, services
-from webapp.jobs.frames import decode_frame
 from webapp.jobs.models import Job
+from webapp.live import status
+from webapp.live.frames import decode_frame
 
 
 def test_a_queued_job_starts_within_a_second_while_the_demo_runs_and_the_demo_runs_again_after_it(
         worker, broker, user, monkeypatch):
     sent: list = []
     monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: sent.append((job_id, decode_frame(data)[0])))
-    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: sent.append((job_id, decode_frame(data)[0])))
+    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: sent.append((job_id, decode_frame(data)[0])))
     demo = services.submit_job(small_parameters(iterations=200_000), source="demo", label="Demo")
     wait_for(lambda: Job.objects.filter(pk=demo.pk, status="running", iteration__gt=2).exists(), 30)
 

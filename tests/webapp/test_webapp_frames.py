@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from webapp.jobs.frames import FrameImage, decode_frame, downsample_errors, encode_frame, with_header
+from webapp.live.frames import FrameImage, decode_frame, downsample_errors, encode_frame, with_header
 
 
 def test_round_trip_keeps_header_and_images():
@@ -50,7 +50,7 @@ def test_error_curve_downsampled_to_500_points_keeping_ends():
 
 
 def test_many_probe_modes_are_strided_to_keep_frames_small():
-    from webapp.jobs.frames import MAX_PROBE_PIXELS, limit_probe_images
+    from webapp.live.frames import MAX_PROBE_PIXELS, limit_probe_images
 
     obj = FrameImage("object_amplitude", np.zeros((512, 512), np.uint8), 0, 1)
     probes = [FrameImage(f"probe_amplitude_{k}", np.zeros((512, 512), np.uint8), 0, 1) for k in range(8)]
@@ -63,7 +63,7 @@ def test_many_probe_modes_are_strided_to_keep_frames_small():
 
 
 def test_probe_phases_share_the_probe_budget_and_their_pixel_size_grows_with_the_stride():
-    from webapp.jobs.frames import MAX_PROBE_PIXELS, limit_probe_images
+    from webapp.live.frames import MAX_PROBE_PIXELS, limit_probe_images
 
     obj = FrameImage("object_amplitude", np.zeros((512, 512), np.uint8), 0, 1, 1e-8)
     probes = [FrameImage(f"probe_{part}_{k}", np.zeros((256, 256), np.uint8), 0, 1, 1e-8)

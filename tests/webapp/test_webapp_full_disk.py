@@ -44,9 +44,10 @@ def test_a_full_uploads_disk_answers_507_and_keeps_no_partial_file(client, user,
 def test_a_full_results_disk_fails_the_job_clearly_and_leaves_no_debris_then_a_retry_succeeds(settings,
                                                                                             monkeypatch):
     from webapp.jobs import runner, services
+    from webapp.live import status
 
     monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: None)
-    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: None)
+    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: None)
     try:
         with small_tmpfs(256 * 1024) as disk:
             settings.PTYCHOPY_RESULTS_DIR = disk

@@ -14,7 +14,7 @@ from webapp.api.models import ApiToken
 from webapp.jobs import services
 from webapp.jobs.forms import field_name
 from webapp.jobs.models import Job
-from webapp.jobs.paths import check_submission, confine_parameters
+from webapp.scans.paths import check_submission, confine_parameters
 
 pytestmark = pytest.mark.django_db
 

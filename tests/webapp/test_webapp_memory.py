@@ -10,6 +10,7 @@ from reconstruction import Parameters
 from webapp.api.models import ApiToken
 from webapp.jobs import runner, services
 from webapp.jobs.models import Job
+from webapp.live import status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,7 +48,7 @@ def test_without_a_cap_the_web_lets_the_worker_judge(client, user, settings):
 
 def test_the_worker_refuses_an_oversized_job_before_loading_anything(broker, settings, monkeypatch):
     monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: None)
-    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: None)
+    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: None)
     settings.PTYCHOPY_JOB_MEMORY_GIB = 0  # accepted at submit (no cap there) ...
     job = services.submit_job(Parameters.from_cmdstr(OVERSIZED))
     settings.PTYCHOPY_JOB_MEMORY_GIB = 6  # ... judged by the worker against its own limit

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from reconstruction import ParameterError, Parameters
-from webapp.jobs.paths import PathNotAllowed, confine, confine_parameters
+from webapp.scans.paths import PathNotAllowed, confine, confine_parameters
 
 
 def test_relative_and_absolute_paths_inside_a_root_resolve(data_root):

@@ -8,9 +8,11 @@ from django.db import OperationalError
 from django.utils import timezone
 from webapp_helpers import dead_pid, small_parameters
 
-from webapp.jobs import dbretry, reconciler, runner, services
-from webapp.jobs.heartbeat import this_host
+from webapp import dbretry
+from webapp.jobs import queue, reconciler, runner, services
 from webapp.jobs.models import Job, WorkerHeartbeat
+from webapp.live import status
+from webapp.workers.heartbeat import this_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def no_frames(monkeypatch):
     monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: None)
-    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: None)
+    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: None)
 
 
 def running_job(worker: str, **fields) -> Job:
@@ -30,7 +32,7 @@ def test_a_claim_numbers_the_attempt_and_a_redelivered_message_does_nothing(brok
     job = services.submit_job(small_parameters(iterations=3))
     claimed = runner.claim(job.pk)
     assert isinstance(claimed, Job) and claimed.attempts == 1 and claimed.status == "running"
-    from webapp.jobs import heartbeat
+    from webapp.workers import heartbeat
 
     heartbeat.set_current_job(job.pk)
     try:
@@ -89,7 +91,7 @@ def test_a_live_worker_that_no_longer_runs_its_job_gives_it_back(broker, no_fram
 
 def test_a_job_running_on_this_live_worker_is_left_alone(broker, no_frames):
     job = running_job(f"{this_host()}:{os.getpid()}")
-    from webapp.jobs import heartbeat
+    from webapp.workers import heartbeat
 
     heartbeat.set_current_job(job.pk)
     try:
@@ -105,7 +107,7 @@ def test_submit_with_the_broker_down_leaves_the_job_to_the_reconciler(broker, mo
     def refuse(*args, **kwargs):
         raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
-    monkeypatch.setattr(services, "send_message", refuse)
+    monkeypatch.setattr(queue, "send_message", refuse)
     job = services.submit_job(small_parameters())
     assert Job.objects.get(pk=job.pk).status == "queued"
     monkeypatch.undo()
@@ -165,7 +167,7 @@ def test_a_claim_that_outlasts_the_outage_is_retried_by_the_broker(settings):
 def test_a_forked_worker_publishes_on_its_own_loop_not_its_parents():
     """The dramatiq master publishes status frames at start-up (re-queued jobs), then forks its worker: the child
     must not reuse the parent's loop, whose thread does not exist there (every frame timed out)."""
-    from webapp.jobs import publish
+    from webapp.live import publish
 
     parent_loop = publish._private_publishing_loop()
     assert publish._private_publishing_loop() is parent_loop
@@ -213,7 +215,7 @@ def test_a_run_taken_over_during_an_outage_writes_no_result_file(broker, no_fram
 def test_a_job_claimed_by_a_just_booted_worker_on_another_host_is_not_taken_back(broker, no_frames, monkeypatch):
     """A restarted container claims a job before its heartbeat thread has written a row: the web server's
     reconciler (another host) must see that worker alive, not count a second worker loss."""
-    from webapp.jobs import heartbeat
+    from webapp.workers import heartbeat
 
     job = services.submit_job(small_parameters(iterations=3))
     Job.objects.filter(pk=job.pk).update(worker_losses=1)  # its first worker already died under it

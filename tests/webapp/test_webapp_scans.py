@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from webapp.jobs.scans import defaults_from_scan, list_scans
+from webapp.scans.listing import defaults_from_scan, list_scans
 
 pytestmark = pytest.mark.django_db
 

@@ -8,9 +8,10 @@ from django.core.exceptions import PermissionDenied
 from django.db import connection
 from webapp_helpers import dead_pid
 
-from webapp.jobs import services
-from webapp.jobs.heartbeat import this_host
+from webapp.jobs import reconciler, services
 from webapp.jobs.models import Job
+from webapp.jobs.results import job_results_dir
+from webapp.workers.heartbeat import this_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,7 +81,7 @@ def test_requeue_on_start_up_resends_queued_and_orphaned_running_jobs(broker, sm
     alive_here = Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="running",
                                     worker=f"{this_host()}:{os.getppid()}")
     Job.objects.create(parameters=small_params.to_dict(), algorithm="ePIE", status="done")
-    assert services.requeue_unfinished() == 3
+    assert reconciler.requeue_unfinished() == 3
     assert sorted(queued_ids(broker)) == sorted([queued.pk, dead_here.pk, dead_elsewhere.pk])
     dead_here.refresh_from_db()
     assert dead_here.status == "queued"
@@ -101,7 +102,7 @@ def test_cancel_queued_job_at_once_and_running_job_by_flag(broker, small_params,
 
 def test_delete_removes_row_and_results(small_params, user, other_user, settings):
     job = Job.objects.create(owner=user, parameters=small_params.to_dict(), algorithm="ePIE", status="done")
-    folder = services.job_results_dir(job.pk)
+    folder = job_results_dir(job.pk)
     folder.mkdir(parents=True)
     (folder / "result.h5").write_bytes(b"x")
     with pytest.raises(PermissionDenied):
@@ -129,7 +130,7 @@ def test_requeue_leaves_jobs_of_live_or_late_workers_running(broker, small_param
     WorkerHeartbeat.objects.create(worker_id="gpu-node-8:5", host="gpu-node-8", pid=5)
     WorkerHeartbeat.objects.create(worker_id="gpu-node-9:5", host="gpu-node-9", pid=5,
                                    last_seen=timezone.now() - timedelta(seconds=8))
-    assert services.requeue_unfinished() == 1
+    assert reconciler.requeue_unfinished() == 1
     assert queued_ids(broker) == [late.pk]  # the actor looks again once that heartbeat is stale
     assert set(Job.objects.values_list("status", flat=True)) == {"running"}
     assert fresh.pk not in queued_ids(broker)

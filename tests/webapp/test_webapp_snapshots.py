@@ -4,9 +4,9 @@ import pytest
 from webapp_helpers import small_parameters
 
 from webapp.jobs import services
-from webapp.jobs.frames import decode_frame, encode_frame
 from webapp.jobs.models import Job
 from webapp.jobs.snapshots import SNAPSHOTS, SnapshotWriter, list_snapshots, snapshots_dir
+from webapp.live.frames import decode_frame, encode_frame
 
 
 def test_the_writer_keeps_one_frame_per_mark_and_the_last(webapp_settings):

@@ -11,10 +11,10 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from webapp_helpers import api_auth, small_parameters
 
-from webapp.api import tickets
+from webapp.accounts import tickets
 from webapp.asgi import application
-from webapp.jobs.frames import decode_frame
 from webapp.jobs.models import Job
+from webapp.live.frames import decode_frame
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://testserver")

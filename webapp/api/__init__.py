@@ -1,1 +1,1 @@
-"""The JSON HTTP API (``/api/v1/``) with per-user token authentication."""
+"""The JSON HTTP API (``/api/v1/``); its token authentication is :mod:`webapp.accounts.auth`."""

@@ -1,6 +1,6 @@
 """``/api/v1/``: list, submit (idempotently with an ``Idempotency-Key``), read and cancel jobs with a token, a
 ticket for a job's live websocket, and an EPICS bridge's status report. Logic lives in ``webapp.jobs.services``,
-:mod:`webapp.api.idempotency` and :mod:`webapp.api.tickets`."""
+:mod:`webapp.api.idempotency` and :mod:`webapp.accounts.tickets`."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from reconstruction import ParameterError, Parameters
 from reconstruction.parameters.model import MAX_REPORTED_PROBLEMS
+from webapp.accounts import tickets
+from webapp.accounts.auth import error, token_required
 from webapp.jobs import serialize, services
 from webapp.jobs.history import filter_jobs
 from webapp.jobs.memory import check_at_submit
 from webapp.jobs.models import Job
-from webapp.jobs.paths import check_submission
+from webapp.scans.paths import check_submission
+from webapp.workers.bridge_status import record_bridge_status
 
-from . import idempotency, tickets
-from .auth import error, token_required
+from . import idempotency
 from .models import BRIDGE_PERMISSION
 from .openapi import schema
 
@@ -151,7 +153,7 @@ def bridge_status(request: HttpRequest) -> JsonResponse:
     if not isinstance(beamline, str) or not beamline.strip() or len(beamline) > MAX_BEAMLINE_CHARS:
         return error(400, f"'beamline' must be a non-empty string of at most {MAX_BEAMLINE_CHARS} characters, "
                           f"not {json.dumps(beamline)[:60]}")
-    row = services.record_bridge_status(beamline, state)
+    row = record_bridge_status(beamline, state)
     return JsonResponse({"beamline": row.beamline, "last_seen": row.last_seen.isoformat()})
 
 
@@ -175,7 +177,7 @@ def cancel(request: HttpRequest, job_id: int) -> JsonResponse:
 @require_POST
 @token_required
 def ws_ticket(request: HttpRequest, job_id: int) -> JsonResponse:
-    """A ticket that opens the job's live websocket as the token's user, once, within 60 s (webapp.api.tickets)."""
+    """A ticket that opens the job's live websocket as the token's user, once, within 60 s (webapp.accounts.tickets)."""
     target = get_object_or_404(Job, pk=job_id)
     ticket = tickets.issue(request.user.pk, target.pk)
     return JsonResponse({"ticket": ticket, "expires_in_s": tickets.TICKET_TTL_S,

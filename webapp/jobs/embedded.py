@@ -1,8 +1,9 @@
-"""Embedded mode: the Dramatiq worker thread inside the ASGI process, and the server's event loop.
+"""Embedded mode: the Dramatiq worker thread inside the ASGI process, started with the server's event loop.
 
 The in-memory channel layer lives in one process and one event loop, so frames from the worker thread are
-scheduled onto the server loop (see :mod:`webapp.jobs.publish`). The loop is recorded by the launcher
-(``webapp.cli``) or, under a plain ``daphne`` command, by :class:`EmbeddedStarter` on the first ASGI call.
+scheduled onto the server loop (:mod:`webapp.live.server_loop`, :mod:`webapp.live.publish`). The loop is recorded
+by the launcher (``webapp.cli``) or, under a plain ``daphne`` command, by :class:`EmbeddedStarter` on the first
+ASGI call.
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from webapp.live.server_loop import server_loop, set_server_loop
+
+from .queue import QUEUE
+from .reconciler import Reconciler, requeue_unfinished
+from .runner import clear_stop, request_stop
+
+__all__ = ["EmbeddedStarter", "server_loop", "set_server_loop", "start_worker", "stop_worker", "worker_running"]
+
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_server_loop: asyncio.AbstractEventLoop | None = None
 _worker: Any = None
-
-
-def set_server_loop(loop: asyncio.AbstractEventLoop | None) -> None:
-    global _server_loop
-    _server_loop = loop
-
-
-def server_loop() -> asyncio.AbstractEventLoop | None:
-    return _server_loop
 
 
 def worker_running() -> bool:
@@ -45,15 +44,14 @@ def start_worker(*, requeue: bool = True) -> Any:
     import reconstruction.io.scan  # noqa: F401
     import reconstruction.multigpu  # noqa: F401
 
-    from . import tasks
-    from .services import requeue_unfinished
+    from . import tasks  # noqa: F401  (registers the actor on the broker when the worker starts, not on import)
 
     with _lock:
         if _worker is not None:
             return _worker
         broker = dramatiq.get_broker()
         broker.emit_after("process_boot")
-        worker = Worker(broker, queues={tasks.QUEUE}, worker_threads=1, worker_timeout=100)
+        worker = Worker(broker, queues={QUEUE}, worker_threads=1, worker_timeout=100)
         worker.start()
         _worker = worker
         _start_reconciler(broker)
@@ -71,8 +69,6 @@ def stop_worker() -> None:
         worker, _worker = _worker, None
     _stop_reconciler()
     if worker is not None:
-        from .runner import clear_stop, request_stop
-
         request_stop()  # the running job stops after its current iteration and goes back to the queue
         try:
             worker.stop(timeout=10_000)
@@ -90,8 +86,6 @@ _reconciler: Any = None
 
 def _start_reconciler(broker: Any) -> None:
     global _reconciler
-    from .reconciler import Reconciler
-
     _reconciler = Reconciler(broker).start()
 
 
@@ -110,7 +104,7 @@ class EmbeddedStarter:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> Any:
         loop = asyncio.get_running_loop()
-        if _server_loop is not loop:
+        if server_loop() is not loop:
             set_server_loop(loop)
         if _worker is None and getattr(settings, "PTYCHOPY_EMBEDDED_WORKER", False):
             await sync_to_async(start_worker, thread_sensitive=False)()

@@ -16,9 +16,9 @@ from reconstruction import ParameterError, Parameters
 from reconstruction.parameters import GROUP_TITLES, FieldSpec, input_specs
 from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
 from reconstruction.parameters.model import ENERGY_PATH, MAX_REPORTED_PROBLEMS, WAVELENGTH_PATH
+from webapp.scans.paths import check_submission
 
 from .memory import check_at_submit
-from .paths import check_submission
 from .uploads import UPLOADABLE, UploadRejected, UploadStorageFull, discard_upload, save_upload
 
 

@@ -107,7 +107,7 @@ class WorkerHeartbeat(models.Model):
     current_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started = models.DateTimeField(default=timezone.now)
     last_seen = models.DateTimeField(default=timezone.now, db_index=True)
-    # what /metrics exports per worker (webapp.jobs.heartbeat.stats): iterations_per_s, frames_published,
+    # what /metrics exports per worker (webapp.workers.heartbeat.stats): iterations_per_s, frames_published,
     # gpu_memory_used_bytes, gpu_memory_total_bytes (the GPU ones only where CuPy is loaded)
     stats = models.JSONField(default=dict, blank=True)
 
@@ -127,7 +127,7 @@ class WorkerHeartbeat(models.Model):
 
 class BridgeStatus(models.Model):
     """The latest state an EPICS bridge published (one row per beamline): PV connections, recent scans, errors,
-    heartbeat. ``webapp.jobs.bridges`` turns it into what the dashboard shows (health, missing PVs, scans)."""
+    heartbeat. ``webapp.workers.bridges`` turns it into what the dashboard shows (health, missing PVs, scans)."""
 
     beamline = models.CharField(max_length=200, unique=True)
     state = models.JSONField(default=dict)

@@ -26,8 +26,11 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 from django.conf import settings
 
-from . import heartbeat
-from .dbretry import forget_connection
+from webapp.dbretry import forget_connection
+from webapp.live.status import announce_status
+from webapp.workers import heartbeat
+
+from . import queue
 
 if TYPE_CHECKING:
     from .models import Job
@@ -82,15 +85,12 @@ def recover_abandoned(job: Job, *, send: bool, worker_died: bool = True) -> str:
     log.warning("job %s re-queued: its worker %s stopped mid-run", job.pk, job.worker)
     _announce(job.pk)
     if send:
-        from .services import send_message
-
-        send_message(job.pk)
+        queue.send_message(job.pk)
     return "requeued"
 
 
 def _announce(job_id: int) -> None:
     from .models import Job
-    from .services import announce_status
 
     job = Job.objects.filter(pk=job_id).first()
     if job is not None:
@@ -119,18 +119,16 @@ def running_job_abandoned(job: Job) -> bool:
 def broker_job_ids(broker: Any) -> set[int] | None:
     """Job ids that have a message in ``broker`` (waiting, delayed or being processed); None when the broker
     cannot be read that way (then queued jobs are not judged)."""
-    from . import tasks
-
-    names = (tasks.QUEUE, f"{tasks.QUEUE}.DQ")
+    names = (queue.QUEUE, f"{queue.QUEUE}.DQ")
     raws: list[Any] = []
     if hasattr(broker, "client") and hasattr(broker, "namespace"):  # dramatiq's RedisBroker
         for name in names:
             raws.extend(broker.client.hvals(f"{broker.namespace}:{name}.msgs"))
     elif hasattr(broker, "queues") and isinstance(broker.queues, dict):  # StubBroker (embedded)
         for name in names:
-            queue = broker.queues.get(name)
-            if queue is not None:
-                raws.extend(list(queue.queue))
+            stub_queue = broker.queues.get(name)
+            if stub_queue is not None:
+                raws.extend(list(stub_queue.queue))
     else:
         return None
     ids: set[int] = set()
@@ -166,18 +164,42 @@ def reconcile_once(broker: Any | None = None) -> Reconciled:
     present = broker_job_ids(broker)
     if present is None:
         return done
-    from .services import send_message
-
     for job_id, sent_at in candidates:
         if job_id in present or job_id == heartbeat.current_job():
             continue
         # one reconciler wins the right to send: the send time it saw is still the row's
         if Job.objects.filter(pk=job_id, status=Job.Status.QUEUED, enqueued_at=sent_at).update(enqueued_at=now):
-            send_message(job_id)
+            queue.send_message(job_id)
             done.resent.append(job_id)
     if done.resent:
         log.warning("re-sent job(s) %s: queued without a message in the broker", done.resent)
     return done
+
+
+def requeue_unfinished() -> int:
+    """Re-send every job left queued, and every job left running by a worker that is gone (worker start-up).
+
+    Sending a job twice is harmless: only one worker can claim it. A job whose workers died under it too often is
+    failed instead (see :func:`recover_abandoned`).
+    """
+    from .models import Job
+
+    count = 0
+    for job in Job.objects.filter(status__in=Job.UNFINISHED).order_by("created", "id"):
+        if job.status == Job.Status.RUNNING:
+            state = heartbeat.worker_state(job.worker)
+            if state == "alive":
+                continue
+            if state == "unsure":  # the actor looks again once that worker's heartbeat is stale
+                queue.enqueue(job.pk)
+                count += 1
+                continue
+            if recover_abandoned(job, send=True) == "requeued":
+                count += 1
+            continue
+        queue.enqueue(job.pk)
+        count += 1
+    return count
 
 
 class Reconciler:
@@ -233,22 +255,3 @@ def start_in_web_process() -> Reconciler:
     if _web_reconciler is None:
         _web_reconciler = Reconciler(dramatiq.get_broker()).start()
     return _web_reconciler
-
-
-class ReconcilerMiddleware(dramatiq.Middleware):
-    """Runs a :class:`Reconciler` in every production worker process."""
-
-    def __init__(self) -> None:
-        self._reconciler: Reconciler | None = None
-
-    def after_worker_boot(self, broker, worker) -> None:
-        from django.conf import settings as django_settings
-
-        if not django_settings.REDIS_URL:
-            return  # embedded mode starts its own (webapp.jobs.embedded)
-        self._reconciler = Reconciler(broker).start()
-
-    def before_worker_shutdown(self, broker, worker) -> None:
-        if self._reconciler is not None:
-            self._reconciler.stop()
-            self._reconciler = None

@@ -8,7 +8,7 @@ again and re-run from the start (or failed once its workers died under it twice:
 
 The database may restart under a running job: per-iteration writes (frames, the cancel flag) that fail are
 skipped and the run goes on; the writes that matter (claim, finish) wait for the database with backoff
-(:mod:`webapp.jobs.dbretry`).
+(:mod:`webapp.dbretry`).
 """
 
 from __future__ import annotations
@@ -27,14 +27,20 @@ from django.utils import timezone
 
 from reconstruction import Parameters
 from reconstruction.errors import DeviceMemoryError, HostMemoryError
+from webapp.dbretry import db_call, forget_connection, is_db_unreachable
+from webapp.live import frames
+from webapp.live.publish import publish_frame
+from webapp.live.status import announce_status
 from webapp.logs import add_log_context, log_context
+from webapp.scans.paths import confine_parameters
+from webapp.workers import heartbeat
 
-from . import frames, heartbeat, memory, notify
-from .dbretry import db_call, forget_connection, is_db_unreachable
+from . import memory, notify
 from .models import Job
-from .paths import confine_parameters
-from .publish import publish_frame
-from .services import announce_status, cancelled_while_queued, enqueue, job_results_dir
+from .queue import enqueue
+from .reconciler import recover_abandoned
+from .results import job_results_dir
+from .services import cancelled_while_queued
 from .snapshots import SnapshotWriter
 
 log = logging.getLogger(__name__)
@@ -144,8 +150,6 @@ def _hand_back(job: Job, message: str) -> int:
 
 def claim(job_id: int) -> Job | str:
     """The job, now marked running by this worker, or a word saying why this worker does not run it."""
-    from .reconciler import recover_abandoned
-
     if _stopping.is_set():
         return "worker stopping"  # the row stays queued; the next start-up re-queue sends it again
     me = heartbeat.worker_id()

@@ -1,24 +1,24 @@
-"""What can happen to a job, in one place: submit, re-queue, cancel, delete, clone.
+"""What can be done to a job, in one place: submit, cancel, delete, clone.
 
-Views, the JSON API, the EPICS bridge and the launcher all call these; none of them touches the broker.
+Views, the JSON API, the EPICS bridge and the launcher all call these; none of them touches the broker (the queue
+transport is :mod:`webapp.jobs.queue`; re-queueing what a restart left is :mod:`webapp.jobs.reconciler`).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
-from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from reconstruction import Parameters
+from webapp.live.status import announce_status
 
-from . import frames
-from .models import BridgeStatus, Job
-from .publish import publish_frame
+from .models import Job
+from .queue import enqueue_or_leave_to_reconciler
+from .results import job_results_dir
 
 log = logging.getLogger(__name__)
 
@@ -70,74 +70,6 @@ def submit_job(
     return job
 
 
-def enqueue(job_id: int, delay_ms: int | None = None) -> None:
-    """Send the job id to the ``reconstruct`` queue (the message carries nothing else) and note the time."""
-    Job.objects.filter(pk=job_id).update(enqueued_at=timezone.now())
-    send_message(job_id, delay_ms)
-
-
-def send_message(job_id: int, delay_ms: int | None = None) -> None:
-    """The broker send itself; a broker that just restarted gets one more try on a fresh connection."""
-    from .tasks import run_reconstruction
-
-    for attempt in (1, 2):
-        try:
-            if delay_ms:
-                run_reconstruction.send_with_options(args=(job_id,), delay=delay_ms)
-            else:
-                run_reconstruction.send(job_id)
-            return
-        except Exception as exc:
-            if attempt == 2 or not _broker_connection_error(exc):
-                raise
-
-
-def enqueue_or_leave_to_reconciler(job_id: int) -> None:
-    """Send job ``job_id`` after its row is committed; with the broker unreachable the row stays queued and the
-    reconciler (:mod:`webapp.jobs.reconciler`) sends it once the broker is back, so a submit never fails for it."""
-    try:
-        enqueue(job_id)
-    except Exception as exc:
-        if not _broker_connection_error(exc):
-            raise
-        log.warning("job %s is queued, but the broker is unreachable (%s); the reconciler sends it once the "
-                    "broker is back", job_id, exc)
-
-
-def _broker_connection_error(exc: BaseException) -> bool:
-    import redis
-    from dramatiq.errors import BrokerConnectionError
-
-    return isinstance(exc, redis.ConnectionError | redis.TimeoutError | BrokerConnectionError | OSError)
-
-
-def requeue_unfinished() -> int:
-    """Re-send every job left queued, and every job left running by a worker that is gone (worker start-up).
-
-    Sending a job twice is harmless: only one worker can claim it. A job whose workers died under it too often is
-    failed instead (see :func:`webapp.jobs.reconciler.recover_abandoned`).
-    """
-    from .heartbeat import worker_state
-    from .reconciler import recover_abandoned
-
-    count = 0
-    for job in Job.objects.filter(status__in=Job.UNFINISHED).order_by("created", "id"):
-        if job.status == Job.Status.RUNNING:
-            state = worker_state(job.worker)
-            if state == "alive":
-                continue
-            if state == "unsure":  # the actor looks again once that worker's heartbeat is stale
-                enqueue(job.pk)
-                count += 1
-                continue
-            if recover_abandoned(job, send=True) == "requeued":
-                count += 1
-            continue
-        enqueue(job.pk)
-        count += 1
-    return count
-
-
 def cancel_job(job: Job, user) -> Job:
     """Cancel a job for ``user`` (its owner or staff): at once when queued, between iterations when running."""
     if not job.can_manage(user):
@@ -181,51 +113,3 @@ def clone_parameters(job: Job) -> Parameters:
     return Parameters.from_dict(job.parameters)
 
 
-def job_results_dir(job_id: int) -> Path:
-    return Path(settings.PTYCHOPY_RESULTS_DIR) / f"job_{job_id}"
-
-
-def status_frame(job: Job) -> bytes:
-    """The frame that tells viewers the job's current state: the latest images with the row's status."""
-    changes = {"status": job.status, "message": job.message, "iteration": job.iteration,
-               "iterations": job.iterations, "error": job.final_error}
-    if job.last_preview:
-        return frames.with_header(bytes(job.last_preview), **changes)
-    xs, errors = frames.downsample_errors(list(job.error_history or []))
-    header = {"job": job.pk, "seq": job.last_seq, "rate_per_s": None, "eta_s": None, "errors": errors,
-              "error_iterations": xs, **changes}
-    return frames.encode_frame(header, [])
-
-
-def announce_status(job: Job) -> None:
-    """Store and send the frame that announces ``job``'s current status (after every status change)."""
-    seq = job.last_seq + 1
-    data = frames.with_header(status_frame(job), seq=seq)
-    Job.objects.filter(pk=job.pk).update(last_preview=data, last_seq=seq)
-    job.last_seq, job.last_preview = seq, data
-    publish_frame(job.pk, data)
-
-
-def record_bridge_status(beamline: str, state: dict) -> BridgeStatus:
-    """Store the latest state an EPICS bridge published (its heartbeat); the dashboard shows it."""
-    row, _ = BridgeStatus.objects.update_or_create(
-        beamline=beamline[:200], defaults={"state": state, "last_seen": timezone.now()})
-    return row
-
-
-class BridgeStillRunning(Exception):
-    """A bridge that still beats cannot be retired (its next heartbeat would bring it back)."""
-
-
-def retire_bridge(row: BridgeStatus, user) -> None:
-    """Remove a stopped or crashed bridge from the dashboard (staff only). Raises ``PermissionDenied`` for
-    anyone else and :class:`BridgeStillRunning` while it is alive (stop it first)."""
-    from .bridges import bridge_view
-
-    if not getattr(user, "is_staff", False):
-        raise PermissionDenied("only staff can retire a bridge")
-    view = bridge_view(row)
-    if not view.retirable:
-        raise BridgeStillRunning(f"the {row.beamline} bridge is {view.level_title} ({view.why}): stop it first")
-    log.info("bridge %s retired by %s (%s)", row.beamline, user, view.why)
-    row.delete()

@@ -1,7 +1,7 @@
 """A run's history for the page's iteration scrubber: a few of its frames, kept as they were sent.
 
 The worker keeps at most ``SNAPSHOTS`` frames per run (the first frame past each ``iterations / SNAPSHOTS`` mark,
-and the last), each the encoded frame bytes (:mod:`webapp.jobs.frames`, downsampled previews: tens of kB for the
+and the last), each the encoded frame bytes (:mod:`webapp.live.frames`, downsampled previews: tens of kB for the
 demo, at most about 1 MB), as ``<results>/job_<id>/snapshots/it_<iteration>.frame``. A new attempt starts a new
 history; deleting the job deletes the folder with its results.
 """

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dramatiq
 
-from .dbretry import is_db_unreachable
+from webapp.dbretry import is_db_unreachable
+
+from .queue import ACTOR_NAME, QUEUE
 from .runner import run_job
 
-QUEUE = "reconstruct"
 _THIRTY_DAYS_MS = 30 * 24 * 3600 * 1000
-
-
 
 
 def retry_only_database_outages(retries: int, exc: BaseException) -> bool:
@@ -19,8 +18,8 @@ def retry_only_database_outages(retries: int, exc: BaseException) -> bool:
     return is_db_unreachable(exc)
 
 
-@dramatiq.actor(queue_name=QUEUE, time_limit=_THIRTY_DAYS_MS, retry_when=retry_only_database_outages,
-                min_backoff=1000, max_backoff=30_000)
+@dramatiq.actor(actor_name=ACTOR_NAME, queue_name=QUEUE, time_limit=_THIRTY_DAYS_MS,
+                retry_when=retry_only_database_outages, min_backoff=1000, max_backoff=30_000)
 def run_reconstruction(job_id: int) -> None:
     """Run job ``job_id``; a job already finished, or running on another live worker, is left alone."""
     run_job(int(job_id))

@@ -14,10 +14,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from reconstruction import ParameterError, Parameters
 from reconstruction.engines import error_measure
 from reconstruction.safe_paths import UnsafePathError
-from webapp.api.auth import login_or_token_required
+from webapp.accounts.auth import login_or_token_required
+from webapp.scans import listing as scans
+from webapp.workers import bridge_status
+from webapp.workers import dashboard as dashboard_data
 
-from . import dashboard as dashboard_data
-from . import scans, services
+from . import services
 from .comparison import NotComparable, compare_jobs
 from .downloads import FORMATS, NoResult, result_download
 from .forms import JobForm
@@ -170,10 +172,10 @@ def retire_bridge(request: HttpRequest, bridge_id: int) -> HttpResponse:
     """Staff: take a stopped or crashed bridge off the dashboard."""
     row = get_object_or_404(BridgeStatus, pk=bridge_id)
     try:
-        services.retire_bridge(row, request.user)
+        bridge_status.retire_bridge(row, request.user)
     except PermissionDenied:
         return HttpResponse("Only staff can retire a bridge.", status=403)
-    except services.BridgeStillRunning as exc:
+    except bridge_status.BridgeStillRunning as exc:
         messages.error(request, f"Not retired: {exc}.")
         return redirect("jobs:dashboard")
     messages.info(request, f"Bridge {row.beamline} retired; it comes back if it starts again.")

@@ -1,6 +1,6 @@
 /* Live view of a running reconstruction.
  *
- * Binary websocket frames (see webapp/jobs/frames.py): 4-byte big-endian header length, JSON header, then
+ * Binary websocket frames (see webapp/live/frames.py): 4-byte big-endian header length, JSON header, then
  * uint8 images. The newest frame wins; drawing happens at most once per animation frame with Plotly.react
  * and a constant uirevision, so zoom and pan survive updates. The socket reconnects with back-off; the server
  * sends the latest stored frame first, so a reconnect or a late viewer starts from the current state.

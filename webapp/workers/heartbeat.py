@@ -100,7 +100,7 @@ def worker_state(wid: str) -> str:
     """
     from django.conf import settings
 
-    from .models import WorkerHeartbeat
+    from webapp.jobs.models import WorkerHeartbeat
 
     if not wid:
         return "dead"
@@ -142,7 +142,7 @@ def beat() -> None:
     """Record that this worker is alive now, with the job it is running."""
     from django.utils import timezone
 
-    from .models import WorkerHeartbeat
+    from webapp.jobs.models import WorkerHeartbeat
 
     now = timezone.now()
     WorkerHeartbeat.objects.update_or_create(
@@ -160,7 +160,7 @@ def prune(max_age_s: float = 24 * 3600) -> int:
 
     from django.utils import timezone
 
-    from .models import WorkerHeartbeat
+    from webapp.jobs.models import WorkerHeartbeat
 
     gone = [b.pk for b in WorkerHeartbeat.objects.filter(host=this_host()).exclude(pid=os.getpid())
             if not _pid_alive(b.pid)]
@@ -186,7 +186,7 @@ class HeartbeatMiddleware(dramatiq.Middleware):
             self._thread.join(timeout=5)
             self._thread = None
         try:
-            from .models import WorkerHeartbeat
+            from webapp.jobs.models import WorkerHeartbeat
 
             WorkerHeartbeat.objects.filter(worker_id=worker_id()).delete()
         except Exception:
@@ -197,7 +197,7 @@ class HeartbeatMiddleware(dramatiq.Middleware):
         from django.conf import settings
         from django.db import connection
 
-        from .dbretry import forget_connection
+        from webapp.dbretry import forget_connection
 
         period = float(settings.PTYCHOPY_HEARTBEAT_S)
         try:

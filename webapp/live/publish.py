@@ -15,7 +15,10 @@ import threading
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import embedded, frames, heartbeat
+from webapp.workers import heartbeat
+
+from . import frames
+from .server_loop import server_loop
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def publish_frame(job_id: int, frame: bytes, timeout_s: float = 5.0) -> None:
 def _publishing_loop() -> asyncio.AbstractEventLoop | None:
     layer_backend = settings.CHANNEL_LAYERS["default"]["BACKEND"]
     if layer_backend.endswith("InMemoryChannelLayer"):
-        loop = embedded.server_loop()
+        loop = server_loop()
         return loop if loop is not None and loop.is_running() else None
     return _private_publishing_loop()
 

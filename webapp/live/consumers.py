@@ -1,7 +1,7 @@
-"""The live view's websocket: ``/ws/jobs/<id>/`` sends binary frames (see :mod:`webapp.jobs.frames`) to a
+"""The live view's websocket: ``/ws/jobs/<id>/`` sends binary frames (see :mod:`webapp.live.frames`) to a
 logged-in browser, or to a script that opens ``/ws/jobs/<id>/?ticket=<ticket>`` with a ticket from
-``POST /api/v1/jobs/<id>/ws-ticket/`` (:mod:`webapp.api.tickets`). Either way the Origin must be this site's
-(:mod:`webapp.jobs.origin`)."""
+``POST /api/v1/jobs/<id>/ws-ticket/`` (:mod:`webapp.accounts.tickets`). Either way the Origin must be this site's
+(:mod:`webapp.live.origin`)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from webapp.api import tickets
+from webapp.accounts import tickets
+from webapp.jobs.models import Job
 
 from . import frames
-from .models import Job
 from .publish import group_name
+from .status import status_frame
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -38,8 +39,6 @@ def ticket_user(scope: dict, job_id: int):
 @database_sync_to_async
 def latest_frame(job_id: int) -> bytes | None:
     """The job's current state as a frame, or None when there is no such job."""
-    from .services import status_frame
-
     job = Job.objects.filter(pk=job_id).first()
     return None if job is None else status_frame(job)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .models import BridgeStatus
+from webapp.jobs.models import BridgeStatus
 
 CONNECTING_GRACE_S = 3.0  # the bridge logs its WARNING about PVs that did not connect after 3 s as well
 RECENT_SHOWN = 50

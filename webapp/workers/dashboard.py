@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from webapp.jobs.models import Job, WorkerHeartbeat
+
 from .bridges import BridgeView, bridge_views
 from .bridges import as_json as bridge_json
-from .models import Job, WorkerHeartbeat
 
 
 @dataclass

@@ -11,9 +11,8 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
+from webapp.api.models import LAST_USED_RESOLUTION, ApiToken, key_digest
 from webapp.logs import add_log_context
-
-from .models import LAST_USED_RESOLUTION, ApiToken, key_digest
 
 MISSING = "send a valid API token: 'Authorization: Token <key>'"
 
