@@ -85,6 +85,29 @@ def test_the_readme_command_lines_hold_valid_command_strings():
     lines = [line for line in (ROOT / "README.md").read_text().splitlines() if "ptychopy run " in line]
     assert lines
     for line in lines:
-        cmdstr = shlex.split(line.split("ptychopy run ", 1)[1], comments=True)[0]
+        args = shlex.split(line.split("ptychopy run ", 1)[1], comments=True)
+        cmdstr = next(a for a in args if not a.startswith("--"))  # after run's own options (--metadata)
         assert "..." not in cmdstr, line
         Parameters.from_cmdstr(cmdstr)
+
+
+PASTEABLE = re.compile(r"<!--\s*runs-when-pasted\s*-->\s*\n```bash\n(.*?)```", re.S)
+
+
+def test_the_readme_shell_example_runs_when_pasted(tmp_path):
+    """The README's block marked ``runs-when-pasted`` runs line by line as a user pastes it (``.venv/bin`` is this
+    test's environment), in an empty folder, and leaves the files it promises."""
+    import subprocess
+    import sys
+
+    blocks = PASTEABLE.findall((ROOT / "README.md").read_text())
+    assert len(blocks) == 1, "the README's command-line example lost its runs-when-pasted marker"
+    venv_bin = f"{Path(sys.executable).parent}/"
+    lines = [line for line in blocks[0].splitlines() if line.strip() and not line.startswith("#")]
+    assert len(lines) >= 4
+    for line in lines:
+        done = subprocess.run(line.replace(".venv/bin/", venv_bin), shell=True, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert (tmp_path / "data" / "sim64_object_ph.tif").is_file()
+    assert (tmp_path / "frc.csv").read_text().startswith("frequency_per_m,frc")
