@@ -9,7 +9,7 @@ An engine that refines positions owns one :class:`PositionRefiner` and calls, in
    same chi as its object update; with a free affine term it also gathers the terms of the scan's deformation);
 3. :meth:`PositionRefiner.move` with the steps (:func:`~reconstruction.physics.position_update.damped_steps` of
    those terms) per mini-batch (LSQML), or :meth:`PositionRefiner.collect` the terms, and the epoch's end moves
-   every position at once, damped by the median over all of them (ePIE, DM; DM takes a third of each step);
+   every position at once, damped by the median over all of them (ePIE, DM);
 4. :meth:`PositionRefiner.end_epoch`: the collected steps are taken; in the affine phase (``affine_epochs``
    refining epochs after the first ``affine_delay``, the probe held: :meth:`PositionRefiner.holds_probe`) the
    deformation fitted over the epoch is applied (every position moved, the object resampled, so both stay in one
@@ -57,7 +57,7 @@ class PositionRefiner:
         self._shifts = pu.search_shifts(xp, settings.coarse_search_px) if settings.coarse_search_px > 0 else None
         self._epoch = 0  # refining epochs begun
         self.gain = 1.0  # the share of each collected step taken (DM takes less: its exit waves lag the move)
-        self.damping = EPOCH_DAMPING  # of the collected steps (DM: 1, with its third of each step)
+        self.damping = EPOCH_DAMPING  # of the collected steps (DM: 1)
         self._collected: list[tuple[Any, Any, Any]] = []  # (idx, num, den) kept for the epoch's end
         self.last_deformation: Any = None  # (2, 2) the deformation applied at the last epoch's end
 

@@ -149,9 +149,9 @@ def test_epie_refinement_moves_positions_off_by_1_5_px_to_within_0_25_px():
 
 
 @pytest.mark.slow
-def test_dm_refinement_moves_positions_off_by_1_5_px_to_within_0_5_px_and_keeps_the_object():
-    """Measured (64^2, 10 x 10, Poisson 1e6, 80 iterations, -PPS=20): 1.21 -> 0.40 px RMS, object NRMSE 0.109
-    (0.121 with the true positions); whole steps (no third) ran away to 2.8 px."""
+def test_dm_refinement_moves_positions_off_by_1_5_px_to_within_0_4_px_and_keeps_the_object():
+    """Measured (64^2, 10 x 10, Poisson 1e6, 80 iterations, -PPS=20): 1.21 -> 0.34 px RMS, object NRMSE 0.104
+    (0.121 with the true positions); before DM's exit waves followed the moves: 0.40 px, 0.109."""
     sim, true, given = _random_errors_scan(1.5)
     h, w = sim.object_truth.shape
     rec = Reconstruction(sim.data.intensities, given, algorithm="DM", iterations=80, seed=0, device="cpu",
@@ -159,7 +159,7 @@ def test_dm_refinement_moves_positions_off_by_1_5_px_to_within_0_5_px_and_keeps_
                          settings=EngineSettings(update_probe_from=2, phase_constraint=0, position_refinement_from=20))
     rec.run()
     assert _position_error_px(given, true) > 1.1
-    assert _position_error_px(rec.positions(), true) < 0.5
+    assert _position_error_px(rec.positions(), true) < 0.4
     np.testing.assert_array_equal(rec.result().positions_px, rec.positions())
     region = illuminated_region(rec.illumination()[:h, :w], 0.3)
     assert object_nrmse(sim.object_truth, rec.object()[:h, :w], region) < 0.14
@@ -197,7 +197,7 @@ LINEAR = ("scale", "asymmetry", "rotation", "shear")
 @pytest.mark.parametrize("algorithm,max_error_px,max_nrmse_ratio", [
     ("LSQML", 0.1, 1.1),  # measured 2.41 -> 0.076 px, NRMSE 0.0311 vs 0.0287 (1.08x): the issue's target, met
     ("ePIE", 0.1, 1.3),  # measured 2.41 -> 0.089 px, NRMSE 0.0206 vs 0.0169 (1.22x): positions met
-    ("DM", 0.45, 2.0),  # measured 2.41 -> 0.421 px, NRMSE 0.0733 vs 0.0389 (1.88x); no affine fit in DM
+    ("DM", 0.42, 1.4),  # measured 2.41 -> 0.368 px, NRMSE 0.0475 vs 0.0389 (1.22x); no affine fit in DM
 ])
 def test_with_the_probe_known_3_px_random_errors_a_1_percent_stretch_and_half_a_degree_are_corrected(
         algorithm, max_error_px, max_nrmse_ratio):
