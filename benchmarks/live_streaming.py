@@ -6,6 +6,19 @@ JSON object: frames planned/received/dropped, the writer's rate, the time from t
 against the simulation's truth (illuminated region, after scale/ramp/shift).
 
     .venv/bin/python benchmarks/live_streaming.py [--algorithm ePIE] [--finish 20] [--rate 200] [--dims 40,40]
+
+``--ingest``: the GPU ingest target (issue 21): for each source (``replay``: a file of ``--distinct`` frames
+cycled by ``ReplaySource(cycle=True)`` in this process; ``pva``: ``ptychopy simioc --stream pva`` in its own
+process on a loopback port pair, read by ``PvaSource``) and each rate of the ramp, a streaming run
+(``StreamingRun``, ``-liveWindow``, no finishing epochs) takes in ``rate x --seconds`` frames (at most
+``--max-frames``) of ``--size``^2 on ``--device``. Prints one ``INGEST {...}`` line per run: frames planned,
+received, dropped, the rate achieved, the object's lag behind the newest frame it holds at the end of each epoch
+(p50/p95/max, after ``--warmup`` s), the host time per frame of the ingest (preprocessing, staging, upload), the
+host-to-device copies, and whether the rate was sustained (every frame, none dropped, rate within 3 %, lag p95
+<= 1 s); then a table with the highest sustained rate per source. A source's ramp stops at its first rate not
+sustained.
+
+    python3 benchmarks/live_streaming.py --ingest --device gpu --size 256 --rates 3000,4500,6000 --seconds 30
 """
 
 from __future__ import annotations
@@ -20,10 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from reconstruction.io import read_result
-from reconstruction.metrics import illuminated_region, object_nrmse
-from reconstruction.parameters import Parameters
-from reconstruction.simulate import simulate_from_parameters
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing it
+
+from reconstruction.io import read_result  # noqa: E402
+from reconstruction.metrics import illuminated_region, object_nrmse  # noqa: E402
+from reconstruction.parameters import Parameters  # noqa: E402
+from reconstruction.simulate import simulate_from_parameters  # noqa: E402
 
 PTYCHOPY = [sys.executable, "-m", "ptychopy"]
 
@@ -33,6 +48,10 @@ def live_line(stdout: str) -> dict:
 
 
 def main() -> int:
+    if "--ingest" in sys.argv:
+        from live_ingest import ingest_main
+
+        return ingest_main([a for a in sys.argv[1:] if a != "--ingest"])
     ap = argparse.ArgumentParser()
     ap.add_argument("--algorithm", default="ePIE")
     ap.add_argument("--finish", type=int, default=20)

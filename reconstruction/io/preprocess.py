@@ -174,3 +174,40 @@ def preprocess_frames(cropped: np.ndarray, steps: Preprocessing) -> tuple[np.nda
     if steps.fft_shift_data:
         data, ok = fft_shift(data), fft_shift(ok)
     return np.ascontiguousarray(data, dtype=np.float32), ok
+
+
+def preprocess_into(raw: np.ndarray, steps: Preprocessing, out: np.ndarray, scratch: np.ndarray | None = None
+                    ) -> np.ndarray:
+    """:func:`preprocess_frames`' intensities of raw frames ``(k, H, W)`` written into ``out`` ``(k, n, n)``
+    float32 (a live run's staging buffer) without allocating a frame-sized array: crop, threshold and squaring
+    run in place; ``-fftShiftData`` needs ``scratch`` (>= k frames, float32) to shift out of; ``-rotate90`` falls
+    back to :func:`preprocess_frames` (one allocation per call). The saturation mask is not made. Returns ``out``.
+    """
+    k, n = raw.shape[0], steps.size_px
+    if steps.rotate90 % 4:
+        out[...] = preprocess_frames(crop(raw, steps.window), steps)[0]
+        return out
+    if steps.fft_shift_data and (scratch is None or scratch.shape[0] < k):
+        raise ValueError(f"preprocess_into: -fftShiftData needs a scratch buffer of at least {k} frames")
+    work = scratch[:k] if steps.fft_shift_data and scratch is not None else out
+    clip = steps.window.clip(raw.shape[-2:])
+    if clip is None or steps.window.is_partial(raw.shape[-2:]):
+        work.fill(0.0)
+    if clip is not None:
+        sr, sc, dr, dc = clip
+        np.copyto(work[:, dr, dc], raw[:, sr, sc], casting="unsafe")
+    threshold = np.float32(steps.threshold)
+    if threshold:
+        np.subtract(work, threshold, out=work)
+    np.maximum(work, 0.0, out=work)  # v < threshold -> 0 (v - threshold < 0); -inf -> 0
+    for j in np.flatnonzero(~np.isfinite(work.reshape(k, -1).sum(axis=1))):
+        work[j][~np.isfinite(work[j])] = 0.0  # NaN, +inf -> 0 as apply_threshold (searched in such frames only)
+    if not steps.sqrt_data:
+        np.square(work, out=work)
+    if steps.fft_shift_data:  # ifftshift: out[i] = work[(i + n // 2) % n] on both axes, four block copies
+        s, t = n // 2, n - n // 2
+        out[:, :t, :t] = work[:, s:, s:]
+        out[:, :t, t:] = work[:, s:, :s]
+        out[:, t:, :t] = work[:, :s, s:]
+        out[:, t:, t:] = work[:, :s, :s]
+    return out

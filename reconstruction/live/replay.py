@@ -14,10 +14,11 @@ from .source import ACQUIRING, ENDED, FrameBatch, LiveSourceError, PlannedScan
 class ReplaySource:
     """Frames 0..N-1 of ``dataset`` in ``path``, released at ``rate_hz`` from the first :meth:`poll` on.
 
-    The plan is ``plan`` (from the parameters); the file must hold at least its N frames.
+    The plan is ``plan`` (from the parameters); the file must hold at least its N frames, or with ``cycle`` any
+    number K: scan point j is then frame j mod K (ingest benchmarks: a long scan from a short file).
     """
 
-    def __init__(self, path: Path | str, dataset: str, plan: PlannedScan, rate_hz: float):
+    def __init__(self, path: Path | str, dataset: str, plan: PlannedScan, rate_hz: float, *, cycle: bool = False):
         if rate_hz <= 0:
             raise LiveSourceError(f"replay of {path}: rate {rate_hz} frames/s; expected > 0")
         self.path = Path(path)
@@ -30,13 +31,14 @@ class ReplaySource:
                 raise LiveSourceError(f"{self.name}: frames dataset has shape {self._frames.shape}; "
                                       "expected (frames, rows, cols)")
             held = int(self._frames.shape[0])
-            if held < plan.n_positions:
+            if held < plan.n_positions and not (cycle and held > 0):
                 raise LiveSourceError(f"{self.name}: holds {held} frames; the planned scan has {plan.n_positions}")
         except Exception:
             self._file.close()
             raise
         self._planned = PlannedScan(plan.positions_m, (int(self._frames.shape[1]), int(self._frames.shape[2])),
                                     plan.origin)
+        self._held = held
         self._t0: float | None = None
         self._sent = 0
 
@@ -54,7 +56,12 @@ class ReplaySource:
             return None
         start, stop = self._sent, due
         frames = np.empty((stop - start,) + self._planned.frame_shape, dtype=np.float32)  # type: ignore[operator]
-        self._frames.read_direct(frames, source_sel=np.s_[start:stop])
+        j = start
+        while j < stop:  # one read, or one per pass over a cycled file
+            first = j % self._held
+            m = min(stop - j, self._held - first)
+            self._frames.read_direct(frames, source_sel=np.s_[first:first + m], dest_sel=np.s_[j - start:j - start + m])
+            j += m
         self._sent = stop
         return FrameBatch(frames, np.arange(start, stop, dtype=np.int64))
 

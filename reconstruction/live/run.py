@@ -21,13 +21,14 @@ import numpy as np
 
 from ..driver import Reconstruction, run_arguments
 from ..errors import InputDataError
-from ..io.preprocess import crop, preprocess_frames
+from ..io.preprocess import crop, preprocess_frames, preprocess_into
 from ..io.reader import preprocessing_of, static_valid_mask
 from ..positions import object_shape_for
 from ..probes import probe_guess_from_data
 from ..scan_data import ScanData
 from .feed import LiveFeed
 from .source import ENDED, FrameBatch, LiveSource, LiveSourceError
+from .upload import SlotUpload
 
 if TYPE_CHECKING:
     from ..parameters import Parameters
@@ -103,6 +104,7 @@ class StreamingRun:
         self.device = device or params.reconstruction.device
         d = params.data
         self.finish_iterations = int(d.live_finish_iterations)
+        self.window_frames = int(d.live_window_frames)
         self.feed = LiveFeed(source, stall_s=d.live_stall_s, max_frames=d.live_buffer_frames)
         self.summary = LiveSummary(source.name, planned=source.planned.n_positions)
         self.pixel_m = params.pixel_size_m
@@ -118,6 +120,9 @@ class StreamingRun:
         self._cols = np.empty(source.planned.n_positions, dtype=np.int64)
         self._k = 0
         self._steps: Any = None
+        self._upload: SlotUpload | None = None
+        self._scratch: np.ndarray | None = None  # -fftShiftData: frames are shifted out of it into the staging
+        self._exposed = -1  # slots the engine state shows (all filled slots, between epochs)
 
     def _to_px(self, positions_m: np.ndarray) -> np.ndarray:
         return (np.asarray(positions_m, dtype=np.float64) - self._origin_m) / self.pixel_m + MARGIN_PX
@@ -134,7 +139,12 @@ class StreamingRun:
                     continue
                 rec = self.rec
                 rec.iterations = rec.iteration + 1 + self.finish_iterations
+                windowed = 0 < self.window_frames < self._k
+                if windowed:
+                    self._expose(self._k - self.window_frames)  # this epoch visits the newest frames only
                 progress = rec.step()
+                if windowed:
+                    self._expose()
                 self.summary.live_iterations += 1
                 if callback is not None:
                     callback(progress, self.summary)
@@ -172,30 +182,41 @@ class StreamingRun:
 
     # -- taking frames in ---------------------------------------------------------------------------------------
     def _ingest(self, batches: list[FrameBatch]) -> None:
+        """Preprocess and check each batch into the staging buffer of its slots; then one upload of them all and
+        the engine state pointed at the filled slots."""
         for batch in batches:
             if not len(batch):
                 continue
-            intensities = self._preprocess(batch)
             positions_px = (self.planned_px[batch.indices] if batch.positions_m is None
                             else self._to_px(batch.positions_m))
             if self.rec is None:
-                self._start(intensities, positions_px)
-            self._append(batch.indices, intensities, positions_px)
+                self._start(self._preprocess(batch), positions_px)
+            self._append(batch, positions_px)
+        if self._upload is not None and self._upload.flush() != self._exposed:
+            self._expose()
 
-    def _preprocess(self, batch: FrameBatch) -> np.ndarray:
-        """Raw frames -> (B, n, n) float32 intensities as a batch run reads them; values checked per frame."""
-        shape = (int(batch.frames.shape[1]), int(batch.frames.shape[2]))
+    def _preprocessing(self, frames: np.ndarray) -> Any:
+        shape = (int(frames.shape[1]), int(frames.shape[2]))
         if self._steps is None:
             self._steps = preprocessing_of(self.params, shape)
             self._valid = static_valid_mask(self.params, self._steps, shape)
-        data, _ok = preprocess_frames(crop(batch.frames, self._steps.window), self._steps)
-        bad = ~np.isfinite(data).all(axis=(1, 2)) | (data < 0).any(axis=(1, 2))
-        empty = np.where(self._valid, data, 0).sum(axis=(1, 2)) <= 0
-        for what, flags in (("NaN, infinite or negative values", bad), ("no photons", empty)):
-            if flags.any():
-                j = int(np.flatnonzero(flags)[0])
-                raise LiveSourceError(f"{self.source.name}, frame index {int(batch.indices[j])}: {what}")
+            self._invalid_flat = np.flatnonzero(~self._valid.reshape(-1))
+        return self._steps
+
+    def _preprocess(self, batch: FrameBatch) -> np.ndarray:
+        """Raw frames -> (B, n, n) float32 intensities as a batch run reads them (the first batch: the probe guess
+        and the run's allocation); values checked per frame."""
+        data, _ok = preprocess_frames(crop(batch.frames, self._preprocessing(batch.frames).window), self._steps)
+        self._check(data, batch.indices)
         return data
+
+    def _check(self, data: np.ndarray, indices: np.ndarray) -> None:
+        """Refuse a frame with no photons in the valid pixels (the threshold already zeroed NaN and negatives)."""
+        flat = data.reshape(data.shape[0], -1)
+        photons = flat.sum(axis=1) - flat[:, self._invalid_flat].sum(axis=1)  # no frame-sized temporary
+        if (photons <= 0).any():
+            j = int(np.flatnonzero(photons <= 0)[0])
+            raise LiveSourceError(f"{self.source.name}, frame index {int(indices[j])}: no photons")
 
     def _start(self, first: np.ndarray, positions_px: np.ndarray) -> None:
         """Allocate the run: object from the planned extent, amplitudes for all N planned frames, the probe guessed
@@ -217,13 +238,17 @@ class StreamingRun:
         self.rec = Reconstruction(buffer, self.planned_px, device=self.device, object_shape=self.object_shape,
                                   implementation="reference", _values_checked=True, **args)
         self._amplitudes = self.rec.state.amplitudes  # (N, n, n) on the device; slots filled in arrival order
+        self._upload = SlotUpload(self._amplitudes, self.rec.backend.xp, gpu=self.rec.backend.is_gpu)
 
-    def _append(self, indices: np.ndarray, intensities: np.ndarray, positions_px: np.ndarray) -> None:
-        rec = self.rec
-        assert rec is not None
+    def _append(self, batch: FrameBatch, positions_px: np.ndarray) -> None:
+        """Check the batch's positions, preprocess its frames into the staging buffer (no frame-sized allocation:
+        ``preprocess_into``) and note its slots."""
+        upload = self._upload
+        assert self.rec is not None and upload is not None
+        indices = batch.indices
         k, b = self._k, len(indices)
         corners = np.floor(positions_px + 0.5).astype(np.int64)
-        n = intensities.shape[-1]
+        n = self.params.preprocessing.size_px
         h, w = self.object_shape
         outside = (corners < 0).any(axis=1) | (corners[:, 0] + n > h) | (corners[:, 1] + n > w)
         if outside.any():
@@ -231,31 +256,34 @@ class StreamingRun:
             raise LiveSourceError(f"{self.source.name}, frame index {int(indices[j])}: position "
                                   f"{positions_px[j].round(1).tolist()} px puts the window outside the object "
                                   f"({h}x{w} px) allocated from the planned scan")
-        if k and (indices[0] < self._indices[k - 1] or (np.diff(indices) < 0).any()):
-            self.summary.out_of_order += int((np.diff(np.concatenate([self._indices[k - 1:k], indices])) < 0).sum())
-        xp = rec.backend.xp
-        self._amplitudes[k:k + b] = xp.sqrt(xp.asarray(intensities))
+        before = self._indices[k - 1:k] if k else indices[:0]  # the first batch may come out of order too
+        self.summary.out_of_order += int((np.diff(np.concatenate([before, indices])) < 0).sum())
+        steps = self._preprocessing(batch.frames)
+        for j in range(0, b, upload.capacity):
+            m = min(b - j, upload.capacity)
+            if steps.fft_shift_data and (self._scratch is None or self._scratch.shape[0] < m):
+                self._scratch = np.empty((upload.capacity, n, n), dtype=np.float32)
+            staged = preprocess_into(batch.frames[j:j + m], steps, upload.stage(m), self._scratch)
+            self._check(staged, indices[j:j + m])
+            upload.commit(m)
         self._indices[k:k + b] = indices
         self._positions_px[k:k + b] = positions_px
         self._rows[k:k + b] = corners[:, 0]
         self._cols[k:k + b] = corners[:, 1]
         self._k = k + b
-        self._expose()
 
-    def _expose(self) -> None:
-        """Point the engine state (and the loop's positions) at the filled slots."""
+    def _expose(self, first: int = 0) -> None:
+        """Point the engine state (and the loop's positions) at the filled slots, from slot ``first`` on."""
         rec = self.rec
-        assert rec is not None
+        assert rec is not None and self._upload is not None and self._upload.filled == self._k
         xp, k = rec.backend.xp, self._k
         st = rec.state
-        st.amplitudes = self._amplitudes[:k]
-        st.rows = xp.asarray(self._rows[:k])
-        st.cols = xp.asarray(self._cols[:k])
-        rec.positions_px = self._rows_cols_px()
-        rec._start_positions_px = self._positions_px[:k].copy()
-
-    def _rows_cols_px(self) -> np.ndarray:
-        return np.stack([self._rows[: self._k], self._cols[: self._k]], axis=1).astype(np.float64)
+        st.amplitudes = self._amplitudes[first:k]
+        st.rows = xp.asarray(self._rows[first:k])
+        st.cols = xp.asarray(self._cols[first:k])
+        rec.positions_px = np.stack([self._rows[first:k], self._cols[first:k]], axis=1).astype(np.float64)
+        rec._start_positions_px = self._positions_px[first:k].copy()
+        self._exposed = k if first == 0 else -1
 
     def _scan_order(self) -> None:
         """Put the filled slots in scan point order (the order a batch run and the result file use)."""

@@ -103,6 +103,10 @@ class DataParameters:
     live_buffer_frames: int = param(100000, kind="int", flag="liveBuffer", unit="frames", min=1, max=10**9,
                                     advanced=True, hint="Live source: the most frames held in host memory "
                                                         "waiting for the engine; more stops the run with an error.")
+    live_window_frames: int = param(0, kind="int", flag="liveWindow", unit="frames", min=0, max=10**9,
+                                    advanced=True, hint="Live source: each epoch while acquiring visits only the "
+                                                        "newest this many frames (0 = every frame arrived), so the "
+                                                        "object keeps up with a fast detector.")
     live_finish_iterations: int = param(20, kind="int", flag="liveFinish", unit="iterations", min=0, max=10**7,
                                         advanced=True, hint="Live source: iterations over all frames once the "
                                                             "scan has ended (or was aborted or stalled).")

@@ -189,3 +189,52 @@ def test_measured_positions_growing_beside_the_frames_are_used_instead_of_the_pl
     expected = np.floor(positions_px_from_parameters(params) + 0.5)
     expected[27, 0] += 2
     np.testing.assert_allclose(result.positions_px, expected)
+
+
+def test_a_cycled_replay_plays_a_long_scan_from_a_short_file(tmp_path):
+    frames = np.arange(5 * 4 * 4, dtype=np.float32).reshape(5, 4, 4)
+    write_frames(tmp_path / "short.h5", frames)
+    plan = PlannedScan(np.zeros((12, 2)), None, "test")
+    with pytest.raises(LiveSourceError, match="holds 5 frames; the planned scan has 12"):
+        ReplaySource(tmp_path / "short.h5", "/entry/data/data", plan, 1e6)
+    source = ReplaySource(tmp_path / "short.h5", "/entry/data/data", plan, 1e6, cycle=True)
+    try:
+        source.poll()
+        time.sleep(0.01)
+        batch = source.poll()
+    finally:
+        source.close()
+    assert batch is not None and batch.indices.tolist() == list(range(1, 12)) and source.state() == ENDED
+    np.testing.assert_array_equal(batch.frames, frames[np.arange(1, 12) % 5])
+
+
+def test_a_live_window_makes_each_epoch_while_acquiring_visit_only_the_newest_frames():
+    from reconstruction.positions import positions_m_from_parameters
+
+    params = Parameters.from_cmdstr(SCAN)
+    sim = simulate_from_parameters(params)
+    batches = [FrameBatch(sim.data.intensities[j:j + 16], np.arange(j, j + 16)) for j in range(0, 64, 16)]
+    live = params.replace({"data.live_window_frames": 20, "data.live_finish_iterations": 2,
+                           "reconstruction.algorithm": "ePIE", "reconstruction.device": "cpu"})
+    shown: list[tuple[int, int]] = []  # (first slot, slots the engine state shows) at each exposure
+
+    class Recording(StreamingRun):
+        def _expose(self, first: int = 0) -> None:
+            super()._expose(first)
+            assert self.rec is not None
+            shown.append((first, self.rec.state.n_positions))
+
+    class SlowSource(ListSource):  # one batch every 0.2 s: epochs run between arrivals
+        def poll(self) -> FrameBatch | None:
+            time.sleep(0.2)
+            return super().poll()
+
+    source = SlowSource(batches, 64)
+    source.planned = PlannedScan(positions_m_from_parameters(params), None, "parameters")
+    run = Recording(live, source)
+    result = run.run()
+    assert run.summary.received == 64 and result.positions_px.shape == (64, 2)
+    windowed = [(first, n) for first, n in shown if first > 0]
+    assert windowed and all(n == 20 for _first, n in windowed)  # the newest 20 of 32, 48, 64 frames
+    assert {first + 20 for first, _n in windowed} <= {32, 48, 64}
+    assert shown[-1] == (0, 64)  # the finishing epochs visit every frame

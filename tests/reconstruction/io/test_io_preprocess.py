@@ -11,6 +11,7 @@ from reconstruction.io.preprocess import (
     fft_shift,
     prepare_mask,
     preprocess_frames,
+    preprocess_into,
     rotate90,
     saturation_level,
     to_intensity,
@@ -109,3 +110,26 @@ def test_prepare_mask_rejects_wrong_shape():
     steps = Preprocessing(CropWindow(0, 0, 4))
     with pytest.raises(InputDataError, match="matches neither"):
         prepare_mask(np.ones((5, 5), dtype=bool), steps, (6, 6))
+
+
+@pytest.mark.parametrize("size, frame_shape, center, threshold, sqrt_data, shift", [
+    (32, (40, 50), (20, 25), 2.5, False, True),   # crop, threshold, square, shift
+    (32, (32, 32), (16, 16), 0.0, True, False),   # whole frame
+    (31, (40, 50), (5, 45), 1.0, True, True),     # odd size, window past the detector's corner
+    (16, (40, 50), (20, 20), 0.0, False, False),
+])
+def test_preprocess_into_writes_what_preprocess_frames_returns(size, frame_shape, center, threshold, sqrt_data,
+                                                               shift):
+    rng = np.random.default_rng(1)
+    raw = rng.normal(5, 4, (7, *frame_shape)).astype(np.float32)
+    raw[0, 20, 20], raw[1, 21, 21], raw[2, 20, 21] = np.nan, np.inf, -np.inf
+    steps = Preprocessing(window=CropWindow.around(center, size, frame_shape), threshold=threshold,
+                          sqrt_data=sqrt_data, fft_shift_data=shift)
+    expected = preprocess_frames(crop(raw, steps.window), steps)[0]
+    out = np.full((7, size, size), -1.0, dtype=np.float32)
+    got = preprocess_into(raw, steps, out, np.empty((8, size, size), dtype=np.float32))
+    assert got is out
+    np.testing.assert_array_equal(out, expected)
+    if shift:
+        with pytest.raises(ValueError, match="scratch buffer of at least 7 frames"):
+            preprocess_into(raw, steps, out)
