@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .feed import LiveFeed
-from .source import ABORTED, ACQUIRING, ENDED, STALLED, FrameBatch, LiveSource, LiveSourceError, PlannedScan
+from .source import ABORTED, ACQUIRING, CANCELLED, ENDED, STALLED, FrameBatch, LiveSource, LiveSourceError, PlannedScan
 
 if TYPE_CHECKING:
     from ..parameters import Parameters
@@ -42,5 +42,5 @@ def open_live_source(params: Parameters) -> LiveSource:
     return ReplaySource(d.file_pattern, d.hdf5_path, plan, d.live_rate_hz)
 
 
-__all__ = ["ABORTED", "ACQUIRING", "ENDED", "STALLED", "FrameBatch", "LiveFeed", "LiveSource", "LiveSourceError",
-           "PlannedScan", "open_live_source", "planned_from_parameters"]
+__all__ = ["ABORTED", "ACQUIRING", "CANCELLED", "ENDED", "STALLED", "FrameBatch", "LiveFeed", "LiveSource",
+           "LiveSourceError", "PlannedScan", "open_live_source", "planned_from_parameters"]

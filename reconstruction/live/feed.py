@@ -16,12 +16,13 @@ from collections import deque
 
 import numpy as np
 
-from .source import ABORTED, ACQUIRING, ENDED, STALLED, FrameBatch, LiveSource, LiveSourceError
+from .source import ABORTED, ACQUIRING, CANCELLED, ENDED, STALLED, FrameBatch, LiveSource, LiveSourceError
 
 
 class LiveFeed:
     """Polls ``source`` every ``poll_s`` on a daemon thread. ``outcome`` is None while the scan runs, then
-    ENDED, ABORTED or STALLED; :meth:`take` returns the buffered batches and raises the feed's error, if any."""
+    ENDED, ABORTED, STALLED or CANCELLED; :meth:`take` returns the buffered batches and raises the feed's error,
+    if any."""
 
     def __init__(self, source: LiveSource, *, stall_s: float, max_frames: int, poll_s: float = 0.01):
         self.source = source
@@ -44,6 +45,12 @@ class LiveFeed:
     def start(self) -> LiveFeed:
         self._thread.start()
         return self
+
+    def cancel(self) -> None:
+        """End the stream now as CANCELLED (a user's cancel): the frames already buffered are still taken."""
+        if self.outcome is None:
+            self.outcome = CANCELLED
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -84,11 +91,11 @@ class LiveFeed:
                     self._accept(batch, now)
                     continue
                 if said in (ENDED, ABORTED):
-                    self.outcome = said
+                    self.outcome = self.outcome or said
                     return
                 assert said == ACQUIRING
                 if now - (self.last_frame_monotonic or started) > self.stall_s:
-                    self.outcome = STALLED
+                    self.outcome = self.outcome or STALLED
                     return
                 time.sleep(self.poll_s)
         except Exception as exc:  # reported to the run through take()

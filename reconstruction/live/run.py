@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..diffraction_preview import central_position
 from ..driver import Reconstruction, run_arguments
 from ..errors import InputDataError
 from ..io.preprocess import crop, preprocess_frames, preprocess_into
@@ -123,6 +124,19 @@ class StreamingRun:
         self._upload: SlotUpload | None = None
         self._scratch: np.ndarray | None = None  # -fftShiftData: frames are shifted out of it into the staging
         self._exposed = -1  # slots the engine state shows (all filled slots, between epochs)
+        #: monotonic arrival time of the newest frame the engine has taken in (None before the first)
+        self.newest_taken_monotonic: float | None = None
+
+    @property
+    def frames_taken(self) -> int:
+        """Frames the engine has taken in so far (the image is built from these)."""
+        return self._k
+
+    def cancel(self) -> None:
+        """A user's cancel: stop taking frames; the run ends after its current iteration, without finishing
+        iterations, with the frames taken in so far (labelled partial: 'scan cancelled after K of N frames')."""
+        self.finish_iterations = 0
+        self.feed.cancel()
 
     def _to_px(self, positions_m: np.ndarray) -> np.ndarray:
         return (np.asarray(positions_m, dtype=np.float64) - self._origin_m) / self.pixel_m + MARGIN_PX
@@ -133,7 +147,10 @@ class StreamingRun:
         self.feed.start()
         try:
             while not self.feed.finished:
+                newest = self.feed.last_frame_monotonic  # read first: every frame up to it is in take()
                 self._ingest(self.feed.take())
+                if self._k:
+                    self.newest_taken_monotonic = newest
                 if self.rec is None:
                     self.feed.wait(0.05)
                     continue
@@ -148,8 +165,10 @@ class StreamingRun:
                 self.summary.live_iterations += 1
                 if callback is not None:
                     callback(progress, self.summary)
+            newest = self.feed.last_frame_monotonic
             while batches := self.feed.take():  # the frames read before the end; then the feed's error, if any
                 self._ingest(batches)
+            self.newest_taken_monotonic = newest if self._k else None
         finally:
             self.feed.stop()
         return self._finish(callback)
@@ -284,6 +303,7 @@ class StreamingRun:
         rec.positions_px = np.stack([self._rows[first:k], self._cols[first:k]], axis=1).astype(np.float64)
         rec._start_positions_px = self._positions_px[first:k].copy()
         self._exposed = k if first == 0 else -1
+        rec._diffraction_position = central_position(rec._start_positions_px)  # a frame that has arrived
 
     def _scan_order(self) -> None:
         """Put the filled slots in scan point order (the order a batch run and the result file use)."""

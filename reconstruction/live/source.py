@@ -18,6 +18,8 @@ from ..errors import InputDataError
 ACQUIRING, ENDED, ABORTED = "acquiring", "ended", "aborted"
 #: What a feed adds: no frame for the stall time while the writer still says it is acquiring.
 STALLED = "stalled"
+#: What a run adds: a user cancelled it (the frames taken in so far are kept, labelled partial).
+CANCELLED = "cancelled"
 
 
 class LiveSourceError(InputDataError):

@@ -96,6 +96,14 @@ def schema(server_url: str = "/") -> dict[str, Any]:
             "device": {"type": "string"},
             "worker": {"type": "string"},
             "message": {"type": "string", "description": "Why it failed or stopped early"},
+            "streaming": {"type": "boolean", "description": "Reconstructs while its scan acquires (-liveSource; "
+                                                            "docs/streaming.md)"},
+            "partial": {"type": "boolean", "description": "A streaming job whose scan was aborted, stalled, "
+                                                          "cancelled or ended short of its plan: the result holds "
+                                                          "the frames that arrived"},
+            "live": {"type": "object", "nullable": True, "additionalProperties": True,
+                     "description": "A streaming job's stream: source, phase or outcome, frames planned, received "
+                                    "and dropped, duplicates, out of order, partial; null for a batch job"},
             "downloads": {"type": "object", "additionalProperties": {"type": "string"},
                           "description": "Result download URLs by format (a session login or the same API token)"},
         },

@@ -50,6 +50,9 @@ class Job(models.Model):
     # where each parameter came from ({"group.name": {"source": "pv"|"template"|"bridge"|..., "pv", "value", "note",
     # "ioc_timestamp"}}), as the submitter (the EPICS bridge) said; {} for jobs from the form or the API
     provenance = models.JSONField(default=dict, blank=True)
+    # a streaming job's stream (reconstruction.live.run.LiveSummary.to_dict(), docs/streaming.md): source, outcome,
+    # frames planned/received/dropped, partial; updated while it runs; {} for a batch job
+    live = models.JSONField(default=dict, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     message = models.TextField(blank=True)
     result_path = models.CharField(max_length=1000, blank=True)
@@ -89,6 +92,16 @@ class Job(models.Model):
         if data.get("simulate"):
             return "simulated"
         return str(data.get("file_pattern") or "")
+
+    @property
+    def is_streaming(self) -> bool:
+        """Whether the job reconstructs while its scan acquires (``-liveSource`` set)."""
+        return str((self.parameters or {}).get("data", {}).get("live_source") or "none") != "none"
+
+    @property
+    def partial(self) -> bool:
+        """A streaming job whose scan was aborted, stalled, cancelled or ended short of its plan."""
+        return bool((self.live or {}).get("partial"))
 
     def can_manage(self, user) -> bool:
         """Whether ``user`` may cancel or delete this job: its owner or staff."""

@@ -218,6 +218,10 @@ class JobRun:
             plan = memory.worker_plan(params)  # before any data are loaded or simulated
             if not plan.fits:
                 raise HostMemoryError(plan.message, plan.needed_bytes, int(plan.limit_bytes or 0))
+            if params.data.live_source != "none":  # reconstruct while the scan acquires (docs/streaming.md)
+                from .streaming import execute_streaming
+
+                return execute_streaming(self, params)
             from reconstruction.multigpu import from_parameters
 
             rec = from_parameters(params)  # split over -gpus when it lists several
@@ -301,8 +305,9 @@ class JobRun:
             log.info("job %s: database back after %.1f s", self.job.pk, time.monotonic() - self.db_down_since)
             self.db_down_since = None
 
-    def frame(self, rec: Any, progress: Any, status: str) -> None:
-        """Store the latest frame on the row and send it to the job's viewers."""
+    def frame(self, rec: Any, progress: Any, status: str, *, live: dict[str, Any] | None = None) -> None:
+        """Store the latest frame on the row and send it to the job's viewers; ``live`` (a streaming job's frames
+        received/dropped, docs/streaming.md) goes into the frame's header and the row's ``live``."""
         preview = rec.preview(max_px=512)
         pixel_m = getattr(rec, "pixel_size_m", None) or 0.0  # lambda z / (N dx_d), or the data file's own
         self.images = frames.limit_probe_images(  # patterns (stride 0) have no sample-plane size
@@ -322,6 +327,10 @@ class JobRun:
             p = preview.positions
             header["positions"] = frames.positions_header(p.start_px, p.current_px, p.stride, refined=p.refined,
                                                           flux=p.flux)
+        row: dict[str, Any] = {}
+        if live is not None:
+            header["live"] = live
+            row = {"live": live, "iterations": progress.iterations}
         data = frames.encode_frame(header, self.images)
         heartbeat.note_rate(header["rate_per_s"])
         if self.snapshots is not None:
@@ -332,7 +341,7 @@ class JobRun:
                 self.snapshots = None
         try:
             self.update(last_preview=data, last_seq=self.seq, iteration=progress.iteration,
-                        final_error=_finite(progress.error), error_history=self.errors)
+                        final_error=_finite(progress.error), error_history=self.errors, **row)
         except Exception as exc:
             if not is_db_unreachable(exc):
                 raise

@@ -40,6 +40,9 @@ def job_summary(job: Job) -> dict[str, Any]:
         "device": job.device,
         "worker": job.worker,
         "message": job.message,
+        "streaming": job.is_streaming,
+        "partial": job.partial,
+        "live": job.live or None,
         "downloads": {fmt: reverse("jobs:download", args=[job.pk, fmt]) for fmt in FORMATS} if done else {},
     }
 

@@ -147,13 +147,16 @@ def confine_parameters(params: Parameters) -> Parameters:
 
 
 def missing_inputs(params: Parameters) -> list[Problem]:
-    """What a worker would fail on at once: no data named, or a named input file that does not exist.
+    """What a worker would fail on at once: no data named, or a named input file that does not exist (a live
+    source's file need not exist yet).
 
     ``params`` should already be confined (absolute paths). Only what this server can see is checked.
     """
     problems: list[Problem] = []
     data = params.data
-    if not data.simulate:
+    if data.live_source != "none" and data.file_pattern:
+        pass  # a live source's file appears when the detector starts writing; the run waits -liveStall for it
+    elif not data.simulate:
         if not data.file_pattern:
             problems.append(Problem("data.file_pattern", "fp", "",
                                     "-fp: no data named: give the data files with -fp=<file or pattern> "

@@ -242,6 +242,20 @@
     }
   }
 
+  // A streaming job (docs/streaming.md): frames received of those planned, dropped, the phase, and how far the
+  // image lags the newest frame in it (root.dataset.lagS, read by the tests).
+  function drawLive(h) {
+    const live = h.live;
+    if (!live) return;
+    el("st-live-box").hidden = false;
+    el("st-frames").textContent = live.frames_received + " / " + live.frames_planned;
+    el("st-dropped").textContent = live.frames_dropped;
+    el("st-phase").textContent = live.outcome && live.phase !== "acquiring" ? live.phase + " (" + live.outcome + ")" : live.phase;
+    root.dataset.framesInImage = live.frames_in_image;
+    const partial = /^partial:/.test(h.message || "");
+    el("partial").hidden = !partial;
+  }
+
   function drawStats(h) {
     const status = el("st-status");
     status.textContent = h.status;
@@ -256,6 +270,7 @@
     const msg = el("st-message");
     msg.textContent = h.message || "";
     msg.hidden = !h.message;
+    drawLive(h);
     if (FINISHED.has(h.status)) {
       const cancelForm = el("cancel-form");
       if (cancelForm) cancelForm.hidden = true;
@@ -555,6 +570,12 @@
     if (frame.images.length) {
       lastLiveFrame = frame;
       if (scrub.showing === null) drawFrameImages(frame);  // else the viewer is looking at the run's history
+      if (h.live && h.live.newest_frame_unix_s && h.live.phase === "acquiring") {
+        // drawn now: how old is the newest detector frame this image holds (seconds)
+        const lag = Date.now() / 1000 - h.live.newest_frame_unix_s;
+        root.dataset.lagS = lag.toFixed(3);
+        (window.ptychopyLiveLags = window.ptychopyLiveLags || []).push(lag);
+      }
       maybeRefreshSnapshots(h);
     }
     drawErrors(h);

@@ -1,0 +1,142 @@
+"""Streaming jobs (issue 21) on the worker: a real writer process (``ptychopy simwrite``) fills an SWMR file inside
+the data roots while the worker reconstructs it. Frames carry the stream's state, the row keeps it, the API shows
+it; an abort and a stall keep a partial result labelled partial; frames out of order are placed; a cancel keeps
+what arrived; DM is refused; a live source's file need not exist at submit but must be inside the data roots."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from webapp_helpers import api_auth, api_post
+
+from reconstruction import Parameters
+from reconstruction.io import read_result
+from webapp.jobs import runner, services
+from webapp.jobs.frames import decode_frame
+from webapp.jobs.models import Job
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+
+SCAN = "./ptycho -size=32 -scanDims=8,8 -step=150e-9,150e-9 -beamSize=500e-9 -photons=1e6 -seed=0"
+REC = "-sqrtData=1 -updateProbe=2 -phaseConstraint=0 -device=cpu -algorithm=ePIE -liveSource=swmr"
+N = 64
+
+
+@pytest.fixture
+def sent_frames(monkeypatch):
+    frames: list = []
+    monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
+    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
+    return frames
+
+
+def _stream(data_root: Path, broker, worker, writer_args: list[str], flags: str = "-liveFinish=10",
+            name: str = "scan.h5", file_first: bool = False) -> Job:
+    """Submit a streaming job on ``name`` and start the writer (``file_first``: once the file exists, for a short
+    -liveStall), wait for the job; the finished row."""
+    path = data_root / name
+    writer = subprocess.Popen([sys.executable, "-m", "ptychopy", "simwrite", str(path), SCAN, *writer_args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while file_first and not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        job = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={path} {flags}"))
+        broker.join("reconstruct", fail_fast=True)
+        worker.join()
+        _out, err = writer.communicate(timeout=60)
+    finally:
+        writer.kill()
+    assert writer.returncode == 0, err
+    job.refresh_from_db()
+    return job
+
+
+def test_a_streaming_job_shows_frames_arriving_and_writes_the_batch_result(data_root, broker, worker, sent_frames,
+                                                                         client, token):
+    job = _stream(data_root, broker, worker, ["--rate", "100"])
+    assert job.status == "done", job.message
+    assert job.live["outcome"] == "ended" and job.live["frames_received"] == N and job.live["frames_dropped"] == 0
+    assert not job.partial and job.message == ""
+    live = [h["live"] for h, images in sent_frames if "live" in h and images]
+    received = [x["frames_received"] for x in live]
+    assert received == sorted(received) and received[-1] == N and all(x["frames_dropped"] == 0 for x in live)
+    assert live[-1]["phase"] == "ended" and live[-1]["frames_in_image"] == N
+    assert job.live["phase"] == "ended" and job.live["frames_in_image"] == N
+    positions = [h["positions"] for h, _ in sent_frames if "positions" in h]
+    assert len(positions[-1]["row"]) == N  # the positions measured so far: all of them at the end
+    res = read_result(job.result_path)
+    assert res.inputs["live"]["frames_received"] == N and res.object.size > 0
+    body = client.get(f"/api/v1/jobs/{job.pk}/", **api_auth(token)).json()
+    assert body["streaming"] is True and body["partial"] is False and body["live"]["frames_received"] == N
+
+
+def test_an_aborted_scan_keeps_its_partial_result_labelled_partial(data_root, broker, worker, client, user, token):
+    job = _stream(data_root, broker, worker, ["--rate", "400", "--abort-after", "30"])
+    assert job.status == "done", job.message
+    assert job.partial and job.message == f"partial: scan aborted after 30 of {N} frames"
+    assert read_result(job.result_path).stopped_early == job.message
+    assert client.get(f"/api/v1/jobs/{job.pk}/", **api_auth(token)).json()["partial"] is True
+    client.force_login(user)
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="partial" class="partial-label" >' in page or 'id="partial" class="partial-label">' in page
+
+
+def test_a_stalled_scan_times_out_with_its_partial_result(data_root, broker, worker):
+    job = _stream(data_root, broker, worker, ["--rate", "400", "--stop-after", "20"], "-liveFinish=5 -liveStall=1",
+                  file_first=True)
+    assert job.status == "done" and job.live["outcome"] == "stalled" and job.partial
+    assert job.message == f"partial: scan stalled after 20 of {N} frames"
+
+
+def test_frames_out_of_order_and_a_duplicate_are_placed_and_counted(data_root, broker, worker):
+    job = _stream(data_root, broker, worker, ["--rate", "400", "--shuffle", "8", "--duplicate", "5"])
+    assert job.status == "done" and not job.partial, job.message
+    assert job.live["out_of_order"] > 0 and job.live["duplicates_ignored"] == [5]
+    assert job.live["frames_received"] == N
+
+
+def test_a_cancelled_streaming_job_keeps_the_frames_that_arrived(data_root, broker, worker, user):
+    path = data_root / "slow.h5"
+    job = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={path} -liveFinish=50"), owner=user)
+    writer = subprocess.Popen([sys.executable, "-m", "ptychopy", "simwrite", str(path), SCAN, "--rate", "10"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            job.refresh_from_db()
+            if (job.live or {}).get("frames_received", 0) >= 5:
+                break
+            time.sleep(0.1)
+        services.cancel_job(job, user)
+        broker.join("reconstruct", fail_fast=True)
+        worker.join()
+    finally:
+        writer.kill()
+        writer.wait()
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.partial and job.live["outcome"] == "cancelled"
+    assert 5 <= job.live["frames_received"] < N and job.live["finish_iterations"] == 0
+    assert job.message.startswith("cancelled after ") and Path(job.result_path).is_file()
+
+
+def test_dm_is_refused_with_a_live_source(data_root, broker, worker):
+    job = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={data_root / 'x.h5'}").replace(
+        {"reconstruction.algorithm": "DM"}))
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    job.refresh_from_db()
+    assert job.status == "failed" and "DM keeps an exit wave per position" in job.message
+
+
+def test_the_api_takes_a_live_source_not_written_yet_but_only_inside_the_data_roots(data_root, client, token):
+    later = data_root / "scan_later.h5"
+    ok = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC} -fp={later}"}, token)
+    assert ok.status_code == 201, ok.content
+    assert ok.json()["streaming"] is True and ok.json()["live"] is None
+    outside = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC} -fp=/tmp/elsewhere.h5"}, token)
+    assert outside.status_code == 400 and "outside the data folders" in outside.content.decode()
