@@ -213,6 +213,8 @@ class BlueskyTrigger(Trigger):
             while len(self._starts) > MAX_OPEN_RUNS:
                 uid, _ = self._starts.popitem(last=False)
                 log.warning("run %s: no stop document after %d newer runs; forgotten", uid, MAX_OPEN_RUNS)
+            if live and self.on_start is not None:
+                self.on_start(event, document_values(DOCUMENT_KEY, doc, event.received_s, event.timestamp))
             return
         started = self._starts.pop(str(doc.get("run_start", "")), None)
         values = {k: v for k, v in latest.items() if k != self.edge_pv}

@@ -184,6 +184,19 @@ class FileCheckConfig:
 
 
 @dataclass(frozen=True)
+class StreamConfig:
+    """Opening a streaming job when a scan starts (docs/streaming.md): ``source`` is the ``-liveSource`` value
+    (``swmr``: read ``file_pattern``, filled from the same ``{fields}`` as ``[data] file_pattern``, as the detector
+    writes it); ``values`` are ``{"group.name": value}`` set on the streaming job's parameters (e.g.
+    ``data.live_finish_iterations``)."""
+
+    enabled: bool = False
+    source: str = "swmr"
+    file_pattern: str = "{path}/{name}_live.h5"
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SubmitConfig:
     """How jobs reach the web app: ``http`` POSTs them to the server's JSON API at ``url`` with an API ``token``
     (a separate bridge process: no database credentials; :mod:`epics_bridge.http_submit`); ``django`` calls
@@ -219,6 +232,7 @@ class BridgeConfig:
     job_id_format: str = "{beamline}_scan{scan_number}"
     file_check: FileCheckConfig = field(default_factory=FileCheckConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     source: str = ""  # the file it came from
     template_given: frozenset[str] = frozenset()  # the leaves [parameters] sets itself (flags and values)
 
@@ -470,6 +484,23 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
         stable_checks=max(1, fc.get("stable_checks", int, 2)), temp_suffix=fc.get("temp_suffix", str, ".tmp"))
     fc.finish()
 
+    st = top.sub("stream")
+    stream = StreamConfig(enabled=st.get("enabled", bool, False), source=st.get("source", str, "swmr").strip(),
+                          file_pattern=st.get("file_pattern", str, "{path}/{name}_live.h5"),
+                          values=dict(st.get("values", dict, {})))
+    if stream.enabled:
+        if kind == "filename":
+            raise st._err("enabled", "the filename trigger sees a scan only once its file is complete: no start "
+                                     "to open a streaming job at")
+        if "#" in stream.file_pattern or "%" in stream.file_pattern:
+            raise st._err("file_pattern", f"a live source reads one file, not a numbered pattern: "
+                                          f"{stream.file_pattern!r}")
+        try:
+            template.replace({"data.live_source": stream.source, **stream.values})
+        except ParameterError as exc:
+            raise st._err("values", f"not valid for the streaming job's parameters: {exc}") from None
+    st.finish()
+
     sb = top.sub("submit")
     skind = sb.get("kind", str, "django")
     if skind not in SUBMIT_KINDS:
@@ -505,7 +536,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
         beamline=beamline, trigger=trigger, data=data, metadata=metadata, template=template, journal_path=journal,
         state_path=state_path, debounce_s=debounce_s, max_debounce_s=max_debounce_s, heartbeat_s=heartbeat_s,
         label_format=label_format, job_id_format=job_id_format,
-        file_check=file_check, submit=submit, source=source, template_given=template_given)
+        file_check=file_check, submit=submit, stream=stream, source=source, template_given=template_given)
 
 
 def _path(base: Path, text: str) -> Path:

@@ -27,6 +27,8 @@ FAILED = "failed"  # the file never became complete
 REJECTED = "rejected"  # the web side refused the parameters for good
 HELD = "held"  # a metadata PV was disconnected or out of range: not queued (see last_error)
 OPEN_STATES = (WAITING_FILE, SUBMITTING)
+BATCH = "batch"  # the scan's job was opened at its end (the completion trigger)
+STREAM = "stream"  # ... at its start, as a streaming job (the completion then queues nothing)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS scans (
     job_id TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
+    mode TEXT NOT NULL DEFAULT 'batch',
     provenance_json TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS edges (
@@ -91,6 +94,7 @@ class ScanRow:
     created_at: float
     updated_at: float
     provenance_json: str = "{}"  # where each parameter came from (the job page shows it after a restart too)
+    mode: str = BATCH  # STREAM: a streaming job opened at the scan's start (docs/streaming.md); BATCH: at its end
 
 
 class Journal:
@@ -111,22 +115,39 @@ class Journal:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(scans)")}
         if "provenance_json" not in columns:
             self._db.execute("ALTER TABLE scans ADD COLUMN provenance_json TEXT NOT NULL DEFAULT '{}'")
+        if "mode" not in columns:
+            self._db.execute("ALTER TABLE scans ADD COLUMN mode TEXT NOT NULL DEFAULT 'batch'")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def add_scan(self, dedup_key: str, beamline: str, scan_number: str, file_pattern: str, label: str,
-                 params_json: str, status: str = WAITING_FILE, error: str = "", provenance_json: str = "{}") -> bool:
-        """Record a new scan; False (and nothing changed) when the key is already known."""
+                 params_json: str, status: str = WAITING_FILE, error: str = "", provenance_json: str = "{}",
+                 mode: str = BATCH) -> bool:
+        """Record a new scan (``mode`` STREAM: its streaming job, opened at the start); False (and nothing
+        changed) when the key is already known."""
         now = time.time()
         with self._lock:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO scans (dedup_key, beamline, scan_number, file_pattern, label, params_json,"
-                " status, last_error, created_at, updated_at, provenance_json)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " status, last_error, created_at, updated_at, provenance_json, mode)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (dedup_key, beamline, scan_number, file_pattern, label, params_json, status, error, now, now,
-                 provenance_json))
+                 provenance_json, mode))
+            return cur.rowcount == 1
+
+    def stream_to_batch(self, dedup_key: str, file_pattern: str, params_json: str, status: str,
+                        provenance_json: str) -> bool:
+        """A scan whose streaming job never started (rejected, or failed before the web side accepted it) becomes
+        a batch scan with the completion's parameters; False (nothing changed) unless the row is such a scan.
+        One conditional UPDATE, so a scan becomes a batch scan at most once."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE scans SET mode = ?, file_pattern = ?, params_json = ?, status = ?, provenance_json = ?,"
+                " last_error = '', updated_at = ? WHERE dedup_key = ? AND mode = ? AND status IN (?, ?)",
+                (BATCH, file_pattern, params_json, status, provenance_json, time.time(), dedup_key, STREAM,
+                 REJECTED, FAILED))
             return cur.rowcount == 1
 
     def set_status(self, dedup_key: str, status: str, *, error: str = "", job_id: str = "",
@@ -139,7 +160,7 @@ class Journal:
 
     def get(self, dedup_key: str) -> ScanRow | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM scans WHERE dedup_key = ?", (dedup_key,)).fetchone()
+            row = self._db.execute(f"SELECT {_SCAN_COLUMNS} FROM scans WHERE dedup_key = ?", (dedup_key,)).fetchone()
         return _row(row) if row else None
 
     def open_scans(self) -> list[ScanRow]:
@@ -147,12 +168,13 @@ class Journal:
         marks = ",".join("?" * len(OPEN_STATES))
         with self._lock:
             rows = self._db.execute(
-                f"SELECT * FROM scans WHERE status IN ({marks}) ORDER BY created_at", OPEN_STATES).fetchall()
+                f"SELECT {_SCAN_COLUMNS} FROM scans WHERE status IN ({marks}) ORDER BY created_at",
+                OPEN_STATES).fetchall()
         return [_row(r) for r in rows]
 
     def scans(self) -> list[ScanRow]:
         with self._lock:
-            rows = self._db.execute("SELECT * FROM scans ORDER BY created_at").fetchall()
+            rows = self._db.execute(f"SELECT {_SCAN_COLUMNS} FROM scans ORDER BY created_at").fetchall()
         return [_row(r) for r in rows]
 
     # -- edges: journalled at the edge, before the debounce ----------------------------------------------------
@@ -266,6 +288,11 @@ class EdgeRow:
 def _edge(r: tuple[Any, ...]) -> EdgeRow:
     return EdgeRow(r[0], r[1], r[2], r[3], r[4], bool(r[5]), tuple(json.loads(r[6])), json.loads(r[7]), r[8], r[9],
                    r[10], r[11], r[12])
+
+
+#: the columns of :class:`ScanRow`, in its order (a journal that gained columns by ALTER TABLE has another order)
+_SCAN_COLUMNS = ("dedup_key, beamline, scan_number, file_pattern, label, params_json, status, attempts, last_error,"
+                 " job_id, created_at, updated_at, provenance_json, mode")
 
 
 def _row(r: tuple[Any, ...]) -> ScanRow:

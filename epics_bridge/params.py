@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reconstruction import ParameterError, Parameters
@@ -47,8 +47,8 @@ def dedup_key(beamline: str, scan_number: str, file_pattern: str) -> str:
     return f"{beamline}:{scan_number}:{file_pattern}"
 
 
-def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: ScanEnd) -> ScanInfo:
-    """Build the scan description from the latest PV values; raises :class:`ScanBuildError`."""
+def scan_fields(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: ScanEnd) -> dict[str, Any]:
+    """The ``{fields}`` the file patterns, the label and the job id are filled from."""
     d = config.data
     scan_no_value: Any = ""
     if d.scan_number_pv:
@@ -60,6 +60,40 @@ def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: S
     fields.update(beamline=config.beamline, path=text_of(latest, d.path_pv).rstrip("/"),
                   name=text_of(latest, d.name_pv), scan_number=scan_no_value, file=end.file, file_dir=file_dir,
                   file_name=file_name, file_stem=os.path.splitext(file_name)[0])
+    return fields
+
+
+def describe_streaming_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], start: ScanEnd) -> ScanInfo:
+    """The streaming job of a scan that just started (``[stream]``, docs/streaming.md): the scan the completion
+    would describe, with the same dedup key, its parameters reading the live source (``-liveSource``, the
+    ``[stream] file_pattern`` file) plus ``[stream] values``. Raises :class:`ScanBuildError`."""
+    info = describe_scan(config, latest, start)
+    st = config.stream
+    values: dict[str, Any] = {"data.live_source": st.source, **st.values}
+    provenance = dict(info.provenance)
+    if st.source == "swmr":
+        fields = scan_fields(config, latest, start)
+        try:
+            values["data.file_pattern"] = map_path(st.file_pattern.format(**fields), config.data.path_map)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise ScanBuildError(f"cannot fill the live file pattern {st.file_pattern!r} from {fields}: "
+                                 f"{exc}") from None
+        provenance["data.file_pattern"] = dict(source="bridge", value=values["data.file_pattern"],
+                                               note=f"the live file, from [stream] file_pattern {st.file_pattern!r}")
+    provenance["data.live_source"] = dict(source="bridge", value=st.source, note="a streaming job, opened at the "
+                                                                                 "scan's start")
+    try:
+        params = info.params.replace(values)
+    except ParameterError as exc:
+        raise ScanBuildError(f"the streaming job's parameters are invalid: {exc}") from None
+    return replace(info, params=params, provenance=provenance)
+
+
+def describe_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: ScanEnd) -> ScanInfo:
+    """Build the scan description from the latest PV values; raises :class:`ScanBuildError`."""
+    d = config.data
+    fields = scan_fields(config, latest, end)
+    scan_no_value = fields["scan_number"]
     try:
         pattern = map_path(d.file_pattern.format(**fields), d.path_map)
         label = config.label_format.format(**fields)

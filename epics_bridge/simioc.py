@@ -136,6 +136,7 @@ def make_group_class() -> type:
             self.pva: Any = None  # a PvaMirror when serving over pvAccess too
             self.runs: Any = None  # a RunPublisher when publishing bluesky documents
             self.abort_after_points: int | None = None  # abort once this many points are done (bursts)
+            self.live_file = False  # also write each scan frame by frame into an SWMR file (--live-file)
 
         async def set(self, prop: Any, value: Any) -> None:
             """Write a PV (and post it over pvAccess when serving it there)."""
@@ -242,6 +243,7 @@ async def play_scan(ioc: Any) -> None:
     await ioc.set(ioc.eiger_counter, 0)
     await ioc.set(ioc.eiger_fw_per_file, cols)
     await ioc.set(ioc.eiger_sequence_id, number)  # armed: the DCU names this series' files
+    live = open_live_file(ioc, name, geom.size_px)
     await ioc.set(ioc.cpt2, 0)
     await ioc.set(ioc.smsg2, "Scanning")
     await ioc.set(ioc.capture, "Capture")
@@ -283,6 +285,8 @@ async def play_scan(ioc: Any) -> None:
             await asyncio.sleep(point_s)
             dset.resize(col + 1, axis=0)
             dset[col] = patterns[row * cols + col]
+            if live is not None:
+                live.append(patterns[row * cols + col][None], [row * cols + col])
             captured += 1
             await ioc.set(ioc.num_captured, captured)
             await ioc.set(ioc.eiger_counter, captured)
@@ -304,6 +308,9 @@ async def play_scan(ioc: Any) -> None:
         await ioc.set(ioc.smsg2, "Scan aborted by operator")
     else:
         await ioc.set(ioc.smsg2, "SCAN Complete")
+    if live is not None and held is None:
+        live.end(aborted=aborted or failed)
+        live.close()
     await ioc.set(ioc.busy2, 0)
     await ioc.set(ioc.eiger_acquire, "Done")
     if ioc.runs is not None:
@@ -316,6 +323,10 @@ async def play_scan(ioc: Any) -> None:
         dset.resize(dset.shape[0] + 1, axis=0)
         dset[-1] = patterns[k]
         f.close()
+        if live is not None:
+            live.append(patterns[k][None], [k])
+            live.end()
+            live.close()
         os.replace(tmp, data_file(ioc.data_dir, name, rows))
         captured += 1
         await ioc.set(ioc.num_captured, captured)
@@ -326,6 +337,21 @@ async def play_scan(ioc: Any) -> None:
         await ioc.set(ioc.last_scan_file, str(master))
     await ioc.set(ioc.scans_done, int(ioc.scans_done.value) + 1)
     await ioc.set(ioc.status, "idle")
+
+
+def live_file(data_dir: Path, name: str) -> Path:
+    """The SWMR file a scan ``name`` streams into with ``--live-file`` (its frames in scan order)."""
+    return data_dir / f"{name}_live.h5"
+
+
+def open_live_file(ioc: Any, name: str, size_px: int) -> Any:
+    """A :class:`reconstruction.live.simwrite.SwmrWriter` on :func:`live_file`, opened before the scan starts as
+    NDFileHDF5 in stream mode opens its file at Capture (None without ``--live-file``)."""
+    if not ioc.live_file:
+        return None
+    from reconstruction.live.simwrite import SwmrWriter
+
+    return SwmrWriter(live_file(ioc.data_dir, name), (size_px, size_px), dtype=np.uint32, dataset=DATASET)
 
 
 def loopback_env(port: int, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -361,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--period", type=float, default=20.0, help="seconds between autoplayed scans")
     p.add_argument("--nxmx", action="store_true", help="each data file records the geometry where NXmx puts it "
                    "(wavelength, detector distance, pixel size, beam centre, pixel mask)")
+    p.add_argument("--live-file", action="store_true", help="each scan also writes <data-dir>/scanN_live.h5 "
+                   "frame by frame with SWMR, opened before BUSY rises (what a streaming job reads)")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
     p.add_argument("-v", "--verbose", action="store_true")
     from .simioc_stream import add_arguments
@@ -390,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ioc.pvdb:
             print(name)
         return 0
+    ioc.live_file = bool(args.live_file)
     data_dir.mkdir(parents=True, exist_ok=True)
     from caproto.asyncio.server import run
 

@@ -180,6 +180,9 @@ class PendingEnd:
 
 
 EdgeHook = Callable[[PendingEnd], None]
+#: Called when a scan starts (a live rising edge, a start document) with the edge's event and the values that
+#: describe the scan beyond the PVs' latest ones (a start document's ``start:KEY``; {} for PV triggers).
+StartHook = Callable[[ValueEvent, Mapping[str, ValueEvent]], None]
 
 
 class Trigger:
@@ -202,6 +205,7 @@ class Trigger:
         self._pending: list[PendingEnd] = []
         self._ready: list[ScanEnd] = []
         self.missed_edges = 0  # ends seen only after a reconnect (each is then classified as usual)
+        self.on_start: StartHook | None = None  # the worker's, when it opens streaming jobs at scan starts
 
     @property
     def watched(self) -> tuple[str, ...]:
@@ -334,8 +338,11 @@ class _FallingEdgeTrigger(Trigger):
             return
         if before == 1 and now == 0:
             self._start_pending(event, latest)
-        elif now == 1 and self._pending:
-            self._flush_now(event.received_s)
+        elif now == 1:
+            if self._pending:
+                self._flush_now(event.received_s)
+            if before == 0 and self.on_start is not None:  # seen live: a scan starts (never a replay)
+                self.on_start(event, {})
 
 
 class SscanTrigger(_FallingEdgeTrigger):

@@ -12,7 +12,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from .config import BridgeConfig
 from .file_metadata import with_file_metadata
 from .filecheck import check_scan_files
 from .journal import Journal
-from .params import ScanBuildError, describe_scan
+from .params import ScanBuildError, describe_scan, describe_streaming_scan
 from .publisher import StatePublisher
 from .sender import Sender, SubmitDone
 from .state import BridgeState
@@ -35,6 +35,7 @@ from .trigger import (
     PendingEnd,
     PvTracker,
     ScanEnd,
+    StartHook,
     ValueEvent,
     as_int,
     make_trigger,
@@ -83,6 +84,11 @@ class BridgeWorker:
         self.trigger = make_trigger(config.trigger, config.debounce_s, config.max_debounce_s,
                                     next_scan_pvs=config.data.pvs, on_capture=self._journal_capture)
         self.tasks: dict[str, _Task] = {}
+        # scans that started, each described once the start's values settled (debounce_s after the edge)
+        self._starts: list[tuple[float, ValueEvent, dict[str, ValueEvent]]] = []
+        if config.stream.enabled:
+            hook: StartHook = self._scan_started
+            self.trigger.on_start = hook
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_heartbeat_s = 0.0
@@ -155,6 +161,7 @@ class BridgeWorker:
         if trig is not None:
             times.append(trig)
         times.extend(t.due_s for t in self.tasks.values())
+        times.extend(due for due, _, _ in self._starts)
         return min(times)
 
     # -- logic ------------------------------------------------------------------------------------------------
@@ -183,6 +190,7 @@ class BridgeWorker:
             scan = dict(beamline=row.beamline, scan_number=row.scan_number, file_pattern=row.file_pattern,
                         dedup_key=row.dedup_key, label=row.label, provenance=_json_dict(row.provenance_json))
             self.tasks[row.dedup_key] = self._task(row.dedup_key, stage, params, row.label, scan, now)
+            self.tasks[row.dedup_key].file_metadata_read = row.mode == jr.STREAM  # its file is a live one
             self.journal.log("resumed", f"resumed at stage {stage}", row.dedup_key)
             log.info("resuming %s (%s)", row.dedup_key, row.status)
             self.state.scan_status(row.dedup_key, row.scan_number, "waiting",
@@ -242,7 +250,11 @@ class BridgeWorker:
             self._missed_seen = self.trigger.missed_edges
 
     def tick(self, now_s: float) -> None:
-        """Classify debounced scan ends, run due file checks and submissions, beat the heart."""
+        """Open streaming jobs of started scans, classify debounced scan ends, run due file checks and
+        submissions, beat the heart."""
+        while self._starts and self._starts[0][0] <= now_s:
+            _, event, values = self._starts.pop(0)
+            self.on_scan_start(event, values, now_s)
         for end in self.trigger.poll(now_s, self.tracker.latest):
             self.on_scan_end(end, now_s)
         for task in sorted(self.tasks.values(), key=lambda t: t.due_s):
@@ -258,6 +270,67 @@ class BridgeWorker:
             self.publish_state()
         else:
             self.state.flush()
+
+    def _scan_started(self, event: ValueEvent, values: Mapping[str, ValueEvent]) -> None:
+        """The trigger saw a scan start: describe it once the values set with the start arrived (the debounce)."""
+        self._starts.append((event.received_s + self.config.debounce_s, event, dict(values)))
+
+    def on_scan_start(self, event: ValueEvent, values: dict[str, ValueEvent], now_s: float) -> None:
+        """Open the streaming job of a scan that started (``[stream] enabled``): journalled under the key the
+        completion would use (mode ``stream``), so the completion queues nothing more; a scan whose streaming
+        job cannot be opened is left to the completion trigger (docs/streaming.md, "Exactly once")."""
+        latest = {**self.tracker.latest, **values}
+        scan_no = text_of(latest, self.config.data.scan_number_pv)
+        start = ScanEnd(Outcome.COMPLETE, "scan started", event.received_s, values=latest,
+                        edge_timestamp=event.timestamp,
+                        disconnected=tuple(pv for pv in self.config.pvs if not self.tracker.connected.get(pv, False)))
+        try:
+            info, why = describe_streaming_scan(self.config, latest, start), ""
+        except ScanBuildError as exc:
+            info, why = None, str(exc)
+        if info is None or info.held:
+            why = why or "; ".join(info.held if info else ())
+            msg = f"scan {scan_no or '?'} started; no streaming job ({why}): its end decides what is queued"
+            log.warning(msg)
+            self.journal.log("stream_not_opened", msg, info.dedup_key if info else "")
+            return
+        added = self.journal.add_scan(info.dedup_key, info.beamline, info.scan_number, info.file_pattern,
+                                      info.label, info.params.to_json(), status=jr.SUBMITTING,
+                                      provenance_json=json.dumps(dict(info.provenance), default=str),
+                                      mode=jr.STREAM)
+        if not added:
+            log.info("scan %s started, already journalled (%s): no streaming job", info.scan_number, info.dedup_key)
+            self.journal.log("duplicate", "scan start already in the journal; not opened again", info.dedup_key)
+            return
+        live = info.params.data
+        where = live.file_pattern if live.live_source == "swmr" else live.live_source
+        self.journal.log("stream_start", f"scan started ({event.pvname}); streaming job from {where}",
+                         info.dedup_key)
+        log.info("scan %s started: opening its streaming job (%s)", info.scan_number, where)
+        self.state.count("streamed")
+        started = f"streaming from the start: {where}"
+        task = self._task(info.dedup_key, "submit", info.params, info.label, dict(info.to_dict(), complete=started),
+                          now_s)
+        task.file_metadata_read = True  # nothing to read: the file is being written (template and PVs only)
+        self.tasks[info.dedup_key] = task
+        self.state.scan_status(info.dedup_key, info.scan_number, "waiting", f"{started}; submitting")
+        self._publish_pending()
+
+    def _covered_by_stream(self, info: Any, end: ScanEnd, row: jr.ScanRow) -> bool:
+        """At the end of a complete scan journalled as streaming (``row``): True when its streaming job covers it
+        (accepted, or still being submitted: one job either way, under the one dedup key); False when the
+        streaming job never started (refused), in which case the row now is the batch scan to queue."""
+        if self.journal.stream_to_batch(info.dedup_key, info.file_pattern, info.params.to_json(),
+                                        jr.HELD if info.held else jr.WAITING_FILE,
+                                        json.dumps(dict(info.provenance), default=str)):
+            msg = f"its streaming job did not start ({row.last_error or row.status}): queueing the batch job"
+            log.warning("scan %s: %s", info.scan_number, msg)
+            self.journal.log("stream_failed_batch", msg, info.dedup_key)
+            return False
+        job = f"job {row.job_id}" if row.job_id else "its streaming job (being submitted)"
+        log.info("scan %s ended: reconstructed by %s; no batch job", info.scan_number, job)
+        self.journal.log("covered_by_stream", f"{end.reason}; reconstructed by {job}", info.dedup_key)
+        return True
 
     def on_scan_end(self, end: ScanEnd, now_s: float) -> None:
         """A classified end of scan: report it, check the scan-number sequence, and queue it when complete."""
@@ -294,6 +367,16 @@ class BridgeWorker:
                                       error="; ".join(info.held),
                                       provenance_json=json.dumps(dict(info.provenance), default=str))
         self._finish_edge(end, end.outcome.value, end.reason, info.scan_number, info.dedup_key)
+        if not added:
+            row = self.journal.get(info.dedup_key)
+            if row is not None and row.mode == jr.STREAM:
+                if self._covered_by_stream(info, end, row):
+                    self.state.scan_status(info.dedup_key, info.scan_number, "queued" if row.job_id else "waiting",
+                                           f"complete: {end.reason}; reconstructed while it acquired by "
+                                           f"{'job ' + row.job_id if row.job_id else 'its streaming job'}",
+                                           job_id=row.job_id, ended_at=end.edge_timestamp or None)
+                    return
+                added = True  # its streaming job never started: the row is now this batch scan
         if not added:
             log.info("scan %s already handled (%s): not queued again", info.scan_number, info.dedup_key)
             self.journal.log("duplicate", "already in the journal; not queued again", info.dedup_key)

@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -42,20 +43,62 @@ def frame_order(n: int, shuffle_block: int, duplicate: int | None, seed: int = 0
     return order
 
 
+class SwmrWriter:
+    """An HDF5 file in the layout :mod:`reconstruction.live.swmr` reads, grown frame by frame with SWMR, as a
+    detector's file writer in stream mode does: frames ``(k, rows, cols)`` of ``dtype`` at ``dataset``, their
+    ``frame_index`` and, with ``planned_m`` (N, 2) metres, the planned scan and each frame's ``positions_m``
+    (without it a reader takes row j as scan point j at the parameters' planned position), and a status."""
+
+    def __init__(self, out: Path, frame_shape: tuple[int, int], *, dtype: Any = np.float32,
+                 dataset: str = "/entry/data/data", planned_m: np.ndarray | None = None):
+        rows, cols = frame_shape
+        self.file = h5py.File(out, "w", libver="latest")
+        f = self.file
+        self.data = f.create_dataset(dataset, shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=dtype,
+                                     chunks=(1, rows, cols))
+        self.index = f.create_dataset(FRAME_INDEX, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        self.pos = None
+        if planned_m is not None:
+            self.pos = f.create_dataset(POSITIONS, shape=(0, 2), maxshape=(None, 2), dtype=np.float64,
+                                        chunks=(1024, 2))
+            f.create_dataset(PLANNED_POSITIONS, data=planned_m)
+        self.status = f.create_dataset(STATUS, data=np.zeros(1, dtype=np.int8))
+        f.swmr_mode = True
+        self.written = 0
+
+    def append(self, frames: np.ndarray, indices: list[int] | np.ndarray, positions_m: np.ndarray | None = None
+               ) -> None:
+        """Add frames ``(B, rows, cols)`` of scan points ``indices`` (and their positions, when planned) and flush,
+        the index last, so a reader never sees an index before its frame."""
+        k0, k1 = self.written, self.written + len(indices)
+        growing = [self.data, self.index] + ([self.pos] if self.pos is not None else [])
+        for ds in growing:
+            ds.resize(k1, axis=0)
+        self.data[k0:k1] = frames
+        if self.pos is not None and positions_m is not None:
+            self.pos[k0:k1] = positions_m
+        self.index[k0:k1] = np.asarray(indices, dtype=np.int64)
+        for ds in [self.data] + ([self.pos] if self.pos is not None else []) + [self.index]:
+            ds.flush()
+        self.written = k1
+
+    def end(self, aborted: bool = False) -> None:
+        """Say the scan ended (1) or was aborted (2)."""
+        self.status[0] = 2 if aborted else 1
+        self.status.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def write_scan(out: Path, frames: np.ndarray, positions_m: np.ndarray, *, rate_hz: float, order: list[int],
                dataset: str = "/entry/data/data", abort_after: int | None = None,
                stop_after: int | None = None) -> dict[str, object]:
     """Write ``frames`` (N, r, c) float32 at ``positions_m`` (N, 2) metres in ``order`` at ``rate_hz`` with SWMR;
     returns what was written and when."""
     n, rows, cols = frames.shape
-    with h5py.File(out, "w", libver="latest") as f:
-        data = f.create_dataset(dataset, shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=np.float32,
-                                chunks=(1, rows, cols))
-        index = f.create_dataset(FRAME_INDEX, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
-        pos = f.create_dataset(POSITIONS, shape=(0, 2), maxshape=(None, 2), dtype=np.float64, chunks=(1024, 2))
-        f.create_dataset(PLANNED_POSITIONS, data=positions_m)
-        status = f.create_dataset(STATUS, data=np.zeros(1, dtype=np.int8))
-        f.swmr_mode = True
+    writer = SwmrWriter(out, (rows, cols), dataset=dataset, planned_m=positions_m)
+    try:
         t0 = time.time()
         written = 0
         first_s = last_s = 0.0
@@ -67,14 +110,7 @@ def write_scan(out: Path, frames: np.ndarray, positions_m: np.ndarray, *, rate_h
             due = min(limit, int((time.time() - t0) * rate_hz) + 1)
             if due > written:
                 chosen = order[written:due]
-                k0 = written
-                for ds in (data, index, pos):
-                    ds.resize(due, axis=0)
-                data[k0:due] = frames[chosen]
-                pos[k0:due] = positions_m[chosen]
-                index[k0:due] = chosen  # last, so a reader never sees an index before its frame
-                for ds in (data, pos, index):
-                    ds.flush()
+                writer.append(frames[chosen], chosen, positions_m[chosen])
                 last_s = time.time()
                 first_s = first_s or last_s
                 written = due
@@ -82,8 +118,9 @@ def write_scan(out: Path, frames: np.ndarray, positions_m: np.ndarray, *, rate_h
         if stop_after is not None and written >= stop_after:
             return _report(written, first_s, last_s, "stopped")
         aborted = abort_after is not None and written >= abort_after
-        status[0] = 2 if aborted else 1
-        status.flush()
+        writer.end(aborted)
+    finally:
+        writer.close()
     return _report(written, first_s, last_s, "aborted" if aborted else "ended")
 
 

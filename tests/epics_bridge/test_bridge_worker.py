@@ -331,12 +331,13 @@ def test_a_resumed_scan_keeps_where_its_parameters_came_from(tmp_path: Path, rec
     assert prov["reconstruction.iterations"] == {"source": "template", "value": 2}
 
 
-def test_a_journal_of_an_older_version_gains_the_provenance_column(tmp_path: Path) -> None:
+def test_a_journal_of_an_older_version_gains_the_provenance_and_mode_columns(tmp_path: Path) -> None:
     import sqlite3
 
     path = tmp_path / "old.sqlite3"
     old = sqlite3.connect(path)
-    old.executescript(jr._SCHEMA.replace(",\n    provenance_json TEXT NOT NULL DEFAULT '{}'", ""))
+    old.executescript(jr._SCHEMA.replace(",\n    provenance_json TEXT NOT NULL DEFAULT '{}'", "").replace(
+        ",\n    mode TEXT NOT NULL DEFAULT 'batch'", ""))
     old.execute("INSERT INTO scans (dedup_key, beamline, scan_number, file_pattern, label, params_json, status,"
                 " created_at, updated_at) VALUES ('BL:1:f', 'BL', '1', 'f', 'l', '{}', 'waiting_file', 0, 0)")
     old.commit()
@@ -344,9 +345,11 @@ def test_a_journal_of_an_older_version_gains_the_provenance_column(tmp_path: Pat
     old.close()
     journal = jr.Journal(path)
     (row,) = journal.open_scans()
-    assert row.dedup_key == "BL:1:f" and row.provenance_json == "{}"
-    assert journal.add_scan("BL:2:f", "BL", "2", "f", "l", "{}", provenance_json='{"a": {"source": "pv"}}')
+    assert row.dedup_key == "BL:1:f" and row.provenance_json == "{}" and row.mode == jr.BATCH
+    assert journal.add_scan("BL:2:f", "BL", "2", "f", "l", "{}", provenance_json='{"a": {"source": "pv"}}',
+                            mode=jr.STREAM)
     assert journal.get("BL:2:f").provenance_json == '{"a": {"source": "pv"}}'
+    assert journal.get("BL:2:f").mode == jr.STREAM
 
 
 def test_a_queued_scan_says_why_it_was_complete_never_partial(tmp_path: Path, rec: Path) -> None:

@@ -25,7 +25,7 @@ class Clock:
 
 
 def make_config(tmp: Path, submit: dict[str, Any] | None = None, template: str = "-size=16 -qxy=8,8 -fs=1 -i=2",
-                **file_check: Any):
+                stream: dict[str, Any] | None = None, **file_check: Any):
     raw = {
         "bridge": {"beamline": "BL", "journal": "j.sqlite3", "debounce_s": 0.5, "heartbeat_s": 1.0},
         "trigger": {"kind": "sscan", "busy_pv": "BUSY", "message_pv": "SMSG"},
@@ -36,6 +36,8 @@ def make_config(tmp: Path, submit: dict[str, Any] | None = None, template: str =
         "submit": submit or {"kind": "callable", "target": "recording_submitter:RecordingSubmitter",
                              "initial_backoff_s": 0.5, "max_backoff_s": 2.0},
     }
+    if stream is not None:
+        raw["stream"] = stream
     return config_from_dict(raw, base_dir=tmp)
 
 

@@ -16,8 +16,9 @@ from webapp_helpers import api_auth, api_post
 from reconstruction import Parameters
 from reconstruction.io import read_result
 from webapp.jobs import runner, services
-from webapp.jobs.frames import decode_frame
 from webapp.jobs.models import Job
+from webapp.live import status
+from webapp.live.frames import decode_frame
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
@@ -30,7 +31,7 @@ N = 64
 def sent_frames(monkeypatch):
     frames: list = []
     monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
-    monkeypatch.setattr(services, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
+    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
     return frames
 
 

@@ -230,9 +230,7 @@ class JobRun:
         except Exception as exc:
             return self.fail(exc)
         try:
-            db_call(lambda: self.update(device=device_description(rec)[:100], iterations=rec.iterations,
-                                        run_plan=rec.plan.to_dict()),
-                    what=f"start job {self.job.pk}")
+            self.note_plan(rec, iterations=rec.iterations)
             self.snapshots = SnapshotWriter(self.job.pk, rec.iterations)
             cancelled = self.iterate(rec)
             result = rec.result()
@@ -259,8 +257,7 @@ class JobRun:
         period = 1.0 / max(float(settings.PTYCHOPY_FRAME_RATE_HZ), 1e-3)
         progress = None
         for progress in rec:
-            if _stopping.is_set():
-                raise WorkerStopping()
+            self.stop_if_worker_stops()
             self.errors.append(float(progress.error))
             now = time.monotonic()
             final = rec.done
@@ -276,6 +273,24 @@ class JobRun:
                         self.frame(rec, progress, Job.Status.RUNNING)
                     return True
         return progress is None and self.cancel_requested()
+
+    def note_plan(self, rec: Any, **fields: Any) -> None:
+        """Write the device and the run plan of ``rec`` (and ``fields``) to the row, once the run is planned."""
+        db_call(lambda: self.update(device=device_description(rec)[:100], run_plan=rec.plan.to_dict(), **fields),
+                what=f"start job {self.job.pk}")
+
+    @staticmethod
+    def stop_if_worker_stops() -> None:
+        """Raise :class:`WorkerStopping` when this worker is shutting down (asked between iterations)."""
+        if _stopping.is_set():
+            raise WorkerStopping()
+
+    def cancel_due(self, now: float) -> bool:
+        """At most every ``CANCEL_POLL_S``: whether the row asks to cancel."""
+        if now - self.last_cancel_check < CANCEL_POLL_S:
+            return False
+        self.last_cancel_check = now
+        return self.cancel_requested()
 
     def cancel_requested(self) -> bool:
         """The row's cancel flag; False while the database is unreachable (the next look reads it)."""

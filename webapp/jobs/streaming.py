@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 
 from reconstruction import Parameters
+from webapp.dbretry import db_call
 
-from .dbretry import db_call
 from .models import Job
-from .runner import CANCEL_POLL_S, JobRun, WorkerStopping, _stopping, device_description
 
 if TYPE_CHECKING:
     from reconstruction.live.run import LiveSummary, StreamingRun
+
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +43,15 @@ def live_header(stream: StreamingRun, phase: str) -> dict[str, Any]:
             "newest_frame_unix_s": newest_unix}
 
 
-def execute_streaming(run: JobRun, params: Parameters) -> str:
-    """Run the claimed job ``run`` as a streaming reconstruction; returns its final status (as ``execute``)."""
+def execute_streaming(run: Any, params: Parameters) -> str:
+    """Run the claimed job ``run`` (a ``runner.JobRun``, not imported: it imports this module) as a streaming
+    reconstruction; returns its final status. Errors propagate: ``JobRun.execute`` fails the job with them (or
+    hands it back when the worker stops)."""
     from reconstruction.live import open_live_source
     from reconstruction.live.run import StreamingRun, check_streaming
 
-    try:
-        check_streaming(params)
-        source = open_live_source(params)
-    except Exception as exc:
-        return run.fail(exc)
+    check_streaming(params)
+    source = open_live_source(params)
     try:
         stream = StreamingRun(params, source)
         db_call(lambda: run.update(device=str(params.reconstruction.device)[:100], iterations=0,
@@ -76,10 +75,6 @@ def execute_streaming(run: JobRun, params: Parameters) -> str:
             return str(Job.Status.CANCELLED)
         run.finish(Job.Status.DONE, message=result.stopped_early or "", result_path=str(path))
         return str(Job.Status.DONE)
-    except WorkerStopping:
-        raise
-    except Exception as exc:
-        return run.fail(exc)
     finally:
         source.close()
 
@@ -88,7 +83,7 @@ class _Watcher:
     """The streaming run's per-iteration callback: frames for the viewers (at the frame rate), the cancel flag,
     a stopping worker."""
 
-    def __init__(self, run: JobRun, stream: StreamingRun):
+    def __init__(self, run: Any, stream: StreamingRun):
         self.run = run
         self.stream = stream
         self.period_s = 1.0 / max(float(settings.PTYCHOPY_FRAME_RATE_HZ), 1e-3)
@@ -97,24 +92,20 @@ class _Watcher:
         self.planned = False
 
     def on_iteration(self, progress: Any, summary: LiveSummary) -> None:
-        if _stopping.is_set():
-            raise WorkerStopping()
         run, rec = self.run, self.stream.rec
+        run.stop_if_worker_stops()
         self.progress = progress
         run.errors.append(float(progress.error))
         if not self.planned and rec is not None:  # the run is planned at its first frame
             self.planned = True
-            db_call(lambda: run.update(device=device_description(rec)[:100], run_plan=rec.plan.to_dict()),
-                    what=f"plan job {run.job.pk}")
+            run.note_plan(rec)
         now = time.monotonic()
         if now - run.last_frame_at >= self.period_s:
             run.last_frame_at = now
             self.last_frame("finishing" if summary.outcome else "acquiring")
-        if not self.cancelled and now - run.last_cancel_check >= CANCEL_POLL_S:
-            run.last_cancel_check = now
-            if run.cancel_requested():
-                self.cancelled = True
-                self.stream.cancel()
+        if not self.cancelled and run.cancel_due(now):
+            self.cancelled = True
+            self.stream.cancel()
 
     def last_frame(self, phase: str) -> None:
         """Publish the current images with the stream's state."""
