@@ -43,3 +43,11 @@ def redis_url(redis_server: RedisServer) -> str:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _stop_all_services()
 
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every /api/v1/ answer of Django's test client is checked against the OpenAPI document
+    (tests/support/openapi_check.py): an answer the document does not describe fails the test that got it."""
+    from tests.support import openapi_check
+
+    openapi_check.install()

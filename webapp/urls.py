@@ -6,6 +6,7 @@ from django.urls import include, path
 from webapp import health, metrics
 from webapp.accounts import tokens
 from webapp.accounts.views import GatedPasswordResetView, ResetLinkView
+from webapp.api.docs import api_docs
 
 urlpatterns = [
     # probes (webapp.health, docs/deploy.md): no login; /healthz is the older name of /readyz
@@ -22,5 +23,6 @@ urlpatterns = [
     path("accounts/reset/<uidb64>/", ResetLinkView.as_view(), name="password_reset_link"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.api.urls")),
+    path("api/docs/", api_docs, name="api_docs"),  # Swagger UI of /api/v1/openapi.json, from our static files
     path("", include("webapp.jobs.urls")),
 ]

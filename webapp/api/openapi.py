@@ -116,6 +116,8 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                 "parameters": _ref("Parameters"),
                 "cmdstr": {"type": "string", "nullable": True},
                 "error_history": {"type": "array", "items": {"type": "number"}},
+                "provenance": {"type": "object", "nullable": True, "additionalProperties": {"type": "object"},
+                               "description": "Where each parameter came from, as submitted; null when not given"},
                 "run_plan": {"type": "object", "nullable": True, "additionalProperties": True,
                              "description": "How the worker runs the job and why (implementation, residency, "
                                             "devices and a reason for each; docs/performance.md); null until "
@@ -145,6 +147,8 @@ def schema(server_url: str = "/") -> dict[str, Any]:
         "type": "object",
         "properties": {
             "error": {"type": "string"},
+            "job": {"type": "integer", "description": "422: the job this Idempotency-Key created"},
+            "more_problems": {"type": "integer", "description": "400: how many problems were left out of the list"},
             "problems": {"type": "array", "items": {"type": "object", "properties": {
                 "path": {"type": "string"}, "flag": {"type": "string"}, "value": {},
                 "message": {"type": "string"}}}},
