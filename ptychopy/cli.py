@@ -77,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--metadata", action="store_true",
                    help="take the wavelength, distance, detector pixel, beam centre (-qxy), mask and positions that "
-                        "the first data file records (NeXus/NXmx, CXI) unless the command string gives them")
+                        "the first data file records (NeXus/NXmx, CXI), and the grid, steps and energy of an EPICS "
+                        "MDA file given as -lf, unless the command string gives them")
     r.set_defaults(func=cmd_run)
     pa = sub.add_parser("params", help="list every parameter with its flag, unit, default and hint")
     pa.add_argument("--json", action="store_true", help="machine-readable output")
@@ -189,7 +190,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.metadata:
         from reconstruction.io.scan_metadata import apply_file_metadata, describe_metadata, given_in_cmdstr
 
-        params, meta = apply_file_metadata(params, given_in_cmdstr(args.cmdstr))
+        given = given_in_cmdstr(args.cmdstr)
+        mda_file = params.experiment.positions_file
+        if mda_file.lower().endswith(".mda"):  # the grid first: it says how many frames the scan has
+            from reconstruction.io import apply_mda
+
+            before = params
+            params = apply_mda(params, mda_file, given)
+            if not args.quiet:
+                taken = sorted(k for k, v in params.changed().items() if before.get(k) != v)
+                print(f"MDA {mda_file}: " + (", ".join(taken) or "nothing new"), file=sys.stderr)
+        params, meta = apply_file_metadata(params, given)
         if not args.quiet:
             print(f"{meta.layout} metadata: " + "; ".join(describe_metadata(meta)), file=sys.stderr)
     if params.data.live_source != "none":

@@ -61,11 +61,12 @@ def extra_bytes(entries: list[tuple[str, str, int, str, object]]) -> bytes:
 
 
 def write_mda(path, rows=5, cols=7, done_rows=None, y_um=(0.0, 0.4), x_mm=(1.0, 1.0006),
-              extras=None, x_unit="mm", y_unit="um", energy_detector=None):
-    """A 2-D scan: outer positioner y (um), inner positioner x (mm)."""
+              extras=None, x_unit="mm", y_unit="um", energy_detector=None, x_off_mm=None):
+    """A 2-D scan: outer positioner y (um), inner positioner x (mm); ``x_off_mm`` adds to each inner point (what
+    the readback recorded besides the grid)."""
     done = rows if done_rows is None else done_rows
     ys = np.linspace(*y_um, rows)
-    xs = np.linspace(*x_mm, cols)
+    xs = np.linspace(*x_mm, cols) + (0.0 if x_off_mm is None else np.asarray(x_off_mm))
     outer_dets = [("2idd:energy", "Mono energy", "keV", np.full(rows, energy_detector))] if energy_detector else []
     inner = [scan_bytes(1, cols, cols, [], [("2idd:x", x_unit, xs)], [("2idd:sum", "STXM", "cts",
                                                                       np.arange(cols))]) for _ in range(done)]
@@ -174,3 +175,33 @@ def test_positions_follow_the_scan_order_in_metres(tmp_path):
     np.testing.assert_allclose(positions[:, 0], np.repeat(np.linspace(10e-6, 12e-6, 3), 4))
     np.testing.assert_allclose(positions[:, 1], np.tile(np.linspace(1e-3, 1.003e-3, 4), 3))
     assert mda_parameters(p)["experiment.positions_file"] == str(p)
+
+
+def test_run_with_metadata_takes_grid_energy_and_measured_positions_from_an_mda_positions_file(tmp_path):
+    """``ptychopy run --metadata "... -lf=scan.mda"``: the MDA file gives the grid and the energy the command string
+    leaves out, and the run's positions are the file's positioner data (the window corners move as they do)."""
+    from ptychopy.cli import main as cli_main
+    from reconstruction.io import read_result
+    from reconstruction.io.mda import read_positions_mda
+    from reconstruction.io.writers import write_scan_files
+
+    off_mm = [0.0, 8e-5, -6e-5, 0.0, 9e-5, 0.0, -8e-5]  # readbacks off the 100 nm grid by up to 90 nm (1.5 px)
+    mda = write_mda(tmp_path / "s.mda", rows=5, cols=7, y_um=(0.0, 0.4), x_mm=(1.0, 1.0006), x_off_mm=off_mm,
+                    extras=[("mono:ENERGY_MON", "Mono energy", 34, "keV", 8.8)])
+    frames = np.random.default_rng(0).poisson(50.0, size=(35, 32, 32)).astype(np.float32)
+    write_scan_files(frames, tmp_path, "scan_#06d.h5", dpf=7)
+    cmdstr = (f"./ptycho -jobID=mda -fp={tmp_path}/scan_#06d.h5 -dpf=7 -lf={mda} -size=32 -qxy=16,16 -z=1 "
+              f"-dx_d=75e-6 -beamSize=2e-7 -i=1 -device=cpu -outputDir={tmp_path / 'out'}")
+    assert cli_main(["run", "--metadata", "--quiet", cmdstr]) == 0
+    result = read_result(tmp_path / "out" / "mda.h5")
+    assert result.parameters.experiment.scan_dims == (5, 7)
+    assert result.parameters.experiment.wavelength_m == pytest.approx(HC_KEV_M / 8.8)
+    moved_px = result.positions_px - result.positions_px[0]
+    expected = read_positions_mda(mda)
+    # the default windows sit on whole pixels: each corner within half a pixel of the readback, which the grid
+    # alone misses by more
+    readback_px = (expected - expected[0]) / result.pixel_size_m
+    np.testing.assert_allclose(moved_px, readback_px, atol=0.5 + 1e-9)
+    grid_px = readback_px.copy()
+    grid_px[:, 1] -= np.tile(np.asarray(off_mm) * 1e-3, 5) / result.pixel_size_m
+    assert np.abs(moved_px - grid_px).max() > 0.5
