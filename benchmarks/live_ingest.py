@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import math
@@ -156,7 +157,8 @@ def one_run(kind: str, rate: float, args: argparse.Namespace, tmp: Path) -> dict
     received = run.summary.received
     first = float(arrival[0]) if arrival.size else 0.0
     span = float(arrival[-1] - arrival[0]) if arrival.size > 1 else 0.0
-    lags = np.array([t - arrival[k - 1] for t, k in steps if k and t - first >= args.warmup])
+    settled = steps[0][0] + args.warmup if steps else 0.0  # the allocation at the first frames, and its backlog
+    lags = np.array([t - arrival[k - 1] for t, k in steps if k and t >= settled])
     setup_s = (steps[0][0] - first) if steps else float("nan")
     dropped = source.dropped + max(0, int(sent.get("frames", n)) - received)
     achieved = (received - 1) / span if span > 0 else 0.0
@@ -189,6 +191,7 @@ def _release(run: StreamingRun) -> None:
     run.rec = None
     run._amplitudes = None
     run._upload = None
+    gc.collect()
     try:
         import cupy as cp  # type: ignore[import-not-found]
 
@@ -212,7 +215,8 @@ def ingest_main(argv: list[str]) -> int:
     ap.add_argument("--distinct", type=int, default=256, help="distinct simulated frames, cycled")
     ap.add_argument("--photons", type=float, default=1e6)
     ap.add_argument("--queue", type=int, default=4000, help="pvAccess monitor queue (frames)")
-    ap.add_argument("--warmup", type=float, default=5.0, help="seconds after the first frame left out of the lag")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds after the first epoch left out of the lag "
+                    "(the run allocates at the first frames; the frames that came meanwhile are taken in then)")
     ap.add_argument("--json", default="", help="write the rows here")
     args = ap.parse_args(argv)
     rows = []
