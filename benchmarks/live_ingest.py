@@ -214,7 +214,8 @@ def ingest_main(argv: list[str]) -> int:
     ap.add_argument("--window", type=int, default=1000, help="-liveWindow: frames each epoch visits")
     ap.add_argument("--distinct", type=int, default=256, help="distinct simulated frames, cycled")
     ap.add_argument("--photons", type=float, default=1e6)
-    ap.add_argument("--queue", type=int, default=4000, help="pvAccess monitor queue (frames)")
+    ap.add_argument("--queue", type=int, default=20000, help="pvAccess monitor queue (frames): holds the frames "
+                    "that come while the run allocates its device arrays at the first frames")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds after the first epoch left out of the lag "
                     "(the run allocates at the first frames; the frames that came meanwhile are taken in then)")
     ap.add_argument("--json", default="", help="write the rows here")
