@@ -6,17 +6,20 @@
                                       (a terminal demo when the web extras are not installed)
     ptychopy serve | bridge | simioc | simwrite | export | inspect ...   (see each --help)
 
-``serve`` lives in ``webapp``, ``bridge``/``simioc`` in ``epics_bridge`` and ``export`` in
-``reconstruction.io``; they are looked up by module name, so this package does not import them.
+``serve`` lives in ``webapp``, ``bridge``/``simioc`` in ``epics_bridge``: those packages register them as entry
+points (group ``ptychopy.commands`` in pyproject.toml; ``serve --bridge`` finds the bridge through the group
+``ptychopy.serve_bridge``), so this package neither imports nor names them. ``export`` and ``simwrite`` live in
+``reconstruction``, below this package.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
+from collections.abc import Callable
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +27,32 @@ from reconstruction.errors import ReconstructionError
 from reconstruction.parameters import GROUP_TITLES, ParameterError, Parameters, param_table
 from reconstruction.safe_paths import UnsafePathError
 
-# subcommand -> (module, function, help)
-DELEGATED = {
-    "serve": ("webapp.cli", "main", "run the web site (embedded mode unless DATABASE_URL/REDIS_URL are set); "
+#: Entry point groups the packages above this one register their commands in (pyproject.toml).
+COMMANDS_GROUP = "ptychopy.commands"
+SERVE_BRIDGE_GROUP = "ptychopy.serve_bridge"
+
+
+def _export_main(argv: list[str]) -> Any:
+    from reconstruction.io.export import main as export_main
+
+    return export_main(argv)
+
+
+def _simwrite_main(argv: list[str]) -> Any:
+    from reconstruction.live.simwrite import main as simwrite_main
+
+    return simwrite_main(argv)
+
+
+# subcommand -> (the command's function, or the name of its entry point in COMMANDS_GROUP; help)
+DELEGATED: dict[str, tuple[Callable[[list[str]], Any] | str, str]] = {
+    "serve": ("serve", "run the web site (embedded mode unless DATABASE_URL/REDIS_URL are set); "
               "--bridge CONFIG also runs the EPICS bridge in-process"),
-    "bridge": ("epics_bridge.cli", "main", "run the EPICS bridge that queues a reconstruction per finished scan"),
-    "simioc": ("epics_bridge.cli", "simioc_main", "run a simulated beamline IOC that plays scans"),
-    "export": ("reconstruction.io.export", "main", "export a result file to TIFF, PNG, CSV or a ptychodus product"),
-    "simwrite": ("reconstruction.live.simwrite", "main", "write a simulated scan into an HDF5 file with SWMR at a "
-                 "frame rate (a detector for -liveSource=swmr)"),
+    "bridge": ("bridge", "run the EPICS bridge that queues a reconstruction per finished scan"),
+    "simioc": ("simioc", "run a simulated beamline IOC that plays scans"),
+    "export": (_export_main, "export a result file to TIFF, PNG, CSV or a ptychodus product"),
+    "simwrite": (_simwrite_main, "write a simulated scan into an HDF5 file with SWMR at a frame rate (a detector "
+                 "for -liveSource=swmr)"),
 }
 
 DEMO_CMDSTR = ("./ptycho -jobID=demo -algorithm=LSQML -simulate=1 -size=64 -scanDims=15,15 -step=200e-9,200e-9 "
@@ -97,85 +117,61 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--threshold", type=float, default=None, help="FRC threshold (default 1/7)")
     c.add_argument("--csv", help="write the FRC curve here (frequency_per_m, frc)")
     c.set_defaults(func=cmd_compare)
-    for name, (_m, _f, help_text) in DELEGATED.items():
+    for name, (_command, help_text) in DELEGATED.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return p
+
+
+def registered(group: str, name: str) -> Any:
+    """The object entry point ``name`` of ``group`` names (loaded now). ``ImportError`` when no installed package
+    registers it (ptychopy not installed: ``pip install -e .``) or when loading it fails (its extras missing)."""
+    found = entry_points(group=group, name=name)
+    if not found:
+        raise ImportError(f"no package registers '{name}' in the entry point group {group} (is ptychopy installed? "
+                          "pip install -e .)")
+    return next(iter(found)).load()
 
 
 def _delegate(name: str, rest: list[str]) -> int:
     if name == "serve":
         return _serve(rest)
-    module, func, _help = DELEGATED[name]
+    command, _help = DELEGATED[name]
     try:
-        mod = importlib.import_module(module)
+        run = registered(COMMANDS_GROUP, command) if isinstance(command, str) else command
     except ImportError as exc:
         print(f"ptychopy {name}: not available ({exc}); install the extras: pip install 'ptychopy[web,epics]'",
               file=sys.stderr)
         return 1
-    return int(getattr(mod, func)(rest) or 0)
+    return int(run(rest) or 0)
 
 
 def _serve(rest: list[str]) -> int:
     """``ptychopy serve [--bridge CONFIG] ...``: the web site; with ``--bridge`` the EPICS bridge runs in the same
     process (embedded mode: its jobs reach the in-process worker at once)."""
     try:
-        web = importlib.import_module("webapp.cli")
+        serve = registered(COMMANDS_GROUP, "serve")
     except ImportError as exc:
         print(f"ptychopy serve: not available ({exc}); install the extras: pip install 'ptychopy[web]'",
               file=sys.stderr)
         return 1
-    return int(web.main(["serve", *rest], bridge_factory=_bridge_factory(web.StartupError)) or 0)
+    return int(serve(rest, make_bridge_factory=_bridge_factory) or 0)
 
 
-def _bridge_factory(startup_error: type[Exception]) -> Any:
-    """``factory(config_path)`` for ``webapp.cli.main``: reads and checks the configuration now (raising
-    ``startup_error`` with one line naming the file and the problem) and returns the hook that starts the bridge
-    once the web side is up, with the bridge's log lines sent to this process's output."""
+def _bridge_factory(startup_error: type[Exception]) -> Callable[[str], Any]:
+    """``factory(config_path)`` for the web server's ``--bridge``: the bridge's own check of the configuration
+    (entry point ``epics`` of ``ptychopy.serve_bridge``), which raises ``startup_error`` with one line naming the
+    file and the problem and returns the hook that starts the bridge once the web side is up. Loaded only when
+    ``--bridge`` is given."""
 
     def factory(config_path: str) -> Any:
         try:
-            epics_bridge = importlib.import_module("epics_bridge")
+            bridge_hook = registered(SERVE_BRIDGE_GROUP, "epics")
         except ImportError as exc:
             raise startup_error(f"--bridge: the EPICS bridge is not available ({exc}); "
                                 "install the extras: pip install 'ptychopy[epics]'") from None
-        try:
-            config = epics_bridge.load_config(config_path)
-        except epics_bridge.ConfigError as exc:  # its message starts with the file's name
-            where = "" if str(config_path) in str(exc) else f" {config_path}"
-            raise startup_error(f"--bridge{where}: {exc}") from None
-
-        def start_bridge() -> Any:
-            _log_to_output("epics_bridge")
-            try:
-                bridge = epics_bridge.Bridge(config)
-                bridge.start()
-            except Exception as exc:  # e.g. a journal it cannot open, a submitter it cannot import
-                raise startup_error(f"--bridge {config_path}: the bridge cannot start: "
-                                    f"{type(exc).__name__}: {exc}") from None
-            return bridge.stop
-
-        return start_bridge
+        return bridge_hook(config_path, startup_error)
 
     return factory
-
-
-def _log_to_output(logger_name: str) -> None:
-    """Send ``logger_name``'s records (INFO and up, or ``$PTYCHOPY_LOG_LEVEL``) to stderr, where the server
-    prints its own; without this only WARNINGs reach the output (Python's last-resort handler)."""
-    import logging
-    import os
-
-    logger = logging.getLogger(logger_name)
-    if logging.getLogger().handlers:
-        return  # Django's LOGGING (webapp.logs) prints every logger once, in its format (plain or JSON)
-    if any(getattr(h, "_ptychopy_output", False) for h in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler._ptychopy_output = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.setLevel(os.environ.get("PTYCHOPY_LOG_LEVEL", "INFO").upper())
-    logger.propagate = False
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -283,11 +279,11 @@ def _advanced(path: str) -> bool:
 def cmd_demo(args: argparse.Namespace) -> int:
     if not args.terminal:
         try:
-            web = importlib.import_module("webapp.cli")
+            serve = registered(COMMANDS_GROUP, "serve")
         except ImportError:
-            web = None
-        if web is not None:
-            return int(web.main(["serve", "--demo", "--port", str(args.port)]) or 0)
+            serve = None
+        if serve is not None:
+            return int(serve(["--demo", "--port", str(args.port)]) or 0)
     print("ptychopy terminal demo: a simulated scan reconstructed with LSQML")
     print(f"  {DEMO_CMDSTR}")
     params = Parameters.from_cmdstr(DEMO_CMDSTR).replace({"output.output_dir": "var/demo"})

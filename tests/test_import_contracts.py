@@ -5,10 +5,13 @@ import the module, transitively), so the check can fail."""
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -62,3 +65,23 @@ def test_a_bad_import_breaks_the_contract_that_forbids_it(tmp_path: Path, module
     # a circle is reported inside its package, relatively: "No cycles are allowed in webapp.jobs ... .tasks -> .queue"
     named = dotted in out.stdout or (f"in {package}." in out.stdout and f".{leaf} " in out.stdout)
     assert named, "the report names the importing module"
+
+
+def _non_docstring_strings(tree: ast.AST) -> list[ast.Constant]:
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+def test_ptychopy_names_no_package_above_it() -> None:
+    """The import contracts see imports, not a module loaded by its name: ``ptychopy`` runs the commands of
+    ``webapp`` and ``epics_bridge`` through the entry points those packages register, and its code names neither."""
+    above = re.compile(r"^(webapp|epics_bridge)([.:]|$)")
+    named = [f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}"
+             for path in sorted((ROOT / "ptychopy").rglob("*.py"))
+             for node in _non_docstring_strings(ast.parse(path.read_text(), str(path))) if above.search(node.value)]
+    assert named == []
+    assert {"serve", "bridge", "simioc"} <= {ep.name for ep in entry_points(group="ptychopy.commands")}
+

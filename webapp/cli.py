@@ -5,7 +5,8 @@ database, creates the demo login (printed; the password is kept in ``$PTYCHOPY_H
 re-queues unfinished jobs, starts the worker thread and serves HTTP and websockets until Ctrl-C.
 
 ``--bridge CONFIG`` also runs the EPICS bridge in this process. This package does not import the bridge (imports
-point down): the ``ptychopy`` command hands :func:`main` a ``bridge_factory``, which reads the configuration at
+point down): the ``ptychopy`` command calls :func:`serve_command` (its entry point) with the bridge's factory
+(``epics_bridge.serve_hook``, found through its own entry point), which reads the configuration at
 once (before anything else starts) and returns the startup hook that starts the bridge. A bad configuration, or a
 bridge that cannot start, raises :class:`StartupError`: ``serve`` prints its one line and exits with status 2
 without starting the web server (a site that runs without the bridge it was asked for would look healthy while
@@ -64,6 +65,15 @@ def main(argv: list[str] | None = None, startup_hooks: Sequence[StartupHook] = (
             print(f"ptychopy serve: {exc}", file=sys.stderr)
             return EXIT_BAD_STARTUP
     return serve(args.host, args.port, demo=args.demo, open_browser=not args.no_browser, startup_hooks=hooks)
+
+
+def serve_command(argv: list[str],
+                  make_bridge_factory: Callable[[type[Exception]], Callable[[str], StartupHook]] | None = None) -> int:
+    """``ptychopy serve ARGS``: the entry point ``serve`` of the group ``ptychopy.commands`` (pyproject.toml).
+    ``make_bridge_factory(StartupError)`` gives the ``bridge_factory`` of :func:`main` (the ``ptychopy`` command
+    passes one that finds the bridge through its own entry point)."""
+    factory = make_bridge_factory(StartupError) if make_bridge_factory is not None else None
+    return main(["serve", *argv], bridge_factory=factory)
 
 
 def _start_all(hooks: Sequence[StartupHook]) -> list[Callable[[], None]]:
