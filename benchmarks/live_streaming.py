@@ -24,7 +24,9 @@ sustained.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -58,17 +60,20 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--dims", default="40,40")
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--source", choices=("swmr", "pva"), default="swmr", help="the detector stream: an SWMR file "
+                    "(ptychopy simwrite) or an NTNDArray over pvAccess (ptychopy simioc --stream pva, loopback)")
     args = ap.parse_args()
     scan = f"./ptycho -size={args.size} -scanDims={args.dims} -photons=1e6 -seed=0"
     rec = f"-sqrtData=1 -algorithm={args.algorithm} -updateProbe=2 -phaseConstraint=0 -device=cpu"
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "scan.h5"
-        writer = subprocess.Popen([*PTYCHOPY, "simwrite", str(data), scan, "--rate", str(args.rate)],
-                                  stdout=subprocess.PIPE, text=True)
-        live = subprocess.run([*PTYCHOPY, "run", f"{scan} {rec} -fp={data} -liveSource=swmr -liveStall=5 "
+        writer, source, env = _writer(args.source, data, scan, args.rate)
+        live = subprocess.run([*PTYCHOPY, "run", f"{scan} {rec} {source} -liveStall=5 "
                                f"-liveFinish={args.finish} -jobID=live", "--out", tmp, "--quiet"],
-                              capture_output=True, text=True, check=True)
-        wrote = json.loads(writer.communicate()[0].strip().splitlines()[-1])
+                              capture_output=True, text=True, check=True, env=env)
+        if args.source == "pva":
+            writer.terminate()  # past its report: it lingers for late clients
+        wrote = json.loads([x for x in writer.communicate()[0].splitlines() if x.startswith("{")][-1])
         info = live_line(live.stdout)
         epochs = info["live_iterations"] + info["finish_iterations"]
         t0 = time.perf_counter()
@@ -81,6 +86,7 @@ def main() -> int:
     region = _region(batch_res, truth.shape)
     out = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "algorithm": args.algorithm,
+        "source": args.source,
         "scan": scan, "writer": wrote, "live": info, "batch_epochs": epochs, "batch_process_s": round(batch_s, 2),
         "nrmse_live_vs_batch": round(object_nrmse(batch_res.object, live_obj, region), 4),
         "nrmse_live_vs_truth": round(object_nrmse(truth, live_obj, region), 4),
@@ -88,6 +94,24 @@ def main() -> int:
     }
     print(json.dumps(out))
     return 0
+
+
+def _writer(kind: str, data: Path, scan: str, rate: float) -> tuple[subprocess.Popen[str], str, dict[str, str]]:
+    """Start the detector stream; (its process, the run's -liveSource/-fp flags, the run's environment). For pvAccess
+    the batch run's file is written from the same simulation (same seed) the server streams."""
+    if kind == "swmr":
+        return (subprocess.Popen([*PTYCHOPY, "simwrite", str(data), scan, "--rate", str(rate)], stdout=subprocess.PIPE,
+                                 text=True), f"-fp={data} -liveSource=swmr", dict(os.environ))
+    from epics_bridge.simioc_pva import pva_client_env
+    from reconstruction.io.writers import write_frames
+
+    write_frames(data, simulate_from_parameters(Parameters.from_cmdstr(scan)).data.intensities)
+    port = importlib.import_module("benchmarks.latency.procs").free_port_pair()  # (by name: mypy sees it twice)
+    server = subprocess.Popen([*PTYCHOPY, "simioc", "--stream", "pva", "--pva-port", str(port), "--prefix", "bench:",
+                               "--scan", scan, "--rate", str(rate), "--linger", "30"], stdout=subprocess.PIPE,
+                              text=True)
+    serving = json.loads(server.stdout.readline() if server.stdout else "{}")["serving"]
+    return server, f"-liveSource={serving}", {**os.environ, **pva_client_env(port)}
 
 
 def _region(result, shape) -> np.ndarray:

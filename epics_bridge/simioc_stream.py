@@ -5,7 +5,8 @@
 
 - ``<P>Pva1:Image``: NTNDArray, one update per frame, ``uniqueId`` 1, 2, ... (scan point + 1);
 - ``<P>Scan:Positions``: NTTable ``uniqueId``, ``row_m``, ``col_m``: the positions of the frames about to be posted
-  (posted before them);
+  (posted before them); with ``--positions attrs`` instead the NDAttributes ``PosRow``, ``PosCol`` (metres) of each
+  frame, as an areaDetector attributes file would attach motor readbacks;
 - ``<P>Scan:Planned``: NTTable ``row_m``, ``col_m``: the planned scan;
 - ``<P>Scan:Status``: NTScalar int, 0 acquiring, 1 ended, 2 aborted.
 
@@ -34,12 +35,16 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 IMAGE, POSITIONS, PLANNED, STATUS = "Pva1:Image", "Scan:Positions", "Scan:Planned", "Scan:Status"
+POSITION_ATTRS = ("PosRow", "PosCol")  # --positions attrs: the NDAttributes of each frame
 DTYPES: dict[str, type[np.floating[Any]] | type[np.unsignedinteger[Any]]] = {
     "float32": np.float32, "uint16": np.uint16, "uint32": np.uint32}
 
 
-def live_source_address(prefix: str) -> str:
+def live_source_address(prefix: str, attrs: bool = False) -> str:
     """The ``-liveSource`` value that reads what :class:`PvaStreamer` serves under ``prefix``."""
+    if attrs:
+        return (f"pva://{prefix}{IMAGE}?attrs={','.join(POSITION_ATTRS)}&planned={prefix}{PLANNED}"
+                f"&status={prefix}{STATUS}")
     return f"pva://{prefix}{IMAGE}?scan={prefix}Scan:"
 
 
@@ -86,15 +91,20 @@ class PvaStreamer:
     def _wrap_frame(self, value: Any, **kws: Any) -> Any:
         return value if isinstance(value, self._value_cls) else self._nd.wrap(value, **kws)
 
-    def post_frame(self, uid: int, frame: np.ndarray) -> None:
-        """One NTNDArray update: ``frame`` (rows, cols) with ``uniqueId`` uid, as NDPluginPva posts it."""
+    def post_frame(self, uid: int, frame: np.ndarray, position_m: np.ndarray | None = None) -> None:
+        """One NTNDArray update: ``frame`` (rows, cols) with ``uniqueId`` uid, as NDPluginPva posts it; with
+        ``position_m``, the NDAttributes PosRow and PosCol (metres)."""
         rows, cols = frame.shape
         sec, frac = divmod(time.time(), 1.0)
         dims = [{"size": n, "offset": 0, "fullSize": n, "binning": 1, "reverse": False} for n in (cols, rows)]
-        self.image.post(self._value_cls(self._nd.type, {
+        fields: dict[str, Any] = {
             "value": (self._nd._code2u[frame.dtype.char], frame.ravel()), "uniqueId": uid,
             "compressedSize": frame.nbytes, "uncompressedSize": frame.nbytes, "dimension": dims,
-            "timeStamp": {"secondsPastEpoch": int(sec), "nanoseconds": int(frac * 1e9)}}))
+            "timeStamp": {"secondsPastEpoch": int(sec), "nanoseconds": int(frac * 1e9)}}
+        if position_m is not None:
+            fields["attribute"] = [{"name": name, "value": float(v), "descriptor": "motor readback (m)"}
+                                   for name, v in zip(POSITION_ATTRS, position_m, strict=True)]
+        self.image.post(self._value_cls(self._nd.type, fields))
 
     def post_status(self, code: int) -> None:
         self.status.post(code, timestamp=time.time())
@@ -114,8 +124,8 @@ def stream_order(n: int, args: argparse.Namespace) -> list[int]:
 
 
 def play_pva(streamer: PvaStreamer, frames: np.ndarray, positions_m: np.ndarray, order: list[int], *,
-             rate_hz: float, abort_after: int | None, stop_after: int | None, reshape_at: int | None
-             ) -> dict[str, Any]:
+             rate_hz: float, abort_after: int | None, stop_after: int | None, reshape_at: int | None,
+             attrs: bool = False) -> dict[str, Any]:
     """Send the frames of ``order`` (scan points; frame ``j % len(frames)``) at ``rate_hz``; the status at the end."""
     limit = len(order)
     for cut in (abort_after, stop_after):
@@ -129,10 +139,12 @@ def play_pva(streamer: PvaStreamer, frames: np.ndarray, positions_m: np.ndarray,
         due = min(limit, int((time.time() - t0) * rate_hz) + 1)
         if due > sent:
             chosen = order[sent:due]
-            streamer.post_positions([j + 1 for j in chosen], positions_m[chosen])
+            if not attrs:
+                streamer.post_positions([j + 1 for j in chosen], positions_m[chosen])
             for j in chosen:
                 frame = frames[j % k]
-                streamer.post_frame(j + 1, frame[:-1] if j == reshape_at else frame)
+                streamer.post_frame(j + 1, frame[:-1] if j == reshape_at else frame,
+                                    positions_m[j] if attrs else None)
             last_s = time.time()
             first_s = first_s or last_s
             sent = due
@@ -158,6 +170,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the scan as a command string (-size, -scanDims, -step, -beamSize, -photons, -seed)")
     g.add_argument("--rate", type=float, default=200.0, help="frames per second (default 200)")
     g.add_argument("--out", type=Path, help="--stream swmr: the HDF5 file to write")
+    g.add_argument("--positions", choices=("table", "attrs"), default="table", help="positions as the NTTable PV "
+                   "Scan:Positions (default) or as NDAttributes PosRow, PosCol of each frame")
+    g.add_argument("--jitter-m", type=float, default=0.0, help="the measured positions (table or attributes) miss "
+                   "the planned ones by up to this many metres per axis (uniform, seed 0)")
     g.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="pixel type sent over pvAccess "
                    "(integer types round the counts)")
     g.add_argument("--distinct", type=int, default=0, help="simulate only this many frames and cycle them "
@@ -207,8 +223,9 @@ def main(args: argparse.Namespace) -> int:
     if args.stream == "swmr":
         if args.out is None:
             raise SystemExit("ptychopy simioc --stream swmr: give the file with --out")
-        if args.distinct or args.drop is not None or args.reshape_at is not None:
-            raise SystemExit("ptychopy simioc --stream swmr: --distinct, --drop and --reshape-at are pvAccess only")
+        if args.distinct or args.drop is not None or args.reshape_at is not None or args.jitter_m:
+            raise SystemExit("ptychopy simioc --stream swmr: --distinct, --drop, --reshape-at and --jitter-m are "
+                             "pvAccess only")
         report = write_scan(args.out, frames, positions_m, rate_hz=args.rate, order=order,
                             abort_after=args.abort_after, stop_after=args.stop_after)
         print(json.dumps(report), flush=True)
@@ -223,14 +240,15 @@ def main(args: argparse.Namespace) -> int:
         top = float(np.iinfo(np.dtype(dtype)).max)
         sent_frames = np.rint(np.clip(frames, 0, top)).astype(dtype)
     streamer = PvaStreamer(args.prefix, positions_m, pva_server_conf(args.pva_port, args.interface))
-    print(json.dumps({"serving": live_source_address(args.prefix), "port": args.pva_port, "frames": len(order)}),
-          flush=True)
+    address = live_source_address(args.prefix, args.positions == "attrs")
+    print(json.dumps({"serving": address, "port": args.pva_port, "frames": len(order)}), flush=True)
     try:
         if args.start_delay >= 0:
             streamer.first_client.connected.wait()
             time.sleep(args.start_delay)
-        report = play_pva(streamer, sent_frames, positions_m, order, rate_hz=args.rate, abort_after=args.abort_after,
-                          stop_after=args.stop_after, reshape_at=args.reshape_at)
+        measured_m = positions_m + args.jitter_m * np.random.default_rng(0).uniform(-1, 1, positions_m.shape)
+        report = play_pva(streamer, sent_frames, measured_m, order, rate_hz=args.rate, abort_after=args.abort_after,
+                          stop_after=args.stop_after, reshape_at=args.reshape_at, attrs=args.positions == "attrs")
         print(json.dumps(report), flush=True)
         time.sleep(max(0.0, args.linger))
     finally:

@@ -172,3 +172,18 @@ def test_a_compressed_frame_is_refused_naming_the_codec_and_the_pv():
     v["codec.name"] = "lz4"
     with pytest.raises(LiveSourceError, match="PV D:Image, uniqueId 9: frames compressed with codec 'lz4'"):
         decode_frame(v, "D:Image")
+
+
+@pytest.mark.parametrize("positions", ["table", "attrs"])
+def test_measured_positions_from_the_table_or_the_ndattributes_place_the_frames(tmp_path, positions):
+    params = Parameters.from_cmdstr(SCAN)
+    jitter_m = 0.45 * params.pixel_size_m  # the measured positions miss the plan by up to 0.45 px per axis
+    sent, run = _stream(tmp_path, ["--rate", "400", "--positions", positions, "--jitter-m", f"{jitter_m:.6g}"],
+                        "-liveFinish=1")
+    assert sent["frames"] == N
+    live = _summary(run)
+    assert live["outcome"] == "ended" and not live["partial"] and live["frames_received"] == N
+    planned = np.floor(positions_px_from_parameters(params) + 0.5)
+    placed = read_result(tmp_path / "live.h5").positions_px
+    moved = np.abs(placed - planned)
+    assert moved.max() == 1 and (moved > 0).mean() > 0.2  # rounded to whole pixels: many moved by one
