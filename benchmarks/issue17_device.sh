@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Issue 17 on the GPU machine in one call (device tool), from the repository root:
-#   bash benchmarks/issue17_device.sh [tests] [shared] [modes] [plain] [fits] [lsqml-fits] [cold]
-# Logs go to $OUT; short tables last.
+#   bash benchmarks/issue17_device.sh [tests] [shared] [modes] [plain] [fits] [lsqml-fits] [cold] [measured] [peers]
+# Logs go to $OUT; short tables last. `measured` and `peers` need the peers' wheels in .whl/ (carry: [".whl"]; the
+# download command is in benchmarks/RESULTS.md, plus PtyPy's wheel, built from its repository: PtyPy is not on PyPI).
 set -u
 OUT=${OUT:-benchmarks/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 steps=${*:-tests shared modes plain}
+case " $steps " in
+  *" measured "*|*" peers "*)
+    if ls .whl/*.whl >/dev/null 2>&1; then
+      python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+    else
+      echo "no .whl/*.whl: tike, pty-chi, PtyPy and hdf5plugin are missing (carry .whl)"
+    fi ;;
+esac
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/env.txt"
 python3 -c "import cupy, numpy, sys; print('cupy', cupy.__version__, 'numpy', numpy.__version__, sys.version.split()[0])" \
   | tee -a "$OUT/env.txt"
@@ -32,6 +42,14 @@ for s in $steps; do
     cold)  # cold start of a GPU worker: first frame of a 900 x 256^2 LSQML job
       timeout "${COLD_TIMEOUT:-200}" python3 benchmarks/cold_start.py --scenarios "${COLD_SCENARIOS:-fresh+warmup,warm}" \
         --json "$OUT/cold_start.json" 2>&1 | tee "$OUT/cold_start.log" | tail -12 ;;
+    measured)  # our LSQML (sub-pixel windows, position correction) beside tike's lstsq_grad on the measured scan
+      timeout "${MEASURED_TIMEOUT:-540}" python3 benchmarks/measured_vs_tike.py --device gpu \
+        --iterations "${MEASURED_ITERS:-100}" ${MEASURED_ARGS:-} --out "$OUT" --timeout 250 2>&1 \
+        | tee "$OUT/measured.log" | grep -v "^MEASURED" ;;
+    peers)  # object error at 30, 50, 100 iterations beside tike, pty-chi and PtyPy (smooth/sharp/binary x 2 guesses)
+      timeout "${PEERS_TIMEOUT:-560}" python3 benchmarks/convergence_peers.py --device gpu \
+        --codes "${PEER_CODES:-ours,tike,ptychi,ptypy}" ${PEERS_ARGS:-} --out "$OUT" --timeout 240 2>&1 \
+        | tee "$OUT/peers.log" | grep -v "^CONVERGE" ;;
     fits)
       python3 benchmarks/engines.py --device gpu --sizes 256 --iterations 30 --peers "" --algs "${FIT_ALGS:-LSQML}" \
         --pps 2 --variable-intensity --tag fits --out "$OUT" 2>&1 | tail -8 ;;
