@@ -11,6 +11,7 @@ the per-iteration error scalars come back to the host inside the loop.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +26,8 @@ from .inputs import check_run_settings, check_shapes, check_values, initial_obje
 from .loop import IterativeRun
 from .parameters.model import ALGORITHM_ALIASES, affine_terms
 from .physics import modes as probe_modes_ops
-from .preview import Preview, make_preview, preview_positions
+from .position_errors import PIXELS_PER_PREVIEW, PositionErrorSweep
+from .preview import Preview, make_preview, positions_stride, preview_positions
 from .probes import probe_guess_from_data
 from .run_plan import RunPlan, plan_run
 from .state import Result
@@ -150,6 +152,7 @@ class Reconstruction(IterativeRun):
         self.positions_px = corners.astype(np.float64)
         self._start_positions_px = positions.copy()
         self._diffraction_position = central_position(self._start_positions_px)
+        self._error_sweep: PositionErrorSweep | None = None  # each shown position's error (resident data)
         self.probe_size_px = int(n)
         self._object_shape = shape
         self.last_metrics: IterationMetrics | None = None
@@ -240,14 +243,21 @@ class Reconstruction(IterativeRun):
         hi = self.positions_px.max(axis=0).astype(int) + n
         return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
 
-    def preview(self, max_px: int = 512) -> Preview:
+    def preview(self, max_px: int = 512, *, diffraction_position: int | None = None) -> Preview:
         """Downsampled uint8 images of the object's scanned area and of each probe mode's amplitude and phase, each
         mode's share of the power, and every k-th scan position (at the start and now, with its flux, when the run
-        refines them, follows sub-pixel positions or fits their flux; else as given)."""
+        refines them, follows sub-pixel positions or fits their flux; else as given).
+
+        With resident data also: the measured and model pattern of ``diffraction_position`` (0..N-1; None: the
+        position nearest the scan's middle), and each shown position's Fourier error, a chunk of them measured
+        per call (:class:`reconstruction.position_errors.PositionErrorSweep`)."""
         self._require_open()
-        preview = make_preview(self.backend.xp, self.state.obj, self.state.probe, self.iteration, max_px,
-                               self.backend.asnumpy, region=self.scanned_region())
         st = self.state
+        if diffraction_position is not None and not 0 <= int(diffraction_position) < st.n_positions:
+            raise ValueError(f"diffraction_position={diffraction_position}: this scan has positions "
+                             f"0..{st.n_positions - 1}")
+        preview = make_preview(self.backend.xp, st.obj, st.probe, self.iteration, max_px,
+                               self.backend.asnumpy, region=self.scanned_region())
         if st.positions_px is not None or st.intensity_scale is not None:
             preview.positions = preview_positions(
                 self._start_positions_px, self._start_positions_px if st.positions_px is None else st.positions_px,
@@ -255,9 +265,15 @@ class Reconstruction(IterativeRun):
                 intensity_scale=st.intensity_scale)
         else:  # fixed positions: the scan as it was given (host arrays, no device copy)
             preview.positions = preview_positions(self._start_positions_px, self._start_positions_px, refined=False)
-        if not self.streamed:  # one position's measured and model pattern (a streamed run's data stay on the host)
-            preview.diffraction = diffraction_preview(st, self._diffraction_position, self.backend.asnumpy,
+        if not self.streamed:  # patterns and per-position errors need the data on the device
+            position = self._diffraction_position if diffraction_position is None else int(diffraction_position)
+            preview.diffraction = diffraction_preview(st, position, self.backend.asnumpy,
                                                       min(max_px, MAX_DIFFRACTION_PX))
+            if self._error_sweep is None:
+                self._error_sweep = PositionErrorSweep(st.n_positions, positions_stride(st.n_positions),
+                                                       st.size_px, PIXELS_PER_PREVIEW[self.backend.name])
+            errors = self._error_sweep.advance(st, self.iteration, self.backend.asnumpy)
+            preview.positions = dataclasses.replace(preview.positions, errors=errors.copy())
         return preview
 
     def result(self) -> Result:

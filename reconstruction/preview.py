@@ -16,13 +16,21 @@ class PositionsPreview:
     """Every k-th scan position of a run (the live view draws the scan for every run): (m, 2) float32
     (row, col) pixels at the start and now, with ``stride`` k
     (m <= MAX_PREVIEW_POSITIONS); ``refined`` whether they move; ``flux`` None or (m,) float32 fitted relative flux
-    of each (the square of its amplitude factor)."""
+    of each (the square of its amplitude factor); ``errors`` None or (m,) float32 each one's Fourier error
+    (``reconstruction.position_errors``; NaN where not measured yet)."""
 
     start_px: np.ndarray
     current_px: np.ndarray
     stride: int
     refined: bool = True
     flux: np.ndarray | None = None
+    errors: np.ndarray | None = None  # (m,) float32 each one's Fourier error (NaN: not measured yet), or None
+
+
+def positions_stride(n_positions: int, limit: int | None = None) -> int:
+    """k: a preview carries every k-th of ``n_positions`` positions, at most ``limit`` (default
+    ``MAX_PREVIEW_POSITIONS``) of them."""
+    return max(1, math.ceil(n_positions / (limit or MAX_PREVIEW_POSITIONS)))
 
 
 def preview_positions(start_px: np.ndarray, current_px: Any, asnumpy: Any = np.asarray,
@@ -31,7 +39,7 @@ def preview_positions(start_px: np.ndarray, current_px: Any, asnumpy: Any = np.a
     """Every k-th of the (N, 2) host ``start_px`` and (host or device) ``current_px`` positions, and of the (N,)
     amplitude factors ``intensity_scale`` when given, at most ``limit`` (default ``MAX_PREVIEW_POSITIONS``); only
     the subsample is copied from the device."""
-    stride = max(1, math.ceil(start_px.shape[0] / (limit or MAX_PREVIEW_POSITIONS)))
+    stride = positions_stride(start_px.shape[0], limit)
     flux = None
     if intensity_scale is not None:
         flux = np.asarray(asnumpy(intensity_scale[::stride]), dtype=np.float32) ** 2

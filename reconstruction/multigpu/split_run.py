@@ -229,8 +229,9 @@ class SplitReconstruction(IterativeRun):
         hi = self.positions_px.max(axis=0).astype(int) + n
         return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
 
-    def preview(self, max_px: int = 512) -> Preview:
-        """Preview of the merged object (a host merge of the region windows) and the probe."""
+    def preview(self, max_px: int = 512, *, diffraction_position: int | None = None) -> Preview:
+        """Preview of the merged object (a host merge of the region windows) and the probe; a split run has no
+        diffraction panel, so ``diffraction_position`` (the one-device run's argument) changes nothing."""
         return make_preview(np, self.object(), self.probe(), self.iteration, max_px, np.asarray,
                             region=self.scanned_region())
 

@@ -258,9 +258,13 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
 
     # the scan, for a run that does not refine it: 100 positions in the same unit system
     scan = plot_state(pg, "plot-positions")
-    assert scan["types"] == ["scatter"] and scan["data"]["points"] == "100"
-    assert scan["x"] in ("x (nm)", "x (µm)") and scan["title"] == "Scan positions"
-    assert pg.locator("#plot-positions .scatterlayer .point").count() == 100
+    assert scan["types"] == ["scatter", "scatter"] and scan["data"]["points"] == "100"  # + the diffraction ring
+    assert scan["x"] in ("x (nm)", "x (µm)") and scan["title"] == "Scan positions, Fourier error"
+    assert scan["data"]["errorsMeasured"] == "100" and scan["data"]["colouring"] == "error"
+    assert pg.locator("#plot-positions .scatterlayer .trace").first.locator(".point").count() == 100
+    pg.select_option("#scan-colour", "order")
+    pg.wait_for_function("() => document.getElementById('plot-positions').dataset.colouring === 'order'")
+    assert plot_state(pg, "plot-positions")["title"] == "Scan positions"
     # the iteration scrubber replays the run's stored frames; "Live" goes back to the newest
     stored = pg.evaluate("id => fetch('/jobs/' + id + '/snapshots/').then(r => r.json())", job["id"])["iterations"]
     assert len(stored) >= 2 and stored[-1] == 40
@@ -274,6 +278,57 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     assert heatmap_scale(pg, "plot-object_phase")["ticktext"] != early  # another iterate, another range
     assert pg.locator("#st-iteration").text_content() == "40"  # the stats stayed live meanwhile
     shot(pg, "units")
+
+
+def test_the_diffraction_panel_shows_the_position_clicked_on_the_scan_or_typed_in(  # type: ignore[no-untyped-def]
+        page, prod_stack: ProductionStack, alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    job = api.submit(small_sim_cmdstr(3000, job_id="pick"), label="pick")
+    api.wait_status(job["id"], {"running"}, 60)
+    pg = page
+    log_in(pg, alice)
+    try:
+        pg.goto(f"/jobs/{job['id']}/")
+        assert wait_conn(pg, "live") == "live"
+        pg.locator("#plot-positions .scatterlayer .point").first.wait_for(timeout=30000)
+        pg.wait_for_function("() => document.getElementById('live').dataset.diffractionPosition !== ''")
+        pg.wait_for_function("() => document.getElementById('plot-positions').dataset.errorsMeasured === '100'",
+                             timeout=15000)  # 64 px patterns: 64 measured a frame on a CPU, all 100 in two frames
+        middle = int(pg.evaluate("() => document.getElementById('live').dataset.diffractionPosition"))
+        scan = plot_state(pg, "plot-positions")
+        assert scan["data"]["colouring"] == "error" and scan["data"]["shownPosition"] == str(middle)
+        errors = pg.evaluate("() => document.getElementById('plot-positions').data[0].marker.color")
+        assert len(errors) == 100 and all(e is not None and 0 < e < 2 for e in errors)  # 64 px: all in one frame
+        # a click on position 3 (the fourth point): the panel shows it from the next frame, ringed on the scan
+        target = 3 if middle != 3 else 4
+        pg.locator("#plot-positions").scroll_into_view_if_needed()
+        xy = pg.evaluate("""i => { const d = document.getElementById('plot-positions'), L = d._fullLayout;
+            const t = d.data[0], b = d.getBoundingClientRect();
+            return [b.left + L.xaxis._offset + L.xaxis.l2p(t.x[i]),
+                    b.top + L.yaxis._offset + L.yaxis.l2p(t.y[i])]; }""",
+                         target)
+        pg.mouse.click(*xy)
+        pg.wait_for_function(f"() => document.getElementById('live').dataset.diffractionPosition === '{target}'",
+                             timeout=15000)
+        for name in ("diffraction_measured", "diffraction_model"):
+            st = plot_state(pg, f"plot-{name}")
+            assert f"position {target} (log10 counts)" in st["title"] and st["data"]["position"] == str(target)
+        assert plot_state(pg, "plot-positions")["data"]["shownPosition"] == str(target)
+        assert pg.locator("#diffraction-index").input_value() == str(target)
+        # typed in: position 57, then one that is not in the scan (the page says so and asks for nothing)
+        pg.fill("#diffraction-index", "57")
+        pg.locator("#diffraction-show").click()
+        pg.wait_for_function("() => document.getElementById('live').dataset.diffractionPosition === '57'",
+                             timeout=15000)
+        pg.fill("#diffraction-index", "100")
+        pg.locator("#diffraction-index").press("Enter")
+        assert "not one of this scan's positions (0 to 99)" in (pg.locator("#diffraction-hint").text_content() or "")
+        pg.wait_for_timeout(600)
+        assert pg.evaluate("() => document.getElementById('live').dataset.diffractionPosition") == "57"
+        shot(pg, "diffraction")
+    finally:
+        api.post(f"/api/v1/jobs/{job['id']}/cancel/")
+        api.wait_status(job["id"], {"done", "failed", "cancelled"}, 60)
 
 
 def test_two_jobs_side_by_side_with_their_difference_and_frc(  # type: ignore[no-untyped-def]

@@ -73,6 +73,22 @@ def test_frames_carry_pixel_sizes_every_probe_modes_amplitude_phase_and_power(wo
     assert 0 <= header["diffraction_position"] < 36 and "pixel_m" not in entries["diffraction_model"]
 
 
+def test_frames_show_the_diffraction_position_a_viewer_chose_and_every_positions_error(worker, broker,
+                                                                                         sent_frames):
+    from webapp.live import viewer_choice
+
+    job = services.submit_job(small_parameters(iterations=4))
+    viewer_choice.choose_position(job.pk, 5)  # as the websocket does (tests/webapp/test_webapp_consumers.py)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    header, _ = sent_frames[-1]
+    assert header["status"] == "done" and header["diffraction_position"] == 5 and header["n_positions"] == 36
+    errors = header["positions"]["error"]
+    assert len(errors) == 36 and all(e is not None and 0 < e < 2 for e in errors)  # 32 px: all in one preview
+    viewer_choice.choose_position(job.pk, 36)  # not a position of this scan: the middle of the scan instead
+    assert viewer_choice.chosen_position(job.pk, 36) is None
+
+
 def test_frames_are_time_throttled(worker, broker, sent_frames, settings):
     settings.PTYCHOPY_FRAME_RATE_HZ = 0.001  # one frame per 1000 s: only the final iteration's and the status
     job = services.submit_job(small_parameters(iterations=30))

@@ -124,3 +124,26 @@ async def test_live_frames_from_the_worker_thread_reach_two_viewers(worker, brok
         while status != "cancelled":
             status = decode_frame(await ws.receive_from(timeout=30))[0]["status"]
         await ws.disconnect()
+
+
+async def test_a_viewer_chooses_the_diffraction_position_and_bad_choices_are_named(user):
+    from webapp.live import viewer_choice
+
+    job = await make_job(status="running", iteration=3, iterations=100, last_seq=1)
+    await database_sync_to_async(Job.objects.filter(pk=job.pk).update)(last_preview=stored_frame(job.pk, 1, 3))
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST, await login_cookie(user)])
+    assert (await ws.connect(timeout=10))[0]
+    await ws.receive_from(timeout=30)  # the stored frame
+    await ws.send_to(text_data='{"diffraction_position": 7}')
+    assert await ws.receive_json_from(timeout=10) == {"diffraction_position": 7}
+    assert await database_sync_to_async(viewer_choice.chosen_position)(job.pk, 36) == 7
+    assert await database_sync_to_async(viewer_choice.chosen_position)(job.pk, 5) is None  # not one of 5
+    for bad in ("-1", "2.5", "true", '"x"'):
+        await ws.send_to(text_data='{"diffraction_position": ' + bad + "}")
+        answer = await ws.receive_json_from(timeout=10)
+        assert answer["error"].startswith("diffraction_position must be a whole number >= 0, got "), answer
+    assert await database_sync_to_async(viewer_choice.chosen_position)(job.pk, 36) == 7  # kept
+    await ws.send_to(text_data="not json")  # ignored, the socket stays open
+    await ws.send_to(text_data='{"diffraction_position": 2}')
+    assert await ws.receive_json_from(timeout=10) == {"diffraction_position": 2}
+    await ws.disconnect()

@@ -28,7 +28,7 @@ from django.utils import timezone
 from reconstruction import Parameters
 from reconstruction.errors import DeviceMemoryError, HostMemoryError
 from webapp.dbretry import db_call, forget_connection, is_db_unreachable
-from webapp.live import frames
+from webapp.live import frames, viewer_choice
 from webapp.live.publish import publish_frame
 from webapp.live.status import announce_status
 from webapp.logs import add_log_context, log_context
@@ -323,7 +323,9 @@ class JobRun:
     def frame(self, rec: Any, progress: Any, status: str, *, live: dict[str, Any] | None = None) -> None:
         """Store the latest frame on the row and send it to the job's viewers; ``live`` (a streaming job's frames
         received/dropped, docs/streaming.md) goes into the frame's header and the row's ``live``."""
-        preview = rec.preview(max_px=512)
+        n_positions = len(rec.positions_px)
+        preview = rec.preview(max_px=512,  # the scan position a viewer chose for the diffraction panel, if any
+                              diffraction_position=viewer_choice.chosen_position(self.job.pk, n_positions))
         pixel_m = getattr(rec, "pixel_size_m", None) or 0.0  # lambda z / (N dx_d), or the data file's own
         self.images = frames.limit_probe_images(  # patterns (stride 0) have no sample-plane size
             [frames.FrameImage(name, img, rng[0], rng[1], (pixel_m * preview.stride_of(name)) or None)
@@ -337,11 +339,12 @@ class JobRun:
             "eta_s": _finite(progress.eta_s), "message": "", "t_produced": time.time(),
             "probe_power": [float(f"{p:.4g}") for p in preview.probe_power], "pixel_size_m": pixel_m or None,
             "diffraction_position": None if preview.diffraction is None else preview.diffraction.position,
+            "n_positions": n_positions,
         }
         if preview.positions is not None:
             p = preview.positions
             header["positions"] = frames.positions_header(p.start_px, p.current_px, p.stride, refined=p.refined,
-                                                          flux=p.flux)
+                                                          flux=p.flux, errors=p.errors)
         row: dict[str, Any] = {}
         if live is not None:
             header["live"] = live

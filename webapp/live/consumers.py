@@ -5,6 +5,7 @@ logged-in browser, or to a script that opens ``/ws/jobs/<id>/?ticket=<ticket>`` 
 
 from __future__ import annotations
 
+import json
 import logging
 from urllib.parse import parse_qs
 
@@ -14,7 +15,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from webapp.accounts import tickets
 from webapp.jobs.models import Job
 
-from . import frames
+from . import frames, viewer_choice
 from .publish import group_name
 from .status import status_frame
 
@@ -48,9 +49,10 @@ class JobFramesConsumer(AsyncWebsocketConsumer):
 
     group: str = ""
     sent_seq: int = -1
+    job_id: int = 0
 
     async def connect(self) -> None:
-        job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+        job_id = self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             user = await ticket_user(self.scope, job_id)
@@ -75,7 +77,24 @@ class JobFramesConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Viewers send nothing; anything received is ignored."""
+        """A viewer may send ``{"diffraction_position": k}`` (text): the scan position the job's diffraction panel
+        shows from the next frame on (:mod:`webapp.live.viewer_choice`); it is answered with a text message
+        ``{"diffraction_position": k}``, or ``{"error": ...}`` naming what was wrong. Anything else is ignored."""
+        if not text_data:
+            return
+        try:
+            message = json.loads(text_data)
+        except ValueError:
+            return
+        if not isinstance(message, dict) or "diffraction_position" not in message:
+            return
+        try:
+            position = viewer_choice.parse_position(message["diffraction_position"])
+        except ValueError as exc:
+            await self.send(text_data=json.dumps({"error": str(exc)}))
+            return
+        await database_sync_to_async(viewer_choice.choose_position)(self.job_id, position)
+        await self.send(text_data=json.dumps({"diffraction_position": position}))
 
     async def job_frame(self, event: dict) -> None:
         await self._send_frame(event["frame"], event.get("seq"))

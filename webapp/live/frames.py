@@ -58,10 +58,11 @@ def downsample_errors(errors: list[float], limit: int = MAX_ERROR_POINTS) -> tup
 
 
 def positions_header(start_px: np.ndarray, current_px: np.ndarray, stride: int, *, refined: bool = True,
-                     flux: np.ndarray | None = None) -> dict[str, Any]:
+                     flux: np.ndarray | None = None, errors: np.ndarray | None = None) -> dict[str, Any]:
     """The header's ``positions`` entry: every ``stride``-th position's row and column in object pixels now
     (``row``, ``col``), to 1/1000 px, ``refined`` (whether they move) and, when they do, where they started
-    (``row0``, ``col0``); with a flux fit, ``flux`` (relative, to 1/1000)."""
+    (``row0``, ``col0``); with a flux fit, ``flux`` (relative, to 1/1000); with per-position errors, ``error``
+    (4 significant digits, null where not measured yet)."""
     def rounded(values: np.ndarray) -> list[float]:
         return [round(float(v), 3) for v in values]
 
@@ -71,6 +72,8 @@ def positions_header(start_px: np.ndarray, current_px: np.ndarray, stride: int, 
         out["row0"], out["col0"] = rounded(start_px[:, 0]), rounded(start_px[:, 1])
     if flux is not None:
         out["flux"] = rounded(flux)
+    if errors is not None:
+        out["error"] = [float(f"{e:.4g}") if np.isfinite(e) else None for e in errors.tolist()]
     return out
 
 

@@ -203,36 +203,72 @@
              y: pos.row.map(function (r) { return r * k; }) };
   }
 
-  function drawScatter(div, pos, values, title, unit, hover, pixelM) {
+  function drawScatter(div, pos, values, title, unit, hover, pixelM, marked) {
     const axes = scanAxes(pos, pixelM);
     const trace = {
       type: "scatter", mode: "markers", x: axes.x, y: axes.y, customdata: values,
+      text: pos.row.map(function (_, i) { return String(i * pos.stride); }),
       marker: { size: 6, color: values, colorscale: "Viridis",
                 colorbar: { title: { text: unit }, thickness: 12, len: 0.9 } },
-      hovertemplate: "x %{x:.4g}, y %{y:.4g} " + axes.unit + ": " + hover + "<extra></extra>",
+      hovertemplate: "position %{text} at x %{x:.4g}, y %{y:.4g} " + axes.unit + ": " + hover + "<extra></extra>",
     };
+    const traces = [trace];
+    if (marked !== null && marked !== undefined && marked % pos.stride === 0 && marked / pos.stride < axes.x.length) {
+      const i = marked / pos.stride;  // a ring around the position whose patterns the diffraction panel shows
+      traces.push({ type: "scatter", mode: "markers", x: [axes.x[i]], y: [axes.y[i]], hoverinfo: "skip",
+                    name: "diffraction", showlegend: false,
+                    marker: { size: 14, color: "rgba(0,0,0,0)", line: { color: "#ef4444", width: 2 } } });
+    }
     const layout = {
       title: { text: title + (pos.stride > 1 ? " (1 in " + pos.stride + ")" : ""), font: { size: 14 } },
-      uirevision: "keep", margin: { l: 50, r: 10, t: 36, b: 40 },
+      uirevision: "keep", margin: { l: 50, r: 10, t: 36, b: 40 }, showlegend: false,
       xaxis: { constrain: "domain", title: { text: "x (" + axes.unit + ")" } },
       yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain", title: { text: "y (" + axes.unit + ")" } },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     };
     div.dataset.unit = axes.unit;
-    Plotly.react(div, [trace], layout, plotConfig);
+    Plotly.react(div, traces, layout, plotConfig);
     div.dataset.points = pos.row.length;
   }
 
-  // The scan is always drawn: refined positions coloured by how far each moved, fixed ones by their scan order.
-  function drawPositions(pos, pixelM) {
+  // The scan is always drawn, coloured (the "Colour" menu) by each position's Fourier error (the worker measures
+  // a chunk of them per frame: reconstruction/position_errors.py), by how far a refined position moved, or by
+  // scan order. A click on a position asks for its patterns in the diffraction panel.
+  function scanColouring(pos) {
+    const menu = el("scan-colour");
+    const wanted = menu ? menu.value : "error";
+    if (wanted === "error" && pos.error) return "error";
+    if ((wanted === "moved" || wanted === "error") && pos.refined) return "moved";
+    return "order";
+  }
+
+  function drawPositions(pos, pixelM, shown) {
     const div = scatterDiv("plot-positions", "scan positions");
-    if (pos.refined) {
+    const how = scanColouring(pos);
+    if (how === "error") {
+      const measured = pos.error.filter(function (e) { return e !== null; });
+      drawScatter(div, pos, pos.error, "Scan positions, Fourier error", "error", "error %{customdata:.4g}",
+                  pixelM, shown);
+      div.dataset.errorMin = measured.length ? Math.min.apply(null, measured).toPrecision(4) : "";
+      div.dataset.errorMax = measured.length ? Math.max.apply(null, measured).toPrecision(4) : "";
+      div.dataset.errorsMeasured = measured.length;
+    } else if (how === "moved") {
       const moved = pos.row.map(function (r, i) { return Math.hypot(r - pos.row0[i], pos.col[i] - pos.col0[i]); });
-      drawScatter(div, pos, moved, "Scan positions, refined", "moved (px)", "moved %{customdata:.2f} px", pixelM);
+      drawScatter(div, pos, moved, "Scan positions, refined", "moved (px)", "moved %{customdata:.2f} px", pixelM, shown);
       div.dataset.maxMovedPx = Math.max.apply(null, moved.concat([0])).toFixed(3);
     } else {
       const order = pos.row.map(function (_, i) { return i * pos.stride; });
-      drawScatter(div, pos, order, "Scan positions", "scan order", "position %{customdata}", pixelM);
+      drawScatter(div, pos, order, "Scan positions", "scan order", "scan order", pixelM, shown);
+    }
+    div.dataset.colouring = how;
+    div.dataset.stride = pos.stride;
+    div.dataset.shownPosition = shown === null || shown === undefined ? "" : shown;
+    if (!div.dataset.clickLinked && div.on) {
+      div.dataset.clickLinked = "1";
+      div.on("plotly_click", function (ev) {
+        const pt = ev.points && ev.points[0];
+        if (pt && pt.curveNumber === 0) choosePosition(pt.pointNumber * Number(div.dataset.stride));
+      });
     }
     if (pos.flux) {
       const div = scatterDiv("plot-flux", "fitted flux per position");
@@ -255,6 +291,50 @@
     const partial = /^partial:/.test(h.message || "");
     el("partial").hidden = !partial;
   }
+
+  // The diffraction panel's position: a click on the scan or an index typed in; the worker shows it from its
+  // next frame (webapp/live/viewer_choice.py; one choice per job, shared by its viewers).
+  let nPositions = null;
+  function choosePosition(index) {
+    const hint = el("diffraction-hint");
+    if (!Number.isInteger(index) || index < 0 || (nPositions !== null && index >= nPositions)) {
+      hint.textContent = "Position " + index + " is not one of this scan's positions (0 to " +
+        (nPositions === null ? "?" : nPositions - 1) + ").";
+      return;
+    }
+    if (!socket || socket.readyState !== WebSocket.OPEN || finished) {
+      hint.textContent = "Positions can be chosen while the job runs.";
+      return;
+    }
+    socket.send(JSON.stringify({ diffraction_position: index }));
+    el("diffraction-index").value = String(index);
+    hint.textContent = "Asked for position " + index + "…";
+  }
+
+  function onTextMessage(text) {
+    let msg = null;
+    try { msg = JSON.parse(text); } catch (e) { return; }
+    const hint = el("diffraction-hint");
+    if (msg.error) hint.textContent = msg.error;
+    else if (msg.diffraction_position !== undefined) {
+      hint.textContent = "Position " + msg.diffraction_position + " from the next frame.";
+      root.dataset.askedPosition = msg.diffraction_position;
+    }
+  }
+
+  if (el("diffraction-show")) {
+    el("diffraction-show").addEventListener("click", function () {
+      choosePosition(Number(el("diffraction-index").value));
+    });
+    el("diffraction-index").addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter") { ev.preventDefault(); choosePosition(Number(ev.target.value)); }
+    });
+  }
+  if (el("scan-colour")) el("scan-colour").addEventListener("change", function () {
+    const frame = scrub.showing === null ? lastLiveFrame : null;
+    if (frame && frame.header.positions) drawPositions(frame.header.positions, frame.header.pixel_size_m,
+                                                       frame.header.diffraction_position);
+  });
 
   function drawStats(h) {
     const status = el("st-status");
@@ -493,7 +573,12 @@
       }
     });
     drawProfile();
-    if (h.positions) drawPositions(h.positions, h.pixel_size_m);
+    if (h.positions) drawPositions(h.positions, h.pixel_size_m, h.diffraction_position);
+    if (h.n_positions) {
+      nPositions = h.n_positions;
+      el("diffraction-index").max = String(h.n_positions - 1);
+    }
+    root.dataset.diffractionPosition = h.diffraction_position === null ? "" : h.diffraction_position;
     root.dataset.shownIteration = h.iteration;
   }
 
@@ -611,6 +696,7 @@
     socket.onopen = function () { backoffMs = 1000; setConn("connected", "ok"); };
     socket.onmessage = function (event) {
       if (event.data instanceof ArrayBuffer) onFrame(event.data);
+      else if (typeof event.data === "string") onTextMessage(event.data);
     };
     socket.onclose = function () {
       socket = null;
