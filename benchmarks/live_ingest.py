@@ -145,12 +145,16 @@ def one_run(kind: str, rate: float, args: argparse.Namespace, tmp: Path) -> dict
     t0 = time.perf_counter()
     try:
         run.run(lambda _p, _s: steps.append((time.monotonic(), run._k)))
+    except BaseException:
+        if server is not None:
+            server.kill()  # it may still wait for a client or be streaming
+        raise
     finally:
         source.close()
-        sent = {}
-        if server is not None:
-            out = server.communicate(timeout=60)[0]
-            sent = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
+    sent = {}
+    if server is not None:
+        out = server.communicate(timeout=60)[0]
+        sent = json.loads([x for x in out.splitlines() if x.startswith("{")][-1])
     wall_s = time.perf_counter() - t0
     arrival = source.arrival_s()
     n = run.summary.planned
