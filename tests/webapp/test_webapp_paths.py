@@ -53,3 +53,24 @@ def test_parameters_name_every_bad_path_with_its_flag(data_root):
     assert all("outside the data folders" in p.message for p in err.value.problems)
     good = confine_parameters(Parameters.from_cmdstr("./ptycho -probeGuess=ok.csv"))
     assert good.reconstruction.probe_guess == str(data_root / "ok.csv")
+
+
+def test_positions_in_an_hdf5_dataset_are_confined_by_their_file_and_checked_to_exist(data_root, tmp_path):
+    """What "Fill in from scan" sets for a CXI file's translations (``file::dataset``) passes; a file outside the
+    roots or missing is named; ``::dataset`` (inside the scan's own data file) is left to -fp's check."""
+    from webapp.scans.paths import check_submission
+
+    (data_root / "scan1").mkdir()
+    (data_root / "scan1" / "pynx.cxi").write_bytes(b"x")
+    base = Parameters().replace({"data.file_pattern": str(data_root / "scan1" / "pynx.cxi")})
+    inside = base.replace({"experiment.positions_file": "scan1/pynx.cxi::/entry_1/sample_1/geometry_1/translation"})
+    assert check_submission(inside).experiment.positions_file == (
+        f"{data_root / 'scan1' / 'pynx.cxi'}::/entry_1/sample_1/geometry_1/translation")
+    own = base.replace({"experiment.positions_file": "::/entry/positions"})
+    assert check_submission(own).experiment.positions_file == "::/entry/positions"
+    outside = base.replace({"experiment.positions_file": f"{tmp_path / 'elsewhere.cxi'}::/translation"})
+    with pytest.raises(ParameterError, match=r"-lf: .*elsewhere\.cxi.* is outside the data folders"):
+        check_submission(outside)
+    missing = base.replace({"experiment.positions_file": "scan1/gone.cxi::/translation"})
+    with pytest.raises(ParameterError, match=r"-lf=.*gone\.cxi::/translation: no such file"):
+        check_submission(missing)

@@ -32,7 +32,13 @@ FILE_PATHS = (
 )
 PATTERN_PATHS = ("data.file_pattern",)
 #: Paths whose value may end in ``::/dataset`` (an HDF5 dataset inside the file).
-DATASET_PATHS = ("preprocessing.bad_pixel_mask", "reconstruction.probe_guess", "reconstruction.object_guess")
+DATASET_PATHS = ("preprocessing.bad_pixel_mask", "reconstruction.probe_guess", "reconstruction.object_guess",
+                 "experiment.positions_file")
+
+
+def _in_data_file(path: str, value: str) -> bool:
+    """``-lf=::/dataset``: positions inside the scan's own first data file (confined with ``-fp``)."""
+    return path == "experiment.positions_file" and value.startswith("::")
 
 
 class PathNotAllowed(ValueError):
@@ -114,6 +120,8 @@ def _links_leaving(folder: Path, name: str, roots: list[Path]) -> Path | None:
 
 
 def _confine_value(path: str, value: str, roots: list[Path]) -> str:
+    if _in_data_file(path, value):
+        return value
     if path in DATASET_PATHS:
         file, dataset = split_dataset(value)
         confined = confine(str(file), roots)
@@ -173,7 +181,7 @@ def missing_inputs(params: Parameters) -> list[Problem]:
                                         f"-beamstopMask: {beamstop_path(data.file_pattern)} does not exist"))
     for path in FILE_PATHS:
         value = params.get(path)
-        if not value or path in PATTERN_PATHS:
+        if not value or path in PATTERN_PATHS or _in_data_file(path, value):
             continue
         file = split_dataset(value)[0] if path in DATASET_PATHS else Path(value)
         if not file.is_file():
