@@ -47,8 +47,8 @@ for s in $steps; do
         --iterations "${MEASURED_ITERS:-100}" ${MEASURED_ARGS:-} --out "$OUT" --timeout 250 2>&1 \
         | tee "$OUT/measured.log" | grep -v "^MEASURED" ;;
     peers)  # object error at 30, 50, 100 iterations beside tike, pty-chi and PtyPy (smooth/sharp/binary x 2 guesses)
-      timeout "${PEERS_TIMEOUT:-560}" python3 benchmarks/convergence_peers.py --device gpu \
-        --codes "${PEER_CODES:-ours,tike,ptychi,ptypy}" ${PEERS_ARGS:-} --out "$OUT" --timeout 240 2>&1 \
+      timeout "${PEERS_TIMEOUT:-570}" python3 benchmarks/convergence_peers.py --device gpu \
+        --codes "${PEER_CODES:-ours,tike,ptychi,ptypy}" ${PEERS_ARGS:-} --out "$OUT" --timeout "${PEERS_CODE_TIMEOUT:-300}" 2>&1 \
         | tee "$OUT/peers.log" | grep -v "^CONVERGE" ;;
     fits)
       python3 benchmarks/engines.py --device gpu --sizes 256 --iterations 30 --peers "" --algs "${FIT_ALGS:-LSQML}" \
