@@ -21,19 +21,19 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
 from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
 
 from webapp.dbretry import forget_connection
 from webapp.live.status import announce_status
 from webapp.workers import heartbeat
 
 from . import queue
-
-if TYPE_CHECKING:
-    from .models import Job
+from .models import Job, WorkerHeartbeat
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,6 @@ def recover_abandoned(job: Job, *, send: bool, worker_died: bool = True) -> str:
     """Take back ``job``, left ``running`` by a worker that is gone: "requeued", "failed" or "" (someone else
     moved it first). The count of workers lost under it decides; ``send`` sends the new message;
     ``worker_died=False`` (this very process left it, e.g. a claim interrupted by the database) counts no loss."""
-    from django.db.models import F, Q
-    from django.utils import timezone
-
-    from .models import Job
-
     losses = job.worker_losses + (1 if worker_died else 0)
     seen = Q(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker, attempts=job.attempts)
     now = timezone.now()
@@ -90,8 +85,6 @@ def recover_abandoned(job: Job, *, send: bool, worker_died: bool = True) -> str:
 
 
 def _announce(job_id: int) -> None:
-    from .models import Job
-
     job = Job.objects.filter(pk=job_id).first()
     if job is not None:
         announce_status(job)
@@ -100,10 +93,6 @@ def _announce(job_id: int) -> None:
 def running_job_abandoned(job: Job) -> bool:
     """Whether ``job`` (status running) has no worker running it: its worker is dead, or alive and reporting
     another job (or none) in a heartbeat written well after the claim."""
-    from django.utils import timezone
-
-    from .models import WorkerHeartbeat
-
     state = heartbeat.worker_state(job.worker)
     if state == "dead":
         return True
@@ -140,11 +129,6 @@ def broker_job_ids(broker: Any) -> set[int] | None:
 
 def reconcile_once(broker: Any | None = None) -> Reconciled:
     """One pass over the unfinished jobs (see the module docstring); what it changed."""
-    from django.db.models import Q
-    from django.utils import timezone
-
-    from .models import Job
-
     broker = broker if broker is not None else dramatiq.get_broker()
     done = Reconciled()
     for job in Job.objects.filter(status=Job.Status.RUNNING).order_by("created", "id"):
@@ -182,8 +166,6 @@ def requeue_unfinished() -> int:
     Sending a job twice is harmless: only one worker can claim it. A job whose workers died under it too often is
     failed instead (see :func:`recover_abandoned`).
     """
-    from .models import Job
-
     count = 0
     for job in Job.objects.filter(status__in=Job.UNFINISHED).order_by("created", "id"):
         if job.status == Job.Status.RUNNING:
