@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..parameters.model import PVA_LIVE_SCHEME
 from .feed import LiveFeed
 from .source import ABORTED, ACQUIRING, CANCELLED, ENDED, STALLED, FrameBatch, LiveSource, LiveSourceError, PlannedScan
 
@@ -23,10 +24,14 @@ def planned_from_parameters(params: Parameters) -> PlannedScan:
 
 
 def open_live_source(params: Parameters) -> LiveSource:
-    """The source ``-liveSource`` names over the ``-fp`` file (``-hdf5path`` dataset)."""
+    """The file source ``-liveSource`` names (swmr, replay) over the ``-fp`` file (``-hdf5path`` dataset); a
+    ``pva://`` source is :func:`ptychopy.live.open_source`'s."""
     d = params.data
     if d.live_source == "none":
         raise LiveSourceError("-liveSource=none: no live source to open")
+    if d.live_source.startswith(PVA_LIVE_SCHEME):
+        raise LiveSourceError(f"-liveSource={d.live_source}: a pvAccess source is opened by "
+                              "ptychopy.live.open_source (reconstruction/ reads files only)")
     if not d.file_pattern:
         raise LiveSourceError(f"-liveSource={d.live_source}: give the file with -fp=...")
     if "#" in d.file_pattern or "%" in d.file_pattern:

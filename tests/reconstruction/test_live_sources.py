@@ -238,3 +238,10 @@ def test_a_live_window_makes_each_epoch_while_acquiring_visit_only_the_newest_fr
     assert windowed and all(n == 20 for _first, n in windowed)  # the newest 20 of 32, 48, 64 frames
     assert {first + 20 for first, _n in windowed} <= {32, 48, 64}
     assert shown[-1] == (0, 64)  # the finishing epochs visit every frame
+
+
+def test_a_pvaccess_source_is_refused_here_naming_where_it_is_opened():
+    live = Parameters.from_cmdstr(SCAN).replace({"data.live_source": "pva://D:Pva1:Image?scan=D:Scan:"})
+    with pytest.raises(LiveSourceError, match=r"pva://D:Pva1:Image\?scan=D:Scan:: a pvAccess source is opened by "
+                                              r"ptychopy.live.open_source"):
+        open_live_source(live)
