@@ -54,10 +54,17 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def residuals(d: dict[str, Any], obj: np.ndarray, probe: np.ndarray, positions: np.ndarray,
-              scale: np.ndarray | None) -> dict[str, float]:
-    return {f"residual_{kind}": md.amplitude_residual(d["intensities"], obj, probe, positions, interpolation=kind,
-                                                      intensity_scale=scale, valid=d["valid"])
-            for kind in md.INTERPOLATIONS}
+              scale: np.ndarray | None) -> dict[str, Any]:
+    """The residual in both windowings; NaN (and why) when a code moved a window off its object."""
+    out: dict[str, Any] = {}
+    for kind in md.INTERPOLATIONS:
+        try:
+            out[f"residual_{kind}"] = md.amplitude_residual(d["intensities"], obj, probe, positions,
+                                                            interpolation=kind, intensity_scale=scale,
+                                                            valid=d["valid"])
+        except ValueError as exc:
+            out[f"residual_{kind}"], out["residual_note"] = float("nan"), str(exc)
+    return out
 
 
 def shift_px(d: dict[str, Any], positions: np.ndarray) -> float:
