@@ -15,6 +15,9 @@ from ..errors import InputDataError
 from .errors import where
 from .hdf5_reader import get_dataset, opened
 
+#: CXI's mask bit for "signal above the background": informative, not a bad pixel (cdtools reads it as good)
+CXI_ABOVE_BACKGROUND = 0x00001000
+
 # Where a bad-pixel mask usually lives when no dataset is named (NeXus/Eiger first).
 MASK_DATASETS = ("/entry/instrument/detector/pixel_mask", "/entry/instrument/detector/detectorSpecific/"
                  "pixel_mask", "/mask", "/pixel_mask", "/bad_pixel_mask", "/data")
@@ -46,7 +49,8 @@ def _read_hdf5_array(path: Path, dataset: str | None, candidates: tuple[str, ...
 
 
 def read_bad_pixel_mask(spec: str) -> np.ndarray:
-    """The bad-pixel mask as boolean ``(H, W)``, True where a pixel is bad (nonzero values are bad).
+    """The bad-pixel mask as boolean ``(H, W)``, True where a pixel is bad (nonzero values are bad; in a CXI
+    file's ``/entry_1/...`` mask the bit 0x1000, "signal above the background", alone is not bad).
 
     ``spec`` is a ``.npy`` file or an HDF5 file (``file.h5`` or ``file.h5::/dataset``). A stack
     ``(k, H, W)`` is reduced with "bad in any frame".
@@ -62,6 +66,8 @@ def read_bad_pixel_mask(spec: str) -> np.ndarray:
         dataset = None
     else:
         arr, dataset = _read_hdf5_array(path, dataset, MASK_DATASETS)
+        if dataset.startswith("/entry_1/") and np.issubdtype(arr.dtype, np.integer) and arr.dtype.itemsize > 1:
+            arr = arr & ~arr.dtype.type(CXI_ABOVE_BACKGROUND)
     if arr.ndim == 3:
         arr = np.any(arr != 0, axis=0)
     if arr.ndim != 2:

@@ -104,3 +104,17 @@ def test_a_rotated_detector_basis_is_refused_naming_it(tmp_path, probe_path_m):
     with pytest.raises(InputDataError, match=r"rot\.cxi, dataset /entry_1/instrument_1/detector_1/basis_vectors: "
                                              r".* is not along y \(rows\) and x \(columns\)"):
         read_positions_file(str(path))
+
+
+def test_a_cxi_mask_reads_as_cdtools_reads_it(tmp_path):
+    """CXI masks: nonzero is bad, except exactly 0x1000 ("signal above the background"); cdtools' get_mask keeps
+    pixels equal to 0 or 0x1000. Written as cdtools' add_mask writes it (uint32, 1 for an off pixel)."""
+    from reconstruction.io.masks import read_bad_pixel_mask
+
+    values = np.array([[0, 1, 0x1000], [0x1001, 2, 0]], dtype=np.uint32)
+    path = tmp_path / "cdtools.cxi"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("/entry_1/instrument_1/detector_1/mask", data=values)
+    cdtools_good = np.logical_or(values == 0, values == 0x1000)
+    bad = read_bad_pixel_mask(f"{path}::/entry_1/instrument_1/detector_1/mask")
+    np.testing.assert_array_equal(bad, ~cdtools_good)
