@@ -38,6 +38,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -256,6 +257,7 @@ async def play_scan(ioc: Any) -> None:
                             detector_distance_m=geom.detector_distance_m, scan_dims=[rows, cols],
                             step_um=[float(ioc.step2.value), float(ioc.step1.value)]))
     point_s = max(0.0, float(ioc.point_time.value))
+    started_s = time.monotonic()
     late_s = max(0.0, float(ioc.late_write.value))
     captured, aborted, failed = 0, False, False
     held: tuple[Any, Path, int] | None = None  # the last file, left open when writing late
@@ -282,7 +284,9 @@ async def play_scan(ioc: Any) -> None:
             if last_row and late_s > 0 and col == cols - 1:
                 held = (f, tmp, row * cols + col)  # the detector still flushes this frame
                 break
-            await asyncio.sleep(point_s)
+            # paced from the scan's start: point k is taken at start + (k + 1) x PointTime, however long the
+            # PV and file writes of the points before took (a detector's frame rate does not drift)
+            await asyncio.sleep(max(0.0, started_s + (row * cols + col + 1) * point_s - time.monotonic()))
             dset.resize(col + 1, axis=0)
             dset[col] = patterns[row * cols + col]
             if live is not None:

@@ -54,6 +54,12 @@ class RigOptions:
     submit: str = "django"
     bridge_url: str | None = None  # http: where the bridge sends (default: the web server), e.g. a test's proxy
     log: Any = field(default=print)
+    # issue 21: simioc writes each scan into an SWMR file (--live-file) and the bridge opens a streaming job at the
+    # scan's start ([stream]) with this many finishing iterations
+    stream: bool = False
+    finish_iterations: int = 20
+    stall_s: float = 10.0  # the streaming job's -liveStall
+    live_window: int = 200  # the streaming job's -liveWindow: epochs while acquiring visit the newest frames only
 
     def __post_init__(self) -> None:
         if self.submit not in ("django", "http"):
@@ -114,6 +120,10 @@ def bridge_config(opts: RigOptions, env_paths: dict[str, Path],
         cfg["file_check"]["stable_checks"] = opts.stable_checks
     if opts.file_backoff_s is not None:
         cfg["file_check"]["initial_backoff_s"] = opts.file_backoff_s
+    if opts.stream:
+        cfg["stream"] = {"enabled": True, "values": {"data.live_finish_iterations": opts.finish_iterations,
+                                                     "data.live_stall_s": opts.stall_s,
+                                                     "data.live_window_frames": opts.live_window}}
     if opts.iterations is not None:
         template = cfg["parameters"]["template"]
         cfg["parameters"]["template"] = re.sub(r"-i=\d+", f"-i={opts.iterations}", template)
@@ -196,7 +206,8 @@ class Rig:
         self._proc("simioc", [sys.executable, "-m", "epics_bridge.simioc", "--port", str(self.ca.port),
                               "--data-dir", str(self.data_dir), "--prefix", PREFIX, "--rows", str(self.opts.rows),
                               "--cols", str(self.opts.cols), "--size", str(self.opts.size_px),
-                              "--point-time", str(self.opts.point_time_s)], ca_env)
+                              "--point-time", str(self.opts.point_time_s),
+                              *(["--live-file"] if self.opts.stream else [])], ca_env)
         wait_for(lambda: self._ioc_ready(), 60, "the simulated IOC")
         if self.mode == "production":
             self._manage(env, "migrate", "--noinput")

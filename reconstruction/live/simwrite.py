@@ -24,7 +24,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .swmr import FRAME_INDEX, PLANNED_POSITIONS, POSITIONS, STATUS
+from .swmr import FRAME_INDEX, PLANNED_POSITIONS, POSITIONS, SCAN_GROUP, STATUS
+
+#: when each row was written (Unix s; the acquisition time a benchmark measures latency from; readers ignore it)
+ACQUIRED = f"{SCAN_GROUP}/acquired_unix_s"
 
 
 def frame_order(n: int, shuffle_block: int, duplicate: int | None, seed: int = 0) -> list[int]:
@@ -47,7 +50,8 @@ class SwmrWriter:
     """An HDF5 file in the layout :mod:`reconstruction.live.swmr` reads, grown frame by frame with SWMR, as a
     detector's file writer in stream mode does: frames ``(k, rows, cols)`` of ``dtype`` at ``dataset``, their
     ``frame_index`` and, with ``planned_m`` (N, 2) metres, the planned scan and each frame's ``positions_m``
-    (without it a reader takes row j as scan point j at the parameters' planned position), and a status."""
+    (without it a reader takes row j as scan point j at the parameters' planned position), a status, and the time
+    each row was written (``acquired_unix_s``)."""
 
     def __init__(self, out: Path, frame_shape: tuple[int, int], *, dtype: Any = np.float32,
                  dataset: str = "/entry/data/data", planned_m: np.ndarray | None = None):
@@ -57,6 +61,7 @@ class SwmrWriter:
         self.data = f.create_dataset(dataset, shape=(0, rows, cols), maxshape=(None, rows, cols), dtype=dtype,
                                      chunks=(1, rows, cols))
         self.index = f.create_dataset(FRAME_INDEX, shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
+        self.acquired = f.create_dataset(ACQUIRED, shape=(0,), maxshape=(None,), dtype=np.float64, chunks=(1024,))
         self.pos = None
         if planned_m is not None:
             self.pos = f.create_dataset(POSITIONS, shape=(0, 2), maxshape=(None, 2), dtype=np.float64,
@@ -71,14 +76,15 @@ class SwmrWriter:
         """Add frames ``(B, rows, cols)`` of scan points ``indices`` (and their positions, when planned) and flush,
         the index last, so a reader never sees an index before its frame."""
         k0, k1 = self.written, self.written + len(indices)
-        growing = [self.data, self.index] + ([self.pos] if self.pos is not None else [])
+        growing = [self.data, self.index, self.acquired] + ([self.pos] if self.pos is not None else [])
         for ds in growing:
             ds.resize(k1, axis=0)
         self.data[k0:k1] = frames
         if self.pos is not None and positions_m is not None:
             self.pos[k0:k1] = positions_m
+        self.acquired[k0:k1] = time.time()
         self.index[k0:k1] = np.asarray(indices, dtype=np.int64)
-        for ds in [self.data] + ([self.pos] if self.pos is not None else []) + [self.index]:
+        for ds in [self.data, self.acquired] + ([self.pos] if self.pos is not None else []) + [self.index]:
             ds.flush()
         self.written = k1
 

@@ -134,10 +134,12 @@ def test_dm_is_refused_with_a_live_source(data_root, broker, worker):
     assert job.status == "failed" and "DM keeps an exit wave per position" in job.message
 
 
-def test_the_api_takes_a_live_source_not_written_yet_but_only_inside_the_data_roots(data_root, client, token):
+def test_the_api_takes_a_live_source_not_written_yet_inside_the_data_roots_and_refuses_dm(data_root, client, token):
     later = data_root / "scan_later.h5"
     ok = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC} -fp={later}"}, token)
     assert ok.status_code == 201, ok.content
     assert ok.json()["streaming"] is True and ok.json()["live"] is None
     outside = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC} -fp=/tmp/elsewhere.h5"}, token)
     assert outside.status_code == 400 and "outside the data folders" in outside.content.decode()
+    dm = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC.replace('ePIE', 'DM')} -fp={later}"}, token)
+    assert dm.status_code == 400 and "DM keeps an exit wave per position" in dm.content.decode()

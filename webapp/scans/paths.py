@@ -194,7 +194,22 @@ def check_submission(params: Parameters) -> Parameters:
     """The parameters a user submitted, confined to the data roots and with every input file present;
     ParameterError names each flag and path that is wrong."""
     confined = confine_parameters(params)
-    problems = missing_inputs(confined)
+    problems = missing_inputs(confined) + streaming_problems(confined)
     if problems:
         raise ParameterError(problems)
     return confined
+
+
+def streaming_problems(params: Parameters) -> list[Problem]:
+    """What a live source (``-liveSource``) cannot do, refused at submit as the worker would (DM, per-position
+    fits, several GPUs: docs/streaming.md), filed under ``-algorithm``."""
+    if params.data.live_source == "none":
+        return []
+    from reconstruction.errors import InputDataError
+    from reconstruction.live.run import check_streaming
+
+    try:
+        check_streaming(params)
+    except InputDataError as exc:
+        return [Problem("reconstruction.algorithm", "algorithm", params.reconstruction.algorithm, str(exc))]
+    return []

@@ -660,6 +660,10 @@
         const lag = Date.now() / 1000 - h.live.newest_frame_unix_s;
         root.dataset.lagS = lag.toFixed(3);
         (window.ptychopyLiveLags = window.ptychopyLiveLags || []).push(lag);
+        // [drawn at (Unix s), frames in the image, produced at]: a test finds each image's newest frame's
+        // acquisition time
+        (window.ptychopyLiveDraws = window.ptychopyLiveDraws || []).push(
+          [Date.now() / 1000, h.live.frames_in_image, h.t_produced]);
       }
       maybeRefreshSnapshots(h);
     }

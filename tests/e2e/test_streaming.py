@@ -1,0 +1,138 @@
+"""Issue 21 end to end, real processes on loopback, embedded mode (``ptychopy serve`` with the bridge and the worker
+inside it): ``simioc --live-file`` writes each scan into an SWMR file as it acquires, the bridge opens the streaming
+job when ``scan2.BUSY`` rises, the worker reconstructs as frames arrive, Chromium (a websocket client) shows the
+image filling in.
+
+- The CPU target: a 40 x 40 scan of 64^2 frames at 200 frames/s: no frame dropped, the image in the browser lags
+  the newest frame by <= 2 s (scaled by the machine's contention when it runs more than 2 cores' worth), the
+  result written <= 2 s after the completion edge plus the finishing iterations, the final object within 5 % NRMSE
+  of a batch reconstruction of the scan's row files, and exactly one job.
+- An aborted scan (``sim:Abort``) keeps its partial result, labelled partial, and the completion queues nothing.
+- A stalled stream (the IOC killed mid-scan: its file stays 'acquiring') times out with its partial result.
+
+Frames out of order and a duplicate are in tests/webapp/test_webapp_streaming.py (a real writer process, the
+worker, the API) and tests/ptychopy/test_live_runs.py; the bridge's exactly-once rules in
+tests/epics_bridge/test_bridge_stream.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.latency.procs import wait_for
+from benchmarks.latency.rig import Rig, RigOptions
+from benchmarks.latency.stream import batch_nrmse, job_row, play_and_watch
+
+pytestmark = [pytest.mark.services, pytest.mark.epics, pytest.mark.browser, pytest.mark.slow,
+              pytest.mark.timeout(240)]
+
+FINISH = 10  # finishing iterations
+LAG_S = 2.0  # issue 21: the image in the browser lags the newest frame by <= 2 s (on 2 free cores)
+
+
+def _contention() -> float:
+    """How many times over the 2 cores the machine is asked to run (the 1-minute load average / 2, at least 1):
+    the timing targets are for 2 free cores (CI); on a machine shared with other work they are scaled by this,
+    and the benchmark (python -m benchmarks.latency.stream) records the load with its figures."""
+    return max(1.0, os.getloadavg()[0] / 2.0)
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    opts = RigOptions(mode="embedded", workdir=tmp_path_factory.mktemp("stream"), rows=40, cols=40, size_px=64,
+                      point_time_s=0.005, stream=True, finish_iterations=FINISH, stall_s=3.0,
+                      log=lambda _: None)
+    rig = Rig(opts)
+    try:
+        yield rig.start()
+    finally:
+        rig.stop()
+
+
+@pytest.fixture(scope="module")
+def page(browser, rig: Rig):  # type: ignore[no-untyped-def]
+    context = browser.new_context(base_url=rig.base_url, viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.goto("/accounts/login/")
+    pg.fill("input[name=username]", rig.username)
+    pg.fill("input[name=password]", rig.password)
+    pg.locator("form button[type=submit], form input[type=submit]").first.click()
+    pg.wait_for_url(lambda url: "/accounts/login/" not in url, timeout=15000)
+    yield pg
+    context.close()
+
+
+def _scan_dims(rig: Rig, rows: int, cols: int) -> None:
+    rig.ioc_put("scan2.NPTS", rows)
+    rig.ioc_put("scan1.NPTS", cols)
+
+
+def _jobs_of_scan(rig: Rig, scan: str) -> list[int]:
+    return [j["id"] for j in rig.jobs_after(0) if f"{scan}_" in str(j.get("dedup_key") or "")]
+
+
+def test_cpu_target_40x40_at_200_frames_per_s_in_the_browser(rig: Rig, page) -> None:  # type: ignore[no-untyped-def]
+    _scan_dims(rig, 40, 40)
+    s = play_and_watch(rig, page)
+    row = s.pop("_row")
+    assert s["status"] == "done" and s["message"] == "", s
+    assert s["frames_written"] == 1600 and s["write_rate_hz"] >= 190 / _contention(), s
+    assert s["frames_received"] == 1600 and s["frames_dropped"] == 0 and s["outcome"] == "ended", s
+    assert s["images_while_acquiring"] >= 5, s  # the image fills in while the scan runs
+    assert s["lag_max_s"] <= LAG_S * _contention(), s
+    assert s["overhead_s"] <= 2.0, s  # written <= 2 s after the edge plus the finishing iterations
+    epochs = int(s["live_iterations"]) + int(s["finish_iterations"])
+    nrmse, _batch_s = batch_nrmse(row, rig.data_dir, s["scan"], epochs)
+    assert nrmse <= 0.05, (nrmse, s)
+    time.sleep(1.0)  # the completion edge was classified long ago; nothing more may come
+    assert _jobs_of_scan(rig, s["scan"]) == [s["job"]]
+    assert rig.journal_events(next(iter(_keys(rig, s["scan"]))))["covered_by_stream"]
+
+
+def _keys(rig: Rig, scan: str) -> list[str]:
+    return [str(r[0]) for r in rig._journal_rows("SELECT dedup_key FROM scans WHERE dedup_key LIKE ?",
+                                                  (f"%/{scan}_data_%",))]
+
+
+def test_an_aborted_scan_keeps_its_partial_result_and_queues_nothing_more(rig: Rig, page) -> None:  # type: ignore[no-untyped-def]
+    _scan_dims(rig, 20, 20)
+    rig.ioc_put("sim:PointTime", 0.01)
+    last = max((j["id"] for j in rig.jobs_after(0)), default=0)
+    rig.ioc_put("sim:Go", 1)
+    job_id = int(wait_for(lambda: rig.jobs_after(last), 30, "the streaming job")[0]["id"])
+    page.goto(f"/jobs/{job_id}/")
+    wait_for(lambda: job_row(rig, job_id)["live"].get("frames_received", 0) >= 50, 30, "50 frames in")
+    rig.ioc_put("sim:Abort", 1)
+    wait_for(lambda: job_row(rig, job_id)["status"] == "done", 60, f"job {job_id} to finish")
+    row = job_row(rig, job_id)
+    received = row["live"]["frames_received"]
+    assert row["live"]["outcome"] == "aborted" and row["live"]["partial"] and 50 <= received < 400
+    assert row["message"] == f"partial: scan aborted after {received} of 400 frames"
+    page.wait_for_selector("#partial:not([hidden])", timeout=15000)
+    assert "aborted" in (page.text_content("#st-phase") or "")
+    assert rig.jobs_after(job_id) == []  # the aborted end queued no batch job
+    rig.ioc_put("sim:PointTime", 0.005)
+
+
+def test_a_stalled_stream_times_out_with_its_partial_result(rig: Rig) -> None:
+    _scan_dims(rig, 20, 20)
+    rig.ioc_put("sim:PointTime", 0.02)
+    last = max((j["id"] for j in rig.jobs_after(0)), default=0)
+    rig.ioc_put("sim:Go", 1)
+    job_id = int(wait_for(lambda: rig.jobs_after(last), 30, "the streaming job")[0]["id"])
+    wait_for(lambda: job_row(rig, job_id)["live"].get("frames_received", 0) >= 30, 30, "30 frames in")
+    simioc = next(p for p in rig.procs if p.name == "simioc")
+    assert simioc.proc is not None
+    os.killpg(simioc.proc.pid, signal.SIGKILL)  # the detector dies: its file stays 'acquiring'
+    t_killed = time.monotonic()
+    wait_for(lambda: job_row(rig, job_id)["status"] == "done", 60, f"job {job_id} to finish")
+    row = job_row(rig, job_id)
+    assert row["live"]["outcome"] == "stalled" and row["live"]["partial"]
+    assert row["message"].startswith("partial: scan stalled after ")
+    assert time.monotonic() - t_killed >= 3.0  # -liveStall (3 s in the rig's [stream] values)
+    assert Path(row["result_path"]).is_file()
