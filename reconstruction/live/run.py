@@ -300,6 +300,8 @@ class StreamingRun:
         st.amplitudes = self._amplitudes[first:k]
         st.rows = xp.asarray(self._rows[first:k])
         st.cols = xp.asarray(self._cols[first:k])
+        if st.positions_px is not None:  # -subpixelWindows: the windows follow the sub-pixel positions of the slots
+            st.positions_px = xp.asarray(self._positions_px[first:k])
         rec.positions_px = np.stack([self._rows[first:k], self._cols[first:k]], axis=1).astype(np.float64)
         rec._start_positions_px = self._positions_px[first:k].copy()
         self._exposed = k if first == 0 else -1

@@ -40,6 +40,14 @@ class ListSource:
         pass
 
 
+class SlowSource(ListSource):
+    """One batch every 0.2 s: epochs run between arrivals."""
+
+    def poll(self) -> FrameBatch | None:
+        time.sleep(0.2)
+        return super().poll()
+
+
 def _batch(indices: list[int], shape: tuple[int, int] = (4, 4)) -> FrameBatch:
     return FrameBatch(np.ones((len(indices), *shape), np.float32), np.asarray(indices, dtype=np.int64))
 
@@ -224,11 +232,6 @@ def test_a_live_window_makes_each_epoch_while_acquiring_visit_only_the_newest_fr
             assert self.rec is not None
             shown.append((first, self.rec.state.n_positions))
 
-    class SlowSource(ListSource):  # one batch every 0.2 s: epochs run between arrivals
-        def poll(self) -> FrameBatch | None:
-            time.sleep(0.2)
-            return super().poll()
-
     source = SlowSource(batches, 64)
     source.planned = PlannedScan(positions_m_from_parameters(params), None, "parameters")
     run = Recording(live, source)
@@ -245,3 +248,28 @@ def test_a_pvaccess_source_is_refused_here_naming_where_it_is_opened():
     with pytest.raises(LiveSourceError, match=r"pva://D:Pva1:Image\?scan=D:Scan:: a pvAccess source is opened by "
                                               r"ptychopy.live.open_source"):
         open_live_source(live)
+
+
+def test_subpixel_windows_follow_the_positions_of_the_frames_arrived_in_arrival_order():
+    from reconstruction.positions import positions_m_from_parameters
+
+    params = Parameters.from_cmdstr(SCAN)
+    sim = simulate_from_parameters(params)
+    order = np.random.default_rng(1).permutation(64)
+    batches = [FrameBatch(sim.data.intensities[order[j:j + 16]], order[j:j + 16]) for j in range(0, 64, 16)]
+    live = params.replace({"reconstruction.subpixel_windows": True, "data.live_finish_iterations": 1,
+                           "reconstruction.algorithm": "ePIE", "reconstruction.device": "cpu"})
+
+    source = SlowSource(batches, 64)
+    source.planned = PlannedScan(positions_m_from_parameters(params), None, "parameters")
+    run = StreamingRun(live, source)
+    seen: list[bool] = []
+
+    def check(_progress, summary) -> None:
+        if summary.finish_iterations == 0:  # while acquiring: the slots are in arrival order
+            st = run.rec.state
+            seen.append(st.positions_px.shape == (run._k, 2)
+                        and np.allclose(st.positions_px, run.planned_px[run._indices[:run._k]]))
+
+    run.run(check)
+    assert seen and all(seen)
