@@ -9,6 +9,7 @@ the in-memory channel layer and a Dramatiq ``StubBroker`` whose worker thread ru
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -227,6 +228,9 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", True)
 AUTHENTICATION_BACKENDS = [
     "webapp.accounts.throttle.LoginThrottleBackend",  # first: a locked pair is refused before any hashing
     "django.contrib.auth.backends.ModelBackend",
+    # single sign-on by the reverse proxy's header (webapp.accounts.remote_user): acts only on a name that
+    # ProxyRemoteUserMiddleware took from a trusted proxy, so it does nothing while the header is off
+    "webapp.accounts.remote_user.ProxyRemoteUserBackend",
 ]
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env.int("PTYCHOPY_LOGIN_FAILURES", 5, minimum=1)
@@ -240,6 +244,23 @@ AXES_ENABLE_ADMIN = True
 # Reverse proxies whose X-Forwarded-For is believed (addresses or networks); see webapp.accounts.client_ip.
 PTYCHOPY_TRUSTED_PROXIES = env.list("PTYCHOPY_TRUSTED_PROXIES")
 site_security.parse_networks(PTYCHOPY_TRUSTED_PROXIES)  # a typo stops the start, naming the entry
+
+# -- single sign-on by the reverse proxy (webapp.accounts.remote_user, docs/deploy.md "Single sign-on") -----------
+# The header the proxy names the authenticated user in (e.g. X-Remote-User); empty: off. Believed only from
+# PTYCHOPY_TRUSTED_PROXIES. Unknown names become new accounts unless PTYCHOPY_REMOTE_USER_CREATE=0.
+PTYCHOPY_REMOTE_USER_HEADER = env.str("PTYCHOPY_REMOTE_USER_HEADER")
+PTYCHOPY_REMOTE_USER_CREATE = env.bool("PTYCHOPY_REMOTE_USER_CREATE", True)
+if PTYCHOPY_REMOTE_USER_HEADER:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", PTYCHOPY_REMOTE_USER_HEADER):
+        raise site_security.SiteConfigError(
+            f"PTYCHOPY_REMOTE_USER_HEADER={PTYCHOPY_REMOTE_USER_HEADER!r}: a header name of letters, digits and "
+            "dashes, e.g. X-Remote-User (underscores are dropped by most proxies)")
+    if not PTYCHOPY_TRUSTED_PROXIES:
+        raise site_security.SiteConfigError(
+            "PTYCHOPY_REMOTE_USER_HEADER is set but PTYCHOPY_TRUSTED_PROXIES is empty: name the proxy that sets "
+            f"{PTYCHOPY_REMOTE_USER_HEADER}, or anyone reaching the web port could send it")
+MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+                  "webapp.accounts.remote_user.ProxyRemoteUserMiddleware")  # inert while the header is off
 
 # -- mail and password reset (webapp.accounts.mail) ----------------------------------------------------------------
 # EMAIL_URL (e.g. smtp+tls://user:password@mail.example.org:587) gives the server in one value; each separate
