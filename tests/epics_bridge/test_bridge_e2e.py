@@ -39,7 +39,7 @@ def jobs(database_url: str) -> list[dict[str, Any]]:
 
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         return list(conn.execute(
-            "SELECT id, status, source, dedup_key, label, message, parameters FROM jobs_job ORDER BY id"))
+            "SELECT id, status, source, dedup_key, label, message, parameters, provenance FROM jobs_job ORDER BY id"))
 
 
 def bridge_status(database_url: str) -> list[dict[str, Any]]:
@@ -92,3 +92,43 @@ def test_simioc_scan_becomes_a_finished_job(ca: CaLoopback, stack: ProductionSta
     finally:
         bridge.stop()
         sim.stop()
+
+
+def test_a_scan_whose_files_record_the_geometry_finishes_with_the_files_values(ca: CaLoopback, stack: ProductionStack,
+                                                                              tmp_path: Path) -> None:
+    """simioc --nxmx writes the geometry into the data files; a bridge configured with no energy or distance PV
+    and no -dx_d submits through submit_job, and the worker finishes the job with the files' values, each
+    recorded in the job's provenance as from the data file."""
+    sim = SimIoc(ca, stack.data_root / "sim", tmp_path / "simioc.log", extra_args=["--nxmx"])
+    sim.first_start()
+    env = {k: v for k, v in stack.env.items() if k not in ("PATH", "PYTHONPATH") and not k.startswith("EPICS_")}
+    config = bridge_config(tmp_path, tmp_path / "unused.jsonl", django=True, geometry_pvs=False,
+                           template="./ptycho -size=32 -fs=1 -sqrtData -fftShiftData -beamSize=1e-6 -i=4")
+    bridge = BridgeProc(ca, config, tmp_path / "bridge.log", env=env)
+    try:
+        bridge.start()
+        energy_kev, distance_mm = float(sim.get("energy")), float(sim.get("detDistance"))
+        sim.play()
+        url = stack.database_url
+
+        def finished() -> list[dict[str, Any]]:
+            rows = jobs(url)
+            return rows if rows and rows[0]["status"] in ("done", "failed", "cancelled") else []
+
+        try:
+            (job,) = wait_for(finished, 120, "the bridge's job to finish", interval_s=0.5)
+        except AssertionError:
+            raise AssertionError(f"{jobs(url)}\n{bridge.log()[-4000:]}\n{stack.logs()}") from None
+    finally:
+        bridge.stop()
+        sim.stop()
+    assert job["status"] == "done", job["message"]
+    e, p = job["parameters"]["experiment"], job["parameters"]["preprocessing"]
+    assert e["wavelength_m"] == pytest.approx(12.398419843320026e-10 / energy_kev, rel=1e-9)
+    assert e["detector_distance_m"] == pytest.approx(distance_mm * 1e-3)
+    assert e["detector_pixel_m"] == pytest.approx(75e-6)
+    assert p["crop_center_px"] == [16, 16]  # the beam centre the files record
+    sources = {path: entry["source"] for path, entry in job["provenance"].items()}
+    assert {path for path, source in sources.items() if source == "file"} == {
+        "experiment.wavelength_m", "experiment.detector_distance_m", "experiment.detector_pixel_m",
+        "preprocessing.crop_center_px", "preprocessing.bad_pixel_mask"}
