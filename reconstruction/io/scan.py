@@ -16,7 +16,7 @@ from ..errors import InputDataError
 from .hdf5_reader import DEFAULT_LOCK_WAIT_S
 from .patterns import file_for_index, file_list, is_multi_file
 from .positions_file import describe_source
-from .scan_metadata import ScanMetadata, read_scan_metadata
+from .scan_metadata import ScanMetadata, read_series_metadata
 from .sources import open_source
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class Scan:
         if read_metadata:
             with open_source(files[0], d.hdf5_path, d.raw_frame_px, wait_s) as src:
                 shape, dtype, compression = src.frame_shape, src.dtype, src.compression
-            metadata = read_scan_metadata(files[0], d.hdf5_path)
+            metadata = read_series_metadata(files[0], d.hdf5_path)
         return cls(d.file_pattern, files, d.hdf5_path, n, d.frames_per_file, d.first_file_index, shape, dtype,
                    compression, describe_source(params), geometry, d.raw_frame_px, metadata)
 

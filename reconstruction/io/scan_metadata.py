@@ -19,6 +19,7 @@ Unknown units, non-numeric values and a position count that differs from the fra
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -245,6 +246,34 @@ def read_scan_metadata(path: Path | str, dataset: str = "/entry/data/data") -> S
     return read_hdf5_metadata(path, dataset)
 
 
+_DECTRIS_DATA = re.compile(r"^(?P<series>.+)_data_\d{6}\.(?P<ext>h5|hdf5|nxs)$")
+
+
+def master_of(data_file: Path | str) -> Path | None:
+    """The Dectris/Eiger master file beside a data file of its series (``X_data_000001.h5`` -> ``X_master.h5``),
+    None when the name is not of that form or no master is there."""
+    path = Path(data_file)
+    m = _DECTRIS_DATA.match(path.name)
+    if m is None:
+        return None
+    master = path.with_name(f"{m['series']}_master.{m['ext']}")
+    return master if master.is_file() else None
+
+
+def read_series_metadata(first_file: Path | str, dataset: str = "/entry/data/data") -> ScanMetadata:
+    """What a scan's first data file records or, when it records no geometry and is a data file of an Eiger
+    series, what the series' master file records (the frames stay those of the data files: the master's
+    ``frames_dataset`` is dropped)."""
+    meta = read_scan_metadata(first_file, dataset)
+    if any(k.from_file for k in meta.fields().values()):
+        return meta
+    master = master_of(first_file)
+    if master is None:
+        return meta
+    found = read_hdf5_metadata(master, dataset)
+    return dataclasses.replace(found, frames_dataset=None, frames=meta.frames)
+
+
 #: parameter leaf each read quantity fills
 PARAMETER_OF = {"wavelength_m": "experiment.wavelength_m", "detector_distance_m": "experiment.detector_distance_m",
                 "detector_pixel_m": "experiment.detector_pixel_m", "beam_center_px": "preprocessing.crop_center_px",
@@ -292,14 +321,15 @@ def given_in_cmdstr(cmdstr: str) -> set[str]:
 
 
 def apply_file_metadata(params: Parameters, given: Iterable[str]) -> tuple[Parameters, ScanMetadata]:
-    """``params`` with what the scan's first data file records (:func:`parameter_changes`), except the leaves
+    """``params`` with what the scan's first data file (or its Eiger master, :func:`read_series_metadata`) records
+    (:func:`parameter_changes`), except the leaves
     in ``given``; file positions must number the scan's points (``scanDims`` rows*cols). Returns the new
     parameters and the metadata."""
     from .patterns import file_list
 
     d = params.data
     first = file_list(d.file_pattern, params.n_positions, d.frames_per_file, d.first_file_index)[0]
-    meta = read_scan_metadata(first, d.hdf5_path)
+    meta = read_series_metadata(first, d.hdf5_path)
     changes = parameter_changes(meta, given)
     if "experiment.positions_file" in changes:
         check_positions(meta, params.n_positions)

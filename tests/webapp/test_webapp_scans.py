@@ -177,3 +177,17 @@ def test_a_saved_mda_scan_fills_grid_positions_and_wavelength_and_names_its_posi
     notes = "\n".join(found.notes)
     assert "experiment.positions_file" in notes
     assert "29idKappa:m2.VAL (x) [um], measured by 29idKappa:m2.RBV" in notes
+
+
+def test_fill_in_on_an_eiger_data_file_reads_the_geometry_its_master_records(data_root):
+    from tests.reconstruction.io.test_io_scan_metadata import write_nxmx_master
+
+    frames = np.ones((12, 40, 48), dtype=np.float64)
+    master = write_nxmx_master(data_root, frames)
+    found = defaults_from_scan("eiger_data_000001.h5")
+    p = found.parameters
+    assert p.data.file_pattern == str(data_root / "eiger_data_#06d.h5") and p.data.hdf5_path == "/entry/data/data"
+    assert p.experiment.detector_distance_m == pytest.approx(1.92)
+    assert p.preprocessing.crop_center_px == (20, 24)  # the beam centre the master records
+    assert p.preprocessing.bad_pixel_mask == f"{master}::/entry/instrument/detector/pixel_mask"
+    assert "NXmx metadata read" in " | ".join(found.notes)

@@ -107,13 +107,13 @@ def _hdf5_defaults(path: Path, base: Parameters) -> ScanDefaults:
         check_positions,
         describe_metadata,
         parameter_changes,
-        read_scan_metadata,
+        read_series_metadata,
         user_given,
     )
     from reconstruction.io.sources import open_source
 
     given = user_given(base)
-    meta = read_scan_metadata(path, base.data.hdf5_path)
+    meta = read_series_metadata(path, base.data.hdf5_path)
     from_file = parameter_changes(meta, given)
     dataset = from_file.get("data.hdf5_path", base.data.hdf5_path)
     with open_source(path, dataset, base.data.raw_frame_px) as src:

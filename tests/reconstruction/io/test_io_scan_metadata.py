@@ -222,3 +222,33 @@ def test_nxmx_file_written_by_nexusformat_reads_with_its_units(tmp_path, raw_fra
     assert meta.energy_eV.value == pytest.approx(6200.0)
     assert meta.beam_center_px.value == (18, 21)
     assert meta.mask.from_file
+
+
+def test_a_data_file_of_an_eiger_series_takes_the_metadata_of_its_master(tmp_path, raw_frames, scan_params):
+    """-fp names the data files (eiger_data_#06d.h5, as the bridge's Eiger trigger does): they record no geometry,
+    their master eiger_master.h5 does; the frames stay the data files' /entry/data/data."""
+    from reconstruction.io.scan_metadata import apply_file_metadata, master_of
+
+    master = write_nxmx_master(tmp_path, raw_frames)
+    assert master_of(tmp_path / "eiger_data_000002.h5") == master
+    params = scan_params("eiger_data_#06d.h5", data__first_file_index=1, data__frames_per_file=6)
+    new, meta = apply_file_metadata(params, given={"preprocessing.crop_center_px"})
+    assert meta.layout == "NXmx" and meta.frames_dataset is None
+    assert new.data.hdf5_path == "/entry/data/data"
+    assert new.experiment.wavelength_m == pytest.approx(1e-10)
+    assert new.experiment.detector_distance_m == pytest.approx(1.92)
+    assert new.preprocessing.bad_pixel_mask == f"{master}::/entry/instrument/detector/pixel_mask"
+    assert new.preprocessing.crop_center_px == (20, 24)  # given
+    assert meta.wavelength_m.source == f"file {master}, dataset /entry/instrument/beam/incident_wavelength"
+    data = read_scan(new)
+    assert data.intensities.shape == (12, 16, 16) and data.valid_mask is not None and not data.valid_mask.all()
+
+
+def test_a_data_file_without_a_master_records_nothing(tmp_path, raw_frames):
+    from reconstruction.io.scan_metadata import master_of, read_series_metadata
+
+    path = tmp_path / "lone_data_000001.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("/entry/data/data", data=raw_frames)
+    assert master_of(path) is None
+    assert set(read_series_metadata(path).left_to_user()) == set(read_series_metadata(path).fields())
