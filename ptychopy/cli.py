@@ -308,6 +308,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for line in describe_metadata(scan.metadata):
             name, _, text = line.partition(": ")
             print(f"{name:>22}: {text}")
+    if params.experiment.positions_file.lower().endswith(".mda"):
+        from reconstruction.io.mda import describe_mda, read_mda
+
+        for line in describe_mda(read_mda(params.experiment.positions_file)):
+            print(f"{'mda':>22}: {line}")
     return 0
 
 

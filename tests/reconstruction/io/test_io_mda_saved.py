@@ -93,3 +93,16 @@ def test_truncated_saveData_file_is_an_input_error_naming_it(tmp_path):
     cut.write_bytes((DATA / "29idKappa_mda_0396.mda").read_bytes()[:5000])
     with pytest.raises(InputDataError, match=r"cut\.mda: not a readable MDA file"):
         read_positions_mda(cut)
+
+
+def test_ptychopy_inspect_names_the_mda_positioners(tmp_path, capsys):
+    from ptychopy.cli import main as cli_main
+    from reconstruction.io.writers import write_scan_files
+
+    write_scan_files(np.ones((99, 16, 16), np.float32), tmp_path, "scan_#06d.h5", dpf=11)
+    mda = DATA / "29idKappa_mda_0396.mda"
+    assert cli_main(["inspect", f"./ptycho -fp={tmp_path}/scan_#06d.h5 -dpf=11 -scanDims=9,11 -size=16 "
+                                f"-qxy=8,8 -lf={mda}"]) == 0
+    out = capsys.readouterr().out
+    assert "mda: outer positioner 29idKappa:m4.VAL (z) [um], measured by 29idKappa:m4.RBV" in out
+    assert "mda: inner detectors (29)" in out
