@@ -70,6 +70,16 @@ class DjangoSubmitter:
                     "the bridge inside the server (ptychopy serve --bridge) or submit over the API "
                     "([submit] kind = \"http\", docs/epics_bridge.md)", getattr(job, "pk", job))
 
+    def job_state(self, job_id: str) -> dict[str, Any] | None:
+        """A job's ``status``, ``message`` and ``live`` (a streaming job's frames); None when there is no such job."""
+        self._setup()
+        from django.db import close_old_connections
+
+        from webapp.jobs.models import Job
+
+        close_old_connections()
+        return Job.objects.filter(pk=int(job_id)).values("status", "message", "live").first()
+
     def publish_state(self, state: dict[str, Any]) -> None:
         """Store the bridge's state (its heartbeat) for the web dashboard."""
         self._setup()

@@ -86,6 +86,27 @@ class HttpSubmitter:
             raise SubmitUnavailable(reason)
         raise SubmitRejected(reason)
 
+    def job_state(self, job_id: str) -> dict[str, Any] | None:
+        """``GET /api/v1/jobs/<id>/``: the job's ``status``, ``message`` and ``live``; None for a 404; raises
+        :class:`SubmitUnavailable` otherwise (asked again later). Times out after the state's short timeout: the
+        bridge's worker thread waits for it."""
+        path = f"{JOBS_PATH.rstrip('/')}/{int(job_id)}/"
+        req = urllib.request.Request(self.url + path, method="GET", headers={
+            "Accept": "application/json", "Authorization": f"Token {self.__token}"})
+        try:
+            with self._opener.open(req, timeout=self.state_timeout_s) as resp:
+                answer = _json_or_text(resp.read())
+        except urllib.error.HTTPError as err:
+            with err:
+                if err.code == 404:
+                    return None
+                raise SubmitUnavailable(self._reason(path, err.code, _json_or_text(err.read()))) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            raise SubmitUnavailable(f"GET {self.url}{path}: {type(exc).__name__}: {exc}") from None
+        if not isinstance(answer, dict):
+            raise SubmitUnavailable(f"GET {self.url}{path}: not a JSON object")
+        return {k: answer.get(k) for k in ("status", "message", "live")}
+
     def publish_state(self, state: dict[str, Any]) -> None:
         """Report the bridge's state for the dashboard; raises :class:`SubmitUnavailable` when not stored."""
         status, answer = self._post(STATUS_PATH, state, self.state_timeout_s, {})

@@ -29,6 +29,9 @@ HELD = "held"  # a metadata PV was disconnected or out of range: not queued (see
 OPEN_STATES = (WAITING_FILE, SUBMITTING)
 BATCH = "batch"  # the scan's job was opened at its end (the completion trigger)
 STREAM = "stream"  # ... at its start, as a streaming job (the completion then queues nothing)
+BATCH_AFTER_STREAM = "batch_after_stream"  # a batch job for a scan whose accepted streaming job failed before any
+# frame: submitted under the key with BATCH_SUFFIX (the web side keeps the failed streaming job under the key)
+BATCH_SUFFIX = "#batch"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -138,16 +141,19 @@ class Journal:
             return cur.rowcount == 1
 
     def stream_to_batch(self, dedup_key: str, file_pattern: str, params_json: str, status: str,
-                        provenance_json: str) -> bool:
-        """A scan whose streaming job never started (rejected, or failed before the web side accepted it) becomes
-        a batch scan with the completion's parameters; False (nothing changed) unless the row is such a scan.
-        One conditional UPDATE, so a scan becomes a batch scan at most once."""
+                        provenance_json: str, *, accepted: bool = False) -> bool:
+        """A scan whose streaming job never started becomes a batch scan with the completion's parameters:
+        refused by the web side (row ``rejected``/``failed``: mode BATCH, the same key), or, with ``accepted``,
+        accepted and then failed on the worker before any frame (row ``submitted``: mode BATCH_AFTER_STREAM).
+        False (nothing changed) unless the row is such a scan; one conditional UPDATE, so at most once."""
+        mode, states = (BATCH_AFTER_STREAM, (SUBMITTED,)) if accepted else (BATCH, (REJECTED, FAILED))
+        marks = ",".join("?" * len(states))
         with self._lock:
             cur = self._db.execute(
                 "UPDATE scans SET mode = ?, file_pattern = ?, params_json = ?, status = ?, provenance_json = ?,"
-                " last_error = '', updated_at = ? WHERE dedup_key = ? AND mode = ? AND status IN (?, ?)",
-                (BATCH, file_pattern, params_json, status, provenance_json, time.time(), dedup_key, STREAM,
-                 REJECTED, FAILED))
+                " last_error = '', job_id = '', updated_at = ? WHERE dedup_key = ? AND mode = ?"
+                f" AND status IN ({marks})",
+                (mode, file_pattern, params_json, status, provenance_json, time.time(), dedup_key, STREAM, *states))
             return cur.rowcount == 1
 
     def set_status(self, dedup_key: str, status: str, *, error: str = "", job_id: str = "",

@@ -55,7 +55,7 @@ class _Task:
     """A journalled scan on its way: waiting for its files, then being submitted."""
 
     key: str
-    stage: str  # "file" | "submit"
+    stage: str  # "file" | "submit" | "stream_check" (a complete scan's accepted streaming job: did it start?)
     params: Parameters
     label: str
     scan: dict[str, Any]
@@ -67,6 +67,8 @@ class _Task:
     last_reason: str = ""
     in_flight: bool = False  # handed to the sender thread, no answer yet
     file_metadata_read: bool = False  # the data file's metadata is in params (read once, before submitting)
+    submit_key: str = ""  # the key the web side gets, when not ``key`` (a batch job after a failed streaming job)
+    job_id: str = ""  # stream_check: the streaming job
 
 
 class BridgeWorker:
@@ -191,6 +193,8 @@ class BridgeWorker:
                         dedup_key=row.dedup_key, label=row.label, provenance=_json_dict(row.provenance_json))
             self.tasks[row.dedup_key] = self._task(row.dedup_key, stage, params, row.label, scan, now)
             self.tasks[row.dedup_key].file_metadata_read = row.mode == jr.STREAM  # its file is a live one
+            if row.mode == jr.BATCH_AFTER_STREAM:
+                self.tasks[row.dedup_key].submit_key = row.dedup_key + jr.BATCH_SUFFIX
             self.journal.log("resumed", f"resumed at stage {stage}", row.dedup_key)
             log.info("resuming %s (%s)", row.dedup_key, row.status)
             self.state.scan_status(row.dedup_key, row.scan_number, "waiting",
@@ -329,6 +333,12 @@ class BridgeWorker:
             return False
         job = f"job {row.job_id}" if row.job_id else "its streaming job (being submitted)"
         log.info("scan %s ended: reconstructed by %s; no batch job", info.scan_number, job)
+        if row.status == jr.SUBMITTED and row.job_id and getattr(self.submitter, "job_state", None) is not None:
+            check = self._task(info.dedup_key, "stream_check", info.params, info.label,
+                               dict(info.to_dict(), complete=f"complete: {end.reason}"), self.clock())
+            check.job_id, check.backoff_s = row.job_id, self.config.file_check.initial_backoff_s
+            self.tasks[info.dedup_key] = check  # did it start? (a failed one leaves the scan to a batch job)
+            return True
         self.journal.log("covered_by_stream", f"{end.reason}; reconstructed by {job}", info.dedup_key)
         return True
 
@@ -456,8 +466,53 @@ class BridgeWorker:
     def _run_task(self, task: _Task, now_s: float) -> None:
         if task.stage == "file":
             self._check_files(task, now_s)
+        elif task.stage == "stream_check":
+            self._check_stream(task, now_s)
         else:
             self._submit(task, now_s)
+
+    def _check_stream(self, task: _Task, now_s: float) -> None:
+        """A complete scan whose streaming job the web side accepted: covered once the job took in a frame (or
+        ended otherwise than failed); a job that failed before any frame (its file never came, its worker could
+        not open the source) leaves the scan to a batch job, queued now under ``key#batch``. Asked again with
+        back-off while the job waits for its first frame, at most ``[file_check] timeout_s``."""
+        ask = getattr(self.submitter, "job_state", None)
+        try:
+            state = ask(task.job_id) if ask is not None else None
+        except Exception as exc:  # the web side is not there now: ask again later
+            log.info("%s: cannot ask for streaming job %s (%s); asking again", task.key, task.job_id, exc)
+            state = {"status": "unknown"}
+        status = str((state or {}).get("status") or "")
+        frames = int(((state or {}).get("live") or {}).get("frames_received") or 0)
+        if state is None or frames > 0 or status in ("done", "cancelled"):
+            self.journal.log("covered_by_stream", f"streaming job {task.job_id}: {status or 'not asked'}, "
+                                                  f"{frames} frames", task.key)
+            del self.tasks[task.key]
+            self._publish_pending()
+            return
+        if status == "failed":
+            info = task.scan
+            if self.journal.stream_to_batch(task.key, str(info.get("file_pattern", "")), task.params.to_json(),
+                                            jr.WAITING_FILE, json.dumps(dict(info.get("provenance") or {}),
+                                                                        default=str), accepted=True):
+                msg = (f"streaming job {task.job_id} failed before any frame "
+                       f"({str((state or {}).get('message') or '')[:200]}): queueing the batch job")
+                log.warning("%s: %s", task.key, msg)
+                self.journal.log("stream_failed_batch", msg, task.key)
+                self.tasks[task.key] = self._task(task.key, "file", task.params, task.label, task.scan, now_s)
+                self.tasks[task.key].submit_key = task.key + jr.BATCH_SUFFIX
+            else:
+                del self.tasks[task.key]
+            self._publish_pending()
+            return
+        if now_s - task.started_s > self.config.file_check.timeout_s:
+            self.journal.log("covered_by_stream", f"streaming job {task.job_id} still {status or 'unknown'} with "
+                                                  f"no frame after {self.config.file_check.timeout_s:g} s; left to it",
+                             task.key)
+            del self.tasks[task.key]
+            return
+        task.due_s = now_s + task.backoff_s
+        task.backoff_s = min(task.backoff_s * 2, self.config.file_check.max_backoff_s)
 
     def _check_files(self, task: _Task, now_s: float) -> None:
         fc = self.config.file_check
@@ -524,7 +579,7 @@ class BridgeWorker:
             return
         if not self._read_file_metadata(task):
             return
-        request = SubmitRequest(task.params, task.key, task.label, scan=task.scan,
+        request = SubmitRequest(task.params, task.submit_key or task.key, task.label, scan=task.scan,
                                 provenance=dict(task.scan.get("provenance") or {}))
         if self._sender is not None:  # the answer comes back as a SubmitDone event
             task.in_flight, task.due_s = True, math.inf

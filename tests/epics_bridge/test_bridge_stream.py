@@ -1,7 +1,8 @@
 """Streaming jobs opened by the bridge at a scan's start (issue 21), driven by hand (no EPICS): the start opens one
 streaming job under the key the completion would use, the completion then queues nothing more; a streaming job
-the web side refused leaves the completion to queue the batch job; a start seen only as a replay opens nothing;
-a submission still failing at the end stays the scan's one job."""
+the web side refused, or one that failed on the worker before any frame, leaves the completion to queue the batch
+job; a start seen only as a replay opens nothing; a submission still failing at the end stays the scan's one
+job."""
 
 from __future__ import annotations
 
@@ -28,6 +29,15 @@ class RefusesStreaming(RecordingSubmitter):
         if request.params.data.live_source != "none":
             raise SubmitRejected("-liveSource: not accepted here")
         return super().submit(request)
+
+
+class AnswersJobState(RecordingSubmitter):
+    """Records submissions and answers ``job_state`` with what the test sets (the web side's job row)."""
+
+    state: dict[str, Any] = {"status": "running", "live": {}}
+
+    def job_state(self, job_id: str) -> dict[str, Any]:
+        return dict(self.state)
 
 
 def _start(rig: Rig) -> None:
@@ -118,3 +128,38 @@ def test_a_bad_stream_section_refuses_the_configuration_naming_the_key(tmp_path:
     with pytest.raises(ConfigError, match=r"\[stream\] unknown key\(s\): enable"):
         make_config(tmp_path, stream={"enable": True})
 
+
+
+def test_a_streaming_job_that_failed_before_any_frame_leaves_the_scan_to_a_batch_job(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec))
+    rig = Rig(tmp_path, submitter, stream=STREAM)
+    _start(rig)
+    (stream,) = records(rec)
+    submitter.state = {"status": "queued", "live": {}}
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    assert len(records(rec)) == 1  # not started yet: asked again later
+    submitter.state = {"status": "failed", "message": "LiveSourceError: no file", "live": {"frames_received": 0}}
+    rig.run(3.0)
+    stream_job, batch = records(rec)
+    assert batch["dedup_key"] == stream["dedup_key"] + jr.BATCH_SUFFIX  # the failed job keeps the scan's key
+    assert batch["params"]["data"]["live_source"] == "none"
+    row = rig.journal.get(stream["dedup_key"])
+    assert row.mode == jr.BATCH_AFTER_STREAM and row.status == jr.SUBMITTED and row.job_id == "rec-2"
+    rig.run(3.0)
+    assert len(records(rec)) == 2
+
+
+def test_a_streaming_job_that_took_frames_covers_the_scan_even_if_it_failed_later(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec))
+    submitter.state = {"status": "failed", "live": {"frames_received": 12}}
+    rig = Rig(tmp_path, submitter, stream=STREAM)
+    _start(rig)
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    rig.run(2.0)
+    (job,) = records(rec)
+    kinds = [e["kind"] for e in rig.journal.events() if e["dedup_key"] == job["dedup_key"]]
+    assert kinds[-1] == "covered_by_stream" and "stream_failed_batch" not in kinds

@@ -143,3 +143,17 @@ def test_the_api_takes_a_live_source_not_written_yet_inside_the_data_roots_and_r
     assert outside.status_code == 400 and "outside the data folders" in outside.content.decode()
     dm = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC.replace('ePIE', 'DM')} -fp={later}"}, token)
     assert dm.status_code == 400 and "DM keeps an exit wave per position" in dm.content.decode()
+
+
+def test_the_bridge_reads_a_jobs_state_in_process_and_over_the_api(data_root, live_server, token):
+    from epics_bridge.django_submit import DjangoSubmitter
+    from epics_bridge.http_submit import HttpSubmitter
+
+    job = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={data_root / 'later.h5'}"))
+    Job.objects.filter(pk=job.pk).update(status="failed", message="LiveSourceError: no file",
+                                         live={"frames_received": 0})
+    expected = {"status": "failed", "message": "LiveSourceError: no file", "live": {"frames_received": 0}}
+    assert DjangoSubmitter().job_state(str(job.pk)) == expected
+    over_http = HttpSubmitter(live_server.url, token)
+    assert over_http.job_state(str(job.pk)) == expected
+    assert over_http.job_state(str(job.pk + 1000)) is None
