@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 17 on the GPU machine in one call (device tool), from the repository root:
 #   bash benchmarks/issue17_device.sh [tests] [shared] [modes] [plain] [fits] [lsqml-fits] [cold] [measured] [peers]
+#     [window-tests] [window-bench] [window-accuracy]
 # Logs go to $OUT; short tables last. `measured` and `peers` need the peers' wheels in .whl/ (carry: [".whl"]; the
 # download command is in benchmarks/RESULTS.md, plus PtyPy's wheel, built from its repository: PtyPy is not on PyPI).
 set -u
@@ -50,6 +51,23 @@ for s in $steps; do
       timeout "${PEERS_TIMEOUT:-570}" python3 benchmarks/convergence_peers.py --device gpu \
         --codes "${PEER_CODES:-ours,tike,ptychi,ptypy}" ${PEERS_ARGS:-} --out "$OUT" --timeout "${PEERS_CODE_TIMEOUT:-300}" 2>&1 \
         | tee "$OUT/peers.log" | grep -v "^CONVERGE" ;;
+    window-tests)  # the fast ePIE and DM options against NumPy, and the plain ePIE/DM tests their kernels share
+      timeout "${TESTS_TIMEOUT:-200}" python3 -m pytest tests/gpu/test_window_fits.py \
+        "tests/gpu/test_cupy_matches_numpy.py::test_fast_gpu_path_matches_numpy_after_10_iterations[ePIE]" \
+        "tests/gpu/test_cupy_matches_numpy.py::test_fast_gpu_path_matches_numpy_after_10_iterations[DM]" \
+        "tests/gpu/test_cupy_matches_numpy.py::test_fast_path_with_probe_updates_modes_and_mask[DM]" \
+        tests/gpu/test_cupy_matches_numpy.py::test_fast_paths_fall_back_for_options_they_do_not_implement \
+        "tests/gpu/test_lsqml_fits.py::test_fast_lsqml_option_matches_the_reference_with_one_mini_batch_an_epoch" \
+        -q -s -p no:cacheprovider --confcutdir=tests/gpu -o addopts="" --tb=short --durations=5 2>&1 \
+        | tee "$OUT/window_tests.log" | grep -E "AGREE|passed|failed|Error|error|^E |^tests/|\.py:[0-9]+" | tail -60 ;;
+    window-bench)  # the fast ePIE and DM with sub-pixel windows / position refinement beside their plain runs
+      for alg in ${WINDOW_ALGS:-ePIE DM}; do
+        timeout "${WINDOW_TIMEOUT:-150}" python3 benchmarks/lsqml_fits.py --algorithm $alg --size 256 --iterations 30 \
+          --json "$OUT/window_$alg.json" 2>&1 | tee "$OUT/window_$alg.log" | grep -vE "^#"
+      done ;;
+    window-accuracy)  # +-3 px random errors, 1 % scale, 0.5 degrees: refined positions and NRMSE on the fast path
+      timeout "${ACCURACY_TIMEOUT:-200}" python3 benchmarks/position_correction.py --device gpu \
+        --engines "${ACCURACY_ENGINES:-ePIE,DM}" 2>&1 | tee "$OUT/window_accuracy.log" ;;
     fits)
       python3 benchmarks/engines.py --device gpu --sizes 256 --iterations 30 --peers "" --algs "${FIT_ALGS:-LSQML}" \
         --pps 2 --variable-intensity --tag fits --out "$OUT" 2>&1 | tail -8 ;;

@@ -1,7 +1,8 @@
-"""Issue 17, item 1: the fast LSQML with its per-position options beside the plain fast LSQML, in one process on one
-GPU, on the benchmark scan of ``benchmarks/engines.py`` (default 900 x 256^2).
+"""Issue 17, item 1: a fast engine with its per-position options beside the same plain fast engine, in one process
+on one GPU, on the benchmark scan of ``benchmarks/engines.py`` (default 900 x 256^2).
 
     python3 benchmarks/lsqml_fits.py --size 256 --iterations 30 --json out.json
+    python3 benchmarks/lsqml_fits.py --algorithm ePIE      # or DM: sub-pixel windows, position refinement
 
 Each configuration runs ``--iterations`` epochs (probe updates from epoch 2, refinement from epoch 2) and reports
 the median ms per epoch after the first three (graph capture), in the order plain, each option, plain again (the
@@ -25,6 +26,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from engines import load_scan, make_scan, median_ms, nrmse  # noqa: E402  (benchmarks/engines.py)
 
+CONFIGS_BY_ALGORITHM = {"ePIE": {  # gpu/window_fits.py
+    "plain": {},
+    "subpixel": dict(subpixel_windows=True),
+    "positions": dict(position_refinement_from=2),
+}}
+CONFIGS_BY_ALGORITHM["DM"] = CONFIGS_BY_ALGORITHM["ePIE"]
 CONFIGS = {
     "plain": {},
     "subpixel": dict(subpixel_windows=True),
@@ -37,21 +44,22 @@ CONFIGS = {
 }
 
 
-def run(d, options, iterations, graphs=True, marks=None):
+def run(d, options, iterations, graphs=True, marks=None, algorithm="LSQML"):
     from reconstruction.driver import Reconstruction
     from reconstruction.engines import EngineSettings
 
     os.environ["PTYCHOPY_BENCH_GPU_GRAPHS"] = "1" if graphs else "0"
     n = d["intensities"].shape[-1]
     settings = EngineSettings(update_probe_from=2, phase_constraint=0, **options)
-    rec = Reconstruction(d["intensities"], d["positions"], algorithm="LSQML", iterations=iterations, device="gpu",
+    rec = Reconstruction(d["intensities"], d["positions"], algorithm=algorithm, iterations=iterations, device="gpu",
                          seed=0, probe=d["probe0"], beam_diameter_px=0.4 * n, settings=settings)
     if marks is not None:
         rec.engine.stage_marks = marks
     for _ in rec:
         pass
     out = {"ms": median_ms(rec.iteration_s, 3), "nrmse": nrmse(d, rec.object()), "error": rec.errors[-1],
-           "engine": type(rec.engine).__name__, "fits": bool(getattr(rec.engine, "_fits", False)),
+           "engine": type(rec.engine).__name__,
+           "fits": bool(getattr(rec.engine, "_fits", False) or getattr(rec.engine, "_shift", False)),
            "plan": rec.plan.implementation_reason}
     rec.close()
     return out
@@ -76,7 +84,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--scan", type=int, default=30)
     p.add_argument("--iterations", type=int, default=30)
-    p.add_argument("--configs", default=",".join(CONFIGS))
+    p.add_argument("--algorithm", default="LSQML", choices=("LSQML", "ePIE", "DM"))
+    p.add_argument("--configs", default="", help="comma-separated names (default: every one of the algorithm)")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--cache", default="/tmp/ptychopy_bench")
     p.add_argument("--json", default="")
@@ -85,28 +94,31 @@ def main() -> None:
 
     d = load_scan(make_scan(Path(args.cache), args.size, args.scan))
     device = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
-    names = [c for c in args.configs.split(",") if c]
+    configs = CONFIGS_BY_ALGORITHM.get(args.algorithm, CONFIGS)
+    names = [c for c in (args.configs or ",".join(configs)).split(",") if c]
     order = ["plain", *[c for c in names if c != "plain"], "plain"]
     results = []
     for name in order:
-        r = run(d, CONFIGS[name], args.iterations)
+        r = run(d, configs[name], args.iterations, algorithm=args.algorithm)
         r["config"] = name
         results.append(r)
-        print(f"FITS {name:26s} {r['ms']:8.2f} ms/it  NRMSE {r['nrmse']:.4f}  {r['engine']} fits={r['fits']}",
-              flush=True)
+        print(f"FITS {args.algorithm} {name:26s} {r['ms']:8.2f} ms/it  NRMSE {r['nrmse']:.4f}  {r['engine']} "
+              f"fits={r['fits']}", flush=True)
     plain = min(r["ms"] for r in results if r["config"] == "plain")
-    print(f"\n| {args.scan * args.scan} x {args.size}^2 on {device} | ms/iteration | x plain | NRMSE |")
+    print(f"\n| {args.algorithm}, {args.scan * args.scan} x {args.size}^2 on {device} | ms/iteration | x plain "
+          "| NRMSE |")
     print("|---|---|---|---|")
     for r in results:
         print(f"| {r['config']} | {r['ms']:.2f} | {r['ms'] / plain:.2f} | {r['nrmse']:.4f} |")
-    prof = profile(d) if args.profile else {}
+    prof = profile(d) if args.profile and args.algorithm == "LSQML" else {}
     if prof:
         print("\n| stage (all+poisson, eager, per epoch) | ms |")
         print("|---|---|")
         for k, v in prof.items():
             print(f"| {k} | {v:.2f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": device, "results": results, "profile": prof}, indent=1))
+        Path(args.json).write_text(json.dumps({"device": device, "algorithm": args.algorithm, "results": results,
+                                               "profile": prof}, indent=1))
 
 
 if __name__ == "__main__":

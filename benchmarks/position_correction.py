@@ -5,6 +5,7 @@ same run given the true positions.
     python benchmarks/position_correction.py                              # 64^2, 10 x 10: the CI test's scan
     python benchmarks/position_correction.py --size 128 --scan 12 --engines LSQML,ePIE
     python benchmarks/position_correction.py --probe guessed              # the probe from the data, not known
+    python benchmarks/position_correction.py --device gpu --engines ePIE,DM  # the fast GPU engines
 
 The scan: size^2 patterns, a scan x scan raster with step size/10 and beam 0.4 size, Poisson 1e6; true positions
 = the raster stretched by ``--stretch`` and turned by ``--turn-deg`` about its centre plus uniform +-``--random-px``
@@ -64,6 +65,7 @@ def main() -> None:
     ap.add_argument("--affine-delay", type=int, default=30)
     ap.add_argument("--affine-epochs", type=int, default=100)
     ap.add_argument("--probe", choices=("known", "guessed"), default="known")
+    ap.add_argument("--device", default="cpu", help="cpu, or gpu (each engine's fast path where the plan allows)")
     args = ap.parse_args()
 
     n = args.size
@@ -85,7 +87,7 @@ def main() -> None:
             coarse_search_epochs=args.coarse_epochs, affine_delay=args.affine_delay, affine_epochs=args.affine_epochs)
         start = time.perf_counter()
         rec = Reconstruction(sim.data.intensities, positions, algorithm=algorithm, iterations=args.iterations,
-                             seed=0, device="cpu", probe=sim.probe_truth if known else None,
+                             seed=0, device=args.device, probe=sim.probe_truth if known else None,
                              beam_diameter_px=0.4 * n, object_shape=(h + 2 * int(args.random_px + 3),
                                                                      w + 2 * int(args.random_px + 3)),
                              settings=settings)
@@ -99,7 +101,7 @@ def main() -> None:
         print(f"POSCORR {algorithm} size={n} scan={args.scan}x{args.scan} probe={args.probe} "
               f"positions_px {position_error_px(nominal, true):.3f} -> {position_error_px(rec.positions(), true):.3f} "
               f"nrmse {nrmse:.4f} true_positions {nrmse_true:.4f} ratio {nrmse / nrmse_true:.2f} "
-              f"seconds {seconds:.1f}", flush=True)
+              f"seconds {seconds:.1f} device {args.device} engine {type(rec.engine).__name__}", flush=True)
         affine_px, rest_px, described = affine_and_rest_px(rec.positions(), true)
         print(f"  left: affine part {affine_px:.3f} px, the rest {rest_px:.3f} px; refined/true: "
               + ", ".join(f"{k} {v:.4f}" for k, v in described.items()), flush=True)

@@ -73,10 +73,7 @@ class DM:
         xp = state.xp
         self.fractions = None  # (N, 2) fractions of the positions when any window sits between pixels
         self._ramps: Any = None  # and the (N, n, n) ramps that move the probe by them
-        self.refiner: Any = (PositionRefiner(state, settings, fit_deformation=False)
-                             if settings.position_refinement_from > 0 else None)
-        if self.refiner is not None:
-            self.refiner.gain, self.refiner.damping = POSITION_GAIN, 1.0
+        self.refiner: Any = self._make_refiner()
         self._positions_moved()
         obj_patches = patches.extract_patches(xp, state.obj, state.window_idx())
         self.psi = self._window_probes(state.probe.shape[0]) * obj_patches[:, None, :, :]
@@ -142,6 +139,15 @@ class DM:
         new_phi = self._window_probes(m) * patches.extract_patches(xp, st.obj, st.window_idx())[:, None]
         self.psi[:, :m] += new_phi - old_phi
 
+    def _make_refiner(self) -> PositionRefiner | None:
+        """DM's position refiner (None without -refinePositions): a third of each step, damped by the median
+        denominator (``POSITION_GAIN``), no deformation fit (see ``PositionRefiner``)."""
+        if self.settings.position_refinement_from <= 0:
+            return None
+        refiner = PositionRefiner(self.state, self.settings, fit_deformation=False)
+        refiner.gain, refiner.damping = POSITION_GAIN, 1.0
+        return refiner
+
     def _positions_moved(self, old_corners: Any = None) -> None:
         """The fractions and probe-moving ramps of the current positions (None when every window sits on whole
         pixels, or windows do not follow sub-pixel positions); with the (N, 2) corners before a move, the exit
@@ -151,15 +157,20 @@ class DM:
         (rolled, +-3 px errors ran away to 8 px; taken along, 2.4 -> 0.47 px)."""
         st, xp = self.state, self.state.xp
         if old_corners is not None:
-            jumps = old_corners - xp.stack([st.rows, st.cols], axis=1)
-            for j in xp.nonzero(xp.any(jumps != 0, axis=1))[0].tolist():
-                shift = (int(jumps[j, 0]), int(jumps[j, 1]))
-                self.psi[j] = xp.roll(self.psi[j], shift, axis=(-2, -1))
+            self._roll_exit_waves(old_corners)
         self.fractions = self._ramps = None
         if self.settings.windows_follow_positions and st.positions_px is not None:
             f = subpixel.fractions_px(xp, st.positions_px, st.rows, st.cols)
             if subpixel.any_fraction(xp, f):
                 self.fractions, self._ramps = f, subpixel.shift_ramps(xp, f, st.size_px)
+
+    def _roll_exit_waves(self, old_corners: Any) -> None:
+        """Roll the exit waves of each window whose corner moved from ``old_corners`` (N, 2) by -k pixels."""
+        st, xp = self.state, self.state.xp
+        jumps = old_corners - xp.stack([st.rows, st.cols], axis=1)
+        for j in xp.nonzero(xp.any(jumps != 0, axis=1))[0].tolist():
+            shift = (int(jumps[j, 0]), int(jumps[j, 1]))
+            self.psi[j] = xp.roll(self.psi[j], shift, axis=(-2, -1))
 
     def _overlap_update(self, update_probe: bool, flat_idx: Any) -> None:
         st, xp = self.state, self.state.xp

@@ -76,6 +76,13 @@ class PositionRefiner:
         start = s.position_refinement_from + s.affine_delay
         return self.fit_deformation and 0 < start <= iteration < start + s.affine_epochs
 
+    def next_epoch_fits_deformation(self) -> bool:
+        """True when the refining epoch that :meth:`begin_epoch` begins next gathers the scan's deformation terms
+        (a fast engine that gathers only the translation terms runs that epoch's reference step instead)."""
+        s = self.settings
+        epoch = self._epoch + 1
+        return self.fit_deformation and s.affine_delay < epoch <= s.affine_delay + s.affine_epochs
+
     def _affine_phase(self) -> bool:
         """True in the refining epochs that fit the free affine terms."""
         s = self.settings

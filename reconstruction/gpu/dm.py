@@ -6,7 +6,9 @@ phi on this iteration's eighth of the positions (``engines.dm.error_sample``), t
 reflect (2 P O_j - psi), forward FFT, exact modulus projection with per-pattern error sums, inverse FFT, and one
 update kernel that applies the relaxed weight, writes the new exit waves and (up to four probe modes) the next
 probe update's partial sums. The chunks alternate between two streams (``PTYCHOPY_BENCH_DM_LANES=1``: one).
-Equivalent to ``engines.dm.DM`` up to float32 rounding.
+Equivalent to ``engines.dm.DM`` up to float32 rounding. Sub-pixel windows and position refinement: the kernels read
+each window's moved probe through a window stride, and ``gpu/window_fits.py`` makes those probes, the probe
+update's moved-back sums and the positions' steps.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from ..engines.dm import DM, REGULARISATION, error_sample_span
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
 from .runtime import f32, i32, i64
+from .window_fits import DMWindowsMixin
 
 FUSED_PROBE_MODES = 4  # dm_psi_update keeps this many modes' probe partial sums in registers
 MODULUS_PIXELS_PER_THREAD = 16  # dm_modulus reduces per position: enough pixels a thread to amortise it
 
 
-class FastDM(FastMixin, DM):
+class FastDM(FastMixin, DMWindowsMixin, DM):
     """DM in chunks of positions: exit waves stay resident, the far fields of a chunk share one buffer."""
 
     CHUNKS = 8  # positions are processed in about this many chunks (bounds the far-field buffers)
@@ -64,14 +67,30 @@ class FastDM(FastMixin, DM):
         self.sample_start = cp.zeros(1, dtype=cp.int32)
         self._sample_host = pinned_int32(1)
         self._partials_fresh = False
+        # sub-pixel windows and position refinement (gpu/window_fits.py); the refiner as the reference DM's
+        self.refiner = self._make_refiner()
+        self._setup_windows()
         self._init_psi(1)
 
     def _init_psi(self, which: int) -> None:
         st = self.state
+        if self._shift:  # the probe may have changed (modes seeded) since the moved probes were made
+            self._moved_probes()
         rt.launch_jp("dm_reflect", st.n_positions, self.n2,
-                     (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(0), i32(st.n_positions), i32(self.n),
-                      i32(self.width), i32(self.mt), i32(self.mt), self.buf, i32(which)))
+                     (self.psi, st.obj, *self._probe_args(), self.rows32, self.cols32, i32(0), i32(st.n_positions),
+                      i32(self.n), i32(self.width), i32(self.mt), i32(self.mt), self.buf, i32(which)))
         self._partials_fresh = False
+
+    def _positions_moved(self, old_corners: Any = None) -> None:
+        """After the refiner moved positions: roll the exit waves of windows a gradient step moved (``old_corners``
+        given; see ``engines.dm.DM._positions_moved``) and update the kernels' window corners."""
+        if old_corners is not None:
+            self._roll_exit_waves(old_corners)
+        self._sync_corners()
+        self._partials_fresh = False
+
+    def _buffers_key(self, m: int, update_probe: bool) -> tuple[object, ...]:
+        return (*super()._buffers_key(m, update_probe), self._refine_now)
 
     def modes_changed(self) -> None:
         # seeding re-orthogonalised mode 0 too: restart every mode's exit waves from P O_j (see DM.modes_changed)
@@ -89,19 +108,27 @@ class FastDM(FastMixin, DM):
         self._partials_fresh = False
 
     def _fused(self, m: int) -> bool:
-        return m <= FUSED_PROBE_MODES
+        return m <= FUSED_PROBE_MODES and not self._shift
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         m = self.state.modes_active
+        refine = self.refiner is not None and self.refiner.refining(iteration)
+        if refine and self.refiner.begin_epoch(self.state.lit_probes):  # a coarse move takes its exit waves along
+            self._positions_moved()
         for c, j0 in enumerate(self.starts):
             self.lane_plans[c % self.lanes].get(min(self.chunk, self.state.n_positions - j0) * m, self.n)
         self.plans.get(self.sample_size * m, self.n)
+        if self._shift:
+            self._plan_windows(m)
+        self._refine_now = refine
         self._sample_host[0] = error_sample_span(self.state.n_positions, iteration)[1]
         self.sample_start.set(self._sample_host)
         if update_probe and self._fused(m) and not self._partials_fresh:
             self._probe_partials(m)
         self._run(m, update_probe, lambda: self._launch_all(m, update_probe))
         self._partials_fresh = True
+        if refine:
+            self._end_refining_epoch()
         return self._metrics()
 
     def _probe_partials(self, m: int) -> None:
@@ -123,9 +150,13 @@ class FastDM(FastMixin, DM):
                 self._probe_partials(m)
             rt.launch("dm_probe_reduce", n2, (self.pnum, self.pden, i32(self.nseg), i32(n2), i32(m), self.num_p,
                                               self.den_p, self.slots[1:2]))
-            rt.launch("dm_probe_divide", n2, (self.num_p, self.den_p, i32(n2), i32(m), f32(REGULARISATION),
+            num_p = self._moved_back_probe_sum(m) if self._shift else self.num_p
+            rt.launch("dm_probe_divide", n2, (num_p, self.den_p, i32(n2), i32(m), f32(REGULARISATION),
                                               self.slots[1:2], st.probe))
-        rt.launch_jp("dm_scatter", n_pos, n2, (self.psi, st.probe, self.rows32, self.cols32, i32(n_pos), i32(n),
+        if self._shift:
+            self._moved_probes()
+        probe = self._probe_args()
+        rt.launch_jp("dm_scatter", n_pos, n2, (self.psi, *probe, self.rows32, self.cols32, i32(n_pos), i32(n),
                                                i32(w), i32(m), i32(mt), self.acc4))
         rt.launch("dm_den_max", self.obj_size, (self.acc4, i64(self.obj_size), self.slots[0:1]))
         rt.launch("dm_obj_divide", self.obj_size, (self.acc4, st.obj, i64(self.obj_size), f32(REGULARISATION),
@@ -133,7 +164,7 @@ class FastDM(FastMixin, DM):
         # 2. the Fourier error of phi on this iteration's sample of positions
         mask, has_mask, stride = self.mask
         cnt = self.sample_size
-        rt.launch_jp("dm_sample_gather", cnt, n2, (st.obj, st.probe, self.rows32, self.cols32, self.sample_start,
+        rt.launch_jp("dm_sample_gather", cnt, n2, (st.obj, *probe, self.rows32, self.cols32, self.sample_start,
                                                    i32(n_pos), i32(cnt), i32(n), i32(w), i32(m), self.buf))
         self.plans.forward(self.buf[: cnt * m * n2], cnt * m, n)
         rt.launch_jp("dm_sample_error", cnt, n2, (self.buf, st.amplitudes, mask, has_mask, stride, self.sample_start,
@@ -149,7 +180,7 @@ class FastDM(FastMixin, DM):
             cnt = min(self.chunk, n_pos - j0)
             buf, plans = self.bufs[lane], self.lane_plans[lane]
             with self.lane_streams[lane]:
-                rt.launch_jp("dm_reflect", cnt, n2, (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0),
+                rt.launch_jp("dm_reflect", cnt, n2, (self.psi, st.obj, *probe, self.rows32, self.cols32, i32(j0),
                                                      i32(cnt), i32(n), i32(w), i32(m), i32(mt), buf, i32(0)))
                 plans.forward(buf[: cnt * m * n2], cnt * m, n)
                 gx = max(1, -(-n2 // (rt.BLOCK * MODULUS_PIXELS_PER_THREAD)))
@@ -160,9 +191,11 @@ class FastDM(FastMixin, DM):
                 plans.inverse(buf[: cnt * m * n2], cnt * m, n)
                 rt.kernel("dm_psi_update")(
                     (self.gx, self.gy), (rt.BLOCK,),
-                    (self.psi, st.obj, st.probe, self.rows32, self.cols32, i32(j0), i32(cnt), i32(n), i32(w), i32(m),
+                    (self.psi, st.obj, *probe, self.rows32, self.cols32, i32(j0), i32(cnt), i32(n), i32(w), i32(m),
                      i32(mt), buf, self.errp, relax2, i32(1 if fused else 0), i32(c * self.gy), self.pnum,
                      self.pden))
+                if self._refine_now:  # this chunk's position-step terms from phi = P_j O_j
+                    self._step_terms(lane, j0, cnt, m)
         for lane, done in zip(self.lane_streams, self._joins, strict=True):
             lane.record(done)
             main.wait_event(done)

@@ -13,14 +13,16 @@ from . import runtime as rt
 from .common import FastMixin, pinned_int32
 from .runtime import f32, i32, i64
 from .streaming import AmplitudeStream
+from .window_fits import EPIEWindowsMixin
 
 COLS_SIZES = (64, 128, 256)  # the split transform is faster for ePIE up to 256^2, slower at 512^2 (RESULTS.md)
 
 
-class FastEPIE(FastMixin, EPIE):
+class FastEPIE(FastMixin, EPIEWindowsMixin, EPIE):
     """True sequential ePIE, one CUDA graph per chunk of steps. Launches a position: four for 64^2-256^2 (cuFFT
     rows, ``epie_cols``, cuFFT inverse rows, update fused with the next gather), six at other sizes (cuFFT's 2-D
-    transforms and ``epie_modulus`` instead of the middle three), five with ``PTYCHOPY_BENCH_EPIE_FUSED=0``."""
+    transforms and ``epie_modulus`` instead of the middle three), five with ``PTYCHOPY_BENCH_EPIE_FUSED=0``; with
+    sub-pixel windows or position refinement the steps of ``gpu/window_fits.py``."""
 
     def __init__(self, state: EngineState, settings: EngineSettings):
         super().__init__(state, settings)
@@ -46,16 +48,28 @@ class FastEPIE(FastMixin, EPIE):
         # streamed run: amplitudes arrive chunk by chunk in a device ring, one graph per chunk
         self.stream = st.amplitudes if isinstance(st.amplitudes, AmplitudeStream) else None
         self.chunk = self.stream.chunk if self.stream is not None else EPIE_STEPS_PER_GRAPH
+        self._setup_windows()  # sub-pixel windows and position refinement (gpu/window_fits.py)
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
+        refine, update_probe, done = self._refining_epoch(iteration, update_probe)
+        if done is not None:  # an epoch that fits the scan's deformation: the reference step ran
+            return done
         self._upload_order(st.rng.permutation(st.n_positions))  # the reference engine's draw
         m = st.modes_active
         self.plans.get(m, self.n)
+        if refine:
+            self.plans.get(3 * m, self.n)
         if self.cols:
             self.plans.get(m * self.n, self.n, rows_only=True)
+        self._refine_now = refine
         self._run(m, update_probe, lambda: self._launch_chunks(m, update_probe))
+        if refine:
+            self._end_refining_epoch()
         return self._metrics()
+
+    def _buffers_key(self, m: int, update_probe: bool) -> tuple[object, ...]:
+        return (*super()._buffers_key(m, update_probe), self._refine_now)
 
     def _chunks(self) -> list[tuple[int, int]]:
         n_pos = self.state.n_positions
@@ -90,6 +104,9 @@ class FastEPIE(FastMixin, EPIE):
 
     def _launch_steps(self, s0: int, s1: int, m: int, update_probe: bool, amp: Any, amp_from: int) -> None:
         """amp: (N, n, n) device amplitudes (amp_from = -1) or a ring slot holding steps amp_from.. (streamed)."""
+        if self._shift:
+            self._launch_steps_windows(s0, s1, m, update_probe, amp, amp_from)
+            return
         if self.fused:
             self._launch_steps_fused(s0, s1, m, update_probe, amp, amp_from)
             return

@@ -47,13 +47,20 @@ def fits_used(settings: Any, positions_px: Any, rows: Any, cols: Any, xp: Any) -
         raise ValueError("the fast LSQML refines positions with every affine term held and no coarse search "
                          f"(position_affine={settings.position_affine!r}, coarse_search_px="
                          f"{settings.coarse_search_px}): the run plan sends such runs to the reference engine")
-    shift = False
-    if settings.windows_follow_positions and positions_px is not None:
-        shift = settings.position_refinement_from > 0 or subpixel.any_fraction(
-            xp, subpixel.fractions_px(xp, positions_px, rows, cols))
+    shift = windows_shift(settings, positions_px, rows, cols, xp)
     fits = (shift or settings.position_refinement_from > 0 or settings.variable_intensity
             or settings.noise_model == "poisson")
     return fits, shift
+
+
+def windows_shift(settings: Any, positions_px: Any, rows: Any, cols: Any, xp: Any) -> bool:
+    """Whether a fast engine's windows move the probe: windows follow the sub-pixel positions (sub-pixel windows or
+    refinement) and a position is off the pixel grid, or refinement may move it there. Whole-pixel positions keep
+    the plain kernels (bit for bit the run without sub-pixel windows)."""
+    if not settings.windows_follow_positions or positions_px is None:
+        return False
+    return settings.position_refinement_from > 0 or subpixel.any_fraction(
+        xp, subpixel.fractions_px(xp, positions_px, rows, cols))
 
 
 class LSQMLFitsMixin:

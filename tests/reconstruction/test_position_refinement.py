@@ -196,3 +196,27 @@ def test_the_preview_carries_every_kth_position_and_marks_them_refined_only_when
     np.testing.assert_allclose(shown.current_px, rec.positions()[::4], atol=1e-4)
     np.testing.assert_allclose(shown.start_px, data.positions_px[::4], atol=1e-4)
     assert np.abs(shown.current_px - shown.start_px).max() > 0
+
+
+def test_the_refiner_says_ahead_which_epochs_fit_the_deformation_as_begin_epoch_then_finds():
+    """A fast engine asks before each epoch whether it fits the scan's deformation (the fast ePIE then runs the
+    reference step): the answer must be what the epoch, once begun, does, before, during and after the fit."""
+    from reconstruction.engines.base import EngineState
+    from reconstruction.engines.position_refiner import PositionRefiner
+
+    n_pos = 4
+    state = EngineState(xp=np, obj=np.ones((40, 40), np.complex64), probe=np.ones((1, 8, 8), np.complex64),
+                        amplitudes=np.ones((n_pos, 8, 8), np.float32), valid=None, rows=np.zeros(n_pos, np.int64),
+                        cols=np.arange(n_pos, dtype=np.int64) * 4, rng=np.random.default_rng(0),
+                        positions_px=np.stack([np.zeros(n_pos), np.arange(n_pos) * 4.0], axis=1))
+    settings = EngineSettings(position_refinement_from=1, position_affine=("scale",), affine_delay=2,
+                              affine_epochs=3)
+    refiner = PositionRefiner(state, settings)
+    said, found = [], []
+    for _ in range(8):
+        said.append(refiner.next_epoch_fits_deformation())
+        refiner.begin_epoch(state.lit_probes)
+        found.append(refiner._affine_phase())
+    assert said == found == [False, False, True, True, True, False, False, False]
+    held = PositionRefiner(state, EngineSettings(position_refinement_from=1, affine_delay=0))
+    assert not held.next_epoch_fits_deformation()  # every affine term held: nothing to fit

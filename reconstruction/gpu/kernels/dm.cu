@@ -2,9 +2,11 @@
 
 extern "C" {
 // ---------------------------------------------------------------- DM
+// The probe as it lights window j, mode k, pixel p is probe[j * pstride + k * n2 + p]: the probe itself (pstride 0)
+// or the windows' moved probes (sub-pixel windows, window_fits.cu; pstride Mtot n2).
 // acc[w] += (sum_k conj(P_k) psi_jk, sum_k |P_k|^2, 0) over all positions: one 16-byte atomic per element
 // (acc is (H*W, 4) float: numerator re, im, denominator, padding).
-__global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restrict__ probe,
+__global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restrict__ probe, long long pstride,
                            const int* __restrict__ rows, const int* __restrict__ cols, int N, int n, int W, int M,
                            int Mtot, float* __restrict__ acc4) {
     int n2 = n * n;
@@ -14,8 +16,9 @@ __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restr
         float2 acc = make_float2(0.f, 0.f);
         float pi = 0.f;
         const float2* ps = psi + ((long long)j * Mtot) * n2 + p;
+        const float2* pr = probe + (long long)j * pstride + p;
         for (int k = 0; k < M; ++k) {
-            float2 pk = probe[k * n2 + p];
+            float2 pk = pr[k * n2];
             float2 g = cmulc(pk, ps[(long long)k * n2]);
             acc.x += g.x; acc.y += g.y;
             pi += abs2(pk);
@@ -117,7 +120,7 @@ __global__ void dm_probe_divide(const float2* __restrict__ num_p, const float* _
 // For positions j0..j0+cnt-1: buf[jj, k] = 2 P_k O_j - psi_jk (the reflected wave).
 // With init != 0 it writes phi = P_k O_j into psi instead (the exit-wave initialisation; 2 = modes 1.. only).
 __global__ void dm_reflect(float2* __restrict__ psi, const float2* __restrict__ obj, const float2* __restrict__ probe,
-                           const int* __restrict__ rows, const int* __restrict__ cols, int j0, int cnt, int n, int W,
+                           long long pstride, const int* __restrict__ rows, const int* __restrict__ cols, int j0, int cnt, int n, int W,
                            int M, int Mtot, float2* __restrict__ buf, int init) {
     int n2 = n * n;
     for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
@@ -126,8 +129,9 @@ __global__ void dm_reflect(float2* __restrict__ psi, const float2* __restrict__ 
         int y = row_of(p, n), x = p - y * n;
         float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
         float2* ps = psi + ((long long)j * Mtot) * n2 + p;
+        const float2* pr = probe + (long long)j * pstride + p;
         for (int k = 0; k < M; ++k) {
-            float2 ph = cmul(probe[k * n2 + p], o);
+            float2 ph = cmul(pr[k * n2], o);
             if (init) {  // 1: every mode, 2: modes 1.. (newly activated modes)
                 if (init == 1 || k > 0) ps[(long long)k * n2] = ph;
             } else {
@@ -168,7 +172,7 @@ __global__ void dm_modulus(float2* __restrict__ buf, const float* __restrict__ a
 // pnum[seg, k, p] = sum_jj conj(O_j) psi_jk and pden[seg, p] = sum_jj |O_j|^2 with seg = seg0 + blockIdx.y,
 // for the next iteration's probe update (the same sums dm_probe_partial computes).
 __global__ void dm_psi_update(float2* __restrict__ psi, const float2* __restrict__ obj,
-                              const float2* __restrict__ probe, const int* __restrict__ rows,
+                              const float2* __restrict__ probe, long long pstride, const int* __restrict__ rows,
                               const int* __restrict__ cols, int j0, int cnt, int n, int W, int M, int Mtot,
                               const float2* __restrict__ buf, const double* __restrict__ errp, float relax2,
                               int fuse_probe, int seg0, float2* __restrict__ pnum,
@@ -188,8 +192,9 @@ __global__ void dm_psi_update(float2* __restrict__ psi, const float2* __restrict
             float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
             d += abs2(o);
             float2* ps = psi + ((long long)j * Mtot) * n2 + p;
+            const float2* pr = probe + (long long)j * pstride + p;
             for (int k = 0; k < M; ++k) {
-                float2 ph = cmul(probe[k * n2 + p], o);
+                float2 ph = cmul(pr[k * n2], o);
                 float2 q = buf[((long long)jj * M + k) * n2 + p];
                 float2 s = ps[(long long)k * n2];
                 float2 r = make_float2(2.f * ph.x - s.x, 2.f * ph.y - s.y);
@@ -211,7 +216,7 @@ __global__ void dm_psi_update(float2* __restrict__ psi, const float2* __restrict
 
 // The error sample: buf[jj, k] = P_k O_j for j = (start[0] + jj) mod N, jj < cnt (see engines.dm.error_sample).
 __global__ void dm_sample_gather(const float2* __restrict__ obj, const float2* __restrict__ probe,
-                                 const int* __restrict__ rows, const int* __restrict__ cols,
+                                 long long pstride, const int* __restrict__ rows, const int* __restrict__ cols,
                                  const int* __restrict__ start, int N, int cnt, int n, int W, int M,
                                  float2* __restrict__ buf) {
     int n2 = n * n;
@@ -220,7 +225,8 @@ __global__ void dm_sample_gather(const float2* __restrict__ obj, const float2* _
         int j = (start[0] + jj) % N;
         int y = row_of(p, n), x = p - y * n;
         float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
-        for (int k = 0; k < M; ++k) buf[((long long)jj * M + k) * n2 + p] = cmul(probe[k * n2 + p], o);
+        const float2* pr = probe + (long long)j * pstride + p;
+        for (int k = 0; k < M; ++k) buf[((long long)jj * M + k) * n2 + p] = cmul(pr[k * n2], o);
     }
 }
 

@@ -54,16 +54,27 @@ __global__ void epie_modulus(float2* __restrict__ far, const float* __restrict__
     block_add2_partial(e_sq, e_a2, errp);
 }
 
+// The window corner (r, c) of step ``step`` and the reciprocal maxima 1 / max |O_j|^2, 1 / max sum_k |P_k|^2 that the
+// step's gather left in fmax[2 slot + {0, 1}].
+__device__ __forceinline__ void epie_step_window(const int* __restrict__ rows, const int* __restrict__ cols,
+                                                 const int* __restrict__ order, int step, const unsigned int* fmax,
+                                                 int slot, int& r, int& c, float& inv_mo, float& inv_mp) {
+    int j = order[step];
+    r = rows[j];
+    c = cols[j];
+    inv_mo = 1.f / slot_value(fmax + 2 * slot);
+    inv_mp = 1.f / slot_value(fmax + 2 * slot + 1);
+}
+
 // D_k = psi'_k - P_k O_old;  O += sum_k conj(P_k) D_k / max sum|P|^2;  P_k += conj(O_old) D_k / max |O_old|^2.
 __global__ void epie_update(float2* __restrict__ obj, float2* __restrict__ probe, const float2* __restrict__ psi_new,
                             const float2* __restrict__ opatch, const int* __restrict__ rows,
                             const int* __restrict__ cols, const int* __restrict__ order, int step, int n, int W,
                             int M, const unsigned int* fmax, int slot, int update_probe) {
     int n2 = n * n;
-    int j = order[step];
-    int r = rows[j], c = cols[j];
-    float inv_mo = 1.f / slot_value(fmax + 2 * slot);
-    float inv_mp = 1.f / slot_value(fmax + 2 * slot + 1);
+    int r, c;
+    float inv_mo, inv_mp;
+    epie_step_window(rows, cols, order, step, fmax, slot, r, c, inv_mo, inv_mp);
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int y = row_of(p, n), x = p - y * n;
         float2 o = opatch[p];

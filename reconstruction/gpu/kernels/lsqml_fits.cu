@@ -60,6 +60,22 @@ __device__ __forceinline__ void lf_fraction(const double* pos, const int* rows, 
     fc = (float)(pos[2 * j + 1] - (double)cols[j]);
 }
 
+// d/d(row), d/d(col) of the window at object pixel w = (r + y) W + (c + x), o = obj[w] (numpy.gradient of the
+// window: central differences, one-sided at its edges).
+__device__ __forceinline__ void lf_gradients(const float2* __restrict__ obj, long long w, int W, int y, int x, int n,
+                                             float2 o, float2& gr, float2& gc) {
+    float2 lo, hi;
+    float h;
+    if (y == 0) { lo = o; hi = obj[w + W]; h = 1.f; }
+    else if (y == n - 1) { lo = obj[w - W]; hi = o; h = 1.f; }
+    else { lo = obj[w - W]; hi = obj[w + W]; h = 0.5f; }
+    gr = make_float2((hi.x - lo.x) * h, (hi.y - lo.y) * h);
+    if (x == 0) { lo = o; hi = obj[w + 1]; h = 1.f; }
+    else if (x == n - 1) { lo = obj[w - 1]; hi = o; h = 1.f; }
+    else { lo = obj[w - 1]; hi = obj[w + 1]; h = 0.5f; }
+    gc = make_float2((hi.x - lo.x) * h, (hi.y - lo.y) * h);
+}
+
 // pj[jj, k, p] = pspec[k, p] ramp_j(p) / n2: the spectra of the batch's moved probes (an unnormalised inverse
 // transform then gives the moved probes themselves).
 __global__ void lf_shift(const float2* __restrict__ pspec, const double* __restrict__ pos,
@@ -102,18 +118,7 @@ __global__ void lf_gather(const float2* __restrict__ obj, const float2* __restri
         den_o[w] = 0.f;
         float c = lf_c(scale, j);
         float2 gr = make_float2(0.f, 0.f), gc = gr;
-        if (refine) {
-            float2 lo, hi;
-            float h;
-            if (y == 0) { lo = o; hi = obj[w + W]; h = 1.f; }
-            else if (y == n - 1) { lo = obj[w - W]; hi = o; h = 1.f; }
-            else { lo = obj[w - W]; hi = obj[w + W]; h = 0.5f; }
-            gr = make_float2((hi.x - lo.x) * h, (hi.y - lo.y) * h);
-            if (x == 0) { lo = o; hi = obj[w + 1]; h = 1.f; }
-            else if (x == n - 1) { lo = obj[w - 1]; hi = o; h = 1.f; }
-            else { lo = obj[w - 1]; hi = obj[w + 1]; h = 0.5f; }
-            gc = make_float2((hi.x - lo.x) * h, (hi.y - lo.y) * h);
-        }
+        if (refine) lf_gradients(obj, w, W, y, x, n, o, gr, gc);
         for (int k = 0; k < M; ++k) {
             float2 pk = pr[(long long)jj * pstride + (long long)k * n2 + p];
             pk.x *= c; pk.y *= c;

@@ -1,0 +1,125 @@
+// window_fits.cu: sub-pixel windows and position refinement of the fast ePIE and DM (see common.cuh). They reuse
+// lsqml_fits.cu: lf_shift (the moved probes from the probe's spectrum), lf_gather + lf_modulus (the terms of each
+// position's step, LF_SLOTS 5-8), lf_gp_sum (the windows' probe terms moved back and summed) and lf_gradients.
+//
+// ePIE keeps its probe as an unnormalised spectrum pspec during the epoch: the moved probe of a step is
+// ifft(pspec ramp_j) / n2 (lf_shift with cnt 1), and the step's probe update, moved back by the conjugate ramp, is
+// added to pspec directly (wf_spectrum_add); the probe itself is ifft(pspec) / n2 at the epoch's end.
+
+extern "C" {
+
+// ePIE step ``step`` (j = order[step]) with its moved probe pj (M, n2): psi[k] = pj_k O_j; with ``refine`` also
+// pj_k dO_j/drow at psi + plane and pj_k dO_j/dcol at psi + 2 plane (plane = M n2); the old window in opatch; the
+// maxima of |O_j|^2 and sum_k |pj_k|^2 into fmax[2 slot + {0, 1}], the other slot reset for the next step; the step's
+// LF_SLOTS sums (acc points at them) reset for lf_modulus.
+__global__ void wf_epie_gather(const float2* __restrict__ obj, const float2* __restrict__ pj,
+                               const int* __restrict__ rows, const int* __restrict__ cols,
+                               const int* __restrict__ order, int step, int n, int W, int M, int refine,
+                               long long plane, float2* __restrict__ psi, float2* __restrict__ opatch,
+                               unsigned int* fmax, int slot, double* __restrict__ acc) {
+    int n2 = n * n;
+    int j = order[step];
+    int r = rows[j], c = cols[j];
+    int tid = blockIdx.x * blockDim.x + threadIdx.x;
+    if (tid < 2) fmax[2 * (slot ^ 1) + tid] = 0u;
+    if (tid < LF_SLOTS) acc[tid] = 0.0;
+    float mo = 0.f, mp = 0.f;
+    for (int p = tid; p < n2; p += gridDim.x * blockDim.x) {
+        int y = row_of(p, n), x = p - y * n;
+        long long w = (long long)(r + y) * W + (c + x);
+        float2 o = obj[w];
+        opatch[p] = o;
+        mo = fmaxf(mo, abs2(o));
+        float2 gr = make_float2(0.f, 0.f), gc = gr;
+        if (refine) lf_gradients(obj, w, W, y, x, n, o, gr, gc);
+        float pi = 0.f;
+        for (int k = 0; k < M; ++k) {
+            float2 pk = pj[k * n2 + p];
+            pi += abs2(pk);
+            psi[k * n2 + p] = cmul(pk, o);
+            if (refine) {
+                psi[plane + k * n2 + p] = cmul(pk, gr);
+                psi[2 * plane + k * n2 + p] = cmul(pk, gc);
+            }
+        }
+        mp = fmaxf(mp, pi);
+    }
+    block_max(mo, fmax + 2 * slot);
+    block_max(mp, fmax + 2 * slot + 1);
+}
+
+// ePIE update from the difference d = psi' - psi (lf_modulus' output after the inverse transform):
+// O_j += sum_k conj(pj_k) d_k / max sum |pj|^2; with ``update_probe`` the probe step in the window's frame,
+// pstep[k] = conj(O_old) d_k / max |O_old|^2 (wf_spectrum_add moves it back into the probe's frame).
+__global__ void wf_epie_update(float2* __restrict__ obj, const float2* __restrict__ pj, const float2* __restrict__ d,
+                               const float2* __restrict__ opatch, const int* __restrict__ rows,
+                               const int* __restrict__ cols, const int* __restrict__ order, int step, int n, int W,
+                               int M, const unsigned int* fmax, int slot, int update_probe,
+                               float2* __restrict__ pstep) {
+    int n2 = n * n;
+    int r, c;
+    float inv_mo, inv_mp;
+    epie_step_window(rows, cols, order, step, fmax, slot, r, c, inv_mo, inv_mp);
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        float2 acc = make_float2(0.f, 0.f);  // sum_k conj(pj_k) d_k
+        for (int k = 0; k < M; ++k) {
+            float2 g = cmulc(pj[k * n2 + p], d[k * n2 + p]);
+            acc.x += g.x; acc.y += g.y;
+        }
+        float2 o = opatch[p];
+        if (update_probe) {
+            for (int k = 0; k < M; ++k) {
+                float2 h = cmulc(o, d[k * n2 + p]);
+                pstep[k * n2 + p] = make_float2(h.x * inv_mo, h.y * inv_mo);
+            }
+        }
+        int y = row_of(p, n);
+        obj[(long long)(r + y) * W + (c + p - y * n)] = make_float2(o.x + acc.x * inv_mp, o.y + acc.y * inv_mp);
+    }
+}
+
+// pspec[k, p] += s[k, p] conj(ramp_j(p)), j = order[step], s the unnormalised spectra of the probe step: the
+// probe's spectrum takes the step moved back by position j's fraction.
+__global__ void wf_spectrum_add(float2* __restrict__ pspec, const float2* __restrict__ s, const double* __restrict__ pos,
+                                const int* __restrict__ rows, const int* __restrict__ cols,
+                                const int* __restrict__ order, int step, int n, int M) {
+    int n2 = n * n;
+    int j = order[step];
+    float fr, fc;
+    lf_fraction(pos, rows, cols, j, fr, fc);
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        int y = row_of(p, n), x = p - y * n;
+        float2 ramp = lf_ramp(fr, fc, y, x, n);
+        for (int k = 0; k < M; ++k) {
+            float2 t = cmulc(ramp, s[k * n2 + p]);
+            float2 v = pspec[k * n2 + p];
+            pspec[k * n2 + p] = make_float2(v.x + t.x, v.y + t.y);
+        }
+    }
+}
+
+// dst = scale * src (size complex values).
+__global__ void wf_scale_c64(const float2* __restrict__ src, float2* __restrict__ dst, long long size, float scale) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x)
+        dst[i] = make_float2(scale * src[i].x, scale * src[i].y);
+}
+
+// DM: g[jj, k] = conj(O_j) psi_jk for j = j0 + jj: the windows' probe-update terms in their own frames (their
+// spectra are moved back and summed by lf_gp_sum). One thread per (window, pixel) of the chunk.
+__global__ void wf_dm_conj_obj(const float2* __restrict__ psi, const float2* __restrict__ obj,
+                               const int* __restrict__ rows, const int* __restrict__ cols, int j0, int cnt, int n,
+                               int W, int M, int Mtot, float2* __restrict__ g) {
+    int n2 = n * n;
+    long long total = (long long)cnt * n2;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        int jj = (int)(i / n2), p = (int)(i - (long long)jj * n2);
+        int y = row_of(p, n);
+        long long w = (long long)(rows[j0 + jj] + y) * W + (cols[j0 + jj] + p - y * n);
+        float2 o = obj[w];
+        for (int k = 0; k < M; ++k)
+            g[((long long)jj * M + k) * n2 + p] = cmulc(o, psi[((long long)(j0 + jj) * Mtot + k) * n2 + p]);
+    }
+}
+
+}  // extern "C"
