@@ -59,3 +59,24 @@ def test_gpu_slots_hold_the_amplitudes_the_cpu_run_holds_with_several_copies_per
     assert gpu_run._upload.copies >= 100 // 7
     np.testing.assert_allclose(gpu, cpu, rtol=1e-6, atol=1e-6)  # scan order in both, after the run
     assert gpu.max() > 0
+
+
+def test_a_live_scan_whose_planned_frames_do_not_fit_the_device_is_refused_before_allocating():
+    from reconstruction.errors import DeviceMemoryError
+
+    params = Parameters.from_cmdstr(f"{SCAN} -sqrtData=1 -algorithm=LSQML -device=gpu")
+    sim = simulate_from_parameters(Parameters.from_cmdstr(SCAN))
+    step_m = 150e-9
+    grid = np.stack(np.meshgrid(np.arange(5000), np.arange(2000), indexing="ij"), axis=-1).reshape(-1, 2) * step_m
+    planned = PlannedScan(grid.astype(np.float64), None, "test: 10,000,000 points of 64^2 (164 GB of amplitudes)")
+    run = StreamingRun(params, Batches([FrameBatch(sim.data.intensities[:10], np.arange(10))], planned))
+    free_before = run_free_bytes()
+    with pytest.raises(DeviceMemoryError, match="10000000 planned frames of 64x64 px need"):
+        run.run()
+    assert run.rec is None and run_free_bytes() >= free_before - 2**28  # nothing N-sized was allocated
+
+
+def run_free_bytes() -> int:
+    from reconstruction.backend import get_backend
+
+    return int(get_backend("gpu").free_memory_bytes() or 0)
