@@ -269,3 +269,25 @@ def test_a_bluesky_run_is_classified_again_from_its_values_alone() -> None:
     assert end.values["stop:num_events.primary"].value == 11
     again = f.trigger.restore(PendingEnd(2.0, 2.0, 2.0, dict(end.values)))  # e.g. from the journal
     assert end.outcome is Outcome.PARTIAL and (again.outcome, again.reason) == (end.outcome, end.reason)
+
+
+def test_a_scan_start_is_announced_live_only_for_capture_acquire_and_a_start_document() -> None:
+    """The hook a streaming bridge opens its job with (issue 21): Capture_RBV / Acquire_RBV 0 -> 1 and a bluesky
+    start document, each once, live; never the value replayed after a reconnect."""
+    for trigger, pv in ((AreaDetectorTrigger(AD, 0.2, 1.0), "d:Capture_RBV"),
+                        (EigerTrigger(EIGER, 0.2, 1.0), "e:Acquire_RBV")):
+        starts: list[tuple[str, float]] = []
+        trigger.on_start = lambda ev, values, starts=starts: starts.append((ev.pvname, ev.received_s))
+        f = Feed(trigger, {pv: 1})  # the replay after connecting: a capture is running, its start was not seen
+        f.value(pv, 0, 1.0)
+        f.value(pv, 1, 2.0)  # live: a start
+        for up, t in ((False, 3.0), (True, 3.5)):
+            f.tracker.update(ConnectionEvent(pv, up, t))
+        f.value(pv, 1, 4.0)  # replayed again: nothing
+        assert starts == [(pv, 2.0)]
+    b = bluesky_feed()
+    seen: list[dict] = []
+    b.trigger.on_start = lambda ev, values: seen.append(dict(values))
+    start, _stop = run_docs("u9", 9, "success", 12, 12)
+    b.value(STREAM, ("start", start), 1.0)
+    assert len(seen) == 1 and seen[0]["start:scan_id"].value == 9

@@ -157,3 +157,17 @@ def test_the_bridge_reads_a_jobs_state_in_process_and_over_the_api(data_root, li
     over_http = HttpSubmitter(live_server.url, token)
     assert over_http.job_state(str(job.pk)) == expected
     assert over_http.job_state(str(job.pk + 1000)) is None
+
+
+def test_the_form_opens_a_streaming_job_on_a_file_not_written_yet(client, user, data_root):
+    from test_webapp_form import form_data
+
+    client.force_login(user)
+    later = data_root / "form_later.h5"
+    params = Parameters.from_cmdstr(f"{SCAN} {REC} -fp={later}")
+    response = client.post("/jobs/new/", form_data(params))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = Job.objects.get()
+    assert job.is_streaming and job.parameters["data"]["file_pattern"] == str(later)
+    page = client.get(f"/jobs/{job.pk}/").content.decode()
+    assert 'id="st-live-box"' in page and 'id="st-live-box" hidden' not in page  # frames shown for streaming
