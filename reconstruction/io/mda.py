@@ -292,9 +292,16 @@ def _complete_rows(outer: MdaScan) -> int:
     return rows
 
 
+def _check_rank(mda: MdaFile, path: Path | str) -> None:
+    if mda.rank > 2:
+        raise InputDataError(f"file {path}: an MDA scan of rank {mda.rank} "
+                             f"({' x '.join(map(str, mda.dimensions))}); ptychopy reads 1-D and 2-D scans")
+
+
 def mda_positions(mda: MdaFile) -> MdaPositions | None:
     """The positions of the acquired points (see :class:`MdaPositions`), or None when the scan has no
-    positioner or the first positioner of a dimension moves something other than a length."""
+    positioner or the first positioner of a dimension moves something other than a length (1-D and 2-D
+    scans: see :func:`read_positions_mda` for the check)."""
     outer = mda.scan
     if outer.lower:
         rows = _complete_rows(outer)
@@ -323,7 +330,9 @@ def mda_positions(mda: MdaFile) -> MdaPositions | None:
 def read_positions_mda(path: Path | str) -> np.ndarray:
     """``-lf=scan.mda``: the positions the MDA file recorded, ``(N, 2)`` float64 metres (outer, inner) per
     point; :class:`InputDataError` when it records none in a length unit."""
-    found = mda_positions(read_mda(path))
+    mda = read_mda(path)
+    _check_rank(mda, path)
+    found = mda_positions(mda)
     if found is None:
         raise InputDataError(f"file {path}: the MDA file records no positions in a length unit (its first "
                              f"positioner of each dimension must move m, mm, um or nm)")
@@ -360,6 +369,7 @@ def mda_parameters(path: Path | str) -> dict[str, Any]:
     """``{"experiment.scan_dims": (rows, cols), "experiment.step_m": (s0, s1), "experiment.positions_file":
     path, "experiment.wavelength_m": l}`` with the entries the MDA file supports (metres)."""
     mda = read_mda(path)
+    _check_rank(mda, path)
     out: dict[str, Any] = {}
     outer = mda.scan
     inner = outer.lower[0] if outer.lower else None

@@ -205,3 +205,17 @@ def test_run_with_metadata_takes_grid_energy_and_measured_positions_from_an_mda_
     grid_px = readback_px.copy()
     grid_px[:, 1] -= np.tile(np.asarray(off_mm) * 1e-3, 5) / result.pixel_size_m
     assert np.abs(moved_px - grid_px).max() > 0.5
+
+
+def test_a_three_dimensional_scan_is_refused_naming_the_file(tmp_path):
+    from reconstruction.io.mda import read_positions_mda
+
+    header = struct.pack(">f", 1.4) + i32(7) + i32(3) + i32(2) + i32(5) + i32(7) + i32(1) + i32(0)
+    outer = scan_bytes(3, 2, 0, [0, 0], [("2idd:energy", "keV", np.array([8.0, 8.1]))], [])
+    path = tmp_path / "xanes.mda"
+    path.write_bytes(header + outer)
+    with pytest.raises(InputDataError, match=r"xanes\.mda: an MDA scan of rank 3 \(2 x 5 x 7\); ptychopy reads "
+                                             r"1-D and 2-D scans"):
+        mda_parameters(path)
+    with pytest.raises(InputDataError, match="rank 3"):
+        read_positions_mda(path)
