@@ -14,6 +14,9 @@ if TYPE_CHECKING:
     from reconstruction.live import LiveSource
 
 
+MIN_CONNECT_S = 5.0  # the PVs get at least this long to connect, also with a short -liveStall
+
+
 def open_source(params: Parameters) -> LiveSource:
     """The live source ``-liveSource`` names: ``pva://...`` (an NTNDArray over pvAccess, :mod:`ptychopy.pva_source`)
     or a file source of :func:`reconstruction.live.open_live_source` (swmr, replay)."""
@@ -23,7 +26,7 @@ def open_source(params: Parameters) -> LiveSource:
     if d.live_source.startswith(PVA_LIVE_SCHEME):
         from .pva_source import PvaSource
 
-        return PvaSource(d.live_source, planned_from_parameters(params), connect_s=d.live_stall_s,
+        return PvaSource(d.live_source, planned_from_parameters(params), connect_s=max(d.live_stall_s, MIN_CONNECT_S),
                          max_pending=d.live_buffer_frames)
     return open_live_source(params)
 

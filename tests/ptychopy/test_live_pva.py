@@ -187,3 +187,15 @@ def test_measured_positions_from_the_table_or_the_ndattributes_place_the_frames(
     placed = read_result(tmp_path / "live.h5").positions_px
     moved = np.abs(placed - planned)
     assert moved.max() == 1 and (moved > 0).mean() > 0.2  # rounded to whole pixels: many moved by one
+
+
+def test_a_pv_that_does_not_connect_is_named_in_the_error(monkeypatch):
+    from ptychopy.pva_source import PvaSource
+    from reconstruction.live import planned_from_parameters
+
+    for name, value in pva_client_env(free_port_pair()).items():  # a port nothing serves
+        monkeypatch.setenv(name, value)
+    plan = planned_from_parameters(Parameters.from_cmdstr(SCAN))
+    with pytest.raises(LiveSourceError, match=r"PV nowhere:Pva1:Image, PV nowhere:Scan:Status: not connected "
+                                              r"within 0.5 s"):
+        PvaSource("pva://nowhere:Pva1:Image?status=nowhere:Scan:Status", plan, connect_s=0.5)
