@@ -96,6 +96,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "webapp.accounts.oidc.login_options",
             ],
         },
     },
@@ -261,6 +262,34 @@ if PTYCHOPY_REMOTE_USER_HEADER:
             f"{PTYCHOPY_REMOTE_USER_HEADER}, or anyone reaching the web port could send it")
 MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
                   "webapp.accounts.remote_user.ProxyRemoteUserMiddleware")  # inert while the header is off
+
+# -- single sign-on with an OpenID Connect provider (webapp.accounts.oidc, docs/deploy.md "Single sign-on") -------
+# On when OIDC_RP_CLIENT_ID is set: mozilla-django-oidc's authorization-code flow, RS256 ID tokens checked against
+# the provider's JWKS. The OIDC_* names are mozilla-django-oidc's own settings.
+OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID")
+PTYCHOPY_OIDC = bool(OIDC_RP_CLIENT_ID)
+PTYCHOPY_OIDC_LABEL = env.str("PTYCHOPY_OIDC_LABEL", "single sign-on")
+PTYCHOPY_OIDC_USERNAME_CLAIM = env.str("PTYCHOPY_OIDC_USERNAME_CLAIM", "preferred_username")
+if PTYCHOPY_OIDC:
+    OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET")
+    OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT")
+    OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT")
+    OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT")
+    OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT")
+    _missing = [name for name in ("OIDC_RP_CLIENT_SECRET", "OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT",
+                                  "OIDC_OP_USER_ENDPOINT", "OIDC_OP_JWKS_ENDPOINT") if not globals()[name]]
+    if _missing:
+        raise site_security.SiteConfigError(
+            f"OIDC_RP_CLIENT_ID is set but {', '.join(_missing)} {'is' if len(_missing) == 1 else 'are'} not: "
+            "copy them from the provider's .well-known/openid-configuration (docs/deploy.md \"Single sign-on\")")
+    OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", "RS256")
+    OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", "openid email profile")
+    OIDC_VERIFY_SSL = env.bool("OIDC_VERIFY_SSL", True)
+    OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", 10.0, minimum=1.0)
+    OIDC_CREATE_USER = env.bool("PTYCHOPY_OIDC_CREATE", True)
+    OIDC_USE_PKCE = True
+    INSTALLED_APPS.append("mozilla_django_oidc")
+    AUTHENTICATION_BACKENDS.append("webapp.accounts.oidc.OidcBackend")
 
 # -- mail and password reset (webapp.accounts.mail) ----------------------------------------------------------------
 # EMAIL_URL (e.g. smtp+tls://user:password@mail.example.org:587) gives the server in one value; each separate

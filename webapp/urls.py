@@ -1,5 +1,6 @@
 """URL map: health probes, pages (webapp.jobs), the JSON API, login/logout and password reset, the admin."""
 
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 
@@ -26,3 +27,5 @@ urlpatterns = [
     path("api/docs/", api_docs, name="api_docs"),  # Swagger UI of /api/v1/openapi.json, from our static files
     path("", include("webapp.jobs.urls")),
 ]
+if settings.PTYCHOPY_OIDC:  # /oidc/authenticate/ (the login page's button) and /oidc/callback/ (webapp.accounts.oidc)
+    urlpatterns.insert(-1, path("oidc/", include("mozilla_django_oidc.urls")))
