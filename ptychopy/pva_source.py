@@ -252,7 +252,7 @@ class PvaSource:
             if len(self._frames) >= self.max_pending:
                 raise LiveSourceError(f"{self.name}, uniqueId {uid}: {self.max_pending} frames waiting to be taken "
                                       "(-liveBuffer); the reconstruction fell behind the detector")
-            self._frames.append((uid, frame.copy(), position))
+            self._frames.append((uid, frame, position))  # a view of the update's immutable buffer: no copy
             self._status_armed = True
             self._last_frame_at = time.monotonic()
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,37 @@ def test_a_pv_that_does_not_connect_is_named_in_the_error(monkeypatch):
     with pytest.raises(LiveSourceError, match=r"PV nowhere:Pva1:Image, PV nowhere:Scan:Status: not connected "
                                               r"within 0.5 s"):
         PvaSource("pva://nowhere:Pva1:Image?status=nowhere:Scan:Status", plan, connect_s=0.5)
+
+
+def test_frames_arrive_bit_exact_in_the_detector_pixel_type(monkeypatch):
+    from epics_bridge.simioc_stream import simulated_scan
+    from ptychopy.pva_source import PvaSource
+    from reconstruction.live import planned_from_parameters
+
+    port = free_port_pair()
+    for name, value in pva_client_env(port).items():
+        monkeypatch.setenv(name, value)
+    server = subprocess.Popen([sys.executable, "-m", "ptychopy", "simioc", "--stream", "pva", "--pva-port", str(port),
+                               "--prefix", "exact:", "--scan", SCAN, "--rate", "1000", "--dtype", "uint16"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        serving = json.loads(server.stdout.readline() or "{}")["serving"]
+        source = PvaSource(serving, planned_from_parameters(Parameters.from_cmdstr(SCAN)), connect_s=20)
+        try:
+            batches = []
+            while source.state() == "acquiring":  # the frames held until the end: views of their updates
+                batch = source.poll()
+                if batch is not None:
+                    batches.append(batch)
+                time.sleep(0.05)
+            while (batch := source.poll()) is not None:
+                batches.append(batch)
+        finally:
+            source.close()
+    finally:
+        server.kill()
+    frames, _ = simulated_scan(SCAN, 0)
+    got = np.concatenate([b.frames for b in batches])
+    indices = np.concatenate([b.indices for b in batches])
+    assert indices.tolist() == list(range(N)) and source.dropped == 0
+    np.testing.assert_array_equal(got, np.rint(np.clip(frames, 0, 65535)))
