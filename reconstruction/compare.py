@@ -17,7 +17,17 @@ from .state import Result
 
 #: The 1/7 threshold (van Heel & Schatz 2005's fixed threshold, used by ptychography papers).
 FRC_THRESHOLD = 1.0 / 7.0
+#: The 1/2-bit threshold curve (van Heel & Schatz 2005, eq. 17 with SNR 0.2071 per half), for two independent
+#: half-data reconstructions: it depends on the number of Fourier pixels in each ring.
+HALF_BIT = "1/2-bit"
 SMOOTH_RINGS = 5
+
+
+def half_bit_threshold(ring_pixels: np.ndarray) -> np.ndarray:
+    """The 1/2-bit threshold of rings holding ``ring_pixels`` Fourier pixels each:
+    (0.2071 + 1.9102 / sqrt(n)) / (1.2071 + 0.9102 / sqrt(n)); it falls towards 0.1716 for large rings."""
+    root = np.sqrt(np.maximum(np.asarray(ring_pixels, dtype=np.float64), 1.0))
+    return (0.2071 + 1.9102 / root) / (1.2071 + 0.9102 / root)
 
 
 @dataclass(frozen=True)
@@ -32,13 +42,17 @@ class Alignment:
 @dataclass(frozen=True)
 class FrcCurve:
     """FRC per ring: ``frequency_per_m`` (n,) ring centres, ``frc`` (n,), ``resolution_m`` (half period at the
-    first fall below ``threshold``), ``pixel_m``."""
+    first fall below the threshold), ``pixel_m``; ``criterion`` "1/7"-style number or "1/2-bit",
+    ``threshold_curve`` (n,) the threshold of each ring, ``threshold`` its value where the curve fell (or at
+    Nyquist)."""
 
     frequency_per_m: np.ndarray
     frc: np.ndarray
     threshold: float
     resolution_m: float
     pixel_m: float
+    threshold_curve: np.ndarray | None = None
+    criterion: str = "1/7"
 
 
 def _peak_offset(values: np.ndarray) -> float:
@@ -99,14 +113,17 @@ def _taper(h: int, w: int) -> np.ndarray:
 
 
 def fourier_ring_correlation(a: np.ndarray, b: np.ndarray, pixel_m: float,
-                             threshold: float = FRC_THRESHOLD) -> FrcCurve:
+                             threshold: float | str = FRC_THRESHOLD) -> FrcCurve:
     """FRC of two aligned (H, W) images of pixel ``pixel_m`` metres: per ring of one Fourier pixel,
     Re sum(F_a conj F_b) / sqrt(sum |F_a|^2 sum |F_b|^2), after a Hann taper; rings up to Nyquist. The resolution
-    is read where the curve averaged over ``SMOOTH_RINGS`` rings first falls below ``threshold``."""
+    is read where the curve averaged over ``SMOOTH_RINGS`` rings first falls below ``threshold``: a number, or
+    ``HALF_BIT`` for the 1/2-bit curve of each ring's pixel count (:func:`half_bit_threshold`)."""
     if a.shape != b.shape:
         raise ValueError(f"FRC: shapes differ, {a.shape} and {b.shape}")
     if pixel_m <= 0:
         raise ValueError(f"FRC: pixel_m={pixel_m} must be > 0")
+    if isinstance(threshold, str) and threshold != HALF_BIT:
+        raise ValueError(f"FRC: threshold={threshold!r} must be a number or {HALF_BIT!r}")
     n = min(a.shape)
     a, b = a[:n, :n], b[:n, :n]
     window = _taper(n, n)
@@ -121,12 +138,17 @@ def fourier_ring_correlation(a: np.ndarray, b: np.ndarray, pixel_m: float,
     pb = np.bincount(ring[keep], (np.abs(fb) ** 2).ravel()[keep], rings)
     frc = cross / np.sqrt(np.maximum(pa * pb, 1e-300))
     freq = np.arange(rings) / (n * pixel_m)
+    if threshold == HALF_BIT:
+        curve, criterion = half_bit_threshold(np.bincount(ring[keep], minlength=rings)), HALF_BIT
+    else:
+        curve, criterion = np.full(rings, float(threshold)), f"{float(threshold):.4g}"
     # the crossing is read on the curve averaged over SMOOTH_RINGS rings: one ring of m pixels scatters by about
     # 1/sqrt(m), enough for a single ring to dip below the threshold well before the curve does
     smooth = np.convolve(frc, np.ones(SMOOTH_RINGS) / SMOOTH_RINGS, mode="same")
-    below = np.nonzero(smooth[1:] < threshold)[0]
-    q = freq[below[0] + 1] if below.size else 1.0 / (2 * pixel_m)
-    return FrcCurve(freq, frc, threshold, float(1.0 / (2 * q)), pixel_m)
+    below = np.nonzero(smooth[1:] < curve[1:])[0]
+    at = below[0] + 1 if below.size else rings - 1
+    q = freq[at] if below.size else 1.0 / (2 * pixel_m)
+    return FrcCurve(freq, frc, float(curve[at]), float(1.0 / (2 * q)), pixel_m, curve, criterion)
 
 
 @dataclass(frozen=True)
@@ -152,7 +174,7 @@ def scanned_area(obj: np.ndarray, positions_px: np.ndarray, window_px: int) -> t
     return slice(int(lo[0]), int(hi[0])), slice(int(lo[1]), int(hi[1]))
 
 
-def compare_results(a: Result, b: Result, threshold: float = FRC_THRESHOLD) -> Comparison:
+def compare_results(a: Result, b: Result, threshold: float | str = FRC_THRESHOLD) -> Comparison:
     """Compare two :class:`reconstruction.Result` of one object: B's object aligned onto A's over A's scanned area
     (both cut to the same size), the difference and the FRC in A's pixel size. ValueError when the pixel sizes
     differ by more than 0.1 % or either is unknown."""
@@ -166,7 +188,16 @@ def compare_results(a: Result, b: Result, threshold: float = FRC_THRESHOLD) -> C
     w = min(cols.stop - cols.start, b.object.shape[1] - cols.start)
     if h < 8 or w < 8:
         raise ValueError(f"compare: the objects share only {h} x {w} pixels of A's scanned area")
-    ref = a.object[rows.start:rows.start + h, cols.start:cols.start + w].astype(np.complex128)
-    mov = b.object[rows.start:rows.start + h, cols.start:cols.start + w].astype(np.complex128)
+    return compare_objects(a.object[rows.start:rows.start + h, cols.start:cols.start + w],
+                           b.object[rows.start:rows.start + h, cols.start:cols.start + w], pa, threshold)
+
+
+def compare_objects(a: np.ndarray, b: np.ndarray, pixel_m: float,
+                    threshold: float | str = FRC_THRESHOLD) -> Comparison:
+    """Two complex images of one field on one grid, (h, w) each, ``pixel_m`` wide pixels: B aligned onto A (sub-pixel
+    shift, global phase), the difference and the FRC. ValueError naming the shapes when they differ."""
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"compare: the images must be 2-D of one shape, got A {a.shape} and B {b.shape}")
+    ref, mov = a.astype(np.complex128), b.astype(np.complex128)
     found = align(ref, mov)
-    return Comparison(found, ref - found.aligned, fourier_ring_correlation(ref, found.aligned, pa, threshold))
+    return Comparison(found, ref - found.aligned, fourier_ring_correlation(ref, found.aligned, pixel_m, threshold))

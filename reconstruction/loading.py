@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -15,16 +16,36 @@ if TYPE_CHECKING:
 
 
 def load_scan(params: Parameters, progress: Callable[[int, int], None] | None = None) -> ScanData:
-    """The scan the parameters describe: simulated (``-simulate=1``) or read and preprocessed from files."""
+    """The scan the parameters describe: simulated (``-simulate=1``) or read and preprocessed from files; with
+    ``-halfSet=1|2`` only every other position (:func:`half_set`)."""
     if params.data.simulate:
         from .simulate import simulate_from_parameters
 
-        return simulate_from_parameters(params).data
-    if not params.data.file_pattern:
+        data = simulate_from_parameters(params).data
+    elif not params.data.file_pattern:
         raise InputDataError("no data: give a file pattern with -fp=... (or -simulate=1 for simulated data)")
-    from .io import read_scan
+    else:
+        from .io import read_scan
 
-    return read_scan(params, progress=progress)
+        data = read_scan(params, progress=progress)
+    return half_set(data, params.data.half_set) if params.data.half_set else data
+
+
+def half_set(data: ScanData, which: int) -> ScanData:
+    """Half of ``data``'s positions, interleaved in scan order: ``which`` 1 keeps positions 0, 2, 4, ..., 2 keeps
+    1, 3, 5, ... (the two halves of a half-set FRC: each covers the whole field, with independent noise). Positions
+    keep the object's coordinate frame, so the two halves' objects lie on one grid."""
+    if which not in (1, 2):
+        raise ValueError(f"-halfSet={which}: must be 1 or 2 (or 0 for every position)")
+    if data.n_positions < 4:
+        raise InputDataError(f"-halfSet={which}: the scan has {data.n_positions} positions; a half needs at least 2")
+    keep = np.arange(which - 1, data.n_positions, 2)
+    mask = data.valid_mask
+    if mask is not None and mask.ndim == 3:
+        mask = mask[keep]
+    return dataclasses.replace(data, intensities=np.ascontiguousarray(data.intensities[keep]),
+                               positions_px=data.positions_px[keep].copy(), valid_mask=mask,
+                               source={**data.source, "half_set": which})
 
 
 def load_guesses(params: Parameters, data: ScanData) -> tuple[Any, Any]:

@@ -89,6 +89,9 @@ class DataParameters:
                            advanced=True)
     io_threads: int = param(1, kind="int", flag="threads", min=1, max=256, advanced=True,
                             hint="Threads used to read data files.")
+    half_set: int = param(0, kind="int", flag="halfSet", min=0, max=2, advanced=True, label="Half set",
+                          hint="Reconstruct half of the scan for a half-set FRC: 1 = positions 0, 2, 4, ... in "
+                               "scan order, 2 = positions 1, 3, 5, ...; 0 = every position.")
     live_source: str = param("none", kind="choice", flag="liveSource", choices=("none", "swmr", "replay"),
                              advanced=True, label="Live source",
                              hint="Reconstruct while the scan acquires: 'swmr' reads the -fp HDF5 file as a "

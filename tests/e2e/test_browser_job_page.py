@@ -278,6 +278,22 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     assert heatmap_scale(pg, "plot-object_phase")["ticktext"] != early  # another iterate, another range
     assert pg.locator("#st-iteration").text_content() == "40"  # the stats stayed live meanwhile
     shot(pg, "units")
+    # two stored iterations side by side: the first and the last by default
+    assert pg.locator("#compare-it-a").input_value() == str(stored[0])
+    assert pg.locator("#compare-it-b").input_value() == "40"
+    pg.select_option("#compare-it-a", str(stored[1]))
+    pg.locator("#iteration-compare-form button[type=submit]").click()
+    pg.wait_for_url(re.compile(rf"/jobs/{job['id']}/compare-iterations/\?a={stored[1]}&b=40$"))
+    pg.wait_for_function("() => document.getElementById('comparison').dataset.drawn === '1'")
+    assert f"iterations {stored[1]} (A) and 40 (B) of job {job['id']}" in (pg.locator("h1").text_content() or "")
+    for name in ("phase_a", "phase_b", "phase_difference"):
+        st = plot_state(pg, f"plot-{name}")
+        assert st["types"] == ["heatmap"] and st["x"] == f"x ({st['data']['unit']})" and len(st["shapes"]) == 1, st
+    frc = plot_state(pg, "plot-frc")
+    assert frc["types"] == ["scatter", "scatter"] and frc["x"].startswith("spatial frequency (1/")
+    assert int(frc["data"]["rings"]) >= 20
+    assert re.search(r"\d nm|\d µm", pg.locator("#compare-resolution").text_content() or "")
+    shot(pg, "compare-iterations", "#comparison")
 
 
 def test_the_diffraction_panel_shows_the_position_clicked_on_the_scan_or_typed_in(  # type: ignore[no-untyped-def]
@@ -359,3 +375,17 @@ def test_two_jobs_side_by_side_with_their_difference_and_frc(  # type: ignore[no
     pg.evaluate("h => Plotly.relayout('plot-phase_a', {'xaxis.range': [0, h]})", half)
     pg.wait_for_function("h => document.getElementById('plot-phase_difference')._fullLayout.xaxis.range[1] === h",
                          arg=half)
+
+    # a half-set FRC of job A: two new jobs on the scan's halves; the page waits for them, then draws the FRC
+    # against the 1/2-bit curve
+    pg.goto(f"/jobs/{ids[0]}/")
+    pg.locator("#half-set-form button[type=submit]").click()
+    pg.wait_for_url(re.compile(r"/jobs/compare/\?a=\d+&b=\d+&threshold=half-bit$"))
+    assert "Waiting for" in (pg.locator("#compare-pending").text_content() or "")
+    pg.wait_for_function("() => document.getElementById('comparison') && "
+                         "document.getElementById('comparison').dataset.drawn === '1'", timeout=120000)
+    frc = pg.evaluate("() => document.getElementById('plot-frc').data.map(t => [t.name, t.y.length])")
+    assert frc[1][0] == "1/2-bit threshold" and frc[1][1] == frc[0][1] >= 20
+    assert "1/2-bit threshold" in (pg.locator("#compare-resolution").text_content() or "")
+    assert "half-set FRC" in (pg.locator("h1").text_content() or "")
+    shot(pg, "half-set", "#comparison")

@@ -68,3 +68,19 @@ def test_mismatched_inputs_are_named():
         align(np.zeros((4, 4)), np.zeros((4, 5)))
     with pytest.raises(ValueError, match="pixel_m=0"):
         fourier_ring_correlation(np.zeros((4, 4)), np.zeros((4, 4)), 0.0)
+
+
+def test_the_half_bit_threshold_follows_van_heel_and_schatz_and_is_read_per_ring() -> None:
+    from reconstruction.compare import HALF_BIT, fourier_ring_correlation, half_bit_threshold
+
+    # one pixel: (0.2071 + 1.9102) / (1.2071 + 0.9102) = 1.0; large rings tend to 0.2071 / 1.2071
+    assert half_bit_threshold(np.array([1, 10**10])) == pytest.approx([1.0, 0.2071 / 1.2071], rel=1e-4)
+    rng = np.random.default_rng(3)
+    signal = rng.standard_normal((128, 128))
+    curve = fourier_ring_correlation(signal, signal + 0.5 * rng.standard_normal((128, 128)), 1e-8, HALF_BIT)
+    ring_pixels = np.bincount(np.rint(np.hypot(*(np.indices((128, 128)) - 64))).astype(int).ravel())[:64]
+    assert curve.criterion == "1/2-bit" and curve.threshold_curve is not None
+    np.testing.assert_allclose(curve.threshold_curve, half_bit_threshold(ring_pixels))
+    assert curve.resolution_m == pytest.approx(1e-8)  # white signal at SNR 4: never below, Nyquist
+    with pytest.raises(ValueError, match=r"threshold='half' must be a number or '1/2-bit'"):
+        fourier_ring_correlation(signal, signal, 1e-8, "half")

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from reconstruction.compare import Comparison, compare_results
+from reconstruction.compare import FRC_THRESHOLD, HALF_BIT, Comparison, compare_objects, compare_results
+from webapp.live.frames import decode_frame
 
 from .models import Job
+from .snapshots import list_snapshots, snapshot_path
 
 MAX_PX = 256  # each image on the page is at most this many pixels on a side (strided)
 
@@ -21,8 +23,6 @@ class NotComparable(ValueError):
 
 @dataclass(frozen=True)
 class ComparisonView:
-    a: Job
-    b: Job
     found: Comparison
 
     def summary(self) -> dict[str, Any]:
@@ -30,6 +30,7 @@ class ComparisonView:
         return {"shift_px": [round(v, 3) for v in self.found.alignment.shift_px],
                 "phase_rad": round(self.found.alignment.phase_rad, 4),
                 "resolution_m": frc.resolution_m, "pixel_m": frc.pixel_m, "threshold": frc.threshold,
+                "criterion": frc.criterion,
                 "relative_difference": round(self.found.relative_difference, 4)}
 
     def page_data(self) -> dict[str, Any]:
@@ -42,7 +43,9 @@ class ComparisonView:
         frc = self.found.frc
         return {"images": images, "summary": self.summary(),
                 "frc": {"frequency_per_m": [float(f"{q:.6g}") for q in frc.frequency_per_m],
-                        "frc": [round(float(v), 4) for v in frc.frc]}}
+                        "frc": [round(float(v), 4) for v in frc.frc],
+                        "threshold": [round(float(v), 4) for v in (frc.threshold_curve if frc.threshold_curve
+                                                                   is not None else [frc.threshold] * len(frc.frc))]}}
 
 
 def _image(name: str, values: np.ndarray, pixel_m: float) -> dict[str, Any]:
@@ -55,7 +58,12 @@ def _image(name: str, values: np.ndarray, pixel_m: float) -> dict[str, Any]:
             "pixel_m": pixel_m * stride, "bdata": base64.b64encode(q.tobytes()).decode()}
 
 
-def compare_jobs(a: Job, b: Job) -> ComparisonView:
+def threshold_of(name: str) -> float | str:
+    """The FRC threshold a page asks for: ``half-bit`` (two half-data reconstructions), else 1/7."""
+    return HALF_BIT if name == "half-bit" else FRC_THRESHOLD
+
+
+def compare_jobs(a: Job, b: Job, threshold: float | str = FRC_THRESHOLD) -> ComparisonView:
     """Job ``b``'s final object aligned onto job ``a``'s; NotComparable naming the job and the reason."""
     from reconstruction.io import read_result
 
@@ -68,7 +76,47 @@ def compare_jobs(a: Job, b: Job) -> ComparisonView:
         except Exception as exc:  # a missing or unreadable file: say which
             raise NotComparable(f"job {job.pk}'s result file cannot be read: {exc}") from None
     try:
-        found = compare_results(results[0], results[1])
+        found = compare_results(results[0], results[1], threshold)
     except ValueError as exc:
         raise NotComparable(f"jobs {a.pk} and {b.pk}: {exc}") from None
-    return ComparisonView(a, b, found)
+    return ComparisonView(found)
+
+
+def snapshot_object(data: bytes, where: str) -> tuple[np.ndarray, float]:
+    """The complex object of a stored frame (its 8-bit amplitude and phase previews mapped back to their value
+    ranges) and the width of its pixels (m); NotComparable naming ``where`` when the frame has no object or no
+    pixel size."""
+    header, images = decode_frame(data)
+    entries = {e["name"]: e for e in header.get("images", [])}
+    if "object_amplitude" not in images or "object_phase" not in images:
+        raise NotComparable(f"{where} holds no object image")
+    pixel_m = entries["object_phase"].get("pixel_m")
+    if not pixel_m:
+        raise NotComparable(f"{where} has no pixel size: the FRC needs one")
+
+    def values(name: str) -> np.ndarray:
+        lo, hi = entries[name]["vmin"] or 0.0, entries[name]["vmax"] or 0.0
+        return lo + (hi - lo) * images[name].astype(np.float64) / 255.0
+
+    return values("object_amplitude") * np.exp(1j * values("object_phase")), float(pixel_m)
+
+
+def compare_iterations(job: Job, first: int, second: int) -> ComparisonView:
+    """Job ``job``'s object at stored iteration ``second`` aligned onto its object at ``first`` (the scrubber's
+    snapshots: :mod:`webapp.jobs.snapshots`); NotComparable naming an iteration that is not stored."""
+    stored = list_snapshots(job.pk)
+    objects = []
+    for iteration in (first, second):
+        if iteration not in stored:
+            listed = ", ".join(map(str, stored)) if stored else "none"
+            raise NotComparable(f"job {job.pk} has no stored iteration {iteration} (stored: {listed})")
+        try:
+            data = snapshot_path(job.pk, iteration).read_bytes()
+        except OSError as exc:
+            raise NotComparable(f"job {job.pk}'s iteration {iteration} cannot be read: {exc}") from None
+        objects.append(snapshot_object(data, f"job {job.pk}'s iteration {iteration}"))
+    (a, pa), (b, pb) = objects
+    if abs(pa / pb - 1) > 1e-3 or a.shape != b.shape:
+        raise NotComparable(f"job {job.pk}'s iterations {first} and {second} are on other grids "
+                            f"({a.shape} of {pa:.4g} m, {b.shape} of {pb:.4g} m)")
+    return ComparisonView(compare_objects(a, b, pa))

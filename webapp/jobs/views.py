@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -20,9 +22,11 @@ from webapp.workers import bridge_status
 from webapp.workers import dashboard as dashboard_data
 
 from . import services
-from .comparison import NotComparable, compare_jobs
+from .comparison import NotComparable, compare_jobs, threshold_of
+from .comparison import compare_iterations as compare_iterations_of
 from .downloads import FORMATS, NoResult, result_download
 from .forms import JobForm
+from .half_set import HalfSetRefused, submit_half_sets
 from .history import filter_jobs
 from .models import BridgeStatus, Job
 from .provenance import provenance_rows
@@ -206,17 +210,61 @@ def snapshot(request: HttpRequest, job_id: int, iteration: int) -> HttpResponse:
 def compare(request: HttpRequest) -> HttpResponse:
     """Two jobs' final objects side by side (``?a=<id>&b=<id>``): B aligned onto A, their phase difference and the
     FRC with the resolution."""
-    ids = []
+    numbers = _whole_numbers(request, "job")
+    if isinstance(numbers, str):
+        return render(request, "jobs/compare.html", {"error": numbers}, status=400)
+    a, b = (get_object_or_404(Job.objects.defer("last_preview"), pk=pk) for pk in numbers)
+    half_bit = request.GET.get("threshold") == "half-bit"
+    context: dict[str, Any] = {"a": a, "b": b, "half_bit": half_bit}
+    pending = [job for job in (a, b) if not job.is_finished]
+    if pending:  # e.g. a half-set FRC just asked for: the page reloads until both have finished
+        return render(request, "jobs/compare.html", {**context, "pending": pending})
+    try:
+        view = compare_jobs(a, b, threshold_of(request.GET.get("threshold", "")))
+    except NotComparable as exc:
+        return render(request, "jobs/compare.html", {**context, "error": str(exc)}, status=400)
+    return render(request, "jobs/compare.html", {**context, "summary": view.summary(),
+                                                 "page_data": view.page_data()})
+
+
+@require_POST
+@login_required
+def half_set(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Queue the two half-data reconstructions of a job's scan (its interleaved halves) and open their comparison
+    with the 1/2-bit threshold, which waits for both."""
+    job = get_object_or_404(Job.objects.defer("last_preview"), pk=job_id)
+    try:
+        first, second = submit_half_sets(job, request.user)
+    except HalfSetRefused as exc:
+        messages.error(request, str(exc))
+        return redirect("jobs:detail", job_id=job.pk)
+    return redirect(f"{reverse('jobs:compare')}?a={first.pk}&b={second.pk}&threshold=half-bit")
+
+
+@require_GET
+@login_required
+def compare_iterations(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Two stored iterations of one job side by side (``?a=<iteration>&b=<iteration>``, from the scrubber's
+    snapshots): B aligned onto A, their phase difference and the FRC with the resolution."""
+    job = get_object_or_404(Job.objects.defer("last_preview"), pk=job_id)
+    numbers = _whole_numbers(request, "stored iteration")
+    if isinstance(numbers, str):
+        return render(request, "jobs/compare.html", {"job": job, "error": numbers}, status=400)
+    context: dict[str, Any] = {"job": job, "iterations": numbers}
+    try:
+        view = compare_iterations_of(job, *numbers)
+    except NotComparable as exc:
+        return render(request, "jobs/compare.html", {**context, "error": str(exc)}, status=400)
+    return render(request, "jobs/compare.html", {**context, "summary": view.summary(),
+                                                 "page_data": view.page_data()})
+
+
+def _whole_numbers(request: HttpRequest, what: str) -> tuple[int, int] | str:
+    """``?a=`` and ``?b=`` as whole numbers, or the message naming the one that is not."""
+    out = []
     for key in ("a", "b"):
         text = (request.GET.get(key) or "").strip().lstrip("#")
         if not text.isdigit():
-            return render(request, "jobs/compare.html", {"error": f"'{key}' must be a job number, got {text!r}"},
-                          status=400)
-        ids.append(int(text))
-    a, b = (get_object_or_404(Job.objects.defer("last_preview"), pk=pk) for pk in ids)
-    try:
-        view = compare_jobs(a, b)
-    except NotComparable as exc:
-        return render(request, "jobs/compare.html", {"a": a, "b": b, "error": str(exc)}, status=400)
-    return render(request, "jobs/compare.html", {"a": a, "b": b, "summary": view.summary(),
-                                                 "page_data": view.page_data()})
+            return f"'{key}' must be a {what} number, got {text!r}"
+        out.append(int(text))
+    return out[0], out[1]

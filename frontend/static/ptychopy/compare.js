@@ -53,8 +53,9 @@
     const qRes = 1 / (2 * s.resolution_m * unit.perM);
     const traces = [
       { type: "scatter", mode: "lines", name: "FRC", x: perUnit, y: f.frc, line: { color: "#2563eb", width: 2 } },
-      { type: "scatter", mode: "lines", name: "threshold " + s.threshold.toFixed(3), x: [perUnit[0], perUnit[perUnit.length - 1]],
-        y: [s.threshold, s.threshold], line: { color: "#ef4444", dash: "dash", width: 1 } },
+      { type: "scatter", mode: "lines", x: perUnit, y: f.threshold,  // a constant, or the 1/2-bit curve per ring
+        name: s.criterion === "1/2-bit" ? "1/2-bit threshold" : "threshold " + s.threshold.toFixed(3),
+        line: { color: "#ef4444", dash: "dash", width: 1 } },
     ];
     const layout = {
       title: { text: "Fourier ring correlation: " + D.fmtLength(Number((s.resolution_m * unit.perM).toPrecision(3)), unit.name)

@@ -601,12 +601,33 @@
         if (!slider || !scrub.iterations.length) return;
         el("scrubber").hidden = false;
         slider.max = String(scrub.iterations.length - 1);
+        fillIterationChoices(scrub.iterations);
         if (scrub.showing === null) {
           slider.value = slider.max;
           el("scrub-label").textContent = "live (" + scrub.iterations.length + " stored iterations)";
         }
       })
       .catch(function () {});
+  }
+
+  // The two iterations the "Compare" form sends to /jobs/<id>/compare-iterations/ (the first and the last stored
+  // by default; a choice the viewer made is kept while the list grows).
+  function fillIterationChoices(iterations) {
+    [["compare-it-a", 0], ["compare-it-b", iterations.length - 1]].forEach(function (pair) {
+      const select = el(pair[0]);
+      if (!select) return;
+      const kept = select.dataset.chosen;
+      select.replaceChildren.apply(select, iterations.map(function (it) {
+        const option = document.createElement("option");
+        option.value = option.textContent = String(it);
+        return option;
+      }));
+      select.value = kept && iterations.indexOf(Number(kept)) >= 0 ? kept : String(iterations[pair[1]]);
+      if (!select.dataset.watched) {
+        select.dataset.watched = "1";
+        select.addEventListener("change", function () { select.dataset.chosen = select.value; });
+      }
+    });
   }
 
   function showSnapshot(index) {
