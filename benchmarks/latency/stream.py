@@ -128,6 +128,9 @@ def play_and_watch(rig: Rig, page: Any, *, timeout_s: float = 180.0) -> dict[str
         "images_while_acquiring": len(draws), "lag_max_s": max(lags) if lags else None,
         "lag_at_production_max_s": max((d[2] - float(acquired[int(d[1]) - 1]) for d in draws), default=None),
         "load_average_1min": os.getloadavg()[0],
+        "delivery_max_s": max((d[3] - d[2] for d in draws), default=None),  # produced -> received by the page
+        "wait_to_draw_max_s": max((d[4] - d[3] for d in draws), default=None),  # received -> drawing starts
+        "drawing_max_s": max((d[0] - d[4] for d in draws), default=None),  # the drawing itself (Plotly)
         "lag_p95_s": float(np.percentile(lags, 95)) if lags else None,
         "live_iterations": live.get("live_iterations"), "finish_iterations": live.get("finish_iterations"),
         "finish_s": live.get("finish_s"),

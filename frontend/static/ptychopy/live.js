@@ -675,16 +675,17 @@
     }
     if (frame.images.length) {
       lastLiveFrame = frame;
+      const drawStartedAt = Date.now() / 1000;
       if (scrub.showing === null) drawFrameImages(frame);  // else the viewer is looking at the run's history
       if (h.live && h.live.newest_frame_unix_s && h.live.phase === "acquiring") {
         // drawn now: how old is the newest detector frame this image holds (seconds)
         const lag = Date.now() / 1000 - h.live.newest_frame_unix_s;
         root.dataset.lagS = lag.toFixed(3);
         (window.ptychopyLiveLags = window.ptychopyLiveLags || []).push(lag);
-        // [drawn at (Unix s), frames in the image, produced at]: a test finds each image's newest frame's
-        // acquisition time
+        // [drawn at, frames in the image, produced at, received at, drawing started at] (Unix s): a test finds
+        // each image's newest frame's acquisition time, and where the time went
         (window.ptychopyLiveDraws = window.ptychopyLiveDraws || []).push(
-          [Date.now() / 1000, h.live.frames_in_image, h.t_produced]);
+          [Date.now() / 1000, h.live.frames_in_image, h.t_produced, frame.receivedAt, drawStartedAt]);
       }
       maybeRefreshSnapshots(h);
     }
@@ -698,6 +699,7 @@
 
   function onFrame(buffer) {
     const frame = parseFrame(buffer);
+    frame.receivedAt = Date.now() / 1000;
     if (frame.header.seq < lastSeq) return;  // stale
     lastSeq = frame.header.seq;
     if (FINISHED.has(frame.header.status)) finished = true;
