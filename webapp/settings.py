@@ -232,6 +232,8 @@ AUTHENTICATION_BACKENDS = [
     # single sign-on by the reverse proxy's header (webapp.accounts.remote_user): acts only on a name that
     # ProxyRemoteUserMiddleware took from a trusted proxy, so it does nothing while the header is off
     "webapp.accounts.remote_user.ProxyRemoteUserBackend",
+    # the login form's password checked by the LDAP directory (webapp.accounts.ldap_login); nothing without its URL
+    "webapp.accounts.ldap_login.LdapBackend",
 ]
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_FAILURE_LIMIT = env.int("PTYCHOPY_LOGIN_FAILURES", 5, minimum=1)
@@ -262,6 +264,21 @@ if PTYCHOPY_REMOTE_USER_HEADER:
             f"{PTYCHOPY_REMOTE_USER_HEADER}, or anyone reaching the web port could send it")
 MIDDLEWARE.insert(MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
                   "webapp.accounts.remote_user.ProxyRemoteUserMiddleware")  # inert while the header is off
+
+# -- the login form against an LDAP directory (webapp.accounts.ldap_login, docs/deploy.md "Single sign-on") ------
+PTYCHOPY_LDAP_URL = env.str("PTYCHOPY_LDAP_URL")  # ldaps://ldap.example.org or ldap://...; empty: off
+PTYCHOPY_LDAP_USER_DN = env.str("PTYCHOPY_LDAP_USER_DN")  # uid={username},ou=people,dc=example,dc=org
+PTYCHOPY_LDAP_START_TLS = env.bool("PTYCHOPY_LDAP_START_TLS", False)
+PTYCHOPY_LDAP_CREATE = env.bool("PTYCHOPY_LDAP_CREATE", True)
+PTYCHOPY_LDAP_TIMEOUT_S = env.float("PTYCHOPY_LDAP_TIMEOUT_S", 5.0, minimum=0.1)
+if PTYCHOPY_LDAP_URL:
+    if not re.match(r"ldaps?://[^/\s]+/?$", PTYCHOPY_LDAP_URL):
+        raise site_security.SiteConfigError(
+            f"PTYCHOPY_LDAP_URL={PTYCHOPY_LDAP_URL!r}: expected ldaps://host[:port] or ldap://host[:port]")
+    if "{username}" not in PTYCHOPY_LDAP_USER_DN:
+        raise site_security.SiteConfigError(
+            f"PTYCHOPY_LDAP_USER_DN={PTYCHOPY_LDAP_USER_DN!r} has no {{username}}: e.g. "
+            "uid={username},ou=people,dc=example,dc=org (or {username}@example.org for Active Directory)")
 
 # -- single sign-on with an OpenID Connect provider (webapp.accounts.oidc, docs/deploy.md "Single sign-on") -------
 # On when OIDC_RP_CLIENT_ID is set: mozilla-django-oidc's authorization-code flow, RS256 ID tokens checked against
