@@ -141,6 +141,9 @@ def test_the_api_takes_a_live_source_not_written_yet_inside_the_data_roots_and_r
     assert ok.json()["streaming"] is True and ok.json()["live"] is None
     outside = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC} -fp=/tmp/elsewhere.h5"}, token)
     assert outside.status_code == 400 and "outside the data folders" in outside.content.decode()
+    pva = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC.replace('-liveSource=swmr', '')} "
+                                               "-liveSource=pva://t:Pva1:Image?scan=t:Scan:"}, token)
+    assert pva.status_code == 201, pva.content  # frames over pvAccess: no file to name
     dm = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{SCAN} {REC.replace('ePIE', 'DM')} -fp={later}"}, token)
     assert dm.status_code == 400 and "DM keeps an exit wave per position" in dm.content.decode()
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from reconstruction.parameters import GROUP_TITLES, FieldSpec, input_specs
 from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
+from reconstruction.parameters.model import PVA_LIVE_SCHEME
 
 STATUSES = ["queued", "running", "done", "failed", "cancelled"]
 FORMATS = ["h5", "tiff", "png", "csv"]
@@ -20,7 +21,10 @@ def _leaf_schema(spec: FieldSpec) -> dict[str, Any]:
         "choice": {"type": "string", "enum": list(spec.choices)},
     }
     base: dict[str, Any] = dict(simple.get(spec.kind, {}))
-    if spec.kind in ("pair_int", "pair_float"):
+    if spec.flag == "liveSource":  # a choice, or an NTNDArray over pvAccess (docs/streaming.md)
+        base = {"type": "string", "anyOf": [{"enum": list(spec.choices)},
+                                            {"pattern": "^" + PVA_LIVE_SCHEME + ".+"}]}
+    elif spec.kind in ("pair_int", "pair_float"):
         item: dict[str, Any] = {"type": "integer" if spec.kind == "pair_int" else "number"}
         if spec.min is not None:
             item["minimum"] = spec.min

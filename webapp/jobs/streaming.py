@@ -1,13 +1,13 @@
 """A streaming job on the worker: reconstruct while the scan acquires (``-liveSource``, docs/streaming.md).
 
 The job runs ``reconstruction.live.run.StreamingRun`` over the source its parameters name (an SWMR HDF5 file
-inside the data roots). Each published frame carries, besides the images and the positions measured so far, a
-``live`` header: the phase (``waiting``, ``acquiring``, ``finishing``, ``ended``), the outcome once known, frames
-planned, received, in the image and dropped, duplicates ignored, frames out of order, and the arrival time (Unix s)
-of the newest frame in the image, so a viewer can show how far the image lags the detector. The same dictionary is
-kept on the row (``Job.live``). When the stream ends the finishing iterations run and the batch job's
-``result.h5`` is written; an aborted, stalled or cancelled scan keeps its partial result, labelled partial
-(``Job.live['partial']``, the job's message ``partial: scan aborted after K of N frames``).
+inside the data roots, or a ``pva://`` NTNDArray). Each published frame carries, besides the images and the
+positions measured so far, a ``live`` header: the phase (``waiting``, ``acquiring``, ``finishing``, ``ended``),
+the outcome once known, frames planned, received, in the image and dropped, duplicates ignored, frames out of
+order, and the arrival time (Unix s) of the newest frame in the image, so a viewer can show how far the image lags
+the detector. The same dictionary is kept on the row (``Job.live``). When the stream ends the finishing iterations
+run and the batch job's ``result.h5`` is written; an aborted, stalled or cancelled scan keeps its partial result,
+labelled partial (``Job.live['partial']``, the job's message ``partial: scan aborted after K of N frames``).
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ def execute_streaming(run: Any, params: Parameters) -> str:
     """Run the claimed job ``run`` (a ``runner.JobRun``, not imported: it imports this module) as a streaming
     reconstruction; returns its final status. Errors propagate: ``JobRun.execute`` fails the job with them (or
     hands it back when the worker stops)."""
-    from reconstruction.live import open_live_source
+    from ptychopy.live import open_source
     from reconstruction.live.run import StreamingRun, check_streaming
 
     check_streaming(params)
-    source = open_live_source(params)
+    source = open_source(params)  # an SWMR file (swmr, replay) or an NTNDArray over pvAccess (pva://)
     try:
         stream = StreamingRun(params, source)
         db_call(lambda: run.update(device=str(params.reconstruction.device)[:100], iterations=0,

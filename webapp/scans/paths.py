@@ -162,7 +162,9 @@ def missing_inputs(params: Parameters) -> list[Problem]:
     """
     problems: list[Problem] = []
     data = params.data
-    if data.live_source != "none" and data.file_pattern:
+    if data.live_source.startswith("pva://"):
+        pass  # frames over pvAccess: no file
+    elif data.live_source != "none" and data.file_pattern:
         pass  # a live source's file appears when the detector starts writing; the run waits -liveStall for it
     elif not data.simulate:
         if not data.file_pattern:
