@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # run as a script or imported as benchmarks.<name>
 
 import measured_data as md  # noqa: E402  (benchmarks/ is the script's own folder)
 from worker_rows import keep_rows, run_rows, show, worker_or_orchestrator  # noqa: E402
