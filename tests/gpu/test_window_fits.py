@@ -1,13 +1,13 @@
 """The fast ePIE and DM with sub-pixel windows and position refinement (gpu/window_fits.py, kernels/window_fits.cu)
 agree with the NumPy reference engines; whole-pixel positions keep the plain kernels. Skipped without CuPy.
 
-Tolerances. Without refinement nothing feeds back but the object and probe updates themselves, so the fast run
-must agree with NumPy to float32 rounding (cuFFT against pocketfft, float32 atomics in another order, the ePIE
-probe kept as a spectrum during the epoch): 2e-3 on object and probe. Position refinement closes a loop: a
-rounding-size change of a step term moves a position, which moves every later window's content (ePIE visits them
-in sequence), so differences grow each epoch. There the fast run must stay within 3x NumPy's own spread under a
-1e-7 relative change of the data (measured beside it, as tests/gpu/test_lsqml_fits.py does), with floors of 2e-3
-(object, probe) and 2e-3 px (positions).
+Tolerances. Both engines amplify rounding: ePIE's sequential steps with probe updates (on NumPy alone, 36 positions
+of 32^2, a 1e-7 relative change of the data moves the probe by 7.6e-5 after its first updating epoch and 8.5e-3
+after three: tests/reconstruction/test_window_fits_arithmetic_cpu.py), and position refinement closes a loop (a
+rounding-size change of a step term moves a position, which moves every later window's content). So the fast run
+must stay within 3x the reference's own spread under a 1e-7 relative change of the data, measured beside it (as
+tests/gpu/test_lsqml_fits.py does), with floors of 2e-3 (object, probe) and 2e-3 px (positions). The arithmetic
+itself is checked epoch by epoch on the CPU (tests/reconstruction/test_window_fits_arithmetic_cpu.py).
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ def _differences(a, b):
     return (*rel, float(np.abs(a.positions() - b.positions()).max()))
 
 
+def _perturbed(sim):
+    """The scan's intensities changed by a relative 1e-7 (normal): the size of rounding, to measure its spread."""
+    noise = np.random.default_rng(0).standard_normal(sim.data.intensities.shape)
+    return (sim.data.intensities * (1 + 1e-7 * noise)).astype(np.float32)
+
+
 def _settings(option, **kw):
     return EngineSettings(update_probe_from=2, phase_constraint=0, **OPTIONS[option], **kw)
 
@@ -81,9 +87,7 @@ def test_fast_engine_option_stays_within_numpys_own_rounding_spread(scan, algori
     gpu = _run(scan, algorithm, "gpu", settings)
     assert type(gpu.engine).__name__ == {"ePIE": "FastEPIE", "DM": "FastDM"}[algorithm]
     assert gpu.engine._shift
-    noisy = (scan.data.intensities * (1 + 1e-7 * np.random.default_rng(0).standard_normal(
-        scan.data.intensities.shape))).astype(np.float32)
-    spread = _differences(_run(scan, algorithm, "cpu", settings, intensities=noisy), cpu)
+    spread = _differences(_run(scan, algorithm, "cpu", settings, intensities=_perturbed(scan)), cpu)
     diff = _differences(gpu, cpu)
     print(f"AGREE {algorithm} windows {option}: fast-vs-numpy {np.round(diff, 6).tolist()}, numpy's 1e-7 spread "
           f"{np.round(spread, 6).tolist()}, error cpu {cpu.errors[-1]:.6f} gpu {gpu.errors[-1]:.6f}")
@@ -102,7 +106,7 @@ def test_fast_engine_windows_graph_and_eager_runs_agree(scan, algorithm, monkeyp
     eager = _run(scan, algorithm, "gpu", settings)
     diff = _differences(eager, graph)
     print(f"AGREE {algorithm} windows positions, graph-vs-eager: {np.round(diff, 8).tolist()}")
-    assert all(d <= 1e-4 for d in diff)
+    assert all(d <= 1e-3 for d in diff)  # the same kernels; double atomics add the step terms in any order
 
 
 @pytest.mark.parametrize("algorithm", ["ePIE", "DM"])
@@ -116,10 +120,13 @@ def test_fast_engine_windows_with_many_modes_and_a_mask_match_the_reference_on_c
     fast = _run(scan, algorithm, "gpu", settings, probe_modes=modes, valid_mask=mask)
     ref = _run(scan, algorithm, "gpu", settings, fast=False, probe_modes=modes, valid_mask=mask)
     assert type(ref.engine).__name__ == algorithm and fast.state.modes_active == modes
+    spread = _differences(_run(scan, algorithm, "gpu", settings, fast=False, probe_modes=modes, valid_mask=mask,
+                               intensities=_perturbed(scan)), ref)
     diff = _differences(fast, ref)
-    print(f"AGREE {algorithm} windows positions + {modes} modes + mask, fast-vs-xp-cupy: {np.round(diff, 6).tolist()}")
-    for d, floor in zip(diff, FLOORS, strict=True):
-        assert d <= 5 * floor
+    print(f"AGREE {algorithm} windows positions + {modes} modes + mask, fast-vs-xp-cupy: {np.round(diff, 6).tolist()}, "
+          f"the reference's 1e-7 spread {np.round(spread, 6).tolist()}")
+    for d, s, floor in zip(diff, spread, FLOORS, strict=True):
+        assert d <= max(floor, 3 * s)
 
 
 @pytest.mark.parametrize("algorithm", ["ePIE", "DM"])
