@@ -37,6 +37,10 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.envi
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 LOGIN_URL = "/accounts/login/"
+# Cookies are kept per host, not per port: on 127.0.0.1 beside ptychopy, the provider's own names keep one browser's
+# two sessions apart (a real provider is on another host).
+SESSION_COOKIE_NAME = "provider_sessionid"
+CSRF_COOKIE_NAME = "provider_csrftoken"
 SITE_URL = os.environ["OIDC_TEST_SITE_URL"]  # the issuer, http://127.0.0.1:<port>
 OIDC_USERINFO = "tests.support.oidc_provider.settings.userinfo"
 OIDC_IDTOKEN_INCLUDE_CLAIMS = True
