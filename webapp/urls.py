@@ -25,6 +25,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("webapp.api.urls")),
     path("api/docs/", api_docs, name="api_docs"),  # Swagger UI of /api/v1/openapi.json, from our static files
+    path("files/", include("webapp.scans.urls")),  # HDF5 files in h5web (webapp.scans.h5grove_views)
     path("", include("webapp.jobs.urls")),
 ]
 if settings.PTYCHOPY_OIDC:  # /oidc/authenticate/ (the login page's button) and /oidc/callback/ (webapp.accounts.oidc)

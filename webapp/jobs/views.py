@@ -100,9 +100,11 @@ def detail(request: HttpRequest, job_id: int) -> HttpResponse:
     try:
         params = Parameters.from_dict(job.parameters)
     except ParameterError as exc:  # stored by an older version whose parameters no longer validate
-        cmdstr, changed = f"(these parameters no longer validate: {exc})", []
+        cmdstr, changed, scan_file = f"(these parameters no longer validate: {exc})", [], ""
     else:
         cmdstr, changed = params.to_cmdstr(), sorted(params.changed().items())
+        pattern = params.data.file_pattern  # one HDF5 scan file (not a '#' series) opens in the file viewer
+        scan_file = pattern if pattern.endswith((".h5", ".hdf5", ".nxs", ".cxi")) and "#" not in pattern else ""
     origins = provenance_rows(job.provenance, dict(changed)) if job.provenance else []
     try:
         measure = error_measure(job.algorithm)
@@ -111,7 +113,7 @@ def detail(request: HttpRequest, job_id: int) -> HttpResponse:
     return render(request, "jobs/detail.html", {
         "job": job, "cmdstr": cmdstr, "changed": changed, "origins": origins, "error_measure": measure,
         "can_manage": job.can_manage(request.user), "formats": FORMATS,
-        "ws_path": f"/ws/jobs/{job.pk}/", "queue": queue_estimate(job),
+        "ws_path": f"/ws/jobs/{job.pk}/", "queue": queue_estimate(job), "scan_file": scan_file,
     })
 
 
