@@ -2,7 +2,8 @@
 PostgreSQL and Redis) as the client of a real provider (django-oidc-provider in its own Django process and
 database, tests/support/oidc.py), through the whole authorization-code flow with a real HTTP client: the login
 page's button, the provider's login form, the code back to /oidc/callback/, the web process redeeming it at the
-provider's token endpoint and checking the RS256 ID token against its JWKS. A forged callback gets nobody in. Then the same in Chromium, as a person signs in."""
+provider's token endpoint and checking the RS256 ID token against its JWKS. A forged callback gets nobody in.
+Then the same in Chromium, as a person signs in."""
 
 from __future__ import annotations
 
