@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..engines.epie import EPIE
+from ..physics import patches
 from . import runtime as rt
 from .lsqml_fits import FIT_BLOCKS, windows_shift
 from .runtime import f32, i32, i64
@@ -90,6 +91,8 @@ class DMWindowsMixin(WindowsMixin):
     buf: Any
     lane_plans: list[Any]
     mask: Any
+    _positions_moved: Any  # FastDM's: roll the exit waves of moved windows, update the corners
+    _follow_positions: Any  # engines.dm.DM's: psi's overlap-consistent part follows each move
 
     def _setup_windows(self) -> None:
         if not self._setup_shift():
@@ -173,16 +176,24 @@ class DMWindowsMixin(WindowsMixin):
             buf, st.amplitudes, mask, has_mask, stride, self.ident, i32(j0), i32(n2), i32(m), f32(1.0 / n),
             f32(1.0 / n2), err_s, i32(-1), i32(1), i64(plane), i32(0), self._null, acc))
 
-    def _positions_moved(self, old_corners: Any = None) -> None:
-        raise NotImplementedError  # FastDM's: roll the exit waves of moved windows, update the corners
+    def _window_probes(self, m: int) -> Any:
+        """(N, m, n, n) the moved probes as they light each window now (a view of ``pj``; ``engines.dm``)."""
+        if not self._shift:
+            return self.state.probe[None, :m]
+        return self.pj.reshape(self.state.n_positions, self.mt, self.n, self.n)[:, :m]
 
     def _end_refining_epoch(self) -> None:
-        """Every position takes its step (the refiner, on the device); moved windows roll their exit waves."""
+        """Every position takes its step (the refiner, on the device); as in ``engines.dm.DM._refine_positions``,
+        moved windows roll their exit waves and the overlap-consistent part phi of psi follows each move."""
         st, cp = self.state, self.cp
+        m = st.modes_active
         corners = cp.stack([st.rows, st.cols], axis=1)
+        old_phi = self._window_probes(m) * patches.extract_patches(cp, st.obj, st.window_idx())[:, None]
         collect_step_terms(self.refiner, self.ident, self.fit_acc)
         self.refiner.end_epoch()
         self._positions_moved(corners)
+        self._moved_probes()  # at the new positions, for the new phi
+        self._follow_positions(old_phi, corners)
 
 
 class EPIEWindowsMixin(WindowsMixin):

@@ -15,10 +15,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_lsqml_fits_arithmetic_cpu import fft_un, ifft_un, ramp
+from test_lsqml_fits_arithmetic_cpu import fft_un, ifft_un, ramp, windows
 
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
+from reconstruction.engines.dm import REGULARISATION
+from reconstruction.physics import modulus, propagation
 from reconstruction.simulate import simulate
 
 N_SIZE = 32
@@ -92,5 +94,78 @@ def test_the_fast_epie_sub_pixel_steps_arithmetic_equals_the_reference_epie_epoc
         assert abs(np.sqrt(sq_err / sq_amp) - metrics.error) <= 1e-5 * metrics.error, it
         assert np.abs(mirror.positions_px - st.positions_px).max() <= 1e-4, it
         assert np.array_equal(mirror.rows, st.rows) and np.array_equal(mirror.cols, st.cols), it
+    if settings.position_refinement_from:
+        assert np.abs(st.positions_px - sim.data.positions_px).max() > 1e-3  # the positions moved
+
+
+def dm_windows_iteration(st, psi, settings, update_probe, refiner):
+    """One iteration of FastDM with DMWindowsMixin on NumPy arrays: the new stages transcribed (the moved-back probe
+    sum, the moved probes, the step terms by Parseval, the exit waves following the moves), the plain DM stages by
+    the reference's functions."""
+    n, n2, m = st.size_px, st.size_px ** 2, st.modes_active
+    rows, cols = st.rows, st.cols
+    ramps = np.stack([ramp(f, n) for f in st.positions_px - np.stack([rows, cols], 1)])
+    obj_w = windows(st.obj, rows, cols, n)
+    if update_probe:  # dm_probe_partial/reduce (the denominator), wf_dm_conj_obj + transforms + lf_gp_sum + inverse
+        den_p = np.sum(np.abs(obj_w) ** 2, axis=0)
+        terms = fft_un(np.conj(obj_w)[:, None] * psi[:, :m]) * np.conj(ramps)[:, None]
+        st.probe[:m] = ifft_un(np.sum(terms, axis=0) / n2) / (den_p + REGULARISATION * den_p.max())
+    pj = ifft_un(fft_un(st.probe)[None] * ramps[:, None] / n2)  # lf_shift + inverse transforms (every mode)
+    num = np.zeros(st.obj.shape, np.complex64)  # dm_scatter, dm_obj_divide
+    den = np.zeros(st.obj.shape, np.float32)
+    for j, (r, c) in enumerate(zip(rows, cols, strict=True)):
+        num[r:r + n, c:c + n] += np.sum(np.conj(pj[j, :m]) * psi[j, :m], axis=0)
+        den[r:r + n, c:c + n] += np.sum(np.abs(pj[j, :m]) ** 2, axis=0)
+    st.obj[...] = num / (den + REGULARISATION * den.max())
+    obj_w = windows(st.obj, rows, cols, n)
+    phi = pj[:, :m] * obj_w[:, None]
+    far = propagation.forward(np, 2 * phi - psi[:, :m])  # dm_reflect .. dm_psi_update (the plain DM's stages)
+    factor = modulus.relaxed_modulus_factor(np, modulus.modal_amplitude(np, far), st.amplitudes, None,
+                                            settings.dm_relax)
+    psi[:, :m] += propagation.backward(np, far * factor[:, None]) - phi
+    if refiner is not None:  # lf_gather (phi and its two moves), one transform, lf_modulus
+        x = fft_un(phi)
+        model = np.sqrt(np.sum(np.abs(x) ** 2, axis=1)) / n
+        g = st.amplitudes / (model + 1e-12) - 1
+        inv_amp = np.where(model > 0, 1.0 / n2 / np.maximum(model, 1e-30), 0.0)
+        nums, dens = [], []
+        for grad in (np.gradient(obj_w, axis=1), np.gradient(obj_w, axis=2)):
+            dots = np.sum((np.conj(x) * fft_un(pj[:, :m] * grad[:, None])).real, axis=1)
+            nums.append(np.sum(dots * g, axis=(1, 2)) / n2)
+            dens.append(np.sum((dots * inv_amp) ** 2, axis=(1, 2)))
+        corners = np.stack([rows, cols], axis=1)
+        refiner.collect(np.arange(st.n_positions), np.stack(nums, 1), np.stack(dens, 1))  # collect_step_terms
+        refiner.end_epoch()
+        jumps = corners - np.stack([st.rows, st.cols], axis=1)  # FastDM._positions_moved: roll moved windows
+        for j in np.nonzero(np.any(jumps != 0, axis=1))[0]:
+            psi[j] = np.roll(psi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
+            phi[j] = np.roll(phi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
+        moved = np.stack([ramp(f, n) for f in st.positions_px - np.stack([st.rows, st.cols], 1)])
+        pj = ifft_un(fft_un(st.probe)[None] * moved[:, None] / n2)  # the moved probes at the new positions
+        psi[:, :m] += pj[:, :m] * windows(st.obj, st.rows, st.cols, n)[:, None] - phi  # phi follows the move
+
+
+@pytest.mark.parametrize("option", OPTIONS)
+def test_the_fast_dm_sub_pixel_arithmetic_equals_the_reference_dm_iteration_by_iteration(option):
+    """Each iteration from the reference's state: object, probe and exit waves within 1e-4, positions 1e-4 px."""
+    sim = simulate(size_px=N_SIZE, scan_dims=(6, 6), photons=1e6, seed=1, jitter_px=0.4, subpixel=True)
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, **OPTIONS[option])
+    rec = Reconstruction(sim.data.intensities, sim.data.positions_px, algorithm="DM", iterations=4, device="cpu",
+                         seed=0, beam_diameter_px=0.4 * N_SIZE, settings=settings)
+    st, eng = rec.state, rec.engine
+    for it in range(1, 5):
+        mirror = dataclasses.replace(st, obj=st.obj.copy(), probe=st.probe.copy(), rows=st.rows.copy(),
+                                     cols=st.cols.copy(), positions_px=st.positions_px.copy())
+        psi = eng.psi.copy()
+        refiner = None
+        if eng.refiner is not None and eng.refiner.refining(it):
+            refiner = copy.copy(eng.refiner)
+            refiner.state, refiner._collected = mirror, []
+            refiner.begin_epoch(mirror.lit_probes)
+        eng.iterate(it, update_probe=it >= 2)
+        dm_windows_iteration(mirror, psi, settings, it >= 2, refiner)
+        for got, want in ((mirror.obj, st.obj), (mirror.probe, st.probe), (psi, eng.psi)):
+            assert np.linalg.norm(got - want) <= 1e-4 * np.linalg.norm(want), it
+        assert np.abs(mirror.positions_px - st.positions_px).max() <= 1e-4, it
     if settings.position_refinement_from:
         assert np.abs(st.positions_px - sim.data.positions_px).max() > 1e-3  # the positions moved
