@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # run as a script or imported as benchmarks.<name>
+sys.path.insert(0, str(ROOT))
+sys.path.append(str(ROOT / "benchmarks"))  # its helpers, also when imported as benchmarks.<name> (last: no shadowing)
 
 import measured_data as md  # noqa: E402  (benchmarks/ is the script's own folder)
 from worker_rows import keep_rows, run_rows, show, worker_or_orchestrator  # noqa: E402
