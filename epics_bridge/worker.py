@@ -68,6 +68,9 @@ class _Task:
     in_flight: bool = False  # handed to the sender thread, no answer yet
     file_metadata_read: bool = False  # the data file's metadata is in params (read once, before submitting)
     submit_key: str = ""  # the key the web side gets, when not ``key`` (a batch job after a failed streaming job)
+    # a streaming job still being submitted when its scan ended complete: (scan info, end, note) for the batch job
+    # should the web side refuse it, or for the check that it started once accepted
+    after_end: tuple[Any, ScanEnd, str] | None = None
     job_id: str = ""  # stream_check: the streaming job
 
 
@@ -320,7 +323,7 @@ class BridgeWorker:
         self.state.scan_status(info.dedup_key, info.scan_number, "waiting", f"{started}; submitting")
         self._publish_pending()
 
-    def _covered_by_stream(self, info: Any, end: ScanEnd, row: jr.ScanRow) -> bool:
+    def _covered_by_stream(self, info: Any, end: ScanEnd, row: jr.ScanRow, when: str = "") -> bool:
         """At the end of a complete scan journalled as streaming (``row``): True when its streaming job covers it
         (accepted, or still being submitted: one job either way, under the one dedup key); False when the
         streaming job never started (refused), in which case the row now is the batch scan to queue."""
@@ -333,13 +336,24 @@ class BridgeWorker:
             return False
         job = f"job {row.job_id}" if row.job_id else "its streaming job (being submitted)"
         log.info("scan %s ended: reconstructed by %s; no batch job", info.scan_number, job)
-        if row.status == jr.SUBMITTED and row.job_id and getattr(self.submitter, "job_state", None) is not None:
-            check = self._task(info.dedup_key, "stream_check", info.params, info.label,
-                               dict(info.to_dict(), complete=f"complete: {end.reason}"), self.clock())
-            check.job_id, check.backoff_s = row.job_id, self.config.file_check.initial_backoff_s
-            self.tasks[info.dedup_key] = check  # did it start? (a failed one leaves the scan to a batch job)
+        pending = self.tasks.get(info.dedup_key)
+        if row.status == jr.SUBMITTING and pending is not None and pending.stage == "submit":
+            pending.after_end = (info, end, when)  # decided by the web side's answer (_submitted)
+            return True
+        if row.status == jr.SUBMITTED and row.job_id and self._check_stream_started(info, end, row.job_id):
             return True
         self.journal.log("covered_by_stream", f"{end.reason}; reconstructed by {job}", info.dedup_key)
+        return True
+
+    def _check_stream_started(self, info: Any, end: ScanEnd, job_id: str) -> bool:
+        """Ask (a task) whether the accepted streaming job ``job_id`` started; False when the submitter cannot
+        tell (``job_state``)."""
+        if getattr(self.submitter, "job_state", None) is None:
+            return False
+        check = self._task(info.dedup_key, "stream_check", info.params, info.label,
+                           dict(info.to_dict(), complete=f"complete: {end.reason}"), self.clock())
+        check.job_id, check.backoff_s = job_id, self.config.file_check.initial_backoff_s
+        self.tasks[info.dedup_key] = check  # did it start? (a failed one leaves the scan to a batch job)
         return True
 
     def on_scan_end(self, end: ScanEnd, now_s: float) -> None:
@@ -380,7 +394,7 @@ class BridgeWorker:
         if not added:
             row = self.journal.get(info.dedup_key)
             if row is not None and row.mode == jr.STREAM:
-                if self._covered_by_stream(info, end, row):
+                if self._covered_by_stream(info, end, row, when):
                     self.state.scan_status(info.dedup_key, info.scan_number, "queued" if row.job_id else "waiting",
                                            f"complete: {end.reason}; reconstructed while it acquired by "
                                            f"{'job ' + row.job_id if row.job_id else 'its streaming job'}",
@@ -392,6 +406,10 @@ class BridgeWorker:
             self.journal.log("duplicate", "already in the journal; not queued again", info.dedup_key)
             self.state.count("duplicates")
             return
+        self._queue_batch(info, end, when, now_s)
+
+    def _queue_batch(self, info: Any, end: ScanEnd, when: str, now_s: float) -> None:
+        """A complete scan journalled as a batch scan: hold it, or wait for its files and submit it."""
         if info.held:
             msg = f"scan {info.scan_number} held, not queued: {'; '.join(info.held)}"
             log.warning(msg)
@@ -601,6 +619,14 @@ class BridgeWorker:
             self.state.error(f"{task.key}: {msg}")
             self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "failed", msg)
             del self.tasks[task.key]
+            if task.after_end is not None:  # a streaming job refused after its scan ended: the batch job now
+                info, end, when = task.after_end
+                if self.journal.stream_to_batch(task.key, info.file_pattern, info.params.to_json(),
+                                                jr.HELD if info.held else jr.WAITING_FILE,
+                                                json.dumps(dict(info.provenance), default=str)):
+                    self.journal.log("stream_failed_batch", f"its streaming job was refused ({msg}): queueing the "
+                                                            "batch job", task.key)
+                    self._queue_batch(info, end, when, now_s)
             self._publish_pending()
             return
         if error is not None:
@@ -621,6 +647,10 @@ class BridgeWorker:
         self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "queued",
                                str(task.scan.get("complete") or f"job {job_id}"), job_id=job_id)
         del self.tasks[task.key]
+        if task.after_end is not None:  # its scan ended while it was being submitted: did it start?
+            info, end, _when = task.after_end
+            if not self._check_stream_started(info, end, job_id):
+                self.journal.log("covered_by_stream", f"{end.reason}; reconstructed by job {job_id}", task.key)
         self._publish_pending()
         # reported within PUBLISH_MIN_INTERVAL_S, not at once: over HTTP a report per scan slowed back-to-back
         # scans (one more round trip to a busy server each)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from bridge_harness import records
-from recording_submitter import RecordingSubmitter
+from recording_submitter import RecordingSubmitter, WebAppDown
 from worker_rig import GEOM, Rig, make_config
 
 from epics_bridge import journal as jr
@@ -163,3 +163,31 @@ def test_a_streaming_job_that_took_frames_covers_the_scan_even_if_it_failed_late
     (job,) = records(rec)
     kinds = [e["kind"] for e in rig.journal.events() if e["dedup_key"] == job["dedup_key"]]
     assert kinds[-1] == "covered_by_stream" and "stream_failed_batch" not in kinds
+
+
+class DownThenRefusesStreaming(RecordingSubmitter):
+    """The web side is down for the streaming job's first two tries, then refuses it; batch jobs are taken."""
+
+    tries = 0
+
+    def submit(self, request: Any) -> str:
+        if request.params.data.live_source != "none":
+            self.tries += 1
+            if self.tries <= 2:
+                raise WebAppDown(f"simulated: down (try {self.tries})")
+            raise SubmitRejected("-liveSource: not accepted here")
+        return super().submit(request)
+
+
+def test_a_streaming_job_refused_after_its_scan_ended_leaves_the_scan_to_the_batch_job(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    rig = Rig(tmp_path, DownThenRefusesStreaming(str(rec)), stream=STREAM)
+    _start(rig)
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)  # the streaming job is still being submitted (the web side is down)
+    rig.run(6.0, step_s=0.1)
+    (job,) = records(rec)
+    assert job["params"]["data"]["live_source"] == "none" and job["dedup_key"].endswith("_data_#06d.h5")
+    row = rig.journal.get(job["dedup_key"])
+    assert row.mode == jr.BATCH and row.status == jr.SUBMITTED
+    assert "stream_failed_batch" in [e["kind"] for e in rig.journal.events()]
