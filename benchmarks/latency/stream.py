@@ -138,6 +138,9 @@ def play_and_watch(rig: Rig, page: Any, *, timeout_s: float = 180.0) -> dict[str
     }
     if written is not None and live.get("finish_s") is not None:
         out["overhead_s"] = out["written_after_edge_s"] - float(live["finish_s"])
+    # each image: [drawn, frames in it, produced, received, drawing started] relative to the first frame (s)
+    out["draws"] = [[round(float(d[0]) - float(acquired[0]), 3), int(d[1]),
+                     *(round(float(x) - float(acquired[0]), 3) for x in d[2:])] for d in draws]
     out["_row"] = row
     return out
 

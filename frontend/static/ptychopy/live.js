@@ -706,7 +706,10 @@
     latest = frame;
     if (!drawScheduled) {
       drawScheduled = true;
-      window.requestAnimationFrame(draw);
+      // via a task queued behind the messages already waiting (those that came while the last, long, drawing
+      // ran): they are all read first and only the newest is drawn; with rAF alone each waiting message got a
+      // drawing of its own, one after another, and the image fell seconds behind the stream (issue 21)
+      window.setTimeout(function () { window.requestAnimationFrame(draw); }, 0);
     }
   }
 
