@@ -118,6 +118,8 @@ def make_group_class() -> type:
                                                                   "NumCapture=0 (Stream mode until stopped)")
         point_time = pvproperty(name="sim:PointTime", value=0.005, doc="seconds per point")
         late_write = pvproperty(name="sim:LateWrite", value=0.0, doc="seconds the last file lags BUSY 1->0")
+        live_shuffle = pvproperty(name="sim:LiveShuffle", value=0,
+                                  doc="--live-file: frames written in shuffled blocks of this many (0/1: in order)")
         burst = pvproperty(name="sim:Burst", value=0, doc="put N: play N scans back to back, sim:Gap apart")
         gap = pvproperty(name="sim:Gap", value=0.02, doc="seconds between the scans of a burst")
         abort_every = pvproperty(name="sim:AbortEvery", value=0,
@@ -244,7 +246,7 @@ async def play_scan(ioc: Any) -> None:
     await ioc.set(ioc.eiger_counter, 0)
     await ioc.set(ioc.eiger_fw_per_file, cols)
     await ioc.set(ioc.eiger_sequence_id, number)  # armed: the DCU names this series' files
-    live = open_live_file(ioc, name, geom.size_px)
+    live = open_live_file(ioc, name, geom.size_px, number)
     await ioc.set(ioc.cpt2, 0)
     await ioc.set(ioc.smsg2, "Scanning")
     await ioc.set(ioc.capture, "Capture")
@@ -290,7 +292,7 @@ async def play_scan(ioc: Any) -> None:
             dset.resize(col + 1, axis=0)
             dset[col] = patterns[row * cols + col]
             if live is not None:
-                live.append(patterns[row * cols + col][None], [row * cols + col])
+                live.append(patterns[row * cols + col], row * cols + col)
             captured += 1
             await ioc.set(ioc.num_captured, captured)
             await ioc.set(ioc.eiger_counter, captured)
@@ -328,7 +330,7 @@ async def play_scan(ioc: Any) -> None:
         dset[-1] = patterns[k]
         f.close()
         if live is not None:
-            live.append(patterns[k][None], [k])
+            live.append(patterns[k], k)
             live.end()
             live.close()
         os.replace(tmp, data_file(ioc.data_dir, name, rows))
@@ -348,14 +350,45 @@ def live_file(data_dir: Path, name: str) -> Path:
     return data_dir / f"{name}_live.h5"
 
 
-def open_live_file(ioc: Any, name: str, size_px: int) -> Any:
-    """A :class:`reconstruction.live.simwrite.SwmrWriter` on :func:`live_file`, opened before the scan starts as
-    NDFileHDF5 in stream mode opens its file at Capture (None without ``--live-file``)."""
+def open_live_file(ioc: Any, name: str, size_px: int, number: int) -> LiveFile | None:
+    """The scan's :class:`LiveFile` on :func:`live_file`, opened before the scan starts as NDFileHDF5 in stream
+    mode opens its file at Capture (None without ``--live-file``); ``sim:LiveShuffle`` is read now."""
     if not ioc.live_file:
         return None
     from reconstruction.live.simwrite import SwmrWriter
 
-    return SwmrWriter(live_file(ioc.data_dir, name), (size_px, size_px), dtype=np.uint32, dataset=DATASET)
+    writer = SwmrWriter(live_file(ioc.data_dir, name), (size_px, size_px), dtype=np.uint32, dataset=DATASET)
+    return LiveFile(writer, int(ioc.live_shuffle.value), seed=number)
+
+
+class LiveFile:
+    """The SWMR file a scan streams into: each frame written as it is captured or, with a ``block`` of B > 1, held
+    until B frames are there and written in a shuffled order (frames that reach the file out of order)."""
+
+    def __init__(self, writer: Any, block: int, seed: int = 0):
+        self.writer, self.block = writer, max(1, block)
+        self.rng = np.random.default_rng(seed)
+        self.pending: list[tuple[np.ndarray, int]] = []
+
+    def append(self, frame: np.ndarray, index: int) -> None:
+        self.pending.append((frame, index))
+        if len(self.pending) >= self.block:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        order = self.rng.permutation(len(self.pending)) if self.block > 1 else range(len(self.pending))
+        chosen = [self.pending[int(i)] for i in order]
+        self.writer.append(np.stack([f for f, _ in chosen]), [k for _, k in chosen])
+        self.pending = []
+
+    def end(self, aborted: bool = False) -> None:
+        self.flush()
+        self.writer.end(aborted)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def loopback_env(port: int, environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -8,11 +8,12 @@ image filling in.
   result written <= 2 s after the completion edge plus the finishing iterations, the final object within 5 % NRMSE
   of a batch reconstruction of the scan's row files, and exactly one job.
 - An aborted scan (``sim:Abort``) keeps its partial result, labelled partial, and the completion queues nothing.
+- Frames reaching the file out of order (``sim:LiveShuffle``: shuffled blocks of 16) are placed; the scan is
+  complete and not partial.
 - A stalled stream (the IOC killed mid-scan: its file stays 'acquiring') times out with its partial result.
 
-Frames out of order and a duplicate are in tests/webapp/test_webapp_streaming.py (a real writer process, the
-worker, the API) and tests/ptychopy/test_live_runs.py; the bridge's exactly-once rules in
-tests/epics_bridge/test_bridge_stream.py.
+A duplicate frame is in tests/webapp/test_webapp_streaming.py (a real writer process, the worker, the API) and
+tests/ptychopy/test_live_runs.py; the bridge's exactly-once rules in tests/epics_bridge/test_bridge_stream.py.
 """
 
 from __future__ import annotations
@@ -117,6 +118,24 @@ def test_an_aborted_scan_keeps_its_partial_result_and_queues_nothing_more(rig: R
     assert "aborted" in (page.text_content("#st-phase") or "")
     assert rig.jobs_after(job_id) == []  # the aborted end queued no batch job
     rig.ioc_put("sim:PointTime", 0.005)
+
+
+def test_frames_reaching_the_file_out_of_order_are_placed_and_the_scan_is_complete(rig: Rig) -> None:
+    _scan_dims(rig, 20, 20)
+    rig.ioc_put("sim:LiveShuffle", 16)
+    try:
+        last = max((j["id"] for j in rig.jobs_after(0)), default=0)
+        rig.ioc_put("sim:Go", 1)
+        job_id = int(wait_for(lambda: rig.jobs_after(last), 30, "the streaming job")[0]["id"])
+        wait_for(lambda: job_row(rig, job_id)["status"] == "done", 90, f"job {job_id} to finish")
+    finally:
+        rig.ioc_put("sim:LiveShuffle", 0)
+    row = job_row(rig, job_id)
+    live = row["live"]
+    assert live["outcome"] == "ended" and not live["partial"] and row["message"] == "", row
+    assert live["frames_received"] == 400 and live["frames_dropped"] == 0 and live["out_of_order"] > 0, live
+    time.sleep(1.0)
+    assert rig.jobs_after(job_id) == []  # its complete end queued nothing more
 
 
 def test_a_stalled_stream_times_out_with_its_partial_result(rig: Rig) -> None:
