@@ -81,3 +81,56 @@ def test_the_login_of_downloads_a_session_or_a_token(client, token, webapp_setti
     assert client.get("/files/view/", {"file": str(scan)}).status_code == 302
     assert client.get("/files/h5grove/meta", {"file": str(scan), "path": "/"}, **api_auth(token)).status_code == 200
     assert client.get("/files/h5grove/meta", {"file": str(scan)}, **api_auth("0" * 64)).status_code == 401
+
+
+def test_external_links_out_of_the_roots_are_refused_and_links_inside_are_followed(client, user, webapp_settings,
+                                                                                  tmp_path):
+    """h5py follows external links, so a file inside the roots could show any HDF5 file of the server."""
+    outside = _h5(tmp_path / "elsewhere" / "secret.h5")
+    inside = _h5(webapp_settings / "raw" / "frames.h5")
+    client.force_login(user)
+    leaking = webapp_settings / "leaking.h5"
+    with h5py.File(leaking, "w") as f:
+        f["entry_1/secret"] = h5py.ExternalLink(str(outside), "/entry_1")
+    chained = webapp_settings / "chained.h5"
+    with h5py.File(chained, "w") as f:
+        f["hop"] = h5py.ExternalLink("leaking.h5", "/")  # relative, beside it, and that one leaks
+    dangling = webapp_settings / "dangling.h5"
+    with h5py.File(dangling, "w") as f:
+        f["gone"] = h5py.ExternalLink("absent.h5", "/")
+    for path, words in ((leaking, "/entry_1/secret -> "), (chained, "leads outside the data folders"),
+                        (dangling, "leads to no HDF5 file beside it")):
+        for url in ("/files/h5grove/meta", "/files/h5grove/data", "/files/h5grove/paths"):
+            response = client.get(url, {"file": str(path), "path": "/"})
+            assert response.status_code == 403 and words in response.json()["message"], (path, response.content)
+        assert client.get("/files/view/", {"file": str(path)}).status_code == 403
+    master = webapp_settings / "raw" / "master.h5"
+    with h5py.File(master, "w") as f:
+        f["entry/data"] = h5py.ExternalLink("frames.h5", "/entry_1/data_1")
+    values = client.get("/files/h5grove/data", {"file": str(master), "path": "/entry/data/data", "selection": "2",
+                                                "format": "json"})
+    assert values.status_code == 200 and values.json() == [8.0, 9.0, 10.0, 11.0]
+    assert inside.exists() and outside.exists()
+
+
+def test_a_data_request_larger_than_the_limit_is_refused_and_a_slice_of_it_is_served(client, user, webapp_settings,
+                                                                                   monkeypatch):
+    from webapp.scans import h5grove_views
+
+    scan = webapp_settings / "big.h5"
+    with h5py.File(scan, "w") as f:
+        f.create_dataset("frames", shape=(10, 64, 64), dtype=np.float32, fillvalue=1.5)
+    monkeypatch.setattr(h5grove_views, "MAX_DATA_BYTES", 5 * 64 * 64 * 4)  # five frames
+    client.force_login(user)
+    whole = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", "format": "bin"})
+    assert whole.status_code == 413 and "ask for a slice" in whole.json()["message"], whole.content
+    six = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", "selection": "0:6"})
+    assert six.status_code == 413
+    frame = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", "selection": "3,:,:",
+                                               "format": "bin"})
+    assert frame.status_code == 200 and np.frombuffer(frame.content, np.float32).shape == (64 * 64,)
+    five = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", "selection": "5:10:1",
+                                              "format": "bin"})
+    assert five.status_code == 200 and len(five.content) == 5 * 64 * 64 * 4
+    bad = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", "selection": "x"})
+    assert bad.status_code == 400

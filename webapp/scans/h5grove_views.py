@@ -4,8 +4,10 @@ over h5grove's content and encoding API, with our access rules.
 Only files inside the data roots (``PTYCHOPY_DATA_ROOTS``, the uploads folder) or the results folder
 (``PTYCHOPY_RESULTS_DIR``) are served, resolved first (symlinks included: ``../`` and links that leave are refused,
 403 naming the path); the same login as result downloads (a session, or an ``Authorization: Token`` header); a
-missing file is 404, a file that is not HDF5 400. h5grove's endpoints (``meta``, ``attr``, ``data``, ``paths``)
-take ``?file=<path>&path=<entity>`` as its own servers do; its errors keep their status and JSON ``message``.
+missing file is 404, a file that is not HDF5 400, a file whose external links lead out of those folders 403, and a
+``/data`` selection larger than ``MAX_DATA_BYTES`` 413 (it would be read whole into the server's memory).
+h5grove's endpoints (``meta``, ``attr``, ``data``, ``paths``) take ``?file=<path>&path=<entity>`` as its own
+servers do; its errors keep their status and JSON ``message``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import numpy as np
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -23,11 +26,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 from h5grove.content import DatasetContent, ResolvedEntityContent, get_content_from_file, get_list_of_paths
 from h5grove.encoders import encode
-from h5grove.utils import parse_bool_arg
+from h5grove.utils import parse_bool_arg, parse_slice
 
 from webapp.accounts.auth import login_or_token_required
 
 from .paths import PathNotAllowed, confine, data_roots
+
+MAX_DATA_BYTES = 64 * 2**20  # one /data answer: a 4096^2 float32 image is 64 MiB; a whole raw scan is refused
+MAX_LINK_DEPTH = 4  # files an external-link chain may cross
 
 
 class FileRefused(Exception):
@@ -44,7 +50,9 @@ def browsable_roots() -> list[Path]:
 
 
 def browsable_file(raw: str | None) -> str:
-    """The resolved path of an HDF5 file a request names, or FileRefused (400/403/404) naming it."""
+    """The resolved path of an HDF5 file a request names, or FileRefused (400/403/404) naming it. A file with an
+    external link that leads outside the roots (or to no file) is refused too: h5py follows such links, so they
+    would show another file's tree and values."""
     if not raw:
         raise FileRefused(400, "name a file: ?file=<path>")
     try:
@@ -55,7 +63,52 @@ def browsable_file(raw: str | None) -> str:
         raise FileRefused(404, f"{raw!r}: no such file")
     if not h5py.is_hdf5(path):
         raise FileRefused(400, f"{raw!r} is not an HDF5 file")
+    _check_external_links(path, browsable_roots())
     return path
+
+
+def _check_external_links(path: str, roots: list[Path], depth: int = 0, seen: set[str] | None = None) -> None:
+    """FileRefused (403) naming the first external link of ``path`` (or of a file it links to, up to
+    ``MAX_LINK_DEPTH`` files deep) whose target is not an HDF5 file inside ``roots``. HDF5 looks for a relative
+    target beside the linking file first; one found only elsewhere (the working folder) is refused too."""
+    seen = set() if seen is None else seen
+    if path in seen:
+        return
+    seen.add(path)
+    links: list[tuple[str, str]] = []
+    with h5py.File(path, "r") as f:
+
+        def visit(name: str) -> None:
+            link = f.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                links.append((name, link.filename))
+
+        f.visit_links(visit)
+    for name, target in links:
+        where = f"{path}: the external link /{name} -> {target!r}"
+        if depth >= MAX_LINK_DEPTH:
+            raise FileRefused(403, f"{where} is more than {MAX_LINK_DEPTH} files deep")
+        candidate = Path(target) if Path(target).is_absolute() else Path(path).parent / target
+        try:
+            resolved = confine(str(candidate), roots)
+        except PathNotAllowed:
+            raise FileRefused(403, f"{where} leads outside the data folders") from None
+        if not (Path(resolved).is_file() and h5py.is_hdf5(resolved)):
+            raise FileRefused(403, f"{where} leads to no HDF5 file beside it")
+        _check_external_links(resolved, roots, depth + 1, seen)
+
+
+def _selected_bytes(filename: str, dataset_path: str, selection: str | None) -> int:
+    """Bytes a ``selection`` (h5grove's slice syntax, e.g. ``"0,:,10:20"``; None for all) of the dataset at
+    ``dataset_path`` of ``filename`` reads."""
+    with h5py.File(filename, "r") as f:
+        dataset = f[dataset_path]
+        shape, itemsize = dataset.shape or (), dataset.dtype.itemsize
+    counts = list(shape)
+    if selection:
+        for axis, part in enumerate(parse_slice(selection)[: len(shape)]):
+            counts[axis] = 1 if isinstance(part, int) else len(range(*part.indices(shape[axis])))
+    return int(np.prod(counts, dtype=np.int64)) * itemsize
 
 
 def _h5grove_error(status: int, message: str) -> Exception:
@@ -109,6 +162,11 @@ def _data(request: HttpRequest, filename: str) -> HttpResponse:
     with get_content_from_file(filename, request.GET.get("path"), _h5grove_error) as content:
         if not isinstance(content, DatasetContent):
             raise FileRefused(400, f"{content.path} is not a dataset")
+        size = _selected_bytes(filename, content.path, request.GET.get("selection"))
+        if size > MAX_DATA_BYTES:
+            raise FileRefused(413, f"{content.path}: the selection reads {size / 2**20:.0f} MiB, more than the "
+                                   f"{MAX_DATA_BYTES // 2**20} MiB one request may read; ask for a slice "
+                                   "(selection=0,:,: for the first frame)")
         data = content.data(request.GET.get("selection"), parse_bool_arg(request.GET.get("flatten"), fallback=False),
                             request.GET.get("dtype"))
         return _encoded(data, request.GET.get("format"))
