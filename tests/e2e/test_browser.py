@@ -173,10 +173,11 @@ def test_a_job_that_refines_positions_and_fits_flux_shows_both_in_the_live_view(
     while float(plot.get_attribute("data-max-moved-px") or 0) <= 0 and time.monotonic() < deadline:
         pg.wait_for_timeout(300)
     assert 0 < float(plot.get_attribute("data-max-moved-px") or 0) < 10
-    assert pg.locator("#plot-positions .scatterlayer .point").count() == 100  # drawn by Plotly, one per position
+    # drawn by Plotly, one per position (the first trace; a second one rings the diffraction panel's position)
+    assert pg.locator("#plot-positions .scatterlayer .trace").first.locator(".point").count() == 100
     flux = pg.locator("#plot-flux")
     assert flux.get_attribute("data-points") == "100"
-    assert pg.locator("#plot-flux .scatterlayer .point").count() == 100
+    assert pg.locator("#plot-flux .scatterlayer .trace").first.locator(".point").count() == 100
     assert 0 < float(flux.get_attribute("data-flux-min") or 0) < float(flux.get_attribute("data-flux-max") or 0)
     TEST_OUTPUT.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(TEST_OUTPUT / "browser-positions.png"), full_page=True)

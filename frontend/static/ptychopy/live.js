@@ -245,6 +245,10 @@
   function drawPositions(pos, pixelM, shown) {
     const div = scatterDiv("plot-positions", "scan positions");
     const how = scanColouring(pos);
+    const moved = pos.refined
+      ? pos.row.map(function (r, i) { return Math.hypot(r - pos.row0[i], pos.col[i] - pos.col0[i]); }) : null;
+    // how far refinement moved the positions, whatever colours the plot (read by tests/e2e/test_browser.py)
+    div.dataset.maxMovedPx = moved ? Math.max.apply(null, moved.concat([0])).toFixed(3) : "";
     if (how === "error") {
       const measured = pos.error.filter(function (e) { return e !== null; });
       drawScatter(div, pos, pos.error, "Scan positions, Fourier error", "error", "error %{customdata:.4g}",
@@ -253,9 +257,7 @@
       div.dataset.errorMax = measured.length ? Math.max.apply(null, measured).toPrecision(4) : "";
       div.dataset.errorsMeasured = measured.length;
     } else if (how === "moved") {
-      const moved = pos.row.map(function (r, i) { return Math.hypot(r - pos.row0[i], pos.col[i] - pos.col0[i]); });
       drawScatter(div, pos, moved, "Scan positions, refined", "moved (px)", "moved %{customdata:.2f} px", pixelM, shown);
-      div.dataset.maxMovedPx = Math.max.apply(null, moved.concat([0])).toFixed(3);
     } else {
       const order = pos.row.map(function (_, i) { return i * pos.stride; });
       drawScatter(div, pos, order, "Scan positions", "scan order", "scan order", pixelM, shown);
