@@ -99,11 +99,16 @@ def test_external_links_out_of_the_roots_are_refused_and_links_inside_are_follow
     with h5py.File(dangling, "w") as f:
         f["gone"] = h5py.ExternalLink("absent.h5", "/")
     for path, words in ((leaking, "/entry_1/secret -> "), (chained, "leads outside the data folders"),
-                        (dangling, "leads to no HDF5 file beside it")):
+                        (dangling, "leads to no file beside it")):
         for url in ("/files/h5grove/meta", "/files/h5grove/data", "/files/h5grove/paths"):
             response = client.get(url, {"file": str(path), "path": "/"})
             assert response.status_code == 403 and words in response.json()["message"], (path, response.content)
         assert client.get("/files/view/", {"file": str(path)}).status_code == 403
+    moved_away = webapp_settings / "moved_away.h5"  # a result whose raw file is gone: its absolute link dangles
+    with h5py.File(moved_away, "w") as f:
+        f["raw"] = h5py.ExternalLink(str(webapp_settings / "archived" / "scan.h5"), "/")
+        f["x"] = np.ones(3, np.float32)
+    assert client.get("/files/h5grove/meta", {"file": str(moved_away), "path": "/"}).status_code == 200
     master = webapp_settings / "raw" / "master.h5"
     with h5py.File(master, "w") as f:
         f["entry/data"] = h5py.ExternalLink("frames.h5", "/entry_1/data_1")

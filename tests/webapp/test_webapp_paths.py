@@ -74,3 +74,28 @@ def test_positions_in_an_hdf5_dataset_are_confined_by_their_file_and_checked_to_
     missing = base.replace({"experiment.positions_file": "scan1/gone.cxi::/translation"})
     with pytest.raises(ParameterError, match=r"-lf=.*gone\.cxi::/translation: no such file"):
         check_submission(missing)
+
+
+def test_a_master_file_whose_external_links_leave_the_roots_is_refused_with_its_flag(data_root, tmp_path):
+    """An NXmx master inside a data folder whose external link points at another HDF5 file of the server would be
+    followed by the reader; a link to a data file beside it is what Eiger masters do, and passes."""
+    import h5py
+    import numpy as np
+
+    outside = tmp_path / "elsewhere" / "secret.h5"
+    outside.parent.mkdir()
+    with h5py.File(outside, "w") as f:
+        f["data"] = np.zeros((2, 4, 4), np.uint16)
+    with h5py.File(data_root / "good_data_000001.h5", "w") as f:
+        f["data"] = np.zeros((2, 4, 4), np.uint16)
+    with h5py.File(data_root / "good_master.h5", "w") as f:
+        f["entry/data/data_000001"] = h5py.ExternalLink("good_data_000001.h5", "/data")
+    with h5py.File(data_root / "bad_master.h5", "w") as f:
+        f["entry/data/data_000001"] = h5py.ExternalLink(str(outside), "/data")
+    assert confine("good_master.h5") == str(data_root / "good_master.h5")
+    params = Parameters.from_cmdstr("./ptycho -fp=bad_master.h5 -lf=bad_master.h5::/entry/data/data_000001")
+    with pytest.raises(ParameterError) as err:
+        confine_parameters(params)
+    assert {p.flag for p in err.value.problems} == {"fp", "lf"}
+    assert all("/entry/data/data_000001 -> " in p.message and "leads outside the data folders" in p.message
+               for p in err.value.problems), err.value.problems

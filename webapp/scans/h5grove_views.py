@@ -33,7 +33,6 @@ from webapp.accounts.auth import login_or_token_required
 from .paths import PathNotAllowed, confine, data_roots
 
 MAX_DATA_BYTES = 64 * 2**20  # one /data answer: a 4096^2 float32 image is 64 MiB; a whole raw scan is refused
-MAX_LINK_DEPTH = 4  # files an external-link chain may cross
 
 
 class FileRefused(Exception):
@@ -51,8 +50,8 @@ def browsable_roots() -> list[Path]:
 
 def browsable_file(raw: str | None) -> str:
     """The resolved path of an HDF5 file a request names, or FileRefused (400/403/404) naming it. A file with an
-    external link that leads outside the roots (or to no file) is refused too: h5py follows such links, so they
-    would show another file's tree and values."""
+    external link that leads outside the roots (or to no file) is refused 403 by ``confine``: h5py follows such
+    links, so they would show another file's tree and values."""
     if not raw:
         raise FileRefused(400, "name a file: ?file=<path>")
     try:
@@ -63,39 +62,7 @@ def browsable_file(raw: str | None) -> str:
         raise FileRefused(404, f"{raw!r}: no such file")
     if not h5py.is_hdf5(path):
         raise FileRefused(400, f"{raw!r} is not an HDF5 file")
-    _check_external_links(path, browsable_roots())
     return path
-
-
-def _check_external_links(path: str, roots: list[Path], depth: int = 0, seen: set[str] | None = None) -> None:
-    """FileRefused (403) naming the first external link of ``path`` (or of a file it links to, up to
-    ``MAX_LINK_DEPTH`` files deep) whose target is not an HDF5 file inside ``roots``. HDF5 looks for a relative
-    target beside the linking file first; one found only elsewhere (the working folder) is refused too."""
-    seen = set() if seen is None else seen
-    if path in seen:
-        return
-    seen.add(path)
-    links: list[tuple[str, str]] = []
-    with h5py.File(path, "r") as f:
-
-        def visit(name: str) -> None:
-            link = f.get(name, getlink=True)
-            if isinstance(link, h5py.ExternalLink):
-                links.append((name, link.filename))
-
-        f.visit_links(visit)
-    for name, target in links:
-        where = f"{path}: the external link /{name} -> {target!r}"
-        if depth >= MAX_LINK_DEPTH:
-            raise FileRefused(403, f"{where} is more than {MAX_LINK_DEPTH} files deep")
-        candidate = Path(target) if Path(target).is_absolute() else Path(path).parent / target
-        try:
-            resolved = confine(str(candidate), roots)
-        except PathNotAllowed:
-            raise FileRefused(403, f"{where} leads outside the data folders") from None
-        if not (Path(resolved).is_file() and h5py.is_hdf5(resolved)):
-            raise FileRefused(403, f"{where} leads to no HDF5 file beside it")
-        _check_external_links(resolved, roots, depth + 1, seen)
 
 
 def _selected_bytes(filename: str, dataset_path: str, selection: str | None) -> int:

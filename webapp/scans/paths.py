@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+import h5py
 from django.conf import settings
 
 from reconstruction import ParameterError, Parameters
@@ -63,8 +64,12 @@ def _outside(raw: str, roots: list[Path], detail: str = "") -> PathNotAllowed:
     return PathNotAllowed(f"{raw!r}{detail} is outside the data folders ({allowed})")
 
 
+MAX_LINK_DEPTH = 4  # files an HDF5 external-link chain may cross
+
+
 def confine(raw: str, roots: Iterable[Path] | None = None, *, pattern: bool = False) -> str:
-    """``raw`` resolved to an absolute path inside one of ``roots``; raises :class:`PathNotAllowed`.
+    """``raw`` resolved to an absolute path inside one of ``roots``; raises :class:`PathNotAllowed`, also for an
+    HDF5 file whose external links lead outside them (:func:`check_external_links`).
 
     With ``pattern`` and a '#' in the name, the folder is resolved and the name kept; each existing file of
     that folder the pattern matches must not be a symlink that leads outside.
@@ -92,7 +97,49 @@ def confine(raw: str, roots: Iterable[Path] | None = None, *, pattern: bool = Fa
     if not _inside_any(resolved, roots):
         detail = f" (a symlink to {resolved})" if resolved != Path(os.path.abspath(path)) else ""
         raise _outside(raw, roots, detail)
+    check_external_links(resolved, roots)
     return str(resolved)
+
+
+def check_external_links(path: Path, roots: list[Path], depth: int = 0, seen: set[Path] | None = None) -> None:
+    """Raise :class:`PathNotAllowed` naming the first HDF5 external link of ``path`` (or of a file it links to, up
+    to ``MAX_LINK_DEPTH`` files deep) whose target is not an HDF5 file inside ``roots``; nothing for a file that is
+    absent or not HDF5. h5py and the readers follow such links, so without this check a file inside a data folder
+    could bring in any HDF5 file of the server. HDF5 looks for a relative target beside the linking file, then in
+    the working folder: a relative target missing beside it is refused; an absolute one inside the roots may dangle
+    (a result file's links to raw files that moved away)."""
+    seen = set() if seen is None else seen
+    if path in seen or not path.is_file() or not h5py.is_hdf5(path):
+        return
+    seen.add(path)
+    links: list[tuple[str, str]] = []
+    try:
+        with h5py.File(path, "r") as f:
+
+            def visit(name: str) -> None:
+                link = f.get(name, getlink=True)
+                if isinstance(link, h5py.ExternalLink):
+                    links.append((name, link.filename))
+
+            f.visit_links(visit)
+    except OSError:
+        return  # unreadable: the reader reports it, naming the file
+    for name, target in links:
+        where = f"{path}: the external link /{name} -> {target!r}"
+        if depth >= MAX_LINK_DEPTH:
+            raise PathNotAllowed(f"{where} is more than {MAX_LINK_DEPTH} files deep")
+        candidate = Path(target) if Path(target).is_absolute() else path.parent / target
+        resolved = Path(os.path.realpath(candidate))
+        if not _inside_any(resolved, roots):
+            raise PathNotAllowed(f"{where} leads outside the data folders ({', '.join(map(str, roots))})")
+        if not resolved.exists():
+            if Path(target).is_absolute():
+                continue  # dangling inside the roots (e.g. a result's raw file moved away): nothing to read
+            raise PathNotAllowed(f"{where} leads to no file beside it (HDF5 would look for it in the server's "
+                                 "working folder)")
+        if not (resolved.is_file() and h5py.is_hdf5(resolved)):
+            raise PathNotAllowed(f"{where} leads to a file that is not HDF5")
+        check_external_links(resolved, roots, depth + 1, seen)
 
 
 def _pattern_regex(name: str) -> re.Pattern[str]:
