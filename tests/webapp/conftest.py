@@ -87,3 +87,14 @@ def worker(transactional_db, broker) -> Iterator[Worker]:
     w.stop(timeout=10_000)
 
 
+@pytest.fixture
+def sent_frames(monkeypatch):
+    """Every frame the worker publishes, decoded: (header, images)."""
+    from webapp.jobs import runner
+    from webapp.live import status
+    from webapp.live.frames import decode_frame
+
+    frames: list = []
+    monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
+    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
+    return frames

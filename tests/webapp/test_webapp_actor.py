@@ -11,20 +11,10 @@ from reconstruction.errors import DeviceMemoryError
 from webapp.jobs import reconciler, runner, services
 from webapp.jobs.models import Job, WorkerHeartbeat
 from webapp.jobs.results import job_results_dir
-from webapp.live import status
 from webapp.live.frames import decode_frame
 from webapp.workers.heartbeat import this_host
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def sent_frames(monkeypatch):
-    """Every frame the worker publishes, decoded: (header, images)."""
-    frames: list = []
-    monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
-    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
-    return frames
 
 
 def test_job_runs_to_done_with_frames_of_increasing_iteration(worker, broker, sent_frames, user):

@@ -15,24 +15,14 @@ from webapp_helpers import api_auth, api_post
 
 from reconstruction import Parameters
 from reconstruction.io import read_result
-from webapp.jobs import runner, services
+from webapp.jobs import services
 from webapp.jobs.models import Job
-from webapp.live import status
-from webapp.live.frames import decode_frame
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 SCAN = "./ptycho -size=32 -scanDims=8,8 -step=150e-9,150e-9 -beamSize=500e-9 -photons=1e6 -seed=0"
 REC = "-sqrtData=1 -updateProbe=2 -phaseConstraint=0 -device=cpu -algorithm=ePIE -liveSource=swmr"
 N = 64
-
-
-@pytest.fixture
-def sent_frames(monkeypatch):
-    frames: list = []
-    monkeypatch.setattr(runner, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
-    monkeypatch.setattr(status, "publish_frame", lambda job_id, data: frames.append(decode_frame(data)))
-    return frames
 
 
 def _stream(data_root: Path, broker, worker, writer_args: list[str], flags: str = "-liveFinish=10",
