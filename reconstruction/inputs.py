@@ -16,6 +16,7 @@ import numpy as np
 
 from .engines.base import EngineSettings
 from .errors import InputDataError
+from .physics.modulus import NOISE_MODELS
 from .physics.position_update import AFFINE_TERMS
 from .positions import object_shape_for
 from .run_plan import DataSizes
@@ -64,9 +65,8 @@ def check_run_settings(algorithm: str, settings: EngineSettings, *, iterations: 
     for name in ("coarse_search_px", "coarse_search_epochs", "affine_delay", "affine_epochs"):
         if getattr(settings, name) < 0:
             raise ValueError(f"{name}={getattr(settings, name)}: must be >= 0")
-    if settings.variable_intensity and algorithm != "LSQML":
-        raise ValueError(f"the per-position intensity fit (variable_intensity, -variableIntensity) runs with "
-                         f"LSQML only, not {algorithm}")
+    if settings.noise_model not in NOISE_MODELS:
+        raise ValueError(f"noise_model={settings.noise_model!r}: expected one of {', '.join(NOISE_MODELS)}")
     if iterations < 0:
         raise ValueError(f"iterations={iterations}: must be >= 0")
     if probe_modes < 1:

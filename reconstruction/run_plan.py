@@ -16,7 +16,10 @@
 ('fast', 'resident', False)
 
 Pure (no device calls, no environment): the same inputs give the same plan on any machine, so every decision is
-unit-tested on the CPU. Which options the fast path implements is one table, :data:`FAST_PATH_SUPPORTS`.
+unit-tested on the CPU. Which options the fast path implements is one table, :data:`FAST_PATH_SUPPORTS`. The
+reference engines implement the options of :data:`RUN_OPTIONS` (the flux fit and the Poisson model of ePIE and DM
+too: engines/epie.py, dm.py; DM leaves the affine terms to its per-position steps), so a GPU run with an option its
+fast engine lacks takes the reference engine, on the GPU, and the plan's reason names the option.
 """
 
 from __future__ import annotations
@@ -129,7 +132,7 @@ def run_options(algorithm: str, settings: EngineSettings, *, probe_modes: int = 
         "coarse_search": (settings.position_refinement_from > 0 and settings.coarse_search_px > 0
                           and settings.coarse_search_epochs > 0),
         "variable_intensity": settings.variable_intensity,
-        "poisson_noise": algorithm == "LSQML" and settings.noise_model != "gaussian",
+        "poisson_noise": settings.noise_model != "gaussian",
         "valid_mask": mask != "none",
         "probe_modes": probe_modes > 1,
         "subpixel_windows": settings.subpixel_windows,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -18,7 +18,7 @@ class EngineSettings:
     update_modes_from: int = 20
     phase_constraint: int = 1
     delta_p: float = 0.1  # LSQML regularisation relative to the maximum of the normalisation
-    noise_model: str = "gaussian"  # LSQML: "gaussian" (amplitude) or "poisson"
+    noise_model: str = "gaussian"  # every engine: "gaussian" (amplitude) or "poisson" (the likelihood step)
     batch_size: int = 0  # LSQML mini-batch (0 = about N/40)
     beta_lsq: float = 0.9  # LSQML damping of the optimal step
     dm_relax: float = 0.05  # DM: relative radius of the noise ball the modulus projection stops at (0 = exact)
@@ -28,14 +28,13 @@ class EngineSettings:
     affine_epochs: int = 10  # ... in this many epochs, the probe held meanwhile; then the geometry found is held
     coarse_search_px: int = 0  # refinement: whole-pixel search radius of each window (0 = off)
     coarse_search_epochs: int = 5  # ... in this many first refining epochs
-    variable_intensity: bool = False  # LSQML: fit a per-position incident-intensity scale (flux fluctuations)
+    variable_intensity: bool = False  # every engine: fit a per-position incident-intensity scale (flux fluctuations)
     subpixel_windows: bool = False  # every engine: windows follow fractional positions (the probe moved by them)
     compute_rms: bool = False
 
     @property
     def per_position_fits(self) -> bool:
-        """True when an engine fits something per position (positions, or LSQML's intensities): the reference
-        engine, one device."""
+        """True when an engine fits something per position (positions, or intensities): one device."""
         return self.position_refinement_from > 0 or self.variable_intensity
 
     @property
@@ -132,6 +131,17 @@ class IterationMetrics:
     @property
     def rms(self) -> float | None:
         return self.rms_sum / self.rms_count if self.rms_count else None
+
+
+def normalise_flux(state: EngineState) -> None:
+    """Divide the amplitude factors c_j (``state.intensity_scale``) by their mean m and multiply every probe mode
+    by m: the model c_j P O_j is unchanged, the factors keep mean 1 and the probe carries the mean flux (ePIE and
+    DM refit c_j from the data each visit, so without this the overall scale would drift into the factors)."""
+    xp, scales = state.xp, cast(Any, state.intensity_scale)  # set whenever the run fits the flux
+    mean = float(xp.mean(scales))
+    if mean > 0:
+        scales /= mean
+        state.probe *= state.probe.real.dtype.type(mean)
 
 
 def apply_phase_constraint(xp: Any, obj: Any) -> Any:

@@ -21,6 +21,20 @@ is taken anew at the new place, DM's memory psi - phi stays with its pattern (a 
 pixels has it rolled by -k, so its content stays where it was in the object); a coarse move takes psi along
 unrolled (``_positions_moved``). DM fits no affine deformation (see the refiner's ``fit_deformation``).
 
+Per-position flux (``variable_intensity``: -variableIntensity): the windows' model is c_j P O_j (c_j an amplitude
+factor, ``EngineState.intensity_scale``, mean 1). The overlap projection is the least-squares fit of the exit waves
+psi by the model, min over P, O, c of sum_j ||psi_j - c_j P O_j||^2; it alternates, each step in closed form:
+P = sum_j c_j conj(O_j) psi_j / sum_j c_j^2 |O_j|^2, then O = sum_j c_j conj(P) psi_j / sum_j c_j^2 |P|^2, then
+c_j = Re<P O_j, psi_j> / ||P O_j||^2 every iteration, and the factors are divided by their mean, the probe multiplied
+by it (``base.normalise_flux``). Why the exit waves and not the measured data, as ePIE does: in DM the data enter only
+through the Fourier step, and psi is what the overlap step fits; a flux fitted to the data would need a third
+transform of every pattern, and by Parseval Re<P O_j, psi_j> = Re<F(P O_j), F psi_j>, which is the amplitude least
+squares sum A |Psi| of ePIE wherever psi's far field has the measured moduli and the model's phases.
+
+Poisson noise model (``noise_model="poisson"``): the Fourier step P_R(2 phi - psi) becomes the Poisson likelihood
+step Psi (1 + alpha_j g) of the far field Psi of 2 phi - psi (derived in ``engines/epie.py``; alpha_j from its line
+search). It is not a projection, so ``dm_relax`` (-fourierRelax) does not apply: the line search takes its place.
+
 Probe-first ordering and the relaxed projection keep DM from drifting on a noisy raster scan
 (benchmarks/NOTES.md, section 5). The reported error is the Fourier-magnitude error of phi, the current
 overlap-consistent estimate, measured on a rotating eighth of the positions (:func:`error_sample`): the full
@@ -34,7 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..physics import modes, modulus, patches, propagation, subpixel
-from .base import EngineSettings, EngineState, IterationMetrics
+from .base import EngineSettings, EngineState, IterationMetrics, normalise_flux
 from .position_refiner import PositionRefiner
 
 REGULARISATION = 1e-3  # relative to the maximum of each normaliser, avoids division by ~0 outside the scan
@@ -74,9 +88,11 @@ class DM:
         self.fractions = None  # (N, 2) fractions of the positions when any window sits between pixels
         self._ramps: Any = None  # and the (N, n, n) ramps that move the probe by them
         self.refiner: Any = self._make_refiner()
+        if settings.variable_intensity and state.intensity_scale is None:
+            state.intensity_scale = xp.ones(state.n_positions, dtype=xp.float32)
         self._positions_moved()
         obj_patches = patches.extract_patches(xp, state.obj, state.window_idx())
-        self.psi = self._window_probes(state.probe.shape[0]) * obj_patches[:, None, :, :]
+        self.psi = self._lit_probes(state.probe.shape[0]) * obj_patches[:, None, :, :]
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st, xp = self.state, self.state.xp
@@ -100,8 +116,11 @@ class DM:
             metrics.add(xp, modulus.modal_amplitude(xp, far_phi), st.amplitudes[sample], st.valid_for(sample),
                         self.settings.compute_rms)
         far = propagation.forward(xp, 2 * phi - psi[:, :m])
-        factor = modulus.relaxed_modulus_factor(xp, modulus.modal_amplitude(xp, far), st.amplitudes, st.valid,
-                                                self.settings.dm_relax)
+        if self.settings.noise_model == "poisson":
+            factor = modulus.fourier_factor(xp, modulus.modal_amplitude(xp, far), st.amplitudes, st.valid, "poisson")
+        else:
+            factor = modulus.relaxed_modulus_factor(xp, modulus.modal_amplitude(xp, far), st.amplitudes, st.valid,
+                                                    self.settings.dm_relax)
         psi[:, :m] += propagation.backward(xp, far * factor[:, None]) - phi
         if refine:
             self._refine_positions(phi, obj_patches)
@@ -136,7 +155,7 @@ class DM:
         jumps = old_corners - xp.stack([st.rows, st.cols], axis=1)
         for j in xp.nonzero(xp.any(jumps != 0, axis=1))[0].tolist():
             old_phi[j] = xp.roll(old_phi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
-        new_phi = self._window_probes(m) * patches.extract_patches(xp, st.obj, st.window_idx())[:, None]
+        new_phi = self._lit_probes(m) * patches.extract_patches(xp, st.obj, st.window_idx())[:, None]
         self.psi[:, :m] += new_phi - old_phi
 
     def _make_refiner(self) -> PositionRefiner | None:
@@ -176,8 +195,11 @@ class DM:
         st, xp = self.state, self.state.xp
         m = st.modes_active
         psi = self.psi[:, :m]
+        scales = st.intensity_scale  # (N,) amplitude factors c_j (-variableIntensity), or None
         if update_probe:
             obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
+            if scales is not None:  # d psi_j / d P = c_j O_j
+                obj_patches = obj_patches * scales[:, None, None]
             if self.fractions is None:
                 num_p = xp.sum(obj_patches.conj()[:, None] * psi, axis=0)
             else:
@@ -185,12 +207,28 @@ class DM:
             den_p = xp.sum(obj_patches.real**2 + obj_patches.imag**2, axis=0)
             num_p, den_p = self._probe_sums(num_p, den_p)
             st.probe[:m] = num_p / (den_p + REGULARISATION * xp.max(den_p))
-        probe = self._probes = self._window_probes(m)  # (1 or N, m, n, n), kept for this iteration's phi
+        probe = self._probes = self._lit_probes(m)  # (1 or N, m, n, n), kept for this iteration's phi
         num = patches.scatter_add_patches(xp, st.obj.shape, xp.sum(probe.conj() * psi, axis=1), flat_idx)
         p_int = xp.sum(probe.real**2 + probe.imag**2, axis=1)
         den = patches.scatter_add_patches(xp, st.obj.shape, xp.broadcast_to(p_int, flat_idx.shape), flat_idx)
         num, den, den_max = self._object_sums(num, den)
         st.obj[...] = num / (den + REGULARISATION * den_max)
+        if scales is not None:
+            self._fit_flux(psi, flat_idx)
+
+    def _fit_flux(self, psi: Any, flat_idx: Any) -> None:
+        """The flux step of the overlap projection: each c_j = Re<P_j O_j, psi_j> / ||P_j O_j||^2 (the least-squares
+        scale of the window's model against its exit waves psi (N, m, n, n); kept where the model is dark), then
+        :func:`normalise_flux`; ``self._probes`` follows."""
+        st, xp = self.state, self.state.xp
+        m = psi.shape[1]
+        model = self._window_probes(m) * patches.extract_patches(xp, st.obj, flat_idx)[:, None]
+        num = xp.sum((model.conj() * psi).real, axis=(1, 2, 3))
+        den = xp.sum(model.real**2 + model.imag**2, axis=(1, 2, 3))
+        scales: Any = st.intensity_scale
+        scales[...] = xp.where(den > 0, num / xp.maximum(den, 1e-30), scales).astype(xp.float32)
+        normalise_flux(st)
+        self._probes = self._lit_probes(m)
 
     def _window_probes(self, m: int) -> Any:
         """The first ``m`` probe modes as they light each window: (1, m, n, n) on whole-pixel windows, else
@@ -199,6 +237,13 @@ class DM:
         if self.fractions is None:
             return st.probe[None, :m]
         return subpixel.moved_probes(st.xp, st.probe[:m], self.fractions, self._ramps)[0]
+
+    def _lit_probes(self, m: int) -> Any:
+        """:meth:`_window_probes` times each position's amplitude factor c_j when the run fits them: (N, m, n, n)
+        then, else as :meth:`_window_probes`."""
+        probes = self._window_probes(m)
+        scales = self.state.intensity_scale
+        return probes if scales is None else probes * scales[:, None, None, None]
 
     def _error_sample(self, iteration: int) -> np.ndarray:
         """Indices of this engine's positions whose Fourier error is measured at ``iteration``; a run split over
@@ -224,4 +269,4 @@ class DM:
         seeded: seeding orthogonalises mode 0 against the new modes, so its old exit waves no longer match it."""
         st, xp = self.state, self.state.xp
         obj_patches = patches.extract_patches(xp, st.obj, st.window_idx())
-        self.psi[...] = self._window_probes(st.probe.shape[0]) * obj_patches[:, None]
+        self.psi[...] = self._lit_probes(st.probe.shape[0]) * obj_patches[:, None]

@@ -40,7 +40,7 @@ from ..physics import modulus, patches, position_update, propagation, subpixel
 from .base import EngineSettings, EngineState, IterationMetrics
 from .position_refiner import PositionRefiner
 
-NEWTON_STEPS = 3
+NEWTON_STEPS = modulus.NEWTON_STEPS  # the Poisson step's Newton steps (lsqml_fits.cu has its own)
 MAX_INTENSITY_STEP = 0.2  # largest relative change of a position's amplitude factor in one visit
 
 
@@ -166,12 +166,7 @@ class LSQML:
         """(B, n, n) real factor g with chi_hat = Psi * g, for the chosen noise model."""
         xp = self.state.xp
         if self.settings.noise_model == "poisson":
-            model_int = model_amp * model_amp
-            g = (amp * amp) / (model_int + 1e-12) - 1.0
-            if valid is not None:
-                g = xp.where(valid, g, 0.0)
-            alpha = _poisson_step(xp, model_int, amp * amp, g)
-            return (alpha[:, None, None] * g).astype(xp.float32)
+            return modulus.poisson_step(xp, model_amp, amp, valid)
         return modulus.modulus_factor(xp, model_amp, amp, valid) - 1.0
 
 
@@ -180,18 +175,6 @@ def _intensity_steps(xp: Any, psi: Any, chi: Any) -> Any:
     of the exit-wave update along the exit waves (B, M, n, n), clipped to +-``MAX_INTENSITY_STEP``."""
     step = _re_dot(xp, psi, chi) / (_re_dot(xp, psi, psi) + 1e-30)
     return xp.clip(step, -MAX_INTENSITY_STEP, MAX_INTENSITY_STEP).astype(xp.float32)
-
-
-def _poisson_step(xp: Any, model_int: Any, measured_int: Any, g: Any) -> Any:
-    """(B,) step alpha in [0, 1] minimising sum |Psi|^2 (1 + a g)^2 - I log(|Psi|^2 (1 + a g)^2) per position."""
-    alpha = xp.ones(g.shape[0], dtype=xp.float32)
-    for _ in range(NEWTON_STEPS):
-        s = 1.0 + alpha[:, None, None] * g
-        s = xp.maximum(s, 1e-3)
-        d1 = xp.sum(2 * model_int * s * g - 2 * measured_int * g / s, axis=(-2, -1))
-        d2 = xp.sum(2 * model_int * g * g + 2 * measured_int * g * g / (s * s), axis=(-2, -1))
-        alpha = xp.clip(alpha - d1 / xp.maximum(d2, 1e-12), 0.0, 1.0).astype(xp.float32)
-    return alpha
 
 
 def _re_dot(xp: Any, u: Any, v: Any) -> Any:

@@ -169,8 +169,10 @@ class ReconstructionParameters:
                                         "then follow sub-pixel positions. Off: positions as given, whole pixels.",
                                    advanced=True)
     variable_intensity: bool = param(False, kind="bool", flag="variableIntensity", label="Variable intensity",
-                                     hint="LSQML: fit each position's incident intensity (flux fluctuations, "
-                                          "top-up, attenuators) instead of assuming one for all.",
+                                     hint="Every engine: fit each position's incident intensity (flux "
+                                          "fluctuations, top-up, attenuators) instead of assuming one for all. On "
+                                          "the GPU, LSQML keeps its fast path; ePIE and DM run their reference "
+                                          "engines.",
                                      advanced=True)
     subpixel_windows: bool = param(False, kind="bool", flag="subpixelWindows", label="Sub-pixel windows",
                                    hint="Every engine: windows follow fractional scan positions as given (the "
@@ -213,11 +215,14 @@ class ReconstructionParameters:
                            hint="LSQML: regularisation of the object/probe update, relative to the maximum.")
     dm_relax: float = param(0.05, kind="float", flag="fourierRelax", min=0.0, max=1.0, advanced=True,
                             label="DM Fourier relaxation",
-                            hint="DM: a pattern whose model is within this relative rms of the measured amplitudes "
-                                 "is not projected further; one further away moves only that close (0 = exact "
-                                 "modulus projection). Stops DM from fitting the noise.")
+                            hint="DM with -noise=gaussian: a pattern whose model is within this relative rms of "
+                                 "the measured amplitudes is not projected further; one further away moves only "
+                                 "that close (0 = exact modulus projection). Stops DM from fitting the noise.")
     noise_model: str = param("gaussian", kind="choice", flag="noise", choices=("gaussian", "poisson"),
-                             hint="LSQML noise model.", advanced=True)
+                             hint="Noise model of every engine: gaussian (the amplitude fit; ePIE and DM "
+                                  "project onto the measured moduli) or poisson (a step of the Poisson likelihood; "
+                                  "for low doses). On the GPU, LSQML keeps its fast path; ePIE and DM run their "
+                                  "reference engines.", advanced=True)
     batch_size: int = param(0, kind="int", flag="batch", min=0, max=10**7, advanced=True,
                             hint="LSQML mini-batch size (0 = about N/40, at least 1).")
     rms: bool = param(False, kind="bool", flag="RMS", advanced=True,
@@ -651,9 +656,6 @@ class Parameters:
                                  ("variable_intensity", "variableIntensity", "the per-position intensity fit")):
             if not getattr(r, name):
                 continue
-            if name == "variable_intensity" and r.algorithm != "LSQML":
-                problems.append(Problem(f"reconstruction.{name}", flag, True,
-                                        f"-{flag}: {what} runs with -algorithm=LSQML (MLs), not {r.algorithm}"))
             if len(gpus) > 1:
                 problems.append(Problem(f"reconstruction.{name}", flag, True,
                                         f"-{flag}: {what} runs on one device, not split across "

@@ -68,9 +68,6 @@ def test_each_option_selects_the_implementation_the_capability_table_says(algori
     settings, modes, mask = OPTION_CASES[option]
     sizes = DataSizes(900, 256, (900, 900), modes, mask)
     uses = run_options(algorithm, settings, probe_modes=modes, mask=mask)
-    if option == "poisson_noise" and algorithm != "LSQML":
-        assert uses == ()  # only LSQML has a noise model
-        return
     expected = ("position_refinement", option) if option in REFINEMENT_PARTS else (option,)
     assert uses == expected
     plan = _gpu(algorithm, settings, sizes)
