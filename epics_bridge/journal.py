@@ -8,6 +8,10 @@ seen, with the values that decide its completeness and their IOC time stamps, be
 it when it restarts. ``last_values`` keeps the edge PV's last value and the last scan number, so a restarted
 bridge knows a scan was running when it died, and where scan numbers jump. ``events`` is an append-only log
 (aborted scans, failures, missed edges, gaps) for people reading what happened.
+
+A scan whose streaming job was opened at its start (mode ``stream``) keeps, once it ended complete, the batch job
+its end would queue (``end_json``) and stays ``following`` until its streaming job reached a final state, so a
+restarted bridge still queues that batch job should the streaming job fail (docs/streaming.md, "Exactly once").
 """
 
 from __future__ import annotations
@@ -26,11 +30,13 @@ SUBMITTED = "submitted"
 FAILED = "failed"  # the file never became complete
 REJECTED = "rejected"  # the web side refused the parameters for good
 HELD = "held"  # a metadata PV was disconnected or out of range: not queued (see last_error)
+FOLLOWING = "following"  # a streaming scan that ended complete: its accepted streaming job is followed until it
+# reaches a final state (done/cancelled: back to SUBMITTED; failed: the row becomes BATCH_AFTER_STREAM)
 OPEN_STATES = (WAITING_FILE, SUBMITTING)
 BATCH = "batch"  # the scan's job was opened at its end (the completion trigger)
 STREAM = "stream"  # ... at its start, as a streaming job (the completion then queues nothing)
-BATCH_AFTER_STREAM = "batch_after_stream"  # a batch job for a scan whose accepted streaming job failed before any
-# frame: submitted under the key with BATCH_SUFFIX (the web side keeps the failed streaming job under the key)
+BATCH_AFTER_STREAM = "batch_after_stream"  # a batch job for a scan whose accepted streaming job failed (before any
+# frame or after): submitted under the key with BATCH_SUFFIX (the web side keeps the failed streaming job under the key)
 BATCH_SUFFIX = "#batch"
 
 _SCHEMA = """
@@ -48,7 +54,8 @@ CREATE TABLE IF NOT EXISTS scans (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     mode TEXT NOT NULL DEFAULT 'batch',
-    provenance_json TEXT NOT NULL DEFAULT '{}'
+    provenance_json TEXT NOT NULL DEFAULT '{}',
+    end_json TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS edges (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,6 +105,7 @@ class ScanRow:
     updated_at: float
     provenance_json: str = "{}"  # where each parameter came from (the job page shows it after a restart too)
     mode: str = BATCH  # STREAM: a streaming job opened at the scan's start (docs/streaming.md); BATCH: at its end
+    end_json: str = ""  # STREAM: the complete end's batch job, once the scan ended (see :meth:`Journal.follow`)
 
 
 class Journal:
@@ -120,6 +128,8 @@ class Journal:
             self._db.execute("ALTER TABLE scans ADD COLUMN provenance_json TEXT NOT NULL DEFAULT '{}'")
         if "mode" not in columns:
             self._db.execute("ALTER TABLE scans ADD COLUMN mode TEXT NOT NULL DEFAULT 'batch'")
+        if "end_json" not in columns:
+            self._db.execute("ALTER TABLE scans ADD COLUMN end_json TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -142,18 +152,44 @@ class Journal:
 
     def stream_to_batch(self, dedup_key: str, file_pattern: str, params_json: str, status: str,
                         provenance_json: str, *, accepted: bool = False) -> bool:
-        """A scan whose streaming job never started becomes a batch scan with the completion's parameters:
+        """A scan whose streaming job does not cover it becomes a batch scan with the completion's parameters:
         refused by the web side (row ``rejected``/``failed``: mode BATCH, the same key), or, with ``accepted``,
-        accepted and then failed on the worker before any frame (row ``submitted``: mode BATCH_AFTER_STREAM).
-        False (nothing changed) unless the row is such a scan; one conditional UPDATE, so at most once."""
-        mode, states = (BATCH_AFTER_STREAM, (SUBMITTED,)) if accepted else (BATCH, (REJECTED, FAILED))
+        accepted and then failed on the worker (row ``following``: mode BATCH_AFTER_STREAM). False (nothing
+        changed) unless the row is such a scan; one conditional UPDATE, so at most once."""
+        mode, states = (BATCH_AFTER_STREAM, (FOLLOWING,)) if accepted else (BATCH, (REJECTED, FAILED))
         marks = ",".join("?" * len(states))
         with self._lock:
             cur = self._db.execute(
                 "UPDATE scans SET mode = ?, file_pattern = ?, params_json = ?, status = ?, provenance_json = ?,"
-                " last_error = '', job_id = '', updated_at = ? WHERE dedup_key = ? AND mode = ?"
+                " last_error = '', job_id = '', end_json = '', updated_at = ? WHERE dedup_key = ? AND mode = ?"
                 f" AND status IN ({marks})",
                 (mode, file_pattern, params_json, status, provenance_json, time.time(), dedup_key, STREAM, *states))
+            return cur.rowcount == 1
+
+    def note_end(self, dedup_key: str, end_json: str) -> bool:
+        """A streaming scan that ended complete while its streaming job is still being submitted: keep the batch
+        job its end would queue (``end_json``) with the row, for the web side's answer (refused: that batch job;
+        accepted: :meth:`follow`). False unless the row is such a scan."""
+        return self._update_stream(dedup_key, (SUBMITTING,), SUBMITTING, end_json)
+
+    def follow(self, dedup_key: str, end_json: str = "") -> bool:
+        """A streaming scan that ended complete, its streaming job accepted: the row becomes ``following`` (with
+        the end's batch job ``end_json``; empty: the one :meth:`note_end` kept) until the job reached a final
+        state. False (nothing changed) unless the row is an accepted streaming scan (``submitted``)."""
+        return self._update_stream(dedup_key, (SUBMITTED,), FOLLOWING, end_json)
+
+    def covered(self, dedup_key: str) -> bool:
+        """A followed streaming job ended done or cancelled: the row is ``submitted`` again, for good. False
+        unless it was ``following``."""
+        return self._update_stream(dedup_key, (FOLLOWING,), SUBMITTED, "")
+
+    def _update_stream(self, dedup_key: str, states: tuple[str, ...], status: str, end_json: str) -> bool:
+        marks = ",".join("?" * len(states))
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE scans SET status = ?, end_json = CASE WHEN ? = '' THEN end_json ELSE ? END, updated_at = ?"
+                f" WHERE dedup_key = ? AND mode = ? AND status IN ({marks})",
+                (status, end_json, end_json, time.time(), dedup_key, STREAM, *states))
             return cur.rowcount == 1
 
     def set_status(self, dedup_key: str, status: str, *, error: str = "", job_id: str = "",
@@ -176,6 +212,16 @@ class Journal:
             rows = self._db.execute(
                 f"SELECT {_SCAN_COLUMNS} FROM scans WHERE status IN ({marks}) ORDER BY created_at",
                 OPEN_STATES).fetchall()
+        return [_row(r) for r in rows]
+
+    def ended_streams(self) -> list[ScanRow]:
+        """Streaming scans whose complete end is kept (``end_json``) and still to act on, oldest first (resumed
+        at start-up): ``following`` (their streaming job is followed) or ``rejected``/``failed`` (refused after
+        the end: the batch job, unless queued before the restart)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_SCAN_COLUMNS} FROM scans WHERE mode = ? AND end_json != '' AND status IN (?, ?, ?)"
+                " ORDER BY created_at", (STREAM, FOLLOWING, REJECTED, FAILED)).fetchall()
         return [_row(r) for r in rows]
 
     def scans(self) -> list[ScanRow]:
@@ -298,7 +344,7 @@ def _edge(r: tuple[Any, ...]) -> EdgeRow:
 
 #: the columns of :class:`ScanRow`, in its order (a journal that gained columns by ALTER TABLE has another order)
 _SCAN_COLUMNS = ("dedup_key, beamline, scan_number, file_pattern, label, params_json, status, attempts, last_error,"
-                 " job_id, created_at, updated_at, provenance_json, mode")
+                 " job_id, created_at, updated_at, provenance_json, mode, end_json")
 
 
 def _row(r: tuple[Any, ...]) -> ScanRow:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -40,6 +41,35 @@ class ScanInfo:
         return dict(beamline=self.beamline, scan_number=self.scan_number, file_pattern=self.file_pattern,
                     dedup_key=self.dedup_key, label=self.label, warnings=list(self.warnings),
                     provenance=dict(self.provenance))
+
+
+@dataclass(frozen=True)
+class CompletedScan:
+    """A complete end of a scan whose streaming job was opened at its start: the batch job the end queues should
+    that streaming job not cover the scan (``info``), the end's reason as the dashboard says it and its IOC time
+    (Unix s). Kept with the journal row (``end_json``) so a restarted bridge still knows it."""
+
+    info: ScanInfo
+    reason: str
+    ended_at: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dict(info=self.info.to_dict(), params=self.info.params.to_dict(),
+                               held=list(self.info.held), reason=self.reason, ended_at=self.ended_at), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> CompletedScan:
+        """Read :meth:`to_json`'s text; raises ScanBuildError naming what is wrong with it."""
+        try:
+            d = json.loads(text)
+            i = d["info"]
+            info = ScanInfo(str(i["beamline"]), str(i["scan_number"]), str(i["file_pattern"]), str(i["dedup_key"]),
+                            str(i["label"]), Parameters.from_dict(d["params"]), tuple(i.get("warnings") or ()),
+                            tuple(d.get("held") or ()), dict(i.get("provenance") or {}))
+            return cls(info, str(d["reason"]), d.get("ended_at"))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ParameterError is a ValueError
+            raise ScanBuildError(f"the journalled end of the scan cannot be read: {type(exc).__name__}: "
+                                 f"{exc}") from None
 
 
 def dedup_key(beamline: str, scan_number: str, file_pattern: str) -> str:

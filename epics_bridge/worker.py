@@ -23,7 +23,7 @@ from .config import BridgeConfig
 from .file_metadata import with_file_metadata
 from .filecheck import check_scan_files
 from .journal import Journal
-from .params import ScanBuildError, describe_scan, describe_streaming_scan
+from .params import CompletedScan, ScanBuildError, ScanInfo, describe_scan, describe_streaming_scan
 from .publisher import StatePublisher
 from .sender import Sender, SubmitDone
 from .state import BridgeState
@@ -55,7 +55,7 @@ class _Task:
     """A journalled scan on its way: waiting for its files, then being submitted."""
 
     key: str
-    stage: str  # "file" | "submit" | "stream_check" (a complete scan's accepted streaming job: did it start?)
+    stage: str  # "file" | "submit" | "follow" (a complete scan's accepted streaming job, until it ends)
     params: Parameters
     label: str
     scan: dict[str, Any]
@@ -68,10 +68,10 @@ class _Task:
     in_flight: bool = False  # handed to the sender thread, no answer yet
     file_metadata_read: bool = False  # the data file's metadata is in params (read once, before submitting)
     submit_key: str = ""  # the key the web side gets, when not ``key`` (a batch job after a failed streaming job)
-    # a streaming job still being submitted when its scan ended complete: (scan info, end, note) for the batch job
-    # should the web side refuse it, or for the check that it started once accepted
-    after_end: tuple[Any, ScanEnd, str] | None = None
-    job_id: str = ""  # stream_check: the streaming job
+    # a streaming job (still being submitted, or followed) whose scan ended complete: the batch job to queue
+    # should the web side refuse it or should it fail (journalled with the row: end_json)
+    ended: CompletedScan | None = None
+    job_id: str = ""  # follow: the streaming job
 
 
 class BridgeWorker:
@@ -194,14 +194,27 @@ class BridgeWorker:
                 continue
             scan = dict(beamline=row.beamline, scan_number=row.scan_number, file_pattern=row.file_pattern,
                         dedup_key=row.dedup_key, label=row.label, provenance=_json_dict(row.provenance_json))
-            self.tasks[row.dedup_key] = self._task(row.dedup_key, stage, params, row.label, scan, now)
-            self.tasks[row.dedup_key].file_metadata_read = row.mode == jr.STREAM  # its file is a live one
+            task = self.tasks[row.dedup_key] = self._task(row.dedup_key, stage, params, row.label, scan, now)
+            task.file_metadata_read = row.mode == jr.STREAM  # its file is a live one
             if row.mode == jr.BATCH_AFTER_STREAM:
-                self.tasks[row.dedup_key].submit_key = row.dedup_key + jr.BATCH_SUFFIX
+                task.submit_key = row.dedup_key + jr.BATCH_SUFFIX
+            if row.mode == jr.STREAM and row.end_json:  # its scan ended complete while it was being submitted
+                task.ended = self._journalled_end(row)
             self.journal.log("resumed", f"resumed at stage {stage}", row.dedup_key)
             log.info("resuming %s (%s)", row.dedup_key, row.status)
             self.state.scan_status(row.dedup_key, row.scan_number, "waiting",
                                    "waiting for the data files" if stage == "file" else "submitting")
+        for row in self.journal.ended_streams():  # streaming scans that ended complete
+            ended = self._journalled_end(row)
+            if ended is None:
+                continue
+            if row.status == jr.FOLLOWING:
+                self._follow(ended, row.job_id, now)
+                self.journal.log("resumed", f"following streaming job {row.job_id} again", row.dedup_key)
+                self.state.scan_status(row.dedup_key, row.scan_number, "queued", f"complete: {ended.reason}; "
+                                       f"streaming job {row.job_id} followed until it ends", job_id=row.job_id)
+            elif self._to_batch(ended.info, f"its streaming job was refused ({row.last_error or row.status})"):
+                self._queue_batch(ended.info, ended.reason, ended.ended_at, now)
         for edge in self.journal.open_edges():
             values = {pv: ValueEvent.from_record(pv, rec, now) for pv, rec in edge.values.items()}
             pending = PendingEnd(now, now, now, values, edge.file, edge.after_disconnect, frozen=True,
@@ -323,38 +336,74 @@ class BridgeWorker:
         self.state.scan_status(info.dedup_key, info.scan_number, "waiting", f"{started}; submitting")
         self._publish_pending()
 
-    def _covered_by_stream(self, info: Any, end: ScanEnd, row: jr.ScanRow, when: str = "") -> bool:
+    def _covered_by_stream(self, info: ScanInfo, end: ScanEnd, row: jr.ScanRow, when: str, now_s: float) -> bool:
         """At the end of a complete scan journalled as streaming (``row``): True when its streaming job covers it
-        (accepted, or still being submitted: one job either way, under the one dedup key); False when the
-        streaming job never started (refused), in which case the row now is the batch scan to queue."""
-        if self.journal.stream_to_batch(info.dedup_key, info.file_pattern, info.params.to_json(),
-                                        jr.HELD if info.held else jr.WAITING_FILE,
-                                        json.dumps(dict(info.provenance), default=str)):
-            msg = f"its streaming job did not start ({row.last_error or row.status}): queueing the batch job"
-            log.warning("scan %s: %s", info.scan_number, msg)
-            self.journal.log("stream_failed_batch", msg, info.dedup_key)
+        for now (accepted, or still being submitted: one job either way, under the one dedup key); False when the
+        streaming job never started (refused), in which case the row now is the batch scan to queue. An accepted
+        job is followed until it ends (:meth:`_check_follow`: failed, the batch job is queued then)."""
+        if self._to_batch(info, f"its streaming job did not start ({row.last_error or row.status})"):
             return False
         job = f"job {row.job_id}" if row.job_id else "its streaming job (being submitted)"
         log.info("scan %s ended: reconstructed by %s; no batch job", info.scan_number, job)
+        ended = CompletedScan(info, f"{end.reason}{when}", end.edge_timestamp or None)
         pending = self.tasks.get(info.dedup_key)
         if row.status == jr.SUBMITTING and pending is not None and pending.stage == "submit":
-            pending.after_end = (info, end, when)  # decided by the web side's answer (_submitted)
+            # decided by the web side's answer (_submitted), after a restart too
+            self.journal.note_end(info.dedup_key, ended.to_json())
+            pending.ended = ended
             return True
-        if row.status == jr.SUBMITTED and row.job_id and self._check_stream_started(info, end, row.job_id):
+        if row.status == jr.FOLLOWING:  # this end seen again (e.g. classified again after a restart)
+            if pending is None and (kept := self._journalled_end(row)) is not None:
+                self._follow(kept, row.job_id, now_s)
+            return True
+        if (row.status == jr.SUBMITTED and row.job_id and self._can_follow()
+                and self.journal.follow(info.dedup_key, ended.to_json())):
+            self._follow(ended, row.job_id, now_s, note=True)
             return True
         self.journal.log("covered_by_stream", f"{end.reason}; reconstructed by {job}", info.dedup_key)
         return True
 
-    def _check_stream_started(self, info: Any, end: ScanEnd, job_id: str) -> bool:
-        """Ask (a task) whether the accepted streaming job ``job_id`` started; False when the submitter cannot
-        tell (``job_state``)."""
-        if getattr(self.submitter, "job_state", None) is None:
+    def _to_batch(self, info: ScanInfo, why: str, job_id: str = "") -> bool:
+        """Turn the streaming scan ``info`` into the batch scan to queue (:meth:`Journal.stream_to_batch`: refused
+        by the web side; with ``job_id``: that accepted streaming job failed, the batch job goes under
+        ``key#batch``), journalling ``why`` (event ``stream_failed_batch``); False (nothing changed) when it is not
+        such a scan, so at most once."""
+        if not self.journal.stream_to_batch(info.dedup_key, info.file_pattern, info.params.to_json(),
+                                            jr.HELD if info.held else jr.WAITING_FILE,
+                                            json.dumps(dict(info.provenance), default=str), accepted=bool(job_id)):
             return False
-        check = self._task(info.dedup_key, "stream_check", info.params, info.label,
-                           dict(info.to_dict(), complete=f"complete: {end.reason}"), self.clock())
-        check.job_id, check.backoff_s = job_id, self.config.file_check.initial_backoff_s
-        self.tasks[info.dedup_key] = check  # did it start? (a failed one leaves the scan to a batch job)
+        msg = f"{why}: queueing the batch job" + (f" ({info.dedup_key}{jr.BATCH_SUFFIX})" if job_id else "")
+        log.warning("scan %s: %s", info.scan_number, msg)
+        self.journal.log("stream_failed_batch", msg, info.dedup_key)
         return True
+
+    def _can_follow(self) -> bool:
+        """Whether the submitter tells a job's state (``job_state``); without it an accepted streaming job
+        covers its scan whatever becomes of it."""
+        return getattr(self.submitter, "job_state", None) is not None
+
+    def _follow(self, ended: CompletedScan, job_id: str, now_s: float, note: bool = False) -> None:
+        """Follow the accepted streaming job ``job_id`` of the scan ``ended`` (a task, asked with back-off);
+        ``note``: journal that the end queued nothing for now (event ``covered_by_stream``)."""
+        info = ended.info
+        if note:
+            self.journal.log("covered_by_stream", f"{ended.reason}; reconstructed by job {job_id}, followed until "
+                                                  "it ends (failed: the batch job is queued)", info.dedup_key)
+        task = self._task(info.dedup_key, "follow", info.params, info.label,
+                          dict(info.to_dict(), complete=f"complete: {ended.reason}"), now_s)
+        task.job_id, task.ended, task.backoff_s = job_id, ended, self.config.file_check.initial_backoff_s
+        self.tasks[info.dedup_key] = task
+        self._publish_pending()
+
+    def _journalled_end(self, row: jr.ScanRow) -> CompletedScan | None:
+        """The scan end kept with ``row``; None (journalled and shown) when it cannot be read."""
+        try:
+            return CompletedScan.from_json(row.end_json)
+        except ScanBuildError as exc:
+            log.error("%s: %s", row.dedup_key, exc)
+            self.journal.log("resume_failed", str(exc), row.dedup_key)
+            self.state.error(f"{row.dedup_key}: {exc}")
+            return None
 
     def on_scan_end(self, end: ScanEnd, now_s: float) -> None:
         """A classified end of scan: report it, check the scan-number sequence, and queue it when complete."""
@@ -390,26 +439,31 @@ class BridgeWorker:
                                       info.label, info.params.to_json(), status=status,
                                       error="; ".join(info.held),
                                       provenance_json=json.dumps(dict(info.provenance), default=str))
+        row = None if added else self.journal.get(info.dedup_key)
+        covered = False
+        if row is not None and row.mode == jr.STREAM:
+            covered = self._covered_by_stream(info, end, row, when, now_s)
+            added = not covered  # its streaming job never started: the row is now this batch scan
+        # after the row changed: a bridge killed before this classifies the edge again at its start
         self._finish_edge(end, end.outcome.value, end.reason, info.scan_number, info.dedup_key)
-        if not added:
-            row = self.journal.get(info.dedup_key)
-            if row is not None and row.mode == jr.STREAM:
-                if self._covered_by_stream(info, end, row, when):
-                    self.state.scan_status(info.dedup_key, info.scan_number, "queued" if row.job_id else "waiting",
-                                           f"complete: {end.reason}; reconstructed while it acquired by "
-                                           f"{'job ' + row.job_id if row.job_id else 'its streaming job'}",
-                                           job_id=row.job_id, ended_at=end.edge_timestamp or None)
-                    return
-                added = True  # its streaming job never started: the row is now this batch scan
+        if covered and row is not None:
+            self.state.scan_status(info.dedup_key, info.scan_number, "queued" if row.job_id else "waiting",
+                                   f"complete: {end.reason}; reconstructed while it acquired by "
+                                   f"{'job ' + row.job_id if row.job_id else 'its streaming job'}",
+                                   job_id=row.job_id, ended_at=end.edge_timestamp or None)
+            return
         if not added:
             log.info("scan %s already handled (%s): not queued again", info.scan_number, info.dedup_key)
             self.journal.log("duplicate", "already in the journal; not queued again", info.dedup_key)
             self.state.count("duplicates")
             return
-        self._queue_batch(info, end, when, now_s)
+        self._queue_batch(info, f"{end.reason}{when}", end.edge_timestamp or None, now_s)
 
-    def _queue_batch(self, info: Any, end: ScanEnd, when: str, now_s: float) -> None:
-        """A complete scan journalled as a batch scan: hold it, or wait for its files and submit it."""
+    def _queue_batch(self, info: ScanInfo, reason: str, ended_at: float | None, now_s: float,
+                     submit_key: str = "") -> None:
+        """A complete scan journalled as a batch scan (``reason``: why complete; ``ended_at``: the end's IOC
+        time; ``submit_key``: the key the web side gets, when not the scan's): hold it, or wait for its files
+        and submit it."""
         if info.held:
             msg = f"scan {info.scan_number} held, not queued: {'; '.join(info.held)}"
             log.warning(msg)
@@ -417,18 +471,19 @@ class BridgeWorker:
             self.state.count("held")
             self.state.error(msg)
             self.state.scan_status(info.dedup_key, info.scan_number, "held", "; ".join(info.held),
-                                   ended_at=end.edge_timestamp or None)
+                                   ended_at=ended_at)
             return
-        self.journal.log("complete", f"{end.reason}{when}; warnings: {info.warnings or 'none'}", info.dedup_key)
+        self.journal.log("complete", f"{reason}; warnings: {info.warnings or 'none'}", info.dedup_key)
         stage = "file" if self.config.file_check.enabled else "submit"
         if stage == "submit":
             self.journal.set_status(info.dedup_key, jr.SUBMITTING)
-        complete = f"complete: {end.reason}{when}"  # what the dashboard says of it, queued or waiting
-        self.tasks[info.dedup_key] = self._task(info.dedup_key, stage, info.params, info.label,
-                                                dict(info.to_dict(), complete=complete), now_s)
+        complete = f"complete: {reason}"  # what the dashboard says of it, queued or waiting
+        task = self.tasks[info.dedup_key] = self._task(info.dedup_key, stage, info.params, info.label,
+                                                       dict(info.to_dict(), complete=complete), now_s)
+        task.submit_key = submit_key
         self.state.scan_status(info.dedup_key, info.scan_number, "waiting",
                                f"{complete}; " + ("waiting for the data files" if stage == "file" else "submitting"),
-                               ended_at=end.edge_timestamp or None)
+                               ended_at=ended_at)
         self._publish_pending()
 
     def _finish_edge(self, end: ScanEnd, outcome: str, reason: str, scan_number: str, key: str = "") -> None:
@@ -484,16 +539,18 @@ class BridgeWorker:
     def _run_task(self, task: _Task, now_s: float) -> None:
         if task.stage == "file":
             self._check_files(task, now_s)
-        elif task.stage == "stream_check":
-            self._check_stream(task, now_s)
+        elif task.stage == "follow":
+            self._check_follow(task, now_s)
         else:
             self._submit(task, now_s)
 
-    def _check_stream(self, task: _Task, now_s: float) -> None:
-        """A complete scan whose streaming job the web side accepted: covered once the job took in a frame (or
-        ended otherwise than failed); a job that failed before any frame (its file never came, its worker could
-        not open the source) leaves the scan to a batch job, queued now under ``key#batch``. Asked again with
-        back-off while the job waits for its first frame, at most ``[file_check] timeout_s``."""
+    def _check_follow(self, task: _Task, now_s: float) -> None:
+        """A complete scan whose streaming job the web side accepted, asked (``job_state``) until the job reached
+        a final state, with back-off (``[file_check] initial_backoff_s`` .. ``max_backoff_s``): done or cancelled
+        (or gone from the web side), it covers the scan; failed (before any frame, or after: its source broke, its
+        worker was lost), the batch job is queued now under ``key#batch`` (one conditional UPDATE: at most once);
+        queued, running or finishing, it is asked again later."""
+        assert task.ended is not None
         ask = getattr(self.submitter, "job_state", None)
         try:
             state = ask(task.job_id) if ask is not None else None
@@ -502,32 +559,24 @@ class BridgeWorker:
             state = {"status": "unknown"}
         status = str((state or {}).get("status") or "")
         frames = int(((state or {}).get("live") or {}).get("frames_received") or 0)
-        if state is None or frames > 0 or status in ("done", "cancelled"):
-            self.journal.log("covered_by_stream", f"streaming job {task.job_id}: {status or 'not asked'}, "
-                                                  f"{frames} frames", task.key)
+        if state is None or status in ("done", "cancelled"):
+            what = (f"ended {status} after {frames} frames" if state is not None else
+                    "not known to the web side (deleted?)" if ask is not None else "not asked (no job_state)")
+            self.journal.covered(task.key)
+            self.journal.log("stream_ended", f"streaming job {task.job_id} {what}: it covers the scan", task.key)
             del self.tasks[task.key]
             self._publish_pending()
             return
         if status == "failed":
-            info = task.scan
-            if self.journal.stream_to_batch(task.key, str(info.get("file_pattern", "")), task.params.to_json(),
-                                            jr.WAITING_FILE, json.dumps(dict(info.get("provenance") or {}),
-                                                                        default=str), accepted=True):
-                msg = (f"streaming job {task.job_id} failed before any frame "
-                       f"({str((state or {}).get('message') or '')[:200]}): queueing the batch job")
-                log.warning("%s: %s", task.key, msg)
-                self.journal.log("stream_failed_batch", msg, task.key)
-                self.tasks[task.key] = self._task(task.key, "file", task.params, task.label, task.scan, now_s)
-                self.tasks[task.key].submit_key = task.key + jr.BATCH_SUFFIX
-            else:
-                del self.tasks[task.key]
-            self._publish_pending()
-            return
-        if now_s - task.started_s > self.config.file_check.timeout_s:
-            self.journal.log("covered_by_stream", f"streaming job {task.job_id} still {status or 'unknown'} with "
-                                                  f"no frame after {self.config.file_check.timeout_s:g} s; left to it",
-                             task.key)
+            ended = task.ended
             del self.tasks[task.key]
+            message = str((state or {}).get("message") or "")[:300]
+            why = (f"streaming job {task.job_id} failed {f'after {frames} frames' if frames else 'before any frame'}"
+                   f"{f' ({message})' if message else ''}")
+            if self._to_batch(ended.info, why, task.job_id):
+                self._queue_batch(ended.info, ended.reason, ended.ended_at, now_s,
+                                  submit_key=task.key + jr.BATCH_SUFFIX)
+            self._publish_pending()
             return
         task.due_s = now_s + task.backoff_s
         task.backoff_s = min(task.backoff_s * 2, self.config.file_check.max_backoff_s)
@@ -619,14 +668,9 @@ class BridgeWorker:
             self.state.error(f"{task.key}: {msg}")
             self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "failed", msg)
             del self.tasks[task.key]
-            if task.after_end is not None:  # a streaming job refused after its scan ended: the batch job now
-                info, end, when = task.after_end
-                if self.journal.stream_to_batch(task.key, info.file_pattern, info.params.to_json(),
-                                                jr.HELD if info.held else jr.WAITING_FILE,
-                                                json.dumps(dict(info.provenance), default=str)):
-                    self.journal.log("stream_failed_batch", f"its streaming job was refused ({msg}): queueing the "
-                                                            "batch job", task.key)
-                    self._queue_batch(info, end, when, now_s)
+            ended = task.ended
+            if ended is not None and self._to_batch(ended.info, f"its streaming job was refused ({msg})"):
+                self._queue_batch(ended.info, ended.reason, ended.ended_at, now_s)  # its scan ended meanwhile
             self._publish_pending()
             return
         if error is not None:
@@ -641,16 +685,20 @@ class BridgeWorker:
             task.backoff_s = min(task.backoff_s * 2, self.config.submit.max_backoff_s)
             return
         log.info("%s: queued as job %s", task.key, job_id)
-        self.journal.set_status(task.key, jr.SUBMITTED, job_id=job_id, count_attempt=True)
+        # a streaming job whose scan ended while it was being submitted is followed from now on (one UPDATE: its
+        # end is journalled with the row since the end came)
+        follow = task.ended is not None and self._can_follow()
+        self.journal.set_status(task.key, jr.FOLLOWING if follow else jr.SUBMITTED, job_id=job_id,
+                                count_attempt=True)
         self.journal.log("submitted", f"job {job_id}", task.key)
         self.state.scan_queued(dict(task.scan, job_id=job_id))
         self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "queued",
                                str(task.scan.get("complete") or f"job {job_id}"), job_id=job_id)
         del self.tasks[task.key]
-        if task.after_end is not None:  # its scan ended while it was being submitted: did it start?
-            info, end, _when = task.after_end
-            if not self._check_stream_started(info, end, job_id):
-                self.journal.log("covered_by_stream", f"{end.reason}; reconstructed by job {job_id}", task.key)
+        if task.ended is not None and follow:  # its scan ended while it was being submitted
+            self._follow(task.ended, job_id, now_s, note=True)
+        elif task.ended is not None:
+            self.journal.log("covered_by_stream", f"{task.ended.reason}; reconstructed by job {job_id}", task.key)
         self._publish_pending()
         # reported within PUBLISH_MIN_INTERVAL_S, not at once: over HTTP a report per scan slowed back-to-back
         # scans (one more round trip to a busy server each)

@@ -112,3 +112,41 @@ def test_a_process_without_a_worker_or_redis_is_told_once_that_its_jobs_wait(bri
         submitter.submit(SubmitRequest(Parameters.from_cmdstr("./ptycho -simulate=1 -size=16 -i=1"), f"k{n}", "l"))
     warnings = [r.getMessage() for r in caplog.records if "no worker and no Redis" in r.getMessage()]
     assert len(warnings) == 1 and "serve --bridge" in warnings[0] and 'kind = "http"' in warnings[0]
+
+
+def test_a_streaming_job_whose_worker_was_lost_is_failed_and_replaced_by_one_batch_job(bridge_site,
+                                                                                       tmp_path: Path) -> None:
+    """The web side's reconciler fails the streaming job of a dead worker (never re-queues it); the bridge, which
+    covered the scan's end with that job, sees the failure and queues the one batch job under ``key#batch``."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.jobs import reconciler
+    from webapp.jobs.models import Job
+    from webapp.workers.heartbeat import this_host
+
+    rig = Rig(tmp_path, DjangoSubmitter(), geom=GEOM, template=TEMPLATE,
+              submit={"kind": "django", "initial_backoff_s": 0.5}, stream={"enabled": True})
+    rig.value("BUSY", 1)
+    rig.run(1.0)
+    key = f"BL:7:{tmp_path}/scan7_data_#06d.h5"
+    stream = Job.objects.get(dedup_key=key)
+    dead = f"{this_host()}:{2**22 + 1}"  # above any pid_max: a worker that died
+    Job.objects.filter(pk=stream.pk).update(status="running", worker=dead, attempts=1,
+                                            started=timezone.now() - timedelta(seconds=30),
+                                            live={"phase": "acquiring", "frames_planned": 12, "frames_received": 5})
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.scan_ends()
+    rig.run(2.0)
+    assert rig.journal.get(key).status == jr.FOLLOWING and Job.objects.count() == 1  # running: it covers the end
+    assert reconciler.reconcile_once(bridge_site).failed == [stream.pk]
+    rig.run(3.0)
+    stream.refresh_from_db()
+    assert stream.status == "failed" and "lost while streaming, after 5 of 12 frames" in stream.message
+    batch = Job.objects.get(dedup_key=key + jr.BATCH_SUFFIX)
+    assert batch.parameters["data"]["live_source"] == "none" and Job.objects.count() == 2
+    assert "failed after 5 frames" in rig.journal.events("stream_failed_batch")[0]["message"]
+    assert not reconciler.reconcile_once(bridge_site).failed
+    rig.run(3.0)
+    assert Job.objects.count() == 2

@@ -1,8 +1,9 @@
 """Streaming jobs opened by the bridge at a scan's start (issue 21), driven by hand (no EPICS): the start opens one
 streaming job under the key the completion would use, the completion then queues nothing more; a streaming job
-the web side refused, or one that failed on the worker before any frame, leaves the completion to queue the batch
-job; a start seen only as a replay opens nothing; a submission still failing at the end stays the scan's one
-job."""
+the web side refused leaves the completion to queue the batch job; a start seen only as a replay opens nothing; a
+submission still failing at the end stays the scan's one job. Failover: a streaming job that failed (before any
+frame, after frames, after the end was covered) is replaced by exactly one batch job, across bridge restarts at each
+step; done, cancelled or deleted it covers the scan for good."""
 
 from __future__ import annotations
 
@@ -32,12 +33,18 @@ class RefusesStreaming(RecordingSubmitter):
 
 
 class AnswersJobState(RecordingSubmitter):
-    """Records submissions and answers ``job_state`` with what the test sets (the web side's job row)."""
+    """Records submissions and answers ``job_state`` with what the test sets (the web side's job row; None: no
+    such job), noting when it was asked (``asked``: the rig's clock, when given)."""
 
-    state: dict[str, Any] = {"status": "running", "live": {}}
+    def __init__(self, path: str, state: dict[str, Any] | None = None, clock: Any = None, **kw: Any):
+        super().__init__(path, **kw)
+        self.state: dict[str, Any] | None = state if state is not None else {"status": "running", "live": {}}
+        self.clock = clock
+        self.asked: list[float] = []
 
-    def job_state(self, job_id: str) -> dict[str, Any]:
-        return dict(self.state)
+    def job_state(self, job_id: str) -> dict[str, Any] | None:
+        self.asked.append(self.clock() if self.clock else 0.0)
+        return None if self.state is None else dict(self.state)
 
 
 def _start(rig: Rig) -> None:
@@ -129,7 +136,6 @@ def test_a_bad_stream_section_refuses_the_configuration_naming_the_key(tmp_path:
         make_config(tmp_path, stream={"enable": True})
 
 
-
 def test_a_streaming_job_that_failed_before_any_frame_leaves_the_scan_to_a_batch_job(tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
     submitter = AnswersJobState(str(rec))
@@ -149,20 +155,6 @@ def test_a_streaming_job_that_failed_before_any_frame_leaves_the_scan_to_a_batch
     assert row.mode == jr.BATCH_AFTER_STREAM and row.status == jr.SUBMITTED and row.job_id == "rec-2"
     rig.run(3.0)
     assert len(records(rec)) == 2
-
-
-def test_a_streaming_job_that_took_frames_covers_the_scan_even_if_it_failed_later(tmp_path: Path) -> None:
-    rec = tmp_path / "rec.jsonl"
-    submitter = AnswersJobState(str(rec))
-    submitter.state = {"status": "failed", "live": {"frames_received": 12}}
-    rig = Rig(tmp_path, submitter, stream=STREAM)
-    _start(rig)
-    write_scan_files(tmp_path, "scan7", GEOM)
-    _end(rig)
-    rig.run(2.0)
-    (job,) = records(rec)
-    kinds = [e["kind"] for e in rig.journal.events() if e["dedup_key"] == job["dedup_key"]]
-    assert kinds[-1] == "covered_by_stream" and "stream_failed_batch" not in kinds
 
 
 class DownThenRefusesStreaming(RecordingSubmitter):
@@ -191,3 +183,221 @@ def test_a_streaming_job_refused_after_its_scan_ended_leaves_the_scan_to_the_bat
     row = rig.journal.get(job["dedup_key"])
     assert row.mode == jr.BATCH and row.status == jr.SUBMITTED
     assert "stream_failed_batch" in [e["kind"] for e in rig.journal.events()]
+
+
+# -- failover: a failed streaming job is replaced by one batch job, whenever it fails, across restarts -----------
+
+FAILED_AFTER_FRAMES = {"status": "failed", "message": "LiveSourceError: frame 13 has another shape",
+                       "live": {"frames_received": 12}}
+
+
+def _restart(rig: Rig, submitter: Any) -> Rig:
+    """The bridge process ends (its journal as committed) and a new one starts on the same journal."""
+    rig.journal.close()
+    return Rig(rig.tmp, submitter, stream=STREAM)
+
+
+def _kinds(rig: Rig, key: str) -> list[str]:
+    return [e["kind"] for e in rig.journal.events() if e["dedup_key"] == key]
+
+
+def _streamed_and_ended(tmp_path: Path, submitter: Any) -> tuple[Rig, str]:
+    """A scan whose streaming job was accepted at its start and which ended complete; the rig and the key."""
+    rig = Rig(tmp_path, submitter, stream=STREAM)
+    _start(rig)
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    return rig, records(submitter.path)[0]["dedup_key"]
+
+
+def _assert_one_batch_job(rec: Path, key: str) -> None:
+    stream, batch = records(rec)
+    assert stream["dedup_key"] == key and stream["params"]["data"]["live_source"] == "swmr"
+    assert batch["dedup_key"] == key + jr.BATCH_SUFFIX and batch["params"]["data"]["live_source"] == "none"
+    assert batch["params"]["data"]["file_pattern"].endswith("scan7_data_#06d.h5") and batch["files_complete"]
+
+
+def test_a_streaming_job_that_failed_after_taking_frames_is_replaced_by_one_batch_job(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    rig, key = _streamed_and_ended(tmp_path, AnswersJobState(str(rec), FAILED_AFTER_FRAMES))
+    rig.run(3.0)
+    _assert_one_batch_job(rec, key)
+    (why,) = [e["message"] for e in rig.journal.events("stream_failed_batch")]
+    assert "failed after 12 frames (LiveSourceError: frame 13 has another shape)" in why and "#batch" in why
+    row = rig.journal.get(key)
+    assert row.mode == jr.BATCH_AFTER_STREAM and row.status == jr.SUBMITTED and row.job_id == "rec-2"
+    rig.scan_ends()  # the same end seen again
+    rig.run(3.0)
+    assert len(records(rec)) == 2
+
+
+@pytest.mark.parametrize("state", [{"status": "done", "live": {"frames_received": 6}},
+                                   {"status": "cancelled", "live": {"frames_received": 3}}, None],
+                         ids=["done", "cancelled", "deleted"])
+def test_a_done_cancelled_or_deleted_streaming_job_covers_the_scan_for_good(tmp_path: Path,
+                                                                            state: dict[str, Any] | None) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), {"status": "running", "live": {"frames_received": 2}})
+    rig, key = _streamed_and_ended(tmp_path, submitter)
+    submitter.state = state
+    rig.run(2.0)
+    assert rig.journal.get(key).status == jr.SUBMITTED and key not in rig.worker.tasks
+    assert _kinds(rig, key)[-2:] == ["covered_by_stream", "stream_ended"]
+    asked = len(submitter.asked)
+    submitter.state = FAILED_AFTER_FRAMES  # not asked any more (a final state does not change)
+    rig = _restart(rig, submitter)
+    rig.run(3.0)
+    assert len(records(rec)) == 1 and len(submitter.asked) == asked
+
+
+def test_a_streaming_job_that_fails_after_its_scan_was_covered_is_replaced_by_one_batch_job(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), {"status": "running", "live": {"frames_received": 6}})
+    rig = Rig(tmp_path, submitter, stream=STREAM)
+    submitter.clock = rig.clock
+    _start(rig)
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    rig.run(20.0)  # finishing: covered, followed with back-off
+    (stream,) = records(rec)
+    key = stream["dedup_key"]
+    assert rig.journal.get(key).status == jr.FOLLOWING
+    gaps = [round(b - a, 2) for a, b in zip(submitter.asked, submitter.asked[1:], strict=False)]
+    fc = rig.config.file_check
+    step = 0.06  # the rig ticks every 0.05 s
+    assert gaps[:3] == pytest.approx([fc.initial_backoff_s, 2 * fc.initial_backoff_s, fc.max_backoff_s], abs=step)
+    assert max(gaps) <= fc.max_backoff_s + step and len(gaps) < 22 / fc.max_backoff_s
+    submitter.state = FAILED_AFTER_FRAMES
+    rig.run(3.0)
+    _assert_one_batch_job(rec, key)
+    assert _kinds(rig, key).count("stream_failed_batch") == 1 and "stream_ended" not in _kinds(rig, key)
+
+
+def test_a_bridge_restarted_while_following_still_replaces_a_failed_streaming_job_once(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), {"status": "queued", "live": {}})
+    rig, key = _streamed_and_ended(tmp_path, submitter)
+    assert rig.journal.get(key).status == jr.FOLLOWING
+    rig = _restart(rig, submitter)  # the covered end is in the journal, not in a task of the old process
+    assert rig.worker.tasks[key].stage == "follow"
+    rig.run(2.0)
+    assert len(records(rec)) == 1
+    submitter.state = FAILED_AFTER_FRAMES
+    rig.run(3.0)
+    _assert_one_batch_job(rec, key)
+    rig = _restart(rig, submitter)
+    rig.run(3.0)
+    assert len(records(rec)) == 2
+
+
+class BatchDown(AnswersJobState):
+    """Takes streaming jobs; the web side is down for batch jobs."""
+
+    def submit(self, request: Any) -> str:
+        if request.params.data.live_source == "none":
+            raise WebAppDown("simulated: down for the batch job")
+        return super().submit(request)
+
+
+def test_a_bridge_restarted_before_the_batch_job_was_accepted_submits_it_once(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    rig, key = _streamed_and_ended(tmp_path, BatchDown(str(rec), FAILED_AFTER_FRAMES))
+    rig.run(3.0)
+    row = rig.journal.get(key)
+    assert row.mode == jr.BATCH_AFTER_STREAM and row.status == jr.SUBMITTING and len(records(rec)) == 1
+    rig = _restart(rig, AnswersJobState(str(rec), FAILED_AFTER_FRAMES))
+    rig.run(3.0)
+    _assert_one_batch_job(rec, key)
+
+
+def test_a_bridge_restarted_while_the_streaming_job_was_still_submitted_at_the_end_replaces_it_once(
+        tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec), fail_first=1000), stream=STREAM)
+    _start(rig)
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)  # the web side is down: the end is kept with the streaming row
+    row = rig.journal.scans()[0]
+    assert row.status == jr.SUBMITTING and row.end_json and records(rec) == []
+    submitter = AnswersJobState(str(rec), {"status": "running", "live": {"frames_received": 6}})
+    rig = _restart(rig, submitter)
+    rig.run(3.0)
+    assert len(records(rec)) == 1 and rig.journal.get(row.dedup_key).status == jr.FOLLOWING
+    submitter.state = FAILED_AFTER_FRAMES
+    rig.run(3.0)
+    _assert_one_batch_job(rec, row.dedup_key)
+
+
+class Killed(Exception):
+    """The bridge process dies here."""
+
+
+def test_a_bridge_killed_between_the_refusal_and_the_batch_job_queues_it_at_its_restart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = tmp_path / "rec.jsonl"
+    rig = Rig(tmp_path, DownThenRefusesStreaming(str(rec)), stream=STREAM)
+    _start(rig)
+    write_scan_files(tmp_path, "scan7", GEOM)
+    to_batch = rig.journal.stream_to_batch
+
+    def killed(key: str, *args: Any, **kw: Any) -> bool:  # right after the refusal was journalled
+        if rig.journal.get(key).status == jr.REJECTED:
+            raise Killed()
+        return to_batch(key, *args, **kw)
+
+    monkeypatch.setattr(rig.journal, "stream_to_batch", killed)
+    with pytest.raises(Killed):
+        _end(rig)  # the streaming job is still being submitted; refused a little later
+        rig.run(6.0, step_s=0.1)
+    (row,) = rig.journal.scans()
+    assert row.mode == jr.STREAM and row.status == jr.REJECTED and records(rec) == []
+    rig = _restart(rig, RecordingSubmitter(str(rec)))
+    rig.run(3.0)
+    (job,) = records(rec)
+    assert job["dedup_key"] == row.dedup_key and job["params"]["data"]["live_source"] == "none"
+    assert rig.journal.get(row.dedup_key).mode == jr.BATCH
+    rig = _restart(rig, RecordingSubmitter(str(rec)))
+    rig.run(3.0)
+    assert len(records(rec)) == 1
+
+
+def test_a_bridge_killed_before_the_covered_end_was_marked_classified_follows_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), {"status": "running", "live": {"frames_received": 6}})
+    rig = Rig(tmp_path, submitter, stream=STREAM)
+    _start(rig)
+    write_scan_files(tmp_path, "scan7", GEOM)
+
+    def killed(*_a: Any, **_k: Any) -> None:
+        raise Killed()
+
+    monkeypatch.setattr(rig.journal, "finish_edge", killed)
+    with pytest.raises(Killed):
+        _end(rig)
+    key = records(rec)[0]["dedup_key"]
+    assert rig.journal.get(key).status == jr.FOLLOWING and len(rig.journal.open_edges()) == 1
+    rig = _restart(rig, submitter)  # classifies the edge again: the row already follows its job
+    assert rig.journal.open_edges() == [] and rig.worker.tasks[key].stage == "follow"
+    assert _kinds(rig, key).count("covered_by_stream") == 1
+    submitter.state = FAILED_AFTER_FRAMES
+    rig.run(3.0)
+    _assert_one_batch_job(rec, key)
+
+
+def test_a_journal_of_an_older_bridge_gains_the_end_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE scans (dedup_key TEXT PRIMARY KEY, beamline TEXT NOT NULL, scan_number TEXT NOT NULL,"
+               " file_pattern TEXT NOT NULL, label TEXT NOT NULL, params_json TEXT NOT NULL, status TEXT NOT NULL,"
+               " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '',"
+               " job_id TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL, updated_at REAL NOT NULL)")
+    db.execute("INSERT INTO scans VALUES ('k', 'BL', '7', 'f', 'l', '{}', 'submitted', 1, '', 'j1', 0, 0)")
+    db.commit()
+    db.close()
+    journal = jr.Journal(path)
+    (row,) = journal.scans()
+    assert row.mode == jr.BATCH and row.end_json == "" and journal.ended_streams() == []
+    assert not journal.follow("k", "{}")  # a batch row never follows

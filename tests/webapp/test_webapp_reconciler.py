@@ -78,6 +78,21 @@ def test_a_redelivered_message_of_a_dead_workers_job_counts_the_loss(broker, no_
     assert "killed the worker twice" in Job.objects.get(pk=job.pk).message
 
 
+def test_a_streaming_job_of_a_dead_worker_fails_at_once_naming_the_frames_received(broker, no_frames, settings):
+    settings.PTYCHOPY_MAX_WORKER_LOSSES = 3
+    params = small_parameters().to_dict()
+    params["data"]["live_source"] = "swmr"
+    job = running_job(f"{this_host()}:{dead_pid()}", live={"phase": "acquiring", "frames_planned": 36,
+                                                          "frames_received": 14})
+    Job.objects.filter(pk=job.pk).update(parameters=params)
+    assert reconciler.reconcile_once(broker).failed == [job.pk]
+    job.refresh_from_db()
+    assert job.status == "failed" and job.finished is not None and job.worker_losses == 1
+    assert "was lost while streaming, after 14 of 36 frames received (phase acquiring)" in job.message
+    assert "not re-queued" in job.message and reconciler.broker_job_ids(broker) == set()
+    assert runner.claim(job.pk) == "already finished"
+
+
 def test_a_live_worker_that_no_longer_runs_its_job_gives_it_back(broker, no_frames, settings):
     settings.PTYCHOPY_HEARTBEAT_S = 1
     job = running_job("gpu-node-3:42")

@@ -6,7 +6,11 @@ The job row is the truth; the broker's messages and the workers' heartbeats are 
 - a ``queued`` job with no message in the broker (Redis restarted without persistence, a send that failed, a
   message dropped) whose last message was sent more than ``PTYCHOPY_REQUEUE_AFTER_S`` ago gets a new one;
 - a ``running`` job whose worker is dead, or alive but no longer running it, is re-queued, or failed once its
-  workers have died under it ``PTYCHOPY_MAX_WORKER_LOSSES`` times (an out-of-memory kill repeats forever).
+  workers have died under it ``PTYCHOPY_MAX_WORKER_LOSSES`` times (an out-of-memory kill repeats forever);
+- a ``running`` streaming job (``-liveSource``) whose worker was lost is failed at once, its message naming the
+  frames received so far: the frames went past, and the one owner of a new reconstruction of its scan is the EPICS
+  bridge, which queues the batch job once it sees the failure (docs/streaming.md, "Exactly once"); a re-queued
+  copy here could reconstruct the scan a second time beside it.
 
 Every change is a conditional UPDATE on what was seen (status, worker, attempt, send time), so any number of
 reconcilers (one per worker) act once per job; a second message for a job is harmless, since only one worker can
@@ -57,19 +61,33 @@ def killed_twice_message(losses: int, worker: str) -> str:
             "then clone the job.")
 
 
+def lost_while_streaming_message(job: Job) -> str:
+    """The message of a streaming job whose worker was lost: the frames received so far (the row's ``live``, as
+    of the last frame the worker stored) and what happens next."""
+    live = job.live or {}
+    planned = int(live.get("frames_planned") or 0)
+    received = f"{int(live.get('frames_received') or 0)}{f' of {planned}' if planned else ''}"
+    return (f"its worker {job.worker} was lost while streaming, after {received} frames received (phase "
+            f"{live.get('phase') or 'waiting'}); not re-queued (the frames went past): a scan the EPICS bridge "
+            "opened gets its batch job once its data file is complete; otherwise clone the job.")
+
+
 def recover_abandoned(job: Job, *, send: bool, worker_died: bool = True) -> str:
     """Take back ``job``, left ``running`` by a worker that is gone: "requeued", "failed" or "" (someone else
-    moved it first). The count of workers lost under it decides; ``send`` sends the new message;
-    ``worker_died=False`` (this very process left it, e.g. a claim interrupted by the database) counts no loss."""
+    moved it first). The count of workers lost under it decides (a streaming job fails at the first loss);
+    ``send`` sends the new message; ``worker_died=False`` (this very process left it, e.g. a claim interrupted by
+    the database) counts no loss."""
     losses = job.worker_losses + (1 if worker_died else 0)
     seen = Q(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker, attempts=job.attempts)
     now = timezone.now()
-    if worker_died and losses >= int(settings.PTYCHOPY_MAX_WORKER_LOSSES):
+    streaming = worker_died and job.is_streaming
+    if streaming or (worker_died and losses >= int(settings.PTYCHOPY_MAX_WORKER_LOSSES)):
         moved = Job.objects.filter(seen).update(
             status=Job.Status.FAILED, finished=now, worker_losses=F("worker_losses") + 1,
-            message=killed_twice_message(losses, job.worker))
+            message=lost_while_streaming_message(job) if streaming else killed_twice_message(losses, job.worker))
         if moved:
-            log.warning("job %s failed: its worker died under it %d times", job.pk, losses)
+            log.warning("job %s failed: %s", job.pk, "its worker was lost while streaming" if streaming else
+                        f"its worker died under it {losses} times")
             _announce(job.pk)
         return "failed" if moved else ""
     moved = Job.objects.filter(seen).update(
