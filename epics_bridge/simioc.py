@@ -120,6 +120,9 @@ def make_group_class() -> type:
         late_write = pvproperty(name="sim:LateWrite", value=0.0, doc="seconds the last file lags BUSY 1->0")
         live_shuffle = pvproperty(name="sim:LiveShuffle", value=0,
                                   doc="--live-file: frames written in shuffled blocks of this many (0/1: in order)")
+        live_dark = pvproperty(name="sim:LiveDark", value=-1,
+                               doc="--live-file: scan point J >= 0 written dark (no photons) into the live file of "
+                                   "the next scans (its streaming job fails there); -1: none")
         burst = pvproperty(name="sim:Burst", value=0, doc="put N: play N scans back to back, sim:Gap apart")
         gap = pvproperty(name="sim:Gap", value=0.02, doc="seconds between the scans of a burst")
         abort_every = pvproperty(name="sim:AbortEvery", value=0,
@@ -352,26 +355,28 @@ def live_file(data_dir: Path, name: str) -> Path:
 
 def open_live_file(ioc: Any, name: str, size_px: int, number: int) -> LiveFile | None:
     """The scan's :class:`LiveFile` on :func:`live_file`, opened before the scan starts as NDFileHDF5 in stream
-    mode opens its file at Capture (None without ``--live-file``); ``sim:LiveShuffle`` is read now."""
+    mode opens its file at Capture (None without ``--live-file``); ``sim:LiveShuffle`` and ``sim:LiveDark`` are
+    read now."""
     if not ioc.live_file:
         return None
     from reconstruction.live.simwrite import SwmrWriter
 
     writer = SwmrWriter(live_file(ioc.data_dir, name), (size_px, size_px), dtype=np.uint32, dataset=DATASET)
-    return LiveFile(writer, int(ioc.live_shuffle.value), seed=number)
+    return LiveFile(writer, int(ioc.live_shuffle.value), seed=number, dark=int(ioc.live_dark.value))
 
 
 class LiveFile:
     """The SWMR file a scan streams into: each frame written as it is captured or, with a ``block`` of B > 1, held
-    until B frames are there and written in a shuffled order (frames that reach the file out of order)."""
+    until B frames are there and written in a shuffled order (frames that reach the file out of order); scan point
+    ``dark`` (>= 0) is written all zeros (a fault: no photons)."""
 
-    def __init__(self, writer: Any, block: int, seed: int = 0):
-        self.writer, self.block = writer, max(1, block)
+    def __init__(self, writer: Any, block: int, seed: int = 0, dark: int = -1):
+        self.writer, self.block, self.dark = writer, max(1, block), dark
         self.rng = np.random.default_rng(seed)
         self.pending: list[tuple[np.ndarray, int]] = []
 
     def append(self, frame: np.ndarray, index: int) -> None:
-        self.pending.append((frame, index))
+        self.pending.append((np.zeros_like(frame) if index == self.dark else frame, index))
         if len(self.pending) >= self.block:
             self.flush()
 

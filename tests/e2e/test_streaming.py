@@ -11,6 +11,8 @@ image filling in.
 - Frames reaching the file out of order (``sim:LiveShuffle``: shuffled blocks of 16) are placed; the scan is
   complete and not partial.
 - A stalled stream (the IOC killed mid-scan: its file stays 'acquiring') times out with its partial result.
+- A streaming job that fails after it took frames (``sim:LiveDark``: a dark frame in the live file) is replaced by
+  exactly one batch job (``<key>#batch``), from the scan's complete row files, which ends done.
 
 A duplicate frame is in tests/webapp/test_webapp_streaming.py (a real writer process, the worker, the API) and
 tests/ptychopy/test_live_runs.py; the bridge's exactly-once rules in tests/epics_bridge/test_bridge_stream.py.
@@ -46,8 +48,8 @@ def _contention() -> float:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     opts = RigOptions(mode="embedded", workdir=tmp_path_factory.mktemp("stream"), rows=40, cols=40, size_px=64,
-                      point_time_s=0.005, stream=True, finish_iterations=FINISH, stall_s=3.0,
-                      log=lambda _: None)
+                      point_time_s=0.005, stream=True, finish_iterations=FINISH, stall_s=3.0, iterations=5,
+                      log=lambda _: None)  # iterations: the batch job that replaces a failed streaming job
     rig = Rig(opts)
     try:
         yield rig.start()
@@ -138,6 +140,29 @@ def test_frames_reaching_the_file_out_of_order_are_placed_and_the_scan_is_comple
     assert rig.jobs_after(job_id) == []  # its complete end queued nothing more
 
 
+def test_a_streaming_job_that_failed_after_frames_is_replaced_by_one_batch_job(rig: Rig) -> None:
+    _scan_dims(rig, 20, 20)
+    rig.ioc_put("sim:LiveDark", 300)  # scan point 300 of 400 reaches the live file dark: the streaming job fails
+    try:
+        last = max((j["id"] for j in rig.jobs_after(0)), default=0)
+        rig.ioc_put("sim:Go", 1)
+        stream = wait_for(lambda: rig.jobs_after(last), 30, "the streaming job")[0]
+        wait_for(lambda: job_row(rig, stream["id"])["status"] == "failed", 60, "the streaming job to fail")
+    finally:
+        rig.ioc_put("sim:LiveDark", -1)
+    failed = job_row(rig, stream["id"])
+    assert "frame index 300: no photons" in failed["message"] and failed["live"]["frames_received"] > 0, failed
+    key = str(stream["dedup_key"])
+    batch = wait_for(lambda: rig.jobs_after(stream["id"]), 30, "the batch job")[0]
+    assert batch["dedup_key"] == key + "#batch"
+    wait_for(lambda: job_row(rig, batch["id"])["status"] in ("done", "failed"), 60, "the batch job to finish")
+    done = job_row(rig, batch["id"])
+    assert done["status"] == "done" and done["parameters"]["data"]["live_source"] == "none", done["message"]
+    time.sleep(1.0)
+    assert [j["id"] for j in rig.jobs_after(last)] == [stream["id"], batch["id"]]
+    assert "stream_failed_batch" in rig.journal_events(key)
+
+
 def test_a_stalled_stream_times_out_with_its_partial_result(rig: Rig) -> None:
     _scan_dims(rig, 20, 20)
     rig.ioc_put("sim:PointTime", 0.02)
@@ -155,3 +180,4 @@ def test_a_stalled_stream_times_out_with_its_partial_result(rig: Rig) -> None:
     assert row["message"].startswith("partial: scan stalled after ")
     assert time.monotonic() - t_killed >= 3.0  # -liveStall (3 s in the rig's [stream] values)
     assert Path(row["result_path"]).is_file()
+
