@@ -130,7 +130,7 @@ class Reconstruction(IterativeRun):
         self._check_memory()
         if not _values_checked:
             check_values(checked)
-        probe_h = self._initial_probe(probe, intensities_h, probe_modes, beam_diameter_px)
+        probe_h = self._initial_probe(probe, intensities_h, probe_modes, beam_diameter_px, mask_h)
         self.rng = np.random.default_rng(seed)
         xp = self.backend.xp
         try:
@@ -308,10 +308,10 @@ class Reconstruction(IterativeRun):
             raise SessionStateError("this reconstruction was closed (post() was called); start a new one")
 
     def _initial_probe(self, probe: Any, intensities: np.ndarray, modes: int,
-                       beam_diameter_px: float | None) -> np.ndarray:
+                       beam_diameter_px: float | None, valid_mask: np.ndarray | None) -> np.ndarray:
         n = intensities.shape[-1]
         if probe is None:
-            return probe_guess_from_data(intensities, beam_diameter_px, modes)
+            return probe_guess_from_data(intensities, beam_diameter_px, modes, valid_mask)
         p = np.asarray(probe)
         if p.ndim == 2:
             p = p[None]

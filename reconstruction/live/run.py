@@ -253,7 +253,8 @@ class StreamingRun:
                                                            "planned_from": self.source.planned.origin})
         args = run_arguments(params, data)
         if args["probe"] is None:
-            args["probe"] = probe_guess_from_data(first, args["beam_diameter_px"], params.reconstruction.probe_modes)
+            args["probe"] = probe_guess_from_data(first, args["beam_diameter_px"], params.reconstruction.probe_modes,
+                                                  valid)
         settings = args["settings"]
         if not settings.batch_size:
             args["settings"] = replace(settings, batch_size=default_batch_size(n_planned))

@@ -132,7 +132,7 @@ class SplitReconstruction(IterativeRun):
         self.probe_size_px = n
         self.object_shape: tuple[int, int] = checked.object_shape
         self.exchange = split_plan.exchange
-        probe_h = probe if probe is not None else probe_guess_from_data(intens, beam_diameter_px, probe_modes)
+        probe_h = probe if probe is not None else probe_guess_from_data(intens, beam_diameter_px, probe_modes, mask)
         self.initial_object = initial_object(np, self.object_shape, object_guess)
         G = len(self.devices)
         halo_px = self.overlap_px if self.exchange == "periodic" else 0
