@@ -31,6 +31,43 @@ def load_scan(params: Parameters, progress: Callable[[int, int], None] | None = 
     return half_set(data, params.data.half_set) if params.data.half_set else data
 
 
+#: a simulated scan is simulated again to show one of its patterns only up to this many pattern pixels (N n^2)
+MAX_RESIMULATED_PIXELS = 2**26
+
+
+def scan_positions(params: Parameters) -> int:
+    """How many positions :func:`load_scan` gives: the scan's, or with ``-halfSet`` its half's (positions
+    which-1, which+1, ...)."""
+    total, which = params.n_positions, params.data.half_set
+    return (total - which + 2) // 2 if which else total
+
+
+def load_pattern(params: Parameters, index: int) -> np.ndarray:
+    """Position ``index``'s pattern of the scan the parameters describe (``(n, n)`` float32 counts, zero frequency
+    at [0, 0]), as :func:`load_scan` gives it, without loading the others: one frame read from the files, or the
+    simulation made again (the same seed, so the same noise; refused past ``MAX_RESIMULATED_PIXELS``). With
+    ``-halfSet`` ``index`` counts the half's positions. ValueError for an index outside the scan (or the half);
+    InputDataError when the data cannot be read."""
+    total, which, count = params.n_positions, params.data.half_set, scan_positions(params)
+    if not 0 <= int(index) < count:
+        raise ValueError(f"position {index}: this scan has positions 0..{count - 1}")
+    raw = 2 * int(index) + which - 1 if which else int(index)
+    if params.data.simulate:
+        pixels = total * params.preprocessing.size_px ** 2
+        if pixels > MAX_RESIMULATED_PIXELS:
+            raise InputDataError(f"the simulated scan ({total} patterns of {params.preprocessing.size_px} px) is "
+                                 f"too large to simulate again for one pattern (over {MAX_RESIMULATED_PIXELS} "
+                                 "pattern pixels)")
+        from .simulate import simulate_from_parameters
+
+        return simulate_from_parameters(params).data.intensities[raw]
+    if not params.data.file_pattern:
+        raise InputDataError("no data: give a file pattern with -fp=... (or -simulate=1 for simulated data)")
+    from .io import read_frame
+
+    return read_frame(params, raw)
+
+
 def half_set(data: ScanData, which: int) -> ScanData:
     """Half of ``data``'s positions, interleaved in scan order: ``which`` 1 keeps positions 0, 2, 4, ..., 2 keeps
     1, 3, 5, ... (the two halves of a half-set FRC: each covers the whole field, with independent noise). Positions

@@ -183,6 +183,25 @@ def read_scan(params: Parameters, progress: Progress | None = None, *,
     )
 
 
+def read_frame(params: Parameters, index: int, *, wait_s: float = DEFAULT_LOCK_WAIT_S) -> np.ndarray:
+    """Scan point ``index``'s pattern as :func:`read_scan` gives it: ``(n, n)`` float32 counts, zero frequency at
+    [0, 0], through the same crop and preprocessing, reading that one frame only. :class:`InputDataError` naming
+    the file and frame when it cannot be read; ValueError for an index outside 0..N-1."""
+    d = params.data
+    if not d.file_pattern:
+        raise InputDataError("no data files: set the data file pattern (-fp) or -simulate=1")
+    if not 0 <= int(index) < params.n_positions:
+        raise ValueError(f"scan point {index}: the scan has points 0..{params.n_positions - 1}")
+    path, frame = file_for_index(d.file_pattern, int(index), d.frames_per_file, d.first_file_index)
+    src = open_source(path, d.hdf5_path, d.raw_frame_px, wait_s)
+    try:
+        steps = preprocessing_of(params, src.frame_shape)
+        raw = src.read(frame, frame + 1, steps.window)
+    finally:
+        src.close()
+    return preprocess_frames(raw, steps)[0][0]
+
+
 def _check_finite(raw: np.ndarray, static: np.ndarray, steps: Preprocessing, src: FrameSource,
                   frame0: int, k0: int) -> None:
     """Non-finite values are allowed only where the masks already drop the pixel."""

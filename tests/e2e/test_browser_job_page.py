@@ -138,6 +138,16 @@ def plot_state(pg, plot_id: str) -> dict:  # type: ignore[no-untyped-def]
                 types: d.data.map(t => t.type), title: L.title.text, data: Object.assign({}, d.dataset)}; }""", plot_id)
 
 
+def click_scan_position(pg, index: int) -> None:  # type: ignore[no-untyped-def]
+    """A mouse click on point ``index`` of the scan plot (every position shown: stride 1)."""
+    pg.locator("#plot-positions").scroll_into_view_if_needed()
+    xy = pg.evaluate("""i => { const d = document.getElementById('plot-positions'), L = d._fullLayout;
+        const t = d.data[0], b = d.getBoundingClientRect();
+        return [b.left + L.xaxis._offset + L.xaxis.l2p(t.x[i]), b.top + L.yaxis._offset + L.yaxis.l2p(t.y[i])]; }""",
+                     index)
+    pg.mouse.click(*xy)
+
+
 def heatmap_scale(pg, plot_id: str) -> dict:  # type: ignore[no-untyped-def]
     """The colorscale, z range and colorbar labels Plotly uses for a heatmap panel, and the scale the page chose."""
     return pg.evaluate("""id => { const d = document.getElementById(id); const t = d._fullData[0];
@@ -317,13 +327,7 @@ def test_the_diffraction_panel_shows_the_position_clicked_on_the_scan_or_typed_i
         assert len(errors) == 100 and all(e is not None and 0 < e < 2 for e in errors)  # 64 px: all in one frame
         # a click on position 3 (the fourth point): the panel shows it from the next frame, ringed on the scan
         target = 3 if middle != 3 else 4
-        pg.locator("#plot-positions").scroll_into_view_if_needed()
-        xy = pg.evaluate("""i => { const d = document.getElementById('plot-positions'), L = d._fullLayout;
-            const t = d.data[0], b = d.getBoundingClientRect();
-            return [b.left + L.xaxis._offset + L.xaxis.l2p(t.x[i]),
-                    b.top + L.yaxis._offset + L.yaxis.l2p(t.y[i])]; }""",
-                         target)
-        pg.mouse.click(*xy)
+        click_scan_position(pg, target)
         pg.wait_for_function(f"() => document.getElementById('live').dataset.diffractionPosition === '{target}'",
                              timeout=15000)
         for name in ("diffraction_measured", "diffraction_model"):
@@ -345,6 +349,34 @@ def test_the_diffraction_panel_shows_the_position_clicked_on_the_scan_or_typed_i
     finally:
         api.post(f"/api/v1/jobs/{job['id']}/cancel/")
         api.wait_status(job["id"], {"done", "failed", "cancelled"}, 60)
+
+
+def test_a_finished_jobs_diffraction_panel_shows_the_position_picked_from_its_result(  # type: ignore[no-untyped-def]
+        page, prod_stack: ProductionStack, alice: User) -> None:
+    api = ApiClient(prod_stack.base_url, alice.token)
+    job = api.submit(small_sim_cmdstr(20, job_id="picked"), label="picked")
+    assert api.wait_status(job["id"], {"done", "failed", "cancelled"}, 90)["status"] == "done"
+    pg = page
+    log_in(pg, alice)
+    pg.goto(f"/jobs/{job['id']}/")
+    assert "closed" in wait_conn(pg, "closed")
+    pg.locator("#plot-positions .scatterlayer .point").first.wait_for(timeout=30000)
+    middle = pg.evaluate("() => document.getElementById('live').dataset.diffractionPosition")
+    target = 3 if middle != "3" else 4
+    click_scan_position(pg, target)  # no worker runs it: the server makes the pair from the result file
+    pg.wait_for_function(f"() => document.getElementById('live').dataset.diffractionPosition === '{target}'",
+                         timeout=15000)
+    for name in ("diffraction_measured", "diffraction_model"):
+        st = plot_state(pg, f"plot-{name}")
+        assert st["types"] == ["heatmap"] and f"position {target} (log10 counts)" in st["title"], st
+        assert st["data"]["position"] == str(target) and st["xr"][1] == pytest.approx(63.5)  # 64 px, not binned
+    assert plot_state(pg, "plot-positions")["data"]["shownPosition"] == str(target)
+    assert "result's model" in (pg.locator("#diffraction-hint").text_content() or "")
+    pg.fill("#diffraction-index", "57")
+    pg.locator("#diffraction-index").press("Enter")
+    pg.wait_for_function("() => document.getElementById('live').dataset.diffractionPosition === '57'", timeout=15000)
+    assert "position 57 (log10" in plot_state(pg, "plot-diffraction_model")["title"]
+    shot(pg, "finished-diffraction")
 
 
 def test_two_jobs_side_by_side_with_their_difference_and_frc(  # type: ignore[no-untyped-def]

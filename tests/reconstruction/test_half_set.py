@@ -24,6 +24,17 @@ def test_the_two_halves_are_the_interleaved_positions_in_one_object_frame() -> N
     assert first.source["half_set"] == 1 and second.source["half_set"] == 2
 
 
+def test_one_pattern_of_a_half_is_its_own_and_one_past_the_half_is_named() -> None:
+    from reconstruction.loading import load_pattern
+
+    second = Parameters.from_cmdstr(CMD.replace("6,6", "5,7") + " -halfSet=2")  # 35 positions: the second half holds 17
+    half = load_scan(second)
+    np.testing.assert_array_equal(load_pattern(second, 16), half.intensities[16])
+    with pytest.raises(ValueError, match=r"position 17: this scan has positions 0\.\.16"):
+        load_pattern(second, 17)
+    assert load_pattern(Parameters.from_cmdstr(CMD.replace("6,6", "5,7") + " -halfSet=1"), 17).shape == (32, 32)
+
+
 def test_a_per_frame_mask_follows_and_bad_halves_are_named() -> None:
     data = ScanData(np.ones((5, 4, 4), np.float32), np.zeros((5, 2)), valid_mask=np.arange(80).reshape(5, 4, 4) > 7)
     assert half_set(data, 2).valid_mask.shape == (2, 4, 4)

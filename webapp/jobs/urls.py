@@ -14,6 +14,7 @@ urlpatterns = [
     path("jobs/<int:job_id>/clone/", views.clone, name="clone"),
     path("jobs/<int:job_id>/half-set/", views.half_set, name="half_set"),
     path("jobs/<int:job_id>/download/<str:fmt>/", views.download, name="download"),
+    path("jobs/<int:job_id>/diffraction/", views.diffraction, name="diffraction"),
     path("jobs/<int:job_id>/snapshots/", views.snapshots, name="snapshots"),
     path("jobs/<int:job_id>/snapshots/<int:iteration>/", views.snapshot, name="snapshot"),
     path("jobs/<int:job_id>/compare-iterations/", views.compare_iterations, name="compare_iterations"),

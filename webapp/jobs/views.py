@@ -24,6 +24,7 @@ from webapp.workers import dashboard as dashboard_data
 from . import services
 from .comparison import NotComparable, compare_jobs, threshold_of
 from .comparison import compare_iterations as compare_iterations_of
+from .diffraction import NoPattern, finished_diffraction
 from .downloads import FORMATS, NoResult, result_download
 from .forms import JobForm
 from .half_set import HalfSetRefused, submit_half_sets
@@ -194,6 +195,22 @@ def snapshots(request: HttpRequest, job_id: int) -> HttpResponse:
     """The iterations of the run's stored frames (the scrubber's stops): ``{"iterations": [...]}``."""
     job = get_object_or_404(Job.objects.only("pk"), pk=job_id)
     return JsonResponse({"iterations": list_snapshots(job.pk)})
+
+
+@require_GET
+@login_or_token_required  # like the result file it is made from
+def diffraction(request: HttpRequest, job_id: int) -> JsonResponse:
+    """A finished job's measured and model pattern of scan position ``?position=k`` (JSON, webapp/jobs/diffraction.py);
+    ``{"error"}`` with 400 for a position that is not a whole number in the scan, 404 without a result file, 409
+    when the raw data cannot be read."""
+    job = get_object_or_404(Job.objects.defer("last_preview"), pk=job_id)
+    text = (request.GET.get("position") or "").strip()
+    if not text.isdigit():
+        return JsonResponse({"error": f"position must be a whole number >= 0, got {text!r}"}, status=400)
+    try:
+        return JsonResponse(finished_diffraction(job, int(text)))
+    except NoPattern as exc:
+        return JsonResponse({"error": str(exc)}, status=exc.status)
 
 
 @require_GET

@@ -294,8 +294,9 @@
     el("partial").hidden = !partial;
   }
 
-  // The diffraction panel's position: a click on the scan or an index typed in; the worker shows it from its
-  // next frame (webapp/live/viewer_choice.py; one choice per job, shared by its viewers).
+  // The diffraction panel's position: a click on the scan or an index typed in; while the job runs the worker
+  // shows it from its next frame (webapp/live/viewer_choice.py; one choice per job, shared by its viewers); once it
+  // has finished, the server makes the pair from the result file (webapp/jobs/diffraction.py).
   let nPositions = null;
   function choosePosition(index) {
     const hint = el("diffraction-hint");
@@ -304,13 +305,39 @@
         (nPositions === null ? "?" : nPositions - 1) + ").";
       return;
     }
-    if (!socket || socket.readyState !== WebSocket.OPEN || finished) {
-      hint.textContent = "Positions can be chosen while the job runs.";
+    if (finished || FINISHED.has(root.dataset.statusAtLoad)) {
+      showFinishedPosition(index);
+      return;
+    }
+    if (!socket || socket.readyState !== WebSocket.OPEN) {
+      hint.textContent = "Not connected: choose the position again once the page says connected.";
       return;
     }
     socket.send(JSON.stringify({ diffraction_position: index }));
     el("diffraction-index").value = String(index);
     hint.textContent = "Asked for position " + index + "…";
+  }
+
+  // A finished job: the measured pattern and the model of its result file, from /jobs/<id>/diffraction/.
+  function showFinishedPosition(index) {
+    const hint = el("diffraction-hint");
+    hint.textContent = "Computing position " + index + "…";
+    const url = window.location.pathname.replace(/\/$/, "") + "/diffraction/?position=" + index;
+    fetch(url, { credentials: "same-origin" })
+      .then(function (r) {
+        return r.json().catch(function () { return { error: "HTTP " + r.status }; })
+          .then(function (body) { return r.ok ? body : Promise.reject(new Error(body.error || "HTTP " + r.status)); });
+      })
+      .then(function (body) {
+        const header = { diffraction_position: body.position };
+        body.images.forEach(function (img) { drawDiffraction(Object.assign({}, img, { data: img.bdata }), header); });
+        el("diffraction-index").value = String(body.position);
+        root.dataset.diffractionPosition = body.position;
+        const frame = scrub.showing === null ? lastLiveFrame : null;
+        if (frame && frame.header.positions) drawPositions(frame.header.positions, frame.header.pixel_size_m, body.position);
+        hint.textContent = "Position " + body.position + ": the measured pattern and the result's model.";
+      })
+      .catch(function (err) { hint.textContent = err.message || String(err); });
   }
 
   function onTextMessage(text) {
@@ -334,8 +361,9 @@
   }
   if (el("scan-colour")) el("scan-colour").addEventListener("change", function () {
     const frame = scrub.showing === null ? lastLiveFrame : null;
+    const shown = root.dataset.diffractionPosition;  // a finished job's pick is not in its frame
     if (frame && frame.header.positions) drawPositions(frame.header.positions, frame.header.pixel_size_m,
-                                                       frame.header.diffraction_position);
+                                                       shown ? Number(shown) : frame.header.diffraction_position);
   });
 
   function drawStats(h) {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reconstruction.errors import InputDataError
-from reconstruction.io import read_scan, write_scan_files
+from reconstruction.io import read_frame, read_scan, write_scan_files
 from reconstruction.io.writers import write_positions_csv
 from reconstruction.positions import metres_to_pixels, positions_m_from_parameters
 
@@ -24,6 +24,17 @@ def test_multi_file_layout_maps_k_to_file_k_div_dpf_plus_fs(tmp_path, raw_frames
     assert data.valid_mask is None
     assert data.source["files"] == [str(f) for f in files]
     assert data.source["layout"] == "multi-file" and data.source["dataset"] == "/entry/data/data"
+
+
+def test_one_frame_is_read_as_read_scan_reads_it_and_a_bad_index_is_named(tmp_path, raw_frames, scan_params):
+    write_scan_files(raw_frames, tmp_path, "scan_#06d.h5", dpf=5, first_file_index=1)
+    params = scan_params("scan_#06d.h5", data__frames_per_file=5, data__first_file_index=1,
+                         preprocessing__fft_shift_data=True)
+    every = read_scan(params).intensities
+    for k in (0, 7, N - 1):  # in the first, second and last file
+        np.testing.assert_array_equal(read_frame(params, k), every[k])
+    with pytest.raises(ValueError, match=r"scan point 12: the scan has points 0\.\.11"):
+        read_frame(params, N)
 
 
 def test_single_file_holding_all_frames(tmp_path, raw_frames, scan_params):

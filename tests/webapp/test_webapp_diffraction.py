@@ -1,0 +1,108 @@
+"""A finished job's diffraction panel (/jobs/<id>/diffraction/?position=k): the measured pattern and the model of
+the result file, equal to the physics; the refusals name what is wrong."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+from webapp_helpers import api_auth, small_parameters
+
+from reconstruction import Result
+from reconstruction.io import write_result
+from reconstruction.physics import propagation, subpixel
+from reconstruction.simulate import simulate_from_parameters
+from webapp.jobs.models import Job
+
+
+def finished_job(tmp_path, user, params, positions_px, truth, probe, scale=None) -> Job:
+    result = Result(
+        object=truth,
+        probe=probe,
+        positions_px=positions_px,
+        errors=[0.1],
+        rms=[],
+        iteration_s=[0.1],
+        algorithm="ePIE",
+        device="cpu",
+        pixel_size_m=params.pixel_size_m,
+        parameters=params,
+        intensity_scale=scale,
+    )
+    path = write_result(result, tmp_path / f"result_{len(Job.objects.all())}.h5")
+    return Job.objects.create(
+        owner=user, parameters=params.to_dict(), algorithm="ePIE", status="done", result_path=str(path)
+    )
+
+
+def log_counts(body: dict, name: str) -> np.ndarray:
+    """The endpoint's image ``name`` back in log10(1 + counts)."""
+    img = next(i for i in body["images"] if i["name"] == name)
+    q = np.frombuffer(base64.b64decode(img["bdata"]), np.uint8).reshape(img["shape"]).astype(np.float64)
+    return img["vmin"] + (img["vmax"] - img["vmin"]) * q / 255
+
+
+@pytest.mark.django_db
+def test_a_finished_jobs_model_pattern_is_the_physics_of_its_result_file(client, user, tmp_path):
+    params = small_parameters().replace({"data.photons": 0})  # noise-free: the truth's model is the measurement
+    sim = simulate_from_parameters(params)
+    corners = np.floor(sim.data.positions_px + 0.5)  # the whole-pixel windows the simulation used
+    moved = corners.copy()
+    moved[7] += (0.3, -0.2)  # position 7 sub-pixel and at 0.8 of the flux
+    scale = np.ones(len(corners), np.float32)
+    scale[7] = 0.8
+    job = finished_job(tmp_path, user, params, moved, sim.object_truth, sim.probe_truth, scale)
+    client.force_login(user)
+
+    exact = client.get(f"/jobs/{job.pk}/diffraction/?position=8").json()
+    assert exact["position"] == 8 and exact["n_positions"] == 36 and exact["binning"] == 1
+    measured = log_counts(exact, "diffraction_measured")
+    assert measured.shape == (32, 32)
+    counts = np.log10(1 + np.fft.fftshift(sim.data.intensities[8]))
+    np.testing.assert_allclose(measured, counts, atol=exact["log_range"][1] / 255)
+    np.testing.assert_allclose(log_counts(exact, "diffraction_model"), measured, atol=exact["log_range"][1] / 255)
+
+    # the model of position 7: |F(probe moved by the fraction, times 0.8, times the object window)|^2
+    body = client.get(f"/jobs/{job.pk}/diffraction/?position=7").json()
+    r, c = corners[7].astype(int)
+    lit = subpixel.moved_probes(np, sim.probe_truth, np.array([[0.3, -0.2]]))[0][0] * 0.8
+    far = propagation.forward(np, lit * sim.object_truth[r : r + 32, c : c + 32])
+    model = np.log10(1 + np.fft.fftshift(np.sum(np.abs(far) ** 2, axis=0)))
+    step = body["log_range"][1] / 255
+    np.testing.assert_allclose(log_counts(body, "diffraction_model"), model, atol=step)
+    assert np.abs(log_counts(body, "diffraction_model") - log_counts(body, "diffraction_measured")).max() > 20 * step
+
+
+@pytest.mark.django_db
+def test_a_bad_position_no_result_or_no_raw_data_is_refused_naming_why(client, user, tmp_path, data_root):
+    params = small_parameters()
+    sim = simulate_from_parameters(params)
+    corners = np.floor(sim.data.positions_px + 0.5)
+    job = finished_job(tmp_path, user, params, corners, sim.object_truth, sim.probe_truth)
+    url = f"/jobs/{job.pk}/diffraction/"
+    assert client.get(f"{url}?position=1").status_code == 302  # to the login page
+    client.force_login(user)
+    answer = client.get(f"{url}?position=36")
+    assert answer.status_code == 400
+    assert answer.json()["error"] == f"position 36 is not one of job {job.pk}'s scan positions (0 to 35)"
+    assert client.get(f"{url}?position=-1").json()["error"] == "position must be a whole number >= 0, got '-1'"
+    assert client.get(f"/jobs/{job.pk + 100}/diffraction/?position=1").status_code == 404
+    queued = Job.objects.create(owner=user, parameters=params.to_dict(), algorithm="ePIE")
+    answer = client.get(f"/jobs/{queued.pk}/diffraction/?position=1")
+    assert answer.status_code == 404 and answer.json()["error"] == f"job {queued.pk} has no result file (queued)"
+    # a result whose raw scan has gone: 409 naming the file
+    gone = params.replace({"data.simulate": False, "data.file_pattern": str(data_root / "gone.h5")})
+    moved = finished_job(tmp_path, user, gone, corners, sim.object_truth, sim.probe_truth)
+    answer = client.get(f"/jobs/{moved.pk}/diffraction/?position=1")
+    assert answer.status_code == 409
+    assert (
+        answer.json()["error"].startswith(f"job {moved.pk}'s raw data cannot be read")
+        and "gone.h5" in answer.json()["error"]
+    )
+    # a result of fewer positions than its scan (a stream that ended early): which frame is which is not known
+    short = finished_job(tmp_path, user, params, corners[:30], sim.object_truth, sim.probe_truth)
+    answer = client.get(f"/jobs/{short.pk}/diffraction/?position=1")
+    assert answer.status_code == 409 and "the result holds 30 positions, the scan 36" in answer.json()["error"]
+    client.logout()
+    assert client.get(f"{url}?position=1", **api_auth("not-a-token")).status_code == 401
