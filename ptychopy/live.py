@@ -11,15 +11,18 @@ from reconstruction.parameters import Parameters
 from reconstruction.parameters.model import PVA_LIVE_SCHEME
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from reconstruction.live import LiveSource
 
 
 MIN_CONNECT_S = 5.0  # the PVs get at least this long to connect, also with a short -liveStall
 
 
-def open_source(params: Parameters) -> LiveSource:
+def open_source(params: Parameters, stop: Callable[[], bool] | None = None) -> LiveSource:
     """The live source ``-liveSource`` names: ``pva://...`` (an NTNDArray over pvAccess, :mod:`ptychopy.pva_source`)
-    or a file source of :func:`reconstruction.live.open_live_source` (swmr, replay)."""
+    or a file source of :func:`reconstruction.live.open_live_source` (swmr, replay). ``stop``: asked while the
+    file or the PVs are awaited; True ends the wait with ``LiveSourceError``."""
     from reconstruction.live import open_live_source, planned_from_parameters
 
     d = params.data
@@ -27,8 +30,8 @@ def open_source(params: Parameters) -> LiveSource:
         from .pva_source import PvaSource
 
         return PvaSource(d.live_source, planned_from_parameters(params), connect_s=max(d.live_stall_s, MIN_CONNECT_S),
-                         max_pending=d.live_buffer_frames)
-    return open_live_source(params)
+                         max_pending=d.live_buffer_frames, stop=stop)
+    return open_live_source(params, stop)
 
 
 def run_live(params: Parameters, quiet: bool = False) -> list[Path]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -146,11 +147,12 @@ class PvaSource:
     for the PVs to connect; ``queue_size``: the pvAccess monitor queue of the image PV (frames the client holds
     before the server squashes updates); ``max_pending``: frames held here before the feed takes them (more is an
     error: the feed's buffer bound, one step earlier); ``ctx``: a p4p client Context (default: a new one from the
-    environment's EPICS_PVA_* variables).
+    environment's EPICS_PVA_* variables); ``stop``: asked while the PVs connect, True ends that wait.
     """
 
     def __init__(self, address: PvaAddress | str, fallback_plan: PlannedScan, *, connect_s: float = 10.0,
-                 queue_size: int = 1000, max_pending: int = 100_000, end_grace_s: float = 1.0, ctx: Any = None):
+                 queue_size: int = 1000, max_pending: int = 100_000, end_grace_s: float = 1.0, ctx: Any = None,
+                 stop: Callable[[], bool] | None = None):
         from p4p.client.thread import Context
 
         self.address = parse_address(address) if isinstance(address, str) else address
@@ -183,7 +185,7 @@ class PvaSource:
                     self._skip_first[pv] = pv != a.status  # a frame/position present at connect is old
                     self._subs.append(self._ctx.monitor(pv, self._guard(pv, cb), request=request,
                                                         notify_disconnect=True))
-            self._wait_connected(connect_s)
+            self._wait_connected(connect_s, stop)
         except Exception:
             self.close()
             raise
@@ -205,7 +207,7 @@ class PvaSource:
                                   "expected finite (N, 2) positions")
         return PlannedScan(planned, None, f"PV {pv}")
 
-    def _wait_connected(self, timeout_s: float) -> None:
+    def _wait_connected(self, timeout_s: float, stop: Callable[[], bool] | None) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
             with self._lock:
@@ -213,6 +215,9 @@ class PvaSource:
                            and not self._connected.get(pv)]
             if not missing:
                 return
+            if stop is not None and stop():
+                raise LiveSourceError(f"{self.name}: the wait for {', '.join('PV ' + m for m in missing)} was "
+                                      "stopped")
             if time.monotonic() >= deadline:
                 raise LiveSourceError(f"{', '.join('PV ' + m for m in missing)}: not connected within {timeout_s:g} "
                                       "s (-liveStall); check the name and EPICS_PVA_ADDR_LIST")

@@ -167,6 +167,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "webapp.jobs.shutdown_middleware.StreamingShutdownMiddleware",  # before the heartbeat row goes
         "webapp.workers.heartbeat.HeartbeatMiddleware",
         "webapp.jobs.reconciler_middleware.ReconcilerMiddleware",
     ],

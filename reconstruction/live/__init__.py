@@ -10,9 +10,22 @@ from typing import TYPE_CHECKING
 
 from ..parameters.model import PVA_LIVE_SCHEME
 from .feed import LiveFeed
-from .source import ABORTED, ACQUIRING, CANCELLED, ENDED, STALLED, FrameBatch, LiveSource, LiveSourceError, PlannedScan
+from .source import (
+    ABORTED,
+    ACQUIRING,
+    CANCELLED,
+    ENDED,
+    STALLED,
+    STOPPED,
+    FrameBatch,
+    LiveSource,
+    LiveSourceError,
+    PlannedScan,
+)
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..parameters import Parameters
 
 
@@ -23,9 +36,10 @@ def planned_from_parameters(params: Parameters) -> PlannedScan:
     return PlannedScan(positions_m_from_parameters(params), None, "parameters (-scanDims, -step)")
 
 
-def open_live_source(params: Parameters) -> LiveSource:
+def open_live_source(params: Parameters, stop: Callable[[], bool] | None = None) -> LiveSource:
     """The file source ``-liveSource`` names (swmr, replay) over the ``-fp`` file (``-hdf5path`` dataset); a
-    ``pva://`` source is :func:`ptychopy.live.open_source`'s."""
+    ``pva://`` source is :func:`ptychopy.live.open_source`'s. ``stop``: asked while an SWMR file is awaited
+    (up to ``-liveStall``); True ends the wait with :class:`LiveSourceError`."""
     d = params.data
     if d.live_source == "none":
         raise LiveSourceError("-liveSource=none: no live source to open")
@@ -41,11 +55,11 @@ def open_live_source(params: Parameters) -> LiveSource:
     if d.live_source == "swmr":
         from .swmr import SwmrSource
 
-        return SwmrSource(d.file_pattern, d.hdf5_path, plan, wait_s=d.live_stall_s)
+        return SwmrSource(d.file_pattern, d.hdf5_path, plan, wait_s=d.live_stall_s, stop=stop)
     from .replay import ReplaySource
 
     return ReplaySource(d.file_pattern, d.hdf5_path, plan, d.live_rate_hz)
 
 
-__all__ = ["ABORTED", "ACQUIRING", "CANCELLED", "ENDED", "STALLED", "FrameBatch", "LiveFeed", "LiveSource",
+__all__ = ["ABORTED", "ACQUIRING", "CANCELLED", "ENDED", "STALLED", "STOPPED", "FrameBatch", "LiveFeed", "LiveSource",
            "LiveSourceError", "PlannedScan", "open_live_source", "planned_from_parameters"]

@@ -21,8 +21,8 @@ from .source import ABORTED, ACQUIRING, CANCELLED, ENDED, STALLED, FrameBatch, L
 
 class LiveFeed:
     """Polls ``source`` every ``poll_s`` on a daemon thread. ``outcome`` is None while the scan runs, then
-    ENDED, ABORTED, STALLED or CANCELLED; :meth:`take` returns the buffered batches and raises the feed's error,
-    if any."""
+    ENDED, ABORTED, STALLED, CANCELLED or STOPPED; :meth:`take` returns the buffered batches and raises the feed's
+    error, if any."""
 
     def __init__(self, source: LiveSource, *, stall_s: float, max_frames: int, poll_s: float = 0.01):
         self.source = source
@@ -46,10 +46,11 @@ class LiveFeed:
         self._thread.start()
         return self
 
-    def cancel(self) -> None:
-        """End the stream now as CANCELLED (a user's cancel): the frames already buffered are still taken."""
+    def cancel(self, outcome: str = CANCELLED) -> None:
+        """End the stream now as ``outcome`` (CANCELLED: a user's cancel; STOPPED: the process running it stops):
+        the frames already buffered are still taken."""
         if self.outcome is None:
-            self.outcome = CANCELLED
+            self.outcome = outcome
         self._stop.set()
 
     def stop(self) -> None:

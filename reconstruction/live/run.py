@@ -30,7 +30,7 @@ from ..positions import object_shape_for
 from ..probes import probe_guess_from_data
 from ..scan_data import ScanData
 from .feed import LiveFeed
-from .source import ENDED, FrameBatch, LiveSource, LiveSourceError
+from .source import CANCELLED, ENDED, STOPPED, FrameBatch, LiveSource, LiveSourceError
 from .upload import SlotUpload
 
 if TYPE_CHECKING:
@@ -68,9 +68,9 @@ class LiveSummary:
         """None for a complete scan, else 'partial: ...' (kept as the result's ``stopped_early``)."""
         if not self.partial:
             return None
-        why = "ended early" if self.outcome == ENDED else self.outcome
+        why = {ENDED: "scan ended early", STOPPED: "run stopped"}.get(self.outcome, f"scan {self.outcome}")
         lost = f", {self.dropped} dropped" if self.dropped else ""
-        return f"partial: scan {why} after {self.received} of {self.planned} frames{lost}"
+        return f"partial: {why} after {self.received} of {self.planned} frames{lost}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "outcome": self.outcome, "partial": self.partial,
@@ -134,18 +134,24 @@ class StreamingRun:
         """Frames the engine has taken in so far (the image is built from these)."""
         return self._k
 
-    def cancel(self) -> None:
-        """A user's cancel: stop taking frames; the run ends after its current iteration, without finishing
-        iterations, with the frames taken in so far (labelled partial: 'scan cancelled after K of N frames')."""
+    def cancel(self, outcome: str = CANCELLED) -> None:
+        """Stop taking frames: the run ends after its current iteration (finishing iterations included: none
+        more run), with the frames taken in so far. ``outcome``: CANCELLED (a user's cancel, labelled 'partial:
+        scan cancelled after K of N frames') or STOPPED (the process running it stops: 'partial: run stopped
+        after ...'); a stream that had already ended keeps its outcome."""
         self.finish_iterations = 0
-        self.feed.cancel()
+        if self.rec is not None:
+            self.rec.iterations = self.rec.iteration
+        self.feed.cancel(outcome)
 
     def _to_px(self, positions_m: np.ndarray) -> np.ndarray:
         return (np.asarray(positions_m, dtype=np.float64) - self._origin_m) / self.pixel_m + MARGIN_PX
 
     # -- the run ------------------------------------------------------------------------------------------------
-    def run(self, callback: Callable[[Progress, LiveSummary], object] | None = None) -> Result:
-        """Iterate while frames arrive, then the finishing iterations; returns the host result."""
+    def run(self, callback: Callable[[Progress, LiveSummary], object] | None = None,
+            idle: Callable[[], object] | None = None) -> Result:
+        """Iterate while frames arrive, then the finishing iterations; returns the host result. ``callback``
+        follows each iteration, ``idle`` each look (every 50 ms) for the first frames; either may :meth:`cancel`."""
         self.feed.start()
         try:
             while not self.feed.finished:
@@ -155,6 +161,8 @@ class StreamingRun:
                     self.newest_taken_monotonic = newest
                 if self.rec is None:
                     self.feed.wait(0.05)
+                    if idle is not None:
+                        idle()
                     continue
                 rec = self.rec
                 rec.iterations = rec.iteration + 1 + self.finish_iterations

@@ -20,6 +20,8 @@ ACQUIRING, ENDED, ABORTED = "acquiring", "ended", "aborted"
 STALLED = "stalled"
 #: What a run adds: a user cancelled it (the frames taken in so far are kept, labelled partial).
 CANCELLED = "cancelled"
+#: What a run adds: the process running it stopped it (a worker's restart: not the user's choice; kept, partial).
+STOPPED = "stopped"
 
 
 class LiveSourceError(InputDataError):

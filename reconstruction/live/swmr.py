@@ -17,6 +17,7 @@ A row counts as arrived once every growing dataset the file has holds it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ STATUS = f"{SCAN_GROUP}/status"
 STATUS_CODES = {0: ACQUIRING, 1: ENDED, 2: ABORTED}
 
 
-def open_swmr(path: Path | str, wait_s: float, poll_s: float = 0.05) -> h5py.File:
-    """Open ``path`` for SWMR reading, waiting up to ``wait_s`` for the writer to create it and switch SWMR on."""
+def open_swmr(path: Path | str, wait_s: float, poll_s: float = 0.05,
+              stop: Callable[[], bool] | None = None) -> h5py.File:
+    """Open ``path`` for SWMR reading, waiting up to ``wait_s`` for the writer to create it and switch SWMR on;
+    ``stop`` (asked at each look) True ends the wait at once."""
     deadline = time.monotonic() + wait_s
     last: Exception | None = None
     while True:
@@ -42,6 +45,8 @@ def open_swmr(path: Path | str, wait_s: float, poll_s: float = 0.05) -> h5py.Fil
             return h5py.File(path, "r", libver="latest", swmr=True)
         except (OSError, FileNotFoundError) as exc:
             last = exc
+        if stop is not None and stop():
+            raise LiveSourceError(f"file {path}: the wait for it was stopped")
         if time.monotonic() >= deadline:
             raise LiveSourceError(f"file {path}: cannot be opened for SWMR reading within {wait_s:g} s "
                                   f"(-liveStall): {last}")
@@ -51,14 +56,16 @@ def open_swmr(path: Path | str, wait_s: float, poll_s: float = 0.05) -> h5py.Fil
 class SwmrSource:
     """A :class:`~reconstruction.live.source.LiveSource` over a growing SWMR file (layout in the module docstring).
 
-    ``fallback_plan``: the plan used when the file has no ``planned_positions_m`` (from the parameters).
+    ``fallback_plan``: the plan used when the file has no ``planned_positions_m`` (from the parameters);
+    ``wait_s``/``stop``: how long to wait for the file, and what ends that wait early (:func:`open_swmr`).
     """
 
-    def __init__(self, path: Path | str, dataset: str, fallback_plan: PlannedScan, *, wait_s: float = 10.0):
+    def __init__(self, path: Path | str, dataset: str, fallback_plan: PlannedScan, *, wait_s: float = 10.0,
+                 stop: Callable[[], bool] | None = None):
         self.path = Path(path)
         self.dataset = dataset
         self.name = f"file {self.path}, dataset {dataset}"
-        self._file = open_swmr(self.path, wait_s)
+        self._file = open_swmr(self.path, wait_s, stop=stop)
         try:
             if dataset not in self._file:
                 raise LiveSourceError(f"{self.name}: no such dataset in the file")

@@ -150,3 +150,40 @@ def test_a_streaming_job_whose_worker_was_lost_is_failed_and_replaced_by_one_bat
     assert not reconciler.reconcile_once(bridge_site).failed
     rig.run(3.0)
     assert Job.objects.count() == 2
+
+
+def test_a_streaming_job_whose_worker_stopped_is_failed_and_replaced_by_one_batch_job(bridge_site,
+                                                                                      tmp_path: Path) -> None:
+    """A worker stopped (Dramatiq's shutdown, as on SIGTERM) while the bridge's streaming job waited for its live
+    file: the job ends failed at once, not re-queued, and the bridge, which covered the scan's end with it, queues
+    the one batch job under ``key#batch``."""
+    from webapp.jobs import runner
+    from webapp.jobs.models import Job
+
+    rig = Rig(tmp_path, DjangoSubmitter(), geom=GEOM, template=TEMPLATE,
+              submit={"kind": "django", "initial_backoff_s": 0.5},
+              stream={"enabled": True, "values": {"data.live_stall_s": 60}})
+    rig.value("BUSY", 1)
+    rig.run(1.0)
+    key = f"BL:7:{tmp_path}/scan7_data_#06d.h5"
+    stream = Job.objects.get(dedup_key=key)
+    worker = Worker(bridge_site, queues={"reconstruct"}, worker_threads=1, worker_timeout=50)
+    worker.start()
+    try:
+        wait_for(lambda: Job.objects.filter(pk=stream.pk, status="running").exists(), 30, "the job to run")
+        write_scan_files(tmp_path, "scan7", GEOM)
+        rig.scan_ends()
+        rig.run(2.0)
+        assert rig.journal.get(key).status == jr.FOLLOWING  # running: it covers the end
+    finally:
+        worker.stop(timeout=10_000)
+        runner.clear_stop()
+    stream.refresh_from_db()
+    assert stream.status == "failed" and "stopped while streaming, after 0 frames" in stream.message
+    rig.run(3.0)
+    batch = Job.objects.get(dedup_key=key + jr.BATCH_SUFFIX)
+    assert batch.parameters["data"]["live_source"] == "none" and Job.objects.count() == 2
+    (why,) = [e["message"] for e in rig.journal.events("stream_failed_batch")]
+    assert f"streaming job {stream.pk} failed before any frame (its worker" in why and "stopped while" in why
+    rig.run(3.0)
+    assert Job.objects.count() == 2 and stream.attempts == 1

@@ -1,7 +1,9 @@
 """Streaming jobs (issue 21) on the worker: a real writer process (``ptychopy simwrite``) fills an SWMR file inside
 the data roots while the worker reconstructs it. Frames carry the stream's state, the row keeps it, the API shows
 it; an abort and a stall keep a partial result labelled partial; frames out of order are placed; a cancel keeps
-what arrived; DM is refused; a live source's file need not exist at submit but must be inside the data roots."""
+what arrived; DM is refused; a live source's file need not exist at submit but must be inside the data roots. A
+worker that stops (the Dramatiq shutdown of SIGTERM or an embedded stop) never hands a streaming job back: it ends
+failed with the partial result of the frames that arrived, or at once while it waits for its file."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
-from webapp_helpers import api_auth, api_post
+from dramatiq import Worker
+from dramatiq.middleware import TimeLimitExceeded
+from webapp_helpers import api_auth, api_post, small_parameters, wait_for
 
 from reconstruction import Parameters
 from reconstruction.io import read_result
-from webapp.jobs import services
+from webapp.jobs import reconciler, runner, services
 from webapp.jobs.models import Job
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
@@ -113,6 +117,82 @@ def test_a_cancelled_streaming_job_keeps_the_frames_that_arrived(data_root, brok
     assert job.status == "cancelled" and job.partial and job.live["outcome"] == "cancelled"
     assert 5 <= job.live["frames_received"] < N and job.live["finish_iterations"] == 0
     assert job.message.startswith("cancelled after ") and Path(job.result_path).is_file()
+
+
+def _stop_worker_when(broker, condition) -> float:
+    """Start a worker like the embedded one, stop it (Dramatiq's shutdown, as on SIGTERM) once ``condition()``
+    holds; the seconds ``stop`` took (the worker's thread joined: the running job ended)."""
+    w = Worker(broker, queues={"reconstruct"}, worker_threads=1, worker_timeout=50)
+    w.start()
+    try:
+        wait_for(condition, timeout_s=60)
+    finally:
+        t0 = time.monotonic()
+        w.stop(timeout=10_000)  # the embedded stop's grace (webapp.jobs.embedded.stop_worker)
+        stop_s = time.monotonic() - t0
+        runner.clear_stop()
+    return stop_s
+
+
+def test_a_stopped_worker_fails_its_streaming_job_keeping_the_frames_that_arrived_never_requeued(data_root,
+                                                                                                 broker):
+    path = data_root / "slow.h5"
+    job = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={path} -liveFinish=50"))
+    writer = subprocess.Popen([sys.executable, "-m", "ptychopy", "simwrite", str(path), SCAN, "--rate", "10"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stop_s = _stop_worker_when(broker, lambda: (Job.objects.get(pk=job.pk).live or {}).get(
+            "frames_received", 0) >= 5)
+    finally:
+        writer.kill()
+        writer.wait()
+    job.refresh_from_db()
+    k = job.live["frames_received"]
+    assert job.status == "failed" and job.attempts == 1 and 5 <= k < N, job.message
+    assert (f"stopped while streaming, after {k} of {N} frames received (phase acquiring); the partial result of "
+            "those frames was kept; not re-queued (the frames went past)") in job.message
+    assert job.partial and job.live["outcome"] == "stopped" and job.live["finish_iterations"] == 0
+    assert read_result(job.result_path).stopped_early == f"partial: run stopped after {k} of {N} frames"
+    assert reconciler.requeue_unfinished() == 0 and not broker.queues["reconstruct"].qsize()
+    assert stop_s < 10, stop_s
+
+
+def test_a_streaming_job_waiting_for_its_file_ends_at_once_when_its_worker_stops(data_root, broker):
+    job = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={data_root / 'never.h5'} -liveStall=60"))
+    stop_s = _stop_worker_when(broker, lambda: Job.objects.filter(pk=job.pk, status="running").exists())
+    job.refresh_from_db()
+    assert job.status == "failed" and job.result_path == "" and stop_s < 2, (job.message, stop_s)
+    assert "stopped while streaming, after 0 frames received (phase waiting); not re-queued" in job.message
+
+
+def test_a_cancel_ends_a_streaming_job_still_waiting_for_its_file(data_root, broker, worker, user):
+    job = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={data_root / 'never.h5'} -liveStall=60"),
+                              owner=user)
+    wait_for(lambda: Job.objects.filter(pk=job.pk, status="running").exists())
+    t0 = time.monotonic()
+    services.cancel_job(job, user)
+    wait_for(lambda: Job.objects.get(pk=job.pk).is_finished, timeout_s=10)
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.message == "cancelled before any frame arrived"
+    assert time.monotonic() - t0 < 2
+
+
+def test_an_interrupted_streaming_job_is_failed_where_a_batch_job_is_handed_back(data_root, monkeypatch):
+    from webapp.jobs import streaming
+
+    def interrupted(*_args):
+        raise TimeLimitExceeded()
+
+    monkeypatch.setattr(streaming, "execute_streaming", interrupted)
+    stream = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={data_root / 'x.h5'}"))
+    batch = services.submit_job(small_parameters(iterations=1_000_000))
+    monkeypatch.setattr(runner.JobRun, "iterate", lambda self, rec: interrupted())
+    for job in (stream, batch):
+        with pytest.raises(TimeLimitExceeded):
+            runner.run_job(job.pk)
+        job.refresh_from_db()
+    assert stream.status == "failed" and "stopped while streaming, after 0 frames" in stream.message
+    assert batch.status == "queued" and "re-queued" in batch.message
 
 
 def test_dm_is_refused_with_a_live_source(data_root, broker, worker):

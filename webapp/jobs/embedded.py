@@ -69,7 +69,7 @@ def stop_worker() -> None:
         worker, _worker = _worker, None
     _stop_reconciler()
     if worker is not None:
-        request_stop()  # the running job stops after its current iteration and goes back to the queue
+        request_stop()  # the running job stops after its current iteration: back to the queue (a streaming job: failed)
         try:
             worker.stop(timeout=10_000)
         finally:

@@ -61,15 +61,23 @@ def killed_twice_message(losses: int, worker: str) -> str:
             "then clone the job.")
 
 
-def lost_while_streaming_message(job: Job) -> str:
-    """The message of a streaming job whose worker was lost: the frames received so far (the row's ``live``, as
-    of the last frame the worker stored) and what happens next."""
-    live = job.live or {}
+def streaming_ended_by_worker_message(worker: str, live: dict[str, Any] | None, *, how: str = "was lost",
+                                      kept: bool = False) -> str:
+    """The message of a streaming job whose worker ``how`` ('was lost', 'stopped') mid-stream, never re-queued:
+    the frames received (``live``: the job's live header) and what happens next; ``kept``: the partial result of
+    those frames was written."""
+    live = live or {}
     planned = int(live.get("frames_planned") or 0)
     received = f"{int(live.get('frames_received') or 0)}{f' of {planned}' if planned else ''}"
-    return (f"its worker {job.worker} was lost while streaming, after {received} frames received (phase "
-            f"{live.get('phase') or 'waiting'}); not re-queued (the frames went past): a scan the EPICS bridge "
-            "opened gets its batch job once its data file is complete; otherwise clone the job.")
+    result = "; the partial result of those frames was kept" if kept else ""
+    return (f"its worker {worker} {how} while streaming, after {received} frames received (phase "
+            f"{live.get('phase') or 'waiting'}){result}; not re-queued (the frames went past): a scan the EPICS "
+            "bridge opened gets its batch job once its data file is complete; otherwise clone the job.")
+
+
+def lost_while_streaming_message(job: Job) -> str:
+    """The message of a streaming job whose worker was lost (the frames as of the last frame the worker stored)."""
+    return streaming_ended_by_worker_message(job.worker, job.live)
 
 
 def recover_abandoned(job: Job, *, send: bool, worker_died: bool = True) -> str:

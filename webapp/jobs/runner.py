@@ -38,7 +38,7 @@ from webapp.workers import heartbeat
 from . import memory, notify
 from .models import Job
 from .queue import enqueue
-from .reconciler import recover_abandoned
+from .reconciler import recover_abandoned, streaming_ended_by_worker_message
 from .results import job_results_dir
 from .services import cancelled_while_queued
 from .snapshots import SnapshotWriter
@@ -68,17 +68,31 @@ class DemoStepsAside(WorkerStopping):
     it and runs again from the start afterwards (embedded mode: one worker thread, a demo of minutes)."""
 
 
-_stopping = threading.Event()
+_stopping = threading.Event()  # an embedded stop: the running job stops after its current iteration
+_shutting_down = threading.Event()  # this worker process is shutting down (SIGTERM, a deploy, an embedded stop)
 _claimed_here: set[int] = set()  # jobs this process claimed (a row it left is not a dead worker's)
 
 
 def request_stop() -> None:
-    """Make the running job (if any) stop after its current iteration and hand itself back (embedded stop)."""
+    """Make the running job (if any) stop after its current iteration and hand itself back (embedded stop); a
+    streaming job is never handed back (:meth:`JobRun.worker_stopping`)."""
     _stopping.set()
 
 
 def clear_stop() -> None:
     _stopping.clear()
+    _shutting_down.clear()
+
+
+def shutting_down(on: bool = True) -> None:
+    """This worker's shutdown began (Dramatiq's ``before_worker_shutdown``: SIGTERM, a deploy, an embedded stop;
+    ``on=False`` once a worker boots): a running streaming job stops taking frames at once, keeps what arrived and
+    ends failed (docs/streaming.md). A batch job is not affected: a production worker lets it finish within its
+    stop timeout."""
+    if on:
+        _shutting_down.set()
+    else:
+        _shutting_down.clear()
 
 
 def run_job(job_id: int) -> str:
@@ -144,8 +158,15 @@ def someone_waits() -> bool:
 
 
 def _hand_back(job: Job, message: str) -> int:
-    return Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker,
-                              attempts=job.attempts).update(status=Job.Status.QUEUED, message=message)
+    """Put ``job``, running here, back in the queue with ``message``; a streaming job is failed instead, naming the
+    frames it had received: its frames went past, and the EPICS bridge is the one owner of a replacement
+    (docs/streaming.md, "Exactly once")."""
+    mine = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, worker=job.worker, attempts=job.attempts)
+    if not job.is_streaming:
+        return mine.update(status=Job.Status.QUEUED, message=message)
+    live = mine.values_list("live", flat=True).first()
+    return mine.update(status=Job.Status.FAILED, finished=timezone.now(),
+                       message=streaming_ended_by_worker_message(job.worker, live, how="stopped"))
 
 
 def claim(job_id: int) -> Job | str:
@@ -284,6 +305,12 @@ class JobRun:
         """Raise :class:`WorkerStopping` when this worker is shutting down (asked between iterations)."""
         if _stopping.is_set():
             raise WorkerStopping()
+
+    @staticmethod
+    def worker_stopping() -> bool:
+        """Whether this worker is stopping (an embedded stop) or shutting down (:func:`shutting_down`): a running
+        streaming job must stop now (docs/streaming.md)."""
+        return _stopping.is_set() or _shutting_down.is_set()
 
     def cancel_due(self, now: float) -> bool:
         """At most every ``CANCEL_POLL_S``: whether the row asks to cancel."""
