@@ -13,13 +13,15 @@ back into the probe's frame (their adjoint) over sum_j |O_j|^2 taken in the wind
 of that smooth sum is left out). Whole-pixel positions take the steps above unchanged.
 
 Position refinement (``position_refinement_from`` > 0: -refinePositions from iteration -PPS): windows follow
-sub-pixel positions; after step 2 every position takes half the Gauss-Newton step that fits the modulus
-projection of its phi (chi = P_M(phi) - phi; ``engines/position_refiner.py``, ``physics/position_update.py``),
-damped by the median over all positions and at most 0.5 px per axis, after a coarse whole-pixel search in the first
+sub-pixel positions; after step 2 every position takes half the Gauss-Newton step (the whole step while the
+probe is held: :func:`position_gain`) that fits the modulus projection of its phi (chi = P_M(phi) - phi;
+``engines/position_refiner.py``, ``physics/position_update.py``), damped by the median over all positions and at
+most 0.5 px per axis, after a coarse whole-pixel search in the first
 refining epochs. The exit waves psi = phi + (psi - phi) split at a gradient move: the overlap-consistent part phi
 is taken anew at the new place, DM's memory psi - phi stays with its pattern (a window whose corner moves by k
 pixels has it rolled by -k, so its content stays where it was in the object); a coarse move takes psi along
-unrolled (``_positions_moved``). DM fits no affine deformation (see the refiner's ``fit_deformation``).
+unrolled (``_positions_moved``). The scan's affine fit (-positionAffine) takes its terms from the same chi; the
+exit waves follow the deformation as they follow a gradient move (the object is resampled first, phi taken anew).
 
 Per-position flux (``variable_intensity``: -variableIntensity): the windows' model is c_j P O_j (c_j an amplitude
 factor, ``EngineState.intensity_scale``, mean 1). The overlap projection is the least-squares fit of the exit waves
@@ -57,8 +59,17 @@ REFINE_CHUNK = 256  # positions whose step terms are computed at once (position 
 # share of each position step DM takes. While psi kept the old placement, whole steps ran away (+-1.5 px errors:
 # 1.2 -> 2.8 px RMS in 60 iterations) and a third was taken (0.40 px). Since the overlap-consistent part of psi
 # follows each move (DM._follow_positions), half steps converge further: 1.21 -> 0.34 px with the probe updated
-# (a third: 0.38; whole steps ran away again, 0.83 px); +-3 px + 1 % + 0.5 degrees, probe known: 0.37 px
+# (a third: 0.38; 0.75 of a step: 0.80 px and whole steps: 0.83 px, both ran away: the probe takes up part of each
+# move). With the probe held nothing co-adapts, and whole steps converge fastest (+-3 px + 1 % + 0.5 degrees, probe
+# known, 100 iterations, with the affine fit: half steps 0.23 px RMS, NRMSE 1.14x the true positions' run; whole
+# steps 0.175 px, 1.09x)
 POSITION_GAIN = 0.5
+POSITION_GAIN_PROBE_HELD = 1.0
+
+
+def position_gain(update_probe: bool) -> float:
+    """The share of each position step DM takes in an epoch that updates the probe or holds it."""
+    return POSITION_GAIN if update_probe else POSITION_GAIN_PROBE_HELD
 
 
 def error_sample(n_positions: int, iteration: int) -> Any:
@@ -105,6 +116,7 @@ class DM:
             if self.refiner.begin_epoch(st.lit_probes):  # a coarse move takes its window's exit waves along
                 self._positions_moved()
             update_probe = update_probe and not self.refiner.holds_probe(iteration)
+            self.refiner.gain = position_gain(update_probe)
         flat_idx = st.window_idx()
         self._overlap_update(update_probe, flat_idx)
         obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
@@ -127,22 +139,29 @@ class DM:
         return metrics
 
     def _refine_positions(self, phi: Any, obj_patches: Any) -> None:
-        """Every position's Gauss-Newton step from the modulus projection of its overlap-consistent estimate phi
-        (N, M, n, n) (chi = P_M(phi) - phi), in chunks of ``REFINE_CHUNK``; then the epoch's end (affine fit)."""
+        """Every position's step from the modulus projection of its overlap-consistent estimate phi (N, M, n, n)
+        (:meth:`_collect_position_terms`); then the epoch's end (the affine fit), and psi follows the moves."""
         st, xp = self.state, self.state.xp
         corners = xp.stack([st.rows, st.cols], axis=1).copy()
+        self._collect_position_terms(phi, obj_patches, self._probes)
+        self.refiner.end_epoch()
+        self._positions_moved(corners)
+        self._follow_positions(phi, corners)
+
+    def _collect_position_terms(self, phi: Any, obj_patches: Any, probes: Any) -> None:
+        """Hand the refiner every position's Gauss-Newton terms (and, in the affine phase, the deformation terms)
+        from chi = P_M(phi) - phi, in chunks of ``REFINE_CHUNK``: ``phi`` (N, M, n, n), ``obj_patches`` (N, n, n),
+        ``probes`` (1 or N, M, n, n) as they light the windows. The fast DM calls it in the affine phase."""
+        st, xp = self.state, self.state.xp
         for start in range(0, st.n_positions, REFINE_CHUNK):
             sl = slice(start, min(start + REFINE_CHUNK, st.n_positions))
             far_phi = propagation.forward(xp, phi[sl])
             model_amp = modulus.modal_amplitude(xp, far_phi)
             factor = modulus.modulus_factor(xp, model_amp, st.amplitudes[sl], st.valid_for(sl))
             chi = propagation.backward(xp, far_phi * (factor - 1.0)[:, None])
-            probes = self._probes if self._probes.shape[0] == 1 else self._probes[sl]
-            self.refiner.collect(xp.arange(sl.start, sl.stop), *self.refiner.terms(probes, obj_patches[sl], chi,
-                                                                                     far_phi, model_amp))
-        self.refiner.end_epoch()
-        self._positions_moved(corners)
-        self._follow_positions(phi, corners)
+            lit = probes if probes.shape[0] == 1 else probes[sl]
+            idx = xp.arange(sl.start, sl.stop)
+            self.refiner.collect(idx, *self.refiner.terms(idx, lit, obj_patches[sl], chi, far_phi, model_amp))
 
     def _follow_positions(self, old_phi: Any, old_corners: Any) -> None:
         """After a gradient move: psi = phi + (psi - phi), where DM's memory (psi - phi) stays with its pattern
@@ -159,12 +178,12 @@ class DM:
         self.psi[:, :m] += new_phi - old_phi
 
     def _make_refiner(self) -> PositionRefiner | None:
-        """DM's position refiner (None without -refinePositions): a third of each step, damped by the median
-        denominator (``POSITION_GAIN``), no deformation fit (see ``PositionRefiner``)."""
+        """DM's position refiner (None without -refinePositions): a share of each step (:func:`position_gain`),
+        damped by the median denominator."""
         if self.settings.position_refinement_from <= 0:
             return None
-        refiner = PositionRefiner(self.state, self.settings, fit_deformation=False)
-        refiner.gain, refiner.damping = POSITION_GAIN, 1.0
+        refiner = PositionRefiner(self.state, self.settings)
+        refiner.damping = 1.0
         return refiner
 
     def _positions_moved(self, old_corners: Any = None) -> None:

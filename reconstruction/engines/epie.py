@@ -109,8 +109,8 @@ class EPIE:
             factor = modulus.fourier_factor(xp, model_amp, amp, valid, noise)
             diff = propagation.backward(xp, far * factor[None]) - psi
             if refine:  # the terms of this position's step, from the same difference as its update
-                self.refiner.collect([j], *self.refiner.terms(probe[None], obj_patch[None], diff[None], far[None],
-                                                              model_amp[None]))
+                self.refiner.collect([j], *self.refiner.terms([j], probe[None], obj_patch[None], diff[None],
+                                                              far[None], model_amp[None]))
             p_int = xp.sum(probe.real**2 + probe.imag**2, axis=0)
             # multiplying by the reciprocal: NumPy divides complex by real as complex by complex (several x slower)
             window += xp.sum(probe.conj() * diff, axis=0) * (1.0 / xp.max(p_int))

@@ -103,7 +103,7 @@ class LSQML:
 
         if refine:
             position_steps = position_update.damped_steps(
-                xp, *self.refiner.terms(probe, obj_p, chi, far_model, model_amp))
+                xp, *self.refiner.terms(idx, probe, obj_p, chi, far_model, model_amp))
         if scale is not None:
             scale_steps = _intensity_steps(xp, psi, chi)
 

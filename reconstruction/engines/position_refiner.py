@@ -25,7 +25,7 @@ from typing import Any
 
 from ..physics import modulus, patches, propagation
 from ..physics import position_update as pu
-from .base import EngineSettings, EngineState
+from .base import EngineSettings, EngineState, object_illumination
 
 MAX_POSITION_STEP_PX = 0.5  # largest gradient correction of one position in one epoch, per axis
 MAX_DEFORMATION = 0.02  # largest affine change applied in one epoch (2 %, about 1.1 degrees)
@@ -40,7 +40,7 @@ EPOCH_DAMPING = 0.3
 class PositionRefiner:
     """Refines ``state.positions_px`` in place from iteration ``settings.position_refinement_from`` on."""
 
-    def __init__(self, state: EngineState, settings: EngineSettings, fit_deformation: bool = True):
+    def __init__(self, state: EngineState, settings: EngineSettings):
         if state.positions_px is None:
             raise ValueError("position refinement needs EngineState.positions_px (the sub-pixel positions)")
         self.state = state
@@ -49,11 +49,10 @@ class PositionRefiner:
         self.start_px: Any = state.positions_px.copy()
         free = tuple(settings.position_affine)
         self.held = tuple(t for t in pu.AFFINE_TERMS if t not in free)
-        # DM passes False: its object is rebuilt from exit waves that keep their place, so a deformation applied
-        # to the positions and the object was asked for again and again (1 % + 0.5 degrees ended 1.24 % too large)
-        self.fit_deformation = fit_deformation and any(t in free for t in pu.AFFINE_TERMS if t != "offset")
+        self.fit_deformation = any(t in free for t in pu.AFFINE_TERMS if t != "offset")
         self._gram: Any = None
         self._rhs: Any = None
+        self._trusted: Any = None  # (H, W) where the affine fit trusts the object, in the affine phase
         self._shifts = pu.search_shifts(xp, settings.coarse_search_px) if settings.coarse_search_px > 0 else None
         self._epoch = 0  # refining epochs begun
         self.gain = 1.0  # the share of each collected step taken (DM takes less: its exit waves lag the move)
@@ -83,8 +82,8 @@ class PositionRefiner:
         epoch = self._epoch + 1
         return self.fit_deformation and s.affine_delay < epoch <= s.affine_delay + s.affine_epochs
 
-    def _affine_phase(self) -> bool:
-        """True in the refining epochs that fit the free affine terms."""
+    def affine_phase(self) -> bool:
+        """True in the refining epochs that fit the free affine terms (from :meth:`begin_epoch` on)."""
         s = self.settings
         return self.fit_deformation and s.affine_delay < self._epoch <= s.affine_delay + s.affine_epochs
 
@@ -100,9 +99,18 @@ class PositionRefiner:
             self.fit_deformation = False
             self.start_px = self.positions.copy()
             self.held = pu.AFFINE_TERMS
+        moved = self._epoch <= self.settings.coarse_search_epochs and self._coarse_search(probe_at)
+        self._trusted = pu.trusted_object(self.state.xp, object_illumination(self.state)) if self.affine_phase() \
+            else None
+        return moved
+
+    def _coarse_search(self, probe_at: Any) -> bool:
+        """Each window moved to its best whole-pixel shift within ``coarse_search_px`` (:meth:`begin_epoch`); True
+        when any moved. Nothing without a search radius."""
         s = self.settings
-        if self._shifts is None or self._epoch > s.coarse_search_epochs:
+        if self._shifts is None:
             return False
+        shifts = self._shifts
         st, xp = self.state, self.state.xp
         own = [self._own_terms(xp.arange(a, min(a + SEARCH_CHUNK, st.n_positions)), probe_at)
                for a in range(0, st.n_positions, SEARCH_CHUNK)]
@@ -115,10 +123,9 @@ class PositionRefiner:
             rows, cols = st.rows[idx], st.cols[idx]
             regions = pu.consensus_regions(xp, num, den, own[k][0], own[k][1], rows, cols, s.coarse_search_px)
             scores = pu.coarse_shift_scores(xp, regions, probe_at(idx), st.amplitudes[idx], st.valid_for(idx),
-                                            self._shifts)
-            scores = xp.where(pu.search_inside(xp, st.obj.shape, rows, cols, st.size_px, self._shifts), scores,
-                              -xp.inf)
-            best = self._shifts[xp.argmax(scores, axis=1)]  # (B, 2); shift 0 comes first, so ties stay put
+                                            shifts)
+            scores = xp.where(pu.search_inside(xp, st.obj.shape, rows, cols, st.size_px, shifts), scores, -xp.inf)
+            best = shifts[xp.argmax(scores, axis=1)]  # (B, 2); shift 0 comes first, so ties stay put
             if bool(xp.any(best != 0)):
                 moved_any = True
                 self._set(idx, self.positions[idx] + best.astype(self.positions.dtype))
@@ -135,15 +142,18 @@ class PositionRefiner:
         psi = propagation.backward(xp, far * factor[:, None])
         return xp.sum(probes.conj() * psi, axis=1), xp.sum(probes.real**2 + probes.imag**2, axis=1)
 
-    def terms(self, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any) -> tuple[Any, Any]:
-        """(B, 2) numerators and denominators of the per-position steps of a batch (shapes as in
-        ``physics/position_update.py``); with a free affine term, the batch's deformation terms are added to the
-        epoch's."""
-        xp = self.state.xp
-        if not self._affine_phase():
+    def terms(self, idx: Any, probes: Any, windows: Any, chi: Any, far_model: Any, model_amp: Any
+              ) -> tuple[Any, Any]:
+        """(B, 2) numerators and denominators of the per-position steps of a batch of positions ``idx`` (B,)
+        (shapes as in ``physics/position_update.py``); with a free affine term, the batch's deformation terms are
+        added to the epoch's, the object's gradients weighted by where the scan lights it well
+        (:func:`~reconstruction.physics.position_update.trusted_object`)."""
+        st, xp = self.state, self.state.xp
+        if not self.affine_phase():
             return pu.translation_terms(xp, probes, windows, chi, far_model, model_amp)
-        centre = pu.probe_centre_px(xp, self.state.probe[: self.state.modes_active])
-        gram, rhs = pu.deformation_terms(xp, probes, windows, chi, far_model, model_amp, centre)
+        centre = pu.probe_centre_px(xp, st.probe[: st.modes_active])
+        weights = patches.extract_patches(xp, self._trusted, st.window_idx(xp.asarray(idx)))
+        gram, rhs = pu.deformation_terms(xp, probes, windows, chi, far_model, model_amp, centre, weights)
         if self._gram is None:
             self._gram, self._rhs = gram, rhs
         else:

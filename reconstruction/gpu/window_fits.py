@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ..engines.dm import DM
 from ..engines.epie import EPIE
 from ..physics import patches
 from . import runtime as rt
@@ -188,8 +189,12 @@ class DMWindowsMixin(WindowsMixin):
         st, cp = self.state, self.cp
         m = st.modes_active
         corners = cp.stack([st.rows, st.cols], axis=1)
-        old_phi = self._window_probes(m) * patches.extract_patches(cp, st.obj, st.window_idx())[:, None]
-        collect_step_terms(self.refiner, self.ident, self.fit_acc)
+        obj_patches = patches.extract_patches(cp, st.obj, st.window_idx())
+        old_phi = self._window_probes(m) * obj_patches[:, None]
+        if self.refiner.affine_phase():  # the deformation terms: the reference's step (the kernels' are unused)
+            DM._collect_position_terms(self, old_phi, obj_patches, self._window_probes(m))  # type: ignore[arg-type]
+        else:
+            collect_step_terms(self.refiner, self.ident, self.fit_acc)
         self.refiner.end_epoch()
         self._positions_moved(corners)
         self._moved_probes()  # at the new positions, for the new phi

@@ -216,7 +216,7 @@ def test_the_refiner_says_ahead_which_epochs_fit_the_deformation_as_begin_epoch_
     for _ in range(8):
         said.append(refiner.next_epoch_fits_deformation())
         refiner.begin_epoch(state.lit_probes)
-        found.append(refiner._affine_phase())
+        found.append(refiner.affine_phase())
     assert said == found == [False, False, True, True, True, False, False, False]
     held = PositionRefiner(state, EngineSettings(position_refinement_from=1, affine_delay=0))
     assert not held.next_epoch_fits_deformation()  # every affine term held: nothing to fit
