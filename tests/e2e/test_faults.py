@@ -1,7 +1,8 @@
 """The fault suite: real PostgreSQL, Redis, Daphne and worker processes, broken the way services break.
 
 Each scenario asserts what a user sees through the JSON API: 0 jobs lost (every job ends ``done``, or
-``cancelled`` when cancelled), 0 results duplicated (one result file per job, one run that wrote it), and every
+``cancelled`` when cancelled; a streaming job whose worker is stopped ends ``failed`` with its partial result, never
+re-queued), 0 results duplicated (one result file per job, one run that wrote it), and every
 job back to ``running`` or ``done`` within ``RECOVERY_S`` of the service returning. The measured recovery times
 are printed (``-s``) and documented in docs/deploy.md ("Failures and recovery").
 
@@ -390,3 +391,35 @@ def test_an_idle_viewer_stays_connected_with_no_error_logged(faults: FaultStack)
     assert frames >= 1 and open_s >= 12.5, (frames, open_s)
     new_log = faults.stack.web.log_text()[log_before:] if faults.stack.web else ""
     assert " ERROR " not in new_log and "Traceback" not in new_log, new_log[-3000:]
+
+
+def test_a_worker_stopped_with_sigterm_mid_stream_fails_its_streaming_job_keeping_the_frames(faults: FaultStack):
+    """``systemctl stop`` of a production worker (SIGTERM to ``python -m webapp.worker``) while a streaming job
+    takes frames: the job stops at once, keeps the partial result of the frames that arrived and ends failed,
+    never re-queued (docs/streaming.md, "A worker stopped while streaming")."""
+    import subprocess
+    import sys
+
+    faults.workers(1)
+    scan = "./ptycho -size=32 -scanDims=8,8 -step=150e-9,150e-9 -beamSize=500e-9 -photons=1e6 -seed=0"
+    path = faults.stack.data_root / "stream_stop.h5"
+    job_id = int(faults.api.submit(f"{scan} -sqrtData=1 -device=cpu -algorithm=ePIE -liveSource=swmr -fp={path} "
+                                   "-liveFinish=50", label="stream-stop")["id"])
+    writer = subprocess.Popen([sys.executable, "-m", "ptychopy", "simwrite", str(path), scan, "--rate", "10"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while int((faults.job(job_id).get("live") or {}).get("frames_received") or 0) < 5:
+            assert time.monotonic() < deadline, faults.job(job_id)
+            time.sleep(0.1)
+        took = faults.stack.workers[0].stop()
+    finally:
+        writer.kill()
+        writer.wait()
+    job = faults.job(job_id)
+    k = int(job["live"]["frames_received"])
+    report("worker SIGTERMed mid-stream", {"worker stopped, the job failed with its partial result": took})
+    assert job["status"] == "failed" and job["partial"] and 5 <= k < 64, job
+    assert f"stopped while streaming, after {k} of 64 frames received (phase acquiring)" in job["message"]
+    assert [f.name for f in faults.result_files(job_id) if f.name != "snapshots"] == ["result.h5"]
+    assert took < 10, took
