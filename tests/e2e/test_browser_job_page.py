@@ -63,7 +63,7 @@ def test_job_page_states_queue_estimate_confirmations_and_history(  # type: igno
         # running: "live", a duration that ticks, plots drawn
         pg.goto(f"/jobs/{running['id']}/")
         assert wait_conn(pg, "live") == "live"
-        pg.locator("#plot-object_amplitude .heatmaplayer").first.wait_for(timeout=30000)
+        pg.locator("#plot-object_amplitude canvas.image-under").first.wait_for(timeout=30000)
         first = pg.locator("#duration").text_content()
         pg.wait_for_timeout(2200)
         assert pg.locator("#duration").text_content() != first, "the duration did not tick"
@@ -105,7 +105,7 @@ def test_job_page_states_queue_estimate_confirmations_and_history(  # type: igno
         # done: images drawn, the connection says it is closed
         pg.goto(f"/jobs/{timed['id']}/")
         assert "closed" in wait_conn(pg, "closed")
-        pg.locator("#plot-object_amplitude .heatmaplayer").first.wait_for(timeout=10000)
+        pg.locator("#plot-object_amplitude canvas.image-under").first.wait_for(timeout=10000)
         assert "live" not in conn_text(pg)
 
         # history: fits 1400 px with a long path label, says why a job failed
@@ -149,10 +149,12 @@ def click_scan_position(pg, index: int) -> None:  # type: ignore[no-untyped-def]
 
 
 def heatmap_scale(pg, plot_id: str) -> dict:  # type: ignore[no-untyped-def]
-    """The colorscale, z range and colorbar labels Plotly uses for a heatmap panel, and the scale the page chose."""
-    return pg.evaluate("""id => { const d = document.getElementById(id); const t = d._fullData[0];
-        return {stops: t.colorscale, zmin: t.zmin, zmax: t.zmax, ticktext: t.colorbar.ticktext,
-                scale: d.dataset.scale}; }""", plot_id)
+    """The colorscale, the range of the image's 0..255 it spans and the colour bar's labels of an image panel (the
+    page colours the pixels and draws the colour bar from them: live.js ``ptychopyScale``), and the scale the page
+    chose."""
+    return pg.evaluate("""id => { const d = document.getElementById(id); const t = d.ptychopyScale;
+        return {stops: t.stops, zmin: t.zmin, zmax: t.zmax, ticktext: t.ticktext, scale: d.dataset.scale}; }""",
+                       plot_id)
 
 
 def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_scan(  # type: ignore[no-untyped-def]
@@ -167,7 +169,7 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     log_in(pg, alice)
     pg.goto(f"/jobs/{job['id']}/")
     for plot_id in ("plot-object_amplitude", "plot-object_phase", "plot-probe_amplitude_1", "plot-probe_phase_1"):
-        pg.locator(f"#{plot_id} .heatmaplayer").first.wait_for(timeout=20000)
+        pg.locator(f"#{plot_id} canvas.image-under").first.wait_for(timeout=20000)
 
     for plot_id, width_px in (("plot-object_amplitude", None), ("plot-probe_amplitude_0", 64),
                               ("plot-probe_phase_1", 64)):
@@ -263,7 +265,7 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     # the measured and the model pattern of the central position, side by side
     for name in ("diffraction_measured", "diffraction_model"):
         st = plot_state(pg, f"plot-{name}")
-        assert st["types"] == ["heatmap"] and re.search(r"pattern, position \d+ \(log10 counts\)", st["title"]), st
+        assert st["types"] == ["image"] and re.search(r"pattern, position \d+ \(log10 counts\)", st["title"]), st
         assert st["x"] == "column (px)" and st["xr"][1] == pytest.approx(63.5)  # 64 px patterns, not binned
 
     # the scan, for a run that does not refine it: 100 positions in the same unit system

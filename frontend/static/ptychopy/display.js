@@ -1,9 +1,11 @@
 /* Display controls of the live view's object panels: colormap, scale (linear, log, gamma) and the displayed
  * value range (the histogram range); and the length units and scale bars the live and comparison pages share.
  *
- * The frames' images stay as they arrive (uint8, 0..255 linear in vmin..vmax): nothing is recomputed per pixel.
- * The range becomes the heatmap's zmin/zmax, and log or gamma become the colorscale itself: 33 stops at evenly
- * spaced values of the range, each coloured by where that value falls on the log or gamma scale.
+ * The frames' images stay as they arrive (uint8, 0..255 linear in vmin..vmax). The range becomes the colour
+ * bar's zmin/zmax, and log or gamma become the colorscale itself: 33 stops at evenly spaced values of the range,
+ * each coloured by where that value falls on the log or gamma scale. The pixels are coloured through a 256-entry
+ * table made from that colorscale and range (lookupTable), into a canvas drawn under a Plotly plot's axes
+ * (paintUnder): one table look-up per pixel, and no Plotly drawing when only the pixels changed.
  */
 (function () {
   "use strict";
@@ -123,6 +125,126 @@
     return (Number.isInteger(x) ? String(x) : Number(x.toPrecision(3)).toString()) + " " + unit;
   }
 
+  // Any CSS colour as [r, g, b, a], each 0..255 (the canvas parses it).
+  const parser = document.createElement("canvas").getContext("2d");
+  function rgba(color) {
+    parser.fillStyle = "#000000";
+    parser.fillStyle = color;
+    const s = parser.fillStyle;  // "#rrggbb", or "rgba(r, g, b, a)" when not opaque
+    if (s[0] === "#") return [1, 3, 5].map(function (i) { return parseInt(s.slice(i, i + 2), 16); }).concat([255]);
+    const v = s.slice(s.indexOf("(") + 1, -1).split(",").map(Number);
+    return [v[0], v[1], v[2], Math.round(255 * (v.length > 3 ? v[3] : 1))];
+  }
+
+  /* The colours a heatmap with ``colorscale`` ([[p, CSS colour], ...], p rising from 0 to 1) and the range
+   * zmin..zmax gives the 8-bit values 0..255, as a Uint8ClampedArray of 256 RGBA entries: value v sits at
+   * p = (v - zmin) / (zmax - zmin), clamped to 0..1, and takes the colour interpolated linearly in RGB between the
+   * two stops around p (as Plotly colours a heatmap). */
+  function lookupTable(colorscale, zmin, zmax) {
+    const stops = colorscale.map(function (s) { return [Number(s[0]), rgba(s[1])]; });
+    const table = new Uint8ClampedArray(256 * 4);
+    const span = zmax - zmin || 1;
+    for (let v = 0; v < 256; v++) {
+      const p = Math.min(1, Math.max(0, (v - zmin) / span));
+      let k = 0;
+      while (k < stops.length - 2 && p > stops[k + 1][0]) k++;
+      const a = stops[k], b = stops[Math.min(k + 1, stops.length - 1)];
+      const f = b[0] > a[0] ? Math.min(1, Math.max(0, (p - a[0]) / (b[0] - a[0]))) : 0;
+      for (let c = 0; c < 4; c++) table[4 * v + c] = Math.round(a[1][c] + f * (b[1][c] - a[1][c]));
+    }
+    return table;
+  }
+
+  /* ``pixels`` (uint8, rows x cols, row-major) coloured through ``table`` (lookupTable) into ``canvas`` (resized
+   * to cols x rows). */
+  function colourInto(canvas, pixels, rows, cols, table) {
+    if (canvas.width !== cols || canvas.height !== rows) { canvas.width = cols; canvas.height = rows; }
+    const ctx = canvas.getContext("2d");
+    const out = ctx.createImageData(cols, rows);
+    const rgbaOut = new Uint32Array(out.data.buffer);
+    const words = new Uint32Array(table.buffer);  // one 32-bit RGBA word per value (the platform's byte order)
+    for (let i = 0, n = rows * cols; i < n; i++) rgbaOut[i] = words[pixels[i]];
+    ctx.putImageData(out, 0, 0);
+  }
+
+  // A named map's colours as evenly spaced colorscale stops ([[p, colour], ...]).
+  function stops(name) {
+    const colors = MAPS[name] || MAPS.Greys;
+    return colors.map(function (c, i) { return [i / (colors.length - 1), c]; });
+  }
+
+  /* A colour bar's strip: a 1 x 256 canvas, the colorscale's colour at p = 1 on top, p = 0 at the bottom. */
+  function colourStrip(colorscale) {
+    const table = lookupTable(colorscale, 0, 255);
+    const strip = document.createElement("canvas");
+    strip.width = 1;
+    strip.height = 256;
+    const ctx = strip.getContext("2d");
+    const img = ctx.createImageData(1, 256);
+    for (let v = 0; v < 256; v++) img.data.set(table.subarray(4 * v, 4 * v + 4), 4 * (255 - v));
+    ctx.putImageData(img, 0, 0);
+    return strip;
+  }
+
+  /* Draw the image ``source`` (a canvas) in a canvas under the SVG of the Plotly plot ``div`` (its paper and plot
+   * backgrounds transparent), inside the plot area, its top-left corner at (x0, y0) and its extent (w, h) in the
+   * axes' units, and right of the plot area the colour bar ``bar`` ({strip: colourStrip, zmin, zmax, tickvals,
+   * ticktext}, tick values on the 0..255 scale of the image's bytes; null: none). The axes, shapes and
+   * annotations stay Plotly's, drawn over it. Called again after every relayout (zoom, pan, resize). */
+  function paintUnder(div, source, extent, bar) {
+    const x0 = extent[0], y0 = extent[1], w = extent[2], h = extent[3];
+    const L = div._fullLayout, box = div.querySelector(".svg-container");
+    if (!L || !box || !L.xaxis || !L.yaxis) return;
+    let under = div.ptychopyUnder;
+    if (!under) {
+      under = div.ptychopyUnder = document.createElement("canvas");
+      under.className = "image-under";
+      under.style.cssText = "position:absolute;left:0;top:0;pointer-events:none";
+    }
+    if (under.parentNode !== box) box.insertBefore(under, box.firstChild);  // before the SVG: painted under it
+    const dpr = window.devicePixelRatio || 1, W = L.width, H = L.height;
+    if (under.width !== Math.round(W * dpr) || under.height !== Math.round(H * dpr)) {
+      under.width = Math.round(W * dpr);
+      under.height = Math.round(H * dpr);
+      under.style.width = W + "px";
+      under.style.height = H + "px";
+    }
+    const ctx = under.getContext("2d"), xa = L.xaxis, ya = L.yaxis;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, under.width, under.height);
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(xa._offset, ya._offset, xa._length, ya._length);
+    ctx.clip();
+    const px0 = xa._offset + xa.l2p(x0), px1 = xa._offset + xa.l2p(x0 + w);
+    const py0 = ya._offset + ya.l2p(y0), py1 = ya._offset + ya.l2p(y0 + h);
+    ctx.imageSmoothingEnabled = false;  // pixels stay pixels when zoomed in (a heatmap's zsmooth: false)
+    ctx.translate(px0, py0);
+    ctx.scale((px1 - px0) / source.width, (py1 - py0) / source.height);
+    ctx.drawImage(source, 0, 0);
+    ctx.restore();
+    if (!bar) return;
+    // the colour bar: 12 px wide, 10 px right of the plot area, 90 % of its height, labels at the tick values
+    const bx = xa._offset + xa._length + 10, by = ya._offset + 0.05 * ya._length, bh = 0.9 * ya._length;
+    ctx.imageSmoothingEnabled = true;
+    ctx.drawImage(bar.strip, bx, by, 12, bh);
+    ctx.strokeStyle = "#444444";
+    ctx.lineWidth = 1;
+    ctx.strokeRect(bx + 0.5, by + 0.5, 11, bh - 1);
+    ctx.fillStyle = "#444444";
+    ctx.font = "11px 'Open Sans', verdana, arial, sans-serif";
+    ctx.textBaseline = "middle";
+    const span = bar.zmax - bar.zmin || 1;
+    bar.tickvals.forEach(function (z, i) {
+      const y = by + bh * (1 - (z - bar.zmin) / span);
+      ctx.fillRect(bx + 12, Math.round(y), 3, 1);
+      ctx.fillText(bar.ticktext[i], bx + 17, y);
+    });
+  }
+
   window.ptychopyDisplay = { heatmapScale: heatmapScale, controls: controls, maps: Object.keys(MAPS),
-                             lengthUnit: lengthUnit, niceLength: niceLength, fmtLength: fmtLength };
+                             lengthUnit: lengthUnit, niceLength: niceLength, fmtLength: fmtLength,
+                             lookupTable: lookupTable, colourInto: colourInto, stops: stops,
+                             colourStrip: colourStrip, paintUnder: paintUnder };
 })();

@@ -71,9 +71,10 @@
     const layout = {
       title: { text: title, font: { size: 14 } },
       uirevision: "keep",
-      margin: { l: 50, r: 10, t: 36, b: 40 },
-      xaxis: { constrain: "domain", title: { text: axes ? "x (" + axes.unit + ")" : "column (px)" } },
-      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain",
+      margin: { l: 50, r: 76, t: 36, b: 40 },  // the colour bar (painted under the plot) on the right
+      xaxis: { constrain: "domain", showgrid: false, zeroline: false,
+               title: { text: axes ? "x (" + axes.unit + ")" : "column (px)" } },
+      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain", showgrid: false, zeroline: false,
                title: { text: axes ? "y (" + axes.unit + ")" : "row (px)" } },
       paper_bgcolor: "rgba(0,0,0,0)",
       plot_bgcolor: "rgba(0,0,0,0)",
@@ -90,41 +91,182 @@
     return layout;
   }
 
+  /* An image panel is a Plotly plot of one trace: a transparent image of the frame's size, which gives the axes
+   * their extent and hover and clicks (the line profile) each pixel's centre in the axes' units. The pixels are
+   * coloured through a 256-entry table made from the panel's colorscale and range (display.js lookupTable) into
+   * a canvas under the plot's SVG, with the colour bar beside it (display.js paintUnder). Plotly draws only when
+   * the plot itself changes (first frame, size, units, the profile's shapes: Plotly.react; the title:
+   * Plotly.relayout); a new frame otherwise costs one table look-up per pixel (issue 21: a heatmap per panel and
+   * frame took 0.33 s a frame on a free machine and up to 1.2 s under load). A panel whose image and colours did
+   * not change is not coloured again, and one out of view is drawn when it comes into view. */
+  const panels = {};  // plot id -> what it shows: {fig, title, pixels, tableKey, table, strip, canvas, extent, bar}
+  const transparent = {};  // "rows,cols" -> data URL of a transparent PNG of that size
+  const drawCounts = { coloured: 0, unchanged: 0, hidden: 0, plotly_react: 0, plotly_relayout: 0 };
+  // Plots out of view (more than 200 px above or below the window, or hidden) are drawn when they come into view.
+  const inView = {};  // plot id -> false while out of view (IntersectionObserver; unknown counts as in view)
+  const pending = {};  // plot id -> the drawing left for when it comes into view
+  const viewWatch = "IntersectionObserver" in window ? new IntersectionObserver(function (entries) {
+    entries.forEach(function (e) {
+      inView[e.target.id] = e.isIntersecting;
+      const later = pending[e.target.id];
+      if (e.isIntersecting && later) {
+        delete pending[e.target.id];
+        later();
+      }
+    });
+  }, { rootMargin: "200px 0px" }) : null;
+
+  // Draw a plot now with ``fn``, or when it comes into view if it was drawn before and is out of view now.
+  function whenInView(div, fn) {
+    if (viewWatch && !div.dataset.viewWatched) { div.dataset.viewWatched = "1"; viewWatch.observe(div); }
+    if (div.data && inView[div.id] === false) {
+      pending[div.id] = fn;
+      drawCounts.hidden += 1;
+      return;
+    }
+    delete pending[div.id];
+    fn();
+  }
+
+  // The modebar's camera saves the panel as a PNG with its pixels: Plotly's picture of the plot (axes, labels,
+  // shapes; transparent where the image is) over the canvas under it.
+  function downloadPanel(div) {
+    const L = div._fullLayout, under = div.ptychopyUnder;
+    Plotly.toImage(div, { format: "png", width: L.width, height: L.height }).then(function (url) {
+      const picture = new Image();
+      picture.onload = function () {
+        const out = document.createElement("canvas");
+        out.width = L.width;
+        out.height = L.height;
+        const ctx = out.getContext("2d");
+        ctx.fillStyle = "#ffffff";
+        ctx.fillRect(0, 0, out.width, out.height);
+        if (under) ctx.drawImage(under, 0, 0, out.width, out.height);
+        ctx.drawImage(picture, 0, 0);
+        const link = document.createElement("a");
+        link.download = div.id.replace(/^plot-/, "") + ".png";
+        link.href = out.toDataURL("image/png");
+        link.click();
+      };
+      picture.src = url;
+    });
+  }
+  let imageConfig = null;
+  function imagePlotConfig() {
+    return imageConfig || (imageConfig = Object.assign({}, plotConfig, {
+      modeBarButtonsToRemove: ["toImage"],
+      modeBarButtonsToAdd: [{ name: "download-png", title: "Download plot as a PNG", icon: Plotly.Icons.camera,
+                              click: downloadPanel }],
+    }));
+  }
+
+  function transparentImage(rows, cols) {
+    const key = rows + "," + cols;
+    if (!transparent[key]) {
+      const c = document.createElement("canvas");
+      c.width = cols;
+      c.height = rows;
+      transparent[key] = c.toDataURL("image/png");
+    }
+    return transparent[key];
+  }
+
   function drawImage(div, img, title, colorscale) {
     const unit = lengthUnit(img.pixel_m ? img.pixel_m * Math.max(img.shape[0], img.shape[1]) : null);
-    const trace = {
-      type: "heatmap",
-      z: { dtype: "u1", bdata: img.data, shape: img.shape[0] + "," + img.shape[1] },
-      zmin: 0, zmax: 255, zsmooth: false, colorscale: colorscale, colorbar: colorbar(img),
-      hovertemplate: "row %{y}, col %{x}<extra></extra>",
-    };
+    const rows = img.shape[0], cols = img.shape[1];
+    const cb = colorbar(img);
+    const bar = { colorscale: typeof colorscale === "string" ? window.ptychopyDisplay.stops(colorscale) : colorscale,
+                  zmin: 0, zmax: 255, tickvals: cb.tickvals, ticktext: cb.ticktext, scale: "linear" };
     const settings = displaySettings[img.name];
     if (settings && window.ptychopyDisplay) {  // the panel's colormap, scale and range (display.js)
       const sc = window.ptychopyDisplay.heatmapScale(img, settings);
-      Object.assign(trace, { colorscale: sc.colorscale, zmin: sc.zmin, zmax: sc.zmax, colorbar: sc.colorbar });
+      Object.assign(bar, { colorscale: sc.colorscale, zmin: sc.zmin, zmax: sc.zmax, tickvals: sc.colorbar.tickvals,
+                           ticktext: sc.colorbar.ticktext, scale: sc.scale });
       div.dataset.scale = sc.scale;
       const chosen = document.querySelector("select[name='" + img.name + "-scale']");
       if (chosen) chosen.title = sc.scale === settings.scale ? "" : "log needs a range above 0: shown linear";
       div.dataset.range = sc.lo.toPrecision(4) + "," + sc.hi.toPrecision(4);
     }
+    // the colours on the page, for tests: colorscale stops, the 0..255 range they span, the colour bar's labels
+    div.ptychopyScale = { stops: bar.colorscale, zmin: bar.zmin, zmax: bar.zmax, ticktext: bar.ticktext,
+                          scale: bar.scale };
+    // pixel centres: column c at x0 + c dx, row r at y0 + r dy (rows run downwards)
+    const pos = { x0: 0, dx: 1, y0: 0, dy: 1 };
+    let hover = "row %{y}, col %{x}<extra></extra>";
     let axes = null;
     if (unit) {
       const d = img.pixel_m * unit.perM;
-      Object.assign(trace, { x0: d / 2, dx: d, y0: d / 2, dy: d,
-                             hovertemplate: "x %{x:.4g} " + unit.name + ", y %{y:.4g} " + unit.name + "<extra></extra>" });
-      const width = d * img.shape[1];
-      const bar = niceLength(width);
-      axes = { unit: unit.name, width: width, height: d * img.shape[0], bar: bar, barText: fmtLength(bar, unit.name) };
+      Object.assign(pos, { x0: d / 2, dx: d, y0: d / 2, dy: d });
+      hover = "x %{x:.4g} " + unit.name + ", y %{y:.4g} " + unit.name + "<extra></extra>";
+      const width = d * cols;
+      const barLength = niceLength(width);
+      axes = { unit: unit.name, width: width, height: d * rows, bar: barLength,
+               barText: fmtLength(barLength, unit.name) };
     }
     const isObject = OBJECT_PLOTS.indexOf(div.id) >= 0;
     if (isObject) {
       objectImages[img.name] = img;
       geometry = { d: axes ? img.pixel_m * unit.perM : 1, px: !axes, unit: axes ? axes.unit : "px" };
     }
-    Plotly.react(div, [trace], imageLayout(title, axes, isObject ? profileShapes() : null), plotConfig);
     div.dataset.unit = axes ? axes.unit : "px";
     div.dataset.scaleBar = axes ? axes.barText : "";
     div.dataset.extent = axes ? axes.width.toPrecision(4) : "";
+    const fig = { bar: bar, pos: pos, hover: hover, rows: rows, cols: cols, axes: axes,
+                  shapes: isObject ? profileShapes() : null };
+    if (!panels[div.id]) panels[div.id] = { canvas: document.createElement("canvas") };
+    whenInView(div, function () { renderImage(div, img, title, fig); });
+  }
+
+  function renderImage(div, img, title, fig) {
+    const panel = panels[div.id], bar = fig.bar, pos = fig.pos;
+    const figKey = JSON.stringify([pos, fig.hover, fig.rows, fig.cols, fig.axes, fig.shapes]);
+    if (figKey !== panel.fig) {
+      const image = { type: "image", source: transparentImage(fig.rows, fig.cols), x0: pos.x0, dx: pos.dx,
+                      y0: pos.y0, dy: pos.dy, hovertemplate: fig.hover };
+      Plotly.react(div, [image], imageLayout(title, fig.axes, fig.shapes), imagePlotConfig());
+      drawCounts.plotly_react += 1;
+      panel.fig = figKey;
+      panel.title = title;
+      if (!panel.painter && div.on) {  // follow zoom, pan (also while dragging) and resizes
+        panel.painter = function () { paintPanel(div); };
+        div.on("plotly_afterplot", panel.painter);
+        div.on("plotly_relayout", panel.painter);
+        div.on("plotly_relayouting", panel.painter);
+      }
+    } else if (title !== panel.title) {
+      Plotly.relayout(div, { "title.text": title });
+      drawCounts.plotly_relayout += 1;
+      panel.title = title;
+    }
+    const tableKey = JSON.stringify([bar.colorscale, bar.zmin, bar.zmax]);
+    const pixels = new Uint8Array(img.data);
+    if (tableKey === panel.tableKey && samePixels(pixels, panel.pixels)) {
+      drawCounts.unchanged += 1;
+    } else {
+      if (tableKey !== panel.tableKey) {
+        panel.table = window.ptychopyDisplay.lookupTable(bar.colorscale, bar.zmin, bar.zmax);
+        panel.strip = window.ptychopyDisplay.colourStrip(bar.colorscale);
+        panel.tableKey = tableKey;
+      }
+      window.ptychopyDisplay.colourInto(panel.canvas, pixels, fig.rows, fig.cols, panel.table);
+      panel.pixels = pixels;
+      drawCounts.coloured += 1;
+    }
+    panel.extent = [pos.x0 - pos.dx / 2, pos.y0 - pos.dy / 2, pos.dx * fig.cols, pos.dy * fig.rows];
+    panel.bar = { strip: panel.strip, zmin: bar.zmin, zmax: bar.zmax, tickvals: bar.tickvals,
+                  ticktext: bar.ticktext };
+    paintPanel(div);
+  }
+
+  function paintPanel(div) {
+    const panel = panels[div.id];
+    if (panel && panel.extent) window.ptychopyDisplay.paintUnder(div, panel.canvas, panel.extent, panel.bar);
+  }
+
+  function samePixels(a, b) {
+    if (!b || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+    return true;
   }
 
   function probeDiv(name, label) {
@@ -175,7 +317,13 @@
       xaxis: { title: { text: "iteration" } }, yaxis: { type: "log" },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
     };
-    Plotly.react(el("plot-errors"), [trace], layout, plotConfig);
+    const div = el("plot-errors");
+    const key = xs.length + ":" + xs[xs.length - 1] + ":" + errs[errs.length - 1];
+    if (key === div.dataset.drawnKey) return;  // unchanged
+    whenInView(div, function () {
+      Plotly.react(div, [trace], layout, plotConfig);
+      div.dataset.drawnKey = key;
+    });
   }
 
   // Every frame carries every k-th scan position (a run that refines them also where they started, one that fits
@@ -603,7 +751,15 @@
       }
     });
     drawProfile();
-    if (h.positions) drawPositions(h.positions, h.pixel_size_m, h.diffraction_position);
+    if (h.positions) {  // drawn again only when the scan, the position shown or the colouring changed
+      const scanKey = JSON.stringify([h.positions, h.pixel_size_m, h.diffraction_position,
+                                     (el("scan-colour") || {}).value]);
+      const scan = el("plot-positions");
+      if (!scan || scan.dataset.drawnKey !== scanKey) {
+        drawPositions(h.positions, h.pixel_size_m, h.diffraction_position);
+        el("plot-positions").dataset.drawnKey = scanKey;
+      }
+    }
     if (h.n_positions) {
       nPositions = h.n_positions;
       el("diffraction-index").max = String(h.n_positions - 1);
@@ -686,11 +842,29 @@
     el("scrub-live").addEventListener("click", backToLive);
   }
 
+  /* The time each drawing took (performance.now() around draw(), ms), for tests and benchmarks/live_draw.py:
+   * frames drawn, the last, mean and largest time, the last 100 times, and the image panels coloured, unchanged
+   * (not coloured again) and out of view (left for later), and the Plotly calls. */
+  const timing = window.ptychopyDrawStats = { frames: 0, last_ms: null, mean_ms: null, max_ms: null,
+                                                 recent_ms: [], panels: drawCounts };
+  function timedDraw() {
+    const t0 = performance.now();
+    const drew = draw();
+    if (!drew) return;
+    const ms = performance.now() - t0;
+    timing.mean_ms = (timing.mean_ms * timing.frames + ms) / (timing.frames + 1);
+    timing.frames += 1;
+    timing.last_ms = ms;
+    timing.max_ms = Math.max(timing.max_ms || 0, ms);
+    timing.recent_ms.push(Math.round(ms * 10) / 10);
+    if (timing.recent_ms.length > 100) timing.recent_ms.shift();
+  }
+
   function draw() {
     drawScheduled = false;
     const frame = latest;
     latest = null;
-    if (!frame || typeof Plotly === "undefined") return;
+    if (!frame || typeof Plotly === "undefined") return false;
     const h = frame.header;
     drawStats(h);
     const waiting = el("waiting");
@@ -725,6 +899,7 @@
     root.dataset.iteration = h.iteration;
     root.dataset.status = h.status;
     root.dataset.framesDrawn = framesDrawn;
+    return true;
   }
 
   function onFrame(buffer) {
@@ -739,7 +914,7 @@
       // via a task queued behind the messages already waiting (those that came while the last, long, drawing
       // ran): they are all read first and only the newest is drawn; with rAF alone each waiting message got a
       // drawing of its own, one after another, and the image fell seconds behind the stream (issue 21)
-      window.setTimeout(function () { window.requestAnimationFrame(draw); }, 0);
+      window.setTimeout(function () { window.requestAnimationFrame(timedDraw); }, 0);
     }
   }
 

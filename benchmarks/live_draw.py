@@ -1,0 +1,257 @@
+"""The live page's drawing time per frame, in Chromium, without a server (issue 21: the browser's share of the lag).
+
+    python -m benchmarks.live_draw [--frames 30] [--size 256] [--modes 3] [--rate 5] [--json out.json]
+                                   [--static DIR]   # another tree's frontend/static, e.g. before a change
+
+The job page's scripts (``frontend/static``: Plotly, display.js, live.js) run in a page served by Playwright's
+routing, with the page's elements as ``jobs/detail.html`` has them; a stand-in WebSocket hands live.js binary
+frames made by ``webapp.live.frames.encode_frame``: a ``size``^2 object (amplitude and phase), ``modes`` probe modes
+(amplitude and phase, each ``size``/2 square), the measured and model diffraction patterns (``size``/2 square),
+100 scan positions and the error curve, each frame a new iterate (every image changes). Frames are pushed at
+``rate`` frames/s (the worker's default is 5/s).
+
+Per frame it reports the time of the animation-frame callback that drew it (``performance.now()`` around every
+``requestAnimationFrame`` callback, wrapped before the page's scripts load, so any version of live.js is timed the
+same way) and, where live.js keeps them, its own ``window.ptychopyDrawStats``. The figures go to
+benchmarks/RESULTS.md ("Issue 21").
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from webapp.live.frames import FrameImage, encode_frame, positions_header
+
+REPO = Path(__file__).resolve().parent.parent
+STATIC = REPO / "frontend" / "static"
+ORIGIN = "http://live.test"
+CHROMIUM = os.environ.get("PTYCHOPY_TEST_CHROMIUM", "/usr/bin/chromium")
+
+#: The job page's live section (frontend/templates/jobs/detail.html) with the elements live.js reads.
+PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<link rel="stylesheet" href="/static/ptychopy/site.css">
+<script src="/static/vendor/plotly-cartesian-2.min.js" defer></script>
+<script src="/static/ptychopy/display.js" defer></script>
+<script src="/static/ptychopy/live.js" defer></script></head><body>
+<section class="live card" id="live" data-ws="/ws/jobs/1/" data-job="1" data-status-at-load="running">
+  <div class="stats"><span id="st-status"></span><span id="st-iteration"></span><span id="st-iterations"></span>
+    <span id="st-error"></span><span id="st-rate"></span><span id="st-eta"></span>
+    <div id="st-live-box" hidden><span id="st-frames"></span><span id="st-dropped"></span>
+      <span id="st-phase"></span></div>
+    <span id="st-conn"></span></div>
+  <div class="progress"><div id="st-bar"></div></div>
+  <p id="partial" hidden></p><p id="st-message" hidden></p><p id="waiting">Loading the latest images…</p>
+  <div class="tools" id="tools" hidden>
+    <button type="button" id="profile-toggle" aria-pressed="false">Line profile</button><span id="profile-hint"></span>
+    <input type="number" id="diffraction-index"><button id="diffraction-show">Show</button>
+    <select id="scan-colour"><option value="error" selected>error</option><option value="order">order</option></select>
+    <span id="diffraction-hint"></span><div id="display-controls"></div></div>
+  <div id="scrubber" hidden><input type="range" id="scrub"><span id="scrub-label"></span>
+    <button id="scrub-live">Live</button>
+    <select id="compare-it-a"></select><select id="compare-it-b"></select></div>
+  <div class="plots" id="plots" hidden>
+    <div class="plot" id="plot-object_amplitude"></div><div class="plot" id="plot-object_phase"></div>
+    <div class="plot" id="plot-errors"></div></div>
+</section><section id="details"></section></body></html>"""
+
+#: Before the page's scripts: a WebSocket that takes its messages from ``window.ptychopyTestFrames`` (pushed by
+#: ``ptychopyTestPush(i)``), and the time of every animation-frame callback (``window.ptychopyRafMs``).
+INIT = """(() => {
+  window.ptychopyRafMs = [];
+  const raf = window.requestAnimationFrame.bind(window);
+  window.requestAnimationFrame = cb => raf(t => { const t0 = performance.now(); cb(t);
+    window.ptychopyRafMs.push([t0, performance.now() - t0]); });
+  class TestSocket {
+    constructor(url) { this.url = url; this.readyState = 0; window.ptychopyTestSocket = this;
+      setTimeout(() => { this.readyState = 1; if (this.onopen) this.onopen(); }, 0); }
+    send(m) { (window.ptychopyTestSent = window.ptychopyTestSent || []).push(m); }
+    close() {}
+  }
+  TestSocket.OPEN = 1;
+  window.WebSocket = TestSocket;
+  window.ptychopyTestFrames = [];
+  window.ptychopyTestAdd = b64 => { const s = atob(b64), a = new Uint8Array(s.length);
+    for (let i = 0; i < s.length; i++) a[i] = s.charCodeAt(i);
+    window.ptychopyTestFrames.push(a.buffer); return window.ptychopyTestFrames.length; };
+  window.ptychopyTestPush = i => window.ptychopyTestSocket.onmessage({ data: window.ptychopyTestFrames[i].slice(0) });
+})();"""
+
+
+def _u8(values: np.ndarray) -> tuple[np.ndarray, float, float]:
+    lo, hi = float(values.min()), float(values.max())
+    return np.round(255 * (values - lo) / (hi - lo or 1)).astype(np.uint8), lo, hi
+
+
+def sample_frame(
+    seq: int, size: int = 256, modes: int = 3, pixel_m: float = 20e-9, images: dict[str, np.ndarray] | None = None
+) -> bytes:
+    """One binary live frame (``webapp/live/frames.py``) of iteration ``seq``: a ``size``^2 object, ``modes``
+    probe modes and two diffraction patterns of (``size``/2)^2, 100 positions, the errors so far. Every image
+    changes with ``seq``; ``images`` (name -> uint8 array) replaces generated ones (vmin 0, vmax 255)."""
+    rng = np.random.default_rng(seq)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    amp = (
+        0.5
+        + 0.4 * np.sin(2 * np.pi * (3 * xx + seq / 10)) * np.cos(2 * np.pi * 2 * yy)
+        + 0.05 * rng.random((size, size))
+    )
+    phase = 1.5 * np.sin(2 * np.pi * (xx + yy + seq / 20)) + 0.1 * rng.random((size, size))
+    frame: list[FrameImage] = []
+    for name, values in (("object_amplitude", amp), ("object_phase", phase)):
+        u8, lo, hi = _u8(values)
+        frame.append(FrameImage(name, u8, lo, hi, pixel_m))
+    half = size // 2
+    py, px = (np.mgrid[0:half, 0:half] - half / 2) / half
+    for m in range(modes):
+        pa = np.exp(-((px - 0.05 * m) ** 2 + py**2) / 0.02) * (1 + 0.01 * seq) + 0.01 * rng.random((half, half))
+        pp = np.arctan2(py, px + 0.1 * m) + 0.01 * seq
+        for kind, values in (("amplitude", pa), ("phase", pp)):
+            u8, lo, hi = _u8(values)
+            frame.append(FrameImage(f"probe_{kind}_{m}", u8, lo, hi, pixel_m))
+    for name in ("diffraction_measured", "diffraction_model"):
+        u8, lo, hi = _u8(np.log10(1 + 1e4 * np.exp(-(px**2 + py**2) / 0.01) * (1 + rng.random((half, half)))))
+        frame.append(FrameImage(name, u8, lo, hi))
+    if images:
+        frame = [
+            FrameImage(img.name, images[img.name], 0.0, 255.0, img.pixel_m) if img.name in images else img
+            for img in frame
+        ]
+    grid = np.stack(np.meshgrid(np.arange(10), np.arange(10), indexing="ij"), -1).reshape(-1, 2) * 10.0 + 64
+    errors = [1.0 / (1 + k) for k in range(seq + 1)]
+    header: dict[str, Any] = {
+        "seq": seq,
+        "iteration": seq + 1,
+        "iterations": 1000,
+        "status": "running",
+        "error": errors[-1],
+        "errors": errors,
+        "rate_per_s": 5.0,
+        "eta_s": 100.0,
+        "t_produced": time.time(),
+        "probe_power": _powers(seq, modes),
+        "pixel_size_m": pixel_m,
+        "diffraction_position": 45,
+        "n_positions": 100,
+        "positions": positions_header(grid, grid, 1, refined=False, errors=np.linspace(0.1, 0.2, 100)),
+    }
+    return encode_frame(header, frame)
+
+
+def _powers(seq: int, modes: int) -> list[float]:
+    """Each mode's share of the probe's power, shifting with ``seq`` (the probe panels' titles change)."""
+    w = np.array([0.5**m for m in range(modes)]) * (1 + 0.01 * seq * np.arange(modes))
+    return [round(float(x), 6) for x in w / w.sum()]
+
+
+def open_page(context: Any, static: Path = STATIC) -> Any:
+    """A page of ``context`` (Playwright) showing the live view over the stand-in socket, its scripts loaded
+    from ``static`` (the repository's ``frontend/static``, or another tree's to compare)."""
+
+    def route(r: Any) -> None:
+        path = r.request.url[len(ORIGIN) :].split("?")[0]
+        if path.startswith("/static/"):
+            file = (static / path[len("/static/") :]).resolve()
+            if static.resolve() in file.parents and file.is_file():
+                kind = {".js": "text/javascript", ".css": "text/css"}.get(file.suffix, "application/octet-stream")
+                r.fulfill(status=200, body=file.read_bytes(), content_type=kind)
+                return
+            r.fulfill(status=404, body="")
+        elif path == "/jobs/1/":
+            r.fulfill(status=200, body=PAGE, content_type="text/html")
+        else:
+            r.fulfill(status=404, body="")
+
+    page = context.new_page()
+    page.add_init_script(INIT)
+    page.route(f"{ORIGIN}/**", route)
+    page.goto(f"{ORIGIN}/jobs/1/")
+    page.wait_for_function("() => window.ptychopyTestSocket && window.ptychopyTestSocket.readyState === 1")
+    return page
+
+
+def add_frames(page: Any, frames: list[bytes]) -> None:
+    """Hand the frames to the page (``ptychopyTestPush(i)`` then delivers frame i)."""
+    for data in frames:
+        page.evaluate("b => window.ptychopyTestAdd(b)", base64.b64encode(data).decode())
+
+
+def push(page: Any, index: int, seq: int) -> None:
+    """Deliver frame ``index`` and wait until live.js drew it (its ``data-seq``)."""
+    page.evaluate("i => window.ptychopyTestPush(i)", index)
+    page.wait_for_function(f"() => document.getElementById('live').dataset.seq === '{seq}'", timeout=60000)
+
+
+def measure(
+    frames: int = 30, size: int = 256, modes: int = 3, rate: float = 5.0, static: Path = STATIC
+) -> dict[str, Any]:
+    """Per-frame drawing times of the live page over ``frames`` frames (the first, which builds the plots,
+    reported apart)."""
+    from playwright.sync_api import sync_playwright
+
+    data = [sample_frame(k, size, modes) for k in range(frames)]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = open_page(context, static)
+            add_frames(page, data)
+            draws: list[float] = []
+            for k in range(frames):
+                t0 = time.monotonic()
+                n0 = page.evaluate("() => window.ptychopyRafMs.length")
+                push(page, k, k)
+                page.wait_for_timeout(50)  # any animation frame the drawing asked for
+                draws.append(page.evaluate("n => window.ptychopyRafMs.slice(n).reduce((a, r) => a + r[1], 0)", n0))
+                time.sleep(max(0.0, 1 / rate - (time.monotonic() - t0)))
+            stats = page.evaluate("() => window.ptychopyDrawStats || null")
+        finally:
+            browser.close()
+    rest = draws[1:]
+    return {
+        "frames": frames,
+        "size": size,
+        "modes": modes,
+        "rate_per_s": rate,
+        "first_ms": round(draws[0], 1),
+        "median_ms": round(statistics.median(rest), 1),
+        "p95_ms": round(float(np.percentile(rest, 95)), 1),
+        "max_ms": round(max(rest), 1),
+        "draw_ms": [round(d, 1) for d in draws],
+        "load_average_1min": os.getloadavg()[0],
+        "page_stats": stats,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=30)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--modes", type=int, default=3)
+    p.add_argument("--rate", type=float, default=5.0)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--static", type=Path, default=STATIC, help="the static files to serve (another tree's to compare)")
+    a = p.parse_args(argv)
+    load0 = os.getloadavg()[0]
+    out = measure(a.frames, a.size, a.modes, a.rate, a.static)
+    out["load_average_1min_start"] = load0
+    out["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1))
+    summary = {k: v for k, v in out.items() if k not in ("draw_ms", "page_stats")}
+    print(json.dumps(summary))
+    print("draw ms per frame:", out["draw_ms"])
+    if out["page_stats"]:
+        print("ptychopyDrawStats:", json.dumps({k: v for k, v in out["page_stats"].items() if k != "frames"}))
+
+
+if __name__ == "__main__":
+    main()
