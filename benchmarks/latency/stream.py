@@ -7,7 +7,8 @@ Real processes on loopback, embedded mode (``ptychopy serve`` with the bridge an
 ``/entry/scan/acquired_unix_s``); the bridge opens the streaming job when ``scan2.BUSY`` rises; Chromium (Playwright,
 ``/usr/bin/chromium``), logged in, opens the job page as soon as the job exists and records, at every image it
 draws while the scan acquires, the time and how many frames the image holds (``window.ptychopyLiveDraws``, from
-the frames' ``live`` header; frames arrive in scan order, so the image's newest frame is known). Per scan:
+the frames' ``live`` header; frames arrive in scan order, so the image's newest frame is known), and the time of
+each drawing (``window.ptychopyDrawStats``: ``page_draw_ms_p50`` of the last 100, ``page_draw_ms_max``). Per scan:
 
 - ``first_image_s``: first frame written -> first image drawn in the browser;
 - ``lag_max_s``: the image's staleness, just before each new image is drawn: that draw's time minus the write
@@ -110,6 +111,7 @@ def play_and_watch(rig: Rig, page: Any, *, timeout_s: float = 180.0) -> dict[str
     page.wait_for_function("document.getElementById('live').dataset.status === 'done' || "
                            "document.getElementById('live').dataset.status === 'failed'", timeout=30_000)
     draws = page.evaluate("window.ptychopyLiveDraws || []")
+    timing = page.evaluate("window.ptychopyDrawStats || null")  # live.js: each drawing's time (ms)
     row = job_row(rig, job_id)
     name = Path(row["parameters"]["data"]["file_pattern"]).name.removesuffix("_live.h5")
     acquired = acquired_times(rig.data_dir / f"{name}_live.h5")
@@ -132,6 +134,9 @@ def play_and_watch(rig: Rig, page: Any, *, timeout_s: float = 180.0) -> dict[str
         "wait_to_draw_max_s": max((d[4] - d[3] for d in draws), default=None),  # received -> drawing starts
         "drawing_max_s": max((d[0] - d[4] for d in draws), default=None),  # the drawing itself (Plotly)
         "lag_p95_s": float(np.percentile(lags, 95)) if lags else None,
+        # the page's own timing of its drawings (performance.now() around each; the last 100 of the scan's)
+        "page_draw_ms_p50": float(np.percentile(timing["recent_ms"], 50)) if timing and timing["recent_ms"] else None,
+        "page_draw_ms_max": timing["max_ms"] if timing else None,
         "live_iterations": live.get("live_iterations"), "finish_iterations": live.get("finish_iterations"),
         "finish_s": live.get("finish_s"),
         "written_after_edge_s": None if written is None else written - edge_ts,
