@@ -18,10 +18,11 @@ from webapp.settings import FRONTEND_DIR
 BUNDLE = "vendor/plotly-cartesian-2.min.js"
 
 
-def test_the_plotly_bundle_is_the_cartesian_one_with_heatmaps_and_scatter() -> None:
+def test_the_plotly_bundle_is_the_cartesian_one_with_images_heatmaps_and_scatter() -> None:
     source = (FRONTEND_DIR / "static" / BUNDLE).read_bytes()
     assert b"plotly.js (cartesian - minified) v2." in source[:200]
-    assert b'"heatmap"' in source and b'"scatter"' in source  # the trace types live.js draws
+    # the trace types the pages draw: live.js images and scatter, compare.js heatmaps
+    assert b'name:"image"' in source and b'"heatmap"' in source and b'"scatter"' in source
     assert len(source) < 1_500_000 and len(gzip.compress(source, 9)) < 500_000
 
 
