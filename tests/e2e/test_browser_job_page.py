@@ -370,7 +370,7 @@ def test_a_finished_jobs_diffraction_panel_shows_the_position_picked_from_its_re
                          timeout=15000)
     for name in ("diffraction_measured", "diffraction_model"):
         st = plot_state(pg, f"plot-{name}")
-        assert st["types"] == ["heatmap"] and f"position {target} (log10 counts)" in st["title"], st
+        assert st["types"] == ["image"] and f"position {target} (log10 counts)" in st["title"], st
         assert st["data"]["position"] == str(target) and st["xr"][1] == pytest.approx(63.5)  # 64 px, not binned
     assert plot_state(pg, "plot-positions")["data"]["shownPosition"] == str(target)
     assert "result's model" in (pg.locator("#diffraction-hint").text_content() or "")

@@ -98,7 +98,8 @@
    * the plot itself changes (first frame, size, units, the profile's shapes: Plotly.react; the title:
    * Plotly.relayout); a new frame otherwise costs one table look-up per pixel (issue 21: a heatmap per panel and
    * frame took 0.33 s a frame on a free machine and up to 1.2 s under load). A panel whose image and colours did
-   * not change is not coloured again, and one out of view is drawn when it comes into view. */
+   * not change is not coloured again, and one out of view is coloured when it comes into view (its plot, title
+   * and data attributes are kept current). */
   const panels = {};  // plot id -> what it shows: {fig, title, pixels, tableKey, table, strip, canvas, extent, bar}
   const transparent = {};  // "rows,cols" -> data URL of a transparent PNG of that size
   const drawCounts = { coloured: 0, unchanged: 0, hidden: 0, plotly_react: 0, plotly_relayout: 0 };
@@ -119,13 +120,14 @@
   // Draw a plot now with ``fn``, or when it comes into view if it was drawn before and is out of view now.
   function whenInView(div, fn) {
     if (viewWatch && !div.dataset.viewWatched) { div.dataset.viewWatched = "1"; viewWatch.observe(div); }
-    if (div.data && inView[div.id] === false) {
+    if (div.dataset.drawnOnce && inView[div.id] === false) {
       pending[div.id] = fn;
       drawCounts.hidden += 1;
       return;
     }
     delete pending[div.id];
     fn();
+    div.dataset.drawnOnce = "1";
   }
 
   // The modebar's camera saves the panel as a PNG with its pixels: Plotly's picture of the plot (axes, labels,
@@ -214,11 +216,12 @@
     const fig = { bar: bar, pos: pos, hover: hover, rows: rows, cols: cols, axes: axes,
                   shapes: isObject ? profileShapes() : null };
     if (!panels[div.id]) panels[div.id] = { canvas: document.createElement("canvas") };
-    whenInView(div, function () { renderImage(div, img, title, fig); });
+    plotPanel(div, title, fig);  // the plot (title, axes, shapes) at once: the page's state stays current
+    whenInView(div, function () { colourPanel(div, img, fig); });
   }
 
-  function renderImage(div, img, title, fig) {
-    const panel = panels[div.id], bar = fig.bar, pos = fig.pos;
+  function plotPanel(div, title, fig) {
+    const panel = panels[div.id], pos = fig.pos;
     const figKey = JSON.stringify([pos, fig.hover, fig.rows, fig.cols, fig.axes, fig.shapes]);
     if (figKey !== panel.fig) {
       const image = { type: "image", source: transparentImage(fig.rows, fig.cols), x0: pos.x0, dx: pos.dx,
@@ -238,6 +241,10 @@
       drawCounts.plotly_relayout += 1;
       panel.title = title;
     }
+  }
+
+  function colourPanel(div, img, fig) {
+    const panel = panels[div.id], bar = fig.bar, pos = fig.pos;
     const tableKey = JSON.stringify([bar.colorscale, bar.zmin, bar.zmax]);
     const pixels = new Uint8Array(img.data);
     if (tableKey === panel.tableKey && samePixels(pixels, panel.pixels)) {
@@ -478,7 +485,11 @@
       })
       .then(function (body) {
         const header = { diffraction_position: body.position };
-        body.images.forEach(function (img) { drawDiffraction(Object.assign({}, img, { data: img.bdata }), header); });
+        body.images.forEach(function (img) {  // base64 bytes, as a frame's
+          const raw = atob(img.bdata), data = new Uint8Array(raw.length);
+          for (let i = 0; i < raw.length; i++) data[i] = raw.charCodeAt(i);
+          drawDiffraction(Object.assign({}, img, { data: data.buffer }), header);
+        });
         el("diffraction-index").value = String(body.position);
         root.dataset.diffractionPosition = body.position;
         const frame = scrub.showing === null ? lastLiveFrame : null;
