@@ -243,3 +243,18 @@ def test_a_job_claimed_by_a_just_booted_worker_on_another_host_is_not_taken_back
     assert not done
     job.refresh_from_db()
     assert job.status == "running" and job.worker_losses == 1
+
+
+def test_a_stopping_workers_heartbeat_row_stays_until_its_jobs_finished(broker):
+    """A stop takes up to the shutdown grace (the job ends its iteration, a streaming job writes its partial
+    result); until Dramatiq's after_worker_shutdown, a reconciler on another host must still read the worker as
+    alive, or it re-queues the job that is still running."""
+    from webapp.workers import heartbeat
+
+    mw = heartbeat.HeartbeatMiddleware()
+    heartbeat.beat()
+    me = heartbeat.worker_id()
+    mw.before_worker_shutdown(broker, None)  # the stop began: the worker threads still run their jobs
+    assert WorkerHeartbeat.objects.filter(worker_id=me).exists()
+    mw.after_worker_shutdown(broker, None)  # every worker thread joined
+    assert not WorkerHeartbeat.objects.filter(worker_id=me).exists()

@@ -169,7 +169,14 @@ def prune(max_age_s: float = 24 * 3600) -> int:
 
 
 class HeartbeatMiddleware(dramatiq.Middleware):
-    """Starts the heartbeat thread when a Dramatiq worker boots and removes the row when it stops."""
+    """Starts the heartbeat thread when a Dramatiq worker boots and removes the row once it has stopped.
+
+    The row goes only in ``after_worker_shutdown``, when the worker's threads have finished their jobs: a stop
+    takes up to the shutdown grace (a streaming job writes its partial result, a batch job ends its iteration),
+    and a reconciler on another host must keep reading this worker as alive until then (deleting the row at
+    ``before_worker_shutdown`` made every deploy look like a worker death there: the job re-queued while it still
+    ran, and two deploys failed it as killed twice).
+    """
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -180,7 +187,7 @@ class HeartbeatMiddleware(dramatiq.Middleware):
         self._thread = threading.Thread(target=self._run, name="ptychopy-heartbeat", daemon=True)
         self._thread.start()
 
-    def before_worker_shutdown(self, broker, worker) -> None:
+    def after_worker_shutdown(self, broker, worker) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
