@@ -28,7 +28,7 @@ from .parameters.model import ALGORITHM_ALIASES, affine_terms
 from .physics import modes as probe_modes_ops
 from .position_errors import PIXELS_PER_PREVIEW, PositionErrorSweep
 from .preview import Preview, make_preview, positions_stride, preview_positions
-from .probes import probe_guess_from_data
+from .probes import held_probe_guess, probe_guess_from_data
 from .run_plan import RunPlan, plan_run
 from .state import Result
 
@@ -63,7 +63,9 @@ class Reconstruction(IterativeRun):
     rounded to whole pixels, except with sub-pixel windows (``settings.subpixel_windows``, every engine) or
     position refinement (``settings.position_refinement_from``, LSQML), where windows follow the positions as
     given (never rounded) and :meth:`positions` returns them (refined, when refining).
-    probe: None (a guess is built from the data and ``beam_diameter_px``), (n, n) or (modes, n, n) complex.
+    probe: None (a guess is built from the data and ``beam_diameter_px``), (n, n) or (modes, n, n) complex; a
+    guess held for the first iterations whose far field the data reject is fitted to their mean pattern first
+    (:func:`~reconstruction.probes.held_probe_guess`; ``inputs["probe_guess"]`` then says so).
     object_guess: None (unit transmission) or a complex array pasted centred.
     valid_mask: None, (n, n) or (N, n, n) bool, True where a pixel constrains the fit.
     memory_cap_bytes: the most GPU memory the run may use (0 = whatever is free). When the data do not fit
@@ -321,6 +323,9 @@ class Reconstruction(IterativeRun):
             raise InputDataError("probe guess contains NaN or infinite values")
         out = np.zeros((max(modes, p.shape[0]), n, n), dtype=np.complex64)
         out[: p.shape[0]] = p
+        out, note = held_probe_guess(out, intensities, valid_mask, self.settings.update_probe_from)
+        if note:
+            self.inputs["probe_guess"] = note
         return out
 
     def _check_memory(self) -> None:

@@ -31,7 +31,7 @@ from ..errors import SessionStateError
 from ..inputs import check_run_settings, check_shapes, check_values, initial_object
 from ..loop import IterativeRun
 from ..preview import Preview, make_preview
-from ..probes import probe_guess_from_data
+from ..probes import held_probe_guess, probe_guess_from_data
 from ..run_plan import RunPlan, plan_of_regions, plan_run
 from ..state import Progress, Result
 from .exchange import Communicator, CommunicatorAborted, LocalCommunicator, NcclCommunicator, share_object, share_probe
@@ -133,6 +133,12 @@ class SplitReconstruction(IterativeRun):
         self.object_shape: tuple[int, int] = checked.object_shape
         self.exchange = split_plan.exchange
         probe_h = probe if probe is not None else probe_guess_from_data(intens, beam_diameter_px, probe_modes, mask)
+        if probe is not None and np.shape(probe)[-2:] == (n, n):  # (a wrong shape: the regions' runs say so)
+            # a held poor guess is fitted to the whole scan's mean pattern, so that every region starts from one probe
+            probe_h, note = held_probe_guess(np.asarray(probe, dtype=np.complex64), intens, mask,
+                                             self.settings.update_probe_from)
+            if note:
+                self.inputs["probe_guess"] = note
         self.initial_object = initial_object(np, self.object_shape, object_guess)
         G = len(self.devices)
         halo_px = self.overlap_px if self.exchange == "periodic" else 0
