@@ -14,9 +14,12 @@ import dramatiq
 
 
 class StreamingShutdownMiddleware(dramatiq.Middleware):
-    """``before_worker_shutdown``: running streaming jobs stop now; ``after_worker_boot``: a new worker runs them."""
+    """``before_worker_shutdown``: running streaming jobs stop now; ``before_worker_boot``: a new worker runs them
+    (before its threads start: at ``after_worker_boot`` a thread may already have taken a waiting job, which then
+    read the last worker's stop and failed at once).
+    """
 
-    def after_worker_boot(self, broker, worker) -> None:
+    def before_worker_boot(self, broker, worker) -> None:
         from .runner import shutting_down
 
         shutting_down(False)
