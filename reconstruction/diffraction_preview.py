@@ -19,6 +19,7 @@ import numpy as np
 from .engines.base import EngineState
 from .physics.patches import extract_patches
 from .physics.propagation import forward
+from .positions import window_corners
 
 MAX_DIFFRACTION_PX = 64
 
@@ -80,7 +81,7 @@ def result_diffraction(obj: np.ndarray, probe: np.ndarray, positions_px: np.ndar
     if measured.shape != (n, n):
         raise ValueError(f"position {position}: the measured pattern is {measured.shape}, the probe {n} x {n}")
     at = np.asarray(positions_px[position:position + 1], dtype=np.float64)
-    corner = np.floor(at + 0.5).astype(np.int64)  # the window corner the engines use (reconstruction/inputs.py)
+    corner = window_corners(at)  # the window corner the engines use
     r, c = (int(v) for v in corner[0])
     if r < 0 or c < 0 or r + n > obj.shape[0] or c + n > obj.shape[1]:
         raise ValueError(f"position {position} at (row {r}, col {c}): its {n} x {n} window is outside the "

@@ -18,7 +18,7 @@ from .engines.base import EngineSettings
 from .errors import InputDataError
 from .physics.modulus import NOISE_MODELS
 from .physics.position_update import AFFINE_TERMS
-from .positions import object_shape_for
+from .positions import object_shape_for, window_corners
 from .run_plan import DataSizes
 
 REFINING_ENGINES = ("ePIE", "DM", "LSQML")  # the engines that refine positions (-refinePositions)
@@ -84,7 +84,7 @@ def check_shapes(intensities: Any, positions_px: Any, *, valid_mask: Any = None,
     intensities_h = _intensity_array(intensities, centred)
     n_pos, n = intensities_h.shape[0], intensities_h.shape[-1]
     positions = _checked_positions(positions_px, n_pos)
-    corners = np.floor(positions + 0.5).astype(np.int64)
+    corners = window_corners(positions)
     mask_h = _checked_mask(valid_mask, intensities_h.shape, centred)
     shape = tuple(object_shape) if object_shape is not None else object_shape_for(corners, n)
     shape_hw = (int(shape[0]), int(shape[1]))

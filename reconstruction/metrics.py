@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .compare import fourier_shift
+
 
 def illuminated_region(illumination: np.ndarray, fraction: float = 0.1) -> np.ndarray:
     """(H, W) bool: where the summed probe intensity exceeds ``fraction`` of its maximum."""
@@ -41,7 +43,7 @@ def _subpixel_shift(truth: np.ndarray, estimate: np.ndarray, region: np.ndarray,
         step = np.linalg.lstsq(np.concatenate([jac.real, jac.imag]),
                                np.concatenate([(t - scale * e).real, (t - scale * e).imag]), rcond=None)[0]
         shift = np.clip(shift + step, -1.0, 1.0)
-    return np.fft.ifft2(spectrum * np.exp(-2j * np.pi * (ky * shift[0] + kx * shift[1])))
+    return fourier_shift(estimate, (float(shift[0]), float(shift[1])))
 
 
 def remove_ambiguities(truth: np.ndarray, estimate: np.ndarray, region: np.ndarray,

@@ -9,7 +9,7 @@ sits at ``margin_px``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -88,8 +88,14 @@ def positions_px_from_parameters(params: Parameters, seed: int | None = None) ->
     )
 
 
+def window_corners(positions_px: Any, xp: Any = np, dtype: Any = np.int64) -> Any:
+    """(N, 2) whole-pixel top-left corners of the windows at ``positions_px`` (N, 2) pixels: each rounded half
+    up, the one rule every engine, the input checks and the previews use."""
+    return xp.floor(positions_px + 0.5).astype(dtype)
+
+
 def object_shape_for(positions_px: np.ndarray, size_px: int, margin_px: int = 1) -> tuple[int, int]:
     """Smallest (H, W) holding every window (rounded to whole pixels) plus ``margin_px`` on the far side."""
-    top_left = np.floor(np.asarray(positions_px) + 0.5).astype(np.int64)
+    top_left = window_corners(np.asarray(positions_px))
     h, w = (top_left.max(axis=0) + size_px + margin_px).tolist()
     return int(h), int(w)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .physics import subpixel
-from .positions import object_shape_for, positions_px_from_parameters
+from .positions import object_shape_for, positions_px_from_parameters, window_corners
 from .probes import defocused_pupil_probe
 from .scan_data import ScanData
 from .test_object import make_test_object
@@ -86,7 +86,7 @@ def simulate(
 def _far_field_intensities(obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray,
                            subpixel_windows: bool = False) -> np.ndarray:
     n = probe.shape[-1]
-    corners = np.floor(positions_px + 0.5).astype(np.int64)
+    corners = window_corners(positions_px)
     out = np.empty((len(corners), n, n), dtype=np.float32)
     chunk = 64
     for s in range(0, len(corners), chunk):

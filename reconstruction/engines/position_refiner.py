@@ -25,6 +25,7 @@ from typing import Any
 
 from ..physics import modulus, patches, propagation
 from ..physics import position_update as pu
+from ..positions import window_corners
 from .base import EngineSettings, EngineState, object_illumination
 
 MAX_POSITION_STEP_PX = 0.5  # largest gradient correction of one position in one epoch, per axis
@@ -209,6 +210,6 @@ class PositionRefiner:
         hi = xp.asarray([st.obj.shape[0] - n, st.obj.shape[1] - n], dtype=positions_px.dtype)
         positions_px = xp.clip(positions_px, 0, hi[None])
         self.positions[idx] = positions_px
-        corners = xp.floor(positions_px + 0.5).astype(st.rows.dtype)
+        corners = window_corners(positions_px, xp, st.rows.dtype)
         st.rows[idx] = corners[:, 0]
         st.cols[idx] = corners[:, 1]

@@ -26,7 +26,7 @@ from ..engines.lsqml import default_batch_size
 from ..errors import DeviceMemoryError, InputDataError
 from ..io.preprocess import crop, preprocess_frames, preprocess_into
 from ..io.reader import preprocessing_of, static_valid_mask
-from ..positions import object_shape_for
+from ..positions import object_shape_for, window_corners
 from ..probes import probe_guess_from_data
 from ..scan_data import ScanData
 from .feed import LiveFeed
@@ -302,7 +302,7 @@ class StreamingRun:
         assert self.rec is not None and upload is not None
         indices = batch.indices
         k, b = self._k, len(indices)
-        corners = np.floor(positions_px + 0.5).astype(np.int64)
+        corners = window_corners(positions_px)
         n = self.params.preprocessing.size_px
         h, w = self.object_shape
         outside = (corners < 0).any(axis=1) | (corners[:, 0] + n > h) | (corners[:, 1] + n > w)
