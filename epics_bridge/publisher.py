@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class StatePublisher:
-    """Latest-wins hand-over of state snapshots to ``publish`` (best effort: failures are logged at DEBUG)."""
+    """Latest-wins hand-over of state snapshots to ``publish`` (best effort: the first failure of an outage is a
+    WARNING, the rest DEBUG, the recovery INFO)."""
 
     def __init__(self, publish: Callable[[dict[str, Any]], None] | None):
         self.publish = publish
@@ -27,6 +28,7 @@ class StatePublisher:
         self._latest: dict[str, Any] | None = None
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._failing = False  # the last publish failed (warned once until one succeeds)
 
     def start(self) -> None:
         if self.publish is None or self._thread is not None:
@@ -72,4 +74,14 @@ class StatePublisher:
         try:
             self.publish(snapshot)
         except Exception as exc:  # a database or web server that is down must not stop the bridge
-            log.debug("could not publish the bridge state: %s", exc)
+            if not self._failing:  # once an outage: the dashboard shows an older state until it ends
+                log.warning("could not publish the bridge state to the web dashboard (it shows an older state "
+                            "until this works again; retried with each heartbeat): %s: %s",
+                            type(exc).__name__, exc)
+            else:
+                log.debug("could not publish the bridge state: %s", exc)
+            self._failing = True
+            return
+        if self._failing:
+            log.info("the bridge state reaches the web dashboard again")
+            self._failing = False

@@ -316,6 +316,29 @@ def test_a_slow_web_side_never_holds_up_the_worker_and_the_latest_state_wins() -
     assert published == [1, 4]
 
 
+def test_a_dashboard_that_cannot_be_reached_is_one_warning_per_outage_and_its_end_is_logged(caplog) -> None:
+    import logging
+
+    from epics_bridge.publisher import StatePublisher
+
+    answers = iter([RuntimeError("connection refused"), RuntimeError("connection refused"), None, None,
+                    RuntimeError("server closed the connection")])
+
+    def publish(state: dict) -> None:  # unthreaded: each offer publishes at once
+        err = next(answers)
+        if err is not None:
+            raise err
+
+    publisher = StatePublisher(publish)
+    with caplog.at_level(logging.DEBUG, logger="epics_bridge.publisher"):
+        for n in range(5):
+            publisher.offer({"n": n})
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "epics_bridge.publisher"]
+    assert [level for level, _ in lines] == ["WARNING", "DEBUG", "INFO", "WARNING"]
+    assert "web dashboard" in lines[0][1] and "connection refused" in lines[0][1]
+    assert "server closed the connection" in lines[3][1]
+
+
 def test_a_resumed_scan_keeps_where_its_parameters_came_from(tmp_path: Path, rec: Path) -> None:
     first = Rig(tmp_path, RecordingSubmitter(str(rec)))
     first.scan_ends()
