@@ -285,7 +285,7 @@ class BridgeProc(Process):
 
         try:
             wait_for(connected, 60, "the bridge to connect to every PV and receive its first value")
-        except AssertionError as exc:
+        except TimeoutError as exc:
             pvs = {name: (p.get("connected"), p.get("value")) for name, p in mine().get("pvs", {}).items()}
             raise AssertionError(f"{exc}\nPVs (connected, value): {pvs}\nbridge log:\n{self.log()[-3000:]}") from None
 

@@ -96,7 +96,7 @@ def test_the_data_files_geometry_fills_what_the_configuration_leaves_open(ca, tm
         number = sim.play()
         wait_for(lambda: records(recorder), 30, "the scan's submission")
         (sub,) = records(recorder)
-    except AssertionError:
+    except (AssertionError, TimeoutError):
         raise AssertionError(f"{bridge.log()[-4000:]}\n{sim.log()[-2000:]}") from None
     finally:
         bridge.stop()
