@@ -152,3 +152,16 @@ def test_frc_of_two_reconstructions_with_independent_noise_reads_the_resolution_
     assert np.mean(np.abs(curve.frc[1:crossing] - predicted[1:crossing])) < 0.08
     assert curve.frequency_per_m[crossing] == pytest.approx(crossing / (n * PIXEL_M))
     np.testing.assert_allclose(fourier_ring_correlation(runs[0], 3 * runs[1], PIXEL_M).frc, curve.frc, atol=1e-9)
+
+
+def test_each_ring_of_the_frc_holds_the_pixels_nearest_its_radius() -> None:
+    # the ring convention, pixel by pixel: a pixel at radius r belongs to ring rint(r) (one Fourier pixel wide,
+    # centred on the integer radius); written out in this file's ring_sums, compared ring by ring. A floor
+    # convention or rings a quarter wider move the sums by far more than the tolerance.
+    n = 64
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((n, n))
+    b = 0.5 * a + rng.standard_normal((n, n))
+    expected = ring_sums(a, b) / np.sqrt(ring_sums(a, a) * ring_sums(b, b))
+    curve = fourier_ring_correlation(a, b, PIXEL_M)
+    np.testing.assert_allclose(curve.frc[1:], expected[1:], rtol=1e-9, atol=1e-12)
