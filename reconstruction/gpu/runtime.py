@@ -14,6 +14,7 @@ import numpy as np
 
 BLOCK = 256
 KERNEL_DIR = Path(__file__).with_name("kernels")
+KERNEL_OPTIONS = ("--std=c++17", "--use_fast_math")  # NVRTC's (CuPy's RawModule); nvcc takes the same spelling
 
 
 def kernel_source() -> str:
@@ -41,7 +42,7 @@ def device_id() -> int:
 def _module_on(device: int) -> Any:
     cp = cupy()
     with cp.cuda.Device(device):
-        mod = cp.RawModule(code=kernel_source(), options=("--std=c++17", "--use_fast_math"))
+        mod = cp.RawModule(code=kernel_source(), options=KERNEL_OPTIONS)
         for name in kernel_names():
             mod.get_function(name)
     return mod
