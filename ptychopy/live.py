@@ -22,7 +22,7 @@ MIN_CONNECT_S = 5.0  # the PVs get at least this long to connect, also with a sh
 def open_source(params: Parameters, stop: Callable[[], bool] | None = None) -> LiveSource:
     """The live source ``-liveSource`` names: ``pva://...`` (an NTNDArray over pvAccess, :mod:`ptychopy.pva_source`)
     or a file source of :func:`reconstruction.live.open_live_source` (swmr, replay). ``stop``: asked while the
-    file or the PVs are awaited; True ends the wait with ``LiveSourceError``."""
+    file or the PVs (connecting, the planned scan read) are awaited; True ends the wait with ``LiveSourceError``."""
     from reconstruction.live import open_live_source, planned_from_parameters
 
     d = params.data

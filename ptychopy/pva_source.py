@@ -147,7 +147,9 @@ class PvaSource:
     for the PVs to connect; ``queue_size``: the pvAccess monitor queue of the image PV (frames the client holds
     before the server squashes updates); ``max_pending``: frames held here before the feed takes them (more is an
     error: the feed's buffer bound, one step earlier); ``ctx``: a p4p client Context (default: a new one from the
-    environment's EPICS_PVA_* variables); ``stop``: asked while the PVs connect, True ends that wait.
+    environment's EPICS_PVA_* variables); ``stop``: asked every 10 ms while the PVs connect and the planned scan
+    is read (all within ``connect_s``), True ends that wait with :class:`LiveSourceError` (the wait for the first
+    frame is the run's: ``StreamingRun.run``'s ``idle``).
     """
 
     def __init__(self, address: PvaAddress | str, fallback_plan: PlannedScan, *, connect_s: float = 10.0,
@@ -175,52 +177,57 @@ class PvaSource:
         self._last_frame_at = 0.0
         self.frames_in = 0
         self.max_index = -1
+        self._planned_value: Any = None  # the planned scan's table, once read
         try:
-            self._planned = self._plan(fallback_plan, connect_s)
-            self._seen = np.zeros(self._planned.n_positions, dtype=bool)
+            deadline = time.monotonic() + float(connect_s)
             request = f"field()record[queueSize={int(queue_size)},pipeline=true]"
+            if a.planned:  # read through a monitor (its first update) so that the wait can be stopped
+                self._subs.append(self._ctx.monitor(a.planned, self._on_planned))
             for pv, cb in ((a.status, self._on_status), (a.positions, self._on_positions),
                            (a.image, self._on_frame)):
                 if pv:
                     self._skip_first[pv] = pv != a.status  # a frame/position present at connect is old
                     self._subs.append(self._ctx.monitor(pv, self._guard(pv, cb), request=request,
                                                         notify_disconnect=True))
-            self._wait_connected(connect_s, stop)
+            self._wait_connected(float(connect_s), deadline, stop)
+            self._planned = self._plan(fallback_plan)
+            self._seen = np.zeros(self._planned.n_positions, dtype=bool)
         except Exception:
             self.close()
             raise
 
     # -- setup ----------------------------------------------------------------------------------------------------
-    def _plan(self, fallback: PlannedScan, timeout_s: float) -> PlannedScan:
+    def _plan(self, fallback: PlannedScan) -> PlannedScan:
         pv = self.address.planned
         if not pv:
             return PlannedScan(fallback.positions_m, None, fallback.origin)
-        try:
-            v = self._ctx.get(pv, timeout=timeout_s)
-        except Exception as exc:
-            raise LiveSourceError(f"PV {pv} (planned scan): cannot be read within {timeout_s:g} s: "
-                                  f"{type(exc).__name__}: {exc}") from None
-        row, col = table_columns(v, ("row_m", "col_m"), pv)
+        row, col = table_columns(self._planned_value, ("row_m", "col_m"), pv)
         planned = np.stack([row, col], axis=1).astype(np.float64) * self.address.scale
         if planned.shape[0] == 0 or not np.all(np.isfinite(planned)):
             raise LiveSourceError(f"PV {pv} (planned scan): {planned.shape[0]} points or values not finite; "
                                   "expected finite (N, 2) positions")
         return PlannedScan(planned, None, f"PV {pv}")
 
-    def _wait_connected(self, timeout_s: float, stop: Callable[[], bool] | None) -> None:
-        deadline = time.monotonic() + timeout_s
+    def _missing(self) -> list[str]:
+        """The PVs not connected yet (the planned scan: not read yet), in :meth:`PvaAddress.pvs` order."""
+        a = self.address
+        with self._lock:
+            return [f"PV {pv} (planned scan)" if pv == a.planned else f"PV {pv}" for pv in a.pvs()
+                    if (self._planned_value is None if pv == a.planned else not self._connected.get(pv))]
+
+    def _wait_connected(self, timeout_s: float, deadline: float, stop: Callable[[], bool] | None) -> None:
+        """Until every PV is connected and the planned scan read, or ``deadline`` (monotonic s; ``timeout_s``
+        after the start) passes, or ``stop()`` says True (asked every 10 ms): the last two raise
+        :class:`LiveSourceError` naming the PVs still missing."""
         while True:
-            with self._lock:
-                missing = [pv for pv in self.address.pvs() if pv != self.address.planned
-                           and not self._connected.get(pv)]
+            missing = self._missing()
             if not missing:
                 return
             if stop is not None and stop():
-                raise LiveSourceError(f"{self.name}: the wait for {', '.join('PV ' + m for m in missing)} was "
-                                      "stopped")
+                raise LiveSourceError(f"{self.name}: the wait for {', '.join(missing)} was stopped")
             if time.monotonic() >= deadline:
-                raise LiveSourceError(f"{', '.join('PV ' + m for m in missing)}: not connected within {timeout_s:g} "
-                                      "s (-liveStall); check the name and EPICS_PVA_ADDR_LIST")
+                raise LiveSourceError(f"{', '.join(missing)}: not connected within {timeout_s:g} s (-liveStall); "
+                                      "check the name and EPICS_PVA_ADDR_LIST")
             time.sleep(0.01)
 
     # -- p4p callbacks (its worker thread) ----------------------------------------------------------------------
@@ -242,6 +249,12 @@ class PvaSource:
                 with self._lock:
                     self._error = self._error or exc
         return handle
+
+    def _on_planned(self, v: Any) -> None:
+        if not isinstance(v, Exception):
+            with self._lock:
+                if self._planned_value is None:
+                    self._planned_value = v  # the scan's plan as it is now; later changes are not followed
 
     def _on_frame(self, v: Any) -> None:
         a = self.address

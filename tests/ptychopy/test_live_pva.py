@@ -234,3 +234,34 @@ def test_frames_arrive_bit_exact_in_the_detector_pixel_type(monkeypatch):
     indices = np.concatenate([b.indices for b in batches])
     assert indices.tolist() == list(range(N)) and source.dropped == 0
     np.testing.assert_array_equal(got, np.rint(np.clip(frames, 0, 65535)))
+
+
+def test_a_planned_scan_never_published_is_named_after_the_wait_and_a_stop_ends_that_wait_at_once(monkeypatch):
+    from p4p.nt import NTNDArray
+    from p4p.server import Server
+    from p4p.server.thread import SharedPV
+
+    from epics_bridge.simioc_pva import pva_server_conf
+    from ptychopy.pva_source import PvaSource
+    from reconstruction.live import planned_from_parameters
+
+    port = free_port_pair()
+    for name, value in pva_client_env(port).items():
+        monkeypatch.setenv(name, value)
+    server = Server(providers=[{"p:Image": SharedPV(nt=NTNDArray(), initial=np.zeros((1, 1), np.float32)),
+                                "p:Planned": SharedPV()}],  # served, never opened: no value ever
+                    conf=pva_server_conf(port), useenv=False)
+    plan = planned_from_parameters(Parameters.from_cmdstr(SCAN))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(LiveSourceError, match=r"PV p:Planned \(planned scan\): not connected within 0.5 s"):
+            PvaSource("pva://p:Image?planned=p:Planned", plan, connect_s=0.5)
+        assert time.monotonic() - t0 < 2
+        asked: list[float] = []
+        t0 = time.monotonic()
+        with pytest.raises(LiveSourceError, match=r"the wait for PV p:Planned \(planned scan\) was stopped"):
+            PvaSource("pva://p:Image?planned=p:Planned", plan, connect_s=60,
+                      stop=lambda: bool(asked.append(time.monotonic())) or time.monotonic() - t0 > 0.3)
+        assert time.monotonic() - t0 < 1 and len(asked) > 5  # asked every 10 ms, ended at the first True
+    finally:
+        server.stop()

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from dramatiq import Worker
 from dramatiq.middleware import TimeLimitExceeded
-from webapp_helpers import api_auth, api_post, small_parameters, wait_for
+from webapp_helpers import api_auth, api_post, small_parameters, stop_worker_when, wait_for
 
 from reconstruction import Parameters
 from reconstruction.io import read_result
@@ -119,21 +118,6 @@ def test_a_cancelled_streaming_job_keeps_the_frames_that_arrived(data_root, brok
     assert job.message.startswith("cancelled after ") and Path(job.result_path).is_file()
 
 
-def _stop_worker_when(broker, condition) -> float:
-    """Start a worker like the embedded one, stop it (Dramatiq's shutdown, as on SIGTERM) once ``condition()``
-    holds; the seconds ``stop`` took (the worker's thread joined: the running job ended)."""
-    w = Worker(broker, queues={"reconstruct"}, worker_threads=1, worker_timeout=50)
-    w.start()
-    try:
-        wait_for(condition, timeout_s=60)
-    finally:
-        t0 = time.monotonic()
-        w.stop(timeout=10_000)  # the embedded stop's grace (webapp.jobs.embedded.stop_worker)
-        stop_s = time.monotonic() - t0
-        runner.clear_stop()
-    return stop_s
-
-
 def test_a_stopped_worker_fails_its_streaming_job_keeping_the_frames_that_arrived_never_requeued(data_root,
                                                                                                  broker):
     path = data_root / "slow.h5"
@@ -141,7 +125,7 @@ def test_a_stopped_worker_fails_its_streaming_job_keeping_the_frames_that_arrive
     writer = subprocess.Popen([sys.executable, "-m", "ptychopy", "simwrite", str(path), SCAN, "--rate", "10"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        stop_s = _stop_worker_when(broker, lambda: (Job.objects.get(pk=job.pk).live or {}).get(
+        stop_s = stop_worker_when(broker, lambda: (Job.objects.get(pk=job.pk).live or {}).get(
             "frames_received", 0) >= 5)
     finally:
         writer.kill()
@@ -159,7 +143,7 @@ def test_a_stopped_worker_fails_its_streaming_job_keeping_the_frames_that_arrive
 
 def test_a_streaming_job_waiting_for_its_file_ends_at_once_when_its_worker_stops(data_root, broker):
     job = services.submit_job(Parameters.from_cmdstr(f"{SCAN} {REC} -fp={data_root / 'never.h5'} -liveStall=60"))
-    stop_s = _stop_worker_when(broker, lambda: Job.objects.filter(pk=job.pk, status="running").exists())
+    stop_s = stop_worker_when(broker, lambda: Job.objects.filter(pk=job.pk, status="running").exists())
     job.refresh_from_db()
     assert job.status == "failed" and job.result_path == "" and stop_s < 2, (job.message, stop_s)
     assert "stopped while streaming, after 0 frames received (phase waiting); not re-queued" in job.message

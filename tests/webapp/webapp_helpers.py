@@ -44,6 +44,25 @@ def wait_for(condition: Callable[[], object], timeout_s: float = 30.0, every_s: 
     raise AssertionError(f"condition not met within {timeout_s} s")
 
 
+def stop_worker_when(broker, condition: Callable[[], object]) -> float:
+    """Start a worker like the embedded one, stop it (Dramatiq's shutdown, as on SIGTERM) once ``condition()``
+    holds; the seconds ``stop`` took (the worker's thread joined: the running job ended)."""
+    from dramatiq import Worker
+
+    from webapp.jobs import runner
+
+    w = Worker(broker, queues={"reconstruct"}, worker_threads=1, worker_timeout=50)
+    w.start()
+    try:
+        wait_for(condition, timeout_s=60)
+    finally:
+        t0 = time.monotonic()
+        w.stop(timeout=10_000)  # the embedded stop's grace (webapp.jobs.embedded.stop_worker)
+        stop_s = time.monotonic() - t0
+        runner.clear_stop()
+    return stop_s
+
+
 def dead_pid() -> int:
     """A process id no process can have (one past the kernel's pid_max), for a worker that has died."""
     try:
