@@ -23,7 +23,10 @@ file is still being written after ``scan2.BUSY`` drops). Each row is written as 
 renamed on close. The next scan number is kept in ``<data-dir>/.simioc_autosave.json`` across restarts, like
 autosave would.
 ``--pva-port`` serves every PV over pvAccess too (:mod:`epics_bridge.simioc_pva`); ``--zmq-proxy`` publishes
-every scan as a bluesky run (:mod:`epics_bridge.simioc_bluesky`).
+every scan as a bluesky run (:mod:`epics_bridge.simioc_bluesky`). ``--live-file`` writes each scan frame by frame
+into an SWMR file, ``--live-pva PORT`` streams it frame by frame over pvAccess (:class:`~epics_bridge.simioc_stream.
+ScanStream`: the NTNDArray, positions, plan and status PVs of ``--stream pva``; the first frame waits up to
+``sim:LiveWait`` s for a client of the image PV): what a streaming job reads.
 ``--stream pva|swmr`` instead plays one scan frame by frame at ``--rate`` as a detector stream: an areaDetector
 NTNDArray with positions and scan status over pvAccess, or an HDF5 file with SWMR
 (:mod:`epics_bridge.simioc_stream`).
@@ -123,6 +126,9 @@ def make_group_class() -> type:
         live_dark = pvproperty(name="sim:LiveDark", value=-1,
                                doc="--live-file: scan point J >= 0 written dark (no photons) into the live file of "
                                    "the next scans (its streaming job fails there); -1: none")
+        live_wait = pvproperty(name="sim:LiveWait", value=10.0,
+                               doc="--live-pva: seconds the first frame waits for a client monitoring the image "
+                                   "PV (a streaming job listening; pvAccess keeps no history); 0: no wait")
         burst = pvproperty(name="sim:Burst", value=0, doc="put N: play N scans back to back, sim:Gap apart")
         gap = pvproperty(name="sim:Gap", value=0.02, doc="seconds between the scans of a burst")
         abort_every = pvproperty(name="sim:AbortEvery", value=0,
@@ -143,6 +149,7 @@ def make_group_class() -> type:
             self.runs: Any = None  # a RunPublisher when publishing bluesky documents
             self.abort_after_points: int | None = None  # abort once this many points are done (bursts)
             self.live_file = False  # also write each scan frame by frame into an SWMR file (--live-file)
+            self.live_pva: Any = None  # a simioc_stream.ScanStream: each scan also over pvAccess (--live-pva)
 
         async def set(self, prop: Any, value: Any) -> None:
             """Write a PV (and post it over pvAccess when serving it there)."""
@@ -250,6 +257,11 @@ async def play_scan(ioc: Any) -> None:
     await ioc.set(ioc.eiger_fw_per_file, cols)
     await ioc.set(ioc.eiger_sequence_id, number)  # armed: the DCU names this series' files
     live = open_live_file(ioc, name, geom.size_px, number)
+    stream = None
+    if ioc.live_pva is not None:  # before BUSY rises: the scan's plan and status 0 (acquiring)
+        from reconstruction.positions import positions_m_from_parameters
+
+        stream = ioc.live_pva.begin(positions_m_from_parameters(geom.parameters()))
     await ioc.set(ioc.cpt2, 0)
     await ioc.set(ioc.smsg2, "Scanning")
     await ioc.set(ioc.capture, "Capture")
@@ -262,6 +274,9 @@ async def play_scan(ioc: Any) -> None:
                             detector_distance_m=geom.detector_distance_m, scan_dims=[rows, cols],
                             step_um=[float(ioc.step2.value), float(ioc.step1.value)]))
     point_s = max(0.0, float(ioc.point_time.value))
+    if stream is not None:
+        waited_s = await asyncio.to_thread(stream.wait_s, float(ioc.live_wait.value))
+        log.info("scan %s: the first frame waited %.3f s for a client of the image PV", name, waited_s)
     started_s = time.monotonic()
     late_s = max(0.0, float(ioc.late_write.value))
     captured, aborted, failed = 0, False, False
@@ -296,6 +311,8 @@ async def play_scan(ioc: Any) -> None:
             dset[col] = patterns[row * cols + col]
             if live is not None:
                 live.append(patterns[row * cols + col], row * cols + col)
+            if stream is not None:
+                stream.append(patterns[row * cols + col], row * cols + col)
             captured += 1
             await ioc.set(ioc.num_captured, captured)
             await ioc.set(ioc.eiger_counter, captured)
@@ -320,6 +337,8 @@ async def play_scan(ioc: Any) -> None:
     if live is not None and held is None:
         live.end(aborted=aborted or failed)
         live.close()
+    if stream is not None and held is None:
+        stream.end(aborted=aborted or failed)
     await ioc.set(ioc.busy2, 0)
     await ioc.set(ioc.eiger_acquire, "Done")
     if ioc.runs is not None:
@@ -336,6 +355,9 @@ async def play_scan(ioc: Any) -> None:
             live.append(patterns[k], k)
             live.end()
             live.close()
+        if stream is not None:
+            stream.append(patterns[k], k)
+            stream.end()
         os.replace(tmp, data_file(ioc.data_dir, name, rows))
         captured += 1
         await ioc.set(ioc.num_captured, captured)
@@ -431,6 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(wavelength, detector distance, pixel size, beam centre, pixel mask)")
     p.add_argument("--live-file", action="store_true", help="each scan also writes <data-dir>/scanN_live.h5 "
                    "frame by frame with SWMR, opened before BUSY rises (what a streaming job reads)")
+    p.add_argument("--live-pva", type=int, default=None, metavar="PORT", help="each scan also streams its frames "
+                   "over pvAccess on this TCP port (UDP search on PORT+1) as --stream pva serves them "
+                   "(<P>Pva1:Image, <P>Scan:Positions, <P>Scan:Planned, <P>Scan:Status); the first frame waits up to "
+                   "sim:LiveWait s for a client of the image PV")
     p.add_argument("--list-pvs", action="store_true", help="print the PV names and exit")
     p.add_argument("-v", "--verbose", action="store_true")
     from .simioc_stream import add_arguments
@@ -473,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
 
             ioc.pva = PvaMirror(ioc.pvdb, pva_server_conf(args.pva_port, args.interface),
                                 asyncio.get_running_loop())
+        if args.live_pva is not None:
+            from .simioc_pva import pva_server_conf
+            from .simioc_stream import ScanStream
+
+            ioc.live_pva = ScanStream(args.prefix, pva_server_conf(args.live_pva, args.interface))
         if args.zmq_proxy:
             from .simioc_bluesky import RunPublisher
 
@@ -491,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             ioc.pva.close()
         if ioc.runs is not None:
             ioc.runs.close()
+        if ioc.live_pva is not None:
+            ioc.live_pva.close()
     return 0
 
 

@@ -49,13 +49,17 @@ def live_source_address(prefix: str, attrs: bool = False) -> str:
 
 
 class _FirstClient:
-    """SharedPV handler that notes the first monitor of the image PV."""
+    """SharedPV handler that notes whether a client monitors the image PV (set at the first, cleared after the
+    last)."""
 
     def __init__(self) -> None:
         self.connected = threading.Event()
 
     def onFirstConnect(self, pv: Any) -> None:  # noqa: N802 (p4p's name)
         self.connected.set()
+
+    def onLastDisconnect(self, pv: Any) -> None:  # noqa: N802 (p4p's name)
+        self.connected.clear()
 
 
 class PvaStreamer:
@@ -109,8 +113,45 @@ class PvaStreamer:
     def post_status(self, code: int) -> None:
         self.status.post(code, timestamp=time.time())
 
+    def post_planned(self, planned_m: np.ndarray) -> None:
+        self.planned.post([{"row_m": float(r), "col_m": float(c)} for r, c in planned_m], timestamp=time.time())
+
     def close(self) -> None:
         self.server.stop()
+
+
+class ScanStream:
+    """``simioc --live-pva PORT``: each scan the IOC plays also goes out over pvAccess, on the PVs of
+    :class:`PvaStreamer` (the same as ``--stream pva``): :meth:`begin` posts the scan's plan and status 0 before
+    ``BUSY`` rises, :meth:`append` a frame (uniqueId = scan point + 1) after its positions row, :meth:`end` the
+    status 1 or 2. The server and its PVs stay up between scans."""
+
+    def __init__(self, prefix: str, conf: dict[str, str]):
+        self.streamer = PvaStreamer(prefix, np.zeros((0, 2)), conf)
+        self.positions_m = np.zeros((0, 2))
+
+    def begin(self, planned_m: np.ndarray) -> ScanStream:
+        self.positions_m = np.asarray(planned_m, dtype=np.float64)
+        self.streamer.post_planned(self.positions_m)
+        self.streamer.post_status(0)
+        return self
+
+    def wait_s(self, limit_s: float) -> float:
+        """Seconds until a client monitors the image PV, at most ``limit_s`` (a streaming job listening); what a
+        detector does not do, and what the scan's frames need over pvAccess, which keeps no history."""
+        t0 = time.monotonic()
+        self.streamer.first_client.connected.wait(max(0.0, limit_s))
+        return time.monotonic() - t0
+
+    def append(self, frame: np.ndarray, index: int) -> None:
+        self.streamer.post_positions([index + 1], self.positions_m[index:index + 1])
+        self.streamer.post_frame(index + 1, frame)
+
+    def end(self, aborted: bool = False) -> None:
+        self.streamer.post_status(2 if aborted else 1)
+
+    def close(self) -> None:
+        self.streamer.close()
 
 
 def stream_order(n: int, args: argparse.Namespace) -> list[int]:

@@ -25,8 +25,22 @@ from pathlib import Path
 from typing import Any
 
 from epics_bridge.caclient import ca_get, ca_get_with_timestamp, ca_put
+from epics_bridge.simioc_pva import pva_client_env
+from epics_bridge.simioc_stream import live_source_address
 
-from .procs import LOOPBACK, REPO, CaLoopback, Cleanup, Postgres, Proc, Redis, base_env, free_port, wait_for
+from .procs import (
+    LOOPBACK,
+    REPO,
+    CaLoopback,
+    Cleanup,
+    Postgres,
+    Proc,
+    Redis,
+    base_env,
+    free_port,
+    free_port_pair,
+    wait_for,
+)
 
 EXAMPLE_CONFIG = REPO / "epics_bridge" / "examples" / "beamline.toml"
 PREFIX = "ptysim:"
@@ -60,6 +74,9 @@ class RigOptions:
     finish_iterations: int = 20
     stall_s: float = 10.0  # the streaming job's -liveStall
     live_window: int = 200  # the streaming job's -liveWindow: epochs while acquiring visit the newest frames only
+    # with stream: simioc streams each scan over pvAccess (--live-pva) instead of the SWMR file, and the bridge
+    # opens the job on its NTNDArray ([stream] source = "pva://ptysim:Pva1:Image?scan=ptysim:Scan:")
+    stream_pva: bool = False
 
     def __post_init__(self) -> None:
         if self.submit not in ("django", "http"):
@@ -124,6 +141,8 @@ def bridge_config(opts: RigOptions, env_paths: dict[str, Path],
         cfg["stream"] = {"enabled": True, "values": {"data.live_finish_iterations": opts.finish_iterations,
                                                      "data.live_stall_s": opts.stall_s,
                                                      "data.live_window_frames": opts.live_window}}
+        if opts.stream_pva:
+            cfg["stream"]["source"] = live_source_address(PREFIX)
     if opts.iterations is not None:
         template = cfg["parameters"]["template"]
         cfg["parameters"]["template"] = re.sub(r"-i=\d+", f"-i={opts.iterations}", template)
@@ -167,6 +186,7 @@ class Rig:
         self.token_path = self.work / "bridge.token"
         self._bridge_argv: list[str] = []
         self.bridge_env: dict[str, str] = {}  # the bridge process's environment
+        self.live_pva_port = free_port_pair() if opts.stream and opts.stream_pva else None  # simioc --live-pva
 
     # -- start-up ---------------------------------------------------------------------------------------------
     def _proc(self, name: str, argv: list[str], env: dict[str, str], port: int | None = None,
@@ -194,6 +214,8 @@ class Rig:
             app.update(DATABASE_URL=self.database_url, REDIS_URL=redis.url(0), SECRET_KEY=secrets.token_urlsafe(40),
                        ALLOWED_HOSTS=f"{LOOPBACK},localhost", PTYCHOPY_INSECURE_COOKIES="1",
                        dramatiq_queue_prefetch="1")
+        if self.live_pva_port is not None:  # the worker's pvAccess client reaches simioc's stream only
+            app.update(pva_client_env(self.live_pva_port))
         env = base_env(app)
         ca_env = self.ca.env(env)
         self._bridge_argv = [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)]
@@ -207,7 +229,7 @@ class Rig:
                               "--data-dir", str(self.data_dir), "--prefix", PREFIX, "--rows", str(self.opts.rows),
                               "--cols", str(self.opts.cols), "--size", str(self.opts.size_px),
                               "--point-time", str(self.opts.point_time_s),
-                              *(["--live-file"] if self.opts.stream else [])], ca_env)
+                              *self._live_args()], ca_env)
         wait_for(lambda: self._ioc_ready(), 60, "the simulated IOC")
         if self.mode == "production":
             self._manage(env, "migrate", "--noinput")
@@ -251,6 +273,12 @@ class Rig:
 
     def stop(self) -> None:
         self.cleanup.run()
+
+    def _live_args(self) -> list[str]:
+        """simioc's options for a streaming rig: each scan into an SWMR file, or over pvAccess."""
+        if not self.opts.stream:
+            return []
+        return ["--live-file"] if self.live_pva_port is None else ["--live-pva", str(self.live_pva_port)]
 
     def _bridge_token(self, env: dict[str, str]) -> None:
         """A bridge token (``manage.py create_token latency-bridge --bridge``) in a file only its owner reads."""

@@ -1,0 +1,65 @@
+"""Issue 21 end to end over pvAccess, real processes on loopback, embedded mode (``ptychopy serve`` with the bridge
+and the worker inside it): ``simioc --live-pva`` streams each scan as an areaDetector NTNDArray with its positions,
+plan and status PVs, the bridge opens the streaming job when ``scan2.BUSY`` rises with ``[stream] source =
+"pva://ptysim:Pva1:Image?scan=ptysim:Scan:"``, the worker reconstructs as frames arrive, and a websocket viewer
+(logged in, the live page's protocol) sees the image fill in with the frame counts. A 20 x 20 scan of 64^2 frames
+at 200 frames/s: all 400 frames received, none dropped, the job done and not partial, exactly one job.
+
+pvAccess keeps no history: a frame posted before the job's monitor connects is lost (counted dropped). simioc's
+first frame waits for a client of the image PV (``sim:LiveWait``), as a beamline must start the reconstruction
+before the detector's first frame (docs/streaming.md). The SWMR path is tests/e2e/test_streaming.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from benchmarks.latency.procs import wait_for
+from benchmarks.latency.rig import Rig, RigOptions
+from benchmarks.latency.stream import job_row
+from tests.support.frames import collect_frames
+
+pytestmark = [pytest.mark.services, pytest.mark.epics, pytest.mark.slow, pytest.mark.timeout(180)]
+
+ROWS, COLS = 20, 20
+N = ROWS * COLS
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    opts = RigOptions(mode="embedded", workdir=tmp_path_factory.mktemp("stream-pva"), rows=ROWS, cols=COLS,
+                      size_px=64, point_time_s=0.005, stream=True, stream_pva=True, finish_iterations=10,
+                      stall_s=5.0, log=lambda _: None)
+    rig = Rig(opts)
+    try:
+        yield rig.start()
+    finally:
+        rig.stop()
+
+
+def test_a_scan_streamed_over_pvaccess_fills_the_image_in_a_viewer_with_every_frame_and_one_job(rig: Rig) -> None:
+    last = max((j["id"] for j in rig.jobs_after(0)), default=0)
+    rig.ioc_put("sim:Go", 1)
+    job = wait_for(lambda: rig.jobs_after(last), 30, "the streaming job (opened at BUSY 0 -> 1)")[0]
+    job_id = int(job["id"])
+    frames = asyncio.run(collect_frames(rig.base_url, job_id, rig.cookie, rig.base_url, timeout=90))
+    assert frames and frames[-1].status == "done", [f.header for f in frames[-3:]]
+    lives = [f.header["live"] for f in frames if f.images and "live" in f.header]
+    acquiring = [x for x in lives if x["phase"] == "acquiring"]
+    in_image = [x["frames_in_image"] for x in acquiring]
+    assert in_image == sorted(in_image) and len(set(in_image)) >= 3 and in_image[0] < N, in_image  # it grows
+    received = [x["frames_received"] for x in lives]
+    assert received == sorted(received) and all(x["frames_planned"] == N for x in lives), received
+    assert all(x["frames_dropped"] == 0 for x in lives) and "(pvAccess)" in lives[-1]["source"]
+    row = job_row(rig, job_id)
+    live = row["live"]
+    assert row["status"] == "done" and row["message"] == "", row
+    assert live["outcome"] == "ended" and not live["partial"], live
+    assert live["frames_received"] == N and live["frames_in_image"] == N and live["frames_dropped"] == 0, live
+    assert row["parameters"]["data"]["live_source"].startswith("pva://ptysim:Pva1:Image?scan=ptysim:Scan:")
+    time.sleep(1.0)  # the scan's complete end was classified by now; nothing more may come
+    assert [j["id"] for j in rig.jobs_after(last)] == [job_id]
+    assert "covered_by_stream" in rig.journal_events(str(job["dedup_key"]))
