@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,10 +32,6 @@ def load_scan(params: Parameters, progress: Callable[[int, int], None] | None = 
     return half_set(data, params.data.half_set) if params.data.half_set else data
 
 
-#: a simulated scan is simulated again to show one of its patterns only up to this many pattern pixels (N n^2)
-MAX_RESIMULATED_PIXELS = 2**26
-
-
 def scan_positions(params: Parameters) -> int:
     """How many positions :func:`load_scan` gives: the scan's, or with ``-halfSet`` its half's (positions
     which-1, which+1, ...)."""
@@ -42,25 +39,21 @@ def scan_positions(params: Parameters) -> int:
     return (total - which + 2) // 2 if which else total
 
 
-def load_pattern(params: Parameters, index: int) -> np.ndarray:
+def load_pattern(params: Parameters, index: int, cache_dir: Path | None = None) -> np.ndarray:
     """Position ``index``'s pattern of the scan the parameters describe (``(n, n)`` float32 counts, zero frequency
-    at [0, 0]), as :func:`load_scan` gives it, without loading the others: one frame read from the files, or the
-    simulation made again (the same seed, so the same noise; refused past ``MAX_RESIMULATED_PIXELS``). With
-    ``-halfSet`` ``index`` counts the half's positions. ValueError for an index outside the scan (or the half);
-    InputDataError when the data cannot be read."""
-    total, which, count = params.n_positions, params.data.half_set, scan_positions(params)
+    at [0, 0]), as :func:`load_scan` gives it, without loading the others: one frame read from the files, or of a
+    simulated scan its window alone (noise-free) or the simulation made again with its seed, so the same noise
+    (``reconstruction.simulated_patterns``: ``cache_dir`` keeps the object or the patterns for the next call).
+    With ``-halfSet`` ``index`` counts the half's positions. ValueError for an index outside the scan (or the
+    half); InputDataError when the data cannot be read."""
+    which, count = params.data.half_set, scan_positions(params)
     if not 0 <= int(index) < count:
         raise ValueError(f"position {index}: this scan has positions 0..{count - 1}")
     raw = 2 * int(index) + which - 1 if which else int(index)
     if params.data.simulate:
-        pixels = total * params.preprocessing.size_px ** 2
-        if pixels > MAX_RESIMULATED_PIXELS:
-            raise InputDataError(f"the simulated scan ({total} patterns of {params.preprocessing.size_px} px) is "
-                                 f"too large to simulate again for one pattern (over {MAX_RESIMULATED_PIXELS} "
-                                 "pattern pixels)")
-        from .simulate import simulate_from_parameters
+        from .simulated_patterns import simulated_pattern
 
-        return simulate_from_parameters(params).data.intensities[raw]
+        return simulated_pattern(params, raw, cache_dir)
     if not params.data.file_pattern:
         raise InputDataError("no data: give a file pattern with -fp=... (or -simulate=1 for simulated data)")
     from .io import read_frame

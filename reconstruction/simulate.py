@@ -7,7 +7,7 @@ noise at a given number of photons per pattern.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -68,11 +68,8 @@ def simulate(
             positions_px = positions_px + rng.uniform(-jitter_px, jitter_px, positions_px.shape)
             positions_px = positions_px - positions_px.min(axis=0) + 1.0
     positions_px = np.asarray(positions_px, dtype=np.float64)
-    shape = object_shape_for(positions_px, n)
-    truth = make_test_object(shape, seed=seed)
-    beam = beam_diameter_px if beam_diameter_px else 0.4 * n
-    power = photons if photons > 0 else DEFAULT_POWER
-    probe = defocused_pupil_probe(n, beam) * np.float32(np.sqrt(power))
+    truth = simulated_object(positions_px, n, seed)
+    probe = simulated_probe(n, beam_diameter_px, photons)
     intensities = _far_field_intensities(truth, probe, positions_px, subpixel)
     if photons > 0:
         intensities = rng.poisson(intensities).astype(np.float32)
@@ -83,35 +80,68 @@ def simulate(
     return SimulatedScan(data=data, object_truth=truth, probe_truth=probe[None])
 
 
+def simulated_object(positions_px: np.ndarray, size_px: int, seed: int) -> np.ndarray:
+    """The test object (H, W) complex64 :func:`simulate` lights, covering the (N, 2) pixel positions."""
+    return make_test_object(object_shape_for(positions_px, int(size_px)), seed=seed)
+
+
+def simulated_probe(size_px: int, beam_diameter_px: float | None, photons: float) -> np.ndarray:
+    """The probe (n, n) complex64 :func:`simulate` uses: ``photons`` counts in all (``DEFAULT_POWER`` when 0), a
+    beam ``beam_diameter_px`` across (0.4 n when None)."""
+    n = int(size_px)
+    beam = beam_diameter_px if beam_diameter_px else 0.4 * n
+    power = photons if photons > 0 else DEFAULT_POWER
+    return defocused_pupil_probe(n, beam) * np.float32(np.sqrt(power))
+
+
+def noise_free_pattern(obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray, index: int,
+                       subpixel_windows: bool = False) -> np.ndarray:
+    """Position ``index``'s noise-free pattern (n, n) float32 counts of the (N, 2) pixel positions: the same
+    arithmetic as :func:`simulate`'s whole scan, so the same numbers, bit for bit."""
+    return _far_field_block(obj, probe, positions_px[index:index + 1], subpixel_windows)[0]
+
+
 def _far_field_intensities(obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray,
                            subpixel_windows: bool = False) -> np.ndarray:
     n = probe.shape[-1]
-    corners = window_corners(positions_px)
-    out = np.empty((len(corners), n, n), dtype=np.float32)
+    out = np.empty((len(positions_px), n, n), dtype=np.float32)
     chunk = 64
-    for s in range(0, len(corners), chunk):
-        block = corners[s:s + chunk]
-        lit = probe[None]
-        if subpixel_windows:
-            fractions = subpixel.fractions_px(np, positions_px[s:s + chunk], block[:, 0], block[:, 1])
-            lit = subpixel.moved_probes(np, probe[None], fractions)[0][:, 0]
-        waves = np.stack([obj[r:r + n, c:c + n] for r, c in block]) * lit
-        far = np.fft.fft2(waves, norm="ortho")
-        out[s:s + chunk] = (far.real**2 + far.imag**2).astype(np.float32)
+    for s in range(0, len(positions_px), chunk):
+        out[s:s + chunk] = _far_field_block(obj, probe, positions_px[s:s + chunk], subpixel_windows)
     return out
 
 
-def simulate_from_parameters(params: Parameters, seed: int | None = None) -> SimulatedScan:
-    """Simulate the scan the parameters describe (size, scanDims/step or spiral, beamSize, photons)."""
+def _far_field_block(obj: np.ndarray, probe: np.ndarray, positions_px: np.ndarray,
+                     subpixel_windows: bool) -> np.ndarray:
+    """|F(probe x window)|^2 (B, n, n) float32 of a block of (B, 2) pixel positions."""
+    n = probe.shape[-1]
+    block = window_corners(positions_px)
+    lit = probe[None]
+    if subpixel_windows:
+        fractions = subpixel.fractions_px(np, positions_px, block[:, 0], block[:, 1])
+        lit = subpixel.moved_probes(np, probe[None], fractions)[0][:, 0]
+    waves = np.stack([obj[r:r + n, c:c + n] for r, c in block]) * lit
+    far = np.fft.fft2(waves, norm="ortho")
+    return (far.real**2 + far.imag**2).astype(np.float32)
+
+
+def simulation_inputs(params: Parameters, seed: int | None = None) -> dict[str, Any]:
+    """The keyword arguments of :func:`simulate` for the scan the parameters describe (size, scanDims/step or
+    spiral, beamSize, photons, seed): ``size_px``, ``positions_px`` (N, 2), ``beam_diameter_px``, ``photons``,
+    ``pixel_size_m``, ``seed``."""
     seed = params.reconstruction.seed if seed is None and params.reconstruction.seed >= 0 else seed
     seed = 0 if seed is None else seed
     pixel_m = params.pixel_size_m
-    positions = positions_px_from_parameters(params, seed=seed)
-    return simulate(
-        size_px=params.preprocessing.size_px,
-        positions_px=positions,
-        beam_diameter_px=params.experiment.beam_size_m / pixel_m,
-        photons=params.data.photons,
-        pixel_size_m=pixel_m,
-        seed=seed,
-    )
+    return {
+        "size_px": params.preprocessing.size_px,
+        "positions_px": positions_px_from_parameters(params, seed=seed),
+        "beam_diameter_px": params.experiment.beam_size_m / pixel_m,
+        "photons": params.data.photons,
+        "pixel_size_m": pixel_m,
+        "seed": seed,
+    }
+
+
+def simulate_from_parameters(params: Parameters, seed: int | None = None) -> SimulatedScan:
+    """Simulate the scan the parameters describe (:func:`simulation_inputs`)."""
+    return simulate(**simulation_inputs(params, seed))

@@ -14,6 +14,8 @@ from reconstruction.io import write_result
 from reconstruction.physics import propagation, subpixel
 from reconstruction.simulate import simulate_from_parameters
 from webapp.jobs.models import Job
+from webapp.jobs.results import job_results_dir
+from webapp.jobs.services import delete_job
 
 
 def finished_job(tmp_path, user, params, positions_px, truth, probe, scale=None) -> Job:
@@ -106,3 +108,20 @@ def test_a_bad_position_no_result_or_no_raw_data_is_refused_naming_why(client, u
     assert answer.status_code == 409 and "the result holds 30 positions, the scan 36" in answer.json()["error"]
     client.logout()
     assert client.get(f"{url}?position=1", **api_auth("not-a-token")).status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_simulated_jobs_clicks_show_the_simulations_noisy_pattern_kept_in_the_jobs_folder(client, user, tmp_path):
+    params = small_parameters()  # 1e6 photons: Poisson noise, drawn over the whole scan
+    sim = simulate_from_parameters(params)
+    corners = np.floor(sim.data.positions_px + 0.5)
+    job = finished_job(tmp_path, user, params, corners, sim.object_truth, sim.probe_truth)
+    client.force_login(user)
+    folder = job_results_dir(job.pk)
+    for k in (8, 30):  # the first simulates the scan and keeps its patterns; the second reads them
+        body = client.get(f"/jobs/{job.pk}/diffraction/?position={k}").json()
+        counts = np.log10(1 + np.fft.fftshift(sim.data.intensities[k]))
+        np.testing.assert_allclose(log_counts(body, "diffraction_measured"), counts, atol=body["log_range"][1] / 255)
+        assert [p.name.startswith("sim_patterns_") for p in folder.iterdir()] == [True]
+    delete_job(job, user)
+    assert not folder.exists()

@@ -11,6 +11,7 @@ from reconstruction.diffraction_preview import result_diffraction
 from webapp.scans.paths import confine_parameters
 
 from .models import Job
+from .results import job_results_dir
 
 
 class NoPattern(Exception):
@@ -50,7 +51,9 @@ def finished_diffraction(job: Job, position: int) -> dict[str, Any]:
                 f"the result holds {n_positions} positions, the scan {scan_positions(params)}, so "
                 "which frame each position is is not known"
             )
-        measured = load_pattern(confine_parameters(params), position)
+        # a simulated scan keeps its object (noise-free) or its patterns (noisy) in the job's folder, deleted with
+        # the job: a second click reads one pattern instead of simulating the scan again
+        measured = load_pattern(confine_parameters(params), position, cache_dir=job_results_dir(job.pk))
     except (InputDataError, ParameterError, OSError, ValueError) as exc:
         raise NoPattern(
             f"job {job.pk}'s raw data cannot be read, so its measured pattern cannot be shown: {exc}", 409
