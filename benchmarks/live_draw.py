@@ -1,7 +1,9 @@
-"""The live page's drawing time per frame, in Chromium, without a server (issue 21: the browser's share of the lag).
+"""The live page's drawing time per frame, in Chromium, without a server (issue 21: the browser's share of the lag);
+and the comparison page's drawing time (``--compare``).
 
     python -m benchmarks.live_draw [--frames 30] [--size 256] [--modes 3] [--rate 5] [--json out.json]
                                    [--static DIR]   # another tree's frontend/static, e.g. before a change
+    python -m benchmarks.live_draw --compare [--size 256] [--runs 5] [--static DIR]
 
 The job page's scripts (``frontend/static``: Plotly, display.js, live.js) run in a page served by Playwright's
 routing, with the page's elements as ``jobs/detail.html`` has them; a stand-in WebSocket hands live.js binary
@@ -14,6 +16,14 @@ Per frame it reports the time of the animation-frame callback that drew it (``pe
 ``requestAnimationFrame`` callback, wrapped before the page's scripts load, so any version of live.js is timed the
 same way) and, where live.js keeps them, its own ``window.ptychopyDrawStats``. The figures go to
 benchmarks/RESULTS.md ("Issue 21").
+
+``--compare``: the comparison page (/jobs/compare/?a=&b=) with the view's data
+(``webapp.jobs.comparison_page.ComparisonView.page_data``) for two noisy copies of the simulation's test object
+(``size``^2, B shifted by (1.3, -2.6) px: three images of at most 256 px, and the FRC). Plotly and display.js load
+first; then compare.js runs as an inline script, and each run reports the main thread's busy time from just before
+it until the page has drawn and gone quiet (Chrome's ``Performance.getMetrics`` TaskDuration: scripts, style,
+layout, paint of every task, however the drawing is split into tasks), and the synchronous part
+(``performance.now()`` around the script). Figures: benchmarks/RESULTS.md ("Viewer costs").
 """
 
 from __future__ import annotations
@@ -29,6 +39,9 @@ from typing import Any
 
 import numpy as np
 
+from reconstruction.compare import compare_objects, fourier_shift
+from reconstruction.test_object import make_test_object
+from webapp.jobs.comparison_page import ComparisonView
 from webapp.live.frames import FrameImage, encode_frame, positions_header
 
 REPO = Path(__file__).resolve().parent.parent
@@ -152,9 +165,8 @@ def _powers(seq: int, modes: int) -> list[float]:
     return [round(float(x), 6) for x in w / w.sum()]
 
 
-def open_page(context: Any, static: Path = STATIC) -> Any:
-    """A page of ``context`` (Playwright) showing the live view over the stand-in socket, its scripts loaded
-    from ``static`` (the repository's ``frontend/static``, or another tree's to compare)."""
+def serve(page: Any, pages: dict[str, str], static: Path = STATIC) -> None:
+    """Answer ``page``'s requests to ``ORIGIN``: ``pages`` (path -> HTML) and ``/static/`` from ``static``."""
 
     def route(r: Any) -> None:
         path = r.request.url[len(ORIGIN) :].split("?")[0]
@@ -165,14 +177,20 @@ def open_page(context: Any, static: Path = STATIC) -> Any:
                 r.fulfill(status=200, body=file.read_bytes(), content_type=kind)
                 return
             r.fulfill(status=404, body="")
-        elif path == "/jobs/1/":
-            r.fulfill(status=200, body=PAGE, content_type="text/html")
+        elif path in pages:
+            r.fulfill(status=200, body=pages[path], content_type="text/html")
         else:
             r.fulfill(status=404, body="")
 
+    page.route(f"{ORIGIN}/**", route)
+
+
+def open_page(context: Any, static: Path = STATIC) -> Any:
+    """A page of ``context`` (Playwright) showing the live view over the stand-in socket, its scripts loaded
+    from ``static`` (the repository's ``frontend/static``, or another tree's to compare)."""
     page = context.new_page()
     page.add_init_script(INIT)
-    page.route(f"{ORIGIN}/**", route)
+    serve(page, {"/jobs/1/": PAGE}, static)
     page.goto(f"{ORIGIN}/jobs/1/")
     page.wait_for_function("() => window.ptychopyTestSocket && window.ptychopyTestSocket.readyState === 1")
     return page
@@ -231,6 +249,92 @@ def measure(
     }
 
 
+#: The comparison card of frontend/templates/jobs/compare.html, without compare.js (the benchmark runs it).
+COMPARE_PAGE = """<!doctype html><html><head><meta charset="utf-8">
+<link rel="stylesheet" href="/static/ptychopy/site.css">
+<script src="/static/vendor/plotly-cartesian-2.min.js" defer></script>
+<script src="/static/ptychopy/display.js" defer></script></head><body><main>
+<section class="card" id="comparison"><dl class="facts"><dd id="compare-resolution"></dd></dl>
+  <div class="plots" id="compare-plots">
+    <div class="plot" id="plot-phase_a"></div><div class="plot" id="plot-phase_b"></div>
+    <div class="plot" id="plot-phase_difference"></div><div class="plot" id="plot-frc"></div></div>
+  <script id="compare-data" type="application/json">DATA</script></section></main></body></html>"""
+
+#: Runs compare.js (its text) as an inline script: the synchronous part's milliseconds.
+RUN_COMPARE = """src => { const s = document.createElement('script'); s.textContent = src;
+    const t0 = performance.now(); document.body.appendChild(s); return performance.now() - t0; }"""
+
+
+def compare_page_data(size: int = 256, pixel_m: float = 20e-9) -> dict[str, Any]:
+    """The comparison page's data for two noisy copies of a ``size``^2 test object, B shifted by (1.3, -2.6) px."""
+    rng = np.random.default_rng(0)
+    truth = make_test_object((size, size), seed=1).astype(np.complex128)
+    moved = fourier_shift(truth, (1.3, -2.6))
+    a = truth + 0.02 * (rng.standard_normal(truth.shape) + 1j * rng.standard_normal(truth.shape))
+    b = moved + 0.02 * (rng.standard_normal(truth.shape) + 1j * rng.standard_normal(truth.shape))
+    return ComparisonView(compare_objects(a, b, pixel_m)).page_data()
+
+
+def open_compare(context: Any, data: dict[str, Any], static: Path = STATIC) -> Any:
+    """A page of ``context`` with the comparison card, Plotly and display.js loaded, compare.js not yet run."""
+    page = context.new_page()
+    html = COMPARE_PAGE.replace("DATA", json.dumps(data).replace("</", "<\\/"))
+    serve(page, {"/jobs/compare/": html}, static)
+    page.goto(f"{ORIGIN}/jobs/compare/")
+    page.wait_for_function("() => window.Plotly && window.ptychopyDisplay")
+    return page
+
+
+def run_compare(page: Any, static: Path = STATIC) -> float:
+    """Run compare.js in ``page`` and wait until it has drawn; the synchronous part's milliseconds."""
+    sync_ms = page.evaluate(RUN_COMPARE, (static / "ptychopy" / "compare.js").read_text())
+    page.wait_for_function("() => document.getElementById('comparison').dataset.drawn === '1'")
+    return float(sync_ms)
+
+
+def task_seconds(cdp: Any) -> float:
+    """The page's main-thread busy time so far (Chrome's TaskDuration, seconds) through a CDP session with
+    ``Performance.enable`` sent."""
+    metrics = cdp.send("Performance.getMetrics")["metrics"]
+    return float(next(m["value"] for m in metrics if m["name"] == "TaskDuration"))
+
+
+def measure_compare(size: int = 256, runs: int = 5, static: Path = STATIC) -> dict[str, Any]:
+    """Main-thread busy time of drawing the comparison page, ``runs`` times (a fresh page each)."""
+    from playwright.sync_api import sync_playwright
+
+    data = compare_page_data(size)
+    busy, sync = [], []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            for _ in range(runs):
+                page = open_compare(context, data, static)
+                cdp = context.new_cdp_session(page)
+                cdp.send("Performance.enable")
+                page.wait_for_timeout(300)  # the page's own start-up settles
+                t0 = task_seconds(cdp)
+                sync.append(run_compare(page, static))
+                page.wait_for_timeout(500)  # promises, afterplot paints, the responsive resize
+                busy.append(1000 * (task_seconds(cdp) - t0))
+                types = page.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                                      ".map(d => d.data.map(t => t.type).join('+'))")
+                page.close()
+        finally:
+            browser.close()
+    return {
+        "size": size,
+        "images": [img["shape"] for img in data["images"]],
+        "runs": runs,
+        "busy_ms_median": round(statistics.median(busy), 1),
+        "busy_ms": [round(b, 1) for b in busy],
+        "sync_ms_median": round(statistics.median(sync), 1),
+        "trace_types": types,
+        "load_average_1min": os.getloadavg()[0],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--frames", type=int, default=30)
@@ -239,7 +343,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rate", type=float, default=5.0)
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--static", type=Path, default=STATIC, help="the static files to serve (another tree's to compare)")
+    p.add_argument("--compare", action="store_true", help="the comparison page's drawing instead")
+    p.add_argument("--runs", type=int, default=5, help="--compare: fresh pages drawn")
     a = p.parse_args(argv)
+    if a.compare:
+        result = measure_compare(a.size, a.runs, a.static)
+        result["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        if a.json:
+            a.json.write_text(json.dumps(result, indent=1))
+        print(json.dumps(result))
+        return
     load0 = os.getloadavg()[0]
     out = measure(a.frames, a.size, a.modes, a.rate, a.static)
     out["load_average_1min_start"] = load0

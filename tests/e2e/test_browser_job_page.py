@@ -300,7 +300,7 @@ def test_object_and_probe_in_physical_units_with_scale_bars_every_mode_and_the_s
     assert f"iterations {stored[1]} (A) and 40 (B) of job {job['id']}" in (pg.locator("h1").text_content() or "")
     for name in ("phase_a", "phase_b", "phase_difference"):
         st = plot_state(pg, f"plot-{name}")
-        assert st["types"] == ["heatmap"] and st["x"] == f"x ({st['data']['unit']})" and len(st["shapes"]) == 1, st
+        assert st["types"] == ["image"] and st["x"] == f"x ({st['data']['unit']})" and len(st["shapes"]) == 1, st
     frc = plot_state(pg, "plot-frc")
     assert frc["types"] == ["scatter", "scatter"] and frc["x"].startswith("spatial frequency (1/")
     assert int(frc["data"]["rings"]) >= 20
@@ -398,7 +398,7 @@ def test_two_jobs_side_by_side_with_their_difference_and_frc(  # type: ignore[no
     for name in ("phase_a", "phase_b", "phase_difference"):
         st = plot_state(pg, f"plot-{name}")
         unit = st["data"]["unit"]
-        assert st["types"] == ["heatmap"] and st["x"] == f"x ({unit})" and len(st["shapes"]) == 1, st
+        assert st["types"] == ["image"] and st["x"] == f"x ({unit})" and len(st["shapes"]) == 1, st
     frc = plot_state(pg, "plot-frc")
     assert frc["types"] == ["scatter", "scatter"] and frc["x"].startswith("spatial frequency (1/")
     assert int(frc["data"]["rings"]) >= 20 and "half period" in frc["title"]

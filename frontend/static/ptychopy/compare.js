@@ -1,6 +1,9 @@
 /* The comparison page: A's phase, B's phase aligned onto it, their difference (all in the sample plane's unit,
  * zoom and pan shared), and the Fourier ring correlation against the spatial frequency with the threshold. The
  * data come with the page (webapp/jobs/comparison.py): uint8 images in base64 with their value range and pixel.
+ * The images are coloured on the page as the live view's are (display.js): one 256-entry colour table per image
+ * into a canvas painted under a Plotly plot that holds only a transparent image trace (axes, hover), the scale
+ * bar and the colour bar's labels; Plotly draws curves only for the FRC.
  */
 (function () {
   "use strict";
@@ -13,36 +16,37 @@
   const TITLES = { phase_a: "A: phase (rad)", phase_b: "B aligned: phase (rad)",
                    phase_difference: "A − B: phase difference (rad)" };
   const IMAGE_PLOTS = Object.keys(TITLES).map(function (k) { return "plot-" + k; });
+  // blue below, red above: the difference's colours
+  const DIVERGING = [[0, "#2c3e99"], [0.25, "#7f9bd9"], [0.5, "#e5e5e5"], [0.75, "#e0906a"], [1, "#a51c2a"]];
+  const TICKS = [0, 64, 128, 191, 255];
+
+  function bytes(b64) {
+    const raw = atob(b64), out = new Uint8Array(raw.length);
+    for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+    return out;
+  }
 
   function drawImage(img) {
     const div = document.getElementById("plot-" + img.name);
-    const unit = D.lengthUnit(img.pixel_m * Math.max(img.shape[0], img.shape[1]));
+    const rows = img.shape[0], cols = img.shape[1];
+    const unit = D.lengthUnit(img.pixel_m * Math.max(rows, cols));
     const d = img.pixel_m * unit.perM;
-    const width = d * img.shape[1], bar = D.niceLength(width);
-    const ticks = [0, 64, 128, 191, 255];
-    const trace = {
-      type: "heatmap", z: { dtype: "u1", bdata: img.bdata, shape: img.shape[0] + "," + img.shape[1] },
-      zmin: 0, zmax: 255, zsmooth: false, colorscale: img.name === "phase_difference" ? "RdBu" : "Viridis",
-      x0: d / 2, dx: d, y0: d / 2, dy: d,
-      colorbar: { tickvals: ticks, thickness: 12, len: 0.9,
-                  ticktext: ticks.map(function (t) { return (img.vmin + (img.vmax - img.vmin) * t / 255).toPrecision(3); }) },
-      hovertemplate: "x %{x:.4g} " + unit.name + ", y %{y:.4g} " + unit.name + "<extra></extra>",
-    };
-    const x0 = 0.05 * width, y = 0.93 * d * img.shape[0];
-    const layout = {
-      title: { text: TITLES[img.name], font: { size: 14 } }, uirevision: "keep",
-      margin: { l: 50, r: 10, t: 36, b: 40 },
-      xaxis: { constrain: "domain", title: { text: "x (" + unit.name + ")" } },
-      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain", title: { text: "y (" + unit.name + ")" } },
-      shapes: [{ type: "rect", xref: "x", yref: "y", x0: x0, x1: x0 + bar, y0: y, y1: y + 0.015 * d * img.shape[0],
-                 fillcolor: "#ffffff", line: { color: "#000000", width: 1 } }],
-      annotations: [{ xref: "x", yref: "y", x: x0 + bar / 2, y: y, yanchor: "bottom", showarrow: false,
-                      text: D.fmtLength(bar, unit.name), font: { size: 11 }, bgcolor: "rgba(255,255,255,0.75)" }],
-      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
-    };
-    Plotly.newPlot(div, [trace], layout, config);
+    const width = d * cols, bar = D.niceLength(width);
+    const axes = { unit: unit.name, width: width, height: d * rows, bar: bar, barText: D.fmtLength(bar, unit.name) };
+    const colorscale = img.name === "phase_difference" ? DIVERGING : D.stops("Viridis");
+    const pixels = document.createElement("canvas");
+    D.colourInto(pixels, bytes(img.bdata), rows, cols, D.lookupTable(colorscale, 0, 255));
+    const ticktext = TICKS.map(function (t) { return (img.vmin + (img.vmax - img.vmin) * t / 255).toPrecision(3); });
+    const colourBar = { strip: D.colourStrip(colorscale), zmin: 0, zmax: 255, tickvals: TICKS, ticktext: ticktext };
+    const trace = { type: "image", source: D.transparentImage(rows, cols), x0: d / 2, dx: d, y0: d / 2, dy: d,
+                    hovertemplate: "x %{x:.4g} " + unit.name + ", y %{y:.4g} " + unit.name + "<extra></extra>" };
+    Plotly.newPlot(div, [trace], D.imageLayout(TITLES[img.name], axes), D.imagePlotConfig(config));
+    D.followPlot(div, function () { D.paintUnder(div, pixels, [0, 0, width, d * rows], colourBar); });
+    D.paintUnder(div, pixels, [0, 0, width, d * rows], colourBar);
+    // the colours on the page, for tests: colorscale stops over the bytes 0..255 and the colour bar's labels
+    div.ptychopyScale = { stops: colorscale, zmin: 0, zmax: 255, ticktext: ticktext, scale: "linear" };
     div.dataset.unit = unit.name;
-    div.dataset.scaleBar = D.fmtLength(bar, unit.name);
+    div.dataset.scaleBar = axes.barText;
     return div;
   }
 

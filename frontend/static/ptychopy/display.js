@@ -5,7 +5,8 @@
  * bar's zmin/zmax, and log or gamma become the colorscale itself: 33 stops at evenly spaced values of the range,
  * each coloured by where that value falls on the log or gamma scale. The pixels are coloured through a 256-entry
  * table made from that colorscale and range (lookupTable), into a canvas drawn under a Plotly plot's axes
- * (paintUnder): one table look-up per pixel, and no Plotly drawing when only the pixels changed.
+ * (paintUnder): one table look-up per pixel, and no Plotly drawing when only the pixels changed. The live page
+ * (live.js) and the comparison page (compare.js) draw their image panels this way.
  */
 (function () {
   "use strict";
@@ -243,8 +244,92 @@
     });
   }
 
+  /* The layout of an image panel whose pixels are painted under it (paintUnder): the title, axes in ``axes.unit``
+   * (rows downwards, square pixels, no grid), room on the right for the colour bar, transparent backgrounds, and
+   * with ``axes`` ({unit, width, height, bar, barText}; null: pixels) a scale bar in the lower left corner drawn in
+   * data coordinates, so it zooms with the image; ``extraShapes`` (e.g. a profile line) are added. */
+  function imageLayout(title, axes, extraShapes) {
+    const layout = {
+      title: { text: title, font: { size: 14 } },
+      uirevision: "keep",
+      margin: { l: 50, r: 76, t: 36, b: 40 },  // the colour bar (painted under the plot) on the right
+      xaxis: { constrain: "domain", showgrid: false, zeroline: false,
+               title: { text: axes ? "x (" + axes.unit + ")" : "column (px)" } },
+      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain", showgrid: false, zeroline: false,
+               title: { text: axes ? "y (" + axes.unit + ")" : "row (px)" } },
+      paper_bgcolor: "rgba(0,0,0,0)",
+      plot_bgcolor: "rgba(0,0,0,0)",
+    };
+    if (axes) {
+      const x0 = 0.05 * axes.width, y = 0.93 * axes.height;
+      layout.shapes = [{ type: "rect", xref: "x", yref: "y", x0: x0, x1: x0 + axes.bar,
+                         y0: y, y1: y + 0.015 * axes.height, fillcolor: "#ffffff", line: { color: "#000000", width: 1 } }];
+      layout.annotations = [{ xref: "x", yref: "y", x: x0 + axes.bar / 2, y: y, yanchor: "bottom", showarrow: false,
+                              text: axes.barText, font: { size: 11, color: "#000000" },
+                              bgcolor: "rgba(255,255,255,0.75)", borderpad: 1 }];
+    }
+    if (extraShapes && extraShapes.length) layout.shapes = (layout.shapes || []).concat(extraShapes);
+    return layout;
+  }
+
+  // A transparent PNG (data URL) of rows x cols: the image trace that gives a painted panel its extent and hover.
+  const transparent = {};
+  function transparentImage(rows, cols) {
+    const key = rows + "," + cols;
+    if (!transparent[key]) {
+      const c = document.createElement("canvas");
+      c.width = cols;
+      c.height = rows;
+      transparent[key] = c.toDataURL("image/png");
+    }
+    return transparent[key];
+  }
+
+  /* ``paint()`` after every drawing of the Plotly plot ``div``, every relayout (zoom, pan, also while dragging)
+   * and resize: what keeps the canvas under it (paintUnder) in step with its axes. Once per plot. */
+  function followPlot(div, paint) {
+    if (div.ptychopyFollowed || !div.on) return;
+    div.ptychopyFollowed = true;
+    ["plotly_afterplot", "plotly_relayout", "plotly_relayouting"].forEach(function (ev) { div.on(ev, paint); });
+  }
+
+  // The modebar's camera saves a painted panel as a PNG with its pixels: Plotly's picture of the plot (axes,
+  // labels, shapes; transparent where the image is) over the canvas under it.
+  function downloadPanel(div) {
+    const L = div._fullLayout, under = div.ptychopyUnder;
+    Plotly.toImage(div, { format: "png", width: L.width, height: L.height }).then(function (url) {
+      const picture = new Image();
+      picture.onload = function () {
+        const out = document.createElement("canvas");
+        out.width = L.width;
+        out.height = L.height;
+        const ctx = out.getContext("2d");
+        ctx.fillStyle = "#ffffff";
+        ctx.fillRect(0, 0, out.width, out.height);
+        if (under) ctx.drawImage(under, 0, 0, out.width, out.height);
+        ctx.drawImage(picture, 0, 0);
+        const link = document.createElement("a");
+        link.download = div.id.replace(/^plot-/, "") + ".png";
+        link.href = out.toDataURL("image/png");
+        link.click();
+      };
+      picture.src = url;
+    });
+  }
+
+  // A painted panel's Plotly config: ``base`` with the camera replaced by downloadPanel's.
+  function imagePlotConfig(base) {
+    return Object.assign({}, base, {
+      modeBarButtonsToRemove: ["toImage"],
+      modeBarButtonsToAdd: [{ name: "download-png", title: "Download plot as a PNG", icon: Plotly.Icons.camera,
+                              click: downloadPanel }],
+    });
+  }
+
   window.ptychopyDisplay = { heatmapScale: heatmapScale, controls: controls, maps: Object.keys(MAPS),
                              lengthUnit: lengthUnit, niceLength: niceLength, fmtLength: fmtLength,
                              lookupTable: lookupTable, colourInto: colourInto, stops: stops,
-                             colourStrip: colourStrip, paintUnder: paintUnder };
+                             colourStrip: colourStrip, paintUnder: paintUnder, imageLayout: imageLayout,
+                             transparentImage: transparentImage, followPlot: followPlot,
+                             imagePlotConfig: imagePlotConfig };
 })();

@@ -67,29 +67,7 @@
   const niceLength = window.ptychopyDisplay.niceLength;
   const fmtLength = window.ptychopyDisplay.fmtLength;
 
-  function imageLayout(title, axes, extraShapes) {
-    const layout = {
-      title: { text: title, font: { size: 14 } },
-      uirevision: "keep",
-      margin: { l: 50, r: 76, t: 36, b: 40 },  // the colour bar (painted under the plot) on the right
-      xaxis: { constrain: "domain", showgrid: false, zeroline: false,
-               title: { text: axes ? "x (" + axes.unit + ")" : "column (px)" } },
-      yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain", showgrid: false, zeroline: false,
-               title: { text: axes ? "y (" + axes.unit + ")" : "row (px)" } },
-      paper_bgcolor: "rgba(0,0,0,0)",
-      plot_bgcolor: "rgba(0,0,0,0)",
-    };
-    if (axes) {  // a scale bar in the lower left corner, drawn in data coordinates so it zooms with the image
-      const x0 = 0.05 * axes.width, y = 0.93 * axes.height;
-      layout.shapes = [{ type: "rect", xref: "x", yref: "y", x0: x0, x1: x0 + axes.bar,
-                         y0: y, y1: y + 0.015 * axes.height, fillcolor: "#ffffff", line: { color: "#000000", width: 1 } }];
-      layout.annotations = [{ xref: "x", yref: "y", x: x0 + axes.bar / 2, y: y, yanchor: "bottom", showarrow: false,
-                              text: axes.barText, font: { size: 11, color: "#000000" },
-                              bgcolor: "rgba(255,255,255,0.75)", borderpad: 1 }];
-    }
-    if (extraShapes && extraShapes.length) layout.shapes = (layout.shapes || []).concat(extraShapes);
-    return layout;
-  }
+  const imageLayout = window.ptychopyDisplay.imageLayout;
 
   /* An image panel is a Plotly plot of one trace: a transparent image of the frame's size, which gives the axes
    * their extent and hover and clicks (the line profile) each pixel's centre in the axes' units. The pixels are
@@ -101,7 +79,6 @@
    * not change is not coloured again, and one out of view is coloured when it comes into view (its plot, title
    * and data attributes are kept current). */
   const panels = {};  // plot id -> what it shows: {fig, title, pixels, tableKey, table, strip, canvas, extent, bar}
-  const transparent = {};  // "rows,cols" -> data URL of a transparent PNG of that size
   const drawCounts = { coloured: 0, unchanged: 0, hidden: 0, plotly_react: 0, plotly_relayout: 0 };
   // Plots out of view (more than 200 px above or below the window, or hidden) are drawn when they come into view.
   const inView = {};  // plot id -> false while out of view (IntersectionObserver; unknown counts as in view)
@@ -130,48 +107,12 @@
     div.dataset.drawnOnce = "1";
   }
 
-  // The modebar's camera saves the panel as a PNG with its pixels: Plotly's picture of the plot (axes, labels,
-  // shapes; transparent where the image is) over the canvas under it.
-  function downloadPanel(div) {
-    const L = div._fullLayout, under = div.ptychopyUnder;
-    Plotly.toImage(div, { format: "png", width: L.width, height: L.height }).then(function (url) {
-      const picture = new Image();
-      picture.onload = function () {
-        const out = document.createElement("canvas");
-        out.width = L.width;
-        out.height = L.height;
-        const ctx = out.getContext("2d");
-        ctx.fillStyle = "#ffffff";
-        ctx.fillRect(0, 0, out.width, out.height);
-        if (under) ctx.drawImage(under, 0, 0, out.width, out.height);
-        ctx.drawImage(picture, 0, 0);
-        const link = document.createElement("a");
-        link.download = div.id.replace(/^plot-/, "") + ".png";
-        link.href = out.toDataURL("image/png");
-        link.click();
-      };
-      picture.src = url;
-    });
-  }
   let imageConfig = null;
   function imagePlotConfig() {
-    return imageConfig || (imageConfig = Object.assign({}, plotConfig, {
-      modeBarButtonsToRemove: ["toImage"],
-      modeBarButtonsToAdd: [{ name: "download-png", title: "Download plot as a PNG", icon: Plotly.Icons.camera,
-                              click: downloadPanel }],
-    }));
+    return imageConfig || (imageConfig = window.ptychopyDisplay.imagePlotConfig(plotConfig));
   }
 
-  function transparentImage(rows, cols) {
-    const key = rows + "," + cols;
-    if (!transparent[key]) {
-      const c = document.createElement("canvas");
-      c.width = cols;
-      c.height = rows;
-      transparent[key] = c.toDataURL("image/png");
-    }
-    return transparent[key];
-  }
+  const transparentImage = window.ptychopyDisplay.transparentImage;
 
   function drawImage(div, img, title, colorscale) {
     const unit = lengthUnit(img.pixel_m ? img.pixel_m * Math.max(img.shape[0], img.shape[1]) : null);
@@ -230,12 +171,7 @@
       drawCounts.plotly_react += 1;
       panel.fig = figKey;
       panel.title = title;
-      if (!panel.painter && div.on) {  // follow zoom, pan (also while dragging) and resizes
-        panel.painter = function () { paintPanel(div); };
-        div.on("plotly_afterplot", panel.painter);
-        div.on("plotly_relayout", panel.painter);
-        div.on("plotly_relayouting", panel.painter);
-      }
+      window.ptychopyDisplay.followPlot(div, function () { paintPanel(div); });  // zoom, pan, resizes
     } else if (title !== panel.title) {
       Plotly.relayout(div, { "title.text": title });
       drawCounts.plotly_relayout += 1;
