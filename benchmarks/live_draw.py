@@ -42,7 +42,7 @@ import numpy as np
 from reconstruction.compare import compare_objects, fourier_shift
 from reconstruction.test_object import make_test_object
 from webapp.jobs.comparison_page import ComparisonView
-from webapp.live.frames import FrameImage, encode_frame, positions_header
+from webapp.live.frames import FrameImage, downsample_errors, encode_frame, positions_header
 
 REPO = Path(__file__).resolve().parent.parent
 STATIC = REPO / "frontend" / "static"
@@ -77,9 +77,22 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8">
 </section><section id="details"></section></body></html>"""
 
 #: Before the page's scripts: a WebSocket that takes its messages from ``window.ptychopyTestFrames`` (pushed by
-#: ``ptychopyTestPush(i)``), and the time of every animation-frame callback (``window.ptychopyRafMs``).
+#: ``ptychopyTestPush(i)``), the time of every animation-frame callback (``window.ptychopyRafMs``), and the
+#: Plotly calls each plot got (``window.ptychopyPlotlyCalls``: "method plot-id" -> {n: calls, ms: their synchronous
+#: time}; caught when the Plotly bundle defines ``window.Plotly``, so any version of live.js is counted the same way).
 INIT = """(() => {
   window.ptychopyRafMs = [];
+  const calls = window.ptychopyPlotlyCalls = {};
+  let plotly;
+  Object.defineProperty(window, "Plotly", { configurable: true, get: () => plotly, set: v => {
+    ["newPlot", "react", "restyle", "relayout", "update", "extendTraces", "redraw"].forEach(m => {
+      const f = v[m];
+      if (typeof f === "function") v[m] = function (gd) {
+        const id = m + " " + (typeof gd === "string" ? gd : (gd && gd.id) || "?");
+        const c = calls[id] = calls[id] || { n: 0, ms: 0 }, t0 = performance.now();
+        try { return f.apply(this, arguments); } finally { c.n += 1; c.ms += performance.now() - t0; } };
+    });
+    plotly = v; } });
   const raf = window.requestAnimationFrame.bind(window);
   window.requestAnimationFrame = cb => raf(t => { const t0 = performance.now(); cb(t);
     window.ptychopyRafMs.push([t0, performance.now() - t0]); });
@@ -105,11 +118,15 @@ def _u8(values: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 
 def sample_frame(
-    seq: int, size: int = 256, modes: int = 3, pixel_m: float = 20e-9, images: dict[str, np.ndarray] | None = None
+    seq: int, size: int = 256, modes: int = 3, pixel_m: float = 20e-9, images: dict[str, np.ndarray] | None = None,
+    iterations_per_frame: int = 1, scan_chunk: int = 0,
 ) -> bytes:
-    """One binary live frame (``webapp/live/frames.py``) of iteration ``seq``: a ``size``^2 object, ``modes``
-    probe modes and two diffraction patterns of (``size``/2)^2, 100 positions, the errors so far. Every image
-    changes with ``seq``; ``images`` (name -> uint8 array) replaces generated ones (vmin 0, vmax 255)."""
+    """One binary live frame (``webapp/live/frames.py``) of the ``seq``-th frame: a ``size``^2 object, ``modes``
+    probe modes and two diffraction patterns of (``size``/2)^2, 100 positions, the errors so far (``seq`` + 1 times
+    ``iterations_per_frame`` iterations, downsampled to 500 points as the worker does). Every image changes with
+    ``seq``; ``images`` (name -> uint8 array) replaces generated ones (vmin 0, vmax 255). ``scan_chunk`` > 0:
+    each frame carries new Fourier errors for that many positions (the worker measures a chunk a frame), so the
+    scan's colours change every frame; 0: the same errors in every frame."""
     rng = np.random.default_rng(seq)
     yy, xx = np.mgrid[0:size, 0:size] / size
     amp = (
@@ -139,14 +156,20 @@ def sample_frame(
             for img in frame
         ]
     grid = np.stack(np.meshgrid(np.arange(10), np.arange(10), indexing="ij"), -1).reshape(-1, 2) * 10.0 + 64
-    errors = [1.0 / (1 + k) for k in range(seq + 1)]
+    its = (seq + 1) * iterations_per_frame
+    error_iterations, errors = downsample_errors([1.0 / (1 + k / iterations_per_frame) for k in range(its)])
+    position_errors = np.linspace(0.1, 0.2, 100)
+    if scan_chunk:
+        start = (seq * scan_chunk) % 100
+        position_errors[start : start + scan_chunk] *= 1 + 0.3 * np.sin(seq)
     header: dict[str, Any] = {
         "seq": seq,
-        "iteration": seq + 1,
-        "iterations": 1000,
+        "iteration": its,
+        "iterations": max(1000, 2 * its),
         "status": "running",
         "error": errors[-1],
         "errors": errors,
+        "error_iterations": error_iterations,
         "rate_per_s": 5.0,
         "eta_s": 100.0,
         "t_produced": time.time(),
@@ -154,7 +177,7 @@ def sample_frame(
         "pixel_size_m": pixel_m,
         "diffraction_position": 45,
         "n_positions": 100,
-        "positions": positions_header(grid, grid, 1, refined=False, errors=np.linspace(0.1, 0.2, 100)),
+        "positions": positions_header(grid, grid, 1, refined=False, errors=position_errors),
     }
     return encode_frame(header, frame)
 
@@ -209,41 +232,62 @@ def push(page: Any, index: int, seq: int) -> None:
 
 
 def measure(
-    frames: int = 30, size: int = 256, modes: int = 3, rate: float = 5.0, static: Path = STATIC
+    frames: int = 30, size: int = 256, modes: int = 3, rate: float = 5.0, static: Path = STATIC,
+    iterations_per_frame: int = 1, scan_chunk: int = 0, height: int = 1000,
 ) -> dict[str, Any]:
     """Per-frame drawing times of the live page over ``frames`` frames (the first, which builds the plots,
-    reported apart)."""
+    reported apart): the animation-frame callbacks' time (``draw_ms``) and the main thread's busy time from one
+    frame's arrival to the next one's (``busy_ms``: Chrome's TaskDuration, so work a page defers to timers counts
+    too), in a window ``height`` px tall (3000: every plot in view, the error curve and the scan included)."""
     from playwright.sync_api import sync_playwright
 
-    data = [sample_frame(k, size, modes) for k in range(frames)]
+    data = [sample_frame(k, size, modes, iterations_per_frame=iterations_per_frame, scan_chunk=scan_chunk)
+            for k in range(frames)]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context = browser.new_context(viewport={"width": 1400, "height": height})
             page = open_page(context, static)
             add_frames(page, data)
+            cdp = context.new_cdp_session(page)
+            cdp.send("Performance.enable")
             draws: list[float] = []
+            busy: list[float] = []
             for k in range(frames):
                 t0 = time.monotonic()
                 n0 = page.evaluate("() => window.ptychopyRafMs.length")
+                b0 = task_seconds(cdp)
                 push(page, k, k)
                 page.wait_for_timeout(50)  # any animation frame the drawing asked for
                 draws.append(page.evaluate("n => window.ptychopyRafMs.slice(n).reduce((a, r) => a + r[1], 0)", n0))
                 time.sleep(max(0.0, 1 / rate - (time.monotonic() - t0)))
+                busy.append(1000 * (task_seconds(cdp) - b0))
             stats = page.evaluate("() => window.ptychopyDrawStats || null")
+            calls = page.evaluate("() => window.ptychopyPlotlyCalls")
         finally:
             browser.close()
-    rest = draws[1:]
+    rest, busy_rest = draws[1:], busy[1:]
     return {
         "frames": frames,
         "size": size,
         "modes": modes,
         "rate_per_s": rate,
+        "iterations_per_frame": iterations_per_frame,
+        "scan_chunk": scan_chunk,
+        "height_px": height,
         "first_ms": round(draws[0], 1),
         "median_ms": round(statistics.median(rest), 1),
         "p95_ms": round(float(np.percentile(rest, 95)), 1),
         "max_ms": round(max(rest), 1),
+        "busy_median_ms": round(statistics.median(busy_rest), 1),
+        "busy_p95_ms": round(float(np.percentile(busy_rest, 95)), 1),
         "draw_ms": [round(d, 1) for d in draws],
+        "busy_ms": [round(b, 1) for b in busy],
+        "plotly_calls": calls,
+        "plotly_ms_per_frame": {  # the Plotly calls' synchronous time per frame, by plot
+            plot: round(sum(c["ms"] for k, c in calls.items() if k.split(" ", 1)[1] == plot) / frames, 1)
+            for plot in sorted({k.split(" ", 1)[1] for k in calls})
+        },
         "load_average_1min": os.getloadavg()[0],
         "page_stats": stats,
     }
@@ -341,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--modes", type=int, default=3)
     p.add_argument("--rate", type=float, default=5.0)
+    p.add_argument("--iterations-per-frame", type=int, default=1, help="iterations between two frames")
+    p.add_argument("--scan-chunk", type=int, default=0, help="positions whose Fourier error each frame changes")
+    p.add_argument("--height", type=int, default=1000, help="the window's height (3000: every plot in view)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--static", type=Path, default=STATIC, help="the static files to serve (another tree's to compare)")
     p.add_argument("--compare", action="store_true", help="the comparison page's drawing instead")
@@ -354,14 +401,16 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(result))
         return
     load0 = os.getloadavg()[0]
-    out = measure(a.frames, a.size, a.modes, a.rate, a.static)
+    out = measure(a.frames, a.size, a.modes, a.rate, a.static, a.iterations_per_frame, a.scan_chunk, a.height)
     out["load_average_1min_start"] = load0
     out["date_utc"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if a.json:
         a.json.write_text(json.dumps(out, indent=1))
-    summary = {k: v for k, v in out.items() if k not in ("draw_ms", "page_stats")}
+    summary = {k: v for k, v in out.items() if k not in ("draw_ms", "busy_ms", "page_stats", "plotly_calls")}
     print(json.dumps(summary))
     print("draw ms per frame:", out["draw_ms"])
+    print("busy ms per frame:", out["busy_ms"])
+    print("Plotly calls:", json.dumps(out["plotly_calls"]))
     if out["page_stats"]:
         print("ptychopyDrawStats:", json.dumps({k: v for k, v in out["page_stats"].items() if k != "frames"}))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks.live_draw import compare_page_data, open_compare, run_compare
-from tests.e2e.test_browser_live_draw import PIXEL_JS, viridis
+from tests.e2e.test_browser_live_draw import LEFT_EDGE_JS, PIXEL_JS, ZOOM_JS, viridis
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
@@ -48,15 +48,10 @@ def test_the_comparison_images_are_painted_canvases_with_no_plotly_heatmap(brows
         assert low[2] > 120 > low[0] and high[0] > 120 > high[2] and min(mid) > 200, (low, mid, high)
 
         # zoom shared: A zoomed onto columns 64..127, the difference's canvas follows (its left edge shows ~64)
-        pg.evaluate("""() => { const d = document.getElementById('plot-phase_a'), t = d.data[0];
-            return Plotly.relayout(d, {'xaxis.range': [t.x0 + 63.5 * t.dx, t.x0 + 127.5 * t.dx]}); }""")
+        pg.evaluate(ZOOM_JS, "plot-phase_a")
         pg.wait_for_function("""() => { const a = document.getElementById('plot-phase_a')._fullLayout.xaxis.range;
             const b = document.getElementById('plot-phase_b')._fullLayout.xaxis.range; return a[0] === b[0]; }""")
-        left = pg.evaluate("""() => { const d = document.getElementById('plot-phase_b'), L = d._fullLayout;
-            const c = d.querySelector('canvas.image-under'), k = c.width / L.width;
-            const y = L.yaxis._offset + L.yaxis._length / 2;
-            return Array.from(c.getContext('2d').getImageData(Math.floor((L.xaxis._offset + 1) * k),
-                                                             Math.floor(y * k), 1, 1).data); }""")
+        left = pg.evaluate(LEFT_EDGE_JS, "plot-phase_b")
         assert np.abs(np.array(left[:3]) - viridis(64)).max() <= 3, (left, viridis(64))
     finally:
         context.close()

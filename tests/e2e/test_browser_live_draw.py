@@ -34,6 +34,17 @@ PIXEL_JS = """([id, row, col]) => { const d = document.getElementById(id), L = d
     const x = L.xaxis._offset + L.xaxis.l2p(t.x0 + col * t.dx), y = L.yaxis._offset + L.yaxis.l2p(t.y0 + row * t.dy);
     return Array.from(c.getContext('2d').getImageData(Math.floor(x * k), Math.floor(y * k), 1, 1).data); }"""
 
+# a zoom of a panel onto its image's columns 64..127
+ZOOM_JS = """id => { const d = document.getElementById(id), t = d.data[0];
+    return Plotly.relayout(d, {'xaxis.range': [t.x0 + 63.5 * t.dx, t.x0 + 127.5 * t.dx]}); }"""
+
+# the RGBA of the canvas under a panel just inside the plot area's left edge, half way down
+LEFT_EDGE_JS = """id => { const d = document.getElementById(id), L = d._fullLayout;
+    const c = d.querySelector('canvas.image-under'), k = c.width / L.width;
+    const y = L.yaxis._offset + L.yaxis._length / 2;
+    return Array.from(c.getContext('2d').getImageData(Math.floor((L.xaxis._offset + 1) * k),
+                                                     Math.floor(y * k), 1, 1).data); }"""
+
 
 def test_a_known_frame_is_coloured_by_the_panels_colormap_under_plotlys_axes(browser) -> None:  # type: ignore[no-untyped-def]
     ramp = np.tile(np.arange(256, dtype=np.uint8), (16, 1))  # byte value = column
@@ -74,13 +85,8 @@ def test_a_known_frame_is_coloured_by_the_panels_colormap_under_plotlys_axes(bro
         assert abs(rgba[0] - 255 * (128 / 255) ** 0.5) <= 2, rgba
 
         # a zoom onto columns 64..127: the canvas follows the axes (the plot's left edge shows byte ~64)
-        pg.evaluate("""() => { const d = document.getElementById('plot-object_phase'), t = d.data[0];
-            return Plotly.relayout(d, {'xaxis.range': [t.x0 + 63.5 * t.dx, t.x0 + 127.5 * t.dx]}); }""")
-        left = pg.evaluate("""() => { const d = document.getElementById('plot-object_phase'), L = d._fullLayout;
-            const c = d.querySelector('canvas.image-under'), k = c.width / L.width;
-            const y = L.yaxis._offset + L.yaxis._length / 2;
-            return Array.from(c.getContext('2d').getImageData(Math.floor((L.xaxis._offset + 1) * k),
-                                                             Math.floor(y * k), 1, 1).data); }""")
+        pg.evaluate(ZOOM_JS, "plot-object_phase")
+        left = pg.evaluate(LEFT_EDGE_JS, "plot-object_phase")
         assert np.abs(np.array(left[:3]) - viridis(64)).max() <= 3, (left, viridis(64))
 
         # the same object images again: not coloured again; panels out of view wait until they are in view
@@ -95,5 +101,36 @@ def test_a_known_frame_is_coloured_by_the_panels_colormap_under_plotlys_axes(bro
         pg.locator("#plot-errors").scroll_into_view_if_needed()
         pg.wait_for_function(f"() => document.getElementById('plot-errors').dataset.drawnKey !== {waiting!r}")
         assert pg.evaluate("() => window.ptychopyDrawStats.frames") == 3
+    finally:
+        context.close()
+
+
+def test_the_error_curve_and_the_scan_are_not_redrawn_by_plotly_on_every_frame(browser) -> None:  # type: ignore[no-untyped-def]
+    # 12 frames, each 5 iterations more (the curve only grows: appended to) and new Fourier errors for 25 positions
+    frames = [sample_frame(k, size=32, modes=1, iterations_per_frame=5, scan_chunk=25) for k in range(12)]
+    context = browser.new_context(viewport={"width": 1400, "height": 3000})  # every plot in view
+    try:
+        pg = open_page(context)
+        add_frames(pg, frames)
+        for k in range(12):
+            push(pg, k, k)
+            pg.wait_for_timeout(100)  # 10 frames/s: twice the worker's default
+        pg.wait_for_timeout(1200)  # the last throttled drawing (at most once a second)
+        calls = pg.evaluate("() => Object.fromEntries(Object.entries(window.ptychopyPlotlyCalls)"
+                            ".map(([k, c]) => [k, c.n]))")
+        # built once each; then the scan only recoloured and the curve only appended to, a few times in 2.4 s
+        assert calls.get("react plot-positions") == 1 and calls.get("newPlot plot-positions") is None, calls
+        assert 1 <= calls.get("restyle plot-positions", 0) <= 5, calls
+        assert calls.get("react plot-errors") == 1 and 1 <= calls.get("extendTraces plot-errors", 0) <= 5, calls
+        # and they show the newest frame: its 60 points of the curve, its Fourier errors
+        shown = pg.evaluate("""() => ({x: Array.from(document.getElementById('plot-errors').data[0].x),
+            colours: document.getElementById('plot-positions').data[0].marker.color,
+            measured: document.getElementById('plot-positions').dataset.errorsMeasured})""")
+        assert shown["x"] == list(range(1, 61)), shown["x"]
+        newest = np.linspace(0.1, 0.2, 100)
+        start = (11 * 25) % 100
+        newest[start : start + 25] *= 1 + 0.3 * np.sin(11)
+        np.testing.assert_allclose(shown["colours"], newest, rtol=1e-3)
+        assert shown["measured"] == "100"
     finally:
         context.close()

@@ -79,7 +79,8 @@
    * not change is not coloured again, and one out of view is coloured when it comes into view (its plot, title
    * and data attributes are kept current). */
   const panels = {};  // plot id -> what it shows: {fig, title, pixels, tableKey, table, strip, canvas, extent, bar}
-  const drawCounts = { coloured: 0, unchanged: 0, hidden: 0, plotly_react: 0, plotly_relayout: 0 };
+  const drawCounts = { coloured: 0, unchanged: 0, hidden: 0, plotly_react: 0, plotly_relayout: 0,
+                       errors_extended: 0, errors_redrawn: 0, scan_redrawn: 0, scan_recoloured: 0 };
   // Plots out of view (more than 200 px above or below the window, or hidden) are drawn when they come into view.
   const inView = {};  // plot id -> false while out of view (IntersectionObserver; unknown counts as in view)
   const pending = {};  // plot id -> the drawing left for when it comes into view
@@ -248,25 +249,77 @@
     if (power !== undefined) div.dataset.power = power;
   }
 
+  /* ``fn`` with the newest arguments, at most once every ``ms``: a call within ``ms`` of the last run waits until
+   * then (a newer call's arguments replace its own); ``.now(...)`` runs at once, ``.cancel()`` drops a wait. */
+  function throttled(ms, fn) {
+    let last = -Infinity, timer = null, args = null;
+    function run() {
+      window.clearTimeout(timer);
+      timer = null;
+      last = performance.now();
+      const a = args;
+      args = null;
+      fn.apply(null, a);
+    }
+    function call() {
+      args = arguments;
+      if (timer) return;
+      const wait = last + ms - performance.now();
+      if (wait <= 0) run(); else timer = window.setTimeout(run, wait);
+    }
+    call.now = function () { args = arguments; run(); };
+    call.cancel = function () { window.clearTimeout(timer); timer = null; args = null; };
+    return call;
+  }
+
+  /* The error curve: appended to (Plotly.extendTraces) while a frame's points only add to those drawn, drawn
+   * anew (Plotly.react) when the worker's downsampling to 500 points moved them; at most once a second, with the
+   * newest frame's points (a finished job's last frame at once). Every frame redrew it before (Plotly.react,
+   * 55-91 ms a frame of a 5 frames/s stream at loads of 7-10 on 2 cores: benchmarks/RESULTS.md "Viewer costs"). */
+  const REDRAW_MS = 1000;
+  const errorCurve = { drawn: null };
+  const errorsLater = throttled(REDRAW_MS, function (next) {
+    const div = el("plot-errors");
+    whenInView(div, function () { plotErrors(div, next); });
+  });
+
   function drawErrors(header) {
     const errs = header.errors || [];
     if (!errs.length) return;  // no empty log-scale plot before the first iteration
     const xs = header.error_iterations || errs.map(function (_, i) { return i + 1; });
-    const trace = { type: "scatter", mode: "lines", x: xs, y: errs, line: { color: "#2563eb", width: 2 },
-                    hovertemplate: "iteration %{x}: %{y:.4g}<extra></extra>" };
-    const layout = {
-      title: { text: "Error", font: { size: 14 } }, uirevision: "keep",
-      margin: { l: 50, r: 10, t: 36, b: 40 }, datarevision: header.seq,
-      xaxis: { title: { text: "iteration" } }, yaxis: { type: "log" },
-      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
-    };
-    const div = el("plot-errors");
     const key = xs.length + ":" + xs[xs.length - 1] + ":" + errs[errs.length - 1];
-    if (key === div.dataset.drawnKey) return;  // unchanged
-    whenInView(div, function () {
+    if (key === el("plot-errors").dataset.drawnKey) return;  // unchanged
+    const next = { xs: xs, ys: errs, key: key, seq: header.seq };
+    if (FINISHED.has(header.status)) errorsLater.now(next); else errorsLater(next);
+  }
+
+  function plotErrors(div, next) {
+    const drawn = errorCurve.drawn;
+    if (drawn && div.data && extendsCurve(drawn, next)) {
+      const n = drawn.xs.length;
+      if (next.xs.length > n) Plotly.extendTraces(div, { x: [next.xs.slice(n)], y: [next.ys.slice(n)] }, [0]);
+      drawCounts.errors_extended += 1;
+    } else {
+      const trace = { type: "scatter", mode: "lines", x: next.xs.slice(), y: next.ys.slice(),
+                      line: { color: "#2563eb", width: 2 }, hovertemplate: "iteration %{x}: %{y:.4g}<extra></extra>" };
+      const layout = {
+        title: { text: "Error", font: { size: 14 } }, uirevision: "keep",
+        margin: { l: 50, r: 10, t: 36, b: 40 }, datarevision: next.seq,
+        xaxis: { title: { text: "iteration" } }, yaxis: { type: "log" },
+        paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      };
       Plotly.react(div, [trace], layout, plotConfig);
-      div.dataset.drawnKey = key;
-    });
+      drawCounts.errors_redrawn += 1;
+    }
+    errorCurve.drawn = next;
+    div.dataset.drawnKey = next.key;
+  }
+
+  // Whether curve ``b`` is curve ``a`` with points added at its end (the first points the same).
+  function extendsCurve(a, b) {
+    if (b.xs.length < a.xs.length) return false;
+    for (let i = 0; i < a.xs.length; i++) if (a.xs[i] !== b.xs[i] || a.ys[i] !== b.ys[i]) return false;
+    return true;
   }
 
   // Every frame carries every k-th scan position (a run that refines them also where they started, one that fits
@@ -294,7 +347,15 @@
              y: pos.row.map(function (r) { return r * k; }) };
   }
 
-  function drawScatter(div, pos, values, title, unit, hover, pixelM, marked) {
+  /* A scatter of the positions coloured by ``values``; with ``coloursOnly`` (the positions, titles and ring as
+   * drawn) only the markers' colours change (Plotly.restyle), not the whole plot. */
+  function drawScatter(div, pos, values, title, unit, hover, pixelM, marked, coloursOnly) {
+    if (coloursOnly && div.data) {
+      Plotly.restyle(div, { "marker.color": [values], customdata: [values] }, [0]);
+      drawCounts.scan_recoloured += 1;
+      return;
+    }
+    drawCounts.scan_redrawn += 1;
     const axes = scanAxes(pos, pixelM);
     const trace = {
       type: "scatter", mode: "markers", x: axes.x, y: axes.y, customdata: values,
@@ -333,8 +394,15 @@
     return "order";
   }
 
-  function drawPositions(pos, pixelM, shown) {
+  // A frame that changes only the values colouring the scan (its Fourier errors: a chunk a frame) recolours it at
+  // most once a second (Plotly.restyle of the markers' colours; a Plotly.react a frame before).
+  const recolourLater = throttled(REDRAW_MS, function (pos, pixelM, shown) {
+    drawPositions(pos, pixelM, shown, true);
+  });
+
+  function drawPositions(pos, pixelM, shown, coloursOnly) {
     const div = scatterDiv("plot-positions", "scan positions");
+    if (!coloursOnly) div.dataset.drawnKey = "";  // what a frame drew (drawFrameImages sets it after this)
     const how = scanColouring(pos);
     const moved = pos.refined
       ? pos.row.map(function (r, i) { return Math.hypot(r - pos.row0[i], pos.col[i] - pos.col0[i]); }) : null;
@@ -343,15 +411,16 @@
     if (how === "error") {
       const measured = pos.error.filter(function (e) { return e !== null; });
       drawScatter(div, pos, pos.error, "Scan positions, Fourier error", "error", "error %{customdata:.4g}",
-                  pixelM, shown);
+                  pixelM, shown, coloursOnly);
       div.dataset.errorMin = measured.length ? Math.min.apply(null, measured).toPrecision(4) : "";
       div.dataset.errorMax = measured.length ? Math.max.apply(null, measured).toPrecision(4) : "";
       div.dataset.errorsMeasured = measured.length;
     } else if (how === "moved") {
-      drawScatter(div, pos, moved, "Scan positions, refined", "moved (px)", "moved %{customdata:.2f} px", pixelM, shown);
+      drawScatter(div, pos, moved, "Scan positions, refined", "moved (px)", "moved %{customdata:.2f} px", pixelM, shown,
+                  coloursOnly);
     } else {
       const order = pos.row.map(function (_, i) { return i * pos.stride; });
-      drawScatter(div, pos, order, "Scan positions", "scan order", "scan order", pixelM, shown);
+      drawScatter(div, pos, order, "Scan positions", "scan order", "scan order", pixelM, shown, coloursOnly);
     }
     div.dataset.colouring = how;
     div.dataset.stride = pos.stride;
@@ -365,7 +434,8 @@
     }
     if (pos.flux) {
       const div = scatterDiv("plot-flux", "fitted flux per position");
-      drawScatter(div, pos, pos.flux, "Fitted flux per position", "relative", "flux %{customdata:.3f}", pixelM);
+      drawScatter(div, pos, pos.flux, "Fitted flux per position", "relative", "flux %{customdata:.3f}", pixelM, null,
+                  coloursOnly);
       div.dataset.fluxMin = Math.min.apply(null, pos.flux).toFixed(3);
       div.dataset.fluxMax = Math.max.apply(null, pos.flux).toFixed(3);
     }
@@ -698,14 +768,21 @@
       }
     });
     drawProfile();
-    if (h.positions) {  // drawn again only when the scan, the position shown or the colouring changed
-      const scanKey = JSON.stringify([h.positions, h.pixel_size_m, h.diffraction_position,
-                                     (el("scan-colour") || {}).value]);
+    if (h.positions) {  // drawn again when the scan, the position shown or the colouring changed; recoloured
+      const p = h.positions;  // (Plotly.restyle, at most once a second) when only the values colouring it did
+      const scanKey = JSON.stringify([p.row, p.col, p.row0, p.col0, p.stride, p.refined, !p.flux, h.pixel_size_m,
+                                     h.diffraction_position, scanColouring(p)]);
+      const colourKey = JSON.stringify([p.error, p.flux]);
       const scan = el("plot-positions");
       if (!scan || scan.dataset.drawnKey !== scanKey) {
-        drawPositions(h.positions, h.pixel_size_m, h.diffraction_position);
-        el("plot-positions").dataset.drawnKey = scanKey;
+        recolourLater.cancel();
+        drawPositions(p, h.pixel_size_m, h.diffraction_position);
+      } else if (scan.dataset.colourKey !== colourKey) {
+        if (FINISHED.has(h.status)) recolourLater.now(p, h.pixel_size_m, h.diffraction_position);
+        else recolourLater(p, h.pixel_size_m, h.diffraction_position);
       }
+      el("plot-positions").dataset.drawnKey = scanKey;
+      el("plot-positions").dataset.colourKey = colourKey;
     }
     if (h.n_positions) {
       nPositions = h.n_positions;
