@@ -55,6 +55,9 @@ def _header(message: bytes) -> dict[str, Any]:
 
 async def _viewer(rig: Rig, job_id: int, index: int, timeout_s: float) -> ViewerLog:
     from websockets.asyncio.client import connect
+    from websockets.typing import Subprotocol
+
+    from webapp.live.subprotocol import PROTOCOL
 
     out = ViewerLog(index)
     url = rig.base_url.replace("http://", "ws://") + f"/ws/jobs/{job_id}/"
@@ -62,7 +65,8 @@ async def _viewer(rig: Rig, job_id: int, index: int, timeout_s: float) -> Viewer
     out.connect_started = time.time()
     try:
         async with connect(url, origin=rig.base_url, additional_headers={"Cookie": rig.cookie},  # type: ignore[arg-type]
-                           proxy=None, open_timeout=10, max_size=8 * 2**20, compression=None) as ws:
+                           subprotocols=[Subprotocol(PROTOCOL)], proxy=None, open_timeout=10,
+                           max_size=8 * 2**20, compression=None) as ws:
             out.connected_at = time.time()
             first = True
             while time.monotonic() < deadline:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from webapp.live.subprotocol import PROTOCOL, ticket_protocol
 
 FINAL_STATUSES = frozenset({"done", "failed", "cancelled"})
 
@@ -70,11 +73,18 @@ def ws_url(base_http: str, job_id: int | str) -> str:
     return base_http.replace("http://", "ws://", 1).rstrip("/") + f"/ws/jobs/{job_id}/"
 
 
+def viewer_subprotocols(ticket: str = "") -> list[Subprotocol]:
+    """What a viewer offers in ``Sec-WebSocket-Protocol``: ``ptychopy.v1``, and its ticket beside it when it has one."""
+    return [Subprotocol(PROTOCOL), *([Subprotocol(ticket_protocol(ticket))] if ticket else [])]
+
+
 async def open_viewer(base_http: str, job_id: int | str, cookie_header: str | None,
-                      origin: str | None, timeout: float = 10.0) -> ClientConnection:
+                      origin: str | None, timeout: float = 10.0, *, ticket: str = "") -> ClientConnection:
+    """A websocket to the job's live view, logged in by ``cookie_header`` or by ``ticket`` (as a subprotocol)."""
     headers = {"Cookie": cookie_header} if cookie_header else None
     return await connect(ws_url(base_http, job_id), origin=origin, additional_headers=headers,  # type: ignore[arg-type]
-                         proxy=None, open_timeout=timeout, max_size=8 * 2**20, compression=None)
+                         subprotocols=viewer_subprotocols(ticket), proxy=None, open_timeout=timeout,
+                         max_size=8 * 2**20, compression=None)
 
 
 async def collect_frames(base_http: str, job_id: int | str, cookie_header: str, origin: str, *,

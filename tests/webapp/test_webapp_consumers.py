@@ -11,6 +11,7 @@ from webapp.asgi import application
 from webapp.jobs import services
 from webapp.jobs.models import Job
 from webapp.live.frames import FrameImage, decode_frame, encode_frame
+from webapp.live.subprotocol import PROTOCOL
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ORIGIN = (b"origin", b"http://testserver")
@@ -57,6 +58,16 @@ async def test_viewer_of_a_job_without_frames_gets_its_status(user):
     header, images = decode_frame(await ws.receive_from(timeout=30))
     assert header["status"] == "queued" and header["job"] == job.pk and images == {}
     await ws.disconnect()
+
+
+async def test_a_viewer_offering_ptychopy_v1_is_answered_with_it_and_one_offering_none_with_none(user):
+    job = await make_job(status="queued")
+    cookie = await login_cookie(user)
+    for offered, chosen in (([PROTOCOL], PROTOCOL), ([], None)):
+        ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST, cookie],
+                                   subprotocols=offered)
+        assert await ws.connect(timeout=10) == (True, chosen)
+        await ws.disconnect()
 
 
 async def test_anonymous_viewer_is_rejected():

@@ -184,8 +184,9 @@ def schema(server_url: str = "/") -> dict[str, Any]:
                            "'Authorization: Token <key>': make a token on the page /accounts/tokens/ (or with "
                            "manage.py create_token <user>); its key is shown once and may expire. A token acts "
                            "only as its own user, and also downloads results (the jobs' download URLs). Live "
-                           "frames: websocket /ws/jobs/<id>/ with a session login, or with ?ticket= from "
-                           "POST /api/v1/jobs/<id>/ws-ticket/ (see docs/webapp.md).",
+                           "frames: websocket /ws/jobs/<id>/ with a session login, or with a ticket from "
+                           "POST /api/v1/jobs/<id>/ws-ticket/ offered as a subprotocol, never in the URL "
+                           "(see docs/webapp.md).",
         },
         "servers": [{"url": server_url.rstrip("/") or "/"}],
         "security": [{"token": []}],
@@ -239,17 +240,25 @@ def schema(server_url: str = "/") -> dict[str, Any]:
             "/api/v1/jobs/{job_id}/ws-ticket/": {
                 "post": {
                     "summary": "A ticket that opens the job's live websocket as the token's user",
-                    "description": "Open the returned 'websocket' path (/ws/jobs/<id>/?ticket=...) within 60 s; "
-                                   "a ticket opens one socket, for this job only. The socket's Origin header "
+                    "description": "Open the returned 'websocket' path (/ws/jobs/<id>/) within 60 s, offering the "
+                                   "returned 'subprotocols' (header Sec-WebSocket-Protocol: ptychopy.v1, "
+                                   "ptychopy.ticket.<ticket>); the server answers with ptychopy.v1 and never "
+                                   "echoes the ticket. A ticket opens one socket, for this job only; one sent "
+                                   "in the URL (?ticket=) is refused and used up. The socket's Origin header "
                                    "must still be this site's address (scheme, host and port).",
                     "operationId": "createWebsocketTicket",
                     "parameters": [_job_id()],
-                    "responses": {"201": _json({"type": "object", "required": ["ticket", "expires_in_s", "websocket"],
+                    "responses": {"201": _json({"type": "object",
+                                                "required": ["ticket", "expires_in_s", "websocket", "subprotocols"],
                                                 "properties": {
                                                     "ticket": {"type": "string"},
                                                     "expires_in_s": {"type": "integer", "example": 60},
                                                     "websocket": {"type": "string",
-                                                                  "description": "Path to open, ticket included"}}},
+                                                                  "description": "Path to open (no ticket in it)"},
+                                                    "subprotocols": {
+                                                        "type": "array", "items": {"type": "string"},
+                                                        "description": "Offer these when opening it: "
+                                                                       "ptychopy.v1, ptychopy.ticket.<ticket>"}}},
                                                "The ticket"), **errors,
                                   "404": _json(_ref("Error"), "No such job")},
                 },

@@ -20,6 +20,7 @@ from webapp.jobs import serialize, services
 from webapp.jobs.history import filter_jobs
 from webapp.jobs.memory import check_at_submit
 from webapp.jobs.models import Job
+from webapp.live import subprotocol
 from webapp.scans.paths import check_submission
 from webapp.workers.bridge_status import record_bridge_status
 
@@ -177,11 +178,13 @@ def cancel(request: HttpRequest, job_id: int) -> JsonResponse:
 @require_POST
 @token_required
 def ws_ticket(request: HttpRequest, job_id: int) -> JsonResponse:
-    """A ticket that opens the job's live websocket as the token's user, once, within 60 s (webapp.accounts.tickets)."""
+    """A ticket that opens the job's live websocket as the token's user, once, within 60 s (webapp.accounts.tickets),
+    offered as a subprotocol (webapp.live.subprotocol), never in the URL."""
     target = get_object_or_404(Job, pk=job_id)
     ticket = tickets.issue(request.user.pk, target.pk)
     return JsonResponse({"ticket": ticket, "expires_in_s": tickets.TICKET_TTL_S,
-                         "websocket": f"{serialize.job_summary(target)['websocket']}?ticket={ticket}"}, status=201)
+                         "websocket": serialize.job_summary(target)["websocket"],
+                         "subprotocols": [subprotocol.PROTOCOL, subprotocol.ticket_protocol(ticket)]}, status=201)
 
 
 @require_GET

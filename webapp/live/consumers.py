@@ -1,7 +1,11 @@
 """The live view's websocket: ``/ws/jobs/<id>/`` sends binary frames (see :mod:`webapp.live.frames`) to a
-logged-in browser, or to a script that opens ``/ws/jobs/<id>/?ticket=<ticket>`` with a ticket from
-``POST /api/v1/jobs/<id>/ws-ticket/`` (:mod:`webapp.accounts.tickets`). Either way the Origin must be this site's
-(:mod:`webapp.live.origin`)."""
+logged-in browser, or to a script that offers a ticket from ``POST /api/v1/jobs/<id>/ws-ticket/``
+(:mod:`webapp.accounts.tickets`) as the subprotocol ``ptychopy.ticket.<ticket>`` beside ``ptychopy.v1``
+(:mod:`webapp.live.subprotocol`). Either way the Origin must be this site's (:mod:`webapp.live.origin`).
+
+A ticket in the URL (``?ticket=``, the old way) is refused: it is used up (it is in some access log now), and
+the socket is accepted only to say so, a text message ``{"error": ...}`` and the close code
+:data:`CLOSE_BAD_REQUEST` with the same reason (Daphne drops close reasons, hence the message)."""
 
 from __future__ import annotations
 
@@ -15,21 +19,30 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from webapp.accounts import tickets
 from webapp.jobs.models import Job
 
-from . import frames, viewer_choice
+from . import frames, subprotocol, viewer_choice
 from .publish import group_name
 from .status import status_frame
 
+CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
+TICKET_IN_URL = (f"a websocket ticket in the URL is refused, and this one is used up: ask for a new one and offer "
+                 f"it as the subprotocol '{subprotocol.TICKET_PREFIX}<ticket>' beside '{subprotocol.PROTOCOL}' "
+                 f"(header Sec-WebSocket-Protocol), with no ?ticket= in the URL")
+TICKET_WITHOUT_PROTOCOL = (f"offer the subprotocol '{subprotocol.PROTOCOL}' beside "
+                           f"'{subprotocol.TICKET_PREFIX}<ticket>': the server answers with it, never with the ticket")
 log = logging.getLogger(__name__)
 
 
+def url_ticket(scope: dict) -> str | None:
+    """The ``?ticket=`` in the socket's URL (None when the URL names none)."""
+    tickets_in_url = parse_qs(scope.get("query_string", b"").decode("latin1"), keep_blank_values=True).get("ticket")
+    return tickets_in_url[0] if tickets_in_url else None
+
+
 @database_sync_to_async
-def ticket_user(scope: dict, job_id: int):
-    """The user of the ``?ticket=`` in the socket's URL, or None (no ticket, or a refused one: logged)."""
-    ticket = parse_qs(scope.get("query_string", b"").decode("latin1")).get("ticket", [""])[0]
-    if not ticket:
-        return None
+def ticket_user(ticket: str, job_id: int):
+    """The user of the ticket the socket offered, or None (a refused ticket: logged)."""
     try:
         return tickets.redeem(ticket, job_id)
     except tickets.TicketRefused as exc:
@@ -53,9 +66,20 @@ class JobFramesConsumer(AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         job_id = self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+        offered = list(self.scope.get("subprotocols") or [])
+        in_url = url_ticket(self.scope)
+        if in_url is not None:
+            await database_sync_to_async(tickets.spend)(in_url)
+            log.info("websocket for job %s refused: a ticket in the URL", job_id)
+            await self._refuse(offered, TICKET_IN_URL)
+            return
+        ticket = subprotocol.ticket_of(offered)
+        if ticket and subprotocol.accepted(offered) is None:
+            await self._refuse(offered, TICKET_WITHOUT_PROTOCOL)
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            user = await ticket_user(self.scope, job_id)
+            user = await ticket_user(ticket, job_id) if ticket else None
             if user is None:
                 await self.close(code=CLOSE_UNAUTHENTICATED)
                 return
@@ -69,8 +93,15 @@ class JobFramesConsumer(AsyncWebsocketConsumer):
             self.group = ""
             await self.close(code=CLOSE_NOT_FOUND)
             return
-        await self.accept()
+        await self.accept(subprotocol=subprotocol.accepted(offered))
         await self._send_frame(frame)
+
+    async def _refuse(self, offered: list[str], reason: str) -> None:
+        """Open the socket only to say why it closes: a text message ``{"error": reason}``, then the close code
+        :data:`CLOSE_BAD_REQUEST` with ``reason``."""
+        await self.accept(subprotocol=subprotocol.accepted(offered))
+        await self.send(text_data=json.dumps({"error": reason}))
+        await self.close(code=CLOSE_BAD_REQUEST, reason=reason)
 
     async def disconnect(self, code: int) -> None:
         if self.group:

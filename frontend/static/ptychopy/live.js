@@ -950,7 +950,8 @@
 
   function connect() {
     const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    socket = new WebSocket(scheme + window.location.host + root.dataset.ws);
+    // the plain subprotocol the server answers with (a script adds its ticket as another, docs/webapp.md)
+    socket = new WebSocket(scheme + window.location.host + root.dataset.ws, ["ptychopy.v1"]);
     socket.binaryType = "arraybuffer";
     socket.onopen = function () { backoffMs = 1000; setConn("connected", "ok"); };
     socket.onmessage = function (event) {
