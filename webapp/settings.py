@@ -283,29 +283,39 @@ if PTYCHOPY_LDAP_URL:
 
 # -- single sign-on with an OpenID Connect provider (webapp.accounts.oidc, docs/deploy.md "Single sign-on") -------
 # On when OIDC_RP_CLIENT_ID is set: mozilla-django-oidc's authorization-code flow, RS256 ID tokens checked against
-# the provider's JWKS. The OIDC_* names are mozilla-django-oidc's own settings.
+# the provider's JWKS. The OIDC_* names are mozilla-django-oidc's own settings, except OIDC_OP_ISSUER: the endpoints
+# then come from the issuer's .well-known/openid-configuration (webapp.accounts.oidc_discovery) unless set here.
 OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID")
 PTYCHOPY_OIDC = bool(OIDC_RP_CLIENT_ID)
 PTYCHOPY_OIDC_LABEL = env.str("PTYCHOPY_OIDC_LABEL", "single sign-on")
 PTYCHOPY_OIDC_USERNAME_CLAIM = env.str("PTYCHOPY_OIDC_USERNAME_CLAIM", "preferred_username")
 if PTYCHOPY_OIDC:
     OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET")
+    OIDC_OP_ISSUER = env.str("OIDC_OP_ISSUER")
     OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT")
     OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT")
     OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT")
     OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT")
-    _missing = [name for name in ("OIDC_RP_CLIENT_SECRET", "OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT",
-                                  "OIDC_OP_USER_ENDPOINT", "OIDC_OP_JWKS_ENDPOINT") if not globals()[name]]
+    if OIDC_OP_ISSUER and not re.match(r"https?://[^/\s]+(/\S*)?$", OIDC_OP_ISSUER):
+        raise site_security.SiteConfigError(
+            f"OIDC_OP_ISSUER={OIDC_OP_ISSUER!r}: expected the provider's issuer URL, e.g. "
+            "https://id.example.org/realms/lab (the 'issuer' of its .well-known/openid-configuration)")
+    _needed = ["OIDC_RP_CLIENT_SECRET"] + ([] if OIDC_OP_ISSUER else [
+        "OIDC_OP_AUTHORIZATION_ENDPOINT", "OIDC_OP_TOKEN_ENDPOINT", "OIDC_OP_USER_ENDPOINT", "OIDC_OP_JWKS_ENDPOINT"])
+    _missing = [name for name in _needed if not globals()[name]]
     if _missing:
         raise site_security.SiteConfigError(
-            f"OIDC_RP_CLIENT_ID is set but {', '.join(_missing)} {'is' if len(_missing) == 1 else 'are'} not: "
-            "copy them from the provider's .well-known/openid-configuration (docs/deploy.md \"Single sign-on\")")
+            f"OIDC_RP_CLIENT_ID is set but {', '.join(_missing)} {'is' if len(_missing) == 1 else 'are'} not"
+            + ("" if OIDC_OP_ISSUER else ": set OIDC_OP_ISSUER (the endpoints then come from the provider's "
+               ".well-known/openid-configuration) or each endpoint") + " (docs/deploy.md \"Single sign-on\")")
     OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", "RS256")
     OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", "openid email profile")
     OIDC_VERIFY_SSL = env.bool("OIDC_VERIFY_SSL", True)
     OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", 10.0, minimum=1.0)
     OIDC_CREATE_USER = env.bool("PTYCHOPY_OIDC_CREATE", True)
     OIDC_USE_PKCE = True
+    OIDC_AUTHENTICATE_CLASS = "webapp.accounts.oidc_views.OidcLoginView"
+    OIDC_CALLBACK_CLASS = "webapp.accounts.oidc_views.OidcCallbackView"
     INSTALLED_APPS.append("mozilla_django_oidc")
     AUTHENTICATION_BACKENDS.append("webapp.accounts.oidc.OidcBackend")
 

@@ -4,7 +4,6 @@ journalling the next scan's end (a bridge killed meanwhile would otherwise lose 
 from __future__ import annotations
 
 import http.server
-import json
 import queue
 import threading
 import time
@@ -22,6 +21,7 @@ from epics_bridge.state import BridgeState
 from epics_bridge.submit import load_submitter
 from epics_bridge.trigger import ConnectionEvent, ValueEvent
 from epics_bridge.worker import BridgeWorker
+from tests.support.jsonhttp import JsonHandler
 
 
 class HangingApi:
@@ -33,25 +33,16 @@ class HangingApi:
         self.submissions: list[str] = []
         api = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server's name)
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path == "/api/v1/jobs/":
                     api.submissions.append(self.headers.get("Idempotency-Key", ""))
                     number = len(api.submissions)
                     api.released.wait(30)
-                    body = json.dumps({"id": number}).encode()
-                    self.send_response(201)
+                    self.send_json(201, {"id": number})
                 else:
-                    body = b'{"beamline": "BL", "last_seen": "now"}'
-                    self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                    self.send_json(200, {"beamline": "BL", "last_seen": "now"})
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True

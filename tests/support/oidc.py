@@ -47,24 +47,29 @@ class OidcProvider:
     proc: ManagedProcess | None = None
 
     @property
-    def issuer(self) -> str:
+    def site(self) -> str:
+        """The provider's web site (its login form is ``/accounts/login/``)."""
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def issuer(self) -> str:
+        """Its issuer: the ``iss`` of its ID tokens and the ``issuer`` of its discovery document, which it serves
+        at ``<issuer>/.well-known/openid-configuration`` (django-oidc-provider's ``provider-info``)."""
+        return f"{self.site}/openid"
 
     def endpoint(self, name: str) -> str:
         """``authorize``, ``token``, ``userinfo`` or ``jwks``."""
-        return f"{self.issuer}/openid/{name}"
+        return f"{self.issuer}/{name}"
 
-    def client_env(self) -> dict[str, str]:
-        """What ptychopy's web process needs to sign in with this provider."""
+    def client_env(self, issuer: str | None = None) -> dict[str, str]:
+        """What ptychopy's web process needs to sign in with this provider: the client and the issuer alone
+        (``issuer`` instead of its own one, to test a wrong one); the endpoints come from discovery."""
         return {"OIDC_RP_CLIENT_ID": self.client_id, "OIDC_RP_CLIENT_SECRET": self.client_secret,
-                "OIDC_OP_AUTHORIZATION_ENDPOINT": self.endpoint("authorize"),
-                "OIDC_OP_TOKEN_ENDPOINT": self.endpoint("token"),
-                "OIDC_OP_USER_ENDPOINT": self.endpoint("userinfo"),
-                "OIDC_OP_JWKS_ENDPOINT": self.endpoint("jwks")}
+                "OIDC_OP_ISSUER": self.issuer if issuer is None else issuer}
 
     def _env(self) -> dict[str, str]:
         return app_env({"DJANGO_SETTINGS_MODULE": SETTINGS, "OIDC_TEST_DB": str(self.folder / "provider.sqlite3"),
-                        "OIDC_TEST_SECRET_KEY": secrets.token_urlsafe(40), "OIDC_TEST_SITE_URL": self.issuer})
+                        "OIDC_TEST_SECRET_KEY": secrets.token_urlsafe(40), "OIDC_TEST_SITE_URL": self.site})
 
     def start(self) -> OidcProvider:
         """Migrate its database, add the user, the signing key and the client, and serve on ``port``."""

@@ -3,9 +3,11 @@ mozilla-django-oidc's authorization-code flow: the login page's "Sign in with ..
 which sends the browser back to ``/oidc/callback/``; the web process exchanges the code for tokens at the
 provider, checks the ID token's RS256 signature against the provider's keys (JWKS) and reads the user's claims.
 
-Off unless ``OIDC_RP_CLIENT_ID`` is set (docs/deploy.md "Single sign-on"). Accounts are matched by a username
-claim (``PTYCHOPY_OIDC_USERNAME_CLAIM``, default ``preferred_username`` as Keycloak sends it), not by e-mail: an
-address that changes hands must not carry someone's jobs. A new name becomes an account without a password or
+Off unless ``OIDC_RP_CLIENT_ID`` is set (docs/deploy.md "Single sign-on"). The provider's endpoints come from
+its discovery document when ``OIDC_OP_ISSUER`` is set (:mod:`webapp.accounts.oidc_discovery`), looked up at the
+callback, not when the backend is made (every password login and every request makes one). Accounts are matched
+by a username claim (``PTYCHOPY_OIDC_USERNAME_CLAIM``, default ``preferred_username`` as Keycloak sends it), not by
+e-mail: an address that changes hands must not carry someone's jobs. A new name becomes an account without a password or
 staff rights unless ``PTYCHOPY_OIDC_CREATE=0``.
 """
 
@@ -19,6 +21,8 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
+from .oidc_discovery import endpoint
+
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +33,16 @@ def username_of(claims: dict[str, Any]) -> str:
 
 class OidcBackend(OIDCAuthenticationBackend):
     """mozilla-django-oidc's backend, matching and creating accounts by the username claim."""
+
+    def authenticate(self, request: HttpRequest | None, **kwargs: Any) -> Any:
+        """The user of the provider's code on the callback (the only caller that passes ``nonce``); None for
+        every other sign-in (passwords), which never contacts the provider."""
+        if request is None or "nonce" not in kwargs:
+            return None
+        self.OIDC_OP_TOKEN_ENDPOINT = endpoint("OIDC_OP_TOKEN_ENDPOINT")
+        self.OIDC_OP_USER_ENDPOINT = endpoint("OIDC_OP_USER_ENDPOINT")
+        self.OIDC_OP_JWKS_ENDPOINT = endpoint("OIDC_OP_JWKS_ENDPOINT")
+        return super().authenticate(request, **kwargs)
 
     def verify_claims(self, claims: dict[str, Any]) -> bool:
         if not username_of(claims):

@@ -41,7 +41,7 @@ LOGIN_URL = "/accounts/login/"
 # two sessions apart (a real provider is on another host).
 SESSION_COOKIE_NAME = "provider_sessionid"
 CSRF_COOKIE_NAME = "provider_csrftoken"
-SITE_URL = os.environ["OIDC_TEST_SITE_URL"]  # the issuer, http://127.0.0.1:<port>
+SITE_URL = os.environ["OIDC_TEST_SITE_URL"]  # http://127.0.0.1:<port>; the issuer is SITE_URL + "/openid"
 OIDC_USERINFO = "tests.support.oidc_provider.settings.userinfo"
 OIDC_IDTOKEN_INCLUDE_CLAIMS = True
 
