@@ -215,3 +215,50 @@ def test_a_provider_that_is_down_gets_the_button_a_503_page_and_leaves_password_
     client = Client()
     assert client.post("/accounts/login/", {"username": "olga", "password": "olga-pw-12345"}).status_code == 302
     assert client.get("/jobs/new/").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def signing_key():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key, public.decode()
+
+
+def _id_token(key, **claims) -> str:
+    import jwt
+
+    now = int(time.time())
+    body = {"iss": "https://id.example.org/realms/lab", "aud": "ptychopy", "sub": "42", "nonce": "n-1",
+            "iat": now, "exp": now + 300, **claims}
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, key, algorithm="RS256")
+
+
+@pytest.mark.parametrize(("claims", "why"), [
+    ({"aud": "another-app"}, "it was issued to 'another-app', not to this client ('ptychopy')"),
+    ({"aud": ["ptychopy", "another-app"], "azp": "another-app"}, "azp 'another-app' is not 'ptychopy'"),
+    ({"iss": "https://evil.example.org/realms/lab"}, "its issuer 'https://evil.example.org/realms/lab' is not"),
+    ({"exp": int(time.time()) - 3600}, "Signature has expired"),
+    ({"exp": None}, "it carries no expiry time (exp)"),
+])
+def test_an_id_token_for_another_client_issuer_or_time_is_refused_naming_why(backend, settings, signing_key, caplog,
+                                                                             claims, why) -> None:
+    from django.core.exceptions import SuspiciousOperation
+
+    settings.OIDC_OP_ISSUER = "https://id.example.org/realms/lab"
+    key, public_pem = signing_key
+    backend.OIDC_RP_IDP_SIGN_KEY = public_pem
+    with pytest.raises(SuspiciousOperation, match="OIDC ID token refused"):
+        backend.verify_token(_id_token(key, **claims), nonce="n-1")
+    assert why in caplog.text
+
+
+def test_an_id_token_for_this_client_from_the_issuer_is_taken(backend, settings, signing_key) -> None:
+    settings.OIDC_OP_ISSUER = "https://id.example.org/realms/lab"
+    key, public_pem = signing_key
+    backend.OIDC_RP_IDP_SIGN_KEY = public_pem
+    assert backend.verify_token(_id_token(key), nonce="n-1")["sub"] == "42"
+    both = _id_token(key, aud=["ptychopy", "account"], azp="ptychopy")
+    assert backend.verify_token(both, nonce="n-1")["azp"] == "ptychopy"

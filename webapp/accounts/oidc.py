@@ -14,10 +14,13 @@ staff rights unless ``PTYCHOPY_OIDC_CREATE=0``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
+import jwt
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import SuspiciousOperation
 from django.http import HttpRequest
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 
@@ -29,6 +32,33 @@ log = logging.getLogger(__name__)
 def username_of(claims: dict[str, Any]) -> str:
     """The account name the claims name ('' when the claim is missing or blank)."""
     return str(claims.get(settings.PTYCHOPY_OIDC_USERNAME_CLAIM) or "").strip()[:150]
+
+
+#: clock difference allowed between the provider and this server when reading an ID token's exp and iat (s)
+ID_TOKEN_LEEWAY_S = 60.0
+
+
+def id_token_problem(payload: dict[str, Any], issuer: str, client_id: str, now_s: float,
+                     leeway_s: float = ID_TOKEN_LEEWAY_S) -> str:
+    """Why an ID token's claims must be refused ('' when they may be used), by OpenID Connect Core 3.1.3.7: its
+    ``iss`` is the configured issuer (when one is configured: with hand-set endpoints there is none to compare),
+    its ``aud`` holds this client's id (with several audiences, ``azp`` names this client), and it carries an
+    ``exp`` not past (``now_s``: Unix seconds, ``leeway_s`` of clock difference allowed)."""
+    iss = payload.get("iss")
+    if issuer and iss != issuer:
+        return f"its issuer {iss!r} is not the configured OIDC_OP_ISSUER {issuer!r}"
+    aud = payload.get("aud")
+    audiences = [aud] if isinstance(aud, str) else list(aud) if isinstance(aud, list) else []
+    if client_id not in audiences:
+        return f"it was issued to {aud!r}, not to this client ({client_id!r})"
+    if len(audiences) > 1 and payload.get("azp") != client_id:
+        return f"it names several audiences {audiences!r} and its azp {payload.get('azp')!r} is not {client_id!r}"
+    exp = payload.get("exp")
+    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+        return "it carries no expiry time (exp)"
+    if exp < now_s - leeway_s:
+        return f"it expired {now_s - exp:.0f} s ago"
+    return ""
 
 
 class OidcBackend(OIDCAuthenticationBackend):
@@ -43,6 +73,22 @@ class OidcBackend(OIDCAuthenticationBackend):
         self.OIDC_OP_USER_ENDPOINT = endpoint("OIDC_OP_USER_ENDPOINT")
         self.OIDC_OP_JWKS_ENDPOINT = endpoint("OIDC_OP_JWKS_ENDPOINT")
         return super().authenticate(request, **kwargs)
+
+    def verify_token(self, token: Any, **kwargs: Any) -> Any:
+        """The ID token's claims, once its signature and nonce (mozilla-django-oidc) and its issuer, audience and
+        expiry (:func:`id_token_problem`: the library checks none of these) are right; SuspiciousOperation (a 400
+        and a ``django.security`` log line) otherwise, an expired or malformed token included."""
+        try:
+            payload = super().verify_token(token, **kwargs)
+        except jwt.InvalidTokenError as exc:  # e.g. expired: PyJWT's own check, which the library lets through
+            log.warning("OIDC sign-in refused: the ID token is not valid (%s: %s)", type(exc).__name__, exc)
+            raise SuspiciousOperation(f"OIDC ID token refused: {exc}") from exc
+        problem = id_token_problem(payload, getattr(settings, "OIDC_OP_ISSUER", ""), settings.OIDC_RP_CLIENT_ID,
+                                   time.time())
+        if problem:
+            log.warning("OIDC sign-in refused: the ID token %s", problem)
+            raise SuspiciousOperation(f"OIDC ID token refused: {problem}")
+        return payload
 
     def verify_claims(self, claims: dict[str, Any]) -> bool:
         if not username_of(claims):
