@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from .bridge import run_forever
 
-    return run_forever(config)
+    try:
+        return run_forever(config)
+    except ConfigError as exc:  # found while the bridge starts, e.g. a submitter a streaming bridge cannot use
+        print(f"error: {config.source or args.config}: {exc}", file=sys.stderr)
+        return 2
 
 
 def simioc_main(argv: list[str] | None = None) -> int:

@@ -183,17 +183,30 @@ class FileCheckConfig:
     temp_suffix: str = ".tmp"  # areaDetector TempSuffix: the final name appears on close
 
 
+FILE_SOURCES = ("swmr", "replay")  # live sources that keep every frame (read again by a replacement job)
+MAX_RESTREAMS = 10  # [stream] restream_attempts at most (each is a whole reconstruction of the scan)
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """Opening a streaming job when a scan starts (docs/streaming.md): ``source`` is the ``-liveSource`` value
     (``swmr``: read ``file_pattern``, filled from the same ``{fields}`` as ``[data] file_pattern``, as the detector
     writes it); ``values`` are ``{"group.name": value}`` set on the streaming job's parameters (e.g.
-    ``data.live_finish_iterations``)."""
+    ``data.live_finish_iterations``); ``restream_attempts`` is how many replacement streaming jobs
+    (``<key>#restream``) the bridge opens for a streaming job that failed while its scan still acquired (a file
+    source only: the file holds every frame; over pvAccess the frames went past, so 0)."""
 
     enabled: bool = False
     source: str = "swmr"
     file_pattern: str = "{path}/{name}_live.h5"
     values: Mapping[str, Any] = field(default_factory=dict)
+    restream_attempts: int = 1
+
+    @property
+    def file_backed(self) -> bool:
+        """Whether the live source is a file that keeps every frame (``swmr``, ``replay``): it can be read again
+        from its first frame."""
+        return self.source in FILE_SOURCES
 
 
 @dataclass(frozen=True)
@@ -485,9 +498,17 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     fc.finish()
 
     st = top.sub("stream")
-    stream = StreamConfig(enabled=st.get("enabled", bool, False), source=st.get("source", str, "swmr").strip(),
+    st_source = st.get("source", str, "swmr").strip()
+    restreams = st.get("restream_attempts", int, 1 if st_source in FILE_SOURCES else 0)
+    if restreams < 0 or restreams > MAX_RESTREAMS:
+        raise st._err("restream_attempts", f"expected 0 (none) to {MAX_RESTREAMS}, got {restreams}")
+    if restreams and st_source not in FILE_SOURCES:
+        raise st._err("restream_attempts", f"a {st_source!r} source cannot be read again (its frames went past): "
+                                           "expected 0; a failed streaming job is replaced by the batch job at "
+                                           "the scan's end")
+    stream = StreamConfig(enabled=st.get("enabled", bool, False), source=st_source,
                           file_pattern=st.get("file_pattern", str, "{path}/{name}_live.h5"),
-                          values=dict(st.get("values", dict, {})))
+                          values=dict(st.get("values", dict, {})), restream_attempts=restreams)
     if stream.enabled:
         if kind == "filename":
             raise st._err("enabled", "the filename trigger sees a scan only once its file is complete: no start "

@@ -12,6 +12,10 @@ bridge knows a scan was running when it died, and where scan numbers jump. ``eve
 A scan whose streaming job was opened at its start (mode ``stream``) keeps, once it ended complete, the batch job
 its end would queue (``end_json``) and stays ``following`` until its streaming job reached a final state, so a
 restarted bridge still queues that batch job should the streaming job fail (docs/streaming.md, "Exactly once").
+While the scan still acquires, an accepted streaming job is ``watching``: asked with back-off, and when it fails
+the row goes (one conditional UPDATE each, so at most once) either back to ``submitting`` for a replacement
+streaming job under ``<key>#restream`` (``restreams`` counts them) or to ``stream_failed`` (no replacement: the
+complete end queues the batch job).
 """
 
 from __future__ import annotations
@@ -32,12 +36,25 @@ REJECTED = "rejected"  # the web side refused the parameters for good
 HELD = "held"  # a metadata PV was disconnected or out of range: not queued (see last_error)
 FOLLOWING = "following"  # a streaming scan that ended complete: its accepted streaming job is followed until it
 # reaches a final state (done/cancelled: back to SUBMITTED; failed: the row becomes BATCH_AFTER_STREAM)
+WATCHING = "watching"  # a streaming scan still acquiring, its accepted streaming job asked with back-off until
+# it ends: failed, the row goes back to SUBMITTING for a replacement (restreams + 1) or to STREAM_FAILED
+STREAM_FAILED = "stream_failed"  # its streaming job failed while the scan acquired and is not replaced: the
+# complete end queues the batch job (BATCH_AFTER_STREAM), an aborted or partial one nothing
 OPEN_STATES = (WAITING_FILE, SUBMITTING)
 BATCH = "batch"  # the scan's job was opened at its end (the completion trigger)
 STREAM = "stream"  # ... at its start, as a streaming job (the completion then queues nothing)
 BATCH_AFTER_STREAM = "batch_after_stream"  # a batch job for a scan whose accepted streaming job failed (before any
 # frame or after): submitted under the key with BATCH_SUFFIX (the web side keeps the failed streaming job under the key)
 BATCH_SUFFIX = "#batch"
+RESTREAM_SUFFIX = "#restream"  # a replacement streaming job (its predecessor failed while the scan acquired)
+
+
+def restream_key(dedup_key: str, restreams: int) -> str:
+    """The key the web side gets for a streaming scan's ``restreams``-th replacement streaming job (0: the first
+    streaming job, the scan's key; 1: ``key#restream``; n > 1: ``key#restream<n>``)."""
+    if restreams <= 0:
+        return dedup_key
+    return dedup_key + RESTREAM_SUFFIX + (str(restreams) if restreams > 1 else "")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scans (
@@ -55,7 +72,8 @@ CREATE TABLE IF NOT EXISTS scans (
     updated_at REAL NOT NULL,
     mode TEXT NOT NULL DEFAULT 'batch',
     provenance_json TEXT NOT NULL DEFAULT '{}',
-    end_json TEXT NOT NULL DEFAULT ''
+    end_json TEXT NOT NULL DEFAULT '',
+    restreams INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS edges (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -106,6 +124,7 @@ class ScanRow:
     provenance_json: str = "{}"  # where each parameter came from (the job page shows it after a restart too)
     mode: str = BATCH  # STREAM: a streaming job opened at the scan's start (docs/streaming.md); BATCH: at its end
     end_json: str = ""  # STREAM: the complete end's batch job, once the scan ended (see :meth:`Journal.follow`)
+    restreams: int = 0  # STREAM: replacement streaming jobs opened (the current one goes under restream_key)
 
 
 class Journal:
@@ -130,6 +149,8 @@ class Journal:
             self._db.execute("ALTER TABLE scans ADD COLUMN mode TEXT NOT NULL DEFAULT 'batch'")
         if "end_json" not in columns:
             self._db.execute("ALTER TABLE scans ADD COLUMN end_json TEXT NOT NULL DEFAULT ''")
+        if "restreams" not in columns:
+            self._db.execute("ALTER TABLE scans ADD COLUMN restreams INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -151,19 +172,66 @@ class Journal:
             return cur.rowcount == 1
 
     def stream_to_batch(self, dedup_key: str, file_pattern: str, params_json: str, status: str,
-                        provenance_json: str, *, accepted: bool = False) -> bool:
+                        provenance_json: str, *, accepted: bool = False) -> str:
         """A scan whose streaming job does not cover it becomes a batch scan with the completion's parameters:
-        refused by the web side (row ``rejected``/``failed``: mode BATCH, the same key), or, with ``accepted``,
-        accepted and then failed on the worker (row ``following``: mode BATCH_AFTER_STREAM). False (nothing
-        changed) unless the row is such a scan; one conditional UPDATE, so at most once."""
-        mode, states = (BATCH_AFTER_STREAM, (FOLLOWING,)) if accepted else (BATCH, (REJECTED, FAILED))
+        refused by the web side (row ``rejected``/``failed``), or failed while the scan acquired and not replaced
+        (``stream_failed``), or, with ``accepted``, accepted and then failed on the worker after the end (row
+        ``following``). The new mode: BATCH (the same key: the web side never took a job under it) or, once the
+        web side took a streaming job of the scan (``stream_failed``, ``following``, or a refused replacement),
+        BATCH_AFTER_STREAM (submitted under ``key#batch``); "" (nothing changed) unless the row is such a scan.
+        One conditional UPDATE, so at most once."""
+        states = (FOLLOWING,) if accepted else (REJECTED, FAILED, STREAM_FAILED)
         marks = ",".join("?" * len(states))
         with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "UPDATE scans SET mode = CASE WHEN restreams > 0 OR status IN (?, ?) THEN ? ELSE ? END,"
+                    " file_pattern = ?, params_json = ?, status = ?, provenance_json = ?, last_error = '',"
+                    " job_id = '', end_json = '', updated_at = ? WHERE dedup_key = ? AND mode = ?"
+                    f" AND status IN ({marks})",
+                    (FOLLOWING, STREAM_FAILED, BATCH_AFTER_STREAM, BATCH, file_pattern, params_json, status,
+                     provenance_json, time.time(), dedup_key, STREAM, *states))
+                mode = ""
+                if cur.rowcount == 1:
+                    mode = str(self._db.execute("SELECT mode FROM scans WHERE dedup_key = ?",
+                                                (dedup_key,)).fetchone()[0])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return mode
+
+    def restream(self, dedup_key: str, attempts: int, why: str) -> int:
+        """The watched streaming job of a scan still acquiring failed: open a replacement (row ``submitting``
+        again, ``restreams`` + 1, ``why`` kept as its last error), unless ``attempts`` replacements were opened
+        already. The replacement's number (its key: :func:`restream_key`), or 0 (nothing changed: not a watched
+        streaming scan, or no attempt left). One conditional UPDATE, so one replacement per failure."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._db.execute(
+                    "UPDATE scans SET status = ?, restreams = restreams + 1, job_id = '', last_error = ?,"
+                    " updated_at = ? WHERE dedup_key = ? AND mode = ? AND status = ? AND restreams < ?",
+                    (SUBMITTING, why, time.time(), dedup_key, STREAM, WATCHING, attempts))
+                n = 0
+                if cur.rowcount == 1:
+                    n = int(self._db.execute("SELECT restreams FROM scans WHERE dedup_key = ?",
+                                             (dedup_key,)).fetchone()[0])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return n
+
+    def stream_failed(self, dedup_key: str, why: str) -> bool:
+        """The watched streaming job of a scan still acquiring failed and is not replaced: the row is
+        ``stream_failed`` (``why`` its last error) until the scan's end decides. False unless it was
+        ``watching``."""
+        with self._lock:
             cur = self._db.execute(
-                "UPDATE scans SET mode = ?, file_pattern = ?, params_json = ?, status = ?, provenance_json = ?,"
-                " last_error = '', job_id = '', end_json = '', updated_at = ? WHERE dedup_key = ? AND mode = ?"
-                f" AND status IN ({marks})",
-                (mode, file_pattern, params_json, status, provenance_json, time.time(), dedup_key, STREAM, *states))
+                "UPDATE scans SET status = ?, last_error = ?, updated_at = ? WHERE dedup_key = ? AND mode = ?"
+                " AND status = ?", (STREAM_FAILED, why, time.time(), dedup_key, STREAM, WATCHING))
             return cur.rowcount == 1
 
     def note_end(self, dedup_key: str, end_json: str) -> bool:
@@ -175,13 +243,19 @@ class Journal:
     def follow(self, dedup_key: str, end_json: str = "") -> bool:
         """A streaming scan that ended complete, its streaming job accepted: the row becomes ``following`` (with
         the end's batch job ``end_json``; empty: the one :meth:`note_end` kept) until the job reached a final
-        state. False (nothing changed) unless the row is an accepted streaming scan (``submitted``)."""
-        return self._update_stream(dedup_key, (SUBMITTED,), FOLLOWING, end_json)
+        state. False (nothing changed) unless the row is an accepted streaming scan (``submitted`` or
+        ``watching``)."""
+        return self._update_stream(dedup_key, (SUBMITTED, WATCHING), FOLLOWING, end_json)
 
     def covered(self, dedup_key: str) -> bool:
-        """A followed streaming job ended done or cancelled: the row is ``submitted`` again, for good. False
-        unless it was ``following``."""
-        return self._update_stream(dedup_key, (FOLLOWING,), SUBMITTED, "")
+        """A followed or watched streaming job ended done or cancelled (or a watched one's scan ended aborted or
+        partial): the row is ``submitted`` again. False unless it was ``following`` or ``watching``."""
+        return self._update_stream(dedup_key, (FOLLOWING, WATCHING), SUBMITTED, "")
+
+    def unwatch(self, dedup_key: str) -> bool:
+        """A watched streaming job's scan ended aborted or partial: the row is ``submitted`` (the job keeps what
+        it has, nothing replaces it). False unless it was ``watching``."""
+        return self._update_stream(dedup_key, (WATCHING,), SUBMITTED, "")
 
     def _update_stream(self, dedup_key: str, states: tuple[str, ...], status: str, end_json: str) -> bool:
         marks = ",".join("?" * len(states))
@@ -223,6 +297,21 @@ class Journal:
                 f"SELECT {_SCAN_COLUMNS} FROM scans WHERE mode = ? AND end_json != '' AND status IN (?, ?, ?)"
                 " ORDER BY created_at", (STREAM, FOLLOWING, REJECTED, FAILED)).fetchall()
         return [_row(r) for r in rows]
+
+    def watched_streams(self) -> list[ScanRow]:
+        """Streaming scans still acquiring whose accepted streaming job is watched (``watching``), oldest first
+        (resumed at start-up)."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_SCAN_COLUMNS} FROM scans WHERE mode = ? AND status = ?"
+                                    " ORDER BY created_at", (STREAM, WATCHING)).fetchall()
+        return [_row(r) for r in rows]
+
+    def set_params(self, dedup_key: str, params_json: str, provenance_json: str) -> None:
+        """Replace a scan's parameters and provenance with those submitted (e.g. after the data file's metadata
+        filled them in)."""
+        with self._lock:
+            self._db.execute("UPDATE scans SET params_json = ?, provenance_json = ?, updated_at = ?"
+                             " WHERE dedup_key = ?", (params_json, provenance_json, time.time(), dedup_key))
 
     def scans(self) -> list[ScanRow]:
         with self._lock:
@@ -344,7 +433,7 @@ def _edge(r: tuple[Any, ...]) -> EdgeRow:
 
 #: the columns of :class:`ScanRow`, in its order (a journal that gained columns by ALTER TABLE has another order)
 _SCAN_COLUMNS = ("dedup_key, beamline, scan_number, file_pattern, label, params_json, status, attempts, last_error,"
-                 " job_id, created_at, updated_at, provenance_json, mode, end_json")
+                 " job_id, created_at, updated_at, provenance_json, mode, end_json, restreams")
 
 
 def _row(r: tuple[Any, ...]) -> ScanRow:

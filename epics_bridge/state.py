@@ -50,7 +50,8 @@ class BridgeState:
             last_event=None, last_scan_queued=None, last_scan_ignored=None, last_error=None, errors=[],
             recent=[], gaps=[], stopped_at=None,
             pending=[], counts=dict(queued=0, ignored=0, duplicates=0, replays=0, missed_edges=0,
-                                    submit_failures=0, file_failures=0, held=0, gaps=0, streamed=0),
+                                    submit_failures=0, file_failures=0, held=0, gaps=0, streamed=0,
+                                    stream_failures=0, restreams=0),
             scan_counts={k: 0 for k in SCAN_STATUSES})
 
     # -- updates --------------------------------------------------------------------------------------------

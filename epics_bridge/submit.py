@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from reconstruction import Parameters
 
-from .config import SubmitConfig
+from .config import ConfigError, SubmitConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,36 @@ class SubmitRejected(Exception):
 
 
 class Submitter(Protocol):
+    """What the bridge needs of a submitter: ``submit``; with ``[stream] enabled`` also ``job_state``
+    (:class:`StreamingSubmitter`: the bridge follows each streaming job it opened, :func:`check_submitter`).
+    Optional: ``publish_state(state: dict)`` (the dashboard's data)."""
+
     def submit(self, request: SubmitRequest) -> str:
         """Create (or find, by dedup key) the job; return its id."""
         ...
+
+
+class StreamingSubmitter(Submitter, Protocol):
+    """A submitter for a bridge that opens streaming jobs: it also tells a job's state."""
+
+    def job_state(self, job_id: str) -> dict[str, Any] | None:
+        """The job's ``status`` (queued, running, finishing, done, failed, cancelled), ``message`` and ``live``
+        (a streaming job's ``frames_received``, ...); None when the web side has no such job. Raises when the web
+        side cannot answer now (asked again later)."""
+        ...
+
+
+def check_submitter(submitter: object, streaming: bool) -> None:
+    """Refuse (:class:`ConfigError`, naming the class and what to add) a submitter a bridge with ``[stream]
+    enabled`` cannot use: one without ``job_state``, whose streaming jobs the bridge could not follow (a failed
+    one would leave its scan unreconstructed, silently). A batch-only bridge needs ``submit`` only."""
+    if streaming and not callable(getattr(submitter, "job_state", None)):
+        cls = type(submitter)
+        raise ConfigError(
+            f"[stream] enabled = true: the submitter {cls.__module__}.{cls.__qualname__} has no job_state method, so "
+            "the bridge could not see its streaming jobs fail; add job_state(self, job_id: str) -> dict | None "
+            "returning the job's {'status', 'message', 'live'} (None: no such job; raise when the web side cannot "
+            "answer), as epics_bridge.http_submit.HttpSubmitter does, or set [stream] enabled = false")
 
 
 def load_submitter(config: SubmitConfig) -> Submitter:

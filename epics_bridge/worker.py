@@ -19,7 +19,8 @@ from typing import Any
 from reconstruction import InputDataError, ParameterError, Parameters
 
 from . import journal as jr
-from .config import BridgeConfig
+from .asker import Asker, StateAnswer
+from .config import FILE_SOURCES, BridgeConfig
 from .file_metadata import with_file_metadata
 from .filecheck import check_scan_files
 from .journal import Journal
@@ -27,7 +28,7 @@ from .params import CompletedScan, ScanBuildError, ScanInfo, describe_scan, desc
 from .publisher import StatePublisher
 from .sender import Sender, SubmitDone
 from .state import BridgeState
-from .submit import SubmitRejected, SubmitRequest, Submitter
+from .submit import SubmitRejected, SubmitRequest, Submitter, check_submitter
 from .trigger import (
     ConnectionEvent,
     Event,
@@ -55,7 +56,9 @@ class _Task:
     """A journalled scan on its way: waiting for its files, then being submitted."""
 
     key: str
-    stage: str  # "file" | "submit" | "follow" (a complete scan's accepted streaming job, until it ends)
+    # "file" | "submit" | "follow" (a complete scan's accepted streaming job, until it ends) | "watch" (an accepted
+    # streaming job while its scan acquires, until it ends or the scan does)
+    stage: str
     params: Parameters
     label: str
     scan: dict[str, Any]
@@ -71,7 +74,10 @@ class _Task:
     # a streaming job (still being submitted, or followed) whose scan ended complete: the batch job to queue
     # should the web side refuse it or should it fail (journalled with the row: end_json)
     ended: CompletedScan | None = None
-    job_id: str = ""  # follow: the streaming job
+    job_id: str = ""  # follow, watch: the streaming job
+    streaming: bool = False  # a streaming job (mode STREAM), opened at the scan's start
+    restreams: int = 0  # streaming: replacements opened before this one (the key it goes under: jr.restream_key)
+    scan_over: bool = False  # streaming, submitting: its scan ended aborted or partial meanwhile (not watched)
 
 
 class BridgeWorker:
@@ -85,6 +91,7 @@ class BridgeWorker:
         self.submitter = submitter
         self.state = state
         self.clock = clock
+        check_submitter(submitter, config.stream.enabled)  # a streaming bridge follows its jobs: job_state
         self.tracker = PvTracker()
         self.trigger = make_trigger(config.trigger, config.debounce_s, config.max_debounce_s,
                                     next_scan_pvs=config.data.pvs, on_capture=self._journal_capture)
@@ -108,10 +115,14 @@ class BridgeWorker:
         # with the worker thread running, submissions go through a sender thread (driven by hand, e.g. in
         # tests, the worker calls the submitter itself)
         self._sender: Sender | None = None
+        self._asker: Asker | None = None  # likewise, job_state questions (streaming jobs followed)
 
     # -- thread -----------------------------------------------------------------------------------------------
     def start(self) -> None:
         self._sender = Sender(self.submitter, self.events).start()
+        job_state = getattr(self.submitter, "job_state", None)
+        if callable(job_state):
+            self._asker = Asker(job_state, self.events).start()
         self.resume()
         self._down_since = {pv: self.clock() for pv in self.config.pvs}  # "not connected for 3 s" counts from now
         self.publisher.start()
@@ -125,6 +136,9 @@ class BridgeWorker:
             if self._sender is not None:
                 self._sender.stop()
                 self._sender = None
+            if self._asker is not None:
+                self._asker.stop()
+                self._asker = None
             self.publish_state()  # "stopped" (running false) reaches the dashboard, apart from a crash
         self.publisher.close(timeout_s)
 
@@ -198,6 +212,9 @@ class BridgeWorker:
             task.file_metadata_read = row.mode == jr.STREAM  # its file is a live one
             if row.mode == jr.BATCH_AFTER_STREAM:
                 task.submit_key = row.dedup_key + jr.BATCH_SUFFIX
+            if row.mode == jr.STREAM:  # a replacement streaming job goes under key#restream: the same as before
+                task.streaming, task.restreams = True, row.restreams
+                task.submit_key = jr.restream_key(row.dedup_key, row.restreams) if row.restreams else ""
             if row.mode == jr.STREAM and row.end_json:  # its scan ended complete while it was being submitted
                 task.ended = self._journalled_end(row)
             self.journal.log("resumed", f"resumed at stage {stage}", row.dedup_key)
@@ -213,8 +230,13 @@ class BridgeWorker:
                 self.journal.log("resumed", f"following streaming job {row.job_id} again", row.dedup_key)
                 self.state.scan_status(row.dedup_key, row.scan_number, "queued", f"complete: {ended.reason}; "
                                        f"streaming job {row.job_id} followed until it ends", job_id=row.job_id)
-            elif self._to_batch(ended.info, f"its streaming job was refused ({row.last_error or row.status})"):
-                self._queue_batch(ended.info, ended.reason, ended.ended_at, now)
+            elif (batch_key := self._to_batch(ended.info, f"its streaming job was refused "
+                                                          f"({row.last_error or row.status})")) is not None:
+                self._queue_batch(ended.info, ended.reason, ended.ended_at, now, submit_key=batch_key)
+        for row in self.journal.watched_streams():  # streaming scans still acquiring (as far as the journal knows)
+            self._watch(row.dedup_key, row.scan_number, row.job_id, row.restreams, now,
+                        params_json=row.params_json, label=row.label, at_once=True)
+            self.journal.log("resumed", f"watching streaming job {row.job_id} again", row.dedup_key)
         for edge in self.journal.open_edges():
             values = {pv: ValueEvent.from_record(pv, rec, now) for pv, rec in edge.values.items()}
             pending = PendingEnd(now, now, now, values, edge.file, edge.after_disconnect, frozen=True,
@@ -244,13 +266,20 @@ class BridgeWorker:
         if edge is not None:
             self._edge_last_text = edge.text
 
-    def handle(self, event: Event | SubmitDone) -> None:
-        """One monitor event (or a submission's outcome from the sender thread)."""
+    def handle(self, event: Event | SubmitDone | StateAnswer) -> None:
+        """One monitor event (or a submission's outcome from the sender thread, a job's state from the asker)."""
         if isinstance(event, SubmitDone):
             task = self.tasks.get(event.key)
-            if task is not None and task.in_flight:
+            if task is not None and task.in_flight and task.stage in ("file", "submit"):
                 task.in_flight = False
                 self._submitted(task, event.job_id, event.error, self.clock())
+            return
+        if isinstance(event, StateAnswer):
+            task = self.tasks.get(event.key)
+            if (task is not None and task.in_flight and task.stage in ("follow", "watch")
+                    and task.job_id == event.job_id):
+                task.in_flight = False
+                self._answered(task, event.state, event.error, self.clock())
             return
         if isinstance(event, ConnectionEvent):
             self.tracker.update(event)
@@ -332,17 +361,23 @@ class BridgeWorker:
         task = self._task(info.dedup_key, "submit", info.params, info.label, dict(info.to_dict(), complete=started),
                           now_s)
         task.file_metadata_read = True  # nothing to read: the file is being written (template and PVs only)
+        task.streaming = True
         self.tasks[info.dedup_key] = task
         self.state.scan_status(info.dedup_key, info.scan_number, "waiting", f"{started}; submitting")
         self._publish_pending()
 
-    def _covered_by_stream(self, info: ScanInfo, end: ScanEnd, row: jr.ScanRow, when: str, now_s: float) -> bool:
-        """At the end of a complete scan journalled as streaming (``row``): True when its streaming job covers it
-        for now (accepted, or still being submitted: one job either way, under the one dedup key); False when the
-        streaming job never started (refused), in which case the row now is the batch scan to queue. An accepted
-        job is followed until it ends (:meth:`_check_follow`: failed, the batch job is queued then)."""
-        if self._to_batch(info, f"its streaming job did not start ({row.last_error or row.status})"):
-            return False
+    def _covered_by_stream(self, info: ScanInfo, end: ScanEnd, row: jr.ScanRow, when: str,
+                           now_s: float) -> str | None:
+        """At the end of a complete scan journalled as streaming (``row``): None when its streaming job covers it
+        for now (accepted, or still being submitted: one job either way, under the one dedup key); else the key
+        the batch job goes under ("": the scan's own) when the streaming job never started (refused) or failed
+        while the scan acquired and was not replaced (``stream_failed``): the row now is the batch scan to queue.
+        An accepted job is followed until it ends (:meth:`_answered`: failed, the batch job is queued then)."""
+        why = (f"its streaming job failed while the scan acquired ({row.last_error})" if row.status == jr.STREAM_FAILED
+               else f"its streaming job did not start ({row.last_error or row.status})")
+        batch_key = self._to_batch(info, why)
+        if batch_key is not None:
+            return batch_key
         job = f"job {row.job_id}" if row.job_id else "its streaming job (being submitted)"
         log.info("scan %s ended: reconstructed by %s; no batch job", info.scan_number, job)
         ended = CompletedScan(info, f"{end.reason}{when}", end.edge_timestamp or None)
@@ -351,36 +386,58 @@ class BridgeWorker:
             # decided by the web side's answer (_submitted), after a restart too
             self.journal.note_end(info.dedup_key, ended.to_json())
             pending.ended = ended
-            return True
+            return None
         if row.status == jr.FOLLOWING:  # this end seen again (e.g. classified again after a restart)
             if pending is None and (kept := self._journalled_end(row)) is not None:
                 self._follow(kept, row.job_id, now_s)
-            return True
-        if (row.status == jr.SUBMITTED and row.job_id and self._can_follow()
+            return None
+        if (row.status in (jr.SUBMITTED, jr.WATCHING) and row.job_id and self._can_follow()
                 and self.journal.follow(info.dedup_key, ended.to_json())):
-            self._follow(ended, row.job_id, now_s, note=True)
-            return True
+            self._follow(ended, row.job_id, now_s, note=True)  # replaces the task that watched it
+            return None
         self.journal.log("covered_by_stream", f"{end.reason}; reconstructed by {job}", info.dedup_key)
-        return True
+        return None
 
-    def _to_batch(self, info: ScanInfo, why: str, job_id: str = "") -> bool:
+    def _to_batch(self, info: ScanInfo, why: str, job_id: str = "") -> str | None:
         """Turn the streaming scan ``info`` into the batch scan to queue (:meth:`Journal.stream_to_batch`: refused
-        by the web side; with ``job_id``: that accepted streaming job failed, the batch job goes under
-        ``key#batch``), journalling ``why`` (event ``stream_failed_batch``); False (nothing changed) when it is not
-        such a scan, so at most once."""
-        if not self.journal.stream_to_batch(info.dedup_key, info.file_pattern, info.params.to_json(),
+        by the web side, or failed while the scan acquired and not replaced; with ``job_id``: that accepted
+        streaming job failed after the end), journalling ``why`` (event ``stream_failed_batch``). The key the batch
+        job goes under: "" (the scan's own: the web side never took a job under it) or ``key#batch`` (it did);
+        None (nothing changed) when it is not such a scan, so at most once."""
+        mode = self.journal.stream_to_batch(info.dedup_key, info.file_pattern, info.params.to_json(),
                                             jr.HELD if info.held else jr.WAITING_FILE,
-                                            json.dumps(dict(info.provenance), default=str), accepted=bool(job_id)):
-            return False
-        msg = f"{why}: queueing the batch job" + (f" ({info.dedup_key}{jr.BATCH_SUFFIX})" if job_id else "")
+                                            json.dumps(dict(info.provenance), default=str), accepted=bool(job_id))
+        if not mode:
+            return None
+        batch_key = info.dedup_key + jr.BATCH_SUFFIX if mode == jr.BATCH_AFTER_STREAM else ""
+        msg = f"{why}: queueing the batch job" + (f" ({batch_key})" if batch_key else "")
         log.warning("scan %s: %s", info.scan_number, msg)
         self.journal.log("stream_failed_batch", msg, info.dedup_key)
-        return True
+        return batch_key
 
     def _can_follow(self) -> bool:
         """Whether the submitter tells a job's state (``job_state``); without it an accepted streaming job
         covers its scan whatever becomes of it."""
         return getattr(self.submitter, "job_state", None) is not None
+
+    def _watch(self, key: str, scan_number: str, job_id: str, restreams: int, now_s: float, *,
+               params_json: str = "", label: str = "", scan: dict[str, Any] | None = None,
+               params: Parameters | None = None, at_once: bool = False) -> None:
+        """Watch the accepted streaming job ``job_id`` of the scan ``key`` while the scan acquires (a task, asked
+        with the ``[file_check]`` back-off, :meth:`_answered`): failed, it is replaced or reported at once."""
+        if params is None:
+            try:
+                params = Parameters.from_json(params_json)
+            except (ParameterError, ValueError):  # e.g. written by an older version: its source from [stream]
+                params = self.config.template.replace({"data.live_source": self.config.stream.source})
+        task = self._task(key, "watch", params, label, dict(scan or dict(scan_number=scan_number, dedup_key=key,
+                                                                          label=label)), now_s)
+        task.job_id, task.streaming, task.restreams = job_id, True, restreams
+        task.backoff_s = self.config.file_check.initial_backoff_s
+        if not at_once:  # just accepted: it has hardly started
+            task.due_s = now_s + task.backoff_s
+        self.tasks[key] = task
+        self._publish_pending()
 
     def _follow(self, ended: CompletedScan, job_id: str, now_s: float, note: bool = False) -> None:
         """Follow the accepted streaming job ``job_id`` of the scan ``ended`` (a task, asked with back-off);
@@ -392,6 +449,7 @@ class BridgeWorker:
         task = self._task(info.dedup_key, "follow", info.params, info.label,
                           dict(info.to_dict(), complete=f"complete: {ended.reason}"), now_s)
         task.job_id, task.ended, task.backoff_s = job_id, ended, self.config.file_check.initial_backoff_s
+        task.streaming = True
         self.tasks[info.dedup_key] = task
         self._publish_pending()
 
@@ -423,6 +481,7 @@ class BridgeWorker:
                                                      after_disconnect=end.after_disconnect))
             self.state.scan_status(edge_ref, scan_no, "not_queued", f"{end.outcome.value}: {end.reason}{when}",
                                    ended_at=end.edge_timestamp or None)
+            self._acquisition_over(latest, end)
             return
         try:
             info = describe_scan(self.config, latest, end)
@@ -440,10 +499,11 @@ class BridgeWorker:
                                       error="; ".join(info.held),
                                       provenance_json=json.dumps(dict(info.provenance), default=str))
         row = None if added else self.journal.get(info.dedup_key)
-        covered = False
+        covered, batch_key = False, ""
         if row is not None and row.mode == jr.STREAM:
-            covered = self._covered_by_stream(info, end, row, when, now_s)
-            added = not covered  # its streaming job never started: the row is now this batch scan
+            found = self._covered_by_stream(info, end, row, when, now_s)
+            covered, batch_key = found is None, found or ""
+            added = not covered  # its streaming job did not cover it: the row is now this batch scan
         # after the row changed: a bridge killed before this classifies the edge again at its start
         self._finish_edge(end, end.outcome.value, end.reason, info.scan_number, info.dedup_key)
         if covered and row is not None:
@@ -457,7 +517,27 @@ class BridgeWorker:
             self.journal.log("duplicate", "already in the journal; not queued again", info.dedup_key)
             self.state.count("duplicates")
             return
-        self._queue_batch(info, f"{end.reason}{when}", end.edge_timestamp or None, now_s)
+        self._queue_batch(info, f"{end.reason}{when}", end.edge_timestamp or None, now_s, submit_key=batch_key)
+
+    def _acquisition_over(self, latest: Mapping[str, ValueEvent], end: ScanEnd) -> None:
+        """A scan ended aborted or partial: its streaming job (watched, or a replacement still being submitted)
+        keeps what it has; it is no longer replaced should it fail (an aborted or partial end queues nothing,
+        docs/streaming.md "Exactly once" 6)."""
+        if not self.config.stream.enabled:
+            return
+        try:
+            key = describe_scan(self.config, latest, end).dedup_key
+        except ScanBuildError:
+            return
+        task = self.tasks.get(key)
+        if task is not None and task.stage == "submit" and task.streaming:
+            task.scan_over = True
+        elif task is not None and task.stage == "watch":
+            del self.tasks[key]
+            self._publish_pending()
+        if self.journal.unwatch(key):
+            self.journal.log("stream_scan_over", f"{end.outcome.value} ({end.reason}): its streaming job is no "
+                                                 "longer watched nor replaced", key)
 
     def _queue_batch(self, info: ScanInfo, reason: str, ended_at: float | None, now_s: float,
                      submit_key: str = "") -> None:
@@ -539,47 +619,101 @@ class BridgeWorker:
     def _run_task(self, task: _Task, now_s: float) -> None:
         if task.stage == "file":
             self._check_files(task, now_s)
-        elif task.stage == "follow":
-            self._check_follow(task, now_s)
+        elif task.stage in ("follow", "watch"):
+            self._ask(task, now_s)
         else:
             self._submit(task, now_s)
 
-    def _check_follow(self, task: _Task, now_s: float) -> None:
-        """A complete scan whose streaming job the web side accepted, asked (``job_state``) until the job reached
-        a final state, with back-off (``[file_check] initial_backoff_s`` .. ``max_backoff_s``): done or cancelled
-        (or gone from the web side), it covers the scan; failed (before any frame, or after: its source broke, its
-        worker was lost), the batch job is queued now under ``key#batch`` (one conditional UPDATE: at most once);
-        queued, running or finishing, it is asked again later."""
-        assert task.ended is not None
+    def _ask(self, task: _Task, now_s: float) -> None:
+        """Ask the web side for a followed or watched streaming job's state (``job_state``): on the asker thread
+        when the worker runs (the answer comes back as a :class:`StateAnswer`), else here."""
+        if task.in_flight:
+            return
+        if self._asker is not None:
+            task.in_flight, task.due_s = True, math.inf
+            self._asker.ask(task.key, task.job_id)
+            return
         ask = getattr(self.submitter, "job_state", None)
         try:
-            state = ask(task.job_id) if ask is not None else None
-        except Exception as exc:  # the web side is not there now: ask again later
-            log.info("%s: cannot ask for streaming job %s (%s); asking again", task.key, task.job_id, exc)
+            state, error = (ask(task.job_id) if ask is not None else None), None
+        except Exception as exc:
+            state, error = None, exc
+        self._answered(task, state, error, now_s)
+
+    def _answered(self, task: _Task, state: dict[str, Any] | None, error: BaseException | None,
+                  now_s: float) -> None:
+        """What the web side said of a streaming job, asked with back-off (``[file_check] initial_backoff_s`` ..
+        ``max_backoff_s``) until it reached a final state. After the scan's complete end (``follow``): done or
+        cancelled (or gone from the web side), it covers the scan; failed (before any frame, or after: its
+        source broke, its worker was lost), the batch job is queued now under ``key#batch`` (one conditional
+        UPDATE: at most once). While the scan acquires (``watch``): failed, it is reported at once and replaced
+        (:meth:`_failed_while_acquiring`). Queued, running or finishing (or no answer): asked again later."""
+        if error is not None:  # the web side is not there now: ask again later
+            log.info("%s: cannot ask for streaming job %s (%s); asking again", task.key, task.job_id, error)
             state = {"status": "unknown"}
         status = str((state or {}).get("status") or "")
         frames = int(((state or {}).get("live") or {}).get("frames_received") or 0)
+        message = str((state or {}).get("message") or "")[:300]
         if state is None or status in ("done", "cancelled"):
-            what = (f"ended {status} after {frames} frames" if state is not None else
-                    "not known to the web side (deleted?)" if ask is not None else "not asked (no job_state)")
+            what = f"ended {status} after {frames} frames" if state is not None else "not known to the web side"
             self.journal.covered(task.key)
-            self.journal.log("stream_ended", f"streaming job {task.job_id} {what}: it covers the scan", task.key)
+            self.journal.log("stream_ended", f"streaming job {task.job_id} {what}" + (
+                " while its scan acquired" if task.stage == "watch" else ": it covers the scan"), task.key)
             del self.tasks[task.key]
             self._publish_pending()
             return
+        if status == "failed" and task.stage == "watch":
+            self._failed_while_acquiring(task, frames, message, now_s)
+            return
         if status == "failed":
             ended = task.ended
+            assert ended is not None
             del self.tasks[task.key]
-            message = str((state or {}).get("message") or "")[:300]
             why = (f"streaming job {task.job_id} failed {f'after {frames} frames' if frames else 'before any frame'}"
                    f"{f' ({message})' if message else ''}")
-            if self._to_batch(ended.info, why, task.job_id):
-                self._queue_batch(ended.info, ended.reason, ended.ended_at, now_s,
-                                  submit_key=task.key + jr.BATCH_SUFFIX)
+            if (batch_key := self._to_batch(ended.info, why, task.job_id)) is not None:
+                self._queue_batch(ended.info, ended.reason, ended.ended_at, now_s, submit_key=batch_key)
             self._publish_pending()
             return
         task.due_s = now_s + task.backoff_s
         task.backoff_s = min(task.backoff_s * 2, self.config.file_check.max_backoff_s)
+
+    def _failed_while_acquiring(self, task: _Task, frames: int, message: str, now_s: float) -> None:
+        """A watched streaming job failed while its scan acquires: journal (``stream_failed_during_scan``), log,
+        count and show it at once; for a file source with a replacement left (``[stream] restream_attempts``)
+        open the replacement streaming job now under ``key#restream`` (one conditional UPDATE of the journal row
+        first, so one replacement, which a restarted bridge resumes under the same key); otherwise the scan's
+        complete end queues the batch job (``key#batch``)."""
+        scan_no = str(task.scan.get("scan_number", ""))
+        why = (f"streaming job {task.job_id} failed while scan {scan_no or '?'} acquired, "
+               f"{f'after {frames} frames' if frames else 'before any frame'}{f' ({message})' if message else ''}")
+        del self.tasks[task.key]
+        self.state.count("stream_failures")
+        self._publish_soon = True  # the dashboard says so within PUBLISH_MIN_INTERVAL_S
+        file_source = task.params.data.live_source in FILE_SOURCES
+        attempts = self.config.stream.restream_attempts if file_source else 0
+        n = self.journal.restream(task.key, attempts, why)
+        if n:
+            key = jr.restream_key(task.key, n)
+            msg = f"{why}: replacement streaming job {key} opened (it reads the file from its first frame)"
+            log.warning(msg)
+            self.journal.log("stream_failed_during_scan", msg, task.key)
+            self.state.error(msg)
+            self.state.count("restreams")
+            new = self._task(task.key, "submit", task.params, task.label, dict(task.scan, complete=msg), now_s)
+            new.file_metadata_read, new.streaming, new.restreams, new.submit_key = True, True, n, key
+            self.tasks[task.key] = new
+            self.state.scan_status(task.key, scan_no, "waiting", f"{msg}; submitting")
+            self._submit(new, now_s)
+        elif self.journal.stream_failed(task.key, why):
+            left = ("its frames went past (a pvAccess source): not replaced" if not file_source else
+                    f"no replacement left ([stream] restream_attempts = {self.config.stream.restream_attempts})")
+            msg = f"{why}; {left}: the scan's complete end queues the batch job ({task.key}{jr.BATCH_SUFFIX})"
+            log.warning(msg)
+            self.journal.log("stream_failed_during_scan", msg, task.key)
+            self.state.error(msg)
+            self.state.scan_status(task.key, scan_no, "waiting", msg, job_id=task.job_id)
+        self._publish_pending()
 
     def _check_files(self, task: _Task, now_s: float) -> None:
         fc = self.config.file_check
@@ -637,6 +771,9 @@ class BridgeWorker:
         task.params, task.file_metadata_read = found.params, True
         if found.provenance:
             task.scan["provenance"] = {**dict(task.scan.get("provenance") or {}), **found.provenance}
+        # the row keeps what is submitted (a restarted bridge resubmits these, the same request)
+        self.journal.set_params(task.key, task.params.to_json(),
+                                json.dumps(dict(task.scan.get("provenance") or {}), default=str))
         log.info("%s: %s", task.key, found.summary)
         self.journal.log("file_metadata", found.summary, task.key)
         return True
@@ -669,13 +806,16 @@ class BridgeWorker:
             self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "failed", msg)
             del self.tasks[task.key]
             ended = task.ended
-            if ended is not None and self._to_batch(ended.info, f"its streaming job was refused ({msg})"):
-                self._queue_batch(ended.info, ended.reason, ended.ended_at, now_s)  # its scan ended meanwhile
+            if ended is not None and (batch_key := self._to_batch(ended.info, f"its streaming job was refused "
+                                                                              f"({msg})")) is not None:
+                self._queue_batch(ended.info, ended.reason, ended.ended_at, now_s,
+                                  submit_key=batch_key)  # its scan ended meanwhile
             self._publish_pending()
             return
         if error is not None:
             msg = f"{type(error).__name__}: {error}"
-            log.warning("%s: submission failed (%s); retrying in %.1f s", task.key, msg, task.backoff_s)
+            log.warning("%s: submission failed (%s); retrying in %.1f s", task.submit_key or task.key, msg,
+                        task.backoff_s)
             self.journal.set_status(task.key, jr.SUBMITTING, error=msg, count_attempt=True)
             self.state.count("submit_failures")
             self.state.error(f"{task.key}: submission failed: {msg}")
@@ -684,19 +824,25 @@ class BridgeWorker:
             task.due_s = now_s + task.backoff_s
             task.backoff_s = min(task.backoff_s * 2, self.config.submit.max_backoff_s)
             return
-        log.info("%s: queued as job %s", task.key, job_id)
+        log.info("%s: queued as job %s", task.submit_key or task.key, job_id)
         # a streaming job whose scan ended while it was being submitted is followed from now on (one UPDATE: its
-        # end is journalled with the row since the end came)
+        # end is journalled with the row since the end came); one whose scan still acquires is watched
         follow = task.ended is not None and self._can_follow()
-        self.journal.set_status(task.key, jr.FOLLOWING if follow else jr.SUBMITTED, job_id=job_id,
-                                count_attempt=True)
-        self.journal.log("submitted", f"job {job_id}", task.key)
-        self.state.scan_queued(dict(task.scan, job_id=job_id))
+        watch = task.streaming and task.ended is None and not task.scan_over and self._can_follow()
+        self.journal.set_status(task.key, jr.FOLLOWING if follow else jr.WATCHING if watch else jr.SUBMITTED,
+                                job_id=job_id, count_attempt=True)
+        self.journal.log("submitted", f"job {job_id}" + (f" ({task.submit_key})" if task.submit_key else ""),
+                         task.key)
+        self.state.scan_queued(dict(task.scan, job_id=job_id, submit_key=task.submit_key or task.key,
+                                    parameters=task.params.to_cmdstr()))
         self.state.scan_status(task.key, str(task.scan.get("scan_number", "")), "queued",
                                str(task.scan.get("complete") or f"job {job_id}"), job_id=job_id)
         del self.tasks[task.key]
         if task.ended is not None and follow:  # its scan ended while it was being submitted
             self._follow(task.ended, job_id, now_s, note=True)
+        elif watch:
+            self._watch(task.key, str(task.scan.get("scan_number", "")), job_id, task.restreams, now_s,
+                        label=task.label, scan=task.scan, params=task.params)
         elif task.ended is not None:
             self.journal.log("covered_by_stream", f"{task.ended.reason}; reconstructed by job {job_id}", task.key)
         self._publish_pending()

@@ -115,3 +115,46 @@ def test_the_data_files_geometry_fills_what_the_configuration_leaves_open(ca, tm
     data = read_scan(Parameters.from_dict(sub["params"]))
     assert data.intensities.shape == (12, 32, 32)
     assert data.source["bad_pixel_mask"] == f"{first}::{MASK}"  # read (all good: no pixel left out)
+
+
+class _Killed(BaseException):
+    """The bridge process dies here."""
+
+
+class _AnswerLost(RecordingSubmitter):
+    """The web side takes the first submission; the bridge dies before it reads the answer."""
+
+    def submit(self, request: object) -> str:
+        job = super().submit(request)
+        if len(records(self.path)) == 1:
+            raise _Killed()
+        return job
+
+
+def test_the_journal_and_the_dashboard_keep_the_parameters_submitted_with_the_files_metadata(
+        tmp_path: Path) -> None:
+    from reconstruction import Parameters
+
+    rec = tmp_path / "rec.jsonl"
+    rig = Rig(tmp_path, _AnswerLost(str(rec)), template="-size=16 -qxy=7,9 -fs=1 -i=2")
+    write_scan_files(tmp_path, "scan7", GEOM, nxmx=True)
+    rig.scan_ends()
+    with pytest.raises(_Killed):
+        rig.run(2.0)
+    (sent,) = records(rec)
+    row = rig.journal.get(sent["dedup_key"])
+    assert row.status == jr.SUBMITTING
+    assert Parameters.from_json(row.params_json).to_dict() == sent["params"]  # the file's wavelength, mask, ...
+    assert sent["params"]["experiment"]["wavelength_m"] == pytest.approx(GEOM.wavelength_m, rel=1e-12)
+    assert '"source": "file"' in row.provenance_json
+    rig.journal.close()
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)), template="-size=16 -qxy=7,9 -fs=1 -i=2")
+    rig.run(2.0)  # resumed from the journal: the very request sent before (an idempotent repeat over HTTP)
+    first, again = records(rec)
+    assert again["dedup_key"] == first["dedup_key"] and again["params"] == first["params"]
+    assert again["scan"]["provenance"] == first["scan"]["provenance"]
+    row = rig.journal.get(first["dedup_key"])
+    assert row.status == jr.SUBMITTED and Parameters.from_json(row.params_json).to_dict() == first["params"]
+    queued = rig.state.snapshot()["last_scan_queued"]
+    assert queued["parameters"] == Parameters.from_dict(first["params"]).to_cmdstr()
+    assert "-lambda=" in queued["parameters"] or "-energy=" in queued["parameters"]

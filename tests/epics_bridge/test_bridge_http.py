@@ -268,3 +268,49 @@ def test_concurrent_repeats_of_one_scan_make_one_job(server, bridge_token, tmp_p
         t.join(90)
     assert not errors, errors
     assert Job.objects.count() == 1 and answers == [str(Job.objects.get().pk)] * 6
+
+
+class _Killed(BaseException):
+    """The bridge process dies here."""
+
+
+class _AnswerLost(HttpSubmitter):
+    """The server creates the replacement streaming job; the bridge dies before it reads the answer."""
+
+    def submit(self, request: SubmitRequest) -> str:
+        job = super().submit(request)
+        if request.dedup_key.endswith(jr.RESTREAM_SUFFIX):
+            raise _Killed()
+        return job
+
+
+def test_a_bridge_killed_before_the_replacements_answer_gets_the_same_job_with_the_same_key(
+        server, bridge_token, tmp_path: Path) -> None:
+    """A streaming job fails while its scan acquires; the bridge journals its replacement (``key#restream``),
+    sends it and dies before the answer; restarted, it sends the same Idempotency-Key and gets the same job."""
+    from webapp.api.models import IdempotencyKey
+    from webapp.jobs.models import Job
+
+    stream = {"enabled": True, "values": {"data.live_stall_s": 60}}
+    rig = Rig(tmp_path, _AnswerLost(server, bridge_token), submit=HTTP, stream=stream)
+    rig.value("BUSY", 1)
+    rig.run(1.0)
+    key = f"BL:7:{tmp_path}/scan7_data_#06d.h5"
+    first = Job.objects.get()
+    assert rig.journal.get(key).status == jr.WATCHING and rig.journal.get(key).job_id == str(first.pk)
+    Job.objects.filter(pk=first.pk).update(status="failed", message="its worker h:1 stopped while streaming",
+                                           live={"frames_received": 40})
+    with pytest.raises(_Killed):
+        rig.run(2.0)
+    replacement = Job.objects.exclude(pk=first.pk).get()
+    assert replacement.parameters == first.parameters  # the same live file, from its first frame
+    row = rig.journal.get(key)
+    assert row.status == jr.SUBMITTING and row.restreams == 1 and row.job_id == ""
+    rig.journal.close()
+    rig = Rig(tmp_path, HttpSubmitter(server, bridge_token), submit=HTTP, stream=stream)
+    rig.run(2.0)
+    row = rig.journal.get(key)
+    assert row.job_id == str(replacement.pk) and row.restreams == 1 and Job.objects.count() == 2
+    assert sorted(IdempotencyKey.objects.values_list("key", flat=True)) == [key, key + jr.RESTREAM_SUFFIX]
+    (said,) = rig.journal.events("stream_failed_during_scan")
+    assert f"streaming job {first.pk} failed while scan 7 acquired, after 40 frames" in said["message"]

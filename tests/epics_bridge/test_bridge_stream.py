@@ -7,44 +7,52 @@ step; done, cancelled or deleted it covers the scan for good."""
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_harness import records
+from bridge_harness import records, wait_for
 from recording_submitter import RecordingSubmitter, WebAppDown
 from worker_rig import GEOM, Rig, make_config
 
 from epics_bridge import journal as jr
 from epics_bridge.config import ConfigError
 from epics_bridge.simdata import write_scan_files
+from epics_bridge.state import BridgeState
 from epics_bridge.submit import SubmitRejected
+from epics_bridge.trigger import ConnectionEvent, ValueEvent
+from epics_bridge.worker import BridgeWorker
 
 STREAM = {"enabled": True, "file_pattern": "{path}/{name}_live.h5", "values": {"data.live_finish_iterations": 7}}
 
 
-class RefusesStreaming(RecordingSubmitter):
+class AnswersJobState(RecordingSubmitter):
+    """Records submissions and answers ``job_state`` with what the test sets (the web side's job row; None: no
+    such job), for one job (``jobs``) or any, noting when it was asked (``asked``: the rig's clock, when given)."""
+
+    def __init__(self, path: str, state: dict[str, Any] | None = None, clock: Any = None, **kw: Any):
+        super().__init__(path, **kw)
+        self.state: dict[str, Any] | None = state if state is not None else {"status": "running", "live": {}}
+        self.jobs: dict[str, dict[str, Any] | None] = {}
+        self.clock = clock
+        self.asked: list[float] = []
+
+    def job_state(self, job_id: str) -> dict[str, Any] | None:
+        self.asked.append(self.clock() if self.clock else 0.0)
+        state = self.jobs.get(job_id, self.state)
+        return None if state is None else dict(state)
+
+
+class RefusesStreaming(AnswersJobState):
     """The web side refuses streaming jobs (e.g. an older server) and takes batch jobs."""
 
     def submit(self, request: Any) -> str:
         if request.params.data.live_source != "none":
             raise SubmitRejected("-liveSource: not accepted here")
         return super().submit(request)
-
-
-class AnswersJobState(RecordingSubmitter):
-    """Records submissions and answers ``job_state`` with what the test sets (the web side's job row; None: no
-    such job), noting when it was asked (``asked``: the rig's clock, when given)."""
-
-    def __init__(self, path: str, state: dict[str, Any] | None = None, clock: Any = None, **kw: Any):
-        super().__init__(path, **kw)
-        self.state: dict[str, Any] | None = state if state is not None else {"status": "running", "live": {}}
-        self.clock = clock
-        self.asked: list[float] = []
-
-    def job_state(self, job_id: str) -> dict[str, Any] | None:
-        self.asked.append(self.clock() if self.clock else 0.0)
-        return None if self.state is None else dict(self.state)
 
 
 def _start(rig: Rig) -> None:
@@ -61,7 +69,7 @@ def _end(rig: Rig) -> None:
 
 def test_the_start_opens_one_streaming_job_and_the_completion_queues_no_batch_job(tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
-    rig = Rig(tmp_path, RecordingSubmitter(str(rec)), stream=STREAM)
+    rig = Rig(tmp_path, AnswersJobState(str(rec)), stream=STREAM)
     _start(rig)
     (job,) = records(rec)
     key = f"BL:7:{tmp_path}/scan7_data_#06d.h5"  # the completion's key
@@ -73,8 +81,8 @@ def test_the_start_opens_one_streaming_job_and_the_completion_queues_no_batch_jo
     write_scan_files(tmp_path, "scan7", GEOM)
     _end(rig)
     assert len(records(rec)) == 1
-    row = rig.journal.get(key)
-    assert row.mode == jr.STREAM and row.status == jr.SUBMITTED and row.job_id == "rec-1"
+    row = rig.journal.get(key)  # its job still runs: followed until it ends
+    assert row.mode == jr.STREAM and row.status == jr.FOLLOWING and row.job_id == "rec-1"
     assert [e["kind"] for e in rig.journal.events() if e["dedup_key"] == key][-1] == "covered_by_stream"
 
 
@@ -97,7 +105,7 @@ def test_a_refused_streaming_job_leaves_the_completion_to_queue_the_batch_job_on
 
 def test_a_streaming_job_still_being_submitted_at_the_end_stays_the_one_job(tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
-    rig = Rig(tmp_path, RecordingSubmitter(str(rec), fail_first=3), stream=STREAM)
+    rig = Rig(tmp_path, AnswersJobState(str(rec), fail_first=3), stream=STREAM)
     _start(rig)
     assert records(rec) == []  # the web side is down
     write_scan_files(tmp_path, "scan7", GEOM)
@@ -109,7 +117,7 @@ def test_a_streaming_job_still_being_submitted_at_the_end_stays_the_one_job(tmp_
 
 def test_a_start_seen_only_in_a_replay_opens_no_streaming_job(tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
-    rig = Rig(tmp_path, RecordingSubmitter(str(rec)), stream=STREAM)
+    rig = Rig(tmp_path, AnswersJobState(str(rec)), stream=STREAM)
     rig.reconnect("BUSY")
     rig.value("BUSY", 1)  # the value replayed after the reconnect: a scan is running, its start was not seen
     rig.run(2.0)
@@ -157,7 +165,7 @@ def test_a_streaming_job_that_failed_before_any_frame_leaves_the_scan_to_a_batch
     assert len(records(rec)) == 2
 
 
-class DownThenRefusesStreaming(RecordingSubmitter):
+class DownThenRefusesStreaming(AnswersJobState):
     """The web side is down for the streaming job's first two tries, then refuses it; batch jobs are taken."""
 
     tries = 0
@@ -201,12 +209,18 @@ def _kinds(rig: Rig, key: str) -> list[str]:
     return [e["kind"] for e in rig.journal.events() if e["dedup_key"] == key]
 
 
+RUNNING = {"status": "running", "live": {"frames_received": 6}}
+
+
 def _streamed_and_ended(tmp_path: Path, submitter: Any) -> tuple[Rig, str]:
-    """A scan whose streaming job was accepted at its start and which ended complete; the rig and the key."""
+    """A scan whose streaming job was accepted at its start, ran while it acquired and ended complete; then the
+    job's state is the one ``submitter`` was given. The rig and the key."""
+    then, submitter.state = submitter.state, RUNNING
     rig = Rig(tmp_path, submitter, stream=STREAM)
     _start(rig)
     write_scan_files(tmp_path, "scan7", GEOM)
     _end(rig)
+    submitter.state = then
     return rig, records(submitter.path)[0]["dedup_key"]
 
 
@@ -257,12 +271,19 @@ def test_a_streaming_job_that_fails_after_its_scan_was_covered_is_replaced_by_on
     submitter.clock = rig.clock
     _start(rig)
     write_scan_files(tmp_path, "scan7", GEOM)
-    _end(rig)
-    rig.run(20.0)  # finishing: covered, followed with back-off
     (stream,) = records(rec)
     key = stream["dedup_key"]
+    assert rig.journal.get(key).status == jr.WATCHING
+    rig.clock.t += 1
+    rig.value("SMSG", "SCAN Complete")
+    rig.value("BUSY", 0)
+    while rig.journal.get(key).status == jr.WATCHING:  # up to the tick that classifies the end
+        before = len(submitter.asked)
+        rig.run(0.05)
+    rig.run(20.0)  # finishing: covered, followed with back-off
     assert rig.journal.get(key).status == jr.FOLLOWING
-    gaps = [round(b - a, 2) for a, b in zip(submitter.asked, submitter.asked[1:], strict=False)]
+    asked = submitter.asked[before:]  # the end's first question came in its tick
+    gaps = [round(b - a, 2) for a, b in zip(asked, asked[1:], strict=False)]
     fc = rig.config.file_check
     step = 0.06  # the rig ticks every 0.05 s
     assert gaps[:3] == pytest.approx([fc.initial_backoff_s, 2 * fc.initial_backoff_s, fc.max_backoff_s], abs=step)
@@ -313,7 +334,7 @@ def test_a_bridge_restarted_before_the_batch_job_was_accepted_submits_it_once(tm
 def test_a_bridge_restarted_while_the_streaming_job_was_still_submitted_at_the_end_replaces_it_once(
         tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
-    rig = Rig(tmp_path, RecordingSubmitter(str(rec), fail_first=1000), stream=STREAM)
+    rig = Rig(tmp_path, AnswersJobState(str(rec), fail_first=1000), stream=STREAM)
     _start(rig)
     write_scan_files(tmp_path, "scan7", GEOM)
     _end(rig)  # the web side is down: the end is kept with the streaming row
@@ -328,8 +349,8 @@ def test_a_bridge_restarted_while_the_streaming_job_was_still_submitted_at_the_e
     _assert_one_batch_job(rec, row.dedup_key)
 
 
-class Killed(Exception):
-    """The bridge process dies here."""
+class Killed(BaseException):
+    """The bridge process dies here (no handler of the bridge's catches it)."""
 
 
 def test_a_bridge_killed_between_the_refusal_and_the_batch_job_queues_it_at_its_restart(
@@ -351,12 +372,12 @@ def test_a_bridge_killed_between_the_refusal_and_the_batch_job_queues_it_at_its_
         rig.run(6.0, step_s=0.1)
     (row,) = rig.journal.scans()
     assert row.mode == jr.STREAM and row.status == jr.REJECTED and records(rec) == []
-    rig = _restart(rig, RecordingSubmitter(str(rec)))
+    rig = _restart(rig, AnswersJobState(str(rec)))
     rig.run(3.0)
     (job,) = records(rec)
     assert job["dedup_key"] == row.dedup_key and job["params"]["data"]["live_source"] == "none"
     assert rig.journal.get(row.dedup_key).mode == jr.BATCH
-    rig = _restart(rig, RecordingSubmitter(str(rec)))
+    rig = _restart(rig, AnswersJobState(str(rec)))
     rig.run(3.0)
     assert len(records(rec)) == 1
 
@@ -401,3 +422,285 @@ def test_a_journal_of_an_older_bridge_gains_the_end_column(tmp_path: Path) -> No
     (row,) = journal.scans()
     assert row.mode == jr.BATCH and row.end_json == "" and journal.ended_streams() == []
     assert not journal.follow("k", "{}")  # a batch row never follows
+
+
+# -- while the scan acquires: a failed streaming job is noticed at once and replaced (file sources) --------------
+
+def _watched(tmp_path: Path, submitter: AnswersJobState, stream: dict[str, Any] | None = None) -> tuple[Rig, str]:
+    """A scan that started; its streaming job accepted and watched while it acquires. The rig and the key."""
+    rig = Rig(tmp_path, submitter, stream=stream or STREAM)
+    submitter.clock = rig.clock
+    _start(rig)
+    key = records(submitter.path)[0]["dedup_key"]
+    assert rig.journal.get(key).status == jr.WATCHING and rig.worker.tasks[key].stage == "watch"
+    return rig, key
+
+
+def _run_until(rig: Rig, what: Any, limit_s: float = 30.0) -> float:
+    """Tick until ``what()`` holds; the rig's time it took."""
+    t0 = rig.clock.t
+    while not what():
+        assert rig.clock.t - t0 < limit_s, "not within the limit"
+        rig.run(0.05)
+    return rig.clock.t - t0
+
+
+def test_a_streaming_job_that_fails_while_the_scan_acquires_is_replaced_at_once_and_the_replacement_covers_it(
+        tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter)
+    rig.run(30.0)  # a long scan: asked with back-off, at most every max_backoff_s
+    gaps = [b - a for a, b in zip(submitter.asked, submitter.asked[1:], strict=False)]
+    fc = rig.config.file_check
+    assert len(submitter.asked) < 31 / fc.max_backoff_s + 4 and max(gaps) <= fc.max_backoff_s + 0.06
+    submitter.jobs["rec-1"] = FAILED_AFTER_FRAMES
+    noticed_s = _run_until(rig, lambda: len(records(rec)) == 2)
+    assert noticed_s <= fc.max_backoff_s + 0.06  # noticed and replaced within one question's interval
+    first, replacement = records(rec)
+    assert replacement["dedup_key"] == key + jr.RESTREAM_SUFFIX
+    assert replacement["params"] == first["params"]  # the same live file, read from its first frame
+    row = rig.journal.get(key)
+    assert row.mode == jr.STREAM and row.status == jr.WATCHING and row.restreams == 1 and row.job_id == "rec-2"
+    (said,) = rig.journal.events("stream_failed_during_scan")
+    assert said["dedup_key"] == key
+    for part in ("streaming job rec-1 failed while scan 7 acquired, after 12 frames",
+                 "(LiveSourceError: frame 13 has another shape)", f"{key}#restream opened"):
+        assert part in said["message"]
+    state = rig.state.snapshot()
+    assert state["counts"]["stream_failures"] == 1 and state["counts"]["restreams"] == 1
+    assert state["errors"][0]["message"] == said["message"]
+    assert state["last_scan_queued"]["submit_key"] == key + jr.RESTREAM_SUFFIX
+    (line,) = [r for r in state["recent"] if r["key"] == key]
+    assert line["status"] == "queued" and line["job_id"] == "rec-2"
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)  # the end follows the replacement
+    assert rig.journal.get(key).status == jr.FOLLOWING and rig.worker.tasks[key].job_id == "rec-2"
+    submitter.jobs["rec-2"] = {"status": "done", "live": {"frames_received": 6}}
+    rig.run(3.0)
+    assert len(records(rec)) == 2 and rig.journal.get(key).status == jr.SUBMITTED  # no batch job
+    assert "stream_failed_batch" not in _kinds(rig, key) and _kinds(rig, key)[-1] == "stream_ended"
+
+
+def test_a_replacement_that_fails_too_leaves_the_end_to_queue_the_one_batch_job(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter)
+    submitter.state = FAILED_AFTER_FRAMES  # every streaming job of the scan fails
+    rig.run(3.0)
+    assert [r["dedup_key"] for r in records(rec)] == [key, key + jr.RESTREAM_SUFFIX]
+    row = rig.journal.get(key)
+    assert row.status == jr.STREAM_FAILED and key not in rig.worker.tasks
+    assert "no replacement left ([stream] restream_attempts = 1)" in row.last_error + \
+        rig.journal.events("stream_failed_during_scan")[-1]["message"]
+    rig.run(30.0)  # a failed job is not asked again
+    asked = len(submitter.asked)
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    rig.run(3.0)
+    jobs = records(rec)
+    assert [r["dedup_key"] for r in jobs] == [key, key + jr.RESTREAM_SUFFIX, key + jr.BATCH_SUFFIX]
+    assert jobs[2]["params"]["data"]["live_source"] == "none" and jobs[2]["files_complete"]
+    assert len(submitter.asked) == asked and rig.journal.get(key).mode == jr.BATCH_AFTER_STREAM
+    rig.scan_ends()  # the same end seen again, and a restart: nothing more
+    rig = _restart(rig, submitter)
+    rig.run(3.0)
+    assert len(records(rec)) == 3
+
+
+@pytest.mark.parametrize("source, attempts, keys", [
+    ("swmr", 0, ["", "#batch"]),
+    ("swmr", 2, ["", "#restream", "#restream2", "#batch"]),
+    ("pva://sim:Pva1:Image?scan=sim:Scan:", None, ["", "#batch"]),
+], ids=["swmr-no-replacement", "swmr-two-replacements", "pva-frames-went-past"])
+def test_restream_attempts_bound_the_replacements_and_a_pva_stream_is_never_replaced(
+        tmp_path: Path, source: str, attempts: int | None, keys: list[str]) -> None:
+    rec = tmp_path / "rec.jsonl"
+    stream = dict(STREAM, source=source, **({} if attempts is None else {"restream_attempts": attempts}))
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter, stream)
+    submitter.state = FAILED_AFTER_FRAMES
+    rig.run(5.0)
+    said = rig.journal.events("stream_failed_during_scan")
+    assert len(said) == len(keys) - 1 and rig.journal.get(key).status == jr.STREAM_FAILED
+    if source.startswith("pva"):
+        assert "its frames went past (a pvAccess source): not replaced" in said[-1]["message"]
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    rig.run(3.0)
+    assert [r["dedup_key"] for r in records(rec)] == [key + k for k in keys]
+
+
+def test_a_bad_restream_attempts_refuses_the_configuration(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[stream\] restream_attempts: expected 0 \(none\) to 10, got -1"):
+        make_config(tmp_path, stream=dict(STREAM, restream_attempts=-1))
+    with pytest.raises(ConfigError, match=r"\[stream\] restream_attempts: expected int, got 'once'"):
+        make_config(tmp_path, stream=dict(STREAM, restream_attempts="once"))
+    with pytest.raises(ConfigError, match=r"restream_attempts: a 'pva://IMG' source cannot be read again"):
+        make_config(tmp_path, stream=dict(STREAM, source="pva://IMG", restream_attempts=1))
+    assert make_config(tmp_path, stream=STREAM).stream.restream_attempts == 1
+    assert make_config(tmp_path, stream=dict(STREAM, source="pva://IMG")).stream.restream_attempts == 0
+
+
+def test_a_scan_that_ended_aborted_is_no_longer_watched_nor_its_failed_job_replaced(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter)
+    rig.clock.t += 1
+    rig.value("SMSG", "SCAN aborted by user")
+    rig.value("BUSY", 0)
+    rig.run(2.0)
+    assert key not in rig.worker.tasks and rig.journal.get(key).status == jr.SUBMITTED
+    assert _kinds(rig, key)[-1] == "stream_scan_over"
+    submitter.state = FAILED_AFTER_FRAMES
+    rig.run(5.0)
+    assert len(records(rec)) == 1 and rig.journal.events("stream_failed_during_scan") == []
+
+
+# -- ... across bridge restarts -----------------------------------------------------------------------------------
+
+def test_a_bridge_restarted_while_watching_asks_at_once_and_replaces_a_job_that_failed_meanwhile(
+        tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter)
+    submitter.state = FAILED_AFTER_FRAMES  # fails while the bridge is down
+    rig = _restart(rig, submitter)
+    submitter.clock = rig.clock
+    assert rig.worker.tasks[key].stage == "watch"
+    rig.run(0.05)
+    assert [r["dedup_key"] for r in records(rec)] == [key, key + jr.RESTREAM_SUFFIX]
+
+
+def test_a_bridge_killed_between_noticing_the_failure_and_journalling_the_replacement_replaces_it_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter)
+
+    def killed(*_a: Any, **_k: Any) -> int:
+        raise Killed()
+
+    monkeypatch.setattr(rig.journal, "restream", killed)
+    submitter.state = FAILED_AFTER_FRAMES
+    with pytest.raises(Killed):
+        rig.run(3.0)
+    assert rig.journal.get(key).status == jr.WATCHING and len(records(rec)) == 1
+    submitter.jobs["rec-2"] = RUNNING
+    rig = _restart(rig, submitter)
+    rig.run(3.0)
+    assert [r["dedup_key"] for r in records(rec)] == [key, key + jr.RESTREAM_SUFFIX]
+    assert len(rig.journal.events("stream_failed_during_scan")) == 1
+
+
+class AnswerLost(AnswersJobState):
+    """The web side creates the replacement's job; the bridge dies before it reads the answer."""
+
+    def submit(self, request: Any) -> str:
+        job = super().submit(request)
+        if request.dedup_key.endswith(jr.RESTREAM_SUFFIX):
+            raise Killed()
+        return job
+
+
+def test_a_bridge_killed_before_the_replacements_answer_resends_it_under_the_same_key_once(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    rig, key = _watched(tmp_path, AnswerLost(str(rec), RUNNING))
+    rig.worker.submitter.state = FAILED_AFTER_FRAMES
+    with pytest.raises(Killed):
+        rig.run(3.0)
+    row = rig.journal.get(key)
+    assert row.status == jr.SUBMITTING and row.restreams == 1 and row.job_id == ""
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig = _restart(rig, submitter)  # resumes the replacement: the same key, the same request
+    rig.run(3.0)
+    first, lost, again = records(rec)
+    assert lost["dedup_key"] == again["dedup_key"] == key + jr.RESTREAM_SUFFIX and lost["params"] == again["params"]
+    row = rig.journal.get(key)  # (the rig's restart replays BUSY 0: the scan ended while the bridge was down)
+    assert row.status == jr.FOLLOWING and row.restreams == 1 and row.job_id == "rec-3"
+    rig = _restart(rig, submitter)
+    rig.run(3.0)
+    assert len(records(rec)) == 3
+
+
+def test_a_submitter_without_job_state_is_refused_by_a_streaming_bridge_and_kept_by_a_batch_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from epics_bridge.cli import main
+
+    rec = tmp_path / "rec.jsonl"
+    with pytest.raises(ConfigError, match=r"submitter recording_submitter\.RecordingSubmitter has no job_state "
+                                          r"method.*add job_state\(self, job_id: str\)"):
+        Rig(tmp_path, RecordingSubmitter(str(rec)), stream=STREAM)
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(f"""[bridge]\nbeamline = "BL"\njournal = "j.sqlite3"\n[trigger]\nkind = "sscan"\nbusy_pv = "BUSY"
+[data]\npath_pv = "PATH"\nname_pv = "NAME"\nscan_number_pv = "NUM"\n[stream]\nenabled = true
+[submit]\nkind = "callable"\ntarget = "recording_submitter:RecordingSubmitter"\noptions = {{path = "{rec}"}}
+""")
+    assert main(["--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {cfg}: [stream] enabled = true: the submitter recording_submitter.RecordingSubmitter" in err
+    assert "Traceback" not in err
+    rig = Rig(tmp_path, RecordingSubmitter(str(rec)))  # batch only: submit is all it needs
+    write_scan_files(tmp_path, "scan7", GEOM)
+    rig.scan_ends()
+    rig.run(2.0)
+    assert len(records(rec)) == 1
+
+
+class HoldsJobState(AnswersJobState):
+    """``job_state`` waits while ``hold`` is set, as a hung web server would (the worker must not wait with it)."""
+
+    def __init__(self, path: str, state: dict[str, Any] | None = None, **kw: Any):
+        super().__init__(path, state, **kw)
+        self.hold, self.held = threading.Event(), threading.Event()
+
+    def job_state(self, job_id: str) -> dict[str, Any] | None:
+        if self.hold.is_set():
+            self.held.set()
+            while self.hold.is_set():
+                time.sleep(0.01)
+        return super().job_state(job_id)
+
+
+def test_the_running_bridge_asks_on_its_own_thread_and_replaces_a_failed_job_within_one_interval(
+        tmp_path: Path) -> None:
+    """The worker thread keeps taking PV events while a question hangs; a job that fails mid-scan is replaced
+    within ``max_backoff_s`` of its failure (plus the round trips)."""
+    rec = tmp_path / "rec.jsonl"
+    config = make_config(tmp_path, stream=STREAM)
+    events: queue.Queue[Any] = queue.Queue()
+    journal = jr.Journal(config.journal_path)
+    submitter = HoldsJobState(str(rec), RUNNING)
+    worker = BridgeWorker(config, events, journal, submitter, BridgeState("BL", config.pvs, None))
+
+    def value(pv: str, v: object) -> None:
+        events.put(ValueEvent(pv, v, str(v), time.monotonic(), time.time()))
+
+    worker.start()
+    try:
+        for pv, v in (("BUSY", 0), ("SMSG", ""), ("PATH", str(tmp_path)), ("NAME", "scan7"), ("NUM", 7),
+                      ("ROWS", GEOM.rows), ("COLS", GEOM.cols)):
+            events.put(ConnectionEvent(pv, True, time.monotonic()))
+            value(pv, v)
+        value("BUSY", 1)
+        wait_for(lambda: len(submitter.asked) >= 3, 10, "the streaming job accepted and asked about")
+        key = records(rec)[0]["dedup_key"]
+        submitter.hold.set()
+        wait_for(submitter.held.is_set, 5, "a question to hang")
+        value("SMSG", "point 12")
+        wait_for(lambda: worker.state.snapshot()["pvs"]["SMSG"]["value"] == "point 12", 2,
+                 "the worker to take an event while the question hangs")
+        submitter.hold.clear()
+        wait_for(lambda: len(submitter.asked) >= 8, 10, "the questions at their longest interval")
+        submitter.state = FAILED_AFTER_FRAMES
+        failed_s = time.monotonic()
+        wait_for(lambda: len(records(rec)) == 2, 10, "the replacement")
+        replaced_s = time.monotonic() - failed_s
+        print(f"replacement submitted {replaced_s:.3f} s after the failure "
+              f"(max_backoff_s {config.file_check.max_backoff_s})")
+        assert records(rec)[1]["dedup_key"] == key + jr.RESTREAM_SUFFIX
+        assert replaced_s <= config.file_check.max_backoff_s + 0.5
+        wait_for(lambda: journal.get(key).status == jr.WATCHING, 5, "the replacement watched")
+    finally:
+        worker.stop()
+        journal.close()
