@@ -11,11 +11,11 @@ worker.
 from __future__ import annotations
 
 import queue
-import threading
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from .sender import InOrder
 
 JobState = Callable[[str], "dict[str, Any] | None"]
 
@@ -30,42 +30,19 @@ class StateAnswer:
     error: Exception | None = None
 
 
-class Asker:
-    """One daemon thread that calls ``job_state`` for each handed-over (key, job id), in order."""
+class Asker(InOrder):
+    """Calls ``job_state`` for each handed-over (key, job id), in order (a question cut short by :meth:`stop` is
+    asked again after the next start: the journal row is still ``watching`` or ``following``)."""
 
     def __init__(self, job_state: JobState, results: queue.Queue[Any]):
+        super().__init__(results, "epics-bridge-asker")
         self.job_state = job_state
-        self.results = results
-        self._pending: deque[tuple[str, str]] = deque()
-        self._wake = threading.Condition()
-        self._stop = False
-        self._thread = threading.Thread(target=self._run, name="epics-bridge-asker", daemon=True)
-
-    def start(self) -> Asker:
-        self._thread.start()
-        return self
-
-    def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop after the question in progress (a followed job is asked again after the next start)."""
-        with self._wake:
-            self._stop = True
-            self._wake.notify()
-        self._thread.join(timeout_s)
 
     def ask(self, key: str, job_id: str) -> None:
-        with self._wake:
-            self._pending.append((key, job_id))
-            self._wake.notify()
+        self._put((key, job_id))
 
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._stop and not self._pending:
-                    self._wake.wait()
-                if self._stop:
-                    return
-                key, job_id = self._pending.popleft()
-            try:
-                self.results.put(StateAnswer(key, job_id, state=self.job_state(job_id)))
-            except Exception as exc:  # every answer goes back to the worker, which decides
-                self.results.put(StateAnswer(key, job_id, error=exc))
+    def _call(self, item: tuple[str, str]) -> dict[str, Any] | None:
+        return self.job_state(item[1])
+
+    def _outcome(self, item: tuple[str, str], value: Any, error: Exception | None) -> StateAnswer:
+        return StateAnswer(item[0], item[1], state=value, error=error)

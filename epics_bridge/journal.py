@@ -24,6 +24,8 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,19 @@ class Journal:
         with self._lock:
             self._db.close()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction under the lock (``BEGIN IMMEDIATE``), committed when the block ends, rolled back
+        when it raises."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
     def add_scan(self, dedup_key: str, beamline: str, scan_number: str, file_pattern: str, label: str,
                  params_json: str, status: str = WAITING_FILE, error: str = "", provenance_json: str = "{}",
                  mode: str = BATCH) -> bool:
@@ -182,47 +197,34 @@ class Journal:
         One conditional UPDATE, so at most once."""
         states = (FOLLOWING,) if accepted else (REJECTED, FAILED, STREAM_FAILED)
         marks = ",".join("?" * len(states))
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "UPDATE scans SET mode = CASE WHEN restreams > 0 OR status IN (?, ?) THEN ? ELSE ? END,"
-                    " file_pattern = ?, params_json = ?, status = ?, provenance_json = ?, last_error = '',"
-                    " job_id = '', end_json = '', updated_at = ? WHERE dedup_key = ? AND mode = ?"
-                    f" AND status IN ({marks})",
-                    (FOLLOWING, STREAM_FAILED, BATCH_AFTER_STREAM, BATCH, file_pattern, params_json, status,
-                     provenance_json, time.time(), dedup_key, STREAM, *states))
-                mode = ""
-                if cur.rowcount == 1:
-                    mode = str(self._db.execute("SELECT mode FROM scans WHERE dedup_key = ?",
-                                                (dedup_key,)).fetchone()[0])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return mode
+        with self._transaction() as db:
+            cur = db.execute(
+                "UPDATE scans SET mode = CASE WHEN restreams > 0 OR status IN (?, ?) THEN ? ELSE ? END,"
+                " file_pattern = ?, params_json = ?, status = ?, provenance_json = ?, last_error = '', job_id = '',"
+                f" end_json = '', updated_at = ? WHERE dedup_key = ? AND mode = ? AND status IN ({marks})",
+                (FOLLOWING, STREAM_FAILED, BATCH_AFTER_STREAM, BATCH, file_pattern, params_json, status,
+                 provenance_json, time.time(), dedup_key, STREAM, *states))
+            return self._column(db, cur, dedup_key, "mode") or ""
 
     def restream(self, dedup_key: str, attempts: int, why: str) -> int:
         """The watched streaming job of a scan still acquiring failed: open a replacement (row ``submitting``
         again, ``restreams`` + 1, ``why`` kept as its last error), unless ``attempts`` replacements were opened
         already. The replacement's number (its key: :func:`restream_key`), or 0 (nothing changed: not a watched
         streaming scan, or no attempt left). One conditional UPDATE, so one replacement per failure."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "UPDATE scans SET status = ?, restreams = restreams + 1, job_id = '', last_error = ?,"
-                    " updated_at = ? WHERE dedup_key = ? AND mode = ? AND status = ? AND restreams < ?",
-                    (SUBMITTING, why, time.time(), dedup_key, STREAM, WATCHING, attempts))
-                n = 0
-                if cur.rowcount == 1:
-                    n = int(self._db.execute("SELECT restreams FROM scans WHERE dedup_key = ?",
-                                             (dedup_key,)).fetchone()[0])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return n
+        with self._transaction() as db:
+            cur = db.execute(
+                "UPDATE scans SET status = ?, restreams = restreams + 1, job_id = '', last_error = ?, updated_at = ?"
+                " WHERE dedup_key = ? AND mode = ? AND status = ? AND restreams < ?",
+                (SUBMITTING, why, time.time(), dedup_key, STREAM, WATCHING, attempts))
+            return int(self._column(db, cur, dedup_key, "restreams") or 0)
+
+    @staticmethod
+    def _column(db: sqlite3.Connection, cur: sqlite3.Cursor, dedup_key: str, column: str) -> Any:
+        """After a conditional UPDATE (``cur``) in a transaction: the row's ``column`` when it changed one row,
+        else None."""
+        if cur.rowcount != 1:
+            return None
+        return db.execute(f"SELECT {column} FROM scans WHERE dedup_key = ?", (dedup_key,)).fetchone()[0]
 
     def stream_failed(self, dedup_key: str, why: str) -> bool:
         """The watched streaming job of a scan still acquiring failed and is not replaced: the row is
@@ -325,20 +327,14 @@ class Journal:
         """Record an end of scan (committed and synced before returning); its row id. ``edge_value``
         (``{"text", "value", "timestamp"}``) is stored as the edge PV's last value in the same transaction."""
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "INSERT INTO edges (at, edge_pv, ioc_timestamp, file, after_disconnect, disconnected_json,"
-                    " values_json, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (now, edge_pv, ioc_timestamp, file, int(after_disconnect), json.dumps(list(disconnected)),
-                     json.dumps(values), now))
-                if edge_value is not None:
-                    self._set_last(edge_pv, edge_value)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction() as db:
+            cur = db.execute(
+                "INSERT INTO edges (at, edge_pv, ioc_timestamp, file, after_disconnect, disconnected_json,"
+                " values_json, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (now, edge_pv, ioc_timestamp, file, int(after_disconnect), json.dumps(list(disconnected)),
+                 json.dumps(values), now))
+            if edge_value is not None:
+                self._set_last(edge_pv, edge_value)
         return int(cur.lastrowid or 0)
 
     def update_edge(self, edge_id: int, values: dict[str, dict[str, Any]], disconnected: tuple[str, ...]) -> None:

@@ -13,7 +13,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from .submit import SubmitRequest, Submitter
 
@@ -27,33 +27,38 @@ class SubmitDone:
     error: Exception | None = None
 
 
-class Sender:
-    """One daemon thread that calls ``submitter.submit`` for each handed-over scan, in order."""
+class InOrder:
+    """One daemon thread that runs :meth:`_call` for each handed-over item, in order, and puts what
+    :meth:`_outcome` makes of each result (or exception) on the ``results`` queue (the worker's events)."""
 
-    def __init__(self, submitter: Submitter, results: queue.Queue[Any]):
-        self.submitter = submitter
+    def __init__(self, results: queue.Queue[Any], name: str):
         self.results = results
-        self._pending: deque[tuple[str, SubmitRequest]] = deque()
+        self._pending: deque[Any] = deque()
         self._wake = threading.Condition()
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="epics-bridge-sender", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> Sender:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
     def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop after the call in progress (a submission cut short stays ``submitting`` in the journal and is sent
-        again, with the same idempotency key, at the next start)."""
+        """Stop after the call in progress."""
         with self._wake:
             self._stop = True
             self._wake.notify()
         self._thread.join(timeout_s)
 
-    def submit(self, key: str, request: SubmitRequest) -> None:
+    def _put(self, item: Any) -> None:
         with self._wake:
-            self._pending.append((key, request))
+            self._pending.append(item)
             self._wake.notify()
+
+    def _call(self, item: Any) -> Any:
+        raise NotImplementedError
+
+    def _outcome(self, item: Any, value: Any, error: Exception | None) -> Any:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while True:
@@ -62,8 +67,27 @@ class Sender:
                     self._wake.wait()
                 if self._stop:
                     return
-                key, request = self._pending.popleft()
+                item = self._pending.popleft()
             try:
-                self.results.put(SubmitDone(key, job_id=self.submitter.submit(request)))
+                outcome = self._outcome(item, self._call(item), None)
             except Exception as exc:  # every outcome goes back to the worker, which decides
-                self.results.put(SubmitDone(key, error=exc))
+                outcome = self._outcome(item, None, exc)
+            self.results.put(outcome)
+
+
+class Sender(InOrder):
+    """Calls ``submitter.submit`` for each handed-over scan, in order (a submission cut short by :meth:`stop` stays
+    ``submitting`` in the journal and is sent again, with the same idempotency key, at the next start)."""
+
+    def __init__(self, submitter: Submitter, results: queue.Queue[Any]):
+        super().__init__(results, "epics-bridge-sender")
+        self.submitter = submitter
+
+    def submit(self, key: str, request: SubmitRequest) -> None:
+        self._put((key, request))
+
+    def _call(self, item: tuple[str, SubmitRequest]) -> str:
+        return self.submitter.submit(item[1])
+
+    def _outcome(self, item: tuple[str, SubmitRequest], value: Any, error: Exception | None) -> SubmitDone:
+        return SubmitDone(item[0], error=error) if error is not None else SubmitDone(item[0], job_id=str(value))

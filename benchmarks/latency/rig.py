@@ -58,6 +58,7 @@ class RigOptions:
     debounce_s: float | None = None  # None: the example configuration's value
     stable_checks: int | None = None
     file_backoff_s: float | None = None
+    file_max_backoff_s: float | None = None  # [file_check] max_backoff_s (also how often a streaming job is asked)
     frame_rate_hz: float = 5.0
     stamp: bool = True  # the t_produced hook (benchmarks.latency.hooks)
     worker_timeout_ms: int | None = None  # dramatiq_worker_timeout for the production worker (None: default)
@@ -137,6 +138,8 @@ def bridge_config(opts: RigOptions, env_paths: dict[str, Path],
         cfg["file_check"]["stable_checks"] = opts.stable_checks
     if opts.file_backoff_s is not None:
         cfg["file_check"]["initial_backoff_s"] = opts.file_backoff_s
+    if opts.file_max_backoff_s is not None:
+        cfg["file_check"]["max_backoff_s"] = opts.file_max_backoff_s
     if opts.stream:
         cfg["stream"] = {"enabled": True, "values": {"data.live_finish_iterations": opts.finish_iterations,
                                                      "data.live_stall_s": opts.stall_s,

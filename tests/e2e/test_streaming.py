@@ -11,8 +11,10 @@ image filling in.
 - Frames reaching the file out of order (``sim:LiveShuffle``: shuffled blocks of 16) are placed; the scan is
   complete and not partial.
 - A stalled stream (the IOC killed mid-scan: its file stays 'acquiring') times out with its partial result.
-- A streaming job that fails after it took frames (``sim:LiveDark``: a dark frame in the live file) is replaced by
-  exactly one batch job (``<key>#batch``), from the scan's complete row files, which ends done.
+- A streaming job that fails mid-scan after it took frames (``sim:LiveDark``: a dark frame in the live file) is
+  replaced at once by one streaming job (``<key>#restream``), which meets the same dark frame and fails too; the
+  scan's end then queues exactly one batch job (``<key>#batch``), from the scan's complete row files, which ends
+  done.
 
 A duplicate frame is in tests/webapp/test_webapp_streaming.py (a real writer process, the worker, the API) and
 tests/ptychopy/test_live_runs.py; the bridge's exactly-once rules in tests/epics_bridge/test_bridge_stream.py.
@@ -24,6 +26,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -140,27 +143,35 @@ def test_frames_reaching_the_file_out_of_order_are_placed_and_the_scan_is_comple
     assert rig.jobs_after(job_id) == []  # its complete end queued nothing more
 
 
-def test_a_streaming_job_that_failed_after_frames_is_replaced_by_one_batch_job(rig: Rig) -> None:
+def test_a_streaming_job_that_failed_mid_scan_and_its_replacement_too_leave_the_scan_to_one_batch_job(
+        rig: Rig) -> None:
     _scan_dims(rig, 20, 20)
-    rig.ioc_put("sim:LiveDark", 300)  # scan point 300 of 400 reaches the live file dark: the streaming job fails
+    rig.ioc_put("sim:PointTime", 0.02)  # an 8 s scan: the failure at point 100 is seen while it acquires
+    rig.ioc_put("sim:LiveDark", 100)  # scan point 100 of 400 reaches the live file dark: the streaming job fails
     try:
         last = max((j["id"] for j in rig.jobs_after(0)), default=0)
         rig.ioc_put("sim:Go", 1)
         stream = wait_for(lambda: rig.jobs_after(last), 30, "the streaming job")[0]
         wait_for(lambda: job_row(rig, stream["id"])["status"] == "failed", 60, "the streaming job to fail")
+        failed = job_row(rig, stream["id"])
+        assert "frame index 100: no photons" in failed["message"] and failed["live"]["frames_received"] > 0, failed
+        key = str(stream["dedup_key"])
+        # the replacement reads the same file from its first frame, meets the same dark frame and fails too
+        again = wait_for(lambda: rig.jobs_after(stream["id"]), 30, "the replacement streaming job")[0]
+        assert again["dedup_key"] == key + "#restream"
+        wait_for(lambda: job_row(rig, again["id"])["status"] == "failed", 60, "the replacement to fail")
     finally:
         rig.ioc_put("sim:LiveDark", -1)
-    failed = job_row(rig, stream["id"])
-    assert "frame index 300: no photons" in failed["message"] and failed["live"]["frames_received"] > 0, failed
-    key = str(stream["dedup_key"])
-    batch = wait_for(lambda: rig.jobs_after(stream["id"]), 30, "the batch job")[0]
+        rig.ioc_put("sim:PointTime", 0.005)
+    batch = wait_for(lambda: rig.jobs_after(again["id"]), 30, "the batch job")[0]
     assert batch["dedup_key"] == key + "#batch"
     wait_for(lambda: job_row(rig, batch["id"])["status"] in ("done", "failed"), 60, "the batch job to finish")
     done = job_row(rig, batch["id"])
     assert done["status"] == "done" and done["parameters"]["data"]["live_source"] == "none", done["message"]
     time.sleep(1.0)
-    assert [j["id"] for j in rig.jobs_after(last)] == [stream["id"], batch["id"]]
-    assert "stream_failed_batch" in rig.journal_events(key)
+    assert [j["id"] for j in rig.jobs_after(last)] == [stream["id"], again["id"], batch["id"]]
+    events = rig.journal_events(key)
+    assert "stream_failed_during_scan" in events and "stream_failed_batch" in events
 
 
 def test_a_stalled_stream_times_out_with_its_partial_result(rig: Rig) -> None:
@@ -180,4 +191,60 @@ def test_a_stalled_stream_times_out_with_its_partial_result(rig: Rig) -> None:
     assert row["message"].startswith("partial: scan stalled after ")
     assert time.monotonic() - t_killed >= 3.0  # -liveStall (3 s in the rig's [stream] values)
     assert Path(row["result_path"]).is_file()
+
+
+def _pg_job(rig: Rig, job_id: int) -> dict[str, Any]:
+    """The job's row in the production database (status, message, live, dedup key, times)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(rig.database_url, row_factory=dict_row) as pg:
+        row = pg.execute("SELECT id, status, message, live, dedup_key, created, started, finished FROM jobs_job"
+                         " WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def test_a_streaming_job_whose_worker_stopped_mid_scan_is_replaced_by_one_that_covers_the_scan(
+        tmp_path: Path) -> None:
+    """Production (PostgreSQL, Redis, a worker process, the bridge process): the worker is stopped (SIGTERM) and
+    started again while the scan acquires; its streaming job ends failed, the bridge replaces it at once by one
+    streaming job (``<key>#restream``) that reads the live file from its first frame and ends done with the
+    complete scan, and no batch job is queued."""
+    opts = RigOptions(mode="production", workdir=tmp_path, rows=20, cols=20, size_px=64, point_time_s=0.02,
+                      stream=True, finish_iterations=5, stall_s=10.0, file_max_backoff_s=1.0, log=lambda _: None)
+    rig = Rig(opts)
+    try:
+        rig.start()
+        rig.ioc_put("sim:Go", 1)
+        stream = wait_for(lambda: rig.jobs_after(0), 30, "the streaming job")[0]
+        wait_for(lambda: (_pg_job(rig, stream["id"])["live"] or {}).get("frames_received", 0) >= 40, 30,
+                 "40 frames in")
+        worker = next(p for p in rig.procs if p.name == "worker")
+        worker.stop()  # SIGTERM: the streaming job stops taking frames and ends failed (not re-queued)
+        failed = _pg_job(rig, stream["id"])
+        assert failed["status"] == "failed" and "stopped while streaming" in failed["message"], failed
+        worker.start()
+        again = wait_for(lambda: rig.jobs_after(stream["id"]), 30, "the replacement streaming job")[0]
+        key = str(stream["dedup_key"])
+        assert again["dedup_key"] == key + "#restream"
+        wait_for(lambda: _pg_job(rig, again["id"])["status"] in ("done", "failed"), 90, "the replacement to end")
+        done = _pg_job(rig, again["id"])
+        live = done["live"]
+        assert done["status"] == "done" and done["message"] == "", done
+        assert live["frames_received"] == 400 and live["outcome"] == "ended" and not live["partial"], live
+        time.sleep(2.0)  # the end was classified long ago; the replacement covers the scan: no batch job
+        assert [j["id"] for j in rig.jobs_after(0)] == [stream["id"], again["id"]]
+        events = rig.journal_events(key)
+        assert "stream_failed_during_scan" in events and "stream_failed_batch" not in events
+        noticed_s = events["stream_failed_during_scan"] - failed["finished"].timestamp()
+        opened_s = done["created"].timestamp() - failed["finished"].timestamp()
+        running_s = done["started"].timestamp() - failed["finished"].timestamp()
+        print(f"streaming job {stream['id']} failed; the bridge noticed it {noticed_s:.2f} s later, the "
+              f"replacement {again['id']} was created {opened_s:.2f} s and ran {running_s:.2f} s after the failure "
+              f"(max_backoff_s {opts.file_max_backoff_s}; the worker restarted meanwhile; load "
+              f"{os.getloadavg()[0]:.1f})")
+        assert noticed_s <= 1.0 + 2.0 * _contention()  # one question's interval, plus a loaded machine's delays
+    finally:
+        rig.stop()
 

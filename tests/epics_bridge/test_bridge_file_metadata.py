@@ -12,7 +12,7 @@ import h5py
 import pytest
 from bridge_harness import records
 from recording_submitter import RecordingSubmitter
-from worker_rig import GEOM, Rig
+from worker_rig import GEOM, Killed, LosesAnswer, Rig
 
 from epics_bridge import journal as jr
 from epics_bridge.simdata import write_scan_files
@@ -117,29 +117,16 @@ def test_the_data_files_geometry_fills_what_the_configuration_leaves_open(ca, tm
     assert data.source["bad_pixel_mask"] == f"{first}::{MASK}"  # read (all good: no pixel left out)
 
 
-class _Killed(BaseException):
-    """The bridge process dies here."""
-
-
-class _AnswerLost(RecordingSubmitter):
-    """The web side takes the first submission; the bridge dies before it reads the answer."""
-
-    def submit(self, request: object) -> str:
-        job = super().submit(request)
-        if len(records(self.path)) == 1:
-            raise _Killed()
-        return job
-
-
 def test_the_journal_and_the_dashboard_keep_the_parameters_submitted_with_the_files_metadata(
         tmp_path: Path) -> None:
     from reconstruction import Parameters
 
     rec = tmp_path / "rec.jsonl"
-    rig = Rig(tmp_path, _AnswerLost(str(rec)), template="-size=16 -qxy=7,9 -fs=1 -i=2")
+    lost = LosesAnswer(RecordingSubmitter(str(rec)), lambda _request: True)  # the bridge dies before the answer
+    rig = Rig(tmp_path, lost, template="-size=16 -qxy=7,9 -fs=1 -i=2")
     write_scan_files(tmp_path, "scan7", GEOM, nxmx=True)
     rig.scan_ends()
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         rig.run(2.0)
     (sent,) = records(rec)
     row = rig.journal.get(sent["dedup_key"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from worker_rig import Rig
+from worker_rig import Killed, LosesAnswer, Rig
 
 from benchmarks.latency.procs import free_port
 from epics_bridge import journal as jr
@@ -270,20 +270,6 @@ def test_concurrent_repeats_of_one_scan_make_one_job(server, bridge_token, tmp_p
     assert Job.objects.count() == 1 and answers == [str(Job.objects.get().pk)] * 6
 
 
-class _Killed(BaseException):
-    """The bridge process dies here."""
-
-
-class _AnswerLost(HttpSubmitter):
-    """The server creates the replacement streaming job; the bridge dies before it reads the answer."""
-
-    def submit(self, request: SubmitRequest) -> str:
-        job = super().submit(request)
-        if request.dedup_key.endswith(jr.RESTREAM_SUFFIX):
-            raise _Killed()
-        return job
-
-
 def test_a_bridge_killed_before_the_replacements_answer_gets_the_same_job_with_the_same_key(
         server, bridge_token, tmp_path: Path) -> None:
     """A streaming job fails while its scan acquires; the bridge journals its replacement (``key#restream``),
@@ -292,7 +278,8 @@ def test_a_bridge_killed_before_the_replacements_answer_gets_the_same_job_with_t
     from webapp.jobs.models import Job
 
     stream = {"enabled": True, "values": {"data.live_stall_s": 60}}
-    rig = Rig(tmp_path, _AnswerLost(server, bridge_token), submit=HTTP, stream=stream)
+    lost = LosesAnswer(HttpSubmitter(server, bridge_token), lambda r: r.dedup_key.endswith(jr.RESTREAM_SUFFIX))
+    rig = Rig(tmp_path, lost, submit=HTTP, stream=stream)
     rig.value("BUSY", 1)
     rig.run(1.0)
     key = f"BL:7:{tmp_path}/scan7_data_#06d.h5"
@@ -300,7 +287,7 @@ def test_a_bridge_killed_before_the_replacements_answer_gets_the_same_job_with_t
     assert rig.journal.get(key).status == jr.WATCHING and rig.journal.get(key).job_id == str(first.pk)
     Job.objects.filter(pk=first.pk).update(status="failed", message="its worker h:1 stopped while streaming",
                                            live={"frames_received": 40})
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         rig.run(2.0)
     replacement = Job.objects.exclude(pk=first.pk).get()
     assert replacement.parameters == first.parameters  # the same live file, from its first frame

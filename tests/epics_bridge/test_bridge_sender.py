@@ -6,12 +6,11 @@ from __future__ import annotations
 import http.server
 import queue
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from worker_rig import GEOM, make_config
+from worker_rig import GEOM, connect_pvs, make_config, put_value
 
 from benchmarks.latency.procs import free_port, wait_for
 from epics_bridge import journal as jr
@@ -19,7 +18,6 @@ from epics_bridge.journal import Journal
 from epics_bridge.simdata import write_scan_files
 from epics_bridge.state import BridgeState
 from epics_bridge.submit import load_submitter
-from epics_bridge.trigger import ConnectionEvent, ValueEvent
 from epics_bridge.worker import BridgeWorker
 from tests.support.jsonhttp import JsonHandler
 
@@ -79,7 +77,7 @@ def test_the_worker_journals_the_next_scan_while_a_submission_hangs(api: Hanging
                           BridgeState("BL", config.pvs, tmp_path / "state.json"))
 
     def value(pv: str, v: object) -> None:
-        events.put(ValueEvent(pv, v, str(v), time.monotonic(), time.time()))
+        put_value(events, pv, v)
 
     def scan_ends(name: str, number: int) -> None:
         value("NAME", name)
@@ -90,10 +88,7 @@ def test_the_worker_journals_the_next_scan_while_a_submission_hangs(api: Hanging
 
     worker.start()
     try:
-        for pv, v in (("BUSY", 0), ("SMSG", ""), ("PATH", str(tmp_path)), ("NAME", "scan7"), ("NUM", 7),
-                      ("ROWS", GEOM.rows), ("COLS", GEOM.cols)):
-            events.put(ConnectionEvent(pv, True, time.monotonic()))
-            value(pv, v)
+        connect_pvs(events, tmp_path)
         scan_ends("scan7", 7)
         wait_for(lambda: api.submissions, 10, "scan 7's submission to reach the server")
         scan_ends("scan8", 8)  # the server still holds scan 7's answer

@@ -16,14 +16,13 @@ from typing import Any
 import pytest
 from bridge_harness import records, wait_for
 from recording_submitter import RecordingSubmitter, WebAppDown
-from worker_rig import GEOM, Rig, make_config
+from worker_rig import GEOM, Killed, LosesAnswer, Rig, connect_pvs, make_config, put_value
 
 from epics_bridge import journal as jr
 from epics_bridge.config import ConfigError
 from epics_bridge.simdata import write_scan_files
 from epics_bridge.state import BridgeState
 from epics_bridge.submit import SubmitRejected
-from epics_bridge.trigger import ConnectionEvent, ValueEvent
 from epics_bridge.worker import BridgeWorker
 
 STREAM = {"enabled": True, "file_pattern": "{path}/{name}_live.h5", "values": {"data.live_finish_iterations": 7}}
@@ -349,10 +348,6 @@ def test_a_bridge_restarted_while_the_streaming_job_was_still_submitted_at_the_e
     _assert_one_batch_job(rec, row.dedup_key)
 
 
-class Killed(BaseException):
-    """The bridge process dies here (no handler of the bridge's catches it)."""
-
-
 def test_a_bridge_killed_between_the_refusal_and_the_batch_job_queues_it_at_its_restart(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     rec = tmp_path / "rec.jsonl"
@@ -593,20 +588,11 @@ def test_a_bridge_killed_between_noticing_the_failure_and_journalling_the_replac
     assert len(rig.journal.events("stream_failed_during_scan")) == 1
 
 
-class AnswerLost(AnswersJobState):
-    """The web side creates the replacement's job; the bridge dies before it reads the answer."""
-
-    def submit(self, request: Any) -> str:
-        job = super().submit(request)
-        if request.dedup_key.endswith(jr.RESTREAM_SUFFIX):
-            raise Killed()
-        return job
-
-
 def test_a_bridge_killed_before_the_replacements_answer_resends_it_under_the_same_key_once(tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
-    rig, key = _watched(tmp_path, AnswerLost(str(rec), RUNNING))
-    rig.worker.submitter.state = FAILED_AFTER_FRAMES
+    web = AnswersJobState(str(rec), RUNNING)  # the replacement's answer is lost
+    rig, key = _watched(tmp_path, LosesAnswer(web, lambda r: r.dedup_key.endswith(jr.RESTREAM_SUFFIX)))
+    web.state = FAILED_AFTER_FRAMES
     with pytest.raises(Killed):
         rig.run(3.0)
     row = rig.journal.get(key)
@@ -673,21 +659,15 @@ def test_the_running_bridge_asks_on_its_own_thread_and_replaces_a_failed_job_wit
     submitter = HoldsJobState(str(rec), RUNNING)
     worker = BridgeWorker(config, events, journal, submitter, BridgeState("BL", config.pvs, None))
 
-    def value(pv: str, v: object) -> None:
-        events.put(ValueEvent(pv, v, str(v), time.monotonic(), time.time()))
-
     worker.start()
     try:
-        for pv, v in (("BUSY", 0), ("SMSG", ""), ("PATH", str(tmp_path)), ("NAME", "scan7"), ("NUM", 7),
-                      ("ROWS", GEOM.rows), ("COLS", GEOM.cols)):
-            events.put(ConnectionEvent(pv, True, time.monotonic()))
-            value(pv, v)
-        value("BUSY", 1)
+        connect_pvs(events, tmp_path)
+        put_value(events, "BUSY", 1)
         wait_for(lambda: len(submitter.asked) >= 3, 10, "the streaming job accepted and asked about")
         key = records(rec)[0]["dedup_key"]
         submitter.hold.set()
         wait_for(submitter.held.is_set, 5, "a question to hang")
-        value("SMSG", "point 12")
+        put_value(events, "SMSG", "point 12")
         wait_for(lambda: worker.state.snapshot()["pvs"]["SMSG"]["value"] == "point 12", 2,
                  "the worker to take an event while the question hangs")
         submitter.hold.clear()

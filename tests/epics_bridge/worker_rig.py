@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import queue
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +81,42 @@ class Rig:
         while self.clock.t < end:
             self.clock.t += step_s
             self.worker.tick(self.clock.t)
+
+
+class Killed(BaseException):
+    """The bridge process dies here (no handler of the bridge's catches it)."""
+
+
+class LosesAnswer:
+    """A submitter whose web side takes every request, and for each that ``lost`` picks the bridge dies before it
+    reads the answer (:class:`Killed`); ``job_state`` is the wrapped submitter's."""
+
+    def __init__(self, inner: Any, lost: Callable[[Any], bool]):
+        self.inner, self.lost = inner, lost
+
+    def submit(self, request: Any) -> str:
+        job = self.inner.submit(request)
+        if self.lost(request):
+            raise Killed()
+        return str(job)
+
+    def job_state(self, job_id: str) -> Any:
+        return self.inner.job_state(job_id)
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped submitter's (e.g. the recorder's path)
+        return getattr(self.inner, name)
+
+
+def put_value(events: queue.Queue[Any], pv: str, v: Any) -> None:
+    """A live value of ``pv`` for a running worker."""
+    events.put(ValueEvent(pv, v, str(v), time.monotonic(), time.time()))
+
+
+def connect_pvs(events: queue.Queue[Any], tmp: Path, name: str = "scan7", number: int = 7,
+                geom: SimGeometry = GEOM) -> None:
+    """The rig's PVs connecting with their first values, for a running worker."""
+    for pv, v in (("BUSY", 0), ("SMSG", ""), ("PATH", str(tmp)), ("NAME", name), ("NUM", number),
+                  ("ROWS", geom.rows), ("COLS", geom.cols)):
+        events.put(ConnectionEvent(pv, True, time.monotonic()))
+        put_value(events, pv, v)
+
