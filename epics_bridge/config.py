@@ -202,12 +202,6 @@ class StreamConfig:
     values: Mapping[str, Any] = field(default_factory=dict)
     restream_attempts: int = 1
 
-    @property
-    def file_backed(self) -> bool:
-        """Whether the live source is a file that keeps every frame (``swmr``, ``replay``): it can be read again
-        from its first frame."""
-        return self.source in FILE_SOURCES
-
 
 @dataclass(frozen=True)
 class SubmitConfig:

@@ -416,8 +416,9 @@ class BridgeWorker:
         return batch_key
 
     def _can_follow(self) -> bool:
-        """Whether the submitter tells a job's state (``job_state``); without it an accepted streaming job
-        covers its scan whatever becomes of it."""
+        """Whether the submitter tells a job's state (``job_state``: required with ``[stream] enabled``,
+        :func:`~epics_bridge.submit.check_submitter`); without it (a batch-only bridge finishing streaming rows an
+        earlier configuration journalled) an accepted streaming job covers its scan whatever becomes of it."""
         return getattr(self.submitter, "job_state", None) is not None
 
     def _watch(self, key: str, scan_number: str, job_id: str, restreams: int, now_s: float, *,
