@@ -14,14 +14,17 @@ of that smooth sum is left out). Whole-pixel positions take the steps above unch
 
 Position refinement (``position_refinement_from`` > 0: -refinePositions from iteration -PPS): windows follow
 sub-pixel positions; after step 2 every position takes half the Gauss-Newton step (the whole step while the
-probe is held: :func:`position_gain`) that fits the modulus projection of its phi (chi = P_M(phi) - phi;
-``engines/position_refiner.py``, ``physics/position_update.py``), damped by the median over all positions and at
-most 0.5 px per axis, after a coarse whole-pixel search in the first
+probe is held) that fits the modulus projection of its phi (chi = P_M(phi) - phi;
+``engines/position_refiner.py``, ``physics/position_update.py``), damped by the median over all positions (1 times
+it, 0.3 while the probe is held: :func:`set_position_step`) and at most 0.5 px per axis, after a coarse whole-pixel
+search in the first
 refining epochs. The exit waves psi = phi + (psi - phi) split at a gradient move: the overlap-consistent part phi
 is taken anew at the new place, DM's memory psi - phi stays with its pattern (a window whose corner moves by k
 pixels has it rolled by -k, so its content stays where it was in the object); a coarse move takes psi along
-unrolled (``_positions_moved``). The scan's affine fit (-positionAffine) takes its terms from the same chi; the
-exit waves follow the deformation as they follow a gradient move (the object is resampled first, phi taken anew).
+unrolled (``_positions_moved``). The scan's affine fit (-positionAffine) takes its terms from the same chi and
+adds a smooth quadratic warp of the scan (:data:`WARP_DEGREE`): DM's steps leave a smooth error that its object
+follows, and the windows' content shows it as the affine error; the exit waves follow the deformation as they
+follow a gradient move (the object is resampled first, phi taken anew).
 
 Per-position flux (``variable_intensity``: -variableIntensity): the windows' model is c_j P O_j (c_j an amplitude
 factor, ``EngineState.intensity_scale``, mean 1). The overlap projection is the least-squares fit of the exit waves
@@ -65,11 +68,28 @@ REFINE_CHUNK = 256  # positions whose step terms are computed at once (position 
 # steps 0.175 px, 1.09x)
 POSITION_GAIN = 0.5
 POSITION_GAIN_PROBE_HELD = 1.0
+# the steps' damping (in units of the median denominator over all positions): 1 while the probe is updated (0.3
+# ran its +-1.5 px test to 0.75 px instead of 0.40), 0.3 while it is held (the target scan above, with the warp
+# below: 0.133 px RMS with 1, 0.119 px with 0.3)
+POSITION_DAMPING = 1.0
+POSITION_DAMPING_PROBE_HELD = 0.3
+# the affine fit of DM adds a smooth warp of this degree (position_refiner.PositionRefiner.warp_degree). DM's
+# per-position steps leave a smooth error the object follows (target scan: 0.175 px RMS, 0.167 px beyond affine,
+# 0.118 px beyond a quadratic, 0.083 px beyond a cubic displacement); fitted from the windows' content like the
+# affine terms: 0.133 px with degree 2, 0.136 px with 3 (its terms took up DM's stretch bias: scale +0.37 %)
+WARP_DEGREE = 2
 
 
 def position_gain(update_probe: bool) -> float:
     """The share of each position step DM takes in an epoch that updates the probe or holds it."""
     return POSITION_GAIN if update_probe else POSITION_GAIN_PROBE_HELD
+
+
+def set_position_step(refiner: PositionRefiner, update_probe: bool) -> None:
+    """The share (:func:`position_gain`) and damping of the steps DM's ``refiner`` takes in an epoch that updates
+    the probe or holds it (the reference and the fast DM)."""
+    refiner.gain = position_gain(update_probe)
+    refiner.damping = POSITION_DAMPING if update_probe else POSITION_DAMPING_PROBE_HELD
 
 
 def error_sample(n_positions: int, iteration: int) -> Any:
@@ -116,7 +136,7 @@ class DM:
             if self.refiner.begin_epoch(st.lit_probes):  # a coarse move takes its window's exit waves along
                 self._positions_moved()
             update_probe = update_probe and not self.refiner.holds_probe(iteration)
-            self.refiner.gain = position_gain(update_probe)
+            set_position_step(self.refiner, update_probe)
         flat_idx = st.window_idx()
         self._overlap_update(update_probe, flat_idx)
         obj_patches = patches.extract_patches(xp, st.obj, flat_idx)
@@ -178,12 +198,13 @@ class DM:
         self.psi[:, :m] += new_phi - old_phi
 
     def _make_refiner(self) -> PositionRefiner | None:
-        """DM's position refiner (None without -refinePositions): a share of each step (:func:`position_gain`),
-        damped by the median denominator."""
+        """DM's position refiner (None without -refinePositions): a share of each step, damped by the median
+        denominator (:func:`set_position_step`), and the affine fit with a smooth warp (:data:`WARP_DEGREE`)."""
         if self.settings.position_refinement_from <= 0:
             return None
         refiner = PositionRefiner(self.state, self.settings)
-        refiner.damping = 1.0
+        set_position_step(refiner, True)
+        refiner.warp_degree = WARP_DEGREE
         return refiner
 
     def _positions_moved(self, old_corners: Any = None) -> None:

@@ -13,7 +13,8 @@ An engine that refines positions owns one :class:`PositionRefiner` and calls, in
 4. :meth:`PositionRefiner.end_epoch`: the collected steps are taken; in the affine phase (``affine_epochs``
    refining epochs after the first ``affine_delay``, the probe held: :meth:`PositionRefiner.holds_probe`) the
    deformation fitted over the epoch is applied (every position moved, the object resampled, so both stay in one
-   frame); the held affine terms' part of all corrections is removed.
+   frame; with ``warp_degree`` > 1 (DM) a smooth polynomial warp with it); the held affine terms' part of all
+   corrections is removed.
 
 Works on NumPy and CuPy alike; it keeps ``EngineState.positions_px`` (N, 2) float64 and the rounded window corners
 ``rows``/``cols`` in step.
@@ -30,6 +31,7 @@ from .base import EngineSettings, EngineState, object_illumination
 
 MAX_POSITION_STEP_PX = 0.5  # largest gradient correction of one position in one epoch, per axis
 MAX_DEFORMATION = 0.02  # largest affine change applied in one epoch (2 %, about 1.1 degrees)
+MAX_WARP_STEP_PX = 0.5  # largest move of a position by the smooth warp (beyond affine) in one epoch
 SEARCH_CHUNK = 8  # positions scored at once by the coarse search
 # damping of the steps taken at the epoch's end (ePIE), in units of the median denominator over all positions:
 # 1 (LSQML's, per mini-batch) halved a typical step; 0.3 (measured, ePIE, +-3 px + 1 % + 0.5 degrees, probe known,
@@ -57,7 +59,8 @@ class PositionRefiner:
         self._shifts = pu.search_shifts(xp, settings.coarse_search_px) if settings.coarse_search_px > 0 else None
         self._epoch = 0  # refining epochs begun
         self.gain = 1.0  # the share of each collected step taken (DM takes less: its exit waves lag the move)
-        self.damping = EPOCH_DAMPING  # of the collected steps (DM: 1)
+        self.damping = EPOCH_DAMPING  # of the collected steps (DM: 1 while the probe is updated)
+        self.warp_degree = 1  # the affine fit's displacement: 1 affine; 2 or more adds a smooth warp (DM: 2)
         self._collected: list[tuple[Any, Any, Any]] = []  # (idx, num, den) kept for the epoch's end
         self.last_deformation: Any = None  # (2, 2) the deformation applied at the last epoch's end
 
@@ -182,10 +185,12 @@ class PositionRefiner:
             self._collected = []
             self.move(idx, self.gain * pu.damped_steps(xp, num, den, self.damping))
         if self._gram is not None:
-            d = pu.solve_deformation(xp, self._gram, self._rhs, tuple(t for t in pu.AFFINE_TERMS
-                                                                      if t not in self.held))
-            d = xp.clip(d, -MAX_DEFORMATION, MAX_DEFORMATION)
-            self._apply_deformation(d)
+            free = tuple(t for t in pu.AFFINE_TERMS if t not in self.held)
+            if self.warp_degree > 1:
+                self._apply_warp(free)
+            else:
+                d = pu.solve_deformation(xp, self._gram, self._rhs, free)
+                self._apply_deformation(xp.clip(d, -MAX_DEFORMATION, MAX_DEFORMATION))
             self._gram = self._rhs = None
         if self.held:
             self._set(slice(None), pu.remove_affine_terms(xp, self.start_px, self.positions, self.held))
@@ -200,6 +205,41 @@ class PositionRefiner:
         moved = (self.positions + y0[None] - centre[None]) @ xp.linalg.inv(m).T + centre[None] - y0[None]
         st.obj[...] = pu.resample_affine(xp, st.obj, m, centre)
         self._set(slice(None), moved)
+        self.last_deformation = d
+
+    def _apply_warp(self, free: tuple[str, ...]) -> None:
+        """The affine fit with a smooth warp of degree ``warp_degree`` (``physics/position_update.py``: solve_warp):
+        the window centres q (positions plus the probe's centre) show a displacement u(x) = D (x - c) + sum_m
+        c_m (s^m(x) - mean over the windows), s = (x - c) / the scan's half width, c the windows' mean. The object
+        is resampled as O(x + u(x)) and every window centre moves to x with x + u(x) = q, so both stay in one frame
+        (for an affine u this is :meth:`_apply_deformation`). The warp moves no position by more than
+        ``MAX_WARP_STEP_PX`` an epoch."""
+        st, xp = self.state, self.state.xp
+        y0 = pu.probe_centre_px(xp, st.probe[: st.modes_active])
+        q = self.positions + y0[None]
+        origin = xp.mean(q, axis=0)
+        scale = float(xp.max(xp.abs(q - origin[None]))) + 1e-9
+        degree = self.warp_degree
+        d, coef = pu.solve_warp(xp, self._gram, self._rhs, free, pu.warp_jacobians(xp, q, origin, scale, degree))
+        d = xp.clip(d, -MAX_DEFORMATION, MAX_DEFORMATION)
+        mean = xp.mean(pu.warp_monomials(xp, q, origin, scale, degree), axis=0)
+
+        def displacement(points: Any, warp: Any) -> Any:
+            smooth = (pu.warp_monomials(xp, points, origin, scale, degree) - mean[None]) @ warp
+            return (points - origin[None]) @ d.T + smooth
+
+        largest = float(xp.max(xp.abs(displacement(q, coef) - (q - origin[None]) @ d.T)))
+        if largest > MAX_WARP_STEP_PX:
+            coef = coef * (MAX_WARP_STEP_PX / largest)
+        h, w = st.obj.shape
+        grid = xp.stack([a.ravel() for a in xp.meshgrid(xp.arange(h, dtype=xp.float64),
+                                                        xp.arange(w, dtype=xp.float64), indexing="ij")], axis=1)
+        src = grid + displacement(grid, coef)
+        st.obj[...] = pu.resample_at(xp, st.obj, src[:, 0].reshape(h, w), src[:, 1].reshape(h, w))
+        moved = q - displacement(q, coef)
+        for _ in range(4):  # x = q - u(x): u moves by a fraction of a pixel, each pass gains a factor |du/dx|
+            moved = q - displacement(moved, coef)
+        self._set(slice(None), moved - y0[None])
         self.last_deformation = d
 
     def _set(self, idx: Any, positions_px: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..bench_switches import bench_switch
 from ..engines.base import EngineSettings, EngineState, IterationMetrics
-from ..engines.dm import DM, REGULARISATION, error_sample_span, position_gain
+from ..engines.dm import DM, REGULARISATION, error_sample_span, set_position_step
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
 from .runtime import f32, i32, i64
@@ -117,7 +117,7 @@ class FastDM(FastMixin, DMWindowsMixin, DM):
             self._positions_moved()
         if refine:  # as engines.dm.DM.iterate: the probe held in the affine phase, the step's share by that
             update_probe = update_probe and not self.refiner.holds_probe(iteration)
-            self.refiner.gain = position_gain(update_probe)
+            set_position_step(self.refiner, update_probe)
         for c, j0 in enumerate(self.starts):
             self.lane_plans[c % self.lanes].get(min(self.chunk, self.state.n_positions - j0) * m, self.n)
         self.plans.get(self.sample_size * m, self.n)

@@ -28,7 +28,9 @@ The three parts, and why (docs/parameters.md, "Position refinement"):
   scan's affine error directly, to a fraction of a per cent; the engine then moves every position by it and
   resamples the object with it (:func:`resample_affine`). The user chooses which affine terms are free
   (:data:`AFFINE_TERMS`); the others are held, and their part of the per-position steps is removed
-  (:func:`remove_affine_terms`).
+  (:func:`remove_affine_terms`). The same terms give a smooth warp beyond affine (:func:`solve_warp`: a polynomial
+  displacement of the scan whose gradient each window's content shows; DM fits a quadratic one, since its steps
+  leave a smooth error its object follows).
 """
 
 from __future__ import annotations
@@ -244,14 +246,10 @@ def linear_term_basis(xp: Any, terms: tuple[str, ...]) -> Any:
     return xp.asarray([[v for row in m for v in row] for m in cols], dtype=xp.float64).T
 
 
-def solve_deformation(xp: Any, gram: Any, rhs: Any, terms: tuple[str, ...], min_weight: float = 1e-3) -> Any:
-    """(2, 2) float64 common deformation D of all windows from their :func:`deformation_terms` (B, K, K), (B, K):
-    each window's translation is eliminated (Schur complement), the rest summed over windows and solved for the
-    free linear ``terms`` (a held term stays 0) together with the nuisance terms. Windows whose translation block
-    is below ``min_weight`` times the median carry too little structure and are left out."""
-    basis = linear_term_basis(xp, terms)  # (4, K)
-    if basis.shape[1] == 0:
-        return xp.zeros((2, 2), dtype=xp.float64)
+def _window_deformation_sums(xp: Any, gram: Any, rhs: Any, min_weight: float) -> tuple[Any, Any, Any]:
+    """Each window's translation eliminated from its :func:`deformation_terms` (B, K, K), (B, K) (Schur
+    complement): (B, K - 2, K - 2) matrices, (B, K - 2) right-hand sides and (B,) weights (0 for windows whose
+    translation block is below ``min_weight`` times the median: too little structure)."""
     g = gram.astype(xp.float64)
     b = rhs.astype(xp.float64)
     g_tt = g[:, :2, :2]
@@ -263,7 +261,18 @@ def solve_deformation(xp: Any, gram: Any, rhs: Any, terms: tuple[str, ...], min_
     solve_tb = xp.linalg.solve(g_tt, b[:, :2, None])[..., 0]  # (B, 2)
     g_dd = g[:, 2:, 2:] - xp.einsum("bki,bkj->bij", g_td, solve_td)
     b_d = b[:, 2:] - xp.einsum("bki,bk->bi", g_td, solve_tb)
-    w = keep.astype(xp.float64)
+    return g_dd, b_d, keep.astype(xp.float64)
+
+
+def solve_deformation(xp: Any, gram: Any, rhs: Any, terms: tuple[str, ...], min_weight: float = 1e-3) -> Any:
+    """(2, 2) float64 common deformation D of all windows from their :func:`deformation_terms` (B, K, K), (B, K):
+    each window's translation is eliminated (Schur complement), the rest summed over windows and solved for the
+    free linear ``terms`` (a held term stays 0) together with the nuisance terms. Windows whose translation block
+    is below ``min_weight`` times the median carry too little structure and are left out."""
+    basis = linear_term_basis(xp, terms)  # (4, K)
+    if basis.shape[1] == 0:
+        return xp.zeros((2, 2), dtype=xp.float64)
+    g_dd, b_d, w = _window_deformation_sums(xp, gram, rhs, min_weight)
     g_sum = xp.einsum("b,bij->ij", w, g_dd)
     b_sum = xp.einsum("b,bi->i", w, b_d)
     k = basis.shape[1]
@@ -275,6 +284,56 @@ def solve_deformation(xp: Any, gram: Any, rhs: Any, terms: tuple[str, ...], min_
     normal = normal + 1e-9 * xp.trace(normal) / (k + extra) * xp.eye(k + extra)
     q = xp.linalg.solve(normal, full.T @ b_sum)
     return (basis @ q[:k]).reshape(2, 2)
+
+
+# -- a smooth warp of the scan beyond affine (DM) ----------------------------------------------------------------
+def warp_exponents(degree: int) -> list[tuple[int, int]]:
+    """Exponents (i, k) of the monomials s_row^i s_col^k of total degree 2 .. ``degree`` that a smooth warp of the
+    scan adds to the affine terms (none for ``degree`` <= 1)."""
+    return [(i, d - i) for d in range(2, degree + 1) for i in range(d, -1, -1)]
+
+
+def warp_jacobians(xp: Any, centres_px: Any, origin_px: Any, scale_px: float, degree: int) -> Any:
+    """(B, 4, K) float64 the in-window deformation (rr, rc, cr, cc: d u_a / d x_b) at the B window centres
+    ``centres_px`` (B, 2) per unit of each of the K = 2 M warp coefficients, column 2 m + a for monomial m of
+    :func:`warp_exponents` moving axis a: u_a(x) = sum_m c[m, a] s_row^i s_col^k, s = (x - origin_px) / scale_px."""
+    s = (centres_px - origin_px[None]) / scale_px
+    exps = warp_exponents(degree)
+    jac = xp.zeros((centres_px.shape[0], 4, 2 * len(exps)), dtype=xp.float64)
+    for m, (i, k) in enumerate(exps):
+        d_row = i * s[:, 0] ** max(i - 1, 0) * s[:, 1] ** k / scale_px
+        d_col = k * s[:, 0] ** i * s[:, 1] ** max(k - 1, 0) / scale_px
+        for a in range(2):
+            jac[:, 2 * a, 2 * m + a] = d_row
+            jac[:, 2 * a + 1, 2 * m + a] = d_col
+    return jac
+
+
+def warp_monomials(xp: Any, points_px: Any, origin_px: Any, scale_px: float, degree: int) -> Any:
+    """(P, M) the monomials of :func:`warp_exponents` at ``points_px`` (P, 2), s = (x - origin_px) / scale_px."""
+    s = (points_px - origin_px[None]) / scale_px
+    return xp.stack([s[:, 0] ** i * s[:, 1] ** k for i, k in warp_exponents(degree)], axis=1)
+
+
+def solve_warp(xp: Any, gram: Any, rhs: Any, terms: tuple[str, ...], jacobians: Any, min_weight: float = 1e-3
+               ) -> tuple[Any, Any]:
+    """:func:`solve_deformation` with a smooth warp: each window's deformation is the common affine D (the free
+    linear ``terms``) plus the warp's at its centre, ``jacobians`` (B, 4, K) (:func:`warp_jacobians`); solved
+    together with the nuisance terms over all windows. ((2, 2) D, (K // 2, 2) warp coefficients c[m, a]),
+    float64."""
+    basis = linear_term_basis(xp, terms)  # (4, k_a)
+    g_dd, b_d, w = _window_deformation_sums(xp, gram, rhs, min_weight)
+    n_b, k_a, k_w = jacobians.shape[0], basis.shape[1], jacobians.shape[2]
+    extra = g_dd.shape[1] - 4  # NUISANCE_TERMS
+    size = k_a + k_w + extra
+    design = xp.zeros((n_b, 4 + extra, size), dtype=xp.float64)  # per window: the unknowns -> its 4 + extra terms
+    design[:, :4, :k_a] = basis[None]
+    design[:, :4, k_a:k_a + k_w] = jacobians
+    design[:, 4:, k_a + k_w:] = xp.eye(extra)[None]
+    normal = xp.einsum("b,bki,bkl,blj->ij", w, design, g_dd, design)
+    normal = normal + 1e-9 * xp.trace(normal) / size * xp.eye(size)
+    q = xp.linalg.solve(normal, xp.einsum("b,bki,bk->i", w, design, b_d))
+    return (basis @ q[:k_a]).reshape(2, 2), q[k_a:k_a + k_w].reshape(-1, 2)
 
 
 def affine_columns(xp: Any, start_px: Any, terms: tuple[str, ...]) -> Any:
@@ -339,6 +398,13 @@ def resample_affine(xp: Any, obj: Any, matrix: Any, centre_px: Any) -> Any:
     cc = xp.arange(w, dtype=xp.float64)[None, :] - centre_px[1]
     src_r = centre_px[0] + matrix[0, 0] * rr + matrix[0, 1] * cc
     src_c = centre_px[1] + matrix[1, 0] * rr + matrix[1, 1] * cc
+    return resample_at(xp, obj, src_r, src_c)
+
+
+def resample_at(xp: Any, obj: Any, src_r: Any, src_c: Any) -> Any:
+    """(H, W) complex64 O_new[x] = O(src_r[x], src_c[x]) (sources (H, W) float64 pixels (row, col)) by Keys cubic
+    interpolation (edge values repeated)."""
+    h, w = obj.shape
     r0 = xp.floor(src_r).astype(xp.int64)
     c0 = xp.floor(src_c).astype(xp.int64)
     fr = (src_r - r0).astype(xp.float32)

@@ -19,7 +19,7 @@ from test_lsqml_fits_arithmetic_cpu import fft_un, ifft_un, ramp, windows
 
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
-from reconstruction.engines.dm import REGULARISATION, position_gain
+from reconstruction.engines.dm import REGULARISATION, set_position_step
 from reconstruction.physics import modulus, propagation
 from reconstruction.simulate import simulate
 
@@ -124,7 +124,7 @@ def dm_windows_iteration(st, psi, settings, update_probe, refiner):
                                             settings.dm_relax)
     psi[:, :m] += propagation.backward(np, far * factor[:, None]) - phi
     if refiner is not None:  # lf_gather (phi and its two moves), one transform, lf_modulus
-        refiner.gain = position_gain(update_probe)  # as FastDM.iterate (the probe held or updated)
+        set_position_step(refiner, update_probe)  # as FastDM.iterate (the probe held or updated)
         x = fft_un(phi)
         model = np.sqrt(np.sum(np.abs(x) ** 2, axis=1)) / n
         g = st.amplitudes / (model + 1e-12) - 1
