@@ -45,7 +45,8 @@ def load_pattern(params: Parameters, index: int, cache_dir: Path | None = None) 
     simulated scan its window alone (noise-free) or the simulation made again with its seed, so the same noise
     (``reconstruction.simulated_patterns``: ``cache_dir`` keeps the object or the patterns for the next call).
     With ``-halfSet`` ``index`` counts the half's positions. ValueError for an index outside the scan (or the
-    half); InputDataError when the data cannot be read."""
+    half); InputDataError when the data cannot be read; ``simulated_patterns.PatternsBeingPrepared`` when another
+    request is making the simulated scan's cache file in ``cache_dir`` (ask again in a few seconds)."""
     which, count = params.data.half_set, scan_positions(params)
     if not 0 <= int(index) < count:
         raise ValueError(f"position {index}: this scan has positions 0..{count - 1}")

@@ -1,7 +1,16 @@
 """One pattern of a simulated scan (a finished job's diffraction click): the full simulation's, bit for bit, noise
-included; noise-free it is computed alone, noisy it is simulated once and read back from the cache file."""
+included; noise-free it is computed alone, noisy it is simulated once and read back from the cache file; two
+requests at once simulate once (a file lock), a request waits a bounded time, a crashed writer leaves no part file."""
 
 from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -9,7 +18,7 @@ import pytest
 from reconstruction import InputDataError, Parameters
 from reconstruction.loading import load_pattern
 from reconstruction.simulate import simulate_from_parameters
-from reconstruction.simulated_patterns import MAX_RESIMULATED_PIXELS, simulated_pattern
+from reconstruction.simulated_patterns import MAX_RESIMULATED_PIXELS, PatternsBeingPrepared, simulated_pattern
 
 CMD = "./ptycho -simulate=1 -i=1 -device=cpu"
 SCAN = " -size=32 -scanDims=6,6"
@@ -76,3 +85,92 @@ def test_a_cache_folder_that_cannot_be_written_still_gives_the_pattern(tmp_path)
     np.testing.assert_array_equal(load_pattern(params, 5, cache_dir=tmp_path),
                                   simulate_from_parameters(params).data.intensities[5])
     assert np.load(cached).shape == (36, 32, 32)
+
+
+def slow_simulate(monkeypatch, hold_s: float) -> list[int]:
+    """``reconstruction.simulate.simulate`` made to take ``hold_s`` longer (the real simulation, then a sleep), so two
+    requests overlap; the list it returns counts the simulations run."""
+    sim = importlib.import_module("reconstruction.simulate")  # (the package exports a function of that name)
+
+    real, calls = sim.simulate, []
+
+    def slow(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        out = real(*args, **kwargs)
+        time.sleep(hold_s)
+        return out
+
+    monkeypatch.setattr(sim, "simulate", slow)
+    return calls
+
+
+def test_two_simultaneous_requests_simulate_a_noisy_scan_once_the_second_reading_the_firsts_file(
+        tmp_path, monkeypatch) -> None:
+    params = Parameters.from_cmdstr(CMD + SCAN + " -photons=1e5 -seed=5")
+    full = simulate_from_parameters(params).data.intensities
+    calls = slow_simulate(monkeypatch, 0.5)
+    start = threading.Barrier(2)
+    got: dict[int, np.ndarray] = {}
+
+    def click(k: int) -> None:
+        start.wait()
+        got[k] = simulated_pattern(params, k, tmp_path, wait_s=30)
+
+    threads = [threading.Thread(target=click, args=(k,)) for k in (3, 29)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(calls) == 1  # the second waited for the first's file instead of simulating the scan again
+    for k in (3, 29):
+        np.testing.assert_array_equal(got[k], full[k])
+    assert sorted(p.name.split(".", 1)[1] for p in tmp_path.iterdir()) == ["npy", "npy.lock"]
+
+
+def test_a_request_that_would_wait_past_its_bound_is_refused_then_served_from_the_file(tmp_path, monkeypatch) -> None:
+    params = Parameters.from_cmdstr(CMD + SCAN + " -photons=1e5 -seed=6")
+    full = simulate_from_parameters(params).data.intensities
+    calls = slow_simulate(monkeypatch, 1.5)
+    first = threading.Thread(target=simulated_pattern, args=(params, 0, tmp_path))
+    first.start()
+    while not calls:  # the first request holds the lock and simulates
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    with pytest.raises(PatternsBeingPrepared, match="try again in a few seconds"):
+        simulated_pattern(params, 1, tmp_path, wait_s=0.2)
+    assert time.monotonic() - t0 < 1.0  # answered after its bound, not after the first's 1.5 s
+    first.join(30)
+    np.testing.assert_array_equal(simulated_pattern(params, 1, tmp_path, wait_s=0.2), full[1])
+    assert len(calls) == 1
+
+
+#: a process that makes the cache file and is killed half way through writing it (SIGKILL: no clean-up runs)
+CRASHING_WRITER = """
+import os, signal, sys
+import numpy as np
+from reconstruction import Parameters
+from reconstruction.simulated_patterns import simulated_pattern
+
+def half_then_die(f, values):  # the file's start (magic, header, half the values), then death
+    whole = values.tobytes()
+    f.write(b"\\x93NUMPY" + whole[: len(whole) // 2])
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+np.save = half_then_die
+simulated_pattern(Parameters.from_cmdstr(sys.argv[1]), 0, sys.argv[2])
+"""
+
+
+def test_a_writer_killed_mid_file_leaves_nothing_under_the_files_name_and_the_next_request_remakes_it(tmp_path) -> None:
+    cmd = CMD + SCAN + " -photons=1e5 -seed=7"
+    child = subprocess.run([sys.executable, "-c", CRASHING_WRITER, cmd, str(tmp_path)], timeout=120,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert child.returncode == -signal.SIGKILL
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert not [n for n in names if n.endswith(".npy")] and [n for n in names if n.endswith(".tmp")], names
+    params = Parameters.from_cmdstr(cmd)
+    np.testing.assert_array_equal(simulated_pattern(params, 11, tmp_path, wait_s=5),
+                                  simulate_from_parameters(params).data.intensities[11])
+    assert not list(tmp_path.glob("*.tmp"))  # the dead writer's part removed by the next maker
+    assert np.load(next(tmp_path.glob("*.npy"))).shape == (36, 32, 32)

@@ -4,12 +4,14 @@ the result file, equal to the physics; the refusals name what is wrong."""
 from __future__ import annotations
 
 import base64
+import fcntl
+import time
 
 import numpy as np
 import pytest
 from webapp_helpers import api_auth, small_parameters
 
-from reconstruction import Result
+from reconstruction import Result, simulated_patterns
 from reconstruction.io import write_result
 from reconstruction.physics import propagation, subpixel
 from reconstruction.simulate import simulate_from_parameters
@@ -122,6 +124,33 @@ def test_a_simulated_jobs_clicks_show_the_simulations_noisy_pattern_kept_in_the_
         body = client.get(f"/jobs/{job.pk}/diffraction/?position={k}").json()
         counts = np.log10(1 + np.fft.fftshift(sim.data.intensities[k]))
         np.testing.assert_allclose(log_counts(body, "diffraction_measured"), counts, atol=body["log_range"][1] / 255)
-        assert [p.name.startswith("sim_patterns_") for p in folder.iterdir()] == [True]
+        kept = sorted(p.name for p in folder.iterdir())  # the patterns and the lock their maker held
+        assert len(kept) == 2 and kept[0].startswith("sim_patterns_") and kept[1] == kept[0] + ".lock", kept
     delete_job(job, user)
     assert not folder.exists()
+
+
+@pytest.mark.django_db
+def test_a_click_while_another_simulates_the_scan_is_answered_503_try_again_not_held(client, user, tmp_path,
+                                                                                     monkeypatch):
+    params = small_parameters()  # noisy: the first click simulates the whole scan and keeps its patterns
+    sim = simulate_from_parameters(params)
+    job = finished_job(tmp_path, user, params, np.floor(sim.data.positions_px + 0.5), sim.object_truth,
+                       sim.probe_truth)
+    client.force_login(user)
+    folder = job_results_dir(job.pk)
+    assert client.get(f"/jobs/{job.pk}/diffraction/?position=2").status_code == 200  # makes the patterns file
+    (kept,) = folder.glob("sim_patterns_*.npy")
+    kept.unlink()  # as before the first click, and another request (this test) is making it: it holds the lock
+    monkeypatch.setattr(simulated_patterns, "LOCK_WAIT_S", 0.3)
+    with open(folder / (kept.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        answer = client.get(f"/jobs/{job.pk}/diffraction/?position=8")
+        assert time.monotonic() - t0 < 3
+        assert answer.status_code == 503 and answer["Retry-After"] == "3"
+        assert "being prepared" in answer.json()["error"] and "try again in a few seconds" in answer.json()["error"]
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    body = client.get(f"/jobs/{job.pk}/diffraction/?position=8").json()  # free again: simulated and kept
+    counts = np.log10(1 + np.fft.fftshift(sim.data.intensities[8]))
+    np.testing.assert_allclose(log_counts(body, "diffraction_measured"), counts, atol=body["log_range"][1] / 255)

@@ -8,6 +8,7 @@ from typing import Any
 
 from reconstruction import InputDataError, ParameterError, Parameters
 from reconstruction.diffraction_preview import result_diffraction
+from reconstruction.simulated_patterns import PatternsBeingPrepared
 from webapp.scans.paths import confine_parameters
 
 from .models import Job
@@ -16,11 +17,16 @@ from .results import job_results_dir
 
 class NoPattern(Exception):
     """Why the patterns cannot be shown; ``status`` is the HTTP answer (400 a bad position, 404 no result file,
-    409 the raw data cannot be read)."""
+    409 the raw data cannot be read, 503 an earlier request is still simulating the scan: ``retry_after_s``)."""
 
-    def __init__(self, message: str, status: int):
+    def __init__(self, message: str, status: int, retry_after_s: int | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after_s = retry_after_s
+
+
+#: what a 503 asks the page to wait before it asks again (seconds): a noisy scan's first simulation takes 3-20 s
+RETRY_AFTER_S = 3
 
 
 def finished_diffraction(job: Job, position: int) -> dict[str, Any]:
@@ -54,6 +60,8 @@ def finished_diffraction(job: Job, position: int) -> dict[str, Any]:
         # a simulated scan keeps its object (noise-free) or its patterns (noisy) in the job's folder, deleted with
         # the job: a second click reads one pattern instead of simulating the scan again
         measured = load_pattern(confine_parameters(params), position, cache_dir=job_results_dir(job.pk))
+    except PatternsBeingPrepared as exc:  # a bounded wait: a web worker is not held for the whole simulation
+        raise NoPattern(f"job {job.pk}'s position {position} is being prepared: {exc}", 503, RETRY_AFTER_S) from None
     except (InputDataError, ParameterError, OSError, ValueError) as exc:
         raise NoPattern(
             f"job {job.pk}'s raw data cannot be read, so its measured pattern cannot be shown: {exc}", 409

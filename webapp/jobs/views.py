@@ -202,7 +202,7 @@ def snapshots(request: HttpRequest, job_id: int) -> HttpResponse:
 def diffraction(request: HttpRequest, job_id: int) -> JsonResponse:
     """A finished job's measured and model pattern of scan position ``?position=k`` (JSON, webapp/jobs/diffraction.py);
     ``{"error"}`` with 400 for a position that is not a whole number in the scan, 404 without a result file, 409
-    when the raw data cannot be read."""
+    when the raw data cannot be read, 503 with ``Retry-After`` while an earlier click still simulates the scan."""
     job = get_object_or_404(Job.objects.defer("last_preview"), pk=job_id)
     text = (request.GET.get("position") or "").strip()
     if not text.isdigit():
@@ -210,7 +210,10 @@ def diffraction(request: HttpRequest, job_id: int) -> JsonResponse:
     try:
         return JsonResponse(finished_diffraction(job, int(text)))
     except NoPattern as exc:
-        return JsonResponse({"error": str(exc)}, status=exc.status)
+        refused = JsonResponse({"error": str(exc)}, status=exc.status)
+        if exc.retry_after_s is not None:
+            refused["Retry-After"] = str(exc.retry_after_s)
+        return refused
 
 
 @require_GET
