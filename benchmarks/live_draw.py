@@ -54,6 +54,7 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8">
 <link rel="stylesheet" href="/static/ptychopy/site.css">
 <script src="/static/vendor/plotly-cartesian-2.min.js" defer></script>
 <script src="/static/ptychopy/display.js" defer></script>
+<script src="/static/ptychopy/panel-hover.js" defer></script>
 <script src="/static/ptychopy/live.js" defer></script></head><body>
 <section class="live card" id="live" data-ws="/ws/jobs/1/" data-job="1" data-status-at-load="running">
   <div class="stats"><span id="st-status"></span><span id="st-iteration"></span><span id="st-iterations"></span>
@@ -119,12 +120,14 @@ def _u8(values: np.ndarray) -> tuple[np.ndarray, float, float]:
 
 def sample_frame(
     seq: int, size: int = 256, modes: int = 3, pixel_m: float = 20e-9, images: dict[str, np.ndarray] | None = None,
-    iterations_per_frame: int = 1, scan_chunk: int = 0,
+    iterations_per_frame: int = 1, scan_chunk: int = 0, binning: int | None = None, status: str = "running",
 ) -> bytes:
     """One binary live frame (``webapp/live/frames.py``) of the ``seq``-th frame: a ``size``^2 object, ``modes``
     probe modes and two diffraction patterns of (``size``/2)^2, 100 positions, the errors so far (``seq`` + 1 times
     ``iterations_per_frame`` iterations, downsampled to 500 points as the worker does). Every image changes with
-    ``seq``; ``images`` (name -> uint8 array) replaces generated ones (vmin 0, vmax 255). ``scan_chunk`` > 0:
+    ``seq``; ``images`` (name -> uint8 array, or (uint8 array, vmin, vmax); vmin 0, vmax 255 when not given) replaces
+    generated ones; ``binning`` goes into the header (``diffraction_binning``) when given; ``status`` is the job's.
+    ``scan_chunk`` > 0:
     each frame carries new Fourier errors for that many positions (the worker measures a chunk a frame), so the
     scan's colours change every frame; 0: the same errors in every frame."""
     rng = np.random.default_rng(seq)
@@ -151,9 +154,9 @@ def sample_frame(
         u8, lo, hi = _u8(np.log10(1 + 1e4 * np.exp(-(px**2 + py**2) / 0.01) * (1 + rng.random((half, half)))))
         frame.append(FrameImage(name, u8, lo, hi))
     if images:
+        given = {name: v if isinstance(v, tuple) else (v, 0.0, 255.0) for name, v in images.items()}
         frame = [
-            FrameImage(img.name, images[img.name], 0.0, 255.0, img.pixel_m) if img.name in images else img
-            for img in frame
+            FrameImage(img.name, *given[img.name], img.pixel_m) if img.name in given else img for img in frame
         ]
     grid = np.stack(np.meshgrid(np.arange(10), np.arange(10), indexing="ij"), -1).reshape(-1, 2) * 10.0 + 64
     its = (seq + 1) * iterations_per_frame
@@ -166,7 +169,7 @@ def sample_frame(
         "seq": seq,
         "iteration": its,
         "iterations": max(1000, 2 * its),
-        "status": "running",
+        "status": status,
         "error": errors[-1],
         "errors": errors,
         "error_iterations": error_iterations,
@@ -179,6 +182,8 @@ def sample_frame(
         "n_positions": 100,
         "positions": positions_header(grid, grid, 1, refined=False, errors=position_errors),
     }
+    if binning is not None:
+        header["diffraction_binning"] = binning
     return encode_frame(header, frame)
 
 

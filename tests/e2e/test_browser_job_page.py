@@ -130,12 +130,15 @@ def test_job_page_states_queue_estimate_confirmations_and_history(  # type: igno
 
 
 def plot_state(pg, plot_id: str) -> dict:  # type: ignore[no-untyped-def]
-    """What Plotly drew in one plot: axis titles and ranges, shapes, annotations, trace types, title."""
+    """What Plotly drew in one plot: axis titles and ranges, shapes, annotations, trace types, and the title."""
     return pg.evaluate("""id => { const d = document.getElementById(id); const L = d._fullLayout;
         return {x: L.xaxis.title.text, y: L.yaxis.title.text, xr: L.xaxis.range, yr: L.yaxis.range,
                 shapes: (d.layout.shapes || []).map(s => [s.x0, s.x1]),
                 notes: (d.layout.annotations || []).map(a => a.text),
-                types: d.data.map(t => t.type), title: L.title.text, data: Object.assign({}, d.dataset)}; }""", plot_id)
+                types: d.data.map(t => t.type), data: Object.assign({}, d.dataset),
+                // a live image panel's title is an element over the plot (display.js panelTitle)
+                title: (d.querySelector('.panel-title') || {textContent: L.title.text}).textContent}; }""",
+                       plot_id)
 
 
 def click_scan_position(pg, index: int) -> None:  # type: ignore[no-untyped-def]

@@ -61,6 +61,7 @@ def test_frames_carry_pixel_sizes_every_probe_modes_amplitude_phase_and_power(wo
     # one position's measured and model pattern (32 px patterns: not binned), no sample-plane size
     assert images["diffraction_measured"].shape == images["diffraction_model"].shape == (32, 32)
     assert 0 <= header["diffraction_position"] < 36 and "pixel_m" not in entries["diffraction_model"]
+    assert header["diffraction_binning"] == 1  # detector pixels per preview pixel along a side (the page's hover)
 
 
 def test_frames_show_the_diffraction_position_a_viewer_chose_and_every_positions_error(worker, broker,

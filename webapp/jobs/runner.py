@@ -366,6 +366,7 @@ class JobRun:
             "eta_s": _finite(progress.eta_s), "message": "", "t_produced": time.time(),
             "probe_power": [float(f"{p:.4g}") for p in preview.probe_power], "pixel_size_m": pixel_m or None,
             "diffraction_position": None if preview.diffraction is None else preview.diffraction.position,
+            "diffraction_binning": None if preview.diffraction is None else preview.diffraction.binning,
             "n_positions": n_positions,
         }
         if preview.positions is not None:

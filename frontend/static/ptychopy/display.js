@@ -34,6 +34,15 @@
     return "rgb(" + a.map(function (v, k) { return Math.round(v + f * (b[k] - v)); }).join(",") + ")";
   }
 
+  /* A colour bar's label for the value ``v``: 3 significant digits, at most 8 characters (exponent form below
+   * 0.01 and from 10^4), so it fits the room right of the bar (imageLayout's right margin). */
+  function tickText(v) {
+    const a = Math.abs(v);
+    if (a === 0 || !isFinite(v)) return isFinite(v) ? "0" : "";
+    if (a < 0.01 || a >= 1e4) return v.toExponential(2).replace("e+", "e");
+    return String(Number(v.toPrecision(3)));
+  }
+
   /* What a heatmap of ``img`` ({vmin, vmax}) needs for ``settings`` ({map, scale: linear|log|gamma, gamma, lo,
    * hi}; lo/hi null = the image's range): {colorscale, zmin, zmax, colorbar, lo, hi, scale}. Log needs lo > 0; it
    * falls back to linear otherwise (``scale`` says which was used). */
@@ -56,7 +65,7 @@
     const zmin = 255 * (lo - vmin) / span, zmax = 255 * (hi - vmin) / span;
     const ticks = [0, 0.25, 0.5, 0.75, 1].map(function (p) { return zmin + p * (zmax - zmin); });
     const colorbar = { tickvals: ticks, thickness: 12, len: 0.9,
-                       ticktext: ticks.map(function (z) { return Number(vmin + span * z / 255).toPrecision(3); }) };
+                       ticktext: ticks.map(function (z) { return tickText(vmin + span * z / 255); }) };
     return { colorscale: colorscale, zmin: zmin, zmax: zmax, colorbar: colorbar, lo: lo, hi: hi, scale: scale };
   }
 
@@ -244,15 +253,18 @@
     });
   }
 
-  /* The layout of an image panel whose pixels are painted under it (paintUnder): the title, axes in ``axes.unit``
+  /* The layout of an image panel whose pixels are painted under it (paintUnder): the title (null: none, e.g. one
+   * drawn by panelTitle), axes in ``axes.unit``
    * (rows downwards, square pixels, no grid), room on the right for the colour bar, transparent backgrounds, and
    * with ``axes`` ({unit, width, height, bar, barText}; null: pixels) a scale bar in the lower left corner drawn in
    * data coordinates, so it zooms with the image; ``extraShapes`` (e.g. a profile line) are added. */
   function imageLayout(title, axes, extraShapes) {
     const layout = {
-      title: { text: title, font: { size: 14 } },
+      title: { text: title || "", font: { size: 14 } },
       uirevision: "keep",
-      margin: { l: 50, r: 76, t: 36, b: 40 },  // the colour bar (painted under the plot) on the right
+      // the colour bar (painted under the plot) on the right: 10 px gap, 12 px bar, 5 px to its labels (tickText:
+      // at most 8 characters, under 50 px at 11 px)
+      margin: { l: 50, r: 84, t: 36, b: 40 },
       xaxis: { constrain: "domain", showgrid: false, zeroline: false,
                title: { text: axes ? "x (" + axes.unit + ")" : "column (px)" } },
       yaxis: { autorange: "reversed", scaleanchor: "x", constrain: "domain", showgrid: false, zeroline: false,
@@ -270,6 +282,36 @@
     }
     if (extraShapes && extraShapes.length) layout.shapes = (layout.shapes || []).concat(extraShapes);
     return layout;
+  }
+
+  /* The title ``text`` of the plot ``div`` as an element over it (class panel-title, where Plotly puts a title:
+   * centred in the top margin), so a title that changes every frame (a probe mode's share of the power) costs a
+   * text change, not a Plotly.relayout (9-11 ms each). The text is set only when it changed. */
+  function panelTitle(div, text) {
+    let t = div.ptychopyTitle;
+    if (!t) {
+      t = div.ptychopyTitle = document.createElement("div");
+      t.className = "panel-title";
+    }
+    if (t.parentNode !== div) div.appendChild(t);
+    if (t.textContent !== text) t.textContent = text;
+  }
+
+  /* Plotly's ``responsive`` follows the window's size only; a plot whose grid cell changes (panels added to the
+   * grid after it was drawn, so the columns change) would keep its old width and reach into its neighbour. This
+   * resizes ``div``'s plot whenever its box changes size. Once per plot. */
+  const sizeWatch = "ResizeObserver" in window ? new ResizeObserver(function (entries) {
+    entries.forEach(function (e) {
+      const div = e.target, L = div._fullLayout;
+      if (!L || !div.data) return;
+      const r = e.contentRect;
+      if (Math.abs(r.width - L.width) > 0.5 || Math.abs(r.height - L.height) > 0.5) Plotly.Plots.resize(div);
+    });
+  }) : null;
+  function followSize(div) {
+    if (!sizeWatch || div.ptychopySized) return;
+    div.ptychopySized = true;
+    sizeWatch.observe(div);
   }
 
   // A transparent PNG (data URL) of rows x cols: the image trace that gives a painted panel its extent and hover.
@@ -308,6 +350,13 @@
         ctx.fillRect(0, 0, out.width, out.height);
         if (under) ctx.drawImage(under, 0, 0, out.width, out.height);
         ctx.drawImage(picture, 0, 0);
+        if (div.ptychopyTitle && div.ptychopyTitle.textContent) {  // a title drawn over the plot (panelTitle)
+          ctx.fillStyle = "#444444";
+          ctx.font = "14px 'Open Sans', verdana, arial, sans-serif";
+          ctx.textAlign = "center";
+          ctx.textBaseline = "alphabetic";
+          ctx.fillText(div.ptychopyTitle.textContent, out.width / 2, 18);
+        }
         const link = document.createElement("a");
         link.download = div.id.replace(/^plot-/, "") + ".png";
         link.href = out.toDataURL("image/png");
@@ -331,5 +380,6 @@
                              lookupTable: lookupTable, colourInto: colourInto, stops: stops,
                              colourStrip: colourStrip, paintUnder: paintUnder, imageLayout: imageLayout,
                              transparentImage: transparentImage, followPlot: followPlot,
-                             imagePlotConfig: imagePlotConfig };
+                             imagePlotConfig: imagePlotConfig, tickText: tickText, panelTitle: panelTitle,
+                             followSize: followSize };
 })();

@@ -57,7 +57,7 @@
     const ticks = [0, 64, 128, 191, 255];
     const text = ticks.map(function (t) {
       if (lo === null || hi === null) return "";
-      return Number(lo + (hi - lo) * t / 255).toPrecision(3);
+      return window.ptychopyDisplay.tickText(lo + (hi - lo) * t / 255);
     });
     return { tickvals: ticks, ticktext: text, thickness: 12, len: 0.9 };
   }
@@ -70,16 +70,18 @@
   const imageLayout = window.ptychopyDisplay.imageLayout;
 
   /* An image panel is a Plotly plot of one trace: a transparent image of the frame's size, which gives the axes
-   * their extent and hover and clicks (the line profile) each pixel's centre in the axes' units. The pixels are
-   * coloured through a 256-entry table made from the panel's colorscale and range (display.js lookupTable) into
-   * a canvas under the plot's SVG, with the colour bar beside it (display.js paintUnder). Plotly draws only when
-   * the plot itself changes (first frame, size, units, the profile's shapes: Plotly.react; the title:
-   * Plotly.relayout); a new frame otherwise costs one table look-up per pixel (issue 21: a heatmap per panel and
-   * frame took 0.33 s a frame on a free machine and up to 1.2 s under load). A panel whose image and colours did
-   * not change is not coloured again, and one out of view is coloured when it comes into view (its plot, title
-   * and data attributes are kept current). */
+   * their extent and hover and clicks (the line profile) each pixel's centre in the axes' units; the hover box
+   * (panel-hover.js) reads the pixel's value from the frame. The pixels are coloured through a 256-entry table
+   * made from the panel's colorscale and range (display.js lookupTable) into a canvas under the plot's SVG, with
+   * the colour bar beside it (display.js paintUnder). Plotly draws only when the plot itself changes (first frame,
+   * size, units, the profile's shapes: Plotly.react); the title is an element over the plot (display.js
+   * panelTitle: a probe mode's share of the power changes every frame, and a Plotly.relayout per title cost 9-11 ms
+   * each), and a new frame otherwise costs one table look-up per pixel (issue 21: a heatmap per panel and frame
+   * took 0.33 s a frame on a free machine and up to 1.2 s under load). A panel whose image and colours did not
+   * change is not coloured again, and one out of view is coloured when it comes into view (its plot, title and
+   * data attributes are kept current). */
   const panels = {};  // plot id -> what it shows: {fig, title, pixels, tableKey, table, strip, canvas, extent, bar}
-  const drawCounts = { coloured: 0, unchanged: 0, hidden: 0, plotly_react: 0, plotly_relayout: 0,
+  const drawCounts = { coloured: 0, unchanged: 0, hidden: 0, plotly_react: 0, titles_changed: 0,
                        errors_extended: 0, errors_redrawn: 0, scan_redrawn: 0, scan_recoloured: 0 };
   // Plots out of view (more than 200 px above or below the window, or hidden) are drawn when they come into view.
   const inView = {};  // plot id -> false while out of view (IntersectionObserver; unknown counts as in view)
@@ -136,12 +138,10 @@
                           scale: bar.scale };
     // pixel centres: column c at x0 + c dx, row r at y0 + r dy (rows run downwards)
     const pos = { x0: 0, dx: 1, y0: 0, dy: 1 };
-    let hover = "row %{y}, col %{x}<extra></extra>";
     let axes = null;
     if (unit) {
       const d = img.pixel_m * unit.perM;
       Object.assign(pos, { x0: d / 2, dx: d, y0: d / 2, dy: d });
-      hover = "x %{x:.4g} " + unit.name + ", y %{y:.4g} " + unit.name + "<extra></extra>";
       const width = d * cols;
       const barLength = niceLength(width);
       axes = { unit: unit.name, width: width, height: d * rows, bar: barLength,
@@ -155,27 +155,34 @@
     div.dataset.unit = axes ? axes.unit : "px";
     div.dataset.scaleBar = axes ? axes.barText : "";
     div.dataset.extent = axes ? axes.width.toPrecision(4) : "";
-    const fig = { bar: bar, pos: pos, hover: hover, rows: rows, cols: cols, axes: axes,
-                  shapes: isObject ? profileShapes() : null };
+    const fig = { bar: bar, pos: pos, rows: rows, cols: cols, axes: axes, shapes: isObject ? profileShapes() : null };
     if (!panels[div.id]) panels[div.id] = { canvas: document.createElement("canvas") };
+    const panel = panels[div.id];
+    panel.hover = { img: img, pos: pos, unit: axes ? axes.unit : null };  // what the hover box reads
     plotPanel(div, title, fig);  // the plot (title, axes, shapes) at once: the page's state stays current
+    if (window.ptychopyHover) {
+      window.ptychopyHover.attach(div, function () { return panels[div.id].hover; });
+      window.ptychopyHover.refresh(div, function () { return panels[div.id].hover; });
+    }
     whenInView(div, function () { colourPanel(div, img, fig); });
   }
 
   function plotPanel(div, title, fig) {
     const panel = panels[div.id], pos = fig.pos;
-    const figKey = JSON.stringify([pos, fig.hover, fig.rows, fig.cols, fig.axes, fig.shapes]);
+    const figKey = JSON.stringify([pos, fig.rows, fig.cols, fig.axes, fig.shapes]);
     if (figKey !== panel.fig) {
+      // hoverinfo "none": Plotly finds the pixel under the pointer (its events), panel-hover.js shows the box
       const image = { type: "image", source: transparentImage(fig.rows, fig.cols), x0: pos.x0, dx: pos.dx,
-                      y0: pos.y0, dy: pos.dy, hovertemplate: fig.hover };
-      Plotly.react(div, [image], imageLayout(title, fig.axes, fig.shapes), imagePlotConfig());
+                      y0: pos.y0, dy: pos.dy, hoverinfo: "none" };
+      Plotly.react(div, [image], imageLayout(null, fig.axes, fig.shapes), imagePlotConfig());
       drawCounts.plotly_react += 1;
       panel.fig = figKey;
-      panel.title = title;
       window.ptychopyDisplay.followPlot(div, function () { paintPanel(div); });  // zoom, pan, resizes
-    } else if (title !== panel.title) {
-      Plotly.relayout(div, { "title.text": title });
-      drawCounts.plotly_relayout += 1;
+      window.ptychopyDisplay.followSize(div);  // the grid's columns change as panels are added
+    }
+    if (title !== panel.title) {  // an element over the plot: no Plotly drawing
+      window.ptychopyDisplay.panelTitle(div, title);
+      drawCounts.titles_changed += 1;
       panel.title = title;
     }
   }
@@ -213,6 +220,13 @@
     return true;
   }
 
+  // What a probe or diffraction panel is called (its aria-label).
+  function panelLabel(name) {
+    const m = /^probe_(amplitude|phase)_(\d+)$/.exec(name);
+    if (m) return "Probe mode " + m[2] + " " + m[1];
+    return (name === "diffraction_measured" ? "Measured" : "Model") + " diffraction pattern";
+  }
+
   function probeDiv(name, label) {
     let div = el("plot-" + name);
     if (!div) {
@@ -226,10 +240,12 @@
   }
 
   // One scan position's measured pattern and the model's (log10(1 + counts) on one shared range, centred).
+  // ``header.diffraction_binning``: detector pixels summed into each preview pixel along a side (the hover's counts).
   function drawDiffraction(img, header) {
     const which = img.name === "diffraction_measured" ? "Measured" : "Model";
-    const div = probeDiv(img.name, which + " diffraction pattern");
-    drawImage(div, img, which + " pattern, position " + header.diffraction_position + " (log10 counts)", "Viridis");
+    const div = probeDiv(img.name, panelLabel(img.name));
+    drawImage(div, Object.assign({}, img, { binning: header.diffraction_binning || null }),
+              which + " pattern, position " + header.diffraction_position + " (log10 counts)", "Viridis");
     div.dataset.position = header.diffraction_position;
   }
 
@@ -240,7 +256,7 @@
     const mode = Number(m[2]);
     const power = (header.probe_power || [])[mode];
     const share = power === undefined ? "" : " (" + (100 * power).toPrecision(3) + " % of the power)";
-    const div = probeDiv(img.name, "Probe mode " + mode + " " + m[1]);
+    const div = probeDiv(img.name, panelLabel(img.name));
     if (m[1] === "amplitude") {
       drawImage(div, img, "Probe mode " + mode + " amplitude" + share, "Hot");
     } else {
@@ -479,18 +495,33 @@
     hint.textContent = "Asked for position " + index + "…";
   }
 
-  // A finished job: the measured pattern and the model of its result file, from /jobs/<id>/diffraction/.
-  function showFinishedPosition(index) {
+  // A finished job: the measured pattern and the model of its result file, from /jobs/<id>/diffraction/. A 503
+  // (an earlier click still simulates the scan: the server waits a few seconds at most) is asked again after its
+  // Retry-After, up to 20 times, unless another position was asked for meanwhile.
+  let finishedWanted = null;
+  function showFinishedPosition(index, retries) {
     const hint = el("diffraction-hint");
-    hint.textContent = "Computing position " + index + "…";
+    retries = retries || 0;
+    finishedWanted = index;
+    if (!retries) hint.textContent = "Computing position " + index + "…";
     const url = window.location.pathname.replace(/\/$/, "") + "/diffraction/?position=" + index;
     fetch(url, { credentials: "same-origin" })
       .then(function (r) {
-        return r.json().catch(function () { return { error: "HTTP " + r.status }; })
-          .then(function (body) { return r.ok ? body : Promise.reject(new Error(body.error || "HTTP " + r.status)); });
+        return r.json().catch(function () { return { error: "HTTP " + r.status }; }).then(function (body) {
+          if (r.status === 503 && retries < 20) {
+            const wait = Math.max(1, Number(r.headers.get("Retry-After")) || 3);
+            hint.textContent = (body.error || "Being prepared") + " (asking again in " + wait + " s)";
+            window.setTimeout(function () {
+              if (finishedWanted === index) showFinishedPosition(index, retries + 1);
+            }, 1000 * wait);
+            return null;
+          }
+          return r.ok ? body : Promise.reject(new Error(body.error || "HTTP " + r.status));
+        });
       })
       .then(function (body) {
-        const header = { diffraction_position: body.position };
+        if (!body || finishedWanted !== index) return;  // asked again later, or another position was chosen
+        const header = { diffraction_position: body.position, diffraction_binning: body.binning };
         body.images.forEach(function (img) {  // base64 bytes, as a frame's
           const raw = atob(img.bdata), data = new Uint8Array(raw.length);
           for (let i = 0; i < raw.length; i++) data[i] = raw.charCodeAt(i);
@@ -502,7 +533,7 @@
         if (frame && frame.header.positions) drawPositions(frame.header.positions, frame.header.pixel_size_m, body.position);
         hint.textContent = "Position " + body.position + ": the measured pattern and the result's model.";
       })
-      .catch(function (err) { hint.textContent = err.message || String(err); });
+      .catch(function (err) { if (finishedWanted === index) hint.textContent = err.message || String(err); });
   }
 
   function onTextMessage(text) {
@@ -757,6 +788,9 @@
   // The images, profile and scan of one frame (a live one, or a stored one the scrubber picked).
   function drawFrameImages(frame) {
     const h = frame.header;
+    // every panel's place first, so the grid has its final columns when Plotly sizes the first plots (a plot
+    // whose cell changes later is resized too: display.js followSize)
+    frame.images.forEach(function (img) { if (!TITLES[img.name]) probeDiv(img.name, panelLabel(img.name)); });
     frame.images.forEach(function (img) {
       if (TITLES[img.name]) {
         drawImage(el("plot-" + img.name), img, TITLES[img.name], COLORS[img.name]);
