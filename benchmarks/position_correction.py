@@ -40,6 +40,16 @@ def position_error_px(positions: np.ndarray, true: np.ndarray) -> float:
     return float(np.sqrt((d**2).sum(axis=1).mean()))
 
 
+def ring_errors_px(positions: np.ndarray, true: np.ndarray, nominal: np.ndarray) -> tuple[float, float, float]:
+    """RMS distance (px, mean offset removed over all windows) of the scan's outer ring of windows (first or last
+    row or column of the raster ``nominal`` (N, 2)), of the rest, and the worst window's."""
+    d = positions - true
+    d -= d.mean(axis=0)
+    dist2 = (d**2).sum(axis=1)
+    edge = np.any((nominal == nominal.min(axis=0)) | (nominal == nominal.max(axis=0)), axis=1)
+    return (float(np.sqrt(dist2[edge].mean())), float(np.sqrt(dist2[~edge].mean())), float(np.sqrt(dist2.max())))
+
+
 def affine_and_rest_px(positions: np.ndarray, true: np.ndarray) -> tuple[float, float, dict[str, float]]:
     """RMS (px) of the affine part (mean offset removed) and of the rest of positions - true, and the affine map
     from the true positions to these (scale, asymmetry, rotation_deg, shear)."""
@@ -109,6 +119,8 @@ def main() -> None:
               f"seconds {seconds:.1f} device {args.device} engine {type(rec.engine).__name__}", flush=True)
         print(f"  whole-pixel shift only: nrmse {whole:.4f} true_positions {whole_true:.4f} "
               f"ratio {whole / whole_true:.2f}", flush=True)
+        edge_px, inside_px, worst_px = ring_errors_px(rec.positions(), true, nominal)
+        print(f"  rings: edge {edge_px:.3f} px, inside {inside_px:.3f} px, worst window {worst_px:.3f} px", flush=True)
         affine_px, rest_px, described = affine_and_rest_px(rec.positions(), true)
         print(f"  left: affine part {affine_px:.3f} px, the rest {rest_px:.3f} px; refined/true: "
               + ", ".join(f"{k} {v:.4f}" for k, v in described.items()), flush=True)
