@@ -648,13 +648,21 @@ class BridgeWorker:
         cancelled (or gone from the web side), it covers the scan; failed (before any frame, or after: its
         source broke, its worker was lost), the batch job is queued now under ``key#batch`` (one conditional
         UPDATE: at most once). While the scan acquires (``watch``): failed, it is reported at once and replaced
-        (:meth:`_failed_while_acquiring`). Queued, running or finishing (or no answer): asked again later."""
+        (:meth:`_failed_while_acquiring`). Done with a partial result (:func:`partial_result`: frames missed or
+        dropped, a stall) counts as failed: the scan's data are complete, so its reconstruction must be too.
+        Queued, running or finishing (or no answer): asked again later."""
         if error is not None:  # the web side is not there now: ask again later
             log.info("%s: cannot ask for streaming job %s (%s); asking again", task.key, task.job_id, error)
             state = {"status": "unknown"}
         status = str((state or {}).get("status") or "")
-        frames = int(((state or {}).get("live") or {}).get("frames_received") or 0)
+        live = (state or {}).get("live") or {}
+        frames = int(live.get("frames_received") or 0)
         message = str((state or {}).get("message") or "")[:300]
+        if status == "done" and (short := partial_result(live, task.stage == "follow")):
+            if task.stage == "watch":  # a replacement would read the same frames: the complete end decides
+                self._failed_while_acquiring(task, frames, short, now_s, restream=False)
+                return
+            status, message = "failed", short  # replaced as a failed job is: the scan's data are all there
         if state is None or status in ("done", "cancelled"):
             what = f"ended {status} after {frames} frames" if state is not None else "not known to the web side"
             self.journal.covered(task.key)
@@ -679,20 +687,24 @@ class BridgeWorker:
         task.due_s = now_s + task.backoff_s
         task.backoff_s = min(task.backoff_s * 2, self.config.file_check.max_backoff_s)
 
-    def _failed_while_acquiring(self, task: _Task, frames: int, message: str, now_s: float) -> None:
+    def _failed_while_acquiring(self, task: _Task, frames: int, message: str, now_s: float,
+                                restream: bool = True) -> None:
         """A watched streaming job failed while its scan acquires: journal (``stream_failed_during_scan``), log,
         count and show it at once; for a file source with a replacement left (``[stream] restream_attempts``)
         open the replacement streaming job now under ``key#restream`` (one conditional UPDATE of the journal row
         first, so one replacement, which a restarted bridge resumes under the same key); otherwise the scan's
-        complete end queues the batch job (``key#batch``)."""
+        complete end queues the batch job (``key#batch``). ``restream`` False: the job ended done with a partial
+        result (a stall), which a replacement reading the same file would repeat: only the complete end decides."""
         scan_no = str(task.scan.get("scan_number", ""))
         why = (f"streaming job {task.job_id} failed while scan {scan_no or '?'} acquired, "
-               f"{f'after {frames} frames' if frames else 'before any frame'}{f' ({message})' if message else ''}")
+               f"{f'after {frames} frames' if frames else 'before any frame'}{f' ({message})' if message else ''}"
+               if restream else
+               f"streaming job {task.job_id} ended while scan {scan_no or '?'} acquired, but {message}")
         del self.tasks[task.key]
         self.state.count("stream_failures")
         self._publish_soon = True  # the dashboard says so within PUBLISH_MIN_INTERVAL_S
         file_source = task.params.data.live_source in FILE_SOURCES
-        attempts = self.config.stream.restream_attempts if file_source else 0
+        attempts = self.config.stream.restream_attempts if file_source and restream else 0
         n = self.journal.restream(task.key, attempts, why)
         if n:
             key = jr.restream_key(task.key, n)
@@ -708,6 +720,7 @@ class BridgeWorker:
             self._submit(new, now_s)
         elif self.journal.stream_failed(task.key, why):
             left = ("its frames went past (a pvAccess source): not replaced" if not file_source else
+                    "a replacement would read the same frames: not replaced" if not restream else
                     f"no replacement left ([stream] restream_attempts = {self.config.stream.restream_attempts})")
             msg = f"{why}; {left}: the scan's complete end queues the batch job ({task.key}{jr.BATCH_SUFFIX})"
             log.warning(msg)
@@ -861,6 +874,19 @@ class BridgeWorker:
 
     def _publish_pending(self) -> None:
         self.state.set("pending", [dict(key=t.key, stage=t.stage) for t in self.tasks.values()])
+
+
+def partial_result(live: dict[str, Any], scan_complete: bool) -> str:
+    """Why a streaming job that ended *done* still does not cover its scan ('' when it does): its result is
+    partial (frames it never received or dropped, a stream that stalled) while the scan was, or still is, being
+    acquired in full. A partial result of a scan that was aborted (the source said so, while the bridge has seen
+    no complete end) covers it: an aborted scan keeps its partial result and queues nothing more. ``live``: the
+    job's ``Job.live`` (``partial``, ``outcome``, ``frames_received``, ``frames_planned``, ``frames_dropped``)."""
+    if not live.get("partial") or (live.get("outcome") == "aborted" and not scan_complete):
+        return ""
+    dropped = int(live.get("frames_dropped") or 0)
+    return (f"its result is partial (stream {live.get('outcome') or '?'} after {int(live.get('frames_received') or 0)}"
+            f" of {live.get('frames_planned', '?')} frames{f', {dropped} dropped' if dropped else ''})")
 
 
 def _json_dict(text: str) -> dict[str, Any]:

@@ -684,3 +684,56 @@ def test_the_running_bridge_asks_on_its_own_thread_and_replaces_a_failed_job_wit
     finally:
         worker.stop()
         journal.close()
+
+
+SHORT = {"status": "done", "live": {"partial": True, "outcome": "ended", "frames_received": 380,
+                                    "frames_planned": 400, "frames_dropped": 20}}
+
+
+def test_a_streaming_job_done_with_frames_missing_from_a_complete_scan_is_replaced_by_one_batch_job(
+        tmp_path: Path) -> None:
+    # a pvAccess job that connected after the detector's first frames (or dropped some) ends done but partial:
+    # the scan's files are complete, so the scan gets its batch job, once
+    rec = tmp_path / "rec.jsonl"
+    rig, key = _streamed_and_ended(tmp_path, AnswersJobState(str(rec), SHORT))
+    rig.run(3.0)
+    _assert_one_batch_job(rec, key)
+    (why,) = [e["message"] for e in rig.journal.events("stream_failed_batch")]
+    assert "its result is partial (stream ended after 380 of 400 frames, 20 dropped)" in why
+    rig.scan_ends()
+    rig.run(3.0)
+    assert len(records(rec)) == 2
+
+
+def test_a_streaming_job_that_stalled_while_the_scan_acquires_leaves_a_complete_end_to_the_batch_job(
+        tmp_path: Path) -> None:
+    # a stall (no frame for -liveStall s) ends the job done, partial; a replacement would read the same file and
+    # stall the same way, so none is opened: a complete end queues the batch job, an abort nothing
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter)
+    submitter.jobs["rec-1"] = {"status": "done", "live": {"partial": True, "outcome": "stalled",
+                                                          "frames_received": 40, "frames_planned": 400}}
+    _run_until(rig, lambda: key not in rig.worker.tasks)
+    (said,) = rig.journal.events("stream_failed_during_scan")
+    for part in ("streaming job rec-1 ended while scan 7 acquired, but its result is partial (stream stalled "
+                 "after 40 of 400 frames)", "a replacement would read the same frames: not replaced",
+                 f"queues the batch job ({key}#batch)"):
+        assert part in said["message"]
+    assert len(records(rec)) == 1
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    rig.run(3.0)
+    _assert_one_batch_job(rec, key)
+
+
+def test_a_streaming_job_done_partial_because_its_scan_was_aborted_covers_it(tmp_path: Path) -> None:
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter)
+    submitter.jobs["rec-1"] = {"status": "done", "live": {"partial": True, "outcome": "aborted",
+                                                          "frames_received": 90, "frames_planned": 400}}
+    _run_until(rig, lambda: key not in rig.worker.tasks)
+    assert _kinds(rig, key)[-1] == "stream_ended" and not rig.journal.events("stream_failed_during_scan")
+    rig.run(5.0)
+    assert len(records(rec)) == 1
