@@ -139,3 +139,56 @@ def test_a_data_request_larger_than_the_limit_is_refused_and_a_slice_of_it_is_se
     assert five.status_code == 200 and len(five.content) == 5 * 64 * 64 * 4
     bad = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", "selection": "x"})
     assert bad.status_code == 400
+
+
+def test_raw_external_storage_and_virtual_datasets_outside_the_roots_are_refused(client, user, webapp_settings,
+                                                                                 tmp_path):
+    """Besides external links, HDF5 reads a dataset's values from other files in two ways h5py follows silently:
+    external raw storage (any file's bytes, e.g. the server's secret key) and a virtual dataset's sources. A file
+    inside the roots must not reach outside through either; inside the roots both are served."""
+    secret = tmp_path / "elsewhere" / "secret_key"
+    secret.parent.mkdir()
+    secret.write_bytes(b"TOPSECRET" * 4)
+    outside = _h5(tmp_path / "elsewhere" / "other.h5")
+    raw_inside = webapp_settings / "frames.raw"
+    raw_inside.write_bytes(np.arange(6, dtype=np.float32).tobytes())
+    fifo = webapp_settings / "pipe.raw"
+    os.mkfifo(fifo)
+    client.force_login(user)
+
+    def external(name: str, target: str, size: int) -> Path:
+        path = webapp_settings / name
+        with h5py.File(path, "w") as f:
+            f.create_dataset("values", shape=(size,), dtype="u1", external=[(target, 0, size)])
+        return path
+
+    def virtual(name: str, source: str) -> Path:
+        layout = h5py.VirtualLayout(shape=(3, 4), dtype="f4")
+        layout[:] = h5py.VirtualSource(source, "/entry_1/data_1/data", shape=(3, 4))
+        path = webapp_settings / name
+        with h5py.File(path, "w") as f:
+            f.create_virtual_dataset("values", layout)
+        return path
+
+    refused = [
+        (external("leak_raw.h5", str(secret), 36), "/values stores its values in "),
+        (external("relative_raw.h5", "secret_key", 36), "which HDF5 would look for in the server's working folder"),
+        (external("fifo_raw.h5", str(fifo), 4), "is not a regular file"),
+        (virtual("leak_vds.h5", str(outside)), "/values takes values from "),
+        (virtual("relative_vds.h5", "absent.h5"), "leads to no file beside it"),
+    ]
+    for path, words in refused:
+        for url in ("/files/h5grove/meta", "/files/h5grove/data"):
+            response = client.get(url, {"file": str(path), "path": "/values", "format": "bin"})
+            assert response.status_code == 403 and words in response.json()["message"], (path, response.content)
+            assert b"TOPSECRET" not in response.content
+    with h5py.File(webapp_settings / "ok_raw.h5", "w") as f:
+        f.create_dataset("values", shape=(6,), dtype="f4", external=[(str(raw_inside), 0, 24)])
+    _h5(webapp_settings / "source.h5")
+    virtual("ok_vds.h5", "source.h5")
+    raw = client.get("/files/h5grove/data", {"file": str(webapp_settings / "ok_raw.h5"), "path": "/values",
+                                             "format": "json"})
+    assert raw.status_code == 200 and raw.json() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0], raw.content
+    vds = client.get("/files/h5grove/data", {"file": str(webapp_settings / "ok_vds.h5"), "path": "/values",
+                                             "selection": "1", "format": "json"})
+    assert vds.status_code == 200 and vds.json() == [4.0, 5.0, 6.0, 7.0], vds.content

@@ -99,3 +99,31 @@ def test_a_master_file_whose_external_links_leave_the_roots_is_refused_with_its_
     assert {p.flag for p in err.value.problems} == {"fp", "lf"}
     assert all("/entry/data/data_000001 -> " in p.message and "leads outside the data folders" in p.message
                for p in err.value.problems), err.value.problems
+
+
+def test_a_data_file_reading_raw_bytes_or_virtual_sources_outside_the_roots_is_refused_with_its_flag(data_root,
+                                                                                                  tmp_path):
+    """The reader follows a dataset's external raw storage and a virtual dataset's sources as it follows external
+    links: a scan file whose frames are another file's bytes (the server's secret key, /etc/shadow) or another
+    folder's HDF5 file is refused at submit, naming the flag and the dataset."""
+    import h5py
+    import numpy as np
+
+    secret = tmp_path / "secret_key"
+    secret.write_bytes(bytes(range(32)))
+    other = tmp_path / "elsewhere.h5"
+    with h5py.File(other, "w") as f:
+        f["data"] = np.zeros((2, 4, 4), np.uint16)
+    with h5py.File(data_root / "raw_scan.h5", "w") as f:
+        f.create_dataset("entry/data/data", shape=(2, 4, 4), dtype="u1", external=[(str(secret), 0, 32)])
+    layout = h5py.VirtualLayout(shape=(2, 4, 4), dtype="u2")
+    layout[:] = h5py.VirtualSource(str(other), "data", shape=(2, 4, 4))
+    with h5py.File(data_root / "vds_scan.h5", "w") as f:
+        f.create_virtual_dataset("entry/data/data", layout)
+    for name, words in (("raw_scan.h5", "/entry/data/data stores its values in "),
+                        ("vds_scan.h5", "/entry/data/data takes values from ")):
+        with pytest.raises(ParameterError) as err:
+            confine_parameters(Parameters.from_cmdstr(f"./ptycho -fp={name} -probeGuess={name}::/entry/data/data"))
+        assert {p.flag for p in err.value.problems} == {"fp", "probeGuess"}
+        assert all(words in p.message and "outside the data folders" in p.message for p in err.value.problems), \
+            err.value.problems

@@ -23,6 +23,8 @@ from reconstruction.io.patterns import format_pattern, is_multi_file
 from reconstruction.parameters import Problem, spec_for_path
 from reconstruction.safe_paths import is_inside
 
+from .hdf5_references import references
+
 #: Parameter paths that name files (the data pattern's folder is checked; its file name may hold '#06d').
 FILE_PATHS = (
     "data.file_pattern",
@@ -102,42 +104,47 @@ def confine(raw: str, roots: Iterable[Path] | None = None, *, pattern: bool = Fa
 
 
 def check_external_links(path: Path, roots: list[Path], depth: int = 0, seen: set[Path] | None = None) -> None:
-    """Raise :class:`PathNotAllowed` naming the first HDF5 external link of ``path`` (or of a file it links to, up
-    to ``MAX_LINK_DEPTH`` files deep) whose target is not an HDF5 file inside ``roots``; nothing for a file that is
-    absent or not HDF5. h5py and the readers follow such links, so without this check a file inside a data folder
-    could bring in any HDF5 file of the server. HDF5 looks for a relative target beside the linking file, then in
-    the working folder: a relative target missing beside it is refused; an absolute one inside the roots may dangle
-    (a result file's links to raw files that moved away)."""
+    """Raise :class:`PathNotAllowed` naming the first way ``path`` (or a file it reads, up to ``MAX_LINK_DEPTH``
+    files deep) reads a file outside ``roots`` (:mod:`webapp.scans.hdf5_references`): an external link or a virtual
+    dataset's source that is not an HDF5 file inside ``roots``, or a dataset stored as raw bytes in a file that is
+    not a regular file inside them; nothing for a file that is absent or not HDF5. h5py and the readers follow all
+    three, so without this check a file inside a data folder could bring in any file of the server (the secret
+    key's bytes as a dataset's values). HDF5 looks for a relative link or virtual source beside the file, then in
+    the working folder: one missing beside it is refused; an absolute one inside the roots may dangle (a result
+    file's links to raw files that moved away). A relative raw-storage file is looked for in the working folder
+    only: refused."""
     seen = set() if seen is None else seen
     if path in seen or not path.is_file() or not h5py.is_hdf5(path):
         return
     seen.add(path)
-    links: list[tuple[str, str]] = []
     try:
-        with h5py.File(path, "r") as f:
-
-            def visit(name: str) -> None:
-                link = f.get(name, getlink=True)
-                if isinstance(link, h5py.ExternalLink):
-                    links.append((name, link.filename))
-
-            f.visit_links(visit)
+        found = references(path)
     except OSError:
         return  # unreadable: the reader reports it, naming the file
-    for name, target in links:
-        where = f"{path}: the external link /{name} -> {target!r}"
+    folders = ", ".join(map(str, roots))
+    for ref in found:
+        where = ref.describe(path)
         if depth >= MAX_LINK_DEPTH:
             raise PathNotAllowed(f"{where} is more than {MAX_LINK_DEPTH} files deep")
-        candidate = Path(target) if Path(target).is_absolute() else path.parent / target
-        resolved = Path(os.path.realpath(candidate))
+        target = Path(ref.target)
+        if ref.kind == "raw" and not target.is_absolute():
+            raise PathNotAllowed(f"{where}: a relative name, which HDF5 would look for in the server's working "
+                                 f"folder; only absolute names inside the data folders ({folders}) are read")
+        if ref.kind == "virtual" and "%" in ref.target:
+            raise PathNotAllowed(f"{where}: a source file name pattern (%), which is not followed")
+        resolved = Path(os.path.realpath(target if target.is_absolute() else path.parent / target))
         if not _inside_any(resolved, roots):
-            raise PathNotAllowed(f"{where} leads outside the data folders ({', '.join(map(str, roots))})")
+            raise PathNotAllowed(f"{where} leads outside the data folders ({folders})")
         if not resolved.exists():
-            if Path(target).is_absolute():
+            if target.is_absolute() and ref.kind != "raw":
                 continue  # dangling inside the roots (e.g. a result's raw file moved away): nothing to read
             raise PathNotAllowed(f"{where} leads to no file beside it (HDF5 would look for it in the server's "
-                                 "working folder)")
-        if not (resolved.is_file() and h5py.is_hdf5(resolved)):
+                                 "working folder)" if ref.kind != "raw" else f"{where}: no such file")
+        if not resolved.is_file():  # a FIFO or a device would block or never end a read
+            raise PathNotAllowed(f"{where}, which is not a regular file")
+        if ref.kind == "raw":
+            continue
+        if not h5py.is_hdf5(resolved):
             raise PathNotAllowed(f"{where} leads to a file that is not HDF5")
         check_external_links(resolved, roots, depth + 1, seen)
 
