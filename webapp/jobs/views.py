@@ -205,10 +205,11 @@ def diffraction(request: HttpRequest, job_id: int) -> JsonResponse:
     when the raw data cannot be read, 503 with ``Retry-After`` while an earlier click still simulates the scan."""
     job = get_object_or_404(Job.objects.defer("last_preview"), pk=job_id)
     text = (request.GET.get("position") or "").strip()
-    if not text.isdigit():
-        return JsonResponse({"error": f"position must be a whole number >= 0, got {text!r}"}, status=400)
+    position = _whole_number(text)
+    if position is None:
+        return JsonResponse({"error": f"position must be a whole number >= 0, got {_cut(text)}"}, status=400)
     try:
-        return JsonResponse(finished_diffraction(job, int(text)))
+        return JsonResponse(finished_diffraction(job, position))
     except NoPattern as exc:
         refused = JsonResponse({"error": str(exc)}, status=exc.status)
         if exc.retry_after_s is not None:
@@ -286,7 +287,22 @@ def _whole_numbers(request: HttpRequest, what: str) -> tuple[int, int] | str:
     out = []
     for key in ("a", "b"):
         text = (request.GET.get(key) or "").strip().lstrip("#")
-        if not text.isdigit():
-            return f"'{key}' must be a {what} number, got {text!r}"
-        out.append(int(text))
+        number = _whole_number(text)
+        if number is None:
+            return f"'{key}' must be a {what} number, got {_cut(text)}"
+        out.append(number)
     return out[0], out[1]
+
+
+MAX_DIGITS = 18  # ids, positions and iterations: no more (int() refuses over 4,300 digits; a database over 2**63)
+
+
+def _whole_number(text: str) -> int | None:
+    """``text`` as a whole number >= 0 in ASCII digits (at most ``MAX_DIGITS``), else None: str.isdigit() also says
+    yes to a superscript two, which int() refuses."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS else None
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message, at most ``limit`` characters of it."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"

@@ -1,0 +1,71 @@
+"""Hostile query strings on the pages added for issues 20 and 21 (a finished job's diffraction, the comparisons, the
+half-set FRC, the snapshots): each gets a short 4xx naming what is wrong, never a server error, and a repeated
+request does not repeat its cost."""
+
+from __future__ import annotations
+
+import pytest
+from webapp_helpers import api_auth, small_parameters
+
+from reconstruction import Parameters
+from webapp.jobs.models import Job
+
+pytestmark = pytest.mark.django_db
+
+HOSTILE_NUMBERS = ["\u00b2", "\u0663", "1" * 5000, "-1", "1e3", "nan", "0x10", "1_000", "", "\u00a0"]
+
+
+def test_numbers_in_other_scripts_or_of_thousands_of_digits_are_a_short_400_naming_the_value(client, user):
+    """str.isdigit() says yes to a superscript two and to Arabic-Indic digits, and int() refuses numbers of over
+    4,300 digits: both were 500s. Now each is a 400 whose message names the parameter and (cut) the value."""
+    job = Job.objects.create(owner=user, parameters=small_parameters().to_dict(), algorithm="ePIE")
+    client.force_login(user)
+    for text in HOSTILE_NUMBERS:
+        for url, name in ((f"/jobs/{job.pk}/diffraction/?position={text}", "position"),
+                          (f"/jobs/compare/?a={text}&b={job.pk}", "'a'"),
+                          (f"/jobs/compare/?a={job.pk}&b={text}", "'b'"),
+                          (f"/jobs/{job.pk}/compare-iterations/?a={text}&b=1", "'a'")):
+            response = client.get(url)
+            assert response.status_code == 400, (url[:80], response.status_code)
+            message = response.json()["error"] if "diffraction" in url else response.context["error"]
+            assert message.startswith(name) and " must be a " in message and len(message) < 200, message
+
+
+def test_asking_again_for_a_half_set_frc_reuses_the_halves_instead_of_queueing_two_more(client, user, other_user):
+    """Each request queued two reconstructions of the whole scan's size: a double click, a reload or a script
+    could fill the queue. While a job's halves are queued, running or done, every request (anyone's) goes to their
+    comparison; after they failed or were cancelled a request queues a new pair."""
+    job = Job.objects.create(owner=user, parameters=small_parameters().to_dict(), algorithm="ePIE", status="done")
+    client.force_login(user)
+    first = client.post(f"/jobs/{job.pk}/half-set/")
+    halves = list(Job.objects.exclude(pk=job.pk).order_by("pk"))
+    assert len(halves) == 2 and first.status_code == 302
+    assert client.post(f"/jobs/{job.pk}/half-set/")["Location"] == first["Location"]
+    client.force_login(other_user)
+    assert client.post(f"/jobs/{job.pk}/half-set/")["Location"] == first["Location"]
+    assert Job.objects.count() == 3
+    Job.objects.filter(pk=halves[1].pk).update(status=Job.Status.CANCELLED)
+    again = client.post(f"/jobs/{job.pk}/half-set/")
+    new = list(Job.objects.exclude(pk__in=[job.pk, halves[0].pk, halves[1].pk]).order_by("pk"))
+    assert [Parameters.from_dict(h.parameters).data.half_set for h in new] == [1, 2]
+    assert {h.owner for h in new} == {other_user}
+    assert again["Location"] == f"/jobs/compare/?a={new[0].pk}&b={new[1].pk}&threshold=half-bit"
+
+
+def test_every_new_page_wants_a_login_and_a_refused_token_is_a_401(client, user, token):
+    """Anonymous clients go to the login page; a refused token is 401 where tokens are taken (the result's
+    diffraction, the file browser); the session-only pages do not take a token instead of a login."""
+    job = Job.objects.create(owner=user, parameters=small_parameters().to_dict(), algorithm="ePIE", status="done")
+    pages = [f"/jobs/{job.pk}/diffraction/?position=1", f"/jobs/compare/?a={job.pk}&b={job.pk}",
+             f"/jobs/{job.pk}/compare-iterations/?a=1&b=2", f"/jobs/{job.pk}/snapshots/",
+             f"/jobs/{job.pk}/snapshots/1/", "/files/view/?file=x.h5", "/files/h5grove/meta?file=x.h5&path=/"]
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == 302 and response["Location"].startswith("/accounts/login/"), url
+    assert client.post(f"/jobs/{job.pk}/half-set/").status_code == 302 and Job.objects.count() == 1
+    for url in (pages[0], pages[-1]):
+        assert client.get(url, **api_auth("not-a-token")).status_code == 401, url
+    for url in pages[1:6]:
+        assert client.get(url, **api_auth(token)).status_code == 302, url
+    assert client.post(f"/jobs/{job.pk}/half-set/", **api_auth(token)).status_code == 302
+    assert Job.objects.count() == 1
