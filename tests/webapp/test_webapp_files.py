@@ -192,3 +192,26 @@ def test_raw_external_storage_and_virtual_datasets_outside_the_roots_are_refused
     vds = client.get("/files/h5grove/data", {"file": str(webapp_settings / "ok_vds.h5"), "path": "/values",
                                              "selection": "1", "format": "json"})
     assert vds.status_code == 200 and vds.json() == [4.0, 5.0, 6.0, 7.0], vds.content
+
+
+def test_large_attributes_nul_entity_paths_and_long_names_get_short_refusals(client, user, webapp_settings,
+                                                                             monkeypatch):
+    """/attr read every attribute whole (a dense 32 MB attribute came back as 16 MB of JSON); an entity path with
+    a NUL was a 500 (h5py's RuntimeError); a 100,000-character path came back whole in the 404's message."""
+    from webapp.scans import h5grove_views
+
+    scan = webapp_settings / "attrs.h5"
+    with h5py.File(scan, "w", libver="latest") as f:
+        f.attrs["title"] = "a scan"
+        f.attrs["table"] = np.zeros(4096)  # 32 kB: dense attribute storage
+    monkeypatch.setattr(h5grove_views, "MAX_ATTR_BYTES", 16 * 1024, raising=False)
+    client.force_login(user)
+    whole = client.get("/files/h5grove/attr", {"file": str(scan), "path": "/"})
+    assert whole.status_code == 413 and "'table'" in whole.json()["message"] and "32 kB" in whole.json()["message"]
+    title = client.get("/files/h5grove/attr", {"file": str(scan), "path": "/", "attr_keys": "title"})
+    assert title.status_code == 200 and title.json() == {"title": "a scan"}
+    for url in ("/files/h5grove/meta", "/files/h5grove/attr", "/files/h5grove/data", "/files/h5grove/paths"):
+        nul = client.get(url, {"file": str(scan), "path": "/entry\x00"})
+        assert nul.status_code == 400 and "NUL" in nul.json()["message"], (url, nul.content)
+        long = client.get(url, {"file": str(scan), "path": "/" + "x" * 100_000})
+        assert long.status_code == 404 and len(long.content) < 2000, (url, len(long.content))

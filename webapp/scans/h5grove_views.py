@@ -4,8 +4,9 @@ over h5grove's content and encoding API, with our access rules.
 Only files inside the data roots (``PTYCHOPY_DATA_ROOTS``, the uploads folder) or the results folder
 (``PTYCHOPY_RESULTS_DIR``) are served, resolved first (symlinks included: ``../`` and links that leave are refused,
 403 naming the path); the same login as result downloads (a session, or an ``Authorization: Token`` header); a
-missing file is 404, a file that is not HDF5 400, a file whose external links lead out of those folders 403, and a
-``/data`` selection larger than ``MAX_DATA_BYTES`` 413 (it would be read whole into the server's memory).
+missing file is 404, a file that is not HDF5 400, a file whose external links, virtual datasets or external raw
+storage lead out of those folders 403, a ``/data`` selection larger than ``MAX_DATA_BYTES`` and ``/attr``
+attributes larger than ``MAX_ATTR_BYTES`` 413 (they would be read whole into the server's memory).
 h5grove's endpoints (``meta``, ``attr``, ``data``, ``paths``) take ``?file=<path>&path=<entity>`` as its own
 servers do; its errors keep their status and JSON ``message``.
 """
@@ -33,6 +34,8 @@ from webapp.accounts.auth import login_or_token_required
 from .paths import PathNotAllowed, confine, data_roots
 
 MAX_DATA_BYTES = 64 * 2**20  # one /data answer: a 4096^2 float32 image is 64 MiB; a whole raw scan is refused
+MAX_ATTR_BYTES = 2**20  # one /attr answer: NeXus attributes are names and units; a dense attribute may be GBs
+MAX_MESSAGE_CHARS = 500  # a refusal names the path it was given, cut to this
 
 
 class FileRefused(Exception):
@@ -78,6 +81,31 @@ def _selected_bytes(filename: str, dataset_path: str, selection: str | None) -> 
     return int(np.prod(counts, dtype=np.int64)) * itemsize
 
 
+def _attribute_bytes(filename: str, entity_path: str, keys: list[str] | None) -> tuple[int, str]:
+    """Bytes the attributes ``keys`` (None: all) of the entity at ``entity_path`` hold, and the largest one's name;
+    their values are not read."""
+    total, largest, largest_bytes = 0, "", -1
+    with h5py.File(filename, "r") as f:
+        attrs = f[entity_path].attrs
+        for name in keys if keys is not None else list(attrs):
+            if name not in attrs:
+                continue  # h5grove says which key is missing
+            attr = attrs.get_id(name)
+            size = int(np.prod(attr.shape or (), dtype=np.int64)) * attr.dtype.itemsize
+            total += size
+            if size > largest_bytes:
+                largest, largest_bytes = name, size
+    return total, largest
+
+
+def _entity_path(request: HttpRequest) -> str | None:
+    """The request's ``path`` (an entity in the file); FileRefused 400 for one with a NUL (h5py: RuntimeError)."""
+    path = request.GET.get("path")
+    if path is not None and "\x00" in path:
+        raise FileRefused(400, "the entity path contains a NUL character")
+    return path
+
+
 def _h5grove_error(status: int, message: str) -> Exception:
     return FileRefused(status, message)
 
@@ -99,18 +127,23 @@ def _endpoint(handler: Callable[[HttpRequest, str], HttpResponse]) -> Callable[[
         try:
             return handler(request, browsable_file(request.GET.get("file")))
         except FileRefused as exc:
-            return JsonResponse({"message": str(exc)}, status=exc.status)
+            return JsonResponse({"message": _cut(str(exc))}, status=exc.status)
         except (KeyError, TypeError, ValueError) as exc:  # h5grove's refusals of a path, a selection, a format
-            return JsonResponse({"message": f"{type(exc).__name__}: {exc}"}, status=400)
+            return JsonResponse({"message": _cut(f"{type(exc).__name__}: {exc}")}, status=400)
 
     view.__name__ = view.__qualname__ = f"h5grove_{handler.__name__.lstrip('_')}"
     view.__doc__ = handler.__doc__
     return view
 
 
+def _cut(message: str) -> str:
+    """``message`` at most ``MAX_MESSAGE_CHARS`` long: h5grove's refusals repeat the path they were given."""
+    return message if len(message) <= MAX_MESSAGE_CHARS else f"{message[:MAX_MESSAGE_CHARS]}... (cut)"
+
+
 def _meta(request: HttpRequest, filename: str) -> HttpResponse:
     """h5grove ``/meta``: an entity's metadata (its children for a group)."""
-    with get_content_from_file(filename, request.GET.get("path"), _h5grove_error,
+    with get_content_from_file(filename, _entity_path(request), _h5grove_error,
                                request.GET.get("resolve_links")) as content:
         return _encoded(content.metadata())
 
@@ -118,15 +151,20 @@ def _meta(request: HttpRequest, filename: str) -> HttpResponse:
 def _attr(request: HttpRequest, filename: str) -> HttpResponse:
     """h5grove ``/attr``: an entity's attribute values."""
     keys = request.GET.getlist("attr_keys") or None
-    with get_content_from_file(filename, request.GET.get("path"), _h5grove_error) as content:
+    with get_content_from_file(filename, _entity_path(request), _h5grove_error) as content:
         if not isinstance(content, ResolvedEntityContent):
             raise FileRefused(400, f"{content.path} is not a resolved entity")
+        size, largest = _attribute_bytes(filename, content.path, keys)
+        if size > MAX_ATTR_BYTES:
+            raise FileRefused(413, f"{content.path}: its attributes hold {size / 1024:.0f} kB (the largest "
+                                   f"{largest!r}), more than the {MAX_ATTR_BYTES // 1024} kB one request may read; "
+                                   "ask for others by name (attr_keys=...)")
         return _encoded(content.attributes(keys))
 
 
 def _data(request: HttpRequest, filename: str) -> HttpResponse:
     """h5grove ``/data``: a dataset's values (``selection``, ``format``: json, bin, npy, csv, tiff)."""
-    with get_content_from_file(filename, request.GET.get("path"), _h5grove_error) as content:
+    with get_content_from_file(filename, _entity_path(request), _h5grove_error) as content:
         if not isinstance(content, DatasetContent):
             raise FileRefused(400, f"{content.path} is not a dataset")
         size = _selected_bytes(filename, content.path, request.GET.get("selection"))
@@ -141,7 +179,7 @@ def _data(request: HttpRequest, filename: str) -> HttpResponse:
 
 def _paths(request: HttpRequest, filename: str) -> HttpResponse:
     """h5grove ``/paths``: every entity path below ``path`` (h5web's search)."""
-    with get_list_of_paths(filename, request.GET.get("path"), _h5grove_error,
+    with get_list_of_paths(filename, _entity_path(request), _h5grove_error,
                            request.GET.get("resolve_links")) as paths:
         return _encoded(paths)
 
