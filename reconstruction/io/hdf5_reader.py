@@ -40,6 +40,9 @@ def open_file(path: Path | str, wait_s: float = DEFAULT_LOCK_WAIT_S, first_delay
     ``wait_s`` seconds; a missing, truncated or corrupt file raises :class:`InputDataError`.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():  # HDF5 would block in open() on a FIFO, holding the GIL
+        raise InputDataError(f"{where(path)}: is not a regular file (a FIFO, a device or a folder), so it cannot be "
+                             "read as HDF5")
     deadline = time.monotonic() + max(wait_s, 0.0)
     delay = first_delay_s
     while True:

@@ -16,6 +16,7 @@ A row counts as arrived once every growing dataset the file has holds it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,9 @@ def open_swmr(path: Path | str, wait_s: float, poll_s: float = 0.05,
     deadline = time.monotonic() + wait_s
     last: Exception | None = None
     while True:
+        if os.path.exists(path) and not os.path.isfile(path):  # HDF5 would block in open() on a FIFO, with the GIL
+            raise LiveSourceError(f"file {path}: is not a regular file (a FIFO, a device or a folder), so it cannot "
+                                  "be read as HDF5")
         try:
             return h5py.File(path, "r", libver="latest", swmr=True)
         except (OSError, FileNotFoundError) as exc:

@@ -273,3 +273,36 @@ def test_subpixel_windows_follow_the_positions_of_the_frames_arrived_in_arrival_
 
     run.run(check)
     assert seen and all(seen)
+
+
+def test_a_fifo_named_as_the_live_file_is_refused_at_once_instead_of_blocking_the_worker(tmp_path):
+    """HDF5 opens a FIFO like a file and blocks in open() until a writer comes, holding the GIL: the whole worker
+    process (its heartbeat, and in the embedded mode the web server) stops, beyond the reach of -liveStall and of a
+    cancel. The SWMR source and the replay (the batch reader's open_file) refuse a path that is not a regular file
+    at once, naming it. Run in a child process: on a blocking open() it is killed after 20 s."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "scan.h5"
+    os.mkfifo(fifo)
+    program = f"""
+import numpy as np
+from reconstruction.live import PlannedScan
+from reconstruction.live.replay import ReplaySource
+from reconstruction.live.swmr import SwmrSource
+plan = PlannedScan(np.zeros((4, 2)), None, "p")
+for make in (lambda: SwmrSource({str(fifo)!r}, "/entry/data/data", plan, wait_s=2.0),
+             lambda: ReplaySource({str(fifo)!r}, "/entry/data/data", plan, 10.0)):
+    try:
+        make()
+    except Exception as exc:
+        print(type(exc).__name__, exc)
+"""
+    try:
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("opening a FIFO blocked the process")
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(str(fifo) in line and "is not a regular file" in line for line in lines), \
+        (done.stdout, done.stderr)

@@ -69,3 +69,20 @@ def test_every_new_page_wants_a_login_and_a_refused_token_is_a_401(client, user,
         assert client.get(url, **api_auth(token)).status_code == 302, url
     assert client.post(f"/jobs/{job.pk}/half-set/", **api_auth(token)).status_code == 302
     assert Job.objects.count() == 1
+
+
+def test_a_fifo_in_the_data_folders_is_refused_at_submit_for_batch_and_live_jobs(client, token, data_root):
+    """A live source's file need not exist at submit, so a FIFO (or a device node) named as one was taken, and the
+    worker then blocked in open() for good; a batch job's FIFO was refused as a file that 'does not exist'."""
+    import os
+
+    from webapp_helpers import api_post
+
+    fifo = data_root / "pipe.h5"
+    os.mkfifo(fifo)
+    scan = "./ptycho -size=32 -scanDims=8,8 -step=150e-9,150e-9 -beamSize=500e-9 -device=cpu -algorithm=ePIE"
+    for live in ("", "-liveSource=swmr", "-liveSource=replay"):
+        answer = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{scan} {live} -fp={fifo}"}, token)
+        assert answer.status_code == 400, (live, answer.content)
+        assert f"-fp={fifo}: this file is not a regular file" in answer.content.decode(), answer.content
+    assert Job.objects.count() == 0

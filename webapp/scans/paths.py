@@ -208,6 +208,9 @@ def confine_parameters(params: Parameters) -> Parameters:
     return params.replace(changes) if changes else params
 
 
+NOT_REGULAR = "is not a regular file (a FIFO, a device or a folder)"
+
+
 def missing_inputs(params: Parameters) -> list[Problem]:
     """What a worker would fail on at once: no data named, or a named input file that does not exist (a live
     source's file need not exist yet).
@@ -219,7 +222,12 @@ def missing_inputs(params: Parameters) -> list[Problem]:
     if data.live_source.startswith("pva://"):
         pass  # frames over pvAccess: no file
     elif data.live_source != "none" and data.file_pattern:
-        pass  # a live source's file appears when the detector starts writing; the run waits -liveStall for it
+        # a live source's file appears when the detector starts writing; the run waits -liveStall for it. One that
+        # is there already must be a regular file: HDF5 blocks the whole worker in open() on a FIFO
+        first = Path(format_pattern(data.file_pattern, data.first_file_index))
+        if first.exists() and not first.is_file():
+            problems.append(Problem("data.file_pattern", "fp", data.file_pattern,
+                                    f"-fp={data.file_pattern}: this file {NOT_REGULAR}"))
     elif not data.simulate:
         if not data.file_pattern:
             problems.append(Problem("data.file_pattern", "fp", "",
@@ -230,8 +238,9 @@ def missing_inputs(params: Parameters) -> list[Problem]:
             if not first.is_file():
                 which = (f"its first file {first} (-fs={data.first_file_index})" if is_multi_file(data.file_pattern)
                          else "this file")
+                state = NOT_REGULAR if first.exists() else "does not exist"
                 problems.append(Problem("data.file_pattern", "fp", data.file_pattern,
-                                        f"-fp={data.file_pattern}: {which} does not exist"))
+                                        f"-fp={data.file_pattern}: {which} {state}"))
             elif params.preprocessing.beamstop_mask and not beamstop_path(data.file_pattern).is_file():
                 problems.append(Problem("preprocessing.beamstop_mask", "beamstopMask", True,
                                         f"-beamstopMask: {beamstop_path(data.file_pattern)} does not exist"))
@@ -242,7 +251,8 @@ def missing_inputs(params: Parameters) -> list[Problem]:
         file = split_dataset(value)[0] if path in DATASET_PATHS else Path(value)
         if not file.is_file():
             spec = spec_for_path(path)
-            problems.append(Problem(path, spec.flag, value, f"-{spec.flag}={value}: no such file ({file})"))
+            state = f"{file} {NOT_REGULAR}" if file.exists() else f"no such file ({file})"
+            problems.append(Problem(path, spec.flag, value, f"-{spec.flag}={value}: {state}"))
     return problems
 
 
