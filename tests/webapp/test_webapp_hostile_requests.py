@@ -86,3 +86,32 @@ def test_a_fifo_in_the_data_folders_is_refused_at_submit_for_batch_and_live_jobs
         assert answer.status_code == 400, (live, answer.content)
         assert f"-fp={fifo}: this file is not a regular file" in answer.content.decode(), answer.content
     assert Job.objects.count() == 0
+
+
+def test_a_stored_frame_that_is_not_a_frame_is_a_400_naming_the_iteration(client, user):
+    """A truncated or foreign file among the scrubber's frames (a disk error, an older format) was a 500 from the
+    frame decoder (JSONDecodeError, KeyError, struct.error, TypeError); it is a 400 naming the job and iteration."""
+    import json
+    import struct
+
+    from webapp.jobs.snapshots import snapshot_path
+
+    def frame(header: object) -> bytes:
+        head = json.dumps(header).encode()
+        return struct.pack(">I", len(head)) + head + b"\x00" * 4
+
+    job = Job.objects.create(owner=user, parameters=small_parameters().to_dict(), algorithm="ePIE", status="done")
+    too_big = {"images": [{"name": "object_phase", "shape": [9999, 9999], "offset": 0, "length": 4}]}
+    broken = {1: b"\x00\x00\x00\x05abc", 2: frame({}), 3: b"", 4: frame([1]), 5: frame(too_big),
+              6: frame({"images": [{"name": n, "shape": [2, 2], "offset": 0, "length": 4, "vmin": 0, "vmax": 1,
+                                    "pixel_m": "wide"} for n in ("object_amplitude", "object_phase")]})}
+    for iteration, data in broken.items():
+        path = snapshot_path(job.pk, iteration)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    client.force_login(user)
+    for iteration in broken:
+        response = client.get(f"/jobs/{job.pk}/compare-iterations/?a={iteration}&b=1")
+        assert response.status_code == 400, iteration
+        assert response.context["error"].startswith(f"job {job.pk}'s iteration {iteration} is not a readable "
+                                                    "stored frame"), response.context["error"]

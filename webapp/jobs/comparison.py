@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 from reconstruction.compare import FRC_THRESHOLD, HALF_BIT, compare_objects, compare_results
@@ -72,7 +74,11 @@ def compare_iterations(job: Job, first: int, second: int) -> ComparisonView:
             data = snapshot_path(job.pk, iteration).read_bytes()
         except OSError as exc:
             raise NotComparable(f"job {job.pk}'s iteration {iteration} cannot be read: {exc}") from None
-        objects.append(snapshot_object(data, f"job {job.pk}'s iteration {iteration}"))
+        where = f"job {job.pk}'s iteration {iteration}"
+        try:
+            objects.append(snapshot_object(data, where))
+        except (ValueError, KeyError, TypeError, IndexError, struct.error) as exc:  # truncated, foreign, old format
+            raise NotComparable(f"{where} is not a readable stored frame ({type(exc).__name__}: {exc})") from None
     (a, pa), (b, pb) = objects
     if abs(pa / pb - 1) > 1e-3 or a.shape != b.shape:
         raise NotComparable(f"job {job.pk}'s iterations {first} and {second} are on other grids "
