@@ -115,3 +115,18 @@ def test_a_stored_frame_that_is_not_a_frame_is_a_400_naming_the_iteration(client
         assert response.status_code == 400, iteration
         assert response.context["error"].startswith(f"job {job.pk}'s iteration {iteration} is not a readable "
                                                     "stored frame"), response.context["error"]
+
+
+def test_a_websocket_position_choice_is_bounded_and_its_refusal_short():
+    """The viewer's {"diffraction_position": k}: a 4,000-digit JSON number was taken, kept in the shared cache
+    and echoed back whole; a 5,000-character string was echoed whole in the refusal; other scripts' digits were
+    taken. Now positions are ASCII whole numbers up to MAX_POSITION and a refusal quotes at most 40 characters."""
+    from webapp.live.viewer_choice import MAX_POSITION, parse_position
+
+    assert parse_position(7) == 7 and parse_position(" 12 ") == 12 and parse_position(MAX_POSITION) == MAX_POSITION
+    for value in (10**4000, "1" * 5000, "\u0663", "\u00b2", MAX_POSITION + 1, -1, 2.0, True, None, [1]):
+        with pytest.raises(ValueError) as err:
+            parse_position(value)
+        message = str(err.value)
+        assert message.startswith("diffraction_position must be a whole number >= 0") and len(message) < 200, \
+            message[:300]

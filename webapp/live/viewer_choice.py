@@ -23,18 +23,34 @@ def _key(job_id: int) -> str:
     return f"job:{int(job_id)}:diffraction-position"
 
 
+#: The largest position a viewer may choose: more than any scan holds (a 10^4-digit number was kept and echoed).
+MAX_POSITION = 10**9 - 1
+
+
 def parse_position(value: object) -> int:
-    """A position index from a viewer's message: a whole number >= 0 (bool and float refused), else ValueError
-    naming the value."""
+    """A position index from a viewer's message: a whole number 0..``MAX_POSITION`` (an int, or ASCII digits in a
+    string; bool and float refused), else ValueError naming the value (at most 40 characters of it)."""
+    refused = f"diffraction_position must be a whole number >= 0, got {_shown(value)}"
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f"diffraction_position must be a whole number >= 0, got {value!r}")
-    try:
-        position = int(value)
-    except ValueError:
-        raise ValueError(f"diffraction_position must be a whole number >= 0, got {value!r}") from None
-    if position < 0:
-        raise ValueError(f"diffraction_position must be a whole number >= 0, got {value!r}")
-    return position
+        raise ValueError(refused)
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_POSITION))):
+            raise ValueError(refused)
+        value = int(text)
+    if value < 0:
+        raise ValueError(refused)
+    if value > MAX_POSITION:
+        raise ValueError(f"{refused}: no scan has that many positions (at most {MAX_POSITION + 1})")
+    return value
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a huge int is not even turned into digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**limit:
+        return f"a number of about {value.bit_length() * 0.30103:.0f} digits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def choose_position(job_id: int, position: int) -> None:
