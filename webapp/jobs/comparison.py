@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import struct
+from typing import Any
 
 import numpy as np
+from django.core.cache import cache
 
 from reconstruction.compare import FRC_THRESHOLD, HALF_BIT, compare_objects, compare_results
 from webapp.live.frames import decode_frame
@@ -12,6 +17,8 @@ from webapp.live.frames import decode_frame
 from .comparison_page import ComparisonView
 from .models import Job
 from .snapshots import list_snapshots, snapshot_path
+
+log = logging.getLogger(__name__)
 
 
 class NotComparable(ValueError):
@@ -40,6 +47,50 @@ def compare_jobs(a: Job, b: Job, threshold: float | str = FRC_THRESHOLD) -> Comp
     except ValueError as exc:
         raise NotComparable(f"jobs {a.pk} and {b.pk}: {exc}") from None
     return ComparisonView(found)
+
+
+#: How long a comparison's page data is kept (s); a rewritten result file is another key.
+CACHE_S = 7 * 24 * 3600
+
+
+def compared_jobs(a: Job, b: Job, threshold: float | str = FRC_THRESHOLD) -> dict[str, Any]:
+    """``{"summary", "page_data"}`` of :func:`compare_jobs`, kept in Django's cache (Redis in production, shared by
+    the web processes) by the two result files' identity (path, inode, size, mtime) and the threshold: aligning two
+    2048^2 objects costs seconds and about 0.6 GB, and the page is reloaded. A cache outage costs the time, not the
+    page."""
+    key = _cache_key(a, b, threshold)
+    found = _cache_get(key) if key else None
+    if found is not None:
+        return found
+    view = compare_jobs(a, b, threshold)
+    out = {"summary": view.summary(), "page_data": view.page_data()}
+    if key:
+        try:
+            cache.set(key, out, timeout=CACHE_S)
+        except Exception as exc:  # an unreachable cache: the answer still goes out
+            log.warning("comparison of jobs %s and %s not cached (%s)", a.pk, b.pk, exc)
+    return out
+
+
+def _cache_key(a: Job, b: Job, threshold: float | str) -> str | None:
+    """The cache key of comparing ``a``'s and ``b``'s result files now, or None when one cannot be stat'ed."""
+    parts = [str(threshold)]
+    for job in (a, b):
+        try:
+            st = os.stat(job.result_path)
+        except (OSError, ValueError):
+            return None  # compare_jobs says why
+        parts.append(f"{job.result_path}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}")
+    return "compare:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _cache_get(key: str) -> dict[str, Any] | None:
+    try:
+        found = cache.get(key)
+    except Exception as exc:
+        log.warning("comparison cache unreadable (%s)", exc)
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def snapshot_object(data: bytes, where: str) -> tuple[np.ndarray, float]:

@@ -22,7 +22,7 @@ from webapp.workers import bridge_status
 from webapp.workers import dashboard as dashboard_data
 
 from . import services
-from .comparison import NotComparable, compare_jobs, threshold_of
+from .comparison import NotComparable, compared_jobs, threshold_of
 from .comparison import compare_iterations as compare_iterations_of
 from .diffraction import NoPattern, finished_diffraction
 from .downloads import FORMATS, NoResult, result_download
@@ -243,11 +243,10 @@ def compare(request: HttpRequest) -> HttpResponse:
     if pending:  # e.g. a half-set FRC just asked for: the page reloads until both have finished
         return render(request, "jobs/compare.html", {**context, "pending": pending})
     try:
-        view = compare_jobs(a, b, threshold_of(request.GET.get("threshold", "")))
+        found = compared_jobs(a, b, threshold_of(request.GET.get("threshold", "")))  # cached: webapp/jobs/comparison.py
     except NotComparable as exc:
         return render(request, "jobs/compare.html", {**context, "error": str(exc)}, status=400)
-    return render(request, "jobs/compare.html", {**context, "summary": view.summary(),
-                                                 "page_data": view.page_data()})
+    return render(request, "jobs/compare.html", {**context, **found})
 
 
 @require_POST
