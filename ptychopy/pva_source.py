@@ -59,10 +59,23 @@ class PvaAddress:
         return [pv for pv in (self.image, self.positions, self.planned, self.status) if pv]
 
 
+MAX_PV_NAME_CHARS = 256  # EPICS record names are at most 60; pvAccess names a little longer, never kilobytes
+
+
+def _check_pv_name(name: str, what: str, where: str) -> None:
+    """LiveSourceError naming ``what`` unless ``name`` is 1..MAX_PV_NAME_CHARS printable ASCII without spaces."""
+    shown = repr(name) if len(name) <= 40 else f"{name[:40]!r}..."
+    if len(name) > MAX_PV_NAME_CHARS:
+        raise LiveSourceError(f"{where}: {what} {shown} is {len(name)} characters long; a PV name has at most "
+                              f"{MAX_PV_NAME_CHARS}")
+    if not name or not all("!" <= c <= "~" for c in name):
+        raise LiveSourceError(f"{where}: {what} {shown} is not a PV name (printable ASCII without spaces)")
+
+
 def parse_address(text: str) -> PvaAddress:
     """``pva://IMAGE?scan=P&positions=PV&attrs=R,C&scale=S&planned=PV&status=PV&uid0=K`` -> :class:`PvaAddress`;
-    a clear error naming the part that is wrong."""
-    where = f"-liveSource={text}"
+    a clear error naming the part that is wrong (PV names: printable ASCII, at most ``MAX_PV_NAME_CHARS``)."""
+    where = f"-liveSource={text}" if len(text) <= 80 else f"-liveSource={text[:80]}..."
     if not text.startswith(SCHEME):
         raise LiveSourceError(f"{where}: a pvAccess source starts with {SCHEME}")
     image, _, query = text[len(SCHEME):].partition("?")
@@ -76,6 +89,10 @@ def parse_address(text: str) -> PvaAddress:
     if unknown:
         raise LiveSourceError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(QUERY_KEYS)}")
     one = {k: v[-1] for k, v in fields.items()}
+    _check_pv_name(image, "the image PV", where)
+    for key in ("scan", "positions", "planned", "status"):
+        if one.get(key):
+            _check_pv_name(one[key], f"{key}=", where)
     scan = one.get("scan")
     pv = {k: one.get(k) or (f"{scan}{k.capitalize()}" if scan else None) for k in ("positions", "planned", "status")}
     attrs = None

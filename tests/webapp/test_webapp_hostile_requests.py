@@ -168,3 +168,27 @@ def test_a_comparison_is_computed_once_per_pair_of_result_files(client, user, tm
     stat = os.stat(jobs[1].result_path)
     os.utime(jobs[1].result_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file was written again
     assert client.get(url).status_code == 200 and len(calls) == 3
+
+
+def test_a_pvaccess_address_the_worker_would_refuse_is_refused_at_submit_naming_it(client, token):
+    """-liveSource=pva://... took anything after the scheme: unknown query keys, a negative or NaN scale, no image
+    PV, a 60,000-character or control-character PV name were queued, and failed only on a worker (after the queue
+    and -liveStall). Each is now a 400 under -liveSource naming the part that is wrong."""
+    from webapp_helpers import api_post
+
+    scan = "./ptycho -size=32 -scanDims=8,8 -step=150e-9,150e-9 -beamSize=500e-9 -device=cpu -algorithm=ePIE"
+    cases = {"pva://x?bogus=1": "unknown key(s) bogus", "pva://x?scale=-1": "expected a positive number",
+             "pva://x?scale=nan": "expected a positive number", "pva://x?uid0=abc": "scale/uid0",
+             "pva://x?attrs=a": "expected two NDAttribute names", "pva://?scan=x": "no image PV",
+             "pva://" + "x" * 60000: "characters long", "pva://x\u202e": "not a PV name",
+             "pva://x?scan=a%09b": "not a PV name"}
+    for address, words in cases.items():
+        answer = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{scan} -liveSource={address}"}, token)
+        assert answer.status_code == 400, (address[:40], answer.content[:200])
+        problem = answer.json()["problems"][0]
+        assert problem["flag"] == "liveSource" and words in problem["message"] and len(problem["message"]) < 400, \
+            problem["message"][:300]
+    assert Job.objects.count() == 0
+    ok = api_post(client, "/api/v1/jobs/", {"cmdstr": f"{scan} -liveSource=pva://13SIM1:Pva1:Image?scan=t:Scan:"},
+                  token)
+    assert ok.status_code == 201, ok.content

@@ -267,15 +267,24 @@ def check_submission(params: Parameters) -> Parameters:
 
 
 def streaming_problems(params: Parameters) -> list[Problem]:
-    """What a live source (``-liveSource``) cannot do, refused at submit as the worker would (DM, per-position
-    fits, several GPUs: docs/streaming.md), filed under ``-algorithm``."""
+    """What a live source (``-liveSource``) cannot do, refused at submit as the worker would: a ``pva://`` address
+    it cannot parse (filed under ``-liveSource``); DM, per-position fits, several GPUs (docs/streaming.md, filed
+    under ``-algorithm``)."""
     if params.data.live_source == "none":
         return []
+    from ptychopy.pva_source import SCHEME, parse_address
     from reconstruction.errors import InputDataError
+    from reconstruction.live import LiveSourceError
     from reconstruction.live.run import check_streaming
 
+    problems = []
+    if params.data.live_source.startswith(SCHEME):  # the worker's own parse: refused here, not after the queue
+        try:
+            parse_address(params.data.live_source)
+        except LiveSourceError as exc:
+            problems.append(Problem("data.live_source", "liveSource", params.data.live_source, str(exc)))
     try:
         check_streaming(params)
     except InputDataError as exc:
-        return [Problem("reconstruction.algorithm", "algorithm", params.reconstruction.algorithm, str(exc))]
-    return []
+        problems.append(Problem("reconstruction.algorithm", "algorithm", params.reconstruction.algorithm, str(exc)))
+    return problems
