@@ -109,6 +109,10 @@ def test_external_links_out_of_the_roots_are_refused_and_links_inside_are_follow
         f["raw"] = h5py.ExternalLink(str(webapp_settings / "archived" / "scan.h5"), "/")
         f["x"] = np.ones(3, np.float32)
     assert client.get("/files/h5grove/meta", {"file": str(moved_away), "path": "/"}).status_code == 200
+    # HDF5 opens a missing absolute target's name beside the file instead: a symlink there that leaves is refused
+    (webapp_settings / "scan.h5").symlink_to(outside)
+    fallback = client.get("/files/h5grove/meta", {"file": str(moved_away), "path": "/"})
+    assert fallback.status_code == 403 and "missing, so HDF5 reads" in fallback.json()["message"], fallback.content
     master = webapp_settings / "raw" / "master.h5"
     with h5py.File(master, "w") as f:
         f["entry/data"] = h5py.ExternalLink("frames.h5", "/entry_1/data_1")

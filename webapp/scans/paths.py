@@ -111,8 +111,8 @@ def check_external_links(path: Path, roots: list[Path], depth: int = 0, seen: se
     three, so without this check a file inside a data folder could bring in any file of the server (the secret
     key's bytes as a dataset's values). HDF5 looks for a relative link or virtual source beside the file, then in
     the working folder: one missing beside it is refused; an absolute one inside the roots may dangle (a result
-    file's links to raw files that moved away). A relative raw-storage file is looked for in the working folder
-    only: refused."""
+    file's links to raw files that moved away), and HDF5 then opens its name beside the file, which is checked like
+    a relative one. A relative raw-storage file is looked for in the working folder only: refused."""
     seen = set() if seen is None else seen
     if path in seen or not path.is_file() or not h5py.is_hdf5(path):
         return
@@ -135,9 +135,17 @@ def check_external_links(path: Path, roots: list[Path], depth: int = 0, seen: se
         resolved = Path(os.path.realpath(target if target.is_absolute() else path.parent / target))
         if not _inside_any(resolved, roots):
             raise PathNotAllowed(f"{where} leads outside the data folders ({folders})")
+        if not resolved.exists() and target.is_absolute() and ref.kind != "raw":
+            # dangling inside the roots (e.g. a result's raw file moved away): HDF5 then opens the same name beside
+            # the file, which must pass as a relative target would
+            beside = path.parent / target.name
+            if not os.path.lexists(beside):
+                continue  # nothing to read
+            resolved = Path(os.path.realpath(beside))
+            where = f"{where} (missing, so HDF5 reads {str(beside)!r})"
+            if not _inside_any(resolved, roots):
+                raise PathNotAllowed(f"{where} leads outside the data folders ({folders})")
         if not resolved.exists():
-            if target.is_absolute() and ref.kind != "raw":
-                continue  # dangling inside the roots (e.g. a result's raw file moved away): nothing to read
             raise PathNotAllowed(f"{where} leads to no file beside it (HDF5 would look for it in the server's "
                                  "working folder)" if ref.kind != "raw" else f"{where}: no such file")
         if not resolved.is_file():  # a FIFO or a device would block or never end a read
