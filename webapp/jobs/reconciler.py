@@ -9,7 +9,8 @@ The job row is the truth; the broker's messages and the workers' heartbeats are 
   workers have died under it ``PTYCHOPY_MAX_WORKER_LOSSES`` times (an out-of-memory kill repeats forever);
 - a ``running`` streaming job (``-liveSource``) whose worker was lost is failed at once, its message naming the
   frames received so far: the frames went past, and the one owner of a new reconstruction of its scan is the EPICS
-  bridge, which queues the batch job once it sees the failure (docs/streaming.md, "Exactly once"); a re-queued
+  bridge, which replaces it once it sees the failure (a ``#restream`` streaming job while a file-source scan
+  acquires, else the scan's batch job: docs/streaming.md, "Exactly once"); a re-queued
   copy here could reconstruct the scan a second time beside it.
 
 Every change is a conditional UPDATE on what was seen (status, worker, attempt, send time), so any number of

@@ -12,8 +12,9 @@ labelled partial (``Job.live['partial']``, the job's message ``partial: scan abo
 A worker that stops (SIGTERM, a deploy, an embedded stop) never hands a streaming job back to the queue: the
 frames went past (over pvAccess a re-run would wait for them, or take the next scan's). The job stops taking
 frames at once, writes the partial result of those that arrived (no finishing iterations) and ends ``failed``,
-its message naming the frames: a stop is not the user's choice, so the EPICS bridge replaces the job by the scan's
-batch job (docs/streaming.md, "Exactly once").
+its message naming the frames: a stop is not the user's choice, so the EPICS bridge replaces the job (a
+``#restream`` streaming job while a file-source scan acquires, else the scan's batch job: docs/streaming.md,
+"Exactly once").
 """
 
 from __future__ import annotations
