@@ -1,6 +1,8 @@
 """The websocket /ws/jobs/<id>/: logged-in viewers get the latest frame first, then live frames; anonymous
 and cross-origin connections are refused."""
 
+import json
+
 import numpy as np
 import pytest
 from channels.db import database_sync_to_async
@@ -157,4 +159,27 @@ async def test_a_viewer_chooses_the_diffraction_position_and_bad_choices_are_nam
     await ws.send_to(text_data="not json")  # ignored, the socket stays open
     await ws.send_to(text_data='{"diffraction_position": 2}')
     assert await ws.receive_json_from(timeout=10) == {"diffraction_position": 2}
+    await ws.disconnect()
+
+
+async def test_a_deeply_nested_or_oversized_message_is_ignored_and_a_flood_of_choices_is_refused(user):
+    from webapp.live import viewer_choice
+    from webapp.live.consumers import CHOICES_PER_S
+
+    job = await make_job(status="running", iteration=3, iterations=100, last_seq=1)
+    await database_sync_to_async(Job.objects.filter(pk=job.pk).update)(last_preview=stored_frame(job.pk, 1, 3))
+    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST, await login_cookie(user)])
+    assert (await ws.connect(timeout=10))[0]
+    await ws.receive_from(timeout=30)  # the stored frame
+    await ws.send_to(text_data="[" * 100_000 + "]" * 100_000)  # json.loads: RecursionError; killed the socket
+    await ws.send_to(text_data='{"diffraction_position": 3, "pad": "' + "x" * 5000 + '"}')  # over 1 KiB: unread
+    await ws.send_to(text_data='{"diffraction_position": 4}')
+    assert await ws.receive_json_from(timeout=10) == {"diffraction_position": 4}  # the socket still serves
+    answers = []
+    for k in range(int(CHOICES_PER_S) + 5):  # a burst beyond the allowance, well within a second
+        await ws.send_to(text_data=json.dumps({"diffraction_position": 10 + k}))
+        answers.append(await ws.receive_json_from(timeout=10))
+    refused = [a for a in answers if "error" in a]
+    assert 5 <= len(refused) <= 6 and all(a["error"].startswith("too many position choices") for a in refused)
+    assert await database_sync_to_async(viewer_choice.chosen_position)(job.pk, 100) < 10 + int(CHOICES_PER_S) + 1
     await ws.disconnect()

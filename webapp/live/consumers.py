@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -23,6 +25,8 @@ from . import frames, subprotocol, viewer_choice
 from .publish import group_name
 from .status import status_frame
 
+MAX_MESSAGE_CHARS = 1024  # a viewer's text message longer than this is ignored unread
+CHOICES_PER_S = 10.0  # position choices a socket may make per second (a burst of as many), each a cache write
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
@@ -57,12 +61,36 @@ def latest_frame(job_id: int) -> bytes | None:
     return None if job is None else status_frame(job)
 
 
+@dataclass
+class TokenBucket:
+    """At most ``rate_per_s`` takes a second on average, ``rate_per_s`` at once (a burst)."""
+
+    rate_per_s: float
+    tokens: float = -1.0
+    at_s: float = 0.0
+
+    def take(self, now_s: float) -> bool:
+        """Whether one more is allowed at ``now_s`` (monotonic seconds); counts it if so."""
+        if self.tokens < 0:
+            self.tokens, self.at_s = self.rate_per_s, now_s
+        self.tokens = min(self.rate_per_s, self.tokens + (now_s - self.at_s) * self.rate_per_s)
+        self.at_s = now_s
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
 class JobFramesConsumer(AsyncWebsocketConsumer):
     """Join group ``job_<id>``, send the latest stored frame, then every newer frame (latest wins)."""
 
     group: str = ""
     sent_seq: int = -1
     job_id: int = 0
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._choices = TokenBucket(CHOICES_PER_S)  # this socket's diffraction-position choices
 
     async def connect(self) -> None:
         job_id = self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
@@ -111,13 +139,17 @@ class JobFramesConsumer(AsyncWebsocketConsumer):
         """A viewer may send ``{"diffraction_position": k}`` (text): the scan position the job's diffraction panel
         shows from the next frame on (:mod:`webapp.live.viewer_choice`); it is answered with a text message
         ``{"diffraction_position": k}``, or ``{"error": ...}`` naming what was wrong. Anything else is ignored."""
-        if not text_data:
+        if not text_data or len(text_data) > MAX_MESSAGE_CHARS:  # a choice is a few dozen characters
             return
         try:
             message = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
             return
         if not isinstance(message, dict) or "diffraction_position" not in message:
+            return
+        if not self._choices.take(time.monotonic()):
+            await self.send(text_data=json.dumps({"error": f"too many position choices: at most "
+                                                           f"{CHOICES_PER_S:g} a second; this one was not taken"}))
             return
         try:
             position = viewer_choice.parse_position(message["diffraction_position"])
