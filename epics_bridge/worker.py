@@ -446,7 +446,8 @@ class BridgeWorker:
         info = ended.info
         if note:
             self.journal.log("covered_by_stream", f"{ended.reason}; reconstructed by job {job_id}, followed until "
-                                                  "it ends (failed: the batch job is queued)", info.dedup_key)
+                             "it ends (failed, or done with a partial result: the batch job is queued)",
+                             info.dedup_key)
         task = self._task(info.dedup_key, "follow", info.params, info.label,
                           dict(info.to_dict(), complete=f"complete: {ended.reason}"), now_s)
         task.job_id, task.ended, task.backoff_s = job_id, ended, self.config.file_check.initial_backoff_s

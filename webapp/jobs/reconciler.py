@@ -72,8 +72,10 @@ def streaming_ended_by_worker_message(worker: str, live: dict[str, Any] | None, 
     received = f"{int(live.get('frames_received') or 0)}{f' of {planned}' if planned else ''}"
     result = "; the partial result of those frames was kept" if kept else ""
     return (f"its worker {worker} {how} while streaming, after {received} frames received (phase "
-            f"{live.get('phase') or 'waiting'}){result}; not re-queued (the frames went past): a scan the EPICS "
-            "bridge opened gets its batch job once its data file is complete; otherwise clone the job.")
+            f"{live.get('phase') or 'waiting'}){result}; not re-queued (the frames went past): for a scan the "
+            "EPICS bridge opened, the bridge opens a replacement that reads the live file from its first frame "
+            "while a file-source scan acquires, else the batch job once the data files are complete; otherwise "
+            "clone the job.")
 
 
 def lost_while_streaming_message(job: Job) -> str:
