@@ -705,16 +705,23 @@ def test_a_streaming_job_done_with_frames_missing_from_a_complete_scan_is_replac
     assert len(records(rec)) == 2
 
 
+def _watched_until_done_partial(tmp_path: Path, rec: Path, outcome: str, frames: int) -> tuple[Rig, str]:
+    """A watched streaming job that ends done, partial with ``outcome`` after ``frames`` of 400, while its scan
+    acquires; ticked until the bridge no longer watches it. The rig and the key."""
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter)
+    submitter.jobs["rec-1"] = {"status": "done", "live": {"partial": True, "outcome": outcome,
+                                                          "frames_received": frames, "frames_planned": 400}}
+    _run_until(rig, lambda: key not in rig.worker.tasks)
+    return rig, key
+
+
 def test_a_streaming_job_that_stalled_while_the_scan_acquires_leaves_a_complete_end_to_the_batch_job(
         tmp_path: Path) -> None:
     # a stall (no frame for -liveStall s) ends the job done, partial; a replacement would read the same file and
     # stall the same way, so none is opened: a complete end queues the batch job, an abort nothing
     rec = tmp_path / "rec.jsonl"
-    submitter = AnswersJobState(str(rec), RUNNING)
-    rig, key = _watched(tmp_path, submitter)
-    submitter.jobs["rec-1"] = {"status": "done", "live": {"partial": True, "outcome": "stalled",
-                                                          "frames_received": 40, "frames_planned": 400}}
-    _run_until(rig, lambda: key not in rig.worker.tasks)
+    rig, key = _watched_until_done_partial(tmp_path, rec, "stalled", 40)
     (said,) = rig.journal.events("stream_failed_during_scan")
     for part in ("streaming job rec-1 ended while scan 7 acquired, but its result is partial (stream stalled "
                  "after 40 of 400 frames)", "a replacement would read the same frames: not replaced",
@@ -729,11 +736,7 @@ def test_a_streaming_job_that_stalled_while_the_scan_acquires_leaves_a_complete_
 
 def test_a_streaming_job_done_partial_because_its_scan_was_aborted_covers_it(tmp_path: Path) -> None:
     rec = tmp_path / "rec.jsonl"
-    submitter = AnswersJobState(str(rec), RUNNING)
-    rig, key = _watched(tmp_path, submitter)
-    submitter.jobs["rec-1"] = {"status": "done", "live": {"partial": True, "outcome": "aborted",
-                                                          "frames_received": 90, "frames_planned": 400}}
-    _run_until(rig, lambda: key not in rig.worker.tasks)
+    rig, key = _watched_until_done_partial(tmp_path, rec, "aborted", 90)
     assert _kinds(rig, key)[-1] == "stream_ended" and not rig.journal.events("stream_failed_during_scan")
     rig.run(5.0)
     assert len(records(rec)) == 1

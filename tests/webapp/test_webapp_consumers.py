@@ -139,14 +139,20 @@ async def test_live_frames_from_the_worker_thread_reach_two_viewers(worker, brok
         await ws.disconnect()
 
 
-async def test_a_viewer_chooses_the_diffraction_position_and_bad_choices_are_named(user):
-    from webapp.live import viewer_choice
-
+async def _viewer_of_a_running_job(user) -> tuple[Job, WebsocketCommunicator]:
+    """A running job with a stored frame, and a logged-in viewer's socket that has received that frame."""
     job = await make_job(status="running", iteration=3, iterations=100, last_seq=1)
     await database_sync_to_async(Job.objects.filter(pk=job.pk).update)(last_preview=stored_frame(job.pk, 1, 3))
     ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST, await login_cookie(user)])
     assert (await ws.connect(timeout=10))[0]
     await ws.receive_from(timeout=30)  # the stored frame
+    return job, ws
+
+
+async def test_a_viewer_chooses_the_diffraction_position_and_bad_choices_are_named(user):
+    from webapp.live import viewer_choice
+
+    job, ws = await _viewer_of_a_running_job(user)
     await ws.send_to(text_data='{"diffraction_position": 7}')
     assert await ws.receive_json_from(timeout=10) == {"diffraction_position": 7}
     assert await database_sync_to_async(viewer_choice.chosen_position)(job.pk, 36) == 7
@@ -166,11 +172,7 @@ async def test_a_deeply_nested_or_oversized_message_is_ignored_and_a_flood_of_ch
     from webapp.live import viewer_choice
     from webapp.live.consumers import CHOICES_PER_S
 
-    job = await make_job(status="running", iteration=3, iterations=100, last_seq=1)
-    await database_sync_to_async(Job.objects.filter(pk=job.pk).update)(last_preview=stored_frame(job.pk, 1, 3))
-    ws = WebsocketCommunicator(application, f"/ws/jobs/{job.pk}/", headers=[ORIGIN, HOST, await login_cookie(user)])
-    assert (await ws.connect(timeout=10))[0]
-    await ws.receive_from(timeout=30)  # the stored frame
+    job, ws = await _viewer_of_a_running_job(user)
     await ws.send_to(text_data="[" * 100_000 + "]" * 100_000)  # json.loads: RecursionError; killed the socket
     await ws.send_to(text_data='{"diffraction_position": 3, "pad": "' + "x" * 5000 + '"}')  # over 1 KiB: unread
     await ws.send_to(text_data='{"diffraction_position": 4}')
