@@ -20,6 +20,7 @@ from .spec import FieldSpec, closest, param, specs_of
 ALGORITHMS = ("ePIE", "DM", "LSQML")
 ALGORITHM_ALIASES = {"epie": "ePIE", "dm": "DM", "lsqml": "LSQML", "mls": "LSQML", "ml": "LSQML"}
 PVA_LIVE_SCHEME = "pva://"  # -liveSource=pva://<NTNDArray PV>[?...]: frames over pvAccess
+LIVE_STALL_MAX_S = 3600.0  # -liveStall: a streaming job waiting for a file or a frame holds a worker this long at most
 
 
 @dataclass(frozen=True)
@@ -100,9 +101,11 @@ class DataParameters:
                                   "(docs/streaming.md).")
     live_rate_hz: float = param(200.0, kind="float", flag="liveRate", unit="frames/s", min=0.01, max=1e7,
                                 advanced=True, hint="Replay source: frames per second it plays.")
-    live_stall_s: float = param(10.0, kind="float", flag="liveStall", unit="s", min=0.1, max=1e6, advanced=True,
+    live_stall_s: float = param(10.0, kind="float", flag="liveStall", unit="s", min=0.1, max=LIVE_STALL_MAX_S,
+                                advanced=True,
                                 hint="Live source: no new frame for this long ends the stream as stalled "
-                                     "(the partial result is kept); also the wait for the file to appear.")
+                                     "(the partial result is kept); also the wait for the file to appear. At most "
+                                     "an hour: the wait holds a worker.")
     live_buffer_frames: int = param(100000, kind="int", flag="liveBuffer", unit="frames", min=1, max=10**9,
                                     advanced=True, hint="Live source: the most frames held in host memory "
                                                         "waiting for the engine; more stops the run with an error.")

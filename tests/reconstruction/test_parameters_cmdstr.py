@@ -137,6 +137,14 @@ def test_out_of_range_value_is_rejected_with_the_range():
     assert any("-lambda=-1" in m for m in msgs)
 
 
+def test_live_stall_is_at_most_an_hour_and_a_longer_wait_names_the_flag_and_the_bound():
+    """-liveStall took up to 10^6 s: a streaming job waiting for a file that never appears held a worker for days."""
+    assert Parameters.from_cmdstr("p -liveStall=3600").data.live_stall_s == 3600.0
+    with pytest.raises(ParameterError) as err:
+        Parameters.from_cmdstr("p -liveStall=86400")
+    assert "-liveStall=86400" in str(err.value) and "0.1 to 3600 (s)" in str(err.value)
+
+
 def test_all_problems_are_reported_together():
     with pytest.raises(ParameterError) as err:
         Parameters.from_cmdstr("p -sise=1 -i=x -probeModes=0")
