@@ -219,3 +219,98 @@ def test_large_attributes_nul_entity_paths_and_long_names_get_short_refusals(cli
         assert nul.status_code == 400 and "NUL" in nul.json()["message"], (url, nul.content)
         long = client.get(url, {"file": str(scan), "path": "/" + "x" * 100_000})
         assert long.status_code == 404 and len(long.content) < 2000, (url, len(long.content))
+
+
+def test_variable_length_values_are_measured_as_read_and_refused_over_the_limit(client, user, webapp_settings,
+                                                                               monkeypatch):
+    """A dataset of variable-length strings counted 8 bytes a value: 200 x 100 kB strings came back as 20 MB."""
+    from webapp.scans import h5grove_views
+
+    scan = webapp_settings / "vlen.h5"
+    with h5py.File(scan, "w") as f:
+        f.create_dataset("strings", data=["x" * 1000] * 200, dtype=h5py.string_dtype())
+        arrays = f.create_dataset("arrays", shape=(200,), dtype=h5py.vlen_dtype(np.float64))
+        for i in range(200):
+            arrays[i] = np.ones(125)  # 1000 bytes each
+        f.create_dataset("refs", data=[f.ref] * 3000, dtype=h5py.ref_dtype)
+    monkeypatch.setattr(h5grove_views, "MAX_DATA_BYTES", 64 * 1024)
+    client.force_login(user)
+    for path in ("/strings", "/arrays", "/refs"):
+        whole = client.get("/files/h5grove/data", {"file": str(scan), "path": path})
+        message = whole.json()["message"]
+        assert whole.status_code == 413 and message.startswith(f"{path}: ") and "64.0 kB" in message, whole.content
+    some = client.get("/files/h5grove/data", {"file": str(scan), "path": "/strings", "selection": "10:20"})
+    assert some.status_code == 200 and some.json() == ["x" * 1000] * 10
+    row = client.get("/files/h5grove/data", {"file": str(scan), "path": "/arrays", "selection": "3"})
+    assert row.status_code == 200 and row.json() == [1.0] * 125
+    pointers = client.get("/files/h5grove/data", {"file": str(scan), "path": "/strings", "format": "bin",
+                                                  "selection": "0:2"})
+    assert pointers.status_code == 400 and "format=json" in pointers.json()["message"]  # it returned heap addresses
+
+
+def test_a_refused_variable_length_read_stops_about_one_limit_in():
+    """The values are read in blocks and measured: a refusal reads about the limit, not the whole selection."""
+    from webapp.scans.h5grove_limits import TooLarge, read_bounded, selection_index
+
+    class Counted:
+        def __init__(self, values: np.ndarray) -> None:
+            self.values, self.shape, self.read = values, values.shape, 0
+
+        def __getitem__(self, index):
+            block = self.values[index]
+            self.read += block.size
+            return block
+
+    dataset = Counted(np.array([b"y" * 1000] * 10_000, dtype=object))
+    with pytest.raises(TooLarge) as refused:
+        read_bounded(dataset, selection_index(dataset.shape, None), 20_000)
+    assert 20_000 < refused.value.nbytes <= 22_000 and dataset.read <= 22
+    assert read_bounded(dataset, selection_index(dataset.shape, "5:9"), 20_000).tolist() == [b"y" * 1000] * 4
+
+
+def test_the_limit_applies_to_the_bytes_returned_after_dtype_safe_and_json_or_csv_encoding(client, user,
+                                                                                         webapp_settings,
+                                                                                         monkeypatch):
+    """dtype=safe turns float16 into float32 and JSON writes "1.5," for two stored bytes: the stored size let
+    twice (and more) the limit through."""
+    from webapp.scans import h5grove_views
+
+    scan = webapp_settings / "half.h5"
+    with h5py.File(scan, "w") as f:
+        f.create_dataset("frames", data=np.full((3, 64, 64), 1.5, np.float16))
+    monkeypatch.setattr(h5grove_views, "MAX_DATA_BYTES", 4 * 64 * 64 * 2)  # four float16 frames
+    client.force_login(user)
+    stored = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", "format": "bin"})
+    assert stored.status_code == 200 and len(stored.content) == 3 * 64 * 64 * 2
+    for query in ({"format": "bin", "dtype": "safe"}, {"format": "json"}, {"format": "csv", "selection": "0"}):
+        refused = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", **query})
+        assert refused.status_code == 413 and refused.json()["message"].startswith("/frames: "), (query,
+                                                                                               refused.content)
+    one = client.get("/files/h5grove/data", {"file": str(scan), "path": "/frames", "selection": "0",
+                                             "format": "bin", "dtype": "safe"})
+    assert one.status_code == 200 and np.frombuffer(one.content, np.float32).tolist() == [1.5] * 64 * 64
+
+
+def test_a_group_lists_its_first_children_and_the_tree_its_first_paths_with_a_flag(client, user, webapp_settings,
+                                                                                 monkeypatch):
+    """/meta and /paths visited every entry: a group of 100,000 datasets took 49 s (/meta) and 21 s (/paths)."""
+    from webapp.scans import h5grove_views
+
+    scan = webapp_settings / "many.h5"
+    with h5py.File(scan, "w", track_order=True) as f:
+        entries = f.create_group("entries", track_order=True)
+        for i in range(50):
+            entries.create_dataset(f"d{49 - i:02d}", shape=(1,), dtype="f4")
+        f.create_group("few").create_dataset("x", shape=(1,), dtype="f4")
+    monkeypatch.setattr(h5grove_views, "MAX_CHILDREN", 10)
+    monkeypatch.setattr(h5grove_views, "MAX_PATHS", 10)
+    client.force_login(user)
+    meta = client.get("/files/h5grove/meta", {"file": str(scan), "path": "/entries"}).json()
+    assert [c["name"] for c in meta["children"]] == [f"d{49 - i:02d}" for i in range(10)]  # creation order
+    assert meta["children_cut"] is True and meta["children_count"] == 50 and meta["kind"] == "group"
+    few = client.get("/files/h5grove/meta", {"file": str(scan), "path": "/few"}).json()
+    assert [c["name"] for c in few["children"]] == ["x"] and "children_cut" not in few
+    paths = client.get("/files/h5grove/paths", {"file": str(scan), "path": "/"})
+    assert paths.json()[:2] == ["/", "/entries"] and len(paths.json()) == 11 and "10" in paths["X-Paths-Cut"]
+    whole = client.get("/files/h5grove/paths", {"file": str(scan), "path": "/few"})
+    assert whole.json() == ["/few", "/few/x"] and "X-Paths-Cut" not in whole

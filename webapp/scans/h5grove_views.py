@@ -5,15 +5,18 @@ Only files inside the data roots (``PTYCHOPY_DATA_ROOTS``, the uploads folder) o
 (``PTYCHOPY_RESULTS_DIR``) are served, resolved first (symlinks included: ``../`` and links that leave are refused,
 403 naming the path); the same login as result downloads (a session, or an ``Authorization: Token`` header); a
 missing file is 404, a file that is not HDF5 400, a file whose external links, virtual datasets or external raw
-storage lead out of those folders 403, a ``/data`` selection larger than ``MAX_DATA_BYTES`` and ``/attr``
-attributes larger than ``MAX_ATTR_BYTES`` 413 (they would be read whole into the server's memory).
+storage lead out of those folders 403, a ``/data`` answer larger than ``MAX_DATA_BYTES`` (variable-length values
+measured as read, ``dtype=safe`` and the encoding counted) and ``/attr`` attributes larger than ``MAX_ATTR_BYTES``
+413 (they would be read whole into the server's memory); a group lists its first ``MAX_CHILDREN`` children and
+``/paths`` the first ``MAX_PATHS`` paths (:mod:`webapp.scans.h5grove_limits`).
 h5grove's endpoints (``meta``, ``attr``, ``data``, ``paths``) take ``?file=<path>&path=<entity>`` as its own
 servers do; its errors keep their status and JSON ``message``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +28,37 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
-from h5grove.content import DatasetContent, ResolvedEntityContent, get_content_from_file, get_list_of_paths
+from h5grove.content import DatasetContent, GroupContent, ResolvedEntityContent, create_content
 from h5grove.encoders import encode
-from h5grove.utils import parse_bool_arg, parse_slice
+from h5grove.models import LinkResolution
+from h5grove.utils import (
+    NotFoundError,
+    QueryArgumentError,
+    convert,
+    get_dataset_slice,
+    hdf_path_join,
+    open_file_with_error_fallback,
+    parse_bool_arg,
+    parse_link_resolution_arg,
+)
 
 from webapp.accounts.auth import login_or_token_required
 
+from .h5grove_limits import (
+    TooLarge,
+    bytes_per_value,
+    first_children,
+    first_paths,
+    read_bounded,
+    selected_count,
+    selection_index,
+)
 from .paths import PathNotAllowed, confine, data_roots
 
 MAX_DATA_BYTES = 64 * 2**20  # one /data answer: a 4096^2 float32 image is 64 MiB; a whole raw scan is refused
 MAX_ATTR_BYTES = 2**20  # one /attr answer: NeXus attributes are names and units; a dense attribute may be GBs
+MAX_CHILDREN = 1000  # one /meta answer lists a group's first 1000 children (about 0.5 s of a worker)
+MAX_PATHS = 10000  # one /paths answer: the first 10,000 entity paths below the entity
 MAX_MESSAGE_CHARS = 500  # a refusal names the path it was given, cut to this
 
 
@@ -66,19 +90,6 @@ def browsable_file(raw: str | None) -> str:
     if not h5py.is_hdf5(path):
         raise FileRefused(400, f"{raw!r} is not an HDF5 file")
     return path
-
-
-def _selected_bytes(filename: str, dataset_path: str, selection: str | None) -> int:
-    """Bytes a ``selection`` (h5grove's slice syntax, e.g. ``"0,:,10:20"``; None for all) of the dataset at
-    ``dataset_path`` of ``filename`` reads."""
-    with h5py.File(filename, "r") as f:
-        dataset = f[dataset_path]
-        shape, itemsize = dataset.shape or (), dataset.dtype.itemsize
-    counts = list(shape)
-    if selection:
-        for axis, part in enumerate(parse_slice(selection)[: len(shape)]):
-            counts[axis] = 1 if isinstance(part, int) else len(range(*part.indices(shape[axis])))
-    return int(np.prod(counts, dtype=np.int64)) * itemsize
 
 
 def _attribute_bytes(filename: str, entity_path: str, keys: list[str] | None) -> tuple[int, str]:
@@ -141,17 +152,43 @@ def _cut(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE_CHARS else f"{message[:MAX_MESSAGE_CHARS]}... (cut)"
 
 
+@contextlib.contextmanager
+def _opened(filename: str, entity_path: str | None, resolve_links_arg: str | None = None) -> Iterator[
+        tuple[h5py.File, Any, LinkResolution]]:
+    """The open file, h5grove's content of ``entity_path`` and the link resolution asked for, with h5grove's
+    refusals (404 for an entity not in the file, 422 for a bad argument) as FileRefused."""
+    try:
+        resolve = parse_link_resolution_arg(resolve_links_arg, fallback=LinkResolution.ONLY_VALID)
+    except QueryArgumentError as exc:
+        raise FileRefused(422, str(exc)) from None
+    try:
+        with open_file_with_error_fallback(filename, _h5grove_error) as f:
+            yield f, create_content(f, entity_path, resolve), resolve
+    except NotFoundError as exc:
+        raise FileRefused(404, str(exc)) from None
+    except QueryArgumentError as exc:  # dtype=safe of strings, a format the values cannot take
+        raise FileRefused(422, str(exc)) from None
+
+
 def _meta(request: HttpRequest, filename: str) -> HttpResponse:
-    """h5grove ``/meta``: an entity's metadata (its children for a group)."""
-    with get_content_from_file(filename, _entity_path(request), _h5grove_error,
-                               request.GET.get("resolve_links")) as content:
-        return _encoded(content.metadata())
+    """h5grove ``/meta``: an entity's metadata; a group's children are its first ``MAX_CHILDREN`` (then
+    ``children_cut`` is true and ``children_count`` says how many it has)."""
+    with _opened(filename, _entity_path(request), request.GET.get("resolve_links")) as (f, content, resolve):
+        if not isinstance(content, GroupContent):
+            return _encoded(content.metadata())
+        names, count = first_children(f[content.path], MAX_CHILDREN)
+        meta = {**ResolvedEntityContent.metadata(content),
+                "children": [create_content(f, hdf_path_join(content.path, name), resolve).metadata(0)
+                             for name in names]}
+        if count > len(names):
+            meta.update(children_cut=True, children_count=count)
+        return _encoded(meta)
 
 
 def _attr(request: HttpRequest, filename: str) -> HttpResponse:
     """h5grove ``/attr``: an entity's attribute values."""
     keys = request.GET.getlist("attr_keys") or None
-    with get_content_from_file(filename, _entity_path(request), _h5grove_error) as content:
+    with _opened(filename, _entity_path(request)) as (_, content, _):
         if not isinstance(content, ResolvedEntityContent):
             raise FileRefused(400, f"{content.path} is not a resolved entity")
         size, largest = _attribute_bytes(filename, content.path, keys)
@@ -163,25 +200,58 @@ def _attr(request: HttpRequest, filename: str) -> HttpResponse:
 
 
 def _data(request: HttpRequest, filename: str) -> HttpResponse:
-    """h5grove ``/data``: a dataset's values (``selection``, ``format``: json, bin, npy, csv, tiff)."""
-    with get_content_from_file(filename, _entity_path(request), _h5grove_error) as content:
+    """h5grove ``/data``: a dataset's values (``selection``, ``flatten``, ``dtype``: origin or safe, ``format``:
+    json, bin, npy, csv, tiff); 413 when the answer would pass ``MAX_DATA_BYTES``: estimated from the selection
+    before reading, variable-length values measured as they are read, the encoded answer measured last."""
+    selection, fmt, conversion = request.GET.get("selection"), request.GET.get("format"), request.GET.get("dtype")
+    with _opened(filename, _entity_path(request)) as (f, content, _):
         if not isinstance(content, DatasetContent):
             raise FileRefused(400, f"{content.path} is not a dataset")
-        size = _selected_bytes(filename, content.path, request.GET.get("selection"))
-        if size > MAX_DATA_BYTES:
-            raise FileRefused(413, f"{content.path}: the selection reads {size / 2**20:.0f} MiB, more than the "
-                                   f"{MAX_DATA_BYTES // 2**20} MiB one request may read; ask for a slice "
-                                   "(selection=0,:,: for the first frame)")
-        data = content.data(request.GET.get("selection"), parse_bool_arg(request.GET.get("flatten"), fallback=False),
-                            request.GET.get("dtype"))
-        return _encoded(data, request.GET.get("format"))
+        dataset = f[content.path]
+        if dataset.dtype.hasobject and fmt not in (None, "json"):
+            raise FileRefused(400, f"{content.path} holds variable-length values or references: ask for "
+                                   "format=json")
+        index = selection_index(dataset.shape or (), selection) if dataset.shape is not None else ()
+        estimate = selected_count(dataset.shape or (), index) * bytes_per_value(dataset.dtype, conversion, fmt)
+        if estimate > MAX_DATA_BYTES:
+            raise _too_large(content.path, "the selection returns at least", estimate)
+        try:
+            values = (read_bounded(dataset, index, MAX_DATA_BYTES) if dataset.dtype.hasobject
+                      else get_dataset_slice(dataset, selection))
+        except TooLarge as exc:
+            raise _too_large(content.path, "the selected values hold more than", exc.nbytes) from None
+        values = convert(values, conversion)
+        if parse_bool_arg(request.GET.get("flatten"), fallback=False) and isinstance(values, np.ndarray):
+            values = np.ravel(values)
+        response = _encoded(values, fmt)
+        if len(response.content) > MAX_DATA_BYTES:
+            raise _too_large(content.path, f"the {fmt or 'json'} answer is", len(response.content))
+        return response
+
+
+def _too_large(entity: str, what: str, nbytes: int) -> FileRefused:
+    """413 naming the dataset, its size and the bound."""
+    return FileRefused(413, f"{entity}: {what} {_size(nbytes)}, more than the {_size(MAX_DATA_BYTES)} one request "
+                            "may return; ask for a slice (selection=0,:,: for the first frame)")
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 1024:.1f} kB"
 
 
 def _paths(request: HttpRequest, filename: str) -> HttpResponse:
-    """h5grove ``/paths``: every entity path below ``path`` (h5web's search)."""
-    with get_list_of_paths(filename, _entity_path(request), _h5grove_error,
-                           request.GET.get("resolve_links")) as paths:
-        return _encoded(paths)
+    """h5grove ``/paths``: the entity paths below ``path`` (h5web's search), the first ``MAX_PATHS`` of them
+    (then the header ``X-Paths-Cut`` says so)."""
+    with _opened(filename, _entity_path(request), request.GET.get("resolve_links")) as (f, content, resolve):
+        if not isinstance(content, GroupContent):
+            raise FileRefused(400, f"{content.path} is not a group")
+        names, cut = first_paths(f[content.path], MAX_PATHS)
+        paths = [content.path, *(create_content(f, hdf_path_join(content.path, name.decode()), resolve).path
+                                 for name in names)]
+        response = _encoded(paths)
+        if cut:
+            response["X-Paths-Cut"] = f"the first {MAX_PATHS} paths"
+        return response
 
 
 meta = _endpoint(_meta)
