@@ -94,7 +94,7 @@ class DataParameters:
                           hint="Reconstruct half of the scan for a half-set FRC: 1 = positions 0, 2, 4, ... in "
                                "scan order, 2 = positions 1, 3, 5, ...; 0 = every position.")
     live_source: str = param("none", kind="choice", flag="liveSource", choices=("none", "swmr", "replay"),
-                             advanced=True, label="Live source",
+                             open_prefix=PVA_LIVE_SCHEME, advanced=True, label="Live source",
                              hint="Reconstruct while the scan acquires: 'swmr' reads the -fp HDF5 file as a "
                                   "detector writes it (SWMR), 'replay' plays a finished -fp file at -liveRate, "
                                   "'pva://IMAGE_PV?scan=PREFIX' reads an areaDetector NTNDArray over pvAccess "
@@ -440,8 +440,8 @@ def _coerce(spec: FieldSpec, value: Any) -> Any:
             canon = ALGORITHM_ALIASES.get(text.lower())
             if canon:
                 return canon
-        if spec.flag == "liveSource" and text.startswith(PVA_LIVE_SCHEME) and len(text) > len(PVA_LIVE_SCHEME):
-            return text  # an NTNDArray PV (ptychopy.pva_source reads the address)
+        if spec.open_prefix and text.startswith(spec.open_prefix) and len(text) > len(spec.open_prefix):
+            return text  # e.g. -liveSource's NTNDArray PV (ptychopy.pva_source reads the address)
         for c in spec.choices:
             if c.lower() == text.lower():
                 return c

@@ -35,6 +35,7 @@ class FieldSpec:
     label: str = ""
     advanced: bool = False
     no_effect: bool = False  # accepted for compatibility, does nothing
+    open_prefix: str = ""  # a choice that also takes any value starting with this (e.g. "pva://" + a PV name)
 
     @property
     def expected(self) -> str:
@@ -44,7 +45,8 @@ class FieldSpec:
             "int": "an integer",
             "float": "a number",
             "bool": "0 or 1",
-            "choice": "one of " + ", ".join(self.choices),
+            "choice": "one of " + ", ".join(self.choices) + (f", or {self.open_prefix}..." if self.open_prefix
+                                                               else ""),
             "pair_int": "two integers separated by a comma",
             "pair_float": "two numbers separated by a comma",
         }[self.kind]
@@ -77,13 +79,14 @@ def param(
     label: str = "",
     advanced: bool = False,
     no_effect: bool = False,
+    open_prefix: str = "",
 ) -> Any:
     """Declare a leaf of a parameter dataclass (returns a ``dataclasses.field``)."""
     if kind not in KINDS:
         raise ValueError(f"unknown parameter kind {kind!r}")
     meta = dict(
         kind=kind, flag=flag, unit=unit, hint=hint, min=min, max=max, choices=choices,
-        aliases=aliases, label=label, advanced=advanced, no_effect=no_effect,
+        aliases=aliases, label=label, advanced=advanced, no_effect=no_effect, open_prefix=open_prefix,
     )
     return dataclasses.field(default=default, metadata=meta)
 
@@ -99,7 +102,7 @@ def specs_of(group_cls: type, group: str) -> list[FieldSpec]:
                 flag=m["flag"], unit=m["unit"], hint=m["hint"], min=m["min"], max=m["max"],
                 choices=m["choices"], aliases=m["aliases"],
                 label=m["label"] or f.name.replace("_", " ").capitalize(),
-                advanced=m["advanced"], no_effect=m["no_effect"],
+                advanced=m["advanced"], no_effect=m["no_effect"], open_prefix=m["open_prefix"],
             )
         )
     return out

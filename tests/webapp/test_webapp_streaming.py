@@ -228,3 +228,21 @@ def test_the_form_opens_a_streaming_job_on_a_file_not_written_yet(client, user, 
     assert job.is_streaming and job.parameters["data"]["file_pattern"] == str(later)
     page = client.get(f"/jobs/{job.pk}/").content.decode()
     assert 'id="st-live-box"' in page and 'id="st-live-box" hidden' not in page  # frames shown for streaming
+
+
+def test_the_form_takes_a_pvaccess_live_source_typed_in_and_refuses_a_bad_word_naming_the_flag(client, user):
+    # -liveSource is a choice that also takes pva://<PV> (the tree's open_prefix): the form's field is text, not a
+    # select that could only offer none/swmr/replay
+    from test_webapp_form import form_data
+
+    client.force_login(user)
+    params = Parameters.from_cmdstr(f"{SCAN} {REC.replace('-liveSource=swmr', '')} "
+                                    "-liveSource=pva://t:Pva1:Image?scan=t:Scan:")
+    data = form_data(params)
+    assert any(v == "pva://t:Pva1:Image?scan=t:Scan:" for v in data.values())
+    response = client.post("/jobs/new/", data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Job.objects.get().parameters["data"]["live_source"] == "pva://t:Pva1:Image?scan=t:Scan:"
+    bad = {k: ("sw mr" if v == "pva://t:Pva1:Image?scan=t:Scan:" else v) for k, v in data.items()}
+    page = client.post("/jobs/new/", bad).content.decode()
+    assert "one of none, swmr, replay, or pva://..." in page and Job.objects.count() == 1

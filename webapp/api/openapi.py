@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from reconstruction.parameters import GROUP_TITLES, FieldSpec, input_specs
 from reconstruction.parameters.cmdstr import MAX_CMDSTR_CHARS
-from reconstruction.parameters.model import PVA_LIVE_SCHEME
 
 STATUSES = ["queued", "running", "done", "failed", "cancelled"]
 FORMATS = ["h5", "tiff", "png", "csv"]
@@ -21,9 +21,9 @@ def _leaf_schema(spec: FieldSpec) -> dict[str, Any]:
         "choice": {"type": "string", "enum": list(spec.choices)},
     }
     base: dict[str, Any] = dict(simple.get(spec.kind, {}))
-    if spec.flag == "liveSource":  # a choice, or an NTNDArray over pvAccess (docs/streaming.md)
+    if spec.kind == "choice" and spec.open_prefix:  # e.g. -liveSource: a choice or pva://<PV> (docs/streaming.md)
         base = {"type": "string", "anyOf": [{"enum": list(spec.choices)},
-                                            {"pattern": "^" + PVA_LIVE_SCHEME + ".+"}]}
+                                            {"pattern": "^" + re.escape(spec.open_prefix) + ".+"}]}
     elif spec.kind in ("pair_int", "pair_float"):
         item: dict[str, Any] = {"type": "integer" if spec.kind == "pair_int" else "number"}
         if spec.min is not None:

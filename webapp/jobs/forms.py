@@ -42,6 +42,10 @@ def _form_field(spec: FieldSpec) -> forms.Field:
     attrs = {"title": spec.hint, "aria-describedby": f"hint-{field_name(spec.path)}"}
     if spec.kind == "bool":
         return forms.BooleanField(required=False, label=spec.label, widget=forms.CheckboxInput(attrs=attrs))
+    if spec.kind == "choice" and spec.open_prefix:  # a choice or any text with the prefix (e.g. pva://<PV>)
+        attrs["placeholder"] = " | ".join(spec.choices) + f" | {spec.open_prefix}..."
+        attrs["spellcheck"] = "false"
+        return forms.CharField(required=False, label=spec.label, strip=True, widget=forms.TextInput(attrs=attrs))
     if spec.kind == "choice":
         return forms.ChoiceField(choices=[(c, c) for c in spec.choices], label=spec.label, required=False,
                                  widget=forms.Select(attrs=attrs))
