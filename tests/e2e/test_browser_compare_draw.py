@@ -39,6 +39,7 @@ def test_the_comparison_images_are_painted_canvases_with_no_plotly_heatmap(brows
             assert st["shapes"] == 1, st  # the scale bar
             ends = [float(st["ticks"][0]), float(st["ticks"][-1])]  # the colour bar's labels: the value range
             assert ends == pytest.approx([img["vmin"], img["vmax"]], rel=1e-2, abs=1e-3), (st, img)
+            assert max(len(t) for t in st["ticks"]) <= 8, st  # the live page's labels: they fit right of the bar
         for col in (0, 100, 255):  # the phases in Viridis, byte v at v / 255
             for name in ("phase_a", "phase_b"):
                 rgba = pg.evaluate(PIXEL_JS, [f"plot-{name}", 8, col])

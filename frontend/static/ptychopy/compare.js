@@ -36,7 +36,7 @@
     const colorscale = img.name === "phase_difference" ? DIVERGING : D.stops("Viridis");
     const pixels = document.createElement("canvas");
     D.colourInto(pixels, bytes(img.bdata), rows, cols, D.lookupTable(colorscale, 0, 255));
-    const ticktext = TICKS.map(function (t) { return (img.vmin + (img.vmax - img.vmin) * t / 255).toPrecision(3); });
+    const ticktext = TICKS.map(function (t) { return D.tickText(img.vmin + (img.vmax - img.vmin) * t / 255); });
     const colourBar = { strip: D.colourStrip(colorscale), zmin: 0, zmax: 255, tickvals: TICKS, ticktext: ticktext };
     const trace = { type: "image", source: D.transparentImage(rows, cols), x0: d / 2, dx: d, y0: d / 2, dy: d,
                     hovertemplate: "x %{x:.4g} " + unit.name + ", y %{y:.4g} " + unit.name + "<extra></extra>" };
