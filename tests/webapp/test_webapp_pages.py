@@ -184,3 +184,15 @@ def test_login_and_logout_round_trip(client, user):
     assert client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code == 200
     client.post("/accounts/logout/")
     assert client.get("/jobs/new/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_history_search_by_number_takes_ascii_digits_only_and_never_fails_on_odd_ones(client, user):
+    # '²' passes str.isdigit() but not int(); 5,000 digits pass isdigit() but exceed int()'s limit and any id:
+    # both were a 500 on the history page and the API's job list
+    job = make_job(user, label="scan-01")
+    client.force_login(user)
+    assert [j.pk for j in client.get(f"/?q={job.pk}").context["page"].object_list] == [job.pk]
+    for odd in ("²", "9" * 5000, "9" * 19):
+        page = client.get("/", {"q": odd})
+        assert page.status_code == 200 and page.context["page"].paginator.count == 0, odd

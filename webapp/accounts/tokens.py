@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
 from webapp.api.models import ApiToken
+from webapp.text_numbers import whole_number
 
 #: the longest expiry the form offers, in days (a longer-lived token: manage.py create_token)
 MAX_EXPIRY_DAYS = 3650
@@ -23,10 +24,11 @@ def _expiry(raw: str) -> datetime.datetime | None:
     raw = raw.strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_EXPIRY_DAYS:
+    days = whole_number(raw)
+    if days is None or not 1 <= days <= MAX_EXPIRY_DAYS:
         raise ValueError(f"'Expires after' must be a whole number of days from 1 to {MAX_EXPIRY_DAYS}, "
                          f"not {raw[:20]!r}; leave it empty for a token that does not expire")
-    return timezone.now() + datetime.timedelta(days=int(raw))
+    return timezone.now() + datetime.timedelta(days=days)
 
 
 @require_http_methods(["GET", "POST"])

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 
 from django.db.models import Q, QuerySet
 
+from webapp.text_numbers import whole_number
+
 from .models import Job
 
 FILTERS = ("status", "algorithm", "owner", "source", "q")
@@ -30,7 +32,7 @@ def filter_jobs(query: Mapping[str, str], jobs: QuerySet[Job] | None = None) -> 
     if text:
         match = (Q(label__icontains=text) | Q(owner__username__icontains=text) | Q(message__icontains=text)
                  | Q(device__icontains=text) | Q(worker__icontains=text) | Q(dedup_key__icontains=text))
-        if text.isdigit():
-            match |= Q(pk=int(text))
+        if (number := whole_number(text)) is not None:
+            match |= Q(pk=number)
         jobs = jobs.filter(match)
     return jobs

@@ -18,6 +18,7 @@ from reconstruction.engines import error_measure
 from reconstruction.safe_paths import UnsafePathError
 from webapp.accounts.auth import login_or_token_required
 from webapp.scans import listing as scans
+from webapp.text_numbers import quoted, whole_number
 from webapp.workers import bridge_status
 from webapp.workers import dashboard as dashboard_data
 
@@ -205,9 +206,9 @@ def diffraction(request: HttpRequest, job_id: int) -> JsonResponse:
     when the raw data cannot be read, 503 with ``Retry-After`` while an earlier click still simulates the scan."""
     job = get_object_or_404(Job.objects.defer("last_preview"), pk=job_id)
     text = (request.GET.get("position") or "").strip()
-    position = _whole_number(text)
+    position = whole_number(text)
     if position is None:
-        return JsonResponse({"error": f"position must be a whole number >= 0, got {_cut(text)}"}, status=400)
+        return JsonResponse({"error": f"position must be a whole number >= 0, got {quoted(text)}"}, status=400)
     try:
         return JsonResponse(finished_diffraction(job, position))
     except NoPattern as exc:
@@ -233,7 +234,7 @@ def snapshot(request: HttpRequest, job_id: int, iteration: int) -> HttpResponse:
 def compare(request: HttpRequest) -> HttpResponse:
     """Two jobs' final objects side by side (``?a=<id>&b=<id>``): B aligned onto A, their phase difference and the
     FRC with the resolution."""
-    numbers = _whole_numbers(request, "job")
+    numbers = __whole_numbers(request, "job")
     if isinstance(numbers, str):
         return render(request, "jobs/compare.html", {"error": numbers}, status=400)
     a, b = (get_object_or_404(Job.objects.defer("last_preview"), pk=pk) for pk in numbers)
@@ -269,7 +270,7 @@ def compare_iterations(request: HttpRequest, job_id: int) -> HttpResponse:
     """Two stored iterations of one job side by side (``?a=<iteration>&b=<iteration>``, from the scrubber's
     snapshots): B aligned onto A, their phase difference and the FRC with the resolution."""
     job = get_object_or_404(Job.objects.defer("last_preview"), pk=job_id)
-    numbers = _whole_numbers(request, "stored iteration")
+    numbers = __whole_numbers(request, "stored iteration")
     if isinstance(numbers, str):
         return render(request, "jobs/compare.html", {"job": job, "error": numbers}, status=400)
     context: dict[str, Any] = {"job": job, "iterations": numbers}
@@ -281,27 +282,13 @@ def compare_iterations(request: HttpRequest, job_id: int) -> HttpResponse:
                                                  "page_data": view.page_data()})
 
 
-def _whole_numbers(request: HttpRequest, what: str) -> tuple[int, int] | str:
+def __whole_numbers(request: HttpRequest, what: str) -> tuple[int, int] | str:
     """``?a=`` and ``?b=`` as whole numbers, or the message naming the one that is not."""
     out = []
     for key in ("a", "b"):
         text = (request.GET.get(key) or "").strip().lstrip("#")
-        number = _whole_number(text)
+        number = whole_number(text)
         if number is None:
-            return f"'{key}' must be a {what} number, got {_cut(text)}"
+            return f"'{key}' must be a {what} number, got {quoted(text)}"
         out.append(number)
     return out[0], out[1]
-
-
-MAX_DIGITS = 18  # ids, positions and iterations: no more (int() refuses over 4,300 digits; a database over 2**63)
-
-
-def _whole_number(text: str) -> int | None:
-    """``text`` as a whole number >= 0 in ASCII digits (at most ``MAX_DIGITS``), else None: str.isdigit() also says
-    yes to a superscript two, which int() refuses."""
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS else None
-
-
-def _cut(text: str, limit: int = 40) -> str:
-    """``text`` quoted for a message, at most ``limit`` characters of it."""
-    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"

@@ -13,6 +13,8 @@ import logging
 
 from django.core.cache import cache
 
+from webapp.text_numbers import whole_number
+
 log = logging.getLogger(__name__)
 
 #: How long a choice is kept (s): longer than any run a viewer watches.
@@ -34,10 +36,10 @@ def parse_position(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError(refused)
     if isinstance(value, str):
-        text = value.strip()
-        if not (text.isascii() and text.isdigit() and len(text) <= len(str(MAX_POSITION))):
+        number = whole_number(value, len(str(MAX_POSITION)))
+        if number is None:
             raise ValueError(refused)
-        value = int(text)
+        value = number
     if value < 0:
         raise ValueError(refused)
     if value > MAX_POSITION:
