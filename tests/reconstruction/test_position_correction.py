@@ -332,7 +332,9 @@ def test_a_coarse_search_on_a_guessed_probe_that_does_not_settle_is_undone_and_p
     rec, given, true, _ = _guessed_probe_run(algorithm)
     rec.run()
     assert rec.engine.refiner._search_stopped
-    assert _position_error_px(rec.positions(), true) < _position_error_px(given, true) - 0.03
+    # below given, and below what each engine reached with the search's moves kept (2.02 / 2.24 px)
+    bound_px = {"LSQML": 1.45, "DM": _position_error_px(given, true) - 0.03}[algorithm]
+    assert _position_error_px(rec.positions(), true) < bound_px
 
 
 def test_a_coarse_search_on_a_known_probe_settles_and_keeps_its_moves():

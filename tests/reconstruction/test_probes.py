@@ -48,13 +48,14 @@ def test_pixel_masked_in_every_frame_takes_the_scaled_disk_magnitude_and_others_
     data[0, 2, 3] = -5.0
     far = np.fft.fft2(probe_guess_from_data(data, 12.0, 1, per_frame)[0], norm="ortho")
     assert np.isclose(np.abs(far[2, 3]), np.sqrt(data[1:, 2, 3].mean()), rtol=1e-4)
-    # the disk's own far-field magnitude there, scaled by the least-squares fit of the disk to the measured pixels
-    disk = np.abs(np.fft.fft2(disk_probe_guess(data.shape[-1], 12.0), norm="ortho"))
-    measured = per_frame.any(axis=0)
-    valid_mean = np.sqrt(np.where(per_frame, data, 0).sum(axis=0) / np.maximum(per_frame.sum(axis=0), 1))
-    scale = np.sum(valid_mean[measured] * disk[measured]) / np.sum(disk[measured] ** 2)
-    assert np.isclose(np.abs(far[0, 0]), scale * disk[0, 0], rtol=1e-4)
     assert not np.isclose(np.abs(far[0, 0]), np.sqrt(data[:, 0, 0].mean()), rtol=0.05)  # not the masked counts
+    # patterns that are exactly 3 x the disk's far-field amplitude, squared, where measured: the masked pixel gets 3
+    # x the disk's own magnitude there, whatever the detector wrote in it
+    disk = np.abs(np.fft.fft2(disk_probe_guess(data.shape[-1], 12.0), norm="ortho"))
+    known = np.repeat(((3.0 * disk) ** 2)[None], data.shape[0], axis=0).astype(np.float32)
+    known[:, 0, 0] = 1e9
+    far = np.fft.fft2(probe_guess_from_data(known, 12.0, 1, per_frame.any(axis=0))[0], norm="ortho")
+    assert np.isclose(np.abs(far[0, 0]), 3.0 * disk[0, 0], rtol=1e-4)
 
 
 def test_without_a_mask_the_guess_is_the_mean_amplitude_as_before() -> None:
