@@ -433,6 +433,18 @@ class Rig:
         return [dict(ioc_timestamp=r[0], at=r[1], outcome=r[2], scan_number=r[3], dedup_key=r[4], status=r[5])
                 for r in rows]
 
+    def stream_verdict(self, dedup_key: str, timeout_s: float = 60.0) -> str:
+        """Wait until the bridge has decided a followed streaming scan for good (after its complete end): journal
+        event ``stream_ended`` (the streaming job covers it) or ``stream_failed_batch`` (the batch job was queued);
+        the one it journalled. A check that no more jobs come is decisive only after this."""
+        verdicts = ("stream_ended", "stream_failed_batch")
+
+        def decided() -> str:
+            events = self.journal_events(dedup_key)
+            return next((v for v in verdicts if v in events), "")
+
+        return str(wait_for(decided, timeout_s, f"the bridge's verdict on {dedup_key}", interval_s=0.1))
+
     def journal_events(self, dedup_key: str) -> dict[str, float]:
         """The first time of each journal event kind for ``dedup_key`` (complete, file_complete, submitted)."""
         rows = self._journal_rows("SELECT kind, at FROM events WHERE dedup_key = ? ORDER BY id", (dedup_key,))

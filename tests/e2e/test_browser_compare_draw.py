@@ -24,7 +24,8 @@ def test_the_comparison_images_are_painted_canvases_with_no_plotly_heatmap(brows
     try:
         pg = open_compare(context, data)
         run_compare(pg)
-        pg.wait_for_timeout(200)
+        pg.wait_for_function("() => document.querySelectorAll('.js-plotly-plot canvas.image-under').length === 3",
+                             timeout=10000)
         types = pg.evaluate("() => Object.fromEntries(Array.from(document.querySelectorAll('.js-plotly-plot'))"
                             ".map(d => [d.id, d.data.map(t => t.type)]))")
         assert types == {"plot-phase_a": ["image"], "plot-phase_b": ["image"], "plot-phase_difference": ["image"],

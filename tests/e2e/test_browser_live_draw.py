@@ -115,7 +115,18 @@ def test_the_error_curve_and_the_scan_are_not_redrawn_by_plotly_on_every_frame(b
         for k in range(12):
             push(pg, k, k)
             pg.wait_for_timeout(100)  # 10 frames/s: twice the worker's default
-        pg.wait_for_timeout(1200)  # the last throttled drawing (at most once a second)
+        newest = np.linspace(0.1, 0.2, 100)  # the newest frame's Fourier errors (sample_frame's rule)
+        start = (11 * 25) % 100
+        newest[start : start + 25] *= 1 + 0.3 * np.sin(11)
+        # the last throttled drawing (at most once a second) of each plot shows the newest frame: the curve's 60
+        # points, the scan's colours
+        pg.wait_for_function("""want => { const e = document.getElementById('plot-errors');
+            const p = document.getElementById('plot-positions');
+            if (!e || !e.data || e.data[0].x.length !== 60 || !p || !p.data) return false;
+            const c = p.data[0].marker.color;
+            return Array.isArray(c) && c.length === want.length
+                && c.every((v, i) => Math.abs(v - want[i]) <= 1e-3 * Math.abs(want[i])); }""",
+                             arg=newest.tolist(), timeout=10000)
         calls = pg.evaluate("() => Object.fromEntries(Object.entries(window.ptychopyPlotlyCalls)"
                             ".map(([k, c]) => [k, c.n]))")
         # built once each; then the scan only recoloured and the curve only appended to, a few times in 2.4 s
@@ -127,9 +138,6 @@ def test_the_error_curve_and_the_scan_are_not_redrawn_by_plotly_on_every_frame(b
             colours: document.getElementById('plot-positions').data[0].marker.color,
             measured: document.getElementById('plot-positions').dataset.errorsMeasured})""")
         assert shown["x"] == list(range(1, 61)), shown["x"]
-        newest = np.linspace(0.1, 0.2, 100)
-        start = (11 * 25) % 100
-        newest[start : start + 25] *= 1 + 0.3 * np.sin(11)
         np.testing.assert_allclose(shown["colours"], newest, rtol=1e-3)
         assert shown["measured"] == "100"
     finally:

@@ -95,9 +95,10 @@ def test_cpu_target_40x40_at_200_frames_per_s_in_the_browser(rig: Rig, page) -> 
     epochs = int(s["live_iterations"]) + int(s["finish_iterations"])
     nrmse, _batch_s = batch_nrmse(row, rig.data_dir, s["scan"], epochs)
     assert nrmse <= 0.05, (nrmse, s)
-    time.sleep(1.0)  # the completion edge was classified long ago; nothing more may come
+    key = next(iter(_keys(rig, s["scan"])))
+    assert rig.stream_verdict(key) == "stream_ended"  # decided for good: nothing more may come after this
     assert _jobs_of_scan(rig, s["scan"]) == [s["job"]]
-    assert rig.journal_events(next(iter(_keys(rig, s["scan"]))))["covered_by_stream"]
+    assert rig.journal_events(key)["covered_by_stream"]
 
 
 def _keys(rig: Rig, scan: str) -> list[str]:
@@ -139,7 +140,8 @@ def test_frames_reaching_the_file_out_of_order_are_placed_and_the_scan_is_comple
     live = row["live"]
     assert live["outcome"] == "ended" and not live["partial"] and row["message"] == "", row
     assert live["frames_received"] == 400 and live["frames_dropped"] == 0 and live["out_of_order"] > 0, live
-    time.sleep(1.0)
+    (key,) = {str(j["dedup_key"]) for j in rig.jobs_after(job_id - 1) if j["id"] == job_id}
+    assert rig.stream_verdict(key) == "stream_ended"
     assert rig.jobs_after(job_id) == []  # its complete end queued nothing more
 
 
@@ -233,7 +235,7 @@ def test_a_streaming_job_whose_worker_stopped_mid_scan_is_replaced_by_one_that_c
         live = done["live"]
         assert done["status"] == "done" and done["message"] == "", done
         assert live["frames_received"] == 400 and live["outcome"] == "ended" and not live["partial"], live
-        time.sleep(2.0)  # the end was classified long ago; the replacement covers the scan: no batch job
+        assert rig.stream_verdict(key) == "stream_ended"  # the replacement covers the scan: no batch job
         assert [j["id"] for j in rig.jobs_after(0)] == [stream["id"], again["id"]]
         events = rig.journal_events(key)
         assert "stream_failed_during_scan" in events and "stream_failed_batch" not in events

@@ -13,7 +13,6 @@ before the detector's first frame (docs/streaming.md). The SWMR path is tests/e2
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -60,6 +59,6 @@ def test_a_scan_streamed_over_pvaccess_fills_the_image_in_a_viewer_with_every_fr
     assert live["outcome"] == "ended" and not live["partial"], live
     assert live["frames_received"] == N and live["frames_in_image"] == N and live["frames_dropped"] == 0, live
     assert row["parameters"]["data"]["live_source"].startswith("pva://ptysim:Pva1:Image?scan=ptysim:Scan:")
-    time.sleep(1.0)  # the scan's complete end was classified by now; nothing more may come
+    assert rig.stream_verdict(str(job["dedup_key"])) == "stream_ended"  # decided: nothing more may come
     assert [j["id"] for j in rig.jobs_after(last)] == [job_id]
     assert "covered_by_stream" in rig.journal_events(str(job["dedup_key"]))
