@@ -79,7 +79,7 @@ def run_ours(d: dict[str, Any], args: argparse.Namespace, checkpoints: list[int]
     from reconstruction.driver import Reconstruction
     from reconstruction.engines import EngineSettings
 
-    settings = EngineSettings(update_probe_from=2, phase_constraint=0, subpixel_windows=True,
+    settings = EngineSettings(update_probe_from=args.probe_from, phase_constraint=0, subpixel_windows=True,
                               position_refinement_from=args.pps, variable_intensity=args.variable_intensity)
     rec = Reconstruction(d["intensities"], d["positions"], algorithm="LSQML", iterations=checkpoints[-1],
                          device=args.device, seed=0, probe=d["probe"], probe_modes=args.modes,
@@ -111,9 +111,13 @@ def run_tike(d: dict[str, Any], args: argparse.Namespace, checkpoints: list[int]
     params = tp.PtychoParameters(
         probe=probe, psi=np.ones((1, *d["object_shape"]), dtype=np.complex64), scan=scan,
         algorithm_options=tp.LstsqOptions(num_iter=checkpoints[-1], num_batch=args.tike_batches),
-        probe_options=tp.ProbeOptions(update_start=1), object_options=tp.ObjectOptions(),  # tike counts from 0
+        # tike counts epochs from 0. Its lstsq_grad gathers the position gradients from the object patches it
+        # makes only in epochs that update the probe: with position options, an epoch without a probe update fails
+        # (tike 0.26.0, lstsq.py keep_some_args_constant: bpatches is None), so both codes update the probe from
+        # --probe-from = 1 by default (measured on the H100, 2026-12-07: update_start=1 failed in epoch 0).
+        probe_options=tp.ProbeOptions(update_start=args.probe_from - 1), object_options=tp.ObjectOptions(),
         position_options=tp.PositionOptions(scan, use_adaptive_moment=True, use_position_regularization=True,
-                                            update_start=max(args.pps - 1, 0)),
+                                            update_start=max(args.pps - 1, args.probe_from - 1)),
         exitwave_options=tp.ExitWaveOptions(measured_pixels=np.ones((n, n), dtype=bool) if d["valid"] is None
                                             else np.asarray(d["valid"]), noise_model="gaussian"),
     )
@@ -220,6 +224,8 @@ def main() -> None:
     p.add_argument("--pad", type=int, default=8, help="object pixels of room around the scan")
     p.add_argument("--modes", type=int, default=1)
     p.add_argument("--pps", type=int, default=2, help="position correction from this iteration (both codes)")
+    p.add_argument("--probe-from", type=int, default=1, help="probe updates from this iteration (both codes;"
+                   " tike needs them in every epoch of position correction)")
     p.add_argument("--variable-intensity", action="store_true", help="our LSQML also fits each position's flux")
     p.add_argument("--tike-batches", type=int, default=10)
     p.add_argument("--out", default="benchmarks/out")

@@ -52,8 +52,10 @@ RUN_OPTIONS: dict[str, str] = {
 #: A run that uses any other option runs the reference engine (the plan's reason names the options).
 #: Extend an entry here, and only here, when a fast engine learns an option (and test it in tests/gpu).
 FAST_PATH_SUPPORTS: dict[str, frozenset[str]] = {
-    "ePIE": frozenset({"valid_mask", "probe_modes"}),
-    "DM": frozenset({"valid_mask", "probe_modes"}),
+    "ePIE": frozenset({"valid_mask", "probe_modes", "subpixel_windows", "position_refinement", "position_affine",
+                       "coarse_search"}),
+    "DM": frozenset({"valid_mask", "probe_modes", "subpixel_windows", "position_refinement", "position_affine",
+                     "coarse_search"}),
     "LSQML": frozenset({"valid_mask", "probe_modes", "subpixel_windows", "position_refinement", "variable_intensity",
                         "poisson_noise"}),
 }

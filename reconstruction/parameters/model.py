@@ -179,8 +179,8 @@ class ReconstructionParameters:
                                      advanced=True)
     subpixel_windows: bool = param(False, kind="bool", flag="subpixelWindows", label="Sub-pixel windows",
                                    hint="Every engine: windows follow fractional scan positions as given (the "
-                                        "probe moved by each fraction), never rounded. On the GPU, LSQML keeps "
-                                        "its fast path; ePIE and DM run their reference engines.",
+                                        "probe moved by each fraction), never rounded. On the GPU every engine "
+                                        "keeps its fast path.",
                                    advanced=True)
     position_search_from: int = param(5, kind="int", flag="PPS", unit="iterations", min=1, max=10**7,
                                       label="Refine positions from",

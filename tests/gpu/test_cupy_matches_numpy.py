@@ -133,7 +133,7 @@ def test_fast_gpu_engines_converge(scan, algorithm, iterations, limit):
 
 
 def test_fast_paths_fall_back_for_options_they_do_not_implement(scan):
-    rec = _run(scan, "ePIE", "gpu", iterations=2, settings=EngineSettings(subpixel_windows=True))
+    rec = _run(scan, "ePIE", "gpu", iterations=2, settings=EngineSettings(compute_rms=True))
     assert _engine_name(rec) == "EPIE"
     rec = _run(scan, "DM", "gpu", iterations=2, settings=EngineSettings(compute_rms=True))
     assert _engine_name(rec) == "DM"

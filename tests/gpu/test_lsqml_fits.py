@@ -9,7 +9,9 @@ LSQML's default mini-batches (N/40) two things amplify rounding: the joint objec
 on this scan, tests/gpu/test_cupy_matches_numpy.py) and the Poisson step, whose g = I / |Psi|^2 - 1 is huge where
 the model is dark (on NumPy alone a 1e-7 relative change of the data moves the object by 7.5e-2 after one
 Poisson epoch). There the fast run must stay within 3x NumPy's own spread under a 1e-7 change of the data,
-measured beside it.
+measured beside it. The Poisson step amplifies rounding with one mini-batch too once positions move with it (H100,
+2026-12-07, "all": object 1.2e-4, positions 1.5e-3 px, against 4e-7 and 4e-6 px without Poisson), so the one-batch
+runs with Poisson are held to the same rule.
 """
 
 from __future__ import annotations
@@ -71,6 +73,16 @@ def _differences(a, b):
             float(np.abs(a.positions() - b.positions()).max()), flux)
 
 
+def _numpy_spread(sim, settings, cpu, iterations):
+    """How far the NumPy run ``cpu`` moves under a 1e-7 relative change of the data (``_differences``' four)."""
+    noisy = dataclasses.replace(sim.data, intensities=(sim.data.intensities * (
+        1 + 1e-7 * np.random.default_rng(0).standard_normal(sim.data.intensities.shape))).astype(np.float32))
+    return _differences(_run(dataclasses.replace(sim, data=noisy), "cpu", settings, iterations=iterations), cpu)
+
+
+FLOORS = (1e-3, 1e-3, 1e-3, 1e-4)  # object, probe, positions px, amplitude factors: float32 rounding
+
+
 def _settings(option, **kw):
     return EngineSettings(update_probe_from=2, phase_constraint=0, **OPTIONS[option], **kw)
 
@@ -81,10 +93,13 @@ def test_fast_lsqml_option_matches_the_reference_with_one_mini_batch_an_epoch(sc
     cpu = _run(scan, "cpu", settings)
     gpu = _run(scan, "gpu", settings)
     assert type(gpu.engine).__name__ == "FastLSQML" and gpu.engine._fits
-    obj, probe, pos, flux = _differences(gpu, cpu)
+    diff = _differences(gpu, cpu)
+    obj, probe, pos, flux = diff
     print(f"AGREE LSQML fits {option}, one batch: object {obj:.2e} probe {probe:.2e} positions {pos:.2e} px "
           f"flux {flux:.2e} error cpu {cpu.errors[-1]:.6f} gpu {gpu.errors[-1]:.6f}")
-    assert obj <= 1e-3 and probe <= 1e-3 and pos <= 1e-3 and flux <= 1e-4
+    spread = _numpy_spread(scan, settings, cpu, 5) if settings.noise_model == "poisson" else (0.0,) * 4
+    for d, s, floor in zip(diff, spread, FLOORS, strict=True):
+        assert d <= max(floor, 3 * s)
     assert np.allclose(gpu.errors, cpu.errors, rtol=1e-3)
     if settings.position_refinement_from:
         assert np.abs(cpu.positions() - scan.data.positions_px).max() > 1e-3  # the positions did move
@@ -98,13 +113,11 @@ def test_fast_lsqml_option_with_mini_batches_stays_within_numpys_own_rounding_sp
     cpu = _run(scan, "cpu", settings, iterations=6)
     gpu = _run(scan, "gpu", settings, iterations=6)
     assert type(gpu.engine).__name__ == "FastLSQML"
-    noisy = dataclasses.replace(scan.data, intensities=(scan.data.intensities * (
-        1 + 1e-7 * np.random.default_rng(0).standard_normal(scan.data.intensities.shape))).astype(np.float32))
-    spread = _differences(_run(dataclasses.replace(scan, data=noisy), "cpu", settings, iterations=6), cpu)
+    spread = _numpy_spread(scan, settings, cpu, 6)
     diff = _differences(gpu, cpu)
     print(f"AGREE LSQML fits {option}, mini-batches: fast-vs-numpy {np.round(diff, 6).tolist()}, numpy's 1e-7 "
           f"spread {np.round(spread, 6).tolist()}")
-    for d, s, floor in zip(diff, spread, (1e-3, 1e-3, 1e-3, 1e-4), strict=True):
+    for d, s, floor in zip(diff, spread, FLOORS, strict=True):
         assert d <= max(floor, 3 * s)
 
 

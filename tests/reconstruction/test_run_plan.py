@@ -84,9 +84,9 @@ def test_each_option_selects_the_implementation_the_capability_table_says(algori
 
 
 def test_the_reason_lists_every_option_the_fast_path_lacks():
-    plan = _gpu("DM", EngineSettings(compute_rms=True, subpixel_windows=True))
-    assert plan.implementation_reason == ("the fast DM does not implement the RMS metric (-RMS), sub-pixel windows "
-                                          "(-subpixelWindows)")
+    plan = _gpu("DM", EngineSettings(compute_rms=True, variable_intensity=True))
+    assert plan.implementation_reason == ("the fast DM does not implement the RMS metric (-RMS), the per-position "
+                                          "flux fit (-variableIntensity)")
 
 
 def test_the_cpu_runs_the_reference_engines_with_the_data_in_host_memory():
