@@ -18,6 +18,17 @@ extra work rides on passes the plain run makes anyway:
 
 After the epoch one kernel removes the affine drift of the corrections and normalises the factors. Agreement with
 the reference engine: ``tests/gpu/test_lsqml_fits.py``.
+
+Two schedules of the sub-pixel path compute the same numbers (the benchmark switch ``PTYCHOPY_BENCH_LSQML_FITS_FUSED``
+picks one; :data:`FUSED_DEFAULT` until the fused one is measured on a GPU, benchmarks/NOTES.md section 10):
+
+- first: each kernel that needs a window's ramp computes it per pixel from the positions (two sincos); the probe
+  is copied before its in-place transform; the probe sums and the first moved-back sum are two launches; one stream;
+- fused: ``lf_shift_tab`` also writes the batch's separable ramp table (two length-n vectors a window), which the
+  moved-back sums read instead; the probe is transformed out of place; ``lf_probe_reduce`` takes the first
+  moved-back sum; and the probe's update chain (the weighted sum, its inverse transform, the new probe, the next
+  batch's probe spectrum: small, latency-bound launches) runs on a second stream beside the object update and the
+  position move, which read nothing it writes and write nothing it reads (it reads the table, not the positions).
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from ..bench_switches import bench_switch
 from ..engines.lsqml import MAX_INTENSITY_STEP, NEWTON_STEPS
 from ..engines.position_refiner import MAX_POSITION_STEP_PX
 from ..physics import subpixel
@@ -38,6 +50,14 @@ FIT_BLOCKS = 64  # blocks per position of the kernels that reduce per position (
 POSITION_DAMPING = 1.0  # position_update.damped_steps' default damping (the reference engine's)
 NEWTON_PASSES = 3  # kernels/lsqml_fits.cu: LF_NEWTON
 assert NEWTON_PASSES == NEWTON_STEPS, "the Poisson step's Newton steps: engines/lsqml.py and lsqml_fits.cu differ"
+#: PTYCHOPY_BENCH_LSQML_FITS_FUSED's default: "0" runs the first schedule of the sub-pixel path, "1" the fused one
+#: (module docstring). Set to "1" once benchmarks/lsqml_fits.py --variants measured the fused one faster on a GPU.
+FUSED_DEFAULT = "0"
+
+
+def fused_schedule() -> bool:
+    """Whether the sub-pixel path runs the fused schedule (the benchmark switch, else :data:`FUSED_DEFAULT`)."""
+    return bench_switch("LSQML_FITS_FUSED", FUSED_DEFAULT) == "1"
 
 
 def fits_used(settings: Any, positions_px: Any, rows: Any, cols: Any, xp: Any) -> tuple[bool, bool]:
@@ -109,6 +129,14 @@ class LSQMLFitsMixin:
         self.pspec = cp.empty(mt * n2, dtype=cp.complex64) if shift else self.chi[:1]
         self.gstep = cp.empty(mt * n2, dtype=cp.complex64) if shift else self.chi[:1]
         self.mi = cp.empty(b * n2, dtype=cp.float32) if self._poisson else self.den_o[:1]
+        # the fused schedule: the batch's ramp table (cnt, 2, n), a second stream for the probe's update chain, and
+        # an event pair (fork, join) per mini-batch
+        self._fused = shift and fused_schedule()
+        self.ramp_tab = cp.empty(b * 2 * self.n, dtype=cp.complex64) if self._fused else self._null
+        self._side: Any = cp.cuda.Stream(non_blocking=True) if self._fused else None
+        n_batches = -(-st.n_positions // b) if self._fused else 0
+        self._forks = [cp.cuda.Event(disable_timing=True) for _ in range(n_batches)]
+        self._joins = [cp.cuda.Event(disable_timing=True) for _ in range(n_batches)]
         if st.positions_px is not None:
             for name in ("rows", "cols"):  # the fits kernels write the corners (int64) in place
                 setattr(st, name, cp.ascontiguousarray(getattr(st, name)))
@@ -134,10 +162,13 @@ class LSQMLFitsMixin:
         beta, delta = f32(s.beta_lsq), f32(s.delta_p)
         rows, cols, order, acc = self.rows32, self.cols32, self.order, self.fit_acc
         n_pos, bs, sm = st.n_positions, self.batch_size, self.stream
-        shift, ref = self._shift, i32(1 if refine else 0)
+        shift, ref, fused = self._shift, i32(1 if refine else 0), self._fused
         scale = st.intensity_scale if st.intensity_scale is not None else self._null
         pos = st.positions_px if st.positions_px is not None else self._null
+        tab = self.ramp_tab if fused else self._null
         probes = (st.probe, self.new_probe)
+        main = self.cp.cuda.get_current_stream()
+        joined: Any = None  # the previous batch's probe chain (fused schedule), joined before this batch's shift
         self.err.fill(0)
         self._mark("epoch start")
         if sm is not None:
@@ -145,6 +176,10 @@ class LSQMLFitsMixin:
         for i, b0 in enumerate(range(0, n_pos, bs)):
             cnt = min(bs, n_pos - b0)
             probe = probes[i % 2] if update_probe else st.probe
+            if joined is not None:
+                main.wait_event(joined)
+                joined = None
+                self._mark("probe chain joined")
             amp, amp_from = st.amplitudes, -1
             if sm is not None:
                 amp, amp_from = sm.ring[i % sm.slots], b0
@@ -153,10 +188,16 @@ class LSQMLFitsMixin:
             plane = cnt * m * n2
             batch = (i32(b0), i32(cnt))
             if shift:  # the moved probes of the batch: the probe's spectrum times each window's ramp, inverse
-                rt.launch("copy_c64", m * n2, (probe, self.pspec, i64(m * n2)))
-                self.plans.forward(self.pspec[: m * n2], m, n)
-                rt.launch_jp("lf_shift", cnt, n2, (self.pspec, pos, rows, cols, order, *batch, i32(n), i32(m),
-                                                   f32(1.0 / n2), self.pj))
+                if not fused:
+                    rt.launch("copy_c64", m * n2, (probe, self.pspec, i64(m * n2)))
+                    self.plans.forward(self.pspec[: m * n2], m, n)
+                elif i == 0:  # later batches: the previous batch's probe chain (or, probe held, batch 0's spectrum)
+                    self._probe_spectrum(probe, m)
+                shift_args = (self.pspec, pos, rows, cols, order, *batch, i32(n), i32(m), f32(1.0 / n2), self.pj)
+                if fused:
+                    rt.launch_jp("lf_shift_tab", cnt, n2, (*shift_args, tab))
+                else:
+                    rt.launch_jp("lf_shift", cnt, n2, shift_args)
                 self.plans.inverse(self.pj[:plane], cnt * m, n)
                 pr, pstride = self.pj, i64(m * n2)
                 self._mark("moved probes")
@@ -191,13 +232,17 @@ class LSQMLFitsMixin:
                                                  i32(w), i32(m), write_g, self.gbuf, self.num_o, self.den_o))
             self._mark("scatter")
             if update_probe:
+                if fused:  # the gradients' spectra first: lf_probe_reduce sums them moved back (unweighted)
+                    self.plans.forward(self.gbuf[:plane], cnt * m, n)
+                gspec = self.gbuf if fused else self._null
                 rt.launch("lf_probe_reduce", n2, (chi, st.obj, scale, self.den_o, rows, cols, order, *batch, i32(n),
                                                   i32(w), i32(m), i32(0 if shift else 1), self.gp, self.dp,
-                                                  self.slots))
-                if shift:  # the search direction's probe part, moved back into the probe's frame
+                                                  self.slots, gspec, tab, f32(1.0 / n2)))
+                if shift and not fused:  # the search direction's probe part, moved back into the probe's frame
                     self.plans.forward(self.gbuf[:plane], cnt * m, n)
                     rt.launch("lf_gp_sum", n2, (self.gbuf, pos, rows, cols, order, *batch, i32(n), i32(m),
                                                 f32(1.0 / n2), acc, i32(0), self.gp))
+                if shift:
                     self.plans.inverse(self.gp[: m * n2], m, n)
             else:
                 rt.launch_jp("ls_den_max", cnt, n2, (self.den_o, rows, cols, order, *batch, i32(n), i32(w),
@@ -208,12 +253,17 @@ class LSQMLFitsMixin:
             self._mark("probe direction, dots")
             if update_probe:
                 new = probes[(i + 1) % 2]
-                if shift:
-                    rt.launch("lf_gp_sum", n2, (self.gbuf, pos, rows, cols, order, *batch, i32(n), i32(m),
-                                                f32(1.0 / n2), acc, i32(1), self.gstep))
-                    self.plans.inverse(self.gstep[: m * n2], m, n)
-                    rt.launch("lf_probe_add", n2, (probe, self.gstep, self.dp, i32(n2), i32(m), beta, delta,
-                                                   self.slots, new))
+                if fused:  # the probe's update chain on the second stream, beside the object update and the move
+                    main.record(self._forks[i])
+                    self._side.wait_event(self._forks[i])
+                    with self._side:
+                        self._probe_step(probe, new, m, b0, cnt, pos, tab)
+                        if b0 + bs < n_pos:
+                            self._probe_spectrum(new, m)
+                        self._side.record(self._joins[i])
+                    joined = self._joins[i]
+                elif shift:
+                    self._probe_step(probe, new, m, b0, cnt, pos, tab)
                 else:
                     rt.launch("lf_probe_update", n2, (chi, st.obj, scale, probe, self.dp, rows, cols, order, *batch,
                                                       i32(n), i32(w), i32(m), beta, delta, self.slots, acc, new))
@@ -224,11 +274,34 @@ class LSQMLFitsMixin:
             if refine or st.intensity_scale is not None:
                 self._launch_move(b0, cnt, refine, pos, scale)
                 self._mark("positions, factors")
+        if joined is not None:
+            main.wait_event(joined)
         n_batches = -(-n_pos // bs)
         if update_probe and n_batches % 2 == 1:
             rt.launch("copy_c64", m * n2, (self.new_probe, st.probe, i64(m * n2)))
         if refine or st.intensity_scale is not None:
             self._launch_epoch_end(refine, pos, scale)
+
+    def _probe_spectrum(self, probe: Any, m: int) -> None:
+        """pspec <- the unnormalised transform of the probe's first ``m`` modes, out of place (the fused schedule)."""
+        from cupy.cuda import cufft  # type: ignore[import-not-found]
+
+        size = m * self.n2
+        self.plans.get(m, self.n).fft(probe.reshape(-1)[:size], self.pspec[:size], cufft.CUFFT_FORWARD)
+
+    def _probe_step(self, probe: Any, new: Any, m: int, b0: int, cnt: int, pos: Any, tab: Any) -> None:
+        """Sub-pixel windows: new <- probe + beta (the step-weighted gradients moved back) / (dp + delta max dp); the
+        fused schedule reads the ramps from the batch's table ``tab``, the first from the positions."""
+        s, n, n2 = self.settings, self.n, self.n2
+        sums = (i32(m), f32(1.0 / n2), self.fit_acc, i32(1), self.gstep)
+        if self._fused:
+            rt.launch("lf_gp_sum_tab", n2, (self.gbuf, tab, i32(cnt), i32(n), *sums))
+        else:
+            rt.launch("lf_gp_sum", n2, (self.gbuf, pos, self.rows32, self.cols32, self.order, i32(b0), i32(cnt),
+                                        i32(n), *sums))
+        self.plans.inverse(self.gstep[: m * n2], m, n)
+        rt.launch("lf_probe_add", n2, (probe, self.gstep, self.dp, i32(n2), i32(m), f32(s.beta_lsq), f32(s.delta_p),
+                                       self.slots, new))
 
     def _corner_args(self, pos: Any) -> tuple[Any, ...]:
         st = self.state

@@ -45,6 +45,20 @@ def options_on_the_fast_path(monkeypatch):
     monkeypatch.setitem(run_plan.FAST_PATH_SUPPORTS, "LSQML", run_plan.FAST_PATH_SUPPORTS["LSQML"] | FITS_OPTIONS)
 
 
+@pytest.fixture(autouse=True, params=["first", "fused"])
+def schedule(request, monkeypatch):
+    """Every test here runs in both schedules of the sub-pixel path (gpu/lsqml_fits.py: the same arithmetic, picked
+    by PTYCHOPY_BENCH_LSQML_FITS_FUSED until the fused one is measured), announced by a SCHEDULE line; the fused
+    run is skipped where the two coincide (whole-pixel windows: no moved probes) or the test picks its own."""
+    option = getattr(getattr(request.node, "callspec", None), "params", {}).get("option")
+    if request.param == "fused" and (option in ("variable_intensity", "noise_model")
+                                     or "schedule" in request.node.name or "whole_pixel" in request.node.name):
+        pytest.skip("the two schedules run the same launches here, or the test sets them itself")
+    monkeypatch.setenv("PTYCHOPY_BENCH_LSQML_FITS_FUSED", "1" if request.param == "fused" else "0")
+    print(f"\nSCHEDULE {request.param}: {request.node.name}")
+    return request.param
+
+
 @pytest.fixture(scope="module")
 def scan():
     sim = simulate(size_px=N_SIZE, scan_dims=(15, 15), photons=1e6, seed=1)
@@ -173,3 +187,25 @@ def test_sub_pixel_windows_on_whole_pixel_positions_run_the_plain_kernels(scan):
                positions=whole)
     assert not sub.engine._fits and sub.state.positions_px is not None
     assert _rel(sub.object(), plain.object()) <= 1e-5 and _rel(sub.probe(), plain.probe()) <= 1e-5
+
+
+@pytest.mark.parametrize("graphs", ["1", "0"])
+def test_the_fused_schedule_equals_the_first_with_a_fork_and_join_every_position(scan, monkeypatch, graphs):
+    """One position a mini-batch: 225 forks and joins of the probe's update chain an epoch, so a race between it and
+    the object update or the position move (each writes what the other must not read) would show. The two schedules
+    compute the same arithmetic (the ramp table holds the factors the first one computes per pixel), and with one
+    position a batch no two float32 atomics add to one pixel; what may differ is the contraction of a product
+    (1 ulp), which 3 epochs of probe updates amplify far less than to the float32 bound of the one-batch tests
+    (1e-3). Without the Poisson model, which amplifies rounding once positions move (module docstring)."""
+    monkeypatch.setenv("PTYCHOPY_BENCH_GPU_GRAPHS", graphs)
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, batch_size=1, subpixel_windows=True,
+                              position_refinement_from=2, variable_intensity=True)
+    runs = {}
+    for name, value in (("first", "0"), ("fused", "1")):
+        monkeypatch.setenv("PTYCHOPY_BENCH_LSQML_FITS_FUSED", value)
+        runs[name] = _run(scan, "gpu", settings, iterations=3)
+        assert runs[name].engine._fused == (name == "fused")
+    obj, probe, pos, flux = _differences(runs["fused"], runs["first"])
+    print(f"AGREE LSQML fits sub-pixel + positions + flux, batch 1, graphs={graphs}: fused-vs-first object {obj:.2e} "
+          f"probe {probe:.2e} positions {pos:.2e} px flux {flux:.2e}")
+    assert obj <= 1e-3 and probe <= 1e-3 and pos <= 1e-3 and flux <= 1e-4

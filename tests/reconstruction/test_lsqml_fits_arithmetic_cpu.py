@@ -9,6 +9,12 @@ space (Parseval) inside the modulus stage; the Poisson step's Newton sums from t
 the batch by rank; the affine drift from 2 x 2 normal equations (the centred start positions are orthogonal to
 the offset). Each stage below names its kernel. One mini-batch an epoch: with several, rounding differences grow
 by LSQML's own amplification (tests/gpu/test_cupy_matches_numpy.py), which is not what this test is about.
+
+Both schedules of the sub-pixel path (gpu/lsqml_fits.py) are transcribed: "first" (ramps from the positions where
+each kernel needs them, the probe update before the object update) and "fused" (the ramps from the batch's table
+that lf_shift_tab writes, the unweighted moved-back sum inside lf_probe_reduce, and the probe's update chain on a
+second stream: transcribed after the object update and the position move, the latest the stream may run it, so a
+chain that read what those write would differ). Planted mistakes in the fused transcription must fail.
 """
 
 from __future__ import annotations
@@ -41,6 +47,20 @@ def ramp(fraction, n):
     return (np.exp(-2j * np.pi * (fr * k))[:, None] * np.exp(-2j * np.pi * (fc * k))[None, :]).astype(np.complex64)
 
 
+def ramp_table(fractions, n):
+    """lf_shift_tab's table (B, 2, n) complex64: lf_ramp_1d of each window's row fraction, then of its column one."""
+    i = np.arange(n)
+    k = (np.where(i <= (n - 1) // 2, i, i - n) / n).astype(np.float32)
+    f = np.asarray(fractions, dtype=np.float32)
+    return np.exp(-2j * np.pi * (f[:, :, None] * k[None, None])).astype(np.complex64)
+
+
+def table_ramps(table, plant=None):
+    """lf_ramp_tab: the row factor of pixel (y, x) times its column factor, (B, n, n)."""
+    rows, cols = (table[:, 1], table[:, 0]) if plant == "table axes swapped" else (table[:, 0], table[:, 1])
+    return rows[:, :, None] * cols[:, None, :]
+
+
 def windows(a, rows, cols, n):
     return np.stack([a[r:r + n, c:c + n] for r, c in zip(rows, cols, strict=True)])
 
@@ -57,8 +77,9 @@ def step(acc, jj, update_probe, which):
     return np.float32(min(max(s, 0.0), 2.0))
 
 
-def fits_epoch(st, s, order, update_probe, refine, start):
-    """One epoch of LSQMLFitsMixin._launch_fits on a NumPy EngineState (one mini-batch); returns the error."""
+def fits_epoch(st, s, order, update_probe, refine, start, schedule="first", plant=None):
+    """One epoch of LSQMLFitsMixin._launch_fits on a NumPy EngineState (one mini-batch), in the ``schedule``
+    "first" or "fused" (module docstring), with an optional planted mistake; returns the error."""
     n, n2, m = st.size_px, st.size_px ** 2, st.modes_active
     pos, scale, shift = st.positions_px, st.intensity_scale, st.positions_px is not None
     hi = np.array([st.obj.shape[0] - n, st.obj.shape[1] - n], dtype=np.float64)
@@ -67,11 +88,14 @@ def fits_epoch(st, s, order, update_probe, refine, start):
     rows, cols = st.rows[idx], st.cols[idx]
     probe = st.probe[:m].copy()
     c = np.ones(cnt, np.float32) if scale is None else scale[idx].copy()
-    if shift:  # lf_shift + inverse transforms
+    fused, ramps = shift and schedule == "fused", None
+    if fused:  # lf_shift_tab: the table of the fractions at the batch's start, the ramps as its products
+        table = ramp_table(pos[idx] - np.stack([rows, cols], 1), n)
+        ramps = table_ramps(table, plant)
+    elif shift:  # lf_shift
         ramps = np.stack([ramp(f, n) for f in pos[idx] - np.stack([rows, cols], 1)])
-        pj = ifft_un(fft_un(probe)[None] * ramps[:, None] / n2)
-    else:
-        pj = np.broadcast_to(probe[None], (cnt, m, n, n))
+    # the moved probes: inverse transforms of the probe's spectrum times the ramps
+    pj = ifft_un(fft_un(probe)[None] * ramps[:, None] / n2) if shift else np.broadcast_to(probe[None], (cnt, m, n, n))
     lit_probe = pj * c[:, None, None, None]
     obj_w = windows(st.obj, rows, cols, n)
     acc = np.zeros((cnt, 17))
@@ -113,12 +137,12 @@ def fits_epoch(st, s, order, update_probe, refine, start):
         den_o[r:r + n, q:q + n] += np.sum(np.abs(lit_probe[jj]) ** 2, axis=0)
     lit_obj = obj_w * c[:, None, None]
     add_o = s.delta_p * max(w.max() for w in windows(den_o, rows, cols, n))
-    if update_probe:  # lf_probe_reduce, lf_gp_sum + inverse transform
+    if update_probe:  # lf_probe_reduce (fused: with the unweighted moved-back sum), lf_gp_sum + inverse transform
         dp = np.sum(np.abs(lit_obj) ** 2, axis=0)
         grads = np.conj(lit_obj)[:, None] * chi
-        if shift:
-            grads = fft_un(grads) * np.conj(ramps)[:, None]
-            gp = ifft_un(np.sum(grads, axis=0) / n2)
+        if shift:  # the gradients' spectra, moved back by the conjugate ramps where they are summed
+            grads = fft_un(grads)
+            gp = ifft_un(np.sum(grads * np.conj(ramps)[:, None], axis=0) / n2)
         else:
             gp = np.sum(grads, axis=0)
         add_p = s.delta_p * dp.max()
@@ -131,18 +155,30 @@ def fits_epoch(st, s, order, update_probe, refine, start):
             acc[jj, 1] = np.sum(np.abs(b) ** 2)
             acc[jj, 2] = np.sum((np.conj(a) * b).real)
             acc[jj, 4] = np.sum((np.conj(b) * chi[jj]).real)
-    if update_probe:  # lf_gp_sum(weighted) + lf_probe_add, or lf_probe_update
+
+    def probe_update(back):  # lf_gp_sum(weighted) + lf_probe_add with the ramps ``back``, or lf_probe_update
         weights = np.array([step(acc, jj, True, 1) for jj in range(cnt)])[:, None, None, None]
-        total = np.sum(weights * grads, axis=0)
-        st.probe[:m] = probe + s.beta_lsq / (dp + add_p) * (ifft_un(total / n2) if shift else total)
+        if shift:
+            total = ifft_un(np.sum(weights * grads * np.conj(back)[:, None], axis=0) / n2)
+        else:
+            total = np.sum(weights * grads, axis=0)
+        st.probe[:m] = probe + s.beta_lsq / (dp + add_p) * total
+
+    if update_probe and not fused:
+        probe_update(ramps)
     for jj, (r, q) in enumerate(zip(rows, cols, strict=True)):  # lf_obj_update
         update = np.sum(np.conj(lit_probe[jj]) * chi[jj], axis=0)
         weight = s.beta_lsq * step(acc, jj, update_probe, 0)
         st.obj[r:r + n, q:q + n] += weight / (den_o[r:r + n, q:q + n] + add_o) * update
-    if refine:  # lf_move: the batch's median by rank, damped steps, clipped; lf_epoch_end: the affine drift
+    if refine:  # lf_move: the batch's median by rank, damped steps, clipped
         den = acc[:, 7:9].astype(np.float32)
         moves = np.clip(acc[:, 5:7].astype(np.float32) / (den + np.median(den, axis=0) + 1e-30), -0.5, 0.5)
         pos[idx] = np.clip(pos[idx] + moves, 0, hi)
+        st.rows[idx], st.cols[idx] = np.floor(pos[idx] + 0.5).astype(np.int64).T
+    if update_probe and fused:  # the probe chain on the second stream, at the latest after the object chain
+        moved = np.stack([ramp(f, n) for f in pos[idx] - np.stack([st.rows[idx], st.cols[idx]], 1)])
+        probe_update(moved if plant == "ramps after the move" else table_ramps(table, plant))
+    if refine:  # lf_epoch_end: the affine drift
         centred, corrections = start - start.mean(0), pos - start
         linear = np.linalg.solve(centred.T @ centred, centred.T @ corrections)
         pos[...] = np.clip(pos - (centred @ linear + corrections.mean(0)), 0, hi)
@@ -163,14 +199,16 @@ OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("option", OPTIONS)
-def test_the_fits_kernels_arithmetic_equals_the_reference_lsqml_epoch_by_epoch(option):
+def transcription_against_the_reference(option, schedule, plant=None):
+    """Four epochs of the reference LSQML with ``option``, each mirrored by :func:`fits_epoch` from the same state:
+    the largest (object, probe) relative differences, error difference, position (px) and factor differences."""
     sim = simulate(size_px=N_SIZE, scan_dims=(6, 6), photons=1e6, seed=1)
     n_pos = len(sim.data.positions_px)
     settings = EngineSettings(update_probe_from=2, phase_constraint=0, batch_size=n_pos, **OPTIONS[option])
     rec = Reconstruction(sim.data.intensities, sim.data.positions_px, algorithm="LSQML", iterations=4, device="cpu",
                          seed=0, beam_diameter_px=0.4 * N_SIZE, settings=settings)
     st = rec.state
+    worst = np.zeros(5)
     for it in range(1, 5):
         copy = dataclasses.replace(st, obj=st.obj.copy(), probe=st.probe.copy(), rows=st.rows.copy(),
                                    cols=st.cols.copy(),
@@ -181,16 +219,36 @@ def test_the_fits_kernels_arithmetic_equals_the_reference_lsqml_epoch_by_epoch(o
         metrics = rec.engine.iterate(it, update_probe=it >= 2)
         error = fits_epoch(copy, settings, rng.permutation(n_pos), it >= 2,
                            0 < settings.position_refinement_from <= it,
-                           None if rec.engine.refiner is None else rec.engine.refiner.start_px)
-        assert np.linalg.norm(copy.obj - st.obj) <= 1e-5 * np.linalg.norm(st.obj), it
-        assert np.linalg.norm(copy.probe - st.probe) <= 1e-5 * np.linalg.norm(st.probe), it
-        assert abs(error - metrics.error) <= 1e-5 * metrics.error
+                           None if rec.engine.refiner is None else rec.engine.refiner.start_px, schedule, plant)
+        now = [np.linalg.norm(copy.obj - st.obj) / np.linalg.norm(st.obj),
+               np.linalg.norm(copy.probe - st.probe) / np.linalg.norm(st.probe),
+               abs(error - metrics.error) / metrics.error, 0.0, 0.0]
         if st.positions_px is not None:
-            assert np.abs(copy.positions_px - st.positions_px).max() <= 1e-4, it
-            assert np.array_equal(copy.rows, st.rows) and np.array_equal(copy.cols, st.cols)
+            now[3] = np.abs(copy.positions_px - st.positions_px).max()
+            assert plant or (np.array_equal(copy.rows, st.rows) and np.array_equal(copy.cols, st.cols))
         if st.intensity_scale is not None:
-            assert np.abs(copy.intensity_scale - st.intensity_scale).max() <= 1e-5, it
+            now[4] = np.abs(copy.intensity_scale - st.intensity_scale).max()
+        worst = np.maximum(worst, now)
     if settings.position_refinement_from:
         assert np.abs(st.positions_px - sim.data.positions_px).max() > 1e-3  # the positions moved
     if settings.variable_intensity:
         assert np.abs(st.intensity_scale - 1).max() > 1e-3  # the factors moved
+    return worst
+
+
+TOLERANCES = (1e-5, 1e-5, 1e-5, 1e-4, 1e-5)  # object, probe, error (relative), positions px, factors
+
+
+@pytest.mark.parametrize("schedule", ["first", "fused"])
+@pytest.mark.parametrize("option", OPTIONS)
+def test_the_fits_kernels_arithmetic_equals_the_reference_lsqml_epoch_by_epoch(option, schedule):
+    worst = transcription_against_the_reference(option, schedule)
+    assert np.all(worst <= TOLERANCES), worst
+
+
+@pytest.mark.parametrize("plant", ["table axes swapped", "ramps after the move"])
+def test_a_wrong_transcription_of_the_fused_schedule_fails_the_comparison(plant):
+    """The comparison sees the fused schedule's two new hazards: a ramp table read with its axes confused, and a
+    probe chain that took its ramps from the positions after the concurrent move instead of from the table."""
+    worst = transcription_against_the_reference("all", "fused", plant)
+    assert worst[1] > 100 * TOLERANCES[1], worst  # the probe, which the moved-back sums update

@@ -44,13 +44,23 @@ __device__ __forceinline__ float lf_c(const float* scale, int j) { return scale 
 // numpy.fft.fftfreq(n)[i] * n: i for i <= (n - 1) / 2, else i - n.
 __device__ __forceinline__ int lf_freq(int i, int n) { return i <= (n - 1) / 2 ? i : i - n; }
 
+// exp(-2 pi i f k_i), k_i = fftfreq(n)[i]: one axis' factor of the ramp below (the batch's ramp table holds these).
+__device__ __forceinline__ float2 lf_ramp_1d(float f, int i, int n) {
+    float s, c;
+    sincospif(-2.f * (f * ((float)lf_freq(i, n) / (float)n)), &s, &c);
+    return make_float2(c, s);
+}
+
 // exp(-2 pi i (f_r k_r + f_c k_c)) for pixel (y, x): the ramp that moves an n x n array by (f_r, f_c) pixels
 // when multiplied into its spectrum (physics/subpixel.shift_ramps: two 1-D ramps, one product).
 __device__ __forceinline__ float2 lf_ramp(float fr, float fc, int y, int x, int n) {
-    float sr, cr, sc, cc;
-    sincospif(-2.f * (fr * ((float)lf_freq(y, n) / (float)n)), &sr, &cr);
-    sincospif(-2.f * (fc * ((float)lf_freq(x, n) / (float)n)), &sc, &cc);
-    return cmul(make_float2(cr, sr), make_float2(cc, sc));
+    return cmul(lf_ramp_1d(fr, y, n), lf_ramp_1d(fc, x, n));
+}
+
+// The ramp of window jj at pixel (y, x) from the batch's ramp table tab (cnt, 2, n): row factors, column factors
+// (written by lf_shift from the fractions at the batch's start): the same product as lf_ramp, no sincos.
+__device__ __forceinline__ float2 lf_ramp_tab(const float2* __restrict__ tab, int jj, int y, int x, int n) {
+    return cmul(tab[(long long)(2 * jj) * n + y], tab[(long long)(2 * jj + 1) * n + x]);
 }
 
 // The fraction (row, col) of position j: its sub-pixel position less its window corner.
@@ -77,10 +87,12 @@ __device__ __forceinline__ void lf_gradients(const float2* __restrict__ obj, lon
 }
 
 // pj[jj, k, p] = pspec[k, p] ramp_j(p) / n2: the spectra of the batch's moved probes (an unnormalised inverse
-// transform then gives the moved probes themselves).
-__global__ void lf_shift(const float2* __restrict__ pspec, const double* __restrict__ pos,
-                         const int* __restrict__ rows, const int* __restrict__ cols, const int* __restrict__ order,
-                         int b0, int cnt, int n, int M, float inv_n2, float2* __restrict__ pj) {
+// transform then gives the moved probes themselves). With ``tab`` (lf_shift_tab, the fused schedule) also the
+// batch's ramp table (cnt, 2, n): the row factors of window jj at tab[2 jj], its column factors at tab[2 jj + 1].
+__device__ __forceinline__ void lf_shift_impl(const float2* __restrict__ pspec, const double* __restrict__ pos,
+                                              const int* __restrict__ rows, const int* __restrict__ cols,
+                                              const int* __restrict__ order, int b0, int cnt, int n, int M,
+                                              float inv_n2, float2* __restrict__ pj, float2* __restrict__ tab) {
     int n2 = n * n;
     for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y) {
         int j = order[b0 + jj];
@@ -88,11 +100,27 @@ __global__ void lf_shift(const float2* __restrict__ pspec, const double* __restr
         lf_fraction(pos, rows, cols, j, fr, fc);
         for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
             int y = row_of(p, n), x = p - y * n;
-            float2 r = lf_ramp(fr, fc, y, x, n);
+            float2 rr = lf_ramp_1d(fr, y, n), rc = lf_ramp_1d(fc, x, n);
+            if (tab && x == 0) tab[(long long)(2 * jj) * n + y] = rr;
+            if (tab && y == 0) tab[(long long)(2 * jj + 1) * n + x] = rc;
+            float2 r = cmul(rr, rc);
             r.x *= inv_n2; r.y *= inv_n2;
             for (int k = 0; k < M; ++k) pj[((long long)jj * M + k) * n2 + p] = cmul(pspec[k * n2 + p], r);
         }
     }
+}
+
+__global__ void lf_shift(const float2* __restrict__ pspec, const double* __restrict__ pos,
+                         const int* __restrict__ rows, const int* __restrict__ cols, const int* __restrict__ order,
+                         int b0, int cnt, int n, int M, float inv_n2, float2* __restrict__ pj) {
+    lf_shift_impl(pspec, pos, rows, cols, order, b0, cnt, n, M, inv_n2, pj, nullptr);
+}
+
+__global__ void lf_shift_tab(const float2* __restrict__ pspec, const double* __restrict__ pos,
+                             const int* __restrict__ rows, const int* __restrict__ cols,
+                             const int* __restrict__ order, int b0, int cnt, int n, int M, float inv_n2,
+                             float2* __restrict__ pj, float2* __restrict__ tab) {
+    lf_shift_impl(pspec, pos, rows, cols, order, b0, cnt, n, M, inv_n2, pj, tab);
 }
 
 // psi[jj, k] = c_j P_jk O_j; with ``refine`` also c_j P_jk dO_j/drow and c_j P_jk dO_j/dcol (numpy.gradient of the
@@ -299,13 +327,48 @@ __global__ void lf_scatter(const float2* __restrict__ chi, const float2* __restr
     }
 }
 
+// Optimal step of position jj from its sums (lsqml.cu's ls_step_of, with LF_SLOTS sums a position).
+__device__ __forceinline__ float lf_step(const double* __restrict__ acc, int jj, int update_probe, int which) {
+    return ls_step_of(acc + (long long)jj * LF_SLOTS, update_probe, which);
+}
+
+// sum_jj w_jj g[jj, k, p] conj(ramp_j(p)) / n2 at pixel p = (y, x), w = the probe step of position jj (``weighted``)
+// or 1: the spectra of the windows' probe gradients moved back into the probe's frame and summed. The ramps come
+// from the batch's table ``tab`` (lf_shift), or, where it is null, from the positions.
+__device__ __forceinline__ float2 lf_moved_back(const float2* __restrict__ g, const double* __restrict__ pos,
+                                                const int* __restrict__ rows, const int* __restrict__ cols,
+                                                const int* __restrict__ order, int b0, int cnt, int n, int M, int k,
+                                                int p, int y, int x, float inv_n2, const double* __restrict__ acc,
+                                                int weighted, const float2* __restrict__ tab) {
+    long long n2 = (long long)n * n;
+    float2 a = make_float2(0.f, 0.f);
+#pragma unroll 4
+    for (int jj = 0; jj < cnt; ++jj) {
+        float2 r;
+        if (tab) {
+            r = lf_ramp_tab(tab, jj, y, x, n);
+        } else {
+            float fr, fc;
+            lf_fraction(pos, rows, cols, order[b0 + jj], fr, fc);
+            r = lf_ramp(fr, fc, y, x, n);
+        }
+        float2 t = cmulc(r, g[((long long)jj * M + k) * n2 + p]);
+        float wgt = weighted ? lf_step(acc, jj, 1, 1) : 1.f;
+        a.x += wgt * t.x; a.y += wgt * t.y;
+    }
+    return make_float2(a.x * inv_n2, a.y * inv_n2);
+}
+
 // dp[p] = sum_jj |c_j O_j|^2; with ``write_gp`` also gp[k, p] = sum_jj conj(c_j O_j) chi_jk (whole-pixel windows);
+// with ``gspec`` (sub-pixel windows, the fused schedule) gp[k, p] = the unweighted lf_moved_back of the gradients'
+// spectra gspec (cnt, M, n2) with the ramp table tab (lf_gp_sum's first pass, in this launch);
 // max dp into slots[1], the max of den_o over the batch's windows into slots[0].
 __global__ void lf_probe_reduce(const float2* __restrict__ chi, const float2* __restrict__ obj,
                                 const float* __restrict__ scale, const float* __restrict__ den_o,
                                 const int* __restrict__ rows, const int* __restrict__ cols,
                                 const int* __restrict__ order, int b0, int cnt, int n, int W, int M, int write_gp,
-                                float2* __restrict__ gp, float* __restrict__ dp, unsigned int* slots) {
+                                float2* __restrict__ gp, float* __restrict__ dp, unsigned int* slots,
+                                const float2* __restrict__ gspec, const float2* __restrict__ tab, float inv_n2) {
     int n2 = n * n;
     float m = 0.f, m_den = 0.f;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
@@ -332,40 +395,42 @@ __global__ void lf_probe_reduce(const float2* __restrict__ chi, const float2* __
                 }
                 gp[k * n2 + p] = a;
             }
+        } else if (gspec) {
+            for (int k = 0; k < M; ++k)
+                gp[k * n2 + p] = lf_moved_back(gspec, nullptr, rows, cols, order, b0, cnt, n, M, k, p, y, x, inv_n2,
+                                               nullptr, 0, tab);
         }
     }
     block_max(m, slots + 1);
     block_max(m_den, slots);
 }
 
-// Optimal step of position jj from its sums (lsqml.cu's ls_step_of, with LF_SLOTS sums a position).
-__device__ __forceinline__ float lf_step(const double* __restrict__ acc, int jj, int update_probe, int which) {
-    return ls_step_of(acc + (long long)jj * LF_SLOTS, update_probe, which);
-}
-
-// out[k, p] = sum_jj w_jj g[jj, k, p] conj(ramp_j(p)) / n2, w = the probe step of position jj (``weighted``) or 1:
-// the spectra of the windows' probe gradients moved back into the probe's frame and summed (an unnormalised
-// inverse transform of out then gives the orthonormal result).
-__global__ void lf_gp_sum(const float2* __restrict__ g, const double* __restrict__ pos, const int* __restrict__ rows,
-                          const int* __restrict__ cols, const int* __restrict__ order, int b0, int cnt, int n, int M,
-                          float inv_n2, const double* __restrict__ acc, int weighted, float2* __restrict__ out) {
+// out[k, p] = lf_moved_back(g) for every pixel and mode (an unnormalised inverse transform of out then gives the
+// orthonormal result): the search direction's probe part (unweighted) or the step-weighted update; lf_gp_sum_tab
+// reads the ramps from the batch's table (the fused schedule).
+__device__ __forceinline__ void lf_gp_sum_impl(const float2* __restrict__ g, const double* __restrict__ pos,
+                                               const int* __restrict__ rows, const int* __restrict__ cols,
+                                               const int* __restrict__ order, int b0, int cnt, int n, int M,
+                                               float inv_n2, const double* __restrict__ acc, int weighted,
+                                               float2* __restrict__ out, const float2* __restrict__ tab) {
     int n2 = n * n;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int y = row_of(p, n), x = p - y * n;
-        for (int k = 0; k < M; ++k) {
-            float2 a = make_float2(0.f, 0.f);
-#pragma unroll 4
-            for (int jj = 0; jj < cnt; ++jj) {
-                int j = order[b0 + jj];
-                float fr, fc;
-                lf_fraction(pos, rows, cols, j, fr, fc);
-                float2 t = cmulc(lf_ramp(fr, fc, y, x, n), g[((long long)jj * M + k) * n2 + p]);
-                float wgt = weighted ? lf_step(acc, jj, 1, 1) : 1.f;
-                a.x += wgt * t.x; a.y += wgt * t.y;
-            }
-            out[k * n2 + p] = make_float2(a.x * inv_n2, a.y * inv_n2);
-        }
+        for (int k = 0; k < M; ++k)
+            out[k * n2 + p] = lf_moved_back(g, pos, rows, cols, order, b0, cnt, n, M, k, p, y, x, inv_n2, acc,
+                                            weighted, tab);
     }
+}
+
+__global__ void lf_gp_sum(const float2* __restrict__ g, const double* __restrict__ pos, const int* __restrict__ rows,
+                          const int* __restrict__ cols, const int* __restrict__ order, int b0, int cnt, int n, int M,
+                          float inv_n2, const double* __restrict__ acc, int weighted, float2* __restrict__ out) {
+    lf_gp_sum_impl(g, pos, rows, cols, order, b0, cnt, n, M, inv_n2, acc, weighted, out, nullptr);
+}
+
+__global__ void lf_gp_sum_tab(const float2* __restrict__ g, const float2* __restrict__ tab, int cnt, int n, int M,
+                              float inv_n2, const double* __restrict__ acc, int weighted, float2* __restrict__ out) {
+    lf_gp_sum_impl(g, nullptr, nullptr, nullptr, nullptr, 0, cnt, n, M, inv_n2, acc, weighted, out, tab);
 }
 
 // Per position jj (blockIdx.y): the five step sums of lsqml.cu's ls_dot_sums into acc[jj * LF_SLOTS ..], with the
