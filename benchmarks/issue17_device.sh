@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 17 on the GPU machine in one call (device tool), from the repository root:
 #   bash benchmarks/issue17_device.sh [tests] [shared] [modes] [plain] [fits] [lsqml-fits] [cold] [measured] [peers]
-#     [window-tests] [window-bench] [window-accuracy]
+#     [window-tests] [window-bench] [window-accuracy] [lsqml-fused]
 # Logs go to $OUT; short tables last. `measured` and `peers` need the peers' wheels in .whl/ (carry: [".whl"]; the
 # download command is in benchmarks/RESULTS.md, plus PtyPy's wheel, built from its repository: PtyPy is not on PyPI).
 set -u
@@ -40,6 +40,13 @@ for s in $steps; do
     lsqml-fits)  # the fast LSQML with each option beside the plain fast LSQML, one process, and the stage profile
       timeout "${FITS_TIMEOUT:-200}" python3 benchmarks/lsqml_fits.py --size 256 --iterations 30 --profile \
         --json "$OUT/lsqml_fits.json" 2>&1 | tee "$OUT/lsqml_fits.log" | grep -vE "^FITS|^#" ;;
+    lsqml-fused)  # the sub-pixel path's two schedules: agreement tests of both, then both timed in one process
+      timeout "${FUSED_TESTS_TIMEOUT:-110}" python3 -m pytest tests/gpu/test_lsqml_fits.py -q -s -p no:cacheprovider \
+        --confcutdir=tests/gpu -o addopts="" --tb=short 2>&1 | tee "$OUT/lsqml_fused_tests.log" \
+        | grep -E "SCHEDULE|AGREE|STREAM|passed|failed|Error|^E " | tail -70
+      timeout "${FUSED_TIMEOUT:-60}" python3 benchmarks/lsqml_fits.py --size 256 --iterations 30 --variants \
+        --configs "${FUSED_CONFIGS:-subpixel+positions+flux}" --profile --json "$OUT/lsqml_fused.json" 2>&1 \
+        | tee "$OUT/lsqml_fused.log" | grep -vE "^#" ;;
     cold)  # cold start of a GPU worker: first frame of a 900 x 256^2 LSQML job
       timeout "${COLD_TIMEOUT:-200}" python3 benchmarks/cold_start.py --scenarios "${COLD_SCENARIOS:-fresh+warmup,warm}" \
         --json "$OUT/cold_start.json" 2>&1 | tee "$OUT/cold_start.log" | tail -12 ;;
