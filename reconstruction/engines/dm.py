@@ -191,9 +191,7 @@ class DM:
         1 % + 0.5 degrees, probe known, 100 iterations: 0.42 -> 0.37 px RMS, NRMSE 1.88 -> 1.22 x true positions)."""
         st, xp = self.state, self.state.xp
         m = st.modes_active
-        jumps = old_corners - xp.stack([st.rows, st.cols], axis=1)
-        for j in xp.nonzero(xp.any(jumps != 0, axis=1))[0].tolist():
-            old_phi[j] = xp.roll(old_phi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
+        patches.roll_windows(xp, old_phi, old_corners - xp.stack([st.rows, st.cols], axis=1))
         new_phi = self._lit_probes(m) * patches.extract_patches(xp, st.obj, st.window_idx())[:, None]
         self.psi[:, :m] += new_phi - old_phi
 
@@ -226,10 +224,7 @@ class DM:
     def _roll_exit_waves(self, old_corners: Any) -> None:
         """Roll the exit waves of each window whose corner moved from ``old_corners`` (N, 2) by -k pixels."""
         st, xp = self.state, self.state.xp
-        jumps = old_corners - xp.stack([st.rows, st.cols], axis=1)
-        for j in xp.nonzero(xp.any(jumps != 0, axis=1))[0].tolist():
-            shift = (int(jumps[j, 0]), int(jumps[j, 1]))
-            self.psi[j] = xp.roll(self.psi[j], shift, axis=(-2, -1))
+        patches.roll_windows(xp, self.psi, old_corners - xp.stack([st.rows, st.cols], axis=1))
 
     def _overlap_update(self, update_probe: bool, flat_idx: Any) -> None:
         st, xp = self.state, self.state.xp

@@ -45,6 +45,24 @@ def scatter_add_patches(xp: Any, shape: tuple[int, int], patches: Any, flat_idx:
     return out.reshape(shape)
 
 
+def roll_windows(xp: Any, stack: Any, shifts_px: Any) -> None:
+    """Roll each window's images in place by its whole-pixel shift: ``stack[j] = roll(stack[j], shifts_px[j],
+    axis=(-2, -1))`` for every j whose (2,) shift is not zero. ``stack`` (N, ..., ny, nx), ``shifts_px`` (N, 2) int.
+    One gather for all moved windows (the windows a position step moved across a pixel edge): a loop of ``roll``s
+    cost two device-to-host reads and a roll's launches per window on the GPU."""
+    moved = xp.nonzero(xp.any(shifts_px != 0, axis=1))[0]
+    if int(moved.size) == 0:
+        return
+    ny, nx = stack.shape[-2:]
+    sub = stack[moved].reshape(len(moved), -1, ny, nx)
+    s = shifts_px[moved]
+    rows = (xp.arange(ny)[None, :] - s[:, 0:1]) % ny  # np.roll: out[i] = in[(i - shift) mod n]
+    cols = (xp.arange(nx)[None, :] - s[:, 1:2]) % nx
+    k = xp.arange(len(moved))[:, None, None, None]
+    planes = xp.arange(sub.shape[1])[None, :, None, None]
+    stack[moved] = sub[k, planes, rows[:, None, :, None], cols[:, None, None, :]].reshape(stack[moved].shape)
+
+
 def _scatter_add_slices(shape: tuple[int, int], patches: np.ndarray, flat_idx: np.ndarray) -> np.ndarray:
     """NumPy :func:`scatter_add_patches`: each window's corner is its first flat index (windows are squares)."""
     out = np.zeros(shape, dtype=np.complex64 if np.iscomplexobj(patches) else np.float32)

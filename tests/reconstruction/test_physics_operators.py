@@ -1,6 +1,7 @@
 """Adjoint identities and invariants of the physics operators (NumPy)."""
 
 import numpy as np
+import pytest
 
 from reconstruction.physics import modes, modulus, patches, propagation
 
@@ -113,3 +114,18 @@ def test_relaxed_projection_stops_on_the_noise_ball_and_leaves_patterns_inside_a
     np.testing.assert_array_equal(f[1], np.ones_like(f[1]))  # already inside: untouched
     exact = modulus.relaxed_modulus_factor(np, model, a, None, 0.0)
     np.testing.assert_allclose(model * exact, a, rtol=1e-5)  # relax 0 is the exact projection
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 9), (7, 3, 8, 10)])
+def test_roll_windows_equals_a_roll_of_each_moved_window_and_leaves_the_others(shape):
+    rng = np.random.default_rng(3)
+    stack = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(np.complex64)
+    shifts = np.zeros((shape[0], 2), dtype=np.int64)
+    shifts[[1, 4, 6]] = [[1, -2], [-1, 0], [3, 12]]  # 12 > width: wraps as np.roll does
+    expected = stack.copy()
+    for j in range(shape[0]):
+        expected[j] = np.roll(stack[j], tuple(shifts[j]), axis=(-2, -1))
+    patches.roll_windows(np, stack, shifts)
+    assert np.array_equal(stack, expected)
+    patches.roll_windows(np, stack, np.zeros_like(shifts))  # nothing moved: nothing changes
+    assert np.array_equal(stack, expected)
