@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 17 on the GPU machine in one call (device tool), from the repository root:
 #   bash benchmarks/issue17_device.sh [tests] [shared] [modes] [plain] [fits] [lsqml-fits] [cold] [measured] [peers]
-#     [window-tests] [window-bench] [window-accuracy] [lsqml-fused]
+#     [window-tests] [window-bench] [window-accuracy] [lsqml-fused] [flux-tests] [flux-bench]
 # Logs go to $OUT; short tables last. `measured` and `peers` need the peers' wheels in .whl/ (carry: [".whl"]; the
 # download command is in benchmarks/RESULTS.md, plus PtyPy's wheel, built from its repository: PtyPy is not on PyPI).
 set -u
@@ -71,6 +71,15 @@ for s in $steps; do
       for alg in ${WINDOW_ALGS:-ePIE DM}; do
         timeout "${WINDOW_TIMEOUT:-150}" python3 benchmarks/lsqml_fits.py --algorithm $alg --size 256 --iterations 30 \
           --json "$OUT/window_$alg.json" 2>&1 | tee "$OUT/window_$alg.log" | grep -vE "^#"
+      done ;;
+    flux-tests)  # the fast ePIE and DM flux fit and Poisson model against NumPy (gpu/flux_noise.py)
+      timeout "${TESTS_TIMEOUT:-300}" python3 -m pytest tests/gpu/test_flux_noise.py \
+        -q -s -p no:cacheprovider --confcutdir=tests/gpu -o addopts="" --tb=short --durations=5 2>&1 \
+        | tee "$OUT/flux_tests.log" | grep -E "AGREE|passed|failed|Error|error|^E |^tests/|\.py:[0-9]+" | tail -60 ;;
+    flux-bench)  # the fast ePIE and DM with the flux fit / the Poisson model beside their plain runs
+      for alg in ${FLUX_ALGS:-ePIE DM}; do
+        timeout "${FLUX_TIMEOUT:-200}" python3 benchmarks/lsqml_fits.py --algorithm $alg --size 256 --iterations 30 \
+          --configs flux,poisson,flux+poisson --json "$OUT/flux_$alg.json" 2>&1 | tee "$OUT/flux_$alg.log" | grep -vE "^#"
       done ;;
     window-accuracy)  # +-3 px random errors, 1 % scale, 0.5 degrees: refined positions and NRMSE on the fast path
       timeout "${ACCURACY_TIMEOUT:-200}" python3 benchmarks/position_correction.py --device gpu \

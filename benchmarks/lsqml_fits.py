@@ -3,6 +3,7 @@ on one GPU, on the benchmark scan of ``benchmarks/engines.py`` (default 900 x 25
 
     python3 benchmarks/lsqml_fits.py --size 256 --iterations 30 --json out.json
     python3 benchmarks/lsqml_fits.py --algorithm ePIE      # or DM: sub-pixel windows, position refinement
+    python3 benchmarks/lsqml_fits.py --algorithm ePIE --configs flux,poisson,flux+poisson   # the flux fit, Poisson
     python3 benchmarks/lsqml_fits.py --variants --configs subpixel+positions+flux --profile   # both schedules
 
 Each configuration runs ``--iterations`` epochs (probe updates from epoch 2, refinement from epoch 2) and reports
@@ -15,6 +16,9 @@ time per stage summed over the epoch (eager launches add their gaps, so the sum 
 (``PTYCHOPY_BENCH_LSQML_FITS_FUSED`` 0 and 1, gpu/lsqml_fits.py), one after the other in one process; the table
 then gives both, the fused one's gain, and the largest object difference between them (float32 rounding amplified
 by LSQML's mini-batches; a race would leave O(1)). ``--profile`` profiles each schedule.
+
+ePIE and DM: the options are routed to the fast engine whether or not the run plan's table lists them yet
+(``gpu/window_fits.py``'s and ``gpu/flux_noise.py``'s options, as tests/gpu do); the engine column says which ran.
 """
 
 from __future__ import annotations
@@ -34,10 +38,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from engines import load_scan, make_scan, median_ms, nrmse  # noqa: E402  (benchmarks/engines.py)
 
-CONFIGS_BY_ALGORITHM = {"ePIE": {  # gpu/window_fits.py
+CONFIGS_BY_ALGORITHM = {"ePIE": {
     "plain": {},
-    "subpixel": dict(subpixel_windows=True),
+    "subpixel": dict(subpixel_windows=True),  # gpu/window_fits.py
     "positions": dict(position_refinement_from=2),
+    "flux": dict(variable_intensity=True),  # gpu/flux_noise.py
+    "poisson": dict(noise_model="poisson"),
+    "flux+poisson": dict(variable_intensity=True, noise_model="poisson"),
 }}
 CONFIGS_BY_ALGORITHM["DM"] = CONFIGS_BY_ALGORITHM["ePIE"]
 CONFIGS = {
@@ -56,9 +63,14 @@ SCHEDULES = {"first": "0", "fused": "1"}  # --variants: PTYCHOPY_BENCH_LSQML_FIT
 
 
 def run(d, options, iterations, graphs=True, marks=None, algorithm="LSQML", schedule=None):
+    from reconstruction import run_plan
     from reconstruction.driver import Reconstruction
     from reconstruction.engines import EngineSettings
+    from reconstruction.gpu.flux_noise import FLUX_NOISE_OPTIONS
+    from reconstruction.gpu.window_fits import WINDOW_OPTIONS
 
+    if algorithm in ("ePIE", "DM"):  # the fast engine whether or not the run plan's table lists the option yet
+        run_plan.FAST_PATH_SUPPORTS[algorithm] |= FLUX_NOISE_OPTIONS | WINDOW_OPTIONS
     os.environ["PTYCHOPY_BENCH_GPU_GRAPHS"] = "1" if graphs else "0"
     if schedule is not None:
         os.environ["PTYCHOPY_BENCH_LSQML_FITS_FUSED"] = SCHEDULES[schedule]

@@ -8,7 +8,8 @@ update kernel that applies the relaxed weight, writes the new exit waves and (up
 probe update's partial sums. The chunks alternate between two streams (``PTYCHOPY_BENCH_DM_LANES=1``: one).
 Equivalent to ``engines.dm.DM`` up to float32 rounding. Sub-pixel windows and position refinement: the kernels read
 each window's moved probe through a window stride, and ``gpu/window_fits.py`` makes those probes, the probe
-update's moved-back sums and the positions' steps.
+update's moved-back sums and the positions' steps. The flux fit (after the object update) and the Poisson model
+(in place of the modulus projection): ``gpu/flux_noise.py``.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from ..engines.base import EngineSettings, EngineState, IterationMetrics
 from ..engines.dm import DM, REGULARISATION, error_sample_span, set_position_step
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
+from .flux_noise import FluxNoiseMixin
 from .runtime import f32, i32, i64
-from .window_fits import DMWindowsMixin
+from .window_fits import LF_SLOTS, DMWindowsMixin
 
 FUSED_PROBE_MODES = 4  # dm_psi_update keeps this many modes' probe partial sums in registers
 MODULUS_PIXELS_PER_THREAD = 16  # dm_modulus reduces per position: enough pixels a thread to amortise it
 
 
-class FastDM(FastMixin, DMWindowsMixin, DM):
+class FastDM(FastMixin, DMWindowsMixin, FluxNoiseMixin, DM):
     """DM in chunks of positions: exit waves stay resident, the far fields of a chunk share one buffer."""
 
     CHUNKS = 8  # positions are processed in about this many chunks (bounds the far-field buffers)
@@ -67,6 +69,10 @@ class FastDM(FastMixin, DMWindowsMixin, DM):
         self.sample_start = cp.zeros(1, dtype=cp.int32)
         self._sample_host = pinned_int32(1)
         self._partials_fresh = False
+        if settings.variable_intensity and st.intensity_scale is None:  # as engines.dm.DM
+            st.intensity_scale = cp.ones(n_pos, dtype=cp.float32)
+        self._setup_flux_noise(n_pos, self.chunk)  # the flux fit, the Poisson model (gpu/flux_noise.py)
+        self.ident = cp.arange(n_pos, dtype=cp.int32)  # positions in their own order (the far-field kernels)
         # sub-pixel windows and position refinement (gpu/window_fits.py); the refiner as the reference DM's
         self.refiner = self._make_refiner()
         self._setup_windows()
@@ -138,7 +144,7 @@ class FastDM(FastMixin, DMWindowsMixin, DM):
         st = self.state
         rt.launch("dm_probe_partial", self.n2,
                   (self.psi, st.obj, self.rows32, self.cols32, i32(st.n_positions), i32(self.n), i32(self.width),
-                   i32(m), i32(self.mt), i32(self.nseg), self.pnum, self.pden), grid_y=self.nseg)
+                   i32(m), i32(self.mt), i32(self.nseg), self.pnum, self.pden, self._scale_arg()), grid_y=self.nseg)
 
     def _launch_all(self, m: int, update_probe: bool) -> None:
         st, n, n2, w = self.state, self.n, self.n2, self.width
@@ -147,6 +153,10 @@ class FastDM(FastMixin, DMWindowsMixin, DM):
         self.err.fill(0)
         self.errp.fill(0)
         self.slots.fill(0)
+        if self._fits:
+            self.noise_acc.fill(0)
+            if self._flux:
+                self.flux_sums.fill(0)
         # 1. overlap projection: probe (from the partial sums of the current exit waves and object), then object
         if update_probe:
             if not fused:
@@ -164,6 +174,11 @@ class FastDM(FastMixin, DMWindowsMixin, DM):
         rt.launch("dm_den_max", self.obj_size, (self.acc4, i64(self.obj_size), self.slots[0:1]))
         rt.launch("dm_obj_divide", self.obj_size, (self.acc4, st.obj, i64(self.obj_size), f32(REGULARISATION),
                                                    self.slots[0:1]))
+        if self._flux:  # c_j fitted to the exit waves, mean 1; the probe (and the moved probes) take the mean
+            rt.launch_jp("nf_dm_flux_sums", n_pos, n2, (self.psi, st.obj, probe[0], probe[1], self.rows32,
+                                                        self.cols32, i32(n_pos), i32(n), i32(w), i32(m), i32(mt),
+                                                        self.flux_sums))
+            self._normalise_flux(True, *([(self.pj, int(self.pj.size))] if self._shift else []))
         # 2. the Fourier error of phi on this iteration's sample of positions
         mask, has_mask, stride = self.mask
         cnt = self.sample_size
@@ -188,15 +203,19 @@ class FastDM(FastMixin, DMWindowsMixin, DM):
                 plans.forward(buf[: cnt * m * n2], cnt * m, n)
                 gx = max(1, -(-n2 // (rt.BLOCK * MODULUS_PIXELS_PER_THREAD)))
                 gy = int(max(1, min(cnt, 65535, (rt.sm_count() * 8) // gx)))
-                rt.kernel("dm_modulus")((gx, gy), (rt.BLOCK,), (buf, st.amplitudes, mask, has_mask, stride,
-                                                                i32(j0), i32(cnt), i32(n2), i32(m),
-                                                                f32(1.0 / n), f32(1.0 / n2), self.errp))
+                if self._poisson:  # the likelihood step (gpu/flux_noise.py): buf then holds F[Psi alpha g] / n2
+                    self._far_field_step(buf, self.ident, j0, cnt, m, st.amplitudes, -1, False, cnt * m * n2,
+                                         self.noise_acc[j0 * LF_SLOTS:], self.noise_err, lane)
+                else:
+                    rt.kernel("dm_modulus")((gx, gy), (rt.BLOCK,), (buf, st.amplitudes, mask, has_mask, stride,
+                                                                    i32(j0), i32(cnt), i32(n2), i32(m),
+                                                                    f32(1.0 / n), f32(1.0 / n2), self.errp))
                 plans.inverse(buf[: cnt * m * n2], cnt * m, n)
                 rt.kernel("dm_psi_update")(
                     (self.gx, self.gy), (rt.BLOCK,),
                     (self.psi, st.obj, *probe, self.rows32, self.cols32, i32(j0), i32(cnt), i32(n), i32(w), i32(m),
                      i32(mt), buf, self.errp, relax2, i32(1 if fused else 0), i32(c * self.gy), self.pnum,
-                     self.pden))
+                     self.pden, i32(1 if self._poisson else 0)))
                 if self._refine_now:  # this chunk's position-step terms from phi = P_j O_j
                     self._step_terms(lane, j0, cnt, m)
         for lane, done in zip(self.lane_streams, self._joins, strict=True):

@@ -11,18 +11,20 @@ from ..memory_plan import EPIE_STEPS_PER_GRAPH  # bounds capture memory for huge
 from . import columns
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
+from .flux_noise import FluxNoiseMixin
 from .runtime import f32, i32, i64
 from .streaming import AmplitudeStream
-from .window_fits import EPIEWindowsMixin
+from .window_fits import LF_SLOTS, EPIEWindowsMixin
 
 COLS_SIZES = (64, 128, 256)  # the split transform is faster for ePIE up to 256^2, slower at 512^2 (RESULTS.md)
 
 
-class FastEPIE(FastMixin, EPIEWindowsMixin, EPIE):
+class FastEPIE(FastMixin, EPIEWindowsMixin, FluxNoiseMixin, EPIE):
     """True sequential ePIE, one CUDA graph per chunk of steps. Launches a position: four for 64^2-256^2 (cuFFT
     rows, ``epie_cols``, cuFFT inverse rows, update fused with the next gather), six at other sizes (cuFFT's 2-D
     transforms and ``epie_modulus`` instead of the middle three), five with ``PTYCHOPY_BENCH_EPIE_FUSED=0``; with
-    sub-pixel windows or position refinement the steps of ``gpu/window_fits.py``."""
+    sub-pixel windows or position refinement the steps of ``gpu/window_fits.py``; with the flux fit or the Poisson
+    model the far-field step of ``gpu/flux_noise.py`` (2-D transforms, the update taking the difference)."""
 
     def __init__(self, state: EngineState, settings: EngineSettings):
         super().__init__(state, settings)
@@ -39,8 +41,9 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, EPIE):
             self.opatch_b = cp.empty_like(self.opatch)
             self.probe_b = cp.empty_like(st.probe)
         self.err_blocks = rt.grid_for(self.n2)  # epie_modulus's grid: one partial error pair per block
+        self._setup_flux_noise(st.n_positions, 1)  # the flux fit, the Poisson model (gpu/flux_noise.py)
         # the modulus fused with the column half of the transform (kernels/columns.cu): 4 launches a position
-        self.cols = self.fused and columns.applies(self.n, mt, "EPIE_COLS", COLS_SIZES)
+        self.cols = self.fused and not self._fits and columns.applies(self.n, mt, "EPIE_COLS", COLS_SIZES)
         if self.cols:
             self.twiddles = columns.twiddles(self.n)
             columns.reserve_shared(self.n, mt)
@@ -88,19 +91,21 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, EPIE):
         of an epoch is filled here on the compute stream), and the copy stream fills the next chunk meanwhile;
         the chunk ends by waiting for that fill, so each chunk's graph is self-contained."""
         sm = self.stream
+        n_pos = self.state.n_positions
         if sm is None:
             self._launch_steps(s0, s1, m, update_probe, self.state.amplitudes, -1)
-            return
-        n_pos = self.state.n_positions
-        k = s0 // self.chunk
-        slot, nxt = k % sm.slots, (k + 1) % sm.slots
-        if s0 == 0:
-            sm.fill(slot, self.order, s0, s1 - s0)
-        if s1 < n_pos:
-            sm.prefetch(nxt, self.order, s1, min(n_pos, s1 + self.chunk) - s1)
-        self._launch_steps(s0, s1, m, update_probe, sm.ring[slot], s0)
-        if s1 < n_pos:
-            sm.wait(nxt)
+        else:
+            k = s0 // self.chunk
+            slot, nxt = k % sm.slots, (k + 1) % sm.slots
+            if s0 == 0:
+                sm.fill(slot, self.order, s0, s1 - s0)
+            if s1 < n_pos:
+                sm.prefetch(nxt, self.order, s1, min(n_pos, s1 + self.chunk) - s1)
+            self._launch_steps(s0, s1, m, update_probe, sm.ring[slot], s0)
+            if s1 < n_pos:
+                sm.wait(nxt)
+        if s1 == n_pos and self._flux:  # the factors' mean goes into the probe (engines.base.normalise_flux)
+            self._normalise_flux(False)
 
     def _launch_steps(self, s0: int, s1: int, m: int, update_probe: bool, amp: Any, amp_from: int) -> None:
         """amp: (N, n, n) device amplitudes (amp_from = -1) or a ring slot holding steps amp_from.. (streamed)."""
@@ -112,24 +117,53 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, EPIE):
             return
         st, n, n2 = self.state, self.n, self.n2
         if s0 == 0:
-            self.err_partial.fill(0)
-            self.slots.fill(0)
+            self._reset_epoch_sums()
         psi = self.psi[:m]
-        mask, has_mask, stride = self.mask
         up = i32(1 if update_probe else 0)
         for s in range(s0, s1):
             slot = i32(s & 1)
             rt.launch("epie_gather", n2, (st.obj, st.probe, self.rows32, self.cols32, self.order, i32(s), i32(n),
                                           i32(self.width), i32(m), psi, self.opatch, self.slots, slot))
             self.plans.forward(psi, m, n)
-            rt.launch("epie_modulus", n2, (psi, amp, mask, has_mask, stride, self.order, i32(s), i32(n2),
-                                           i32(m), f32(1.0 / n), f32(1.0 / n2), self.err_partial, self.slots,
-                                           i32(-1), i32(amp_from)))
+            self._modulus(psi, m, s, -1, amp, amp_from)
             self.plans.inverse(psi, m, n)
             rt.launch("epie_update", n2, (st.obj, st.probe, psi, self.opatch, self.rows32, self.cols32, self.order,
-                                          i32(s), i32(n), i32(self.width), i32(m), self.slots, slot, up))
-        if s1 == st.n_positions:
+                                          i32(s), i32(n), i32(self.width), i32(m), self.slots, slot, up,
+                                          *self._update_args()))
+        if s1 == st.n_positions and not self._fits:
             rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
+
+    def _reset_epoch_sums(self) -> None:
+        """Zero the epoch's error sums, the maxima slots and (flux fit, Poisson) the steps' sums."""
+        self.err_partial.fill(0)
+        self.slots.fill(0)
+        if self._fits:
+            self.err.fill(0)
+            self.noise_acc.fill(0)
+            if self._flux:
+                self.flux_sums.fill(0)
+
+    def _update_args(self) -> tuple[Any, Any]:
+        """(scale, diff) of epie_update and epie_update_gather: the flux fit's factors (or null) and whether psi
+        holds the difference D (the far-field step of gpu/flux_noise.py) rather than psi'."""
+        return self._scale_arg(), i32(1 if self._fits else 0)
+
+    def _modulus(self, psi: Any, m: int, s: int, reset_slot: int, amp: Any, amp_from: int) -> None:
+        """Step s's far-field step on the spectra ``psi`` (m planes), resetting maxima slot ``reset_slot`` (>= 0)
+        for the next step: epie_modulus, or with the flux fit or the Poisson model the step of gpu/flux_noise.py,
+        which leaves the difference."""
+        n, n2 = self.n, self.n2
+        if not self._fits:
+            rt.launch("epie_modulus", n2, (psi, amp, *self.mask, self.order, i32(s), i32(n2), i32(m), f32(1.0 / n),
+                                           f32(1.0 / n2), self.err_partial, self.slots, i32(reset_slot),
+                                           i32(amp_from)))
+            return
+        if reset_slot >= 0:
+            self.slots[2 * reset_slot:2 * reset_slot + 2].fill(0)
+        if self._flux:
+            self._epie_flux_fit(psi, m * n2, self.order, s, m, amp, amp_from)
+        self._far_field_step(psi, self.order, s, 1, m, amp, amp_from, False, m * n2,
+                             self.noise_acc[s * LF_SLOTS:], self.err)
 
     def _launch_steps_fused(self, s0: int, s1: int, m: int, update_probe: bool, amp: Any, amp_from: int) -> None:
         """Per position the transform and modulus (four launches with the column kernel, else cuFFT 2-D forward,
@@ -137,14 +171,13 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, EPIE):
         between steps (even steps use the state's probe)."""
         st, n, n2, w = self.state, self.n, self.n2, self.width
         n_pos = st.n_positions
-        mask, has_mask, stride = self.mask
         up = i32(1 if update_probe else 0)
         psi = (self.psi[:m], self.psi_b[:m])
         opatch = (self.opatch, self.opatch_b)
         probe = (st.probe, self.probe_b)
+        fit_args = self._update_args()
         if s0 == 0:
-            self.err_partial.fill(0)
-            self.slots.fill(0)
+            self._reset_epoch_sums()
             rt.launch("epie_gather", n2, (st.obj, st.probe, self.rows32, self.cols32, self.order, i32(0), i32(n),
                                           i32(w), i32(m), psi[0], opatch[0], self.slots, i32(0)))
         for s in range(s0, s1):
@@ -153,20 +186,20 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, EPIE):
                 self._modulus_by_columns(psi[a], m, s, b, amp, amp_from, 0)
             else:
                 self.plans.forward(psi[a], m, n)
-                rt.launch("epie_modulus", n2, (psi[a], amp, mask, has_mask, stride, self.order, i32(s),
-                                               i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2), self.err_partial,
-                                               self.slots, i32(b), i32(amp_from)))
+                self._modulus(psi[a], m, s, b, amp, amp_from)
                 self.plans.inverse(psi[a], m, n)
             if s + 1 < n_pos:
                 rt.launch("epie_update_gather", n2, (st.obj, probe[a], probe[b], psi[a], opatch[a], psi[b], opatch[b],
                                                      self.rows32, self.cols32, self.order, i32(s), i32(n), i32(w),
-                                                     i32(m), self.slots, up))
+                                                     i32(m), self.slots, up, *fit_args))
             else:
                 rt.launch("epie_update", n2, (st.obj, probe[a], psi[a], opatch[a], self.rows32, self.cols32,
-                                              self.order, i32(s), i32(n), i32(w), i32(m), self.slots, i32(a), up))
+                                              self.order, i32(s), i32(n), i32(w), i32(m), self.slots, i32(a), up,
+                                              *fit_args))
                 if a == 1:
                     rt.launch("copy_c64", m * n2, (self.probe_b, st.probe, i64(m * n2)))
-                rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
+                if not self._fits:
+                    rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
 
     def _modulus_by_columns(self, psi: Any, m: int, s: int, reset_slot: int, amp: Any, amp_from: int,
                             mode: int) -> None:

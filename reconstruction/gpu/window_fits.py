@@ -94,13 +94,15 @@ class DMWindowsMixin(WindowsMixin):
     mask: Any
     _positions_moved: Any  # FastDM's: roll the exit waves of moved windows, update the corners
     _follow_positions: Any  # engines.dm.DM's: psi's overlap-consistent part follows each move
+    _lit_probes: Any  # engines.dm.DM's: the moved probes times the factors c_j
+    ident: Any  # FastDM's: (N,) int32 0 .. N-1, the positions in their own order
+    _scale_arg: Any  # gpu/flux_noise.py's FluxNoiseMixin: the factors or a null pointer
 
     def _setup_windows(self) -> None:
         if not self._setup_shift():
             return
         cp, st = self.cp, self.state
         n_pos, size = st.n_positions, self.mt * self.n2
-        self.ident = cp.arange(n_pos, dtype=cp.int32)
         self.pj = cp.empty(n_pos * size, dtype=cp.complex64)  # the moved probes, or the probe update's terms
         self.pspec = cp.empty(size, dtype=cp.complex64)
         self.gspec = cp.empty(size, dtype=cp.complex64)
@@ -113,11 +115,13 @@ class DMWindowsMixin(WindowsMixin):
         self._plan_windows(1)
         self._moved_probes()
 
-    def _probe_args(self) -> tuple[Any, Any]:
-        """(probe, window stride) as the DM kernels read it: the moved probes, or the probe (stride 0)."""
+    def _probe_args(self) -> tuple[Any, Any, Any]:
+        """(probe, window stride, amplitude factors) as the DM kernels read it: the moved probes, or the probe
+        (stride 0); the factors c_j (-variableIntensity) or a null pointer."""
+        scale = self._scale_arg()
         if self._shift:
-            return self.pj, i64(self.mt * self.n2)
-        return self.state.probe, i64(0)
+            return self.pj, i64(self.mt * self.n2), scale
+        return self.state.probe, i64(0), scale
 
     def _chunks(self) -> list[tuple[int, int, int]]:
         n_pos = self.state.n_positions
@@ -152,7 +156,7 @@ class DMWindowsMixin(WindowsMixin):
         for _, j0, cnt in self._chunks():
             g = self.pj[j0 * m * n2:(j0 + cnt) * m * n2]
             rt.launch("wf_dm_conj_obj", cnt * n2, (self.psi, st.obj, self.rows32, self.cols32, i32(j0), i32(cnt),
-                                                     i32(n), i32(w), i32(m), i32(self.mt), g))
+                                                     i32(n), i32(w), i32(m), i32(self.mt), g, self._scale_arg()))
             self.plans.forward(g, cnt * m, n)
         rt.launch("lf_gp_sum", n2, (self.pj, st.positions_px, self.rows32, self.cols32, self.ident, i32(0),
                                     i32(st.n_positions), i32(n), i32(m), f32(1.0 / n2), self._null, i32(0),
@@ -168,7 +172,7 @@ class DMWindowsMixin(WindowsMixin):
         plane = cnt * m * n2
         num_s, den_s, slots_s, err_s = self._scratch
         acc = self.fit_acc[j0 * LF_SLOTS:]
-        rt.launch_jp("lf_gather", cnt, n2, (st.obj, self.pj[j0 * self.mt * n2:], i64(self.mt * n2), self._null,
+        rt.launch_jp("lf_gather", cnt, n2, (st.obj, self.pj[j0 * self.mt * n2:], i64(self.mt * n2), self._scale_arg(),
                                             self.rows32, self.cols32, self.ident, i32(j0), i32(cnt), i32(n),
                                             i32(self.width), i32(m), i32(1), i64(plane), buf, num_s, den_s, acc,
                                             slots_s))
@@ -178,7 +182,8 @@ class DMWindowsMixin(WindowsMixin):
             f32(1.0 / n2), err_s, i32(-1), i32(1), i64(plane), i32(0), self._null, acc))
 
     def _window_probes(self, m: int) -> Any:
-        """(N, m, n, n) the moved probes as they light each window now (a view of ``pj``; ``engines.dm``)."""
+        """(N, m, n, n) the moved probes (before the factors c_j) of each window now (a view of ``pj``;
+        ``engines.dm``)."""
         if not self._shift:
             return self.state.probe[None, :m]
         return self.pj.reshape(self.state.n_positions, self.mt, self.n, self.n)[:, :m]
@@ -190,9 +195,10 @@ class DMWindowsMixin(WindowsMixin):
         m = st.modes_active
         corners = cp.stack([st.rows, st.cols], axis=1)
         obj_patches = patches.extract_patches(cp, st.obj, st.window_idx())
-        old_phi = self._window_probes(m) * obj_patches[:, None]
+        lit = self._lit_probes(m)  # times c_j with the flux fit, as engines.dm.DM's phi
+        old_phi = lit * obj_patches[:, None]
         if self.refiner.affine_phase():  # the deformation terms: the reference's step (the kernels' are unused)
-            DM._collect_position_terms(self, old_phi, obj_patches, self._window_probes(m))  # type: ignore[arg-type]
+            DM._collect_position_terms(self, old_phi, obj_patches, lit)  # type: ignore[arg-type]
         else:
             collect_step_terms(self.refiner, self.ident, self.fit_acc)
         self.refiner.end_epoch()
@@ -213,6 +219,11 @@ class EPIEWindowsMixin(WindowsMixin):
     slots: Any
     err: Any
     mask: Any
+    _flux: bool  # gpu/flux_noise.py's FluxNoiseMixin: the flux fit, the far-field step
+    flux_sums: Any
+    _epie_flux_fit: Any
+    _far_field_step: Any
+    _scale_arg: Any
 
     def _setup_windows(self) -> None:
         if not self._setup_shift():
@@ -246,19 +257,20 @@ class EPIEWindowsMixin(WindowsMixin):
 
     def _launch_steps_windows(self, s0: int, s1: int, m: int, update_probe: bool, amp: Any, amp_from: int) -> None:
         """Steps s0..s1-1 with moved probes (module docstring): per step lf_shift, inverse transform, gather,
-        one transform of psi (and its two moved gradients), lf_modulus, inverse transform, update, and with the
-        probe update the step's transform and wf_spectrum_add."""
+        one transform of psi (and its two moved gradients), the far-field step (lf_modulus; with the flux fit or the
+        Poisson model gpu/flux_noise.py's), inverse transform, update, and with the probe update the step's
+        transform and wf_spectrum_add."""
         st, n, n2, w = self.state, self.n, self.n2, self.width
-        mask, has_mask, stride = self.mask
         refine = self._refine_now
         planes, plane = (3 if refine else 1), m * n2
         psi, pos = self.psi3[: planes * plane], st.positions_px
         corners = (self.rows32, self.cols32, self.order)
         up = i32(1 if update_probe else 0)
-        grid = (min(FIT_BLOCKS, -(-n2 // rt.BLOCK)), 1)
         if s0 == 0:
             self.err.fill(0)
             self.slots.fill(0)
+            if self._flux:
+                self.flux_sums.fill(0)
             rt.launch("copy_c64", plane, (st.probe, self.pspec, i64(plane)))
             self.plans.forward(self.pspec[:plane], m, n)
         for s in range(s0, s1):
@@ -270,12 +282,12 @@ class EPIEWindowsMixin(WindowsMixin):
                                              i32(1 if refine else 0), i64(plane), psi, self.opatch, self.slots,
                                              slot, acc))
             self.plans.forward(psi, planes * m, n)
-            rt.kernel("lf_modulus")(grid, (rt.BLOCK,), (
-                psi, amp, mask, has_mask, stride, self.order, i32(s), i32(n2), i32(m), f32(1.0 / n), f32(1.0 / n2),
-                self.err, i32(amp_from), i32(1 if refine else 0), i64(plane), i32(0), self._null, acc))
+            if self._flux:  # c_j fitted to the data, the spectra scaled by it (gpu/flux_noise.py)
+                self._epie_flux_fit(psi, planes * plane, self.order, s, m, amp, amp_from)
+            self._far_field_step(psi, self.order, s, 1, m, amp, amp_from, refine, plane, acc, self.err)
             self.plans.inverse(psi[:plane], m, n)
             rt.launch("wf_epie_update", n2, (st.obj, self.pj1, psi, self.opatch, *corners, i32(s), i32(n), i32(w),
-                                             i32(m), self.slots, slot, up, self.pstep))
+                                             i32(m), self.slots, slot, up, self.pstep, self._scale_arg()))
             if update_probe:
                 self.plans.forward(self.pstep[:plane], m, n)
                 rt.launch("wf_spectrum_add", n2, (self.pspec, self.pstep, pos, *corners, i32(s), i32(n), i32(m)))

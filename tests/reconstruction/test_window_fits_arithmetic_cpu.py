@@ -134,16 +134,27 @@ def dm_windows_iteration(st, psi, settings, update_probe, refiner):
             dots = np.sum((np.conj(x) * fft_un(pj[:, :m] * grad[:, None])).real, axis=1)
             nums.append(np.sum(dots * g, axis=(1, 2)) / n2)
             dens.append(np.sum((dots * inv_amp) ** 2, axis=(1, 2)))
-        corners = np.stack([rows, cols], axis=1)
-        refiner.collect(np.arange(st.n_positions), np.stack(nums, 1), np.stack(dens, 1))  # collect_step_terms
-        refiner.end_epoch()
-        jumps = corners - np.stack([st.rows, st.cols], axis=1)  # FastDM._positions_moved: roll moved windows
-        for j in np.nonzero(np.any(jumps != 0, axis=1))[0]:
-            psi[j] = np.roll(psi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
-            phi[j] = np.roll(phi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
-        moved = np.stack([ramp(f, n) for f in st.positions_px - np.stack([st.rows, st.cols], 1)])
-        pj = ifft_un(fft_un(st.probe)[None] * moved[:, None] / n2)  # the moved probes at the new positions
-        psi[:, :m] += pj[:, :m] * windows(st.obj, st.rows, st.cols, n)[:, None] - phi  # phi follows the move
+        dm_end_refining_epoch(st, psi, phi, refiner, np.stack(nums, 1), np.stack(dens, 1), None)
+
+
+def dm_end_refining_epoch(st, psi, phi, refiner, nums, dens, scales):
+    """DMWindowsMixin._end_refining_epoch on NumPy arrays: collect_step_terms, the refiner's epoch end, the exit
+    waves of moved windows rolled (FastDM._positions_moved) and their overlap-consistent part phi following the move
+    (lit by the amplitude factors ``scales`` (N,) when the run fits them)."""
+    n, n2, m = st.size_px, st.size_px ** 2, st.modes_active
+    corners = np.stack([st.rows, st.cols], axis=1)
+    refiner.collect(np.arange(st.n_positions), nums, dens)
+    refiner.end_epoch()
+    new_corners = np.stack([st.rows, st.cols], axis=1)
+    jumps = corners - new_corners
+    for j in np.nonzero(np.any(jumps != 0, axis=1))[0]:
+        psi[j] = np.roll(psi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
+        phi[j] = np.roll(phi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
+    moved = np.stack([ramp(f, n) for f in st.positions_px - new_corners])
+    pj = ifft_un(fft_un(st.probe)[None] * moved[:, None] / n2)[:, :m]  # the moved probes at the new positions
+    if scales is not None:
+        pj = pj * scales[:, None, None, None]
+    psi[:, :m] += pj * windows(st.obj, st.rows, st.cols, n)[:, None] - phi  # phi follows the move
 
 
 @pytest.mark.parametrize("option", OPTIONS)

@@ -19,6 +19,9 @@ __device__ __forceinline__ float2 cmulc(float2 a, float2 b) {  // conj(a) * b
     return make_float2(a.x * b.x + a.y * b.y, a.x * b.y - a.y * b.x);
 }
 __device__ __forceinline__ float abs2(float2 a) { return a.x * a.x + a.y * a.y; }
+__device__ __forceinline__ float2 cscale(float2 a, float s) { return make_float2(s * a.x, s * a.y); }
+// The amplitude factor c_j of position j (-variableIntensity: scale (N) float, mean 1), or 1 when scale is null.
+__device__ __forceinline__ float flux_of(const float* scale, int j) { return scale ? scale[j] : 1.f; }
 
 // Row of pixel p in an n-wide window without an integer division: the float estimate (p + 0.5) / n is within one
 // row for p < 2^24, and the two integer checks make it exact.

@@ -3,12 +3,14 @@
 extern "C" {
 // ---------------------------------------------------------------- DM
 // The probe as it lights window j, mode k, pixel p is probe[j * pstride + k * n2 + p]: the probe itself (pstride 0)
-// or the windows' moved probes (sub-pixel windows, window_fits.cu; pstride Mtot n2).
+// or the windows' moved probes (sub-pixel windows, window_fits.cu; pstride Mtot n2). With a scale (-variableIntensity)
+// window j is lit by c_j times that probe (c_j = scale[j]; flux_of), and its object by c_j O_j in the probe update.
 // acc[w] += (sum_k conj(P_k) psi_jk, sum_k |P_k|^2, 0) over all positions: one 16-byte atomic per element
 // (acc is (H*W, 4) float: numerator re, im, denominator, padding).
 __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restrict__ probe, long long pstride,
-                           const int* __restrict__ rows, const int* __restrict__ cols, int N, int n, int W, int M,
-                           int Mtot, float* __restrict__ acc4) {
+                           const float* __restrict__ scale, const int* __restrict__ rows,
+                           const int* __restrict__ cols, int N, int n, int W, int M, int Mtot,
+                           float* __restrict__ acc4) {
     int n2 = n * n;
     for (int j = blockIdx.y; j < N; j += gridDim.y)
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
@@ -17,8 +19,9 @@ __global__ void dm_scatter(const float2* __restrict__ psi, const float2* __restr
         float pi = 0.f;
         const float2* ps = psi + ((long long)j * Mtot) * n2 + p;
         const float2* pr = probe + (long long)j * pstride + p;
+        float cj = flux_of(scale, j);
         for (int k = 0; k < M; ++k) {
-            float2 pk = pr[k * n2];
+            float2 pk = cscale(pr[k * n2], cj);
             float2 g = cmulc(pk, ps[(long long)k * n2]);
             acc.x += g.x; acc.y += g.y;
             pi += abs2(pk);
@@ -48,10 +51,11 @@ __global__ void dm_obj_divide(float4* __restrict__ acc4, float2* __restrict__ ob
     }
 }
 
-// Partial sums over a segment of positions: pnum[s, k, p] = sum_j conj(O_j) psi_jk, pden[s, p] = sum_j |O_j|^2.
+// Partial sums over a segment of positions: pnum[s, k, p] = sum_j conj(c_j O_j) psi_jk, pden[s, p] = sum_j |c_j O_j|^2.
 __global__ void dm_probe_partial(const float2* __restrict__ psi, const float2* __restrict__ obj,
                                  const int* __restrict__ rows, const int* __restrict__ cols, int N, int n, int W,
-                                 int M, int Mtot, int nseg, float2* __restrict__ pnum, float* __restrict__ pden) {
+                                 int M, int Mtot, int nseg, float2* __restrict__ pnum, float* __restrict__ pden,
+                                 const float* __restrict__ scale) {
     int n2 = n * n;
     int seg = blockIdx.y;
     int per = (N + nseg - 1) / nseg;
@@ -65,7 +69,7 @@ __global__ void dm_probe_partial(const float2* __restrict__ psi, const float2* _
             for (int k = 0; k < 4; ++k) acc[k] = make_float2(0.f, 0.f);
             d = 0.f;
             for (int j = j0; j < j1; ++j) {
-                float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
+                float2 o = cscale(obj[(long long)(rows[j] + y) * W + (cols[j] + x)], flux_of(scale, j));
                 d += abs2(o);
                 const float2* ps = psi + ((long long)j * Mtot) * n2 + p;
 #pragma unroll
@@ -120,8 +124,9 @@ __global__ void dm_probe_divide(const float2* __restrict__ num_p, const float* _
 // For positions j0..j0+cnt-1: buf[jj, k] = 2 P_k O_j - psi_jk (the reflected wave).
 // With init != 0 it writes phi = P_k O_j into psi instead (the exit-wave initialisation; 2 = modes 1.. only).
 __global__ void dm_reflect(float2* __restrict__ psi, const float2* __restrict__ obj, const float2* __restrict__ probe,
-                           long long pstride, const int* __restrict__ rows, const int* __restrict__ cols, int j0, int cnt, int n, int W,
-                           int M, int Mtot, float2* __restrict__ buf, int init) {
+                           long long pstride, const float* __restrict__ scale, const int* __restrict__ rows,
+                           const int* __restrict__ cols, int j0, int cnt, int n, int W, int M, int Mtot,
+                           float2* __restrict__ buf, int init) {
     int n2 = n * n;
     for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
@@ -130,8 +135,9 @@ __global__ void dm_reflect(float2* __restrict__ psi, const float2* __restrict__ 
         float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
         float2* ps = psi + ((long long)j * Mtot) * n2 + p;
         const float2* pr = probe + (long long)j * pstride + p;
+        float cj = flux_of(scale, j);
         for (int k = 0; k < M; ++k) {
-            float2 ph = cmul(pr[k * n2], o);
+            float2 ph = cmul(cscale(pr[k * n2], cj), o);
             if (init) {  // 1: every mode, 2: modes 1.. (newly activated modes)
                 if (init == 1 || k > 0) ps[(long long)k * n2] = ph;
             } else {
@@ -167,16 +173,17 @@ __global__ void dm_modulus(float2* __restrict__ buf, const float* __restrict__ a
 }
 
 // psi_jk += s_j (2 phi - psi_jk) + (1 - s_j) buf[jj, k] - phi with phi = P_k O_j and the relaxed weight
-// s_j = sqrt(min(1, relax^2 a_j / e_j)) from errp.
+// s_j = sqrt(min(1, relax^2 a_j / e_j)) from errp; with ``diff`` (the Poisson model: buf holds the step's change of
+// the reflected wave, F^-1[Psi alpha g]) psi_jk = phi + buf[jj, k], i.e. psi + (2 phi - psi + buf) - phi.
 // With fuse_probe (M <= 4) it also writes this block's probe partial sums of the new waves,
 // pnum[seg, k, p] = sum_jj conj(O_j) psi_jk and pden[seg, p] = sum_jj |O_j|^2 with seg = seg0 + blockIdx.y,
 // for the next iteration's probe update (the same sums dm_probe_partial computes).
 __global__ void dm_psi_update(float2* __restrict__ psi, const float2* __restrict__ obj,
-                              const float2* __restrict__ probe, long long pstride, const int* __restrict__ rows,
-                              const int* __restrict__ cols, int j0, int cnt, int n, int W, int M, int Mtot,
-                              const float2* __restrict__ buf, const double* __restrict__ errp, float relax2,
-                              int fuse_probe, int seg0, float2* __restrict__ pnum,
-                              float* __restrict__ pden) {
+                              const float2* __restrict__ probe, long long pstride, const float* __restrict__ scale,
+                              const int* __restrict__ rows, const int* __restrict__ cols, int j0, int cnt, int n,
+                              int W, int M, int Mtot, const float2* __restrict__ buf, const double* __restrict__ errp,
+                              float relax2, int fuse_probe, int seg0, float2* __restrict__ pnum,
+                              float* __restrict__ pden, int diff) {
     int n2 = n * n;
     int seg = seg0 + blockIdx.y;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
@@ -190,19 +197,26 @@ __global__ void dm_psi_update(float2* __restrict__ psi, const float2* __restrict
             double ej = errp[2 * j], aj = errp[2 * j + 1];
             float sj = (relax2 > 0.f && ej > 0.0) ? (float)sqrt(fmin(1.0, (double)relax2 * aj / ej)) : 0.f;
             float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
-            d += abs2(o);
+            float cj = flux_of(scale, j);
+            float2 lo = cscale(o, cj);  // the object as the probe update sees it, c_j O_j
+            d += abs2(lo);
             float2* ps = psi + ((long long)j * Mtot) * n2 + p;
             const float2* pr = probe + (long long)j * pstride + p;
             for (int k = 0; k < M; ++k) {
-                float2 ph = cmul(pr[k * n2], o);
+                float2 ph = cmul(cscale(pr[k * n2], cj), o);
                 float2 q = buf[((long long)jj * M + k) * n2 + p];
                 float2 s = ps[(long long)k * n2];
-                float2 r = make_float2(2.f * ph.x - s.x, 2.f * ph.y - s.y);
-                float2 dl = make_float2(sj * r.x + (1.f - sj) * q.x - ph.x, sj * r.y + (1.f - sj) * q.y - ph.y);
-                float2 nw = make_float2(s.x + dl.x, s.y + dl.y);
+                float2 nw;
+                if (diff) {
+                    nw = make_float2(ph.x + q.x, ph.y + q.y);
+                } else {
+                    float2 r = make_float2(2.f * ph.x - s.x, 2.f * ph.y - s.y);
+                    float2 dl = make_float2(sj * r.x + (1.f - sj) * q.x - ph.x, sj * r.y + (1.f - sj) * q.y - ph.y);
+                    nw = make_float2(s.x + dl.x, s.y + dl.y);
+                }
                 ps[(long long)k * n2] = nw;
                 if (fuse_probe && k < 4) {
-                    float2 g = cmulc(o, nw);
+                    float2 g = cmulc(lo, nw);
                     acc[k].x += g.x; acc[k].y += g.y;
                 }
             }
@@ -216,9 +230,9 @@ __global__ void dm_psi_update(float2* __restrict__ psi, const float2* __restrict
 
 // The error sample: buf[jj, k] = P_k O_j for j = (start[0] + jj) mod N, jj < cnt (see engines.dm.error_sample).
 __global__ void dm_sample_gather(const float2* __restrict__ obj, const float2* __restrict__ probe,
-                                 long long pstride, const int* __restrict__ rows, const int* __restrict__ cols,
-                                 const int* __restrict__ start, int N, int cnt, int n, int W, int M,
-                                 float2* __restrict__ buf) {
+                                 long long pstride, const float* __restrict__ scale, const int* __restrict__ rows,
+                                 const int* __restrict__ cols, const int* __restrict__ start, int N, int cnt, int n,
+                                 int W, int M, float2* __restrict__ buf) {
     int n2 = n * n;
     for (int jj = blockIdx.y; jj < cnt; jj += gridDim.y)
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
@@ -226,7 +240,8 @@ __global__ void dm_sample_gather(const float2* __restrict__ obj, const float2* _
         int y = row_of(p, n), x = p - y * n;
         float2 o = obj[(long long)(rows[j] + y) * W + (cols[j] + x)];
         const float2* pr = probe + (long long)j * pstride + p;
-        for (int k = 0; k < M; ++k) buf[((long long)jj * M + k) * n2 + p] = cmul(pr[k * n2], o);
+        float cj = flux_of(scale, j);
+        for (int k = 0; k < M; ++k) buf[((long long)jj * M + k) * n2 + p] = cmul(cscale(pr[k * n2], cj), o);
     }
 }
 

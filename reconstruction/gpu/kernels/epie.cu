@@ -55,33 +55,43 @@ __global__ void epie_modulus(float2* __restrict__ far, const float* __restrict__
 }
 
 // The window corner (r, c) of step ``step`` and the reciprocal maxima 1 / max |O_j|^2, 1 / max sum_k |P_k|^2 that the
-// step's gather left in fmax[2 slot + {0, 1}].
+// step's gather left in fmax[2 slot + {0, 1}], each divided by the position's amplitude factor c_j when scale is
+// not null (-variableIntensity, engines/epie.py: with the probe c P, the object step conj(c P) D / max |c P|^2 is
+// conj(P) D / (c max |P|^2), and the probe step conj(O) D / (c max |O|^2)).
 __device__ __forceinline__ void epie_step_window(const int* __restrict__ rows, const int* __restrict__ cols,
                                                  const int* __restrict__ order, int step, const unsigned int* fmax,
-                                                 int slot, int& r, int& c, float& inv_mo, float& inv_mp) {
+                                                 int slot, const float* __restrict__ scale, int& r, int& c,
+                                                 float& inv_mo, float& inv_mp) {
     int j = order[step];
     r = rows[j];
     c = cols[j];
     inv_mo = 1.f / slot_value(fmax + 2 * slot);
     inv_mp = 1.f / slot_value(fmax + 2 * slot + 1);
+    if (scale) {
+        inv_mo /= scale[j];
+        inv_mp /= scale[j];
+    }
 }
 
 // D_k = psi'_k - P_k O_old;  O += sum_k conj(P_k) D_k / max sum|P|^2;  P_k += conj(O_old) D_k / max |O_old|^2.
+// With ``diff`` psi_new holds D itself (the flux fit and the Poisson model: gpu/flux_noise.py), and with a scale the
+// steps are those of the probe c_j P (epie_step_window).
 __global__ void epie_update(float2* __restrict__ obj, float2* __restrict__ probe, const float2* __restrict__ psi_new,
                             const float2* __restrict__ opatch, const int* __restrict__ rows,
                             const int* __restrict__ cols, const int* __restrict__ order, int step, int n, int W,
-                            int M, const unsigned int* fmax, int slot, int update_probe) {
+                            int M, const unsigned int* fmax, int slot, int update_probe,
+                            const float* __restrict__ scale, int diff) {
     int n2 = n * n;
     int r, c;
     float inv_mo, inv_mp;
-    epie_step_window(rows, cols, order, step, fmax, slot, r, c, inv_mo, inv_mp);
+    epie_step_window(rows, cols, order, step, fmax, slot, scale, r, c, inv_mo, inv_mp);
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int y = row_of(p, n), x = p - y * n;
         float2 o = opatch[p];
         float2 acc = make_float2(0.f, 0.f);
         for (int k = 0; k < M; ++k) {
             float2 pk = probe[k * n2 + p];
-            float2 ph = cmul(pk, o);
+            float2 ph = diff ? make_float2(0.f, 0.f) : cmul(pk, o);
             float2 q = psi_new[k * n2 + p];
             float2 d = make_float2(q.x - ph.x, q.y - ph.y);
             float2 g = cmulc(pk, d);
@@ -99,18 +109,24 @@ __global__ void epie_update(float2* __restrict__ obj, float2* __restrict__ probe
 // Ping-pong buffers keep it race-free: the step-s inputs (probe_a, psi_s, opatch_s) are only read, the outputs
 // (probe_b, psi_next, opatch_next) only written, and an object pixel of window j_{s+1} that window j_s also
 // covers is recomputed from the step-s inputs instead of being read from the object that this launch updates.
+// ``scale`` and ``diff`` as in epie_update.
 __global__ void epie_update_gather(float2* __restrict__ obj, const float2* __restrict__ probe_a,
                                    float2* __restrict__ probe_b, const float2* __restrict__ psi_s,
                                    const float2* __restrict__ opatch_s, float2* __restrict__ psi_next,
                                    float2* __restrict__ opatch_next, const int* __restrict__ rows,
                                    const int* __restrict__ cols, const int* __restrict__ order, int step, int n,
-                                   int W, int M, unsigned int* fmax, int update_probe) {
+                                   int W, int M, unsigned int* fmax, int update_probe,
+                                   const float* __restrict__ scale, int diff) {
     int n2 = n * n;
     int j = order[step], jn = order[step + 1];
     int r = rows[j], c = cols[j], rn = rows[jn], cn = cols[jn];
     int slot = step & 1, nslot = slot ^ 1;
     float inv_mo = 1.f / slot_value(fmax + 2 * slot);
     float inv_mp = 1.f / slot_value(fmax + 2 * slot + 1);
+    if (scale) {
+        inv_mo /= scale[j];
+        inv_mp /= scale[j];
+    }
     float mo = 0.f, mp = 0.f;
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         int y = row_of(p, n), x = p - y * n;
@@ -120,7 +136,7 @@ __global__ void epie_update_gather(float2* __restrict__ obj, const float2* __res
         float pi = 0.f;
         for (int k = 0; k < M; ++k) {
             float2 pk = probe_a[k * n2 + p];
-            float2 ph = cmul(pk, o);
+            float2 ph = diff ? make_float2(0.f, 0.f) : cmul(pk, o);
             float2 q = psi_s[k * n2 + p];
             float2 d = make_float2(q.x - ph.x, q.y - ph.y);
             float2 g = cmulc(pk, d);
@@ -143,7 +159,7 @@ __global__ void epie_update_gather(float2* __restrict__ obj, const float2* __res
             float2 a2 = make_float2(0.f, 0.f);
             for (int k = 0; k < M; ++k) {
                 float2 pk = probe_a[k * n2 + q2];
-                float2 ph = cmul(pk, o2);
+                float2 ph = diff ? make_float2(0.f, 0.f) : cmul(pk, o2);
                 float2 q = psi_s[k * n2 + q2];
                 float2 g = cmulc(pk, make_float2(q.x - ph.x, q.y - ph.y));
                 a2.x += g.x; a2.y += g.y;

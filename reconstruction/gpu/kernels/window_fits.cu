@@ -50,16 +50,17 @@ __global__ void wf_epie_gather(const float2* __restrict__ obj, const float2* __r
 
 // ePIE update from the difference d = psi' - psi (lf_modulus' output after the inverse transform):
 // O_j += sum_k conj(pj_k) d_k / max sum |pj|^2; with ``update_probe`` the probe step in the window's frame,
-// pstep[k] = conj(O_old) d_k / max |O_old|^2 (wf_spectrum_add moves it back into the probe's frame).
+// pstep[k] = conj(O_old) d_k / max |O_old|^2 (wf_spectrum_add moves it back into the probe's frame); with a scale
+// the steps of the probe c_j pj (epie_step_window).
 __global__ void wf_epie_update(float2* __restrict__ obj, const float2* __restrict__ pj, const float2* __restrict__ d,
                                const float2* __restrict__ opatch, const int* __restrict__ rows,
                                const int* __restrict__ cols, const int* __restrict__ order, int step, int n, int W,
                                int M, const unsigned int* fmax, int slot, int update_probe,
-                               float2* __restrict__ pstep) {
+                               float2* __restrict__ pstep, const float* __restrict__ scale) {
     int n2 = n * n;
     int r, c;
     float inv_mo, inv_mp;
-    epie_step_window(rows, cols, order, step, fmax, slot, r, c, inv_mo, inv_mp);
+    epie_step_window(rows, cols, order, step, fmax, slot, scale, r, c, inv_mo, inv_mp);
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         float2 acc = make_float2(0.f, 0.f);  // sum_k conj(pj_k) d_k
         for (int k = 0; k < M; ++k) {
@@ -104,11 +105,11 @@ __global__ void wf_scale_c64(const float2* __restrict__ src, float2* __restrict_
         dst[i] = make_float2(scale * src[i].x, scale * src[i].y);
 }
 
-// DM: g[jj, k] = conj(O_j) psi_jk for j = j0 + jj: the windows' probe-update terms in their own frames (their
+// DM: g[jj, k] = conj(c_j O_j) psi_jk for j = j0 + jj: the windows' probe-update terms in their own frames (their
 // spectra are moved back and summed by lf_gp_sum). One thread per (window, pixel) of the chunk.
 __global__ void wf_dm_conj_obj(const float2* __restrict__ psi, const float2* __restrict__ obj,
                                const int* __restrict__ rows, const int* __restrict__ cols, int j0, int cnt, int n,
-                               int W, int M, int Mtot, float2* __restrict__ g) {
+                               int W, int M, int Mtot, float2* __restrict__ g, const float* __restrict__ scale) {
     int n2 = n * n;
     long long total = (long long)cnt * n2;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
@@ -116,7 +117,7 @@ __global__ void wf_dm_conj_obj(const float2* __restrict__ psi, const float2* __r
         int jj = (int)(i / n2), p = (int)(i - (long long)jj * n2);
         int y = row_of(p, n);
         long long w = (long long)(rows[j0 + jj] + y) * W + (cols[j0 + jj] + p - y * n);
-        float2 o = obj[w];
+        float2 o = cscale(obj[w], flux_of(scale, j0 + jj));
         for (int k = 0; k < M; ++k)
             g[((long long)jj * M + k) * n2 + p] = cmulc(o, psi[((long long)(j0 + jj) * Mtot + k) * n2 + p]);
     }
