@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_window_fits import _differences as window_differences
+from test_window_fits import _run as run_windows
 
 from reconstruction.backend import gpu_available
-from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gpu_available(), reason="CuPy sees no CUDA device")]
@@ -55,23 +56,19 @@ def scan():
 
 
 def _run(scan, algorithm, device, settings, iterations=5, fast=True, **kw):
-    """A finished run (``intensities`` in kw replaces the scan's counts); whole-pixel positions unless the settings
-    follow the fractional ones."""
+    """A finished run on the scan's counts (``intensities`` in kw replaces them); whole-pixel positions unless the
+    settings follow the fractional ones (test_window_fits' runner)."""
     sim, counts = scan
-    positions = sim.data.positions_px if settings.windows_follow_positions else np.round(sim.data.positions_px)
-    rec = Reconstruction(kw.pop("intensities", counts), positions, algorithm=algorithm, iterations=iterations,
-                         device=device, seed=0, beam_diameter_px=0.4 * N_SIZE, settings=settings,
-                         implementation="auto" if fast else "reference", **kw)
-    rec.run()
-    return rec
+    kw.setdefault("intensities", counts)
+    kw.setdefault("positions", sim.data.positions_px if settings.windows_follow_positions
+                  else np.round(sim.data.positions_px))
+    return run_windows(sim, algorithm, device, settings, iterations, fast, **kw)
 
 
 def _differences(a, b):
-    """(object, probe) relative differences, the largest position (px) and amplitude factor differences."""
-    rel = [float(np.linalg.norm(x - y) / np.linalg.norm(y)) for x, y in ((a.object(), b.object()),
-                                                                          (a.probe(), b.probe()))]
+    """test_window_fits' (object, probe, largest position px) differences and the largest amplitude factor one."""
     flux = 0.0 if b.intensity_scale() is None else float(np.abs(a.intensity_scale() - b.intensity_scale()).max())
-    return (*rel, float(np.abs(a.positions() - b.positions()).max()), flux)
+    return (*window_differences(a, b), flux)
 
 
 def _perturbed(scan):
