@@ -2,13 +2,16 @@
 (gpu/flux_noise.py, kernels/flux_noise.cu), alone, together and with sub-pixel windows and position refinement,
 agree with the NumPy reference engines. Skipped without CuPy.
 
-Tolerances. Both engines amplify rounding, the Poisson step most: its g = I / |Psi|^2 - 1 is huge where the model
-is dark, and ePIE's sequential steps with probe updates carry each change on (on NumPy alone, 36 positions of 32^2,
-a 1e-7 relative change of the data moves the Poisson ePIE's object by 1e-2 and its probe by 1e-1 within one
-updating epoch: tests/reconstruction/test_flux_noise_arithmetic_cpu.py); position refinement closes a loop as
-well. So the fast run must stay within 3x the reference's own spread under a 1e-7 relative change of the data,
-measured beside it (as tests/gpu/test_window_fits.py does), with floors of 2e-3 (object, probe), 2e-3 px
-(positions) and 2e-3 (amplitude factors). The arithmetic itself is checked epoch by epoch on the CPU
+Tolerances. Two epochs with the probe held amplify little: on NumPy (this scan) a 1e-7 relative change of the data
+moves the results by at most 2.3e-6, except ePIE's Poisson step without the flux fit (1.7e-2: the unfitted model is
+dark where the data are not, and g = I / |Psi|^2 - 1 there is huge). So there the fast run must agree to float32
+rounding of different transforms and sums: 1e-4 on object and probe, 1e-3 px on positions, 1e-4 on the amplitude
+factors, or 3x the reference's own spread, measured beside it, where that is larger. With probe updates both engines
+amplify rounding, the Poisson step most: its g = I / |Psi|^2 - 1 is huge where the model is dark, and ePIE's
+sequential steps carry each change on (on NumPy alone, 36 positions of 32^2, a 1e-7 change of the data moves the
+Poisson ePIE's object by 1e-2 and its probe by 1e-1 within one updating epoch). There the fast run must stay within
+10x that spread (one draw of it varies several-fold: measured up to 6.4x between two draws on the CPU) with floors
+of 2e-3 (object, probe, factors) and 2e-3 px. The arithmetic itself is checked epoch by epoch on the CPU
 (tests/reconstruction/test_flux_noise_arithmetic_cpu.py), so a failure here is in the CUDA transcription.
 """
 
@@ -29,7 +32,8 @@ FLUX, POISSON = dict(variable_intensity=True), dict(noise_model="poisson")
 WINDOWS = dict(subpixel_windows=True, position_refinement_from=2)  # gpu/window_fits.py's options with them
 OPTIONS = {"flux": FLUX, "poisson": POISSON, "flux+poisson": {**FLUX, **POISSON},
            "flux+subpixel+positions": {**FLUX, **WINDOWS}, "all": {**FLUX, **POISSON, **WINDOWS}}
-FLOORS = (2e-3, 2e-3, 2e-3, 2e-3)  # object, probe, positions (px), amplitude factors
+# (floors: object, probe, positions px, amplitude factors; times the spread) with the probe held or updated
+TOLERANCES = {"held": ((1e-4, 1e-4, 1e-3, 1e-4), 3), "updated": ((2e-3, 2e-3, 2e-3, 2e-3), 10)}
 
 
 @pytest.fixture(autouse=True)
@@ -77,17 +81,14 @@ def _perturbed(scan):
     return (counts * (1 + 1e-7 * np.random.default_rng(0).standard_normal(counts.shape))).astype(np.float32)
 
 
-def _settings(option, **kw):
-    return EngineSettings(update_probe_from=2, phase_constraint=0, **OPTIONS[option], **kw)
-
-
-def _within_spread(diff, spread):
-    return all(d <= max(floor, 3 * s) for d, s, floor in zip(diff, spread, FLOORS, strict=True))
+def _settings(option, probe="updated", **kw):
+    return EngineSettings(update_probe_from=2 if probe == "updated" else 100, phase_constraint=0, **OPTIONS[option],
+                          **kw)
 
 
 def _agreement(scan, algorithm, settings, reference_device, label, **kw):
-    """The fast run on the GPU against the reference engine on ``reference_device``, within 3x the reference's own
-    1e-7 spread (FLOORS below it); the reference run is returned."""
+    """The fast run on the GPU against the reference engine on ``reference_device``, within TOLERANCES of the
+    reference's own 1e-7 spread; the reference run is returned."""
     fast = _run(scan, algorithm, "gpu", settings, **kw)
     ref = _run(scan, algorithm, reference_device, settings, fast=False, **kw)
     assert type(fast.engine).__name__ == {"ePIE": "FastEPIE", "DM": "FastDM"}[algorithm] and fast.engine._fits
@@ -96,19 +97,22 @@ def _agreement(scan, algorithm, settings, reference_device, label, **kw):
     print(f"AGREE {algorithm} {label}, fast-vs-reference on {reference_device}: {np.round(diff, 6).tolist()}, "
           f"the reference's 1e-7 spread {np.round(spread, 6).tolist()}, error {ref.errors[-1]:.6f} "
           f"fast {fast.errors[-1]:.6f}")
-    assert _within_spread(diff, spread)
+    floors, factor = TOLERANCES["updated" if settings.update_probe_from <= 5 else "held"]
+    assert all(d <= max(floor, factor * s) for d, s, floor in zip(diff, spread, floors, strict=True))
     error_spread = float(np.max(np.abs(np.asarray(perturbed.errors) / np.asarray(ref.errors) - 1)))
     assert np.allclose(fast.errors, ref.errors, rtol=max(2e-2, 3 * error_spread))
     return ref
 
 
+@pytest.mark.parametrize("probe", ["held", "updated"])
 @pytest.mark.parametrize("algorithm", ["ePIE", "DM"])
 @pytest.mark.parametrize("option", OPTIONS)
-def test_fast_engine_flux_and_poisson_stay_within_numpys_own_rounding_spread(scan, algorithm, option):
-    settings = _settings(option)
-    cpu = _agreement(scan, algorithm, settings, "cpu", option)
+def test_fast_engine_flux_and_poisson_match_numpy_to_rounding_and_its_spread(scan, algorithm, option, probe):
+    settings = _settings(option, probe)
+    cpu = _agreement(scan, algorithm, settings, "cpu", f"{option}, probe {probe}",
+                     iterations=2 if probe == "held" else 5)
     if settings.variable_intensity:
-        assert np.abs(cpu.intensity_scale() - 1).max() > 0.1  # the factors did move
+        assert np.abs(cpu.intensity_scale() - 1).max() > 0.05  # the factors did move
 
 
 @pytest.mark.parametrize("algorithm", ["ePIE", "DM"])
@@ -129,7 +133,7 @@ def test_fast_engine_flux_and_poisson_with_modes_and_a_mask_match_the_reference_
     """1 and 6 probe modes (from epoch 3) and a detector mask with the flux fit and the Poisson model: every
     per-mode loop and the masked sums of the kernels against the reference engine on CuPy (the same eigen-solver,
     so no phase ambiguity between the modes)."""
-    settings = _settings("flux+poisson", update_modes_from=3)
+    settings = _settings("flux+poisson", update_modes_from=3)  # the probe updated from epoch 2
     mask = np.ones((N_SIZE, N_SIZE), dtype=bool)
     mask[30:34, :] = False
     ref = _agreement(scan, algorithm, settings, "gpu", f"flux+poisson + {modes} modes + mask", probe_modes=modes,
