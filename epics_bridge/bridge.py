@@ -10,6 +10,7 @@ import logging
 import queue
 import signal
 import threading
+from typing import Any
 
 from .config import BridgeConfig
 from .journal import Journal
@@ -34,10 +35,23 @@ class Bridge:
         self.submitter = submitter if submitter is not None else load_submitter(config.submit)
         self.worker = BridgeWorker(config, self.events, self.journal, self.submitter, self.state)
         self.sources = make_sources(config, self.events)
+        self.frame_buffer: Any = None  # ptychopy.pva_buffer.FrameBuffer, with a buffered pva:// [stream] source
+
+    def _start_frame_buffer(self) -> None:
+        """With ``[stream]`` over pvAccess: subscribe to the detector's frames before any scan, to hand a scan's
+        first frames to its streaming job (docs/streaming.md, "Frames before the job subscribed")."""
+        st = self.config.stream
+        if not (st.enabled and st.buffered):
+            return
+        from ptychopy.pva_buffer import FrameBuffer
+
+        self.frame_buffer = FrameBuffer(st.source, st.buffer_address, st.buffer_pv,
+                                        int(st.buffer_mib * 2**20)).start()
 
     def start(self) -> None:
         log.info("EPICS bridge for %s: %s trigger, %d PVs, journal %s", self.config.beamline,
                  self.config.trigger.kind, len(self.config.pvs), self.config.journal_path)
+        self._start_frame_buffer()
         self.worker.start()
         for source in self.sources:
             source.start()
@@ -46,6 +60,8 @@ class Bridge:
         for source in self.sources:
             source.stop()
         self.worker.stop()
+        if self.frame_buffer is not None:
+            self.frame_buffer.stop()
         self.journal.close()
         log.info("EPICS bridge stopped")
 

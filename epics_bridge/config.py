@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ptychopy.pva_buffer import buffer_pv_name, parse_host_port
 from reconstruction import ParameterError, Parameters
+from reconstruction.live import LiveSourceError
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,8 @@ class FileCheckConfig:
     temp_suffix: str = ".tmp"  # areaDetector TempSuffix: the final name appears on close
 
 
+DEFAULT_BUFFER_MIB = 1024.0  # [stream] buffer_mib: the first frames of a scan the bridge holds (pva:// sources)
+DEFAULT_BUFFER_ADDRESS = "127.0.0.1:5079"  # [stream] buffer_address: where the bridge serves them
 FILE_SOURCES = ("swmr", "replay")  # live sources that keep every frame (read again by a replacement job)
 MAX_RESTREAMS = 10  # [stream] restream_attempts at most (each is a whole reconstruction of the scan)
 
@@ -194,13 +198,32 @@ class StreamConfig:
     writes it); ``values`` are ``{"group.name": value}`` set on the streaming job's parameters (e.g.
     ``data.live_finish_iterations``); ``restream_attempts`` is how many replacement streaming jobs
     (``<key>#restream``) the bridge opens for a streaming job that failed while its scan still acquired (a file
-    source only: the file holds every frame; over pvAccess the frames went past, so 0)."""
+    source only: the file holds every frame; over pvAccess the frames went past, so 0). With a ``pva://`` source
+    the bridge holds the first ``buffer_mib`` MiB of each scan's frames (:mod:`ptychopy.pva_buffer`; 0: off) and
+    serves them as ``buffer_pv`` on ``buffer_address`` ("HOST:PORT" as the workers reach it) to the job that
+    subscribes after them: :attr:`job_source` names both in the jobs it opens."""
 
     enabled: bool = False
     source: str = "swmr"
     file_pattern: str = "{path}/{name}_live.h5"
     values: Mapping[str, Any] = field(default_factory=dict)
     restream_attempts: int = 1
+    buffer_mib: float = DEFAULT_BUFFER_MIB
+    buffer_address: str = DEFAULT_BUFFER_ADDRESS
+    buffer_pv: str = ""
+
+    @property
+    def buffered(self) -> bool:
+        """Whether the bridge holds the first frames of each scan for the streaming job (a pva:// source)."""
+        return self.source.startswith(PVA_SCHEME) and self.buffer_mib > 0
+
+    @property
+    def job_source(self) -> str:
+        """The ``-liveSource`` of the streaming jobs: ``source``, plus ``buffer=``/``buffer_at=`` when buffered."""
+        if not self.buffered:
+            return self.source
+        join = "&" if "?" in self.source else "?"
+        return f"{self.source}{join}buffer={self.buffer_pv}&buffer_at={self.buffer_address}"
 
 
 @dataclass(frozen=True)
@@ -500,9 +523,19 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
         raise st._err("restream_attempts", f"a {st_source!r} source cannot be read again (its frames went past): "
                                            "expected 0; a failed streaming job is replaced by the batch job at "
                                            "the scan's end")
+    buffer_mib = st.get("buffer_mib", (int, float), DEFAULT_BUFFER_MIB)
+    if buffer_mib < 0:
+        raise st._err("buffer_mib", f"expected 0 (off) or more MiB, got {buffer_mib}")
+    buffer_address = st.get("buffer_address", str, DEFAULT_BUFFER_ADDRESS).strip()
+    try:
+        parse_host_port(buffer_address, "buffer_address")
+    except LiveSourceError as exc:
+        raise st._err("buffer_address", str(exc)) from None
     stream = StreamConfig(enabled=st.get("enabled", bool, False), source=st_source,
                           file_pattern=st.get("file_pattern", str, "{path}/{name}_live.h5"),
-                          values=dict(st.get("values", dict, {})), restream_attempts=restreams)
+                          values=dict(st.get("values", dict, {})), restream_attempts=restreams,
+                          buffer_mib=float(buffer_mib), buffer_address=buffer_address,
+                          buffer_pv=buffer_pv_name(beamline))
     if stream.enabled:
         if kind == "filename":
             raise st._err("enabled", "the filename trigger sees a scan only once its file is complete: no start "
@@ -511,7 +544,7 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
             raise st._err("file_pattern", f"a live source reads one file, not a numbered pattern: "
                                           f"{stream.file_pattern!r}")
         try:
-            template.replace({"data.live_source": stream.source, **stream.values})
+            template.replace({"data.live_source": stream.job_source, **stream.values})
         except ParameterError as exc:
             raise st._err("values", f"not valid for the streaming job's parameters: {exc}") from None
     st.finish()

@@ -99,7 +99,7 @@ def describe_streaming_scan(config: BridgeConfig, latest: Mapping[str, ValueEven
     ``[stream] file_pattern`` file) plus ``[stream] values``. Raises :class:`ScanBuildError`."""
     info = describe_scan(config, latest, start)
     st = config.stream
-    values: dict[str, Any] = {"data.live_source": st.source, **st.values}
+    values: dict[str, Any] = {"data.live_source": st.job_source, **st.values}
     provenance = dict(info.provenance)
     if st.source == "swmr":
         fields = scan_fields(config, latest, start)
@@ -110,8 +110,8 @@ def describe_streaming_scan(config: BridgeConfig, latest: Mapping[str, ValueEven
                                  f"{exc}") from None
         provenance["data.file_pattern"] = dict(source="bridge", value=values["data.file_pattern"],
                                                note=f"the live file, from [stream] file_pattern {st.file_pattern!r}")
-    provenance["data.live_source"] = dict(source="bridge", value=st.source, note="a streaming job, opened at the "
-                                                                                 "scan's start")
+    provenance["data.live_source"] = dict(source="bridge", value=st.job_source, note="a streaming job, opened at "
+                                                                                     "the scan's start")
     try:
         params = info.params.replace(values)
     except ParameterError as exc:

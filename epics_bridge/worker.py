@@ -430,7 +430,7 @@ class BridgeWorker:
             try:
                 params = Parameters.from_json(params_json)
             except (ParameterError, ValueError):  # e.g. written by an older version: its source from [stream]
-                params = self.config.template.replace({"data.live_source": self.config.stream.source})
+                params = self.config.template.replace({"data.live_source": self.config.stream.job_source})
         task = self._task(key, "watch", params, label, dict(scan or dict(scan_number=scan_number, dedup_key=key,
                                                                           label=label)), now_s)
         task.job_id, task.streaming, task.restreams = job_id, True, restreams

@@ -12,13 +12,17 @@ scan's other PVs (each optional):
 - ``status=PV``: an NTScalar or NTEnum: 0 acquiring, 1 ended, 2 aborted (without it, the scan ends once all
   planned frames arrived; a scan stopped early shows up as a stall);
 - ``uid0=K``: the uniqueId of scan point 0 (default 1: areaDetector counts from 1 once ``ArrayCounter`` is reset
-  to 0 before the scan).
+  to 0 before the scan);
+- ``buffer=PV&buffer_at=HOST:PORT``: the EPICS bridge's buffer of the scan's first frames
+  (:mod:`ptychopy.pva_buffer`; the bridge adds both to the jobs it opens): when this job's first frame is not the
+  scan's first, the frames that came before it are asked for there and taken first.
 
 A frame is ``(uniqueId - uid0)``-th scan point. The value a PV holds when the monitor connects is not taken (it may
-be the previous scan's last frame): start the reconstruction before the scan. The scan's end or abort counts once
-the status was seen acquiring (or a frame arrived), and only after every planned frame arrived or no frame came
-for ``end_grace_s`` (frames posted just before the status change are still on their way: p4p delivers each PV's
-updates on its own queue). Frames never received (gaps in uniqueId) are counted as dropped.
+be the previous scan's last frame): start the reconstruction before the scan, or give ``buffer=``. The scan's end
+or abort counts once the status was seen acquiring (or a frame arrived), and only after every planned frame
+arrived or no frame came for ``end_grace_s`` (frames posted just before the status change are still on their
+way: p4p delivers each PV's updates on its own queue). Frames never received (gaps in uniqueId) are counted as
+dropped.
 
 Compressed frames (``codec.name`` not empty: NDPluginCodec's lz4, blosc, jpeg...) are refused with an error
 naming the codec; switch the codec plugin off for the PVA plugin's input.
@@ -40,7 +44,7 @@ from reconstruction.live import ABORTED, ACQUIRING, ENDED, FrameBatch, LiveSourc
 
 SCHEME = "pva://"
 STATUS_CODES = {0: ACQUIRING, 1: ENDED, 2: ABORTED}
-QUERY_KEYS = ("scan", "positions", "attrs", "scale", "planned", "status", "uid0")
+QUERY_KEYS = ("scan", "positions", "attrs", "scale", "planned", "status", "uid0", "buffer", "buffer_at")
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class PvaAddress:
     planned: str | None = None
     status: str | None = None
     uid0: int = 1
+    buffer: str | None = None  # the bridge's RPC PV holding the scan's first frames (ptychopy.pva_buffer)
+    buffer_at: str | None = None  # "HOST:PORT": its pvAccess server
 
     def pvs(self) -> list[str]:
         return [pv for pv in (self.image, self.positions, self.planned, self.status) if pv]
@@ -90,7 +96,7 @@ def parse_address(text: str) -> PvaAddress:
         raise LiveSourceError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(QUERY_KEYS)}")
     one = {k: v[-1] for k, v in fields.items()}
     _check_pv_name(image, "the image PV", where)
-    for key in ("scan", "positions", "planned", "status"):
+    for key in ("scan", "positions", "planned", "status", "buffer"):
         if one.get(key):
             _check_pv_name(one[key], f"{key}=", where)
     scan = one.get("scan")
@@ -112,7 +118,14 @@ def parse_address(text: str) -> PvaAddress:
         raise LiveSourceError(f"{where}: scale/uid0: {exc}") from None
     if not np.isfinite(scale) or scale <= 0:
         raise LiveSourceError(f"{where}: scale={scale}: expected a positive number")
-    return PvaAddress(image, pv["positions"], attrs, scale, pv["planned"], pv["status"], uid0)
+    buffer, buffer_at = one.get("buffer") or None, one.get("buffer_at") or None
+    if bool(buffer) != bool(buffer_at):
+        raise LiveSourceError(f"{where}: buffer= and buffer_at= go together (the bridge's PV and its HOST:PORT)")
+    if buffer_at:
+        from .pva_buffer import parse_host_port
+
+        parse_host_port(buffer_at, f"{where}: buffer_at=")
+    return PvaAddress(image, pv["positions"], attrs, scale, pv["planned"], pv["status"], uid0, buffer, buffer_at)
 
 
 def decode_frame(v: Any, name: str) -> tuple[int, np.ndarray, dict[str, Any]]:
@@ -194,6 +207,9 @@ class PvaSource:
         self._last_frame_at = 0.0
         self.frames_in = 0
         self.max_index = -1
+        self._first_uid: int | None = None  # this job's first frame: where its own monitor began
+        self._held_done = not self.address.buffer  # the frames before it asked for (or nothing to ask)
+        self.frames_from_buffer = 0  # frames the bridge held for this job (posted before it subscribed)
         self._planned_value: Any = None  # the planned scan's table, once read
         try:
             deadline = time.monotonic() + float(connect_s)
@@ -273,17 +289,27 @@ class PvaSource:
                 if self._planned_value is None:
                     self._planned_value = v  # the scan's plan as it is now; later changes are not followed
 
+    def _attr_position(self, uid: int, attrs: dict[str, Any]) -> np.ndarray | None:
+        """The position (2,) metres from the frame's NDAttributes (``attrs=``), None without them."""
+        a = self.address
+        if a.attrs is None:
+            return None
+        try:
+            position = np.array([float(attrs[a.attrs[0]]), float(attrs[a.attrs[1]])]) * a.scale
+        except (KeyError, TypeError, ValueError):
+            position = np.array([np.nan, np.nan])
+        if not np.all(np.isfinite(position)):
+            raise LiveSourceError(f"PV {a.image}, uniqueId {uid}: NDAttributes {a.attrs[0]}, {a.attrs[1]} "
+                                  f"missing or not numbers (has {', '.join(sorted(attrs)) or 'none'})")
+        return position
+
     def _on_frame(self, v: Any) -> None:
         a = self.address
         uid, frame, attrs = decode_frame(v, a.image)
-        position = None
-        if a.attrs is not None:
-            try:
-                position = np.array([float(attrs[a.attrs[0]]), float(attrs[a.attrs[1]])]) * a.scale
-            except (KeyError, TypeError, ValueError):
-                raise LiveSourceError(f"PV {a.image}, uniqueId {uid}: NDAttributes {a.attrs[0]}, {a.attrs[1]} "
-                                      f"missing or not numbers (has {', '.join(sorted(attrs)) or 'none'})") from None
+        position = self._attr_position(uid, attrs)
         with self._lock:
+            if self._first_uid is None:
+                self._first_uid = uid
             if len(self._frames) >= self.max_pending:
                 raise LiveSourceError(f"{self.name}, uniqueId {uid}: {self.max_pending} frames waiting to be taken "
                                       "(-liveBuffer); the reconstruction fell behind the detector")
@@ -322,6 +348,10 @@ class PvaSource:
         with self._lock:
             if self._error is not None:
                 raise self._error
+            first = self._first_uid
+        if not self._held_done and first is not None:
+            self._take_held(first)
+        with self._lock:
             ready = self._ready()
         if not ready:
             return None
@@ -345,6 +375,39 @@ class PvaSource:
         if inside.size:
             self.max_index = max(self.max_index, int(inside.max()))
         return FrameBatch(frames, indices, positions)
+
+    def _take_held(self, first: int) -> None:
+        """This job's first frame was uniqueId ``first``: unless it is the scan's first (``uid0``), ask the bridge's
+        buffer for the frames that came before it and put them ahead of this job's own."""
+        a = self.address
+        self._held_done = True
+        if first == a.uid0:
+            return
+        from p4p.client.thread import Context
+
+        from .pva_buffer import fetch_held
+
+        ctx = Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": str(a.buffer_at),
+                                              "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
+                      useenv=False)
+        try:
+            held = fetch_held(ctx, str(a.buffer), first)
+        except LiveSourceError as exc:
+            raise LiveSourceError(f"{self.name}: this job's first frame was uniqueId {first}, after the scan's "
+                                  f"first ({a.uid0}), and the frames before it could not be had: {exc}") from None
+        finally:
+            ctx.close()
+        frames: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        for uid, frame, attr_row, attr_col in held.frames:
+            position = None
+            if a.attrs is not None:
+                position = self._attr_position(uid, {a.attrs[0]: attr_row, a.attrs[1]: attr_col})
+            frames.append((uid, frame, position))
+        with self._lock:
+            for uid, (row, col) in held.rows.items():
+                self._positions.setdefault(uid, np.array([row, col]) * a.scale)
+            self._frames[0:0] = frames
+            self.frames_from_buffer = len(frames)
 
     def _ready(self) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
         """Take the frames whose position is known (under the lock); a frame waits for its positions row."""
@@ -373,7 +436,7 @@ class PvaSource:
         frame arrived."""
         with self._lock:
             status, armed, seen_at = self._status, self._status_armed, self._end_seen_at
-            pending = len(self._frames)
+            pending = len(self._frames) + (not self._held_done and self._first_uid is not None)
             last = self._last_frame_at
         complete = bool(self._seen.all())
         if self.address.status is None:

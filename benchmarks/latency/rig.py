@@ -78,6 +78,10 @@ class RigOptions:
     # with stream: simioc streams each scan over pvAccess (--live-pva) instead of the SWMR file, and the bridge
     # opens the job on its NTNDArray ([stream] source = "pva://ptysim:Pva1:Image?scan=ptysim:Scan:")
     stream_pva: bool = False
+    # with stream_pva: the bridge's buffer of each scan's first frames ([stream] buffer_mib; 0: off; None: the
+    # default), served on a free loopback port; live_wait_s: simioc's sim:LiveWait (None: its default)
+    stream_buffer_mib: float | None = None
+    live_wait_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.submit not in ("django", "http"):
@@ -146,6 +150,9 @@ def bridge_config(opts: RigOptions, env_paths: dict[str, Path],
                                                      "data.live_window_frames": opts.live_window}}
         if opts.stream_pva:
             cfg["stream"]["source"] = live_source_address(PREFIX)
+            cfg["stream"]["buffer_address"] = f"{LOOPBACK}:{free_port()}"
+            if opts.stream_buffer_mib is not None:
+                cfg["stream"]["buffer_mib"] = opts.stream_buffer_mib
     if opts.iterations is not None:
         template = cfg["parameters"]["template"]
         cfg["parameters"]["template"] = re.sub(r"-i=\d+", f"-i={opts.iterations}", template)
@@ -234,6 +241,8 @@ class Rig:
                               "--point-time", str(self.opts.point_time_s),
                               *self._live_args()], ca_env)
         wait_for(lambda: self._ioc_ready(), 60, "the simulated IOC")
+        if self.opts.live_wait_s is not None:
+            self.ioc_put("sim:LiveWait", self.opts.live_wait_s)
         if self.mode == "production":
             self._manage(env, "migrate", "--noinput")
             self.username, self.password = "viewer", secrets.token_urlsafe(12)

@@ -740,3 +740,18 @@ def test_a_streaming_job_done_partial_because_its_scan_was_aborted_covers_it(tmp
     assert _kinds(rig, key)[-1] == "stream_ended" and not rig.journal.events("stream_failed_during_scan")
     rig.run(5.0)
     assert len(records(rec)) == 1
+
+
+def test_a_pva_stream_job_names_the_bridge_buffer_and_a_bad_buffer_setting_is_refused_by_name(
+        tmp_path: Path) -> None:
+    pva = dict(STREAM, source="pva://sim:Pva1:Image?scan=sim:Scan:")
+    st = make_config(tmp_path, stream=dict(pva, buffer_address="10.0.0.5:5079")).stream
+    assert st.buffered and st.buffer_mib == 1024.0
+    assert st.job_source == (f"pva://sim:Pva1:Image?scan=sim:Scan:&buffer={st.buffer_pv}&buffer_at=10.0.0.5:5079")
+    assert not make_config(tmp_path, stream=dict(pva, buffer_mib=0)).stream.buffered  # off: the address as given
+    assert make_config(tmp_path, stream=dict(pva, buffer_mib=0)).stream.job_source == pva["source"]
+    assert make_config(tmp_path, stream=STREAM).stream.job_source == "swmr"  # a file keeps every frame itself
+    with pytest.raises(ConfigError, match=r"\[stream\] buffer_address: .*'host' is not HOST:PORT"):
+        make_config(tmp_path, stream=dict(pva, buffer_address="host"))
+    with pytest.raises(ConfigError, match=r"\[stream\] buffer_mib: expected 0 \(off\) or more MiB, got -1"):
+        make_config(tmp_path, stream=dict(pva, buffer_mib=-1))

@@ -48,6 +48,7 @@ def live_header(stream: StreamingRun, phase: str) -> dict[str, Any]:
     return {"phase": phase, "source": stream.source.name, "outcome": feed.outcome, "frames_planned": s.planned,
             "frames_received": int(feed.received), "frames_in_image": stream.frames_taken,
             "frames_dropped": int(getattr(stream.source, "dropped", 0)),
+            "frames_from_buffer": int(getattr(stream.source, "frames_from_buffer", 0)),
             "duplicates_ignored": list(feed.duplicates), "out_of_order": s.out_of_order,
             "newest_frame_unix_s": newest_unix}
 

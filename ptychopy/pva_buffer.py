@@ -1,0 +1,325 @@
+"""The EPICS bridge's standing subscriber: it holds the first frames of each scan streamed over pvAccess and hands
+them to the streaming job that subscribes after them (docs/streaming.md, "Frames before the job subscribed").
+
+pvAccess keeps no history: a streaming job opened at the scan's start subscribes a second or more after it (the
+bridge's debounce, the submit, the worker opening the source), and the frames the detector posted before are gone
+for it. The bridge is running before the scan, so :class:`FrameBuffer`, started with the bridge, monitors the
+image PV (and the positions table) of the ``[stream] source`` all the time and keeps the first frames of each
+*series* (a scan: a new series starts when a uniqueId repeats, as it does when ``ArrayCounter`` is reset before a
+scan), at most ``max_bytes`` of frames (``[stream] buffer_mib``). It serves them on its own p4p server, as one RPC
+PV, to the job's :class:`~ptychopy.pva_source.PvaSource` (the address's ``buffer=PV&buffer_at=HOST:PORT``, which the
+bridge adds to the jobs it opens):
+
+- the job subscribes as before; its first frame (uniqueId ``U``) tells it where its own monitor began;
+- it asks the bridge for the frames of ``U``'s series that reached the bridge *before* ``U`` (:func:`fetch_held`):
+  the bridge waits until it has seen ``U`` (both monitors get the server's updates in the order it posted them,
+  so every frame posted before ``U`` is then held) and every such frame's positions row, and answers in chunks of
+  at most ``CHUNK_BYTES``;
+- the job takes those frames first, then its own: every frame, none dropped, in the detector's order.
+
+At the bound the bridge logs an error once per series naming the frame and the setting, and holds no more of that
+series; a job that needs a frame it did not hold fails with a :class:`LiveSourceError` saying so (frames are never
+dropped silently, as ``-liveBuffer``). The frames the bridge holds are views of p4p's received buffers (no copy);
+they are let go when the next series starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from reconstruction.live import LiveSourceError
+
+from .pva_source import PvaAddress, decode_frame, parse_address, table_columns
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 32 << 20  # frames per answer: at most this many bytes (pvAccess segments larger messages anyway)
+WAIT_S = 5.0  # how long the bridge waits to see the job's first frame (and the rows before it) before answering
+MONITOR_REQUEST = "field()record[queueSize=1000,pipeline=true]"
+
+
+def buffer_pv_name(beamline: str) -> str:
+    """The RPC PV the bridge of ``beamline`` serves its held frames on (any characters but [A-Za-z0-9_-] -> _)."""
+    return f"ptychopy:bridge:{re.sub(r'[^A-Za-z0-9_-]', '_', beamline)}:Frames"
+
+
+def parse_host_port(text: str, what: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` -> (host, port); a :class:`LiveSourceError` naming ``what`` otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 \
+            or not all("!" <= c <= "~" for c in host):
+        raise LiveSourceError(f"{what}: {text!r} is not HOST:PORT (a TCP port 1-65535)")
+    return host, int(port)
+
+
+def _types() -> tuple[Any, Any]:
+    from p4p.wrapper import Type
+
+    request = Type([("through", "l"), ("series", "l"), ("start", "l"), ("max_bytes", "l")])
+    answer = Type([("series", "l"), ("next", "l"), ("error", "s"), ("uniqueId", "al"), ("rows", "i"), ("cols", "i"),
+                   ("dtype", "s"), ("value", "aB"), ("row_m", "ad"), ("col_m", "ad"), ("attr_row", "ad"),
+                   ("attr_col", "ad")])
+    return request, answer
+
+
+@dataclass
+class _Series:
+    """The frames of one scan as they reached the bridge."""
+
+    number: int
+    order: dict[int, int] = field(default_factory=dict)  # uniqueId -> arrival index (every frame seen)
+    held: list[tuple[int, np.ndarray, float, float]] = field(default_factory=list)  # (uid, frame, attr row, col)
+    held_bytes: int = 0
+    full_at: int | None = None  # the arrival index of the first frame not held (the bound)
+
+
+class FrameBuffer:
+    """The bridge's standing subscriber to ``source`` (a ``pva://`` address) and its RPC server on
+    ``bind`` ("HOST:PORT", the address the workers reach), PV ``pv_name``. ``max_bytes``: the most bytes of frames
+    held per series. ``conf``: the client configuration reaching the detector (default: the environment's
+    EPICS_PVA_*). :meth:`start` and :meth:`stop`; :meth:`stats` for the dashboard and tests."""
+
+    def __init__(self, source: str | PvaAddress, bind: str, pv_name: str, max_bytes: int, *,
+                 conf: dict[str, str] | None = None, wait_s: float = WAIT_S):
+        self.address = parse_address(source) if isinstance(source, str) else source
+        self.host, self.port = parse_host_port(bind, "[stream] buffer_address")
+        self.pv_name = pv_name
+        self.max_bytes = int(max_bytes)
+        self.wait_s = float(wait_s)
+        self._conf = conf
+        self._cond = threading.Condition()
+        self._series = _Series(0)
+        self._rows: dict[int, tuple[float, float]] = {}  # uniqueId -> positions row (raw), the newest of each
+        self._skip: dict[str, bool] = {}
+        self._ctx: Any = None
+        self._server: Any = None
+        self._subs: list[Any] = []
+        self.errors: list[str] = []  # the bound reached, a frame that could not be read (newest last)
+
+    # -- running -----------------------------------------------------------------------------------------------
+    def start(self) -> FrameBuffer:
+        """Subscribe to the image (and positions) PV and serve :attr:`pv_name`; raises when the port is taken."""
+        from p4p.client.thread import Context
+        from p4p.nt import NTScalar
+        from p4p.server import Server
+        from p4p.server.thread import SharedPV
+
+        conf = dict(EPICS_PVAS_INTF_ADDR_LIST=self.host, EPICS_PVAS_SERVER_PORT=str(self.port),
+                    EPICS_PVAS_BROADCAST_PORT="0", EPICS_PVAS_AUTO_BEACON_ADDR_LIST="NO",
+                    EPICS_PVAS_BEACON_ADDR_LIST="")
+        self._request_type, self._answer_type = _types()
+        self._pv = SharedPV(nt=NTScalar("l"), initial=0, handler=self)  # value: frames held of the series
+        self._server = Server(providers=[{self.pv_name: self._pv}], conf=conf, useenv=False)
+        bound = self._server.conf().get("EPICS_PVAS_SERVER_PORT")
+        if bound != str(self.port):  # pvxs takes another port when this one is in use
+            self.stop()
+            raise OSError(f"[stream] buffer_address {self.host}:{self.port}: the port is in use (the server got "
+                          f"{bound}); streaming jobs could not reach the held frames: choose a free port")
+        self._ctx = Context("pva", nt=False) if self._conf is None else Context("pva", nt=False, conf=self._conf,
+                                                                                 useenv=False)
+        a = self.address
+        self._skip[a.image] = True
+        self._subs.append(self._ctx.monitor(a.image, self._guard(a.image, self._on_frame), request=MONITOR_REQUEST,
+                                            notify_disconnect=True))
+        if a.positions:
+            self._skip[a.positions] = True
+            self._subs.append(self._ctx.monitor(a.positions, self._guard(a.positions, self._on_positions),
+                                                request=MONITOR_REQUEST, notify_disconnect=True))
+        log.info("stream buffer: holding up to %.0f MiB of each scan's first frames of PV %s, served as %s on %s:%d",
+                 self.max_bytes / 2**20, a.image, self.pv_name, self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(Exception):  # shutting down
+                sub.close()
+        self._subs = []
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def stats(self) -> dict[str, Any]:
+        """The current series: number, frames seen and held, bytes held, whether the bound was reached."""
+        with self._cond:
+            s = self._series
+            return {"series": s.number, "frames_seen": len(s.order), "frames_held": len(s.held),
+                    "bytes_held": s.held_bytes, "full": s.full_at is not None}
+
+    # -- p4p callbacks (its worker thread) ----------------------------------------------------------------------
+    def _guard(self, pv: str, cb: Any) -> Any:
+        def handle(update: Any) -> None:
+            with self._cond:
+                if isinstance(update, Exception):  # disconnected: the value at the reconnect is old
+                    self._skip[pv] = True
+                    return
+                if self._skip[pv]:
+                    self._skip[pv] = False
+                    return
+            try:
+                cb(update)
+            except Exception as exc:  # a frame it cannot read: the job reading it will say so too
+                msg = f"stream buffer: PV {pv}: {type(exc).__name__}: {exc}"
+                log.error("%s", msg)
+                with self._cond:
+                    self.errors.append(msg)
+        return handle
+
+    def _on_frame(self, v: Any) -> None:
+        a = self.address
+        uid, frame, attrs = decode_frame(v, a.image)
+        attr_row = attr_col = float("nan")
+        if a.attrs is not None:
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # missing: the job names it
+                attr_row, attr_col = float(attrs[a.attrs[0]]), float(attrs[a.attrs[1]])
+        with self._cond:
+            s = self._series
+            if uid in s.order:  # the counter began again: a new scan
+                s = self._series = _Series(s.number + 1)
+            s.order[uid] = len(s.order)
+            if s.full_at is None:
+                if s.held_bytes + frame.nbytes > self.max_bytes:
+                    s.full_at = s.order[uid]
+                    msg = (f"stream buffer: series {s.number} of PV {a.image}: {len(s.held)} frames held "
+                           f"({s.held_bytes / 2**20:.1f} MiB, [stream] buffer_mib = {self.max_bytes / 2**20:g}); "
+                           f"uniqueId {uid} and the frames after it are not held: a streaming job that subscribes "
+                           "after them fails; raise buffer_mib")
+                    log.error("%s", msg)
+                    self.errors.append(msg)
+                else:
+                    s.held.append((uid, frame, attr_row, attr_col))
+                    s.held_bytes += frame.nbytes
+            self._cond.notify_all()
+
+    def _on_positions(self, v: Any) -> None:
+        uid, row, col = table_columns(v, ("uniqueId", "row_m", "col_m"), str(self.address.positions))
+        with self._cond:
+            for u, r, c in zip(uid.astype(np.int64).tolist(), row.tolist(), col.tolist(), strict=True):
+                self._rows[u] = (float(r), float(c))
+            self._cond.notify_all()
+
+    # -- the RPC (the server's thread) ---------------------------------------------------------------------------
+    def rpc(self, pv: Any, op: Any) -> None:
+        """Answer one request (``through``, ``series``, ``start``, ``max_bytes``): see :meth:`answer`."""
+        try:
+            req = op.value()
+            op.done(self.answer(int(req["through"]), int(req["series"]), int(req["start"]),
+                                int(req["max_bytes"]) or CHUNK_BYTES))
+        except Exception as exc:
+            op.done(error=f"{type(exc).__name__}: {exc}")
+
+    def answer(self, through: int, series: int, start: int, max_bytes: int) -> Any:
+        """The frames held that reached the bridge before uniqueId ``through`` in its series, from the ``start``-th
+        on, at most ``max_bytes`` (at least one frame; one shape and type per answer), with their positions rows
+        (raw) or attributes. ``series`` -1 on the first request; later ones repeat the first answer's. ``next``:
+        where the next request starts, -1 when done. ``error`` instead when they cannot be had."""
+        a = self.address
+        deadline = time.monotonic() + self.wait_s
+        with self._cond:
+            while True:
+                s = self._series
+                error = ""
+                wanted: list[tuple[int, np.ndarray, float, float]] = []
+                if series >= 0 and s.number != series:
+                    error = f"the bridge's series {series} was replaced by a new scan's frames"
+                elif through not in s.order:
+                    error = (f"uniqueId {through} did not reach the bridge within {self.wait_s:g} s (its monitor of "
+                             f"{a.image} may have been disconnected)")
+                else:
+                    before = s.order[through]
+                    if s.full_at is not None and before > s.full_at:
+                        error = (f"the bridge held only the first {len(s.held)} frames of this scan ([stream] "
+                                 f"buffer_mib = {self.max_bytes / 2**20:g}) and this job's first frame was the "
+                                 f"{before + 1}-th: raise buffer_mib")
+                        break
+                    wanted = s.held[:before]
+                    missing = [u for u, *_ in wanted if a.positions and u not in self._rows]
+                    if not missing:
+                        break
+                    error = (f"the positions rows of {len(missing)} frames (uniqueId {missing[0]}, ...) did not reach "
+                             f"the bridge within {self.wait_s:g} s")
+                remaining = deadline - time.monotonic()
+                if (series >= 0 and s.number != series) or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            value: dict[str, Any] = {"series": s.number, "next": -1, "error": error}
+            if not error:
+                value.update(self._chunk(wanted, start, max_bytes))
+        from p4p.wrapper import Value
+
+        return Value(self._answer_type, value)
+
+    def _chunk(self, wanted: list[tuple[int, np.ndarray, float, float]], start: int, max_bytes: int) -> dict[str, Any]:
+        if start >= len(wanted):
+            return {"uniqueId": np.zeros(0, np.int64)}
+        first = wanted[start][1]
+        end, size = start, 0
+        while end < len(wanted):
+            frame = wanted[end][1]
+            if frame.shape != first.shape or frame.dtype != first.dtype or (end > start and
+                                                                           size + frame.nbytes > max_bytes):
+                break
+            size += frame.nbytes
+            end += 1
+        part = wanted[start:end]
+        uids = [u for u, *_ in part]
+        rows = [self._rows.get(u, (float("nan"), float("nan"))) for u in uids]
+        stacked = np.ascontiguousarray(np.stack([f for _, f, _, _ in part]))
+        return {"uniqueId": np.asarray(uids, np.int64), "rows": first.shape[0], "cols": first.shape[1],
+                "dtype": stacked.dtype.str, "value": stacked.reshape(-1).view(np.uint8),
+                "row_m": np.asarray([r for r, _ in rows]), "col_m": np.asarray([c for _, c in rows]),
+                "attr_row": np.asarray([x for *_, x, _ in part], np.float64),
+                "attr_col": np.asarray([x for *_, x in part], np.float64),
+                "next": end if end < len(wanted) else -1}
+
+
+@dataclass
+class Held:
+    """What :func:`fetch_held` got: frames (uid, frame (rows, cols), attribute row/col or NaN) in the order they
+    reached the bridge, and the positions rows (uid -> raw row, col) of those frames the bridge had."""
+
+    frames: list[tuple[int, np.ndarray, float, float]]
+    rows: dict[int, tuple[float, float]]
+
+
+def fetch_held(ctx: Any, pv: str, through: int, *, timeout_s: float = WAIT_S + 5.0,
+               max_bytes: int = CHUNK_BYTES) -> Held:
+    """Ask the bridge's buffer ``pv`` (through the p4p client ``ctx``) for the frames of the series of uniqueId
+    ``through`` that reached it before that frame. Raises :class:`LiveSourceError` with the bridge's reason."""
+    request_type, _ = _types()
+    from p4p.wrapper import Value
+
+    frames: list[tuple[int, np.ndarray, float, float]] = []
+    rows: dict[int, tuple[float, float]] = {}
+    series, start = -1, 0
+    while start >= 0:
+        try:
+            v = ctx.rpc(pv, Value(request_type, {"through": through, "series": series, "start": start,
+                                                  "max_bytes": max_bytes}), timeout=timeout_s)
+        except Exception as exc:
+            raise LiveSourceError(f"the bridge's buffer {pv}: {type(exc).__name__}: {exc}") from None
+        if v["error"]:
+            raise LiveSourceError(f"the bridge's buffer {pv}: {v['error']}")
+        series = int(v["series"])
+        uids = np.asarray(v["uniqueId"], np.int64)
+        if uids.size:
+            data = np.asarray(v["value"]).view(np.dtype(str(v["dtype"])))
+            stack = data.reshape(uids.size, int(v["rows"]), int(v["cols"]))
+            ar, ac = np.asarray(v["attr_row"]), np.asarray(v["attr_col"])
+            rr, rc = np.asarray(v["row_m"]), np.asarray(v["col_m"])
+            for j, u in enumerate(uids.tolist()):
+                frames.append((u, stack[j], float(ar[j]), float(ac[j])))
+                if np.isfinite(rr[j]) and np.isfinite(rc[j]):
+                    rows[u] = (float(rr[j]), float(rc[j]))
+        start = int(v["next"])
+    return Held(frames, rows)

@@ -1,0 +1,152 @@
+"""The bridge's buffer of a scan's first frames (``ptychopy/pva_buffer.py``) against real p4p servers in this process:
+a detector (:class:`PvaStreamer` on a private loopback port pair) posts the first frames of a scan before the job's
+source subscribes; the :class:`FrameBuffer` (the bridge's standing subscriber, its own pvAccess server) hands them
+to the :class:`PvaSource` of the address's ``buffer=...&buffer_at=...``. Every frame in scan order, none dropped,
+positions from the table or the NDAttributes; the bound is a clear error; the next scan starts a new series.
+The process-level test (simioc, the bridge, a worker) is tests/e2e/test_streaming_pva.py."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from benchmarks.latency.procs import free_port, free_port_pair, wait_for
+from epics_bridge.simioc_pva import pva_client_env, pva_server_conf
+from epics_bridge.simioc_stream import PvaStreamer, live_source_address
+from ptychopy.pva_buffer import FrameBuffer
+from ptychopy.pva_source import PvaSource
+from reconstruction.live import ENDED, LiveSourceError, PlannedScan
+
+pytestmark = pytest.mark.epics
+
+N = 40
+SHAPE_PX = (8, 8)
+
+
+class Detector:
+    """A p4p server of the scan PVs and a buffer subscribed to it (the bridge's)."""
+
+    def __init__(self, prefix: str, max_bytes: int, attrs: bool = False):
+        port = free_port_pair()
+        self.client_conf = pva_client_env(port)
+        self.planned_m = np.stack([np.arange(N) * 1e-7, np.zeros(N)], axis=1)
+        self.streamer = PvaStreamer(prefix, self.planned_m, pva_server_conf(port))
+        self.frames = np.random.default_rng(0).uniform(1, 100, (N, *SHAPE_PX)).astype(np.float32)
+        self.attrs = attrs
+        base = live_source_address(prefix, attrs)
+        self.buffer = FrameBuffer(base, f"127.0.0.1:{free_port()}", f"{prefix}Frames", max_bytes,
+                                  conf=self.client_conf, wait_s=2.0).start()
+        self.address = f"{base}&buffer={self.buffer.pv_name}&buffer_at=127.0.0.1:{self.buffer.port}"
+        wait_for(lambda: self.streamer.first_client.connected.is_set(), 10, "the buffer's monitor")
+
+    def post(self, points: range, scale: float = 1.0) -> None:
+        for j in points:
+            if not self.attrs:
+                self.streamer.post_positions([j + 1], self.planned_m[j:j + 1] * scale)
+            self.streamer.post_frame(j + 1, self.frames[j], self.planned_m[j] * scale if self.attrs else None)
+
+    def source(self) -> PvaSource:
+        from p4p.client.thread import Context
+
+        ctx = Context("pva", nt=False, conf=self.client_conf, useenv=False)
+        return PvaSource(self.address, PlannedScan(self.planned_m, None, "test"), connect_s=10, ctx=ctx)
+
+    def close(self) -> None:
+        self.buffer.stop()
+        self.streamer.close()
+
+
+@pytest.fixture
+def detector(request: pytest.FixtureRequest) -> Iterator[Detector]:
+    d = Detector(f"b{free_port()}:", getattr(request, "param", 1 << 20))
+    yield d
+    d.close()
+
+
+def _drain(source: PvaSource, timeout_s: float = 20.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Poll until the source says ended: (frames, indices, positions) in the order taken."""
+    frames, indices, positions = [], [], []
+    deadline = time.monotonic() + timeout_s
+    while source.state() != ENDED:
+        assert time.monotonic() < deadline, f"not ended: {len(indices)} frames"
+        batch = source.poll()
+        if batch is None:
+            time.sleep(0.01)
+            continue
+        frames.append(batch.frames)
+        indices.append(batch.indices)
+        positions.append(batch.positions_m)
+    return np.concatenate(frames), np.concatenate(indices), np.concatenate(positions)
+
+
+def _wait_held(d: Detector, k: int) -> None:
+    wait_for(lambda: d.buffer.stats()["frames_seen"] >= k, 10, f"{k} frames at the buffer")
+
+
+@pytest.mark.parametrize("attrs", [False, True], ids=["positions-table", "ndattributes"])
+def test_frames_posted_before_the_source_subscribed_come_from_the_bridge_buffer_with_none_dropped(attrs):
+    d = Detector(f"b{free_port()}:", 1 << 20, attrs=attrs)
+    try:
+        d.post(range(0, 15))  # the scan began before the job subscribed
+        _wait_held(d, 15)
+        source = d.source()
+        try:
+            d.post(range(15, N))
+            d.streamer.post_status(1)
+            frames, indices, positions = _drain(source)
+        finally:
+            source.close()
+    finally:
+        d.close()
+    assert indices.tolist() == list(range(N))  # in scan order: the held frames first
+    np.testing.assert_array_equal(frames, d.frames)
+    np.testing.assert_allclose(positions, d.planned_m)
+    assert source.dropped == 0 and source.frames_from_buffer >= 14  # the frame held at connect is one of them
+
+
+def test_a_source_that_subscribed_before_the_first_frame_does_not_ask_the_buffer(detector):
+    source = detector.source()
+    try:
+        detector.buffer.stop()  # nothing to ask: the job saw the scan's first frame itself
+        detector.post(range(N))
+        detector.streamer.post_status(1)
+        _frames, indices, _ = _drain(source)
+    finally:
+        source.close()
+    assert indices.tolist() == list(range(N)) and source.frames_from_buffer == 0 and source.dropped == 0
+
+
+@pytest.mark.parametrize("detector", [10 * 8 * 8 * 4], indirect=True)  # room for 10 frames of 8 x 8 float32
+def test_a_job_subscribing_after_the_buffer_bound_fails_naming_the_bound(detector):
+    detector.post(range(0, 25))
+    _wait_held(detector, 25)
+    assert detector.buffer.stats()["frames_held"] == 10 and detector.buffer.stats()["full"]
+    assert "uniqueId 11 and the frames after it are not held" in detector.buffer.errors[-1]
+    source = detector.source()
+    try:
+        detector.post(range(25, N))
+        with pytest.raises(LiveSourceError, match=r"held only the first 10 frames .*buffer_mib") as err:
+            _drain(source)
+    finally:
+        source.close()
+    assert "this job's first frame was uniqueId 26" in str(err.value)
+
+
+def test_a_new_scan_restarts_the_series_so_a_late_job_gets_only_its_own_scans_frames(detector):
+    detector.post(range(0, N))  # the previous scan, whole
+    _wait_held(detector, N)
+    detector.post(range(0, 12))  # the next scan: the counter began again
+    wait_for(lambda: detector.buffer.stats() == {**detector.buffer.stats(), "series": 1, "frames_seen": 12}, 10,
+             "the second series")
+    source = detector.source()
+    try:
+        detector.post(range(12, N))
+        detector.streamer.post_status(1)
+        frames, indices, _ = _drain(source)
+    finally:
+        source.close()
+    assert indices.tolist() == list(range(N)) and source.dropped == 0
+    np.testing.assert_array_equal(frames, detector.frames)
