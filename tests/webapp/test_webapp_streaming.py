@@ -202,6 +202,20 @@ def test_the_api_takes_a_live_source_not_written_yet_inside_the_data_roots_and_r
     assert dm.status_code == 400 and "DM keeps an exit wave per position" in dm.content.decode()
 
 
+def test_a_pva_source_naming_a_bridge_buffer_not_in_ptychopy_pva_buffers_is_refused_at_submit(
+        data_root, client, token, settings):
+    pva = (f"{SCAN} {REC.replace('-liveSource=swmr', '')} -liveSource=pva://t:Pva1:Image?scan=t:Scan:"
+           "&buffer=ptychopy:bridge:t:Frames&buffer_at=")
+    refused = api_post(client, "/api/v1/jobs/", {"cmdstr": pva + "10.1.2.3:22"}, token)
+    assert refused.status_code == 400, refused.content  # a worker would open a connection to any host and port
+    assert "buffer_at=10.1.2.3:22: this server lets workers reach only the EPICS bridges' frame buffers named in " \
+           "PTYCHOPY_PVA_BUFFERS (none)" in refused.content.decode()
+    settings.PTYCHOPY_PVA_BUFFERS = ["10.1.2.3:5079"]
+    ok = api_post(client, "/api/v1/jobs/", {"cmdstr": pva + "10.1.2.3:5079"}, token)
+    assert ok.status_code == 201, ok.content
+    assert Job.objects.get().parameters["data"]["live_source"].endswith("&buffer_at=10.1.2.3:5079")
+
+
 def test_the_bridge_reads_a_jobs_state_in_process_and_over_the_api(data_root, live_server, token):
     from epics_bridge.django_submit import DjangoSubmitter
     from epics_bridge.http_submit import HttpSubmitter

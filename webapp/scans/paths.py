@@ -276,8 +276,9 @@ def check_submission(params: Parameters) -> Parameters:
 
 def streaming_problems(params: Parameters) -> list[Problem]:
     """What a live source (``-liveSource``) cannot do, refused at submit as the worker would: a ``pva://`` address
-    it cannot parse (filed under ``-liveSource``); DM, per-position fits, several GPUs (docs/streaming.md, filed
-    under ``-algorithm``)."""
+    it cannot parse, or whose ``buffer_at=`` is not one of ``PTYCHOPY_PVA_BUFFERS`` (a worker would connect to any
+    host and port named there; filed under ``-liveSource``); DM, per-position fits, several GPUs
+    (docs/streaming.md, filed under ``-algorithm``)."""
     if params.data.live_source == "none":
         return []
     from ptychopy.pva_source import SCHEME, parse_address
@@ -288,9 +289,15 @@ def streaming_problems(params: Parameters) -> list[Problem]:
     problems = []
     if params.data.live_source.startswith(SCHEME):  # the worker's own parse: refused here, not after the queue
         try:
-            parse_address(params.data.live_source)
+            at = parse_address(params.data.live_source).buffer_at
         except LiveSourceError as exc:
             problems.append(Problem("data.live_source", "liveSource", params.data.live_source, str(exc)))
+        else:
+            if at and at not in settings.PTYCHOPY_PVA_BUFFERS:
+                allowed = ", ".join(settings.PTYCHOPY_PVA_BUFFERS) or "none"
+                problems.append(Problem("data.live_source", "liveSource", params.data.live_source,
+                                        f"buffer_at={at}: this server lets workers reach only the EPICS bridges' "
+                                        f"frame buffers named in PTYCHOPY_PVA_BUFFERS ({allowed})"))
     try:
         check_streaming(params)
     except InputDataError as exc:
