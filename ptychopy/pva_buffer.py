@@ -17,6 +17,11 @@ bridge adds to the jobs it opens):
   at most ``CHUNK_BYTES``;
 - the job takes those frames first, then its own: every frame, none dropped, in the detector's order.
 
+The answer waits for the job's first frame on a thread of its own, and the bridge's monitors call back on another
+(p4p runs every subscription and server handler of a process on four shared threads by default: an answer waiting
+there held up the very frames it waited for, and the job's own in the embedded server, until the monitor queues
+overflowed and dropped a frame).
+
 At the bound the bridge logs an error once per series naming the frame and the setting, and holds no more of that
 series; a job that needs a frame it did not hold fails with a :class:`LiveSourceError` saying so (frames are never
 dropped silently, as ``-liveBuffer``). The frames the bridge holds are views of p4p's received buffers (no copy);
@@ -103,6 +108,8 @@ class FrameBuffer:
         self._server: Any = None
         self._subs: list[Any] = []
         self.errors: list[str] = []  # the bound reached, a frame that could not be read (newest last)
+        self._waiting = 0  # answers waiting for the job's first frame to reach the bridge
+        self._queues: list[Any] = []  # p4p work queues of its own: the answers, the monitors' callbacks
 
     # -- running -----------------------------------------------------------------------------------------------
     def start(self) -> FrameBuffer:
@@ -111,12 +118,16 @@ class FrameBuffer:
         from p4p.nt import NTScalar
         from p4p.server import Server
         from p4p.server.thread import SharedPV
+        from p4p.util import ThreadedWorkQueue
 
+        self._queues = [ThreadedWorkQueue(name="stream buffer answers", workers=2, daemon=True, maxsize=0).start(),
+                        ThreadedWorkQueue(name="stream buffer frames", workers=1, daemon=True, maxsize=0).start()]
+        answers, frames = self._queues
         conf = dict(EPICS_PVAS_INTF_ADDR_LIST=self.host, EPICS_PVAS_SERVER_PORT=str(self.port),
                     EPICS_PVAS_BROADCAST_PORT="0", EPICS_PVAS_AUTO_BEACON_ADDR_LIST="NO",
                     EPICS_PVAS_BEACON_ADDR_LIST="")
         self._request_type, self._answer_type = _types()
-        self._pv = SharedPV(nt=NTScalar("l"), initial=0, handler=self)  # value: frames held of the series
+        self._pv = SharedPV(nt=NTScalar("l"), initial=0, handler=self, queue=answers)
         self._server = Server(providers=[{self.pv_name: self._pv}], conf=conf, useenv=False)
         bound = self._server.conf().get("EPICS_PVAS_SERVER_PORT")
         if bound != str(self.port):  # pvxs takes another port when this one is in use
@@ -128,11 +139,11 @@ class FrameBuffer:
         a = self.address
         self._skip[a.image] = True
         self._subs.append(self._ctx.monitor(a.image, self._guard(a.image, self._on_frame), request=MONITOR_REQUEST,
-                                            notify_disconnect=True))
+                                            notify_disconnect=True, queue=frames))
         if a.positions:
             self._skip[a.positions] = True
             self._subs.append(self._ctx.monitor(a.positions, self._guard(a.positions, self._on_positions),
-                                                request=MONITOR_REQUEST, notify_disconnect=True))
+                                                request=MONITOR_REQUEST, notify_disconnect=True, queue=frames))
         log.info("stream buffer: holding up to %.0f MiB of each scan's first frames of PV %s, served as %s on %s:%d",
                  self.max_bytes / 2**20, a.image, self.pv_name, self.host, self.port)
         return self
@@ -148,13 +159,17 @@ class FrameBuffer:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        for q in self._queues:
+            q.stop()
+        self._queues = []
 
     def stats(self) -> dict[str, Any]:
-        """The current series: number, frames seen and held, bytes held, whether the bound was reached."""
+        """The current series: number, frames seen and held, bytes held, whether the bound was reached; answers
+        waiting for a frame."""
         with self._cond:
             s = self._series
             return {"series": s.number, "frames_seen": len(s.order), "frames_held": len(s.held),
-                    "bytes_held": s.held_bytes, "full": s.full_at is not None}
+                    "bytes_held": s.held_bytes, "full": s.full_at is not None, "answers_waiting": self._waiting}
 
     # -- p4p callbacks (its worker thread) ----------------------------------------------------------------------
     def _guard(self, pv: str, cb: Any) -> Any:
@@ -251,7 +266,11 @@ class FrameBuffer:
                 remaining = deadline - time.monotonic()
                 if (series >= 0 and s.number != series) or remaining <= 0:
                     break
-                self._cond.wait(remaining)
+                self._waiting += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._waiting -= 1
             value: dict[str, Any] = {"series": s.number, "next": -1, "error": error}
             if not error:
                 value.update(self._chunk(wanted, start, max_bytes))

@@ -150,3 +150,38 @@ def test_a_new_scan_restarts_the_series_so_a_late_job_gets_only_its_own_scans_fr
         source.close()
     assert indices.tolist() == list(range(N)) and source.dropped == 0
     np.testing.assert_array_equal(frames, detector.frames)
+
+
+def test_an_answer_waiting_for_the_jobs_first_frame_holds_up_no_other_subscriber_in_the_process(detector):
+    """The embedded server runs the bridge and the job in one process: p4p's shared callback threads (four, handed
+    out in turn) must keep delivering while the buffer waits to answer (before: held up to its wait, 2 s here, and
+    the benchmark's scans lost frames or stalled)."""
+    import threading
+
+    from p4p.client.thread import Context
+
+    from ptychopy.pva_buffer import fetch_held
+
+    ctx = Context("pva", nt=False, conf=detector.client_conf, useenv=False)
+    got: list[list[float]] = [[] for _ in range(4)]  # four monitors: one on each of the shared threads
+    subs = [ctx.monitor(f"{detector.streamer.prefix}Scan:Status", got[k].append) for k in range(4)]
+    buffer_ctx = Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": f"127.0.0.1:{detector.buffer.port}",
+                                                "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
+                         useenv=False)
+    try:
+        wait_for(lambda: all(got), 10, "the status monitors' first values")
+        asked = threading.Thread(target=lambda: pytest.raises(LiveSourceError, fetch_held, buffer_ctx,
+                                                                 detector.buffer.pv_name, 5))
+        asked.start()  # uniqueId 5 never comes: the buffer waits its 2 s
+        wait_for(lambda: detector.buffer.stats()["answers_waiting"] == 1, 10, "the buffer waiting to answer")
+        t0 = time.monotonic()
+        detector.streamer.post_status(1)
+        wait_for(lambda: all(len(g) >= 2 for g in got), 10, "the status update at every monitor")
+        took_s = time.monotonic() - t0
+        asked.join(10)
+    finally:
+        for sub in subs:
+            sub.close()
+        ctx.close()
+        buffer_ctx.close()
+    assert took_s < 1.0, f"a monitor waited {took_s:.2f} s behind the buffer's answer"
