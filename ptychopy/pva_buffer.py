@@ -13,8 +13,9 @@ bridge adds to the jobs it opens):
 - the job subscribes as before; its first frame (uniqueId ``U``) tells it where its own monitor began;
 - it asks the bridge for the frames of ``U``'s series that reached the bridge *before* ``U`` (:func:`fetch_held`):
   the bridge waits until it has seen ``U`` (both monitors get the server's updates in the order it posted them,
-  so every frame posted before ``U`` is then held) and every such frame's positions row, and answers in chunks of
-  at most ``CHUNK_BYTES``;
+  so every frame posted before ``U`` is then held) and the positions rows of those frames and of ``U`` (whose row
+  may be the value the job's positions monitor found at connect, which it does not take), and answers in chunks
+  of at most ``CHUNK_BYTES``;
 - the job takes those frames first, then its own: every frame, none dropped, in the detector's order.
 
 The answer waits for the job's first frame on a thread of its own, and the bridge's monitors call back on another
@@ -71,7 +72,7 @@ def _types() -> tuple[Any, Any]:
     request = Type([("through", "l"), ("series", "l"), ("start", "l"), ("max_bytes", "l")])
     answer = Type([("series", "l"), ("next", "l"), ("error", "s"), ("uniqueId", "al"), ("rows", "i"), ("cols", "i"),
                    ("dtype", "s"), ("value", "aB"), ("row_m", "ad"), ("col_m", "ad"), ("attr_row", "ad"),
-                   ("attr_col", "ad")])
+                   ("attr_col", "ad"), ("through_row_m", "d"), ("through_col_m", "d")])
     return request, answer
 
 
@@ -258,7 +259,9 @@ class FrameBuffer:
                                  f"{before + 1}-th: raise buffer_mib")
                         break
                     wanted = s.held[:before]
-                    missing = [u for u, *_ in wanted if a.positions and u not in self._rows]
+                    # the job's own first frame's row too: it may be the value its positions monitor found at
+                    # connect, which it does not take (it may be a row of the scan before)
+                    missing = [u for u in [*(u for u, *_ in wanted), through] if a.positions and u not in self._rows]
                     if not missing:
                         break
                     error = (f"the positions rows of {len(missing)} frames (uniqueId {missing[0]}, ...) did not reach "
@@ -271,7 +274,9 @@ class FrameBuffer:
                     self._cond.wait(remaining)
                 finally:
                     self._waiting -= 1
-            value: dict[str, Any] = {"series": s.number, "next": -1, "error": error}
+            row, col = self._rows.get(through, (float("nan"), float("nan")))
+            value: dict[str, Any] = {"series": s.number, "next": -1, "error": error, "through_row_m": row,
+                                     "through_col_m": col}
             if not error:
                 value.update(self._chunk(wanted, start, max_bytes))
         from p4p.wrapper import Value
@@ -305,7 +310,8 @@ class FrameBuffer:
 @dataclass
 class Held:
     """What :func:`fetch_held` got: frames (uid, frame (rows, cols), attribute row/col or NaN) in the order they
-    reached the bridge, and the positions rows (uid -> raw row, col) of those frames the bridge had."""
+    reached the bridge, and the positions rows (uid -> raw row, col) of those frames and of the job's first frame
+    that the bridge had."""
 
     frames: list[tuple[int, np.ndarray, float, float]]
     rows: dict[int, tuple[float, float]]
@@ -330,6 +336,8 @@ def fetch_held(ctx: Any, pv: str, through: int, *, timeout_s: float = WAIT_S + 5
         if v["error"]:
             raise LiveSourceError(f"the bridge's buffer {pv}: {v['error']}")
         series = int(v["series"])
+        if np.isfinite(v["through_row_m"]) and np.isfinite(v["through_col_m"]):
+            rows[through] = (float(v["through_row_m"]), float(v["through_col_m"]))
         uids = np.asarray(v["uniqueId"], np.int64)
         if uids.size:
             data = np.asarray(v["value"]).view(np.dtype(str(v["dtype"])))

@@ -185,3 +185,23 @@ def test_an_answer_waiting_for_the_jobs_first_frame_holds_up_no_other_subscriber
         ctx.close()
         buffer_ctx.close()
     assert took_s < 1.0, f"a monitor waited {took_s:.2f} s behind the buffer's answer"
+
+
+def test_the_jobs_first_frame_gets_its_positions_row_from_the_buffer_when_its_monitor_found_that_row_at_connect(
+        detector):
+    """Rows come before their frames: the job's positions monitor may connect between the row of its first frame
+    and the frame, find that row as the value at connect and not take it (it may be the previous scan's). The
+    buffer hands it over with the frames before (before: the frame waited for its row until the stream stalled)."""
+    detector.post(range(0, 15))
+    detector.streamer.post_positions([16], detector.planned_m[15:16])  # the row of scan point 15, not its frame
+    _wait_held(detector, 15)
+    source = detector.source()  # connected: its positions monitor found row 16
+    try:
+        detector.streamer.post_frame(16, detector.frames[15])
+        detector.post(range(16, N))
+        detector.streamer.post_status(1)
+        frames, indices, positions = _drain(source, timeout_s=10)
+    finally:
+        source.close()
+    assert indices.tolist() == list(range(N)) and source.dropped == 0
+    np.testing.assert_allclose(positions, detector.planned_m)
