@@ -54,6 +54,17 @@ class Detector:
         ctx = Context("pva", nt=False, conf=self.client_conf, useenv=False)
         return PvaSource(self.address, PlannedScan(self.planned_m, None, "test"), connect_s=10, ctx=ctx)
 
+    def late_job(self, start: int) -> tuple[PvaSource, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A job's source subscribing now; scan points ``start``.. posted after it, the scan ended: (the source,
+        what it took)."""
+        source = self.source()
+        try:
+            self.post(range(start, N))
+            self.streamer.post_status(1)
+            return source, _drain(source)
+        finally:
+            source.close()
+
     def close(self) -> None:
         self.buffer.stop()
         self.streamer.close()
@@ -92,13 +103,7 @@ def test_frames_posted_before_the_source_subscribed_come_from_the_bridge_buffer_
     try:
         d.post(range(0, 15))  # the scan began before the job subscribed
         _wait_held(d, 15)
-        source = d.source()
-        try:
-            d.post(range(15, N))
-            d.streamer.post_status(1)
-            frames, indices, positions = _drain(source)
-        finally:
-            source.close()
+        source, (frames, indices, positions) = d.late_job(15)
     finally:
         d.close()
     assert indices.tolist() == list(range(N))  # in scan order: the held frames first
@@ -141,13 +146,7 @@ def test_a_new_scan_restarts_the_series_so_a_late_job_gets_only_its_own_scans_fr
     detector.post(range(0, 12))  # the next scan: the counter began again
     wait_for(lambda: detector.buffer.stats() == {**detector.buffer.stats(), "series": 1, "frames_seen": 12}, 10,
              "the second series")
-    source = detector.source()
-    try:
-        detector.post(range(12, N))
-        detector.streamer.post_status(1)
-        frames, indices, _ = _drain(source)
-    finally:
-        source.close()
+    source, (frames, indices, _) = detector.late_job(12)
     assert indices.tolist() == list(range(N)) and source.dropped == 0
     np.testing.assert_array_equal(frames, detector.frames)
 
