@@ -16,12 +16,14 @@ counted dropped, its result partial. The SWMR path is tests/e2e/test_streaming.p
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from benchmarks.latency.procs import wait_for
 from benchmarks.latency.rig import Rig, RigOptions
 from benchmarks.latency.stream import job_row
+from tests.e2e.test_streaming import _pg_job
 from tests.support.frames import collect_frames
 
 pytestmark = [pytest.mark.services, pytest.mark.epics, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -88,3 +90,28 @@ def test_frames_posted_before_the_streaming_job_subscribed_reach_it_from_the_bri
     # the frames the bridge held: those posted before the job's first own frame (its monitor connected after
     # BUSY rose and the detector's first frames, about 2 s at 200 frames/s on these cores)
     assert 0 < live["frames_from_buffer"] < N, live
+
+
+def test_on_the_production_stack_the_worker_process_gets_the_first_frames_from_the_bridge_process(
+        tmp_path: Path) -> None:
+    """Production (PostgreSQL, Redis, a worker process, the bridge process): the job's worker reaches the bridge's
+    buffer in another process over pvAccess; the first frames, posted at BUSY while Dramatiq hands the job over,
+    still reach it: every frame, none dropped, one job."""
+    opts = RigOptions(mode="production", workdir=tmp_path, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.005,
+                      stream=True, stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0,
+                      log=lambda _: None)
+    rig = Rig(opts)
+    try:
+        rig.start()
+        last, job = _play_scan(rig)
+        wait_for(lambda: _pg_job(rig, int(job["id"]))["status"] in ("done", "failed", "cancelled"), 90,
+                 f"job {job['id']} to finish")
+        row = _pg_job(rig, int(job["id"]))
+        live = row["live"]
+        assert row["status"] == "done" and row["message"] == "", row
+        assert live["frames_received"] == N and live["frames_dropped"] == 0 and not live["partial"], live
+        assert 0 < live["frames_from_buffer"] < N, live
+        assert rig.stream_verdict(str(job["dedup_key"])) == "stream_ended"
+        assert [j["id"] for j in rig.jobs_after(last)] == [int(job["id"])]
+    finally:
+        rig.stop()
