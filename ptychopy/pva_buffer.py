@@ -6,9 +6,10 @@ bridge's debounce, the submit, the worker opening the source), and the frames th
 for it. The bridge is running before the scan, so :class:`FrameBuffer`, started with the bridge, monitors the
 image PV (and the positions table) of the ``[stream] source`` all the time and keeps the first frames of each
 *series* (a scan: a new series starts when a uniqueId repeats, as it does when ``ArrayCounter`` is reset before a
-scan), at most ``max_bytes`` of frames (``[stream] buffer_mib``). It serves them on its own p4p server, as one RPC
-PV, to the job's :class:`~ptychopy.pva_source.PvaSource` (the address's ``buffer=PV&buffer_at=HOST:PORT``, which the
-bridge adds to the jobs it opens):
+scan; a series the monitor (re)connected into, its first frame neither ``uid0`` nor below the uniqueId the PV held
+at the connect, is marked as missing its start), at most ``max_bytes`` of frames (``[stream] buffer_mib``). It
+serves them on its own p4p server, as one RPC PV, to the job's :class:`~ptychopy.pva_source.PvaSource` (the
+address's ``buffer=PV&buffer_at=HOST:PORT``, which the bridge adds to the jobs it opens):
 
 - the job subscribes as before; its first frame (uniqueId ``U``) tells it where its own monitor began;
 - it asks the bridge for the frames of ``U``'s series that reached the bridge *before* ``U`` (:func:`fetch_held`):
@@ -85,6 +86,7 @@ class _Series:
     held: list[tuple[int, np.ndarray, float, float]] = field(default_factory=list)  # (uid, frame, attr row, col)
     held_bytes: int = 0
     full_at: int | None = None  # the arrival index of the first frame not held (the bound)
+    joined_at: int | None = None  # begun with the monitor (re)connected mid-scan: its first uniqueId (else None)
 
 
 class FrameBuffer:
@@ -105,6 +107,7 @@ class FrameBuffer:
         self._series = _Series(0)
         self._rows: dict[int, tuple[float, float]] = {}  # uniqueId -> positions row (raw), the newest of each
         self._skip: dict[str, bool] = {}
+        self._connected_at: int | None = None  # the image PV's uniqueId at the monitor's (re)connect, until a frame
         self._ctx: Any = None
         self._server: Any = None
         self._subs: list[Any] = []
@@ -181,6 +184,9 @@ class FrameBuffer:
                     return
                 if self._skip[pv]:
                     self._skip[pv] = False
+                    if pv == self.address.image:  # the frame posted last: is the next one of the same scan?
+                        with contextlib.suppress(Exception):
+                            self._connected_at = int(update["uniqueId"])
                     return
             try:
                 cb(update)
@@ -200,7 +206,11 @@ class FrameBuffer:
                 attr_row, attr_col = float(attrs[a.attrs[0]]), float(attrs[a.attrs[1]])
         with self._cond:
             s = self._series
-            if uid in s.order:  # the counter began again: a new scan
+            if self._connected_at is not None:  # the first frame since the monitor (re)connected
+                mid_scan = uid != a.uid0 and uid > self._connected_at  # the same scan goes on: its start went past
+                s = self._series = _Series(s.number + bool(s.order), joined_at=uid if mid_scan else None)
+                self._connected_at = None
+            elif uid in s.order:  # the counter began again: a new scan
                 s = self._series = _Series(s.number + 1)
             s.order[uid] = len(s.order)
             if s.full_at is None:
@@ -253,6 +263,11 @@ class FrameBuffer:
                              f"{a.image} may have been disconnected)")
                 else:
                     before = s.order[through]
+                    if s.joined_at is not None:
+                        error = (f"the bridge's monitor of {a.image} (re)connected while this scan acquired (its "
+                                 f"first frame since was uniqueId {s.joined_at}): the frames before it are held "
+                                 "nowhere")
+                        break
                     if s.full_at is not None and before > s.full_at:
                         error = (f"the bridge held only the first {len(s.held)} frames of this scan ([stream] "
                                  f"buffer_mib = {self.max_bytes / 2**20:g}) and this job's first frame was the "

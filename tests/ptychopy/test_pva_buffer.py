@@ -204,3 +204,41 @@ def test_the_jobs_first_frame_gets_its_positions_row_from_the_buffer_when_its_mo
         source.close()
     assert indices.tolist() == list(range(N)) and source.dropped == 0
     np.testing.assert_allclose(positions, detector.planned_m)
+
+
+def test_a_buffer_that_subscribed_while_a_scan_ran_says_its_start_is_held_nowhere_instead_of_a_partial_prefix():
+    prefix = f"b{free_port()}:"
+    port = free_port_pair()
+    planned_m = np.stack([np.arange(N) * 1e-7, np.zeros(N)], axis=1)
+    streamer = PvaStreamer(prefix, planned_m, pva_server_conf(port))
+    frame = np.ones(SHAPE_PX, np.float32)
+    try:
+        for j in range(10):  # the scan runs before the bridge (re)starts
+            streamer.post_positions([j + 1], planned_m[j:j + 1])
+            streamer.post_frame(j + 1, frame)
+        buffer = FrameBuffer(live_source_address(prefix), f"127.0.0.1:{free_port()}", f"{prefix}Frames", 1 << 20,
+                             conf=pva_client_env(port), wait_s=2.0).start()
+        try:
+            wait_for(lambda: streamer.first_client.connected.is_set(), 10, "the buffer's monitor")
+            for j in range(10, 20):
+                streamer.post_positions([j + 1], planned_m[j:j + 1])
+                streamer.post_frame(j + 1, frame)
+            wait_for(lambda: buffer.stats()["frames_seen"] == 10, 10, "frames 11-20 at the buffer")
+            from p4p.client.thread import Context
+
+            from ptychopy.pva_buffer import fetch_held
+
+            ctx = Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": f"127.0.0.1:{buffer.port}",
+                                                 "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
+                          useenv=False)
+            try:
+                with pytest.raises(LiveSourceError, match=r"\(re\)connected while this scan acquired \(its first "
+                                                          r"frame since was uniqueId 11\): the frames before it are "
+                                                          r"held nowhere"):
+                    fetch_held(ctx, buffer.pv_name, 16)  # a job whose first frame was 16: 1-10 went past
+            finally:
+                ctx.close()
+        finally:
+            buffer.stop()
+    finally:
+        streamer.close()
