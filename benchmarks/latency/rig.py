@@ -82,6 +82,9 @@ class RigOptions:
     # default), served on a free loopback port; live_wait_s: simioc's sim:LiveWait (None: its default)
     stream_buffer_mib: float | None = None
     live_wait_s: float | None = None
+    # with stream_pva and submit "http": the web server's PTYCHOPY_PVA_BUFFERS names the bridge's buffer_address
+    # (a buffer_at= submitted over the API is refused otherwise; the in-process bridge needs nothing)
+    server_allows_buffer: bool = True
 
     def __post_init__(self) -> None:
         if self.submit not in ("django", "http"):
@@ -226,6 +229,9 @@ class Rig:
                        dramatiq_queue_prefetch="1")
         if self.live_pva_port is not None:  # the worker's pvAccess client reaches simioc's stream only
             app.update(pva_client_env(self.live_pva_port))
+            buffer_at = self.bridge_cfg["stream"].get("buffer_address")
+            if self.opts.submit == "http" and self.opts.server_allows_buffer and buffer_at:
+                app["PTYCHOPY_PVA_BUFFERS"] = str(buffer_at)
         env = base_env(app)
         ca_env = self.ca.env(env)
         self._bridge_argv = [sys.executable, "-m", "epics_bridge", "--config", str(cfg_path)]

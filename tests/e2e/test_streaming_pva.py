@@ -16,6 +16,8 @@ counted dropped, its result partial. The SWMR path is tests/e2e/test_streaming.p
 from __future__ import annotations
 
 import asyncio
+import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -113,5 +115,86 @@ def test_on_the_production_stack_the_worker_process_gets_the_first_frames_from_t
         assert 0 < live["frames_from_buffer"] < N, live
         assert rig.stream_verdict(str(job["dedup_key"])) == "stream_ended"
         assert [j["id"] for j in rig.jobs_after(last)] == [int(job["id"])]
+    finally:
+        rig.stop()
+
+
+def _bridge_over_api(tmp_path: Path, *, server_allows_buffer: bool) -> Rig:
+    """An embedded server (SQLite, its worker in process) and the bridge as a process of its own submitting over the
+    JSON API with a bridge token (the controls host: no database settings), simioc streaming over pvAccess with the
+    first frames posted at BUSY; the server's PTYCHOPY_PVA_BUFFERS names the bridge's buffer or is unset."""
+    opts = RigOptions(mode="embedded", workdir=tmp_path, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.005,
+                      stream=True, stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0,
+                      embedded_bridge="process", submit="http", server_allows_buffer=server_allows_buffer,
+                      log=lambda _: None)
+    return Rig(opts)
+
+
+def _bridge_on_dashboard(rig: Rig) -> dict:
+    """The bridge as the web dashboard shows it (``/dashboard/?format=json``, logged in): its published state."""
+    req = urllib.request.Request(f"{rig.base_url}/dashboard/?format=json", headers={"Cookie": rig.cookie})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(req, timeout=30) as answer:
+        bridges = json.loads(answer.read())["bridges"]
+    return dict(bridges[0]) if bridges else {}
+
+
+def test_a_bridge_submitting_over_the_api_hands_the_first_frames_to_the_job_when_the_server_allows_its_buffer(
+        tmp_path: Path) -> None:
+    """The production-like split: the bridge's buffer_at= passes the web server's PTYCHOPY_PVA_BUFFERS, the
+    embedded worker reaches the bridge process's buffer and the job gets every frame, none dropped, one job."""
+    rig = _bridge_over_api(tmp_path, server_allows_buffer=True)
+    try:
+        rig.start()
+        assert "PTYCHOPY_PVA_BUFFERS" not in rig.bridge_env  # the server's setting, not the bridge's
+        last, job = _play_scan(rig)
+        job_id = int(job["id"])
+        wait_for(lambda: job_row(rig, job_id)["status"] in ("done", "failed", "cancelled"), 90,
+                 f"job {job_id} to finish")
+        row = job_row(rig, job_id)
+        live = row["live"]
+        assert row["status"] == "done" and row["message"] == "", row
+        assert live["frames_received"] == N and live["frames_dropped"] == 0 and not live["partial"], live
+        assert 0 < live["frames_from_buffer"] < N, live
+        assert "&buffer_at=" in row["parameters"]["data"]["live_source"], row["parameters"]["data"]
+        key = rig.journal_key(job_id)  # an API job carries the scan's key only as its Idempotency-Key
+        assert key and rig.stream_verdict(key) == "stream_ended"
+        assert [j["id"] for j in rig.jobs_after(last)] == [job_id]
+    finally:
+        rig.stop()
+
+
+def test_a_bridge_over_the_api_whose_buffer_the_server_does_not_allow_is_refused_and_the_scan_gets_its_batch_job(
+        tmp_path: Path) -> None:
+    """PTYCHOPY_PVA_BUFFERS unset on the web server: the streaming job's submit is refused (400) naming buffer_at=
+    and the variable; the bridge journals and logs the refusal, the dashboard shows it, and at the scan's complete
+    end the bridge queues the scan's batch job (exactly once: no streaming job, one batch job, done)."""
+    rig = _bridge_over_api(tmp_path, server_allows_buffer=False)
+    try:
+        rig.start()
+        last = max((j["id"] for j in rig.jobs_after(0)), default=0)
+        rig.ioc_put("sim:Go", 1)
+        rejected = wait_for(lambda: rig._journal_rows("SELECT dedup_key, message FROM events WHERE kind = ?",
+                                                      ("rejected",)), 60, "the bridge to journal the refusal")
+        key, message = str(rejected[0][0]), str(rejected[0][1])
+        # the refusal says what to change: the bridge's address into the server's PTYCHOPY_PVA_BUFFERS
+        buffer_at = rig.bridge_cfg["stream"]["buffer_address"]
+        assert f"buffer_at={buffer_at}" in message and "PTYCHOPY_PVA_BUFFERS (none)" in message, message
+        assert "needs its [stream] buffer_address there" in message, message
+        bridge_log = next(p for p in rig.procs if p.name == "bridge").tail(400)
+        assert "PTYCHOPY_PVA_BUFFERS" in bridge_log, bridge_log
+        assert rig.stream_verdict(key) == "stream_failed_batch"
+        jobs = wait_for(lambda: rig.jobs_after(last), 60, "the scan's batch job")
+        batch = int(jobs[0]["id"])
+        wait_for(lambda: job_row(rig, batch)["status"] in ("done", "failed", "cancelled"), 120,
+                 f"batch job {batch} to finish")
+        row = job_row(rig, batch)
+        assert row["status"] == "done", row
+        assert row["parameters"]["data"]["live_source"] == "none", row["parameters"]["data"]  # a batch job
+        assert [j["id"] for j in rig.jobs_after(last)] == [batch]
+        seen = wait_for(lambda: [e for e in _bridge_on_dashboard(rig).get("errors", [])
+                                 if "PTYCHOPY_PVA_BUFFERS" in e["message"]], 60,
+                        "the refusal on the dashboard")
+        assert "buffer_at=" in seen[0]["message"], seen
     finally:
         rig.stop()

@@ -209,7 +209,8 @@ def test_a_pva_source_naming_a_bridge_buffer_not_in_ptychopy_pva_buffers_is_refu
     refused = api_post(client, "/api/v1/jobs/", {"cmdstr": pva + "10.1.2.3:22"}, token)
     assert refused.status_code == 400, refused.content  # a worker would open a connection to any host and port
     assert "buffer_at=10.1.2.3:22: this server lets workers reach only the EPICS bridges' frame buffers named in " \
-           "PTYCHOPY_PVA_BUFFERS (none)" in refused.content.decode()
+           "PTYCHOPY_PVA_BUFFERS (none); a bridge submitting over HTTP needs its [stream] buffer_address there" \
+           in refused.content.decode()
     settings.PTYCHOPY_PVA_BUFFERS = ["10.1.2.3:5079"]
     ok = api_post(client, "/api/v1/jobs/", {"cmdstr": pva + "10.1.2.3:5079"}, token)
     assert ok.status_code == 201, ok.content

@@ -297,7 +297,9 @@ def streaming_problems(params: Parameters) -> list[Problem]:
                 allowed = ", ".join(settings.PTYCHOPY_PVA_BUFFERS) or "none"
                 problems.append(Problem("data.live_source", "liveSource", params.data.live_source,
                                         f"buffer_at={at}: this server lets workers reach only the EPICS bridges' "
-                                        f"frame buffers named in PTYCHOPY_PVA_BUFFERS ({allowed})"))
+                                        f"frame buffers named in PTYCHOPY_PVA_BUFFERS ({allowed}); a bridge "
+                                        f"submitting over HTTP needs its [stream] buffer_address there (the web "
+                                        f"server's environment, docs/deploy.md), or [stream] buffer_mib = 0"))
     try:
         check_streaming(params)
     except InputDataError as exc:
