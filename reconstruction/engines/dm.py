@@ -17,9 +17,11 @@ sub-pixel positions; after step 2 every position takes half the Gauss-Newton ste
 probe is held) that fits the modulus projection of its phi (chi = P_M(phi) - phi;
 ``engines/position_refiner.py``, ``physics/position_update.py``), damped by the median over all positions (1 times
 it, 0.3 while the probe is held: :func:`set_position_step`) and at most 0.5 px per axis, after a coarse whole-pixel
-search in the first
-refining epochs. The exit waves psi = phi + (psi - phi) split at a gradient move: the overlap-consistent part phi
-is taken anew at the new place, DM's memory psi - phi stays with its pattern (a window whose corner moves by k
+search in the first refining epochs. While DM's memory psi - phi is large against phi (a guessed probe, errors of
+pixels) the steps are taken only in every 8th epoch: the memory feeds each move back into the next steps for about
+6 iterations, and with a weak pull towards the truth that ran the positions away (:data:`MEMORY_SHARE_SETTLE`,
+:func:`set_step_cadence`). The exit waves psi = phi + (psi - phi) split at a gradient move: the overlap-consistent
+part phi is taken anew at the new place, DM's memory psi - phi stays with its pattern (a window whose corner moves by k
 pixels has it rolled by -k, so its content stays where it was in the object); a coarse move takes psi along
 unrolled (``_positions_moved``). The scan's affine fit (-positionAffine) takes its terms from the same chi and
 adds a smooth quadratic warp of the scan (:data:`WARP_DEGREE`): DM's steps leave a smooth error that its object
@@ -78,6 +80,19 @@ POSITION_DAMPING_PROBE_HELD = 0.3
 # 0.118 px beyond a quadratic, 0.083 px beyond a cubic displacement); fitted from the windows' content like the
 # affine terms: 0.133 px with degree 2, 0.136 px with 3 (its terms took up DM's stretch bias: scale +0.37 %)
 WARP_DEGREE = 2
+# DM's exit-wave memory psi - phi feeds a move back into the next steps: its reflection 2 phi - psi keeps writing a
+# moved window's data into the object for several iterations, so the object follows the move and the next steps
+# continue it (64^2, probe guessed from the data, +-3 px: every window moved by a random d, then 6 iterations later
+# the steps had gone +0.05, +0.21, +0.24, +0.19, +0.13, +0.10 of d further, ePIE's -0.02 in all; with the moved
+# windows' memory dropped the steps pulled back, -0.14, -0.10, -0.05). That feedback grows with the memory: while it
+# is at least MEMORY_SHARE_SETTLE of phi (||psi - phi|| / ||phi||: 0.6-0.7 from a guessed probe with +-3 px errors,
+# 0.04-0.17 with the probe known), DM takes its per-position steps in every SETTLE_EPOCHS-th refining epoch only,
+# after the last move's transient has passed (it lasted 6 iterations). Target scan, probe guessed, -affineEpochs=20:
+# 2.41 -> 4.59 px RMS with steps every epoch, 2.36 px with this (threshold 0.4 / 0.6: 2.40 / 2.52 px; every 6th /
+# 10th epoch: 2.49 / 2.41 px); the +-1.5 px test with the probe updated 0.335 -> 0.251 px (its memory is 0.67 for
+# 20 iterations, then falls as the positions converge); the probe known: unchanged (0.119 px)
+MEMORY_SHARE_SETTLE = 0.5
+SETTLE_EPOCHS = 8
 
 
 def position_gain(update_probe: bool) -> float:
@@ -90,6 +105,19 @@ def set_position_step(refiner: PositionRefiner, update_probe: bool) -> None:
     the probe or holds it (the reference and the fast DM)."""
     refiner.gain = position_gain(update_probe)
     refiner.damping = POSITION_DAMPING if update_probe else POSITION_DAMPING_PROBE_HELD
+
+
+def memory_share(xp: Any, psi: Any, phi: Any) -> float:
+    """||psi - phi|| / ||phi|| over all windows: the size of DM's exit-wave memory against the overlap-consistent
+    estimate, ``psi`` and ``phi`` (N, m, n, n) (the exit waves after this iteration's update, phi before it). A host
+    float (one synchronisation a refining epoch)."""
+    return float(xp.linalg.norm(psi - phi)) / (float(xp.linalg.norm(phi)) + 1e-30)
+
+
+def set_step_cadence(refiner: PositionRefiner, share: float) -> None:
+    """Per-position steps in every refining epoch while DM's memory ``share`` (:func:`memory_share`) is below
+    :data:`MEMORY_SHARE_SETTLE`, else in every :data:`SETTLE_EPOCHS`-th only (the reference and the fast DM)."""
+    refiner.step_every = 1 if share < MEMORY_SHARE_SETTLE else SETTLE_EPOCHS
 
 
 def error_sample(n_positions: int, iteration: int) -> Any:
@@ -160,9 +188,12 @@ class DM:
 
     def _refine_positions(self, phi: Any, obj_patches: Any) -> None:
         """Every position's step from the modulus projection of its overlap-consistent estimate phi (N, M, n, n)
-        (:meth:`_collect_position_terms`); then the epoch's end (the affine fit), and psi follows the moves."""
+        (:meth:`_collect_position_terms`; in every epoch, or only after the last move's transient while the exit
+        waves' memory is large: :func:`set_step_cadence`); then the epoch's end (the affine fit), and psi follows the
+        moves."""
         st, xp = self.state, self.state.xp
         corners = xp.stack([st.rows, st.cols], axis=1).copy()
+        set_step_cadence(self.refiner, memory_share(xp, self.psi[:, : st.modes_active], phi))
         self._collect_position_terms(phi, obj_patches, self._probes)
         self.refiner.end_epoch()
         self._positions_moved(corners)

@@ -65,6 +65,7 @@ class PositionRefiner:
         self._epoch = 0  # refining epochs begun
         self.gain = 1.0  # the share of each collected step taken (DM takes less: its exit waves lag the move)
         self.damping = EPOCH_DAMPING  # of the collected steps (DM: 1 while the probe is updated)
+        self.step_every = 1  # per-position steps only in every this-many-th refining epoch (DM: engines/dm.py)
         self.warp_degree = 1  # the affine fit's displacement: 1 affine; 2 or more adds a smooth warp (DM: 2)
         self._collected: list[tuple[Any, Any, Any]] = []  # (idx, num, den) kept for the epoch's end
         self.last_deformation: Any = None  # (2, 2) the deformation applied at the last epoch's end
@@ -209,7 +210,9 @@ class PositionRefiner:
 
     def collect(self, idx: Any, num: Any, den: Any) -> None:
         """Keep the step terms (B, 2) of positions ``idx`` (B,) for :meth:`end_epoch`, which moves every position
-        at once, damped by the median over all of them."""
+        at once, damped by the median over all of them; nothing outside every ``step_every``-th epoch."""
+        if self._epoch % self.step_every:
+            return
         self._collected.append((self.state.xp.asarray(idx), num, den))
 
     def move(self, idx: Any, steps_px: Any) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engines.dm import DM
+from ..engines.dm import DM, memory_share, set_step_cadence
 from ..engines.epie import EPIE
 from ..physics import patches
 from . import runtime as rt
@@ -189,14 +189,16 @@ class DMWindowsMixin(WindowsMixin):
         return self.pj.reshape(self.state.n_positions, self.mt, self.n, self.n)[:, :m]
 
     def _end_refining_epoch(self) -> None:
-        """Every position takes its step (the refiner, on the device); as in ``engines.dm.DM._refine_positions``,
-        moved windows roll their exit waves and the overlap-consistent part phi of psi follows each move."""
+        """Every position takes its step (the refiner, on the device; in every epoch or, while the exit waves' memory
+        is large, every 8th: ``engines.dm.set_step_cadence``); as in ``engines.dm.DM._refine_positions``, moved windows
+        roll their exit waves and the overlap-consistent part phi of psi follows each move."""
         st, cp = self.state, self.cp
         m = st.modes_active
         corners = cp.stack([st.rows, st.cols], axis=1)
         obj_patches = patches.extract_patches(cp, st.obj, st.window_idx())
         lit = self._lit_probes(m)  # times c_j with the flux fit, as engines.dm.DM's phi
         old_phi = lit * obj_patches[:, None]
+        set_step_cadence(self.refiner, memory_share(cp, self.psi[:, :m], old_phi))
         if self.refiner.affine_phase():  # the deformation terms: the reference's step (the kernels' are unused)
             DM._collect_position_terms(self, old_phi, obj_patches, lit)  # type: ignore[arg-type]
         else:

@@ -83,7 +83,7 @@ def _fake_cupy() -> types.SimpleNamespace:
     return types.SimpleNamespace(cuda=cuda, zeros=dev(np.zeros), ones=dev(np.ones), empty=dev(np.zeros),
                                  empty_like=dev(np.zeros_like), arange=dev(np.arange), stack=dev(np.stack),
                                  ascontiguousarray=dev(np.ascontiguousarray), asarray=dev(np.asarray),
-                                 sqrt=np.sqrt, **{t: getattr(np, t) for t in names})
+                                 sqrt=np.sqrt, linalg=np.linalg, **{t: getattr(np, t) for t in names})
 
 
 class _Plans:

@@ -328,12 +328,13 @@ def test_a_coarse_search_on_a_guessed_probe_that_does_not_settle_is_undone_and_p
         algorithm):
     """From a probe guessed from the data the search scores noise: it moved more windows in its second epoch than
     in its first, most of them the wrong way. Measured before its moves were undone: 1.64 -> 2.02 px RMS (LSQML),
-    2.24 (DM); after: 1.29, 1.58."""
+    2.24 (DM); after: 1.29, 1.58. DM's exit-wave memory is large here (0.6 of phi), so it now steps only in every 8th
+    refining epoch (engines/dm.py, MEMORY_SHARE_SETTLE): 1.62 px in these 15 iterations."""
     rec, given, true, _ = _guessed_probe_run(algorithm)
     rec.run()
     assert rec.engine.refiner._search_stopped
     # below given, and below what each engine reached with the search's moves kept (2.02 / 2.24 px)
-    bound_px = {"LSQML": 1.45, "DM": _position_error_px(given, true) - 0.03}[algorithm]
+    bound_px = {"LSQML": 1.45, "DM": _position_error_px(given, true) - 0.01}[algorithm]
     assert _position_error_px(rec.positions(), true) < bound_px
 
 
@@ -344,3 +345,30 @@ def test_a_coarse_search_on_a_known_probe_settles_and_keeps_its_moves():
     rec.run()
     assert not rec.engine.refiner._search_stopped
     assert _position_error_px(rec.positions(), true) < 0.5 * _position_error_px(given, true)
+
+
+def test_dm_from_a_guessed_probe_steps_after_its_exit_wave_memorys_transient_and_ends_within_0_45_px():
+    """DM's exit-wave memory psi - phi feeds each move back into its next steps for about 6 iterations; from a probe
+    guessed from the data the pull towards the truth is weak and its memory large (0.57 of phi here), so the
+    positions wandered (64^2 target scan, -affineEpochs=20: 2.41 -> 4.59 px RMS). Steps taken only once that
+    transient has passed (every 8th refining epoch while the memory is at least half of phi): the target scan 2.36
+    px; this one (32^2, 10 x 10, +-1.5 px + 1 % + 0.5 degrees, coarse search +-2 px, affine fit in refining epochs
+    31-50, 100 iterations) 1.21 -> 0.339 px, where steps in every epoch ended at 0.543 px."""
+    n = 32
+    nominal = raster_px((10, 10), n / 10) + 8.0
+    centre = nominal.mean(axis=0)
+    true = centre + (nominal - centre) @ (1.01 * _rotation(0.5)).T
+    true += np.random.default_rng(5).uniform(-1.5, 1.5, true.shape)
+    sim = simulate(size_px=n, photons=1e6, seed=3, positions_px=true, subpixel=True)
+    h, w = sim.object_truth.shape
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, subpixel_windows=True,
+                              position_refinement_from=5, position_affine=LINEAR, coarse_search_px=2,
+                              coarse_search_epochs=5, affine_delay=30, affine_epochs=20)
+    rec = Reconstruction(sim.data.intensities, nominal, algorithm="DM", iterations=100, seed=0, device="cpu",
+                         beam_diameter_px=0.4 * n, object_shape=(h + 8, w + 8), settings=settings)
+    cadence = set()
+    for _ in rec:
+        cadence.add(getattr(rec.engine.refiner, "step_every", 1))
+    assert _position_error_px(nominal, true) > 1.15
+    assert _position_error_px(rec.positions(), true) < 0.45
+    assert cadence == {1, 8}  # the memory was large at first, small by the end

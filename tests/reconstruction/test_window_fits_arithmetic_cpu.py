@@ -19,7 +19,7 @@ from test_lsqml_fits_arithmetic_cpu import fft_un, ifft_un, ramp, windows
 
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
-from reconstruction.engines.dm import REGULARISATION, set_position_step
+from reconstruction.engines.dm import REGULARISATION, memory_share, set_position_step, set_step_cadence
 from reconstruction.physics import modulus, propagation
 from reconstruction.simulate import simulate
 
@@ -125,6 +125,7 @@ def dm_windows_iteration(st, psi, settings, update_probe, refiner):
     psi[:, :m] += propagation.backward(np, far * factor[:, None]) - phi
     if refiner is not None:  # lf_gather (phi and its two moves), one transform, lf_modulus
         set_position_step(refiner, update_probe)  # as FastDM.iterate (the probe held or updated)
+        set_step_cadence(refiner, memory_share(np, psi[:, :m], phi))  # as DMWindowsMixin._end_refining_epoch
         x = fft_un(phi)
         model = np.sqrt(np.sum(np.abs(x) ** 2, axis=1)) / n
         g = st.amplitudes / (model + 1e-12) - 1
