@@ -82,11 +82,13 @@ POSITION_DAMPING_PROBE_HELD = 0.3
 WARP_DEGREE = 2
 # DM's exit-wave memory psi - phi feeds a move back into the next steps: its reflection 2 phi - psi keeps writing a
 # moved window's data into the object for several iterations, so the object follows the move and the next steps
-# continue it (64^2, probe guessed from the data, +-3 px: every window moved by a random d, then 6 iterations later
-# the steps had gone +0.05, +0.21, +0.24, +0.19, +0.13, +0.10 of d further, ePIE's -0.02 in all; with the moved
-# windows' memory dropped the steps pulled back, -0.14, -0.10, -0.05). That feedback grows with the memory: while it
-# is at least MEMORY_SHARE_SETTLE of phi (||psi - phi|| / ||phi||: 0.6-0.7 from a guessed probe with +-3 px errors,
-# 0.04-0.17 with the probe known), DM takes its per-position steps in every SETTLE_EPOCHS-th refining epoch only,
+# continue it (benchmarks/dm_step_response.py: 64^2, probe guessed, +-3 px, every window moved by a random d; the
+# next 6 iterations' steps went +0.04, +0.21, +0.24, +0.20, +0.14, +0.11 of d further, ePIE's -0.00 in all; with the
+# moved windows' memory dropped they pulled back, -0.15, -0.10, -0.05). The pull towards the truth was 30 times
+# weaker than with the probe known (0.007 of the error an iteration against 0.25), so the feedback won. It comes
+# with DM's memory: while that is at least MEMORY_SHARE_SETTLE of phi (||psi - phi|| / ||phi||: 0.6-0.7 with errors
+# of pixels, 0.04-0.17 once the positions converge), DM takes its per-position steps in every SETTLE_EPOCHS-th
+# refining epoch only,
 # after the last move's transient has passed (it lasted 6 iterations). Target scan, probe guessed, -affineEpochs=20:
 # 2.41 -> 4.59 px RMS with steps every epoch, 2.36 px with this (threshold 0.4 / 0.6: 2.40 / 2.52 px; every 6th /
 # 10th epoch: 2.49 / 2.41 px); the +-1.5 px test with the probe updated 0.335 -> 0.251 px (its memory is 0.67 for
