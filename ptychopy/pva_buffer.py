@@ -26,8 +26,11 @@ overflowed and dropped a frame).
 
 At the bound the bridge logs an error once per series naming the frame and the setting, and holds no more of that
 series; a job that needs a frame it did not hold fails with a :class:`LiveSourceError` saying so (frames are never
-dropped silently, as ``-liveBuffer``). The frames the bridge holds are views of p4p's received buffers (no copy);
-they are let go when the next series starts.
+dropped silently, as ``-liveBuffer``). The frames the bridge holds are views of p4p's received buffers (no copy).
+A series' frames are let go as soon as no job can need them: once a job asked (its first frame is past them, so the
+bridge holds no more of that series) and took the last chunk of its answer; ``release_after_s`` after the scan's
+status PV said ended or aborted (a job whose first frame came just before the end still gets them); at the latest
+when the next series starts. A job asking for a series let go is told so.
 """
 
 from __future__ import annotations
@@ -44,12 +47,13 @@ import numpy as np
 
 from reconstruction.live import LiveSourceError
 
-from .pva_source import PvaAddress, decode_frame, parse_address, table_columns
+from .pva_source import PvaAddress, decode_frame, parse_address, status_code, table_columns
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 32 << 20  # frames per answer: at most this many bytes (pvAccess segments larger messages anyway)
 WAIT_S = 5.0  # how long the bridge waits to see the job's first frame (and the rows before it) before answering
+RELEASE_AFTER_S = 2 * WAIT_S  # a scan's held frames are let go this long after its status said ended or aborted
 MONITOR_REQUEST = "field()record[queueSize=1000,pipeline=true]"
 
 
@@ -87,21 +91,31 @@ class _Series:
     held_bytes: int = 0
     full_at: int | None = None  # the arrival index of the first frame not held (the bound)
     joined_at: int | None = None  # begun with the monitor (re)connected mid-scan: its first uniqueId (else None)
+    asked_at: int | None = None  # a job asked: the arrival index of its first frame (nothing after it is held)
+    released: str = ""  # why its held frames were let go ("" while held)
+
+    def release(self, why: str) -> None:
+        """Let the held frames go (p4p's buffers are freed with the last reference); hold no more of them."""
+        self.held, self.held_bytes, self.released = [], 0, why
 
 
 class FrameBuffer:
     """The bridge's standing subscriber to ``source`` (a ``pva://`` address) and its RPC server on
     ``bind`` ("HOST:PORT", the address the workers reach), PV ``pv_name``. ``max_bytes``: the most bytes of frames
     held per series. ``conf``: the client configuration reaching the detector (default: the environment's
-    EPICS_PVA_*). :meth:`start` and :meth:`stop`; :meth:`stats` for the dashboard and tests."""
+    EPICS_PVA_*). ``release_after_s``: how long after the status PV said ended or aborted the scan's held frames are
+    let go. :meth:`start` and :meth:`stop`; :meth:`stats` for the dashboard and tests."""
 
     def __init__(self, source: str | PvaAddress, bind: str, pv_name: str, max_bytes: int, *,
-                 conf: dict[str, str] | None = None, wait_s: float = WAIT_S):
+                 conf: dict[str, str] | None = None, wait_s: float = WAIT_S,
+                 release_after_s: float = RELEASE_AFTER_S):
         self.address = parse_address(source) if isinstance(source, str) else source
         self.host, self.port = parse_host_port(bind, "[stream] buffer_address")
         self.pv_name = pv_name
         self.max_bytes = int(max_bytes)
         self.wait_s = float(wait_s)
+        self.release_after_s = float(release_after_s)
+        self._timers: list[threading.Timer] = []  # the releases after a scan's end, pending
         self._conf = conf
         self._cond = threading.Condition()
         self._series = _Series(0)
@@ -148,11 +162,19 @@ class FrameBuffer:
             self._skip[a.positions] = True
             self._subs.append(self._ctx.monitor(a.positions, self._guard(a.positions, self._on_positions),
                                                 request=MONITOR_REQUEST, notify_disconnect=True, queue=frames))
+        if a.status:
+            self._skip[a.status] = True
+            self._subs.append(self._ctx.monitor(a.status, self._guard(a.status, self._on_status),
+                                                notify_disconnect=True, queue=frames))
         log.info("stream buffer: holding up to %.0f MiB of each scan's first frames of PV %s, served as %s on %s:%d",
                  self.max_bytes / 2**20, a.image, self.pv_name, self.host, self.port)
         return self
 
     def stop(self) -> None:
+        with self._cond:
+            timers, self._timers = self._timers, []
+        for timer in timers:
+            timer.cancel()
         for sub in self._subs:
             with contextlib.suppress(Exception):  # shutting down
                 sub.close()
@@ -173,7 +195,8 @@ class FrameBuffer:
         with self._cond:
             s = self._series
             return {"series": s.number, "frames_seen": len(s.order), "frames_held": len(s.held),
-                    "bytes_held": s.held_bytes, "full": s.full_at is not None, "answers_waiting": self._waiting}
+                    "bytes_held": s.held_bytes, "full": s.full_at is not None, "released": s.released,
+                    "answers_waiting": self._waiting}
 
     # -- p4p callbacks (its worker thread) ----------------------------------------------------------------------
     def _guard(self, pv: str, cb: Any) -> Any:
@@ -213,7 +236,7 @@ class FrameBuffer:
             elif uid in s.order:  # the counter began again: a new scan
                 s = self._series = _Series(s.number + 1)
             s.order[uid] = len(s.order)
-            if s.full_at is None:
+            if s.full_at is None and s.asked_at is None and not s.released:  # a job past it needs no more
                 if s.held_bytes + frame.nbytes > self.max_bytes:
                     s.full_at = s.order[uid]
                     msg = (f"stream buffer: series {s.number} of PV {a.image}: {len(s.held)} frames held "
@@ -233,6 +256,34 @@ class FrameBuffer:
             for u, r, c in zip(uid.astype(np.int64).tolist(), row.tolist(), col.tolist(), strict=True):
                 self._rows[u] = (float(r), float(c))
             self._cond.notify_all()
+
+    def _on_status(self, v: Any) -> None:
+        """The scan ended (1) or was aborted (2): let its held frames go ``release_after_s`` later."""
+        code = status_code(v)
+        if code not in (1, 2):
+            return
+        with self._cond:
+            number = self._series.number
+            timer = threading.Timer(self.release_after_s, self._release_ended, (number, code))
+            timer.daemon = True
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
+        timer.start()
+
+    def _release_ended(self, number: int, code: int) -> None:
+        with self._cond:
+            s = self._series
+            if s.number != number or s.released or s.asked_at is not None:
+                return  # the next scan began (and let it go), or a job asked: its handover lets them go
+            if self._waiting:  # an answer in progress: ask again once it is given
+                timer = threading.Timer(self.wait_s, self._release_ended, (number, code))
+                timer.daemon = True
+                self._timers.append(timer)
+                timer.start()
+                return
+            held, size = len(s.held), s.held_bytes
+            s.release(f"the scan {'ended' if code == 1 else 'was aborted'} {self.release_after_s:g} s before")
+        log.info("stream buffer: series %d %s: %d frames (%.1f MiB) let go", number,
+                 "ended" if code == 1 else "aborted", held, size / 2**20)
 
     # -- the RPC (the server's thread) ---------------------------------------------------------------------------
     def rpc(self, pv: Any, op: Any) -> None:
@@ -263,6 +314,11 @@ class FrameBuffer:
                              f"{a.image} may have been disconnected)")
                 else:
                     before = s.order[through]
+                    if series < 0 and s.asked_at is None:  # a job is past the frames after its first: hold no more
+                        s.asked_at = before
+                    if s.released:
+                        error = f"the bridge let this scan's held frames go ({s.released})"
+                        break
                     if s.joined_at is not None:
                         error = (f"the bridge's monitor of {a.image} (re)connected while this scan acquired (its "
                                  f"first frame since was uniqueId {s.joined_at}): the frames before it are held "
@@ -294,6 +350,11 @@ class FrameBuffer:
                                      "through_col_m": col}
             if not error:
                 value.update(self._chunk(wanted, start, max_bytes))
+                if value["next"] == -1:  # the job has them all: let them go
+                    held, size = len(s.held), s.held_bytes
+                    s.release(f"handed to the job whose first frame was uniqueId {through}")
+                    log.info("stream buffer: series %d: %d frames before uniqueId %d handed to its job; %d frames "
+                             "(%.1f MiB) let go", s.number, before, through, held, size / 2**20)
         from p4p.wrapper import Value
 
         return Value(self._answer_type, value)

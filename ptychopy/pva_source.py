@@ -163,7 +163,8 @@ def table_columns(v: Any, columns: tuple[str, ...], name: str) -> list[np.ndarra
     return out
 
 
-def _scalar(v: Any) -> int:
+def status_code(v: Any) -> int:
+    """The integer of an NTScalar or NTEnum (its index) update ``v``: a scan status 0, 1 or 2."""
     value = v["value"]
     if hasattr(value, "keys") and "index" in value:  # NTEnum
         return int(value["index"])
@@ -325,7 +326,7 @@ class PvaSource:
                 self._positions[u] = p
 
     def _on_status(self, v: Any) -> None:
-        code = _scalar(v)
+        code = status_code(v)
         if code not in STATUS_CODES:
             raise LiveSourceError(f"PV {self.address.status}: status {code}; expected 0 (acquiring), 1 (ended) or "
                                   "2 (aborted)")

@@ -7,7 +7,9 @@ The process-level test (simioc, the bridge, a worker) is tests/e2e/test_streamin
 
 from __future__ import annotations
 
+import gc
 import time
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,7 +31,7 @@ SHAPE_PX = (8, 8)
 class Detector:
     """A p4p server of the scan PVs and a buffer subscribed to it (the bridge's)."""
 
-    def __init__(self, prefix: str, max_bytes: int, attrs: bool = False):
+    def __init__(self, prefix: str, max_bytes: int, attrs: bool = False, release_after_s: float = 10.0):
         port = free_port_pair()
         self.client_conf = pva_client_env(port)
         self.planned_m = np.stack([np.arange(N) * 1e-7, np.zeros(N)], axis=1)
@@ -38,7 +40,7 @@ class Detector:
         self.attrs = attrs
         base = live_source_address(prefix, attrs)
         self.buffer = FrameBuffer(base, f"127.0.0.1:{free_port()}", f"{prefix}Frames", max_bytes,
-                                  conf=self.client_conf, wait_s=2.0).start()
+                                  conf=self.client_conf, wait_s=2.0, release_after_s=release_after_s).start()
         self.address = f"{base}&buffer={self.buffer.pv_name}&buffer_at=127.0.0.1:{self.buffer.port}"
         wait_for(lambda: self.streamer.first_client.connected.is_set(), 10, "the buffer's monitor")
 
@@ -95,6 +97,25 @@ def _drain(source: PvaSource, timeout_s: float = 20.0) -> tuple[np.ndarray, np.n
 
 def _wait_held(d: Detector, k: int) -> None:
     wait_for(lambda: d.buffer.stats()["frames_seen"] >= k, 10, f"{k} frames at the buffer")
+
+
+def _buffer_client(buffer: FrameBuffer):  # type: ignore[no-untyped-def]
+    """A p4p client reaching the buffer's server directly (as a job's source does: a name server, no search)."""
+    from p4p.client.thread import Context
+
+    return Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": f"127.0.0.1:{buffer.port}",
+                                          "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""}, useenv=False)
+
+
+def _held_frame_refs(d: Detector) -> list[weakref.ref]:
+    """Weak references to the frames the buffer holds now (p4p's received buffers): dead once let go."""
+    with d.buffer._cond:
+        return [weakref.ref(frame) for _, frame, _, _ in d.buffer._series.held]
+
+
+def _all_freed(refs: list[weakref.ref]) -> bool:
+    gc.collect()
+    return all(r() is None for r in refs)
 
 
 @pytest.mark.parametrize("attrs", [False, True], ids=["positions-table", "ndattributes"])
@@ -164,9 +185,7 @@ def test_an_answer_waiting_for_the_jobs_first_frame_holds_up_no_other_subscriber
     ctx = Context("pva", nt=False, conf=detector.client_conf, useenv=False)
     got: list[list[float]] = [[] for _ in range(4)]  # four monitors: one on each of the shared threads
     subs = [ctx.monitor(f"{detector.streamer.prefix}Scan:Status", got[k].append) for k in range(4)]
-    buffer_ctx = Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": f"127.0.0.1:{detector.buffer.port}",
-                                                "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
-                         useenv=False)
+    buffer_ctx = _buffer_client(detector.buffer)
     try:
         wait_for(lambda: all(got), 10, "the status monitors' first values")
         asked = threading.Thread(target=lambda: pytest.raises(LiveSourceError, fetch_held, buffer_ctx,
@@ -224,13 +243,9 @@ def test_a_buffer_that_subscribed_while_a_scan_ran_says_its_start_is_held_nowher
                 streamer.post_positions([j + 1], planned_m[j:j + 1])
                 streamer.post_frame(j + 1, frame)
             wait_for(lambda: buffer.stats()["frames_seen"] == 10, 10, "frames 11-20 at the buffer")
-            from p4p.client.thread import Context
-
             from ptychopy.pva_buffer import fetch_held
 
-            ctx = Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": f"127.0.0.1:{buffer.port}",
-                                                 "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
-                          useenv=False)
+            ctx = _buffer_client(buffer)
             try:
                 with pytest.raises(LiveSourceError, match=r"\(re\)connected while this scan acquired \(its first "
                                                           r"frame since was uniqueId 11\): the frames before it are "
@@ -242,3 +257,57 @@ def test_a_buffer_that_subscribed_while_a_scan_ran_says_its_start_is_held_nowher
             buffer.stop()
     finally:
         streamer.close()
+
+
+def test_a_scans_frames_are_let_go_once_its_job_took_them_and_the_next_scan_is_held_again(detector):
+    detector.post(range(0, 15))  # the scan began before the job subscribed
+    _wait_held(detector, 15)
+    refs = _held_frame_refs(detector)
+    assert len(refs) == 15
+    source, (_frames, indices, _) = detector.late_job(15)  # the job takes them, the scan goes on to its end
+    assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer >= 14
+    _wait_held(detector, N)
+    stats = detector.buffer.stats()
+    # nothing held once handed over, nor any frame after the job's first (before: all 40, until the next scan)
+    assert stats["frames_held"] == 0 and stats["bytes_held"] == 0 and stats["frames_seen"] == N, stats
+    assert stats["released"].startswith("handed to the job whose first frame was uniqueId"), stats
+    assert _all_freed(refs), "a handed-over frame is still referenced"
+
+    detector.post(range(0, 12))  # the next scan: held again, and its late job gets every frame
+    wait_for(lambda: detector.buffer.stats()["series"] == 1 and detector.buffer.stats()["frames_held"] == 12, 10,
+             "the next scan's first frames held")
+    source, (frames, indices, _) = detector.late_job(12)
+    assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer >= 11
+    np.testing.assert_array_equal(frames, detector.frames)
+
+
+def test_a_scan_no_job_asked_for_lets_its_frames_go_after_its_status_said_ended_and_a_late_ask_is_told_so():
+    d = Detector(f"b{free_port()}:", 1 << 20, release_after_s=0.3)
+    try:
+        d.post(range(N))
+        _wait_held(d, N)
+        refs = _held_frame_refs(d)
+        assert len(refs) == N
+        d.streamer.post_status(1)  # the scan ended; no job asked (it subscribed before the first frame, or none)
+        wait_for(lambda: d.buffer.stats()["released"], 10, "the ended scan's frames let go")
+        stats = d.buffer.stats()
+        assert stats["frames_held"] == 0 and stats["bytes_held"] == 0, stats  # before: held until the next scan
+        assert stats["released"] == "the scan ended 0.3 s before", stats
+        assert _all_freed(refs), "a let-go frame is still referenced"
+        from ptychopy.pva_buffer import fetch_held
+
+        ctx = _buffer_client(d.buffer)
+        try:
+            with pytest.raises(LiveSourceError, match=r"let this scan's held frames go \(the scan ended 0.3 s"):
+                fetch_held(ctx, d.buffer.pv_name, 16)
+        finally:
+            ctx.close()
+
+        d.streamer.post_status(0)  # the next scan: held again
+        d.post(range(0, 12))
+        wait_for(lambda: d.buffer.stats()["series"] == 1 and d.buffer.stats()["frames_held"] == 12, 10,
+                 "the next scan's first frames held")
+        source, (_frames, indices, _) = d.late_job(12)
+        assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer >= 11
+    finally:
+        d.close()
