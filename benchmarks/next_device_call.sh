@@ -16,11 +16,11 @@ python3 -c "import hdf5plugin" 2>/dev/null || echo "# stand-in: no HDF5 compress
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 T="-q -s -p no:cacheprovider --confcutdir=tests/gpu -o addopts= --tb=short"
 echo "=== plain, window and flux tests $(date +%T)"
-timeout 200 python3 -m pytest tests/gpu/test_cupy_matches_numpy.py -k "ePIE or DM or EPIE" tests/gpu/test_window_fits.py \
+timeout ${KERNEL_TESTS_TIMEOUT:-170} python3 -m pytest tests/gpu/test_cupy_matches_numpy.py -k "ePIE or DM or EPIE" tests/gpu/test_window_fits.py \
   tests/gpu/test_flux_noise.py $T 2>&1 | tee "$OUT/kernel_tests.log" | grep -E "passed|failed|^E |^FAILED" | tail -25
 echo "=== plain and flux beside plain $(date +%T)"
 for alg in ePIE DM; do
-  timeout 60 python3 benchmarks/lsqml_fits.py --algorithm $alg --size 256 --iterations 20 \
+  timeout 45 python3 benchmarks/lsqml_fits.py --algorithm $alg --size 256 --iterations 12 \
     --configs flux,poisson,flux+poisson --json "$OUT/flux_$alg.json" 2>&1 | tee "$OUT/flux_$alg.log" | grep "^|" | tail -7
 done
 echo "=== profile and DM options $(date +%T)"
