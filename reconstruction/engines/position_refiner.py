@@ -32,9 +32,17 @@ from .base import EngineSettings, EngineState, object_illumination
 MAX_POSITION_STEP_PX = 0.5  # largest gradient correction of one position in one epoch, per axis
 MAX_DEFORMATION = 0.02  # largest affine change applied in one epoch (2 %, about 1.1 degrees)
 MAX_WARP_STEP_PX = 0.5  # largest move of a position by the smooth warp (beyond affine) in one epoch
-# a coarse-search epoch that moves more windows than the one before, and more than this share of them, scores noise
-# (a probe not formed yet): every search move is undone and the search stops (:meth:`PositionRefiner._coarse_search`)
+# a coarse-search epoch that moves more than SETTLING_SHARE of the windows the one before moved, and more than
+# UNSETTLED_SEARCH_SHARE of all, scores noise (a probe not formed yet): every search move is undone and the search
+# stops (:func:`unsettled_search`)
 UNSETTLED_SEARCH_SHARE = 0.1
+SETTLING_SHARE = 0.75
+# the search's consensus object falls back to the current object where the other windows light it little
+# (:func:`~reconstruction.physics.position_update.consensus_regions`' prior, with this regularisation times the
+# largest summed probe intensity); with 0 it fell to 0 there and the scan's edge windows moved inwards, out of the
+# dark: 128^2, 12 x 12, +-3 px + 1 % + 0.5 degrees, probe known: LSQML 0.251 -> 0.208 px RMS, ePIE 0.221 -> 0.184,
+# DM 0.237 -> 0.216 (64^2: DM 0.119 -> 0.129, LSQML and ePIE unchanged); 0.05: DM 0.132 px at 64^2
+SEARCH_FALLBACK = 0.01
 LINEAR_TERMS = tuple(t for t in pu.AFFINE_TERMS if t != "offset")
 
 SEARCH_CHUNK = 8  # positions scored at once by the coarse search
@@ -43,6 +51,19 @@ SEARCH_CHUNK = 8  # positions scored at once by the coarse search
 # 100 iterations): 0.125 -> 0.096 px RMS, and it still holds back windows with a tenth of the median's structure.
 # DM keeps 1 (with 0.3 its +-1.5 px test ended at 0.75 px instead of 0.40)
 EPOCH_DAMPING = 0.3
+
+
+def unsettled_search(moved: int, moved_before: int, n_positions: int) -> bool:
+    """True when a coarse-search epoch that moved ``moved`` windows, after one that moved ``moved_before`` (of
+    ``n_positions``), has not settled: it moved more than :data:`SETTLING_SHARE` of the windows the epoch before
+    moved, and more than :data:`UNSETTLED_SEARCH_SHARE` of all. Against a formed object the moves fall at least by
+    half an epoch (probe known: 64^2, 10 x 10: 79, 43, 17, 9, 2 (LSQML), 69, 16, 11, 4, 2 (DM); 128^2, 12 x 12: 134,
+    58, 13, 7, 4); against noise they stay level or grow (probe guessed from the data, 32^2, 8 x 8, the consensus
+    falling back to the current object: LSQML 24, 24, 23, 19, 17, DM 24, 19, 30, ePIE 21, 23; 64^2: LSQML 27, 41, 35).
+    Without the fallback the count grew (LSQML 24, 26; 64^2: 32, 52), which the fallback hid. The share of moves
+    the next epoch reverses does not tell them apart: with the probe known the second epoch reverses 19-42 % of
+    its moves (it corrects the first's overshoots), with the probe guessed 4-12 %."""
+    return moved > max(SETTLING_SHARE * moved_before, UNSETTLED_SEARCH_SHARE * n_positions)
 
 
 class PositionRefiner:
@@ -75,6 +96,10 @@ class PositionRefiner:
         self._affine_trust = MAX_DEFORMATION  # largest entry of the deformation applied in the next epoch
         self._last_fitted: Any = None  # (2, 2) the deformation the last epoch's fit asked for
         self._epoch_start_px: Any = None  # (N, 2) the positions after the affine phase's epoch began
+        # the per-position steps weigh the object's gradients by the share of the light the other windows bring
+        # (:func:`~reconstruction.physics.position_update.others_light_share`; ePIE: its fast kernels do too)
+        self.weigh_steps = False
+        self.step_illumination: Any = None  # (H, W) float32 the summed probe intensity, kept in place (weigh_steps)
 
     @property
     def positions(self) -> Any:
@@ -129,6 +154,11 @@ class PositionRefiner:
         self._trusted = pu.trusted_object(self.state.xp, object_illumination(self.state)) if self.affine_phase() \
             else None
         self._epoch_start_px = self.positions.copy() if self.affine_phase() and self.probe_reconstructed() else None
+        if self.weigh_steps:  # in place: the fast ePIE's captured graphs read it
+            if self.step_illumination is None:
+                self.step_illumination = object_illumination(self.state)
+            else:
+                self.step_illumination[...] = object_illumination(self.state)
         return moved
 
     def _coarse_search(self, probe_at: Any) -> bool:
@@ -148,7 +178,8 @@ class PositionRefiner:
         for k, start in enumerate(range(0, st.n_positions, SEARCH_CHUNK)):
             idx = xp.arange(start, min(start + SEARCH_CHUNK, st.n_positions))
             rows, cols = st.rows[idx], st.cols[idx]
-            regions = pu.consensus_regions(xp, num, den, own[k][0], own[k][1], rows, cols, s.coarse_search_px)
+            regions = pu.consensus_regions(xp, num, den, own[k][0], own[k][1], rows, cols, s.coarse_search_px,
+                                           SEARCH_FALLBACK, prior=st.obj)
             scores = pu.coarse_shift_scores(xp, regions, probe_at(idx), st.amplitudes[idx], st.valid_for(idx),
                                             shifts)
             scores = xp.where(pu.search_inside(xp, st.obj.shape, rows, cols, st.size_px, shifts), scores, -xp.inf)
@@ -157,7 +188,7 @@ class PositionRefiner:
         moved = int(xp.count_nonzero(xp.any(moves != 0, axis=1)))
         if self._search_moves is None:
             self._search_moves = xp.zeros_like(moves)
-        elif moved > max(self._search_moved, UNSETTLED_SEARCH_SHARE * st.n_positions):
+        elif unsettled_search(moved, self._search_moved, st.n_positions):
             return self._undo_search()
         self._search_moved = moved
         if moved == 0:
@@ -197,7 +228,13 @@ class PositionRefiner:
         (:func:`~reconstruction.physics.position_update.trusted_object`)."""
         st, xp = self.state, self.state.xp
         if not self.affine_phase():
-            return pu.translation_terms(xp, probes, windows, chi, far_model, model_amp)
+            weights = None
+            if self.weigh_steps:  # the probe without the position's flux factor, as the illumination map
+                idx = xp.asarray(idx)
+                lit = patches.extract_patches(xp, self.step_illumination, st.window_idx(idx))
+                own = probes if st.intensity_scale is None else probes / st.intensity_scale[idx][:, None, None, None]
+                weights = pu.others_light_share(xp, own, lit)
+            return pu.translation_terms(xp, probes, windows, chi, far_model, model_amp, weights)
         centre = pu.probe_centre_px(xp, st.probe[: st.modes_active])
         weights = patches.extract_patches(xp, self._trusted, st.window_idx(xp.asarray(idx)))
         gram, rhs = pu.deformation_terms(xp, probes, windows, chi, far_model, model_amp, centre, weights)

@@ -19,7 +19,8 @@ kernels do not gather. DM fits no deformation (``engines/dm.py``).
   ramp (one inverse transform), gathers psi (and with refinement its two moved gradients), transforms them at once,
   lf_modulus returns the difference psi' - psi and the step terms, and the update's probe step, transformed, goes
   back into the spectrum through the conjugate ramp (wf_spectrum_add); at the epoch's end the probe is the
-  spectrum's inverse transform.
+  spectrum's inverse transform. As the reference ePIE's, the step weighs the moved gradients by the share of the
+  light the other windows bring (wf_epie_gather, from the refiner's ``step_illumination``).
 
 Whole-pixel positions without refinement keep the plain kernels (:func:`.lsqml_fits.windows_shift`): bit for
 bit the run without sub-pixel windows. Agreement with the reference engines: ``tests/gpu/test_window_fits.py``.
@@ -268,6 +269,9 @@ class EPIEWindowsMixin(WindowsMixin):
         psi, pos = self.psi3[: planes * plane], st.positions_px
         corners = (self.rows32, self.cols32, self.order)
         up = i32(1 if update_probe else 0)
+        # with refinement the moves' object gradients weighed by the other windows' share of the light (the refiner's
+        # map, filled in place each epoch)
+        illum = self.refiner.step_illumination if refine and self.refiner.weigh_steps else self._null
         if s0 == 0:
             self.err.fill(0)
             self.slots.fill(0)
@@ -282,7 +286,7 @@ class EPIEWindowsMixin(WindowsMixin):
             self.plans.inverse(self.pj1[:plane], m, n)
             rt.launch("wf_epie_gather", n2, (st.obj, self.pj1, *corners, i32(s), i32(n), i32(w), i32(m),
                                              i32(1 if refine else 0), i64(plane), psi, self.opatch, self.slots,
-                                             slot, acc))
+                                             slot, acc, illum))
             self.plans.forward(psi, planes * m, n)
             if self._flux:  # c_j fitted to the data, the spectra scaled by it (gpu/flux_noise.py)
                 self._epie_flux_fit(psi, planes * plane, self.order, s, m, amp, amp_from)

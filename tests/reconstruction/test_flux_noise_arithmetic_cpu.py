@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 import pytest
 from test_lsqml_fits_arithmetic_cpu import fft_un, ifft_un, ramp, windows
-from test_window_fits_arithmetic_cpu import dm_end_refining_epoch
+from test_window_fits_arithmetic_cpu import dm_end_refining_epoch, epie_step_gradients
 
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
@@ -91,7 +91,7 @@ def epie_epoch(st, order, update_probe, noise, refiner, shift):
         pj = ifft_un(pspec * ramp_j / n2) if shift else st.probe[:m]  # lf_shift + inverse, or the probe
         o = st.obj[r:r + n, c:c + n].copy()  # epie_update_gather / wf_epie_gather (psi at c = 1)
         x = fft_un(pj * o)
-        planes = [fft_un(pj * d) for d in np.gradient(o)] if refiner is not None else None
+        planes = None if refiner is None else [fft_un(pj * d) for d in epie_step_gradients(refiner, o, pj, r, c)]
         amp, valid = st.amplitudes[j], st.valid_for(j)
         flux = np.float32(1)
         if scales is not None:  # nf_epie_flux_sums, nf_epie_flux_scale

@@ -251,15 +251,15 @@ LINEAR = ("scale", "asymmetry", "rotation", "shear")
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm,max_error_px,max_nrmse_ratio", [
-    ("LSQML", 0.09, 1.08),  # measured 2.41 -> 0.074 px, NRMSE 0.0302 vs 0.0287 (1.05x): the issue's target, met
-    ("ePIE", 0.09, 1.15),  # measured 2.41 -> 0.074 px, NRMSE 0.0189 vs 0.0169 (1.12x): positions met
-    ("DM", 0.14, 1.08),  # measured 2.41 -> 0.119 px, NRMSE 0.0406 vs 0.0389 (1.04x): NRMSE met (0.175 px before
-    # DM's quadratic warp and its 0.3 damping with the probe held)
+    ("LSQML", 0.09, 1.08),  # measured 2.41 -> 0.073 px, NRMSE 0.0302 vs 0.0287 (1.05x): the issue's target, met
+    ("ePIE", 0.09, 1.15),  # measured 2.41 -> 0.071 px, NRMSE 0.0187 vs 0.0169 (1.11x): positions met
+    ("DM", 0.14, 1.08),  # measured 2.41 -> 0.129 px, NRMSE 0.0412 vs 0.0389 (1.06x): NRMSE met (0.175 px before
+    # DM's quadratic warp and its 0.3 damping with the probe held; 0.119 before the search's fallback)
 ])
 def test_with_the_probe_known_3_px_random_errors_a_1_percent_stretch_and_half_a_degree_are_corrected(
         algorithm, max_error_px, max_nrmse_ratio):
     """The issue's target (0.1 px RMS, NRMSE within 10 % of the run given the true positions) with the probe known
-    and held: LSQML meets it, ePIE the position part (its NRMSE is 1.12x), DM the NRMSE part (0.119 px: a 0.22 %
+    and held: LSQML meets it, ePIE the position part (its NRMSE is 1.11x), DM the NRMSE part (0.129 px: a 0.31 %
     stretch its fit settles at, and edge windows) (benchmarks/RESULTS.md).
     With the probe reconstructed from the data the coarse search and the affine fit fail (docs/parameters.md)."""
     sim, true, given = _target_scan()
@@ -268,6 +268,37 @@ def test_with_the_probe_known_3_px_random_errors_a_1_percent_stretch_and_half_a_
     rec, nrmse = _target_run(sim, given, algorithm, refine=True)
     assert _position_error_px(rec.positions(), true) < max_error_px
     assert nrmse < max_nrmse_ratio * nrmse_true, (nrmse, nrmse_true)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm,max_error_px,max_edge_px", [
+    ("LSQML", 0.23, 0.37),  # measured 0.208 px, edge ring 0.328 (0.251, 0.419 with the search's consensus dark)
+    ("ePIE", 0.18, 0.27),  # measured 0.154 px, edge ring 0.236 (0.184, 0.293 unweighted; 0.221, 0.364 before both)
+])
+def test_at_128_px_the_scans_edge_windows_follow_a_search_that_falls_back_to_the_object_and_epies_weighted_step(
+        algorithm, max_error_px, max_edge_px):
+    """The target's errors at 128^2, 12 x 12 (step 12.8 px), `-affineDelay=40 -affineEpochs=20`: the edge windows
+    (the raster's outer ring) were left 0.35-0.42 px off, put there by the coarse search's first moves out of a
+    consensus faded to 0 beyond the other windows' light and held by the object's gradient where their own light
+    alone wrote it (benchmarks/RESULTS.md)."""
+    nominal = raster_px((12, 12), 12.8) + 8.0
+    centre = nominal.mean(axis=0)
+    true = centre + (nominal - centre) @ (1.01 * _rotation(0.5)).T
+    true += np.random.default_rng(5).uniform(-3.0, 3.0, true.shape)
+    sim = simulate(size_px=128, photons=1e6, seed=3, positions_px=true, subpixel=True)
+    h, w = sim.object_truth.shape
+    settings = EngineSettings(update_probe_from=1000, phase_constraint=0, subpixel_windows=True,
+                              position_refinement_from=5, position_affine=LINEAR, coarse_search_px=3,
+                              coarse_search_epochs=5, affine_delay=40, affine_epochs=20)
+    rec = Reconstruction(sim.data.intensities, nominal, algorithm=algorithm, iterations=100, seed=0, device="cpu",
+                         probe=sim.probe_truth, object_shape=(h + 12, w + 12), settings=settings)
+    rec.run()
+    d = rec.positions() - true
+    d -= d.mean(axis=0)
+    dist2 = (d**2).sum(axis=1)
+    edge = np.any((nominal == nominal.min(axis=0)) | (nominal == nominal.max(axis=0)), axis=1)
+    assert np.sqrt(dist2.mean()) < max_error_px
+    assert np.sqrt(dist2[edge].mean()) < max_edge_px
 
 
 @pytest.mark.parametrize("algorithm", ["ePIE", "DM", "LSQML"])
@@ -372,3 +403,42 @@ def test_dm_from_a_guessed_probe_steps_after_its_exit_wave_memorys_transient_and
     assert _position_error_px(nominal, true) > 1.15
     assert _position_error_px(rec.positions(), true) < 0.45
     assert cadence == {1, 8}  # the memory was large at first, small by the end
+
+
+def test_the_consensus_region_falls_back_to_the_current_object_where_no_other_window_lights_it():
+    """Beyond the other windows' light (den - own_den = 0) the region is the prior (the refiner's current object),
+    not 0; where they light it fully it is their average, barely moved by the prior."""
+    rng = np.random.default_rng(1)
+    prior = (rng.standard_normal((20, 20)) + 1j * rng.standard_normal((20, 20))).astype(np.complex64)
+    num = np.zeros((20, 20), np.complex64)
+    den = np.zeros((20, 20), np.float32)
+    num[:, 10:], den[:, 10:] = 4.0 + 2.0j, 2.0  # the other windows light the right half only
+    own = np.zeros((1, 8, 8), np.complex64)
+    regions = pu.consensus_regions(np, num, den, own, own.real, np.array([6]), np.array([6]), 2,
+                                   regularisation=0.01, prior=prior)
+    np.testing.assert_allclose(regions[0, :, :6], prior[4:16, 4:10], rtol=1e-5)  # dark: the prior
+    np.testing.assert_allclose(regions[0, :, 6:], 2.0 + 1.0j, atol=0.02 * np.abs(prior).max())  # lit: the others
+
+
+def test_the_share_of_light_other_windows_bring_is_zero_where_a_window_lights_alone_and_half_where_two_do():
+    probes = np.ones((1, 2, 4, 4), np.complex64) * np.sqrt(0.5)  # two modes, |P|^2 summing to 1
+    illumination = np.ones((1, 4, 4), np.float32)
+    illumination[0, :, 2:] = 2.0  # a second window lights the right half as brightly
+    share = pu.others_light_share(np, probes, illumination)
+    np.testing.assert_allclose(share[0, :, :2], 0.0, atol=1e-6)
+    np.testing.assert_allclose(share[0, :, 2:], 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("moved,moved_before,n_positions,settled", [
+    (43, 79, 100, True), (17, 43, 100, True), (11, 16, 100, True),  # probe known, 64^2 (LSQML; DM's third epoch)
+    (24, 24, 64, False), (19, 24, 64, False), (41, 27, 100, False),  # probe guessed, the consensus falling back
+    (9, 9, 100, True),  # a tenth of the windows or fewer: too few to tell
+])
+def test_a_coarse_search_whose_moves_do_not_fall_below_three_quarters_of_the_epoch_befores_is_unsettled(
+        moved, moved_before, n_positions, settled):
+    """Measured move counts per search epoch (engines/position_refiner.py): with the consensus falling back to the
+    current object a noisy search moves about as many windows each epoch, where the old rule (undo only when the
+    count grows) let LSQML's 24, 24, 23, 19, 17 (32^2, 8 x 8, probe guessed) run on (1.64 -> 2.41 px)."""
+    from reconstruction.engines.position_refiner import unsettled_search
+
+    assert unsettled_search(moved, moved_before, n_positions) is not settled

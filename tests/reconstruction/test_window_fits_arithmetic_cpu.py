@@ -26,6 +26,19 @@ from reconstruction.simulate import simulate
 N_SIZE = 32
 
 
+def epie_step_gradients(refiner, o, pj, r, c):
+    """wf_epie_gather's gradients of the window o (n, n) at corner (r, c) for the step terms: weighed by the share
+    of the light the other windows bring (1 - sum_k |pj_k|^2 / the refiner's illumination map) when the refiner
+    weighs its steps (ePIE)."""
+    grads = np.gradient(o)
+    if refiner.weigh_steps:
+        n = o.shape[-1]
+        own = np.sum(np.abs(pj) ** 2, axis=0)
+        share = np.clip(1 - own / (refiner.step_illumination[r:r + n, c:c + n] + 1e-30), 0, 1)
+        grads = [d * share for d in grads]
+    return grads
+
+
 def epie_windows_epoch(st, order, update_probe, refiner):
     """One epoch of EPIEWindowsMixin._launch_steps_windows on a NumPy EngineState; returns (sq_err, sq_amp)."""
     n, n2, m = st.size_px, st.size_px ** 2, st.modes_active
@@ -44,7 +57,7 @@ def epie_windows_epoch(st, order, update_probe, refiner):
         sq_amp += float(np.sum(amp ** 2))
         g = amp / (model + 1e-12) - 1
         if refiner is not None:
-            moves = [fft_un(pj * d) for d in np.gradient(o)]  # the moved gradients, transformed with psi
+            moves = [fft_un(pj * d) for d in epie_step_gradients(refiner, o, pj, r, c)]  # transformed with psi
             inv_amp = np.where(model > 0, 1.0 / n2 / np.maximum(model, 1e-30), 0.0)
             for ax, d in enumerate(moves):
                 dots = np.sum((np.conj(x) * d).real, axis=0)

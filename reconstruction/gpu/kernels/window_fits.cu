@@ -8,15 +8,23 @@
 
 extern "C" {
 
+// The share of the light at object pixel w that the other windows bring, 1 - own / illum[w] clipped to [0, 1]
+// (physics/position_update.others_light_share), own = sum_k |P_jk|^2 of the window there.
+__device__ __forceinline__ float wf_others_share(const float* __restrict__ illum, long long w, float own) {
+    return fminf(fmaxf(1.f - own / (illum[w] + 1e-30f), 0.f), 1.f);
+}
+
 // ePIE step ``step`` (j = order[step]) with its moved probe pj (M, n2): psi[k] = pj_k O_j; with ``refine`` also
-// pj_k dO_j/drow at psi + plane and pj_k dO_j/dcol at psi + 2 plane (plane = M n2); the old window in opatch; the
-// maxima of |O_j|^2 and sum_k |pj_k|^2 into fmax[2 slot + {0, 1}], the other slot reset for the next step; the step's
-// LF_SLOTS sums (acc points at them) reset for lf_modulus.
+// pj_k dO_j/drow at psi + plane and pj_k dO_j/dcol at psi + 2 plane (plane = M n2), the gradients weighed by
+// wf_others_share where ``illum`` (H, W) is given (the refiner's step_illumination; null: not weighed); the old
+// window in opatch; the maxima of |O_j|^2 and sum_k |pj_k|^2 into fmax[2 slot + {0, 1}], the other slot reset for
+// the next step; the step's LF_SLOTS sums (acc points at them) reset for lf_modulus.
 __global__ void wf_epie_gather(const float2* __restrict__ obj, const float2* __restrict__ pj,
                                const int* __restrict__ rows, const int* __restrict__ cols,
                                const int* __restrict__ order, int step, int n, int W, int M, int refine,
                                long long plane, float2* __restrict__ psi, float2* __restrict__ opatch,
-                               unsigned int* fmax, int slot, double* __restrict__ acc) {
+                               unsigned int* fmax, int slot, double* __restrict__ acc,
+                               const float* __restrict__ illum) {
     int n2 = n * n;
     int j = order[step];
     int r = rows[j], c = cols[j];
@@ -31,11 +39,17 @@ __global__ void wf_epie_gather(const float2* __restrict__ obj, const float2* __r
         opatch[p] = o;
         mo = fmaxf(mo, abs2(o));
         float2 gr = make_float2(0.f, 0.f), gc = gr;
-        if (refine) lf_gradients(obj, w, W, y, x, n, o, gr, gc);
         float pi = 0.f;
+        for (int k = 0; k < M; ++k) pi += abs2(pj[k * n2 + p]);
+        if (refine) {
+            lf_gradients(obj, w, W, y, x, n, o, gr, gc);
+            if (illum) {
+                float share = wf_others_share(illum, w, pi);
+                gr.x *= share; gr.y *= share; gc.x *= share; gc.y *= share;
+            }
+        }
         for (int k = 0; k < M; ++k) {
             float2 pk = pj[k * n2 + p];
-            pi += abs2(pk);
             psi[k * n2 + p] = cmul(pk, o);
             if (refine) {
                 psi[plane + k * n2 + p] = cmul(pk, gr);
