@@ -60,13 +60,14 @@ class FluxNoiseMixin:
         self._flux = st.intensity_scale is not None
         self._poisson = self.settings.noise_model == "poisson"
         self._fits = self._flux or self._poisson
+        # the Poisson step's model intensities (a placeholder without it: the windows' far-field step passes it)
+        self.mi = [cp.empty(mi_rows * self.n2 if self._poisson else 1, dtype=cp.float32) for _ in range(2)]
         if not self._fits:
             return
         self.flux_sums = cp.zeros(2 * rows, dtype=cp.float64)
         self.flux_slot = cp.ones(1, dtype=cp.float32)  # the factors' mean, which the probe takes
         self.noise_acc = cp.zeros(rows * LF_SLOTS, dtype=cp.float64)  # lf_modulus' and the Newton passes' sums
         self.noise_err = cp.zeros(2, dtype=cp.float64)
-        self.mi = [cp.empty(mi_rows * self.n2 if self._poisson else 1, dtype=cp.float32) for _ in range(2)]
 
     def _scale_arg(self) -> Any:
         """The amplitude factors as the kernels take them: the (N,) device array, or a null pointer."""

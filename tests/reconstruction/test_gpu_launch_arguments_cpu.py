@@ -3,8 +3,8 @@ scalar width and array element type: checked on the CPU by running the engines' 
 and each launch by a check against ``kernels/*.cu`` (nothing is computed). CuPy passes whatever it is given: a 32-bit
 scalar where the kernel reads 64 bits, or one argument too few, corrupts a GPU run silently, and device time is
 scarce. Covers the plain steps, the flux fit and the Poisson model (gpu/flux_noise.py, gpu/lsqml_fits.py), alone and
-with sub-pixel windows and position refinement (gpu/window_fits.py); graphs off (the same launches are captured);
-32^2, so not ePIE's column kernel (64^2-256^2)."""
+with sub-pixel windows and position refinement (gpu/window_fits.py), and those without the fits; graphs off (the
+same launches are captured); 32^2, and 64^2 for ePIE's column kernel (64^2-256^2)."""
 
 from __future__ import annotations
 
@@ -95,6 +95,11 @@ class _Plans:
 
     inverse = forward
 
+    def forward_rows(self, buf, rows, n):
+        assert buf.size >= rows * n, "a row transform over more than its buffer"
+
+    inverse_rows = forward_rows
+
 
 @pytest.fixture
 def launches(monkeypatch):
@@ -131,6 +136,7 @@ def launches(monkeypatch):
 
 OPTIONS = {
     "plain": {},
+    "subpixel+positions": dict(subpixel_windows=True, position_refinement_from=2),  # no flux fit, no Poisson
     "flux": dict(variable_intensity=True),
     "poisson": dict(noise_model="poisson"),
     "flux+poisson+subpixel+positions": dict(variable_intensity=True, noise_model="poisson", subpixel_windows=True,
@@ -157,3 +163,28 @@ def test_every_fast_engine_launch_matches_its_kernels_signature(launches, algori
     if settings.noise_model == "poisson":
         assert {"lf_poisson_newton", "lf_poisson_apply"} <= names
 
+
+
+@pytest.mark.parametrize("algorithm", ["ePIE", "DM"])
+def test_fast_epie_column_kernel_and_dm_launches_at_64px_match_their_kernels_signatures(launches, algorithm,
+                                                                                       monkeypatch):
+    """64^2: ePIE's column kernel (epie_cols, 64^2-256^2), which the 32^2 cases above never launch."""
+    from reconstruction.gpu import columns
+
+    size_px = 64
+    monkeypatch.setattr(columns, "max_dynamic_shared_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(columns, "reserve_shared", lambda n, modes: None)
+    monkeypatch.setattr(columns, "twiddles",
+                        lambda n: np.exp(-2j * np.pi * np.arange(n) / n).astype(np.complex64).view(DeviceArray))
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0)
+    sim = simulate(size_px=size_px, scan_dims=(3, 3), photons=1e6, seed=1)
+    rec = Reconstruction(sim.data.intensities, sim.data.positions_px, algorithm=algorithm, iterations=3,
+                         device="cpu", seed=0, beam_diameter_px=0.4 * size_px, settings=settings,
+                         valid_mask=np.ones((size_px, size_px), dtype=bool))
+    engine = create_engine(algorithm, rec.state, settings, implementation="fast")
+    for it in range(1, 4):
+        engine.iterate(it, update_probe=it >= 2)
+    bad = {name: problems for name, problems in launches if problems}
+    assert launches and not bad, bad
+    if algorithm == "ePIE":
+        assert "epie_cols" in {name for name, _ in launches}
