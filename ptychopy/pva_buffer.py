@@ -92,6 +92,7 @@ class _Series:
     full_at: int | None = None  # the arrival index of the first frame not held (the bound)
     joined_at: int | None = None  # begun with the monitor (re)connected mid-scan: its first uniqueId (else None)
     asked_at: int | None = None  # a job asked: the arrival index of its first frame (nothing after it is held)
+    answered_at: float = float("-inf")  # time.monotonic() of the last answer given (a handover in progress)
     released: str = ""  # why its held frames were let go ("" while held)
 
     def release(self, why: str) -> None:
@@ -272,9 +273,11 @@ class FrameBuffer:
     def _release_ended(self, number: int, code: int) -> None:
         with self._cond:
             s = self._series
-            if s.number != number or s.released or s.asked_at is not None:
-                return  # the next scan began (and let it go), or a job asked: its handover lets them go
-            if self._waiting:  # an answer in progress: ask again once it is given
+            if s.number != number or s.released:
+                return  # the next scan began (and let it go), or a job's handover did
+            # an answer in progress, or a handover's next chunk may follow: ask again later (a job that asked and
+            # then failed, or never took its last chunk, leaves them held no longer than this)
+            if self._waiting or time.monotonic() - s.answered_at < self.wait_s:
                 timer = threading.Timer(self.wait_s, self._release_ended, (number, code))
                 timer.daemon = True
                 self._timers.append(timer)
@@ -299,8 +302,12 @@ class FrameBuffer:
         """The frames held that reached the bridge before uniqueId ``through`` in its series, from the ``start``-th
         on, at most ``max_bytes`` (at least one frame; one shape and type per answer), with their positions rows
         (raw) or attributes. ``series`` -1 on the first request; later ones repeat the first answer's. ``next``:
-        where the next request starts, -1 when done. ``error`` instead when they cannot be had."""
+        where the next request starts, -1 when done. ``error`` instead when they cannot be had. The arguments come
+        from the network: ``start`` below 0 is refused, ``max_bytes`` is at most :data:`CHUNK_BYTES`."""
         a = self.address
+        max_bytes = min(max_bytes, CHUNK_BYTES)
+        if start < 0:
+            raise ValueError(f"start {start}: expected 0 or more (the first request's 0, then the answers' next)")
         deadline = time.monotonic() + self.wait_s
         with self._cond:
             while True:
@@ -329,6 +336,11 @@ class FrameBuffer:
                                  f"buffer_mib = {self.max_bytes / 2**20:g}) and this job's first frame was the "
                                  f"{before + 1}-th: raise buffer_mib")
                         break
+                    if s.asked_at is not None and before > len(s.held):  # an earlier job's ask stopped holding
+                        error = (f"the bridge held only the first {len(s.held)} frames of this scan (an earlier "
+                                 f"job, whose first frame was the {s.asked_at + 1}-th, asked for them) and this "
+                                 f"job's first frame was the {before + 1}-th: the frames between are held nowhere")
+                        break
                     wanted = s.held[:before]
                     # the job's own first frame's row too: it may be the value its positions monitor found at
                     # connect, which it does not take (it may be a row of the scan before)
@@ -349,6 +361,7 @@ class FrameBuffer:
             value: dict[str, Any] = {"series": s.number, "next": -1, "error": error, "through_row_m": row,
                                      "through_col_m": col}
             if not error:
+                s.answered_at = time.monotonic()
                 value.update(self._chunk(wanted, start, max_bytes))
                 if value["next"] == -1:  # the job has them all: let them go
                     held, size = len(s.held), s.held_bytes

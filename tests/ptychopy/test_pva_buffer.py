@@ -311,3 +311,60 @@ def test_a_scan_no_job_asked_for_lets_its_frames_go_after_its_status_said_ended_
         assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer >= 11
     finally:
         d.close()
+
+
+FRAME_BYTES = int(np.prod(SHAPE_PX)) * 4  # one 8 x 8 float32 frame
+
+
+def test_an_rpc_asking_from_a_negative_start_is_refused_not_served_from_pythons_negative_indices(detector):
+    detector.post(range(0, 15))
+    _wait_held(detector, 15)
+    with pytest.raises(ValueError, match="start -2: expected 0 or more"):  # before: frames 9-10, and the rest let go
+        detector.buffer.answer(11, -1, -2, 1 << 20)
+    assert detector.buffer.stats()["frames_held"] == 15
+
+
+def test_an_rpc_asking_for_more_than_chunk_bytes_at_once_gets_one_chunk(detector, monkeypatch):
+    import ptychopy.pva_buffer as pb
+
+    monkeypatch.setattr(pb, "CHUNK_BYTES", 3 * FRAME_BYTES)
+    detector.post(range(0, 15))
+    _wait_held(detector, 15)
+    v = detector.buffer.answer(11, -1, 0, 1 << 40)  # before: all 10 frames in one answer, whatever their size
+    assert len(v["uniqueId"]) == 3 and int(v["next"]) == 3
+
+
+def test_a_second_job_past_an_earlier_jobs_first_frame_is_told_its_frames_are_held_nowhere_not_given_a_prefix(
+        detector):
+    from ptychopy.pva_buffer import fetch_held
+
+    detector.post(range(0, 15))
+    _wait_held(detector, 15)
+    first = detector.buffer.answer(6, -1, 0, FRAME_BYTES)  # a job whose first frame was 6 took one chunk of five
+    assert int(first["next"]) == 1
+    detector.post(range(15, 30))  # not held: a job is past them
+    _wait_held(detector, 30)
+    assert detector.buffer.stats()["frames_held"] == 15
+    ctx = _buffer_client(detector.buffer)
+    try:  # a second job (first frame 26): frames 16-25 were never held; before: frames 1-15 only, the rest gaps
+        with pytest.raises(LiveSourceError, match=r"held only the first 15 frames of this scan \(an earlier job, "
+                                                  r"whose first frame was the 6-th, asked for them\) and this "
+                                                  r"job's first frame was the 26-th"):
+            fetch_held(ctx, detector.buffer.pv_name, 26)
+    finally:
+        ctx.close()
+
+
+def test_a_handover_left_unfinished_lets_the_frames_go_after_the_scan_ended_not_at_the_next_scan():
+    d = Detector(f"b{free_port()}:", 1 << 20, release_after_s=0.3)
+    try:
+        d.post(range(0, 15))
+        _wait_held(d, 15)
+        refs = _held_frame_refs(d)
+        d.buffer.answer(11, -1, 0, FRAME_BYTES)  # a job asked and took one chunk of ten, then failed
+        d.streamer.post_status(1)
+        # before: held until the next scan (the ask made the end's release wait for a handover that never ended)
+        wait_for(lambda: d.buffer.stats()["released"], 10, "the ended scan's frames let go")
+        assert d.buffer.stats()["frames_held"] == 0 and _all_freed(refs)
+    finally:
+        d.close()
