@@ -132,7 +132,15 @@ class FrameBuffer:
 
     # -- running -----------------------------------------------------------------------------------------------
     def start(self) -> FrameBuffer:
-        """Subscribe to the image (and positions) PV and serve :attr:`pv_name`; raises when the port is taken."""
+        """Subscribe to the image (and positions) PV and serve :attr:`pv_name`; raises when the port is taken.
+        Whatever it started is stopped when it raises (the server's port, the work queues' threads)."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> FrameBuffer:
         from p4p.client.thread import Context
         from p4p.nt import NTScalar
         from p4p.server import Server
@@ -150,7 +158,6 @@ class FrameBuffer:
         self._server = Server(providers=[{self.pv_name: self._pv}], conf=conf, useenv=False)
         bound = self._server.conf().get("EPICS_PVAS_SERVER_PORT")
         if bound != str(self.port):  # pvxs takes another port when this one is in use
-            self.stop()
             raise OSError(f"[stream] buffer_address {self.host}:{self.port}: the port is in use (the server got "
                           f"{bound}); streaming jobs could not reach the held frames: choose a free port")
         self._ctx = Context("pva", nt=False) if self._conf is None else Context("pva", nt=False, conf=self._conf,

@@ -368,3 +368,26 @@ def test_a_handover_left_unfinished_lets_the_frames_go_after_the_scan_ended_not_
         assert d.buffer.stats()["frames_held"] == 0 and _all_freed(refs)
     finally:
         d.close()
+
+
+def test_a_buffer_whose_start_fails_after_its_server_started_frees_its_port_and_threads(monkeypatch):
+    import threading
+
+    import p4p.client.thread
+
+    port = free_port()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no client context")
+
+    threads_before = set(threading.enumerate())
+    with monkeypatch.context() as m:
+        m.setattr(p4p.client.thread, "Context", refuse)
+        failing = FrameBuffer("pva://x:Image", f"127.0.0.1:{port}", "x:Frames", 1 << 20)
+        with pytest.raises(RuntimeError, match="no client context"):
+            failing.start()
+    # before: the server kept the port (the next start: "the port is in use") and the work queues' threads ran on
+    wait_for(lambda: not [t for t in set(threading.enumerate()) - threads_before if t.is_alive()], 10,
+             "the failed start's threads to end")
+    FrameBuffer("pva://x:Image", f"127.0.0.1:{port}", "x:Frames", 1 << 20, conf=pva_client_env(free_port_pair())
+                ).start().stop()
