@@ -45,8 +45,9 @@ class Bridge:
             return
         from ptychopy.pva_buffer import FrameBuffer
 
-        self.frame_buffer = FrameBuffer(st.source, st.buffer_address, st.buffer_pv,
-                                        int(st.buffer_mib * 2**20)).start()
+        self.frame_buffer = FrameBuffer(st.source, st.buffer_address, st.buffer_pv, int(st.buffer_mib * 2**20),
+                                        keep_after_handover=st.keeps_for_replacement).start()
+        self.worker.buffer_series = self.frame_buffer.series_now
 
     def start(self) -> None:
         log.info("EPICS bridge for %s: %s trigger, %d PVs, journal %s", self.config.beamline,

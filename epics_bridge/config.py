@@ -198,7 +198,8 @@ class StreamConfig:
     writes it); ``values`` are ``{"group.name": value}`` set on the streaming job's parameters (e.g.
     ``data.live_finish_iterations``); ``restream_attempts`` is how many replacement streaming jobs
     (``<key>#restream``) the bridge opens for a streaming job that failed while its scan still acquired (a file
-    source only: the file holds every frame; over pvAccess the frames went past, so 0). With a ``pva://`` source
+    source: the file holds every frame, default 1; a ``pva://`` source only with the buffer on, which then holds
+    each scan's first ``buffer_mib`` until its end for the replacement, default 0). With a ``pva://`` source
     the bridge holds the first ``buffer_mib`` MiB of each scan's frames (:mod:`ptychopy.pva_buffer`; 0: off) and
     serves them as ``buffer_pv`` on ``buffer_address`` ("HOST:PORT" as the workers reach it) to the job that
     subscribes after them: :attr:`job_source` names both in the jobs it opens."""
@@ -216,6 +217,11 @@ class StreamConfig:
     def buffered(self) -> bool:
         """Whether the bridge holds the first frames of each scan for the streaming job (a pva:// source)."""
         return self.source.startswith(PVA_SCHEME) and self.buffer_mib > 0
+
+    @property
+    def keeps_for_replacement(self) -> bool:
+        """Whether the bridge's buffer keeps a scan's frames after its job took them (for a replacement job)."""
+        return self.buffered and self.restream_attempts > 0
 
     @property
     def job_source(self) -> str:
@@ -519,13 +525,14 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     restreams = st.get("restream_attempts", int, 1 if st_source in FILE_SOURCES else 0)
     if restreams < 0 or restreams > MAX_RESTREAMS:
         raise st._err("restream_attempts", f"expected 0 (none) to {MAX_RESTREAMS}, got {restreams}")
-    if restreams and st_source not in FILE_SOURCES:
-        raise st._err("restream_attempts", f"a {st_source!r} source cannot be read again (its frames went past): "
-                                           "expected 0; a failed streaming job is replaced by the batch job at "
-                                           "the scan's end")
     buffer_mib = st.get("buffer_mib", (int, float), DEFAULT_BUFFER_MIB)
     if buffer_mib < 0:
         raise st._err("buffer_mib", f"expected 0 (off) or more MiB, got {buffer_mib}")
+    if restreams and st_source not in FILE_SOURCES and not (st_source.startswith(PVA_SCHEME) and buffer_mib > 0):
+        held = " and buffer_mib = 0: the bridge holds none of them" if st_source.startswith(PVA_SCHEME) else ""
+        raise st._err("restream_attempts", f"a {st_source!r} source cannot be read again (its frames went past"
+                                           f"{held}): expected 0; a failed streaming job is replaced by the batch "
+                                           "job at the scan's end")
     buffer_address = st.get("buffer_address", str, DEFAULT_BUFFER_ADDRESS).strip()
     try:
         parse_host_port(buffer_address, "buffer_address")

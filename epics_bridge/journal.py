@@ -206,16 +206,18 @@ class Journal:
                  provenance_json, time.time(), dedup_key, STREAM, *states))
             return self._column(db, cur, dedup_key, "mode") or ""
 
-    def restream(self, dedup_key: str, attempts: int, why: str) -> int:
+    def restream(self, dedup_key: str, attempts: int, why: str, params_json: str | None = None) -> int:
         """The watched streaming job of a scan still acquiring failed: open a replacement (row ``submitting``
         again, ``restreams`` + 1, ``why`` kept as its last error), unless ``attempts`` replacements were opened
         already. The replacement's number (its key: :func:`restream_key`), or 0 (nothing changed: not a watched
-        streaming scan, or no attempt left). One conditional UPDATE, so one replacement per failure."""
+        streaming scan, or no attempt left). One conditional UPDATE, so one replacement per failure; ``params_json``:
+        the replacement's parameters, when not the failed job's (written in the same UPDATE)."""
         with self._transaction() as db:
             cur = db.execute(
-                "UPDATE scans SET status = ?, restreams = restreams + 1, job_id = '', last_error = ?, updated_at = ?"
+                "UPDATE scans SET status = ?, restreams = restreams + 1, job_id = '', last_error = ?, updated_at = ?,"
+                " params_json = COALESCE(?, params_json)"
                 " WHERE dedup_key = ? AND mode = ? AND status = ? AND restreams < ?",
-                (SUBMITTING, why, time.time(), dedup_key, STREAM, WATCHING, attempts))
+                (SUBMITTING, why, time.time(), params_json, dedup_key, STREAM, WATCHING, attempts))
             return int(self._column(db, cur, dedup_key, "restreams") or 0)
 
     @staticmethod

@@ -116,6 +116,9 @@ class BridgeWorker:
         # tests, the worker calls the submitter itself)
         self._sender: Sender | None = None
         self._asker: Asker | None = None  # likewise, job_state questions (streaming jobs followed)
+        # with the bridge's buffer of a pva:// source: the number of the series (scan) whose frames arrive now
+        # (FrameBuffer.series_now), named in a replacement streaming job's source
+        self.buffer_series: Callable[[], int] | None = None
 
     # -- thread -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -705,22 +708,31 @@ class BridgeWorker:
         self.state.count("stream_failures")
         self._publish_soon = True  # the dashboard says so within PUBLISH_MIN_INTERVAL_S
         file_source = task.params.data.live_source in FILE_SOURCES
-        attempts = self.config.stream.restream_attempts if file_source and restream else 0
-        n = self.journal.restream(task.key, attempts, why)
+        # over pvAccess: the bridge's buffer keeps the scan's first buffer_mib for the replacement (beyond it the
+        # replacement fails naming the bound, and the end queues the batch job)
+        series = self.buffer_series() if self.buffer_series is not None else None
+        held = not file_source and self.config.stream.keeps_for_replacement and series is not None
+        attempts = self.config.stream.restream_attempts if (file_source or held) and restream else 0
+        params = task.params
+        if held:  # it takes frames of this scan only: a scan that began after this one ended is refused
+            params = params.replace({"data.live_source": f"{self.config.stream.job_source}&series={series}"})
+        n = self.journal.restream(task.key, attempts, why, params.to_json() if held else None)
         if n:
             key = jr.restream_key(task.key, n)
-            msg = f"{why}: replacement streaming job {key} opened (it reads the file from its first frame)"
+            how = ("it reads the file from its first frame" if file_source else
+                   "it gets the frames before its own from the bridge's buffer")
+            msg = f"{why}: replacement streaming job {key} opened ({how})"
             log.warning(msg)
             self.journal.log("stream_failed_during_scan", msg, task.key)
             self.state.error(msg)
             self.state.count("restreams")
-            new = self._task(task.key, "submit", task.params, task.label, dict(task.scan, complete=msg), now_s)
+            new = self._task(task.key, "submit", params, task.label, dict(task.scan, complete=msg), now_s)
             new.file_metadata_read, new.streaming, new.restreams, new.submit_key = True, True, n, key
             self.tasks[task.key] = new
             self.state.scan_status(task.key, scan_no, "waiting", f"{msg}; submitting")
             self._submit(new, now_s)
         elif self.journal.stream_failed(task.key, why):
-            left = ("its frames went past (a pvAccess source): not replaced" if not file_source else
+            left = ("its frames went past (a pvAccess source): not replaced" if not (file_source or held) else
                     "a replacement would read the same frames: not replaced" if not restream else
                     f"no replacement left ([stream] restream_attempts = {self.config.stream.restream_attempts})")
             msg = f"{why}; {left}: the scan's complete end queues the batch job ({task.key}{jr.BATCH_SUFFIX})"

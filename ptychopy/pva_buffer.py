@@ -105,21 +105,25 @@ class FrameBuffer:
     ``bind`` ("HOST:PORT", the address the workers reach), PV ``pv_name``. ``max_bytes``: the most bytes of frames
     held per series. ``conf``: the client configuration reaching the detector (default: the environment's
     EPICS_PVA_*). ``release_after_s``: how long after the status PV said ended or aborted the scan's held frames are
-    let go. :meth:`start` and :meth:`stop`; :meth:`stats` for the dashboard and tests."""
+    let go. Series are numbered from the buffer's start time in ms (a bridge restarted numbers its series anew,
+    never as before). ``keep_after_handover``: a job asking lets nothing go, and frames after its first are still
+    held (the bridge may open a replacement job that needs them: ``[stream] restream_attempts``); the scan's end or
+    the next scan lets them go. :meth:`start` and :meth:`stop`; :meth:`stats` for the dashboard and tests."""
 
     def __init__(self, source: str | PvaAddress, bind: str, pv_name: str, max_bytes: int, *,
                  conf: dict[str, str] | None = None, wait_s: float = WAIT_S,
-                 release_after_s: float = RELEASE_AFTER_S):
+                 release_after_s: float = RELEASE_AFTER_S, keep_after_handover: bool = False):
         self.address = parse_address(source) if isinstance(source, str) else source
         self.host, self.port = parse_host_port(bind, "[stream] buffer_address")
         self.pv_name = pv_name
         self.max_bytes = int(max_bytes)
         self.wait_s = float(wait_s)
         self.release_after_s = float(release_after_s)
+        self.keep_after_handover = bool(keep_after_handover)
         self._timers: list[threading.Timer] = []  # the releases after a scan's end, pending
         self._conf = conf
         self._cond = threading.Condition()
-        self._series = _Series(0)
+        self._series = _Series(time.time_ns() // 1_000_000)
         self._rows: dict[int, tuple[float, float]] = {}  # uniqueId -> positions row (raw), the newest of each
         self._skip: dict[str, bool] = {}
         self._connected_at: int | None = None  # the image PV's uniqueId at the monitor's (re)connect, until a frame
@@ -196,6 +200,11 @@ class FrameBuffer:
         for q in self._queues:
             q.stop()
         self._queues = []
+
+    def series_now(self) -> int:
+        """The number of the series (scan) whose frames arrive now."""
+        with self._cond:
+            return self._series.number
 
     def stats(self) -> dict[str, Any]:
         """The current series: number, frames seen and held, bytes held, whether the bound was reached; answers
@@ -328,8 +337,8 @@ class FrameBuffer:
                              f"{a.image} may have been disconnected)")
                 else:
                     before = s.order[through]
-                    if series < 0 and s.asked_at is None:  # a job is past the frames after its first: hold no more
-                        s.asked_at = before
+                    if series < 0 and s.asked_at is None and not self.keep_after_handover:
+                        s.asked_at = before  # the job is past the frames after its first: hold no more
                     if s.released:
                         error = f"the bridge let this scan's held frames go ({s.released})"
                         break
@@ -370,7 +379,7 @@ class FrameBuffer:
             if not error:
                 s.answered_at = time.monotonic()
                 value.update(self._chunk(wanted, start, max_bytes))
-                if value["next"] == -1:  # the job has them all: let them go
+                if value["next"] == -1 and not self.keep_after_handover:  # the job has them all: let them go
                     held, size = len(s.held), s.held_bytes
                     s.release(f"handed to the job whose first frame was uniqueId {through}")
                     log.info("stream buffer: series %d: %d frames before uniqueId %d handed to its job; %d frames "
@@ -413,16 +422,17 @@ class Held:
     rows: dict[int, tuple[float, float]]
 
 
-def fetch_held(ctx: Any, pv: str, through: int, *, timeout_s: float = WAIT_S + 5.0,
+def fetch_held(ctx: Any, pv: str, through: int, *, series: int = -1, timeout_s: float = WAIT_S + 5.0,
                max_bytes: int = CHUNK_BYTES) -> Held:
     """Ask the bridge's buffer ``pv`` (through the p4p client ``ctx``) for the frames of the series of uniqueId
-    ``through`` that reached it before that frame. Raises :class:`LiveSourceError` with the bridge's reason."""
+    ``through`` that reached it before that frame; ``series`` >= 0: only if that is the bridge's series ``series``
+    (a replacement job's scan). Raises :class:`LiveSourceError` with the bridge's reason."""
     request_type, _ = _types()
     from p4p.wrapper import Value
 
     frames: list[tuple[int, np.ndarray, float, float]] = []
     rows: dict[int, tuple[float, float]] = {}
-    series, start = -1, 0
+    start = 0
     while start >= 0:
         try:
             v = ctx.rpc(pv, Value(request_type, {"through": through, "series": series, "start": start,

@@ -15,7 +15,10 @@ scan's other PVs (each optional):
   to 0 before the scan);
 - ``buffer=PV&buffer_at=HOST:PORT``: the EPICS bridge's buffer of the scan's first frames
   (:mod:`ptychopy.pva_buffer`; the bridge adds both to the jobs it opens): when this job's first frame is not the
-  scan's first, the frames that came before it are asked for there and taken first.
+  scan's first, the frames that came before it are asked for there and taken first;
+- ``series=K`` (with ``buffer=``): the bridge's series (scan) this job belongs to, given to a replacement job the
+  bridge opens mid-scan: it asks the buffer whatever its first frame, and fails if that frame is of another scan
+  (one that began after its own ended) instead of taking it.
 
 A frame is ``(uniqueId - uid0)``-th scan point. The value a PV holds when the monitor connects is not taken (it may
 be the previous scan's last frame): start the reconstruction before the scan, or give ``buffer=``. The scan's end
@@ -44,7 +47,7 @@ from reconstruction.live import ABORTED, ACQUIRING, ENDED, FrameBatch, LiveSourc
 
 SCHEME = "pva://"
 STATUS_CODES = {0: ACQUIRING, 1: ENDED, 2: ABORTED}
-QUERY_KEYS = ("scan", "positions", "attrs", "scale", "planned", "status", "uid0", "buffer", "buffer_at")
+QUERY_KEYS = ("scan", "positions", "attrs", "scale", "planned", "status", "uid0", "buffer", "buffer_at", "series")
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class PvaAddress:
     uid0: int = 1
     buffer: str | None = None  # the bridge's RPC PV holding the scan's first frames (ptychopy.pva_buffer)
     buffer_at: str | None = None  # "HOST:PORT": its pvAccess server
+    series: int | None = None  # the buffer's series (scan) the job's frames must belong to (a replacement job)
 
     def pvs(self) -> list[str]:
         return [pv for pv in (self.image, self.positions, self.planned, self.status) if pv]
@@ -125,7 +129,14 @@ def parse_address(text: str) -> PvaAddress:
         from .pva_buffer import parse_host_port
 
         parse_host_port(buffer_at, f"{where}: buffer_at=")
-    return PvaAddress(image, pv["positions"], attrs, scale, pv["planned"], pv["status"], uid0, buffer, buffer_at)
+    series = None
+    if one.get("series"):
+        if not buffer or not one["series"].isascii() or not one["series"].isdigit() or len(one["series"]) > 18:
+            raise LiveSourceError(f"{where}: series={one['series']}: expected the bridge buffer's series number "
+                                  "(digits), with buffer=")
+        series = int(one["series"])
+    return PvaAddress(image, pv["positions"], attrs, scale, pv["planned"], pv["status"], uid0, buffer, buffer_at,
+                      series)
 
 
 def decode_frame(v: Any, name: str) -> tuple[int, np.ndarray, dict[str, Any]]:
@@ -382,7 +393,7 @@ class PvaSource:
         buffer for the frames that came before it and put them ahead of this job's own."""
         a = self.address
         self._held_done = True
-        if first == a.uid0:
+        if first == a.uid0 and a.series is None:
             return
         from p4p.client.thread import Context
 
@@ -392,10 +403,12 @@ class PvaSource:
                                               "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
                       useenv=False)
         try:
-            held = fetch_held(ctx, str(a.buffer), first)
+            held = fetch_held(ctx, str(a.buffer), first, series=-1 if a.series is None else a.series)
         except LiveSourceError as exc:
-            raise LiveSourceError(f"{self.name}: this job's first frame was uniqueId {first}, after the scan's "
-                                  f"first ({a.uid0}), and the frames before it could not be had: {exc}") from None
+            after = f", after the scan's first ({a.uid0})," if first != a.uid0 else ""
+            of = f" (its scan: the bridge's series {a.series})" if a.series is not None else ""
+            raise LiveSourceError(f"{self.name}: this job's first frame was uniqueId {first}{after}{of} and the "
+                                  f"frames before it could not be had: {exc}") from None
         finally:
             ctx.close()
         frames: list[tuple[int, np.ndarray, np.ndarray | None]] = []

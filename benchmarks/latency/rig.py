@@ -85,6 +85,7 @@ class RigOptions:
     # with stream_pva and submit "http": the web server's PTYCHOPY_PVA_BUFFERS names the bridge's buffer_address
     # (a buffer_at= submitted over the API is refused otherwise; the in-process bridge needs nothing)
     server_allows_buffer: bool = True
+    restream_attempts: int | None = None  # with stream: [stream] restream_attempts (None: the default)
 
     def __post_init__(self) -> None:
         if self.submit not in ("django", "http"):
@@ -151,6 +152,8 @@ def bridge_config(opts: RigOptions, env_paths: dict[str, Path],
         cfg["stream"] = {"enabled": True, "values": {"data.live_finish_iterations": opts.finish_iterations,
                                                      "data.live_stall_s": opts.stall_s,
                                                      "data.live_window_frames": opts.live_window}}
+        if opts.restream_attempts is not None:
+            cfg["stream"]["restream_attempts"] = opts.restream_attempts
         if opts.stream_pva:
             cfg["stream"]["source"] = live_source_address(PREFIX)
             cfg["stream"]["buffer_address"] = f"{LOOPBACK}:{free_port()}"

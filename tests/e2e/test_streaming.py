@@ -207,6 +207,35 @@ def _pg_job(rig: Rig, job_id: int) -> dict[str, Any]:
     return dict(row)
 
 
+def stop_the_worker_mid_scan(rig: Rig) -> tuple[dict, dict, dict, dict]:
+    """Play a scan on a production rig; once its streaming job took 40 frames stop the worker (SIGTERM: the job
+    ends failed, not re-queued) and start it again; wait for the bridge's replacement (``<key>#restream``) to end.
+    (the first job's jobs_after row, its final row, the replacement's jobs_after row, its final row)."""
+    rig.ioc_put("sim:Go", 1)
+    stream = wait_for(lambda: rig.jobs_after(0), 30, "the streaming job")[0]
+    wait_for(lambda: (_pg_job(rig, stream["id"])["live"] or {}).get("frames_received", 0) >= 40, 30, "40 frames in")
+    worker = next(p for p in rig.procs if p.name == "worker")
+    worker.stop()
+    failed = _pg_job(rig, stream["id"])
+    assert failed["status"] == "failed" and "stopped while streaming" in failed["message"], failed
+    worker.start()
+    again = wait_for(lambda: rig.jobs_after(stream["id"]), 30, "the replacement streaming job")[0]
+    assert again["dedup_key"] == str(stream["dedup_key"]) + "#restream"
+    wait_for(lambda: _pg_job(rig, again["id"])["status"] in ("done", "failed"), 90, "the replacement to end")
+    return stream, failed, again, _pg_job(rig, again["id"])
+
+
+def assert_the_replacement_covers_the_scan(rig: Rig, stream: dict, again: dict, done: dict, n: int) -> None:
+    """The replacement (final row ``done``) ended done with all ``n`` frames, none dropped, not partial; the bridge
+    decided the scan is covered by it (no batch job); the scan's jobs are the failed first one and it."""
+    live = done["live"]
+    assert done["status"] == "done" and done["message"] == "", done
+    assert live["frames_received"] == n and live["frames_dropped"] == 0 and live["outcome"] == "ended", live
+    assert not live["partial"], live
+    assert rig.stream_verdict(str(stream["dedup_key"])) == "stream_ended"
+    assert [j["id"] for j in rig.jobs_after(0)] == [stream["id"], again["id"]]
+
+
 def test_a_streaming_job_whose_worker_stopped_mid_scan_is_replaced_by_one_that_covers_the_scan(
         tmp_path: Path) -> None:
     """Production (PostgreSQL, Redis, a worker process, the bridge process): the worker is stopped (SIGTERM) and
@@ -218,25 +247,9 @@ def test_a_streaming_job_whose_worker_stopped_mid_scan_is_replaced_by_one_that_c
     rig = Rig(opts)
     try:
         rig.start()
-        rig.ioc_put("sim:Go", 1)
-        stream = wait_for(lambda: rig.jobs_after(0), 30, "the streaming job")[0]
-        wait_for(lambda: (_pg_job(rig, stream["id"])["live"] or {}).get("frames_received", 0) >= 40, 30,
-                 "40 frames in")
-        worker = next(p for p in rig.procs if p.name == "worker")
-        worker.stop()  # SIGTERM: the streaming job stops taking frames and ends failed (not re-queued)
-        failed = _pg_job(rig, stream["id"])
-        assert failed["status"] == "failed" and "stopped while streaming" in failed["message"], failed
-        worker.start()
-        again = wait_for(lambda: rig.jobs_after(stream["id"]), 30, "the replacement streaming job")[0]
+        stream, failed, again, done = stop_the_worker_mid_scan(rig)
         key = str(stream["dedup_key"])
-        assert again["dedup_key"] == key + "#restream"
-        wait_for(lambda: _pg_job(rig, again["id"])["status"] in ("done", "failed"), 90, "the replacement to end")
-        done = _pg_job(rig, again["id"])
-        live = done["live"]
-        assert done["status"] == "done" and done["message"] == "", done
-        assert live["frames_received"] == 400 and live["outcome"] == "ended" and not live["partial"], live
-        assert rig.stream_verdict(key) == "stream_ended"  # the replacement covers the scan: no batch job
-        assert [j["id"] for j in rig.jobs_after(0)] == [stream["id"], again["id"]]
+        assert_the_replacement_covers_the_scan(rig, stream, again, done, 400)
         events = rig.journal_events(key)
         assert "stream_failed_during_scan" in events and "stream_failed_batch" not in events
         noticed_s = events["stream_failed_during_scan"] - failed["finished"].timestamp()

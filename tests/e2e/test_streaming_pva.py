@@ -25,7 +25,7 @@ import pytest
 from benchmarks.latency.procs import wait_for
 from benchmarks.latency.rig import Rig, RigOptions
 from benchmarks.latency.stream import job_row
-from tests.e2e.test_streaming import _pg_job
+from tests.e2e.test_streaming import _pg_job, assert_the_replacement_covers_the_scan, stop_the_worker_mid_scan
 from tests.support.frames import collect_frames
 
 pytestmark = [pytest.mark.services, pytest.mark.epics, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -198,3 +198,37 @@ def test_a_bridge_over_the_api_whose_buffer_the_server_does_not_allow_is_refused
         assert "buffer_at=" in seen[0]["message"], seen
     finally:
         rig.stop()
+
+
+def test_a_pva_streaming_job_whose_worker_stopped_mid_scan_is_replaced_by_one_that_gets_every_frame_from_the_buffer(
+        tmp_path: Path) -> None:
+    """Production (PostgreSQL, Redis, a worker process, the bridge process), ``[stream] restream_attempts = 1``
+    over pvAccess: the worker is stopped (SIGTERM) and started again while the scan acquires; its streaming job ends
+    failed, the bridge opens one replacement (``<key>#restream``, its source naming the buffer's series of this
+    scan), which subscribes mid-scan, gets the frames before its own from the bridge's buffer and ends done with
+    all 400, none dropped; no batch job."""
+    opts = RigOptions(mode="production", workdir=tmp_path, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.05,
+                      stream=True, stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0,
+                      file_max_backoff_s=1.0, restream_attempts=1, log=lambda _: None)
+    rig = Rig(opts)
+    try:
+        rig.start()
+        stream, _failed, again, done = stop_the_worker_mid_scan(rig)
+        assert_the_replacement_covers_the_scan(rig, stream, again, done, N)  # no batch job
+        # it subscribed mid-scan: the bridge held the frames before its own
+        assert 40 <= done["live"]["frames_from_buffer"] < N, done["live"]
+        assert "&series=" in _pg_parameters(rig, int(again["id"]))["data"]["live_source"]
+        said = rig._journal_rows("SELECT message FROM events WHERE kind = 'stream_failed_during_scan'")
+        assert "from the bridge's buffer" in said[0][0], said
+    finally:
+        rig.stop()
+
+
+def _pg_parameters(rig: Rig, job_id: int) -> dict:
+    """The job's parameters in the production database."""
+    import psycopg
+
+    with psycopg.connect(rig.database_url) as pg:
+        row = pg.execute("SELECT parameters FROM jobs_job WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None
+    return dict(row[0] if isinstance(row[0], dict) else json.loads(row[0]))

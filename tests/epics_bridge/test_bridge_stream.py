@@ -531,8 +531,11 @@ def test_a_bad_restream_attempts_refuses_the_configuration(tmp_path: Path) -> No
         make_config(tmp_path, stream=dict(STREAM, restream_attempts=-1))
     with pytest.raises(ConfigError, match=r"\[stream\] restream_attempts: expected int, got 'once'"):
         make_config(tmp_path, stream=dict(STREAM, restream_attempts="once"))
-    with pytest.raises(ConfigError, match=r"restream_attempts: a 'pva://IMG' source cannot be read again"):
-        make_config(tmp_path, stream=dict(STREAM, source="pva://IMG", restream_attempts=1))
+    with pytest.raises(ConfigError, match=r"restream_attempts: a 'pva://IMG' source cannot be read again \(its "
+                                          r"frames went past and buffer_mib = 0: the bridge holds none of them\)"):
+        make_config(tmp_path, stream=dict(STREAM, source="pva://IMG", restream_attempts=1, buffer_mib=0))
+    held = make_config(tmp_path, stream=dict(STREAM, source="pva://IMG", restream_attempts=1)).stream
+    assert held.restream_attempts == 1 and held.keeps_for_replacement  # the buffer keeps them for the replacement
     assert make_config(tmp_path, stream=STREAM).stream.restream_attempts == 1
     assert make_config(tmp_path, stream=dict(STREAM, source="pva://IMG")).stream.restream_attempts == 0
 
@@ -755,3 +758,39 @@ def test_a_pva_stream_job_names_the_bridge_buffer_and_a_bad_buffer_setting_is_re
         make_config(tmp_path, stream=dict(pva, buffer_address="host"))
     with pytest.raises(ConfigError, match=r"\[stream\] buffer_mib: expected 0 \(off\) or more MiB, got -1"):
         make_config(tmp_path, stream=dict(pva, buffer_mib=-1))
+
+
+PVA_STREAM = dict(STREAM, source="pva://sim:Pva1:Image?scan=sim:Scan:", buffer_address="127.0.0.1:5079",
+                  restream_attempts=1)
+
+
+def test_a_failed_pva_streaming_job_is_replaced_mid_scan_by_one_bound_to_the_scans_series_in_the_bridge_buffer(
+        tmp_path: Path) -> None:
+    """With the buffer on and restream_attempts 1, a pvAccess streaming job that failed while its scan acquires is
+    replaced at once under key#restream, its source naming the buffer's series of this scan (a replacement whose
+    first frame is of a later scan fails instead of taking it), written in the journal's UPDATE that opens it (a
+    restarted bridge resends the same request). Without a running buffer (no series to name) it is not replaced."""
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig, key = _watched(tmp_path, submitter, PVA_STREAM)
+    rig.worker.buffer_series = lambda: 1796644969123
+    submitter.jobs["rec-1"] = FAILED_AFTER_FRAMES
+    _run_until(rig, lambda: len(records(rec)) == 2)
+    first, replacement = records(rec)
+    assert replacement["dedup_key"] == key + jr.RESTREAM_SUFFIX
+    source = first["params"]["data"]["live_source"]
+    assert "&buffer=ptychopy:bridge:" in source and "series=" not in source
+    assert replacement["params"]["data"]["live_source"] == source + "&series=1796644969123"
+    row = rig.journal.get(key)
+    assert row.status == jr.WATCHING and row.restreams == 1 and "&series=1796644969123" in row.params_json
+    (said,) = rig.journal.events("stream_failed_during_scan")
+    assert "it gets the frames before its own from the bridge's buffer" in said["message"], said
+
+    rec2 = tmp_path / "rec2.jsonl"
+    submitter2 = AnswersJobState(str(rec2), RUNNING)
+    rig2, key2 = _watched(tmp_path / "nobuffer", submitter2, PVA_STREAM)  # buffer_series None: no buffer running
+    submitter2.jobs["rec-1"] = FAILED_AFTER_FRAMES
+    rig2.run(5.0)
+    assert len(records(rec2)) == 1 and rig2.journal.get(key2).status == jr.STREAM_FAILED
+    assert "its frames went past (a pvAccess source): not replaced" in \
+        rig2.journal.events("stream_failed_during_scan")[-1]["message"]

@@ -31,7 +31,8 @@ SHAPE_PX = (8, 8)
 class Detector:
     """A p4p server of the scan PVs and a buffer subscribed to it (the bridge's)."""
 
-    def __init__(self, prefix: str, max_bytes: int, attrs: bool = False, release_after_s: float = 10.0):
+    def __init__(self, prefix: str, max_bytes: int, attrs: bool = False, release_after_s: float = 10.0,
+                 keep_after_handover: bool = False):
         port = free_port_pair()
         self.client_conf = pva_client_env(port)
         self.planned_m = np.stack([np.arange(N) * 1e-7, np.zeros(N)], axis=1)
@@ -40,7 +41,8 @@ class Detector:
         self.attrs = attrs
         base = live_source_address(prefix, attrs)
         self.buffer = FrameBuffer(base, f"127.0.0.1:{free_port()}", f"{prefix}Frames", max_bytes,
-                                  conf=self.client_conf, wait_s=2.0, release_after_s=release_after_s).start()
+                                  conf=self.client_conf, wait_s=2.0, release_after_s=release_after_s,
+                                  keep_after_handover=keep_after_handover).start()
         self.address = f"{base}&buffer={self.buffer.pv_name}&buffer_at=127.0.0.1:{self.buffer.port}"
         wait_for(lambda: self.streamer.first_client.connected.is_set(), 10, "the buffer's monitor")
 
@@ -50,11 +52,12 @@ class Detector:
                 self.streamer.post_positions([j + 1], self.planned_m[j:j + 1] * scale)
             self.streamer.post_frame(j + 1, self.frames[j], self.planned_m[j] * scale if self.attrs else None)
 
-    def source(self) -> PvaSource:
+    def source(self, extra: str = "") -> PvaSource:
+        """A job's source subscribing now (``extra``: more of the address's query, e.g. ``&series=K``)."""
         from p4p.client.thread import Context
 
         ctx = Context("pva", nt=False, conf=self.client_conf, useenv=False)
-        return PvaSource(self.address, PlannedScan(self.planned_m, None, "test"), connect_s=10, ctx=ctx)
+        return PvaSource(self.address + extra, PlannedScan(self.planned_m, None, "test"), connect_s=10, ctx=ctx)
 
     def late_job(self, start: int) -> tuple[PvaSource, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """A job's source subscribing now; scan points ``start``.. posted after it, the scan ended: (the source,
@@ -113,6 +116,12 @@ def _held_frame_refs(d: Detector) -> list[weakref.ref]:
         return [weakref.ref(frame) for _, frame, _, _ in d.buffer._series.held]
 
 
+def _next_series(d: Detector, before: int, held: int) -> bool:
+    """Whether the buffer is on the series after ``before`` and holds ``held`` frames of it."""
+    stats = d.buffer.stats()
+    return bool(stats["series"] == before + 1 and stats["frames_held"] == held)
+
+
 def _all_freed(refs: list[weakref.ref]) -> bool:
     gc.collect()
     return all(r() is None for r in refs)
@@ -164,9 +173,9 @@ def test_a_job_subscribing_after_the_buffer_bound_fails_naming_the_bound(detecto
 def test_a_new_scan_restarts_the_series_so_a_late_job_gets_only_its_own_scans_frames(detector):
     detector.post(range(0, N))  # the previous scan, whole
     _wait_held(detector, N)
+    first = detector.buffer.series_now()
     detector.post(range(0, 12))  # the next scan: the counter began again
-    wait_for(lambda: detector.buffer.stats() == {**detector.buffer.stats(), "series": 1, "frames_seen": 12}, 10,
-             "the second series")
+    wait_for(lambda: _next_series(detector, first, 12), 10, "the second series")
     source, (frames, indices, _) = detector.late_job(12)
     assert indices.tolist() == list(range(N)) and source.dropped == 0
     np.testing.assert_array_equal(frames, detector.frames)
@@ -273,9 +282,9 @@ def test_a_scans_frames_are_let_go_once_its_job_took_them_and_the_next_scan_is_h
     assert stats["released"].startswith("handed to the job whose first frame was uniqueId"), stats
     assert _all_freed(refs), "a handed-over frame is still referenced"
 
+    first = detector.buffer.series_now()
     detector.post(range(0, 12))  # the next scan: held again, and its late job gets every frame
-    wait_for(lambda: detector.buffer.stats()["series"] == 1 and detector.buffer.stats()["frames_held"] == 12, 10,
-             "the next scan's first frames held")
+    wait_for(lambda: _next_series(detector, first, 12), 10, "the next scan's first frames held")
     source, (frames, indices, _) = detector.late_job(12)
     assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer >= 11
     np.testing.assert_array_equal(frames, detector.frames)
@@ -303,10 +312,10 @@ def test_a_scan_no_job_asked_for_lets_its_frames_go_after_its_status_said_ended_
         finally:
             ctx.close()
 
+        first = d.buffer.series_now()
         d.streamer.post_status(0)  # the next scan: held again
         d.post(range(0, 12))
-        wait_for(lambda: d.buffer.stats()["series"] == 1 and d.buffer.stats()["frames_held"] == 12, 10,
-                 "the next scan's first frames held")
+        wait_for(lambda: _next_series(d, first, 12), 10, "the next scan's first frames held")
         source, (_frames, indices, _) = d.late_job(12)
         assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer >= 11
     finally:
@@ -391,3 +400,52 @@ def test_a_buffer_whose_start_fails_after_its_server_started_frees_its_port_and_
              "the failed start's threads to end")
     FrameBuffer("pva://x:Image", f"127.0.0.1:{port}", "x:Frames", 1 << 20, conf=pva_client_env(free_port_pair())
                 ).start().stop()
+
+
+def test_a_replacement_job_bound_to_its_scans_series_gets_every_frame_again_but_never_a_later_scans():
+    """With a replacement possible (``keep_after_handover``: [stream] restream_attempts > 0) the first job taking
+    the held frames lets none go and the frames after its first are still held; a replacement subscribing later
+    in the scan, its source naming the scan's series, gets every frame. One whose first frame is of a later scan
+    (it subscribed after its own ended) fails naming the series instead of taking that scan's frames."""
+    d = Detector(f"b{free_port()}:", 1 << 20, keep_after_handover=True)
+    try:
+        d.post(range(0, 15))
+        _wait_held(d, 15)
+        series = d.buffer.series_now()
+        first_job = d.source()
+        try:
+            d.post(range(15, 25))
+            taken = 0
+            deadline = time.monotonic() + 20
+            while taken < 25:  # the job took the held frames and its own, then failed (closed) mid-scan
+                assert time.monotonic() < deadline, f"the first job took {taken} frames"
+                batch = first_job.poll()
+                taken += 0 if batch is None else len(batch.indices)
+            assert first_job.frames_from_buffer >= 14
+        finally:
+            first_job.close()
+        _wait_held(d, 25)
+        stats = d.buffer.stats()
+        assert stats["frames_held"] == 25 and not stats["released"], stats  # kept for a replacement
+        replacement = d.source(f"&series={series}")
+        try:
+            d.post(range(25, N))
+            d.streamer.post_status(1)
+            frames, indices, _ = _drain(replacement)
+        finally:
+            replacement.close()
+        assert indices.tolist() == list(range(N)) and replacement.dropped == 0
+        assert replacement.frames_from_buffer >= 24
+        np.testing.assert_array_equal(frames, d.frames)
+
+        too_late = d.source(f"&series={series}")  # subscribed after its scan ended: the next scan's frames come
+        try:
+            d.streamer.post_status(0)
+            d.post(range(0, N))
+            with pytest.raises(LiveSourceError, match=rf"first frame was uniqueId 1 \(its scan: the bridge's series "
+                                                      rf"{series}\).*series {series} was replaced by a new scan"):
+                _drain(too_late)
+        finally:
+            too_late.close()
+    finally:
+        d.close()
