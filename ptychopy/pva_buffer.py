@@ -125,6 +125,7 @@ class FrameBuffer:
         self._cond = threading.Condition()
         self._series = _Series(time.time_ns() // 1_000_000)
         self._rows: dict[int, tuple[float, float]] = {}  # uniqueId -> positions row (raw), the newest of each
+        self._rows_since_frame: set[int] = set()  # uniqueIds whose row came after the newest frame
         self._skip: dict[str, bool] = {}
         self._connected_at: int | None = None  # the image PV's uniqueId at the monitor's (re)connect, until a frame
         self._ctx: Any = None
@@ -250,8 +251,11 @@ class FrameBuffer:
                 mid_scan = uid != a.uid0 and uid > self._connected_at  # the same scan goes on: its start went past
                 s = self._series = _Series(s.number + bool(s.order), joined_at=uid if mid_scan else None)
                 self._connected_at = None
+                self._forget_old_rows()
             elif uid in s.order:  # the counter began again: a new scan
                 s = self._series = _Series(s.number + 1)
+                self._forget_old_rows()
+            self._rows_since_frame.clear()
             s.order[uid] = len(s.order)
             if s.full_at is None and s.asked_at is None and not s.released:  # a job past it needs no more
                 if s.held_bytes + frame.nbytes > self.max_bytes:
@@ -267,11 +271,18 @@ class FrameBuffer:
                     s.held_bytes += frame.nbytes
             self._cond.notify_all()
 
+    def _forget_old_rows(self) -> None:
+        """A new series: keep only the rows that came after the last series' newest frame (this scan's, posted
+        before its first frame). The scan before's rows share its uniqueIds: kept, a row of this scan that has not
+        come yet would be answered with the scan before's position instead of waited for."""
+        self._rows = {u: r for u, r in self._rows.items() if u in self._rows_since_frame}
+
     def _on_positions(self, v: Any) -> None:
         uid, row, col = table_columns(v, ("uniqueId", "row_m", "col_m"), str(self.address.positions))
         with self._cond:
             for u, r, c in zip(uid.astype(np.int64).tolist(), row.tolist(), col.tolist(), strict=True):
                 self._rows[u] = (float(r), float(c))
+                self._rows_since_frame.add(u)
             self._cond.notify_all()
 
     def _on_status(self, v: Any) -> None:

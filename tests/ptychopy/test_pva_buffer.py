@@ -449,3 +449,25 @@ def test_a_replacement_job_bound_to_its_scans_series_gets_every_frame_again_but_
             too_late.close()
     finally:
         d.close()
+
+
+def test_a_new_scans_frame_whose_row_has_not_come_waits_for_it_not_the_scan_befores_row_of_its_uniqueid(detector):
+    """The positions may come from another server than the frames (no order between them): the scan before's row
+    of the same uniqueId must not stand in for this scan's (before: answered at once with the old positions)."""
+    import threading
+
+    detector.post(range(0, N))  # the scan before, with its rows
+    _wait_held(detector, N)
+    before = detector.buffer.series_now()
+    for j in range(0, 13):  # the next scan's first frames; their rows not yet come
+        detector.streamer.post_frame(j + 1, detector.frames[j])
+    wait_for(lambda: _next_series(detector, before, 13), 10, "the second series")
+    got: list = []
+    asked = threading.Thread(target=lambda: got.append(detector.buffer.answer(13, -1, 0, 1 << 20)))
+    asked.start()
+    wait_for(lambda: detector.buffer.stats()["answers_waiting"] == 1 or got, 10, "the answer")
+    detector.streamer.post_positions(list(range(1, 14)), 2 * detector.planned_m[:13])  # this scan's rows, moved
+    asked.join(10)
+    assert not got[0]["error"], got[0]["error"]
+    np.testing.assert_allclose(got[0]["row_m"], 2 * detector.planned_m[:12, 0])
+    assert got[0]["through_row_m"] == pytest.approx(2 * detector.planned_m[12, 0])
