@@ -22,8 +22,9 @@ from ..engines.dm import DM, REGULARISATION, error_sample_span, set_position_ste
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
 from .flux_noise import FluxNoiseMixin
+from .lsqml_fits import LF_SLOTS
 from .runtime import f32, i32, i64
-from .window_fits import LF_SLOTS, DMWindowsMixin
+from .window_fits import DMWindowsMixin
 
 FUSED_PROBE_MODES = 4  # dm_psi_update keeps this many modes' probe partial sums in registers
 MODULUS_PIXELS_PER_THREAD = 16  # dm_modulus reduces per position: enough pixels a thread to amortise it

@@ -12,9 +12,10 @@ from . import columns
 from . import runtime as rt
 from .common import FastMixin, pinned_int32
 from .flux_noise import FluxNoiseMixin
+from .lsqml_fits import LF_SLOTS
 from .runtime import f32, i32, i64
 from .streaming import AmplitudeStream
-from .window_fits import LF_SLOTS, EPIEWindowsMixin
+from .window_fits import EPIEWindowsMixin
 
 COLS_SIZES = (64, 128, 256)  # the split transform is faster for ePIE up to 256^2, slower at 512^2 (RESULTS.md)
 

@@ -33,9 +33,8 @@ from typing import Any
 import numpy as np
 
 from . import runtime as rt
-from .lsqml_fits import FIT_BLOCKS, NEWTON_PASSES
+from .lsqml_fits import FIT_BLOCKS, LF_SLOTS, NEWTON_PASSES
 from .runtime import f32, i32, i64
-from .window_fits import LF_SLOTS
 
 #: the run options (run_plan.RUN_OPTIONS) this module adds to the fast ePIE and DM
 FLUX_NOISE_OPTIONS = frozenset({"variable_intensity", "poisson_noise"})

@@ -46,6 +46,7 @@ from .runtime import f32, i32, i64
 
 #: the run options (run_plan.RUN_OPTIONS) this path implements for the fast LSQML
 FITS_OPTIONS = frozenset({"subpixel_windows", "position_refinement", "variable_intensity", "poisson_noise"})
+LF_SLOTS = 17  # kernels/lsqml_fits.cu: the per-position double sums; 5, 6 the step numerators, 7, 8 denominators
 FIT_BLOCKS = 64  # blocks per position of the kernels that reduce per position (one block row per position)
 POSITION_DAMPING = 1.0  # position_update.damped_steps' default damping (the reference engine's)
 NEWTON_PASSES = 3  # kernels/lsqml_fits.cu: LF_NEWTON
@@ -123,7 +124,7 @@ class LSQMLFitsMixin:
         self._shift = shift
         self._poisson = self.settings.noise_model == "poisson"
         self._null = np.uint64(0)
-        self.fit_acc = cp.zeros(b * 17, dtype=cp.float64)  # LF_SLOTS per position
+        self.fit_acc = cp.zeros(b * LF_SLOTS, dtype=cp.float64)
         self.pj = cp.empty(b * mt * n2, dtype=cp.complex64) if shift else self.chi[:1]
         self.gbuf = cp.empty(b * mt * n2, dtype=cp.complex64) if shift else self.chi[:1]
         self.pspec = cp.empty(mt * n2, dtype=cp.complex64) if shift else self.chi[:1]

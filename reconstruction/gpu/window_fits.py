@@ -36,12 +36,11 @@ from ..engines.dm import DM, memory_share, set_step_cadence
 from ..engines.epie import EPIE
 from ..physics import patches
 from . import runtime as rt
-from .lsqml_fits import FIT_BLOCKS, windows_shift
+from .lsqml_fits import FIT_BLOCKS, LF_SLOTS, windows_shift
 from .runtime import f32, i32, i64
 
 #: the run options (run_plan.RUN_OPTIONS) this module adds to the fast ePIE and DM
 WINDOW_OPTIONS = frozenset({"subpixel_windows", "position_refinement", "position_affine", "coarse_search"})
-LF_SLOTS = 17  # kernels/lsqml_fits.cu: the per-position double sums; 5, 6 the step numerators, 7, 8 denominators
 
 
 def collect_step_terms(refiner: Any, idx: Any, fit_acc: Any) -> None:

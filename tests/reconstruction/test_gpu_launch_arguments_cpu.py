@@ -188,3 +188,11 @@ def test_fast_epie_column_kernel_and_dm_launches_at_64px_match_their_kernels_sig
     assert launches and not bad, bad
     if algorithm == "ePIE":
         assert "epie_cols" in {name for name, _ in launches}
+
+
+def test_the_per_position_sum_slots_of_the_python_side_are_the_kernels_lf_slots():
+    """fit_acc and noise_acc are LF_SLOTS doubles a position; kernels/lsqml_fits.cu indexes them by its own
+    #define: a mismatch makes positions overwrite each other's sums."""
+    from reconstruction.gpu.lsqml_fits import LF_SLOTS
+
+    assert re.search(r"#define\s+LF_SLOTS\s+(\d+)", kernel_source()).group(1) == str(LF_SLOTS)
