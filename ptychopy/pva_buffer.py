@@ -184,6 +184,8 @@ class FrameBuffer:
         return self
 
     def stop(self) -> None:
+        """Cancel the pending releases, close the monitors and the client context, stop the server (its port is
+        free again) and the work queues' threads. Safe to call twice, and after a failed :meth:`start`."""
         with self._cond:
             timers, self._timers = self._timers, []
         for timer in timers:
