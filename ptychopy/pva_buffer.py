@@ -40,6 +40,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,8 @@ CHUNK_BYTES = 32 << 20  # frames per answer: at most this many bytes (pvAccess s
 WAIT_S = 5.0  # how long the bridge waits to see the job's first frame (and the rows before it) before answering
 RELEASE_AFTER_S = 2 * WAIT_S  # a scan's held frames are let go this long after its status said ended or aborted
 MONITOR_REQUEST = "field()record[queueSize=1000,pipeline=true]"
+MAX_ERRORS = 100  # FrameBuffer.errors keeps the newest this many
+ERROR_LOG_EVERY_S = 10.0  # an unreadable update of a PV is logged at most this often (with the count since)
 
 
 def buffer_pv_name(beamline: str) -> str:
@@ -131,7 +134,10 @@ class FrameBuffer:
         self._ctx: Any = None
         self._server: Any = None
         self._subs: list[Any] = []
-        self.errors: list[str] = []  # the bound reached, a frame that could not be read (newest last)
+        # the bound reached, an update that could not be read (the newest MAX_ERRORS, newest last): a detector
+        # posting frames the bridge cannot read (compressed, say) fails every one of them, thousands a second
+        self.errors: deque[str] = deque(maxlen=MAX_ERRORS)
+        self._unread: dict[str, tuple[float, int]] = {}  # PV -> (when its last error was logged, updates since)
         self._waiting = 0  # answers waiting for the job's first frame to reach the bridge
         self._queues: list[Any] = []  # p4p work queues of its own: the answers, the monitors' callbacks
 
@@ -235,9 +241,14 @@ class FrameBuffer:
                 cb(update)
             except Exception as exc:  # a frame it cannot read: the job reading it will say so too
                 msg = f"stream buffer: PV {pv}: {type(exc).__name__}: {exc}"
-                log.error("%s", msg)
+                now = time.monotonic()
                 with self._cond:
                     self.errors.append(msg)
+                    logged_at, since = self._unread.get(pv, (float("-inf"), 0))
+                    due = now - logged_at >= ERROR_LOG_EVERY_S
+                    self._unread[pv] = (now, 0) if due else (logged_at, since + 1)
+                if due:
+                    log.error("%s%s", msg, f" ({since} more unreadable updates of it before)" if since else "")
         return handle
 
     def _on_frame(self, v: Any) -> None:

@@ -471,3 +471,24 @@ def test_a_new_scans_frame_whose_row_has_not_come_waits_for_it_not_the_scan_befo
     assert not got[0]["error"], got[0]["error"]
     np.testing.assert_allclose(got[0]["row_m"], 2 * detector.planned_m[:12, 0])
     assert got[0]["through_row_m"] == pytest.approx(2 * detector.planned_m[12, 0])
+
+
+def test_a_detector_posting_frames_the_buffer_cannot_read_is_logged_now_and_then_and_its_errors_are_bounded(
+        detector, caplog):
+    import logging
+
+    import ptychopy.pva_buffer as pb
+
+    s = detector.streamer
+    frame = detector.frames[0]
+    dims = [{"size": 8, "offset": 0, "fullSize": 8, "binning": 1, "reverse": False}] * 2
+    caplog.set_level(logging.ERROR, logger=pb.log.name)
+    for uid in range(1, 301):  # compressed frames (NDPluginCodec on): each one unreadable
+        s.image.post(s._value_cls(s._nd.type, {"value": (s._nd._code2u[frame.dtype.char], frame.ravel()),
+                                               "uniqueId": uid, "codec": {"name": "lz4"}, "dimension": dims}))
+    wait_for(lambda: detector.buffer.errors and "uniqueId 300" in detector.buffer.errors[-1], 20,
+             "the last unreadable frame at the buffer")
+    # before: a list of all 300 messages (growing for as long as the detector posts) and 300 errors logged
+    assert len(detector.buffer.errors) == 100
+    logged = [r for r in caplog.records if "codec 'lz4'" in r.getMessage()]
+    assert 1 <= len(logged) <= 2, len(logged)
