@@ -94,6 +94,7 @@ class _Series:
     held_bytes: int = 0
     full_at: int | None = None  # the arrival index of the first frame not held (the bound)
     joined_at: int | None = None  # begun with the monitor (re)connected mid-scan: its first uniqueId (else None)
+    began_s: float | None = None  # time.monotonic() of its first frame (None: none yet)
     asked_at: int | None = None  # a job asked: the arrival index of its first frame (nothing after it is held)
     answered_at: float = float("-inf")  # time.monotonic() of the last answer given (a handover in progress)
     released: str = ""  # why its held frames were let go ("" while held)
@@ -215,6 +216,16 @@ class FrameBuffer:
         with self._cond:
             return self._series.number
 
+    def series_of_scan_started(self, started_s: float) -> int:
+        """The number of the series the frames of a scan that started at ``started_s`` (``time.monotonic()``, e.g.
+        when the bridge saw ``BUSY`` rise) go to: the current one when no frame of it arrived yet or its first
+        arrived at or after ``started_s`` (the scan's own), else the next (the current one is an earlier scan's).
+        Given to the scan's first streaming job (``&series=``): one that starts only after its scan ended then
+        fails on the next scan's first frame instead of taking that scan's frames as its own."""
+        with self._cond:
+            s = self._series
+            return s.number if s.began_s is None or s.began_s >= started_s else s.number + 1
+
     def stats(self) -> dict[str, Any]:
         """The current series: number, frames seen and held, bytes held, whether the bound was reached; answers
         waiting for a frame."""
@@ -269,6 +280,8 @@ class FrameBuffer:
                 s = self._series = _Series(s.number + 1)
                 self._forget_old_rows()
             self._rows_since_frame.clear()
+            if s.began_s is None:
+                s.began_s = time.monotonic()
             s.order[uid] = len(s.order)
             if s.full_at is None and s.asked_at is None and not s.released:  # a job past it needs no more
                 if s.held_bytes + frame.nbytes > self.max_bytes:
@@ -354,8 +367,12 @@ class FrameBuffer:
                 s = self._series
                 error = ""
                 wanted: list[tuple[int, np.ndarray, float, float]] = []
-                if series >= 0 and s.number != series:
-                    error = f"the bridge's series {series} was replaced by a new scan's frames"
+                if series >= 0 and s.number > series:  # series only grow: this job's scan ended before it asked
+                    error = (f"uniqueId {through} is of the bridge's series {s.number}, a later scan's, not of this "
+                             f"job's scan's series {series}: that scan ended before the job subscribed")
+                elif series > s.number:  # its scan's first frame has not reached the bridge yet: wait for it
+                    error = (f"the bridge's series {series} (this job's scan) did not begin within {self.wait_s:g} "
+                             f"s (the bridge is on series {s.number})")
                 elif through not in s.order:
                     error = (f"uniqueId {through} did not reach the bridge within {self.wait_s:g} s (its monitor of "
                              f"{a.image} may have been disconnected)")
@@ -390,7 +407,7 @@ class FrameBuffer:
                     error = (f"the positions rows of {len(missing)} frames (uniqueId {missing[0]}, ...) did not reach "
                              f"the bridge within {self.wait_s:g} s")
                 remaining = deadline - time.monotonic()
-                if (series >= 0 and s.number != series) or remaining <= 0:
+                if (series >= 0 and s.number > series) or remaining <= 0:
                     break
                 self._waiting += 1
                 try:

@@ -16,9 +16,10 @@ scan's other PVs (each optional):
 - ``buffer=PV&buffer_at=HOST:PORT``: the EPICS bridge's buffer of the scan's first frames
   (:mod:`ptychopy.pva_buffer`; the bridge adds both to the jobs it opens): when this job's first frame is not the
   scan's first, the frames that came before it are asked for there and taken first;
-- ``series=K`` (with ``buffer=``): the bridge's series (scan) this job belongs to, given to a replacement job the
-  bridge opens mid-scan: it asks the buffer whatever its first frame, and fails if that frame is of another scan
-  (one that began after its own ended) instead of taking it.
+- ``series=K`` (with ``buffer=``): the bridge's series (scan) this job belongs to, given to every job the bridge
+  opens (the first at the scan's start: the series its frames go to; a replacement mid-scan: the current one): it
+  asks the buffer whatever its first frame, waits for its series to begin there, and fails if that frame is of a
+  later scan (its own ended before it subscribed, e.g. queued behind other jobs) instead of taking it.
 
 A frame is ``(uniqueId - uid0)``-th scan point. The value a PV holds when the monitor connects is not taken (it may
 be the previous scan's last frame): start the reconstruction before the scan, or give ``buffer=``. The scan's end

@@ -443,7 +443,8 @@ def test_a_replacement_job_bound_to_its_scans_series_gets_every_frame_again_but_
             d.streamer.post_status(0)
             d.post(range(0, N))
             with pytest.raises(LiveSourceError, match=rf"first frame was uniqueId 1 \(its scan: the bridge's series "
-                                                      rf"{series}\).*series {series} was replaced by a new scan"):
+                                                      rf"{series}\).*is of the bridge's series {series + 1}, a "
+                                                      rf"later scan's, not of this job's scan's series {series}"):
                 _drain(too_late)
         finally:
             too_late.close()
@@ -492,3 +493,62 @@ def test_a_detector_posting_frames_the_buffer_cannot_read_is_logged_now_and_then
     assert len(detector.buffer.errors) == 100
     logged = [r for r in caplog.records if "codec 'lz4'" in r.getMessage()]
     assert 1 <= len(logged) <= 2, len(logged)
+
+
+def test_a_first_job_bound_at_busy_to_the_next_series_that_starts_after_its_scan_ended_fails_naming_both_series():
+    """The bridge binds a scan's first streaming job to the series its frames go to (``series_of_scan_started`` at
+    ``BUSY``: the one after the current, an earlier scan's). A job asked on time takes its scan whole; one queued
+    past its scan's end subscribes between scans and gets the next scan's first frame (uniqueId 1, which the earlier
+    scan had too): it fails naming its own series and the later one instead of taking that scan's frames as its
+    own (before: no series for the first job, which then ended done with the next scan's frames)."""
+    d = Detector(f"b{free_port()}:", 1 << 20)
+    try:
+        d.post(range(N))  # an earlier scan
+        d.streamer.post_status(1)
+        _wait_held(d, N)
+        busy_s = time.monotonic()  # BUSY rises; the scan's first frame comes after
+        series = d.buffer.series_of_scan_started(busy_s)
+        assert series == d.buffer.series_now() + 1
+        on_time = d.source(f"&series={series}")
+        try:
+            d.streamer.post_status(0)
+            d.post(range(N))
+            d.streamer.post_status(1)
+            frames, indices, _ = _drain(on_time)
+        finally:
+            on_time.close()
+        assert indices.tolist() == list(range(N)) and on_time.dropped == 0
+        np.testing.assert_array_equal(frames, d.frames)
+        # its frames began before the bridge handled BUSY (the debounce): the series is still this scan's
+        assert d.buffer.series_of_scan_started(busy_s) == series == d.buffer.series_now()
+
+        too_late = d.source(f"&series={series}")  # queued behind another job past its scan's end
+        try:
+            d.streamer.post_status(0)
+            d.post(range(N))  # the next scan
+            with pytest.raises(LiveSourceError, match=rf"first frame was uniqueId 1 \(its scan: the bridge's series "
+                                                      rf"{series}\).*is of the bridge's series {series + 1}, a "
+                                                      rf"later scan's, not of this job's scan's series {series}"):
+                _drain(too_late)
+        finally:
+            too_late.close()
+        assert too_late.frames_in == 0  # none of the next scan's frames taken
+    finally:
+        d.close()
+
+
+def test_an_ask_bound_to_a_series_that_has_not_begun_at_the_bridge_waits_for_it_instead_of_failing(detector):
+    """A first job opened at BUSY may see its scan's first frame before the bridge's monitor does: its ask names a
+    series the bridge has not begun yet, and is answered once it has (before: refused at once as replaced)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    detector.post(range(N))  # an earlier scan
+    _wait_held(detector, N)
+    series = detector.buffer.series_of_scan_started(time.monotonic())
+    with ThreadPoolExecutor(1) as pool:
+        asked = pool.submit(detector.buffer.answer, 3, series, 0, 1 << 20)
+        wait_for(lambda: detector.buffer.stats()["answers_waiting"] == 1, 10, "the ask waiting")
+        detector.post(range(0, 5))  # the scan's frames reach the bridge
+        answer = asked.result(timeout=10)
+    assert not answer["error"] and int(answer["series"]) == series
+    assert list(answer["uniqueId"]) == [1, 2]
