@@ -48,6 +48,7 @@ class Bridge:
         self.frame_buffer = FrameBuffer(st.source, st.buffer_address, st.buffer_pv, int(st.buffer_mib * 2**20),
                                         keep_after_handover=st.keeps_for_replacement).start()
         self.worker.buffer_series = self.frame_buffer.series_now
+        self.worker.buffer_scan_series = self.frame_buffer.series_of_scan_started
 
     def start(self) -> None:
         log.info("EPICS bridge for %s: %s trigger, %d PVs, journal %s", self.config.beamline,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 from ptychopy.pva_buffer import buffer_pv_name, parse_host_port
 from reconstruction import ParameterError, Parameters
@@ -191,6 +192,12 @@ FILE_SOURCES = ("swmr", "replay")  # live sources that keep every frame (read ag
 MAX_RESTREAMS = 10  # [stream] restream_attempts at most (each is a whole reconstruction of the scan)
 
 
+def source_series(source: str) -> int | None:
+    """The bridge buffer's series a ``pva://`` job source names (``&series=K``), None when it names none."""
+    values = parse_qs(source.partition("?")[2]).get("series")
+    return int(values[-1]) if values and values[-1].isascii() and values[-1].isdigit() else None
+
+
 @dataclass(frozen=True)
 class StreamConfig:
     """Opening a streaming job when a scan starts (docs/streaming.md): ``source`` is the ``-liveSource`` value
@@ -230,6 +237,11 @@ class StreamConfig:
             return self.source
         join = "&" if "?" in self.source else "?"
         return f"{self.source}{join}buffer={self.buffer_pv}&buffer_at={self.buffer_address}"
+
+    def series_source(self, series: int | None) -> str:
+        """:attr:`job_source` bound to the bridge buffer's series ``series`` (``&series=K``: the job takes frames of
+        that scan only); just :attr:`job_source` when None (no buffer running) or not buffered."""
+        return self.job_source if series is None or not self.buffered else f"{self.job_source}&series={series}"
 
 
 @dataclass(frozen=True)

@@ -93,13 +93,16 @@ def scan_fields(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: Sca
     return fields
 
 
-def describe_streaming_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], start: ScanEnd) -> ScanInfo:
+def describe_streaming_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], start: ScanEnd,
+                            series: int | None = None) -> ScanInfo:
     """The streaming job of a scan that just started (``[stream]``, docs/streaming.md): the scan the completion
     would describe, with the same dedup key, its parameters reading the live source (``-liveSource``, the
-    ``[stream] file_pattern`` file) plus ``[stream] values``. Raises :class:`ScanBuildError`."""
+    ``[stream] file_pattern`` file; ``series``: the bridge buffer's series of this scan, ``&series=K``) plus
+    ``[stream] values``. Raises :class:`ScanBuildError`."""
     info = describe_scan(config, latest, start)
     st = config.stream
-    values: dict[str, Any] = {"data.live_source": st.job_source, **st.values}
+    source = st.series_source(series)
+    values: dict[str, Any] = {"data.live_source": source, **st.values}
     provenance = dict(info.provenance)
     if st.source == "swmr":
         fields = scan_fields(config, latest, start)
@@ -110,8 +113,8 @@ def describe_streaming_scan(config: BridgeConfig, latest: Mapping[str, ValueEven
                                  f"{exc}") from None
         provenance["data.file_pattern"] = dict(source="bridge", value=values["data.file_pattern"],
                                                note=f"the live file, from [stream] file_pattern {st.file_pattern!r}")
-    provenance["data.live_source"] = dict(source="bridge", value=st.job_source, note="a streaming job, opened at "
-                                                                                     "the scan's start")
+    provenance["data.live_source"] = dict(source="bridge", value=source, note="a streaming job, opened at the "
+                                                                              "scan's start")
     try:
         params = info.params.replace(values)
     except ParameterError as exc:

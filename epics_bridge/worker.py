@@ -20,7 +20,7 @@ from reconstruction import InputDataError, ParameterError, Parameters
 
 from . import journal as jr
 from .asker import Asker, StateAnswer
-from .config import FILE_SOURCES, BridgeConfig
+from .config import FILE_SOURCES, BridgeConfig, source_series
 from .file_metadata import with_file_metadata
 from .filecheck import check_scan_files
 from .journal import Journal
@@ -119,6 +119,9 @@ class BridgeWorker:
         # with the bridge's buffer of a pva:// source: the number of the series (scan) whose frames arrive now
         # (FrameBuffer.series_now), named in a replacement streaming job's source
         self.buffer_series: Callable[[], int] | None = None
+        # likewise, the series a scan that started at time.monotonic() t goes to (FrameBuffer.series_of_scan_started),
+        # named in the scan's first streaming job's source
+        self.buffer_scan_series: Callable[[float], int] | None = None
 
     # -- thread -----------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -336,8 +339,12 @@ class BridgeWorker:
         start = ScanEnd(Outcome.COMPLETE, "scan started", event.received_s, values=latest,
                         edge_timestamp=event.timestamp,
                         disconnected=tuple(pv for pv in self.config.pvs if not self.tracker.connected.get(pv, False)))
+        # the buffer's series of this scan (its frames may have begun during the debounce): a job that starts only
+        # after the scan ended fails on a later scan's first frame instead of taking it (docs/streaming.md)
+        series = (self.buffer_scan_series(event.received_s)
+                  if self.buffer_scan_series is not None and self.config.stream.buffered else None)
         try:
-            info, why = describe_streaming_scan(self.config, latest, start), ""
+            info, why = describe_streaming_scan(self.config, latest, start, series), ""
         except ScanBuildError as exc:
             info, why = None, str(exc)
         if info is None or info.held:
@@ -711,11 +718,13 @@ class BridgeWorker:
         # over pvAccess: the bridge's buffer keeps the scan's first buffer_mib for the replacement (beyond it the
         # replacement fails naming the bound, and the end queues the batch job)
         series = self.buffer_series() if self.buffer_series is not None else None
+        if series is not None and (own := source_series(task.params.data.live_source)) is not None:
+            series = own  # the first job's (it may have failed before its scan's first frame reached the bridge)
         held = not file_source and self.config.stream.keeps_for_replacement and series is not None
         attempts = self.config.stream.restream_attempts if (file_source or held) and restream else 0
         params = task.params
         if held:  # it takes frames of this scan only: a scan that began after this one ended is refused
-            params = params.replace({"data.live_source": f"{self.config.stream.job_source}&series={series}"})
+            params = params.replace({"data.live_source": self.config.stream.series_source(series)})
         n = self.journal.restream(task.key, attempts, why, params.to_json() if held else None)
         if n:
             key = jr.restream_key(task.key, n)

@@ -794,3 +794,61 @@ def test_a_failed_pva_streaming_job_is_replaced_mid_scan_by_one_bound_to_the_sca
     assert len(records(rec2)) == 1 and rig2.journal.get(key2).status == jr.STREAM_FAILED
     assert "its frames went past (a pvAccess source): not replaced" in \
         rig2.journal.events("stream_failed_during_scan")[-1]["message"]
+
+
+def test_a_pva_scans_first_job_is_bound_to_its_series_and_failing_late_on_a_later_scan_leaves_one_batch_job(
+        tmp_path: Path) -> None:
+    """With the buffer on, the job opened at BUSY names the series the buffer gives for a scan started then
+    (``&series=K``; before: none, so a job queued past its scan's end took the next scan's frames and covered this
+    scan with them). Still queued at the end, it is followed; failing then (its first frame was of a later series)
+    the end's batch job is queued once under key#batch. With ``buffer_mib = 0`` there is no series to name: the
+    job's source is the address as configured (docs/streaming.md, 'Not there yet')."""
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), {"status": "queued", "live": {}})
+    rig = Rig(tmp_path, submitter, stream=PVA_STREAM)
+    asked: list[float] = []
+    rig.worker.buffer_scan_series = lambda started_s: asked.append(started_s) or 1796644969124
+    busy_s = rig.clock.t
+    _start(rig)
+    (first,) = records(rec)
+    key = first["dedup_key"]
+    assert first["params"]["data"]["live_source"].endswith("&buffer_at=127.0.0.1:5079&series=1796644969124")
+    assert asked == [busy_s] and rig.clock.t > busy_s  # the time BUSY was seen, not the debounce's end
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    assert len(records(rec)) == 1 and rig.journal.get(key).status == jr.FOLLOWING  # still queued: followed
+    submitter.state = {"status": "failed", "live": {"frames_received": 0},
+                       "message": "LiveSourceError: uniqueId 1 is of the bridge's series 1796644969125, a later "
+                                  "scan's, not of this job's scan's series 1796644969124"}
+    rig.run(3.0)
+    _stream, batch = records(rec)
+    assert batch["dedup_key"] == key + jr.BATCH_SUFFIX and batch["params"]["data"]["live_source"] == "none"
+    assert rig.journal.get(key).mode == jr.BATCH_AFTER_STREAM
+    rig.run(3.0)
+    assert len(records(rec)) == 2  # never both, never neither: the one batch job
+
+    rec2 = tmp_path / "rec2.jsonl"
+    rig2 = Rig(tmp_path / "nobuffer", AnswersJobState(str(rec2)),
+               stream=dict(PVA_STREAM, buffer_mib=0, restream_attempts=0))
+    rig2.worker.buffer_scan_series = lambda started_s: 1  # not asked: no buffer
+    _start(rig2)
+    (unbound,) = records(rec2)
+    assert unbound["params"]["data"]["live_source"] == PVA_STREAM["source"]
+
+
+def test_a_replacement_keeps_the_series_its_first_job_was_bound_to(tmp_path: Path) -> None:
+    """A first job bound at BUSY that fails before its scan's first frame reached the bridge: the buffer is still
+    on the earlier scan's series, and the replacement keeps the first job's series instead of that one (which
+    would fail it on its own scan's first frame)."""
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), RUNNING)
+    rig = Rig(tmp_path, submitter, stream=PVA_STREAM)
+    submitter.clock = rig.clock
+    rig.worker.buffer_scan_series = lambda started_s: 1796644969124
+    rig.worker.buffer_series = lambda: 1796644969123  # the earlier scan's: no frame of this one yet
+    _start(rig)
+    submitter.jobs["rec-1"] = FAILED_AFTER_FRAMES
+    _run_until(rig, lambda: len(records(rec)) == 2)
+    first, replacement = records(rec)
+    assert first["params"]["data"]["live_source"].endswith("&series=1796644969124")
+    assert replacement["params"]["data"]["live_source"] == first["params"]["data"]["live_source"]
