@@ -127,6 +127,22 @@ def _all_freed(refs: list[weakref.ref]) -> bool:
     return all(r() is None for r in refs)
 
 
+def _next_scan_fails_a_job_bound_to(d: Detector, series: int) -> None:
+    """A job's source bound to ``series`` subscribes now, after that scan ended; the next scan runs: the job fails
+    on its first frame naming both series, having taken none of the next scan's frames."""
+    too_late = d.source(f"&series={series}")
+    try:
+        d.streamer.post_status(0)
+        d.post(range(N))  # the next scan
+        with pytest.raises(LiveSourceError, match=rf"first frame was uniqueId 1 \(its scan: the bridge's series "
+                                                  rf"{series}\).*is of the bridge's series {series + 1}, a "
+                                                  rf"later scan's, not of this job's scan's series {series}"):
+            _drain(too_late)
+    finally:
+        too_late.close()
+    assert too_late.frames_in == 0
+
+
 @pytest.mark.parametrize("attrs", [False, True], ids=["positions-table", "ndattributes"])
 def test_frames_posted_before_the_source_subscribed_come_from_the_bridge_buffer_with_none_dropped(attrs):
     d = Detector(f"b{free_port()}:", 1 << 20, attrs=attrs)
@@ -438,16 +454,7 @@ def test_a_replacement_job_bound_to_its_scans_series_gets_every_frame_again_but_
         assert replacement.frames_from_buffer >= 24
         np.testing.assert_array_equal(frames, d.frames)
 
-        too_late = d.source(f"&series={series}")  # subscribed after its scan ended: the next scan's frames come
-        try:
-            d.streamer.post_status(0)
-            d.post(range(0, N))
-            with pytest.raises(LiveSourceError, match=rf"first frame was uniqueId 1 \(its scan: the bridge's series "
-                                                      rf"{series}\).*is of the bridge's series {series + 1}, a "
-                                                      rf"later scan's, not of this job's scan's series {series}"):
-                _drain(too_late)
-        finally:
-            too_late.close()
+        _next_scan_fails_a_job_bound_to(d, series)  # subscribed after its scan ended
     finally:
         d.close()
 
@@ -522,17 +529,7 @@ def test_a_first_job_bound_at_busy_to_the_next_series_that_starts_after_its_scan
         # its frames began before the bridge handled BUSY (the debounce): the series is still this scan's
         assert d.buffer.series_of_scan_started(busy_s) == series == d.buffer.series_now()
 
-        too_late = d.source(f"&series={series}")  # queued behind another job past its scan's end
-        try:
-            d.streamer.post_status(0)
-            d.post(range(N))  # the next scan
-            with pytest.raises(LiveSourceError, match=rf"first frame was uniqueId 1 \(its scan: the bridge's series "
-                                                      rf"{series}\).*is of the bridge's series {series + 1}, a "
-                                                      rf"later scan's, not of this job's scan's series {series}"):
-                _drain(too_late)
-        finally:
-            too_late.close()
-        assert too_late.frames_in == 0  # none of the next scan's frames taken
+        _next_scan_fails_a_job_bound_to(d, series)  # queued behind another job past its scan's end
     finally:
         d.close()
 
