@@ -44,7 +44,7 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
     positions or fits per-position intensities (up to six more exit-wave-sized arrays per mini-batch position on
     the reference engine, four on the fast one). ``subpixel_windows``: windows follow sub-pixel positions (DM
     holds the moved probe of every window and its spectrum, ePIE and LSQML a few moved probes per position
-    visited).
+    visited; the fast DM's refining epoch ends on CuPy with three more exit-wave arrays of every position).
     """
     n2 = size_px * size_px
     held = n_positions if data_positions is None else data_positions
@@ -55,6 +55,11 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
     if fast_gpu:
         if algorithm == "DM":  # psi (N, M, n, n) plus a chunk of far fields and the object sums
             work = n_positions * (wave + n2 * 4) + 6 * obj
+            if subpixel_windows:  # every window's moved probe (gpu/window_fits.py's pj)
+                work += n_positions * wave
+                if per_position_fits:  # a refining epoch's end on CuPy (window_fits._end_refining_epoch): phi
+                    # before and after the moves and their difference, the object's windows before and after
+                    work += n_positions * (3 * wave + 2 * n2 * 8)
         elif algorithm == "LSQML":
             b = batch_size or default_batch_size(n_positions)
             work = b * 4 * wave + data // 8 + 6 * obj

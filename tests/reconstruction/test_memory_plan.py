@@ -148,3 +148,17 @@ def test_position_refinement_adds_its_mini_batch_arrays_and_is_refused_rather_th
     assert refining - plain >= 6 * batch * wave
     plan = plan_memory(**BIG, algorithm="LSQML", cap_bytes=24 * GIB, free_bytes=H100_FREE, per_position_fits=True)
     assert plan.mode == "refuse" and plan.needed_bytes > 24 * GIB
+
+
+def test_the_fast_dm_with_moved_windows_and_refinement_counts_its_moved_probes_and_epoch_end_arrays():
+    """The fast DM holds every window's moved probe (gpu/window_fits.py) and ends each refining epoch on CuPy with
+    phi before and after the moves, their difference and two sets of object windows (before: counted as a plain run,
+    so a run that fits on paper ran out of device memory at its first refining epoch)."""
+    n, m = 256, 1
+    wave = m * n * n * 8
+    plain = estimate_memory_bytes(900, n, (600, 600), algorithm="DM", fast_gpu=True)
+    windows = estimate_memory_bytes(900, n, (600, 600), algorithm="DM", fast_gpu=True, subpixel_windows=True)
+    refining = estimate_memory_bytes(900, n, (600, 600), algorithm="DM", fast_gpu=True, subpixel_windows=True,
+                                     per_position_fits=True)
+    assert windows - plain >= 900 * wave
+    assert refining - windows >= 900 * (3 * wave + 2 * n * n * 8)
