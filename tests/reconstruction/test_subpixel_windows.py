@@ -89,10 +89,12 @@ def test_subpixel_windows_fit_subpixel_data_far_better_than_rounded_windows(algo
 def test_the_run_plan_sends_subpixel_windows_to_the_engines_that_move_windows_and_refuses_a_split():
     settings = EngineSettings(subpixel_windows=True)
     sizes = DataSizes(900, 256, (900, 900))
-    plan = plan_run("DM", settings, sizes, backend="gpu", free_bytes=79 * 2**30)
-    assert plan.implementation == "reference" and "-subpixelWindows" in plan.implementation_reason
-    assert "subpixel_windows" in plan.options
-    assert plan_run("LSQML", settings, sizes, backend="gpu", free_bytes=79 * 2**30).implementation == "fast"
+    for algorithm in ("ePIE", "DM", "LSQML"):  # every fast engine moves windows (DM and ePIE since 2026-12-07)
+        plan = plan_run(algorithm, settings, sizes, backend="gpu", free_bytes=79 * 2**30)
+        assert plan.implementation == "fast" and "subpixel_windows" in plan.options
+    rms = plan_run("DM", EngineSettings(subpixel_windows=True, compute_rms=True), sizes, backend="gpu",
+                   free_bytes=79 * 2**30)
+    assert rms.implementation == "reference" and "-RMS" in rms.implementation_reason
     with pytest.raises(ValueError, match="sub-pixel windows"):
         plan_run("DM", settings, DataSizes(900, 256, (900, 900)), backend="gpu", devices=(0, 1))
 
