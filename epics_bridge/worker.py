@@ -97,7 +97,8 @@ class BridgeWorker:
                                     next_scan_pvs=config.data.pvs, on_capture=self._journal_capture)
         self.tasks: dict[str, _Task] = {}
         # scans that started, each described once the start's values settled (debounce_s after the edge)
-        self._starts: list[tuple[float, ValueEvent, dict[str, ValueEvent]]] = []
+        # (due, the start event, the values then, the buffer's series of the scan: asked at once, not when due)
+        self._starts: list[tuple[float, ValueEvent, dict[str, ValueEvent], int | None]] = []
         if config.stream.enabled:
             hook: StartHook = self._scan_started
             self.trigger.on_start = hook
@@ -186,7 +187,7 @@ class BridgeWorker:
         if trig is not None:
             times.append(trig)
         times.extend(t.due_s for t in self.tasks.values())
-        times.extend(due for due, _, _ in self._starts)
+        times.extend(due for due, *_ in self._starts)
         return min(times)
 
     # -- logic ------------------------------------------------------------------------------------------------
@@ -308,8 +309,8 @@ class BridgeWorker:
         """Open streaming jobs of started scans, classify debounced scan ends, run due file checks and
         submissions, beat the heart."""
         while self._starts and self._starts[0][0] <= now_s:
-            _, event, values = self._starts.pop(0)
-            self.on_scan_start(event, values, now_s)
+            _, event, values, series = self._starts.pop(0)
+            self.on_scan_start(event, values, now_s, series)
         for end in self.trigger.poll(now_s, self.tracker.latest):
             self.on_scan_end(end, now_s)
         for task in sorted(self.tasks.values(), key=lambda t: t.due_s):
@@ -328,21 +329,28 @@ class BridgeWorker:
 
     def _scan_started(self, event: ValueEvent, values: Mapping[str, ValueEvent]) -> None:
         """The trigger saw a scan start: describe it once the values set with the start arrived (the debounce)."""
-        self._starts.append((event.received_s + self.config.debounce_s, event, dict(values)))
+        self._starts.append((event.received_s + self.config.debounce_s, event, dict(values), self._scan_series(event)))
 
-    def on_scan_start(self, event: ValueEvent, values: dict[str, ValueEvent], now_s: float) -> None:
+    def _scan_series(self, event: ValueEvent) -> int | None:
+        """The bridge buffer's series of the scan that started with ``event`` (None: no buffer running), asked as
+        the start is seen: the scan's frames (posted from BUSY on) go to it (docs/streaming.md, "Exactly once" 1)."""
+        if self.buffer_scan_series is None or not (self.config.stream.enabled and self.config.stream.buffered):
+            return None
+        return self.buffer_scan_series(event.received_s)
+
+    def on_scan_start(self, event: ValueEvent, values: dict[str, ValueEvent], now_s: float,
+                      series: int | None = None) -> None:
         """Open the streaming job of a scan that started (``[stream] enabled``): journalled under the key the
         completion would use (mode ``stream``), so the completion queues nothing more; a scan whose streaming
-        job cannot be opened is left to the completion trigger (docs/streaming.md, "Exactly once")."""
+        job cannot be opened is left to the completion trigger (docs/streaming.md, "Exactly once"). ``series``: the
+        bridge buffer's series of the scan (:meth:`_scan_series`), named in the job's source."""
         latest = {**self.tracker.latest, **values}
         scan_no = text_of(latest, self.config.data.scan_number_pv)
         start = ScanEnd(Outcome.COMPLETE, "scan started", event.received_s, values=latest,
                         edge_timestamp=event.timestamp,
                         disconnected=tuple(pv for pv in self.config.pvs if not self.tracker.connected.get(pv, False)))
-        # the buffer's series of this scan (its frames may have begun during the debounce): a job that starts only
-        # after the scan ended fails on a later scan's first frame instead of taking it (docs/streaming.md)
-        series = (self.buffer_scan_series(event.received_s)
-                  if self.buffer_scan_series is not None and self.config.stream.buffered else None)
+        # ``series``: the buffer's series of this scan (asked as the start was seen): a job that starts only after
+        # the scan ended fails on a later scan's first frame instead of taking it (docs/streaming.md)
         try:
             info, why = describe_streaming_scan(self.config, latest, start, series), ""
         except ScanBuildError as exc:

@@ -95,6 +95,7 @@ class _Series:
     full_at: int | None = None  # the arrival index of the first frame not held (the bound)
     joined_at: int | None = None  # begun with the monitor (re)connected mid-scan: its first uniqueId (else None)
     began_s: float | None = None  # time.monotonic() of its first frame (None: none yet)
+    claimed_s: float | None = None  # time.monotonic() of the scan start it was given to (series_of_scan_started)
     asked_at: int | None = None  # a job asked: the arrival index of its first frame (nothing after it is held)
     answered_at: float = float("-inf")  # time.monotonic() of the last answer given (a handover in progress)
     released: str = ""  # why its held frames were let go ("" while held)
@@ -217,14 +218,23 @@ class FrameBuffer:
             return self._series.number
 
     def series_of_scan_started(self, started_s: float) -> int:
-        """The number of the series the frames of a scan that started at ``started_s`` (``time.monotonic()``, e.g.
-        when the bridge saw ``BUSY`` rise) go to: the current one when no frame of it arrived yet or its first
-        arrived at or after ``started_s`` (the scan's own), else the next (the current one is an earlier scan's).
-        Given to the scan's first streaming job (``&series=``): one that starts only after its scan ended then
-        fails on the next scan's first frame instead of taking that scan's frames as its own."""
+        """The number of the series the frames of a scan that started at ``started_s`` (``time.monotonic()``: when
+        the bridge saw ``BUSY`` rise; asked once per scan, at once) go to: the current one when its first frame
+        arrived at or after ``started_s`` (the scan's own), or when it has no frame and no earlier scan's start
+        claimed it (it is claimed now); else a new, empty one, claimed now (the current one is an earlier scan's:
+        its frames, or its start with no frame ever reaching the bridge: aborted before its first, or posted while
+        the bridge's monitor was not connected), which this scan's frames go to. Given to the scan's first
+        streaming job (``&series=``): one that starts only after its scan ended then fails on a later scan's first
+        frame instead of taking that scan's frames as its own."""
         with self._cond:
             s = self._series
-            return s.number if s.began_s is None or s.began_s >= started_s else s.number + 1
+            if s.began_s is not None and s.began_s >= started_s:
+                return s.number
+            if s.began_s is None and s.claimed_s is None:
+                s.claimed_s = started_s
+                return s.number
+            self._series = _Series(s.number + 1, claimed_s=started_s)
+            return self._series.number
 
     def stats(self) -> dict[str, Any]:
         """The current series: number, frames seen and held, bytes held, whether the bound was reached; answers

@@ -514,8 +514,9 @@ def test_a_first_job_bound_at_busy_to_the_next_series_that_starts_after_its_scan
         d.streamer.post_status(1)
         _wait_held(d, N)
         busy_s = time.monotonic()  # BUSY rises; the scan's first frame comes after
+        before = d.buffer.series_now()
         series = d.buffer.series_of_scan_started(busy_s)
-        assert series == d.buffer.series_now() + 1
+        assert series == before + 1 == d.buffer.series_now()  # the earlier scan's frames let go
         on_time = d.source(f"&series={series}")
         try:
             d.streamer.post_status(0)
@@ -534,9 +535,27 @@ def test_a_first_job_bound_at_busy_to_the_next_series_that_starts_after_its_scan
         d.close()
 
 
-def test_an_ask_bound_to_a_series_that_has_not_begun_at_the_bridge_waits_for_it_instead_of_failing(detector):
-    """A first job opened at BUSY may see its scan's first frame before the bridge's monitor does: its ask names a
-    series the bridge has not begun yet, and is answered once it has (before: refused at once as replaced)."""
+def test_a_scan_whose_frames_never_reached_the_bridge_does_not_share_its_series_with_the_next_scan(detector):
+    """A scan started (BUSY) whose frames never reached the bridge (aborted before its first, or posted while the
+    bridge's monitor was not connected): the next scan's start gets the next series, not the same one, so a job
+    of the first scan asked late fails on the next scan's frames naming both series."""
+    first = detector.buffer.series_of_scan_started(time.monotonic())
+    second = detector.buffer.series_of_scan_started(time.monotonic())  # no frame between: before, no such method
+    assert second == first + 1
+    detector.post(range(0, 5))  # the second scan's frames
+    _wait_held(detector, 5)
+    assert detector.buffer.series_now() == second
+    late = detector.buffer.answer(3, first, 0, 1 << 20)
+    assert (f"is of the bridge's series {second}, a later scan's, not of this job's scan's series {first}"
+            in late["error"]), late["error"]
+    on_time = detector.buffer.answer(3, second, 0, 1 << 20)
+    assert not on_time["error"] and list(on_time["uniqueId"]) == [1, 2]
+
+
+def test_an_ask_bound_to_a_series_whose_frames_have_not_reached_the_bridge_waits_for_them_instead_of_failing(
+        detector):
+    """A first job opened at BUSY may see its scan's first frames before the bridge's monitor does: its ask names
+    the series the bridge opened at BUSY, and is answered once the frames came (before: refused at once)."""
     from concurrent.futures import ThreadPoolExecutor
 
     detector.post(range(N))  # an earlier scan
