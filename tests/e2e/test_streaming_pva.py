@@ -10,7 +10,8 @@ whose detector starts with the scan, simioc posts the first frame right after ``
 a second or more before the job's monitor connects (the debounce, the submit, the worker opening the source): the
 bridge's standing subscriber (``[stream] buffer_mib``, ptychopy/pva_buffer.py) holds those frames and hands them to
 the job (docs/streaming.md, "Frames before the job subscribed"). Without it (the tree before) the job lost them:
-counted dropped, its result partial. The SWMR path is tests/e2e/test_streaming.py.
+counted dropped, its result partial. A job queued past its scan's end is bound to the scan's series in that buffer
+and takes none of the next scan's frames (the last test). The SWMR path is tests/e2e/test_streaming.py.
 """
 
 from __future__ import annotations
@@ -232,3 +233,56 @@ def _pg_parameters(rig: Rig, job_id: int) -> dict:
         row = pg.execute("SELECT parameters FROM jobs_job WHERE id = %s", (job_id,)).fetchone()
     assert row is not None
     return dict(row[0] if isinstance(row[0], dict) else json.loads(row[0]))
+
+
+def test_a_pva_streaming_job_queued_past_its_scans_end_takes_none_of_the_next_scans_frames_its_scan_gets_a_batch_job(
+        tmp_path: Path) -> None:
+    """Embedded (one in-process worker): a long job holds the worker, scan A's streaming job waits in the queue
+    and scan A ends; scan B starts and the long job is cancelled, so A's job subscribes while B acquires. Bound to
+    A's series in the bridge's buffer (``&series=K``), it fails on B's first frame naming both series, having taken
+    none of B's frames (before: it took B's frames from the buffer and its own monitor, ended done and covered A
+    with them); A's end queues A's batch job (``key#batch``), done from A's own files; B's job gets every frame of
+    B. Exactly once: A has one batch job, B one streaming job, nothing more."""
+    from tests.support.stack import _last_token, small_sim_cmdstr
+    from tests.support.web import ApiClient
+
+    opts = RigOptions(mode="embedded", workdir=tmp_path, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.01,
+                      stream=True, stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0,
+                      log=lambda _: None)
+    rig = Rig(opts)
+    try:
+        rig.start()
+        api = ApiClient(rig.base_url, _last_token(rig._manage(rig.bridge_env, "create_token", rig.username)))
+        ahead = int(api.submit(small_sim_cmdstr(1_000_000, size=32, scan=4), label="ahead")["id"])
+        api.wait_status(ahead, {"running"}, timeout=60)
+        rig.ioc_put("sim:Go", 1)  # scan A: 400 points, 4 s
+        job_a = wait_for(lambda: rig.jobs_after(ahead), 30, "scan A's streaming job")[0]
+        key_a = str(job_a["dedup_key"])
+        wait_for(lambda: "covered_by_stream" in rig.journal_events(key_a), 60, "scan A's end (its job followed)")
+        assert job_row(rig, int(job_a["id"]))["status"] == "queued"  # still behind the long job
+        rig.ioc_put("sim:PointTime", 0.05)  # scan B: 20 s, so that A's job subscribes while it acquires
+        rig.ioc_put("sim:Go", 1)
+        job_b = wait_for(lambda: rig.jobs_after(int(job_a["id"])), 30, "scan B's streaming job")[0]
+        assert api.post(f"/api/v1/jobs/{ahead}/cancel/").status in (200, 202)
+
+        wait_for(lambda: job_row(rig, int(job_a["id"]))["status"] in ("done", "failed", "cancelled"), 60,
+                 "scan A's streaming job to end")
+        row_a = job_row(rig, int(job_a["id"]))
+        assert row_a["status"] == "failed", json.dumps(row_a)
+        assert "&series=" in row_a["parameters"]["data"]["live_source"], row_a["parameters"]["data"]
+        assert "a later scan's, not of this job's scan's series" in row_a["message"], row_a["message"]
+        assert not (row_a["live"] or {}).get("frames_received"), row_a["live"]  # none of B's frames taken
+        assert rig.stream_verdict(key_a) == "stream_failed_batch"
+        batch = wait_for(lambda: [j for j in rig.jobs_after(ahead) if j["dedup_key"] == key_a + "#batch"], 60,
+                         "scan A's batch job")[0]
+        for job in (job_b, batch):
+            wait_for(lambda job=job: job_row(rig, int(job["id"]))["status"] in ("done", "failed", "cancelled"),
+                     120, f"job {job['id']} to finish")
+        row_batch = job_row(rig, int(batch["id"]))
+        assert row_batch["status"] == "done" and row_batch["parameters"]["data"]["live_source"] == "none", row_batch
+        live_b = job_row(rig, int(job_b["id"]))["live"]
+        assert live_b["frames_received"] == N and live_b["frames_dropped"] == 0 and not live_b["partial"], live_b
+        assert rig.stream_verdict(str(job_b["dedup_key"])) == "stream_ended"
+        assert [j["id"] for j in rig.jobs_after(ahead)] == [int(job_a["id"]), int(job_b["id"]), int(batch["id"])]
+    finally:
+        rig.stop()
