@@ -6,8 +6,10 @@ bridge's debounce, the submit, the worker opening the source), and the frames th
 for it. The bridge is running before the scan, so :class:`FrameBuffer`, started with the bridge, monitors the
 image PV (and the positions table) of the ``[stream] source`` all the time and keeps the first frames of each
 *series* (a scan: a new series starts when a uniqueId repeats, as it does when ``ArrayCounter`` is reset before a
-scan; a series the monitor (re)connected into, its first frame neither ``uid0`` nor below the uniqueId the PV held
-at the connect, is marked as missing its start), at most ``max_bytes`` of frames (``[stream] buffer_mib``). It
+scan, or when the bridge, seeing a scan's ``BUSY`` rise, finds the current series an earlier scan's
+(:meth:`FrameBuffer.series_of_scan_started`, named in the scan's jobs as ``series=``); a series the monitor
+(re)connected into, its first frame neither ``uid0`` nor below the uniqueId the PV held at the connect, is marked
+as missing its start), at most ``max_bytes`` of frames (``[stream] buffer_mib``). It
 serves them on its own p4p server, as one RPC PV, to the job's :class:`~ptychopy.pva_source.PvaSource` (the
 address's ``buffer=PV&buffer_at=HOST:PORT``, which the bridge adds to the jobs it opens):
 
@@ -56,6 +58,9 @@ CHUNK_BYTES = 32 << 20  # frames per answer: at most this many bytes (pvAccess s
 WAIT_S = 5.0  # how long the bridge waits to see the job's first frame (and the rows before it) before answering
 RELEASE_AFTER_S = 2 * WAIT_S  # a scan's held frames are let go this long after its status said ended or aborted
 MONITOR_REQUEST = "field()record[queueSize=1000,pipeline=true]"
+# a scan's first frames may reach the bridge this long before its BUSY does (pvAccess from the detector, Channel
+# Access from the scan record) and still be the scan's (series_of_scan_started)
+START_SLACK_S = 1.0
 MAX_ERRORS = 100  # FrameBuffer.errors keeps the newest this many
 ERROR_LOG_EVERY_S = 10.0  # an unreadable update of a PV is logged at most this often (with the count since)
 
@@ -219,22 +224,23 @@ class FrameBuffer:
 
     def series_of_scan_started(self, started_s: float) -> int:
         """The number of the series the frames of a scan that started at ``started_s`` (``time.monotonic()``: when
-        the bridge saw ``BUSY`` rise; asked once per scan, at once) go to: the current one when its first frame
-        arrived at or after ``started_s`` (the scan's own), or when it has no frame and no earlier scan's start
-        claimed it (it is claimed now); else a new, empty one, claimed now (the current one is an earlier scan's:
-        its frames, or its start with no frame ever reaching the bridge: aborted before its first, or posted while
-        the bridge's monitor was not connected), which this scan's frames go to. Given to the scan's first
-        streaming job (``&series=``): one that starts only after its scan ended then fails on a later scan's first
-        frame instead of taking that scan's frames as its own."""
+        the bridge saw ``BUSY`` rise; asked once per scan, at once) go to, claimed for that scan: the current one
+        when no earlier scan's start claimed it and its first frame arrived at most :data:`START_SLACK_S` before
+        ``started_s`` (the detector's first frames may reach the bridge before ``BUSY`` does) or it has none yet,
+        or when its first frame arrived at or after ``started_s``; else a new, empty one (the current one is an
+        earlier scan's: its frames, or its start with no frame ever reaching the bridge: aborted before its first,
+        or posted while the bridge's monitor was not connected), which this scan's frames go to. Given to the
+        scan's first streaming job (``&series=``): one that starts only after its scan ended then fails on a later
+        scan's first frame instead of taking that scan's frames as its own."""
         with self._cond:
             s = self._series
-            if s.began_s is not None and s.began_s >= started_s:
-                return s.number
-            if s.began_s is None and s.claimed_s is None:
+            ours = (s.began_s is not None and s.began_s >= started_s) or (
+                s.claimed_s is None and (s.began_s is None or s.began_s >= started_s - START_SLACK_S))
+            if not ours:
+                s = self._series = _Series(s.number + 1)
+            if s.claimed_s is None:
                 s.claimed_s = started_s
-                return s.number
-            self._series = _Series(s.number + 1, claimed_s=started_s)
-            return self._series.number
+            return s.number
 
     def stats(self) -> dict[str, Any]:
         """The current series: number, frames seen and held, bytes held, whether the bound was reached; answers
@@ -283,7 +289,8 @@ class FrameBuffer:
             s = self._series
             if self._connected_at is not None:  # the first frame since the monitor (re)connected
                 mid_scan = uid != a.uid0 and uid > self._connected_at  # the same scan goes on: its start went past
-                s = self._series = _Series(s.number + bool(s.order), joined_at=uid if mid_scan else None)
+                s = self._series = _Series(s.number + bool(s.order), joined_at=uid if mid_scan else None,
+                                           claimed_s=None if s.order else s.claimed_s)  # an empty one's claim kept
                 self._connected_at = None
                 self._forget_old_rows()
             elif uid in s.order:  # the counter began again: a new scan

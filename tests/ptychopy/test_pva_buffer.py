@@ -510,7 +510,8 @@ def test_a_first_job_bound_at_busy_to_the_next_series_that_starts_after_its_scan
     own (before: no series for the first job, which then ended done with the next scan's frames)."""
     d = Detector(f"b{free_port()}:", 1 << 20)
     try:
-        d.post(range(N))  # an earlier scan
+        d.buffer.series_of_scan_started(time.monotonic())  # an earlier scan: its BUSY, its frames
+        d.post(range(N))
         d.streamer.post_status(1)
         _wait_held(d, N)
         busy_s = time.monotonic()  # BUSY rises; the scan's first frame comes after
@@ -552,13 +553,34 @@ def test_a_scan_whose_frames_never_reached_the_bridge_does_not_share_its_series_
     assert not on_time["error"] and list(on_time["uniqueId"]) == [1, 2]
 
 
+def test_a_scans_first_frames_reaching_the_bridge_just_before_its_busy_stay_in_the_series_its_jobs_are_bound_to(
+        detector):
+    """The detector's first frames may reach the bridge (pvAccess) before BUSY does (Channel Access): the series
+    they began is the scan's, not split at BUSY (before this rule: the frames before BUSY fell in another series
+    and the job, asking for them, got none: dropped)."""
+    detector.buffer.series_of_scan_started(time.monotonic())  # an earlier scan
+    detector.post(range(N))
+    _wait_held(detector, N)
+    time.sleep(1.5)  # longer than START_SLACK_S: that scan's frames began well before the next BUSY
+    earlier = detector.buffer.series_now()
+    detector.post(range(0, 3))  # the next scan's first frames, then its BUSY
+    wait_for(lambda: detector.buffer.series_now() == earlier + 1, 10, "the next scan's series")
+    series = detector.buffer.series_of_scan_started(time.monotonic())
+    assert series == earlier + 1 == detector.buffer.series_now()
+    detector.post(range(3, 6))
+    _wait_held(detector, 6)
+    answer = detector.buffer.answer(5, series, 0, 1 << 20)
+    assert not answer["error"] and list(answer["uniqueId"]) == [1, 2, 3, 4], answer["error"]
+
+
 def test_an_ask_bound_to_a_series_whose_frames_have_not_reached_the_bridge_waits_for_them_instead_of_failing(
         detector):
     """A first job opened at BUSY may see its scan's first frames before the bridge's monitor does: its ask names
     the series the bridge opened at BUSY, and is answered once the frames came (before: refused at once)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    detector.post(range(N))  # an earlier scan
+    detector.buffer.series_of_scan_started(time.monotonic())  # an earlier scan: its BUSY, its frames
+    detector.post(range(N))
     _wait_held(detector, N)
     series = detector.buffer.series_of_scan_started(time.monotonic())
     with ThreadPoolExecutor(1) as pool:
