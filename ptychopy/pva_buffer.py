@@ -33,6 +33,13 @@ A series' frames are let go as soon as no job can need them: once a job asked (i
 bridge holds no more of that series) and took the last chunk of its answer; ``release_after_s`` after the scan's
 status PV said ended or aborted (a job whose first frame came just before the end still gets them); at the latest
 when the next series starts. A job asking for a series let go is told so.
+
+What the bridge keeps of every frame is bounded too, whatever the detector's counter does (one never reset, each
+scan begun at its ``BUSY``, grew it for the bridge's life before): a uniqueId's arrival index and positions row
+are kept only while a job may still get the frames before it (before the bound, an ask or a release); the frames
+seen after are counted as at most :data:`MAX_RUNS` runs of uniqueIds (what the series rule needs) and the newest
+:data:`RECENT_UIDS` indices, their rows pruned, as are the scan before's at a ``BUSY`` (:meth:`FrameBuffer.stats`:
+``uids_kept``, ``uid_runs``, ``rows_kept``).
 """
 
 from __future__ import annotations
@@ -62,6 +69,17 @@ MONITOR_REQUEST = "field()record[queueSize=1000,pipeline=true]"
 # Access from the scan record) and still be the scan's (series_of_scan_started)
 START_SLACK_S = 1.0
 MAX_ERRORS = 100  # FrameBuffer.errors keeps the newest this many
+# past a series' bound, or once its held frames were let go, no job can get a frame of it: the uniqueIds seen since
+# are kept as at most this many runs of consecutive ones (the closest two merged beyond), not one entry per frame
+MAX_RUNS = 64
+# and the arrival index of the newest this many of them (a job asks just after its first frame: its error names it)
+RECENT_UIDS = 4096
+# the positions rows of frames no job can ask for (seen past the bound or a release, or of an earlier series) are
+# pruned when the rows grew by this many more than twice those kept at the last pruning
+PRUNE_ROWS_EVERY = 256
+# rows of frames not seen yet (rows may come before their frames) kept at most: the oldest go beyond (positions
+# posted without their frames)
+ROWS_SLACK = 1 << 16
 ERROR_LOG_EVERY_S = 10.0  # an unreadable update of a PV is logged at most this often (with the count since)
 
 
@@ -94,7 +112,13 @@ class _Series:
     """The frames of one scan as they reached the bridge."""
 
     number: int
-    order: dict[int, int] = field(default_factory=dict)  # uniqueId -> arrival index (every frame seen)
+    # uniqueId -> arrival index of every frame seen while a job could still get the frames held (before the bound
+    # and before a job's ask or a release let them go); the ones seen after: ``runs``
+    order: dict[int, int] = field(default_factory=dict)
+    runs: list[list[int]] = field(default_factory=list)  # [first, last] uniqueIds seen after, sorted (MAX_RUNS)
+    seen: int = 0  # frames seen
+    recent: dict[int, int] = field(default_factory=dict)  # uniqueId -> arrival index, the newest RECENT_UIDS of runs
+    recent_order: deque[int] = field(default_factory=deque)  # their uniqueIds, oldest first
     held: list[tuple[int, np.ndarray, float, float]] = field(default_factory=list)  # (uid, frame, attr row, col)
     held_bytes: int = 0
     full_at: int | None = None  # the arrival index of the first frame not held (the bound)
@@ -108,6 +132,47 @@ class _Series:
     def release(self, why: str) -> None:
         """Let the held frames go (p4p's buffers are freed with the last reference); hold no more of them."""
         self.held, self.held_bytes, self.released = [], 0, why
+
+    def has(self, uid: int) -> bool:
+        """Whether the frame ``uid`` reached the bridge in this series (its counter began again when it has)."""
+        return uid in self.order or self.in_runs(uid)
+
+    def in_runs(self, uid: int) -> bool:
+        return any(a <= uid <= b for a, b in self.runs)
+
+    def index(self, uid: int) -> int | None:
+        """The arrival index of frame ``uid`` (None: long past the bound, before the newest RECENT_UIDS)."""
+        index = self.order.get(uid)
+        return self.recent.get(uid) if index is None else index
+
+    def add_recent(self, uid: int, index: int) -> None:
+        """``uid``, seen past the bound or a release as the ``index``-th frame: among the runs and the recent."""
+        self.add_run(uid)
+        self.recent[uid] = index
+        self.recent_order.append(uid)
+        if len(self.recent_order) > RECENT_UIDS:
+            del self.recent[self.recent_order.popleft()]
+
+    def add_run(self, uid: int) -> None:
+        """Count ``uid`` (not seen before) among the runs: the next of the highest run extends it (a counter
+        counting on); beyond :data:`MAX_RUNS` runs the two closest merge (a uniqueId between them never seen then
+        counts as seen: a new series if it ever comes, as for a counter that began again)."""
+        runs = self.runs
+        if runs and runs[-1][1] + 1 == uid:
+            runs[-1][1] = uid
+            return
+        runs.append([uid, uid])
+        runs.sort()
+        merged = [runs[0]]
+        for a, b in runs[1:]:
+            if a <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        if len(merged) > MAX_RUNS:
+            j = min(range(len(merged) - 1), key=lambda k: merged[k + 1][0] - merged[k][1])
+            merged[j:j + 2] = [[merged[j][0], merged[j + 1][1]]]
+        self.runs = merged
 
 
 class FrameBuffer:
@@ -136,6 +201,7 @@ class FrameBuffer:
         self._series = _Series(time.time_ns() // 1_000_000)
         self._rows: dict[int, tuple[float, float]] = {}  # uniqueId -> positions row (raw), the newest of each
         self._rows_since_frame: set[int] = set()  # uniqueIds whose row came after the newest frame
+        self._rows_pruned_to = 0  # len(self._rows) after the last pruning
         self._skip: dict[str, bool] = {}
         self._connected_at: int | None = None  # the image PV's uniqueId at the monitor's (re)connect, until a frame
         self._ctx: Any = None
@@ -237,19 +303,23 @@ class FrameBuffer:
             ours = (s.began_s is not None and s.began_s >= started_s) or (
                 s.claimed_s is None and (s.began_s is None or s.began_s >= started_s - START_SLACK_S))
             if not ours:
-                s = self._series = _Series(s.number + 1)
+                earlier, s = s, _Series(s.number + 1)
+                self._series = s
+                self._maybe_prune_rows(earlier)  # nobody asks for its rows: this scan's may share its uniqueIds
             if s.claimed_s is None:
                 s.claimed_s = started_s
             return s.number
 
     def stats(self) -> dict[str, Any]:
         """The current series: number, frames seen and held, bytes held, whether the bound was reached; answers
-        waiting for a frame."""
+        waiting for a frame; the bookkeeping kept (uniqueIds one by one, runs of them, positions rows), bounded
+        whatever the detector's counter does."""
         with self._cond:
             s = self._series
-            return {"series": s.number, "frames_seen": len(s.order), "frames_held": len(s.held),
+            return {"series": s.number, "frames_seen": s.seen, "frames_held": len(s.held),
                     "bytes_held": s.held_bytes, "full": s.full_at is not None, "released": s.released,
-                    "answers_waiting": self._waiting}
+                    "answers_waiting": self._waiting, "uids_kept": len(s.order), "uid_runs": len(s.runs),
+                    "rows_kept": len(self._rows)}
 
     # -- p4p callbacks (its worker thread) ----------------------------------------------------------------------
     def _guard(self, pv: str, cb: Any) -> Any:
@@ -289,20 +359,24 @@ class FrameBuffer:
             s = self._series
             if self._connected_at is not None:  # the first frame since the monitor (re)connected
                 mid_scan = uid != a.uid0 and uid > self._connected_at  # the same scan goes on: its start went past
-                s = self._series = _Series(s.number + bool(s.order), joined_at=uid if mid_scan else None,
-                                           claimed_s=None if s.order else s.claimed_s)  # an empty one's claim kept
+                s = self._series = _Series(s.number + bool(s.seen), joined_at=uid if mid_scan else None,
+                                           claimed_s=None if s.seen else s.claimed_s)  # an empty one's claim kept
                 self._connected_at = None
                 self._forget_old_rows()
-            elif uid in s.order:  # the counter began again: a new scan
+            elif s.has(uid):  # the counter began again: a new scan
                 s = self._series = _Series(s.number + 1)
                 self._forget_old_rows()
             self._rows_since_frame.clear()
             if s.began_s is None:
                 s.began_s = time.monotonic()
-            s.order[uid] = len(s.order)
-            if s.full_at is None and s.asked_at is None and not s.released:  # a job past it needs no more
+            index, s.seen = s.seen, s.seen + 1
+            if s.full_at is not None or s.asked_at is not None or s.released:  # no job can get it: counted only
+                s.add_recent(uid, index)
+                self._maybe_prune_rows()
+            else:
+                s.order[uid] = index
                 if s.held_bytes + frame.nbytes > self.max_bytes:
-                    s.full_at = s.order[uid]
+                    s.full_at = index
                     msg = (f"stream buffer: series {s.number} of PV {a.image}: {len(s.held)} frames held "
                            f"({s.held_bytes / 2**20:.1f} MiB, [stream] buffer_mib = {self.max_bytes / 2**20:g}); "
                            f"uniqueId {uid} and the frames after it are not held: a streaming job that subscribes "
@@ -320,12 +394,31 @@ class FrameBuffer:
         come yet would be answered with the scan before's position instead of waited for."""
         self._rows = {u: r for u, r in self._rows.items() if u in self._rows_since_frame}
 
+    def _maybe_prune_rows(self, earlier: _Series | None = None) -> None:
+        """Let go the rows no job can ask for, now and then (amortized: the rows grew by :data:`PRUNE_ROWS_EVERY`
+        more than twice those kept last time), or now when ``earlier``, a series just ended, is given: those of
+        frames of the current series seen past its bound or its release (``runs``); those of ``earlier``'s frames
+        (but the rows that came after its newest frame, of this series: before its first frame); then, beyond
+        :data:`ROWS_SLACK`, the oldest rows of frames not seen (positions posted without their frames)."""
+        if earlier is None and len(self._rows) <= 2 * self._rows_pruned_to + PRUNE_ROWS_EVERY:
+            return
+        s = self._series
+        rows = {u: r for u, r in self._rows.items() if u in s.order or not s.in_runs(u) and (
+            earlier is None or u in self._rows_since_frame or not earlier.has(u))}
+        extra = [u for u in rows if u not in s.order]
+        for u in extra[:max(0, len(extra) - ROWS_SLACK)]:
+            del rows[u]
+        self._rows, self._rows_pruned_to = rows, len(rows)
+        self._rows_since_frame &= rows.keys()
+
     def _on_positions(self, v: Any) -> None:
         uid, row, col = table_columns(v, ("uniqueId", "row_m", "col_m"), str(self.address.positions))
         with self._cond:
             for u, r, c in zip(uid.astype(np.int64).tolist(), row.tolist(), col.tolist(), strict=True):
+                self._rows.pop(u, None)  # the newest last (_prune_rows lets the oldest go)
                 self._rows[u] = (float(r), float(c))
                 self._rows_since_frame.add(u)
+            self._maybe_prune_rows()
             self._cond.notify_all()
 
     def _on_status(self, v: Any) -> None:
@@ -390,12 +483,14 @@ class FrameBuffer:
                 elif series > s.number:  # its scan's first frame has not reached the bridge yet: wait for it
                     error = (f"the bridge's series {series} (this job's scan) did not begin within {self.wait_s:g} "
                              f"s (the bridge is on series {s.number})")
-                elif through not in s.order:
+                elif not s.has(through):
                     error = (f"uniqueId {through} did not reach the bridge within {self.wait_s:g} s (its monitor of "
                              f"{a.image} may have been disconnected)")
                 else:
-                    before = s.order[through]
-                    if series < 0 and s.asked_at is None and not self.keep_after_handover:
+                    before = s.order.get(through)  # None: past the bound, an ask or a release (see them below)
+                    index = s.index(through)  # None: long past them
+                    nth = f"{index + 1}-th" if index is not None else f"more than {RECENT_UIDS} frames after them"
+                    if before is not None and series < 0 and s.asked_at is None and not self.keep_after_handover:
                         s.asked_at = before  # the job is past the frames after its first: hold no more
                     if s.released:
                         error = f"the bridge let this scan's held frames go ({s.released})"
@@ -405,16 +500,17 @@ class FrameBuffer:
                                  f"first frame since was uniqueId {s.joined_at}): the frames before it are held "
                                  "nowhere")
                         break
-                    if s.full_at is not None and before > s.full_at:
+                    if s.full_at is not None and (before is None or before > s.full_at):
                         error = (f"the bridge held only the first {len(s.held)} frames of this scan ([stream] "
                                  f"buffer_mib = {self.max_bytes / 2**20:g}) and this job's first frame was the "
-                                 f"{before + 1}-th: raise buffer_mib")
+                                 f"{nth}: raise buffer_mib")
                         break
-                    if s.asked_at is not None and before > len(s.held):  # an earlier job's ask stopped holding
+                    if s.asked_at is not None and (before is None or before > len(s.held)):  # earlier ask
                         error = (f"the bridge held only the first {len(s.held)} frames of this scan (an earlier "
                                  f"job, whose first frame was the {s.asked_at + 1}-th, asked for them) and this "
-                                 f"job's first frame was the {before + 1}-th: the frames between are held nowhere")
+                                 f"job's first frame was the {nth}: the frames between are held nowhere")
                         break
+                    assert before is not None  # past the bound, an ask or a release: one of the errors above
                     wanted = s.held[:before]
                     # the job's own first frame's row too: it may be the value its positions monitor found at
                     # connect, which it does not take (it may be a row of the scan before)

@@ -46,11 +46,13 @@ class Detector:
         self.address = f"{base}&buffer={self.buffer.pv_name}&buffer_at=127.0.0.1:{self.buffer.port}"
         wait_for(lambda: self.streamer.first_client.connected.is_set(), 10, "the buffer's monitor")
 
-    def post(self, points: range, scale: float = 1.0) -> None:
+    def post(self, points: range, scale: float = 1.0, uid0: int = 1) -> None:
+        """Scan points ``points`` (past N: the scan's again), uniqueId ``uid0`` + point."""
         for j in points:
+            k = j % N
             if not self.attrs:
-                self.streamer.post_positions([j + 1], self.planned_m[j:j + 1] * scale)
-            self.streamer.post_frame(j + 1, self.frames[j], self.planned_m[j] * scale if self.attrs else None)
+                self.streamer.post_positions([uid0 + j], self.planned_m[k:k + 1] * scale)
+            self.streamer.post_frame(uid0 + j, self.frames[k], self.planned_m[k] * scale if self.attrs else None)
 
     def source(self, extra: str = "") -> PvaSource:
         """A job's source subscribing now (``extra``: more of the address's query, e.g. ``&series=K``)."""
@@ -59,12 +61,12 @@ class Detector:
         ctx = Context("pva", nt=False, conf=self.client_conf, useenv=False)
         return PvaSource(self.address + extra, PlannedScan(self.planned_m, None, "test"), connect_s=10, ctx=ctx)
 
-    def late_job(self, start: int) -> tuple[PvaSource, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """A job's source subscribing now; scan points ``start``.. posted after it, the scan ended: (the source,
-        what it took)."""
-        source = self.source()
+    def late_job(self, start: int, uid0: int = 1) -> tuple[PvaSource, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A job's source subscribing now; scan points ``start``.. posted after it (uniqueId ``uid0`` + point), the
+        scan ended: (the source, what it took)."""
+        source = self.source("" if uid0 == 1 else f"&uid0={uid0}")
         try:
-            self.post(range(start, N))
+            self.post(range(start, N), uid0=uid0)
             self.streamer.post_status(1)
             return source, _drain(source)
         finally:
@@ -590,3 +592,62 @@ def test_an_ask_bound_to_a_series_whose_frames_have_not_reached_the_bridge_waits
         answer = asked.result(timeout=10)
     assert not answer["error"] and int(answer["series"]) == series
     assert list(answer["uniqueId"]) == [1, 2]
+
+
+def test_a_detector_whose_counter_never_resets_keeps_the_buffers_bookkeeping_bounded_and_every_scan_whole():
+    """areaDetector's ArrayCounter left running: uniqueIds never repeat, each scan begins at its BUSY claim. Past
+    the bound, and once a job took the held frames, the buffer counts the frames it sees (runs of uniqueIds)
+    instead of keeping an entry and a positions row per frame (before: both grew with every frame for the bridge's
+    life, about 100 B a frame); a late job within the bound still gets every frame of each later scan."""
+    from ptychopy.pva_buffer import MAX_RUNS, PRUNE_ROWS_EVERY
+
+    held_px = 10  # room for 10 frames
+    d = Detector(f"b{free_port()}:", held_px * FRAME_BYTES)
+    runs_on = 1200  # frames the detector posts after each scan (free-running), past the bound
+    try:
+        uid0, seen = 1, 0
+        for scan in range(3):
+            series = d.buffer.series_of_scan_started(time.monotonic())
+            d.streamer.post_status(0)
+            if scan == 1:  # no job: the series fills past its bound and nobody ever asks
+                seen = 0
+            else:  # a late job within the bound takes the scan whole (its handover lets the frames go)
+                d.post(range(0, 5), uid0=uid0)
+                _wait_held(d, 5)
+                source, (frames, indices, _) = d.late_job(5, uid0=uid0)
+                assert indices.tolist() == list(range(N)) and source.dropped == 0, (scan, source.dropped)
+                assert source.frames_from_buffer >= 4
+                np.testing.assert_array_equal(frames, d.frames)
+                seen = N
+            assert d.buffer.series_now() == series
+            for start in range(seen, seen + runs_on, 200):  # in steps: no monitor queue overflows
+                d.post(range(start, start + 200), uid0=uid0)
+                _wait_held(d, start + 200)
+            seen += runs_on
+            stats = d.buffer.stats()
+            with d.buffer._cond:
+                kept, rows = len(d.buffer._series.order), len(d.buffer._rows)
+            assert stats["series"] == series and stats["frames_seen"] == seen, (scan, stats)
+            assert stats["full"] or stats["released"], stats
+            assert kept <= held_px + 1, (scan, kept)  # before: one per frame seen (1,240)
+            assert rows <= 2 * (kept + 2) + PRUNE_ROWS_EVERY, (scan, rows)  # before: every row since the start
+            assert stats["uid_runs"] <= MAX_RUNS and stats["uids_kept"] == kept, stats
+            uid0 += seen  # the next scan's counter goes on
+    finally:
+        d.close()
+
+
+def test_a_counter_skipping_uniqueids_past_the_bound_keeps_at_most_max_runs_and_still_sees_every_uniqueid_again():
+    """The uniqueIds seen past the bound are kept as runs: a detector dropping frames (gaps in its counter) keeps
+    at most MAX_RUNS of them (the closest merged), and every uniqueId it posted still counts as seen, so the
+    counter beginning again is still a new scan."""
+    from ptychopy.pva_buffer import MAX_RUNS, _Series
+
+    s = _Series(0)
+    posted = [u for u in range(1, 20_000) if u % 7 and u % 1013]  # gaps of one, every 7th and 1013th dropped
+    for u in posted:
+        s.add_run(u)
+    assert len(s.runs) <= MAX_RUNS and not s.order
+    assert all(s.has(u) for u in posted)
+    assert not s.has(0) and not s.has(20_000)  # the counter going on is not a new scan
+    assert s.runs == sorted(s.runs) and all(a <= b < c for (a, b), (c, _) in zip(s.runs, s.runs[1:], strict=False))
