@@ -393,6 +393,7 @@ class FrameBuffer:
         before its first frame). The scan before's rows share its uniqueIds: kept, a row of this scan that has not
         come yet would be answered with the scan before's position instead of waited for."""
         self._rows = {u: r for u, r in self._rows.items() if u in self._rows_since_frame}
+        self._rows_pruned_to = len(self._rows)
 
     def _maybe_prune_rows(self, earlier: _Series | None = None) -> None:
         """Let go the rows no job can ask for, now and then (amortized: the rows grew by :data:`PRUNE_ROWS_EVERY`
@@ -415,7 +416,7 @@ class FrameBuffer:
         uid, row, col = table_columns(v, ("uniqueId", "row_m", "col_m"), str(self.address.positions))
         with self._cond:
             for u, r, c in zip(uid.astype(np.int64).tolist(), row.tolist(), col.tolist(), strict=True):
-                self._rows.pop(u, None)  # the newest last (_prune_rows lets the oldest go)
+                self._rows.pop(u, None)  # the newest last (_maybe_prune_rows lets the oldest go)
                 self._rows[u] = (float(r), float(c))
                 self._rows_since_frame.add(u)
             self._maybe_prune_rows()
