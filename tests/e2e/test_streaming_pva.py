@@ -37,14 +37,20 @@ N = ROWS * COLS
 
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    opts = RigOptions(mode="embedded", workdir=tmp_path_factory.mktemp("stream-pva"), rows=ROWS, cols=COLS,
-                      size_px=64, point_time_s=0.005, stream=True, stream_pva=True, finish_iterations=10,
-                      stall_s=5.0, live_wait_s=0.0, log=lambda _: None)
+    opts = _pva_rig_options("embedded", tmp_path_factory.mktemp("stream-pva"), finish_iterations=10, stall_s=5.0)
     rig = Rig(opts)
     try:
         yield rig.start()
     finally:
         rig.stop()
+
+
+def _pva_rig_options(mode: str, workdir: Path, **overrides) -> RigOptions:
+    """A rig streaming a ROWS x COLS scan of 64^2 frames over pvAccess, its first frame posted at BUSY
+    (``live_wait_s`` 0: before any job listens); ``overrides`` change any other RigOptions field."""
+    fields = dict(mode=mode, workdir=workdir, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.005, stream=True,
+                  stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0, log=lambda _: None)
+    return RigOptions(**{**fields, **overrides})
 
 
 def _play_scan(rig: Rig) -> tuple[int, dict]:
@@ -100,9 +106,7 @@ def test_on_the_production_stack_the_worker_process_gets_the_first_frames_from_t
     """Production (PostgreSQL, Redis, a worker process, the bridge process): the job's worker reaches the bridge's
     buffer in another process over pvAccess; the first frames, posted at BUSY while Dramatiq hands the job over,
     still reach it: every frame, none dropped, one job."""
-    opts = RigOptions(mode="production", workdir=tmp_path, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.005,
-                      stream=True, stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0,
-                      log=lambda _: None)
+    opts = _pva_rig_options("production", tmp_path)
     rig = Rig(opts)
     try:
         rig.start()
@@ -124,10 +128,8 @@ def _bridge_over_api(tmp_path: Path, *, server_allows_buffer: bool) -> Rig:
     """An embedded server (SQLite, its worker in process) and the bridge as a process of its own submitting over the
     JSON API with a bridge token (the controls host: no database settings), simioc streaming over pvAccess with the
     first frames posted at BUSY; the server's PTYCHOPY_PVA_BUFFERS names the bridge's buffer or is unset."""
-    opts = RigOptions(mode="embedded", workdir=tmp_path, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.005,
-                      stream=True, stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0,
-                      embedded_bridge="process", submit="http", server_allows_buffer=server_allows_buffer,
-                      log=lambda _: None)
+    opts = _pva_rig_options("embedded", tmp_path, embedded_bridge="process", submit="http",
+                            server_allows_buffer=server_allows_buffer)
     return Rig(opts)
 
 
@@ -208,9 +210,7 @@ def test_a_pva_streaming_job_whose_worker_stopped_mid_scan_is_replaced_by_one_th
     failed, the bridge opens one replacement (``<key>#restream``, its source naming the buffer's series of this
     scan), which subscribes mid-scan, gets the frames before its own from the bridge's buffer and ends done with
     all 400, none dropped; no batch job."""
-    opts = RigOptions(mode="production", workdir=tmp_path, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.05,
-                      stream=True, stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0,
-                      file_max_backoff_s=1.0, restream_attempts=1, log=lambda _: None)
+    opts = _pva_rig_options("production", tmp_path, point_time_s=0.05, file_max_backoff_s=1.0, restream_attempts=1)
     rig = Rig(opts)
     try:
         rig.start()
@@ -246,9 +246,7 @@ def test_a_pva_streaming_job_queued_past_its_scans_end_takes_none_of_the_next_sc
     from tests.support.stack import _last_token, small_sim_cmdstr
     from tests.support.web import ApiClient
 
-    opts = RigOptions(mode="embedded", workdir=tmp_path, rows=ROWS, cols=COLS, size_px=64, point_time_s=0.01,
-                      stream=True, stream_pva=True, finish_iterations=5, stall_s=10.0, live_wait_s=0.0,
-                      log=lambda _: None)
+    opts = _pva_rig_options("embedded", tmp_path, point_time_s=0.01)
     rig = Rig(opts)
     try:
         rig.start()

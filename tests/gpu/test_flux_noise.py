@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from test_window_fits import _differences as window_differences
 from test_window_fits import _run as run_windows
+from test_window_fits import graph_and_eager_differences
 
 from reconstruction.backend import gpu_available
 from reconstruction.engines import EngineSettings
@@ -119,10 +120,7 @@ def test_fast_engine_flux_and_poisson_match_numpy_to_rounding_and_its_spread(sca
 def test_fast_engine_flux_graph_and_eager_runs_agree(scan, algorithm, monkeypatch):
     """The same kernels captured as graphs or launched eagerly (double atomics add the sums in any order)."""
     settings = _settings("flux")
-    graph = _run(scan, algorithm, "gpu", settings)
-    monkeypatch.setenv("PTYCHOPY_BENCH_GPU_GRAPHS", "0")
-    eager = _run(scan, algorithm, "gpu", settings)
-    diff = _differences(eager, graph)
+    diff = graph_and_eager_differences(lambda: _run(scan, algorithm, "gpu", settings), _differences, monkeypatch)
     print(f"AGREE {algorithm} flux, graph-vs-eager: {np.round(diff, 8).tolist()}")
     assert all(d <= 1e-3 for d in diff)
 

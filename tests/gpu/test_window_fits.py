@@ -98,13 +98,17 @@ def test_fast_engine_option_stays_within_numpys_own_rounding_spread(scan, algori
         assert np.abs(cpu.positions() - scan.data.positions_px).max() > 1e-3  # the positions did move
 
 
+def graph_and_eager_differences(run, differences, monkeypatch):
+    """``differences(eager, graph)`` of ``run()`` captured as CUDA graphs and launched eagerly."""
+    graph = run()
+    monkeypatch.setenv("PTYCHOPY_BENCH_GPU_GRAPHS", "0")
+    return differences(run(), graph)
+
+
 @pytest.mark.parametrize("algorithm", ["ePIE", "DM"])
 def test_fast_engine_windows_graph_and_eager_runs_agree(scan, algorithm, monkeypatch):
     settings = _settings("positions")
-    graph = _run(scan, algorithm, "gpu", settings)
-    monkeypatch.setenv("PTYCHOPY_BENCH_GPU_GRAPHS", "0")
-    eager = _run(scan, algorithm, "gpu", settings)
-    diff = _differences(eager, graph)
+    diff = graph_and_eager_differences(lambda: _run(scan, algorithm, "gpu", settings), _differences, monkeypatch)
     print(f"AGREE {algorithm} windows positions, graph-vs-eager: {np.round(diff, 8).tolist()}")
     assert all(d <= 1e-3 for d in diff)  # the same kernels; double atomics add the step terms in any order
 
