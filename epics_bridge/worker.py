@@ -349,8 +349,6 @@ class BridgeWorker:
         start = ScanEnd(Outcome.COMPLETE, "scan started", event.received_s, values=latest,
                         edge_timestamp=event.timestamp,
                         disconnected=tuple(pv for pv in self.config.pvs if not self.tracker.connected.get(pv, False)))
-        # ``series``: the buffer's series of this scan (asked as the start was seen): a job that starts only after
-        # the scan ended fails on a later scan's first frame instead of taking it (docs/streaming.md)
         try:
             info, why = describe_streaming_scan(self.config, latest, start, series), ""
         except ScanBuildError as exc:

@@ -64,7 +64,7 @@ class PvaAddress:
     uid0: int = 1
     buffer: str | None = None  # the bridge's RPC PV holding the scan's first frames (ptychopy.pva_buffer)
     buffer_at: str | None = None  # "HOST:PORT": its pvAccess server
-    series: int | None = None  # the buffer's series (scan) the job's frames must belong to (a replacement job)
+    series: int | None = None  # the buffer's series (scan) the job's frames must belong to (every job the bridge opens)
 
     def pvs(self) -> list[str]:
         return [pv for pv in (self.image, self.positions, self.planned, self.status) if pv]
