@@ -67,9 +67,10 @@ class EPIE:
     def __init__(self, state: EngineState, settings: EngineSettings):
         self.state = state
         self.settings = settings
-        self.refiner: Any = PositionRefiner(state, settings) if settings.position_refinement_from > 0 else None
-        if self.refiner is not None:  # 128^2, 12 x 12, +-3 px + 1 % + 0.5 degrees, probe known: 0.184 -> 0.154 px
-            self.refiner.weigh_steps = True
+        # the steps weighed by the others' light: 128^2, 12 x 12, +-3 px + 1 % + 0.5 degrees, probe known: 0.184 ->
+        # 0.154 px
+        self.refiner: Any = PositionRefiner(state, settings, weigh_steps=True) \
+            if settings.position_refinement_from > 0 else None
         if settings.variable_intensity and state.intensity_scale is None:
             state.intensity_scale = state.xp.ones(state.n_positions, dtype=state.xp.float32)
 

@@ -24,7 +24,9 @@ follow sub-pixel positions (the probe of window j is moved by the fraction of it
 visited position takes a damped Gauss-Newton step per axis (``physics/position_update.py``: the far-field
 amplitude change a move would make, fitted to the measured one), at most 0.5 px an epoch, from the same chi as the
 object and probe updates; the schedule, the coarse search and the scan's affine fit are
-``engines/position_refiner.py``'s, shared with ePIE and DM.
+``engines/position_refiner.py``'s, shared with ePIE and DM. As ePIE's, the step weighs the object's gradients by
+the share of the light the other windows bring (``position_update.others_light_share``; the fast kernel lf_gather
+too): where a window alone lights the object, the object holds that window's own data and pulls it to stay.
 
 Variable intensity (``variable_intensity``: -variableIntensity, as the original's MLs always did): the exit wave
 of position j is c_j P O_j, with c_j an amplitude factor for the flux that reached it; each visit multiplies c_j
@@ -57,7 +59,10 @@ class LSQML:
         if self.subpixel and state.positions_px is None:
             raise ValueError("sub-pixel windows and position refinement need EngineState.positions_px (the "
                              "sub-pixel positions)")
-        self.refiner: Any = PositionRefiner(state, settings) if settings.position_refinement_from > 0 else None
+        # the steps weighed by the others' light: 128^2, 12 x 12, +-3 px + 1 % + 0.5 degrees, probe known: 0.208 ->
+        # 0.156 px (benchmarks/RESULTS.md)
+        self.refiner: Any = PositionRefiner(state, settings, weigh_steps=True) \
+            if settings.position_refinement_from > 0 else None
         if settings.variable_intensity and state.intensity_scale is None:
             state.intensity_scale = state.xp.ones(n_pos, dtype=state.xp.float32)
 

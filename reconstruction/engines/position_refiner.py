@@ -69,7 +69,7 @@ def unsettled_search(moved: int, moved_before: int, n_positions: int) -> bool:
 class PositionRefiner:
     """Refines ``state.positions_px`` in place from iteration ``settings.position_refinement_from`` on."""
 
-    def __init__(self, state: EngineState, settings: EngineSettings):
+    def __init__(self, state: EngineState, settings: EngineSettings, weigh_steps: bool = False):
         if state.positions_px is None:
             raise ValueError("position refinement needs EngineState.positions_px (the sub-pixel positions)")
         self.state = state
@@ -97,8 +97,9 @@ class PositionRefiner:
         self._last_fitted: Any = None  # (2, 2) the deformation the last epoch's fit asked for
         self._epoch_start_px: Any = None  # (N, 2) the positions after the affine phase's epoch began
         # the per-position steps weigh the object's gradients by the share of the light the other windows bring
-        # (:func:`~reconstruction.physics.position_update.others_light_share`; ePIE: its fast kernels do too)
-        self.weigh_steps = False
+        # (:func:`~reconstruction.physics.position_update.others_light_share`; ePIE and LSQML, whose fast kernels do
+        # too: wf_epie_gather, lf_gather)
+        self.weigh_steps = weigh_steps
         self.step_illumination: Any = None  # (H, W) float32 the summed probe intensity, kept in place (weigh_steps)
 
     @property

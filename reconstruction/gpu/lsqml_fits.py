@@ -8,10 +8,13 @@ extra work rides on passes the plain run makes anyway:
   transform per window and mode: the moved probes ``pj``, which the kernels then read in place of the probe; the
   windows' probe gradients are transformed, moved back by the conjugate ramps and summed in Fourier space (one
   inverse transform per mode for the search direction, one for the step-weighted update);
-- position refinement: the gather also writes the two moved exit waves P dO/drow, P dO/dcol beside psi, one
-  forward transform takes all three, and the modulus kernel reduces what the position step needs (the moduli's
-  view of each move and, by Parseval, Re<dpsi, chi>) while the far field is in registers; one small kernel per
-  batch takes the median of the batch, moves the positions (float64, on the device) and their window corners;
+- position refinement: the gather also writes the two moved exit waves P dO/drow, P dO/dcol beside psi (the
+  object's gradients weighed by the share of the light the other windows bring, as the reference refiner's
+  ``weigh_steps``: from the summed probe intensity of every window, which ``lf_illumination`` adds up at the
+  epoch's start, in the graph), one forward transform takes all three, and the modulus kernel reduces what the
+  position step needs (the moduli's view of each move and, by Parseval, Re<dpsi, chi>) while the far field is in
+  registers; one small kernel per batch takes the median of the batch, moves the positions (float64, on the
+  device) and their window corners;
 - the flux fit: Re<psi, chi> and ||psi||^2 by Parseval in the same modulus kernel; the factors scale the probe
   inside every kernel that reads it;
 - Poisson: the model intensities once, three Newton passes over (model, measured) intensities, then the step.
@@ -138,6 +141,9 @@ class LSQMLFitsMixin:
         n_batches = -(-st.n_positions // b) if self._fused else 0
         self._forks = [cp.cuda.Event(disable_timing=True) for _ in range(n_batches)]
         self._joins = [cp.cuda.Event(disable_timing=True) for _ in range(n_batches)]
+        # the summed probe intensity of every window (H, W), refilled at each refining epoch's start (lf_illumination)
+        weigh = self.settings.position_refinement_from > 0 and self.refiner.weigh_steps
+        self.illum = cp.empty(st.obj.size, dtype=cp.float32) if weigh else self._null
         if st.positions_px is not None:
             for name in ("rows", "cols"):  # the fits kernels write the corners (int64) in place
                 setattr(st, name, cp.ascontiguousarray(getattr(st, name)))
@@ -171,6 +177,11 @@ class LSQMLFitsMixin:
         main = self.cp.cuda.get_current_stream()
         joined: Any = None  # the previous batch's probe chain (fused schedule), joined before this batch's shift
         self.err.fill(0)
+        illum = self.illum if refine and self.refiner.weigh_steps else self._null
+        if refine and self.refiner.weigh_steps:  # engines/base.object_illumination: the epoch's start, every window
+            self.illum.fill(0)
+            rt.launch_jp("lf_illumination", n_pos, n2, (st.probe, rows, cols, i32(n_pos), i32(n), i32(w), i32(self.mt),
+                                                       self.illum))
         self._mark("epoch start")
         if sm is not None:
             sm.fill(0, order, 0, min(bs, n_pos))
@@ -207,7 +218,7 @@ class LSQMLFitsMixin:
             buf = self.chi[: (3 if refine else 1) * plane]
             rt.launch_jp("lf_gather", cnt, n2, (st.obj, pr, pstride, scale, rows, cols, order, *batch, i32(n), i32(w),
                                                 i32(m), ref, i64(plane), buf, self.num_o, self.den_o, acc,
-                                                self.slots))
+                                                self.slots, illum))
             self._mark("gather")
             self.plans.forward(buf, (3 if refine else 1) * cnt * m, n)
             self._mark("forward FFT")

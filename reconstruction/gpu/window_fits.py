@@ -175,7 +175,7 @@ class DMWindowsMixin(WindowsMixin):
         rt.launch_jp("lf_gather", cnt, n2, (st.obj, self.pj[j0 * self.mt * n2:], i64(self.mt * n2), self._scale_arg(),
                                             self.rows32, self.cols32, self.ident, i32(j0), i32(cnt), i32(n),
                                             i32(self.width), i32(m), i32(1), i64(plane), buf, num_s, den_s, acc,
-                                            slots_s))
+                                            slots_s, self._null))  # DM's steps are not weighed (engines/dm.py)
         plans.forward(buf[: 3 * plane], 3 * cnt * m, n)
         rt.kernel("lf_modulus")((min(FIT_BLOCKS, -(-n2 // rt.BLOCK)), cnt), (rt.BLOCK,), (
             buf, st.amplitudes, mask, has_mask, stride, self.ident, i32(j0), i32(n2), i32(m), f32(1.0 / n),

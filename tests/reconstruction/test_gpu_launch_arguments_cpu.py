@@ -162,6 +162,8 @@ def test_every_fast_engine_launch_matches_its_kernels_signature(launches, algori
         assert {"nf_flux_normalise", "nf_scale_by_slot"} <= names if algorithm != "LSQML" else "lf_move" in names
     if settings.noise_model == "poisson":
         assert {"lf_poisson_newton", "lf_poisson_apply"} <= names
+    if settings.position_refinement_from and algorithm == "LSQML":  # the map its steps are weighed by
+        assert "lf_illumination" in names
 
 
 

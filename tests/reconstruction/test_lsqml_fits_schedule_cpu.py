@@ -23,6 +23,8 @@ from reconstruction.gpu.runtime import kernel_source
 
 N_PX, N_POS, BATCH, OBJ_PX = 8, 10, 3, 20
 
+# a refining epoch's first launch: the summed probe intensity of every window, which lf_gather weighs its steps by
+EPOCH_START = ["lf_illumination"]
 # the first schedule's launches a mini-batch (sub-pixel windows, refinement, flux fit, probe updated), as before
 FIRST_BATCH = ["copy_c64", "fft", "lf_shift", "fft", "lf_gather", "fft", "lf_modulus", "fft", "lf_scatter",
                "lf_probe_reduce", "fft", "lf_gp_sum", "fft", "lf_dots", "lf_gp_sum", "fft", "lf_probe_add",
@@ -168,7 +170,7 @@ def engine(cp, rec, update_probe):
     eng.err, eng.slots, eng.mask = np.zeros(2), np.zeros(4, np.uint32), (np.zeros(1, np.uint8), 0, 0)
     eng.rows32, eng.cols32 = st.rows.astype(np.int32), st.cols.astype(np.int32)
     eng.order, eng.stream, eng.plans = np.arange(N_POS, dtype=np.int32), None, FakePlans(rec)
-    eng.refiner = SimpleNamespace(start_px=positions.copy())
+    eng.refiner = SimpleNamespace(start_px=positions.copy(), weigh_steps=True)
     eng._setup_fits(True)
     return eng
 
@@ -203,6 +205,8 @@ def test_the_first_schedule_runs_its_old_launches_on_one_stream(recorded, update
     assert not eng._fused and all(op.stream is rec.main for op in rec.ops)
     names = [op.name for op in rec.ops]
     batches = -(-N_POS // BATCH)
+    assert names[: len(EPOCH_START)] == EPOCH_START
+    names = names[len(EPOCH_START):]
     if update_probe:
         assert names[: len(FIRST_BATCH)] == FIRST_BATCH
         copies = batches + batches % 2  # one before each probe transform, and the copy back after an odd count

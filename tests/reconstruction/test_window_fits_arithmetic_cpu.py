@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from test_lsqml_fits_arithmetic_cpu import fft_un, ifft_un, ramp, windows
+from test_lsqml_fits_arithmetic_cpu import fft_un, ifft_un, ramp, weigh_gradients, windows
 
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
@@ -33,9 +33,7 @@ def epie_step_gradients(refiner, o, pj, r, c):
     grads = np.gradient(o)
     if refiner.weigh_steps:
         n = o.shape[-1]
-        own = np.sum(np.abs(pj) ** 2, axis=0)
-        share = np.clip(1 - own / (refiner.step_illumination[r:r + n, c:c + n] + 1e-30), 0, 1)
-        grads = [d * share for d in grads]
+        grads = weigh_gradients(grads, pj, refiner.step_illumination[r:r + n, c:c + n])
     return grads
 
 

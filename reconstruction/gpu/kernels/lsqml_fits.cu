@@ -86,6 +86,32 @@ __device__ __forceinline__ void lf_gradients(const float2* __restrict__ obj, lon
     gc = make_float2((hi.x - lo.x) * h, (hi.y - lo.y) * h);
 }
 
+// The position step's object gradients gr, gc at object pixel w weighed by the share of the light there that the
+// other windows bring, 1 - own / illum[w] clipped to [0, 1] (physics/position_update.others_light_share), with
+// own = sum_k |P_jk|^2 of the window there (without its flux factor) and illum (H, W) the summed probe intensity of
+// every window (engines/base.object_illumination; lf_illumination). The fast ePIE and LSQML (wf_epie_gather,
+// lf_gather).
+__device__ __forceinline__ void lf_weigh_gradients(const float* __restrict__ illum, long long w, float own,
+                                                   float2& gr, float2& gc) {
+    float share = fminf(fmaxf(1.f - own / (illum[w] + 1e-30f), 0.f), 1.f);
+    gr.x *= share; gr.y *= share; gc.x *= share; gc.y *= share;
+}
+
+// illum (H, W) += sum_k |probe_k|^2 (all Mt modes of the probe, not moved) over the window of every position j at
+// its corner (rows[j], cols[j]), j < N: engines/base.object_illumination at the refining epoch's start, the map
+// lf_gather weighs the position steps' gradients by (zeroed before the launch; float32 atomics).
+__global__ void lf_illumination(const float2* __restrict__ probe, const int* __restrict__ rows,
+                                const int* __restrict__ cols, int N, int n, int W, int Mt, float* __restrict__ illum) {
+    int n2 = n * n;
+    for (int j = blockIdx.y; j < N; j += gridDim.y)
+    for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < Mt; ++k) s += abs2(probe[k * n2 + p]);
+        int y = row_of(p, n), x = p - y * n;
+        atomicAdd(illum + (long long)(rows[j] + y) * W + (cols[j] + x), s);
+    }
+}
+
 // pj[jj, k, p] = pspec[k, p] ramp_j(p) / n2: the spectra of the batch's moved probes (an unnormalised inverse
 // transform then gives the moved probes themselves). With ``tab`` (lf_shift_tab, the fused schedule) also the
 // batch's ramp table (cnt, 2, n): the row factors of window jj at tab[2 jj], its column factors at tab[2 jj + 1].
@@ -124,13 +150,16 @@ __global__ void lf_shift_tab(const float2* __restrict__ pspec, const double* __r
 }
 
 // psi[jj, k] = c_j P_jk O_j; with ``refine`` also c_j P_jk dO_j/drow and c_j P_jk dO_j/dcol (numpy.gradient of the
-// window: central differences, one-sided at its edges) at psi + plane and psi + 2 plane (plane = cnt M n2).
-// Resets the batch's sums (as ls_gather): num_o, den_o on its windows, acc[0 .. LF_SLOTS cnt), slots[0 .. 3].
+// window: central differences, one-sided at its edges) at psi + plane and psi + 2 plane (plane = cnt M n2), the
+// gradients weighed by lf_weigh_gradients where ``illum`` (H, W) is given (lf_illumination's map; null: not
+// weighed). Resets the batch's sums (as ls_gather): num_o, den_o on its windows, acc[0 .. LF_SLOTS cnt),
+// slots[0 .. 3].
 __global__ void lf_gather(const float2* __restrict__ obj, const float2* __restrict__ pr, long long pstride,
                           const float* __restrict__ scale, const int* __restrict__ rows,
                           const int* __restrict__ cols, const int* __restrict__ order, int b0, int cnt, int n, int W,
                           int M, int refine, long long plane, float2* __restrict__ psi, float2* __restrict__ num_o,
-                          float* __restrict__ den_o, double* __restrict__ acc, unsigned int* __restrict__ slots) {
+                          float* __restrict__ den_o, double* __restrict__ acc, unsigned int* __restrict__ slots,
+                          const float* __restrict__ illum) {
     int n2 = n * n;
     int tid = (blockIdx.y * gridDim.x + blockIdx.x) * blockDim.x + threadIdx.x;
     int threads = gridDim.x * gridDim.y * blockDim.x;
@@ -146,7 +175,14 @@ __global__ void lf_gather(const float2* __restrict__ obj, const float2* __restri
         den_o[w] = 0.f;
         float c = lf_c(scale, j);
         float2 gr = make_float2(0.f, 0.f), gc = gr;
-        if (refine) lf_gradients(obj, w, W, y, x, n, o, gr, gc);
+        if (refine) {
+            lf_gradients(obj, w, W, y, x, n, o, gr, gc);
+            if (illum) {
+                float own = 0.f;  // the window's own light, without its flux factor
+                for (int k = 0; k < M; ++k) own += abs2(pr[(long long)jj * pstride + (long long)k * n2 + p]);
+                lf_weigh_gradients(illum, w, own, gr, gc);
+            }
+        }
         for (int k = 0; k < M; ++k) {
             float2 pk = pr[(long long)jj * pstride + (long long)k * n2 + p];
             pk.x *= c; pk.y *= c;

@@ -1,6 +1,7 @@
 // window_fits.cu: sub-pixel windows and position refinement of the fast ePIE and DM (see common.cuh). They reuse
 // lsqml_fits.cu: lf_shift (the moved probes from the probe's spectrum), lf_gather + lf_modulus (the terms of each
-// position's step, LF_SLOTS 5-8), lf_gp_sum (the windows' probe terms moved back and summed) and lf_gradients.
+// position's step, LF_SLOTS 5-8), lf_gp_sum (the windows' probe terms moved back and summed), lf_gradients and
+// lf_weigh_gradients.
 //
 // ePIE keeps its probe as an unnormalised spectrum pspec during the epoch: the moved probe of a step is
 // ifft(pspec ramp_j) / n2 (lf_shift with cnt 1), and the step's probe update, moved back by the conjugate ramp, is
@@ -8,15 +9,9 @@
 
 extern "C" {
 
-// The share of the light at object pixel w that the other windows bring, 1 - own / illum[w] clipped to [0, 1]
-// (physics/position_update.others_light_share), own = sum_k |P_jk|^2 of the window there.
-__device__ __forceinline__ float wf_others_share(const float* __restrict__ illum, long long w, float own) {
-    return fminf(fmaxf(1.f - own / (illum[w] + 1e-30f), 0.f), 1.f);
-}
-
 // ePIE step ``step`` (j = order[step]) with its moved probe pj (M, n2): psi[k] = pj_k O_j; with ``refine`` also
 // pj_k dO_j/drow at psi + plane and pj_k dO_j/dcol at psi + 2 plane (plane = M n2), the gradients weighed by
-// wf_others_share where ``illum`` (H, W) is given (the refiner's step_illumination; null: not weighed); the old
+// lf_weigh_gradients where ``illum`` (H, W) is given (the refiner's step_illumination; null: not weighed); the old
 // window in opatch; the maxima of |O_j|^2 and sum_k |pj_k|^2 into fmax[2 slot + {0, 1}], the other slot reset for
 // the next step; the step's LF_SLOTS sums (acc points at them) reset for lf_modulus.
 __global__ void wf_epie_gather(const float2* __restrict__ obj, const float2* __restrict__ pj,
@@ -43,10 +38,7 @@ __global__ void wf_epie_gather(const float2* __restrict__ obj, const float2* __r
         for (int k = 0; k < M; ++k) pi += abs2(pj[k * n2 + p]);
         if (refine) {
             lf_gradients(obj, w, W, y, x, n, o, gr, gc);
-            if (illum) {
-                float share = wf_others_share(illum, w, pi);
-                gr.x *= share; gr.y *= share; gc.x *= share; gc.y *= share;
-            }
+            if (illum) lf_weigh_gradients(illum, w, pi, gr, gc);
         }
         for (int k = 0; k < M; ++k) {
             float2 pk = pj[k * n2 + p];
