@@ -46,7 +46,8 @@ class Bridge:
         from ptychopy.pva_buffer import FrameBuffer
 
         self.frame_buffer = FrameBuffer(st.source, st.buffer_address, st.buffer_pv, int(st.buffer_mib * 2**20),
-                                        keep_after_handover=st.keeps_for_replacement).start()
+                                        keep_after_handover=st.keeps_for_replacement,
+                                        clients=st.buffer_clients).start()
         self.worker.buffer_series = self.frame_buffer.series_now
         self.worker.buffer_scan_series = self.frame_buffer.series_of_scan_started
 

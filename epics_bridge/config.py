@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from ptychopy.pva_buffer import buffer_pv_name, parse_host_port
+from ptychopy.pva_buffer import LOOPBACK_CLIENTS, buffer_pv_name, is_loopback_host, parse_clients, parse_host_port
 from reconstruction import ParameterError, Parameters
 from reconstruction.live import LiveSourceError
 
@@ -188,8 +188,21 @@ class FileCheckConfig:
 
 DEFAULT_BUFFER_MIB = 1024.0  # [stream] buffer_mib: the first frames of a scan the bridge holds (pva:// sources)
 DEFAULT_BUFFER_ADDRESS = "127.0.0.1:5079"  # [stream] buffer_address: where the bridge serves them
+# [stream] buffer_clients: the client addresses or networks the buffer answers. Default: loopback only, which is
+# every client that can reach the default buffer_address; a buffer_address other hosts reach needs it set
+DEFAULT_BUFFER_CLIENTS = LOOPBACK_CLIENTS
 FILE_SOURCES = ("swmr", "replay")  # live sources that keep every frame (read again by a replacement job)
 MAX_RESTREAMS = 10  # [stream] restream_attempts at most (each is a whole reconstruction of the scan)
+
+
+def _buffer_clients(st: _Reader) -> tuple[str, ...]:
+    """``[stream] buffer_clients``: a list of IP addresses or networks (``"10.2.0.0/16"``), each checked; the
+    default :data:`DEFAULT_BUFFER_CLIENTS` (loopback)."""
+    clients = st.get("buffer_clients", list, list(DEFAULT_BUFFER_CLIENTS))
+    try:
+        return tuple(str(net) for net in parse_clients(clients, f"{st.source}: [{st.where}] buffer_clients"))
+    except LiveSourceError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def source_series(source: str) -> int | None:
@@ -209,7 +222,9 @@ class StreamConfig:
     each scan's first ``buffer_mib`` until its end for the replacement, default 0). With a ``pva://`` source
     the bridge holds the first ``buffer_mib`` MiB of each scan's frames (:mod:`ptychopy.pva_buffer`; 0: off) and
     serves them as ``buffer_pv`` on ``buffer_address`` ("HOST:PORT" as the workers reach it) to the job that
-    subscribes after them: :attr:`job_source` names both in the jobs it opens."""
+    subscribes after them: :attr:`job_source` names both in the jobs it opens. ``buffer_clients``: the client
+    addresses or networks it answers (the workers'; default loopback, required with a ``buffer_address`` that is
+    not loopback)."""
 
     enabled: bool = False
     source: str = "swmr"
@@ -219,6 +234,7 @@ class StreamConfig:
     buffer_mib: float = DEFAULT_BUFFER_MIB
     buffer_address: str = DEFAULT_BUFFER_ADDRESS
     buffer_pv: str = ""
+    buffer_clients: tuple[str, ...] = DEFAULT_BUFFER_CLIENTS
 
     @property
     def buffered(self) -> bool:
@@ -550,11 +566,18 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
         parse_host_port(buffer_address, "buffer_address")
     except LiveSourceError as exc:
         raise st._err("buffer_address", str(exc)) from None
+    buffer_clients = _buffer_clients(st)
     stream = StreamConfig(enabled=st.get("enabled", bool, False), source=st_source,
                           file_pattern=st.get("file_pattern", str, "{path}/{name}_live.h5"),
                           values=dict(st.get("values", dict, {})), restream_attempts=restreams,
                           buffer_mib=float(buffer_mib), buffer_address=buffer_address,
-                          buffer_pv=buffer_pv_name(beamline))
+                          buffer_pv=buffer_pv_name(beamline), buffer_clients=buffer_clients)
+    if stream.enabled and stream.buffered and "buffer_clients" not in st.table \
+            and not is_loopback_host(parse_host_port(buffer_address, "buffer_address")[0]):
+        raise st._err("buffer_clients", f"the buffer is served on {buffer_address}, which other hosts reach, and "
+                                        f"answers only loopback clients ({', '.join(DEFAULT_BUFFER_CLIENTS)}) unless "
+                                        "told others: list the workers' addresses or networks, e.g. "
+                                        "buffer_clients = [\"10.2.0.0/16\"] (docs/streaming.md)")
     if stream.enabled:
         if kind == "filename":
             raise st._err("enabled", "the filename trigger sees a scan only once its file is complete: no start "

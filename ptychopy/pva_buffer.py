@@ -21,6 +21,10 @@ address's ``buffer=PV&buffer_at=HOST:PORT``, which the bridge adds to the jobs i
   of at most ``CHUNK_BYTES``;
 - the job takes those frames first, then its own: every frame, none dropped, in the detector's order.
 
+The server answers only the clients of ``clients`` (``[stream] buffer_clients``; default loopback), by the TCP
+peer's address (:meth:`FrameBuffer.refusal`). The job checks every field of each answer (:func:`fetch_held`): a
+malformed one is a :class:`LiveSourceError` naming the PV and the field.
+
 The answer waits for the job's first frame on a thread of its own, and the bridge's monitors call back on another
 (p4p runs every subscription and server handler of a process on four shared threads by default: an answer waiting
 there held up the very frames it waited for, and the job's own in the embedded server, until the monitor queues
@@ -45,11 +49,13 @@ seen after are counted as at most :data:`MAX_RUNS` runs of uniqueIds (what the s
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +87,9 @@ PRUNE_ROWS_EVERY = 256
 # posted without their frames)
 ROWS_SLACK = 1 << 16
 ERROR_LOG_EVERY_S = 10.0  # an unreadable update of a PV is logged at most this often (with the count since)
+# a held frame's rows or columns at most, as a job reads an answer (a detector's are a few thousand)
+MAX_FRAME_SIDE_PX = 1 << 16
+FRAME_KINDS = "iuf"  # the numpy kinds of a held frame: areaDetector's integer and float NDArray types
 
 
 def buffer_pv_name(beamline: str) -> str:
@@ -95,6 +104,52 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
             or not all("!" <= c <= "~" for c in host):
         raise LiveSourceError(f"{what}: {text!r} is not HOST:PORT (a TCP port 1-65535)")
     return host, int(port)
+
+
+LOOPBACK_CLIENTS = ("127.0.0.0/8", "::1")  # the clients a buffer answers unless told others ([stream] buffer_clients)
+MAX_REFUSED_LOGGED = 1024  # client addresses refused that are logged one by one (then only counted)
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_clients(items: Sequence[str], what: str) -> tuple[Network, ...]:
+    """Client addresses or networks (``"10.2.0.0/16"``, ``"10.2.3.4"``, ``"::1"``) -> networks; a
+    :class:`LiveSourceError` naming ``what`` and the entry that is not one, or when there are none."""
+    if isinstance(items, str) or not items:
+        raise LiveSourceError(f"{what}: expected a list of client addresses or networks (e.g. [\"10.2.0.0/16\"]), "
+                              f"got {items!r}")
+    out = []
+    for item in items:
+        try:
+            out.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError:
+            raise LiveSourceError(f"{what}: {item!r} is not an IP address or network (ADDRESS or ADDRESS/PREFIX; a "
+                                  "host name is not resolved)") from None
+    return tuple(out)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (an IP address, ``[v6]`` or a name) is this host's loopback: ``localhost`` or 127/8, ::1."""
+    host = host.strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def peer_address(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address of a p4p server operation's ``peer()`` (``"10.2.3.4:51234"``, ``"[::1]:51234"``; an
+    IPv4-mapped IPv6 address as its IPv4 one); None when it is none."""
+    host = peer.rpartition(":")[0].strip("[]") if ":" in peer else peer
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def _types() -> tuple[Any, Any]:
@@ -183,13 +238,20 @@ class FrameBuffer:
     let go. Series are numbered from the buffer's start time in ms (a bridge restarted numbers its series anew,
     never as before). ``keep_after_handover``: a job asking lets nothing go, and frames after its first are still
     held (the bridge may open a replacement job that needs them: ``[stream] restream_attempts``); the scan's end or
-    the next scan lets them go. :meth:`start` and :meth:`stop`; :meth:`stats` for the dashboard and tests."""
+    the next scan lets them go. ``clients``: the addresses or networks of the clients it answers
+    (``[stream] buffer_clients``; default loopback only): any other is refused with an RPC error naming its address
+    and the setting, logged at WARNING once per address. :meth:`start` and :meth:`stop`; :meth:`stats` for the
+    dashboard and tests."""
 
     def __init__(self, source: str | PvaAddress, bind: str, pv_name: str, max_bytes: int, *,
                  conf: dict[str, str] | None = None, wait_s: float = WAIT_S,
-                 release_after_s: float = RELEASE_AFTER_S, keep_after_handover: bool = False):
+                 release_after_s: float = RELEASE_AFTER_S, keep_after_handover: bool = False,
+                 clients: Sequence[str] = LOOPBACK_CLIENTS):
         self.address = parse_address(source) if isinstance(source, str) else source
         self.host, self.port = parse_host_port(bind, "[stream] buffer_address")
+        self.clients = parse_clients(clients, "[stream] buffer_clients")
+        self._refused: set[str] = set()  # client addresses refused and logged (MAX_REFUSED_LOGGED at most)
+        self.refused = 0  # requests refused (any client not allowed)
         self.pv_name = pv_name
         self.max_bytes = int(max_bytes)
         self.wait_s = float(wait_s)
@@ -313,13 +375,13 @@ class FrameBuffer:
     def stats(self) -> dict[str, Any]:
         """The current series: number, frames seen and held, bytes held, whether the bound was reached; answers
         waiting for a frame; the bookkeeping kept (uniqueIds one by one, runs of them, positions rows), bounded
-        whatever the detector's counter does."""
+        whatever the detector's counter does; requests refused (a client not in :attr:`clients`)."""
         with self._cond:
             s = self._series
             return {"series": s.number, "frames_seen": s.seen, "frames_held": len(s.held),
                     "bytes_held": s.held_bytes, "full": s.full_at is not None, "released": s.released,
                     "answers_waiting": self._waiting, "uids_kept": len(s.order), "uid_runs": len(s.runs),
-                    "rows_kept": len(self._rows)}
+                    "rows_kept": len(self._rows), "clients_refused": self.refused}
 
     # -- p4p callbacks (its worker thread) ----------------------------------------------------------------------
     def _guard(self, pv: str, cb: Any) -> Any:
@@ -454,13 +516,38 @@ class FrameBuffer:
 
     # -- the RPC (the server's thread) ---------------------------------------------------------------------------
     def rpc(self, pv: Any, op: Any) -> None:
-        """Answer one request (``through``, ``series``, ``start``, ``max_bytes``): see :meth:`answer`."""
+        """Answer one request (``through``, ``series``, ``start``, ``max_bytes``): see :meth:`answer`; refuse it when
+        the client's address (``op.peer()``: the TCP peer; ``op.account()`` is whatever name the client claims, so
+        it is not asked) is not among :attr:`clients`."""
+        refusal = self.refusal(str(op.peer()))
+        if refusal:
+            op.done(error=refusal)
+            return
         try:
             req = op.value()
             op.done(self.answer(int(req["through"]), int(req["series"]), int(req["start"]),
                                 int(req["max_bytes"]) or CHUNK_BYTES))
         except Exception as exc:
             op.done(error=f"{type(exc).__name__}: {exc}")
+
+    def refusal(self, peer: str) -> str:
+        """"" when the client at ``peer`` ("HOST:PORT", as p4p's ``op.peer()``) is among :attr:`clients`; else why
+        it is refused (its address and the setting), logged at WARNING the first time for each address."""
+        ip = peer_address(peer)
+        if ip is not None and any(ip.version == net.version and ip in net for net in self.clients):
+            return ""
+        shown = str(ip) if ip is not None else repr(peer[:80])
+        allowed = ", ".join(str(net) for net in self.clients)
+        why = (f"the bridge's frame buffer {self.pv_name} refuses the client {shown}: not in [stream] buffer_clients "
+               f"({allowed}); add its address or network there (docs/streaming.md)")
+        with self._cond:
+            self.refused += 1
+            first = shown not in self._refused and len(self._refused) < MAX_REFUSED_LOGGED
+            if first:
+                self._refused.add(shown)
+        if first:
+            log.warning("stream buffer: %s", why)
+        return why
 
     def answer(self, through: int, series: int, start: int, max_bytes: int) -> Any:
         """The frames held that reached the bridge before uniqueId ``through`` in its series, from the ``start``-th
@@ -577,37 +664,131 @@ class Held:
     rows: dict[int, tuple[float, float]]
 
 
+def _answer_reader(v: Any, pv: str) -> Any:
+    """A reader of the answer ``v``'s fields: ``field(name, kind)`` -> the field as ``int``, ``str``, ``float`` or
+    a 1-D numpy array of dtype ``kind``; a :class:`LiveSourceError` naming ``pv`` and the field when it is missing
+    or not of that kind (the answer comes from the network: whatever answers at ``buffer_at=``)."""
+
+    def field(name: str, kind: Any) -> Any:
+        try:
+            raw = v[name]
+            if isinstance(kind, type):  # int, float or str (a numpy dtype compares equal to int and float)
+                if isinstance(raw, (bytes, np.ndarray, list, tuple)) or (kind is str) != isinstance(raw, str):
+                    raise TypeError(f"a {type(raw).__name__}")
+                return kind(raw)
+            arr = np.asarray(raw)
+            if arr.ndim != 1 or arr.dtype != kind:
+                raise TypeError(f"an array of {arr.dtype} with {arr.ndim} dimensions")
+            return arr
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            want = kind.__name__ if isinstance(kind, type) else f"a 1-D {kind} array"
+            raise LiveSourceError(f"the bridge's buffer {pv}: a malformed answer: field '{name}' "
+                                  f"({type(exc).__name__}: {str(exc)[:120]}); expected {want}") from None
+
+    return field
+
+
+def _read_chunk(v: Any, pv: str, *, through: int, series: int, start: int, max_bytes: int,
+                seen: set[int]) -> tuple[int, int, list[tuple[int, np.ndarray, float, float]],
+                                         dict[int, tuple[float, float]]]:
+    """One chunk of the buffer's answer ``v`` to the request from ``start`` (``series``: -1 on the first, then the
+    first answer's), every field checked: ``(series, next, frames, rows)``. ``seen``: the uniqueIds of the chunks
+    before (updated). A :class:`LiveSourceError` naming ``pv`` and the field that is wrong: the bridge's own
+    error; a series other than the one asked for; a uniqueId twice (a series never holds one twice: the counter
+    beginning again starts a new one) or the job's own first frame (``through``); ``rows``/``cols`` outside
+    1..:data:`MAX_FRAME_SIDE_PX`; ``dtype`` not an integer or float type of at most 8 bytes; ``value`` not
+    ``len(uniqueId) * rows * cols`` items of it, or more than ``max_bytes`` in a chunk of more than one frame;
+    ``row_m``/``col_m``/``attr_row``/``attr_col`` not one per frame; ``next`` neither -1 nor ``start`` plus the
+    frames of this chunk. The uniqueIds need not increase: a detector's frames out of order reach the bridge out
+    of order, and are handed over as they reached it."""
+    field = _answer_reader(v, pv)
+
+    def bad(name: str, why: str) -> LiveSourceError:
+        return LiveSourceError(f"the bridge's buffer {pv}: a malformed answer: field '{name}' {why}")
+
+    error = field("error", str)
+    if error:
+        raise LiveSourceError(f"the bridge's buffer {pv}: {error[:2000]}")
+    answered = field("series", int)
+    if series >= 0 and answered != series:
+        raise bad("series", f"is {answered}, not the series {series} asked for")
+    uids = field("uniqueId", np.dtype(np.int64))
+    n = int(uids.size)
+    nxt = field("next", int)
+    if nxt != -1 and (n == 0 or nxt != start + n):
+        raise bad("next", f"is {nxt} after {n} frames from {start}: expected -1 (done) or {start + n}")
+    rows: dict[int, tuple[float, float]] = {}
+    through_rc = (field("through_row_m", float), field("through_col_m", float))
+    if all(np.isfinite(through_rc)):
+        rows[through] = through_rc
+    if not n:
+        return answered, nxt, [], rows
+    for u in uids.tolist():
+        if u == through or u in seen:
+            raise bad("uniqueId", f"holds uniqueId {u} twice or the job's own first frame ({through}); a series "
+                                  "holds each uniqueId once, before the job's first frame")
+        seen.add(u)
+    shape = (field("rows", int), field("cols", int))
+    for name, side in zip(("rows", "cols"), shape, strict=True):
+        if not 1 <= side <= MAX_FRAME_SIDE_PX:
+            raise bad(name, f"is {side}: expected 1 to {MAX_FRAME_SIDE_PX} pixels")
+    text = field("dtype", str)
+    try:
+        dtype = np.dtype(text[:32])
+    except (TypeError, ValueError):
+        raise bad("dtype", f"{text[:32]!r} is not a numpy type") from None
+    if dtype.kind not in FRAME_KINDS or dtype.itemsize > 8 or dtype.fields is not None or dtype.shape:
+        raise bad("dtype", f"{text[:32]!r} is not an integer or float pixel type of at most 8 bytes")
+    data = field("value", np.dtype(np.uint8))
+    want = n * shape[0] * shape[1] * dtype.itemsize
+    if data.size != want:
+        raise bad("value", f"holds {data.size} bytes; {n} frames of {shape[0]} x {shape[1]} {dtype} are {want}")
+    if n > 1 and data.size > max_bytes:
+        raise bad("value", f"holds {data.size} bytes in {n} frames; a chunk of more than one frame is at most "
+                           f"{max_bytes} (max_bytes)")
+    per_frame = [field(name, np.dtype(np.float64)) for name in ("row_m", "col_m", "attr_row", "attr_col")]
+    for name, arr in zip(("row_m", "col_m", "attr_row", "attr_col"), per_frame, strict=True):
+        if arr.size != n:
+            raise bad(name, f"has {arr.size} values for {n} frames")
+    rr, rc, ar, ac = per_frame
+    stack = data.view(dtype).reshape(n, *shape)
+    frames = []
+    for j, u in enumerate(uids.tolist()):
+        frames.append((u, stack[j], float(ar[j]), float(ac[j])))
+        if np.isfinite(rr[j]) and np.isfinite(rc[j]):
+            rows[u] = (float(rr[j]), float(rc[j]))
+    return answered, nxt, frames, rows
+
+
 def fetch_held(ctx: Any, pv: str, through: int, *, series: int = -1, timeout_s: float = WAIT_S + 5.0,
-               max_bytes: int = CHUNK_BYTES) -> Held:
+               max_bytes: int = CHUNK_BYTES, max_frames: int = 1 << 20,
+               cancelled: Callable[[], bool] | None = None) -> Held:
     """Ask the bridge's buffer ``pv`` (through the p4p client ``ctx``) for the frames of the series of uniqueId
     ``through`` that reached it before that frame; ``series`` >= 0: only if that is the bridge's series ``series``
-    (a replacement job's scan). Raises :class:`LiveSourceError` with the bridge's reason."""
+    (a replacement job's scan). Each chunk's RPC waits at most ``timeout_s``; a chunk of more than one frame is at
+    most ``max_bytes``, and more than ``max_frames`` frames in all is refused (the job's ``-liveBuffer``).
+    ``cancelled()``, asked before each chunk, True: stop. Raises :class:`LiveSourceError` with the bridge's reason,
+    or naming the field of an answer that is malformed (:func:`_read_chunk`)."""
     request_type, _ = _types()
     from p4p.wrapper import Value
 
     frames: list[tuple[int, np.ndarray, float, float]] = []
     rows: dict[int, tuple[float, float]] = {}
+    seen: set[int] = set()
     start = 0
     while start >= 0:
+        if cancelled is not None and cancelled():
+            raise LiveSourceError(f"the bridge's buffer {pv}: the fetch was stopped after {len(frames)} frames")
         try:
             v = ctx.rpc(pv, Value(request_type, {"through": through, "series": series, "start": start,
                                                   "max_bytes": max_bytes}), timeout=timeout_s)
         except Exception as exc:
-            raise LiveSourceError(f"the bridge's buffer {pv}: {type(exc).__name__}: {exc}") from None
-        if v["error"]:
-            raise LiveSourceError(f"the bridge's buffer {pv}: {v['error']}")
-        series = int(v["series"])
-        if np.isfinite(v["through_row_m"]) and np.isfinite(v["through_col_m"]):
-            rows[through] = (float(v["through_row_m"]), float(v["through_col_m"]))
-        uids = np.asarray(v["uniqueId"], np.int64)
-        if uids.size:
-            data = np.asarray(v["value"]).view(np.dtype(str(v["dtype"])))
-            stack = data.reshape(uids.size, int(v["rows"]), int(v["cols"]))
-            ar, ac = np.asarray(v["attr_row"]), np.asarray(v["attr_col"])
-            rr, rc = np.asarray(v["row_m"]), np.asarray(v["col_m"])
-            for j, u in enumerate(uids.tolist()):
-                frames.append((u, stack[j], float(ar[j]), float(ac[j])))
-                if np.isfinite(rr[j]) and np.isfinite(rc[j]):
-                    rows[u] = (float(rr[j]), float(rc[j]))
-        start = int(v["next"])
+            raise LiveSourceError(f"the bridge's buffer {pv}: {type(exc).__name__}: {str(exc)[:2000]}") from None
+        series, start, part, part_rows = _read_chunk(v, pv, through=through, series=series, start=start,
+                                                     max_bytes=max_bytes, seen=seen)
+        frames.extend(part)
+        rows.update(part_rows)
+        if len(frames) > max_frames:
+            raise LiveSourceError(f"the bridge's buffer {pv}: more than {max_frames} frames before uniqueId "
+                                  f"{through} (-liveBuffer); the answer is refused")
     return Held(frames, rows)

@@ -15,7 +15,8 @@ scan's other PVs (each optional):
   to 0 before the scan);
 - ``buffer=PV&buffer_at=HOST:PORT``: the EPICS bridge's buffer of the scan's first frames
   (:mod:`ptychopy.pva_buffer`; the bridge adds both to the jobs it opens): when this job's first frame is not the
-  scan's first, the frames that came before it are asked for there and taken first;
+  scan's first, the frames that came before it are asked for there, on a thread of its own (a poll never waits for
+  the bridge; the job's own frames are held back meanwhile), and taken first;
 - ``series=K`` (with ``buffer=``): the bridge's series (scan) this job belongs to, given to every job the bridge
   opens (the first at the scan's start: the series its frames go to; a replacement mid-scan: the current one): it
   asks the buffer whatever its first frame, waits for its series to begin there, and fails if that frame is of a
@@ -221,7 +222,9 @@ class PvaSource:
         self.frames_in = 0
         self.max_index = -1
         self._first_uid: int | None = None  # this job's first frame: where its own monitor began
-        self._held_done = not self.address.buffer  # the frames before it asked for (or nothing to ask)
+        self._held_done = not self.address.buffer  # the frames before it taken in (or nothing to ask)
+        self._fetching = False  # the frames before it are being asked for, on a thread of their own
+        self._closing = threading.Event()  # close(): a fetch under way stops before its next chunk
         self.frames_from_buffer = 0  # frames the bridge held for this job (posted before it subscribed)
         self._planned_value: Any = None  # the planned scan's table, once read
         try:
@@ -292,8 +295,7 @@ class PvaSource:
             try:
                 cb(update)
             except Exception as exc:
-                with self._lock:
-                    self._error = self._error or exc
+                self._fail(exc)
         return handle
 
     def _on_planned(self, v: Any) -> None:
@@ -357,13 +359,20 @@ class PvaSource:
 
     def poll(self) -> FrameBatch | None:
         """The frames that arrived (with their positions, when a positions PV is given) since the last call, in
-        arrival order, up to the first frame of another shape (returned by the next call)."""
+        arrival order, up to the first frame of another shape (returned by the next call). With ``buffer=``, the
+        frames before this job's first are asked for on a thread of their own (:meth:`_take_held`); until they are
+        in, this job's own frames are held back (None: :meth:`holding_back`), so that every frame still comes in
+        the detector's order, and the poll never waits for the bridge; a failed fetch raises here."""
         with self._lock:
             if self._error is not None:
                 raise self._error
-            first = self._first_uid
-        if not self._held_done and first is not None:
-            self._take_held(first)
+            first, held_done, fetching = self._first_uid, self._held_done, self._fetching
+        if not held_done:
+            if first is not None and not fetching:
+                self._take_held(first)
+            with self._lock:
+                if not self._held_done:
+                    return None
         with self._lock:
             ready = self._ready()
         if not ready:
@@ -389,40 +398,72 @@ class PvaSource:
             self.max_index = max(self.max_index, int(inside.max()))
         return FrameBatch(frames, indices, positions)
 
+    def holding_back(self) -> bool:
+        """True while frames arrived that :meth:`poll` holds back: this job's own, until the frames before them are
+        in from the bridge's buffer (the feed does not count that time as a stall; the fetch has its own
+        timeouts, and its failure is raised by the next poll)."""
+        with self._lock:
+            return not self._held_done and self._first_uid is not None and self._error is None
+
     def _take_held(self, first: int) -> None:
-        """This job's first frame was uniqueId ``first``: unless it is the scan's first (``uid0``), ask the bridge's
-        buffer for the frames that came before it and put them ahead of this job's own."""
+        """This job's first frame was uniqueId ``first``: unless it is the scan's first (``uid0``) and no series
+        is named, ask the bridge's buffer for the frames that came before it, on a daemon thread
+        (:meth:`_fetch_held`), which puts them ahead of this job's own; returns at once."""
         a = self.address
-        self._held_done = True
         if first == a.uid0 and a.series is None:
+            with self._lock:
+                self._held_done = True
             return
-        from p4p.client.thread import Context
+        with self._lock:
+            self._fetching = True
+        threading.Thread(target=self._fetch_held, args=(first,), name="pva-held-fetch", daemon=True).start()
 
-        from .pva_buffer import fetch_held
-
-        ctx = Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": str(a.buffer_at),
-                                              "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
-                      useenv=False)
+    def _fetch_held(self, first: int) -> None:
+        """The fetch thread: the frames before uniqueId ``first`` from the buffer, then ahead of this job's own
+        (or the error, raised by the next :meth:`poll`). A :meth:`close` stops it before its next chunk (one under
+        way ends within its RPC timeout, on this thread)."""
+        a = self.address
         try:
-            held = fetch_held(ctx, str(a.buffer), first, series=-1 if a.series is None else a.series)
-        except LiveSourceError as exc:
+            from p4p.client.thread import Context
+
+            from .pva_buffer import fetch_held
+
+            ctx = Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": str(a.buffer_at),
+                                                  "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
+                          useenv=False)
+            try:
+                held = fetch_held(ctx, str(a.buffer), first, series=-1 if a.series is None else a.series,
+                                  max_frames=self.max_pending, cancelled=self._closing.is_set)
+            finally:
+                ctx.close()
+        except Exception as exc:  # LiveSourceError, or whatever p4p raised: the job fails naming it
             after = f", after the scan's first ({a.uid0})," if first != a.uid0 else ""
             of = f" (its scan: the bridge's series {a.series})" if a.series is not None else ""
-            raise LiveSourceError(f"{self.name}: this job's first frame was uniqueId {first}{after}{of} and the "
-                                  f"frames before it could not be had: {exc}") from None
-        finally:
-            ctx.close()
+            why = str(exc) if isinstance(exc, LiveSourceError) else f"{type(exc).__name__}: {exc}"
+            self._fail(LiveSourceError(f"{self.name}: this job's first frame was uniqueId {first}{after}{of} and the "
+                                       f"frames before it could not be had: {why}"))
+            return
         frames: list[tuple[int, np.ndarray, np.ndarray | None]] = []
-        for uid, frame, attr_row, attr_col in held.frames:
-            position = None
-            if a.attrs is not None:
-                position = self._attr_position(uid, {a.attrs[0]: attr_row, a.attrs[1]: attr_col})
-            frames.append((uid, frame, position))
+        try:
+            for uid, frame, attr_row, attr_col in held.frames:
+                position = None
+                if a.attrs is not None:
+                    position = self._attr_position(uid, {a.attrs[0]: attr_row, a.attrs[1]: attr_col})
+                frames.append((uid, frame, position))
+        except LiveSourceError as exc:
+            self._fail(exc)
+            return
         with self._lock:
             for uid, (row, col) in held.rows.items():
                 self._positions.setdefault(uid, np.array([row, col]) * a.scale)
             self._frames[0:0] = frames
             self.frames_from_buffer = len(frames)
+            self._held_done = True
+
+    def _fail(self, error: Exception) -> None:
+        """Raise ``error`` at the next :meth:`poll` (the first error stands)."""
+        with self._lock:
+            self._error = self._error or error
 
     def _ready(self) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
         """Take the frames whose position is known (under the lock); a frame waits for its positions row."""
@@ -466,6 +507,7 @@ class PvaSource:
         return ACQUIRING
 
     def close(self) -> None:
+        self._closing.set()
         for sub in self._subs:
             with contextlib.suppress(Exception):  # shutting down: nothing useful to do about it
                 sub.close()

@@ -5,7 +5,8 @@ It checks every frame as it arrives: an index outside the plan or a changed fram
 counted (``duplicates``; the first frame of that index is the one used); frames out of order are kept (the run
 puts them at their scan point). A buffer holding ``max_frames`` frames the run has not taken yet stops the feed
 with an error (no frame is ever dropped silently). No new frame for ``stall_s`` while the writer still says it is
-acquiring ends the stream as STALLED.
+acquiring ends the stream as STALLED; a source with a ``holding_back()`` method saying True (frames arrived that it
+holds back for now: a pvAccess source fetching the frames before its own from the bridge) is not stalled meanwhile.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class LiveFeed:
     # -- the thread -----------------------------------------------------------------------------------------------
     def _run(self) -> None:
         started = time.monotonic()
+        # a source may hold back frames that arrived (PvaSource: its own, while the frames before them come from the
+        # bridge's buffer): not a stall while it says so
+        holding_back = getattr(self.source, "holding_back", None)
+        held_at = started
         try:
             while not self._stop.is_set():
                 said = self.source.state()  # before the poll: 'ended' then means every row is readable
@@ -95,7 +100,9 @@ class LiveFeed:
                     self.outcome = self.outcome or said
                     return
                 assert said == ACQUIRING
-                if now - (self.last_frame_monotonic or started) > self.stall_s:
+                if holding_back is not None and holding_back():
+                    held_at = now
+                if now - max(self.last_frame_monotonic or started, held_at) > self.stall_s:
                     self.outcome = self.outcome or STALLED
                     return
                 time.sleep(self.poll_s)

@@ -3,6 +3,8 @@
 A source is polled: :meth:`LiveSource.poll` returns the frames that arrived since the last call (possibly none)
 as a :class:`FrameBatch`; :attr:`LiveSource.planned` is the scan as planned (from the file's metadata or the
 parameters); :meth:`LiveSource.state` says whether the writer is still acquiring, ended or aborted the scan.
+Optional: ``dropped`` (frames a source knows it lost) and ``holding_back()`` (True while frames arrived that
+``poll`` holds back for now: the feed does not count that time as a stall).
 """
 
 from __future__ import annotations

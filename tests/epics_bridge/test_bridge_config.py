@@ -170,3 +170,58 @@ def test_path_map_turns_ioc_paths_into_local_ones() -> None:
     assert info.file_pattern == "/data/2026-3/s_data_#06d.h5" == info.params.data.file_pattern
     assert map_path("/gdata/2idd/special/x.h5", cfg.data.path_map) == "/fast/x.h5"
     assert map_path("/gdata/2iddX/x.h5", cfg.data.path_map) == "/gdata/2iddX/x.h5"  # whole components only
+
+
+def _pva_stream(**stream: object) -> dict:
+    return {**base(), "stream": {"enabled": True, "source": "pva://sim:Pva1:Image?scan=sim:Scan:", **stream}}
+
+
+def test_buffer_clients_default_to_loopback_are_required_for_an_address_other_hosts_reach_and_checked_by_entry():
+    """``[stream] buffer_clients``: the clients the bridge's frame buffer answers. Loopback by default (the default
+    buffer_address is loopback: nothing else reaches it); a buffer_address other hosts reach needs them named
+    (before: no such setting, the buffer answered any client)."""
+    assert config_from_dict(_pva_stream()).stream.buffer_clients == ("127.0.0.0/8", "::1/128")
+    given = config_from_dict(_pva_stream(buffer_address="10.2.0.7:5079", buffer_clients=["10.2.0.0/16", "10.3.4.5"]))
+    assert given.stream.buffer_clients == ("10.2.0.0/16", "10.3.4.5/32")
+    with pytest.raises(ConfigError, match=r"\[stream\] buffer_clients: the buffer is served on 10\.2\.0\.7:5079, which "
+                                          r"other hosts reach, and answers only loopback clients .*list the "
+                                          r"workers' addresses or networks"):
+        config_from_dict(_pva_stream(buffer_address="10.2.0.7:5079"))
+    assert config_from_dict(_pva_stream(buffer_address="localhost:5079")).stream.buffer_clients[0] == "127.0.0.0/8"
+    assert config_from_dict(_pva_stream(buffer_address="10.2.0.7:5079", buffer_mib=0)).stream.buffered is False
+    with pytest.raises(ConfigError, match=r"\[stream\] buffer_clients: 'workers\.example' is not an IP address or "
+                                          r"network"):
+        config_from_dict(_pva_stream(buffer_clients=["10.2.0.0/16", "workers.example"]))
+    with pytest.raises(ConfigError, match=r"\[stream\] buffer_clients: expected a list of client addresses"):
+        config_from_dict(_pva_stream(buffer_clients=[]))
+
+
+class _NothingSubmitted:
+    """A streaming bridge's submitter for a test that submits nothing."""
+
+    def submit(self, request: object) -> str:
+        raise AssertionError("nothing is submitted here")
+
+    def job_state(self, job_id: str) -> None:
+        return None
+
+
+def test_the_bridge_starts_its_frame_buffer_with_the_configured_clients(tmp_path: Path) -> None:
+    pytest.importorskip("p4p")
+    from benchmarks.latency.procs import free_port
+    from epics_bridge.bridge import Bridge
+
+    raw = _pva_stream(buffer_address=f"127.0.0.1:{free_port()}", buffer_clients=["10.9.8.0/24"], buffer_mib=1)
+    raw["bridge"].update(journal="j.sqlite3", state_file="state.json")
+    cfg = config_from_dict(raw, base_dir=tmp_path)
+    bridge = Bridge(cfg, submitter=_NothingSubmitted())
+    try:
+        bridge._start_frame_buffer()
+        assert bridge.frame_buffer.refusal("127.0.0.1:5000").startswith(
+            f"the bridge's frame buffer {cfg.stream.buffer_pv} refuses the client 127.0.0.1: not in [stream] "
+            "buffer_clients (10.9.8.0/24)")
+        assert bridge.frame_buffer.refusal("10.9.8.3:5000") == ""
+    finally:
+        if bridge.frame_buffer is not None:
+            bridge.frame_buffer.stop()
+        bridge.journal.close()

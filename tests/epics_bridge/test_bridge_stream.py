@@ -748,7 +748,7 @@ def test_a_streaming_job_done_partial_because_its_scan_was_aborted_covers_it(tmp
 def test_a_pva_stream_job_names_the_bridge_buffer_and_a_bad_buffer_setting_is_refused_by_name(
         tmp_path: Path) -> None:
     pva = dict(STREAM, source="pva://sim:Pva1:Image?scan=sim:Scan:")
-    st = make_config(tmp_path, stream=dict(pva, buffer_address="10.0.0.5:5079")).stream
+    st = make_config(tmp_path, stream=dict(pva, buffer_address="10.0.0.5:5079", buffer_clients=["10.0.0.0/24"])).stream
     assert st.buffered and st.buffer_mib == 1024.0
     assert st.job_source == (f"pva://sim:Pva1:Image?scan=sim:Scan:&buffer={st.buffer_pv}&buffer_at=10.0.0.5:5079")
     assert not make_config(tmp_path, stream=dict(pva, buffer_mib=0)).stream.buffered  # off: the address as given

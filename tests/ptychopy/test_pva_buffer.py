@@ -11,6 +11,7 @@ import gc
 import time
 import weakref
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,7 +33,7 @@ class Detector:
     """A p4p server of the scan PVs and a buffer subscribed to it (the bridge's)."""
 
     def __init__(self, prefix: str, max_bytes: int, attrs: bool = False, release_after_s: float = 10.0,
-                 keep_after_handover: bool = False):
+                 keep_after_handover: bool = False, **buffer_options: Any):
         port = free_port_pair()
         self.client_conf = pva_client_env(port)
         self.planned_m = np.stack([np.arange(N) * 1e-7, np.zeros(N)], axis=1)
@@ -42,7 +43,7 @@ class Detector:
         base = live_source_address(prefix, attrs)
         self.buffer = FrameBuffer(base, f"127.0.0.1:{free_port()}", f"{prefix}Frames", max_bytes,
                                   conf=self.client_conf, wait_s=2.0, release_after_s=release_after_s,
-                                  keep_after_handover=keep_after_handover).start()
+                                  keep_after_handover=keep_after_handover, **buffer_options).start()
         self.address = f"{base}&buffer={self.buffer.pv_name}&buffer_at=127.0.0.1:{self.buffer.port}"
         wait_for(lambda: self.streamer.first_client.connected.is_set(), 10, "the buffer's monitor")
 
@@ -651,3 +652,257 @@ def test_a_counter_skipping_uniqueids_past_the_bound_keeps_at_most_max_runs_and_
     assert all(s.has(u) for u in posted)
     assert not s.has(0) and not s.has(20_000)  # the counter going on is not a new scan
     assert s.runs == sorted(s.runs) and all(a <= b < c for (a, b), (c, _) in zip(s.runs, s.runs[1:], strict=False))
+
+
+SLOW_S = 2.5  # the buffer's answer delayed this long: longer than the feed's stall time and the source's end grace
+
+
+def _slow_answers(d: Detector, monkeypatch: pytest.MonkeyPatch, fail: str = "") -> None:
+    """The buffer's answers come ``SLOW_S`` late (the bridge's host loaded, a slow network); ``fail``: then the
+    answer is that error instead."""
+    answer = d.buffer.answer
+
+    def slow(*args: Any) -> Any:
+        time.sleep(SLOW_S)
+        if fail:
+            raise RuntimeError(fail)
+        return answer(*args)
+
+    monkeypatch.setattr(d.buffer, "answer", slow)
+
+
+def _timed_polls(source: PvaSource) -> list[float]:
+    """Time every ``source.poll()`` from now on (seconds each, appended to the list returned)."""
+    took: list[float] = []
+    poll = source.poll
+
+    def timed() -> Any:
+        t0 = time.monotonic()
+        try:
+            return poll()
+        finally:
+            took.append(time.monotonic() - t0)
+
+    source.poll = timed  # type: ignore[method-assign]
+    return took
+
+
+def test_a_poll_while_the_buffers_answer_is_slow_returns_within_half_a_second_and_the_held_frames_still_come_first(
+        detector, monkeypatch):
+    """The frames before the job's first are fetched on a thread of their own: every poll returns at once (before:
+    the first poll after the job's first frame waited for the whole answer, 2.5 s here, up to 10 s per chunk,
+    while frames piled up and the live view stood still). The job's own frames are held back until the held ones
+    are in (every frame in the detector's order); meanwhile the source says acquiring though the scan's status
+    said ended, and the feed does not count the wait as a stall (its stall time 1 s, shorter than the wait)."""
+    from reconstruction.live import ACQUIRING
+    from reconstruction.live.feed import LiveFeed
+
+    _slow_answers(detector, monkeypatch)
+    detector.post(range(0, 15))  # the scan began before the job subscribed
+    _wait_held(detector, 15)
+    source = detector.source()
+    took = _timed_polls(source)
+    feed = LiveFeed(source, stall_s=1.0, max_frames=1000).start()
+    try:
+        detector.post(range(15, N))
+        detector.streamer.post_status(1)
+        time.sleep(1.5)  # past the source's end grace (1 s), the answer still on its way
+        assert source.holding_back() and source.state() == ACQUIRING and feed.outcome is None
+        wait_for(lambda: feed.finished, 20, "the feed to end")
+    finally:
+        feed.stop()
+        source.close()
+    indices = np.concatenate([b.indices for b in feed.take()])
+    assert feed.outcome == ENDED and indices.tolist() == list(range(N)) and source.dropped == 0
+    assert source.frames_from_buffer >= 14
+    assert len(took) > 20 and max(took) < 0.5, f"the slowest poll took {max(took):.2f} s"
+
+
+def test_a_fetch_that_fails_after_a_slow_answer_raises_at_a_poll_that_did_not_wait_for_it(detector, monkeypatch):
+    _slow_answers(detector, monkeypatch, fail="the bridge's host is overloaded")
+    detector.post(range(0, 15))
+    _wait_held(detector, 15)
+    source = detector.source()
+    took = _timed_polls(source)
+    try:
+        detector.post(range(15, N))
+        with pytest.raises(LiveSourceError, match=r"first frame was uniqueId 16, after the scan's first \(1\), and "
+                                                  r"the frames before it could not be had: the bridge's buffer "
+                                                  r".*RuntimeError: the bridge's host is overloaded"):
+            _drain(source)
+    finally:
+        source.close()
+    assert source.frames_in == 0  # none of its own frames taken ahead of the held ones
+    assert max(took) < 0.5, f"the slowest poll took {max(took):.2f} s"  # before: the failing poll took 2.5 s
+
+
+class HostileBuffer:
+    """A p4p server on a private loopback port standing where a bridge's buffer should be, answering every request
+    with ``answer(request_number, request)``: a dict of the answer's fields, or a :class:`p4p.wrapper.Value`."""
+
+    PV = "hostile:Frames"
+
+    def __init__(self, answer: Any):
+        from p4p.nt import NTScalar
+        from p4p.server import Server
+        from p4p.server.thread import SharedPV
+
+        from ptychopy.pva_buffer import _types
+
+        self.answer, self.asked = answer, 0
+        self._answer_type = _types()[1]
+        self.port = free_port()
+        self._pv = SharedPV(nt=NTScalar("l"), initial=0, handler=self)
+        self._server = Server(providers=[{self.PV: self._pv}], useenv=False, conf={
+            "EPICS_PVAS_INTF_ADDR_LIST": "127.0.0.1", "EPICS_PVAS_SERVER_PORT": str(self.port),
+            "EPICS_PVAS_BROADCAST_PORT": "0", "EPICS_PVAS_AUTO_BEACON_ADDR_LIST": "NO",
+            "EPICS_PVAS_BEACON_ADDR_LIST": ""})
+
+    def rpc(self, pv: Any, op: Any) -> None:
+        from p4p.wrapper import Value
+
+        self.asked += 1
+        value = self.answer(self.asked, op.value())
+        op.done(value if isinstance(value, Value) else Value(self._answer_type, value))
+
+    def fetch(self, through: int = 3, **options: Any) -> Any:
+        """:func:`fetch_held` of uniqueId ``through`` from this server, as a job asks."""
+        from p4p.client.thread import Context
+
+        from ptychopy.pva_buffer import fetch_held
+
+        ctx = Context("pva", nt=False, conf={"EPICS_PVA_NAME_SERVERS": f"127.0.0.1:{self.port}",
+                                              "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""},
+                      useenv=False)
+        try:
+            return fetch_held(ctx, self.PV, through, timeout_s=5.0, **options)
+        finally:
+            ctx.close()
+
+    def close(self) -> None:
+        self._server.stop()
+
+
+def _well_formed(**changes: Any) -> dict[str, Any]:
+    """A buffer's answer of two 2 x 3 float32 frames (uniqueIds 1, 2: before the job's first, 3), ``changes``
+    applied."""
+    answer = {"series": 5, "next": -1, "error": "", "uniqueId": [1, 2], "rows": 2, "cols": 3, "dtype": "<f4",
+              "value": np.arange(12, dtype="<f4").view(np.uint8), "row_m": [0.0, 1e-7], "col_m": [0.0, 0.0],
+              "attr_row": [np.nan, np.nan], "attr_col": [np.nan, np.nan], "through_row_m": 2e-7,
+              "through_col_m": 0.0}
+    answer.update(changes)
+    return answer
+
+
+def test_a_well_formed_answer_from_a_server_standing_in_for_the_bridge_is_read_whole():
+    """The control of the malformed answers below: the same server, each field as the bridge sends it."""
+    server = HostileBuffer(lambda k, req: _well_formed())
+    try:
+        held = server.fetch()
+    finally:
+        server.close()
+    assert [u for u, *_ in held.frames] == [1, 2]
+    np.testing.assert_array_equal(np.stack([f for _, f, *_ in held.frames]), np.arange(12).reshape(2, 2, 3))
+    assert held.rows == {1: (0.0, 0.0), 2: (1e-7, 0.0), 3: (2e-7, 0.0)}
+
+
+def _looping(k: int, req: Any) -> dict[str, Any]:
+    """``next`` 0 again and again (no progress); the 5th request is refused, so that a client that loops fails."""
+    return _well_formed(next=0) if k < 5 else {"error": "asked 5 times for the same chunk"}
+
+
+@pytest.mark.parametrize(("answer", "options", "field"), [
+    (lambda k, req: _well_formed(dtype="not-a-type"), {}, "dtype"),  # before: TypeError from numpy
+    (lambda k, req: _well_formed(dtype="|O"), {}, "dtype"),  # before: TypeError (an object array)
+    (lambda k, req: _well_formed(dtype="<c8", value=np.zeros(96, np.uint8)), {}, "dtype"),  # before: taken
+    (lambda k, req: _well_formed(value=np.zeros(47, np.uint8)), {}, "value"),  # before: ValueError (view)
+    (lambda k, req: _well_formed(rows=-2, cols=-6), {}, "rows"),  # before: frames of -2 x -6 px
+    (lambda k, req: _well_formed(rows=1, cols=1 << 20, value=np.zeros(8 << 20, np.uint8)), {}, "cols"),
+    (lambda k, req: _well_formed(uniqueId=[2, 2]), {}, "uniqueId"),  # before: the same frame twice
+    (lambda k, req: _well_formed(uniqueId=[1, 3]), {}, "uniqueId"),  # the job's own first frame, again
+    (lambda k, req: _well_formed(series=9), {"series": 5}, "series"),  # before: another scan's frames taken
+    (lambda k, req: _well_formed(row_m=[0.0]), {}, "row_m"),  # before: IndexError
+    (_looping, {}, "next"),  # before: the same chunk asked for again and again
+    (lambda k, req: _well_formed(), {"max_bytes": 16}, "value"),  # before: any size taken
+], ids=["dtype-unknown", "dtype-object", "dtype-complex", "value-short", "rows-negative", "cols-absurd",
+        "uniqueId-twice", "uniqueId-own-first", "series-other", "row_m-short", "next-no-progress", "over-max-bytes"])
+def test_a_malformed_buffer_answer_is_a_live_source_error_naming_the_buffer_pv_and_the_field(answer, options, field):
+    server = HostileBuffer(answer)
+    try:
+        with pytest.raises(LiveSourceError) as err:
+            server.fetch(**options)
+    finally:
+        server.close()
+    assert f"the bridge's buffer {HostileBuffer.PV}: a malformed answer: field '{field}'" in str(err.value)
+
+
+def test_an_answer_of_another_structure_or_more_frames_than_the_jobs_bound_is_refused_by_name():
+    from p4p.wrapper import Type, Value
+
+    other = HostileBuffer(lambda k, req: Value(Type([("value", "d")]), {"value": 1.0}))  # an NTScalar-like answer
+    try:
+        with pytest.raises(LiveSourceError, match=rf"buffer {HostileBuffer.PV}: a malformed answer: field 'error' "
+                                                  r"\(KeyError"):  # before: a bare KeyError
+            other.fetch()
+    finally:
+        other.close()
+    many = HostileBuffer(lambda k, req: _well_formed())
+    try:
+        with pytest.raises(LiveSourceError, match=rf"buffer {HostileBuffer.PV}: more than 1 frames before uniqueId "
+                                                  r"3 \(-liveBuffer\)"):
+            many.fetch(max_frames=1)
+    finally:
+        many.close()
+
+
+def test_a_client_not_in_buffer_clients_is_refused_naming_its_address_and_the_setting_logged_once(caplog):
+    """The buffer answers only the clients of ``[stream] buffer_clients`` (before: any pvAccess client reaching its
+    port got the held frames). Here it allows a network the test's loopback client is not in."""
+    import logging
+
+    import ptychopy.pva_buffer as pb
+    from ptychopy.pva_buffer import fetch_held
+
+    d = Detector(f"b{free_port()}:", 1 << 20, clients=["10.9.8.0/24"])
+    caplog.set_level(logging.WARNING, logger=pb.log.name)
+    try:
+        d.post(range(0, 15))
+        _wait_held(d, 15)
+        ctx = _buffer_client(d.buffer)
+        try:
+            for _ in range(2):
+                with pytest.raises(LiveSourceError, match=rf"buffer {d.buffer.pv_name}: .*refuses the client "
+                                                          r"127\.0\.0\.1: not in \[stream\] buffer_clients "
+                                                          r"\(10\.9\.8\.0/24\)"):
+                    fetch_held(ctx, d.buffer.pv_name, 16)
+        finally:
+            ctx.close()
+        stats = d.buffer.stats()
+    finally:
+        d.close()
+    assert stats["frames_held"] == 15 and not stats["released"] and stats["clients_refused"] == 2, stats
+    logged = [r for r in caplog.records if "refuses the client 127.0.0.1" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].levelno == logging.WARNING
+
+
+def test_a_client_in_buffer_clients_gets_its_frames():
+    d = Detector(f"b{free_port()}:", 1 << 20, clients=["10.9.8.0/24", "127.0.0.1"])
+    try:
+        d.post(range(0, 15))
+        _wait_held(d, 15)
+        source, (frames, indices, _) = d.late_job(15)
+    finally:
+        d.close()
+    assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer >= 14
+    np.testing.assert_array_equal(frames, d.frames)
+
+
+def test_a_peers_address_is_read_from_p4ps_host_port_ipv4_ipv6_and_ipv4_mapped():
+    from ipaddress import ip_address
+
+    from ptychopy.pva_buffer import peer_address
+
+    assert peer_address("10.2.3.4:51234") == ip_address("10.2.3.4")
+    assert peer_address("[::1]:51234") == ip_address("::1")
+    assert peer_address("[::ffff:10.2.3.4]:51234") == ip_address("10.2.3.4")  # a dual-stack server's IPv4 client
+    assert peer_address("somewhere:1") is None
