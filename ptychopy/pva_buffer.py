@@ -142,14 +142,11 @@ def is_loopback_host(host: str) -> bool:
 def peer_address(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The client's address of a p4p server operation's ``peer()`` (``"10.2.3.4:51234"``, ``"[::1]:51234"``; an
     IPv4-mapped IPv6 address as its IPv4 one); None when it is none."""
-    host = peer.rpartition(":")[0].strip("[]") if ":" in peer else peer
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(peer.rpartition(":")[0].strip("[]"))
     except ValueError:
         return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+    return getattr(ip, "ipv4_mapped", None) or ip
 
 
 def _types() -> tuple[Any, Any]:

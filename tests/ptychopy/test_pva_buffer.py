@@ -113,6 +113,17 @@ def _buffer_client(buffer: FrameBuffer):  # type: ignore[no-untyped-def]
                                           "EPICS_PVA_AUTO_ADDR_LIST": "NO", "EPICS_PVA_ADDR_LIST": ""}, useenv=False)
 
 
+def _fetch(buffer: FrameBuffer, through: int) -> Any:
+    """:func:`fetch_held` of uniqueId ``through`` from ``buffer``, as a job's source asks."""
+    from ptychopy.pva_buffer import fetch_held
+
+    ctx = _buffer_client(buffer)
+    try:
+        return fetch_held(ctx, buffer.pv_name, through)
+    finally:
+        ctx.close()
+
+
 def _held_frame_refs(d: Detector) -> list[weakref.ref]:
     """Weak references to the frames the buffer holds now (p4p's received buffers): dead once let go."""
     with d.buffer._cond:
@@ -364,8 +375,6 @@ def test_an_rpc_asking_for_more_than_chunk_bytes_at_once_gets_one_chunk(detector
 
 def test_a_second_job_past_an_earlier_jobs_first_frame_is_told_its_frames_are_held_nowhere_not_given_a_prefix(
         detector):
-    from ptychopy.pva_buffer import fetch_held
-
     detector.post(range(0, 15))
     _wait_held(detector, 15)
     first = detector.buffer.answer(6, -1, 0, FRAME_BYTES)  # a job whose first frame was 6 took one chunk of five
@@ -373,14 +382,11 @@ def test_a_second_job_past_an_earlier_jobs_first_frame_is_told_its_frames_are_he
     detector.post(range(15, 30))  # not held: a job is past them
     _wait_held(detector, 30)
     assert detector.buffer.stats()["frames_held"] == 15
-    ctx = _buffer_client(detector.buffer)
-    try:  # a second job (first frame 26): frames 16-25 were never held; before: frames 1-15 only, the rest gaps
-        with pytest.raises(LiveSourceError, match=r"held only the first 15 frames of this scan \(an earlier job, "
-                                                  r"whose first frame was the 6-th, asked for them\) and this "
-                                                  r"job's first frame was the 26-th"):
-            fetch_held(ctx, detector.buffer.pv_name, 26)
-    finally:
-        ctx.close()
+    # a second job (first frame 26): frames 16-25 were never held; before: frames 1-15 only, the rest gaps
+    with pytest.raises(LiveSourceError, match=r"held only the first 15 frames of this scan \(an earlier job, "
+                                              r"whose first frame was the 6-th, asked for them\) and this "
+                                              r"job's first frame was the 26-th"):
+        _fetch(detector.buffer, 26)
 
 
 def test_a_handover_left_unfinished_lets_the_frames_go_after_the_scan_ended_not_at_the_next_scan():
@@ -861,22 +867,17 @@ def test_a_client_not_in_buffer_clients_is_refused_naming_its_address_and_the_se
     import logging
 
     import ptychopy.pva_buffer as pb
-    from ptychopy.pva_buffer import fetch_held
 
     d = Detector(f"b{free_port()}:", 1 << 20, clients=["10.9.8.0/24"])
     caplog.set_level(logging.WARNING, logger=pb.log.name)
     try:
         d.post(range(0, 15))
         _wait_held(d, 15)
-        ctx = _buffer_client(d.buffer)
-        try:
-            for _ in range(2):
-                with pytest.raises(LiveSourceError, match=rf"buffer {d.buffer.pv_name}: .*refuses the client "
-                                                          r"127\.0\.0\.1: not in \[stream\] buffer_clients "
-                                                          r"\(10\.9\.8\.0/24\)"):
-                    fetch_held(ctx, d.buffer.pv_name, 16)
-        finally:
-            ctx.close()
+        for _ in range(2):
+            with pytest.raises(LiveSourceError, match=rf"buffer {d.buffer.pv_name}: .*refuses the client "
+                                                      r"127\.0\.0\.1: not in \[stream\] buffer_clients "
+                                                      r"\(10\.9\.8\.0/24\)"):
+                _fetch(d.buffer, 16)
         stats = d.buffer.stats()
     finally:
         d.close()
