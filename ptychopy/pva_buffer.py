@@ -707,8 +707,9 @@ def _read_chunk(v: Any, pv: str, *, through: int, series: int, start: int, max_b
     if error:
         raise LiveSourceError(f"the bridge's buffer {pv}: {error[:2000]}")
     answered = field("series", int)
-    if series >= 0 and answered != series:
-        raise bad("series", f"is {answered}, not the series {series} asked for")
+    if answered < 0 or (series >= 0 and answered != series):
+        raise bad("series", f"is {answered}, not the series {series} asked for" if series >= 0 else
+                  f"is {answered}: a series number is 0 or more")
     uids = field("uniqueId", np.dtype(np.int64))
     n = int(uids.size)
     nxt = field("next", int)

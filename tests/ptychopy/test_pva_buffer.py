@@ -827,11 +827,13 @@ def _looping(k: int, req: Any) -> dict[str, Any]:
     (lambda k, req: _well_formed(uniqueId=[2, 2]), {}, "uniqueId"),  # before: the same frame twice
     (lambda k, req: _well_formed(uniqueId=[1, 3]), {}, "uniqueId"),  # the job's own first frame, again
     (lambda k, req: _well_formed(series=9), {"series": 5}, "series"),  # before: another scan's frames taken
+    (lambda k, req: _well_formed(series=-3), {}, "series"),  # before: taken (and asked as a first request again)
     (lambda k, req: _well_formed(row_m=[0.0]), {}, "row_m"),  # before: IndexError
     (_looping, {}, "next"),  # before: the same chunk asked for again and again
     (lambda k, req: _well_formed(), {"max_bytes": 16}, "value"),  # before: any size taken
 ], ids=["dtype-unknown", "dtype-object", "dtype-complex", "value-short", "rows-negative", "cols-absurd",
-        "uniqueId-twice", "uniqueId-own-first", "series-other", "row_m-short", "next-no-progress", "over-max-bytes"])
+        "uniqueId-twice", "uniqueId-own-first", "series-other", "series-negative", "row_m-short", "next-no-progress",
+        "over-max-bytes"])
 def test_a_malformed_buffer_answer_is_a_live_source_error_naming_the_buffer_pv_and_the_field(answer, options, field):
     server = HostileBuffer(answer)
     try:
