@@ -259,6 +259,28 @@ class StreamConfig:
         that scan only); just :attr:`job_source` when None (no buffer running) or not buffered."""
         return self.job_source if series is None or not self.buffered else f"{self.job_source}&series={series}"
 
+    @property
+    def guards_by_time(self) -> bool:
+        """Whether the streaming jobs are bound to their scan by its start time (``&started=T``): a ``pva://``
+        source with a status PV and the bridge's buffer off (with it, the buffer's series binds them)."""
+        if not self.source.startswith(PVA_SCHEME) or self.buffered:
+            return False
+        from ptychopy.pva_source import parse_address
+
+        try:
+            return parse_address(self.source).status is not None
+        except LiveSourceError:
+            return False
+
+    def scan_source(self, series: int | None, started_s: float) -> str:
+        """The ``-liveSource`` of the streaming job of a scan that started at ``started_s`` (POSIX s): bound to
+        the buffer's series (:meth:`series_source`), or without the buffer to the scan's start
+        (``&started=T``, :attr:`guards_by_time`): the job refuses the frames of a scan that began after it."""
+        if not self.guards_by_time:
+            return self.series_source(series)
+        join = "&" if "?" in self.source else "?"
+        return f"{self.source}{join}started={started_s:.3f}"
+
 
 @dataclass(frozen=True)
 class SubmitConfig:

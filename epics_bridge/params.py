@@ -94,14 +94,15 @@ def scan_fields(config: BridgeConfig, latest: Mapping[str, ValueEvent], end: Sca
 
 
 def describe_streaming_scan(config: BridgeConfig, latest: Mapping[str, ValueEvent], start: ScanEnd,
-                            series: int | None = None) -> ScanInfo:
+                            series: int | None = None, started_s: float = 0.0) -> ScanInfo:
     """The streaming job of a scan that just started (``[stream]``, docs/streaming.md): the scan the completion
     would describe, with the same dedup key, its parameters reading the live source (``-liveSource``, the
-    ``[stream] file_pattern`` file; ``series``: the bridge buffer's series of this scan, ``&series=K``) plus
-    ``[stream] values``. Raises :class:`ScanBuildError`."""
+    ``[stream] file_pattern`` file; ``series``: the bridge buffer's series of this scan, ``&series=K``; without the
+    buffer, ``started_s``: the scan's start in POSIX s, ``&started=T``) plus ``[stream] values``. Raises
+    :class:`ScanBuildError`."""
     info = describe_scan(config, latest, start)
     st = config.stream
-    source = st.series_source(series)
+    source = st.scan_source(series, started_s)
     values: dict[str, Any] = {"data.live_source": source, **st.values}
     provenance = dict(info.provenance)
     if st.source == "swmr":

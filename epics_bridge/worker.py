@@ -349,8 +349,10 @@ class BridgeWorker:
         start = ScanEnd(Outcome.COMPLETE, "scan started", event.received_s, values=latest,
                         edge_timestamp=event.timestamp,
                         disconnected=tuple(pv for pv in self.config.pvs if not self.tracker.connected.get(pv, False)))
+        # the start's IOC time stamp (else when the bridge saw it): binds a job without the buffer to its scan
+        started_s = event.timestamp or time.time() - max(0.0, self.clock() - event.received_s)
         try:
-            info, why = describe_streaming_scan(self.config, latest, start, series), ""
+            info, why = describe_streaming_scan(self.config, latest, start, series, started_s), ""
         except ScanBuildError as exc:
             info, why = None, str(exc)
         if info is None or info.held:

@@ -20,7 +20,12 @@ scan's other PVs (each optional):
 - ``series=K`` (with ``buffer=``): the bridge's series (scan) this job belongs to, given to every job the bridge
   opens (the first at the scan's start: the series its frames go to; a replacement mid-scan: the current one): it
   asks the buffer whatever its first frame, waits for its series to begin there, and fails if that frame is of a
-  later scan (its own ended before it subscribed, e.g. queued behind other jobs) instead of taking it.
+  later scan (its own ended before it subscribed, e.g. queued behind other jobs) instead of taking it;
+- ``started=T`` (with ``status=``): the POSIX time of this job's scan's start (the bridge's ``BUSY`` rise, given to
+  the jobs it opens without a buffer): the scan's status PV says when it ended and when a later one began, so a job
+  that subscribes after its scan ended (queued behind other jobs) fails naming both scans instead of taking the
+  next scan's frames (:meth:`PvaSource.later_scan`); a job that took frames of its own scan ends with it and takes
+  none of the next one's.
 
 A frame is ``(uniqueId - uid0)``-th scan point. The value a PV holds when the monitor connects is not taken (it may
 be the previous scan's last frame): start the reconstruction before the scan, or give ``buffer=``. The scan's end
@@ -49,7 +54,11 @@ from reconstruction.live import ABORTED, ACQUIRING, ENDED, FrameBatch, LiveSourc
 
 SCHEME = "pva://"
 STATUS_CODES = {0: ACQUIRING, 1: ENDED, 2: ABORTED}
-QUERY_KEYS = ("scan", "positions", "attrs", "scale", "planned", "status", "uid0", "buffer", "buffer_at", "series")
+QUERY_KEYS = ("scan", "positions", "attrs", "scale", "planned", "status", "uid0", "buffer", "buffer_at", "series",
+              "started")
+# with started=T: a status 0 (acquiring) stamped more than this after T is a later scan's start (the status may be
+# posted a little after the scan's BUSY, by another IOC whose clock differs by a few ms)
+START_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class PvaAddress:
     buffer: str | None = None  # the bridge's RPC PV holding the scan's first frames (ptychopy.pva_buffer)
     buffer_at: str | None = None  # "HOST:PORT": its pvAccess server
     series: int | None = None  # the buffer's series (scan) the job's frames must belong to (every job the bridge opens)
+    started: float | None = None  # POSIX s: the scan's start (the bridge's BUSY rise), with status=: its window
 
     def pvs(self) -> list[str]:
         return [pv for pv in (self.image, self.positions, self.planned, self.status) if pv]
@@ -137,8 +147,20 @@ def parse_address(text: str) -> PvaAddress:
             raise LiveSourceError(f"{where}: series={one['series']}: expected the bridge buffer's series number "
                                   "(digits), with buffer=")
         series = int(one["series"])
+    started = None
+    if one.get("started"):
+        try:
+            started = float(one["started"])
+        except ValueError:
+            started = float("nan")
+        if not np.isfinite(started) or started <= 0:
+            raise LiveSourceError(f"{where}: started={one['started']}: expected the scan's start time (POSIX "
+                                  "seconds)")
+        if not pv["status"]:
+            raise LiveSourceError(f"{where}: started= needs the scan's status PV (status= or scan=): it says when "
+                                  "the scan ended and the next began")
     return PvaAddress(image, pv["positions"], attrs, scale, pv["planned"], pv["status"], uid0, buffer, buffer_at,
-                      series)
+                      series, started)
 
 
 def decode_frame(v: Any, name: str) -> tuple[int, np.ndarray, dict[str, Any]]:
@@ -174,6 +196,18 @@ def table_columns(v: Any, columns: tuple[str, ...], name: str) -> list[np.ndarra
     if len({c.shape for c in out}) != 1:
         raise LiveSourceError(f"PV {name}: columns {', '.join(columns)} of different lengths")
     return out
+
+
+def stamp_of(v: Any) -> float:
+    """The ``timeStamp`` of a raw NT ``Value`` in POSIX seconds (0.0 when it has none)."""
+    if "timeStamp" not in v:
+        return 0.0
+    return float(v["timeStamp.secondsPastEpoch"]) + 1e-9 * float(v["timeStamp.nanoseconds"])
+
+
+def utc_text(t: float) -> str:
+    """POSIX seconds as ``2026-12-07 14:25:03.120 UTC`` (for messages)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d} UTC"
 
 
 def status_code(v: Any) -> int:
@@ -227,6 +261,11 @@ class PvaSource:
         self._closing = threading.Event()  # close(): a fetch under way stops before its next chunk
         self.frames_from_buffer = 0  # frames the bridge held for this job (posted before it subscribed)
         self._planned_value: Any = None  # the planned scan's table, once read
+        # with started=: the status PV's stamp of a later scan's start (its frames, stamped from then on, are not
+        # this job's scan's), and how many such frames were refused
+        self.later_scan_at: float | None = None
+        self.later_scan_frames = 0
+        self._first_stamp = 0.0  # the NTNDArray timeStamp of this job's first frame (POSIX s)
         try:
             deadline = time.monotonic() + float(connect_s)
             request = f"field()record[queueSize={int(queue_size)},pipeline=true]"
@@ -323,8 +362,11 @@ class PvaSource:
         uid, frame, attrs = decode_frame(v, a.image)
         position = self._attr_position(uid, attrs)
         with self._lock:
+            if self.later_scan_at is not None and stamp_of(v) >= self.later_scan_at:
+                self.later_scan_frames += 1  # the next scan's: this job's scan is over (later_scan)
+                return
             if self._first_uid is None:
-                self._first_uid = uid
+                self._first_uid, self._first_stamp = uid, stamp_of(v)
             if len(self._frames) >= self.max_pending:
                 raise LiveSourceError(f"{self.name}, uniqueId {uid}: {self.max_pending} frames waiting to be taken "
                                       "(-liveBuffer); the reconstruction fell behind the detector")
@@ -345,12 +387,43 @@ class PvaSource:
             raise LiveSourceError(f"PV {self.address.status}: status {code}; expected 0 (acquiring), 1 (ended) or "
                                   "2 (aborted)")
         with self._lock:
+            if self.address.started is not None and self.later_scan(STATUS_CODES[code], stamp_of(v)):
+                return
             self._status = STATUS_CODES[code]
             if self._status == ACQUIRING:
                 self._status_armed = True
                 self._end_seen_at = None
             elif self._end_seen_at is None:
                 self._end_seen_at = time.monotonic()
+
+    def later_scan(self, status: str, stamp: float) -> bool:
+        """With ``started=T``: whether the status update ``status`` stamped ``stamp`` (POSIX s) is not of this job's
+        scan (under the lock). A status 0 stamped after ``T + START_SLACK_S`` is a later scan's start: from then on
+        frames stamped at or after it are refused (:attr:`later_scan_frames`) and this job's scan counts as ended
+        (as the status said before, else ended); had the job taken none of its scan's frames, its scan ended before
+        it subscribed: :class:`LiveSourceError` naming both scans' starts. An end or abort stamped at or after
+        ``T`` before the job saw its scan acquiring or any frame: the scan ended before the job subscribed (the
+        same error). Otherwise False: the update is this scan's (or the one before, ignored as before)."""
+        started = float(self.address.started or 0.0)
+        mine = f"this job's scan (started {utc_text(started)}, its start as the bridge saw it)"
+        if status == ACQUIRING and stamp > started + START_SLACK_S:
+            if self.later_scan_at is None:
+                self.later_scan_at = stamp
+            if self._first_uid is None or self._first_stamp >= stamp:  # none of its own (or the later's first)
+                raise LiveSourceError(
+                    f"{self.name}: {mine} ended before the job subscribed: PV {self.address.status} says a later "
+                    f"scan started {utc_text(stamp)}; that scan's frames are not this job's and are refused (the "
+                    "job was queued past its scan's end; the bridge queues the scan's batch job at its end)")
+            if self._end_seen_at is None:
+                self._status, self._end_seen_at = ENDED, time.monotonic()
+            return True
+        if status != ACQUIRING and stamp >= started and not self._status_armed:
+            raise LiveSourceError(
+                f"{self.name}: {mine} ended before the job subscribed: PV {self.address.status} says it "
+                f"{'was aborted' if status == ABORTED else 'ended'} {utc_text(stamp)}; no frame of it can come (the "
+                "job was queued past its scan's end: the next scan's frames are not taken; the bridge queues the "
+                "scan's batch job at its end)")
+        return self.later_scan_at is not None  # this scan is over: nothing after the later scan's start counts
 
     # -- the LiveSource interface -------------------------------------------------------------------------------
     @property

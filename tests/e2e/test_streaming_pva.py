@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,6 +237,51 @@ def _pg_parameters(rig: Rig, job_id: int) -> dict:
     return dict(row[0] if isinstance(row[0], dict) else json.loads(row[0]))
 
 
+def _scan_a_behind_a_long_job(rig: Rig) -> tuple[Any, int, dict]:
+    """A long job holds the embedded worker while scan A (400 points, 4 s) plays and ends; A's streaming job waits
+    in the queue behind it. (an API client, the long job's id, A's streaming job)."""
+    from tests.support.stack import _last_token, small_sim_cmdstr
+    from tests.support.web import ApiClient
+
+    api = ApiClient(rig.base_url, _last_token(rig._manage(rig.bridge_env, "create_token", rig.username)))
+    ahead = int(api.submit(small_sim_cmdstr(1_000_000, size=32, scan=4), label="ahead")["id"])
+    api.wait_status(ahead, {"running"}, timeout=60)
+    rig.ioc_put("sim:Go", 1)  # scan A
+    job_a = wait_for(lambda: rig.jobs_after(ahead), 30, "scan A's streaming job")[0]
+    wait_for(lambda: "covered_by_stream" in rig.journal_events(str(job_a["dedup_key"])), 60,
+             "scan A's end (its job followed)")
+    assert job_row(rig, int(job_a["id"]))["status"] == "queued"  # still behind the long job
+    return api, ahead, job_a
+
+
+def _assert_a_failed_late_and_was_batched_b_streamed_whole(rig: Rig, ahead: int, job_a: dict, job_b: dict,
+                                                           why: str) -> dict:
+    """Scan A's late streaming job failed (``why`` in its message) having taken no frame; A's batch job
+    (``key#batch``) done; B's streaming job done with every frame; no other job. A's job row."""
+    key_a = str(job_a["dedup_key"])
+    wait_for(lambda: job_row(rig, int(job_a["id"]))["status"] in ("done", "failed", "cancelled"), 60,
+             "scan A's streaming job to end")
+    row_a = job_row(rig, int(job_a["id"]))
+    assert row_a["status"] == "failed", json.dumps(row_a)
+    assert why in row_a["message"], row_a["message"]
+    assert not (row_a["live"] or {}).get("frames_received"), row_a["live"]  # none of B's frames taken
+    assert rig.stream_verdict(key_a) == "stream_failed_batch"
+    batch = wait_for(lambda: [j for j in rig.jobs_after(ahead) if j["dedup_key"] == key_a + "#batch"], 60,
+                     "scan A's batch job")[0]
+    for job in (job_b, batch):
+        wait_for(lambda job=job: job_row(rig, int(job["id"]))["status"] in ("done", "failed", "cancelled"),
+                 120, f"job {job['id']} to finish")
+    row_batch = job_row(rig, int(batch["id"]))
+    assert row_batch["status"] == "done" and row_batch["parameters"]["data"]["live_source"] == "none", row_batch
+    row_b = job_row(rig, int(job_b["id"]))
+    assert row_b["status"] == "done", json.dumps(row_b)
+    live_b = row_b["live"]
+    assert live_b["frames_received"] == N and live_b["frames_dropped"] == 0 and not live_b["partial"], live_b
+    assert rig.stream_verdict(str(job_b["dedup_key"])) == "stream_ended"
+    assert sorted(j["id"] for j in rig.jobs_after(ahead)) == sorted(int(j["id"]) for j in (job_a, job_b, batch))
+    return row_a
+
+
 def test_a_pva_streaming_job_queued_past_its_scans_end_takes_none_of_the_next_scans_frames_its_scan_gets_a_batch_job(
         tmp_path: Path) -> None:
     """Embedded (one in-process worker): a long job holds the worker, scan A's streaming job waits in the queue
@@ -243,44 +290,42 @@ def test_a_pva_streaming_job_queued_past_its_scans_end_takes_none_of_the_next_sc
     none of B's frames (before: it took B's frames from the buffer and its own monitor, ended done and covered A
     with them); A's end queues A's batch job (``key#batch``), done from A's own files; B's job gets every frame of
     B. Exactly once: A has one batch job, B one streaming job, nothing more."""
-    from tests.support.stack import _last_token, small_sim_cmdstr
-    from tests.support.web import ApiClient
-
-    opts = _pva_rig_options("embedded", tmp_path, point_time_s=0.01)
-    rig = Rig(opts)
+    rig = Rig(_pva_rig_options("embedded", tmp_path, point_time_s=0.01))
     try:
         rig.start()
-        api = ApiClient(rig.base_url, _last_token(rig._manage(rig.bridge_env, "create_token", rig.username)))
-        ahead = int(api.submit(small_sim_cmdstr(1_000_000, size=32, scan=4), label="ahead")["id"])
-        api.wait_status(ahead, {"running"}, timeout=60)
-        rig.ioc_put("sim:Go", 1)  # scan A: 400 points, 4 s
-        job_a = wait_for(lambda: rig.jobs_after(ahead), 30, "scan A's streaming job")[0]
-        key_a = str(job_a["dedup_key"])
-        wait_for(lambda: "covered_by_stream" in rig.journal_events(key_a), 60, "scan A's end (its job followed)")
-        assert job_row(rig, int(job_a["id"]))["status"] == "queued"  # still behind the long job
+        api, ahead, job_a = _scan_a_behind_a_long_job(rig)
         rig.ioc_put("sim:PointTime", 0.05)  # scan B: 20 s, so that A's job subscribes while it acquires
         rig.ioc_put("sim:Go", 1)
         job_b = wait_for(lambda: rig.jobs_after(int(job_a["id"])), 30, "scan B's streaming job")[0]
         assert api.post(f"/api/v1/jobs/{ahead}/cancel/").status in (200, 202)
-
-        wait_for(lambda: job_row(rig, int(job_a["id"]))["status"] in ("done", "failed", "cancelled"), 60,
-                 "scan A's streaming job to end")
-        row_a = job_row(rig, int(job_a["id"]))
-        assert row_a["status"] == "failed", json.dumps(row_a)
+        row_a = _assert_a_failed_late_and_was_batched_b_streamed_whole(
+            rig, ahead, job_a, job_b, "a later scan's, not of this job's scan's series")
         assert "&series=" in row_a["parameters"]["data"]["live_source"], row_a["parameters"]["data"]
-        assert "a later scan's, not of this job's scan's series" in row_a["message"], row_a["message"]
-        assert not (row_a["live"] or {}).get("frames_received"), row_a["live"]  # none of B's frames taken
-        assert rig.stream_verdict(key_a) == "stream_failed_batch"
-        batch = wait_for(lambda: [j for j in rig.jobs_after(ahead) if j["dedup_key"] == key_a + "#batch"], 60,
-                         "scan A's batch job")[0]
-        for job in (job_b, batch):
-            wait_for(lambda job=job: job_row(rig, int(job["id"]))["status"] in ("done", "failed", "cancelled"),
-                     120, f"job {job['id']} to finish")
-        row_batch = job_row(rig, int(batch["id"]))
-        assert row_batch["status"] == "done" and row_batch["parameters"]["data"]["live_source"] == "none", row_batch
-        live_b = job_row(rig, int(job_b["id"]))["live"]
-        assert live_b["frames_received"] == N and live_b["frames_dropped"] == 0 and not live_b["partial"], live_b
-        assert rig.stream_verdict(str(job_b["dedup_key"])) == "stream_ended"
-        assert [j["id"] for j in rig.jobs_after(ahead)] == [int(job_a["id"]), int(job_b["id"]), int(batch["id"])]
+    finally:
+        rig.stop()
+
+
+def test_without_the_buffer_a_pva_streaming_job_queued_past_its_scans_end_fails_bound_to_its_start_and_takes_no_frame(
+        tmp_path: Path) -> None:
+    """``[stream] buffer_mib = 0`` (no series to name): a long job holds the embedded worker while scan A acquires
+    and ends; A's streaming job then subscribes between scans, and scan B starts while it listens. Bound to A's start
+    (``&started=T``, the bridge's BUSY time), it fails at once on the status PV's end of A, having taken no frame
+    (before: nothing bound it, it took all of B's frames, ended done and covered A with them). A's end queues A's
+    batch job (``key#batch``), done from A's own files; B's job gets every frame of B. Exactly once."""
+    rig = Rig(_pva_rig_options("embedded", tmp_path, point_time_s=0.01, stream_buffer_mib=0))
+    try:
+        rig.start()
+        api, ahead, job_a = _scan_a_behind_a_long_job(rig)  # A's first frame at BUSY: no job listens
+        key_a = str(job_a["dedup_key"])
+        assert "&started=" in job_row(rig, int(job_a["id"]))["parameters"]["data"]["live_source"]
+        rig.ioc_put("sim:LiveWait", 10)  # scan B's first frame waits for a client: a job listening
+        assert api.post(f"/api/v1/jobs/{ahead}/cancel/").status in (200, 202)
+        wait_for(lambda: job_row(rig, int(job_a["id"]))["status"] != "queued", 60, "scan A's job to start")
+        time.sleep(2.0)  # A's job subscribed (and, bound, failed); unbound it would be listening for frames now
+        rig.ioc_put("sim:Go", 1)  # scan B
+        job_b = wait_for(lambda: [j for j in rig.jobs_after(int(job_a["id"])) if j["dedup_key"] != key_a + "#batch"],
+                         30, "scan B's streaming job")[0]
+        _assert_a_failed_late_and_was_batched_b_streamed_whole(rig, ahead, job_a, job_b,
+                                                               "ended before the job subscribed")
     finally:
         rig.stop()

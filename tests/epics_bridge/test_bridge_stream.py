@@ -23,6 +23,7 @@ from epics_bridge.config import ConfigError
 from epics_bridge.simdata import write_scan_files
 from epics_bridge.state import BridgeState
 from epics_bridge.submit import SubmitRejected
+from epics_bridge.trigger import ValueEvent
 from epics_bridge.worker import BridgeWorker
 
 STREAM = {"enabled": True, "file_pattern": "{path}/{name}_live.h5", "values": {"data.live_finish_iterations": 7}}
@@ -802,7 +803,7 @@ def test_a_pva_scans_first_job_is_bound_to_its_series_and_failing_late_on_a_late
     (``&series=K``; before: none, so a job queued past its scan's end took the next scan's frames and covered this
     scan with them). Still queued at the end, it is followed; failing then (its first frame was of a later series)
     the end's batch job is queued once under key#batch. With ``buffer_mib = 0`` there is no series to name: the
-    job's source is the address as configured (docs/streaming.md, 'Not there yet')."""
+    job's source is bound to the scan's start instead (``&started=T``, the next test)."""
     rec = tmp_path / "rec.jsonl"
     submitter = AnswersJobState(str(rec), {"status": "queued", "live": {}})
     rig = Rig(tmp_path, submitter, stream=PVA_STREAM)
@@ -833,7 +834,44 @@ def test_a_pva_scans_first_job_is_bound_to_its_series_and_failing_late_on_a_late
     rig2.worker.buffer_scan_series = lambda started_s: 1  # not asked: no buffer
     _start(rig2)
     (unbound,) = records(rec2)
-    assert unbound["params"]["data"]["live_source"] == PVA_STREAM["source"]
+    assert unbound["params"]["data"]["live_source"].startswith(PVA_STREAM["source"] + "&started=")
+    assert "series=" not in unbound["params"]["data"]["live_source"]
+
+
+def test_without_the_buffer_a_pva_scans_job_is_bound_to_its_start_time_and_failing_late_leaves_one_batch_job(
+        tmp_path: Path) -> None:
+    """``buffer_mib = 0``: the job opened at BUSY names the scan's start, BUSY's IOC time stamp (``&started=T``;
+    before: nothing, so a job queued past its scan's end took the next scan's frames and covered this scan with
+    them). Still queued at the end, it is followed; failing then (its source saw the scan's end before it
+    subscribed) the end's batch job is queued once under key#batch. A source without a status PV cannot tell when
+    the scan ended: its jobs' address is the one configured."""
+    rec = tmp_path / "rec.jsonl"
+    submitter = AnswersJobState(str(rec), {"status": "queued", "live": {}})
+    rig = Rig(tmp_path, submitter, stream=dict(PVA_STREAM, buffer_mib=0, restream_attempts=0))
+    rig.worker.handle(ValueEvent("BUSY", 1, "1", rig.clock.t, timestamp=1796654000.25))
+    rig.run(1.0)
+    (first,) = records(rec)
+    key = first["dedup_key"]
+    assert first["params"]["data"]["live_source"] == PVA_STREAM["source"] + "&started=1796654000.250"
+    write_scan_files(tmp_path, "scan7", GEOM)
+    _end(rig)
+    assert len(records(rec)) == 1 and rig.journal.get(key).status == jr.FOLLOWING  # still queued: followed
+    submitter.state = {"status": "failed", "live": {},
+                       "message": "LiveSourceError: PV sim:Pva1:Image (pvAccess): this job's scan (started "
+                                  "2026-12-07 14:33:20.250 UTC, ...) ended before the job subscribed: ..."}
+    rig.run(3.0)
+    _stream, batch = records(rec)
+    assert batch["dedup_key"] == key + jr.BATCH_SUFFIX and batch["params"]["data"]["live_source"] == "none"
+    assert "ended before the job subscribed" in rig.journal.events("stream_failed_batch")[-1]["message"]
+    rig.run(3.0)
+    assert len(records(rec)) == 2  # never both, never neither: the one batch job
+
+    rec2 = tmp_path / "rec2.jsonl"
+    no_status = dict(PVA_STREAM, source="pva://sim:Pva1:Image", buffer_mib=0, restream_attempts=0)
+    rig2 = Rig(tmp_path / "nostatus", AnswersJobState(str(rec2)), stream=no_status)
+    _start(rig2)
+    (unbound,) = records(rec2)
+    assert unbound["params"]["data"]["live_source"] == "pva://sim:Pva1:Image"
 
 
 def test_a_replacement_keeps_the_series_its_first_job_was_bound_to(tmp_path: Path) -> None:

@@ -265,3 +265,140 @@ def test_a_planned_scan_never_published_is_named_after_the_wait_and_a_stop_ends_
         assert time.monotonic() - t0 < 1 and len(asked) > 5  # asked every 10 ms, ended at the first True
     finally:
         server.stop()
+
+
+class _TwoScans:
+    """An in-process detector (:class:`PvaStreamer` on a private loopback port pair) that plays scans of 12 frames of
+    8^2 px one after the other, uniqueId 1.. each (``ArrayCounter`` reset), and the job sources that read it."""
+
+    n = 12
+
+    def __init__(self) -> None:
+        from epics_bridge.simioc_pva import pva_server_conf
+        from epics_bridge.simioc_stream import PvaStreamer, live_source_address
+
+        port = free_port_pair()
+        self.conf = pva_client_env(port)
+        self.planned_m = np.stack([np.arange(self.n) * 1e-7, np.zeros(self.n)], axis=1)
+        self.streamer = PvaStreamer("two:", self.planned_m, pva_server_conf(port))
+        self.address = live_source_address("two:")
+        self.scans = 0
+
+    def play(self, *, end: bool = True) -> float:
+        """One scan: status 0, its start time (POSIX s, as the bridge's BUSY), its frames (scan s: every pixel
+        s), status 1 (with ``end``). Its start."""
+        self.scans += 1
+        self.streamer.post_status(0)
+        started = time.time()
+        for j in range(self.n):
+            self.streamer.post_positions([j + 1], self.planned_m[j:j + 1])
+            self.streamer.post_frame(j + 1, np.full((8, 8), float(self.scans), np.float32))
+        if end:
+            self.streamer.post_status(1)
+        return started
+
+    def source(self, query: str = ""):  # type: ignore[no-untyped-def]
+        from p4p.client.thread import Context
+
+        from ptychopy.pva_source import PvaSource
+        from reconstruction.live import PlannedScan
+
+        ctx = Context("pva", nt=False, conf=self.conf, useenv=False)
+        return PvaSource(self.address + query, PlannedScan(self.planned_m, None, "test"), connect_s=10, ctx=ctx)
+
+    def take(self, source, timeout_s: float = 10.0) -> tuple[str, np.ndarray]:  # type: ignore[no-untyped-def]
+        """Poll until the source ends or ``timeout_s`` passes: (its state, the frames taken)."""
+        frames = []
+        deadline = time.monotonic() + timeout_s
+        while source.state() == "acquiring" and time.monotonic() < deadline:
+            if (batch := source.poll()) is not None:
+                frames.append(batch.frames)
+            time.sleep(0.01)
+        while (batch := source.poll()) is not None:
+            frames.append(batch.frames)
+        return source.state(), np.concatenate(frames) if frames else np.zeros((0, 8, 8), np.float32)
+
+    def close(self) -> None:
+        self.streamer.close()
+
+
+@pytest.fixture
+def two_scans():  # type: ignore[no-untyped-def]
+    d = _TwoScans()
+    yield d
+    d.close()
+
+
+def test_a_job_bound_to_its_scans_start_that_subscribes_after_the_scan_ended_fails_and_takes_none_of_the_next(
+        two_scans):
+    """Without the bridge's buffer: scan A played and ended before its job's source subscribes (queued behind other
+    jobs). Unbound (the address as configured, before ``started=``) the source takes scan B's 12 frames as its own
+    and ends: a done job covering A with B's data. Bound to A's start (``&started=T``), it fails at once on the
+    status PV's end of A, naming A's start and end, and takes none of B's frames."""
+    started_a = two_scans.play()
+    time.sleep(0.2)
+    unbound = two_scans.source()
+    try:
+        two_scans.play()  # scan B, while the unbound job listens
+        state, frames = two_scans.take(unbound)
+    finally:
+        unbound.close()
+    assert state == "ended" and frames.shape[0] == two_scans.n and np.all(frames == 2.0)  # B's data, as A's
+
+    bound = two_scans.source(f"&started={started_a:.3f}")
+    try:
+        with pytest.raises(LiveSourceError, match=r"this job's scan \(started .* UTC.*\) ended before the job "
+                                                  r"subscribed: PV two:Scan:Status says it ended .* UTC"):
+            two_scans.take(bound)
+        two_scans.play()  # scan C: its frames go nowhere
+        time.sleep(0.3)
+        assert bound.frames_in == 0
+    finally:
+        bound.close()
+
+
+def test_a_job_bound_to_its_scans_start_that_subscribes_while_a_later_scan_acquires_fails_naming_both_starts(
+        two_scans):
+    """Scan B acquiring (its status 0 posted more than START_SLACK_S after A's start) when A's job subscribes:
+    it fails naming A's start and B's, taking no frame."""
+    from ptychopy.pva_source import START_SLACK_S, utc_text
+
+    started_a = time.time() - 3 * START_SLACK_S  # scan A began 3 s ago and ended
+    two_scans.streamer.post_status(0)  # scan B
+    stamp_b = time.time()
+    bound = two_scans.source(f"&started={started_a:.3f}")
+    try:
+        two_scans.play(end=False)
+        with pytest.raises(LiveSourceError) as err:
+            two_scans.take(bound)
+    finally:
+        bound.close()
+    message = str(err.value)
+    assert f"started {utc_text(round(started_a, 3))}" in message and "a later scan started" in message, message
+    assert utc_text(stamp_b)[:19] in message, message  # B's start (to the second)
+
+
+def test_a_job_bound_to_its_scans_start_takes_its_scan_whole_and_ends_before_the_next_scans_frames(two_scans):
+    """On time: the job subscribes before its scan (A) and takes its 12 frames; A ends, and scan B starts 1.2 s
+    later and its frames arrive before the job looked: the job ends with A's frames only (B's refused, counted)."""
+    bound = None
+    try:
+        two_scans.streamer.post_status(0)
+        started_a = time.time()
+        bound = two_scans.source(f"&started={started_a:.3f}")
+        two_scans.scans = 0
+        for j in range(two_scans.n):  # scan A's frames, then its end
+            two_scans.streamer.post_positions([j + 1], two_scans.planned_m[j:j + 1])
+            two_scans.streamer.post_frame(j + 1, np.full((8, 8), 1.0, np.float32))
+        two_scans.scans = 1
+        time.sleep(0.1)
+        two_scans.streamer.post_status(1)
+        time.sleep(1.2)
+        two_scans.play()  # scan B, 1.2 s after A's end
+        time.sleep(0.3)
+        state, frames = two_scans.take(bound)
+    finally:
+        if bound is not None:
+            bound.close()
+    assert state == "ended" and frames.shape[0] == two_scans.n and np.all(frames == 1.0), frames[:, 0, 0]
+    assert bound.later_scan_frames == two_scans.n
