@@ -233,7 +233,7 @@ class DM:
         denominator (:func:`set_position_step`), and the affine fit with a smooth warp (:data:`WARP_DEGREE`)."""
         if self.settings.position_refinement_from <= 0:
             return None
-        refiner = PositionRefiner(self.state, self.settings)
+        refiner = PositionRefiner(self.state, self.settings, fit_alone=True)  # the fit alone moves the linear geometry
         set_position_step(refiner, True)
         refiner.warp_degree = WARP_DEGREE
         return refiner

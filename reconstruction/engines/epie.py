@@ -68,8 +68,8 @@ class EPIE:
         self.state = state
         self.settings = settings
         # the steps weighed by the others' light: 128^2, 12 x 12, +-3 px + 1 % + 0.5 degrees, probe known: 0.184 ->
-        # 0.154 px
-        self.refiner: Any = PositionRefiner(state, settings, weigh_steps=True) \
+        # 0.154 px; the affine fit alone moves the linear geometry (PositionRefiner.fit_alone)
+        self.refiner: Any = PositionRefiner(state, settings, weigh_steps=True, fit_alone=True) \
             if settings.position_refinement_from > 0 else None
         if settings.variable_intensity and state.intensity_scale is None:
             state.intensity_scale = state.xp.ones(state.n_positions, dtype=state.xp.float32)
