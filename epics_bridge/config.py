@@ -17,14 +17,20 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from ptychopy.pva_buffer import LOOPBACK_CLIENTS, buffer_pv_name, is_loopback_host, parse_clients, parse_host_port
+from ptychopy.pva_source import parse_address
 from reconstruction import ParameterError, Parameters
 from reconstruction.live import LiveSourceError
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "EPICS_BRIDGE__"
-TRIGGER_KINDS = ("sscan", "areadetector", "eiger", "filename", "bluesky")
+TRIGGER_KINDS = ("sscan", "areadetector", "eiger", "filename", "bluesky", "pva_frames")
 PVA_SCHEME = "pva://"  # a PV name starting with this is monitored over pvAccess (p4p), any other over CA
+# with the pva_frames trigger: the values it derives from the detector's frames go by "frames://IMAGE#FIELD" (not
+# monitored: epics_bridge.frames posts them)
+FRAMES_SCHEME = "frames://"
+FRAMES_FIELDS = ("scan", "planned", "frames", "how", "busy")  # the busy one last: its edges start and end a scan
+DEFAULT_IDLE_S = 5.0  # [trigger] idle_s of pva_frames: no frame for this long ends a scan (without its status PV)
 DOCUMENT_KEY = "start:"  # with the bluesky trigger: a key of the run's start document, not a PV
 STOP_KEY = "stop:"  # ... and of its stop document
 SERIALIZERS = ("pickle", "msgpack", "json")
@@ -83,6 +89,14 @@ class TriggerConfig:
     serializer: str = "pickle"  # the Publisher's serializer: pickle (bluesky's default), msgpack, json
     stream: str = "primary"  # the stream whose num_events counts the scan points
     expected_events_key: str = "num_points"  # start-document key with the number of points the plan takes
+    # pva_frames: a scan is the detector's frames over pvAccess (epics_bridge.frames): its first frame starts it
+    frames_source: str = ""  # the pva:// address of the image PV (and its status=, planned=), as -liveSource reads
+    idle_s: float = DEFAULT_IDLE_S  # no frame for this long ends the scan (and the next frame starts the next)
+
+    def frames_pv(self, name: str) -> str:
+        """The name of the value ``name`` (one of :data:`FRAMES_FIELDS`) the pva_frames trigger derives."""
+        image = self.frames_source[len(PVA_SCHEME):].partition("?")[0]
+        return f"{FRAMES_SCHEME}{image}#{name}"
 
     @property
     def document_source(self) -> str:
@@ -96,7 +110,8 @@ class TriggerConfig:
                  self.full_file_name_pv, self.file_name_pv, self.acquire_pv, self.images_counter_pv,
                  self.num_images_pv, self.num_triggers_pv, self.fw_enable_pv, self.fw_name_pattern_pv,
                  self.sequence_id_pv, self.file_path_pv, self.document_source)
-        return tuple(n for n in names if n)
+        frames = tuple(self.frames_pv(f) for f in FRAMES_FIELDS) if self.kind == "pva_frames" else ()
+        return tuple(n for n in names if n) + frames
 
 
 @dataclass(frozen=True)
@@ -265,8 +280,6 @@ class StreamConfig:
         source with a status PV and the bridge's buffer off (with it, the buffer's series binds them)."""
         if not self.source.startswith(PVA_SCHEME) or self.buffered:
             return False
-        from ptychopy.pva_source import parse_address
-
         try:
             return parse_address(self.source).status is not None
         except LiveSourceError:
@@ -487,7 +500,18 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
         serializer=t.get("serializer", str, "pickle"),
         stream=t.get("stream", str, "primary"),
         expected_events_key=t.get("expected_events_key", str, "num_points"),
+        frames_source=t.get("source", str, "").strip() or _stream_pva_source(raw) if kind == "pva_frames" else "",
+        idle_s=t.positive("idle_s", DEFAULT_IDLE_S) if kind == "pva_frames" else DEFAULT_IDLE_S,
     )
+    if kind == "pva_frames":
+        if not trigger.frames_source.startswith(PVA_SCHEME):
+            raise t._err("source", "the pva_frames trigger needs the detector's image PV as a pva:// address "
+                                   "(e.g. \"pva://13SIM1:Pva1:Image?scan=13SIM1:Scan:\"; default: [stream] source "
+                                   f"when it is one), got {trigger.frames_source!r}")
+        try:
+            parse_address(trigger.frames_source)
+        except LiveSourceError as exc:
+            raise t._err("source", str(exc)) from None
     if kind == "bluesky" and not trigger.zmq_address:
         raise t._err("zmq_address", "required for this trigger kind (the 0MQ proxy's out address, host:port)")
     if trigger.serializer not in SERIALIZERS:
@@ -506,7 +530,9 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
     fields: dict[str, DataField] = {}
     for fname, value in d.get("fields", dict, {}).items():
         fields[fname] = _data_field(value, f"[{d.where}] fields.{fname}", prefix, source)
-    data = DataConfig(path_pv=pv(d, "path_pv"), name_pv=pv(d, "name_pv"), scan_number_pv=pv(d, "scan_number_pv"),
+    # pva_frames without a scan number PV: the scan's first frame's time stamp names it
+    scan_number_pv = pv(d, "scan_number_pv") or (trigger.frames_pv("scan") if kind == "pva_frames" else "")
+    data = DataConfig(path_pv=pv(d, "path_pv"), name_pv=pv(d, "name_pv"), scan_number_pv=scan_number_pv,
                       file_pattern=pattern, path_map=dict(path_map),
                       scan_number_offset=d.get("scan_number_offset", int, 0), fields=fields)
     d.finish()
@@ -649,6 +675,13 @@ def config_from_dict(raw: dict[str, Any], base_dir: Path | None = None, source: 
         state_path=state_path, debounce_s=debounce_s, max_debounce_s=max_debounce_s, heartbeat_s=heartbeat_s,
         label_format=label_format, job_id_format=job_id_format,
         file_check=file_check, submit=submit, stream=stream, source=source, template_given=template_given)
+
+
+def _stream_pva_source(raw: Mapping[str, Any]) -> str:
+    """``[stream] source`` when it is a ``pva://`` address (the pva_frames trigger's default source), else ""."""
+    stream = raw.get("stream")
+    source = str(stream.get("source", "")).strip() if isinstance(stream, Mapping) else ""
+    return source if source.startswith(PVA_SCHEME) else ""
 
 
 def _path(base: Path, text: str) -> Path:

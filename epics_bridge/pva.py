@@ -56,6 +56,18 @@ def pva_value(v: Any) -> tuple[Any, str, float]:
     return v, str(v), stamp
 
 
+def close_p4p(subs: Iterable[Any], ctx: Any) -> None:
+    """Close the p4p monitors ``subs`` and then their client context ``ctx`` (None: none); shutting down, so an
+    error closing a monitor is only logged (debug)."""
+    for sub in subs:
+        try:
+            sub.close()
+        except Exception:  # shutting down: nothing useful to do about it
+            log.debug("error closing a pvAccess monitor", exc_info=True)
+    if ctx is not None:
+        ctx.close()
+
+
 class TimeOrder:
     """Puts value events back in the IOC's order: held ``hold_s`` after receipt, released by IOC time stamp.
 
@@ -130,15 +142,8 @@ class PvaMonitor:
         if self._flusher is not None:
             self._flusher.join(2.0)
             self._flusher = None
-        for sub in self._subs:
-            try:
-                sub.close()
-            except Exception:  # shutting down: nothing useful to do about it
-                log.debug("error closing a pvAccess monitor", exc_info=True)
-        self._subs = []
-        if self._ctx is not None:
-            self._ctx.close()
-            self._ctx = None
+        close_p4p(self._subs, self._ctx)
+        self._subs, self._ctx = [], None
 
     def _on_update(self, name: str, update: Any) -> None:
         from p4p.client.thread import Disconnected

@@ -519,4 +519,8 @@ def make_trigger(config: TriggerConfig, debounce_s: float, max_debounce_s: float
         from .bluesky import BlueskyTrigger  # imports this module
 
         TRIGGER_CLASSES["bluesky"] = BlueskyTrigger
+    if config.kind == "pva_frames" and "pva_frames" not in TRIGGER_CLASSES:
+        from .frames import FramesTrigger  # imports this module
+
+        TRIGGER_CLASSES["pva_frames"] = FramesTrigger
     return TRIGGER_CLASSES[config.kind](config, debounce_s, max_debounce_s, next_scan_pvs, on_capture)

@@ -86,6 +86,10 @@ class RigOptions:
     # (a buffer_at= submitted over the API is refused otherwise; the in-process bridge needs nothing)
     server_allows_buffer: bool = True
     restream_attempts: int | None = None  # with stream: [stream] restream_attempts (None: the default)
+    # with stream_pva: the bridge's [trigger] is "pva_frames" (a scan starts at its first frame over pvAccess and
+    # ends at its status PV's end, or after frames_idle_s without a frame) instead of scan2.BUSY
+    frames_trigger: bool = False
+    frames_idle_s: float = 3.0
 
     def __post_init__(self) -> None:
         if self.submit not in ("django", "http"):
@@ -159,6 +163,8 @@ def bridge_config(opts: RigOptions, env_paths: dict[str, Path],
             cfg["stream"]["buffer_address"] = f"{LOOPBACK}:{free_port()}"
             if opts.stream_buffer_mib is not None:
                 cfg["stream"]["buffer_mib"] = opts.stream_buffer_mib
+            if opts.frames_trigger:  # its source: [stream] source
+                cfg["trigger"] = {"kind": "pva_frames", "idle_s": opts.frames_idle_s}
     if opts.iterations is not None:
         template = cfg["parameters"]["template"]
         cfg["parameters"]["template"] = re.sub(r"-i=\d+", f"-i={opts.iterations}", template)

@@ -329,3 +329,29 @@ def test_without_the_buffer_a_pva_streaming_job_queued_past_its_scans_end_fails_
                                                                "ended before the job subscribed")
     finally:
         rig.stop()
+
+
+def test_the_first_frame_over_pvaccess_opens_the_streaming_job_without_a_busy_pv_every_frame_one_job(
+        tmp_path: Path) -> None:
+    """``[trigger] kind = "pva_frames"`` (a beamline whose detector streams over pvAccess alone: the bridge monitors
+    no BUSY): simioc posts each scan's frames from its start (``sim:LiveWait`` 0); the bridge opens the streaming
+    job at the first frame, the buffer hands it the frames before its own, the status PV's end ends the scan, and the
+    complete end queues nothing more. Two scans back to back (the second's uniqueIds begin again at 1): two jobs,
+    each done with all 400 frames, none dropped, each scan covered by its job alone."""
+    rig = Rig(_pva_rig_options("embedded", tmp_path, frames_trigger=True))
+    try:
+        rig.start()
+        assert rig.bridge_cfg["trigger"]["kind"] == "pva_frames"
+        for _ in range(2):
+            last, job = _play_scan(rig)
+            wait_for(lambda job=job: job_row(rig, int(job["id"]))["status"] in ("done", "failed", "cancelled"), 90,
+                     f"job {job['id']} to finish")
+            wait_for(lambda job=job: rig.stream_verdict(str(job["dedup_key"])) == "stream_ended", 30,
+                     "the scan's end (covered by its job)")
+            live = _assert_every_frame_one_job(rig, last, job)["live"]
+            assert 0 < live["frames_from_buffer"] < N, live  # posted before the job's monitor connected
+            events = rig._journal_rows("SELECT message FROM events WHERE kind = 'stream_start' AND dedup_key = ?",
+                                       (str(job["dedup_key"]),))
+            assert "frames://ptysim:Pva1:Image#busy" in events[0][0], events
+    finally:
+        rig.stop()

@@ -27,10 +27,10 @@ class Clock:
 
 
 def make_config(tmp: Path, submit: dict[str, Any] | None = None, template: str = "-size=16 -qxy=8,8 -fs=1 -i=2",
-                stream: dict[str, Any] | None = None, **file_check: Any):
+                stream: dict[str, Any] | None = None, trigger: dict[str, Any] | None = None, **file_check: Any):
     raw = {
         "bridge": {"beamline": "BL", "journal": "j.sqlite3", "debounce_s": 0.5, "heartbeat_s": 1.0},
-        "trigger": {"kind": "sscan", "busy_pv": "BUSY", "message_pv": "SMSG"},
+        "trigger": trigger or {"kind": "sscan", "busy_pv": "BUSY", "message_pv": "SMSG"},
         "data": {"path_pv": "PATH", "name_pv": "NAME", "scan_number_pv": "NUM"},
         "metadata": {"scan_dims": ["ROWS", "COLS"], "parameters": {"data.frames_per_file": "COLS"}},
         "parameters": {"template": template},
