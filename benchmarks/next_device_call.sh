@@ -9,15 +9,17 @@
 # 3. where the fast ePIE/DM option time goes (profile_fast.py --options/--methods), DM options beside plain after the
 #    per-window roll loop was replaced (a3e044b);
 # 4. ours beside tike's lstsq_grad on the measured Siemens star (tike updates its probe from epoch 0);
-# STEPS picks some (default all: kernels lsqml flux profile dm measured fused; about 12 min, so two calls:
-#   STEPS="kernels lsqml flux profile", then STEPS="dm measured fused").
+# STEPS picks some (default all: kernels lsqml flux profile dm measured fused accuracy; about 14 min, so two calls:
+#   STEPS="kernels lsqml flux profile", then STEPS="dm measured fused accuracy").
 # 5. the fast LSQML's fused schedule beside the first (flip FUSED_DEFAULT if it wins: NOTES.md section 10).
+# 6. the position target (64^2, +-3 px + 1 % + 0.5 degrees, probe known) on the fast ePIE and DM (b65dade):
+#    CPU figures ePIE 0.066 px, NRMSE 1.099x; DM 0.120 px, 1.06x (RESULTS.md "ePIE's and DM's affine-phase steps").
 set -u
 OUT=${OUT:-benchmarks/out}; export OUT; mkdir -p "$OUT" /tmp/site
 python3 -c "import hdf5plugin" 2>/dev/null || echo "# stand-in: no HDF5 compression filters" > /tmp/site/hdf5plugin.py
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 T="-q -s -p no:cacheprovider --confcutdir=tests/gpu -o addopts= --tb=short"
-step() { case " ${STEPS:-kernels lsqml flux profile dm measured fused} " in *" $1 "*) return 0;; *) return 1;; esac; }
+step() { case " ${STEPS:-kernels lsqml flux profile dm measured fused accuracy} " in *" $1 "*) return 0;; *) return 1;; esac; }
 if step kernels; then echo "=== plain, window and flux tests $(date +%T)"
 timeout ${KERNEL_TESTS_TIMEOUT:-170} python3 -m pytest tests/gpu/test_cupy_matches_numpy.py -k "ePIE or DM or EPIE" tests/gpu/test_window_fits.py \
   tests/gpu/test_flux_noise.py $T 2>&1 | tee "$OUT/kernel_tests.log" | grep -E "passed|failed|^E |^FAILED" | tail -25
@@ -51,5 +53,9 @@ fi
 if step fused; then echo "=== fused LSQML schedule $(date +%T)"
 timeout 50 python3 benchmarks/lsqml_fits.py --size 256 --iterations 20 --variants --configs subpixel+positions+flux \
   --json "$OUT/lsqml_fused.json" 2>&1 | tee "$OUT/lsqml_fused.log" | grep "^|" | tail -8
+fi
+if step accuracy; then echo "=== position accuracy, 64^2 target, fast ePIE and DM $(date +%T)"
+PYTHONPATH=$PWD:$PYTHONPATH timeout ${ACCURACY_TIMEOUT:-240} python3 benchmarks/position_correction.py --device gpu --engines ePIE,DM 2>&1 \
+  | tee "$OUT/position_accuracy.log" | grep -E "POSCORR|rings|left|Error" | tail -10
 fi
 echo "=== end $(date +%T)"

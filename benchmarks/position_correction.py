@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--affine-delay", type=int, default=30)
     ap.add_argument("--affine-epochs", type=int, default=100)
     ap.add_argument("--probe", choices=("known", "guessed"), default="known")
+    ap.add_argument("--fourier-relax", type=float, default=EngineSettings.dm_relax,
+                    help="DM's noise ball (-fourierRelax), relative rms of the measured amplitudes")
     ap.add_argument("--device", default="cpu", help="cpu, or gpu (each engine's fast path where the plan allows)")
     args = ap.parse_args()
 
@@ -96,7 +98,8 @@ def main() -> None:
             update_probe_from=10**6 if known else 2, phase_constraint=0, subpixel_windows=True,
             position_refinement_from=args.pps if refine else 0,
             position_affine=("scale", "asymmetry", "rotation", "shear"), coarse_search_px=args.coarse,
-            coarse_search_epochs=args.coarse_epochs, affine_delay=args.affine_delay, affine_epochs=args.affine_epochs)
+            coarse_search_epochs=args.coarse_epochs, affine_delay=args.affine_delay, affine_epochs=args.affine_epochs,
+            dm_relax=args.fourier_relax)
         start = time.perf_counter()
         rec = Reconstruction(sim.data.intensities, positions, algorithm=algorithm, iterations=args.iterations,
                              seed=0, device=args.device, probe=sim.probe_truth if known else None,
