@@ -53,9 +53,9 @@ RUN_OPTIONS: dict[str, str] = {
 #: Extend an entry here, and only here, when a fast engine learns an option (and test it in tests/gpu).
 FAST_PATH_SUPPORTS: dict[str, frozenset[str]] = {
     "ePIE": frozenset({"valid_mask", "probe_modes", "subpixel_windows", "position_refinement", "position_affine",
-                       "coarse_search"}),
+                       "coarse_search", "variable_intensity", "poisson_noise"}),
     "DM": frozenset({"valid_mask", "probe_modes", "subpixel_windows", "position_refinement", "position_affine",
-                     "coarse_search"}),
+                     "coarse_search", "variable_intensity", "poisson_noise"}),
     "LSQML": frozenset({"valid_mask", "probe_modes", "subpixel_windows", "position_refinement", "variable_intensity",
                         "poisson_noise"}),
 }

@@ -174,8 +174,7 @@ class ReconstructionParameters:
     variable_intensity: bool = param(False, kind="bool", flag="variableIntensity", label="Variable intensity",
                                      hint="Every engine: fit each position's incident intensity (flux "
                                           "fluctuations, top-up, attenuators) instead of assuming one for all. On "
-                                          "the GPU, LSQML keeps its fast path; ePIE and DM run their reference "
-                                          "engines.",
+                                          "the GPU every engine keeps its fast path.",
                                      advanced=True)
     subpixel_windows: bool = param(False, kind="bool", flag="subpixelWindows", label="Sub-pixel windows",
                                    hint="Every engine: windows follow fractional scan positions as given (the "
@@ -224,8 +223,7 @@ class ReconstructionParameters:
     noise_model: str = param("gaussian", kind="choice", flag="noise", choices=("gaussian", "poisson"),
                              hint="Noise model of every engine: gaussian (the amplitude fit; ePIE and DM "
                                   "project onto the measured moduli) or poisson (a step of the Poisson likelihood; "
-                                  "for low doses). On the GPU, LSQML keeps its fast path; ePIE and DM run their "
-                                  "reference engines.", advanced=True)
+                                  "for low doses). On the GPU every engine keeps its fast path.", advanced=True)
     batch_size: int = param(0, kind="int", flag="batch", min=0, max=10**7, advanced=True,
                             hint="LSQML mini-batch size (0 = about N/40, at least 1).")
     rms: bool = param(False, kind="bool", flag="RMS", advanced=True,

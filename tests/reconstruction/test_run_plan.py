@@ -84,9 +84,10 @@ def test_each_option_selects_the_implementation_the_capability_table_says(algori
 
 
 def test_the_reason_lists_every_option_the_fast_path_lacks():
-    plan = _gpu("DM", EngineSettings(compute_rms=True, variable_intensity=True))
-    assert plan.implementation_reason == ("the fast DM does not implement the RMS metric (-RMS), the per-position "
-                                          "flux fit (-variableIntensity)")
+    plan = _gpu("LSQML", EngineSettings(compute_rms=True, position_refinement_from=2, coarse_search_px=2,
+                                        coarse_search_epochs=2))
+    assert plan.implementation_reason == ("the fast LSQML does not implement the RMS metric (-RMS), the coarse "
+                                          "whole-pixel position search")
 
 
 def test_the_cpu_runs_the_reference_engines_with_the_data_in_host_memory():

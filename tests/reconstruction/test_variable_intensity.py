@@ -92,15 +92,13 @@ def test_variable_intensity_is_a_flag_of_every_engine_off_by_default_and_stored_
     assert not settings_from_parameters(Parameters.from_dict(stored)).variable_intensity
 
 
-def test_on_the_gpu_the_flux_fit_keeps_the_fast_lsqml_and_takes_the_reference_epie_and_dm_saying_why():
+def test_on_the_gpu_the_flux_fit_keeps_every_fast_engine():
     sizes = DataSizes(36, 64, (200, 200))
     fit = EngineSettings(variable_intensity=True)
-    assert plan_run("LSQML", fit, sizes, backend="gpu", free_bytes=2**34).implementation == "fast"  # tests/gpu
-    for algorithm in ("ePIE", "DM"):
+    for algorithm in ("ePIE", "DM", "LSQML"):  # tests/gpu/test_flux_noise.py, test_lsqml_fits.py
         plan = plan_run(algorithm, fit, sizes, backend="gpu", free_bytes=2**34)
-        assert plan.implementation == "reference"
-        assert plan.implementation_reason == (f"the fast {algorithm} does not implement the per-position flux fit "
-                                              "(-variableIntensity)")
+        assert (plan.implementation, plan.implementation_reason) == (
+            "fast", f"the fast {algorithm} implements every option of this run")
 
 
 def test_the_preview_carries_the_fitted_flux_of_positions_that_do_not_move(tiny_scan):
