@@ -144,6 +144,9 @@ class LSQMLFitsMixin:
         # the summed probe intensity of every window (H, W), refilled at each refining epoch's start (lf_illumination)
         weigh = self.settings.position_refinement_from > 0 and self.refiner.weigh_steps
         self.illum = cp.empty(st.obj.size, dtype=cp.float32) if weigh else self._null
+        # its fixed-point sums (zero between epochs: lf_illumination_map resets them) and the probe's largest intensity
+        self.illum_acc = cp.zeros(st.obj.size, dtype=cp.uint64) if weigh else self._null
+        self.illum_max = cp.zeros(1, dtype=cp.float32) if weigh else self._null
         if st.positions_px is not None:
             for name in ("rows", "cols"):  # the fits kernels write the corners (int64) in place
                 setattr(st, name, cp.ascontiguousarray(getattr(st, name)))
@@ -178,10 +181,13 @@ class LSQMLFitsMixin:
         joined: Any = None  # the previous batch's probe chain (fused schedule), joined before this batch's shift
         self.err.fill(0)
         illum = self.illum if refine and self.refiner.weigh_steps else self._null
-        if refine and self.refiner.weigh_steps:  # engines/base.object_illumination: the epoch's start, every window
-            self.illum.fill(0)
+        if refine and self.refiner.weigh_steps:  # engines/base.object_illumination: the epoch's start, every window,
+            # summed in a fixed point (lsqml_fits.cu: the same map whatever order the atomics land in)
+            rt.kernel("lf_probe_intensity_max")((1,), (1024,), (st.probe, i32(n2), i32(self.mt), self.illum_max))
             rt.launch_jp("lf_illumination", n_pos, n2, (st.probe, rows, cols, i32(n_pos), i32(n), i32(w), i32(self.mt),
-                                                       self.illum))
+                                                       self.illum_max, self.illum_acc))
+            rt.launch("lf_illumination_map", st.obj.size, (self.illum_acc, self.illum_max, i64(st.obj.size),
+                                                            self.illum))
         self._mark("epoch start")
         if sm is not None:
             sm.fill(0, order, 0, min(bs, n_pos))

@@ -27,7 +27,7 @@ SCALARS = {"long long": np.int64, "unsigned int": np.uint32, "int": np.int32, "f
 ELEMENTS = {"float2": (np.complex64,), "float4": (np.float32,), "float": (np.float32, np.complex64),
             "double": (np.float64,),
             "int": (np.int32,), "unsigned int": (np.uint32,), "unsigned char": (np.uint8, np.bool_),
-            "long long": (np.int64,)}
+            "long long": (np.int64,), "unsigned long long": (np.uint64,)}
 
 
 def _signatures() -> dict[str, list[tuple[str, bool]]]:
@@ -79,7 +79,7 @@ def _fake_cupy() -> types.SimpleNamespace:
 
     cuda = types.SimpleNamespace(Stream=lambda **kw: _Stream(), Event=_Event, get_current_stream=_Stream,
                                  Device=lambda *a: types.SimpleNamespace(id=0))
-    names = ("complex64", "float32", "float64", "int32", "int64", "uint8", "uint32")
+    names = ("complex64", "float32", "float64", "int32", "int64", "uint8", "uint32", "uint64")
     return types.SimpleNamespace(cuda=cuda, zeros=dev(np.zeros), ones=dev(np.ones), empty=dev(np.zeros),
                                  empty_like=dev(np.zeros_like), arange=dev(np.arange), stack=dev(np.stack),
                                  ascontiguousarray=dev(np.ascontiguousarray), asarray=dev(np.asarray),

@@ -70,13 +70,17 @@ def weigh_gradients(grads, pj, illum_w):
 
 
 def illumination(probe, rows, cols, shape):
-    """lf_illumination: (H, W) float32 sum_k |probe_k|^2 of every mode over the window of every corner."""
+    """lf_probe_intensity_max + lf_illumination + lf_illumination_map: (H, W) float32 sum_k |probe_k|^2 of every
+    mode over the window of every corner, summed in the kernels' 64-bit fixed point (2^40 = the probe's largest
+    intensity)."""
     n = probe.shape[-1]
-    out = np.zeros(shape, np.float32)
-    p2 = np.sum(np.abs(probe) ** 2, axis=0)
+    acc = np.zeros(shape, np.uint64)
+    p2 = np.sum(np.abs(probe) ** 2, axis=0).astype(np.float32)
+    smax = float(p2.max())
+    q = np.rint(p2.astype(np.float64) * (2.0**40 / smax)).astype(np.uint64)
     for r, c in zip(rows, cols, strict=True):
-        out[r:r + n, c:c + n] += p2
-    return out
+        acc[r:r + n, c:c + n] += q
+    return (acc.astype(np.float64) * (smax / 2.0**40)).astype(np.float32)
 
 
 def windows(a, rows, cols, n):

@@ -23,8 +23,9 @@ from reconstruction.gpu.runtime import kernel_source
 
 N_PX, N_POS, BATCH, OBJ_PX = 8, 10, 3, 20
 
-# a refining epoch's first launch: the summed probe intensity of every window, which lf_gather weighs its steps by
-EPOCH_START = ["lf_illumination"]
+# a refining epoch's first launches: the summed probe intensity of every window (in a fixed point: its scale, the sums,
+# the map), which lf_gather weighs its steps by
+EPOCH_START = ["lf_probe_intensity_max", "lf_illumination", "lf_illumination_map"]
 # the first schedule's launches a mini-batch (sub-pixel windows, refinement, flux fit, probe updated), as before
 FIRST_BATCH = ["copy_c64", "fft", "lf_shift", "fft", "lf_gather", "fft", "lf_modulus", "fft", "lf_scatter",
                "lf_probe_reduce", "fft", "lf_gp_sum", "fft", "lf_dots", "lf_gp_sum", "fft", "lf_probe_add",
@@ -132,7 +133,8 @@ def recorded(monkeypatch):
         cuda = SimpleNamespace(Stream=lambda non_blocking=False: FakeStream(rec, non_blocking), Event=FakeEvent,
                                get_current_stream=lambda: rec.current[-1])
         cp = SimpleNamespace(zeros=np.zeros, empty=np.empty, ascontiguousarray=np.ascontiguousarray,
-                             complex64=np.complex64, float32=np.float32, float64=np.float64, cuda=cuda)
+                             complex64=np.complex64, float32=np.float32, float64=np.float64, uint64=np.uint64,
+                             cuda=cuda)
         cufft = types.ModuleType("cupy.cuda.cufft")
         cufft.CUFFT_FORWARD = -1  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "cupy", types.ModuleType("cupy"))

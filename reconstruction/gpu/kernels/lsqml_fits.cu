@@ -97,18 +97,58 @@ __device__ __forceinline__ void lf_weigh_gradients(const float* __restrict__ ill
     gr.x *= share; gr.y *= share; gc.x *= share; gc.y *= share;
 }
 
-// illum (H, W) += sum_k |probe_k|^2 (all Mt modes of the probe, not moved) over the window of every position j at
-// its corner (rows[j], cols[j]), j < N: engines/base.object_illumination at the refining epoch's start, the map
-// lf_gather weighs the position steps' gradients by (zeroed before the launch; float32 atomics).
+// The light map's fixed point: a window pixel's intensity s (<= smax) adds round(s 2^40 / smax) to a 64-bit integer,
+// so the sum over at most 2^23 windows cannot overflow and, integer addition being associative, the map is the same
+// whatever order the atomics land in (float32 atomics made it differ in its last bits from run to run, which the
+// position steps amplify: a run was no longer equal to itself streamed or with the other schedule). The rounding is
+// at most N 2^-41 smax, about 4e-10 smax for 900 windows: far under float32's.
+#define LF_ILLUM_ONE 1099511627776.0
+
+// smax[0] = the largest sum_k |probe_k|^2 over the probe's n2 pixels (all Mt modes, not moved): the scale of
+// lf_illumination's fixed point. One block of a power-of-two blockDim.x <= 1024.
+__global__ void lf_probe_intensity_max(const float2* __restrict__ probe, int n2, int Mt, float* __restrict__ smax) {
+    __shared__ float best[1024];
+    float m = 0.f;
+    for (int p = threadIdx.x; p < n2; p += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < Mt; ++k) s += abs2(probe[(long long)k * n2 + p]);
+        m = fmaxf(m, s);
+    }
+    best[threadIdx.x] = m;
+    __syncthreads();
+    for (int h = blockDim.x / 2; h > 0; h >>= 1) {
+        if (threadIdx.x < h) best[threadIdx.x] = fmaxf(best[threadIdx.x], best[threadIdx.x + h]);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) smax[0] = best[0];
+}
+
+// acc (H, W) += sum_k |probe_k|^2 (all Mt modes of the probe, not moved) over the window of every position j at its
+// corner (rows[j], cols[j]), j < N, in lf_probe_intensity_max's fixed point (LF_ILLUM_ONE; acc is zero before:
+// lf_illumination_map leaves it so): engines/base.object_illumination at the refining epoch's start, the map lf_gather
+// weighs the position steps' gradients by.
 __global__ void lf_illumination(const float2* __restrict__ probe, const int* __restrict__ rows,
-                                const int* __restrict__ cols, int N, int n, int W, int Mt, float* __restrict__ illum) {
+                                const int* __restrict__ cols, int N, int n, int W, int Mt,
+                                const float* __restrict__ smax, unsigned long long* __restrict__ acc) {
     int n2 = n * n;
+    double q = smax[0] > 0.f ? LF_ILLUM_ONE / (double)smax[0] : 0.0;
     for (int j = blockIdx.y; j < N; j += gridDim.y)
     for (int p = blockIdx.x * blockDim.x + threadIdx.x; p < n2; p += gridDim.x * blockDim.x) {
         float s = 0.f;
         for (int k = 0; k < Mt; ++k) s += abs2(probe[k * n2 + p]);
         int y = row_of(p, n), x = p - y * n;
-        atomicAdd(illum + (long long)(rows[j] + y) * W + (cols[j] + x), s);
+        atomicAdd(acc + (long long)(rows[j] + y) * W + (cols[j] + x), (unsigned long long)__double2ll_rn(s * q));
+    }
+}
+
+// illum[w] = acc[w] smax / 2^40 (float32) over the ``size`` object pixels, and acc[w] = 0 for the next epoch's map.
+__global__ void lf_illumination_map(unsigned long long* __restrict__ acc, const float* __restrict__ smax,
+                                    long long size, float* __restrict__ illum) {
+    double unit = (double)smax[0] / LF_ILLUM_ONE;
+    for (long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x; w < size;
+         w += (long long)gridDim.x * blockDim.x) {
+        illum[w] = (float)((double)acc[w] * unit);
+        acc[w] = 0ull;
     }
 }
 
