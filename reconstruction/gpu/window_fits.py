@@ -108,6 +108,7 @@ class DMWindowsMixin(WindowsMixin):
         self.gspec = cp.empty(size, dtype=cp.complex64)
         if self.refiner is not None:
             self.fit_acc = cp.zeros(n_pos * LF_SLOTS, dtype=cp.float64)
+            self.phi_sums = cp.zeros(2, dtype=cp.float64)  # ||psi - phi||^2, ||phi||^2 at a refining epoch's end
             self._scratch = (cp.empty(self.obj_size, dtype=cp.complex64), cp.empty(self.obj_size, dtype=cp.float32),
                              cp.zeros(4, dtype=cp.uint32), cp.zeros(2, dtype=cp.float64))
             self.bufs = [cp.empty(3 * b.size, dtype=cp.complex64) for b in self.bufs]  # phi and its two moves
@@ -191,22 +192,42 @@ class DMWindowsMixin(WindowsMixin):
     def _end_refining_epoch(self) -> None:
         """Every position takes its step (the refiner, on the device; in every epoch or, while the exit waves' memory
         is large, every 8th: ``engines.dm.set_step_cadence``); as in ``engines.dm.DM._refine_positions``, moved windows
-        roll their exit waves and the overlap-consistent part phi of psi follows each move."""
+        roll their exit waves' memory psi - phi and the overlap-consistent part phi follows each move. Two passes over
+        the exit waves (wf_dm_phi_add: psi - phi with the memory's share, then + phi at the new places) where the
+        reference rolls phi too and takes its difference; an epoch fitting the deformation takes the reference's."""
         st, cp = self.state, self.cp
         m = st.modes_active
         corners = cp.stack([st.rows, st.cols], axis=1)
-        obj_patches = patches.extract_patches(cp, st.obj, st.window_idx())
-        lit = self._lit_probes(m)  # times c_j with the flux fit, as engines.dm.DM's phi
-        old_phi = lit * obj_patches[:, None]
-        set_step_cadence(self.refiner, memory_share(cp, self.psi[:, :m], old_phi))
         if self.refiner.affine_phase():  # the deformation terms: the reference's step (the kernels' are unused)
+            obj_patches = patches.extract_patches(cp, st.obj, st.window_idx())
+            lit = self._lit_probes(m)  # times c_j with the flux fit, as engines.dm.DM's phi
+            old_phi = lit * obj_patches[:, None]
+            set_step_cadence(self.refiner, memory_share(cp, self.psi[:, :m], old_phi))
             DM._collect_position_terms(self, old_phi, obj_patches, lit)  # type: ignore[arg-type]
-        else:
-            collect_step_terms(self.refiner, self.ident, self.fit_acc)
+            self.refiner.end_epoch()
+            self._positions_moved(corners)
+            self._moved_probes()
+            self._follow_positions(old_phi, corners)
+            return
+        self.phi_sums.fill(0)
+        self._phi_add(m, -1.0, self.phi_sums)
+        memory, phi = (float(v) for v in self.phi_sums.get())
+        set_step_cadence(self.refiner, float(np.sqrt(memory)) / (float(np.sqrt(phi)) + 1e-30))
+        collect_step_terms(self.refiner, self.ident, self.fit_acc)
         self.refiner.end_epoch()
-        self._positions_moved(corners)
+        self._positions_moved(corners)  # the memory of moved windows rolled, the kernels' corners
         self._moved_probes()  # at the new positions, for the new phi
-        self._follow_positions(old_phi, corners)
+        self._phi_add(m, 1.0, self._null)
+
+    def _phi_add(self, m: int, sign: float, sums: Any) -> None:
+        """psi[:, :m] += sign phi, phi = c_j P_j O_j at the windows' corners now (wf_dm_phi_add; ``sums`` (2,) float64
+        or a null pointer: ||psi - phi||^2 and ||phi||^2 added)."""
+        st = self.state
+        probe, stride, scale = self._probe_args()
+        n_pos = st.n_positions
+        rt.launch("wf_dm_phi_add", n_pos * self.n2, (self.psi, probe, stride, st.obj, self.rows32, self.cols32,
+                                                     i32(n_pos), i32(self.n), i32(self.width), i32(m), i32(self.mt),
+                                                     scale, f32(sign), sums))
 
 
 class EPIEWindowsMixin(WindowsMixin):

@@ -19,7 +19,7 @@ from test_lsqml_fits_arithmetic_cpu import fft_un, ifft_un, ramp, weigh_gradient
 
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
-from reconstruction.engines.dm import REGULARISATION, memory_share, set_position_step, set_step_cadence
+from reconstruction.engines.dm import REGULARISATION, set_position_step, set_step_cadence
 from reconstruction.physics import modulus, propagation
 from reconstruction.simulate import simulate
 
@@ -136,7 +136,6 @@ def dm_windows_iteration(st, psi, settings, update_probe, refiner):
     psi[:, :m] += propagation.backward(np, far * factor[:, None]) - phi
     if refiner is not None:  # lf_gather (phi and its two moves), one transform, lf_modulus
         set_position_step(refiner, update_probe)  # as FastDM.iterate (the probe held or updated)
-        set_step_cadence(refiner, memory_share(np, psi[:, :m], phi))  # as DMWindowsMixin._end_refining_epoch
         x = fft_un(phi)
         model = np.sqrt(np.sum(np.abs(x) ** 2, axis=1)) / n
         g = st.amplitudes / (model + 1e-12) - 1
@@ -150,10 +149,14 @@ def dm_windows_iteration(st, psi, settings, update_probe, refiner):
 
 
 def dm_end_refining_epoch(st, psi, phi, refiner, nums, dens, scales):
-    """DMWindowsMixin._end_refining_epoch on NumPy arrays: collect_step_terms, the refiner's epoch end, the exit
-    waves of moved windows rolled (FastDM._positions_moved) and their overlap-consistent part phi following the move
-    (lit by the amplitude factors ``scales`` (N,) when the run fits them)."""
+    """DMWindowsMixin._end_refining_epoch on NumPy arrays: psi - phi (wf_dm_phi_add, -1) and from its sums DM's memory
+    share (the step cadence), collect_step_terms, the refiner's epoch end, the memory psi - phi of moved windows
+    rolled (FastDM._positions_moved), and phi added anew at each window's new place (wf_dm_phi_add, +1; lit by the
+    amplitude factors ``scales`` (N,) when the run fits them)."""
     n, n2, m = st.size_px, st.size_px ** 2, st.modes_active
+    psi[:, :m] -= phi
+    share = np.sqrt(np.sum(np.abs(psi[:, :m]) ** 2)) / (np.sqrt(np.sum(np.abs(phi) ** 2)) + 1e-30)
+    set_step_cadence(refiner, float(share))
     corners = np.stack([st.rows, st.cols], axis=1)
     refiner.collect(np.arange(st.n_positions), nums, dens)
     refiner.end_epoch()
@@ -161,12 +164,11 @@ def dm_end_refining_epoch(st, psi, phi, refiner, nums, dens, scales):
     jumps = corners - new_corners
     for j in np.nonzero(np.any(jumps != 0, axis=1))[0]:
         psi[j] = np.roll(psi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
-        phi[j] = np.roll(phi[j], (int(jumps[j, 0]), int(jumps[j, 1])), axis=(-2, -1))
     moved = np.stack([ramp(f, n) for f in st.positions_px - new_corners])
     pj = ifft_un(fft_un(st.probe)[None] * moved[:, None] / n2)[:, :m]  # the moved probes at the new positions
     if scales is not None:
         pj = pj * scales[:, None, None, None]
-    psi[:, :m] += pj * windows(st.obj, st.rows, st.cols, n)[:, None] - phi  # phi follows the move
+    psi[:, :m] += pj * windows(st.obj, st.rows, st.cols, n)[:, None]  # phi follows the move
 
 
 @pytest.mark.parametrize("option", OPTIONS)

@@ -129,4 +129,41 @@ __global__ void wf_dm_conj_obj(const float2* __restrict__ psi, const float2* __r
     }
 }
 
+// DM after a refining epoch (the fast DM's follow of its moves, engines/dm.DM._follow_positions in two passes):
+// psi[j, k] += sign c_j P_jk O_j for every window j < N and mode k < M, P_j = pr + j pstride (the moved probes, or
+// the probe with pstride 0), O_j the object at the window's corner now. With sign -1 before the positions move
+// (psi then holds DM's memory psi - phi, which rolls with the windows) and +1 after (phi taken anew at each window's
+// new place); with ``sums`` (sign -1) also sums[0] += ||psi - phi||^2 and sums[1] += ||phi||^2 (float64, zero
+// before): engines/dm.memory_share without a stack-sized temporary.
+__global__ void wf_dm_phi_add(float2* __restrict__ psi, const float2* __restrict__ pr, long long pstride,
+                              const float2* __restrict__ obj, const int* __restrict__ rows,
+                              const int* __restrict__ cols, int N, int n, int W, int M, int Mtot,
+                              const float* __restrict__ scale, float sign, double* __restrict__ sums) {
+    int n2 = n * n;
+    long long total = (long long)N * n2;
+    double memory = 0.0, phi2 = 0.0;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        int j = (int)(i / n2), p = (int)(i - (long long)j * n2);
+        int y = row_of(p, n);
+        float2 o = cscale(obj[(long long)(rows[j] + y) * W + (cols[j] + p - y * n)], sign * flux_of(scale, j));
+        for (int k = 0; k < M; ++k) {
+            float2 phi = cmul(pr[(long long)j * pstride + (long long)k * n2 + p], o);
+            long long at = ((long long)j * Mtot + k) * n2 + p;
+            float2 v = make_float2(psi[at].x + phi.x, psi[at].y + phi.y);
+            psi[at] = v;
+            memory += (double)v.x * v.x + (double)v.y * v.y;
+            phi2 += (double)phi.x * phi.x + (double)phi.y * phi.y;
+        }
+    }
+    if (sums) {
+        memory = warp_sum_d(memory);
+        phi2 = warp_sum_d(phi2);
+        if ((threadIdx.x & 31) == 0) {
+            atomicAdd(sums, memory);
+            atomicAdd(sums + 1, phi2);
+        }
+    }
+}
+
 }  // extern "C"
