@@ -54,7 +54,7 @@ import logging
 import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +71,12 @@ CHUNK_BYTES = 32 << 20  # frames per answer: at most this many bytes (pvAccess s
 WAIT_S = 5.0  # how long the bridge waits to see the job's first frame (and the rows before it) before answering
 RELEASE_AFTER_S = 2 * WAIT_S  # a scan's held frames are let go this long after its status said ended or aborted
 MONITOR_REQUEST = "field()record[queueSize=1000,pipeline=true]"
+# the standing monitor of the image PV: the frames' identities only (about 34 bytes a frame on the wire, not the
+# pixels); the pixels come on a second monitor (MONITOR_REQUEST) open only while the bridge may still hold them
+LIGHT_REQUEST = "field(uniqueId,timeStamp)record[queueSize=1000,pipeline=true]"
+# frames the pixel monitor delivered before the light one named them, kept at most (the lag between the two
+# subscriptions is bounded by their queues, 1000 updates each); the oldest go beyond
+PENDING_FRAMES = 2048
 # a scan's first frames may reach the bridge this long before its BUSY does (pvAccess from the detector, Channel
 # Access from the scan record) and still be the scan's (series_of_scan_started)
 START_SLACK_S = 1.0
@@ -149,6 +155,14 @@ def peer_address(peer: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | N
     return getattr(ip, "ipv4_mapped", None) or ip
 
 
+def _frame_key(v: Any) -> tuple[int, tuple[int, int, int]]:
+    """``(uniqueId, key)`` of an NTNDArray update (raw), whatever its fields: the key (uniqueId, the time stamp's
+    seconds and nanoseconds) names one frame across the bridge's two monitors of the image PV (a uniqueId alone
+    repeats when the detector's counter begins again)."""
+    uid = int(v["uniqueId"])
+    return uid, (uid, int(v["timeStamp.secondsPastEpoch"]), int(v["timeStamp.nanoseconds"]))
+
+
 def _types() -> tuple[Any, Any]:
     from p4p.wrapper import Type
 
@@ -171,7 +185,10 @@ class _Series:
     seen: int = 0  # frames seen
     recent: dict[int, int] = field(default_factory=dict)  # uniqueId -> arrival index, the newest RECENT_UIDS of runs
     recent_order: deque[int] = field(default_factory=deque)  # their uniqueIds, oldest first
-    held: list[tuple[int, np.ndarray, float, float]] = field(default_factory=list)  # (uid, frame, attr row, col)
+    # (uid, frame, attr row, col) of every frame seen while holding, in arrival order; frame None until its pixels
+    # came on the pixel monitor (awaiting: the frame's key -> its place here)
+    held: list[tuple[int, np.ndarray | None, float, float]] = field(default_factory=list)
+    awaiting: dict[tuple[int, int, int], int] = field(default_factory=dict)
     held_bytes: int = 0
     full_at: int | None = None  # the arrival index of the first frame not held (the bound)
     joined_at: int | None = None  # begun with the monitor (re)connected mid-scan: its first uniqueId (else None)
@@ -184,6 +201,16 @@ class _Series:
     def release(self, why: str) -> None:
         """Let the held frames go (p4p's buffers are freed with the last reference); hold no more of them."""
         self.held, self.held_bytes, self.released = [], 0, why
+        self.awaiting.clear()
+
+    @property
+    def holding(self) -> bool:
+        """Whether a frame seen now is held: before the bound, a job's ask and a release."""
+        return self.full_at is None and self.asked_at is None and not self.released
+
+    def pixels_held(self) -> int:
+        """The frames held whose pixels came."""
+        return sum(f is not None for _, f, _, _ in self.held)
 
     def has(self, uid: int) -> bool:
         """Whether the frame ``uid`` reached the bridge in this series (its counter began again when it has)."""
@@ -272,6 +299,19 @@ class FrameBuffer:
         self._unread: dict[str, tuple[float, int]] = {}  # PV -> (when its last error was logged, updates since)
         self._waiting = 0  # answers waiting for the job's first frame to reach the bridge
         self._queues: list[Any] = []  # p4p work queues of its own: the answers, the monitors' callbacks
+        # the pixel monitor (MONITOR_REQUEST), open while the bridge may still hold frames (_want_pixels): opened
+        # and closed by a thread of its own (_switch); its state "closed", "opening" (not connected) or "open"
+        self._pixel_sub: Any = None
+        self.pixel_monitor = "closed"
+        self._expect_scan = False  # the status PV said a scan ended or starts: the next one's frames may come
+        self._stopping = False
+        self._switcher: threading.Thread | None = None
+        # frames (key -> frame, attribute row, col) the pixel monitor delivered before the light one named them
+        self._pending: OrderedDict[tuple[int, int, int], tuple[np.ndarray, float, float]] = OrderedDict()
+        self._named: OrderedDict[tuple[int, int, int], None] = OrderedDict()  # the newest RECENT_UIDS keys named
+        self.frame_bytes_in = 0  # pixel bytes received (the pixel monitor), since the start
+        self.pixel_updates_in = 0  # updates of the pixel monitor (frames with their pixels)
+        self.pixel_opens = 0  # times the pixel monitor was opened
 
     # -- running -----------------------------------------------------------------------------------------------
     def start(self) -> FrameBuffer:
@@ -306,8 +346,9 @@ class FrameBuffer:
         self._ctx = Context("pva", nt=False) if self._conf is None else Context("pva", nt=False, conf=self._conf,
                                                                                  useenv=False)
         a = self.address
+        self._frames_queue = frames
         self._skip[a.image] = True
-        self._subs.append(self._ctx.monitor(a.image, self._guard(a.image, self._on_frame), request=MONITOR_REQUEST,
+        self._subs.append(self._ctx.monitor(a.image, self._guard(a.image, self._on_frame), request=LIGHT_REQUEST,
                                             notify_disconnect=True, queue=frames))
         if a.positions:
             self._skip[a.positions] = True
@@ -317,18 +358,60 @@ class FrameBuffer:
             self._skip[a.status] = True
             self._subs.append(self._ctx.monitor(a.status, self._guard(a.status, self._on_status),
                                                 notify_disconnect=True, queue=frames))
+        self._switcher = threading.Thread(target=self._switch, name="stream buffer pixel monitor", daemon=True)
+        self._switcher.start()
         log.info("stream buffer: holding up to %.0f MiB of each scan's first frames of PV %s, served as %s on %s:%d",
                  self.max_bytes / 2**20, a.image, self.pv_name, self.host, self.port)
         return self
+
+    def _want_pixels(self) -> bool:
+        """Whether the pixel monitor should be open (under the lock): while the current series holds frames, and
+        from a scan's end or start (the status PV's 1, 2, or 0) until the next series stops holding. Without a
+        status PV always (nothing says when the next scan's first frames may come)."""
+        if self._stopping:
+            return False
+        return self.address.status is None or self._series.holding or self._expect_scan
+
+    def _switch(self) -> None:
+        """Open and close the pixel monitor as :meth:`_want_pixels` says (its own thread: p4p's monitor() and close()
+        may wait for the callbacks' queue, which waits for the lock)."""
+        while True:
+            with self._cond:
+                while not self._stopping and self._want_pixels() == (self._pixel_sub is not None):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                ctx, closing = self._ctx, self._pixel_sub
+                self._pixel_sub = None
+                self.pixel_monitor = "closed" if closing is not None else "opening"
+            if closing is not None:
+                with contextlib.suppress(Exception):  # closing: an error changes nothing
+                    closing.close()
+                log.debug("stream buffer: pixel monitor of %s closed", self.address.image)
+                continue
+            sub = ctx.monitor(self.address.image, self._on_pixels, request=MONITOR_REQUEST, notify_disconnect=True,
+                              queue=self._frames_queue)
+            with self._cond:
+                self._pixel_sub = sub
+                self.pixel_opens += 1
+            log.debug("stream buffer: pixel monitor of %s opened", self.address.image)
 
     def stop(self) -> None:
         """Cancel the pending releases, close the monitors and the client context, stop the server (its port is
         free again) and the work queues' threads. Safe to call twice, and after a failed :meth:`start`."""
         with self._cond:
             timers, self._timers = self._timers, []
+            self._stopping = True
+            self._cond.notify_all()
         for timer in timers:
             timer.cancel()
-        for sub in self._subs:
+        if self._switcher is not None:
+            self._switcher.join(10)
+            self._switcher = None
+        with self._cond:
+            pixels, self._pixel_sub = self._pixel_sub, None
+            self.pixel_monitor = "closed"
+        for sub in [*self._subs, *([pixels] if pixels is not None else [])]:
             with contextlib.suppress(Exception):  # shutting down
                 sub.close()
         self._subs = []
@@ -367,18 +450,25 @@ class FrameBuffer:
                 self._maybe_prune_rows(earlier)  # nobody asks for its rows: this scan's may share its uniqueIds
             if s.claimed_s is None:
                 s.claimed_s = started_s
+            self._expect_scan = False  # the scan came: its series decides whether the pixels are wanted
+            self._cond.notify_all()
             return s.number
 
     def stats(self) -> dict[str, Any]:
         """The current series: number, frames seen and held, bytes held, whether the bound was reached; answers
         waiting for a frame; the bookkeeping kept (uniqueIds one by one, runs of them, positions rows), bounded
-        whatever the detector's counter does; requests refused (a client not in :attr:`clients`)."""
+        whatever the detector's counter does; requests refused (a client not in :attr:`clients`). The pixel
+        monitor: its state (``closed``, ``opening``, ``open``), the pixel bytes it received since the start
+        (``frame_bytes_in``; the standing monitor receives each frame's uniqueId and time stamp only), its updates
+        and openings; ``frames_awaiting``: frames held whose pixels have not come yet."""
         with self._cond:
             s = self._series
-            return {"series": s.number, "frames_seen": s.seen, "frames_held": len(s.held),
-                    "bytes_held": s.held_bytes, "full": s.full_at is not None, "released": s.released,
-                    "answers_waiting": self._waiting, "uids_kept": len(s.order), "uid_runs": len(s.runs),
-                    "rows_kept": len(self._rows), "clients_refused": self.refused}
+            return {"series": s.number, "frames_seen": s.seen, "frames_held": s.pixels_held(),
+                    "frames_awaiting": len(s.awaiting), "bytes_held": s.held_bytes, "full": s.full_at is not None,
+                    "released": s.released, "answers_waiting": self._waiting, "uids_kept": len(s.order),
+                    "uid_runs": len(s.runs), "rows_kept": len(self._rows), "clients_refused": self.refused,
+                    "pixel_monitor": self.pixel_monitor, "frame_bytes_in": self.frame_bytes_in,
+                    "pixel_updates_in": self.pixel_updates_in, "pixel_opens": self.pixel_opens}
 
     # -- p4p callbacks (its worker thread) ----------------------------------------------------------------------
     def _guard(self, pv: str, cb: Any) -> Any:
@@ -396,24 +486,27 @@ class FrameBuffer:
             try:
                 cb(update)
             except Exception as exc:  # a frame it cannot read: the job reading it will say so too
-                msg = f"stream buffer: PV {pv}: {type(exc).__name__}: {exc}"
-                now = time.monotonic()
-                with self._cond:
-                    self.errors.append(msg)
-                    logged_at, since = self._unread.get(pv, (float("-inf"), 0))
-                    due = now - logged_at >= ERROR_LOG_EVERY_S
-                    self._unread[pv] = (now, 0) if due else (logged_at, since + 1)
-                if due:
-                    log.error("%s%s", msg, f" ({since} more unreadable updates of it before)" if since else "")
+                self._unreadable(pv, exc)
         return handle
 
+    def _unreadable(self, pv: str, exc: Exception) -> None:
+        """An update of ``pv`` that could not be read: kept among :attr:`errors`, logged at most every
+        :data:`ERROR_LOG_EVERY_S` (with the count since)."""
+        msg = f"stream buffer: PV {pv}: {type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        with self._cond:
+            self.errors.append(msg)
+            logged_at, since = self._unread.get(pv, (float("-inf"), 0))
+            due = now - logged_at >= ERROR_LOG_EVERY_S
+            self._unread[pv] = (now, 0) if due else (logged_at, since + 1)
+        if due:
+            log.error("%s%s", msg, f" ({since} more unreadable updates of it before)" if since else "")
+
     def _on_frame(self, v: Any) -> None:
+        """A frame named on the standing monitor (its uniqueId and time stamp: the series' bookkeeping); held
+        while the series holds, its pixels from the pixel monitor (:meth:`_on_pixels`, paired by the key)."""
         a = self.address
-        uid, frame, attrs = decode_frame(v, a.image)
-        attr_row = attr_col = float("nan")
-        if a.attrs is not None:
-            with contextlib.suppress(KeyError, TypeError, ValueError):  # missing: the job names it
-                attr_row, attr_col = float(attrs[a.attrs[0]]), float(attrs[a.attrs[1]])
+        uid, key = _frame_key(v)
         with self._cond:
             s = self._series
             if self._connected_at is not None:  # the first frame since the monitor (re)connected
@@ -421,31 +514,100 @@ class FrameBuffer:
                 s = self._series = _Series(s.number + bool(s.seen), joined_at=uid if mid_scan else None,
                                            claimed_s=None if s.seen else s.claimed_s)  # an empty one's claim kept
                 self._connected_at = None
+                self._expect_scan = False
                 self._forget_old_rows()
             elif s.has(uid):  # the counter began again: a new scan
                 s = self._series = _Series(s.number + 1)
+                self._expect_scan = False
                 self._forget_old_rows()
             self._rows_since_frame.clear()
             if s.began_s is None:
                 s.began_s = time.monotonic()
             index, s.seen = s.seen, s.seen + 1
-            if s.full_at is not None or s.asked_at is not None or s.released:  # no job can get it: counted only
+            pixels = self._take_pending(key)
+            self._named[key] = None
+            if len(self._named) > RECENT_UIDS:
+                self._named.popitem(last=False)
+            if not s.holding:  # no job can get it: counted only
                 s.add_recent(uid, index)
                 self._maybe_prune_rows()
             else:
                 s.order[uid] = index
-                if s.held_bytes + frame.nbytes > self.max_bytes:
-                    s.full_at = index
-                    msg = (f"stream buffer: series {s.number} of PV {a.image}: {len(s.held)} frames held "
-                           f"({s.held_bytes / 2**20:.1f} MiB, [stream] buffer_mib = {self.max_bytes / 2**20:g}); "
-                           f"uniqueId {uid} and the frames after it are not held: a streaming job that subscribes "
-                           "after them fails; raise buffer_mib")
-                    log.error("%s", msg)
-                    self.errors.append(msg)
+                s.held.append((uid, None, float("nan"), float("nan")))
+                if pixels is not None:
+                    self._fill(s, index, pixels)
                 else:
-                    s.held.append((uid, frame, attr_row, attr_col))
-                    s.held_bytes += frame.nbytes
+                    s.awaiting[key] = index
             self._cond.notify_all()
+
+    def _take_pending(self, key: tuple[int, int, int]) -> tuple[np.ndarray, float, float] | None:
+        """The pixels of frame ``key`` if the pixel monitor delivered them first (under the lock); the frames it
+        delivered before them are let go (both monitors get the server's updates in the order it posted them)."""
+        if key not in self._pending:
+            return None
+        while True:
+            k, pixels = self._pending.popitem(last=False)
+            if k == key:
+                return pixels
+
+    def _on_pixels(self, v: Any) -> None:
+        """An update of the pixel monitor (its own p4p callback): a frame's pixels, given to its place among the
+        held frames, kept until the standing monitor names it, or let go (named and not held)."""
+        if isinstance(v, Exception):  # disconnected (or the monitor just opened)
+            with self._cond:
+                if self._pixel_sub is not None or self.pixel_monitor == "opening":
+                    self.pixel_monitor = "opening"
+            return
+        a = self.address
+        try:
+            uid, frame, attrs = decode_frame(v, a.image)
+        except Exception as exc:  # a frame it cannot read: the job reading it will say so too
+            with self._cond:
+                self.pixel_updates_in += 1
+                self.frame_bytes_in += int(getattr(v["value"], "nbytes", 0) or 0)
+            self._unreadable(a.image, exc)
+            return
+        attr_row = attr_col = float("nan")
+        if a.attrs is not None:
+            with contextlib.suppress(KeyError, TypeError, ValueError):  # missing: the job names it
+                attr_row, attr_col = float(attrs[a.attrs[0]]), float(attrs[a.attrs[1]])
+        _, key = _frame_key(v)
+        with self._cond:
+            self.pixel_updates_in += 1
+            self.frame_bytes_in += frame.nbytes
+            if self.pixel_monitor == "opening":  # its first update since it (re)connected
+                self.pixel_monitor = "open"
+            s = self._series
+            index = s.awaiting.pop(key, None)
+            if index is not None:
+                self._fill(s, index, (frame, attr_row, attr_col))
+                self._cond.notify_all()
+            elif key not in self._named:  # not named yet: the standing monitor's update is on its way
+                self._pending[key] = (frame, attr_row, attr_col)
+                while len(self._pending) > PENDING_FRAMES:
+                    self._pending.popitem(last=False)
+
+    def _fill(self, s: _Series, index: int, pixels: tuple[np.ndarray, float, float]) -> None:
+        """Give the held frame at ``index`` its pixels (under the lock); past ``max_bytes`` the bound: that frame and
+        the ones after are not held (counted among the runs), logged once as an error naming the setting."""
+        uid = s.held[index][0]
+        frame, attr_row, attr_col = pixels
+        if s.held_bytes + frame.nbytes <= self.max_bytes:
+            s.held[index] = (uid, frame, attr_row, attr_col)
+            s.held_bytes += frame.nbytes
+            return
+        a = self.address
+        s.full_at = index
+        cut, s.held = s.held[index:], s.held[:index]
+        s.held_bytes -= sum(f.nbytes for _, f, _, _ in cut if f is not None)
+        for u, *_ in cut:  # past the bound: counted only
+            s.add_recent(u, s.order.pop(u))
+        s.awaiting = {k: j for k, j in s.awaiting.items() if j < index}
+        msg = (f"stream buffer: series {s.number} of PV {a.image}: {index} frames held ({s.held_bytes / 2**20:.1f} "
+               f"MiB, [stream] buffer_mib = {self.max_bytes / 2**20:g}); uniqueId {uid} and the frames after it are "
+               "not held: a streaming job that subscribes after them fails; raise buffer_mib")
+        log.error("%s", msg)
+        self.errors.append(msg)
 
     def _forget_old_rows(self) -> None:
         """A new series: keep only the rows that came after the last series' newest frame (this scan's, posted
@@ -484,6 +646,11 @@ class FrameBuffer:
     def _on_status(self, v: Any) -> None:
         """The scan ended (1) or was aborted (2): let its held frames go ``release_after_s`` later."""
         code = status_code(v)
+        with self._cond:
+            # a scan ended or starts: the next one's first frames may come (before its BUSY reached the bridge)
+            if code in (1, 2) or (code == 0 and self._series.seen and not self._series.holding):
+                self._expect_scan = True
+                self._cond.notify_all()
         if code not in (1, 2):
             return
         with self._cond:
@@ -506,8 +673,9 @@ class FrameBuffer:
                 self._timers.append(timer)
                 timer.start()
                 return
-            held, size = len(s.held), s.held_bytes
+            held, size = s.pixels_held(), s.held_bytes
             s.release(f"the scan {'ended' if code == 1 else 'was aborted'} {self.release_after_s:g} s before")
+            self._cond.notify_all()
         log.info("stream buffer: series %d %s: %d frames (%.1f MiB) let go", number,
                  "ended" if code == 1 else "aborted", held, size / 2**20)
 
@@ -561,7 +729,7 @@ class FrameBuffer:
             while True:
                 s = self._series
                 error = ""
-                wanted: list[tuple[int, np.ndarray, float, float]] = []
+                wanted: list[tuple[int, np.ndarray | None, float, float]] = []
                 if series >= 0 and s.number > series:  # series only grow: this job's scan ended before it asked
                     error = (f"uniqueId {through} is of the bridge's series {s.number}, a later scan's, not of this "
                              f"job's scan's series {series}: that scan ended before the job subscribed")
@@ -577,6 +745,7 @@ class FrameBuffer:
                     nth = f"{index + 1}-th" if index is not None else f"more than {RECENT_UIDS} frames after them"
                     if before is not None and series < 0 and s.asked_at is None and not self.keep_after_handover:
                         s.asked_at = before  # the job is past the frames after its first: hold no more
+                        self._cond.notify_all()  # nor receive their pixels (_switch)
                     if s.released:
                         error = f"the bridge let this scan's held frames go ({s.released})"
                         break
@@ -600,10 +769,14 @@ class FrameBuffer:
                     # the job's own first frame's row too: it may be the value its positions monitor found at
                     # connect, which it does not take (it may be a row of the scan before)
                     missing = [u for u in [*(u for u, *_ in wanted), through] if a.positions and u not in self._rows]
-                    if not missing:
+                    no_pixels = [u for u, f, _, _ in wanted if f is None]
+                    if not missing and not no_pixels:
                         break
                     error = (f"the positions rows of {len(missing)} frames (uniqueId {missing[0]}, ...) did not reach "
-                             f"the bridge within {self.wait_s:g} s")
+                             f"the bridge within {self.wait_s:g} s" if missing else
+                             f"the pixels of {len(no_pixels)} frames (uniqueId {no_pixels[0]}, ...) did not reach "
+                             f"the bridge within {self.wait_s:g} s (its pixel monitor of {a.image} is "
+                             f"{self.pixel_monitor}: it was not open when they came)")
                 remaining = deadline - time.monotonic()
                 if (series >= 0 and s.number > series) or remaining <= 0:
                     break
@@ -619,15 +792,16 @@ class FrameBuffer:
                 s.answered_at = time.monotonic()
                 value.update(self._chunk(wanted, start, max_bytes))
                 if value["next"] == -1 and not self.keep_after_handover:  # the job has them all: let them go
-                    held, size = len(s.held), s.held_bytes
+                    held, size = s.pixels_held(), s.held_bytes
                     s.release(f"handed to the job whose first frame was uniqueId {through}")
+                    self._cond.notify_all()
                     log.info("stream buffer: series %d: %d frames before uniqueId %d handed to its job; %d frames "
                              "(%.1f MiB) let go", s.number, before, through, held, size / 2**20)
         from p4p.wrapper import Value
 
         return Value(self._answer_type, value)
 
-    def _chunk(self, wanted: list[tuple[int, np.ndarray, float, float]], start: int, max_bytes: int) -> dict[str, Any]:
+    def _chunk(self, wanted: list[tuple[int, Any, float, float]], start: int, max_bytes: int) -> dict[str, Any]:
         if start >= len(wanted):
             return {"uniqueId": np.zeros(0, np.int64)}
         first = wanted[start][1]

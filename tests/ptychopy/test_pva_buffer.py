@@ -46,6 +46,7 @@ class Detector:
                                   keep_after_handover=keep_after_handover, **buffer_options).start()
         self.address = f"{base}&buffer={self.buffer.pv_name}&buffer_at=127.0.0.1:{self.buffer.port}"
         wait_for(lambda: self.streamer.first_client.connected.is_set(), 10, "the buffer's monitor")
+        _wait_pixel_monitor(self.buffer)
 
     def post(self, points: range, scale: float = 1.0, uid0: int = 1) -> None:
         """Scan points ``points`` (past N: the scan's again), uniqueId ``uid0`` + point."""
@@ -101,8 +102,15 @@ def _drain(source: PvaSource, timeout_s: float = 20.0) -> tuple[np.ndarray, np.n
     return np.concatenate(frames), np.concatenate(indices), np.concatenate(positions)
 
 
+def _wait_pixel_monitor(buffer: FrameBuffer) -> None:
+    """Until the buffer's pixel monitor connected (its first update: the value the image PV holds)."""
+    wait_for(lambda: buffer.stats()["pixel_monitor"] == "open", 10, "the buffer's pixel monitor")
+
+
 def _wait_held(d: Detector, k: int) -> None:
-    wait_for(lambda: d.buffer.stats()["frames_seen"] >= k, 10, f"{k} frames at the buffer")
+    """Until ``k`` frames of the series reached the buffer, the pixels of those it holds too."""
+    wait_for(lambda: (lambda s: s["frames_seen"] >= k and not s["frames_awaiting"])(d.buffer.stats()), 10,
+             f"{k} frames at the buffer")
 
 
 def _buffer_client(buffer: FrameBuffer):  # type: ignore[no-untyped-def]
@@ -909,3 +917,84 @@ def test_a_peers_address_is_read_from_p4ps_host_port_ipv4_ipv6_and_ipv4_mapped()
     assert peer_address("[::1]:51234") == ip_address("::1")
     assert peer_address("[::ffff:10.2.3.4]:51234") == ip_address("10.2.3.4")  # a dual-stack server's IPv4 client
     assert peer_address("somewhere:1") is None
+
+
+def _take(source: PvaSource, taken: list[int], n: int, timeout_s: float = 20.0) -> None:
+    """Poll ``source`` until it took ``n`` frames in all (their scan points appended to ``taken``)."""
+    deadline = time.monotonic() + timeout_s
+    while len(taken) < n:
+        assert time.monotonic() < deadline, f"the job took {len(taken)} of {n} frames"
+        batch = source.poll()
+        if batch is None:
+            time.sleep(0.01)
+        else:
+            taken.extend(batch.indices.tolist())
+
+
+def _pixels_in(d: Detector) -> tuple[int, int]:
+    """(pixel bytes, pixel updates) the buffer received since its start."""
+    stats = d.buffer.stats()
+    return stats["frame_bytes_in"], stats["pixel_updates_in"]
+
+
+def _next_scan_held_whole(d: Detector, k: int = 8) -> None:
+    """The scan ended; the next one's first ``k`` frames come before any BUSY reached the bridge: held (the pixel
+    monitor open again from the end on), and a late job takes that scan whole."""
+    first = d.buffer.series_now()
+    d.streamer.post_status(1)
+    wait_for(lambda: d.buffer.stats()["pixel_monitor"] == "open", 10, "the pixel monitor open again at the end")
+    bytes_before, _ = _pixels_in(d)
+    d.post(range(0, k))
+    wait_for(lambda: _next_series(d, first, k), 10, f"the next scan's first {k} frames held")
+    assert _pixels_in(d)[0] - bytes_before >= k * FRAME_BYTES
+    source, (frames, indices, _) = d.late_job(k)
+    assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer >= k - 1
+    np.testing.assert_array_equal(frames, d.frames)
+
+
+def test_after_the_handover_the_bridge_receives_no_pixels_of_its_scan_the_job_every_frame_and_the_next_scan_is_held():
+    """The bridge's standing monitor of the image PV asks for each frame's uniqueId and time stamp only; the pixels
+    come on a second monitor open only while the scan's frames may still be held. Once the job took them, the rest of
+    the scan reaches the bridge without pixels (before: every frame of every scan, in full: twice the detector's
+    traffic), the job still gets every frame; the next scan's first frames are held again."""
+    d = Detector(f"b{free_port()}:", 1 << 20)
+    try:
+        d.post(range(0, 15))  # the scan began before the job subscribed
+        _wait_held(d, 15)
+        source = d.source()
+        taken: list[int] = []
+        try:
+            d.post(range(15, 20))
+            _take(source, taken, 20)  # the held frames handed over, and its own
+            assert source.frames_from_buffer >= 14
+            wait_for(lambda: d.buffer.stats()["pixel_monitor"] == "closed", 10, "the pixel monitor closed")
+            bytes_before, updates_before = _pixels_in(d)
+            d.post(range(20, N))
+            _take(source, taken, N)
+            wait_for(lambda: d.buffer.stats()["frames_seen"] == N, 10, "the scan's last frames named at the bridge")
+        finally:
+            source.close()
+        assert taken == list(range(N)) and source.dropped == 0
+        # the 20 frames after the handover: none of their 20 x 256 pixel bytes (before: all of them)
+        assert _pixels_in(d) == (bytes_before, updates_before), (_pixels_in(d), bytes_before, updates_before)
+        _next_scan_held_whole(d)
+    finally:
+        d.close()
+
+
+def test_past_the_bound_the_bridge_receives_no_pixels_of_its_scan_and_the_next_scan_is_held_again():
+    d = Detector(f"b{free_port()}:", 10 * FRAME_BYTES)  # room for 10 frames
+    try:
+        d.post(range(0, 12))
+        _wait_held(d, 12)
+        assert d.buffer.stats()["full"]
+        wait_for(lambda: d.buffer.stats()["pixel_monitor"] == "closed", 10, "the pixel monitor closed at the bound")
+        bytes_before, updates_before = _pixels_in(d)
+        d.post(range(12, N))
+        wait_for(lambda: d.buffer.stats()["frames_seen"] == N, 10, "the scan's last frames named at the bridge")
+        stats = d.buffer.stats()
+        assert stats["frames_held"] == 10 and stats["uids_kept"] <= 11, stats
+        assert _pixels_in(d) == (bytes_before, updates_before)  # before: 28 more frames' pixels, for nothing
+        _next_scan_held_whole(d)
+    finally:
+        d.close()
