@@ -38,6 +38,13 @@ bridge holds no more of that series) and took the last chunk of its answer; ``re
 status PV said ended or aborted (a job whose first frame came just before the end still gets them); at the latest
 when the next series starts. A job asking for a series let go is told so.
 
+The standing monitor of the image PV asks for each frame's uniqueId and time stamp only (:data:`LIGHT_REQUEST`, about
+34 bytes a frame): all the series rules and the bookkeeping read. The pixels come on a second monitor, open only
+while the bridge may still hold frames (:meth:`FrameBuffer._want_pixels`: the current series holds; a scan ended or
+starts on the status PV; always without one), paired with the frames the standing monitor names by (uniqueId, time
+stamp). So once a scan's job took its frames, or past the bound, the rest of the scan does not reach the bridge's
+host a second time (``stats()``: ``frame_bytes_in``, ``pixel_monitor``).
+
 What the bridge keeps of every frame is bounded too, whatever the detector's counter does (one never reset, each
 scan begun at its ``BUSY``, grew it for the bridge's life before): a uniqueId's arrival index and positions row
 are kept only while a job may still get the frames before it (before the bound, an ask or a release); the frames
@@ -76,7 +83,7 @@ MONITOR_REQUEST = "field()record[queueSize=1000,pipeline=true]"
 LIGHT_REQUEST = "field(uniqueId,timeStamp)record[queueSize=1000,pipeline=true]"
 # frames the pixel monitor delivered before the light one named them, kept at most (the lag between the two
 # subscriptions is bounded by their queues, 1000 updates each); the oldest go beyond
-PENDING_FRAMES = 2048
+PENDING_FRAMES = 1024
 # a scan's first frames may reach the bridge this long before its BUSY does (pvAccess from the detector, Channel
 # Access from the scan record) and still be the scan's (series_of_scan_started)
 START_SLACK_S = 1.0
@@ -644,7 +651,8 @@ class FrameBuffer:
             self._cond.notify_all()
 
     def _on_status(self, v: Any) -> None:
-        """The scan ended (1) or was aborted (2): let its held frames go ``release_after_s`` later."""
+        """The scan ended (1) or was aborted (2): let its held frames go ``release_after_s`` later; and the pixel
+        monitor open again (then, or at a 0 once the series stopped holding): the next scan's first frames come."""
         code = status_code(v)
         with self._cond:
             # a scan ended or starts: the next one's first frames may come (before its BUSY reached the bridge)
