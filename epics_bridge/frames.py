@@ -33,6 +33,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ptychopy.pva_buffer import LIGHT_REQUEST, MONITOR_REQUEST
 from ptychopy.pva_source import PvaAddress, parse_address, stamp_of, status_code, utc_text
 from reconstruction import InputDataError, ParameterError, Parameters
 from reconstruction.live import planned_from_parameters
@@ -183,8 +184,10 @@ class FrameWatch:
         a = self.address
         self._ctx = (Context("pva", nt=False) if self._conf is None else
                      Context("pva", nt=False, conf=self._conf, useenv=False))
-        request = "field()record[queueSize=1000,pipeline=true]"
-        for pv, cb in ((a.planned, self._on_planned), (a.status, self._on_status), (a.image, self._on_frame)):
+        # the image PV: each frame's uniqueId and time stamp only, not its pixels (all a scan's start and end need;
+        # the detector would send every frame of every scan to the bridge's host a second time)
+        for pv, cb, request in ((a.planned, self._on_planned, MONITOR_REQUEST),
+                                (a.status, self._on_status, MONITOR_REQUEST), (a.image, self._on_frame, LIGHT_REQUEST)):
             if pv:
                 self._skip[pv] = True
                 self._subs.append(self._ctx.monitor(pv, self._guard(pv, cb), request=request,

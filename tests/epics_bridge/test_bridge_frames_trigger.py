@@ -119,6 +119,33 @@ def _frames(rig: Rig, changes: list) -> None:
         rig.worker.handle(ValueEvent(rig.config.trigger.frames_pv(name), value, str(value), rig.clock.t, stamp))
 
 
+def test_the_frame_watch_receives_each_frames_uniqueid_and_time_stamp_and_none_of_its_pixels(monkeypatch) -> None:
+    """The trigger reads a frame's uniqueId and time stamp only: its monitor asks for those fields (before: every
+    frame of every scan in full, the detector's traffic to the bridge's host, for the bridge's life)."""
+    port = free_port_pair()
+    streamer = PvaStreamer("fp:", np.zeros((6, 2)), pva_server_conf(port))
+    config = make_config(Path("/tmp"), trigger=dict(FRAMES, source=live_source_address("fp:"))).trigger
+    watch = FrameWatch(config, queue.Queue(), conf=pva_client_env(port))
+    pixels: list = []
+    on_frame = FrameWatch._on_frame
+
+    def spy(self: FrameWatch, v) -> None:  # type: ignore[no-untyped-def]
+        pixels.append(v["value"])
+        on_frame(self, v)
+
+    monkeypatch.setattr(FrameWatch, "_on_frame", spy)
+    try:
+        watch.start()
+        wait_for(watch.connected, 10, "the watch's monitors")
+        for j in range(5):
+            streamer.post_frame(j + 1, np.ones((64, 64), np.float32))
+        wait_for(lambda: watch.frames_seen == 5, 10, "5 frames at the watch")
+    finally:
+        watch.stop()
+        streamer.close()
+    assert pixels == [None] * 5, [None if p is None else getattr(p, "shape", p) for p in pixels]
+
+
 def test_the_first_frame_opens_the_streaming_job_and_its_end_covers_the_scan_under_the_same_key(tmp_path) -> None:
     """With ``[stream]``: the streaming job at the first frame (its source bound to the scan's start, the first
     frame's time stamp); the end after the next scan's start changed the scan number PV (to 8) finds the key the
