@@ -198,6 +198,7 @@ class _Series:
     awaiting: dict[tuple[int, int, int], int] = field(default_factory=dict)
     held_bytes: int = 0
     full_at: int | None = None  # the arrival index of the first frame not held (the bound)
+    unheld: str = ""  # why not, when not the bound (its pixels could not come)
     joined_at: int | None = None  # begun with the monitor (re)connected mid-scan: its first uniqueId (else None)
     began_s: float | None = None  # time.monotonic() of its first frame (None: none yet)
     claimed_s: float | None = None  # time.monotonic() of the scan start it was given to (series_of_scan_started)
@@ -543,8 +544,14 @@ class FrameBuffer:
                 s.held.append((uid, None, float("nan"), float("nan")))
                 if pixels is not None:
                     self._fill(s, index, pixels)
+                elif self.pixel_monitor != "open":  # its pixels went past: a prefix with a gap is no use
+                    self._cut(s, index, f"the bridge's pixel monitor was {self.pixel_monitor} when it came (no scan "
+                                        "end or start on the status PV since the scan before stopped holding)")
                 else:
                     s.awaiting[key] = index
+                    if len(s.awaiting) > PENDING_FRAMES:  # the oldest's pixels are not coming (lost on the way)
+                        self._cut(s, min(s.awaiting.values()), f"the pixels of more than {PENDING_FRAMES} frames "
+                                                               "did not reach the bridge")
             self._cond.notify_all()
 
     def _take_pending(self, key: tuple[int, int, int]) -> tuple[np.ndarray, float, float] | None:
@@ -603,16 +610,22 @@ class FrameBuffer:
             s.held[index] = (uid, frame, attr_row, attr_col)
             s.held_bytes += frame.nbytes
             return
+        self._cut(s, index)
+
+    def _cut(self, s: _Series, index: int, why: str = "") -> None:
+        """Hold no frame of ``s`` from ``index`` on (under the lock): the bound (``why`` ""), or ``why`` their
+        pixels cannot come; those frames are counted among the runs, logged once as an error."""
         a = self.address
-        s.full_at = index
+        uid = s.held[index][0]
+        s.full_at, s.unheld = index, why
         cut, s.held = s.held[index:], s.held[:index]
         s.held_bytes -= sum(f.nbytes for _, f, _, _ in cut if f is not None)
-        for u, *_ in cut:  # past the bound: counted only
+        for u, *_ in cut:  # not held: counted only
             s.add_recent(u, s.order.pop(u))
         s.awaiting = {k: j for k, j in s.awaiting.items() if j < index}
-        msg = (f"stream buffer: series {s.number} of PV {a.image}: {index} frames held ({s.held_bytes / 2**20:.1f} "
-               f"MiB, [stream] buffer_mib = {self.max_bytes / 2**20:g}); uniqueId {uid} and the frames after it are "
-               "not held: a streaming job that subscribes after them fails; raise buffer_mib")
+        held = f"{index} frames held ({s.held_bytes / 2**20:.1f} MiB, [stream] buffer_mib = {self.max_bytes / 2**20:g})"
+        msg = (f"stream buffer: series {s.number} of PV {a.image}: {held}; uniqueId {uid} and the frames after it are "
+               "not held: a streaming job that subscribes after them fails; " + (why or "raise buffer_mib"))
         log.error("%s", msg)
         self.errors.append(msg)
 
@@ -763,9 +776,9 @@ class FrameBuffer:
                                  "nowhere")
                         break
                     if s.full_at is not None and (before is None or before > s.full_at):
-                        error = (f"the bridge held only the first {len(s.held)} frames of this scan ([stream] "
-                                 f"buffer_mib = {self.max_bytes / 2**20:g}) and this job's first frame was the "
-                                 f"{nth}: raise buffer_mib")
+                        error = (f"the bridge held only the first {len(s.held)} frames of this scan ("
+                                 f"{s.unheld or f'[stream] buffer_mib = {self.max_bytes / 2**20:g}'}) and this job's "
+                                 f"first frame was the {nth}" + ("" if s.unheld else ": raise buffer_mib"))
                         break
                     if s.asked_at is not None and (before is None or before > len(s.held)):  # earlier ask
                         error = (f"the bridge held only the first {len(s.held)} frames of this scan (an earlier "

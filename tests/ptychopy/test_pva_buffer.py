@@ -648,6 +648,8 @@ def test_a_detector_whose_counter_never_resets_keeps_the_buffers_bookkeeping_bou
             assert rows <= 2 * (kept + 2) + PRUNE_ROWS_EVERY, (scan, rows)  # before: every row since the start
             assert stats["uid_runs"] <= MAX_RUNS and stats["uids_kept"] == kept, stats
             uid0 += seen  # the next scan's counter goes on
+            d.streamer.post_status(1)  # the status PV says the scan (and its free run) ended: the next one may come
+            wait_for(lambda: d.buffer.stats()["pixel_monitor"] == "open", 10, "the pixel monitor open at the end")
     finally:
         d.close()
 
@@ -996,5 +998,33 @@ def test_past_the_bound_the_bridge_receives_no_pixels_of_its_scan_and_the_next_s
         assert stats["frames_held"] == 10 and stats["uids_kept"] <= 11, stats
         assert _pixels_in(d) == (bytes_before, updates_before)  # before: 28 more frames' pixels, for nothing
         _next_scan_held_whole(d)
+    finally:
+        d.close()
+
+
+def test_a_scan_whose_first_frames_come_while_the_pixel_monitor_is_closed_is_refused_by_name_and_kept_bounded():
+    """The pixel monitor closed after the handover and nothing on the status PV said the scan ended or the next
+    started: the next scan's first frames reach the bridge without their pixels. It holds none of that scan (a
+    prefix with a gap is no use), a job asking is told why, and the frames seen are counted, not kept one by one."""
+    d = Detector(f"b{free_port()}:", 1 << 20)
+    try:
+        d.post(range(0, 15))
+        _wait_held(d, 15)
+        source, (_frames, indices, _) = d.late_job(15)
+        assert indices.tolist() == list(range(N)) and source.dropped == 0
+        wait_for(lambda: d.buffer.stats()["pixel_monitor"] == "open", 10, "the pixel monitor open at the end")
+        with d.buffer._cond:  # late_job posted the status 1: here as if that end never reached the bridge
+            d.buffer._expect_scan = False
+            d.buffer._cond.notify_all()
+        wait_for(lambda: d.buffer.stats()["pixel_monitor"] == "closed", 10, "the pixel monitor closed")
+        first = d.buffer.series_now()
+        d.post(range(0, N))  # the next scan, its counter begun again, no status, no BUSY
+        wait_for(lambda: d.buffer.stats()["frames_seen"] == N and d.buffer.series_now() == first + 1, 10,
+                 "the next scan's frames named")
+        stats = d.buffer.stats()
+        assert stats["frames_held"] == 0 and stats["full"] and stats["uids_kept"] == 0, stats
+        with pytest.raises(LiveSourceError, match=r"held only the first 0 frames of this scan \(the bridge's pixel "
+                                                  r"monitor was closed when it came"):
+            _fetch(d.buffer, 16)
     finally:
         d.close()
