@@ -23,7 +23,7 @@ After the epoch one kernel removes the affine drift of the corrections and norma
 the reference engine: ``tests/gpu/test_lsqml_fits.py``.
 
 Two schedules of the sub-pixel path compute the same numbers (the benchmark switch ``PTYCHOPY_BENCH_LSQML_FITS_FUSED``
-picks one; :data:`FUSED_DEFAULT` until the fused one is measured on a GPU, benchmarks/NOTES.md section 10):
+picks one, else :data:`FUSED_DEFAULT`: the fused one, measured faster on the H100, benchmarks/NOTES.md section 10):
 
 - first: each kernel that needs a window's ramp computes it per pixel from the positions (two sincos); the probe
   is copied before its in-place transform; the probe sums and the first moved-back sum are two launches; one stream;
@@ -55,8 +55,9 @@ POSITION_DAMPING = 1.0  # position_update.damped_steps' default damping (the ref
 NEWTON_PASSES = 3  # kernels/lsqml_fits.cu: LF_NEWTON
 assert NEWTON_PASSES == NEWTON_STEPS, "the Poisson step's Newton steps: engines/lsqml.py and lsqml_fits.cu differ"
 #: PTYCHOPY_BENCH_LSQML_FITS_FUSED's default: "0" runs the first schedule of the sub-pixel path, "1" the fused one
-#: (module docstring). Set to "1" once benchmarks/lsqml_fits.py --variants measured the fused one faster on a GPU.
-FUSED_DEFAULT = "0"
+#: (module docstring): the fused one, 11.54-11.58 against 12.51-12.55 ms an iteration with sub-pixel windows,
+#: positions and the flux fit (900 x 256^2, H100, benchmarks/RESULTS.md 2026-12-07 15:33; its tests equal the first).
+FUSED_DEFAULT = "1"
 
 
 def fused_schedule() -> bool:
@@ -302,10 +303,8 @@ class LSQMLFitsMixin:
 
     def _probe_spectrum(self, probe: Any, m: int) -> None:
         """pspec <- the unnormalised transform of the probe's first ``m`` modes, out of place (the fused schedule)."""
-        from cupy.cuda import cufft  # type: ignore[import-not-found]
-
         size = m * self.n2
-        self.plans.get(m, self.n).fft(probe.reshape(-1)[:size], self.pspec[:size], cufft.CUFFT_FORWARD)
+        self.plans.forward_into(probe.reshape(-1)[:size], self.pspec[:size], m, self.n)
 
     def _probe_step(self, probe: Any, new: Any, m: int, b0: int, cnt: int, pos: Any, tab: Any) -> None:
         """Sub-pixel windows: new <- probe + beta (the step-weighted gradients moved back) / (dp + delta max dp); the

@@ -139,6 +139,12 @@ class FFTPlans:
 
         self.get(batch, n).fft(buf, buf, cufft.CUFFT_INVERSE)
 
+    def forward_into(self, src: Any, dst: Any, batch: int, n: int) -> None:
+        """``dst`` = the forward transforms of ``batch`` n x n images in ``src``, out of place (``src`` kept)."""
+        from cupy.cuda import cufft  # type: ignore[import-not-found]
+
+        self.get(batch, n).fft(src, dst, cufft.CUFFT_FORWARD)
+
 
 def mask_args(valid: Any, n2: int, dummy: Any) -> tuple[Any, np.int32, np.int32]:
     """(pointer, has_mask, per-frame stride) for a None, (n, n) or (N, n, n) bool mask."""

@@ -48,7 +48,7 @@ def options_on_the_fast_path(monkeypatch):
 @pytest.fixture(autouse=True, params=["first", "fused"])
 def schedule(request, monkeypatch):
     """Every test here runs in both schedules of the sub-pixel path (gpu/lsqml_fits.py: the same arithmetic, picked
-    by PTYCHOPY_BENCH_LSQML_FITS_FUSED until the fused one is measured), announced by a SCHEDULE line; the fused
+    by PTYCHOPY_BENCH_LSQML_FITS_FUSED, the fused one by default), announced by a SCHEDULE line; the fused
     run is skipped where the two coincide (whole-pixel windows: no moved probes) or the test picks its own."""
     option = getattr(getattr(request.node, "callspec", None), "params", {}).get("option")
     if request.param == "fused" and (option in ("variable_intensity", "noise_model")

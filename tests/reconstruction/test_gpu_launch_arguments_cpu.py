@@ -95,6 +95,9 @@ class _Plans:
 
     inverse = forward
 
+    def forward_into(self, src, dst, batch, n):
+        assert min(src.size, dst.size) >= batch * n * n, "a transform over more than its buffers"
+
     def forward_rows(self, buf, rows, n):
         assert buf.size >= rows * n, "a row transform over more than its buffer"
 
