@@ -359,7 +359,7 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
     r = params.reconstruction
     return EngineSettings(
         update_probe_from=r.update_probe_from, update_modes_from=r.update_modes_from,
-        phase_constraint=r.phase_constraint, delta_p=r.delta_p, noise_model=r.noise_model,
+        phase_constraint=r.phase_constraint, delta_p=r.delta_p, beta_decay=r.beta_decay, noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
         position_refinement_from=r.position_search_from if r.refine_positions else 0,
         position_affine=affine_terms(r.position_affine), affine_delay=r.position_affine_delay,

@@ -10,7 +10,8 @@ For each mini-batch of positions:
        dO = sum_j sum_k conj(P_k) chi_jk / (sum_j sum_k |P_k|^2 + delta max)   (scattered into the object)
        dP_k = sum_j conj(O_j) chi_jk / (sum_j |O_j|^2 + delta max);
   3. per position the optimal steps (a_O,j, a_P,j) minimise || chi_j - a_O dO_j P - a_P O_j dP ||^2 (a 2x2
-     least-squares problem); each position's contribution is weighted by its own step, damped by beta = 0.9:
+     least-squares problem); each position's contribution is weighted by its own step, damped by beta = 0.9
+     (with ``beta_decay`` (-betaDecay) halved after each epoch whose error stalled, down to 0.1):
        O += beta sum_j a_O,j conj(P) chi_j / (sum_j |P|^2 + delta max),
        P += beta sum_j a_P,j conj(O_j) chi_j / (sum_j |O_j|^2 + delta max).
 
@@ -44,6 +45,7 @@ from .position_refiner import PositionRefiner
 
 NEWTON_STEPS = modulus.NEWTON_STEPS  # the Poisson step's Newton steps (lsqml_fits.cu has its own)
 MAX_INTENSITY_STEP = 0.2  # largest relative change of a position's amplitude factor in one visit
+BETA_FLOOR = 0.1  # the lowest step damping -betaDecay halves beta_lsq to
 
 
 class LSQML:
@@ -65,6 +67,8 @@ class LSQML:
             if settings.position_refinement_from > 0 else None
         if settings.variable_intensity and state.intensity_scale is None:
             state.intensity_scale = state.xp.ones(n_pos, dtype=state.xp.float32)
+        self.beta = settings.beta_lsq  # the step damping in force: halved on stalled epochs by -betaDecay
+        self._last_error: float | None = None
 
     def iterate(self, iteration: int, update_probe: bool) -> IterationMetrics:
         st = self.state
@@ -81,7 +85,19 @@ class LSQML:
             self.refiner.end_epoch()
         if st.intensity_scale is not None:
             st.intensity_scale /= st.xp.mean(st.intensity_scale)
+        self._adapt_step(metrics.error)
         return metrics
+
+    def _adapt_step(self, error: float) -> None:
+        """-betaDecay: halve the step damping (down to :data:`BETA_FLOOR`) after an epoch whose Fourier error fell by
+        less than ``settings.beta_decay`` (a fraction) from the epoch before. Mini-batches that each take a full
+        step fight over the data the model cannot fit (a measured scan's partial coherence, its noise): the error
+        stalls at a floor set by the step; a smaller step lowers it (benchmarks/RESULTS.md, "LSQML's stochastic
+        floor on measured data")."""
+        decay = self.settings.beta_decay
+        if decay > 0 and self._last_error is not None and error > self._last_error * (1.0 - decay):
+            self.beta = max(0.5 * self.beta, min(BETA_FLOOR, self.settings.beta_lsq))
+        self._last_error = error
 
     def _update_batch(self, idx: Any, metrics: IterationMetrics, update_probe: bool, refine: bool = False) -> None:
         st, xp, s = self.state, self.state.xp, self.settings
@@ -135,13 +151,13 @@ class LSQML:
             b = lit_obj[:, None] * (self._probe_frame_sum(grad_p, ramps) * inv_den_p)[None]
             step_o, step_p = _optimal_steps(xp, chi, a, b)
             grad_p *= step_p[:, None, None, None]
-            st.probe[:m] += self._probe_frame_sum(grad_p, ramps) * (s.beta_lsq * inv_den_p)
+            st.probe[:m] += self._probe_frame_sum(grad_p, ramps) * (self.beta * inv_den_p)
         else:
             step_o = _optimal_step(xp, chi, a)
         # each position's contribution weighted by its own optimal step
         grad_o *= step_o[:, None, None]
         weighted = patches.scatter_add_patches(xp, st.obj.shape, grad_o, flat_idx)
-        inv_den_o *= s.beta_lsq
+        inv_den_o *= self.beta
         weighted *= inv_den_o
         st.obj += weighted
         if refine:

@@ -59,10 +59,12 @@ class FastLSQML(FastMixin, LSQMLFitsMixin, LSQML):
             for b0 in range(0, st.n_positions, self.batch_size):
                 self.plans.get(min(self.batch_size, st.n_positions - b0) * m, self.n)
         self._run(m, update_probe, lambda: self._launch_all(m, update_probe))
-        return self._metrics()
+        metrics = self._metrics()
+        self._adapt_step(metrics.error)  # -betaDecay: the next epoch's graph takes the new beta
+        return metrics
 
     def _buffers_key(self, m: int, update_probe: bool) -> tuple[object, ...]:
-        return (*super()._buffers_key(m, update_probe), self._refine_now)
+        return (*super()._buffers_key(m, update_probe), self._refine_now, self.beta)  # beta: a graph argument
 
     def _launch_all(self, m: int, update_probe: bool) -> None:
         """One epoch: per mini-batch gather (which also resets the batch's sums), FFT, modulus, inverse FFT, scatter,
@@ -76,7 +78,7 @@ class FastLSQML(FastMixin, LSQMLFitsMixin, LSQML):
         n, n2, w = self.n, self.n2, self.width
         mask, has_mask, stride = self.mask
         up = i32(1 if update_probe else 0)
-        beta, delta = f32(s.beta_lsq), f32(s.delta_p)
+        beta, delta = f32(self.beta), f32(s.delta_p)
         self.err.fill(0)
         rows, cols, order = self.rows32, self.cols32, self.order
         n_pos, bs, sm = st.n_positions, self.batch_size, self.stream

@@ -99,6 +99,7 @@ class LSQMLFitsMixin:
     width: int
     mt: int
     batch_size: int
+    beta: float
     plans: Any
     chi: Any
     num_o: Any
@@ -170,7 +171,7 @@ class LSQMLFitsMixin:
         n, n2, w = self.n, self.n2, self.width
         mask, has_mask, stride = self.mask
         up = i32(1 if update_probe else 0)
-        beta, delta = f32(s.beta_lsq), f32(s.delta_p)
+        beta, delta = f32(self.beta), f32(s.delta_p)
         rows, cols, order, acc = self.rows32, self.cols32, self.order, self.fit_acc
         n_pos, bs, sm = st.n_positions, self.batch_size, self.stream
         shift, ref, fused = self._shift, i32(1 if refine else 0), self._fused
@@ -317,7 +318,7 @@ class LSQMLFitsMixin:
             rt.launch("lf_gp_sum", n2, (self.gbuf, pos, self.rows32, self.cols32, self.order, i32(b0), i32(cnt),
                                         i32(n), *sums))
         self.plans.inverse(self.gstep[: m * n2], m, n)
-        rt.launch("lf_probe_add", n2, (probe, self.gstep, self.dp, i32(n2), i32(m), f32(s.beta_lsq), f32(s.delta_p),
+        rt.launch("lf_probe_add", n2, (probe, self.gstep, self.dp, i32(n2), i32(m), f32(self.beta), f32(s.delta_p),
                                        self.slots, new))
 
     def _corner_args(self, pos: Any) -> tuple[Any, ...]:

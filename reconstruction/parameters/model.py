@@ -215,6 +215,10 @@ class ReconstructionParameters:
                                         advanced=True)
     delta_p: float = param(0.1, kind="float", flag="delta_p", min=0.0, max=10.0, advanced=True,
                            hint="LSQML: regularisation of the object/probe update, relative to the maximum.")
+    beta_decay: float = param(0.0, kind="float", flag="betaDecay", min=0.0, max=1.0, advanced=True,
+                              hint="LSQML: halve the step damping (0.9, down to 0.1) after each iteration whose "
+                                   "error fell by less than this fraction (0 = off). Lowers the floor where "
+                                   "mini-batches fight over what the model cannot fit (measured data: 0.003).")
     dm_relax: float = param(0.05, kind="float", flag="fourierRelax", min=0.0, max=1.0, advanced=True,
                             label="DM Fourier relaxation",
                             hint="DM with -noise=gaussian: a pattern whose model is within this relative rms of "

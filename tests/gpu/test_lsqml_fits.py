@@ -209,3 +209,22 @@ def test_the_fused_schedule_equals_the_first_with_a_fork_and_join_every_position
     print(f"AGREE LSQML fits sub-pixel + positions + flux, batch 1, graphs={graphs}: fused-vs-first object {obj:.2e} "
           f"probe {probe:.2e} positions {pos:.2e} px flux {flux:.2e}")
     assert obj <= 1e-3 and probe <= 1e-3 and pos <= 1e-3 and flux <= 1e-4
+
+
+@pytest.mark.parametrize("option", ["plain", "subpixel+positions"])
+def test_fast_lsqml_beta_decay_halves_the_step_as_the_reference_does_and_matches_it(scan, option):
+    """-betaDecay=1 halves the step after every iteration (0.9, 0.45, 0.225, 0.1125 taken, then the floor 0.1): each
+    new step is a new graph argument, so the fast run recaptures its graph and must still match the reference with
+    one mini-batch."""
+    extra = {} if option == "plain" else dict(subpixel_windows=True, position_refinement_from=2)
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, beta_decay=1.0,
+                              batch_size=len(scan.data.positions_px), **extra)
+    cpu = _run(scan, "cpu", settings)
+    gpu = _run(scan, "gpu", settings)
+    assert type(gpu.engine).__name__ == "FastLSQML" and gpu.engine._fits == (option != "plain")
+    assert gpu.engine.beta == cpu.engine.beta == pytest.approx(0.1)
+    obj, probe, pos, _ = _differences(gpu, cpu)
+    print(f"AGREE LSQML beta decay {option}, one batch: object {obj:.2e} probe {probe:.2e} positions {pos:.2e} px")
+    for d, floor in zip((obj, probe, pos), FLOORS, strict=False):
+        assert d <= floor
+    assert np.allclose(gpu.errors, cpu.errors, rtol=1e-3)

@@ -162,6 +162,7 @@ def engine(cp, rec, update_probe):
     eng = lsqml_fits.LSQMLFitsMixin()
     eng.cp, eng.state, eng.n, eng.n2, eng.width, eng.mt, eng.batch_size = cp, st, N_PX, n2, OBJ_PX, 1, b
     eng.settings = SimpleNamespace(noise_model="gaussian", beta_lsq=0.9, delta_p=0.1, position_refinement_from=2)
+    eng.beta = 0.9  # the step damping in force (LSQML.__init__'s, from beta_lsq)
     eng.chi = np.zeros(3 * b * n2, np.complex64)
     eng.num_o, eng.den_o = np.zeros(OBJ_PX * OBJ_PX, np.complex64), np.zeros(OBJ_PX * OBJ_PX, np.float32)
     eng.gp, eng.dp, eng.new_probe = np.zeros(n2, np.complex64), np.zeros(n2, np.float32), np.zeros(n2, np.complex64)
