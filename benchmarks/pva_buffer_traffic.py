@@ -106,7 +106,7 @@ def one_scan(args: argparse.Namespace, scan: int) -> dict[str, Any]:
                 "bridge_bytes_received": bridge, "job_bytes_received": job,
                 "bridge_frames_worth": round(bridge / frame_bytes, 1), "frame_bytes_in": stats.get("frame_bytes_in"),
                 "pixel_opens": stats.get("pixel_opens"), "job_frames": len(taken), "job_dropped": source.dropped,
-                "job_frames_from_buffer": source.frames_from_buffer}
+                "job_frames_from_buffer": source.frames_from_buffer, "job_dropped_detail": source.dropped_detail}
     finally:
         ioc.wait(30)
 

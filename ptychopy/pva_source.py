@@ -27,8 +27,14 @@ scan's other PVs (each optional):
   next scan's frames (:meth:`PvaSource.later_scan`); a job that took frames of its own scan ends with it and takes
   none of the next one's.
 
-A frame is ``(uniqueId - uid0)``-th scan point. The value a PV holds when the monitor connects is not taken (it may
-be the previous scan's last frame): start the reconstruction before the scan, or give ``buffer=``. The scan's end
+A frame is ``(uniqueId - uid0)``-th scan point. The value the image PV holds when the monitor connects is not taken
+(it may be the previous scan's last frame): start the reconstruction before the scan, or give ``buffer=``. The
+value the positions table holds at connect is kept aside: its rows are taken once the next rows continue its
+uniqueIds (a job that subscribed mid-scan: they are this scan's, e.g. its second frame's), and let go when they
+begin again (the scan before's, whose uniqueIds this scan repeats). A frame whose positions row never comes is
+dropped, named by its uniqueId (:attr:`PvaSource.dropped_detail`), once the scan ended and nothing came for
+``end_grace_s`` (or, with no end on the status PV, once nothing came for ``end_grace_s`` and the feed's
+``-liveStall`` ends the stream), never waited for forever. The scan's end
 or abort counts once the status was seen acquiring (or a frame arrived), and only after every planned frame
 arrived or no frame came for ``end_grace_s`` (frames posted just before the status change are still on their
 way: p4p delivers each PV's updates on its own queue). Frames never received (gaps in uniqueId) are counted as
@@ -246,6 +252,11 @@ class PvaSource:
         self._subs: list[Any] = []
         self._frames: list[tuple[int, np.ndarray, np.ndarray | None]] = []  # (uid, frame, position or None)
         self._positions: dict[int, np.ndarray] = {}  # uid -> (2,) metres, from the positions table
+        # the positions table's value when its monitor (re)connected: this scan's rows, or the scan before's; taken
+        # once the next rows show which (_on_positions: they continue its uniqueIds, or begin again)
+        self._connect_rows: dict[int, np.ndarray] = {}
+        self._last_row_at = 0.0  # monotonic s: the newest positions row
+        self._no_row: list[int] = []  # uniqueIds of frames given up: their positions row never came (state())
         self._error: Exception | None = None
         self._status = ACQUIRING
         self._status_armed = False  # an end/abort counts once acquiring was seen (or a frame came)
@@ -328,11 +339,14 @@ class PvaSource:
                 return
             with self._lock:
                 self._connected[pv] = True
-                if self._skip_first.get(pv):
-                    self._skip_first[pv] = False
-                    return
+                skip, self._skip_first[pv] = self._skip_first.get(pv, False), False
+            if skip and pv != self.address.positions:
+                return
             try:
-                cb(update)
+                if skip:
+                    self._on_positions_at_connect(update)
+                else:
+                    cb(update)
             except Exception as exc:
                 self._fail(exc)
         return handle
@@ -374,12 +388,36 @@ class PvaSource:
             self._status_armed = True
             self._last_frame_at = time.monotonic()
 
-    def _on_positions(self, v: Any) -> None:
+    def _rows_of(self, v: Any) -> dict[int, np.ndarray]:
+        """uniqueId -> position (2,) metres of a positions table update ``v`` (``scale=`` applied)."""
         uid, row, col = table_columns(v, ("uniqueId", "row_m", "col_m"), str(self.address.positions))
+        if uid.ndim != 1 or uid.size == 0:  # an empty table (a server's initial value; p4p: None columns)
+            return {}
         pos = np.stack([row, col], axis=1).astype(np.float64) * self.address.scale
+        return dict(zip(uid.astype(np.int64).tolist(), pos, strict=True))
+
+    def _on_positions_at_connect(self, v: Any) -> None:
+        """The value the positions table holds when its monitor (re)connects: the newest rows posted before, of this
+        scan (the job subscribed mid-scan: a frame still to come may need them, e.g. its second) or of the scan before
+        (their uniqueIds repeat in this scan): kept aside until the next rows tell which (:meth:`_on_positions`)."""
+        rows = self._rows_of(v)
         with self._lock:
-            for u, p in zip(uid.astype(np.int64).tolist(), pos, strict=True):
-                self._positions[u] = p
+            self._connect_rows = rows
+
+    def _on_positions(self, v: Any) -> None:
+        rows = self._rows_of(v)
+        with self._lock:
+            self._positions.update(rows)
+            if rows:
+                self._last_row_at = time.monotonic()
+            if rows and self._connect_rows:
+                # the series rule: rows that continue past the value at connect (every uniqueId above its) show it
+                # was this scan's; a uniqueId at or below one of its begins again (a later scan): it was the scan
+                # before's, never taken (its uniqueIds are this scan's too)
+                if min(rows) > max(self._connect_rows):
+                    for u, p in self._connect_rows.items():
+                        self._positions.setdefault(u, p)
+                self._connect_rows = {}
 
     def _on_status(self, v: Any) -> None:
         code = status_code(v)
@@ -554,10 +592,35 @@ class PvaSource:
         self._frames = wait
         return out
 
+    def _without_row(self) -> list[int]:
+        """The uniqueIds of the frames lost for want of their positions row (sorted): those given up at the scan's
+        end (:meth:`state`), and those still waiting once nothing (no frame, no row) came for ``end_grace_s`` (a
+        stall: the feed ends the stream without them)."""
+        with self._lock:
+            lost = set(self._no_row)
+            if self._frames and time.monotonic() - max(self._last_frame_at, self._last_row_at) >= self.end_grace_s:
+                lost.update(u for u, _, _ in self._frames if u not in self._positions)
+        return sorted(lost)
+
     @property
     def dropped(self) -> int:
-        """Frames missing so far: scan points before the newest one received that never came (uniqueId gaps)."""
-        return int(self.max_index + 1 - np.count_nonzero(self._seen[: self.max_index + 1]))
+        """Frames missing so far: scan points before the newest one received that never came (uniqueId gaps), and
+        frames that came but whose positions row never did (:meth:`_without_row`)."""
+        top = self.max_index
+        for u in self._without_row():
+            if 0 <= u - self.address.uid0 < self._seen.shape[0]:
+                top = max(top, u - self.address.uid0)
+        return int(top + 1 - np.count_nonzero(self._seen[: top + 1]))
+
+    @property
+    def dropped_detail(self) -> str:
+        """Which frames were dropped for want of a positions row, naming their uniqueIds ('' when none): part of
+        the result's partial label."""
+        lost = self._without_row()
+        if not lost:
+            return ""
+        shown = ", ".join(str(u) for u in lost[:10]) + (", ..." if len(lost) > 10 else "")
+        return (f"{len(lost)} without a positions row on PV {self.address.positions}: uniqueId {shown}")
 
     def state(self) -> str:
         """ACQUIRING, or ENDED/ABORTED as the status PV says once the frames before it had time to arrive (every
@@ -565,19 +628,34 @@ class PvaSource:
         frame arrived."""
         with self._lock:
             status, armed, seen_at = self._status, self._status_armed, self._end_seen_at
-            pending = len(self._frames) + (not self._held_done and self._first_uid is not None)
-            last = self._last_frame_at
+            fetching = not self._held_done and self._first_uid is not None
+            pending = len(self._frames) + fetching
+            last = max(self._last_frame_at, self._last_row_at)
         complete = bool(self._seen.all())
         if self.address.status is None:
             return ENDED if complete and not pending else ACQUIRING
-        if status == ACQUIRING or not armed or seen_at is None:
+        if status == ACQUIRING or not armed or seen_at is None or fetching:
             return ACQUIRING
+        quiet = time.monotonic() - max(seen_at, last) >= self.end_grace_s
+        if pending and quiet:
+            self._give_up_rowless()
+            with self._lock:
+                pending = len(self._frames)  # frames with their row, not polled yet: taken first
         if pending:
             return ACQUIRING
-        quiet_since = max(seen_at, last)
-        if complete or time.monotonic() - quiet_since >= self.end_grace_s:
+        if complete or quiet:
             return status
         return ACQUIRING
+
+    def _give_up_rowless(self) -> None:
+        """The scan ended and nothing came for ``end_grace_s``: the frames still waiting for their positions row
+        will not get it; they are dropped (:attr:`dropped`, named by :attr:`dropped_detail`), not waited for."""
+        with self._lock:
+            if self.address.positions is None:
+                return
+            keep = [f for f in self._frames if f[0] in self._positions]
+            self._no_row.extend(f[0] for f in self._frames if f[0] not in self._positions)
+            self._frames = keep
 
     def close(self) -> None:
         self._closing.set()

@@ -52,6 +52,7 @@ class LiveSummary:
     planned: int = 0
     received: int = 0
     dropped: int = 0
+    dropped_detail: str = ""  # the source's words on which frames were dropped and why (e.g. their uniqueIds)
     duplicates: list[int] = field(default_factory=list)
     out_of_order: int = 0
     live_iterations: int = 0
@@ -70,12 +71,15 @@ class LiveSummary:
             return None
         why = {ENDED: "scan ended early", STOPPED: "run stopped"}.get(self.outcome, f"scan {self.outcome}")
         lost = f", {self.dropped} dropped" if self.dropped else ""
+        if lost and self.dropped_detail:
+            lost += f" ({self.dropped_detail})"
         return f"partial: {why} after {self.received} of {self.planned} frames{lost}"
 
     def to_dict(self) -> dict[str, Any]:
+        detail = {"dropped_detail": self.dropped_detail} if self.dropped and self.dropped_detail else {}
         return {"source": self.source, "outcome": self.outcome, "partial": self.partial,
                 "frames_planned": self.planned, "frames_received": self.received,
-                "frames_dropped": self.dropped, "duplicates_ignored": list(self.duplicates),
+                "frames_dropped": self.dropped, **detail, "duplicates_ignored": list(self.duplicates),
                 "out_of_order": self.out_of_order, "live_iterations": self.live_iterations,
                 "finish_iterations": self.finish_iterations, "finish_s": round(self.finish_s, 3)}
 
@@ -189,6 +193,7 @@ class StreamingRun:
         s.received = self._k
         s.duplicates = list(self.feed.duplicates)
         s.dropped = int(getattr(self.source, "dropped", 0))  # a source that can lose frames counts them
+        s.dropped_detail = str(getattr(self.source, "dropped_detail", ""))  # and may say which and why
         s.last_frame_monotonic = self.feed.last_frame_monotonic
         if self.rec is None:
             raise LiveSourceError(f"{self.source.name}: the stream {s.outcome} before any frame arrived")

@@ -40,7 +40,7 @@ class Detector:
         self.streamer = PvaStreamer(prefix, self.planned_m, pva_server_conf(port))
         self.frames = np.random.default_rng(0).uniform(1, 100, (N, *SHAPE_PX)).astype(np.float32)
         self.attrs = attrs
-        base = live_source_address(prefix, attrs)
+        self.base = base = live_source_address(prefix, attrs)
         self.buffer = FrameBuffer(base, f"127.0.0.1:{free_port()}", f"{prefix}Frames", max_bytes,
                                   conf=self.client_conf, wait_s=2.0, release_after_s=release_after_s,
                                   keep_after_handover=keep_after_handover, **buffer_options).start()
@@ -1028,3 +1028,129 @@ def test_a_scan_whose_first_frames_come_while_the_pixel_monitor_is_closed_is_ref
             _fetch(d.buffer, 16)
     finally:
         d.close()
+
+
+# -- the positions row a job's monitor finds at connect; a frame whose row never comes (issue 21) ------------------
+def _plain_source(d: Detector, end_grace_s: float = 1.0) -> PvaSource:
+    """A job's source subscribing now, without the bridge's buffer (started by hand before or during the scan)."""
+    from p4p.client.thread import Context
+
+    ctx = Context("pva", nt=False, conf=d.client_conf, useenv=False)
+    return PvaSource(d.base, PlannedScan(d.planned_m, None, "test"), connect_s=10, end_grace_s=end_grace_s, ctx=ctx)
+
+
+def _post_without_row(d: Detector, missing: int) -> None:
+    """The whole scan, every frame after its row but the row of scan point ``missing`` never posted."""
+    for j in range(N):
+        if j != missing:
+            d.streamer.post_positions([1 + j], d.planned_m[j:j + 1])
+        d.streamer.post_frame(1 + j, d.frames[j])
+
+
+def test_a_frame_whose_row_was_the_value_at_connect_is_taken_with_it_once_the_next_row_continues_the_scan(detector):
+    """The job's positions monitor connects after the row of its first frame was posted, before the frame (no
+    buffer): the row is the value at connect. Before, it was never taken and the frame waited for it forever (the
+    job never ended)."""
+    detector.streamer.post_positions([1], detector.planned_m[0:1])
+    source = _plain_source(detector)  # connected: its positions monitor found row 1
+    try:
+        detector.streamer.post_frame(1, detector.frames[0])
+        detector.post(range(1, N))
+        detector.streamer.post_status(1)
+        frames, indices, positions = _drain(source, timeout_s=10)
+    finally:
+        source.close()
+    assert indices.tolist() == list(range(N)) and source.dropped == 0
+    np.testing.assert_array_equal(frames, detector.frames)
+    np.testing.assert_allclose(positions, detector.planned_m)
+
+
+def test_a_mid_scan_jobs_second_frame_whose_row_was_the_value_at_connect_is_taken_with_the_buffers_frames(detector):
+    """The job subscribes mid-scan after the rows of its first two frames were posted, before their frames: its
+    positions monitor finds the second's row at connect; the buffer gives the rows of the frames before the first
+    and the first's (``through_row_m``), not the second's. Before, the second frame waited for its row forever
+    (the benchmark's scan that hung at 899 of 900 frames)."""
+    detector.post(range(0, 10))
+    detector.streamer.post_positions([11, 12], detector.planned_m[10:12])  # rows of scan points 10, 11
+    _wait_held(detector, 10)
+    source = detector.source()  # connected: its positions monitor found rows 11, 12
+    try:
+        detector.streamer.post_frame(11, detector.frames[10])
+        detector.streamer.post_frame(12, detector.frames[11])
+        detector.post(range(12, N))
+        detector.streamer.post_status(1)
+        frames, indices, positions = _drain(source, timeout_s=10)
+    finally:
+        source.close()
+    assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer == 10
+    np.testing.assert_array_equal(frames, detector.frames)
+    np.testing.assert_allclose(positions, detector.planned_m)
+
+
+def test_the_row_held_at_connect_from_the_scan_before_is_never_given_to_this_scans_frame_of_its_uniqueid(detector):
+    """A job subscribing between scans finds the scan before's last row (uniqueId N, other positions) at connect;
+    this scan's frame N, come before its own row, waits for that row instead of taking the scan before's."""
+    detector.post(range(N), scale=2.0)  # the scan before: uniqueIds 1..N, other positions
+    detector.streamer.post_status(1)
+    source = _plain_source(detector)  # connected: its positions monitor found the scan before's row N
+    try:
+        detector.streamer.post_status(0)
+        detector.post(range(N - 1))
+        detector.streamer.post_frame(N, detector.frames[N - 1])  # before its row
+        taken = []
+        deadline = time.monotonic() + 10
+        while sum(len(b) for b in taken) < N - 1:
+            assert time.monotonic() < deadline, f"{sum(len(b) for b in taken)} frames"
+            batch = source.poll()
+            taken += [batch] if batch is not None else []
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert source.poll() is None  # frame N waits for its row
+        detector.streamer.post_positions([N], detector.planned_m[N - 1:N])
+        wait_for(lambda: taken.append(source.poll()) or taken[-1] is not None, 10, "frame N with its row")
+    finally:
+        source.close()
+    last = taken[-1]
+    assert last.indices.tolist() == [N - 1]
+    np.testing.assert_allclose(last.positions_m, detector.planned_m[N - 1:N])
+
+
+def test_a_frame_whose_row_never_comes_is_dropped_by_uniqueid_after_the_scans_end_and_grace_not_waited_for_forever(
+        detector):
+    """Before, the frame waited for its row forever: the source said acquiring after the scan's end and the job
+    never ended (or ended stalled, the frame not named)."""
+    from reconstruction.live.run import LiveSummary
+
+    source = _plain_source(detector, end_grace_s=0.5)
+    try:
+        _post_without_row(detector, missing=5)
+        detector.streamer.post_status(1)
+        _frames, indices, positions = _drain(source, timeout_s=10)
+    finally:
+        source.close()
+    assert indices.tolist() == [j for j in range(N) if j != 5]
+    np.testing.assert_allclose(positions, np.delete(detector.planned_m, 5, axis=0))
+    assert source.dropped == 1 and "uniqueId 6" in source.dropped_detail
+    label = LiveSummary("pva", ENDED, N, N - 1, source.dropped, source.dropped_detail).label()
+    assert label == (f"partial: scan ended early after {N - 1} of {N} frames, 1 dropped (1 without a positions row on "
+                     f"PV {source.address.positions}: uniqueId 6)")
+
+
+def test_a_last_frame_whose_row_never_comes_counts_as_dropped_by_uniqueid_once_the_stream_is_quiet(detector):
+    """No end on the status PV (the feed's -liveStall ends the stream): the frame still waiting once nothing came
+    for the grace is counted and named. Before, a frame past the newest one taken was not counted at all."""
+    source = _plain_source(detector, end_grace_s=0.3)
+    try:
+        _post_without_row(detector, missing=N - 1)
+        got = 0
+        deadline = time.monotonic() + 10
+        while got < N - 1:
+            assert time.monotonic() < deadline, f"{got} frames"
+            batch = source.poll()
+            got += len(batch) if batch is not None else 0
+            time.sleep(0.01)
+        assert source.dropped == 0  # still within the grace: waiting, not lost
+        wait_for(lambda: source.dropped == 1, 5, "the frame counted dropped")
+        assert f"uniqueId {N}" in source.dropped_detail
+    finally:
+        source.close()
