@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -258,18 +258,29 @@ def test_the_jobs_first_frame_gets_its_positions_row_from_the_buffer_when_its_mo
     and the frame, find that row as the value at connect and not take it (it may be the previous scan's). The
     buffer hands it over with the frames before (before: the frame waited for its row until the stream stalled)."""
     detector.post(range(0, 15))
-    detector.streamer.post_positions([16], detector.planned_m[15:16])  # the row of scan point 15, not its frame
     _wait_held(detector, 15)
-    source = detector.source()  # connected: its positions monitor found row 16
+    _job_after_rows(detector, range(15, 16), Detector.source)  # the row of scan point 15, not its frame
+
+
+def _job_after_rows(d: Detector, points: range, source_of: Callable[[Detector], PvaSource]) -> PvaSource:
+    """The rows of scan points ``points`` posted one by one, then a job's source subscribes (``source_of(d)``: its
+    positions monitor finds the last of those rows at connect), then their frames and the rest of the scan, the
+    scan ended: the source, having taken every frame in scan order at its planned position, none dropped."""
+    for j in points:
+        d.streamer.post_positions([1 + j], d.planned_m[j:j + 1])
+    source = source_of(d)
     try:
-        detector.streamer.post_frame(16, detector.frames[15])
-        detector.post(range(16, N))
-        detector.streamer.post_status(1)
+        for j in points:
+            d.streamer.post_frame(1 + j, d.frames[j])
+        d.post(range(points.stop, N))
+        d.streamer.post_status(1)
         frames, indices, positions = _drain(source, timeout_s=10)
     finally:
         source.close()
     assert indices.tolist() == list(range(N)) and source.dropped == 0
-    np.testing.assert_allclose(positions, detector.planned_m)
+    np.testing.assert_array_equal(frames, d.frames)
+    np.testing.assert_allclose(positions, d.planned_m)
+    return source
 
 
 def test_a_buffer_that_subscribed_while_a_scan_ran_says_its_start_is_held_nowhere_instead_of_a_partial_prefix():
@@ -1051,18 +1062,7 @@ def test_a_frame_whose_row_was_the_value_at_connect_is_taken_with_it_once_the_ne
     """The job's positions monitor connects after the row of its first frame was posted, before the frame (no
     buffer): the row is the value at connect. Before, it was never taken and the frame waited for it forever (the
     job never ended)."""
-    detector.streamer.post_positions([1], detector.planned_m[0:1])
-    source = _plain_source(detector)  # connected: its positions monitor found row 1
-    try:
-        detector.streamer.post_frame(1, detector.frames[0])
-        detector.post(range(1, N))
-        detector.streamer.post_status(1)
-        frames, indices, positions = _drain(source, timeout_s=10)
-    finally:
-        source.close()
-    assert indices.tolist() == list(range(N)) and source.dropped == 0
-    np.testing.assert_array_equal(frames, detector.frames)
-    np.testing.assert_allclose(positions, detector.planned_m)
+    _job_after_rows(detector, range(0, 1), _plain_source)  # its positions monitor finds row 1 at connect
 
 
 def test_a_mid_scan_jobs_second_frame_whose_row_was_the_value_at_connect_is_taken_with_the_buffers_frames(detector):
@@ -1071,20 +1071,10 @@ def test_a_mid_scan_jobs_second_frame_whose_row_was_the_value_at_connect_is_take
     and the first's (``through_row_m``), not the second's. Before, the second frame waited for its row forever
     (the benchmark's scan that hung at 899 of 900 frames)."""
     detector.post(range(0, 10))
-    detector.streamer.post_positions([11, 12], detector.planned_m[10:12])  # rows of scan points 10, 11
     _wait_held(detector, 10)
-    source = detector.source()  # connected: its positions monitor found rows 11, 12
-    try:
-        detector.streamer.post_frame(11, detector.frames[10])
-        detector.streamer.post_frame(12, detector.frames[11])
-        detector.post(range(12, N))
-        detector.streamer.post_status(1)
-        frames, indices, positions = _drain(source, timeout_s=10)
-    finally:
-        source.close()
-    assert indices.tolist() == list(range(N)) and source.dropped == 0 and source.frames_from_buffer == 10
-    np.testing.assert_array_equal(frames, detector.frames)
-    np.testing.assert_allclose(positions, detector.planned_m)
+    # rows 11 and 12 (scan points 10, 11) posted: the positions monitor finds row 12 at connect
+    source = _job_after_rows(detector, range(10, 12), Detector.source)
+    assert source.frames_from_buffer == 10
 
 
 def test_the_row_held_at_connect_from_the_scan_before_is_never_given_to_this_scans_frame_of_its_uniqueid(detector):
