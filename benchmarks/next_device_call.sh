@@ -1,19 +1,14 @@
 #!/usr/bin/env bash
 # The GPU work that waits for a device machine, in one call from the repository root, carry [".whl"] (the peers'
-# wheels: benchmarks/RESULTS.md "How to reproduce"):   bash benchmarks/next_device_call.sh   (about 8 min)
-# In order of need (each step has its own limit, so a short lease still gets the first ones):
-# 1. the fast ePIE/DM kernels changed by the flux fit and Poisson (848d1cf: plain kernels gained arguments) against
-#    NumPy: the plain ePIE/DM tests, the window tests, the flux/Poisson tests (then git am
-#    benchmarks/pending/fast_flux_table.patch if they pass);
-# 2. plain ePIE/DM no slower; the flux fit and Poisson beside plain;
-# 3. where the fast ePIE/DM option time goes (profile_fast.py --options/--methods), DM options beside plain after the
-#    per-window roll loop was replaced (a3e044b);
-# 4. ours beside tike's lstsq_grad on the measured Siemens star (tike updates its probe from epoch 0);
-# STEPS picks some (default all: kernels lsqml flux profile dm measured fused accuracy; about 14 min, so two calls:
-#   STEPS="kernels lsqml flux profile", then STEPS="dm measured fused accuracy").
-# 5. the fast LSQML's fused schedule beside the first (flip FUSED_DEFAULT if it wins: NOTES.md section 10).
-# 6. the issue's position target (64^2, +-3 px + 1 % + 0.5 degrees, probe known) on the fast ePIE and DM (b65dade):
-#    CPU figures ePIE 0.066 px, NRMSE 1.099x; DM 0.120 px, 1.06x (RESULTS.md "ePIE's and DM's affine-phase steps").
+# wheels: benchmarks/RESULTS.md "How to reproduce"):   STEPS="..." bash benchmarks/next_device_call.sh
+# Steps (each has its own limit, so a short lease still gets the first ones): kernels (the fast ePIE/DM against
+# NumPy: plain, windows, flux/Poisson), lsqml (tests/gpu/test_lsqml_fits.py and the LSQML fits cases), flux (the
+# flux fit and Poisson beside plain), profile (where the fast ePIE/DM option time goes), dm (DM's options beside
+# plain), measured (ours beside tike's lstsq_grad on the measured Siemens star), fused (the LSQML schedules),
+# accuracy (the 64^2 position target on the fast ePIE and DM), betadecay (-betaDecay's GPU test, then the measured
+# run with it). Default: all but betadecay (about 14 min: two calls).
+# Run 2026-12-07 15:05-15:35 except accuracy (benchmarks/RESULTS.md). Still waiting for a GPU: STEPS="betadecay"
+# (dabe505, about 3 min), STEPS="profile dm accuracy" (DM's epoch end after wf_dm_phi_add, 25a1869; b65dade).
 set -u
 OUT=${OUT:-benchmarks/out}; export OUT; mkdir -p "$OUT" /tmp/site
 python3 -c "import hdf5plugin" 2>/dev/null || echo "# stand-in: no HDF5 compression filters" > /tmp/site/hdf5plugin.py
@@ -57,5 +52,9 @@ fi
 if step accuracy; then echo "=== position accuracy, 64^2 target, fast ePIE and DM $(date +%T)"
 PYTHONPATH=$PWD:$PYTHONPATH timeout ${ACCURACY_TIMEOUT:-240} python3 benchmarks/position_correction.py --device gpu --engines ePIE,DM 2>&1 \
   | tee "$OUT/position_accuracy.log" | grep -E "POSCORR|rings|left|Error" | tail -10
+fi
+if step betadecay; then echo "=== -betaDecay (dabe505): its GPU test, then ours (0.003) beside tike $(date +%T)"
+TESTS="tests/gpu/test_lsqml_fits.py -k beta_decay" TESTS_TIMEOUT=90 MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-150} \
+  bash benchmarks/issue17_device.sh tests measured 2>&1 | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -24
 fi
 echo "=== end $(date +%T)"
