@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..engines.dm import DM, memory_share, set_step_cadence
+from ..engines.dm import DM, set_step_cadence
 from ..engines.epie import EPIE
 from ..physics import patches
 from . import runtime as rt
@@ -93,7 +93,6 @@ class DMWindowsMixin(WindowsMixin):
     lane_plans: list[Any]
     mask: Any
     _positions_moved: Any  # FastDM's: roll the exit waves of moved windows, update the corners
-    _follow_positions: Any  # engines.dm.DM's: psi's overlap-consistent part follows each move
     _lit_probes: Any  # engines.dm.DM's: the moved probes times the factors c_j
     ident: Any  # FastDM's: (N,) int32 0 .. N-1, the positions in their own order
     _scale_arg: Any  # gpu/flux_noise.py's FluxNoiseMixin: the factors or a null pointer
@@ -194,26 +193,21 @@ class DMWindowsMixin(WindowsMixin):
         is large, every 8th: ``engines.dm.set_step_cadence``); as in ``engines.dm.DM._refine_positions``, moved windows
         roll their exit waves' memory psi - phi and the overlap-consistent part phi follows each move. Two passes over
         the exit waves (wf_dm_phi_add: psi - phi with the memory's share, then + phi at the new places) where the
-        reference rolls phi too and takes its difference; an epoch fitting the deformation takes the reference's."""
+        reference rolls phi too and takes its difference. An epoch fitting the deformation takes the reference's
+        terms (the kernels' are unused)."""
         st, cp = self.state, self.cp
         m = st.modes_active
         corners = cp.stack([st.rows, st.cols], axis=1)
-        if self.refiner.affine_phase():  # the deformation terms: the reference's step (the kernels' are unused)
-            obj_patches = patches.extract_patches(cp, st.obj, st.window_idx())
-            lit = self._lit_probes(m)  # times c_j with the flux fit, as engines.dm.DM's phi
-            old_phi = lit * obj_patches[:, None]
-            set_step_cadence(self.refiner, memory_share(cp, self.psi[:, :m], old_phi))
-            DM._collect_position_terms(self, old_phi, obj_patches, lit)  # type: ignore[arg-type]
-            self.refiner.end_epoch()
-            self._positions_moved(corners)
-            self._moved_probes()
-            self._follow_positions(old_phi, corners)
-            return
         self.phi_sums.fill(0)
         self._phi_add(m, -1.0, self.phi_sums)
         memory, phi = (float(v) for v in self.phi_sums.get())
         set_step_cadence(self.refiner, float(np.sqrt(memory)) / (float(np.sqrt(phi)) + 1e-30))
-        collect_step_terms(self.refiner, self.ident, self.fit_acc)
+        if self.refiner.affine_phase():
+            obj_patches = patches.extract_patches(cp, st.obj, st.window_idx())
+            lit = self._lit_probes(m)  # times c_j with the flux fit, as engines.dm.DM's phi
+            DM._collect_position_terms(self, lit * obj_patches[:, None], obj_patches, lit)  # type: ignore[arg-type]
+        else:
+            collect_step_terms(self.refiner, self.ident, self.fit_acc)
         self.refiner.end_epoch()
         self._positions_moved(corners)  # the memory of moved windows rolled, the kernels' corners
         self._moved_probes()  # at the new positions, for the new phi
