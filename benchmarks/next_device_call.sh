@@ -39,7 +39,7 @@ timeout 60 python3 benchmarks/profile_fast.py --algs DM,ePIE --iterations 3 --op
 fi
 if step dm; then echo "=== DM options $(date +%T)"
 timeout 40 python3 benchmarks/lsqml_fits.py --algorithm DM --size 256 --iterations 20 --json "$OUT/window_DM.json" \
-  2>&1 | tee "$OUT/window_DM.log" | grep "^|" | tail -6
+  2>&1 | tee "$OUT/window_DM.log" | grep "^|" | tail -10
 fi
 if step measured; then echo "=== measured $(date +%T)"
 MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-100} bash benchmarks/issue17_device.sh measured 2>&1 \

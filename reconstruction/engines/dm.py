@@ -20,13 +20,15 @@ it, 0.3 while the probe is held: :func:`set_position_step`) and at most 0.5 px p
 search in the first refining epochs. While DM's memory psi - phi is large against phi (a guessed probe, errors of
 pixels) the steps are taken only in every 8th epoch: the memory feeds each move back into the next steps for about
 6 iterations, and with a weak pull towards the truth that ran the positions away (:data:`MEMORY_SHARE_SETTLE`,
-:func:`set_step_cadence`). The exit waves psi = phi + (psi - phi) split at a gradient move: the overlap-consistent
-part phi is taken anew at the new place, DM's memory psi - phi stays with its pattern (a window whose corner moves by k
-pixels has it rolled by -k, so its content stays where it was in the object); a coarse move takes psi along
-unrolled (``_positions_moved``). The scan's affine fit (-positionAffine) takes its terms from the same chi and
-adds a smooth quadratic warp of the scan (:data:`WARP_DEGREE`): DM's steps leave a smooth error that its object
-follows, and the windows' content shows it as the affine error; the exit waves follow the deformation as they
-follow a gradient move (the object is resampled first, phi taken anew).
+:func:`set_step_cadence`; the share measured at an epoch's end sets the next epoch's cadence, so that the fast DM
+knows before an epoch whether it steps, and spends nothing on step terms in the epochs that do not). The exit
+waves psi = phi + (psi - phi) split at a gradient move: the overlap-consistent part phi is taken anew at the new
+place, DM's memory psi - phi stays with its pattern (a window whose corner moves by k pixels has it rolled by -k, so
+its content stays where it was in the object); a coarse move takes psi along unrolled (``_positions_moved``). The
+scan's affine fit (-positionAffine) takes its terms from the same chi and adds a smooth quadratic warp of the scan
+(:data:`WARP_DEGREE`): DM's steps leave a smooth error that its object follows, and the windows' content shows it as
+the affine error; the exit waves follow the deformation as they follow a gradient move (the object is resampled
+first, phi taken anew).
 
 Per-position flux (``variable_intensity``: -variableIntensity): the windows' model is c_j P O_j (c_j an amplitude
 factor, ``EngineState.intensity_scale``, mean 1). The overlap projection is the least-squares fit of the exit waves
@@ -117,8 +119,9 @@ def memory_share(xp: Any, psi: Any, phi: Any) -> float:
 
 
 def set_step_cadence(refiner: PositionRefiner, share: float) -> None:
-    """Per-position steps in every refining epoch while DM's memory ``share`` (:func:`memory_share`) is below
-    :data:`MEMORY_SHARE_SETTLE`, else in every :data:`SETTLE_EPOCHS`-th only (the reference and the fast DM)."""
+    """Per-position steps in every refining epoch while DM's memory ``share`` (:func:`memory_share`, measured at the
+    epoch's end) is below :data:`MEMORY_SHARE_SETTLE`, else in every :data:`SETTLE_EPOCHS`-th only, from the next
+    epoch on (the reference and the fast DM)."""
     refiner.step_every = 1 if share < MEMORY_SHARE_SETTLE else SETTLE_EPOCHS
 
 
@@ -191,12 +194,12 @@ class DM:
     def _refine_positions(self, phi: Any, obj_patches: Any) -> None:
         """Every position's step from the modulus projection of its overlap-consistent estimate phi (N, M, n, n)
         (:meth:`_collect_position_terms`; in every epoch, or only after the last move's transient while the exit
-        waves' memory is large: :func:`set_step_cadence`); then the epoch's end (the affine fit), and psi follows the
-        moves."""
+        waves' memory is large: :func:`set_step_cadence`, which this epoch's memory sets for the next); then the
+        epoch's end (the affine fit), and psi follows the moves."""
         st, xp = self.state, self.state.xp
         corners = xp.stack([st.rows, st.cols], axis=1).copy()
-        set_step_cadence(self.refiner, memory_share(xp, self.psi[:, : st.modes_active], phi))
         self._collect_position_terms(phi, obj_patches, self._probes)
+        set_step_cadence(self.refiner, memory_share(xp, self.psi[:, : st.modes_active], phi))  # the next epoch's
         self.refiner.end_epoch()
         self._positions_moved(corners)
         self._follow_positions(phi, corners)

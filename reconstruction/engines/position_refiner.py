@@ -98,6 +98,7 @@ class PositionRefiner:
         self._affine_trust = MAX_DEFORMATION  # largest entry of the deformation applied in the next epoch
         self._last_fitted: Any = None  # (2, 2) the deformation the last epoch's fit asked for
         self._epoch_start_px: Any = None  # (N, 2) the positions after the affine phase's epoch began
+        self._moved_since_end = True  # positions set since the last end_epoch (its held terms' removal is due)
         # the per-position steps weigh the object's gradients by the share of the light the other windows bring
         # (:func:`~reconstruction.physics.position_update.others_light_share`; ePIE and LSQML, whose fast kernels do
         # too: wf_epie_gather, lf_gather)
@@ -273,10 +274,22 @@ class PositionRefiner:
         own = probes if st.intensity_scale is None else probes / st.intensity_scale[idx][:, None, None, None]
         return pu.others_light_share(xp, own, lit)
 
+    def collecting(self) -> bool:
+        """True when the refining epoch begun last (:meth:`begin_epoch`) keeps per-position step terms: every
+        ``step_every``-th (the fast DM computes its step terms only then)."""
+        return self._epoch % self.step_every == 0
+
+    def end_epoch_moves(self) -> bool:
+        """True when :meth:`end_epoch` may move positions now: steps collected, an affine fit under way, or held
+        affine terms to remove. False: the positions stay exactly where they are (the fast DM then skips its
+        exit waves' follow-the-move passes)."""
+        held_due = bool(self.held) and self._moved_since_end
+        return bool(self._collected) or self._gram is not None or self._epoch_start_px is not None or held_due
+
     def collect(self, idx: Any, num: Any, den: Any) -> None:
         """Keep the step terms (B, 2) of positions ``idx`` (B,) for :meth:`end_epoch`, which moves every position
         at once, damped by the median over all of them; nothing outside every ``step_every``-th epoch."""
-        if self._epoch % self.step_every:
+        if not self.collecting():
             return
         self._collected.append((self.state.xp.asarray(idx), num, den))
 
@@ -304,8 +317,9 @@ class PositionRefiner:
                 d = pu.solve_deformation(xp, self._gram, self._rhs, free)
                 self._apply_deformation(self._limited_deformation(d))
             self._gram = self._rhs = None
-        if self.held:
+        if self.held and self._moved_since_end:  # nothing moved since the last removal: it would change nothing
             self._set(slice(None), pu.remove_affine_terms(xp, self.start_px, self.positions, self.held))
+        self._moved_since_end = False
 
     def _limited_deformation(self, fitted: Any) -> Any:
         """The (2, 2) share of the ``fitted`` deformation applied this epoch: each entry clipped to
@@ -374,6 +388,7 @@ class PositionRefiner:
         hi = xp.asarray([st.obj.shape[0] - n, st.obj.shape[1] - n], dtype=positions_px.dtype)
         positions_px = xp.clip(positions_px, 0, hi[None])
         self.positions[idx] = positions_px
+        self._moved_since_end = True
         corners = window_corners(positions_px, xp, st.rows.dtype)
         st.rows[idx] = corners[:, 0]
         st.cols[idx] = corners[:, 1]

@@ -130,7 +130,9 @@ class FastDM(FastMixin, DMWindowsMixin, FluxNoiseMixin, DM):
         self.plans.get(self.sample_size * m, self.n)
         if self._shift:
             self._plan_windows(m)
-        self._refine_now = refine
+        # the kernels' step terms only in an epoch that steps and fits no deformation (that epoch takes the
+        # reference's terms: window_fits.DMWindowsMixin._end_refining_epoch)
+        self._refine_now = refine and self.refiner.collecting() and not self.refiner.affine_phase()
         self._sample_host[0] = error_sample_span(self.state.n_positions, iteration)[1]
         self.sample_start.set(self._sample_host)
         if update_probe and self._fused(m) and not self._partials_fresh:

@@ -194,34 +194,39 @@ class DMWindowsMixin(WindowsMixin):
         roll their exit waves' memory psi - phi and the overlap-consistent part phi follows each move. Two passes over
         the exit waves (wf_dm_phi_add: psi - phi with the memory's share, then + phi at the new places) where the
         reference rolls phi too and takes its difference. An epoch fitting the deformation takes the reference's
-        terms (the kernels' are unused)."""
+        terms (the kernels' are not computed). An epoch that moves no position (no steps: the cadence; no fit) reads
+        the exit waves once for the memory's share, writes nothing and makes no moved probes: the positions and so
+        phi are where they were (where the reference adds new_phi - old_phi = 0)."""
         st, cp = self.state, self.cp
         m = st.modes_active
-        corners = cp.stack([st.rows, st.cols], axis=1)
-        self.phi_sums.fill(0)
-        self._phi_add(m, -1.0, self.phi_sums)
-        memory, phi = (float(v) for v in self.phi_sums.get())
-        set_step_cadence(self.refiner, float(np.sqrt(memory)) / (float(np.sqrt(phi)) + 1e-30))
         if self.refiner.affine_phase():
             obj_patches = patches.extract_patches(cp, st.obj, st.window_idx())
             lit = self._lit_probes(m)  # times c_j with the flux fit, as engines.dm.DM's phi
             DM._collect_position_terms(self, lit * obj_patches[:, None], obj_patches, lit)  # type: ignore[arg-type]
-        else:
+        elif self._refine_now:
             collect_step_terms(self.refiner, self.ident, self.fit_acc)
+        moves = self.refiner.end_epoch_moves()
+        corners = cp.stack([st.rows, st.cols], axis=1) if moves else None
+        self.phi_sums.fill(0)
+        self._phi_add(m, -1.0, self.phi_sums, store=moves)
+        memory, phi = (float(v) for v in self.phi_sums.get())
+        set_step_cadence(self.refiner, float(np.sqrt(memory)) / (float(np.sqrt(phi)) + 1e-30))  # the next epoch's
         self.refiner.end_epoch()
+        if not moves:
+            return
         self._positions_moved(corners)  # the memory of moved windows rolled, the kernels' corners
         self._moved_probes()  # at the new positions, for the new phi
         self._phi_add(m, 1.0, self._null)
 
-    def _phi_add(self, m: int, sign: float, sums: Any) -> None:
+    def _phi_add(self, m: int, sign: float, sums: Any, store: bool = True) -> None:
         """psi[:, :m] += sign phi, phi = c_j P_j O_j at the windows' corners now (wf_dm_phi_add; ``sums`` (2,) float64
-        or a null pointer: ||psi - phi||^2 and ||phi||^2 added)."""
+        or a null pointer: ||psi - phi||^2 and ||phi||^2 added; ``store`` False: the sums only, psi unchanged)."""
         st = self.state
         probe, stride, scale = self._probe_args()
         n_pos = st.n_positions
         rt.launch("wf_dm_phi_add", n_pos * self.n2, (self.psi, probe, stride, st.obj, self.rows32, self.cols32,
                                                      i32(n_pos), i32(self.n), i32(self.width), i32(m), i32(self.mt),
-                                                     scale, f32(sign), sums))
+                                                     scale, f32(sign), sums, i32(1 if store else 0)))
 
 
 class EPIEWindowsMixin(WindowsMixin):

@@ -518,3 +518,37 @@ def test_in_the_affine_phase_epies_steps_weigh_the_trusted_gradients_by_the_othe
     np.testing.assert_allclose(num, want_num, rtol=1e-5)
     np.testing.assert_allclose(den, want_den, rtol=1e-5)
     assert refiner._gram.shape == (4, 6 + pu.NUISANCE_TERMS, 6 + pu.NUISANCE_TERMS)  # the fit's terms gathered too
+
+
+def test_dm_moves_positions_only_in_epochs_known_to_step_when_they_begin():
+    """The fast DM computes its kernels' step terms only in the refining epochs that step (``collecting`` after
+    ``begin_epoch``), and skips the exit waves' follow-the-move passes where ``end_epoch_moves`` is False: so the
+    reference DM, whose cadence the memory at an epoch's end sets for the next, must move no position by a step in
+    any other epoch. A guessed probe (its memory large: steps in every 8th epoch) and no affine fit, 32^2 scan."""
+    n = 32
+    sim = simulate(size_px=n, scan_dims=(8, 8), step_px=n / 10, photons=1e6, seed=3, jitter_px=1.0, subpixel=True)
+    settings = EngineSettings(update_probe_from=2, phase_constraint=0, subpixel_windows=True,
+                              position_refinement_from=3, coarse_search_px=0)
+    rec = Reconstruction(sim.data.intensities, raster_px((8, 8), n / 10) + 6.0, algorithm="DM", iterations=40,
+                         seed=0, device="cpu", beam_diameter_px=0.4 * n, settings=settings)
+    refiner = rec.engine.refiner
+    begin, end = refiner.begin_epoch, refiner.end_epoch
+    epochs: list[tuple[bool, bool, float]] = []  # (collecting when it began, end_epoch_moves, largest move px)
+
+    def begin_epoch(probe_at):
+        moved = begin(probe_at)
+        epochs.append((refiner.collecting(), False, 0.0))
+        return moved
+
+    def end_epoch():
+        before, moves = refiner.positions.copy(), refiner.end_epoch_moves()
+        end()
+        epochs[-1] = (epochs[-1][0], moves, float(np.abs(refiner.positions - before).max()))
+
+    refiner.begin_epoch, refiner.end_epoch = begin_epoch, end_epoch
+    rec.run()
+    assert any(c for c, _, _ in epochs) and not all(c for c, _, _ in epochs)  # both kinds of epoch occurred
+    for collecting, moves, largest_px in epochs:
+        assert moves == collecting  # no fit, no held terms: only the collected steps move positions
+        assert collecting or largest_px == 0.0
+    assert max(px for c, _, px in epochs if c) > 1e-3

@@ -134,11 +134,13 @@ __global__ void wf_dm_conj_obj(const float2* __restrict__ psi, const float2* __r
 // the probe with pstride 0), O_j the object at the window's corner now. With sign -1 before the positions move
 // (psi then holds DM's memory psi - phi, which rolls with the windows) and +1 after (phi taken anew at each window's
 // new place); with ``sums`` (sign -1) also sums[0] += ||psi - phi||^2 and sums[1] += ||phi||^2 (float64, zero
-// before): engines/dm.memory_share without a stack-sized temporary.
+// before): engines/dm.memory_share without a stack-sized temporary; ``store`` 0: the sums only, psi unchanged (an
+// epoch that moves no window).
 __global__ void wf_dm_phi_add(float2* __restrict__ psi, const float2* __restrict__ pr, long long pstride,
                               const float2* __restrict__ obj, const int* __restrict__ rows,
                               const int* __restrict__ cols, int N, int n, int W, int M, int Mtot,
-                              const float* __restrict__ scale, float sign, double* __restrict__ sums) {
+                              const float* __restrict__ scale, float sign, double* __restrict__ sums,
+                              int store) {
     int n2 = n * n;
     long long total = (long long)N * n2;
     double memory = 0.0, phi2 = 0.0;
@@ -151,7 +153,7 @@ __global__ void wf_dm_phi_add(float2* __restrict__ psi, const float2* __restrict
             float2 phi = cmul(pr[(long long)j * pstride + (long long)k * n2 + p], o);
             long long at = ((long long)j * Mtot + k) * n2 + p;
             float2 v = make_float2(psi[at].x + phi.x, psi[at].y + phi.y);
-            psi[at] = v;
+            if (store) psi[at] = v;
             memory += (double)v.x * v.x + (double)v.y * v.y;
             phi2 += (double)phi.x * phi.x + (double)phi.y * phi.y;
         }
