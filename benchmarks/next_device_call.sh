@@ -6,7 +6,8 @@
 # flux fit and Poisson beside plain), profile (where the fast ePIE/DM option time goes), dm (DM's options beside
 # plain), measured (ours beside tike's lstsq_grad on the measured Siemens star), fused (the LSQML schedules),
 # accuracy (the 64^2 position target on the fast ePIE and DM), betadecay (-betaDecay's GPU test, then the measured
-# run with it). Default: all but betadecay (about 14 min: two calls).
+# run with it), dmtests (tests/gpu/test_window_fits.py -k DM), ab (benchmarks/plain_ab.sh: plain ePIE against the
+# reconstruction/ tree unpacked in bisect_tmp/old). Default: all but betadecay, dmtests, ab (about 14 min: two calls).
 # Run 2026-12-07 15:05-15:35 except accuracy (benchmarks/RESULTS.md). Still waiting for a GPU: STEPS="betadecay"
 # (dabe505, about 3 min), STEPS="profile dm accuracy" (DM's epoch end after wf_dm_phi_add, 25a1869; b65dade).
 set -u
@@ -15,6 +16,10 @@ python3 -c "import hdf5plugin" 2>/dev/null || echo "# stand-in: no HDF5 compress
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 T="-q -s -p no:cacheprovider --confcutdir=tests/gpu -o addopts= --tb=short"
 step() { case " ${STEPS:-kernels lsqml flux profile dm measured fused accuracy} " in *" $1 "*) return 0;; *) return 1;; esac; }
+if step dmtests; then echo "=== the fast DM's window tests against NumPy $(date +%T)"
+timeout ${DM_TESTS_TIMEOUT:-110} python3 -m pytest tests/gpu/test_window_fits.py -k DM $T 2>&1 | tee "$OUT/dm_window_tests.log" \
+  | grep -E "passed|failed|^E |^FAILED" | tail -12
+fi
 if step kernels; then echo "=== plain, window and flux tests $(date +%T)"
 timeout ${KERNEL_TESTS_TIMEOUT:-170} python3 -m pytest tests/gpu/test_cupy_matches_numpy.py -k "ePIE or DM or EPIE" tests/gpu/test_window_fits.py \
   tests/gpu/test_flux_noise.py $T 2>&1 | tee "$OUT/kernel_tests.log" | grep -E "passed|failed|^E |^FAILED" | tail -25
@@ -56,5 +61,8 @@ fi
 if step betadecay; then echo "=== -betaDecay (dabe505): its GPU test, then ours (0.003) beside tike $(date +%T)"
 TESTS="tests/gpu/test_lsqml_fits.py -k beta_decay" TESTS_TIMEOUT=90 MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-150} \
   bash benchmarks/issue17_device.sh tests measured 2>&1 | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -24
+fi
+if step ab; then echo "=== plain ePIE, this tree against bisect_tmp/old (benchmarks/plain_ab.sh) $(date +%T)"
+timeout ${AB_TIMEOUT:-200} bash benchmarks/plain_ab.sh 2>&1 | tail -8
 fi
 echo "=== end $(date +%T)"
