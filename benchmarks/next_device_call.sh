@@ -7,7 +7,8 @@
 # plain), measured (ours beside tike's lstsq_grad on the measured Siemens star), fused (the LSQML schedules),
 # accuracy (the 64^2 position target on the fast ePIE and DM), betadecay (-betaDecay's GPU test, then the measured
 # run with it), dmtests (tests/gpu/test_window_fits.py -k DM), ab (benchmarks/plain_ab.sh: plain ePIE against the
-# reconstruction/ tree unpacked in bisect_tmp/old). Default: all but betadecay, dmtests, ab (about 14 min: two calls).
+# reconstruction/ tree unpacked in bisect_tmp/old), lsqmlpos (LSQML sub-pixel + positions + flux beside plain).
+# Default: all but betadecay, dmtests, ab, lsqmlpos (about 14 min: two calls).
 # Run 2026-12-07 15:05-15:35 except accuracy (benchmarks/RESULTS.md). Still waiting for a GPU: STEPS="betadecay"
 # (dabe505, about 3 min), STEPS="profile dm accuracy" (DM's epoch end after wf_dm_phi_add, 25a1869; b65dade).
 set -u
@@ -45,6 +46,10 @@ fi
 if step dm; then echo "=== DM options $(date +%T)"
 timeout 40 python3 benchmarks/lsqml_fits.py --algorithm DM --size 256 --iterations 20 --json "$OUT/window_DM.json" \
   2>&1 | tee "$OUT/window_DM.log" | grep "^|" | tail -10
+fi
+if step lsqmlpos; then echo "=== LSQML sub-pixel + positions + flux beside plain $(date +%T)"
+timeout 45 python3 benchmarks/lsqml_fits.py --size 256 --iterations 20 --configs subpixel+positions+flux \
+  --json "$OUT/lsqml_positions.json" 2>&1 | tee "$OUT/lsqml_positions.log" | grep "^|" | tail -5
 fi
 if step measured; then echo "=== measured $(date +%T)"
 MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-100} bash benchmarks/issue17_device.sh measured 2>&1 \

@@ -38,6 +38,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from . import propagation
 
 RADIAL_TERMS = 3  # far-field amplitude profile terms 1, k^2, k^4 fitted with the deformation (nuisance)
@@ -400,6 +402,16 @@ def affine_columns(xp: Any, start_px: Any, terms: tuple[str, ...]) -> Any:
     return xp.stack(cols, axis=2)
 
 
+def small_lstsq(xp: Any, a: Any, b: Any) -> Any:
+    """The least-squares solution x of a (R, K) x = b, b (R,) or (R, C), for a small system (K a few affine terms),
+    solved on the host in float64 and returned as an ``xp`` array: on CuPy, ``lstsq`` is an SVD through cuSOLVER
+    with its synchronisations and about twenty launches, far more than copying R x (K + C) numbers there and back.
+    The NumPy path is NumPy's own ``lstsq``, unchanged."""
+    a_host = a.get() if hasattr(a, "get") else np.asarray(a)
+    b_host = b.get() if hasattr(b, "get") else np.asarray(b)
+    return xp.asarray(np.linalg.lstsq(a_host, b_host, rcond=None)[0])
+
+
 def remove_affine_terms(xp: Any, start_px: Any, positions_px: Any, held: tuple[str, ...]) -> Any:
     """(N, 2) ``positions_px`` with the ``held`` terms' part of their corrections since ``start_px`` removed: the
     corrections are fitted by all affine terms at once (so the terms are not confused with each other) and the
@@ -409,7 +421,7 @@ def remove_affine_terms(xp: Any, start_px: Any, positions_px: Any, held: tuple[s
         return positions_px
     cols = affine_columns(xp, start_px, AFFINE_TERMS)  # (N, 2, 6)
     design = cols.reshape(-1, cols.shape[2])
-    coef = xp.linalg.lstsq(design, (positions_px - start_px).reshape(-1), rcond=None)[0]
+    coef = small_lstsq(xp, design, (positions_px - start_px).reshape(-1))
     mask = xp.asarray([t in held for t in AFFINE_TERMS for _ in range(2 if t == "offset" else 1)])
     return positions_px - (design @ xp.where(mask, coef, 0.0)).reshape(positions_px.shape)
 
@@ -419,7 +431,7 @@ def fit_affine(xp: Any, start_px: Any, positions_px: Any) -> tuple[Any, Any]:
     with m the mean of ``start_px``: ((2, 2) L, (2,) t), float64."""
     m = xp.mean(start_px, axis=0)
     design = xp.concatenate([start_px - m[None], xp.ones((start_px.shape[0], 1), dtype=start_px.dtype)], axis=1)
-    coef = xp.linalg.lstsq(design, positions_px - m[None], rcond=None)[0]  # (3, 2)
+    coef = small_lstsq(xp, design, positions_px - m[None])  # (3, 2)
     return coef[:2].T, coef[2]
 
 
