@@ -124,6 +124,9 @@ def object_error(d: dict[str, np.ndarray], obj: np.ndarray) -> float:
 Snapshot = Callable[[dict[str, np.ndarray], str, list[int], str, int], Any]
 
 
+OURS_OPTIONS: dict[str, float] = {}  # --ours-options: EngineSettings fields our runs change (e.g. beta_decay=0.003)
+
+
 def run_ours(d: dict[str, np.ndarray], alg: str, checkpoints: list[int], device: str, probe_from: int) -> Any:
     from reconstruction.driver import Reconstruction
     from reconstruction.engines import EngineSettings
@@ -132,7 +135,7 @@ def run_ours(d: dict[str, np.ndarray], alg: str, checkpoints: list[int], device:
     rec = Reconstruction(d["intensities"], d["positions"], algorithm=alg, iterations=checkpoints[-1],
                          device=device, seed=0, probe=d["probe0"], beam_diameter_px=0.4 * n,
                          object_shape=d["truth"].shape,
-                         settings=EngineSettings(update_probe_from=probe_from, phase_constraint=0))
+                         settings=EngineSettings(update_probe_from=probe_from, phase_constraint=0, **OURS_OPTIONS))
     for it in range(1, checkpoints[-1] + 1):
         rec.step()
         if it in checkpoints:
@@ -310,6 +313,7 @@ RUNNERS: dict[str, Snapshot] = {"ours": run_ours, "tike": run_tike, "ptychi": ru
 # ---------------------------------------------------------------------------------------------- worker / main
 def worker(args: argparse.Namespace) -> None:
     checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
+    OURS_OPTIONS.update({k: float(v) for k, v in (kv.split("=") for kv in args.ours_options.split(",") if kv)})
     algs = [a for a in CODES[args.code] if not args.algs or a in args.algs.split(",")]
     for path in args.data.split(","):
         with np.load(path) as z:
@@ -371,7 +375,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         for code in [c for c in args.codes.split(",") if c]:
             cmd = [sys.executable, __file__, "--worker", "--code", code, "--data", ",".join(map(str, paths)),
                    "--device", args.device, "--checkpoints", args.checkpoints, "--algs", args.algs,
-                   "--probe-from", str(args.probe_from)]
+                   "--probe-from", str(args.probe_from), "--ours-options", args.ours_options]
             t1 = time.perf_counter()
             got, code_rc, stderr = run_rows(cmd, "CONVERGE", args.timeout, log, code)
             print(f"# {code}: {len(got)} rows in {time.perf_counter() - t1:.0f} s (exit {code_rc})"
@@ -391,6 +395,8 @@ def main() -> None:
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--scan", type=int, default=16)
     p.add_argument("--photons", type=float, default=1e6)
+    p.add_argument("--ours-options", default="",
+                   help="EngineSettings fields for our runs, name=number,... (e.g. beta_decay=0.003; default: none)")
     p.add_argument("--probe-from", type=int, default=1,
                    help="every code updates the probe from this iteration (1 = the first, pty-chi's default)")
     p.add_argument("--out", default="benchmarks/out")
