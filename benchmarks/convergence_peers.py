@@ -124,7 +124,7 @@ def object_error(d: dict[str, np.ndarray], obj: np.ndarray) -> float:
 Snapshot = Callable[[dict[str, np.ndarray], str, list[int], str, int], Any]
 
 
-OURS_OPTIONS: dict[str, float] = {}  # --ours-options: EngineSettings fields our runs change (e.g. beta_decay=0.003)
+OURS_OPTIONS: dict[str, Any] = {}  # --ours-options: EngineSettings fields our runs change (e.g. beta_decay=0.003)
 
 
 def run_ours(d: dict[str, np.ndarray], alg: str, checkpoints: list[int], device: str, probe_from: int) -> Any:

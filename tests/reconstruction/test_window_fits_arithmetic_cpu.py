@@ -150,9 +150,9 @@ def dm_windows_iteration(st, psi, settings, update_probe, refiner):
 
 def dm_end_refining_epoch(st, psi, phi, refiner, nums, dens, scales):
     """DMWindowsMixin._end_refining_epoch on NumPy arrays: psi - phi (wf_dm_phi_add, -1) and from its sums DM's memory
-    share (the next epoch's step cadence), collect_step_terms, the refiner's epoch end, the memory psi - phi of moved windows
-    rolled (FastDM._positions_moved), and phi added anew at each window's new place (wf_dm_phi_add, +1; lit by the
-    amplitude factors ``scales`` (N,) when the run fits them)."""
+    share (the next epoch's step cadence), collect_step_terms, the refiner's epoch end, the memory psi - phi of moved
+    windows rolled (FastDM._positions_moved), and phi added anew at each window's new place (wf_dm_phi_add, +1; lit by
+    the amplitude factors ``scales`` (N,) when the run fits them)."""
     n, n2, m = st.size_px, st.size_px ** 2, st.modes_active
     psi[:, :m] -= phi
     share = np.sqrt(np.sum(np.abs(psi[:, :m]) ** 2)) / (np.sqrt(np.sum(np.abs(phi) ** 2)) + 1e-30)
