@@ -202,12 +202,13 @@ def _difference(got, want, name):
 @pytest.mark.parametrize("probe", ["held", "updated"])
 @pytest.mark.parametrize("option", OPTIONS)
 def test_the_fast_epie_flux_and_poisson_arithmetic_equals_the_reference_epie_epoch_by_epoch(option, probe):
-    """Each epoch from the reference's state. With the probe held nothing amplifies rounding: object, factors and
-    error within 1e-5, positions 1e-5 px (measured: at most 3.6e-6). With the probe updated from epoch 2, ePIE's
-    sequential steps amplify rounding within an epoch, and the Poisson step far more (g = I / |Psi|^2 - 1 is huge
-    where the model is dark: the reference's own object moves by 1e-2, its probe by 1e-1, under a 1e-7 relative
-    change of the data): there the transcription must stay within 10x that spread (SPREAD_FACTOR), measured beside
-    it from the same state, with floors of 2e-4 and 1e-4 px; the Gaussian flux fit's spread is below them
+    """Each epoch from the reference's state. With the probe held and the Gaussian model nothing amplifies rounding:
+    object, factors and error within 1e-5, positions 1e-5 px (measured: at most 3.6e-6). With the probe updated from
+    epoch 2, ePIE's sequential steps amplify rounding within an epoch, and the Poisson step far more, with the probe
+    held too (g = I / |Psi|^2 - 1 is huge where the model is dark: the reference's own object moves by 1e-2, its
+    probe by 1e-1, under a 1e-7 relative change of the data; held, the object's difference reached 2.8e-5 by epoch 4
+    under NumPy 2.4.6, 3.6e-6 under the NumPy of its first run): there the transcription must stay within 10x that
+    spread (SPREAD_FACTOR), measured beside it from the same state, with floors of 2e-4 and 1e-4 px; the Gaussian flux fit's spread is below them
     (measured 1.4e-4 at most), so the floors hold the probe step's arithmetic tight there."""
     rec, sim = _reconstruction("ePIE", option)
     st, noise = rec.state, rec.settings.noise_model
@@ -217,7 +218,8 @@ def test_the_fast_epie_flux_and_poisson_arithmetic_equals_the_reference_epie_epo
         refiner = _refiner_copy(rec.engine, it, mirror)
         rng = np.random.default_rng()
         rng.bit_generator.state = st.rng.bit_generator.state
-        spread = _reference_spread(rec.engine, st, it, update_probe) if update_probe else None
+        amplifies = update_probe or noise == "poisson"
+        spread = _reference_spread(rec.engine, st, it, update_probe) if amplifies else None
         before = _mirror(st)
         metrics = rec.engine.iterate(it, update_probe=update_probe)
         sq_err, sq_amp = epie_epoch(mirror, rng.permutation(st.n_positions), update_probe, noise, refiner,
