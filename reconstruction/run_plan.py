@@ -18,7 +18,7 @@
 Pure (no device calls, no environment): the same inputs give the same plan on any machine, so every decision is
 unit-tested on the CPU. Which options the fast path implements is one table, :data:`FAST_PATH_SUPPORTS`. The
 reference engines implement the options of :data:`RUN_OPTIONS` (the flux fit and the Poisson model of ePIE and DM
-too: engines/epie.py, dm.py; DM's affine fit adds a smooth quadratic warp of the scan), so a GPU run with an option its
+too: engines/epie.py, dm.py; DM's affine fit adds a smooth cubic warp of the scan), so a GPU run with an option its
 fast engine lacks takes the reference engine, on the GPU, and the plan's reason names the option.
 """
 

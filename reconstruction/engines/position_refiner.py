@@ -111,6 +111,9 @@ class PositionRefiner:
         # ePIE 0.071 -> 0.071 px alone, 0.066 px (NRMSE 1.107x -> 1.099x) with its weighted steps (:meth:`terms`);
         # LSQML 0.072 -> 0.075 px, so not LSQML's (its steps move each mini-batch)
         self.fit_alone = fit_alone
+        # (H, W) arrays in the object's frame that the affine phase's deformation resamples with the object (DM's
+        # error-reduction view: engines/dm.py); emptied when the affine phase ends
+        self.carried: list[Any] = []
         self.step_illumination: Any = None  # (H, W) float32 the summed probe intensity, kept in place (weigh_steps)
 
     @property
@@ -162,6 +165,7 @@ class PositionRefiner:
             self.fit_deformation = False
             self.start_px = self.positions.copy()
             self.held = pu.AFFINE_TERMS
+            self.carried = []
         moved = (self._epoch <= self.settings.coarse_search_epochs and not self._search_stopped
                  and self._coarse_search(probe_at))
         self._trusted = pu.trusted_object(self.state.xp, object_illumination(self.state)) if self.affine_phase() \
@@ -342,6 +346,8 @@ class PositionRefiner:
         centre = xp.mean(self.positions, axis=0) + y0
         moved = (self.positions + y0[None] - centre[None]) @ xp.linalg.inv(m).T + centre[None] - y0[None]
         st.obj[...] = pu.resample_affine(xp, st.obj, m, centre)
+        for extra in self.carried:
+            extra[...] = pu.resample_affine(xp, extra, m, centre)
         self._set(slice(None), moved)
         self.last_deformation = d
 
@@ -374,6 +380,8 @@ class PositionRefiner:
                                                         xp.arange(w, dtype=xp.float64), indexing="ij")], axis=1)
         src = grid + displacement(grid, coef)
         st.obj[...] = pu.resample_at(xp, st.obj, src[:, 0].reshape(h, w), src[:, 1].reshape(h, w))
+        for extra in self.carried:
+            extra[...] = pu.resample_at(xp, extra, src[:, 0].reshape(h, w), src[:, 1].reshape(h, w))
         moved = q - displacement(q, coef)
         for _ in range(4):  # x = q - u(x): u moves by a fraction of a pixel, each pass gains a factor |du/dx|
             moved = q - displacement(moved, coef)

@@ -29,7 +29,7 @@ The three parts, and why (docs/parameters.md, "Position refinement"):
   resamples the object with it (:func:`resample_affine`). The user chooses which affine terms are free
   (:data:`AFFINE_TERMS`); the others are held, and their part of the per-position steps is removed
   (:func:`remove_affine_terms`). The same terms give a smooth warp beyond affine (:func:`solve_warp`: a polynomial
-  displacement of the scan whose gradient each window's content shows; DM fits a quadratic one, since its steps
+  displacement of the scan whose gradient each window's content shows; DM fits a cubic one, since its steps
   leave a smooth error its object follows).
 """
 
