@@ -9,8 +9,9 @@
 # run with it), dmtests (tests/gpu/test_window_fits.py -k DM), ab (benchmarks/plain_ab.sh: plain ePIE against the
 # reconstruction/ tree unpacked in bisect_tmp/old), lsqmlpos (LSQML sub-pixel + positions + flux beside plain).
 # Default: all but betadecay, dmtests, ab, lsqmlpos (about 14 min: two calls).
-# Run 2026-12-07 15:05-15:35 except accuracy (benchmarks/RESULTS.md). Still waiting for a GPU: STEPS="betadecay"
-# (dabe505, about 3 min), STEPS="profile dm accuracy" (DM's epoch end after wf_dm_phi_add, 25a1869; b65dade).
+# Run 2026-12-07 15:05-15:35 and 19:20-19:24 (benchmarks/RESULTS.md). Still waiting for a GPU: STEPS="profile
+# accuracy" (where DM's stepping epochs spend their 18 ms; the 64^2 target on the fast ePIE and DM with the
+# error-reduction view, 22aab2f), then the plain ePIE kernels without the flux arguments against this A/B (ab).
 set -u
 OUT=${OUT:-benchmarks/out}; export OUT; mkdir -p "$OUT" /tmp/site
 python3 -c "import hdf5plugin" 2>/dev/null || echo "# stand-in: no HDF5 compression filters" > /tmp/site/hdf5plugin.py

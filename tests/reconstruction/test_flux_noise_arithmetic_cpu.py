@@ -208,8 +208,9 @@ def test_the_fast_epie_flux_and_poisson_arithmetic_equals_the_reference_epie_epo
     held too (g = I / |Psi|^2 - 1 is huge where the model is dark: the reference's own object moves by 1e-2, its
     probe by 1e-1, under a 1e-7 relative change of the data; held, the object's difference reached 2.8e-5 by epoch 4
     under NumPy 2.4.6, 3.6e-6 under the NumPy of its first run): there the transcription must stay within 10x that
-    spread (SPREAD_FACTOR), measured beside it from the same state, with floors of 2e-4 and 1e-4 px; the Gaussian flux fit's spread is below them
-    (measured 1.4e-4 at most), so the floors hold the probe step's arithmetic tight there."""
+    spread (SPREAD_FACTOR), measured beside it from the same state, with floors of 2e-4 and 1e-4 px; the Gaussian
+    flux fit's spread is below them (measured 1.4e-4 at most), so the floors hold the probe step's arithmetic tight
+    there."""
     rec, sim = _reconstruction("ePIE", option)
     st, noise = rec.state, rec.settings.noise_model
     for it in range(1, 5):
