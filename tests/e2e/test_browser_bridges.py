@@ -146,7 +146,10 @@ def test_dead_pvs_are_red_held_scans_show_why_and_the_pv_list_wraps_at_1400_px( 
         block = bridge_block(pg, dead, "red")
         assert "none of 12 PVs connected" in block.locator(".bridge-why").inner_text()
         assert block.locator(".pv-count").inner_text().strip() == "0 / 12"
-        geometry = block.evaluate("""el => {
+        # one synchronous read of the live document: the page swaps its live sections every 2 s, and an element
+        # resolved before a swap is detached (every rectangle zero) by the time a locator's evaluate reads it
+        geometry = pg.evaluate("""sel => {
+            const el = document.querySelector(sel);
             const card = el.closest('section.card').getBoundingClientRect();
             const items = [...el.querySelectorAll('ul.pv-list li')].map(li => li.getBoundingClientRect());
             const side = el.querySelector('.bridge-side').getBoundingClientRect();
@@ -155,7 +158,7 @@ def test_dead_pvs_are_red_held_scans_show_why_and_the_pv_list_wraps_at_1400_px( 
                     rows: new Set(items.map(r => Math.round(r.top))).size, sideRight: side.right,
                     sideWidth: side.width, scrollWidth: document.documentElement.scrollWidth,
                     viewport: window.innerWidth};
-        }""")
+        }""", f'article.bridge[data-beamline="{dead}"][data-health="red"]')
         assert geometry["n"] == 12 and geometry["viewport"] == VIEWPORT_PX
         assert geometry["rows"] >= 2, f"the PV list does not wrap: {geometry}"
         assert geometry["cardLeft"] <= geometry["left"] and geometry["right"] <= geometry["cardRight"], geometry
