@@ -128,9 +128,8 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, FluxNoiseMixin, EPIE):
             self.plans.forward(psi, m, n)
             self._modulus(psi, m, s, -1, amp, amp_from)
             self.plans.inverse(psi, m, n)
-            rt.launch("epie_update", n2, (st.obj, st.probe, psi, self.opatch, self.rows32, self.cols32, self.order,
-                                          i32(s), i32(n), i32(self.width), i32(m), self.slots, slot, up,
-                                          *self._update_args()))
+            self._update((st.obj, st.probe, psi, self.opatch, self.rows32, self.cols32, self.order, i32(s), i32(n),
+                          i32(self.width), i32(m), self.slots, slot, up))
         if s1 == st.n_positions and not self._fits:
             rt.kernel("sum_partials")((1,), (256,), (self.err_partial, i32(self.err_blocks), self.err))
 
@@ -144,10 +143,23 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, FluxNoiseMixin, EPIE):
             if self._flux:
                 self.flux_sums.fill(0)
 
-    def _update_args(self) -> tuple[Any, Any]:
-        """(scale, diff) of epie_update and epie_update_gather: the flux fit's factors (or null) and whether psi
-        holds the difference D (the far-field step of gpu/flux_noise.py) rather than psi'."""
-        return self._scale_arg(), i32(1 if self._fits else 0)
+    def _update(self, args: tuple[Any, ...]) -> None:
+        """Step s's update (the arguments of epie_update): the plain kernel, or with the flux fit or the Poisson
+        model epie_update_fit, which also takes the factors (or null) and diff = 1 (psi holds the difference D of
+        gpu/flux_noise.py). The plain kernels are compiled without those arguments: their branches and registers
+        cost plain ePIE 2.6 % on the H100 (RESULTS.md)."""
+        if self._fits:
+            rt.launch("epie_update_fit", self.n2, (*args, self._scale_arg(), i32(1)))
+        else:
+            rt.launch("epie_update", self.n2, args)
+
+    def _update_gather(self, args: tuple[Any, ...]) -> None:
+        """Step s's update fused with step s+1's gather (the arguments of epie_update_gather): the plain kernel
+        or epie_update_gather_fit, as in ``_update``."""
+        if self._fits:
+            rt.launch("epie_update_gather_fit", self.n2, (*args, self._scale_arg(), i32(1)))
+        else:
+            rt.launch("epie_update_gather", self.n2, args)
 
     def _modulus(self, psi: Any, m: int, s: int, reset_slot: int, amp: Any, amp_from: int) -> None:
         """Step s's far-field step on the spectra ``psi`` (m planes), resetting maxima slot ``reset_slot`` (>= 0)
@@ -176,7 +188,6 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, FluxNoiseMixin, EPIE):
         psi = (self.psi[:m], self.psi_b[:m])
         opatch = (self.opatch, self.opatch_b)
         probe = (st.probe, self.probe_b)
-        fit_args = self._update_args()
         if s0 == 0:
             self._reset_epoch_sums()
             rt.launch("epie_gather", n2, (st.obj, st.probe, self.rows32, self.cols32, self.order, i32(0), i32(n),
@@ -190,13 +201,11 @@ class FastEPIE(FastMixin, EPIEWindowsMixin, FluxNoiseMixin, EPIE):
                 self._modulus(psi[a], m, s, b, amp, amp_from)
                 self.plans.inverse(psi[a], m, n)
             if s + 1 < n_pos:
-                rt.launch("epie_update_gather", n2, (st.obj, probe[a], probe[b], psi[a], opatch[a], psi[b], opatch[b],
-                                                     self.rows32, self.cols32, self.order, i32(s), i32(n), i32(w),
-                                                     i32(m), self.slots, up, *fit_args))
+                self._update_gather((st.obj, probe[a], probe[b], psi[a], opatch[a], psi[b], opatch[b], self.rows32,
+                                     self.cols32, self.order, i32(s), i32(n), i32(w), i32(m), self.slots, up))
             else:
-                rt.launch("epie_update", n2, (st.obj, probe[a], psi[a], opatch[a], self.rows32, self.cols32,
-                                              self.order, i32(s), i32(n), i32(w), i32(m), self.slots, i32(a), up,
-                                              *fit_args))
+                self._update((st.obj, probe[a], psi[a], opatch[a], self.rows32, self.cols32, self.order, i32(s),
+                              i32(n), i32(w), i32(m), self.slots, i32(a), up))
                 if a == 1:
                     rt.launch("copy_c64", m * n2, (self.probe_b, st.probe, i64(m * n2)))
                 if not self._fits:

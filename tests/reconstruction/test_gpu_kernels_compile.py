@@ -72,3 +72,15 @@ def test_the_unit_is_the_kernel_folder_in_name_order() -> None:
     folder = Path(__file__).resolve().parents[2] / "reconstruction" / "gpu" / "kernels"
     names = re.findall(r"^// ---- (\S+)$", kernel_source(), flags=re.M)
     assert names == ["common.cuh", *sorted(p.name for p in folder.glob("*.cu"))]
+
+
+def test_plain_epie_updates_keep_six_blocks_per_multiprocessor(ptxas_report: dict[str, dict[str, int]]) -> None:
+    """The plain ePIE updates are compiled without the flux fit's and the Poisson model's arguments: with them
+    (848d1cf) epie_update_gather needed 44 registers, five 256-thread blocks per multiprocessor instead of six,
+    and plain ePIE ran 2.6 % slower on the H100 (RESULTS.md). Registers are allocated per warp in steps of 8."""
+    regs_per_sm, threads = 65536, 256
+    for name in ("epie_update_gather", "epie_update"):
+        plain, fit = ptxas_report[name]["registers"], ptxas_report[f"{name}_fit"]["registers"]
+        blocks = regs_per_sm // (-(-plain // 8) * 8 * threads)
+        assert blocks >= 6, f"{name}: {plain} registers, {blocks} blocks of {threads} threads per multiprocessor"
+        assert plain <= fit, f"{name}: the plain kernel ({plain}) uses more registers than its _fit twin ({fit})"

@@ -75,12 +75,14 @@ __device__ __forceinline__ void epie_step_window(const int* __restrict__ rows, c
 
 // D_k = psi'_k - P_k O_old;  O += sum_k conj(P_k) D_k / max sum|P|^2;  P_k += conj(O_old) D_k / max |O_old|^2.
 // With ``diff`` psi_new holds D itself (the flux fit and the Poisson model: gpu/flux_noise.py), and with a scale the
-// steps are those of the probe c_j P (epie_step_window).
-__global__ void epie_update(float2* __restrict__ obj, float2* __restrict__ probe, const float2* __restrict__ psi_new,
-                            const float2* __restrict__ opatch, const int* __restrict__ rows,
-                            const int* __restrict__ cols, const int* __restrict__ order, int step, int n, int W,
-                            int M, const unsigned int* fmax, int slot, int update_probe,
-                            const float* __restrict__ scale, int diff) {
+// steps are those of the probe c_j P (epie_step_window). The body of epie_update (plain: scale null, diff 0, both
+// known to the compiler, so the plain kernel carries neither branch nor their registers) and epie_update_fit.
+__device__ __forceinline__ void epie_update_body(float2* __restrict__ obj, float2* __restrict__ probe,
+                                                 const float2* __restrict__ psi_new, const float2* __restrict__ opatch,
+                                                 const int* __restrict__ rows, const int* __restrict__ cols,
+                                                 const int* __restrict__ order, int step, int n, int W, int M,
+                                                 const unsigned int* fmax, int slot, int update_probe,
+                                                 const float* __restrict__ scale, int diff) {
     int n2 = n * n;
     int r, c;
     float inv_mo, inv_mp;
@@ -105,18 +107,35 @@ __global__ void epie_update(float2* __restrict__ obj, float2* __restrict__ probe
     }
 }
 
+__global__ void epie_update(float2* __restrict__ obj, float2* __restrict__ probe, const float2* __restrict__ psi_new,
+                            const float2* __restrict__ opatch, const int* __restrict__ rows,
+                            const int* __restrict__ cols, const int* __restrict__ order, int step, int n, int W,
+                            int M, const unsigned int* fmax, int slot, int update_probe) {
+    epie_update_body(obj, probe, psi_new, opatch, rows, cols, order, step, n, W, M, fmax, slot, update_probe,
+                     nullptr, 0);
+}
+
+__global__ void epie_update_fit(float2* __restrict__ obj, float2* __restrict__ probe,
+                                const float2* __restrict__ psi_new, const float2* __restrict__ opatch,
+                                const int* __restrict__ rows, const int* __restrict__ cols,
+                                const int* __restrict__ order, int step, int n, int W, int M,
+                                const unsigned int* fmax, int slot, int update_probe, const float* __restrict__ scale,
+                                int diff) {
+    epie_update_body(obj, probe, psi_new, opatch, rows, cols, order, step, n, W, M, fmax, slot, update_probe, scale,
+                     diff);
+}
+
 // The update of step s fused with the gather of step s+1 (one launch instead of two on the sequential chain).
 // Ping-pong buffers keep it race-free: the step-s inputs (probe_a, psi_s, opatch_s) are only read, the outputs
 // (probe_b, psi_next, opatch_next) only written, and an object pixel of window j_{s+1} that window j_s also
 // covers is recomputed from the step-s inputs instead of being read from the object that this launch updates.
-// ``scale`` and ``diff`` as in epie_update.
-__global__ void epie_update_gather(float2* __restrict__ obj, const float2* __restrict__ probe_a,
-                                   float2* __restrict__ probe_b, const float2* __restrict__ psi_s,
-                                   const float2* __restrict__ opatch_s, float2* __restrict__ psi_next,
-                                   float2* __restrict__ opatch_next, const int* __restrict__ rows,
-                                   const int* __restrict__ cols, const int* __restrict__ order, int step, int n,
-                                   int W, int M, unsigned int* fmax, int update_probe,
-                                   const float* __restrict__ scale, int diff) {
+// ``scale`` and ``diff`` as in epie_update_body; the body of epie_update_gather (plain) and epie_update_gather_fit.
+__device__ __forceinline__ void epie_update_gather_body(
+        float2* __restrict__ obj, const float2* __restrict__ probe_a, float2* __restrict__ probe_b,
+        const float2* __restrict__ psi_s, const float2* __restrict__ opatch_s, float2* __restrict__ psi_next,
+        float2* __restrict__ opatch_next, const int* __restrict__ rows, const int* __restrict__ cols,
+        const int* __restrict__ order, int step, int n, int W, int M, unsigned int* fmax, int update_probe,
+        const float* __restrict__ scale, int diff) {
     int n2 = n * n;
     int j = order[step], jn = order[step + 1];
     int r = rows[j], c = cols[j], rn = rows[jn], cn = cols[jn];
@@ -175,6 +194,27 @@ __global__ void epie_update_gather(float2* __restrict__ obj, const float2* __res
     }
     block_max(mo, fmax + 2 * nslot);
     block_max(mp, fmax + 2 * nslot + 1);
+}
+
+__global__ void epie_update_gather(float2* __restrict__ obj, const float2* __restrict__ probe_a,
+                                   float2* __restrict__ probe_b, const float2* __restrict__ psi_s,
+                                   const float2* __restrict__ opatch_s, float2* __restrict__ psi_next,
+                                   float2* __restrict__ opatch_next, const int* __restrict__ rows,
+                                   const int* __restrict__ cols, const int* __restrict__ order, int step, int n,
+                                   int W, int M, unsigned int* fmax, int update_probe) {
+    epie_update_gather_body(obj, probe_a, probe_b, psi_s, opatch_s, psi_next, opatch_next, rows, cols, order, step,
+                            n, W, M, fmax, update_probe, nullptr, 0);
+}
+
+__global__ void epie_update_gather_fit(float2* __restrict__ obj, const float2* __restrict__ probe_a,
+                                       float2* __restrict__ probe_b, const float2* __restrict__ psi_s,
+                                       const float2* __restrict__ opatch_s, float2* __restrict__ psi_next,
+                                       float2* __restrict__ opatch_next, const int* __restrict__ rows,
+                                       const int* __restrict__ cols, const int* __restrict__ order, int step,
+                                       int n, int W, int M, unsigned int* fmax, int update_probe,
+                                       const float* __restrict__ scale, int diff) {
+    epie_update_gather_body(obj, probe_a, probe_b, psi_s, opatch_s, psi_next, opatch_next, rows, cols, order, step,
+                            n, W, M, fmax, update_probe, scale, diff);
 }
 
 }  // extern "C"
