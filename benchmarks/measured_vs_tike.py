@@ -9,8 +9,9 @@ fit) beside tike's ``lstsq_grad`` with its position correction, on the measured 
 Both codes get the same inputs: the frames and fractional positions as ptychopy's CXI reader returns them
 (``measured_data.load_cxi``), tike's probe guess from the archive cropped to ``--size`` and scaled to the mean
 frame's photons, an object of ones with ``--pad`` pixels of room around the scan, and 1 probe mode (``--modes``).
-Our LSQML runs with ``-betaDecay=0.003`` (``--beta-decay``; 0 = its default constant step, which stalls at a
-residual of 0.0130 on this scan from about iteration 15: benchmarks/RESULTS.md, "LSQML's stochastic floor").
+Our LSQML runs with the product's defaults: a constant step and the mean of its iterates reported (``-meanSpan``
+5, ``--mean-span``; 1 = the last iterate, which stalls at a residual of 0.0130 on this scan from about iteration
+15: benchmarks/RESULTS.md, "LSQML's stochastic floor"); ``--beta-decay 0.003`` adds ``-betaDecay``.
 Each code runs in its own process and stops at each checkpoint: the time is the sum of its synchronised iteration
 times (the checkpoint itself is not timed), and the object, probe, positions (and our flux factors) are copied to
 the host and judged by ``measured_data.amplitude_residual``, a NumPy function of neither code, in both windowing
@@ -83,7 +84,7 @@ def run_ours(d: dict[str, Any], args: argparse.Namespace, checkpoints: list[int]
 
     settings = EngineSettings(update_probe_from=args.probe_from, phase_constraint=0, subpixel_windows=True,
                               position_refinement_from=args.pps, variable_intensity=args.variable_intensity,
-                              beta_decay=args.beta_decay)
+                              beta_decay=args.beta_decay, mean_span=args.mean_span)
     rec = Reconstruction(d["intensities"], d["positions"], algorithm="LSQML", iterations=checkpoints[-1],
                          device=args.device, seed=0, probe=d["probe"], probe_modes=args.modes,
                          object_shape=d["object_shape"], valid_mask=d["valid"], settings=settings)
@@ -94,7 +95,7 @@ def run_ours(d: dict[str, Any], args: argparse.Namespace, checkpoints: list[int]
             positions = rec.positions()
             row = {"impl": "ours", "iteration": it, "elapsed_s": float(sum(rec.iteration_s)),
                    "engine": type(rec.engine).__name__, "plan": rec.plan.implementation_reason,
-                   "beta_decay": args.beta_decay, "beta": float(rec.engine.beta),
+                   "beta_decay": args.beta_decay, "mean_span": args.mean_span, "beta": float(rec.engine.beta),
                    "moved_px": shift_px(d, positions)}
             row.update(residuals(d, rec.object(), rec.probe(), positions, rec.intensity_scale()))
             rows.append(row)
@@ -231,9 +232,12 @@ def main() -> None:
     p.add_argument("--probe-from", type=int, default=1, help="probe updates from this iteration (both codes;"
                    " tike needs them in every epoch of position correction)")
     p.add_argument("--variable-intensity", action="store_true", help="our LSQML also fits each position's flux")
-    p.add_argument("--beta-decay", type=float, default=0.003,
+    p.add_argument("--beta-decay", type=float, default=0.0,
                    help="our LSQML's -betaDecay: halve its step after an iteration whose error fell by less than this"
-                   " fraction (0 = the default constant step; 0.003 took the plateau from 0.0130 to 0.0114)")
+                   " fraction (0 = the product default, a constant step; 0.003 took the plateau from 0.0130 to 0.0114)")
+    p.add_argument("--mean-span", type=int, default=5,
+                   help="our LSQML's -meanSpan: the run reports the exponential mean of its iterates with this span "
+                   "(5 = the product default; 1 = the last iterate, as before 2026-12-07 evening)")
     p.add_argument("--tike-batches", type=int, default=10)
     p.add_argument("--out", default="benchmarks/out")
     p.add_argument("--timeout", type=float, default=500)

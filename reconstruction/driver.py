@@ -23,6 +23,7 @@ from .engines import EngineSettings, EngineState, create_engine
 from .engines.base import IterationMetrics, apply_phase_constraint, object_illumination
 from .errors import DeviceMemoryError, InputDataError, SessionStateError
 from .inputs import check_run_settings, check_shapes, check_values, initial_object
+from .iterate_mean import IterateMean
 from .loop import IterativeRun
 from .parameters.model import ALGORITHM_ALIASES, affine_terms
 from .physics import modes as probe_modes_ops
@@ -149,6 +150,10 @@ class Reconstruction(IterativeRun):
             )
             del intensities_h, checked  # a host copy (centred, or another dtype) is not kept
             self.engine: Any = create_engine(self.algorithm, self.state, self.settings, self.plan.implementation)
+            # the run reports the mean of its iterates where its plan says so (iterate_mean.py; LSQML, -meanSpan)
+            self.iterate_mean: IterateMean | None = (
+                IterateMean.start(xp, self.state.obj, self.state.probe, self.settings.mean_span)
+                if self.plan.iterate_mean else None)
         except MemoryError as exc:
             raise self._oom(exc) from exc
         self.positions_px = corners.astype(np.float64)
@@ -193,6 +198,8 @@ class Reconstruction(IterativeRun):
                 st.probe[...] = probe
                 if hasattr(self.engine, "rotate_modes"):  # engines that keep per-mode exit waves (DM)
                     self.engine.rotate_modes(transform)
+            if self.iterate_mean is not None:
+                self.iterate_mean.update(st.obj, st.probe, st.modes_active, it)
             error = metrics.error
             self.backend.synchronize()
         except MemoryError as exc:
@@ -200,15 +207,22 @@ class Reconstruction(IterativeRun):
         return error, metrics.rms
 
     # -- reading the state ----------------------------------------------------------------------------------
+    def _reported(self) -> tuple[Any, Any]:
+        """The (object, probe) device arrays the run reports: the mean of the iterates where the engine's run
+        reports one (:mod:`reconstruction.iterate_mean`), else the engine's state."""
+        mean = self.iterate_mean
+        return (self.state.obj, self.state.probe) if mean is None else (mean.obj, mean.probe)
+
     def object(self) -> np.ndarray:
-        """Host copy of the object, (H, W) complex64."""
+        """Host copy of the object, (H, W) complex64 (LSQML: the mean of the last iterates, ``-meanSpan``)."""
         self._require_open()
-        return self.backend.asnumpy(self.state.obj).astype(np.complex64, copy=True)
+        return self.backend.asnumpy(self._reported()[0]).astype(np.complex64, copy=True)
 
     def probe(self) -> np.ndarray:
-        """Host copy of the probe modes, (modes, n, n) complex64, strongest mode first."""
+        """Host copy of the probe modes, (modes, n, n) complex64, strongest mode first (LSQML: the mean of the
+        last iterates, ``-meanSpan``)."""
         self._require_open()
-        return self.backend.asnumpy(self.state.probe).astype(np.complex64, copy=True)
+        return self.backend.asnumpy(self._reported()[1]).astype(np.complex64, copy=True)
 
     def positions(self) -> np.ndarray:
         """Host (N, 2) float64 positions (row, col) in pixels: the sub-pixel ones the windows follow (as given, or
@@ -258,7 +272,7 @@ class Reconstruction(IterativeRun):
         if diffraction_position is not None and not 0 <= int(diffraction_position) < st.n_positions:
             raise ValueError(f"diffraction_position={diffraction_position}: this scan has positions "
                              f"0..{st.n_positions - 1}")
-        preview = make_preview(self.backend.xp, st.obj, st.probe, self.iteration, max_px,
+        preview = make_preview(self.backend.xp, *self._reported(), self.iteration, max_px,
                                self.backend.asnumpy, region=self.scanned_region())
         if st.positions_px is not None or st.intensity_scale is not None:
             preview.positions = preview_positions(
@@ -359,7 +373,8 @@ def settings_from_parameters(params: Parameters) -> EngineSettings:
     r = params.reconstruction
     return EngineSettings(
         update_probe_from=r.update_probe_from, update_modes_from=r.update_modes_from,
-        phase_constraint=r.phase_constraint, delta_p=r.delta_p, beta_decay=r.beta_decay, noise_model=r.noise_model,
+        phase_constraint=r.phase_constraint, delta_p=r.delta_p, beta_decay=r.beta_decay, mean_span=r.mean_span,
+        noise_model=r.noise_model,
         batch_size=r.batch_size, compute_rms=r.rms, dm_relax=r.dm_relax,
         position_refinement_from=r.position_search_from if r.refine_positions else 0,
         position_affine=affine_terms(r.position_affine), affine_delay=r.position_affine_delay,

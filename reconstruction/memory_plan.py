@@ -32,7 +32,8 @@ EPIE_GRAPH_BYTES_PER_POSITION = 16 * 2**10
 def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                           probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False,
                           fast_gpu: bool = False, data_positions: int | None = None,
-                          per_position_fits: bool = False, subpixel_windows: bool = False) -> int:
+                          per_position_fits: bool = False, subpixel_windows: bool = False,
+                          iterate_mean: bool = False) -> int:
     """Device memory a run needs (bytes): data, object/probe buffers and the engine's working set.
 
     ``algorithm`` is the canonical name (ePIE, DM, LSQML). ``fast_gpu``: the run uses the fused GPU engines
@@ -45,6 +46,7 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
     the reference engine, four on the fast one). ``subpixel_windows``: windows follow sub-pixel positions (DM
     holds the moved probe of every window and its spectrum, ePIE and LSQML a few moved probes per position
     visited; the fast DM's refining epoch ends on CuPy with three more exit-wave arrays of every position).
+    ``iterate_mean``: the run reports the mean of its iterates (one more object and probe: iterate_mean.py).
     """
     n2 = size_px * size_px
     held = n_positions if data_positions is None else data_positions
@@ -52,6 +54,7 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
     obj = object_shape[0] * object_shape[1] * 8
     index = n_positions * 2 * 8
     wave = probe_modes * n2 * 8  # one position's exit waves, complex64
+    mean = obj + wave if iterate_mean else 0  # the reported mean's object and probe
     if fast_gpu:
         if algorithm == "DM":  # psi (N, M, n, n) plus a chunk of far fields and the object sums
             work = n_positions * (wave + n2 * 4) + 6 * obj
@@ -67,7 +70,7 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
                 work += b * (4 * wave + n2 * 4) + 2 * index  # gradients, Poisson intensities; positions
         else:
             work = 8 * wave + 4 * obj + n_positions * EPIE_GRAPH_BYTES_PER_POSITION
-        return int(data + index + work + 4 * wave)
+        return int(data + index + work + 4 * wave + mean)
     if algorithm == "ePIE":
         work = (12 if subpixel_windows else 8) * wave + 4 * obj
     elif algorithm == "DM":
@@ -78,7 +81,7 @@ def estimate_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[in
         b = batch_size or default_batch_size(n_positions)
         fits = b * (6 * wave + n2 * 8) + 2 * index if per_position_fits or subpixel_windows else 0
         work = b * (7 * wave + n2 * 8 + 3 * n2 * 4) + 6 * obj + fits
-    return int(data + index + work + 4 * wave)
+    return int(data + index + work + 4 * wave + mean)
 
 
 @dataclass(frozen=True)
@@ -119,19 +122,20 @@ def stream_chunk_limit(algorithm: str, n_positions: int, batch_size: int = 0) ->
 
 def streamed_memory_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                           chunk_positions: int, probe_modes: int = 1, batch_size: int = 0,
-                          per_position_fits: bool = False, subpixel_windows: bool = False) -> int:
+                          per_position_fits: bool = False, subpixel_windows: bool = False,
+                          iterate_mean: bool = False) -> int:
     """Device memory (bytes) of a streamed fast-GPU run: the resident estimate with the intensities replaced by
     ``RING_SLOTS`` slots of ``chunk_positions`` float32 (n, n) amplitude patterns."""
     return estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm, probe_modes=probe_modes,
                                  batch_size=batch_size, fast_gpu=True,
                                  data_positions=RING_SLOTS * chunk_positions, per_position_fits=per_position_fits,
-                                 subpixel_windows=subpixel_windows)
+                                 subpixel_windows=subpixel_windows, iterate_mean=iterate_mean)
 
 
 def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                 probe_modes: int = 1, batch_size: int = 0, per_frame_mask: bool = False, fast_gpu: bool = False,
                 cap_bytes: int = 0, free_bytes: int | None = None, per_position_fits: bool = False,
-                subpixel_windows: bool = False) -> MemoryPlan:
+                subpixel_windows: bool = False, iterate_mean: bool = False) -> MemoryPlan:
     """Resident, streamed or refused, from the sizes alone.
 
     n_positions N and size_px n: the (N, n, n) intensities; object_shape (H, W) pixels; algorithm: ePIE, DM or
@@ -142,7 +146,7 @@ def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *
     resident = estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
                                      probe_modes=probe_modes, batch_size=batch_size, per_frame_mask=per_frame_mask,
                                      fast_gpu=fast_gpu, per_position_fits=per_position_fits,
-                                     subpixel_windows=subpixel_windows)
+                                     subpixel_windows=subpixel_windows, iterate_mean=iterate_mean)
     if cap_bytes < 0:
         raise ValueError(f"cap_bytes={cap_bytes}: must be >= 0 (0 = whatever is free on the device)")
     if free_bytes is None:
@@ -160,7 +164,8 @@ def plan_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *
         def need(c: int) -> int:
             return streamed_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
                                          chunk_positions=c, probe_modes=probe_modes, batch_size=batch_size,
-                                         per_position_fits=per_position_fits, subpixel_windows=subpixel_windows)
+                                         per_position_fits=per_position_fits, subpixel_windows=subpixel_windows,
+                                         iterate_mean=iterate_mean)
 
         streamed = need(lo)
         if streamed <= limit:

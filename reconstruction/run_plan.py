@@ -61,6 +61,11 @@ FAST_PATH_SUPPORTS: dict[str, frozenset[str]] = {
 }
 
 
+#: The algorithms whose runs report the mean of their iterates (``-meanSpan`` > 1; reconstruction/iterate_mean.py):
+#: LSQML's mini-batches jitter about the solution; ePIE's mean was worse early, DM has no mini-batch noise.
+REPORTS_MEAN = frozenset({"LSQML"})
+
+
 @dataclass(frozen=True)
 class DataSizes:
     """The sizes of a run's data: N patterns of size_px x size_px, the (H, W) object, the probe modes, and the
@@ -85,7 +90,8 @@ class RunPlan:
     residency: "resident", "streamed", "refused" or, for a split run before its regions are planned,
     "per region". split: True when the run is cut into regions over ``devices`` (GPU indices or CPU labels);
     exchange: "" (one device), "sums" or "periodic". memory: the memory arithmetic (None for a split run: each
-    region has its own). options: the options of :data:`RUN_OPTIONS` the run uses.
+    region has its own). options: the options of :data:`RUN_OPTIONS` the run uses. iterate_mean: the run reports
+    the mean of its iterates (``-meanSpan``; each region of a split run decides for itself).
     """
 
     algorithm: str
@@ -100,6 +106,8 @@ class RunPlan:
     exchange: str = ""
     options: tuple[str, ...] = ()
     memory: MemoryPlan | None = field(default=None, compare=False)
+    iterate_mean: bool = False
+    iterate_mean_reason: str = ""
 
     @property
     def refused(self) -> bool:
@@ -109,8 +117,9 @@ class RunPlan:
         """Two lines for a terminal: what runs where, then why."""
         where = (f"split over {len(self.devices)} {'GPUs' if self.backend == 'gpu' else 'CPU regions'} "
                  f"({self.exchange} exchange)" if self.split else f"one {self.backend.upper()}")
+        mean = f"; {self.iterate_mean_reason}" if self.iterate_mean_reason else ""
         return [f"run plan: {self.implementation} {self.algorithm}, data {self.residency}, {where}",
-                f"  because: {self.implementation_reason}; {self.residency_reason}; {self.devices_reason}"]
+                f"  because: {self.implementation_reason}; {self.residency_reason}; {self.devices_reason}{mean}"]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (for the result file and the job row); the memory figures in bytes."""
@@ -188,21 +197,43 @@ def plan_run(algorithm: str, settings: EngineSettings, sizes: DataSizes, *, back
                          "a split run")
     ex = exchange_for(algorithm, exchange) if split else ""
     impl, impl_reason = _implementation(algorithm, backend, options, implementation, ex)
+    mean = reports_mean(algorithm, settings)
     if split:
         g = len(devices)
         devices_reason = (f"{g} device{'s' if g > 1 else ''} listed: the scan is cut into {g} "
                           f"region{'s' if g > 1 else ''}, kept one reconstruction by the {ex} exchange")
         return RunPlan(algorithm, backend, impl, impl_reason, "per region", "each region plans its own memory",
-                       True, tuple(int(d) for d in devices), devices_reason, ex, options)
+                       True, tuple(int(d) for d in devices), devices_reason, ex, options, None, mean,
+                       f"each region {_mean_reason(settings)}" if mean else "")
     devices_reason = "one device" + (" (-gpus lists one)" if len(devices) == 1 else "")
-    memory = memory_plan.plan_memory(
-        sizes.n_positions, sizes.size_px, sizes.object_shape, algorithm=algorithm, probe_modes=sizes.probe_modes,
-        batch_size=settings.batch_size, per_frame_mask=sizes.mask == "per_frame",
-        fast_gpu=backend == "gpu" and impl == "fast", cap_bytes=memory_cap_bytes,
-        free_bytes=free_bytes, per_position_fits=settings.per_position_fits,
-        subpixel_windows=settings.windows_follow_positions)
+
+    def memory_with(with_mean: bool) -> MemoryPlan:
+        return memory_plan.plan_memory(
+            sizes.n_positions, sizes.size_px, sizes.object_shape, algorithm=algorithm, probe_modes=sizes.probe_modes,
+            batch_size=settings.batch_size, per_frame_mask=sizes.mask == "per_frame",
+            fast_gpu=backend == "gpu" and impl == "fast", cap_bytes=memory_cap_bytes,
+            free_bytes=free_bytes, per_position_fits=settings.per_position_fits,
+            subpixel_windows=settings.windows_follow_positions, iterate_mean=with_mean)
+
+    memory = memory_with(mean)
+    mean_reason = f"the run {_mean_reason(settings)}" if mean else ""
+    if mean and memory.mode == "refuse" and (without := memory_with(False)).mode != "refuse":
+        extra = sizes.object_shape[0] * sizes.object_shape[1] * 8 + sizes.probe_modes * sizes.size_px ** 2 * 8
+        memory, mean = without, False
+        mean_reason = (f"the last iterate is reported (-meanSpan={settings.mean_span} asks for the mean, whose "
+                       f"copy of the object and probe, {extra / GIB:.2f} GiB, does not fit as well)")
     return RunPlan(algorithm, backend, impl, impl_reason, _residency(memory), _residency_reason(memory),
-                   False, tuple(int(d) for d in devices), devices_reason, "", options, memory)
+                   False, tuple(int(d) for d in devices), devices_reason, "", options, memory, mean, mean_reason)
+
+
+def reports_mean(algorithm: str, settings: EngineSettings) -> bool:
+    """True when a run of ``algorithm`` with ``settings`` asks to report the mean of its iterates (memory allowing:
+    :func:`plan_run` decides)."""
+    return algorithm in REPORTS_MEAN and settings.mean_span > 1
+
+
+def _mean_reason(settings: EngineSettings) -> str:
+    return f"reports the mean of its iterates (span {settings.mean_span}: the mini-batches' jitter averaged out)"
 
 
 def plan_of_regions(split_plan: RunPlan, region_plans: Sequence[RunPlan]) -> RunPlan:

@@ -22,6 +22,7 @@ class EngineSettings:
     batch_size: int = 0  # LSQML mini-batch (0 = about N/40)
     beta_lsq: float = 0.9  # LSQML damping of the optimal step
     beta_decay: float = 0.0  # LSQML: halve beta after an epoch whose error fell by less than this fraction (0 = off)
+    mean_span: int = 5  # LSQML: the run reports the exponential mean of the iterates, this span (1 = off)
     dm_relax: float = 0.05  # DM: relative radius of the noise ball the modulus projection stops at (0 = exact)
     position_refinement_from: int = 0  # refine positions from this iteration (0 = off, whole-pixel windows)
     position_affine: tuple[str, ...] = ()  # refinement: the free affine terms of the scan (the others are held)

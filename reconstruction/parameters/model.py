@@ -219,6 +219,11 @@ class ReconstructionParameters:
                               hint="LSQML: halve the step damping (0.9, down to 0.1) after each iteration whose "
                                    "error fell by less than this fraction (0 = off). Lowers the floor where "
                                    "mini-batches fight over what the model cannot fit (measured data: 0.003).")
+    mean_span: int = param(5, kind="int", flag="meanSpan", min=1, max=1000, advanced=True,
+                           hint="LSQML: the object and probe the run reports (live, in the result file and the "
+                                "exports) are the exponential mean of the iterations' estimates with this span "
+                                "(weight 2/(span+1) on the newest, from iteration 6), which averages out the "
+                                "mini-batches' noise while the step stays full. 1 = the last iteration's as it is.")
     dm_relax: float = param(0.05, kind="float", flag="fourierRelax", min=0.0, max=1.0, advanced=True,
                             label="DM Fourier relaxation",
                             hint="DM with -noise=gaussian: a pattern whose model is within this relative rms of "

@@ -251,7 +251,9 @@ LINEAR = ("scale", "asymmetry", "rotation", "shear")
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm,max_error_px,max_nrmse_ratio", [
-    ("LSQML", 0.09, 1.08),  # measured 2.41 -> 0.072 px, NRMSE 0.0301 vs 0.0287 (1.05x): the issue's target, met
+    ("LSQML", 0.09, 1.105),  # measured 2.41 -> 0.072 px, NRMSE 0.0222 vs 0.0203 (1.09x): the issue's target,
+    # met by less since the run reports the mean of its iterates (both NRMSEs a quarter lower; the last iterates:
+    # 0.0301 vs 0.0287, 1.05x); as ePIE's, the bound leaves 0.5 % over the target for another machine's rounding
     ("ePIE", 0.08, 1.105),  # measured 2.41 -> 0.066 px, NRMSE 0.01855 vs 0.01688 (1.099x): met (0.071 px, 1.107x
     # before its affine-phase steps were weighed by the others' light and left the linear geometry to the fit); the
     # bound leaves 0.5 % over the target for another machine's FFT rounding (other visiting orders: 1.098-1.104x)

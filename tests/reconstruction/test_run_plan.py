@@ -121,6 +121,30 @@ def test_a_run_too_big_for_the_cap_streams_on_the_fast_path_and_is_refused_on_th
     assert per_frame.residency == "refused" and "per-frame" in per_frame.residency_reason
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_only_lsqml_reports_the_mean_of_its_iterates_and_says_so(algorithm):
+    plan = _gpu(algorithm)
+    assert plan.iterate_mean is (algorithm == "LSQML")
+    assert ("reports the mean of its iterates (span 5" in plan.summary_lines()[1]) is (algorithm == "LSQML")
+    assert plan.to_dict()["iterate_mean"] is (algorithm == "LSQML")
+    one = _gpu(algorithm, EngineSettings(mean_span=1))
+    assert not one.iterate_mean and one.iterate_mean_reason == ""
+
+
+def test_the_mean_costs_one_object_and_probe_and_gives_way_where_only_the_run_without_it_fits():
+    big = DataSizes(250_000, 256, (2791, 64231))
+    roomy = _gpu("LSQML", sizes=big, memory_cap_bytes=26 * GIB)
+    tight = _gpu("LSQML", sizes=big, memory_cap_bytes=24 * GIB)
+    assert roomy.iterate_mean and roomy.residency == "streamed"
+    extra = 2791 * 64231 * 8 + 256 * 256 * 8
+    assert roomy.memory.needed_bytes - tight.memory.needed_bytes >= extra  # the same chunk would cost this more
+    assert tight.residency == "streamed" and not tight.iterate_mean
+    assert "the last iterate is reported (-meanSpan=5 asks for the mean" in tight.iterate_mean_reason
+    assert "1.34 GiB, does not fit" in tight.summary_lines()[1]
+    small = _gpu("LSQML", sizes=big, memory_cap_bytes=4 * GIB)
+    assert small.refused and small.iterate_mean  # refused either way: the refusal names the full need
+
+
 @pytest.mark.parametrize(("algorithm", "exchange", "implementation"),
                          [("DM", "sums", "reference"), ("ePIE", "periodic", "fast"), ("LSQML", "periodic", "fast")])
 def test_two_or_more_devices_split_the_run_with_the_exchange_the_algorithm_needs(algorithm, exchange, implementation):
