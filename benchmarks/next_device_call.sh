@@ -7,11 +7,15 @@
 # plain), measured (ours beside tike's lstsq_grad on the measured Siemens star), fused (the LSQML schedules),
 # accuracy (the 64^2 position target on the fast ePIE and DM), betadecay (-betaDecay's GPU test, then the measured
 # run with it), dmtests (tests/gpu/test_window_fits.py -k DM), ab (benchmarks/plain_ab.sh: plain ePIE against the
-# reconstruction/ tree unpacked in bisect_tmp/old), lsqmlpos (LSQML sub-pixel + positions + flux beside plain).
-# Default: all but betadecay, dmtests, ab, lsqmlpos (about 14 min: two calls).
-# Run 2026-12-07 15:05-15:35 and 19:20-19:24 (benchmarks/RESULTS.md). Still waiting for a GPU: STEPS="profile
-# accuracy" (where DM's stepping epochs spend their 18 ms; the 64^2 target on the fast ePIE and DM with the
-# error-reduction view, 22aab2f), then the plain ePIE kernels without the flux arguments against this A/B (ab).
+# reconstruction/ tree unpacked in bisect_tmp/old), lsqmlpos (LSQML sub-pixel + positions + flux beside plain),
+# mean (the measured scan with the product default, then with -betaDecay=0.003).
+# Default: all but betadecay, dmtests, ab, lsqmlpos, mean (about 14 min: two calls).
+# Run 2026-12-07 15:05-15:35 and 19:20-19:24 (benchmarks/RESULTS.md). Still waiting for a GPU (2026-12-07 21:45):
+# STEPS="ab lsqmlpos mean" first: the plain ePIE kernels without the fits' arguments (32f4d5b) against 848d1cf~1
+# (ab: make bisect_tmp/old first, see plain_ab.sh), plain LSQML with the mean of its iterates (70bc20b) beside the
+# 4.78 ms target (lsqmlpos prints plain too), and the measured scan with the product default (mean) and with
+# -betaDecay=0.003 (mean); then STEPS="profile accuracy" (DM's stepping epochs; the 64^2 target on the fast ePIE
+# and DM with the error-reduction view, 22aab2f).
 set -u
 OUT=${OUT:-benchmarks/out}; export OUT; mkdir -p "$OUT" /tmp/site
 python3 -c "import hdf5plugin" 2>/dev/null || echo "# stand-in: no HDF5 compression filters" > /tmp/site/hdf5plugin.py
@@ -55,6 +59,12 @@ fi
 if step measured; then echo "=== measured $(date +%T)"
 MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-100} bash benchmarks/issue17_device.sh measured 2>&1 \
   | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -20
+fi
+if step mean; then echo "=== measured: the mean of the iterates (default), then with -betaDecay=0.003 $(date +%T)"
+MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-100} bash benchmarks/issue17_device.sh measured 2>&1 \
+  | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -12
+MEASURED_ARGS="--impls ours --beta-decay 0.003" MEASURED_TIMEOUT=60 OUT=$OUT/decay bash benchmarks/issue17_device.sh \
+  measured 2>&1 | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -10
 fi
 if step fused; then echo "=== fused LSQML schedule $(date +%T)"
 timeout 50 python3 benchmarks/lsqml_fits.py --size 256 --iterations 20 --variants --configs subpixel+positions+flux \

@@ -28,10 +28,12 @@ def test_run_prints_the_run_plan_and_stores_it_in_the_result_file(tmp_path, caps
     at = next(i for i, line in enumerate(lines) if line.startswith("run plan:"))
     assert lines[at] == "run plan: reference LSQML, data resident, one CPU"
     assert lines[at + 1] == ("  because: the CPU runs the NumPy reference engines; on the CPU the data stay in host "
-                             "memory; one device")
+                             "memory; one device; the run reports the mean of its iterates (span 5: the "
+                             "mini-batches' jitter averaged out)")
     plan = read_result(tmp_path / "cli.h5").run_plan
     assert plan is not None and plan["implementation"] == "reference" and plan["options"] == ["rms_metric"]
     assert plan["implementation_reason"] == "the CPU runs the NumPy reference engines"
+    assert plan["iterate_mean"] is True and "mean of its iterates" in plan["iterate_mean_reason"]
 
 
 def test_run_shows_a_progress_bar_with_iteration_error_and_eta(tmp_path):

@@ -97,7 +97,7 @@ def test_cancel_stops_between_iterations_and_keeps_the_last_iterate(worker, brok
     broker.join("reconstruct", fail_fast=True)
     worker.join()
     job.refresh_from_db()
-    assert job.status == "cancelled" and "last iterate was kept" in job.message
+    assert job.status == "cancelled" and "the result so far was kept" in job.message
     assert 5 <= job.iteration < 1_000_000 and len(job.error_history) == job.iteration
     from reconstruction.io import read_result
 

@@ -261,7 +261,7 @@ class JobRun:
             path = self.write(result)
             status = Job.Status.CANCELLED if cancelled else Job.Status.DONE
             message = (
-                f"cancelled at iteration {rec.iteration}; the last iterate was kept" if cancelled
+                f"cancelled at iteration {rec.iteration}; the result so far was kept" if cancelled
                 else (result.stopped_early or "")
             )
             self.finish(status, message=message, result_path=str(path))
