@@ -298,6 +298,15 @@ def test_the_worker_stores_the_run_plan_and_the_job_page_and_api_show_it(worker,
     shown = shown[:shown.index("</dd>")]
     assert f"reference {job.algorithm}, data resident, one CPU" in shown
     assert "the CPU runs the NumPy reference engines; on the CPU the data stay in host memory; one device" in shown
+    assert "mean of its iterates" not in shown  # ePIE reports its last iterate
     from webapp.jobs.serialize import job_detail
 
     assert job_detail(job)["run_plan"] == plan
+    lsqml = services.submit_job(small_parameters(iterations=3, **{"reconstruction.algorithm": "LSQML"}), owner=user)
+    broker.join("reconstruct", fail_fast=True)
+    worker.join()
+    lsqml.refresh_from_db()
+    assert lsqml.status == "done" and lsqml.run_plan["iterate_mean"] is True, lsqml.message
+    page = client.get(f"/jobs/{lsqml.pk}/").content.decode()
+    shown = page[page.index('id="run-plan"'):]
+    assert "one device; the run reports the mean of its iterates (span 5" in shown[:shown.index("</dd>")]
