@@ -208,8 +208,8 @@ class Reconstruction(IterativeRun):
 
     # -- reading the state ----------------------------------------------------------------------------------
     def _reported(self) -> tuple[Any, Any]:
-        """The (object, probe) device arrays the run reports: the mean of the iterates where the engine's run
-        reports one (:mod:`reconstruction.iterate_mean`), else the engine's state."""
+        """The (object, probe) device arrays the run reports: the mean of the iterates where the run plan says so
+        (:mod:`reconstruction.iterate_mean`), else the engine's state."""
         mean = self.iterate_mean
         return (self.state.obj, self.state.probe) if mean is None else (mean.obj, mean.probe)
 

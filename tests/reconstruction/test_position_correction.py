@@ -231,8 +231,11 @@ def _target_run(sim, positions, algorithm, refine):
     rec.run()
     region = illuminated_region(rec.illumination()[:h, :w], 0.3)
     # the shift removed to a fraction of a pixel: the scan's common offset, which the data cannot see, stays where
-    # the given raster's mean puts it (as the position error removes the mean offset)
-    return rec, object_nrmse(sim.object_truth, rec.object()[:h, :w], region, subpixel_shift=True)
+    # the given raster's mean puts it (as the position error removes the mean offset); the object the run reports
+    # (LSQML: the mean of its iterates), and the engine's last iterate
+    reported, last = (object_nrmse(sim.object_truth, np.asarray(o)[:h, :w], region, subpixel_shift=True)
+                      for o in (rec.object(), rec.state.obj))
+    return rec, reported, last
 
 
 def test_the_object_nrmse_removes_a_subpixel_shift_when_asked():
@@ -251,9 +254,8 @@ LINEAR = ("scale", "asymmetry", "rotation", "shear")
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm,max_error_px,max_nrmse_ratio", [
-    ("LSQML", 0.09, 1.105),  # measured 2.41 -> 0.072 px, NRMSE 0.0222 vs 0.0203 (1.09x): the issue's target,
-    # met by less since the run reports the mean of its iterates (both NRMSEs a quarter lower; the last iterates:
-    # 0.0301 vs 0.0287, 1.05x); as ePIE's, the bound leaves 0.5 % over the target for another machine's rounding
+    ("LSQML", 0.09, 1.08),  # measured 2.41 -> 0.072 px, NRMSE 0.0301 vs 0.0287 (1.05x): the issue's target, met
+    # (the last iterates; the mean the run reports: 0.0222 vs 0.0203, 1.09x, checked against the target below)
     ("ePIE", 0.08, 1.105),  # measured 2.41 -> 0.066 px, NRMSE 0.01855 vs 0.01688 (1.099x): met (0.071 px, 1.107x
     # before its affine-phase steps were weighed by the others' light and left the linear geometry to the fit); the
     # bound leaves 0.5 % over the target for another machine's FFT rounding (other visiting orders: 1.098-1.104x)
@@ -270,10 +272,15 @@ def test_with_the_probe_known_3_px_random_errors_a_1_percent_stretch_and_half_a_
     With the probe reconstructed from the data the coarse search and the affine fit fail (docs/parameters.md)."""
     sim, true, given = _target_scan()
     assert _position_error_px(given, true) > 2.3
-    _, nrmse_true = _target_run(sim, true, algorithm, refine=False)
-    rec, nrmse = _target_run(sim, given, algorithm, refine=True)
+    _, reported_true, nrmse_true = _target_run(sim, true, algorithm, refine=False)
+    rec, reported, nrmse = _target_run(sim, given, algorithm, refine=True)
     assert _position_error_px(rec.positions(), true) < max_error_px
     assert nrmse < max_nrmse_ratio * nrmse_true, (nrmse, nrmse_true)
+    if rec.iterate_mean is None:  # ePIE, DM: they report their last iterate
+        assert (reported, reported_true) == (nrmse, nrmse_true)
+    else:  # LSQML reports the mean of its iterates: lower errors, and the issue's target (10 %) on them too
+        assert reported < 0.8 * nrmse and reported_true < 0.8 * nrmse_true, (reported, nrmse, reported_true)
+        assert reported < 1.10 * reported_true, (reported, reported_true)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from reconstruction.backend import Backend
 from reconstruction.driver import Reconstruction
 from reconstruction.engines import EngineSettings
 from reconstruction.engines.base import EngineState
-from reconstruction.memory_plan import GIB
+from reconstruction.memory_plan import GIB, estimate_memory_bytes
 from reconstruction.multigpu import SplitReconstruction
 from reconstruction.run_plan import (
     FAST_PATH_SUPPORTS,
@@ -137,7 +137,10 @@ def test_the_mean_costs_one_object_and_probe_and_gives_way_where_only_the_run_wi
     tight = _gpu("LSQML", sizes=big, memory_cap_bytes=24 * GIB)
     assert roomy.iterate_mean and roomy.residency == "streamed"
     extra = 2791 * 64231 * 8 + 256 * 256 * 8
-    assert roomy.memory.needed_bytes - tight.memory.needed_bytes >= extra  # the same chunk would cost this more
+    for fast_gpu in (True, False):  # the mean's object and probe, on either engine
+        sizes = dict(n_positions=250_000, size_px=256, object_shape=(2791, 64231), algorithm="LSQML",
+                     fast_gpu=fast_gpu)
+        assert estimate_memory_bytes(**sizes, iterate_mean=True) - estimate_memory_bytes(**sizes) == extra
     assert tight.residency == "streamed" and not tight.iterate_mean
     assert "the last iterate is reported (-meanSpan=5 asks for the mean" in tight.iterate_mean_reason
     assert "1.34 GiB, does not fit" in tight.summary_lines()[1]
