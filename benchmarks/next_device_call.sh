@@ -8,7 +8,9 @@
 # accuracy (the 64^2 position target on the fast ePIE and DM), betadecay (-betaDecay's GPU test, then the measured
 # run with it), dmtests (tests/gpu/test_window_fits.py -k DM), ab (benchmarks/plain_ab.sh: plain ePIE against the
 # reconstruction/ tree unpacked in bisect_tmp/old), lsqmlpos (LSQML sub-pixel + positions + flux beside plain),
-# mean (the measured scan with the product default, then with -betaDecay=0.003).
+# mean (the measured scan with the product default, then with -betaDecay=0.003), abl (plain LSQML, this tree
+# against bisect_tmp/before_mean = `git archive 70bc20b~1 reconstruction`, the tree before the mean of the
+# iterates), meantest (tests/gpu/test_iterate_mean_on_gpu.py: the fused lerp_c64 and the mean against NumPy).
 # Default: all but betadecay, dmtests, ab, lsqmlpos, mean (about 14 min: two calls).
 # Run 2026-12-07 15:05-15:35 and 19:20-19:24 (benchmarks/RESULTS.md). Still waiting for a GPU (2026-12-07 21:45):
 # STEPS="ab lsqmlpos mean" first: the plain ePIE kernels without the fits' arguments (32f4d5b) against 848d1cf~1
@@ -77,6 +79,13 @@ fi
 if step betadecay; then echo "=== -betaDecay (dabe505): its GPU test, then ours (0.003) beside tike $(date +%T)"
 TESTS="tests/gpu/test_lsqml_fits.py -k beta_decay" TESTS_TIMEOUT=90 MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-150} \
   bash benchmarks/issue17_device.sh tests measured 2>&1 | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -24
+fi
+if step meantest; then echo "=== the mean of the iterates on the GPU $(date +%T)"
+timeout 90 python3 -m pytest tests/gpu/test_iterate_mean_on_gpu.py $T 2>&1 | tee "$OUT/mean_tests.log" \
+  | grep -E "AGREE|passed|failed|^E |^FAILED" | tail -8
+fi
+if step abl; then echo "=== plain LSQML, this tree against bisect_tmp/before_mean $(date +%T)"
+AB_OLD_TREE=before_mean AB_ALGS=LSQML timeout ${AB_TIMEOUT:-200} bash benchmarks/plain_ab.sh 2>&1 | tail -8
 fi
 if step ab; then echo "=== plain ePIE, this tree against bisect_tmp/old (benchmarks/plain_ab.sh) $(date +%T)"
 timeout ${AB_TIMEOUT:-200} bash benchmarks/plain_ab.sh 2>&1 | tail -8

@@ -4,14 +4,15 @@
 #   AB_OLD=848d1cf~1 AB_ALGS=ePIE bash benchmarks/plain_ab.sh
 # The old tree must be unpacked beforehand on this machine (the device has no git history):
 #   mkdir -p bisect_tmp/old && git archive "$AB_OLD" reconstruction | tar -x -C bisect_tmp/old
+# AB_OLD_TREE names another unpacked tree under bisect_tmp/ (default old).
 set -u
 OUT=${OUT:-benchmarks/out}; mkdir -p "$OUT"
-ALGS=${AB_ALGS:-ePIE}; ITERS=${AB_ITERS:-40}
-[ -d bisect_tmp/old/reconstruction ] || { echo "no bisect_tmp/old/reconstruction"; exit 2; }
+ALGS=${AB_ALGS:-ePIE}; ITERS=${AB_ITERS:-40}; OLD_TREE=${AB_OLD_TREE:-old}
+[ -d "bisect_tmp/$OLD_TREE/reconstruction" ] || { echo "no bisect_tmp/$OLD_TREE/reconstruction"; exit 2; }
 rm -rf bisect_tmp/head && mkdir -p bisect_tmp/head && cp -r reconstruction bisect_tmp/head/
 use() { rm -rf reconstruction && cp -r "bisect_tmp/$1/reconstruction" reconstruction; }
 for round in 1 2; do
-  for tree in head old; do
+  for tree in head "$OLD_TREE"; do
     use "$tree"
     timeout 150 python3 benchmarks/engines.py --device gpu --sizes 256 --algs "$ALGS" --iterations "$ITERS" \
       --peers "" --out "$OUT" --tag "ab_${tree}_$round" > "$OUT/ab_${tree}_$round.log" 2>&1

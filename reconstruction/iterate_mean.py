@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 #: epochs at the start reported as they are (the first iterates change too fast to be averaged)
 FIRST_AVERAGED_EPOCH = 6
 
@@ -31,8 +33,9 @@ def mean_weight(span: int) -> float:
 class IterateMean:
     """Exponential mean of the object (H, W) and probe (M, n, n) complex64 iterates, device arrays of ``xp``.
 
-    Updated in place (no allocation per epoch: two scalings and two additions per array). Restarted from the
-    iterate when the probe's modes change (a seeded mode has no history to average with) and in the first epochs.
+    Updated in place (no allocation per epoch: one fused pass per array on the GPU, :func:`lerp_inplace`).
+    Restarted from the iterate when the probe's modes change (a seeded mode has no history to average with) and in
+    the first epochs.
     """
 
     weight: float
@@ -55,7 +58,23 @@ class IterateMean:
         for mean, new in ((self.obj, obj), (self.probe, probe)):
             if restart:
                 mean[...] = new
-            else:  # (mean - new) (1 - w) + new, in place
-                mean -= new
-                mean *= 1.0 - self.weight
-                mean += new
+            else:
+                lerp_inplace(mean, new, self.weight)
+
+
+def lerp_inplace(mean: Any, new: Any, weight: float) -> None:
+    """mean += weight (new - mean), in place, for complex64 arrays of one shape (NumPy or CuPy), no allocation.
+
+    On CuPy one fused pass (``lerp_c64``, kernels/generic.cu) for contiguous complex64 arrays; else three in-place
+    passes ((mean - new) (1 - w) + new)."""
+    fused = (type(mean).__module__.split(".")[0] == "cupy" and mean.dtype == new.dtype == np.complex64
+             and mean.shape == new.shape and mean.flags.c_contiguous and new.flags.c_contiguous)
+    if fused:
+        from .gpu import runtime as rt
+
+        size = int(mean.size)
+        rt.launch("lerp_c64", size, (mean, new, rt.f32(weight), rt.i64(size)))
+        return
+    mean -= new
+    mean *= 1.0 - weight
+    mean += new

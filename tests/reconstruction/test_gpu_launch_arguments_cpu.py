@@ -201,3 +201,19 @@ def test_the_per_position_sum_slots_of_the_python_side_are_the_kernels_lf_slots(
     from reconstruction.gpu.lsqml_fits import LF_SLOTS
 
     assert re.search(r"#define\s+LF_SLOTS\s+(\d+)", kernel_source()).group(1) == str(LF_SLOTS)
+
+
+class _CupyLikeArray(DeviceArray):
+    """What :func:`reconstruction.iterate_mean.lerp_inplace` reads as a CuPy array."""
+
+
+_CupyLikeArray.__module__ = "cupy"
+
+
+def test_the_iterate_means_fused_update_passes_lerp_c64_its_declared_arguments(launches):
+    from reconstruction.iterate_mean import lerp_inplace
+
+    mean = np.zeros((3, 8, 8), np.complex64).view(_CupyLikeArray)
+    new = np.ones((3, 8, 8), np.complex64).view(_CupyLikeArray)
+    lerp_inplace(mean, new, 1.0 / 3.0)
+    assert launches == [("lerp_c64", [])]

@@ -25,4 +25,12 @@ __global__ void copy_c64(const float2* __restrict__ src, float2* __restrict__ ds
         dst[i] = src[i];
 }
 
+// mean[i] += w (new[i] - mean[i]): one pass of an exponential mean (iterate_mean.py), in place.
+__global__ void lerp_c64(float2* __restrict__ mean, const float2* __restrict__ fresh, float w, long long size) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size; i += (long long)gridDim.x * blockDim.x) {
+        float2 m = mean[i], f = fresh[i];
+        mean[i] = make_float2(fmaf(w, f.x - m.x, m.x), fmaf(w, f.y - m.y, m.y));
+    }
+}
+
 }  // extern "C"
