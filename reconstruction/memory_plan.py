@@ -228,13 +228,14 @@ class HostMemoryPlan:
 
 def estimate_host_bytes(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                         probe_modes: int = 1, batch_size: int = 0, on_gpu: bool = False, simulate: bool = False,
-                        per_position_fits: bool = False) -> dict[str, int]:
+                        per_position_fits: bool = False, iterate_mean: bool = False) -> dict[str, int]:
     """Peak host memory of a run, by part (bytes).
 
     data: the (N, n, n) float32 intensities as loaded; simulation: the complex64 far fields of a simulated scan
     (while it is made, before the run); engine: on the CPU the whole working set of the NumPy engine
     (:func:`estimate_memory_bytes`, which holds its own amplitudes beside the loaded data); on a GPU host the
-    object, probe and per-position arrays kept on the host (the rest is on the device).
+    object, probe and per-position arrays kept on the host (the rest is on the device). ``iterate_mean``: the run
+    reports the mean of its iterates (on the CPU one more object and probe; on a GPU they are on the device).
     """
     n2 = size_px * size_px
     parts = {"data": n_positions * n2 * 4}
@@ -247,14 +248,14 @@ def estimate_host_bytes(n_positions: int, size_px: int, object_shape: tuple[int,
     else:
         parts["engine"] = estimate_memory_bytes(n_positions, size_px, object_shape, algorithm=algorithm,
                                                 probe_modes=probe_modes, batch_size=batch_size,
-                                                per_position_fits=per_position_fits)
+                                                per_position_fits=per_position_fits, iterate_mean=iterate_mean)
     return parts
 
 
 def plan_host_memory(n_positions: int, size_px: int, object_shape: tuple[int, int], *, algorithm: str,
                      limit_bytes: int | None, limit_source: str = "", probe_modes: int = 1, batch_size: int = 0,
                      on_gpu: bool = False, simulate: bool = False, per_position_fits: bool = False,
-                     flags: str = "-scanDims, -size or -probeModes") -> HostMemoryPlan:
+                     iterate_mean: bool = False, flags: str = "-scanDims, -size or -probeModes") -> HostMemoryPlan:
     """Fits or refused, from the sizes alone (see :func:`estimate_host_bytes`).
 
     limit_bytes: the host memory the run may use (None: not judged); limit_source names it in the message
@@ -263,7 +264,7 @@ def plan_host_memory(n_positions: int, size_px: int, object_shape: tuple[int, in
     """
     parts = estimate_host_bytes(n_positions, size_px, object_shape, algorithm=algorithm, probe_modes=probe_modes,
                                 batch_size=batch_size, on_gpu=on_gpu, simulate=simulate,
-                                per_position_fits=per_position_fits)
+                                per_position_fits=per_position_fits, iterate_mean=iterate_mean)
     needed = parts["data"] + max(parts.get("simulation", 0), parts["engine"])
     if limit_bytes is None or needed <= limit_bytes:
         return HostMemoryPlan(needed, parts, limit_bytes)
@@ -329,6 +330,7 @@ def host_plan_for_parameters(params: Any, *, limit_bytes: int | None, limit_sour
     """:func:`plan_host_memory` for a :class:`~reconstruction.parameters.Parameters` before its data exist: N from
     -scanDims, n from -size, the object from the raster scan's extent (steps in object pixels) plus one window."""
     from .parameters.model import ALGORITHM_ALIASES
+    from .run_plan import REPORTS_MEAN
 
     rows, cols = params.experiment.scan_dims
     n = int(params.preprocessing.size_px)
@@ -340,4 +342,5 @@ def host_plan_for_parameters(params: Any, *, limit_bytes: int | None, limit_sour
     return plan_host_memory(rows * cols, n, shape, algorithm=algorithm, limit_bytes=limit_bytes,
                             limit_source=limit_source, probe_modes=int(r.probe_modes), batch_size=int(r.batch_size),
                             on_gpu=on_gpu, simulate=bool(params.data.simulate),
-                            per_position_fits=bool(r.refine_positions or r.variable_intensity))
+                            per_position_fits=bool(r.refine_positions or r.variable_intensity),
+                            iterate_mean=algorithm in REPORTS_MEAN and int(r.mean_span) > 1)

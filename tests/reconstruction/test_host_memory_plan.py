@@ -42,6 +42,22 @@ def test_a_gpu_host_keeps_only_data_object_and_probes_in_host_memory():
     assert gpu.parts["data"] == cpu.parts["data"] and gpu.needed_bytes < cpu.needed_bytes / 3
 
 
+def test_a_cpu_lsqml_run_reporting_the_mean_of_its_iterates_counts_one_more_object_and_probe():
+    kw = dict(algorithm="LSQML", limit_bytes=None, probe_modes=2)
+    mean = plan_host_memory(400, 128, (700, 900), iterate_mean=True, **kw)
+    last = plan_host_memory(400, 128, (700, 900), **kw)
+    assert mean.needed_bytes - last.needed_bytes == 700 * 900 * 8 + 2 * 128 * 128 * 8
+    gpu = plan_host_memory(400, 128, (700, 900), iterate_mean=True, on_gpu=True, **kw)
+    assert gpu.needed_bytes == plan_host_memory(400, 128, (700, 900), on_gpu=True, **kw).needed_bytes  # on the device
+
+    def planned(flags):
+        params = Parameters.from_cmdstr(f"./ptycho -simulate=1 -size=128 -scanDims=20,20 {flags}")
+        return host_plan_for_parameters(params, limit_bytes=None).parts["engine"]
+
+    assert planned("-algorithm=LSQML") - planned("-algorithm=LSQML -meanSpan=1") > 128 * 128 * 8
+    assert planned("-algorithm=ePIE") == planned("-algorithm=ePIE -meanSpan=1")  # ePIE reports its iterate
+
+
 def test_this_machine_reports_how_much_host_memory_is_available():
     limit, source = available_host_memory_bytes()
     assert limit is not None and limit > 0 and source
