@@ -12,12 +12,10 @@
 # against bisect_tmp/before_mean = `git archive 70bc20b~1 reconstruction`, the tree before the mean of the
 # iterates), meantest (tests/gpu/test_iterate_mean_on_gpu.py: the fused lerp_c64 and the mean against NumPy).
 # Default: all but betadecay, dmtests, ab, lsqmlpos, mean (about 14 min: two calls).
-# Run 2026-12-07 15:05-15:35 and 19:20-19:24 (benchmarks/RESULTS.md). Still waiting for a GPU (2026-12-07 21:45):
-# STEPS="ab lsqmlpos mean" first: the plain ePIE kernels without the fits' arguments (32f4d5b) against 848d1cf~1
-# (ab: make bisect_tmp/old first, see plain_ab.sh), plain LSQML with the mean of its iterates (70bc20b) beside the
-# 4.78 ms target (lsqmlpos prints plain too), and the measured scan with the product default (mean) and with
-# -betaDecay=0.003 (mean); then STEPS="profile accuracy" (DM's stepping epochs; the 64^2 target on the fast ePIE
-# and DM with the error-reduction view, 22aab2f).
+# Run 2026-12-07 15:05-15:35, 19:20-19:24 and 23:59-00:07 (benchmarks/RESULTS.md). Still waiting for a GPU
+# (2026-12-08 01:05): STEPS="meantest abl" (make bisect_tmp/before_mean first): the fused lerp_c64 of the mean
+# against NumPy, and plain LSQML with the mean against the tree before it on one machine (4.95 ms on 2026-12-08's
+# H100 beside the target's 4.78 on another).
 set -u
 OUT=${OUT:-benchmarks/out}; export OUT; mkdir -p "$OUT" /tmp/site
 python3 -c "import hdf5plugin" 2>/dev/null || echo "# stand-in: no HDF5 compression filters" > /tmp/site/hdf5plugin.py
