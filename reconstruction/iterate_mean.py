@@ -70,10 +70,9 @@ def lerp_inplace(mean: Any, new: Any, weight: float) -> None:
     fused = (type(mean).__module__.split(".")[0] == "cupy" and mean.dtype == new.dtype == np.complex64
              and mean.shape == new.shape and mean.flags.c_contiguous and new.flags.c_contiguous)
     if fused:
-        from .gpu import runtime as rt
+        from .gpu.common import lerp_c64
 
-        size = int(mean.size)
-        rt.launch("lerp_c64", size, (mean, new, rt.f32(weight), rt.i64(size)))
+        lerp_c64(mean, new, weight)
         return
     mean -= new
     mean *= 1.0 - weight

@@ -15,6 +15,12 @@ def graphs_enabled() -> bool:
     return bench_switch_on("GPU_GRAPHS")
 
 
+def lerp_c64(mean: Any, new: Any, weight: float) -> None:
+    """mean += weight (new - mean) in one pass, in place: contiguous complex64 CuPy arrays of one shape (any)."""
+    size = int(mean.size)
+    rt.launch("lerp_c64", size, (mean, new, rt.f32(weight), rt.i64(size)))
+
+
 class FastMixin:
     """Buffers and helpers shared by the three fast engines."""
 

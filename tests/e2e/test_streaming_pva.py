@@ -318,7 +318,10 @@ def test_without_the_buffer_a_pva_streaming_job_queued_past_its_scans_end_fails_
         api, ahead, job_a = _scan_a_behind_a_long_job(rig)  # A's first frame at BUSY: no job listens
         key_a = str(job_a["dedup_key"])
         assert "&started=" in job_row(rig, int(job_a["id"]))["parameters"]["data"]["live_source"]
-        rig.ioc_put("sim:LiveWait", 10)  # scan B's first frame waits for a client: a job listening
+        # scan B's first frame waits for a client (a job listening): B's job runs after A's failed job and A's batch
+        # job on the one embedded worker, which took over 10 s on a loaded 2-core machine (B's job then missed the
+        # first 88 frames, which nothing buffers here)
+        rig.ioc_put("sim:LiveWait", 40)
         assert api.post(f"/api/v1/jobs/{ahead}/cancel/").status in (200, 202)
         wait_for(lambda: job_row(rig, int(job_a["id"]))["status"] != "queued", 60, "scan A's job to start")
         time.sleep(2.0)  # A's job subscribed (and, bound, failed); unbound it would be listening for frames now
