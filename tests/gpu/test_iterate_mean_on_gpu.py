@@ -14,8 +14,14 @@ from reconstruction.simulate import simulate
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not gpu_available(), reason="CuPy sees no CUDA device")]
 
 
-def test_the_fused_lerp_on_cupy_equals_three_numpy_passes_to_float32_rounding():
+def test_the_fused_lerp_on_cupy_equals_three_numpy_passes_to_float32_rounding(monkeypatch):
     import cupy as cp
+
+    from reconstruction.gpu import common
+
+    fused_calls = []
+    fused = common.lerp_c64
+    monkeypatch.setattr(common, "lerp_c64", lambda *a: (fused_calls.append(1), fused(*a)))
 
     rng = np.random.default_rng(0)
     mean = (rng.normal(size=(300, 301)) + 1j * rng.normal(size=(300, 301))).astype(np.complex64)
@@ -25,6 +31,7 @@ def test_the_fused_lerp_on_cupy_equals_three_numpy_passes_to_float32_rounding():
     lerp_inplace(mean, new, 1.0 / 3.0)
     assert np.abs(cp.asnumpy(mean_gpu) - mean).max() < 1e-6 * np.abs(mean).max()
     assert np.array_equal(cp.asnumpy(new_gpu), new)
+    assert fused_calls == [1]  # CuPy took the fused kernel, NumPy its three passes
 
 
 def test_a_fast_lsqml_run_reports_the_mean_of_its_iterates_as_the_numpy_reference_does():
