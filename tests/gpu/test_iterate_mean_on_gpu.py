@@ -19,9 +19,14 @@ def test_the_fused_lerp_on_cupy_equals_three_numpy_passes_to_float32_rounding(mo
 
     from reconstruction.gpu import common
 
-    fused_calls = []
+    fused_calls: list[int] = []
     fused = common.lerp_c64
-    monkeypatch.setattr(common, "lerp_c64", lambda *a: (fused_calls.append(1), fused(*a)))
+
+    def spy(*args):
+        fused_calls.append(1)
+        fused(*args)
+
+    monkeypatch.setattr(common, "lerp_c64", spy)
 
     rng = np.random.default_rng(0)
     mean = (rng.normal(size=(300, 301)) + 1j * rng.normal(size=(300, 301))).astype(np.complex64)
