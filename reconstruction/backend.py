@@ -47,6 +47,11 @@ class Backend:
             self.xp.cuda.get_current_stream().synchronize()
 
 
+def is_cupy_array(a: Any) -> bool:
+    """True when ``a`` is a CuPy array (read from its type's module, so CuPy need not be importable here)."""
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
 @functools.lru_cache(maxsize=1)
 def _cupy_status() -> tuple[Any, str]:
     try:

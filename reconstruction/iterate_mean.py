@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from .backend import is_cupy_array
+
 #: epochs at the start reported as they are (the first iterates change too fast to be averaged)
 FIRST_AVERAGED_EPOCH = 6
 
@@ -67,7 +69,7 @@ def lerp_inplace(mean: Any, new: Any, weight: float) -> None:
 
     On CuPy one fused pass (``lerp_c64``, kernels/generic.cu) for contiguous complex64 arrays; else three in-place
     passes ((mean - new) (1 - w) + new)."""
-    fused = (type(mean).__module__.split(".")[0] == "cupy" and mean.dtype == new.dtype == np.complex64
+    fused = (is_cupy_array(mean) and mean.dtype == new.dtype == np.complex64
              and mean.shape == new.shape and mean.flags.c_contiguous and new.flags.c_contiguous)
     if fused:
         from .gpu.common import lerp_c64

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..backend import is_cupy_array
 from .partition import Window
 
 
@@ -35,20 +36,16 @@ class CommunicatorAborted(RuntimeError):
     """Another rank failed while this one waited in a collective."""
 
 
-def _is_cupy(a: Any) -> bool:
-    return type(a).__module__.startswith("cupy")
-
-
 def _synchronize(a: Any) -> None:
     """Wait for the work queued on ``a``'s device by this thread (CuPy), so another thread may read it."""
-    if _is_cupy(a):
+    if is_cupy_array(a):
         import cupy  # type: ignore[import-not-found]
 
         cupy.cuda.get_current_stream().synchronize()
 
 
 def _device_id(a: Any) -> int | None:
-    return int(a.device.id) if _is_cupy(a) else None
+    return int(a.device.id) if is_cupy_array(a) else None
 
 
 class _Rendezvous:
@@ -97,11 +94,11 @@ class LocalCommunicator(_Rendezvous):
         _synchronize(buf)
         self._meet(rank, buf, self._sum)
         total = self._total
-        if _is_cupy(buf) and _device_id(total) != _device_id(buf):
+        if is_cupy_array(buf) and _device_id(total) != _device_id(buf):
             import cupy
 
-            total = cupy.asarray(cupy.asnumpy(total) if _is_cupy(total) else total)
-        elif not _is_cupy(buf) and _is_cupy(total):
+            total = cupy.asarray(cupy.asnumpy(total) if is_cupy_array(total) else total)
+        elif not is_cupy_array(buf) and is_cupy_array(total):
             total = total.get()
         buf[...] = total  # rank 0 replaces the total only after every rank reached the next collective
         _synchronize(buf)
@@ -113,9 +110,9 @@ class LocalCommunicator(_Rendezvous):
                 total += b
             _synchronize(total)
         else:
-            total = bufs[0].get() if _is_cupy(bufs[0]) else np.array(bufs[0])
+            total = bufs[0].get() if is_cupy_array(bufs[0]) else np.array(bufs[0])
             for b in bufs[1:]:
-                total += b.get() if _is_cupy(b) else np.asarray(b)
+                total += b.get() if is_cupy_array(b) else np.asarray(b)
         self._total = total
 
 
