@@ -6,12 +6,15 @@ same run given the true positions.
     python benchmarks/position_correction.py --size 128 --scan 12 --engines LSQML,ePIE
     python benchmarks/position_correction.py --probe guessed              # the probe from the data, not known
     python benchmarks/position_correction.py --device gpu --engines ePIE,DM  # the fast GPU engines
+    python benchmarks/position_correction.py --size 128 --scan 12 --engines LSQML --affine-delay 40 \
+        --affine-epochs 20 --start true --every 10               # the noise floor: refining from the truth
 
 The scan: size^2 patterns, a scan x scan raster with step size/10 and beam 0.4 size, Poisson 1e6; true positions =
 the raster stretched by ``--stretch`` and turned by ``--turn-deg`` about its centre plus uniform +-``--random-px``
-errors; the raster is given. The NRMSE removes the object's shift to a fraction of a pixel (the scan's common
-offset, which the data cannot see, stays where the given raster's mean puts it; ``metrics.remove_ambiguities``); the
-figures with whole-pixel shifts only follow. ``--probe known`` (default) starts from the true probe and holds it,
+errors; the raster is given (``--start true``: the true positions, refined all the same, which shows where the
+data's noise alone takes them; ``--photons`` sets the dose). The NRMSE removes the object's shift to a fraction of a
+pixel (the scan's common offset, which the data cannot see, stays where the given raster's mean puts it;
+``metrics.remove_ambiguities``); the figures with whole-pixel shifts only follow. ``--probe known`` (default) starts from the true probe and holds it,
 ``guessed`` builds the guess from the data and updates it from iteration 2 (held during the affine fit). Settings:
 refinement from ``--pps``, a coarse search of radius ``--coarse`` in its first 5 iterations, every linear affine
 term free, fitted in refining iterations ``--affine-delay`` + 1 .. + ``--affine-epochs``. Prints one ``POSCORR``
@@ -79,6 +82,10 @@ def main() -> None:
     ap.add_argument("--probe", choices=("known", "guessed"), default="known")
     ap.add_argument("--fourier-relax", type=float, default=EngineSettings.dm_relax,
                     help="DM's noise ball (-fourierRelax), relative rms of the measured amplitudes")
+    ap.add_argument("--photons", type=float, default=1e6, help="counts per pattern (Poisson)")
+    ap.add_argument("--start", choices=("given", "true"), default="given",
+                    help="refine from the given raster or from the true positions (the noise floor)")
+    ap.add_argument("--every", type=int, default=0, help="print the position errors every this many iterations")
     ap.add_argument("--device", default="cpu", help="cpu, or gpu (each engine's fast path where the plan allows)")
     args = ap.parse_args()
 
@@ -89,7 +96,7 @@ def main() -> None:
     linear = args.stretch * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
     true = centre + (nominal - centre) @ linear.T
     true += np.random.default_rng(5).uniform(-args.random_px, args.random_px, true.shape)
-    sim = simulate(size_px=n, photons=1e6, seed=3, positions_px=true, subpixel=True)
+    sim = simulate(size_px=n, photons=args.photons, seed=3, positions_px=true, subpixel=True)
     h, w = sim.object_truth.shape
     known = args.probe == "known"
 
@@ -106,7 +113,12 @@ def main() -> None:
                              beam_diameter_px=0.4 * n, object_shape=(h + 2 * int(args.random_px + 3),
                                                                      w + 2 * int(args.random_px + 3)),
                              settings=settings)
-        rec.run()
+        for progress in rec:
+            if refine and args.every and progress.iteration % args.every == 0:
+                edge_px, inside_px, _ = ring_errors_px(rec.positions(), true, nominal)
+                print(f"  {algorithm} iteration {progress.iteration}: positions "
+                      f"{position_error_px(rec.positions(), true):.3f} px, edge {edge_px:.3f}, inside {inside_px:.3f}",
+                      flush=True)
         region = illuminated_region(rec.illumination()[:h, :w], 0.3)
         seconds = time.perf_counter() - start
         estimate = rec.object()[:h, :w]
@@ -115,9 +127,10 @@ def main() -> None:
 
     for algorithm in args.engines.split(","):
         _, nrmse_true, whole_true, _ = run(algorithm, true, refine=False)
-        rec, nrmse, whole, seconds = run(algorithm, nominal, refine=True)
-        print(f"POSCORR {algorithm} size={n} scan={args.scan}x{args.scan} probe={args.probe} "
-              f"positions_px {position_error_px(nominal, true):.3f} -> {position_error_px(rec.positions(), true):.3f} "
+        start = true if args.start == "true" else nominal
+        rec, nrmse, whole, seconds = run(algorithm, start, refine=True)
+        print(f"POSCORR {algorithm} size={n} scan={args.scan}x{args.scan} probe={args.probe} photons={args.photons:g} "
+              f"positions_px {position_error_px(start, true):.3f} -> {position_error_px(rec.positions(), true):.3f} "
               f"nrmse {nrmse:.4f} true_positions {nrmse_true:.4f} ratio {nrmse / nrmse_true:.2f} "
               f"seconds {seconds:.1f} device {args.device} engine {type(rec.engine).__name__}", flush=True)
         print(f"  whole-pixel shift only: nrmse {whole:.4f} true_positions {whole_true:.4f} "
