@@ -2,6 +2,10 @@
 
 ``postgres_url`` and ``redis_url`` are for any test package (webapp, epics_bridge, e2e). The servers are
 stopped at the end of the session whatever happened; see tests/support/ for the helpers.
+
+``--suite-part`` splits the suite in two (``./dev test`` runs both): ``parallel``, the CPU-bound tests of the
+physics and the API (tests/reconstruction, tests/ptychopy) that start no server and drive no browser, IOC or GPU,
+run on every core (pytest-xdist); ``serial``, the rest, alone, since they time what a user would see.
 """
 
 from __future__ import annotations
@@ -38,6 +42,31 @@ def redis_server() -> RedisServer:
 def redis_url(redis_server: RedisServer) -> str:
     """URL of database 0 on the session's Redis (other tests take their own database index)."""
     return redis_server.url(0)
+
+
+#: the test folders whose tests may share the machine with another worker, and the marks that keep a test out
+PARALLEL_FOLDERS = ("reconstruction", "ptychopy")
+SERIAL_MARKS = ("services", "browser", "epics", "gpu")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--suite-part", choices=("parallel", "serial"), default=None,
+                     help="only the tests that may run beside another worker (parallel) or only the others (serial)")
+
+
+def runs_in_parallel_part(item: pytest.Item) -> bool:
+    """True for a test of :data:`PARALLEL_FOLDERS` with none of :data:`SERIAL_MARKS`."""
+    parts = item.path.relative_to(item.config.rootpath / "tests").parts
+    return parts[0] in PARALLEL_FOLDERS and not any(item.get_closest_marker(m) for m in SERIAL_MARKS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    part = config.getoption("--suite-part")
+    if part is None:
+        return
+    keep = [item for item in items if runs_in_parallel_part(item) == (part == "parallel")]
+    config.hook.pytest_deselected(items=[item for item in items if item not in set(keep)])
+    items[:] = keep
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
