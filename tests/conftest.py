@@ -3,9 +3,10 @@
 ``postgres_url`` and ``redis_url`` are for any test package (webapp, epics_bridge, e2e). The servers are
 stopped at the end of the session whatever happened; see tests/support/ for the helpers.
 
-``--suite-part`` splits the suite in two (``./dev test`` runs both): ``parallel``, the CPU-bound tests of the
-physics and the API (tests/reconstruction, tests/ptychopy) that start no server and drive no browser, IOC or GPU,
-run on every core (pytest-xdist); ``serial``, the rest, alone, since they time what a user would see.
+``--suite-part`` splits the suite in two (``./dev test`` runs both): ``parallel``, the tests that start no server
+and drive no browser, IOC or GPU (the physics, the API, the web app's views on SQLite, the docs), run on every core
+(pytest-xdist); ``serial``, the rest (tests/e2e, tests/epics_bridge and every test marked for a service, a browser,
+an IOC or a GPU), alone, since they time what a user would see.
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url(0)
 
 
-#: the test folders whose tests may share the machine with another worker, and the marks that keep a test out
-PARALLEL_FOLDERS = ("reconstruction", "ptychopy")
+#: the test folders, and the marks, of the tests that run alone (the ``serial`` part of ``--suite-part``)
+SERIAL_FOLDERS = ("e2e", "epics_bridge")
 SERIAL_MARKS = ("services", "browser", "epics", "gpu")
 
 
@@ -55,18 +56,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def runs_in_parallel_part(item: pytest.Item) -> bool:
-    """True for a test of :data:`PARALLEL_FOLDERS` with none of :data:`SERIAL_MARKS`."""
+    """True for a test outside :data:`SERIAL_FOLDERS` with none of :data:`SERIAL_MARKS`."""
     parts = item.path.relative_to(item.config.rootpath / "tests").parts
-    return parts[0] in PARALLEL_FOLDERS and not any(item.get_closest_marker(m) for m in SERIAL_MARKS)
+    return parts[0] not in SERIAL_FOLDERS and not any(item.get_closest_marker(m) for m in SERIAL_MARKS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     part = config.getoption("--suite-part")
     if part is None:
         return
-    keep = [item for item in items if runs_in_parallel_part(item) == (part == "parallel")]
-    config.hook.pytest_deselected(items=[item for item in items if item not in set(keep)])
-    items[:] = keep
+    wanted = part == "parallel"
+    config.hook.pytest_deselected(items=[item for item in items if runs_in_parallel_part(item) != wanted])
+    items[:] = [item for item in items if runs_in_parallel_part(item) == wanted]
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
