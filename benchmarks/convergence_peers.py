@@ -127,6 +127,14 @@ Snapshot = Callable[[dict[str, np.ndarray], str, list[int], str, int], Any]
 OURS_OPTIONS: dict[str, Any] = {}  # --ours-options: EngineSettings fields our runs change (e.g. beta_decay=0.003)
 
 
+def ours_option(name: str, text: str) -> Any:
+    """The EngineSettings field ``name`` read from ``text`` as its default's type (int or float)."""
+    from reconstruction.engines import EngineSettings
+
+    default = getattr(EngineSettings(), name)
+    return int(float(text)) if isinstance(default, int) and not isinstance(default, bool) else float(text)
+
+
 def run_ours(d: dict[str, np.ndarray], alg: str, checkpoints: list[int], device: str, probe_from: int) -> Any:
     from reconstruction.driver import Reconstruction
     from reconstruction.engines import EngineSettings
@@ -313,7 +321,7 @@ RUNNERS: dict[str, Snapshot] = {"ours": run_ours, "tike": run_tike, "ptychi": ru
 # ---------------------------------------------------------------------------------------------- worker / main
 def worker(args: argparse.Namespace) -> None:
     checkpoints = sorted({int(c) for c in args.checkpoints.split(",")})
-    OURS_OPTIONS.update({k: float(v) for k, v in (kv.split("=") for kv in args.ours_options.split(",") if kv)})
+    OURS_OPTIONS.update({k: ours_option(k, v) for k, v in (kv.split("=") for kv in args.ours_options.split(",") if kv)})
     algs = [a for a in CODES[args.code] if not args.algs or a in args.algs.split(",")]
     for path in args.data.split(","):
         with np.load(path) as z:

@@ -84,7 +84,7 @@ def run_ours(d: dict[str, Any], args: argparse.Namespace, checkpoints: list[int]
 
     settings = EngineSettings(update_probe_from=args.probe_from, phase_constraint=0, subpixel_windows=True,
                               position_refinement_from=args.pps, variable_intensity=args.variable_intensity,
-                              beta_decay=args.beta_decay, mean_span=args.mean_span)
+                              beta_decay=args.beta_decay, mean_span=args.mean_span, batch_size=args.batch_size)
     rec = Reconstruction(d["intensities"], d["positions"], algorithm="LSQML", iterations=checkpoints[-1],
                          device=args.device, seed=0, probe=d["probe"], probe_modes=args.modes,
                          object_shape=d["object_shape"], valid_mask=d["valid"], settings=settings)
@@ -95,7 +95,7 @@ def run_ours(d: dict[str, Any], args: argparse.Namespace, checkpoints: list[int]
             positions = rec.positions()
             row = {"impl": "ours", "iteration": it, "elapsed_s": float(sum(rec.iteration_s)),
                    "engine": type(rec.engine).__name__, "plan": rec.plan.implementation_reason,
-                   "beta_decay": args.beta_decay, "mean_span": args.mean_span, "beta": float(rec.engine.beta),
+                   "beta_decay": args.beta_decay, "mean_span": args.mean_span, "batch_size": args.batch_size, "beta": float(rec.engine.beta),
                    "moved_px": shift_px(d, positions)}
             row.update(residuals(d, rec.object(), rec.probe(), positions, rec.intensity_scale()))
             rows.append(row)
@@ -238,6 +238,7 @@ def main() -> None:
     p.add_argument("--mean-span", type=int, default=5,
                    help="our LSQML's -meanSpan: the run reports the exponential mean of its iterates with this span "
                    "(5 = the product default; 1 = the last iterate, as before 2026-12-07 evening)")
+    p.add_argument("--batch-size", type=int, default=0, help="our LSQML's mini-batch (0: the default, about N/40)")
     p.add_argument("--tike-batches", type=int, default=10)
     p.add_argument("--out", default="benchmarks/out")
     p.add_argument("--timeout", type=float, default=500)

@@ -10,12 +10,14 @@
 # reconstruction/ tree unpacked in bisect_tmp/old), lsqmlpos (LSQML sub-pixel + positions + flux beside plain),
 # mean (the measured scan with the product default, then with -betaDecay=0.003), abl (plain LSQML, this tree
 # against bisect_tmp/before_mean = `git archive 70bc20b~1 reconstruction`, the tree before the mean of the
-# iterates), meantest (tests/gpu/test_iterate_mean_on_gpu.py: the fused lerp_c64 and the mean against NumPy).
+# iterates), meantest (tests/gpu/test_iterate_mean_on_gpu.py: the fused lerp_c64 and the mean against NumPy), batch
+# (the measured scan, ours with tike's batching, 10 mini-batches of 52 (`-batch=52`), beside tike).
 # Default: all but betadecay, dmtests, ab, lsqmlpos, mean (about 14 min: two calls).
 # Run 2026-12-07 15:05-15:35, 19:20-19:24 and 23:59-00:07 (benchmarks/RESULTS.md). Still waiting for a GPU
 # (2026-12-08 01:05): STEPS="meantest abl" (make bisect_tmp/before_mean first): the fused lerp_c64 of the mean
 # against NumPy, and plain LSQML with the mean against the tree before it on one machine (4.95 ms on 2026-12-08's
-# H100 beside the target's 4.78 on another).
+# H100 beside the target's 4.78 on another); STEPS="batch" (2026-12-08 03:55: on the CPU ours with 10 batches is below
+# tike's H100 residual at every checkpoint; its GPU time beside tike's is not measured).
 set -u
 OUT=${OUT:-benchmarks/out}; export OUT; mkdir -p "$OUT" /tmp/site
 python3 -c "import hdf5plugin" 2>/dev/null || echo "# stand-in: no HDF5 compression filters" > /tmp/site/hdf5plugin.py
@@ -65,6 +67,10 @@ MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-100} bash benchmarks/issue17_device.sh meas
   | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -12
 MEASURED_ARGS="--impls ours --beta-decay 0.003" MEASURED_TIMEOUT=60 OUT=$OUT/decay bash benchmarks/issue17_device.sh \
   measured 2>&1 | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -10
+fi
+if step batch; then echo "=== measured: ours with tike's batching (10 mini-batches, -batch=52) beside tike $(date +%T)"
+MEASURED_ARGS="--batch-size 52" MEASURED_TIMEOUT=${MEASURED_TIMEOUT:-100} bash benchmarks/issue17_device.sh measured \
+  2>&1 | grep -vE "^MEASURED|^NVIDIA|^cupy" | tail -20
 fi
 if step fused; then echo "=== fused LSQML schedule $(date +%T)"
 timeout 50 python3 benchmarks/lsqml_fits.py --size 256 --iterations 20 --variants --configs subpixel+positions+flux \
