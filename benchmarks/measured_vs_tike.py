@@ -95,7 +95,8 @@ def run_ours(d: dict[str, Any], args: argparse.Namespace, checkpoints: list[int]
             positions = rec.positions()
             row = {"impl": "ours", "iteration": it, "elapsed_s": float(sum(rec.iteration_s)),
                    "engine": type(rec.engine).__name__, "plan": rec.plan.implementation_reason,
-                   "beta_decay": args.beta_decay, "mean_span": args.mean_span, "batch_size": args.batch_size, "beta": float(rec.engine.beta),
+                   "beta_decay": args.beta_decay, "mean_span": args.mean_span,
+                   "batch_size": args.batch_size, "beta": float(rec.engine.beta),
                    "moved_px": shift_px(d, positions)}
             row.update(residuals(d, rec.object(), rec.probe(), positions, rec.intensity_scale()))
             rows.append(row)
