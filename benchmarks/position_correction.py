@@ -17,9 +17,10 @@ pixel (the scan's common offset, which the data cannot see, stays where the give
 ``metrics.remove_ambiguities``); the figures with whole-pixel shifts only follow. ``--probe known`` (default) starts
 from the true probe and holds it, ``guessed`` builds the guess from the data and updates it from iteration 2 (held
 during the affine fit). Settings: refinement from ``--pps``, a coarse search of radius ``--coarse`` in its first 5
-iterations, every linear affine term free, fitted in refining iterations ``--affine-delay`` + 1 .. + ``--affine-
-epochs``. Prints one ``POSCORR`` line per engine (position RMS given -> refined after removing the mean offset,
-NRMSE refined and with the true positions, seconds) and what is left of the error: its affine part and the rest.
+iterations, every linear affine term free, fitted in refining iterations ``--affine-delay`` + 1 .. +
+``--affine-epochs``. Prints one ``POSCORR`` line per engine (position RMS given -> refined after removing the mean
+offset, NRMSE refined and with the true positions, seconds) and what is left of the error: its affine part and the
+rest.
 """
 
 from __future__ import annotations
